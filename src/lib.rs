@@ -1,0 +1,11 @@
+//! blvm-stratum-v2: a Stratum V2 mining-pool server.
+//!
+//! The crate is a sans-IO core with a thin async shell:
+//! - [`wire`]: the SV2 binary encoding (data types, frames, messages, TLV), zero-copy.
+//! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
+//!
+//! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
+//! matters); sockets and timers belong to the shell.
+
+pub mod noise;
+pub mod wire;

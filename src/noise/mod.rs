@@ -1,0 +1,1 @@
+//! Noise NX handshake and encrypted transport (Stratum V2 spec chapter 04).
