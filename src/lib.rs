@@ -2,10 +2,14 @@
 //!
 //! The crate is a sans-IO core with a thin async shell:
 //! - [`wire`]: the SV2 binary encoding (data types, frames, messages, TLV), zero-copy.
+//! - [`mining`]: channels, jobs, share validation, block assembly, vardiff (sans-IO).
+//! - [`node`]: the Bitcoin node behind the pool ([`node::NodeApi`]) and its backends.
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
 //!
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
 //! matters); sockets and timers belong to the shell.
 
+pub mod mining;
+pub mod node;
 pub mod noise;
 pub mod wire;

@@ -1,0 +1,161 @@
+//! The pool's coinbase transaction and its split around the extranonce (05 §5.3.16, 03 §3.7).
+//!
+//! scriptSig = BIP34 height push, the pool tag push, then a push of the extranonce space
+//! (extranonce_prefix + the miner's extranonce). The non-witness serialization is cut right
+//! before the extranonce: `prefix` and `suffix` are what an extended job carries, so a miner's
+//! `prefix + extranonce_prefix + extranonce + suffix` is the transaction whose txid goes into
+//! the merkle root. The witness (BIP141) is kept aside and put back when a block is assembled.
+
+use bitcoin::blockdata::script::{Builder, PushBytesBuf};
+use bitcoin::consensus::Encodable;
+use bitcoin::hashes::{Hash, HashEngine, sha256};
+use bitcoin::{
+    Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness, absolute, transaction,
+};
+
+use super::MiningError;
+use crate::node::BlockTemplate;
+
+/// Largest scriptSig a coinbase may have (consensus: 2 to 100 bytes).
+const MAX_SCRIPT_SIG: usize = 100;
+
+/// What the pool puts in every coinbase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinbaseConfig {
+    /// Where the block reward goes.
+    pub payout_script: ScriptBuf,
+    /// The pool's tag in the coinbase scriptSig (e.g. "/blvm-stratum-v2/").
+    pub pool_tag: Vec<u8>,
+    /// Total extranonce bytes: the channel's prefix plus the miner's part (at most 32).
+    pub extranonce_len: usize,
+}
+
+/// A coinbase transaction split for miners, with what is needed to rebuild it whole.
+#[derive(Clone)]
+pub struct CoinbaseParts {
+    /// Non-witness serialization up to the extranonce.
+    pub prefix: Vec<u8>,
+    /// Non-witness serialization after the extranonce.
+    pub suffix: Vec<u8>,
+    /// SHA-256 state after `prefix`, so each share hashes only the rest (midstate).
+    pub prefix_state: sha256::HashEngine,
+    /// The coinbase with a zero extranonce and its witness, the template for block assembly.
+    pub tx: Transaction,
+    /// Total extranonce bytes.
+    pub extranonce_len: usize,
+}
+
+impl CoinbaseParts {
+    /// Builds the coinbase for `template` and splits it.
+    pub fn build(template: &BlockTemplate, cfg: &CoinbaseConfig) -> Result<Self, MiningError> {
+        if cfg.extranonce_len == 0 || cfg.extranonce_len > 32 {
+            return Err(MiningError::Config(format!(
+                "extranonce length {} is not within 1..=32",
+                cfg.extranonce_len
+            )));
+        }
+        let tag = PushBytesBuf::try_from(cfg.pool_tag.clone())
+            .map_err(|_| MiningError::Config("pool tag too long".into()))?;
+        let script_sig = Builder::new()
+            .push_int(i64::from(template.height))
+            .push_slice(tag)
+            .push_slice(
+                PushBytesBuf::try_from(vec![0u8; cfg.extranonce_len])
+                    .map_err(|_| MiningError::Config("extranonce does not fit a push".into()))?,
+            )
+            .into_script();
+        if script_sig.len() > MAX_SCRIPT_SIG {
+            return Err(MiningError::Config(format!(
+                "coinbase scriptSig would be {} bytes (max {MAX_SCRIPT_SIG}): shorten the pool tag",
+                script_sig.len()
+            )));
+        }
+        let mut output = vec![TxOut {
+            value: template.coinbase_value,
+            script_pubkey: cfg.payout_script.clone(),
+        }];
+        let witness = if template.has_witness_data() {
+            output.push(TxOut {
+                value: Amount::ZERO,
+                script_pubkey: template.witness_commitment_script(),
+            });
+            BlockTemplate::coinbase_witness()
+        } else {
+            Witness::new()
+        };
+        let tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig,
+                sequence: Sequence::MAX,
+                witness,
+            }],
+            output,
+        };
+        let stripped = strip_witness(&tx);
+        // version (4) + input count (1) + outpoint (36) + script length (1) + script up to the
+        // extranonce.
+        let cut = 4 + 1 + 36 + 1 + tx.input[0].script_sig.len() - cfg.extranonce_len;
+        let (prefix, rest) = stripped.split_at(cut);
+        let suffix = rest[cfg.extranonce_len..].to_vec();
+        let mut prefix_state = sha256::Hash::engine();
+        prefix_state.input(prefix);
+        Ok(CoinbaseParts {
+            prefix: prefix.to_vec(),
+            suffix,
+            prefix_state,
+            tx,
+            extranonce_len: cfg.extranonce_len,
+        })
+    }
+
+    /// txid of the coinbase with the given full extranonce (prefix and miner part), hashing
+    /// only what follows the cached prefix state.
+    #[inline]
+    pub fn txid_with(&self, extranonce_prefix: &[u8], extranonce: &[u8]) -> [u8; 32] {
+        let mut e = self.prefix_state.clone();
+        e.input(extranonce_prefix);
+        e.input(extranonce);
+        e.input(&self.suffix);
+        let first = sha256::Hash::from_engine(e);
+        sha256::Hash::hash(first.as_byte_array()).to_byte_array()
+    }
+
+    /// The whole coinbase (witness included) with the given full extranonce.
+    pub fn transaction_with(&self, extranonce_prefix: &[u8], extranonce: &[u8]) -> Transaction {
+        let mut tx = self.tx.clone();
+        let mut script = tx.input[0].script_sig.to_bytes();
+        let start = script.len() - self.extranonce_len;
+        let filled = extranonce_prefix.iter().chain(extranonce).copied();
+        for (slot, b) in script[start..].iter_mut().zip(filled) {
+            *slot = b;
+        }
+        tx.input[0].script_sig = ScriptBuf::from_bytes(script);
+        tx
+    }
+}
+
+impl std::fmt::Debug for CoinbaseParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoinbaseParts")
+            .field("prefix", &self.prefix.len())
+            .field("suffix", &self.suffix.len())
+            .field("tx", &self.tx.compute_txid())
+            .field("extranonce_len", &self.extranonce_len)
+            .finish()
+    }
+}
+
+/// The non-witness (BIP141-stripped) serialization of a transaction.
+pub fn strip_witness(tx: &Transaction) -> Vec<u8> {
+    let mut bare = tx.clone();
+    for input in &mut bare.input {
+        input.witness = Witness::new();
+    }
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = bare.consensus_encode(&mut out);
+    out
+}

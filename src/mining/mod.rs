@@ -1,0 +1,26 @@
+//! The mining core, sans-IO: work from templates, channels, jobs, share validation, block
+//! assembly, vardiff and statistics. Time comes in as arguments; nothing here does I/O.
+
+pub mod coinbase;
+pub mod merkle;
+pub mod session;
+pub mod share;
+pub mod target;
+pub mod vardiff;
+pub mod work;
+
+pub use coinbase::{CoinbaseConfig, CoinbaseParts};
+pub use session::{
+    ChannelInfo, ChannelStats, ExtranonceAllocator, FoundBlock, MiningConfig, Session,
+    SessionError, SessionEvent,
+};
+pub use share::ShareRejection;
+pub use work::Work;
+
+/// Errors of the mining core that are not a miner's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MiningError {
+    /// A configuration value that cannot work (with the reason).
+    #[error("configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,55 @@
+//! The Bitcoin node behind the pool: block templates in, blocks out, chain events.
+//!
+//! [`NodeApi`] is what the pool needs from a node; the backends implement it: the embedded
+//! regtest chain ([`regtest::EmbeddedChain`]) today, a JSON-RPC node and the blvm-node module
+//! interface next.
+
+pub mod regtest;
+pub mod template;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use template::BlockTemplate;
+
+use bitcoin::{Block, BlockHash};
+
+/// A boxed future, so that [`NodeApi`] can be used as `dyn NodeApi`.
+pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Something that happened on the node's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainEvent {
+    /// The best chain has a new tip: jobs on the old prev hash are stale.
+    NewTip {
+        /// Hash of the new tip.
+        hash: BlockHash,
+        /// Its height.
+        height: u32,
+    },
+    /// A better template is available on the same tip (more fees, new transactions).
+    NewTemplate,
+}
+
+/// Why a node refused or could not take a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The node refused a block, with its reason.
+    #[error("block rejected: {0}")]
+    BlockRejected(String),
+    /// The node could not be reached or answered nonsense; the request may be retried.
+    #[error("node unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the pool needs from a Bitcoin node.
+pub trait NodeApi: Send + Sync {
+    /// A template for the next block on the current tip.
+    fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>>;
+
+    /// Submits a solved block; `Ok` means the node accepted it.
+    fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>>;
+
+    /// A receiver of chain events from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent>;
+}

@@ -1,0 +1,73 @@
+//! A block template as the pool needs it, whatever node it came from.
+
+use bitcoin::block::Version;
+use bitcoin::hashes::Hash;
+use bitcoin::{
+    Amount, BlockHash, CompactTarget, ScriptBuf, Target, Transaction, Txid, Witness, Wtxid,
+};
+
+/// Everything a pool needs to build jobs for the next block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockTemplate {
+    /// Block header version.
+    pub version: Version,
+    /// Hash of the block this one builds on.
+    pub prev_hash: BlockHash,
+    /// Compact network target of the next block.
+    pub bits: CompactTarget,
+    /// Height of the next block (BIP34 puts it in the coinbase).
+    pub height: u32,
+    /// Smallest allowed header time (median time past + 1).
+    pub min_time: u32,
+    /// The node's current time; jobs start from here.
+    pub cur_time: u32,
+    /// Subsidy plus fees: what the coinbase may pay out.
+    pub coinbase_value: Amount,
+    /// The transactions after the coinbase, in block order.
+    pub transactions: Vec<Transaction>,
+}
+
+impl BlockTemplate {
+    /// The network target this template's block must meet.
+    pub fn target(&self) -> Target {
+        Target::from_compact(self.bits)
+    }
+
+    /// Whether any transaction carries witness data, so the coinbase needs a BIP141
+    /// commitment.
+    pub fn has_witness_data(&self) -> bool {
+        self.transactions
+            .iter()
+            .any(|tx| tx.input.iter().any(|i| !i.witness.is_empty()))
+    }
+
+    /// Txids of the template's transactions, in order.
+    pub fn txids(&self) -> Vec<Txid> {
+        self.transactions
+            .iter()
+            .map(Transaction::compute_txid)
+            .collect()
+    }
+
+    /// The BIP141 witness commitment output script: OP_RETURN with 0xaa21a9ed and the hash of
+    /// the witness merkle root (coinbase wtxid taken as zero) and a zero witness reserved value.
+    pub fn witness_commitment_script(&self) -> ScriptBuf {
+        let wtxids = std::iter::once(Wtxid::all_zeros())
+            .chain(self.transactions.iter().map(Transaction::compute_wtxid))
+            .map(|w| w.to_raw_hash());
+        let root = bitcoin::merkle_tree::calculate_root(wtxids)
+            .map(bitcoin::WitnessMerkleNode::from_raw_hash)
+            .unwrap_or_else(bitcoin::WitnessMerkleNode::all_zeros);
+        let reserved = [0u8; 32];
+        let commitment = bitcoin::Block::compute_witness_commitment(&root, &reserved);
+        let mut bytes = [0u8; 36];
+        bytes[..4].copy_from_slice(&[0xaa, 0x21, 0xa9, 0xed]);
+        bytes[4..].copy_from_slice(commitment.as_byte_array());
+        ScriptBuf::new_op_return(bytes)
+    }
+
+    /// The coinbase witness that goes with [`witness_commitment_script`]: one 32-byte zero item.
+    pub fn coinbase_witness() -> Witness {
+        Witness::from_slice(&[[0u8; 32]])
+    }
+}
