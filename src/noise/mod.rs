@@ -5,12 +5,14 @@
 //! - [`Responder`] (server): built once, [`Responder::accept`] per connection.
 //! - [`Initiator`] (client): [`Initiator::step_0`], then [`Initiator::step_2`].
 //! - [`NoiseTransport`]: frame encryption and streaming decryption after the handshake.
+//! - [`keys`]: authority keys in SRI's text form and on disk.
 
 mod certificate;
 mod cipher;
 mod error;
 mod handshake;
 mod initiator;
+pub mod keys;
 mod responder;
 mod transport;
 
