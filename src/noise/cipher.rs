@@ -2,10 +2,10 @@
 //!
 //! Encryption and decryption work in place with a detached 16-byte tag, so that the handshake
 //! and the transport can encrypt straight into their output buffers without copies or
-//! allocation.
+//! allocation. The AEAD is `ring`'s: measured 5-6x faster than the `chacha20poly1305` crate on
+//! the small frames mining traffic consists of, and about 2x on 16 KiB (see benches/noise.rs).
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 
 use super::NoiseError;
 
@@ -14,7 +14,7 @@ pub const MAC_LEN: usize = 16;
 
 /// Symmetric key plus nonce counter (spec 4.4.1).
 pub(crate) struct CipherState {
-    aead: ChaCha20Poly1305,
+    aead: LessSafeKey,
     n: u64,
 }
 
@@ -24,18 +24,19 @@ pub(crate) struct AuthFailed;
 
 impl CipherState {
     /// `InitializeKey(key)`: sets `k = key`, `n = 0`.
-    pub(crate) fn new(key: &[u8; 32]) -> Self {
-        CipherState {
-            aead: ChaCha20Poly1305::new(Key::from_slice(key)),
+    pub(crate) fn new(key: &[u8; 32]) -> Result<Self, NoiseError> {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| NoiseError::AeadKey)?;
+        Ok(CipherState {
+            aead: LessSafeKey::new(key),
             n: 0,
-        }
+        })
     }
 
     /// The 96-bit IETF nonce: 32 zero bits, then `n` as little-endian u64 (Noise convention).
     fn nonce(&self) -> Nonce {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&self.n.to_le_bytes());
-        Nonce::from(nonce)
+        Nonce::assume_unique_for_key(nonce)
     }
 
     /// How many more messages this key may process; `u64::MAX` is reserved by Noise.
@@ -52,15 +53,15 @@ impl CipherState {
         if self.n == u64::MAX {
             return Err(NoiseError::NonceExhausted);
         }
-        let nonce = self.nonce();
-        // The only error this AEAD reports on encryption is a buffer beyond 256 GiB, which the
-        // callers' 64 KiB chunking rules out; map it rather than panic.
+        // ring refuses only inputs beyond 256 GiB, which 64 KiB chunking rules out.
         let tag = self
             .aead
-            .encrypt_in_place_detached(&nonce, ad, buf)
-            .map_err(|_| NoiseError::NonceExhausted)?;
+            .seal_in_place_separate_tag(self.nonce(), Aad::from(ad), buf)
+            .map_err(|_| NoiseError::AeadKey)?;
         self.n += 1;
-        Ok(tag.into())
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
     /// `DecryptWithAd(ad, buf)` in place; on failure `n` is not incremented (spec 4.4.1).
@@ -73,9 +74,9 @@ impl CipherState {
         if self.n == u64::MAX {
             return Err(AuthFailed);
         }
-        let nonce = self.nonce();
+        let tag = Tag::from(*tag);
         self.aead
-            .decrypt_in_place_detached(&nonce, ad, buf, Tag::from_slice(tag))
+            .open_in_place_separate_tag(self.nonce(), Aad::from(ad), tag, buf, 0..)
             .map_err(|_| AuthFailed)?;
         self.n += 1;
         Ok(())
@@ -93,8 +94,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_nonce_advance() {
-        let mut a = CipherState::new(&[7; 32]);
-        let mut b = CipherState::new(&[7; 32]);
+        let mut a = CipherState::new(&[7; 32]).unwrap();
+        let mut b = CipherState::new(&[7; 32]).unwrap();
         let mut buf = *b"hello world";
         let tag = a.encrypt(b"ad", &mut buf).unwrap();
         assert_ne!(&buf, b"hello world");
@@ -106,8 +107,8 @@ mod tests {
 
     #[test]
     fn failed_decrypt_does_not_advance_nonce() {
-        let mut a = CipherState::new(&[1; 32]);
-        let mut b = CipherState::new(&[1; 32]);
+        let mut a = CipherState::new(&[1; 32]).unwrap();
+        let mut b = CipherState::new(&[1; 32]).unwrap();
         let mut buf = [5u8; 20];
         let mut tag = a.encrypt(&[], &mut buf).unwrap();
         tag[0] ^= 1;
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn nonce_max_is_reserved() {
-        let mut a = CipherState::new(&[1; 32]);
+        let mut a = CipherState::new(&[1; 32]).unwrap();
         a.set_nonce(u64::MAX);
         assert_eq!(
             a.encrypt(&[], &mut [0u8; 4]),
@@ -128,14 +129,14 @@ mod tests {
         assert!(a.decrypt(&[], &mut [0u8; 4], &[0; 16]).is_err());
     }
 
-    /// RFC 8439 section 2.8.2 test vector, to pin the nonce layout and the AEAD itself.
+    /// Cross-checks against the RustCrypto implementation with the nonce spelled out: four
+    /// zero bytes, then `n` little-endian (what noise_sv2 sends).
     #[test]
-    fn rfc8439_vector() {
+    fn nonce_layout_and_output_match_rustcrypto() {
+        use chacha20poly1305::aead::AeadInPlace;
+        use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
         let key: [u8; 32] = core::array::from_fn(|i| 0x80 + i as u8);
-        // Nonce 07 00 00 00 40 41 42 43 44 45 46 47: our layout puts n little-endian in the
-        // last 8 bytes, so the first 4 bytes must be zero for Noise; check the tail layout
-        // with a Noise-shaped nonce against a direct call instead.
-        let mut c = CipherState::new(&key);
+        let mut c = CipherState::new(&key).unwrap();
         c.set_nonce(0x4746_4544_4342_4140);
         let mut ours = *b"Ladies and Gentlemen";
         let tag = c.encrypt(b"ad", &mut ours).unwrap();

@@ -102,6 +102,10 @@ pub enum NoiseError {
     /// The 64-bit nonce counter would wrap; the session must be re-established.
     #[error("nonce space exhausted")]
     NonceExhausted,
+    /// The AEAD refused a key or an input size; cannot happen with the 32-byte keys and
+    /// 64 KiB chunks used here, and is reported rather than panicking.
+    #[error("AEAD refused the key or input size")]
+    AeadKey,
     /// The receiver already failed once; it stays dead so that no later byte is trusted.
     #[error("transport closed after an earlier failure")]
     TransportClosed,

@@ -48,11 +48,13 @@ impl SymmetricState {
     }
 
     /// `MixKey(ikm)`: `(ck, temp_k) = HKDF(ck, ikm)`, `InitializeKey(temp_k)`.
-    pub(crate) fn mix_key(&mut self, ikm: &[u8; 32]) {
+    pub(crate) fn mix_key(&mut self, ikm: &[u8; 32]) -> Result<(), super::NoiseError> {
         let (ck, mut temp_k) = hkdf2(&self.ck, ikm);
         self.ck = ck;
-        self.k = Some(CipherState::new(&temp_k));
+        let k = CipherState::new(&temp_k);
         temp_k.zeroize();
+        self.k = Some(k?);
+        Ok(())
     }
 
     /// `EncryptAndHash(buf)` in place; returns the MAC (the key is always set where we call it).
@@ -95,12 +97,12 @@ impl SymmetricState {
     }
 
     /// `Split()`: `(k1, k2) = HKDF(ck, "")`; `k1` protects initiator-to-responder traffic.
-    pub(crate) fn split(&self) -> (CipherState, CipherState) {
+    pub(crate) fn split(&self) -> Result<(CipherState, CipherState), super::NoiseError> {
         let (mut k1, mut k2) = hkdf2(&self.ck, &[]);
         let pair = (CipherState::new(&k1), CipherState::new(&k2));
         k1.zeroize();
         k2.zeroize();
-        pair
+        Ok((pair.0?, pair.1?))
     }
 
     #[cfg(test)]
@@ -193,8 +195,8 @@ mod tests {
     fn encrypt_decrypt_and_hash_agree() {
         let mut a = SymmetricState::new();
         let mut b = SymmetricState::new();
-        a.mix_key(&[9; 32]);
-        b.mix_key(&[9; 32]);
+        a.mix_key(&[9; 32]).unwrap();
+        b.mix_key(&[9; 32]).unwrap();
         let mut buf = *b"static key bytes";
         let tag = a.encrypt_and_hash(&mut buf).unwrap();
         b.decrypt_and_hash(&mut buf, &tag).unwrap();

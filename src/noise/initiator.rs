@@ -74,7 +74,7 @@ impl Initiator {
         self.state.mix_hash(&re_bytes);
         // ee
         let ee = ecdh(self.e, re, self.e_secret, ElligatorSwiftParty::A);
-        self.state.mix_key(&ee);
+        self.state.mix_key(&ee)?;
         // s
         let (s_plain, s_tag) = s_part.split_at_mut(ELLSWIFT_LEN);
         let tag = mac(s_tag);
@@ -86,7 +86,7 @@ impl Initiator {
         let rs = ElligatorSwift::from_array(rs_bytes);
         // es
         let es = ecdh(self.e, rs, self.e_secret, ElligatorSwiftParty::A);
-        self.state.mix_key(&es);
+        self.state.mix_key(&es)?;
         // SIGNATURE_NOISE_MESSAGE
         let (c_plain, c_tag) = cert_part.split_at_mut(SIGNATURE_NOISE_MESSAGE_LEN);
         let tag = mac(c_tag);
@@ -100,7 +100,7 @@ impl Initiator {
         let server_key = PublicKey::from_ellswift(rs).x_only_public_key().0;
         certificate.verify(&self.authority, &server_key, now, self.leeway)?;
 
-        let (c1, c2) = self.state.split();
+        let (c1, c2) = self.state.split()?;
         Ok(NoiseTransport::new(c1, c2))
     }
 }

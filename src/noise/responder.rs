@@ -132,7 +132,7 @@ impl Responder {
         e_part.copy_from_slice(&e.to_array());
         state.mix_hash(e_part);
         // ee
-        state.mix_key(&ecdh(re, e, e_secret, ElligatorSwiftParty::B));
+        state.mix_key(&ecdh(re, e, e_secret, ElligatorSwiftParty::B))?;
         // s
         let (s_plain, s_tag) = s_part.split_at_mut(ELLSWIFT_LEN);
         s_plain.copy_from_slice(&self.static_ellswift.to_array());
@@ -144,13 +144,13 @@ impl Responder {
             self.static_key.secret_key(),
             ElligatorSwiftParty::B,
         );
-        state.mix_key(&es);
+        state.mix_key(&es)?;
         // SIGNATURE_NOISE_MESSAGE
         let (c_plain, c_tag) = cert_part.split_at_mut(SIGNATURE_NOISE_MESSAGE_LEN);
         c_plain.copy_from_slice(&self.certificate.to_bytes());
         c_tag.copy_from_slice(&state.encrypt_and_hash(c_plain)?);
 
-        let (c1, c2) = state.split();
+        let (c1, c2) = state.split()?;
         Ok((out, NoiseTransport::new(c2, c1)))
     }
 }

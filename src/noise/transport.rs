@@ -271,8 +271,14 @@ mod tests {
     use super::*;
 
     fn pair() -> (NoiseTransport, NoiseTransport) {
-        let a = NoiseTransport::new(CipherState::new(&[1; 32]), CipherState::new(&[2; 32]));
-        let b = NoiseTransport::new(CipherState::new(&[2; 32]), CipherState::new(&[1; 32]));
+        let a = NoiseTransport::new(
+            CipherState::new(&[1; 32]).unwrap(),
+            CipherState::new(&[2; 32]).unwrap(),
+        );
+        let b = NoiseTransport::new(
+            CipherState::new(&[2; 32]).unwrap(),
+            CipherState::new(&[1; 32]).unwrap(),
+        );
         (a, b)
     }
 
