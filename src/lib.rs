@@ -9,7 +9,9 @@
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
 //! matters); sockets and timers belong to the shell.
 
+pub mod config;
 pub mod mining;
 pub mod node;
 pub mod noise;
+pub mod server;
 pub mod wire;

@@ -1,21 +1,41 @@
-//! The `blvm-stratum-v2` command line: the pool server (to come) and its key tooling.
+//! The `blvm-stratum-v2` command line: run the pool (the default), create an authority key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
+use blvm_stratum_v2::node::NodeApi;
+use blvm_stratum_v2::node::regtest::EmbeddedNode;
 use blvm_stratum_v2::noise::keys;
-use clap::{CommandFactory, Parser, Subcommand};
+use blvm_stratum_v2::server::StratumV2Server;
+use clap::{Parser, Subcommand};
+use tracing::error;
 
 /// Stratum V2 mining-pool server.
+///
+/// With no subcommand it runs the pool: by default on a built-in regtest chain, listening on
+/// 0.0.0.0:3333, with an authority key created in the data directory on first start. Options
+/// come from --config FILE (top-level keys or a [modules.blvm-stratum-v2] section) and the
+/// flags below, which override the file. Logs go to stderr; set RUST_LOG (e.g. debug) for more.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    options: PoolOptions,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the pool (the default when no subcommand is given).
+    Run,
     /// Create a new pool authority key and print its public key for miners.
     ///
     /// The secret key file (mode 0600, SRI key-utils text form) is never overwritten:
@@ -29,14 +49,21 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match cli.command {
-        None => {
-            // No server yet: show what exists.
-            let _ = Cli::command().print_help();
-            ExitCode::SUCCESS
-        }
+        None | Some(Command::Run) => run(cli.config, cli.options),
         Some(Command::Keygen { out }) => keygen(&out),
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn keygen(out: &std::path::Path) -> ExitCode {
@@ -48,4 +75,97 @@ fn keygen(out: &std::path::Path) -> ExitCode {
     eprintln!("wrote authority secret key to {}", out.display());
     println!("{}", keys::encode_public_key(&key.x_only_public_key().0));
     ExitCode::SUCCESS
+}
+
+/// Resolves the configuration: defaults, then the file, then the flags.
+fn load_config(path: Option<PathBuf>, flags: PoolOptions) -> Result<PoolConfig, String> {
+    let (file, source) = match &path {
+        Some(p) => (
+            PoolOptions::from_file(p).map_err(|e| e.to_string())?,
+            p.display().to_string(),
+        ),
+        None => (PoolOptions::default(), "command line".to_owned()),
+    };
+    PoolConfig::resolve(&file.overlay(&flags), &source).map_err(|e| e.to_string())
+}
+
+fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
+    let config = match load_config(config_path, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !config.enabled {
+        eprintln!("blvm-stratum-v2 is disabled in its configuration (enabled = false)");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node: Arc<dyn NodeApi> = match &config.backend {
+            Backend::Embedded(chain) => Arc::new(EmbeddedNode::new(chain.clone())),
+        };
+        let server = match StratumV2Server::new(config, node) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = match server.start().await {
+            Ok(a) => a,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let key = server.authority_public_key().to_owned();
+        let port = addr.port();
+        println!("blvm-stratum-v2 listening on {addr} (embedded regtest chain)");
+        println!("authority public key: {key}");
+        println!(
+            "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"
+        );
+        wait_for_signal().await;
+        match server.stop().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod coinbase;
 pub mod merkle;
+pub mod pool;
 pub mod session;
 pub mod share;
 pub mod target;
@@ -10,6 +11,7 @@ pub mod vardiff;
 pub mod work;
 
 pub use coinbase::{CoinbaseConfig, CoinbaseParts};
+pub use pool::{BlockRecord, MinerConnection, MinerStats, PoolStats, StratumV2Pool};
 pub use session::{
     ChannelInfo, ChannelStats, ExtranonceAllocator, FoundBlock, MiningConfig, Session,
     SessionError, SessionEvent,

@@ -1,0 +1,466 @@
+//! Pool configuration: a TOML file, command-line flags over it, defaults under both.
+//!
+//! The file may hold the options at its top level, or in the `[modules.blvm-stratum-v2]`
+//! section blvm-node uses for its modules (both may appear; the section wins). Where the SRI
+//! pool has a key for the same thing, its name is accepted too (`listen_address`,
+//! `max_past_jobs`, `pool_signature` ...), so an operator's config moves over. Every bad value
+//! fails at start with the file, the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bitcoin::{Address, Network, ScriptBuf};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::mining::{CoinbaseConfig, MiningConfig};
+use crate::node::regtest::{ChainConfig, REGTEST_BITS};
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and the line).
+        message: String,
+    },
+    /// A value of the right type that cannot work.
+    #[error("{source_name}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file, or "command line".
+        source_name: String,
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Every option, as the file and the command line give them (unset = default). Field names
+/// are the TOML keys; the flags are their kebab-case forms.
+#[derive(Debug, Clone, Default, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct PoolOptions {
+    /// Run at all (blvm-node module switch). Default: true.
+    #[arg(long, value_name = "BOOL")]
+    pub enabled: Option<bool>,
+    /// Address to listen on for miners. Default: 0.0.0.0:3333. (SRI: listen_address)
+    #[serde(alias = "listen_address")]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen_addr: Option<String>,
+    /// Directory for the authority key and found blocks. Default: ./blvm-stratum-v2-data
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// File holding the pool authority secret key. Default: DATA_DIR/authority_secret_key,
+    /// created on first start.
+    #[arg(long, value_name = "FILE")]
+    pub authority_key_path: Option<PathBuf>,
+    /// The authority secret key itself, in SRI's base58check text form (SRI:
+    /// authority_secret_key). Prefer authority_key_path.
+    #[arg(long, value_name = "KEY")]
+    pub authority_secret_key: Option<String>,
+    /// Expected authority public key; start-up fails if the secret key does not match it.
+    #[arg(long, value_name = "KEY")]
+    pub authority_public_key: Option<String>,
+    /// Validity of the server certificate signed at start, in seconds. Default: 31536000.
+    #[arg(long, value_name = "SECS")]
+    pub cert_validity_sec: Option<u64>,
+    /// Where block rewards go: addr(ADDRESS) or raw(HEX SCRIPT). Default: an unspendable
+    /// OP_RETURN (fine on regtest, set it anywhere else).
+    #[arg(long, value_name = "DESCRIPTOR")]
+    pub coinbase_reward_script: Option<String>,
+    /// Tag in every coinbase scriptSig. Default: /blvm-stratum-v2/. (SRI: pool_signature)
+    #[serde(alias = "coinbase_tag")]
+    #[arg(long, value_name = "TEXT")]
+    pub pool_signature: Option<String>,
+    /// Vardiff aim per channel. Default: 18 (see docs: ~18% hashrate error per window).
+    #[arg(long, value_name = "N")]
+    pub shares_per_minute: Option<f64>,
+    /// Accepted shares per SubmitShares.Success. Default: 1 (acknowledge at once).
+    #[arg(long, value_name = "N")]
+    pub share_batch_size: Option<u32>,
+    /// Put in every extranonce prefix so pools sharing a payout never overlap. Default: 0.
+    #[arg(long, value_name = "N")]
+    pub server_id: Option<u16>,
+    /// Jobs remembered per connection. Default: 10. (SRI: max_past_jobs)
+    #[serde(alias = "max_past_jobs")]
+    #[arg(long, value_name = "N")]
+    pub max_jobs: Option<usize>,
+    /// Easiest share difficulty handed out. Default: 0.000001.
+    #[arg(long, value_name = "DIFF")]
+    pub min_difficulty: Option<f64>,
+    /// Hardest share difficulty handed out. Default: 1e15.
+    #[arg(long, value_name = "DIFF")]
+    pub max_difficulty: Option<f64>,
+    /// Close connections silent for this long. Default: 300.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// How often disconnected miners are forgotten. Default: 300.
+    #[arg(long, value_name = "SECS")]
+    pub cleanup_interval_secs: Option<u64>,
+    /// Time allowed for the Noise handshake. Default: 10.
+    #[arg(long, value_name = "SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Time allowed between the handshake and SetupConnection. Default: 10.
+    #[arg(long, value_name = "SECS")]
+    pub setup_timeout_secs: Option<u64>,
+    /// Most connections at once. Default: 10000.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most channels per connection. Default: 64.
+    #[arg(long, value_name = "N")]
+    pub max_channels_per_connection: Option<usize>,
+    /// Where templates come from: "embedded" (built-in regtest chain). Default: embedded.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// Embedded chain: compact target (nBits) of every block. Default: 0x207fffff (regtest).
+    #[arg(long, value_name = "BITS", value_parser = parse_u32_auto)]
+    pub chain_bits: Option<u32>,
+    /// Embedded chain: synthetic transactions per template. Default: 0.
+    #[arg(long, value_name = "N")]
+    pub chain_synthetic_transactions: Option<usize>,
+}
+
+fn parse_u32_auto(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+macro_rules! overlay {
+    ($base:ident, $top:ident, $($f:ident),*) => {
+        $( if $top.$f.is_some() { $base.$f = $top.$f.clone(); } )*
+    };
+}
+
+impl PoolOptions {
+    /// `self` with every option set in `top` replaced.
+    pub fn overlay(mut self, top: &PoolOptions) -> PoolOptions {
+        overlay!(
+            self,
+            top,
+            enabled,
+            listen_addr,
+            data_dir,
+            authority_key_path,
+            authority_secret_key,
+            authority_public_key,
+            cert_validity_sec,
+            coinbase_reward_script,
+            pool_signature,
+            shares_per_minute,
+            share_batch_size,
+            server_id,
+            max_jobs,
+            min_difficulty,
+            max_difficulty,
+            idle_timeout_secs,
+            cleanup_interval_secs,
+            handshake_timeout_secs,
+            setup_timeout_secs,
+            max_connections,
+            max_channels_per_connection,
+            backend,
+            chain_bits,
+            chain_synthetic_transactions
+        );
+        self
+    }
+
+    /// Reads a config file: top-level options and/or `[modules.blvm-stratum-v2]`.
+    pub fn from_file(path: &Path) -> Result<PoolOptions, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses config text (`path` names it in errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<PoolOptions, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut root: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let section = match root.remove("modules") {
+            None => None,
+            Some(toml::Value::Table(mut modules)) => match modules.remove("blvm-stratum-v2") {
+                Some(toml::Value::Table(t)) => Some(t),
+                Some(_) => {
+                    return Err(parse_err(
+                        "`modules.blvm-stratum-v2` must be a table".into(),
+                    ));
+                }
+                // Other modules' sections are the node's business.
+                None => None,
+            },
+            Some(_) => return Err(parse_err("`modules` must be a table".into())),
+        };
+        let base: PoolOptions = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        match section {
+            None => Ok(base),
+            Some(t) => {
+                let module: PoolOptions =
+                    toml::Value::Table(t)
+                        .try_into()
+                        .map_err(|e: toml::de::Error| {
+                            parse_err(format!("[modules.blvm-stratum-v2]: {e}"))
+                        })?;
+                Ok(base.overlay(&module))
+            }
+        }
+    }
+}
+
+/// Where templates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The built-in regtest chain.
+    Embedded(ChainConfig),
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Run at all.
+    pub enabled: bool,
+    /// Listening address.
+    pub listen_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Authority secret key file (None when the key is given inline).
+    pub authority_key_path: Option<PathBuf>,
+    /// Inline authority secret key.
+    pub authority_secret_key: Option<String>,
+    /// Expected authority public key.
+    pub authority_public_key: Option<String>,
+    /// Certificate validity.
+    pub cert_validity_secs: u32,
+    /// Mining policy.
+    pub mining: MiningConfig,
+    /// Idle timeout (ms).
+    pub idle_timeout_ms: u64,
+    /// Cleanup interval (ms).
+    pub cleanup_interval_ms: u64,
+    /// Handshake timeout (ms).
+    pub handshake_timeout_ms: u64,
+    /// Setup timeout (ms).
+    pub setup_timeout_ms: u64,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Template source.
+    pub backend: Backend,
+}
+
+fn invalid(source_name: &str, key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        source_name: source_name.to_owned(),
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Parses `addr(ADDRESS)` (any network's address; regtest ones included) or `raw(HEX)`.
+pub fn parse_reward_script(text: &str) -> Result<ScriptBuf, String> {
+    let text = text.trim();
+    if let Some(inner) = text.strip_prefix("addr(").and_then(|s| s.strip_suffix(')')) {
+        let addr = Address::from_str(inner).map_err(|e| format!("bad address `{inner}`: {e}"))?;
+        return Ok(addr.assume_checked().script_pubkey());
+    }
+    if let Some(inner) = text.strip_prefix("raw(").and_then(|s| s.strip_suffix(')')) {
+        return ScriptBuf::from_hex(inner).map_err(|e| format!("bad script hex: {e}"));
+    }
+    Err(format!("`{text}` is not addr(ADDRESS) or raw(HEX)"))
+}
+
+impl PoolConfig {
+    /// Resolves options to a configuration, checking every value; `source_name` (the file or
+    /// "command line") goes into errors.
+    pub fn resolve(o: &PoolOptions, source_name: &str) -> Result<PoolConfig, ConfigError> {
+        let listen_text = o.listen_addr.as_deref().unwrap_or("0.0.0.0:3333");
+        let listen_addr = listen_text
+            .parse()
+            .map_err(|e| invalid(source_name, "listen_addr", format!("`{listen_text}`: {e}")))?;
+        let data_dir = o
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("blvm-stratum-v2-data"));
+        let payout_script = match &o.coinbase_reward_script {
+            None => ScriptBuf::new_op_return([]),
+            Some(t) => parse_reward_script(t)
+                .map_err(|r| invalid(source_name, "coinbase_reward_script", r))?,
+        };
+        let pool_tag = o
+            .pool_signature
+            .clone()
+            .unwrap_or_else(|| "/blvm-stratum-v2/".into())
+            .into_bytes();
+        if pool_tag.len() > 60 {
+            return Err(invalid(
+                source_name,
+                "pool_signature",
+                format!(
+                    "{} bytes; at most 60 fit the coinbase scriptSig",
+                    pool_tag.len()
+                ),
+            ));
+        }
+        let positive = |v: Option<f64>, key: &'static str, default: f64| match v {
+            None => Ok(default),
+            Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+            Some(x) => Err(invalid(
+                source_name,
+                key,
+                format!("{x} is not a positive number"),
+            )),
+        };
+        let shares_per_minute = positive(o.shares_per_minute, "shares_per_minute", 18.0)?;
+        let min_difficulty = positive(o.min_difficulty, "min_difficulty", 1e-6)?;
+        let max_difficulty = positive(o.max_difficulty, "max_difficulty", 1e15)?;
+        if min_difficulty > max_difficulty {
+            return Err(invalid(
+                source_name,
+                "min_difficulty",
+                format!("{min_difficulty} is above max_difficulty {max_difficulty}"),
+            ));
+        }
+        let max_jobs = o.max_jobs.unwrap_or(10);
+        if max_jobs == 0 {
+            return Err(invalid(source_name, "max_jobs", "must be at least 1"));
+        }
+        let share_batch_size = o.share_batch_size.unwrap_or(1);
+        if share_batch_size == 0 {
+            return Err(invalid(
+                source_name,
+                "share_batch_size",
+                "must be at least 1",
+            ));
+        }
+        let secs = |v: Option<u64>, key: &'static str, default: u64| match v.unwrap_or(default) {
+            0 => Err(invalid(source_name, key, "must be at least 1 second")),
+            s => Ok(s * 1000),
+        };
+        let cert_validity = o.cert_validity_sec.unwrap_or(365 * 24 * 3600);
+        let cert_validity_secs = u32::try_from(cert_validity)
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| invalid(source_name, "cert_validity_sec", "must be 1..=4294967295"))?;
+        let backend = match o.backend.as_deref().unwrap_or("embedded") {
+            "embedded" => Backend::Embedded(ChainConfig {
+                bits: o.chain_bits.unwrap_or(REGTEST_BITS),
+                synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
+            }),
+            other => {
+                return Err(invalid(
+                    source_name,
+                    "backend",
+                    format!("`{other}` is not a backend (known: embedded)"),
+                ));
+            }
+        };
+        let mining = MiningConfig {
+            coinbase: CoinbaseConfig {
+                payout_script,
+                pool_tag,
+                extranonce_len: 32,
+            },
+            max_jobs,
+            shares_per_minute,
+            share_batch_size,
+            min_difficulty,
+            max_difficulty,
+            server_id: o.server_id.unwrap_or(0),
+            max_channels_per_connection: o.max_channels_per_connection.unwrap_or(64).max(1),
+            ..MiningConfig::default()
+        };
+        Ok(PoolConfig {
+            enabled: o.enabled.unwrap_or(true),
+            listen_addr,
+            data_dir,
+            authority_key_path: o.authority_key_path.clone(),
+            authority_secret_key: o.authority_secret_key.clone(),
+            authority_public_key: o.authority_public_key.clone(),
+            cert_validity_secs,
+            mining,
+            idle_timeout_ms: secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?,
+            cleanup_interval_ms: secs(o.cleanup_interval_secs, "cleanup_interval_secs", 300)?,
+            handshake_timeout_ms: secs(o.handshake_timeout_secs, "handshake_timeout_secs", 10)?,
+            setup_timeout_ms: secs(o.setup_timeout_secs, "setup_timeout_secs", 10)?,
+            max_connections: o.max_connections.unwrap_or(10_000).max(1),
+            backend,
+        })
+    }
+
+    /// The network addresses in `addr(...)` are expected for (informational).
+    pub fn network(&self) -> Network {
+        Network::Regtest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_section_and_sri_names_are_accepted() {
+        let text = r#"
+            shares_per_minute = 6.0
+            [modules.blvm-stratum-v2]
+            enabled = true
+            listen_addr = "127.0.0.1:4444"
+            max_past_jobs = 4
+            pool_signature = "/test/"
+            coinbase_reward_script = "raw(0014751e76e8199196d454941c45d1b3a323f1433bd6)"
+        "#;
+        let o = PoolOptions::from_toml(text, Path::new("pool.toml")).unwrap();
+        let c = PoolConfig::resolve(&o, "pool.toml").unwrap();
+        assert_eq!(c.listen_addr, "127.0.0.1:4444".parse().unwrap());
+        assert_eq!(c.mining.max_jobs, 4);
+        assert_eq!(c.mining.shares_per_minute, 6.0);
+        assert_eq!(c.mining.coinbase.pool_tag, b"/test/");
+        assert_eq!(c.mining.coinbase.payout_script.len(), 22);
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_key() {
+        let o = PoolOptions::from_toml("listen_addr = \"nowhere\"", Path::new("x.toml")).unwrap();
+        let e = PoolConfig::resolve(&o, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("listen_addr"), "{e}");
+        let e = PoolOptions::from_toml("no_such_key = 1", Path::new("y.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("y.toml") && e.contains("no_such_key"), "{e}");
+        let e = PoolOptions::from_toml("max_jobs = \"ten\"", Path::new("z.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("z.toml") && e.contains("max_jobs"), "{e}");
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let file = PoolOptions::from_toml("max_jobs = 3\nserver_id = 2", Path::new("f")).unwrap();
+        let cli = PoolOptions {
+            max_jobs: Some(7),
+            ..PoolOptions::default()
+        };
+        let merged = file.overlay(&cli);
+        assert_eq!((merged.max_jobs, merged.server_id), (Some(7), Some(2)));
+    }
+}

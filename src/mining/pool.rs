@@ -1,0 +1,285 @@
+//! Pool-wide bookkeeping (the product API's `StratumV2Pool`): who is connected, per-miner and
+//! pool statistics, found blocks, and the clean-up of miners that went away. Sans-IO: sessions
+//! report [`SessionEvent`]s, time comes in as milliseconds.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::session::SessionEvent;
+
+/// Work of a difficulty-1 share, in hashes.
+const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
+/// Found blocks remembered for the stats page.
+const RECENT_BLOCKS: usize = 64;
+
+/// Statistics of one miner connection (product API name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MinerStats {
+    /// Shares received (accepted and rejected).
+    pub total_shares: u64,
+    /// Shares accepted.
+    pub accepted_shares: u64,
+    /// Shares rejected.
+    pub rejected_shares: u64,
+    /// Rejected shares by error code.
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// When the last share arrived (ms since the Unix epoch).
+    pub last_share_time: Option<u64>,
+    /// Hashrate estimated from accepted work since the miner connected (h/s).
+    pub estimated_hashrate: f64,
+    /// Blocks found.
+    pub blocks_found: u64,
+    /// Sum of the difficulty of accepted shares.
+    pub accepted_difficulty: f64,
+}
+
+/// One miner connection as the pool sees it (product API name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinerConnection {
+    /// Remote address.
+    pub endpoint: String,
+    /// Vendor string from SetupConnection.
+    pub vendor: String,
+    /// Open channels.
+    pub channels: usize,
+    /// Whether the connection is still open.
+    pub connected: bool,
+    /// When it connected (ms).
+    pub connected_at: u64,
+    /// Last message or disconnection (ms).
+    pub last_activity: u64,
+    /// Its counters.
+    pub stats: MinerStats,
+}
+
+/// Pool-wide statistics (product API name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    /// Connected miners.
+    pub miner_count: usize,
+    /// Open channels.
+    pub channel_count: usize,
+    /// Shares received.
+    pub total_shares: u64,
+    /// Shares accepted.
+    pub accepted_shares: u64,
+    /// Shares rejected.
+    pub rejected_shares: u64,
+    /// Blocks found by miners.
+    pub blocks_found: u64,
+    /// Blocks the node accepted.
+    pub blocks_accepted: u64,
+    /// Blocks the node refused.
+    pub blocks_rejected: u64,
+    /// Sum of the miners' hashrate estimates (h/s).
+    pub estimated_hashrate: f64,
+}
+
+/// A block a miner found, and what the node said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// Block hash (display order hex).
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// The finder's user identity.
+    pub user_identity: String,
+    /// None while the submission is in flight; then whether the node accepted it.
+    pub accepted: Option<bool>,
+}
+
+/// The pool's registry of miners and its statistics.
+#[derive(Debug, Default)]
+pub struct StratumV2Pool {
+    miners: HashMap<u64, MinerConnection>,
+    retired: PoolStats,
+    blocks_accepted: u64,
+    blocks_rejected: u64,
+    recent_blocks: VecDeque<BlockRecord>,
+}
+
+impl StratumV2Pool {
+    /// An empty pool.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new connection from `endpoint`.
+    pub fn register_miner(&mut self, id: u64, endpoint: String, now_ms: u64) {
+        self.miners.insert(
+            id,
+            MinerConnection {
+                endpoint,
+                vendor: String::new(),
+                channels: 0,
+                connected: true,
+                connected_at: now_ms,
+                last_activity: now_ms,
+                stats: MinerStats::default(),
+            },
+        );
+    }
+
+    /// Applies what a session reported.
+    pub fn record(&mut self, id: u64, event: &SessionEvent, now_ms: u64) {
+        let Some(m) = self.miners.get_mut(&id) else {
+            return;
+        };
+        m.last_activity = now_ms;
+        match event {
+            SessionEvent::Setup { vendor, .. } => m.vendor.clone_from(vendor),
+            SessionEvent::ChannelOpened { .. } => m.channels += 1,
+            SessionEvent::ChannelClosed { .. } => m.channels = m.channels.saturating_sub(1),
+            SessionEvent::ShareAccepted { difficulty, .. } => {
+                m.stats.total_shares += 1;
+                m.stats.accepted_shares += 1;
+                m.stats.accepted_difficulty += difficulty;
+                m.stats.last_share_time = Some(now_ms);
+                let secs = (now_ms.saturating_sub(m.connected_at) as f64 / 1000.0).max(1.0);
+                m.stats.estimated_hashrate = m.stats.accepted_difficulty * HASHES_PER_DIFF1 / secs;
+            }
+            SessionEvent::ShareRejected { reason, .. } => {
+                m.stats.total_shares += 1;
+                m.stats.rejected_shares += 1;
+                *m.stats.rejected_by_reason.entry(reason.code()).or_default() += 1;
+                m.stats.last_share_time = Some(now_ms);
+            }
+            SessionEvent::BlockFound(found) => {
+                m.stats.blocks_found += 1;
+                self.recent_blocks.push_back(BlockRecord {
+                    hash: found.block.block_hash().to_string(),
+                    height: found.height,
+                    user_identity: found.user_identity.clone(),
+                    accepted: None,
+                });
+                if self.recent_blocks.len() > RECENT_BLOCKS {
+                    self.recent_blocks.pop_front();
+                }
+            }
+            SessionEvent::TargetChanged { .. } => {}
+        }
+    }
+
+    /// What the node said about a submitted block.
+    pub fn record_block_result(&mut self, hash: &str, accepted: bool) {
+        if accepted {
+            self.blocks_accepted += 1;
+        } else {
+            self.blocks_rejected += 1;
+        }
+        if let Some(b) = self.recent_blocks.iter_mut().rev().find(|b| b.hash == hash) {
+            b.accepted = Some(accepted);
+        }
+    }
+
+    /// The connection closed; its statistics stay until [`cleanup_disconnected_miners`].
+    ///
+    /// [`cleanup_disconnected_miners`]: Self::cleanup_disconnected_miners
+    pub fn disconnect(&mut self, id: u64, now_ms: u64) {
+        if let Some(m) = self.miners.get_mut(&id) {
+            m.connected = false;
+            m.channels = 0;
+            m.last_activity = now_ms;
+        }
+    }
+
+    /// Forgets disconnected miners with no activity for `timeout_ms`; their counts move into
+    /// the pool totals. Returns how many were removed.
+    pub fn cleanup_disconnected_miners(&mut self, timeout_ms: u64, now_ms: u64) -> usize {
+        let stale: Vec<u64> = self
+            .miners
+            .iter()
+            .filter(|(_, m)| !m.connected && now_ms.saturating_sub(m.last_activity) >= timeout_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &stale {
+            if let Some(m) = self.miners.remove(id) {
+                self.retired.total_shares += m.stats.total_shares;
+                self.retired.accepted_shares += m.stats.accepted_shares;
+                self.retired.rejected_shares += m.stats.rejected_shares;
+                self.retired.blocks_found += m.stats.blocks_found;
+            }
+        }
+        stale.len()
+    }
+
+    /// One miner's record.
+    pub fn miner(&self, id: u64) -> Option<&MinerConnection> {
+        self.miners.get(&id)
+    }
+
+    /// Every miner's record.
+    pub fn miners(&self) -> impl Iterator<Item = (u64, &MinerConnection)> {
+        self.miners.iter().map(|(id, m)| (*id, m))
+    }
+
+    /// Recently found blocks, oldest first.
+    pub fn recent_blocks(&self) -> impl Iterator<Item = &BlockRecord> {
+        self.recent_blocks.iter()
+    }
+
+    /// Pool-wide totals.
+    pub fn get_pool_stats(&self) -> PoolStats {
+        let mut s = self.retired.clone();
+        s.blocks_accepted = self.blocks_accepted;
+        s.blocks_rejected = self.blocks_rejected;
+        for m in self.miners.values() {
+            if m.connected {
+                s.miner_count += 1;
+                s.channel_count += m.channels;
+                s.estimated_hashrate += m.stats.estimated_hashrate;
+            }
+            s.total_shares += m.stats.total_shares;
+            s.accepted_shares += m.stats.accepted_shares;
+            s.rejected_shares += m.stats.rejected_shares;
+            s.blocks_found += m.stats.blocks_found;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mining::ShareRejection;
+
+    #[test]
+    fn stats_follow_events_and_cleanup_keeps_totals() {
+        let mut p = StratumV2Pool::new();
+        p.register_miner(1, "127.0.0.1:5000".into(), 0);
+        p.register_miner(2, "127.0.0.1:5001".into(), 0);
+        let acc = SessionEvent::ShareAccepted {
+            channel_id: 1,
+            difficulty: 2.0,
+            worker: None,
+        };
+        let rej = SessionEvent::ShareRejected {
+            channel_id: 1,
+            reason: ShareRejection::StaleShare,
+        };
+        p.record(1, &acc, 1_000);
+        p.record(1, &rej, 2_000);
+        p.record(2, &acc, 2_000);
+        let s = p.get_pool_stats();
+        assert_eq!(
+            (
+                s.miner_count,
+                s.total_shares,
+                s.accepted_shares,
+                s.rejected_shares
+            ),
+            (2, 3, 2, 1)
+        );
+        assert_eq!(
+            p.miner(1).unwrap().stats.rejected_by_reason["stale-share"],
+            1
+        );
+        p.disconnect(1, 3_000);
+        assert_eq!(p.cleanup_disconnected_miners(300_000, 100_000), 0);
+        assert_eq!(p.cleanup_disconnected_miners(300_000, 303_000), 1);
+        let s = p.get_pool_stats();
+        assert_eq!(
+            (s.miner_count, s.total_shares, s.accepted_shares),
+            (1, 3, 2)
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! One miner connection: Noise handshake, then bytes between the socket and the sans-IO
+//! [`Session`], plus the timers (handshake, setup, idle) and the outbound bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout};
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use crate::mining::{Session, SessionError, SessionEvent, Work};
+use crate::noise::{INITIATOR_MESSAGE_LEN, NoiseError, Sender};
+use crate::wire::{Frame, MAX_PAYLOAD_LEN, WireError};
+
+/// Largest plaintext payload we accept from a miner (the biggest client message,
+/// SetCustomMiningJob, is far smaller).
+const MAX_CLIENT_PAYLOAD: usize = 1 << 16;
+/// Encrypted bytes we hold for a client that does not read; past this it is disconnected.
+const MAX_OUTBOUND: usize = 1 << 20;
+/// A write that cannot complete this fast means the client is not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    /// The client closed the socket.
+    #[error("closed by the client")]
+    Closed,
+    /// A socket error.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// SetupConnection did not come in time.
+    #[error("setup timed out")]
+    SetupTimeout,
+    /// Nothing received for the idle timeout.
+    #[error("idle timeout")]
+    Idle,
+    /// Noise failed (bad handshake, MAC failure ...).
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    /// A frame that is not SV2.
+    #[error("framing: {0}")]
+    Wire(#[from] WireError),
+    /// The protocol session ended (reason logged by it).
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    /// The client does not read what we send.
+    #[error("client not reading ({0} bytes pending)")]
+    SlowReader(usize),
+    /// The server is shutting down.
+    #[error("server shutting down")]
+    Shutdown,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Encrypts every frame in `plain` (concatenated SV2 frames) into `wire`.
+fn encrypt_all(tx: &mut Sender, plain: &[u8], wire: &mut Vec<u8>) -> Result<(), ConnectionEnd> {
+    let mut rest = plain;
+    while let Some((_, used)) = Frame::parse(rest, MAX_PAYLOAD_LEN)? {
+        tx.encrypt_frame(&rest[..used], wire)?;
+        rest = &rest[used..];
+    }
+    Ok(())
+}
+
+async fn write_out(stream: &mut TcpStream, wire: &mut Vec<u8>) -> Result<(), ConnectionEnd> {
+    if wire.is_empty() {
+        return Ok(());
+    }
+    if wire.len() > MAX_OUTBOUND {
+        return Err(ConnectionEnd::SlowReader(wire.len()));
+    }
+    match timeout(WRITE_TIMEOUT, stream.write_all(wire)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ConnectionEnd::SlowReader(wire.len())),
+    }
+    wire.clear();
+    Ok(())
+}
+
+/// Serves one accepted socket until it ends; returns why.
+pub async fn serve(
+    mut stream: TcpStream,
+    id: u64,
+    shared: Arc<Shared>,
+    mut work_rx: watch::Receiver<Option<Arc<Work>>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> ConnectionEnd {
+    match serve_inner(&mut stream, id, &shared, &mut work_rx, &mut shutdown).await {
+        Ok(()) => ConnectionEnd::Closed,
+        Err(e) => e,
+    }
+}
+
+async fn serve_inner(
+    stream: &mut TcpStream,
+    id: u64,
+    shared: &Arc<Shared>,
+    work_rx: &mut watch::Receiver<Option<Arc<Work>>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ConnectionEnd> {
+    let _ = stream.set_nodelay(true);
+    let cfg = &shared.config;
+    // Noise act 1 and 2, bounded in time.
+    let mut m1 = [0u8; INITIATOR_MESSAGE_LEN];
+    let handshake = async {
+        stream.read_exact(&mut m1).await?;
+        let now = (now_ms() / 1000) as u32;
+        let (m2, transport) = shared.responder.accept(&m1, now, &mut rand::thread_rng())?;
+        stream.write_all(&m2).await?;
+        Ok::<_, ConnectionEnd>(transport)
+    };
+    let transport = timeout(Duration::from_millis(cfg.handshake_timeout_ms), handshake)
+        .await
+        .map_err(|_| ConnectionEnd::HandshakeTimeout)??;
+    let (mut tx, mut rx) = transport.into_split();
+    rx.set_max_payload_len(MAX_CLIENT_PAYLOAD);
+
+    let mut session = Session::new(Arc::new(cfg.mining.clone()), shared.allocator.clone());
+    if let Some(w) = work_rx.borrow_and_update().clone() {
+        session.on_work(&w, now_ms());
+    }
+    let started = Instant::now();
+    let mut last_rx = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut wire = Vec::new();
+    let mut events: Vec<SessionEvent> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let mut result: Result<(), ConnectionEnd> = Ok(());
+        tokio::select! {
+            r = stream.read(&mut buf) => {
+                let n = r?;
+                if n == 0 {
+                    return Err(ConnectionEnd::Closed);
+                }
+                last_rx = Instant::now();
+                rx.feed(&buf[..n]);
+                let now = now_ms();
+                loop {
+                    let frame_bytes = match rx.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => { result = Err(e.into()); break; }
+                    };
+                    let handled = Frame::parse_exact(frame_bytes)
+                        .map_err(ConnectionEnd::from)
+                        .and_then(|f| session.handle_frame(&f, now).map_err(ConnectionEnd::from));
+                    if let Err(e) = handled {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            changed = work_rx.changed() => {
+                if changed.is_ok() {
+                    if let Some(w) = work_rx.borrow_and_update().clone() {
+                        session.on_work(&w, now_ms());
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                session.on_tick(now_ms());
+                if !session.is_ready() && started.elapsed() > Duration::from_millis(cfg.setup_timeout_ms) {
+                    result = Err(ConnectionEnd::SetupTimeout);
+                } else if last_rx.elapsed() > Duration::from_millis(cfg.idle_timeout_ms) {
+                    result = Err(ConnectionEnd::Idle);
+                }
+            }
+            _ = shutdown.changed() => {
+                result = Err(ConnectionEnd::Shutdown);
+            }
+        }
+        // Blocks first: they are submitted before the share is acknowledged.
+        events.extend(session.drain_events());
+        if !events.is_empty() {
+            shared.on_session_events(id, &mut events);
+        }
+        let plain = std::mem::take(session.output());
+        encrypt_all(&mut tx, &plain, &mut wire)?;
+        *session.output() = plain;
+        session.output().clear();
+        write_out(stream, &mut wire).await?;
+        result?;
+    }
+}
+
+/// Logs how a connection ended at a level that fits the reason.
+pub fn log_end(id: u64, peer: &str, end: &ConnectionEnd) {
+    match end {
+        ConnectionEnd::Closed | ConnectionEnd::Shutdown => {
+            debug!(conn = id, %peer, "connection closed: {end}")
+        }
+        ConnectionEnd::Session(SessionError::SetupRefused(_)) | ConnectionEnd::Idle => {
+            info!(conn = id, %peer, "connection closed: {end}")
+        }
+        _ => warn!(conn = id, %peer, "connection closed: {end}"),
+    }
+}

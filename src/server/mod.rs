@@ -1,0 +1,604 @@
+//! The tokio shell: a listener, one task per connection driving the sans-IO core, a task that
+//! turns node templates into work, a task that submits found blocks, and graceful shutdown.
+//! Protocol decisions live in `mining` and `noise`; this module only moves bytes and owns time.
+
+mod connection;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bitcoin::consensus::encode::serialize_hex;
+use secp256k1::Keypair;
+use tokio::net::TcpSocket;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+pub use connection::ConnectionEnd;
+
+use crate::config::PoolConfig;
+use crate::mining::{
+    ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent, StratumV2Pool, Work,
+};
+use crate::node::{ChainEvent, NodeApi, NodeError};
+use crate::noise::{Responder, keys};
+use crate::wire::Frame;
+
+/// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
+const LISTEN_BACKLOG: u32 = 4096;
+/// How long shutdown waits for connections to flush and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Same-tip template refresh (a new template goes out only if it pays more).
+const TEMPLATE_REFRESH: Duration = Duration::from_secs(30);
+
+/// Errors of the server (product API name).
+#[derive(Debug, thiserror::Error)]
+pub enum StratumV2Error {
+    /// Configuration that cannot work.
+    #[error("configuration: {0}")]
+    ConfigError(String),
+    /// The authority key could not be loaded or created.
+    #[error("authority key: {0}")]
+    KeyError(#[from] keys::KeyError),
+    /// Binding or serving failed.
+    #[error("server: {0}")]
+    ServerError(String),
+    /// A protocol message could not be handled.
+    #[error("protocol: {0}")]
+    ProtocolError(String),
+    /// The node failed.
+    #[error("node: {0}")]
+    TemplateError(#[from] NodeError),
+}
+
+/// Events from a blvm-node (product API: the events the module subscribes to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A block was mined (by anyone): a new tip.
+    BlockMined,
+    /// A new template is available.
+    BlockTemplateUpdated,
+    /// The network difficulty changed.
+    MiningDifficultyChanged,
+}
+
+/// State every connection task shares.
+pub struct Shared {
+    config: PoolConfig,
+    responder: Responder,
+    allocator: Arc<ExtranonceAllocator>,
+    pool: Arc<RwLock<StratumV2Pool>>,
+    blocks: mpsc::UnboundedSender<FoundBlock>,
+}
+
+impl Shared {
+    /// Applies a batch of session events: blocks go to the submitter first, then the stats.
+    fn on_session_events(&self, id: u64, events: &mut Vec<SessionEvent>) {
+        for e in events.iter() {
+            if let SessionEvent::BlockFound(found) = e {
+                info!(
+                    conn = id,
+                    height = found.height,
+                    hash = %found.block.block_hash(),
+                    user = %found.user_identity,
+                    "block found"
+                );
+                if self.blocks.send((**found).clone()).is_err() {
+                    error!(hash = %found.block.block_hash(), "block submitter gone; block not submitted");
+                }
+            }
+        }
+        let now = now_ms();
+        let mut pool = self.pool.write().unwrap_or_else(|p| p.into_inner());
+        for e in events.drain(..) {
+            match &e {
+                SessionEvent::ChannelOpened {
+                    channel_id,
+                    user_identity,
+                    extended,
+                } => {
+                    info!(conn = id, channel = channel_id, user = %user_identity, extended, "channel opened")
+                }
+                SessionEvent::ChannelClosed { channel_id } => {
+                    info!(conn = id, channel = channel_id, "channel closed")
+                }
+                SessionEvent::ShareAccepted {
+                    channel_id,
+                    difficulty,
+                    ..
+                } => {
+                    debug!(
+                        conn = id,
+                        channel = channel_id,
+                        difficulty,
+                        "share accepted"
+                    )
+                }
+                SessionEvent::ShareRejected { channel_id, reason } => {
+                    info!(conn = id, channel = channel_id, %reason, "share rejected")
+                }
+                SessionEvent::Setup { vendor, flags } => {
+                    info!(conn = id, %vendor, flags, "connection set up")
+                }
+                _ => {}
+            }
+            pool.record(id, &e, now);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Running {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    submitter: tokio::task::JoinHandle<()>,
+    submit_done: watch::Sender<bool>,
+}
+
+/// The Stratum V2 pool server (product API).
+pub struct StratumV2Server {
+    shared: Arc<Shared>,
+    node: Arc<dyn NodeApi>,
+    authority_public_key: String,
+    work: watch::Sender<Option<Arc<Work>>>,
+    blocks_rx: Mutex<Option<mpsc::UnboundedReceiver<FoundBlock>>>,
+    refresh: tokio::sync::Notify,
+    running: tokio::sync::Mutex<Option<Running>>,
+    /// Sessions driven through `handle_message` (plaintext frames, keyed by endpoint).
+    plain_sessions: Mutex<std::collections::HashMap<String, Session>>,
+}
+
+/// Loads the authority key as configured: inline, from a file, or created in the data dir.
+pub fn load_authority_key(config: &PoolConfig) -> Result<(Keypair, bool), StratumV2Error> {
+    let (key, created) = if let Some(text) = &config.authority_secret_key {
+        (keys::decode_secret_key(text)?, false)
+    } else if let Some(path) = &config.authority_key_path {
+        (keys::read_secret_key_file(path)?, false)
+    } else {
+        keys::load_or_create(&config.data_dir, &mut rand::thread_rng())?
+    };
+    if let Some(expected) = &config.authority_public_key {
+        let want = keys::decode_public_key(expected)?;
+        if want != key.x_only_public_key().0 {
+            return Err(StratumV2Error::ConfigError(
+                "authority_public_key does not match the authority secret key".into(),
+            ));
+        }
+    }
+    Ok((key, created))
+}
+
+impl StratumV2Server {
+    /// Builds the server: loads the authority key and signs the certificate once.
+    pub fn new(config: PoolConfig, node: Arc<dyn NodeApi>) -> Result<Self, StratumV2Error> {
+        let (authority, created) = load_authority_key(&config)?;
+        if created {
+            info!(dir = %config.data_dir.display(), "created a new authority key");
+        }
+        let now = (now_ms() / 1000) as u32;
+        let responder = Responder::generate(
+            authority,
+            now.saturating_sub(60),
+            config.cert_validity_secs,
+            &mut rand::thread_rng(),
+        );
+        let (blocks, blocks_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            responder,
+            allocator: Arc::new(ExtranonceAllocator::new()),
+            pool: Arc::new(RwLock::new(StratumV2Pool::new())),
+            blocks,
+        });
+        let (work, _) = watch::channel(None);
+        Ok(StratumV2Server {
+            shared,
+            node,
+            authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
+            work,
+            blocks_rx: Mutex::new(Some(blocks_rx)),
+            refresh: tokio::sync::Notify::new(),
+            running: tokio::sync::Mutex::new(None),
+            plain_sessions: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The authority public key miners must be given, in SRI's text form.
+    pub fn authority_public_key(&self) -> &str {
+        &self.authority_public_key
+    }
+
+    /// Binds the listener and starts serving; returns the bound address.
+    pub async fn start(&self) -> Result<SocketAddr, StratumV2Error> {
+        let mut running = self.running.lock().await;
+        if let Some(r) = running.as_ref() {
+            return Ok(r.local_addr);
+        }
+        let cfg = &self.shared.config;
+        let addr = cfg.listen_addr;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
+        let _ = socket.set_reuseaddr(true);
+        socket
+            .bind(addr)
+            .map_err(|e| StratumV2Error::ServerError(format!("bind {addr}: {e}")))?;
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
+            .map_err(|e| StratumV2Error::ServerError(format!("listen {addr}: {e}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
+
+        // First work before the first miner.
+        let first = self.node.get_block_template().await?;
+        let work_id = Arc::new(AtomicU64::new(1));
+        let w = Work::new(
+            work_id.fetch_add(1, Ordering::Relaxed),
+            first,
+            &cfg.mining.coinbase,
+        )
+        .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+        info!(height = w.height, prev = %w.prev_hash, "first work ready");
+        self.work.send_replace(Some(w));
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (submit_done, submit_done_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(
+            listener,
+            self.shared.clone(),
+            self.work.subscribe(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(template_loop(
+            self.node.clone(),
+            self.shared.clone(),
+            self.work.clone(),
+            work_id,
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx));
+        let blocks_rx = self
+            .blocks_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| StratumV2Error::ServerError("server cannot be restarted".into()))?;
+        let submitter = tokio::spawn(submit_loop(
+            self.node.clone(),
+            self.shared.clone(),
+            blocks_rx,
+            submit_done_rx,
+        ));
+        info!(%local_addr, "listening for Stratum V2 miners");
+        *running = Some(Running {
+            local_addr,
+            shutdown,
+            tasks,
+            submitter,
+            submit_done,
+        });
+        Ok(local_addr)
+    }
+
+    /// Stops accepting, lets connections flush and close, waits for block submissions in
+    /// flight, then returns.
+    pub async fn stop(&self) -> Result<(), StratumV2Error> {
+        let Some(mut r) = self.running.lock().await.take() else {
+            return Ok(());
+        };
+        info!("shutting down");
+        let _ = r.shutdown.send(true);
+        while r.tasks.join_next().await.is_some() {}
+        let _ = r.submit_done.send(true);
+        let _ = r.submitter.await;
+        info!("stopped");
+        Ok(())
+    }
+
+    /// A node event (product API): every listed event means the template may have changed.
+    pub async fn handle_event(&self, event: NodeEvent) -> Result<(), StratumV2Error> {
+        debug!(?event, "node event");
+        self.refresh.notify_one();
+        let template = self.node.get_block_template().await?;
+        let current = self.work.borrow().clone();
+        let id = current.as_ref().map_or(1, |w| w.id + 1);
+        let better = current.as_ref().is_none_or(|w| {
+            w.prev_hash != template.prev_hash || w.coinbase_value < template.coinbase_value.to_sat()
+        });
+        if better {
+            let w = Work::new(id, template, &self.shared.config.mining.coinbase)
+                .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+            self.work.send_replace(Some(w));
+        }
+        Ok(())
+    }
+
+    /// Handles plaintext SV2 frames from `endpoint` (product API, for transports that are
+    /// already secured, such as the node's IPC) and returns the reply frames.
+    pub async fn handle_message(
+        &self,
+        data: Vec<u8>,
+        endpoint: String,
+    ) -> Result<Vec<u8>, StratumV2Error> {
+        let work = self.work.borrow().clone();
+        let mut events = Vec::new();
+        let reply = {
+            let mut sessions = self
+                .plain_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let session = sessions.entry(endpoint.clone()).or_insert_with(|| {
+                let mut s = Session::new(
+                    Arc::new(self.shared.config.mining.clone()),
+                    self.shared.allocator.clone(),
+                );
+                if let Some(w) = &work {
+                    s.on_work(w, now_ms());
+                }
+                s
+            });
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let (frame, used) = Frame::parse(rest, crate::wire::MAX_PAYLOAD_LEN)
+                    .map_err(|e| StratumV2Error::ProtocolError(e.to_string()))?
+                    .ok_or_else(|| StratumV2Error::ProtocolError("truncated frame".into()))?;
+                if let Err(e) = session.handle_frame(&frame, now_ms()) {
+                    let reply = std::mem::take(session.output());
+                    sessions.remove(&endpoint);
+                    return Err(StratumV2Error::ProtocolError(format!(
+                        "{e} (reply of {} bytes dropped)",
+                        reply.len()
+                    )));
+                }
+                rest = &rest[used..];
+            }
+            events.extend(session.drain_events());
+            std::mem::take(session.output())
+        };
+        self.shared.on_session_events(0, &mut events);
+        Ok(reply)
+    }
+
+    /// Pool statistics (product API).
+    pub async fn get_pool_stats(&self) -> PoolStats {
+        self.shared
+            .pool
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_pool_stats()
+    }
+
+    /// The pool registry (product API).
+    pub fn get_pool(&self) -> Arc<RwLock<StratumV2Pool>> {
+        self.shared.pool.clone()
+    }
+
+    /// The current work, if any (for tests and tools).
+    pub fn current_work(&self) -> Option<Arc<Work>> {
+        self.work.borrow().clone()
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    work: watch::Receiver<Option<Arc<Work>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut conns = JoinSet::new();
+    let next_id = AtomicU64::new(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    warn!(%peer, max = shared.config.max_connections, "connection limit reached; refusing");
+                    drop(stream);
+                    continue;
+                };
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                debug!(conn = id, %peer, "connection accepted");
+                shared
+                    .pool
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .register_miner(id, peer.to_string(), now_ms());
+                let shared = shared.clone();
+                let work = work.clone();
+                let shutdown = shutdown.clone();
+                conns.spawn(async move {
+                    let end = connection::serve(stream, id, shared.clone(), work, shutdown).await;
+                    connection::log_end(id, &peer.to_string(), &end);
+                    shared
+                        .pool
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .disconnect(id, now_ms());
+                    drop(permit);
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!("connections did not close in time; aborting them");
+        conns.abort_all();
+    }
+}
+
+async fn template_loop(
+    node: Arc<dyn NodeApi>,
+    shared: Arc<Shared>,
+    work: watch::Sender<Option<Arc<Work>>>,
+    ids: Arc<AtomicU64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut events = node.subscribe();
+    let mut refresh = tokio::time::interval(TEMPLATE_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                match ev {
+                    Ok(ChainEvent::NewTip { hash, height }) => info!(%hash, height, "new tip"),
+                    Ok(ChainEvent::NewTemplate) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        events = node.subscribe();
+                        continue;
+                    }
+                }
+            }
+            _ = refresh.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let template = match node.get_block_template().await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("cannot get a template: {e}");
+                continue;
+            }
+        };
+        let current = work.borrow().clone();
+        let new_tip = current
+            .as_ref()
+            .is_none_or(|w| w.prev_hash != template.prev_hash);
+        let pays_more = current
+            .as_ref()
+            .is_some_and(|w| template.coinbase_value.to_sat() > w.coinbase_value);
+        if !(new_tip || pays_more) {
+            continue;
+        }
+        match Work::new(
+            ids.fetch_add(1, Ordering::Relaxed),
+            template,
+            &shared.config.mining.coinbase,
+        ) {
+            Ok(w) => {
+                info!(height = w.height, prev = %w.prev_hash, new_tip, "new work");
+                work.send_replace(Some(w));
+            }
+            Err(e) => error!("cannot build work: {e}"),
+        }
+    }
+}
+
+async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(shared.config.cleanup_interval_ms);
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let removed = shared
+                    .pool
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cleanup_disconnected_miners(shared.config.idle_timeout_ms, now_ms());
+                if removed > 0 {
+                    debug!(removed, "forgot disconnected miners");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Where a found block is written before it is submitted, so a crash never loses it.
+fn block_file(data_dir: &std::path::Path, state: &str, hash: &str) -> PathBuf {
+    data_dir
+        .join("blocks")
+        .join(state)
+        .join(format!("{hash}.hex"))
+}
+
+async fn submit_loop(
+    node: Arc<dyn NodeApi>,
+    shared: Arc<Shared>,
+    mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
+    mut done: watch::Receiver<bool>,
+) {
+    loop {
+        let found = tokio::select! {
+            biased;
+            b = blocks.recv() => match b { Some(b) => b, None => return },
+            _ = done.changed() => {
+                while let Ok(b) = blocks.try_recv() {
+                    submit_one(&node, &shared, b).await;
+                }
+                return;
+            }
+        };
+        submit_one(&node, &shared, found).await;
+    }
+}
+
+async fn submit_one(node: &Arc<dyn NodeApi>, shared: &Arc<Shared>, found: FoundBlock) {
+    let hash = found.block.block_hash().to_string();
+    let pending = block_file(&shared.config.data_dir, "pending", &hash);
+    if let Some(dir) = pending.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&pending, serialize_hex(&found.block)) {
+        warn!(%hash, "cannot save the block before submitting it: {e}");
+    }
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=20u32 {
+        match node.submit_block(found.block.clone()).await {
+            Ok(()) => {
+                info!(%hash, height = found.height, "block accepted by the node");
+                shared
+                    .pool
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record_block_result(&hash, true);
+                let done = block_file(&shared.config.data_dir, "submitted", &hash);
+                if let Some(dir) = done.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let _ = std::fs::rename(&pending, &done);
+                return;
+            }
+            Err(NodeError::BlockRejected(reason)) => {
+                warn!(%hash, height = found.height, %reason, "block rejected by the node");
+                shared
+                    .pool
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record_block_result(&hash, false);
+                return;
+            }
+            Err(NodeError::Unavailable(e)) => {
+                warn!(%hash, attempt, "node unavailable, will resubmit the block: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    error!(%hash, file = %pending.display(), "block not submitted after 20 attempts; kept on disk");
+}
