@@ -9,6 +9,7 @@
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
 //! matters); sockets and timers belong to the shell.
 
+pub mod client;
 pub mod config;
 pub mod mining;
 pub mod node;

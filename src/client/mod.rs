@@ -1,0 +1,17 @@
+//! A CPU Stratum V2 miner built on our own codec and Noise initiator: a test client for the
+//! pool and the base of a load generator.
+//!
+//! - [`miner`]: the sans-IO miner state machine ([`MinerSession`]) and the work it exposes.
+//! - [`hasher`]: the per-thread hashing loop ([`Hasher`]) and the [`WorkSlot`] feeding threads.
+//! - [`run`]: the tokio driver, [`run_miner`].
+
+pub mod hasher;
+pub mod miner;
+pub mod run;
+
+pub use hasher::{Hasher, NONCE_BATCH, WorkSlot};
+pub use miner::{
+    ChannelKind, JobKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, MiningWork,
+    Share, ShareCounts, ShareDropped, split_frames,
+};
+pub use run::{MinerError, MinerOptions, MinerReport, StopReason, run_miner};

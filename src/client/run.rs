@@ -1,0 +1,509 @@
+//! The tokio driver of the CPU miner: TCP, the Noise NX handshake as initiator, the
+//! [`MinerSession`] state machine, and hashing threads fed through a [`WorkSlot`].
+//!
+//! One task owns the socket and the session; hashing runs on plain `std::thread`s (CPU-bound
+//! work must not sit on the async runtime) and sends found shares back over a bounded channel,
+//! so a flood of easy shares slows the hashers instead of growing memory.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tracing::{debug, info, warn};
+
+use super::hasher::WorkSlot;
+use super::miner::{
+    ChannelKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, Share, split_frames,
+};
+use crate::noise::keys::{KeyError, decode_public_key};
+use crate::noise::{Initiator, NoiseError, RESPONDER_MESSAGE_LEN, Sender};
+use crate::wire::{Frame, WireError};
+
+/// How long TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the pool may take to answer the Noise handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Found shares buffered between hashers and the driver.
+const SHARE_QUEUE: usize = 1024;
+/// How often the hashrate is logged.
+const HASHRATE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What to mine, where, and for how long.
+#[derive(Debug, Clone)]
+pub struct MinerOptions {
+    /// Pool address, `host:port` (a `scheme://` prefix and a `/...` suffix are ignored).
+    pub url: String,
+    /// The pool's authority public key in SRI's base58check text form.
+    pub authority_pubkey: String,
+    /// Hashing threads (at least 1).
+    pub threads: usize,
+    /// Standard or extended channel.
+    pub channel: ChannelKind,
+    /// `user_identity` of the channel.
+    pub user: String,
+    /// Announced hashrate in h/s (0: let the pool start at its easiest target).
+    pub nominal_hash_rate: f32,
+    /// Stop after this many accepted shares.
+    pub max_shares: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+impl Default for MinerOptions {
+    fn default() -> Self {
+        MinerOptions {
+            url: "127.0.0.1:3333".into(),
+            authority_pubkey: String::new(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: "blvm-cpu-miner".into(),
+            nominal_hash_rate: 0.0,
+            max_shares: None,
+            duration: None,
+        }
+    }
+}
+
+/// Why [`run_miner`] returned normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_shares` shares were accepted.
+    MaxShares,
+    /// `duration` elapsed.
+    Duration,
+    /// The shutdown future completed.
+    Shutdown,
+    /// The pool closed the channel (with its reason code).
+    ChannelClosed(String),
+    /// The pool asked us to reconnect elsewhere (reconnecting is the caller's choice).
+    Reconnect {
+        /// New host; empty means the same host.
+        host: String,
+        /// New port; 0 means the same port.
+        port: u16,
+    },
+}
+
+/// What a mining run achieved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinerReport {
+    /// Why the run ended.
+    pub stop: StopReason,
+    /// Shares sent to the pool.
+    pub shares_submitted: u64,
+    /// Shares the pool acknowledged.
+    pub shares_accepted: u64,
+    /// Shares the pool refused, by error code.
+    pub shares_rejected: BTreeMap<String, u64>,
+    /// Shares found but not sent (stale job or target raised meanwhile).
+    pub shares_dropped: u64,
+    /// Jobs received.
+    pub jobs_received: u64,
+    /// SetNewPrevHash messages received.
+    pub prev_hashes_received: u64,
+    /// Hashes computed by all threads.
+    pub hashes: u64,
+    /// Time from connection to the end of the run.
+    pub elapsed: Duration,
+}
+
+impl MinerReport {
+    /// Average hashrate over the run, in h/s.
+    pub fn hashrate(&self) -> f64 {
+        self.hashes as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Why a mining run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MinerError {
+    /// The options cannot work.
+    #[error("invalid miner options: {0}")]
+    Options(String),
+    /// The authority key does not decode.
+    #[error("authority public key: {0}")]
+    AuthorityKey(#[from] KeyError),
+    /// TCP connect failed.
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A step took too long.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// Socket error after connecting.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// Handshake or transport failure (bad certificate, bad MAC, ...).
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    /// A decrypted frame that is not one SV2 frame.
+    #[error("framing: {0}")]
+    Wire(#[from] WireError),
+    /// The mining protocol failed (setup or channel refused, protocol violation).
+    #[error(transparent)]
+    Session(#[from] MinerSessionError),
+    /// The pool closed the TCP connection.
+    #[error("pool closed the connection")]
+    Closed,
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// `host:port` from a URL-ish string.
+fn host_port(url: &str) -> Result<(String, u16), MinerError> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let addr = rest.split('/').next().unwrap_or(rest);
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| MinerError::Options(format!("url {url:?} is not host:port")))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| MinerError::Options(format!("url {url:?} has no valid port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_owned(), port))
+}
+
+/// Connects to the pool, mines until `max_shares` accepted shares, `duration`, the pool
+/// closing the channel, or `shutdown` completing, and reports what happened.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), blvm_stratum_v2::client::MinerError> {
+/// use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
+/// let report = run_miner(
+///     MinerOptions {
+///         url: "127.0.0.1:3333".into(),
+///         authority_pubkey: "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72".into(),
+///         threads: 2,
+///         channel: ChannelKind::Extended,
+///         max_shares: Some(10),
+///         ..Default::default()
+///     },
+///     async { let _ = tokio::signal::ctrl_c().await; },
+/// )
+/// .await?;
+/// println!("{} accepted", report.shares_accepted);
+/// # Ok(()) }
+/// ```
+pub async fn run_miner(
+    opts: MinerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<MinerReport, MinerError> {
+    if opts.threads == 0 {
+        return Err(MinerError::Options("threads must be at least 1".into()));
+    }
+    let threads =
+        u32::try_from(opts.threads).map_err(|_| MinerError::Options("too many threads".into()))?;
+    let authority = decode_public_key(opts.authority_pubkey.trim())?;
+    let (host, port) = host_port(&opts.url)?;
+    let config = MinerConfig {
+        channel: opts.channel,
+        user_identity: opts.user.clone(),
+        nominal_hash_rate: opts.nominal_hash_rate,
+        endpoint_host: host.clone(),
+        endpoint_port: port,
+        ..MinerConfig::default()
+    };
+    let session = MinerSession::new(config)?;
+
+    let started = Instant::now();
+    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| MinerError::Timeout("connecting"))?
+        .map_err(|source| MinerError::Connect {
+            url: opts.url.clone(),
+            source,
+        })?;
+    stream.set_nodelay(true)?;
+
+    let initiator = Initiator::new(authority, &mut rand::thread_rng());
+    stream.write_all(&initiator.step_0()).await?;
+    let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
+    timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut reply))
+        .await
+        .map_err(|_| MinerError::Timeout("waiting for the Noise handshake reply"))??;
+    let now_secs = u32::try_from(unix_now().as_secs()).unwrap_or(u32::MAX);
+    let transport = initiator.step_2(&reply, now_secs)?;
+    info!(pool = %opts.url, "connected, Noise handshake done");
+
+    let slot = Arc::new(WorkSlot::new());
+    let (tx, mut rx) = mpsc::channel::<Share>(SHARE_QUEUE);
+    let mut handles = Vec::with_capacity(opts.threads);
+    for index in 0..threads {
+        let slot = slot.clone();
+        let tx = tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("hasher-{index}"))
+            .spawn(move || {
+                slot.run_worker(index, threads, |share| tx.blocking_send(share).is_ok())
+            })?;
+        handles.push(handle);
+    }
+    drop(tx);
+
+    let mut driver = Driver {
+        session,
+        stream,
+        sender: transport.sender,
+        wire: Vec::new(),
+        slot: slot.clone(),
+        published: 0,
+        max_shares: opts.max_shares,
+    };
+    let result = driver
+        .drive(transport.receiver, &mut rx, opts.duration, shutdown)
+        .await;
+
+    // Stop the threads whatever happened: wake idle ones, unblock any stuck on a full queue.
+    slot.stop();
+    drop(rx);
+    let _ = tokio::task::spawn_blocking(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+    })
+    .await;
+
+    let stop = result?;
+    let counts = driver.session.counts();
+    let report = MinerReport {
+        stop,
+        shares_submitted: counts.submitted,
+        shares_accepted: counts.accepted,
+        shares_rejected: counts.rejected.clone(),
+        shares_dropped: counts.dropped,
+        jobs_received: driver.session.jobs_received(),
+        prev_hashes_received: driver.session.prev_hashes_received(),
+        hashes: slot.hashes(),
+        elapsed: started.elapsed(),
+    };
+    info!(
+        stop = ?report.stop,
+        accepted = report.shares_accepted,
+        rejected = report.shares_rejected.values().sum::<u64>(),
+        hashrate = report.hashrate(),
+        "miner stopped"
+    );
+    Ok(report)
+}
+
+/// What woke the driver.
+enum Wake {
+    Read(usize),
+    Share(Share),
+    Tick,
+    Stop(StopReason),
+}
+
+struct Driver {
+    session: MinerSession,
+    stream: TcpStream,
+    sender: Sender,
+    /// Ciphertext staging buffer, reused.
+    wire: Vec<u8>,
+    slot: Arc<WorkSlot>,
+    /// Generation of the work last handed to the threads.
+    published: u64,
+    max_shares: Option<u64>,
+}
+
+impl Driver {
+    async fn drive(
+        &mut self,
+        mut receiver: crate::noise::Receiver,
+        shares: &mut mpsc::Receiver<Share>,
+        duration: Option<Duration>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<StopReason, MinerError> {
+        tokio::pin!(shutdown);
+        let far = Duration::from_secs(100 * 365 * 24 * 3600);
+        let deadline = tokio::time::sleep(duration.unwrap_or(far));
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(HASHRATE_LOG_INTERVAL);
+        ticker.tick().await;
+        let mut last_hashes = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        self.flush().await?;
+        loop {
+            let wake = tokio::select! {
+                _ = &mut shutdown => Wake::Stop(StopReason::Shutdown),
+                _ = &mut deadline, if duration.is_some() => Wake::Stop(StopReason::Duration),
+                n = self.stream.read(&mut buf) => Wake::Read(n?),
+                Some(share) = shares.recv() => Wake::Share(share),
+                _ = ticker.tick() => Wake::Tick,
+            };
+            match wake {
+                Wake::Stop(reason) => {
+                    self.session.close(match reason {
+                        StopReason::Shutdown => "shutdown",
+                        _ => "done",
+                    });
+                    let _ = self.flush().await;
+                    let _ = self.stream.shutdown().await;
+                    return Ok(reason);
+                }
+                Wake::Read(0) => return Err(MinerError::Closed),
+                Wake::Read(n) => {
+                    receiver.feed(&buf[..n]);
+                    let now_ms = unix_now().as_millis() as u64;
+                    while let Some(plain) = receiver.next_frame()? {
+                        let frame = Frame::parse_exact(plain)?;
+                        self.session.handle_frame(&frame, now_ms)?;
+                    }
+                    if let Some(reason) = self.handle_events() {
+                        let _ = self.flush().await;
+                        return Ok(reason);
+                    }
+                    self.publish_work();
+                }
+                Wake::Share(share) => {
+                    self.submit(&share);
+                    // Take whatever else is queued so that one write carries them all.
+                    while let Ok(share) = shares.try_recv() {
+                        self.submit(&share);
+                    }
+                }
+                Wake::Tick => {
+                    let hashes = self.slot.hashes();
+                    let rate = (hashes - last_hashes) as f64 / HASHRATE_LOG_INTERVAL.as_secs_f64();
+                    last_hashes = hashes;
+                    let counts = self.session.counts();
+                    info!(
+                        hashrate = format!("{:.2} MH/s", rate / 1e6),
+                        accepted = counts.accepted,
+                        rejected = counts.rejected.values().sum::<u64>(),
+                        "hashing"
+                    );
+                }
+            }
+            self.flush().await?;
+            if let Some(max) = self.max_shares
+                && self.session.counts().accepted >= max
+            {
+                self.session.close("done");
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+                return Ok(StopReason::MaxShares);
+            }
+        }
+    }
+
+    fn submit(&mut self, share: &Share) {
+        match self.session.submit(share) {
+            Ok(seq) => debug!(
+                seq,
+                job_id = share.job_id,
+                nonce = share.nonce,
+                "share submitted"
+            ),
+            Err(why) => debug!(job_id = share.job_id, %why, "share dropped"),
+        }
+    }
+
+    /// Logs the session's events; returns a reason to stop if the pool ended the channel.
+    fn handle_events(&mut self) -> Option<StopReason> {
+        let mut stop = None;
+        let accepted_total = self.session.counts().accepted;
+        for event in self.session.drain_events() {
+            match event {
+                MinerEvent::SetupSucceeded { flags } => {
+                    info!(flags = format!("{flags:#x}"), "setup accepted")
+                }
+                MinerEvent::ChannelOpened {
+                    channel_id,
+                    extranonce_size,
+                    ..
+                } => info!(channel_id, extranonce_size, "channel open"),
+                MinerEvent::NewJob { job_id, future } => info!(job_id, future, "new job"),
+                MinerEvent::NewPrevHash { job_id, prev_hash } => {
+                    let mut be = prev_hash;
+                    be.reverse();
+                    let hex: String = be.iter().map(|b| format!("{b:02x}")).collect();
+                    info!(job_id, prev_hash = %hex, "new prev hash")
+                }
+                MinerEvent::TargetChanged { target } => {
+                    let difficulty = crate::mining::target::difficulty_of(&target);
+                    info!(difficulty, "new share target")
+                }
+                MinerEvent::ExtranoncePrefixChanged => info!("new extranonce prefix"),
+                MinerEvent::SharesAccepted {
+                    count,
+                    last_sequence_number,
+                    ..
+                } => info!(
+                    count,
+                    last_sequence_number,
+                    total = accepted_total,
+                    "shares accepted"
+                ),
+                MinerEvent::ShareRejected {
+                    sequence_number,
+                    code,
+                } => warn!(sequence_number, %code, "share rejected"),
+                MinerEvent::ChannelClosed { reason } => {
+                    warn!(%reason, "pool closed the channel");
+                    stop = Some(StopReason::ChannelClosed(reason));
+                }
+                MinerEvent::Reconnect { host, port } => {
+                    warn!(%host, port, "pool asks to reconnect");
+                    stop = Some(StopReason::Reconnect { host, port });
+                }
+            }
+        }
+        stop
+    }
+
+    /// Hands new work (or none) to the threads when the session's generation moved.
+    fn publish_work(&mut self) {
+        let generation = self.session.generation();
+        if generation != self.published {
+            self.published = generation;
+            self.slot.publish(self.session.work().cloned());
+        }
+    }
+
+    /// Encrypts and sends whatever the session has queued.
+    async fn flush(&mut self) -> Result<(), MinerError> {
+        let out = self.session.output();
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.wire.clear();
+        for frame in split_frames(out) {
+            self.sender.encrypt_frame(frame, &mut self.wire)?;
+        }
+        out.clear();
+        self.stream.write_all(&self.wire).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            host_port("127.0.0.1:3333").unwrap(),
+            ("127.0.0.1".into(), 3333)
+        );
+        assert_eq!(
+            host_port("stratum2+tcp://pool.example:34254/9auq").unwrap(),
+            ("pool.example".into(), 34254)
+        );
+        assert!(host_port("nohost").is_err());
+    }
+}
