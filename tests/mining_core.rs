@@ -774,3 +774,82 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn standard_channels_without_standard_jobs_get_group_jobs() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let open = OpenStandardMiningChannel {
+        request_id: 1,
+        user_identity: Str0_255::new("carol").unwrap(),
+        nominal_hash_rate: 0.0,
+        max_target: [0xff; 32],
+    };
+    feed(&mut rig.session, &frame(&open), NOW_MS).unwrap();
+    let frames = take_frames(&mut rig.session);
+    let (group, channel, prefix, target) =
+        match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
+            Message::OpenStandardMiningChannelSuccess(m) => (
+                m.group_channel_id,
+                m.channel_id,
+                m.extranonce_prefix.to_vec(),
+                m.target,
+            ),
+            other => panic!("{other:?}"),
+        };
+    assert_ne!(group, channel);
+    // A new tip: one extended job and one prev hash, both to the group channel.
+    let mut template = rig.chain.template(NOW_S);
+    template.prev_hash = bitcoin::BlockHash::hash(b"next");
+    rig.work = Work::new(2, template, &rig.config.coinbase).unwrap();
+    rig.session.on_work(&rig.work, NOW_MS);
+    let frames = take_frames(&mut rig.session);
+    assert_eq!(names(&frames), ["NewExtendedMiningJob", "SetNewPrevHash"]);
+    let mut job = ExtJob {
+        channel_id: channel,
+        job_id: 0,
+        version: 0,
+        prev_hash: [0; 32],
+        nbits: 0,
+        min_ntime: 0,
+        path: vec![],
+        prefix: vec![],
+        suffix: vec![],
+        extranonce_prefix: prefix,
+        extranonce_size: 0,
+        target,
+    };
+    for f in &frames {
+        match Frame::parse_exact(f).unwrap().message().unwrap().0 {
+            Message::NewExtendedMiningJob(m) => {
+                assert_eq!(m.channel_id, group);
+                job.job_id = m.job_id;
+                job.version = m.version;
+                job.path = m.merkle_path.to_vec();
+                job.prefix = m.coinbase_tx_prefix.to_vec();
+                job.suffix = m.coinbase_tx_suffix.to_vec();
+            }
+            Message::SetNewPrevHash(m) => {
+                assert_eq!(m.channel_id, group);
+                job.prev_hash = m.prev_hash;
+                job.min_ntime = m.min_ntime;
+                job.nbits = m.nbits;
+            }
+            _ => unreachable!(),
+        }
+    }
+    // The miner computes the root from the group job with its prefix as the whole extranonce.
+    let nonce = find_nonce(&job, &[], &target, 0);
+    let share = SubmitSharesStandard {
+        channel_id: channel,
+        sequence_number: 1,
+        job_id: job.job_id,
+        nonce,
+        ntime: job.min_ntime,
+        version: job.version,
+    };
+    feed(&mut rig.session, &frame(&share), NOW_MS).unwrap();
+    assert_eq!(
+        names(&take_frames(&mut rig.session)),
+        ["SubmitSharesSuccess"]
+    );
+}

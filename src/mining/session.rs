@@ -470,6 +470,9 @@ impl Session {
         }
         self.flags = m.flags;
         self.state = State::Ready;
+        // The connection's group channel takes the first id; mining channels follow.
+        self.group_channel_id = self.next_channel_id;
+        self.next_channel_id += 1;
         let flags = if self.config.version_rolling {
             0
         } else {
@@ -727,15 +730,65 @@ impl Session {
         if self.state != State::Ready {
             return;
         }
+        // Standard channels of a connection that takes extended jobs get one job for the
+        // whole group (05 §5.3.16); the pool still keeps each channel's merkle root.
+        let group = self.flags & REQUIRES_STANDARD_JOBS == 0;
+        let mut grouped = false;
         for idx in 0..self.channels.len() {
-            self.send_job(idx, job_id, work, new_tip);
+            if group && self.channels[idx].kind == ChannelKind::Standard {
+                self.record_root(idx, job_id, work);
+                grouped = true;
+            } else {
+                self.send_job(idx, job_id, work, new_tip);
+            }
+        }
+        if grouped {
+            let msg = self.extended_job(self.group_channel_id, job_id, work, new_tip);
+            let _ = encode_frame(&msg, &mut self.out);
         }
         if new_tip {
             for idx in 0..self.channels.len() {
-                self.send_prev_hash(idx, job_id, work);
+                if !(group && self.channels[idx].kind == ChannelKind::Standard) {
+                    let id = self.channels[idx].id;
+                    self.send_prev_hash(id, job_id, work);
+                }
+            }
+            if grouped {
+                self.send_prev_hash(self.group_channel_id, job_id, work);
             }
         }
         let _ = now_ms;
+    }
+
+    fn extended_job<'w>(
+        &self,
+        channel_id: u32,
+        job_id: u32,
+        work: &'w Work,
+        future: bool,
+    ) -> NewExtendedMiningJob<'w> {
+        NewExtendedMiningJob {
+            channel_id,
+            job_id,
+            min_ntime: if future { None } else { Some(work.cur_time) },
+            version: work.version,
+            version_rolling_allowed: self.config.version_rolling,
+            merkle_path: Seq0_255::new(&work.merkle_path).unwrap_or_default(),
+            coinbase_tx_prefix: B0_64K::new(&work.coinbase.prefix).unwrap_or_default(),
+            coinbase_tx_suffix: B0_64K::new(&work.coinbase.suffix).unwrap_or_default(),
+        }
+    }
+
+    /// Computes and remembers a standard channel's merkle root for a job.
+    fn record_root(&mut self, idx: usize, job_id: u32, work: &Work) -> [u8; 32] {
+        let max = self.config.max_jobs.max(1);
+        let ch = &mut self.channels[idx];
+        let root = work.merkle_root(&ch.extranonce_prefix, &[]);
+        ch.roots.push_back((job_id, root));
+        while ch.roots.len() > max {
+            ch.roots.pop_front();
+        }
+        root
     }
 
     fn push_job(&mut self, work: &Arc<Work>) -> u32 {
@@ -760,48 +813,33 @@ impl Session {
         // The newest job's id is new to this channel: it goes out as a future job followed
         // by SetNewPrevHash, the order the spec requires for a channel's first job.
         self.send_job(idx, job.job_id, &job.work, true);
-        self.send_prev_hash(idx, job.job_id, &job.work);
+        let id = self.channels[idx].id;
+        self.send_prev_hash(id, job.job_id, &job.work);
     }
 
     fn send_job(&mut self, idx: usize, job_id: u32, work: &Arc<Work>, future: bool) {
-        let min_ntime = if future { None } else { Some(work.cur_time) };
-        let rolling = self.config.version_rolling;
-        let ch = &mut self.channels[idx];
-        match ch.kind {
+        match self.channels[idx].kind {
             ChannelKind::Extended => {
-                let msg = NewExtendedMiningJob {
-                    channel_id: ch.id,
-                    job_id,
-                    min_ntime,
-                    version: work.version,
-                    version_rolling_allowed: rolling,
-                    merkle_path: Seq0_255::new(&work.merkle_path).unwrap_or_default(),
-                    coinbase_tx_prefix: B0_64K::new(&work.coinbase.prefix).unwrap_or_default(),
-                    coinbase_tx_suffix: B0_64K::new(&work.coinbase.suffix).unwrap_or_default(),
-                };
+                let msg = self.extended_job(self.channels[idx].id, job_id, work, future);
                 let _ = encode_frame(&msg, &mut self.out);
             }
             ChannelKind::Standard => {
-                let root = work.merkle_root(&ch.extranonce_prefix, &[]);
-                ch.roots.push_back((job_id, root));
-                while ch.roots.len() > self.config.max_jobs.max(1) + 1 {
-                    ch.roots.pop_front();
-                }
+                let merkle_root = self.record_root(idx, job_id, work);
                 let msg = NewMiningJob {
-                    channel_id: ch.id,
+                    channel_id: self.channels[idx].id,
                     job_id,
-                    min_ntime,
+                    min_ntime: if future { None } else { Some(work.cur_time) },
                     version: work.version,
-                    merkle_root: root,
+                    merkle_root,
                 };
-                let _ = encode_frame(&msg, &mut self.out);
+                self.send(&msg);
             }
         }
     }
 
-    fn send_prev_hash(&mut self, idx: usize, job_id: u32, work: &Arc<Work>) {
+    fn send_prev_hash(&mut self, channel_id: u32, job_id: u32, work: &Arc<Work>) {
         let msg = SetNewPrevHash {
-            channel_id: self.channels[idx].id,
+            channel_id,
             job_id,
             prev_hash: work.prev_hash.to_byte_array(),
             min_ntime: work.cur_time,

@@ -166,10 +166,9 @@ async fn serve_inner(
                 }
             }
             changed = work_rx.changed() => {
-                if changed.is_ok() {
-                    if let Some(w) = work_rx.borrow_and_update().clone() {
-                        session.on_work(&w, now_ms());
-                    }
+                let latest = work_rx.borrow_and_update().clone();
+                if changed.is_ok() && let Some(w) = latest {
+                    session.on_work(&w, now_ms());
                 }
             }
             _ = tick.tick() => {
