@@ -1,0 +1,95 @@
+//! A pool server on 127.0.0.1 with an ephemeral port, an embedded regtest node and a fresh data
+//! dir, for the e2e tests (`#[path = "common/pool.rs"] mod pool;`).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+use blvm_stratum_v2::mining::PoolStats;
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+use blvm_stratum_v2::server::StratumV2Server;
+
+/// Blocks are rare at this nBits (difficulty 1): shares never are blocks.
+pub const RARE_BLOCKS: u32 = 0x1d00_ffff;
+/// Regtest's nBits: about every other hash is a block.
+pub const REGTEST: u32 = 0x207f_ffff;
+
+pub struct TestPool {
+    pub server: StratumV2Server,
+    pub node: Arc<EmbeddedNode>,
+    pub addr: SocketAddr,
+    pub key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPool {
+    /// Starts a pool whose shares are cheap (difficulty between 1e-9 and 1e-6) on a chain with
+    /// `bits`, three synthetic transactions per template (a real merkle path).
+    pub async fn start(bits: u32, handshake_timeout_secs: u64) -> TestPool {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            min_difficulty: Some(1e-9),
+            max_difficulty: Some(1e-6),
+            chain_bits: Some(bits),
+            chain_synthetic_transactions: Some(3),
+            handshake_timeout_secs: Some(handshake_timeout_secs),
+            ..PoolOptions::default()
+        };
+        let config = PoolConfig::resolve(&opts, "test").expect("valid test config");
+        let node = Arc::new(EmbeddedNode::new(ChainConfig {
+            bits,
+            synthetic_transactions: 3,
+        }));
+        let server = StratumV2Server::new(config, node.clone()).expect("server");
+        let addr = server.start().await.expect("server starts");
+        let key = server.authority_public_key().to_owned();
+        TestPool {
+            server,
+            node,
+            addr,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// Pool statistics, read synchronously.
+    pub fn stats(&self) -> PoolStats {
+        self.server
+            .get_pool()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_pool_stats()
+    }
+
+    /// Waits until `cond` holds for the pool's stats, within `within`.
+    pub async fn wait_stats(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&PoolStats) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = self.stats();
+            if cond(&s) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not reached in {within:?}; stats {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(15), self.server.stop())
+            .await
+            .expect("server stops in time")
+            .expect("server stops");
+    }
+}
