@@ -290,6 +290,20 @@ pub struct ShareCounts {
     pub dropped: u64,
 }
 
+impl ShareCounts {
+    /// Shares refused, all codes together.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Shares submitted and not yet answered.
+    pub fn pending(&self) -> u64 {
+        self.submitted
+            .saturating_sub(self.accepted)
+            .saturating_sub(self.rejected_total())
+    }
+}
+
 /// One connection's miner state machine.
 #[derive(Debug)]
 pub struct MinerSession {

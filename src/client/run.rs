@@ -383,7 +383,7 @@ impl Driver {
                     info!(
                         hashrate = format!("{:.2} MH/s", rate / 1e6),
                         accepted = counts.accepted,
-                        rejected = counts.rejected.values().sum::<u64>(),
+                        rejected = counts.rejected_total(),
                         "hashing"
                     );
                 }
@@ -401,6 +401,14 @@ impl Driver {
     }
 
     fn submit(&mut self, share: &Share) {
+        // Near the goal, keep only as many shares in flight as could still be needed, so a run
+        // stops at exactly `max_shares` accepted.
+        if let Some(max) = self.max_shares {
+            let counts = self.session.counts();
+            if counts.accepted + counts.pending() >= max {
+                return;
+            }
+        }
         match self.session.submit(share) {
             Ok(seq) => debug!(
                 seq,
