@@ -1,0 +1,1036 @@
+//! Differential test of share validation: the same extended (and standard) shares, checked by
+//! our [`Session`] (through `handle_frame`, the production path) and by the SRI crate
+//! `channels_sv2` (`ExtendedChannel::validate_share`, `StandardChannel::validate_share`), must
+//! get the same verdict.
+//!
+//! Both sides are put on the same job: our `Work` is built from an `EmbeddedChain` template, and
+//! the SRI channel is fed the equivalent Template Distribution messages (a `NewTemplate` carrying
+//! our merkle path, our BIP34 height push as `coinbase_prefix`, our non-payout coinbase outputs,
+//! then a `SetNewPrevHash` with our prev hash, nBits and `cur_time`). The pool tag is chosen so the
+//! two coinbases are byte for byte the same (SRI writes `Sv2/<tag>//`; ours is given exactly that),
+//! the SRI extranonce allocator is set up to hand out our channel's prefix, and the SRI channel's
+//! target is set to ours. The test first asserts that the jobs are the same (coinbase prefix and
+//! suffix, merkle path, version, job id) and that the merkle roots agree for the same extranonce;
+//! only then are verdicts compared, share by share.
+//!
+//! Known, documented differences (asserted as such, so a change on either side is noticed):
+//! - nTime: SRI answers `invalid-share` where we answer `ntime-too-old` / `ntime-too-new`. With
+//!   the pool clock at the job's `min_ntime` the bounds are the same (SRI: `min_ntime + 7200`;
+//!   ours: `now + max_ntime_ahead_secs`), so only the code is mapped.
+//! - Version rolling mask: SRI uses BIP323's `0x1fffffe0`, we use BIP320's `0x1fffe000`. A share
+//!   that rolls one of the bits `0x00001fe0` is valid for SRI and refused by us with
+//!   `invalid-non-rollable-version-bit`.
+//!
+//! Everything is deterministic: extranonces and nTime offsets come from a fixed-seed xorshift, and
+//! nonces are found by brute force from fixed starting points.
+
+use std::sync::Arc;
+
+use bitcoin::consensus::Encodable;
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{Target, TxOut};
+use blvm_stratum_v2::mining::merkle::fold_merkle_path;
+use blvm_stratum_v2::mining::target::hash_meets_target;
+use blvm_stratum_v2::mining::{
+    CoinbaseConfig, ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work,
+};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, REGTEST_BITS};
+use blvm_stratum_v2::wire::common::SetupConnection;
+use blvm_stratum_v2::wire::mining::*;
+use blvm_stratum_v2::wire::{B0_32, Frame, Message, Str0_255, Sv2Message, U256, encode_frame};
+use channels_sv2::extranonce_manager::ExtranonceAllocator as SriAllocator;
+use channels_sv2::merkle_root::merkle_root_from_path;
+use channels_sv2::server::extended::ExtendedChannel;
+use channels_sv2::server::share_accounting::{ShareValidationError, ShareValidationResult};
+use channels_sv2::server::standard::StandardChannel;
+use mining_sv2::{SubmitSharesExtendedOwned, SubmitSharesStandardOwned};
+use template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
+
+const NOW_S: u32 = 1_800_000_000;
+const NOW_MS: u64 = NOW_S as u64 * 1000;
+/// SRI's pool tag; SRI writes `Sv2/<tag>//` into the scriptSig, so ours is that string.
+const SRI_POOL_TAG: &str = "blvm-differential";
+/// Channel target: the top byte of the hash must be zero (one hash in 256 is a share).
+const SHARE_TARGET: U256 = {
+    let mut t = [0xff; 32];
+    t[31] = 0;
+    t
+};
+/// A hard network target, so shares are just shares.
+const HARD_BITS: u32 = 0x1d00_ffff;
+
+/// xorshift64*: deterministic inputs without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn frame<'a, M: Sv2Message<'a>>(m: &M) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(m, &mut out).expect("encodable");
+    out
+}
+
+fn take_frames(s: &mut Session) -> Vec<Vec<u8>> {
+    let out = std::mem::take(s.output());
+    let mut frames = Vec::new();
+    let mut rest = &out[..];
+    while let Some((_, used)) = Frame::parse(rest, 1 << 24).expect("valid output") {
+        frames.push(rest[..used].to_vec());
+        rest = &rest[used..];
+    }
+    assert!(rest.is_empty());
+    frames
+}
+
+/// A verdict, comparable across the two implementations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    Block,
+    Rejected(String),
+}
+
+/// Our rejection codes as SRI names them (see the module docs).
+fn normalize_ours(v: Verdict) -> Verdict {
+    match v {
+        Verdict::Rejected(code) if code == "ntime-too-old" || code == "ntime-too-new" => {
+            Verdict::Rejected("invalid-share".into())
+        }
+        other => other,
+    }
+}
+
+fn sri_verdict(r: Result<ShareValidationResult, ShareValidationError>) -> Verdict {
+    match r {
+        Ok(ShareValidationResult::Valid(_)) => Verdict::Accepted,
+        Ok(ShareValidationResult::BlockFound(..)) => Verdict::Block,
+        Err(
+            ShareValidationError::Invalid(c)
+            | ShareValidationError::Stale(c)
+            | ShareValidationError::InvalidJobId(c)
+            | ShareValidationError::DoesNotMeetTarget(c)
+            | ShareValidationError::VersionRollingNotAllowed(c)
+            | ShareValidationError::DuplicateShare(c)
+            | ShareValidationError::BadExtranonceSize(c),
+        ) => Verdict::Rejected(c.to_string()),
+        Err(other) => panic!("SRI refused the share for a non-protocol reason: {other:?}"),
+    }
+}
+
+/// One share submission, as a miner would send it (job ids are ours; the SRI job id is looked
+/// up in the pair of jobs the test keeps).
+#[derive(Debug, Clone)]
+struct Share {
+    label: &'static str,
+    job: usize,
+    extranonce: Vec<u8>,
+    version: u32,
+    ntime: u32,
+    nonce: u32,
+}
+
+/// What both sides agreed a job is (checked when the job is set up).
+#[derive(Debug, Clone)]
+struct JobView {
+    our_job_id: u32,
+    sri_job_id: u32,
+    version: u32,
+    prev_hash: U256,
+    nbits: u32,
+    min_ntime: u32,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    path: Vec<U256>,
+}
+
+impl JobView {
+    /// The header hash a miner computes (the spec's formula, with rust-bitcoin's sha256d; no
+    /// code of either pool).
+    fn hash(&self, extranonce_prefix: &[u8], s: &Share) -> [u8; 32] {
+        let mut cb = self.prefix.clone();
+        cb.extend_from_slice(extranonce_prefix);
+        cb.extend_from_slice(&s.extranonce);
+        cb.extend_from_slice(&self.suffix);
+        let txid = sha256d::Hash::hash(&cb).to_byte_array();
+        let root = fold_merkle_path(txid, &self.path);
+        let mut h = Vec::with_capacity(80);
+        h.extend_from_slice(&s.version.to_le_bytes());
+        h.extend_from_slice(&self.prev_hash);
+        h.extend_from_slice(&root);
+        h.extend_from_slice(&s.ntime.to_le_bytes());
+        h.extend_from_slice(&self.nbits.to_le_bytes());
+        h.extend_from_slice(&s.nonce.to_le_bytes());
+        sha256d::Hash::hash(&h).to_byte_array()
+    }
+}
+
+fn pool_config() -> MiningConfig {
+    MiningConfig {
+        coinbase: CoinbaseConfig {
+            // P2WPKH payout.
+            payout_script: bitcoin::ScriptBuf::from_hex(
+                "0014ebe1b7dcc293ccaa0ee743a86f89df8258c208fc",
+            )
+            .unwrap(),
+            pool_tag: format!("Sv2/{SRI_POOL_TAG}//").into_bytes(),
+            extranonce_len: 32,
+        },
+        min_difficulty: 1e-12,
+        share_batch_size: 1,
+        server_id: 0xbeef,
+        ..MiningConfig::default()
+    }
+}
+
+/// The SRI `NewTemplate` equivalent to our work: our BIP34 push as `coinbase_prefix`, our
+/// outputs after the payout as the template's outputs, our merkle path.
+fn sri_template(work: &Work, template_id: u64, future: bool) -> NewTemplateOwned {
+    let script_sig = work.coinbase.tx.input[0].script_sig.as_bytes();
+    let height_push = bitcoin::script::Builder::new()
+        .push_int(i64::from(work.height))
+        .into_script();
+    assert!(script_sig.starts_with(height_push.as_bytes()));
+    let mut outputs = Vec::new();
+    for o in &work.coinbase.tx.output[1..] {
+        o.consensus_encode(&mut outputs).unwrap();
+    }
+    NewTemplateOwned {
+        template_id,
+        future_template: future,
+        version: work.version,
+        coinbase_tx_version: work.coinbase.tx.version.0 as u32,
+        coinbase_prefix: height_push.as_bytes().to_vec().try_into().unwrap(),
+        coinbase_tx_input_sequence: work.coinbase.tx.input[0].sequence.0,
+        coinbase_tx_value_remaining: work.coinbase_value,
+        coinbase_tx_outputs_count: (work.coinbase.tx.output.len() - 1) as u32,
+        coinbase_tx_outputs: outputs.try_into().unwrap(),
+        coinbase_tx_locktime: work.coinbase.tx.lock_time.to_consensus_u32(),
+        merkle_path: work
+            .merkle_path
+            .iter()
+            .map(|h| (*h).into())
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap(),
+    }
+}
+
+fn sri_prev_hash(work: &Work, template_id: u64) -> SetNewPrevHashOwned {
+    SetNewPrevHashOwned {
+        template_id,
+        prev_hash: work.prev_hash.to_byte_array().into(),
+        header_timestamp: work.cur_time,
+        n_bits: work.nbits,
+        target: work.network_target.into(),
+    }
+}
+
+/// The SRI payout output (the "additional coinbase output" SRI adds before the template's).
+fn sri_payout(work: &Work) -> Vec<TxOut> {
+    vec![work.coinbase.tx.output[0].clone()]
+}
+
+/// An SRI extranonce allocator whose first extended (or standard) prefix is `ours`: the local
+/// prefix is its first 23 bytes and the one-byte channel index 0 is byte 23 (our prefixes are
+/// 8 unique bytes then zero padding, so bytes 23.. are zero).
+fn sri_allocator(ours: &[u8]) -> SriAllocator {
+    assert!(ours[23..].iter().all(|&b| b == 0), "{ours:02x?}");
+    SriAllocator::new(ours[..23].to_vec(), 32, 256).unwrap()
+}
+
+struct Harness {
+    chain: EmbeddedChain,
+    config: Arc<MiningConfig>,
+    session: Session,
+    works: Vec<Arc<Work>>,
+    jobs: Vec<JobView>,
+    channel_id: u32,
+    extranonce_prefix: Vec<u8>,
+    extranonce_size: usize,
+    sri: ExtendedChannel,
+    seq: u32,
+}
+
+impl Harness {
+    /// A session with one extended channel at [`SHARE_TARGET`] and the SRI channel on the same
+    /// job.
+    fn new(bits: u32, synthetic_transactions: usize) -> Harness {
+        let mut chain = EmbeddedChain::new(ChainConfig {
+            bits,
+            synthetic_transactions,
+        });
+        let config = Arc::new(pool_config());
+        let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
+        assert_eq!(work.cur_time, NOW_S);
+        let mut session = Session::new(config.clone(), Arc::new(ExtranonceAllocator::new()));
+        session.on_work(&work, NOW_MS);
+        setup(&mut session, 0);
+
+        let open = OpenExtendedMiningChannel {
+            request_id: 1,
+            user_identity: Str0_255::new("alice.rig1").unwrap(),
+            nominal_hash_rate: 0.0,
+            max_target: SHARE_TARGET,
+            min_extranonce_size: 8,
+        };
+        session
+            .handle_frame(&Frame::parse_exact(&frame(&open)).unwrap(), NOW_MS)
+            .unwrap();
+        let frames = take_frames(&mut session);
+        let (mut channel_id, mut target, mut enp, mut size) = (0, [0; 32], vec![], 0);
+        let mut job = None;
+        for f in &frames {
+            match Frame::parse_exact(f).unwrap().message().unwrap().0 {
+                Message::OpenExtendedMiningChannelSuccess(m) => {
+                    channel_id = m.channel_id;
+                    target = m.target;
+                    enp = m.extranonce_prefix.to_vec();
+                    size = usize::from(m.extranonce_size);
+                }
+                Message::NewExtendedMiningJob(m) => {
+                    assert!(m.version_rolling_allowed);
+                    job = Some((
+                        m.job_id,
+                        m.version,
+                        m.coinbase_tx_prefix.to_vec(),
+                        m.coinbase_tx_suffix.to_vec(),
+                        m.merkle_path.to_vec(),
+                    ));
+                }
+                Message::SetNewPrevHash(m) => {
+                    let j = job.as_ref().unwrap();
+                    assert_eq!(m.job_id, j.0);
+                    assert_eq!(m.min_ntime, NOW_S);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(target, SHARE_TARGET);
+        assert_eq!((enp.len(), size), (24, 8));
+        let (our_job_id, version, prefix, suffix, path) = job.unwrap();
+
+        let mut alloc = sri_allocator(&enp);
+        let sri_prefix = alloc.allocate_extended(8).unwrap();
+        assert_eq!(sri_prefix.as_bytes(), &enp[..]);
+        let mut sri = ExtendedChannel::new_for_pool(
+            channel_id,
+            "alice.rig1".into(),
+            sri_prefix,
+            Target::from_le_bytes([0xff; 32]),
+            1.0,
+            true,
+            8,
+            1,
+            6.0,
+            SRI_POOL_TAG.into(),
+            None,
+        )
+        .unwrap();
+        sri.set_target(Target::from_le_bytes(SHARE_TARGET)).unwrap();
+        sri.on_new_template(sri_template(&work, 1, true), sri_payout(&work))
+            .unwrap();
+        sri.on_set_new_prev_hash(sri_prev_hash(&work, 1)).unwrap();
+        let sri_job = sri.get_active_job().expect("active job").clone();
+        let msg = sri_job.get_job_message();
+        // Same job: coinbase split, merkle path, version.
+        assert_eq!(
+            msg.coinbase_tx_prefix.as_bytes(),
+            &prefix[..],
+            "coinbase prefix"
+        );
+        assert_eq!(
+            msg.coinbase_tx_suffix.as_bytes(),
+            &suffix[..],
+            "coinbase suffix"
+        );
+        let sri_path: Vec<U256> = msg.merkle_path.iter().map(|h| h.to_array()).collect();
+        assert_eq!(sri_path, path, "merkle path");
+        assert_eq!(msg.version, version);
+        assert_eq!(sri_job.get_min_ntime(), Some(NOW_S));
+
+        let view = JobView {
+            our_job_id,
+            sri_job_id: sri_job.get_job_id(),
+            version,
+            prev_hash: work.prev_hash.to_byte_array(),
+            nbits: work.nbits,
+            min_ntime: NOW_S,
+            prefix,
+            suffix,
+            path,
+        };
+        let h = Harness {
+            chain,
+            config,
+            session,
+            works: vec![work],
+            jobs: vec![view],
+            channel_id,
+            extranonce_prefix: enp,
+            extranonce_size: size,
+            sri,
+            seq: 0,
+        };
+        h.assert_same_merkle_roots(0);
+        h
+    }
+
+    /// Same merkle root on both sides, for several extranonces.
+    fn assert_same_merkle_roots(&self, job: usize) {
+        let mut rng = Rng(0x5eed_0000 + job as u64);
+        let view = &self.jobs[job];
+        let sri_job = self.sri_job(view.sri_job_id);
+        for _ in 0..8 {
+            let en = rng.bytes(self.extranonce_size);
+            let ours = self.works[job].merkle_root(&self.extranonce_prefix, &en);
+            let mut full = self.extranonce_prefix.clone();
+            full.extend_from_slice(&en);
+            let theirs = merkle_root_from_path(
+                &sri_job.get_coinbase_tx_prefix_without_bip141(),
+                &sri_job.get_coinbase_tx_suffix_without_bip141(),
+                &full,
+                sri_job.get_merkle_path().as_slice(),
+            )
+            .expect("SRI builds the coinbase");
+            assert_eq!(ours, theirs, "merkle root for extranonce {en:02x?}");
+        }
+    }
+
+    fn sri_job(&self, job_id: u32) -> channels_sv2::server::jobs::extended::ExtendedJob {
+        self.sri
+            .get_active_job()
+            .filter(|j| j.get_job_id() == job_id)
+            .or_else(|| self.sri.get_past_job(job_id))
+            .expect("SRI job")
+            .clone()
+    }
+
+    /// New work on the same tip: an immediately active job on both sides.
+    fn same_tip_job(&mut self) -> usize {
+        let id = self.works.len() as u64 + 1;
+        let work = Work::new(id, self.chain.template(NOW_S), &self.config.coinbase).unwrap();
+        assert_eq!(work.prev_hash, self.works[0].prev_hash);
+        self.session.on_work(&work, NOW_MS);
+        let frames = take_frames(&mut self.session);
+        let mut view = None;
+        for f in &frames {
+            if let Message::NewExtendedMiningJob(m) =
+                Frame::parse_exact(f).unwrap().message().unwrap().0
+            {
+                assert_eq!(m.min_ntime, Some(NOW_S));
+                view = Some(JobView {
+                    our_job_id: m.job_id,
+                    sri_job_id: 0,
+                    version: m.version,
+                    prev_hash: work.prev_hash.to_byte_array(),
+                    nbits: work.nbits,
+                    min_ntime: NOW_S,
+                    prefix: m.coinbase_tx_prefix.to_vec(),
+                    suffix: m.coinbase_tx_suffix.to_vec(),
+                    path: m.merkle_path.to_vec(),
+                });
+            }
+        }
+        let mut view = view.expect("a job was sent");
+        self.sri
+            .on_new_template(sri_template(&work, id, false), sri_payout(&work))
+            .unwrap();
+        let sri_job = self.sri.get_active_job().unwrap().clone();
+        let msg = sri_job.get_job_message();
+        assert_eq!(msg.coinbase_tx_prefix.as_bytes(), &view.prefix[..]);
+        assert_eq!(msg.coinbase_tx_suffix.as_bytes(), &view.suffix[..]);
+        assert_eq!(sri_job.get_min_ntime(), Some(NOW_S));
+        view.sri_job_id = sri_job.get_job_id();
+        self.works.push(work);
+        self.jobs.push(view);
+        let idx = self.jobs.len() - 1;
+        self.assert_same_merkle_roots(idx);
+        idx
+    }
+
+    /// A new tip on both sides: every earlier job becomes stale.
+    fn new_tip(&mut self) {
+        let id = self.works.len() as u64 + 1;
+        let mut template = self.chain.template(NOW_S);
+        template.prev_hash = bitcoin::BlockHash::hash(b"another tip");
+        let work = Work::new(id, template, &self.config.coinbase).unwrap();
+        self.session.on_work(&work, NOW_MS);
+        let _ = take_frames(&mut self.session);
+        self.sri
+            .on_new_template(sri_template(&work, id, true), sri_payout(&work))
+            .unwrap();
+        self.sri
+            .on_set_new_prev_hash(sri_prev_hash(&work, id))
+            .unwrap();
+    }
+
+    fn hash(&self, s: &Share) -> [u8; 32] {
+        self.jobs[s.job].hash(&self.extranonce_prefix, s)
+    }
+
+    /// A nonce from `start` on whose hash meets (or misses, with `hit` false) the share target.
+    fn nonce(&self, mut s: Share, start: u32, hit: bool) -> Share {
+        s.nonce = (start..)
+            .find(|&n| {
+                let t = Share {
+                    nonce: n,
+                    ..s.clone()
+                };
+                hash_meets_target(&self.hash(&t), &SHARE_TARGET) == hit
+            })
+            .unwrap();
+        s
+    }
+
+    fn ours(&mut self, s: &Share, job_id: u32) -> Verdict {
+        self.seq += 1;
+        let msg = SubmitSharesExtended {
+            channel_id: self.channel_id,
+            sequence_number: self.seq,
+            job_id,
+            nonce: s.nonce,
+            ntime: s.ntime,
+            version: s.version,
+            extranonce: B0_32::new(&s.extranonce).unwrap(),
+        };
+        self.session
+            .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
+            .unwrap();
+        let frames = take_frames(&mut self.session);
+        let block = self
+            .session
+            .drain_events()
+            .any(|e| matches!(e, SessionEvent::BlockFound(_)));
+        assert_eq!(frames.len(), 1, "one answer per share");
+        match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
+            Message::SubmitSharesSuccess(m) => {
+                assert_eq!(m.last_sequence_number, self.seq);
+                if block {
+                    Verdict::Block
+                } else {
+                    Verdict::Accepted
+                }
+            }
+            Message::SubmitSharesError(m) => {
+                assert!(!block);
+                Verdict::Rejected(m.error_code.to_string())
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    fn sri(&mut self, s: &Share, job_id: u32) -> Verdict {
+        let share = SubmitSharesExtendedOwned {
+            channel_id: self.channel_id,
+            sequence_number: self.seq,
+            job_id,
+            nonce: s.nonce,
+            ntime: s.ntime,
+            version: s.version,
+            extranonce: s.extranonce.clone().try_into().unwrap(),
+        };
+        sri_verdict(self.sri.validate_share(share))
+    }
+
+    /// Both verdicts for one share (our job id and SRI's are the job's own on each side;
+    /// `job_id_offset` moves both to an unknown id).
+    fn verdicts(&mut self, s: &Share, job_id_offset: u32) -> (Verdict, Verdict) {
+        let view = &self.jobs[s.job];
+        let (ours_id, sri_id) = (
+            view.our_job_id + job_id_offset,
+            view.sri_job_id + job_id_offset,
+        );
+        let ours = normalize_ours(self.ours(s, ours_id));
+        let theirs = self.sri(s, sri_id);
+        (ours, theirs)
+    }
+}
+
+fn setup(session: &mut Session, flags: u32) {
+    let setup = SetupConnection {
+        protocol: 0,
+        min_version: 2,
+        max_version: 2,
+        flags,
+        endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
+        endpoint_port: 3333,
+        vendor: Str0_255::new("differential").unwrap(),
+        hardware_version: Str0_255::default(),
+        firmware: Str0_255::default(),
+        device_id: Str0_255::default(),
+    };
+    session
+        .handle_frame(&Frame::parse_exact(&frame(&setup)).unwrap(), NOW_MS)
+        .unwrap();
+    let _ = take_frames(session);
+}
+
+/// Runs `cases` through both sides; every verdict must agree except where `expected_divergence`
+/// names the pair. Returns the verdicts for the caller's own checks.
+fn compare(
+    h: &mut Harness,
+    cases: &[(Share, u32)],
+    expected_divergence: &[(&str, Verdict, Verdict)],
+) -> Vec<(Verdict, Verdict)> {
+    let mut out = Vec::new();
+    let mut mismatches = Vec::new();
+    for (s, offset) in cases {
+        let (ours, theirs) = h.verdicts(s, *offset);
+        if ours != theirs {
+            let documented = expected_divergence
+                .iter()
+                .any(|(l, o, t)| *l == s.label && *o == ours && *t == theirs);
+            if !documented {
+                mismatches.push(format!(
+                    "{}: ours {ours:?}, channels_sv2 {theirs:?}, share {s:?} (job id offset {offset})",
+                    s.label
+                ));
+            }
+        } else {
+            assert!(
+                !expected_divergence.iter().any(|(l, ..)| *l == s.label),
+                "{}: documented divergence is gone, both say {ours:?}",
+                s.label
+            );
+        }
+        out.push((ours, theirs));
+    }
+    assert!(
+        mismatches.is_empty(),
+        "divergences:\n{}",
+        mismatches.join("\n")
+    );
+    out
+}
+
+#[test]
+fn extended_share_verdicts_match_channels_sv2() {
+    let mut h = Harness::new(HARD_BITS, 40);
+    assert_eq!(
+        h.jobs[0].path.len(),
+        6,
+        "40 transactions after the coinbase"
+    );
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let v = h.jobs[0].version;
+    let t = h.jobs[0].min_ntime;
+    let base = |rng: &mut Rng, h: &Harness, job: usize, label: &'static str| Share {
+        label,
+        job,
+        extranonce: rng.bytes(h.extranonce_size),
+        version: v,
+        ntime: t + (rng.next() % 600) as u32,
+        nonce: 0,
+    };
+
+    let mut cases: Vec<(Share, u32)> = Vec::new();
+    let mut valid = Vec::new();
+    for i in 0..16 {
+        let s = base(&mut rng, &h, 0, "valid");
+        let s = h.nonce(s, (rng.next() as u32) >> 4, true);
+        if i % 4 == 0 {
+            valid.push(s.clone());
+        }
+        cases.push((s, 0));
+    }
+    for _ in 0..4 {
+        // BIP320 bits rolled: valid on both sides.
+        let mut s = base(&mut rng, &h, 0, "valid-rolled");
+        s.version = v ^ ((rng.next() as u32) & 0x1fff_e000);
+        cases.push((h.nonce(s, 0, true), 0));
+    }
+    for _ in 0..8 {
+        let s = base(&mut rng, &h, 0, "target-miss");
+        cases.push((h.nonce(s, (rng.next() as u32) >> 4, false), 0));
+    }
+    for s in &valid {
+        cases.push((
+            Share {
+                label: "duplicate",
+                ..s.clone()
+            },
+            0,
+        ));
+    }
+    let s = h.nonce(base(&mut rng, &h, 0, "wrong-job-id"), 0, true);
+    cases.push((s.clone(), 1000));
+    for len in [0, 7, 9, 32] {
+        let mut bad = s.clone();
+        bad.label = "bad-extranonce-size";
+        bad.extranonce = rng.bytes(len);
+        cases.push((bad, 0));
+    }
+    let mut old = h.nonce(base(&mut rng, &h, 0, "ntime-before-min"), 0, true);
+    old.ntime = t - 1;
+    cases.push((h.nonce(old, 0, true), 0));
+    let mut new = base(&mut rng, &h, 0, "ntime-too-far-ahead");
+    new.ntime = t + 7201;
+    cases.push((h.nonce(new, 0, true), 0));
+    let mut edge = base(&mut rng, &h, 0, "ntime-at-limit");
+    edge.ntime = t + 7200;
+    cases.push((h.nonce(edge, 0, true), 0));
+    for bit in [
+        0x0000_0001u32,
+        0x0000_0010,
+        0x2000_0000,
+        0x4000_0000,
+        0x8000_0000,
+    ] {
+        let mut s = base(&mut rng, &h, 0, "non-rollable-version-bit");
+        s.version = v ^ bit;
+        cases.push((h.nonce(s, 0, true), 0));
+    }
+    // Bits 5..12: rollable under BIP323 (SRI), not under BIP320 (us).
+    for bit in [0x0000_0020u32, 0x0000_1000] {
+        let mut s = base(&mut rng, &h, 0, "bip323-only-version-bit");
+        s.version = v ^ bit;
+        cases.push((h.nonce(s, 0, true), 0));
+    }
+    let divergence = [(
+        "bip323-only-version-bit",
+        Verdict::Rejected("invalid-non-rollable-version-bit".into()),
+        Verdict::Accepted,
+    )];
+    let verdicts = compare(&mut h, &cases, &divergence);
+    let accepted = verdicts
+        .iter()
+        .filter(|(o, _)| *o == Verdict::Accepted)
+        .count();
+    assert_eq!(
+        accepted,
+        16 + 4 + 1,
+        "valid, rolled and ntime-at-limit shares"
+    );
+    for ((s, _), (ours, _)) in cases.iter().zip(&verdicts) {
+        let expected = match s.label {
+            "valid" | "valid-rolled" | "ntime-at-limit" => Verdict::Accepted,
+            "target-miss" => Verdict::Rejected("difficulty-too-low".into()),
+            "duplicate" => Verdict::Rejected("duplicate-share".into()),
+            "wrong-job-id" => Verdict::Rejected("invalid-job-id".into()),
+            "bad-extranonce-size" => Verdict::Rejected("bad-extranonce-size".into()),
+            "ntime-before-min" | "ntime-too-far-ahead" => Verdict::Rejected("invalid-share".into()),
+            _ => Verdict::Rejected("invalid-non-rollable-version-bit".into()),
+        };
+        assert_eq!(*ours, expected, "{s:?}");
+    }
+
+    // A second job on the same tip: shares on both the past and the new job are valid on both
+    // sides, and the duplicate set spans jobs.
+    let j2 = h.same_tip_job();
+    let mut cases = Vec::new();
+    for job in [0, j2, 0, j2] {
+        let s = base(&mut rng, &h, job, "valid-after-new-job");
+        cases.push((h.nonce(s, 0, true), 0));
+        let s = base(&mut rng, &h, job, "target-miss-after-new-job");
+        cases.push((h.nonce(s, 0, false), 0));
+    }
+    cases.push((cases[0].0.clone(), 0));
+    cases.last_mut().unwrap().0.label = "duplicate-after-new-job";
+    let verdicts = compare(&mut h, &cases, &[]);
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|(o, _)| *o == Verdict::Accepted)
+            .count(),
+        4
+    );
+
+    // A new tip: every earlier job is stale on both sides.
+    let old: Vec<_> = cases.iter().step_by(2).take(4).cloned().collect();
+    h.new_tip();
+    let mut stale = Vec::new();
+    for (s, _) in old {
+        stale.push((
+            Share {
+                label: "stale",
+                ..s
+            },
+            0,
+        ));
+    }
+    let verdicts = compare(&mut h, &stale, &[]);
+    assert!(
+        verdicts
+            .iter()
+            .all(|(o, _)| *o == Verdict::Rejected("stale-share".into()))
+    );
+}
+
+/// On regtest about every other hash is a block: both sides must call the same shares blocks
+/// (whatever the channel target), refuse the same duplicates, and build the same coinbase.
+#[test]
+fn block_verdicts_and_coinbase_match_channels_sv2() {
+    let mut h = Harness::new(REGTEST_BITS, 7);
+    let mut rng = Rng(42);
+    let v = h.jobs[0].version;
+    let t = h.jobs[0].min_ntime;
+    let mut cases = Vec::new();
+    for i in 0..32u32 {
+        let s = Share {
+            label: "any",
+            job: 0,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: v ^ ((i & 3) << 13),
+            ntime: t + i,
+            nonce: rng.next() as u32,
+        };
+        cases.push((s, 0));
+    }
+    cases.push((
+        Share {
+            label: "duplicate",
+            ..cases[0].0.clone()
+        },
+        0,
+    ));
+    let verdicts = compare(&mut h, &cases, &[]);
+    let blocks = verdicts
+        .iter()
+        .filter(|(o, _)| *o == Verdict::Block)
+        .count();
+    assert!(blocks > 4 && blocks < 28, "{blocks} blocks of 32");
+
+    // The coinbase SRI returns for a block is the one our block carries.
+    let s = Share {
+        label: "block",
+        job: 0,
+        extranonce: rng.bytes(h.extranonce_size),
+        version: v,
+        ntime: t,
+        nonce: 0,
+    };
+    let network: U256 = h.works[0].network_target;
+    let s = Share {
+        nonce: (0..)
+            .find(|&n| {
+                hash_meets_target(
+                    &h.hash(&Share {
+                        nonce: n,
+                        ..s.clone()
+                    }),
+                    &network,
+                )
+            })
+            .unwrap(),
+        ..s
+    };
+    h.seq += 1;
+    let msg = SubmitSharesExtended {
+        channel_id: h.channel_id,
+        sequence_number: h.seq,
+        job_id: h.jobs[0].our_job_id,
+        nonce: s.nonce,
+        ntime: s.ntime,
+        version: s.version,
+        extranonce: B0_32::new(&s.extranonce).unwrap(),
+    };
+    h.session
+        .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
+        .unwrap();
+    let ours = h
+        .session
+        .drain_events()
+        .find_map(|e| match e {
+            SessionEvent::BlockFound(b) => Some(b),
+            _ => None,
+        })
+        .expect("our block");
+    let sri_job_id = h.jobs[0].sri_job_id;
+    let share = SubmitSharesExtendedOwned {
+        channel_id: h.channel_id,
+        sequence_number: h.seq,
+        job_id: sri_job_id,
+        nonce: s.nonce,
+        ntime: s.ntime,
+        version: s.version,
+        extranonce: s.extranonce.clone().try_into().unwrap(),
+    };
+    match h.sri.validate_share(share) {
+        Ok(ShareValidationResult::BlockFound(hash, template_id, coinbase)) => {
+            assert_eq!(template_id, Some(1));
+            assert_eq!(
+                hash.to_byte_array(),
+                ours.block.block_hash().to_byte_array()
+            );
+            assert_eq!(
+                coinbase,
+                bitcoin::consensus::serialize(&ours.block.txdata[0]),
+                "coinbase with witness"
+            );
+        }
+        other => panic!("SRI: {other:?}"),
+    }
+}
+
+/// Standard channels: SRI builds the merkle root into the job; the roots must agree and so must
+/// the verdicts.
+#[test]
+fn standard_share_verdicts_match_channels_sv2() {
+    let mut chain = EmbeddedChain::new(ChainConfig {
+        bits: HARD_BITS,
+        synthetic_transactions: 40,
+    });
+    let config = Arc::new(pool_config());
+    let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
+    let mut session = Session::new(config.clone(), Arc::new(ExtranonceAllocator::new()));
+    session.on_work(&work, NOW_MS);
+    setup(&mut session, REQUIRES_STANDARD_JOBS);
+    let open = OpenStandardMiningChannel {
+        request_id: 1,
+        user_identity: Str0_255::new("bob.rig").unwrap(),
+        nominal_hash_rate: 0.0,
+        max_target: SHARE_TARGET,
+    };
+    session
+        .handle_frame(&Frame::parse_exact(&frame(&open)).unwrap(), NOW_MS)
+        .unwrap();
+    let (mut channel_id, mut enp, mut job_id, mut root) = (0, vec![], 0, [0; 32]);
+    for f in take_frames(&mut session) {
+        match Frame::parse_exact(&f).unwrap().message().unwrap().0 {
+            Message::OpenStandardMiningChannelSuccess(m) => {
+                channel_id = m.channel_id;
+                enp = m.extranonce_prefix.to_vec();
+                assert_eq!(m.target, SHARE_TARGET);
+            }
+            Message::NewMiningJob(m) => {
+                job_id = m.job_id;
+                root = m.merkle_root;
+            }
+            Message::SetNewPrevHash(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(enp.len(), 32);
+    let mut alloc = sri_allocator(&enp);
+    let sri_prefix = alloc.allocate_standard().unwrap();
+    assert_eq!(sri_prefix.as_bytes(), &enp[..]);
+    let mut sri = StandardChannel::new_for_pool(
+        channel_id,
+        "bob.rig".into(),
+        sri_prefix,
+        Target::from_le_bytes([0xff; 32]),
+        1.0,
+        1,
+        6.0,
+        SRI_POOL_TAG.into(),
+        None,
+    )
+    .unwrap();
+    sri.set_target(Target::from_le_bytes(SHARE_TARGET)).unwrap();
+    sri.on_new_template(sri_template(&work, 1, true), sri_payout(&work))
+        .unwrap();
+    sri.on_set_new_prev_hash(sri_prev_hash(&work, 1)).unwrap();
+    let sri_job = sri.get_active_job().unwrap().clone();
+    assert_eq!(sri_job.get_job_message().merkle_root.to_array(), root);
+    let sri_job_id = sri_job.get_job_id();
+
+    let header_hash = |version: u32, ntime: u32, nonce: u32| {
+        let h = blvm_stratum_v2::mining::work::header_bytes(
+            version,
+            &work.prev_hash.to_byte_array(),
+            &root,
+            ntime,
+            work.nbits,
+            nonce,
+        );
+        sha256d::Hash::hash(&h).to_byte_array()
+    };
+    let find = |version: u32, ntime: u32, start: u32, hit: bool| {
+        (start..)
+            .find(|&n| hash_meets_target(&header_hash(version, ntime, n), &SHARE_TARGET) == hit)
+            .unwrap()
+    };
+    let v = work.version;
+    let t = NOW_S;
+    let n0 = find(v, t, 0, true);
+    // (label, job id offset, version, ntime, nonce)
+    let cases: Vec<(&str, u32, u32, u32, u32)> = vec![
+        ("valid", 0, v, t, n0),
+        ("valid", 0, v, t + 5, find(v, t + 5, 1000, true)),
+        (
+            "valid-rolled",
+            0,
+            v ^ 0x0040_0000,
+            t,
+            find(v ^ 0x0040_0000, t, 0, true),
+        ),
+        ("duplicate", 0, v, t, n0),
+        ("target-miss", 0, v, t, find(v, t, 0, false)),
+        ("wrong-job-id", 1000, v, t, find(v, t, 5000, true)),
+        ("ntime-before-min", 0, v, t - 1, find(v, t - 1, 0, true)),
+        (
+            "ntime-too-far-ahead",
+            0,
+            v,
+            t + 7201,
+            find(v, t + 7201, 0, true),
+        ),
+        (
+            "non-rollable-version-bit",
+            0,
+            v ^ 1,
+            t,
+            find(v ^ 1, t, 0, true),
+        ),
+        (
+            "bip323-only-version-bit",
+            0,
+            v ^ 0x20,
+            t,
+            find(v ^ 0x20, t, 0, true),
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (seq, (label, offset, version, ntime, nonce)) in cases.into_iter().enumerate() {
+        let msg = SubmitSharesStandard {
+            channel_id,
+            sequence_number: seq as u32,
+            job_id: job_id + offset,
+            nonce,
+            ntime,
+            version,
+        };
+        session
+            .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
+            .unwrap();
+        let frames = take_frames(&mut session);
+        let _ = session.drain_events().count();
+        let ours = normalize_ours(
+            match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
+                Message::SubmitSharesSuccess(_) => Verdict::Accepted,
+                Message::SubmitSharesError(e) => Verdict::Rejected(e.error_code.to_string()),
+                other => panic!("{other:?}"),
+            },
+        );
+        let theirs = sri_verdict(sri.validate_share(SubmitSharesStandardOwned {
+            channel_id,
+            sequence_number: seq as u32,
+            job_id: sri_job_id + offset,
+            nonce,
+            ntime,
+            version,
+        }));
+        let documented = label == "bip323-only-version-bit"
+            && ours == Verdict::Rejected("invalid-non-rollable-version-bit".into())
+            && theirs == Verdict::Accepted;
+        if ours != theirs && !documented {
+            mismatches.push(format!("{label}: ours {ours:?}, channels_sv2 {theirs:?}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "divergences:\n{}",
+        mismatches.join("\n")
+    );
+}
