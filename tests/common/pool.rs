@@ -25,7 +25,7 @@ pub struct TestPool {
 }
 
 impl TestPool {
-    /// Starts a pool whose shares are cheap (difficulty between 1e-9 and 1e-6) on a chain with
+    /// Starts a pool whose shares are cheap (difficulty between 1e-9 and 1e-8: tens of hashes) on a chain with
     /// `bits`, three synthetic transactions per template (a real merkle path).
     pub async fn start(bits: u32, handshake_timeout_secs: u64) -> TestPool {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -33,7 +33,7 @@ impl TestPool {
             listen_addr: Some("127.0.0.1:0".into()),
             data_dir: Some(dir.path().to_path_buf()),
             min_difficulty: Some(1e-9),
-            max_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-8),
             chain_bits: Some(bits),
             chain_synthetic_transactions: Some(3),
             handshake_timeout_secs: Some(handshake_timeout_secs),

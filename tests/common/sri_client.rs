@@ -305,14 +305,19 @@ pub struct Miner {
 impl Miner {
     /// Handshake only.
     pub async fn connect(addr: SocketAddr, authority: &str) -> io::Result<Self> {
-        Ok(Miner {
-            conn: SriConn::connect(addr, authority).await?,
+        Ok(Self::from_conn(SriConn::connect(addr, authority).await?))
+    }
+
+    /// A miner on an established connection.
+    pub fn from_conn(conn: SriConn) -> Self {
+        Miner {
+            conn,
             channels: Vec::new(),
             next_nonce: 0,
             next_extranonce: 1,
             next_seq: 0,
             next_request: 1,
-        })
+        }
     }
 
     /// Sends SetupConnection (Mining, versions 2..2, `flags`) and returns the reply.
@@ -592,6 +597,14 @@ impl Miner {
         (sequence_number, msg)
     }
 
+    /// The encrypted SubmitShares frame for `share`, not sent.
+    pub fn encrypt_submit(&mut self, share: &Share) -> io::Result<Vec<u8>> {
+        let (_, msg) = self.submit_message(share);
+        let frame: MessageFrame<AnyMessage<'_>> =
+            AnyMessage::Mining(msg).try_into().map_err(err)?;
+        self.conn.encrypt(frame)
+    }
+
     /// Submits `share`; returns the reply for its sequence number: Ok(accepted count) for
     /// SubmitShares.Success, Err(error code) for SubmitShares.Error.
     pub async fn submit(&mut self, share: &Share) -> io::Result<Result<u32, String>> {
@@ -621,6 +634,7 @@ impl Miner {
 pub struct HonestMiner {
     pub accepted: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<io::Result<()>>,
 }
 
@@ -634,22 +648,49 @@ impl HonestMiner {
         let accepted = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (count, halt) = (accepted.clone(), stop.clone());
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let failed = failure.clone();
         let task = tokio::spawn(async move {
-            while !halt.load(Ordering::Relaxed) {
-                let share = miner.valid_share(channel);
-                match miner.submit(&share).await? {
-                    Ok(n) => count.fetch_add(u64::from(n), Ordering::Relaxed),
-                    Err(code) => return Err(err(format!("honest share refused: {code}"))),
-                };
-                // Pacing: the machine is shared, a few hundred shares a second is plenty.
-                tokio::time::sleep(Duration::from_millis(3)).await;
+            let r = Self::mine(miner, channel, count, halt).await;
+            if let Err(e) = &r {
+                *failed.lock().unwrap() = Some(e.to_string());
             }
-            Ok(())
+            r
         });
         HonestMiner {
             accepted,
             stop,
+            failure,
             task,
+        }
+    }
+
+    async fn mine(
+        mut miner: Miner,
+        channel: u32,
+        count: Arc<AtomicU64>,
+        halt: Arc<AtomicBool>,
+    ) -> io::Result<()> {
+        {
+            while !halt.load(Ordering::Relaxed) {
+                let target = miner.channel(channel).target;
+                let share = miner.valid_share(channel);
+                match miner.submit(&share).await? {
+                    Ok(n) => {
+                        count.fetch_add(u64::from(n), Ordering::Relaxed);
+                    }
+                    // Vardiff raised the target (SetTarget sent right after the previous
+                    // SubmitShares.Success) while this share, mined at the old one, was in
+                    // flight: the new target applies at once (as in SRI's channels_sv2).
+                    Err(code)
+                        if code == "difficulty-too-low"
+                            && miner.channel(channel).target != target => {}
+                    Err(code) => return Err(err(format!("honest share refused: {code}"))),
+                }
+                // Pacing: the machine is shared, a few hundred shares a second is plenty.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            Ok(())
         }
     }
 
@@ -664,7 +705,8 @@ impl HonestMiner {
         while self.count() < start + n {
             assert!(
                 !self.task.is_finished(),
-                "{during}: the honest miner stopped"
+                "{during}: the honest miner stopped: {:?}",
+                self.failure.lock().unwrap()
             );
             assert!(
                 tokio::time::Instant::now() < deadline,
