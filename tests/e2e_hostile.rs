@@ -46,17 +46,15 @@ async fn after_attack(pool: TestPool, honest: HonestMiner, attack: &str) {
     pool.wait_stats(CLOSE_SOON, attack, |s| s.miner_count == 1)
         .await;
     let accepted = honest.finish().await;
-    let stats = pool.stats();
+    let stats = pool.stats().await;
     assert!(stats.accepted_shares >= accepted, "{stats:?}");
     pool.stop().await;
 }
 
-fn run<F: std::future::Future<Output = ()>>(f: F) -> impl std::future::Future<Output = ()> {
-    async move {
-        timeout(Duration::from_secs(90), f)
-            .await
-            .expect("test timed out")
-    }
+async fn run<F: std::future::Future<Output = ()>>(f: F) {
+    timeout(Duration::from_secs(90), f)
+        .await
+        .expect("test timed out")
 }
 
 /// A connection that has completed the handshake, SetupConnection and opened a channel.
@@ -229,6 +227,15 @@ async fn a_thousand_unfinished_handshakes_are_timed_out() {
                 "with 1000 stalled handshakes open",
             )
             .await;
+        // A new miner is still served: handshake, setup, channel, accepted share.
+        let (mut fresh, ch) = miner_with_channel(pool.addr, &pool.key).await;
+        let share = fresh.valid_share(ch);
+        assert_eq!(
+            fresh.submit(&share).await.unwrap(),
+            Ok(1),
+            "new miner during the flood"
+        );
+        drop(fresh);
         let mut open_for = Vec::with_capacity(N);
         while let Some(r) = flood.join_next().await {
             open_for.push(r.expect("flood task").expect("closed by the server"));
@@ -297,7 +304,7 @@ async fn a_client_that_never_reads_is_disconnected() {
             "non-reading client: {sent} shares sent, writes blocked after {blocked_at:?}, \
              cut after {elapsed:?}: {e}"
         );
-        let refused = pool.stats().rejected_shares;
+        let refused = pool.stats().await.rejected_shares;
         assert!(refused > 1000, "the pool answered {refused} shares");
         after_attack(pool, honest, "a client that never reads").await;
     })

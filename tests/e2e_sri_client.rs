@@ -102,7 +102,7 @@ async fn sri_client_mines_on_extended_and_standard_channels() {
             "difficulty-too-low"
         );
 
-        let stats = pool.stats();
+        let stats = pool.stats().await;
         assert_eq!(
             (
                 stats.miner_count,
@@ -195,7 +195,7 @@ async fn shares_that_are_blocks_extend_the_chain() {
             st.blocks_found == u64::from(BLOCKS) && st.blocks_accepted == u64::from(BLOCKS)
         })
         .await;
-        let st = pool.stats();
+        let st = pool.stats().await;
         assert_eq!((st.accepted_shares, st.rejected_shares), (6, 0), "{st:?}");
         pool.stop().await;
     })

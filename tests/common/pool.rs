@@ -56,13 +56,9 @@ impl TestPool {
         }
     }
 
-    /// Pool statistics, read synchronously.
-    pub fn stats(&self) -> PoolStats {
-        self.server
-            .get_pool()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_pool_stats()
+    /// Pool statistics (the product API).
+    pub async fn stats(&self) -> PoolStats {
+        self.server.get_pool_stats().await
     }
 
     /// Waits until `cond` holds for the pool's stats, within `within`.
@@ -74,7 +70,7 @@ impl TestPool {
     ) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let s = self.stats();
+            let s = self.stats().await;
             if cond(&s) {
                 return;
             }
