@@ -95,6 +95,11 @@ async fn garbage_instead_of_a_handshake_is_closed() {
             )
             .await;
         expect_closed(&mut s, CLOSE_SOON, "an HTTP request").await;
+        // A finished handshake and then silence: closed by the setup timeout.
+        let mut c = SriConn::connect(pool.addr, &pool.key).await.unwrap();
+        let since = Instant::now();
+        expect_closed(c.stream(), CLOSE_SOON, "no SetupConnection").await;
+        assert!(since.elapsed() >= Duration::from_secs(HANDSHAKE_SECS) / 2);
         after_attack(pool, honest, "garbage handshakes").await;
     })
     .await;

@@ -163,6 +163,7 @@ async fn shares_that_are_blocks_extend_the_chain() {
         let s = sta.open(false, "sri.std").await.expect("standard channel");
 
         const BLOCKS: u32 = 6;
+        let before_first_block = ext.channels.clone();
         for i in 0..BLOCKS {
             // Extended and standard channels take turns finding the block.
             let (finder, channel) = if i % 2 == 0 {
@@ -191,12 +192,17 @@ async fn shares_that_are_blocks_extend_the_chain() {
             }
             assert_eq!(pool.node.height(), i + 1);
         }
+        // A share on the job of the first tip, now six blocks old.
+        let current = std::mem::replace(&mut ext.channels, before_first_block);
+        let stale = ext.valid_share(e);
+        ext.channels = current;
+        assert_eq!(error_code(ext.submit(&stale).await.unwrap()), "stale-share");
         pool.wait_stats(IO_TIMEOUT, "blocks accepted", |st| {
             st.blocks_found == u64::from(BLOCKS) && st.blocks_accepted == u64::from(BLOCKS)
         })
         .await;
         let st = pool.stats().await;
-        assert_eq!((st.accepted_shares, st.rejected_shares), (6, 0), "{st:?}");
+        assert_eq!((st.accepted_shares, st.rejected_shares), (6, 1), "{st:?}");
         pool.stop().await;
     })
     .await;

@@ -26,7 +26,8 @@ pub struct TestPool {
 
 impl TestPool {
     /// Starts a pool whose shares are cheap (difficulty between 1e-9 and 1e-8: tens of hashes) on a chain with
-    /// `bits`, three synthetic transactions per template (a real merkle path).
+    /// `bits`, three synthetic transactions per template (a real merkle path); the handshake
+    /// and SetupConnection must each come within `handshake_timeout_secs`.
     pub async fn start(bits: u32, handshake_timeout_secs: u64) -> TestPool {
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = PoolOptions {
@@ -37,6 +38,7 @@ impl TestPool {
             chain_bits: Some(bits),
             chain_synthetic_transactions: Some(3),
             handshake_timeout_secs: Some(handshake_timeout_secs),
+            setup_timeout_secs: Some(handshake_timeout_secs),
             ..PoolOptions::default()
         };
         let config = PoolConfig::resolve(&opts, "test").expect("valid test config");
