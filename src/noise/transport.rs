@@ -159,6 +159,9 @@ impl Receiver {
     }
 
     /// Appends ciphertext received from the peer, in whatever pieces the socket delivered.
+    ///
+    /// The buffer is not bounded here: call [`Self::next_frame`] until it returns `Ok(None)`
+    /// after each read, and the buffer stays within one frame plus one read.
     pub fn feed(&mut self, ciphertext: &[u8]) {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
