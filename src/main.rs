@@ -1,9 +1,11 @@
-//! The `blvm-stratum-v2` command line: run the pool (the default), create an authority key.
+//! The `blvm-stratum-v2` command line: run the pool (the default), create an authority key,
+//! mine on a pool with the CPU miner.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::regtest::EmbeddedNode;
@@ -45,6 +47,43 @@ enum Command {
         #[arg(long, default_value = keys::SECRET_KEY_FILE_NAME)]
         out: PathBuf,
     },
+    /// A CPU Stratum V2 miner: connects, hashes, submits shares, follows new work.
+    Miner(MinerArgs),
+}
+
+/// Options of the CPU miner.
+#[derive(clap::Args)]
+struct MinerArgs {
+    /// Pool address.
+    #[arg(long, value_name = "HOST:PORT")]
+    url: String,
+    /// The pool's authority public key (printed by the pool at start).
+    #[arg(long, value_name = "KEY")]
+    authority_pubkey: String,
+    /// Hashing threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Channel kind.
+    #[arg(long, value_enum, default_value_t = ChannelArg::Extended)]
+    channel: ChannelArg,
+    /// user_identity of the channel.
+    #[arg(long, default_value = "blvm-cpu-miner")]
+    user: String,
+    /// Announced hashrate in h/s (0: the pool's easiest target).
+    #[arg(long, default_value_t = 0.0)]
+    nominal_hash_rate: f32,
+    /// Stop after this many accepted shares.
+    #[arg(long)]
+    max_shares: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChannelArg {
+    Standard,
+    Extended,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +92,51 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run(cli.config, cli.options),
         Some(Command::Keygen { out }) => keygen(&out),
+        Some(Command::Miner(args)) => miner(args),
+    }
+}
+
+fn miner(args: MinerArgs) -> ExitCode {
+    let opts = MinerOptions {
+        url: args.url,
+        authority_pubkey: args.authority_pubkey,
+        threads: args.threads,
+        channel: match args.channel {
+            ChannelArg::Standard => ChannelKind::Standard,
+            ChannelArg::Extended => ChannelKind::Extended,
+        },
+        user: args.user,
+        nominal_hash_rate: args.nominal_hash_rate,
+        max_shares: args.max_shares,
+        duration: args.duration.map(std::time::Duration::from_secs),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_miner(opts, wait_for_signal())) {
+        Ok(report) => {
+            println!(
+                "stopped ({:?}): {} shares accepted, {} rejected, {} jobs, {} prev hashes, {:.0} h/s",
+                report.stop,
+                report.shares_accepted,
+                report.shares_rejected.values().sum::<u64>(),
+                report.jobs_received,
+                report.prev_hashes_received,
+                report.hashes as f64 / report.elapsed.as_secs_f64().max(1e-9)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
