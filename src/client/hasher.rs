@@ -367,7 +367,7 @@ impl WorkSlot {
             };
             seen = epoch;
             let mut reported = 0u64;
-            hasher.mine(
+            let done = hasher.mine(
                 &work,
                 |done| {
                     self.hashes.fetch_add(done - reported, Ordering::Relaxed);
@@ -379,6 +379,8 @@ impl WorkSlot {
                     alive
                 },
             );
+            // Hashes since the last check (a share may have ended the call mid-batch).
+            self.hashes.fetch_add(done - reported, Ordering::Relaxed);
         }
     }
 }

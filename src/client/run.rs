@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Found shares buffered between hashers and the driver.
 const SHARE_QUEUE: usize = 1024;
+/// How long the pool may take to set up the connection and open the channel.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the hashrate is logged.
 const HASHRATE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -331,15 +333,21 @@ impl Driver {
         let far = Duration::from_secs(100 * 365 * 24 * 3600);
         let deadline = tokio::time::sleep(duration.unwrap_or(far));
         tokio::pin!(deadline);
+        let setup_deadline = tokio::time::sleep(SETUP_TIMEOUT);
+        tokio::pin!(setup_deadline);
         let mut ticker = tokio::time::interval(HASHRATE_LOG_INTERVAL);
         ticker.tick().await;
         let mut last_hashes = 0u64;
+        let mut setup_done = false;
         let mut buf = vec![0u8; 64 * 1024];
         self.flush().await?;
         loop {
             let wake = tokio::select! {
                 _ = &mut shutdown => Wake::Stop(StopReason::Shutdown),
                 _ = &mut deadline, if duration.is_some() => Wake::Stop(StopReason::Duration),
+                _ = &mut setup_deadline, if !self.session.is_open() && !setup_done => {
+                    return Err(MinerError::Timeout("waiting for the channel to open"));
+                }
                 n = self.stream.read(&mut buf) => Wake::Read(n?),
                 Some(share) = shares.recv() => Wake::Share(share),
                 _ = ticker.tick() => Wake::Tick,
@@ -362,6 +370,7 @@ impl Driver {
                         let frame = Frame::parse_exact(plain)?;
                         self.session.handle_frame(&frame, now_ms)?;
                     }
+                    setup_done |= self.session.is_open();
                     if let Some(reason) = self.handle_events() {
                         let _ = self.flush().await;
                         return Ok(reason);
