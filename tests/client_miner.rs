@@ -460,3 +460,185 @@ fn single_thread_hashrate() {
     );
     assert!(hashes > 0);
 }
+
+/// Encodes `msg` and feeds it to the miner.
+fn deliver<'a, M: blvm_stratum_v2::wire::Sv2Message<'a>>(
+    miner: &mut MinerSession,
+    msg: &M,
+) -> Result<Vec<MinerEvent>, blvm_stratum_v2::client::MinerSessionError> {
+    let mut bytes = Vec::new();
+    blvm_stratum_v2::wire::encode_frame(msg, &mut bytes).unwrap();
+    miner.handle_frame(&Frame::parse_exact(&bytes).unwrap(), NOW_MS)?;
+    Ok(miner.drain_events().collect())
+}
+
+#[test]
+fn setup_and_channel_refusals_are_errors() {
+    use blvm_stratum_v2::client::MinerSessionError;
+    use blvm_stratum_v2::wire::Str0_255;
+    use blvm_stratum_v2::wire::common::{SetupConnectionError, SetupConnectionSuccess};
+    use blvm_stratum_v2::wire::mining::OpenMiningChannelError;
+
+    let mut miner = MinerSession::new(MinerConfig::default()).unwrap();
+    let err = deliver(
+        &mut miner,
+        &SetupConnectionError {
+            flags: 4,
+            error_code: Str0_255::new("unsupported-feature-flags").unwrap(),
+        },
+    );
+    assert_eq!(
+        err,
+        Err(MinerSessionError::SetupRefused {
+            code: "unsupported-feature-flags".into(),
+            flags: 4
+        })
+    );
+
+    let mut miner = MinerSession::new(MinerConfig::default()).unwrap();
+    miner.output().clear();
+    deliver(
+        &mut miner,
+        &SetupConnectionSuccess {
+            used_version: 2,
+            flags: 0,
+        },
+    )
+    .unwrap();
+    assert!(
+        !miner.output().is_empty(),
+        "OpenExtendedMiningChannel queued"
+    );
+    let err = deliver(
+        &mut miner,
+        &OpenMiningChannelError {
+            request_id: 1,
+            error_code: Str0_255::new("max-target-out-of-range").unwrap(),
+        },
+    );
+    assert_eq!(
+        err,
+        Err(MinerSessionError::ChannelRefused(
+            "max-target-out-of-range".into()
+        ))
+    );
+}
+
+#[test]
+fn extranonce_prefix_close_reconnect_and_unknown_prev_hash() {
+    use blvm_stratum_v2::client::MinerSessionError;
+    use blvm_stratum_v2::wire::common::Reconnect;
+    use blvm_stratum_v2::wire::mining::{
+        CloseChannel, NewExtendedMiningJob, SetExtranoncePrefix, SetNewPrevHash,
+    };
+    use blvm_stratum_v2::wire::{B0_32, B0_64K, Seq0_255, Str0_255};
+
+    let mut rig = Rig::new(ChannelKind::Extended);
+    rig.pump();
+    let channel_id = rig.miner.channel_id().unwrap();
+    let before = rig.miner.work().unwrap().clone();
+
+    // A new prefix applies to jobs sent afterwards, not to the work being mined.
+    let prefix = [0xab; 24];
+    let events = deliver(
+        &mut rig.miner,
+        &SetExtranoncePrefix {
+            channel_id,
+            extranonce_prefix: B0_32::new(&prefix).unwrap(),
+        },
+    )
+    .unwrap();
+    assert_eq!(events, [MinerEvent::ExtranoncePrefixChanged]);
+    assert_eq!(rig.miner.work().unwrap().generation, before.generation);
+    let path: [[u8; 32]; 0] = [];
+    deliver(
+        &mut rig.miner,
+        &NewExtendedMiningJob {
+            channel_id,
+            job_id: 77,
+            min_ntime: None,
+            version: 0x2000_0000,
+            version_rolling_allowed: true,
+            merkle_path: Seq0_255::new(&path).unwrap(),
+            coinbase_tx_prefix: B0_64K::new(&[1, 2, 3]).unwrap(),
+            coinbase_tx_suffix: B0_64K::new(&[4, 5]).unwrap(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        rig.miner.work().unwrap().job_id,
+        before.job_id,
+        "future job waits"
+    );
+    deliver(
+        &mut rig.miner,
+        &SetNewPrevHash {
+            channel_id,
+            job_id: 77,
+            prev_hash: [5; 32],
+            min_ntime: NOW_S + 10,
+            nbits: 0x1d00ffff,
+        },
+    )
+    .unwrap();
+    let work = rig.miner.work().unwrap().clone();
+    assert_eq!((work.job_id, work.ntime), (77, NOW_S + 10));
+    match &work.job {
+        JobKind::Extended {
+            extranonce_prefix, ..
+        } => assert_eq!(extranonce_prefix[..], prefix[..]),
+        other => panic!("{other:?}"),
+    }
+
+    // SetNewPrevHash for a job never sent is a protocol violation.
+    let err = deliver(
+        &mut rig.miner,
+        &SetNewPrevHash {
+            channel_id,
+            job_id: 999,
+            prev_hash: [6; 32],
+            min_ntime: NOW_S,
+            nbits: 0x1d00ffff,
+        },
+    );
+    assert!(
+        matches!(err, Err(MinerSessionError::Protocol(_))),
+        "{err:?}"
+    );
+
+    let events = deliver(
+        &mut rig.miner,
+        &Reconnect {
+            new_host: Str0_255::new("pool2.example").unwrap(),
+            new_port: 3334,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        events,
+        [MinerEvent::Reconnect {
+            host: "pool2.example".into(),
+            port: 3334
+        }]
+    );
+
+    let mut hasher = Hasher::new(0, 1);
+    let share = find_share(&mut hasher, &work);
+    let events = deliver(
+        &mut rig.miner,
+        &CloseChannel {
+            channel_id,
+            reason_code: Str0_255::new("pool-maintenance").unwrap(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        events,
+        [MinerEvent::ChannelClosed {
+            reason: "pool-maintenance".into()
+        }]
+    );
+    assert!(rig.miner.work().is_none());
+    assert!(!rig.miner.is_open());
+    assert_eq!(rig.miner.submit(&share), Err(ShareDropped::NoChannel));
+}
