@@ -6,7 +6,7 @@
 //! as a [`MiningWork`] snapshot whose `generation` changes whenever the hashers must pick up
 //! something new. Found shares go back through [`MinerSession::submit`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::mining::target::hash_meets_target;
@@ -18,6 +18,8 @@ use crate::wire::{B0_32, Frame, Message, Str0_255, U256, WireError, encode_frame
 
 /// The only SV2 protocol version.
 const PROTOCOL_VERSION: u16 = 2;
+/// Future jobs remembered; a pool sends one or a few per expected block, so more is abuse.
+const MAX_FUTURE_JOBS: usize = 32;
 /// request_id of our single OpenStandard/ExtendedMiningChannel.
 const OPEN_REQUEST_ID: u32 = 1;
 
@@ -312,7 +314,7 @@ pub struct MinerSession {
     server_flags: u32,
     channel: Option<Channel>,
     /// Future jobs by id, waiting for their SetNewPrevHash.
-    future: HashMap<u32, Job>,
+    future: VecDeque<Job>,
     /// Jobs valid on the current prev hash.
     active: Vec<u32>,
     /// prev_hash, min_ntime, nbits of the last SetNewPrevHash.
@@ -339,7 +341,7 @@ impl MinerSession {
             state: State::AwaitingSetup,
             server_flags: 0,
             channel: None,
-            future: HashMap::new(),
+            future: VecDeque::new(),
             active: Vec::new(),
             prev: None,
             current: None,
@@ -591,6 +593,10 @@ impl MinerSession {
         msg: Message<'_>,
         now_ms: u64,
     ) -> Result<(), MinerSessionError> {
+        if let Message::SetGroupChannel(_) = msg {
+            // Group membership only matters for addressing, which `group_id` covers.
+            return Ok(());
+        }
         let Some(channel_id) = channel_of(&msg) else {
             return Err(MinerSessionError::Protocol(format!(
                 "unexpected {} on an open channel",
@@ -645,7 +651,8 @@ impl MinerSession {
                 self.on_job(job, m.min_ntime)
             }
             Message::SetNewPrevHash(m) => {
-                let Some(job) = self.future.remove(&m.job_id) else {
+                let found = self.future.iter().rposition(|j| j.job_id == m.job_id);
+                let Some(job) = found.and_then(|i| self.future.remove(i)) else {
                     return Err(MinerSessionError::Protocol(format!(
                         "SetNewPrevHash for job {} that was not sent as a future job",
                         m.job_id
@@ -731,7 +738,11 @@ impl MinerSession {
         let job_id = job.job_id;
         match min_ntime {
             None => {
-                self.future.insert(job_id, job);
+                self.future.retain(|j| j.job_id != job_id);
+                if self.future.len() >= MAX_FUTURE_JOBS {
+                    self.future.pop_front();
+                }
+                self.future.push_back(job);
                 self.events.push(MinerEvent::NewJob {
                     job_id,
                     future: true,
