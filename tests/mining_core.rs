@@ -853,3 +853,63 @@ fn standard_channels_without_standard_jobs_get_group_jobs() {
         ["SubmitSharesSuccess"]
     );
 }
+
+#[test]
+fn shares_at_the_previous_target_count_for_a_grace_period() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    // The miner announces much more hashrate: the pool raises the difficulty.
+    let update = UpdateChannel {
+        channel_id: job.channel_id,
+        nominal_hash_rate: 1e9,
+        maximum_target: [0xff; 32],
+    };
+    feed(&mut rig.session, &frame(&update), NOW_MS).unwrap();
+    let new_target = match Frame::parse_exact(&take_frames(&mut rig.session)[0])
+        .unwrap()
+        .message()
+        .unwrap()
+        .0
+    {
+        Message::SetTarget(m) => m.maximum_target,
+        other => panic!("{other:?}"),
+    };
+    let en = vec![5u8; job.extranonce_size];
+    // A share meeting the old target but not the new one, found before SetTarget arrived.
+    let nonce = (0..)
+        .find(|&n| {
+            let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
+            hash_meets_target(&h, &job.target) && !hash_meets_target(&h, &new_target)
+        })
+        .unwrap();
+    let share = |seq| SubmitSharesExtended {
+        channel_id: job.channel_id,
+        sequence_number: seq,
+        job_id: job.job_id,
+        nonce,
+        ntime: job.min_ntime,
+        version: job.version,
+        extranonce: B0_32::new(&en).unwrap(),
+    };
+    feed(&mut rig.session, &frame(&share(1)), NOW_MS + 2_000).unwrap();
+    assert_eq!(
+        names(&take_frames(&mut rig.session)),
+        ["SubmitSharesSuccess"]
+    );
+    // Past the grace period the old target no longer counts.
+    let nonce2 = (nonce + 1..)
+        .find(|&n| {
+            let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
+            hash_meets_target(&h, &job.target) && !hash_meets_target(&h, &new_target)
+        })
+        .unwrap();
+    let late = SubmitSharesExtended {
+        nonce: nonce2,
+        ..share(2)
+    };
+    feed(&mut rig.session, &frame(&late), NOW_MS + 11_000).unwrap();
+    assert_eq!(
+        error_code(&take_frames(&mut rig.session)),
+        "difficulty-too-low"
+    );
+}

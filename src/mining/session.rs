@@ -90,6 +90,14 @@ impl Default for MiningConfig {
     }
 }
 
+/// How long shares on a tip we just found a block for are refused as stale (the new work is
+/// normally there within milliseconds; this only bounds the case where the node refuses it).
+pub const SOLVED_TIP_MS: u64 = 10_000;
+
+/// How long shares meeting a channel's previous target still count after SetTarget: the
+/// miner may have found them before the new target reached it.
+pub const TARGET_GRACE_MS: u64 = 10_000;
+
 /// Bytes of an extranonce prefix that make it unique (server id and a counter).
 pub const UNIQUE_PREFIX_LEN: usize = 8;
 
@@ -262,6 +270,9 @@ struct Channel {
     /// Miner extranonce bytes (0 for standard channels).
     extranonce_size: usize,
     target: U256,
+    /// The target before the last change and until when (ms) shares meeting it still count:
+    /// shares already in flight when SetTarget went out are not lost.
+    previous_target: Option<(U256, u64)>,
     max_target: U256,
     /// Merkle roots of standard channels, by job id (bounded like the jobs).
     roots: VecDeque<(u32, [u8; 32])>,
@@ -319,6 +330,10 @@ pub struct Session {
     current: Option<Arc<Work>>,
     /// Prev hash of the jobs that are not stale.
     tip: Option<[u8; 32]>,
+    /// A tip one of our shares just solved, and until when (ms) shares on it are stale: they
+    /// can only make blocks that no longer build on the chain's tip. Expires in case the node
+    /// refuses the block.
+    solved: Option<([u8; 32], u64)>,
     out: Vec<u8>,
     events: Vec<SessionEvent>,
 }
@@ -339,6 +354,7 @@ impl Session {
             next_job_id: 1,
             current: None,
             tip: None,
+            solved: None,
             out: Vec::new(),
             events: Vec::new(),
         }
@@ -579,6 +595,7 @@ impl Session {
             extranonce_prefix,
             extranonce_size,
             target,
+            previous_target: None,
             max_target,
             roots: VecDeque::new(),
             seen: SeenShares::default(),
@@ -696,6 +713,7 @@ impl Session {
             now_ms,
         );
         if ch.target != target {
+            ch.previous_target = Some((ch.target, now_ms + TARGET_GRACE_MS));
             ch.target = target;
             let msg = SetTarget {
                 channel_id: ch.id,
@@ -848,15 +866,19 @@ impl Session {
         self.send(&msg);
     }
 
-    fn find_job(&self, job_id: u32) -> Result<&SessionJob, ShareRejection> {
+    fn find_job(&self, job_id: u32, now_ms: u64) -> Result<&SessionJob, ShareRejection> {
         let job = self
             .jobs
             .iter()
             .rev()
             .find(|j| j.job_id == job_id)
             .ok_or(ShareRejection::InvalidJobId)?;
+        let prev = job.work.prev_hash.to_byte_array();
+        if matches!(self.solved, Some((tip, until)) if tip == prev && now_ms <= until) {
+            return Err(ShareRejection::StaleShare);
+        }
         match self.tip {
-            Some(tip) if tip == job.work.prev_hash.to_byte_array() => Ok(job),
+            Some(tip) if tip == prev => Ok(job),
             _ => Err(ShareRejection::StaleShare),
         }
     }
@@ -915,13 +937,13 @@ impl Session {
         &mut self,
         m: &SubmitSharesExtended<'_>,
         now_ms: u64,
-    ) -> Result<usize, ShareRejection> {
+    ) -> Result<(usize, U256), ShareRejection> {
         let idx = self
             .channels
             .iter()
             .position(|c| c.id == m.channel_id && c.kind == ChannelKind::Extended)
             .ok_or(ShareRejection::InvalidChannelId)?;
-        let job = self.find_job(m.job_id)?;
+        let job = self.find_job(m.job_id, now_ms)?;
         let ch = &self.channels[idx];
         if m.extranonce.len() != ch.extranonce_size {
             return Err(ShareRejection::BadExtranonceSize);
@@ -929,20 +951,27 @@ impl Session {
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
         let work = job.work.clone();
         let root = work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
-        self.finish_share(idx, &work, root, m.version, m.ntime, m.nonce, &m.extranonce)
+        self.finish_share(
+            idx,
+            &work,
+            root,
+            (m.version, m.ntime, m.nonce),
+            &m.extranonce,
+            now_ms,
+        )
     }
 
     fn validate_standard(
         &mut self,
         m: &SubmitSharesStandard,
         now_ms: u64,
-    ) -> Result<usize, ShareRejection> {
+    ) -> Result<(usize, U256), ShareRejection> {
         let idx = self
             .channels
             .iter()
             .position(|c| c.id == m.channel_id && c.kind == ChannelKind::Standard)
             .ok_or(ShareRejection::InvalidChannelId)?;
-        let job = self.find_job(m.job_id)?;
+        let job = self.find_job(m.job_id, now_ms)?;
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
         let work = job.work.clone();
         let root = self.channels[idx]
@@ -952,7 +981,7 @@ impl Session {
             .find(|(id, _)| *id == m.job_id)
             .map(|(_, r)| *r)
             .ok_or(ShareRejection::InvalidJobId)?;
-        self.finish_share(idx, &work, root, m.version, m.ntime, m.nonce, &[])
+        self.finish_share(idx, &work, root, (m.version, m.ntime, m.nonce), &[], now_ms)
     }
 
     /// Hashes the header, checks target and duplicates, and builds the block if it is one.
@@ -962,11 +991,10 @@ impl Session {
         idx: usize,
         work: &Arc<Work>,
         root: [u8; 32],
-        version: u32,
-        ntime: u32,
-        nonce: u32,
+        (version, ntime, nonce): (u32, u32, u32),
         extranonce: &[u8],
-    ) -> Result<usize, ShareRejection> {
+        now_ms: u64,
+    ) -> Result<(usize, U256), ShareRejection> {
         let header = header_bytes(
             version,
             work.prev_hash.as_byte_array(),
@@ -980,9 +1008,15 @@ impl Session {
         // A block is never refused, even where the channel target is harder than the network's
         // (possible on regtest).
         let is_block = hash_meets_target(&hash, &work.network_target);
-        if !is_block && !hash_meets_target(&hash, &ch.target) {
-            return Err(ShareRejection::DifficultyTooLow);
-        }
+        let credited = if hash_meets_target(&hash, &ch.target) {
+            ch.target
+        } else {
+            match ch.previous_target {
+                Some((prev, until)) if now_ms <= until && hash_meets_target(&hash, &prev) => prev,
+                _ if is_block => ch.target,
+                _ => return Err(ShareRejection::DifficultyTooLow),
+            }
+        };
         let mut key = [0u8; 8];
         key.copy_from_slice(&hash[..8]);
         if !ch
@@ -992,6 +1026,8 @@ impl Session {
             return Err(ShareRejection::DuplicateShare);
         }
         if is_block {
+            self.solved = Some((work.prev_hash.to_byte_array(), now_ms + SOLVED_TIP_MS));
+            let ch = &mut self.channels[idx];
             let block =
                 work.assemble_block(&ch.extranonce_prefix, extranonce, version, ntime, nonce);
             ch.stats.blocks_found += 1;
@@ -1003,14 +1039,14 @@ impl Session {
                     user_identity: ch.user_identity.clone(),
                 })));
         }
-        Ok(idx)
+        Ok((idx, credited))
     }
 
     fn conclude(
         &mut self,
         channel_id: u32,
         sequence_number: u32,
-        verdict: Result<usize, ShareRejection>,
+        verdict: Result<(usize, U256), ShareRejection>,
         worker: Option<String>,
         now_ms: u64,
     ) {
@@ -1029,10 +1065,10 @@ impl Session {
                 self.events
                     .push(SessionEvent::ShareRejected { channel_id, reason });
             }
-            Ok(idx) => {
+            Ok((idx, credited)) => {
                 let batch = self.config.share_batch_size.max(1);
                 let ch = &mut self.channels[idx];
-                let difficulty = difficulty_of(&ch.target);
+                let difficulty = difficulty_of(&credited);
                 ch.stats.accepted += 1;
                 ch.stats.difficulty_sum += difficulty;
                 ch.stats.last_share_ms = Some(now_ms);
@@ -1042,7 +1078,7 @@ impl Session {
                 ch.batch_count += 1;
                 ch.batch_sum += difficulty;
                 ch.batch_last_seq = sequence_number;
-                ch.vardiff.on_share(&ch.target);
+                ch.vardiff.on_share(&credited);
                 self.events.push(SessionEvent::ShareAccepted {
                     channel_id,
                     difficulty,
@@ -1091,6 +1127,7 @@ impl Session {
         if t == ch.target {
             return;
         }
+        ch.previous_target = Some((ch.target, now_ms + TARGET_GRACE_MS));
         ch.target = t;
         let msg = SetTarget {
             channel_id: ch.id,
