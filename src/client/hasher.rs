@@ -11,7 +11,8 @@
 //! Threads search disjoint spaces: on extended channels each thread rolls its own extranonces
 //! (thread index + k * threads) over the whole nonce range; on standard channels (or an
 //! extended channel without miner extranonce) the nonce range is split between threads and
-//! nTime is rolled when a thread's part is exhausted. The search position survives a change of
+//! the BIP320 version bits (when the job allows it), then nTime, are rolled when a thread's part
+//! is exhausted. The search position survives a change of
 //! target on the same job, so a SetTarget does not make the threads re-find the same shares.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +64,11 @@ impl HeaderMidstate {
     }
 }
 
+/// Lowest BIP320 general-purpose version bit (mask 0x1fffe000).
+const VERSION_ROLL_SHIFT: u32 = 13;
+/// Largest roll counter: 16 bits fit the BIP320 mask.
+const MAX_VERSION_ROLL: u32 = 0xffff;
+
 /// SHA-256 initial state, as a midstate.
 const IV: sha256::Midstate = sha256::Midstate([
     0x6a, 0x09, 0xe6, 0x67, 0xbb, 0x67, 0xae, 0x85, 0x3c, 0x6e, 0xf3, 0x72, 0xa5, 0x4f, 0xf5, 0x3a,
@@ -89,6 +95,8 @@ struct Cursor {
     channel_id: u32,
     extranonce: Vec<u8>,
     ntime: u32,
+    /// BIP320 roll counter, XORed into the version at bit 13 (0: the job's version).
+    version_roll: u32,
     next_nonce: u64,
 }
 
@@ -179,6 +187,7 @@ impl Hasher {
                 channel_id: work.channel_id,
                 extranonce,
                 ntime: work.ntime,
+                version_roll: 0,
                 next_nonce: start,
             });
         }
@@ -223,8 +232,9 @@ impl Hasher {
         let target = work.target;
         let target_top = u32::from_le_bytes([target[28], target[29], target[30], target[31]]);
         let mut done = 0u64;
+        let version_of = |roll: u32| work.version ^ (roll << VERSION_ROLL_SHIFT);
         let mut header = HeaderMidstate::new(
-            work.version,
+            version_of(cursor.version_roll),
             &work.prev_hash,
             &merkle_root(&cursor.extranonce),
             cursor.ntime,
@@ -240,12 +250,16 @@ impl Hasher {
                 if own_extranonce {
                     let size = cursor.extranonce.len();
                     cursor.extranonce = self.next_extranonce(size);
+                } else if work.version_rolling_allowed && cursor.version_roll < MAX_VERSION_ROLL {
+                    // BIP320 bits first: they do not move the header time.
+                    cursor.version_roll += 1;
                 } else {
+                    cursor.version_roll = 0;
                     cursor.ntime = cursor.ntime.wrapping_add(1);
                 }
                 cursor.next_nonce = start;
                 header = HeaderMidstate::new(
-                    work.version,
+                    version_of(cursor.version_roll),
                     &work.prev_hash,
                     &merkle_root(&cursor.extranonce),
                     cursor.ntime,
@@ -273,7 +287,7 @@ impl Hasher {
                     generation: work.generation,
                     nonce,
                     ntime: cursor.ntime,
-                    version: work.version,
+                    version: version_of(cursor.version_roll),
                     extranonce: cursor.extranonce.clone(),
                     hash,
                 };
@@ -432,6 +446,42 @@ mod tests {
             );
             assert_eq!(header_hash(&header), s.hash);
         }
+    }
+
+    #[test]
+    fn exhausted_range_rolls_version_bits_then_ntime() {
+        let mut work = standard_work([0xff; 32]);
+        work.version_rolling_allowed = true;
+        // 2^20 threads: 4096 nonces each, exhausted after a quarter batch.
+        let mut h = Hasher::new(3, 1 << 20);
+        let mut seen = Vec::new();
+        h.mine(
+            &work,
+            |d| d < 3 * 4096,
+            |s| {
+                seen.push((s.version, s.ntime));
+                true
+            },
+        );
+        assert_eq!(seen.first(), Some(&(work.version, work.ntime)));
+        assert_eq!(seen.last(), Some(&(work.version ^ (2 << 13), work.ntime)));
+        assert!(
+            seen.iter()
+                .all(|(v, _)| (v ^ work.version) & !0x1fff_e000 == 0)
+        );
+
+        work.version_rolling_allowed = false;
+        work.job_seq = 2;
+        seen.clear();
+        h.mine(
+            &work,
+            |d| d < 2 * 4096,
+            |s| {
+                seen.push((s.version, s.ntime));
+                true
+            },
+        );
+        assert_eq!(seen.last(), Some(&(work.version, work.ntime + 1)));
     }
 
     #[test]
