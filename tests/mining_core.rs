@@ -913,3 +913,25 @@ fn shares_at_the_previous_target_count_for_a_grace_period() {
         "difficulty-too-low"
     );
 }
+
+#[test]
+fn job_history_is_bounded_by_max_jobs() {
+    let cfg = MiningConfig {
+        max_jobs: 3,
+        ..config(1e-9)
+    };
+    let mut rig = Rig::new(hard_chain(), cfg);
+    let first = open_extended(&mut rig, 4);
+    for i in 0..5u8 {
+        let mut template = rig.chain.template(NOW_S);
+        template.prev_hash = bitcoin::BlockHash::hash(&[i]);
+        rig.work = Work::new(10 + u64::from(i), template, &rig.config.coinbase).unwrap();
+        rig.session.on_work(&rig.work, NOW_MS);
+    }
+    assert_eq!(rig.session.job_count(), 3);
+    let _ = take_frames(&mut rig.session);
+    // The first job is gone: its shares are now unknown, not stale.
+    let en = vec![0u8; first.extranonce_size];
+    let frames = submit_ext(&mut rig, &first, 1, &en, first.version, first.min_ntime, 0);
+    assert_eq!(error_code(&frames), "invalid-job-id");
+}

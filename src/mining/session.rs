@@ -817,10 +817,27 @@ impl Session {
             work: work.clone(),
             min_ntime: work.cur_time,
         });
-        while self.jobs.len() > self.config.max_jobs.max(1) {
+        self.cleanup_old_jobs();
+        job_id
+    }
+
+    /// Forgets jobs beyond `max_jobs` (product API name); called whenever a job is added, so
+    /// the history of a connection never grows past the bound.
+    pub fn cleanup_old_jobs(&mut self) {
+        let max = self.config.max_jobs.max(1);
+        while self.jobs.len() > max {
             self.jobs.pop_front();
         }
-        job_id
+        for ch in &mut self.channels {
+            while ch.roots.len() > max {
+                ch.roots.pop_front();
+            }
+        }
+    }
+
+    /// Number of jobs remembered (bounded by `max_jobs`).
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
     }
 
     /// A channel just opened gets the current work as a future job and the prev hash.

@@ -117,7 +117,11 @@ async fn serve_inner(
     let handshake = async {
         stream.read_exact(&mut m1).await?;
         let now = (now_ms() / 1000) as u32;
-        let (m2, transport) = shared.responder.accept(&m1, now, &mut rand::thread_rng())?;
+        let (m2, transport) = shared
+            .responder
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .accept(&m1, now, &mut rand::thread_rng())?;
         stream.write_all(&m2).await?;
         Ok::<_, ConnectionEnd>(transport)
     };

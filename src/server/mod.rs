@@ -68,7 +68,8 @@ pub enum NodeEvent {
 /// State every connection task shares.
 pub struct Shared {
     config: PoolConfig,
-    responder: Responder,
+    /// Behind a lock only so the certificate can be renewed while the server runs.
+    responder: RwLock<Responder>,
     allocator: Arc<ExtranonceAllocator>,
     pool: Arc<RwLock<StratumV2Pool>>,
     blocks: mpsc::UnboundedSender<FoundBlock>,
@@ -194,7 +195,7 @@ impl StratumV2Server {
         let (blocks, blocks_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
-            responder,
+            responder: RwLock::new(responder),
             allocator: Arc::new(ExtranonceAllocator::new()),
             pool: Arc::new(RwLock::new(StratumV2Pool::new())),
             blocks,
@@ -270,7 +271,8 @@ impl StratumV2Server {
             work_id,
             shutdown_rx.clone(),
         ));
-        tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx));
+        tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(certificate_loop(self.shared.clone(), shutdown_rx));
         let blocks_rx = self
             .blocks_rx
             .lock()
@@ -522,6 +524,28 @@ async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
                     .cleanup_disconnected_miners(shared.config.idle_timeout_ms, now_ms());
                 if removed > 0 {
                     debug!(removed, "forgot disconnected miners");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Re-signs the server certificate once less than half of its validity is left, so a pool
+/// that runs for longer than `cert_validity_sec` keeps being trusted.
+async fn certificate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = (now_ms() / 1000) as u32;
+                let validity = shared.config.cert_validity_secs;
+                let mut responder = shared.responder.write().unwrap_or_else(|p| p.into_inner());
+                let left = responder.certificate().not_valid_after.saturating_sub(now);
+                if left < validity / 2 {
+                    let from = now.saturating_sub(60);
+                    responder.renew_certificate(from, from.saturating_add(validity), &mut rand::thread_rng());
+                    info!(not_valid_after = from.saturating_add(validity), "server certificate renewed");
                 }
             }
             _ = shutdown.changed() => return,
