@@ -155,7 +155,7 @@ impl StratumV2Pool {
                     self.recent_blocks.pop_front();
                 }
             }
-            SessionEvent::TargetChanged { .. } => {}
+            SessionEvent::TargetChanged { .. } | SessionEvent::ChannelRefused { .. } => {}
         }
     }
 

@@ -144,6 +144,13 @@ pub enum SessionEvent {
         /// Extended (true) or standard.
         extended: bool,
     },
+    /// A channel could not be opened (OpenMiningChannel.Error sent).
+    ChannelRefused {
+        /// The client's request id.
+        request_id: u32,
+        /// The error code sent.
+        code: &'static str,
+    },
     /// A channel was closed by the client.
     ChannelClosed {
         /// Its id.
@@ -571,6 +578,8 @@ impl Session {
             error_code: Str0_255::new(code).unwrap_or_default(),
         };
         self.send(&err);
+        self.events
+            .push(SessionEvent::ChannelRefused { request_id, code });
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -103,6 +103,9 @@ impl Shared {
                 } => {
                     info!(conn = id, channel = channel_id, user = %user_identity, extended, "channel opened")
                 }
+                SessionEvent::ChannelRefused { request_id, code } => {
+                    warn!(conn = id, request = request_id, %code, "channel refused")
+                }
                 SessionEvent::ChannelClosed { channel_id } => {
                     info!(conn = id, channel = channel_id, "channel closed")
                 }
