@@ -231,6 +231,17 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
     })
 }
 
+/// The multi-threaded tokio runtime the pool and the miner run on.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Waits for SIGINT or SIGTERM.
 async fn wait_for_signal() {
     #[cfg(unix)]
