@@ -110,15 +110,8 @@ fn miner(args: MinerArgs) -> ExitCode {
         max_shares: args.max_shares,
         duration: args.duration.map(std::time::Duration::from_secs),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run_miner(opts, wait_for_signal())) {
         Ok(report) => {
@@ -185,15 +178,8 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         eprintln!("blvm-stratum-v2 is disabled in its configuration (enabled = false)");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let node: Arc<dyn NodeApi> = match &config.backend {
@@ -233,7 +219,10 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
 
 /// The multi-threaded tokio runtime the pool and the miner run on.
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
