@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod loadgen;
 pub mod mining;
 pub mod node;
 pub mod noise;

@@ -9,6 +9,7 @@ use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::regtest::EmbeddedNode;
+use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::noise::keys;
 use blvm_stratum_v2::server::StratumV2Server;
 use clap::{Parser, Subcommand};
@@ -49,6 +50,56 @@ enum Command {
     },
     /// A CPU Stratum V2 miner: connects, hashes, submits shares, follows new work.
     Miner(MinerArgs),
+    /// Load generator: many encrypted SV2 connections submitting shares to a running pool.
+    ///
+    /// Run the pool with an easy target on a chain where blocks are rare, e.g.
+    /// `--min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff`.
+    Loadgen(LoadgenArgs),
+}
+
+/// Options of the load generator.
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    /// Pool address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3333")]
+    url: String,
+    /// The pool's authority public key (printed by the pool at start).
+    #[arg(long, value_name = "KEY")]
+    authority_pubkey: String,
+    /// Connections, each with one extended channel.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Shares per second per connection; 0: the next share as soon as the previous is
+    /// acknowledged (see --window).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// With --rate 0: shares in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Seconds of load after setup (0: connect, hold idle, close).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds the connections stay idle after setup before the load (memory is read then).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    hold: f64,
+    /// Seconds to wait for the last acknowledgements.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    grace: f64,
+    /// Connections in setup at the same time.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    connect_concurrency: usize,
+    /// Setup deadline of each connection, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    setup_timeout: f64,
+    /// Worker threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The pool's process id: report its CPU time and memory (from /proc).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Options of the CPU miner.
@@ -93,6 +144,45 @@ fn main() -> ExitCode {
         None | Some(Command::Run) => run(cli.config, cli.options),
         Some(Command::Keygen { out }) => keygen(&out),
         Some(Command::Miner(args)) => miner(args),
+        Some(Command::Loadgen(args)) => loadgen(args),
+    }
+}
+
+fn loadgen(args: LoadgenArgs) -> ExitCode {
+    let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 1e6));
+    let opts = blvm_stratum_v2::loadgen::LoadgenOptions {
+        url: args.url,
+        authority_pubkey: args.authority_pubkey,
+        connections: args.connections,
+        rate: args.rate,
+        window: args.window,
+        duration: secs(args.duration),
+        hold: secs(args.hold),
+        grace: secs(args.grace),
+        connect_concurrency: args.connect_concurrency,
+        setup_timeout: secs(args.setup_timeout),
+        threads: args.threads,
+        server_pid: args.server_pid,
+        ..Default::default()
+    };
+    let report = match blvm_stratum_v2::loadgen::run(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.to_text());
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, report.to_json())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if report.error_count() > 0 || report.ready == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -184,6 +274,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
     runtime.block_on(async move {
         let node: Arc<dyn NodeApi> = match &config.backend {
             Backend::Embedded(chain) => Arc::new(EmbeddedNode::new(chain.clone())),
+            Backend::Rpc(rpc) => Arc::new(RpcNode::new(rpc.clone())),
         };
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,

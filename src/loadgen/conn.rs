@@ -1,0 +1,617 @@
+//! One load-generator connection: TCP connect, Noise NX as initiator, SetupConnection and one
+//! extended channel through [`MinerSession`], then shares at a fixed rate or as fast as they
+//! are acknowledged, with each share's ack latency recorded.
+//!
+//! Steady state does not allocate: the share is one reused [`Share`] whose nonce and hash
+//! change, its header is hashed from a midstate computed once per job (two SHA-256
+//! compressions per nonce), the session's output buffer, the ciphertext buffer and the queue
+//! of shares in flight are reused, and socket reads go through one scratch buffer per worker
+//! thread rather than one per connection.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::hashes::{Hash, HashEngine, sha256};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+
+use super::{Ctx, Phase};
+use crate::client::split_frames;
+use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
+use crate::mining::merkle::fold_merkle_path;
+use crate::mining::target::hash_meets_target;
+use crate::noise::{Initiator, NoiseError, RESPONDER_MESSAGE_LEN, Receiver, Sender};
+use crate::wire::{Frame, U256, WireError};
+
+/// Nonces tried for one share before giving up on it (the load generator expects a target
+/// near 2^256, where the first nonce nearly always qualifies).
+const MAX_ATTEMPTS_PER_SHARE: u32 = 1 << 16;
+/// Bytes of the per-thread read buffer.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+}
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("noise: {0}")]
+    Noise(#[from] NoiseError),
+    #[error("framing: {0}")]
+    Wire(#[from] WireError),
+    #[error("session: {0}")]
+    Session(#[from] MinerSessionError),
+    #[error("the pool closed the connection")]
+    Disconnected,
+    #[error("the pool closed the channel: {0}")]
+    ChannelClosed(String),
+    #[error("the pool asked to reconnect")]
+    Reconnect,
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+}
+
+impl ConnError {
+    /// The error's category in the report.
+    pub(crate) fn category(&self, during_setup: bool) -> &'static str {
+        match self {
+            ConnError::Connect(_) => "connect",
+            ConnError::Noise(_) => "noise",
+            ConnError::Session(MinerSessionError::SetupRefused { .. })
+            | ConnError::Session(MinerSessionError::ChannelRefused(_)) => "setup refused",
+            ConnError::Timeout(_) => "timeout",
+            ConnError::Disconnected | ConnError::Io(_) if during_setup => "disconnect during setup",
+            ConnError::Disconnected | ConnError::Io(_) => "disconnect",
+            ConnError::ChannelClosed(_) | ConnError::Reconnect => "channel closed",
+            ConnError::Wire(_) | ConnError::Session(_) => "protocol",
+        }
+    }
+}
+
+/// What one connection did under load.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ConnTotals {
+    pub submitted: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub unacked: u64,
+    pub dropped: u64,
+    pub hash_attempts: u64,
+    pub too_hard: u64,
+}
+
+/// An established connection.
+struct Conn {
+    stream: TcpStream,
+    sender: Sender,
+    receiver: Receiver,
+    session: MinerSession,
+    /// Ciphertext staging buffer.
+    wire: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads what the socket has into the receiver; 0 means end of stream.
+    async fn read_some(&mut self) -> io::Result<usize> {
+        let Conn {
+            stream, receiver, ..
+        } = self;
+        std::future::poll_fn(|cx| {
+            SCRATCH.with_borrow_mut(|buf| {
+                let mut rb = ReadBuf::new(&mut buf[..]);
+                match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let filled = rb.filled();
+                        receiver.feed(filled);
+                        Poll::Ready(Ok(filled.len()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+        })
+        .await
+    }
+
+    /// Feeds every whole decrypted frame to the session.
+    fn process(&mut self) -> Result<(), ConnError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        while let Some(plain) = self.receiver.next_frame()? {
+            let frame = Frame::parse_exact(plain)?;
+            self.session.handle_frame(&frame, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts and sends whatever the session queued.
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        let Conn {
+            stream,
+            sender,
+            session,
+            wire,
+            ..
+        } = self;
+        let out = session.output();
+        if out.is_empty() {
+            return Ok(());
+        }
+        wire.clear();
+        for frame in split_frames(out) {
+            sender.encrypt_frame(frame, wire)?;
+        }
+        out.clear();
+        stream.write_all(wire).await?;
+        Ok(())
+    }
+
+    /// Closes the channel politely and the socket.
+    async fn close(mut self) {
+        self.session.close("done");
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// SHA-256 initial state, as a midstate.
+const IV: sha256::Midstate = sha256::Midstate([
+    0x6a, 0x09, 0xe6, 0x67, 0xbb, 0x67, 0xae, 0x85, 0x3c, 0x6e, 0xf3, 0x72, 0xa5, 0x4f, 0xf5, 0x3a,
+    0x51, 0x0e, 0x52, 0x7f, 0x9b, 0x05, 0x68, 0x8c, 0x1f, 0x83, 0xd9, 0xab, 0x5b, 0xe0, 0xcd, 0x19,
+]);
+
+/// One SHA-256 compression of `block` on top of `state`.
+#[inline(always)]
+fn compress(state: sha256::Midstate, block: &[u8; 64]) -> [u8; 32] {
+    let mut e = sha256::HashEngine::from_midstate(state, 64);
+    e.input(block);
+    e.midstate().to_byte_array()
+}
+
+/// Makes real shares on one job cheaply: the header's first 64 bytes are compressed once, so
+/// each nonce costs two compressions (SHA-NI where the CPU has it).
+struct ShareMaker {
+    generation: u64,
+    mid: sha256::Midstate,
+    /// Header bytes 64..80 and padding; the nonce at 12..16.
+    tail: [u8; 64],
+    /// The first digest and the padding of a 32-byte message.
+    digest: [u8; 64],
+    target: U256,
+    share: Share,
+}
+
+impl ShareMaker {
+    /// Prepares shares for `work` with this connection's fixed extranonce (the pool's
+    /// per-channel extranonce prefix already makes it unique).
+    fn new(work: &MiningWork) -> Self {
+        let (root, extranonce) = match &work.job {
+            JobKind::Standard { merkle_root } => (*merkle_root, Vec::new()),
+            JobKind::Extended {
+                coinbase_prefix,
+                coinbase_suffix,
+                merkle_path,
+                extranonce_prefix,
+                extranonce_size,
+            } => {
+                let extranonce = vec![0u8; *extranonce_size];
+                let mut e = sha256::Hash::engine();
+                e.input(coinbase_prefix);
+                e.input(extranonce_prefix);
+                e.input(&extranonce);
+                e.input(coinbase_suffix);
+                let first = sha256::Hash::from_engine(e);
+                let txid = sha256::Hash::hash(first.as_byte_array()).to_byte_array();
+                (fold_merkle_path(txid, merkle_path), extranonce)
+            }
+        };
+        let mut first = [0u8; 64];
+        first[0..4].copy_from_slice(&work.version.to_le_bytes());
+        first[4..36].copy_from_slice(&work.prev_hash);
+        first[36..64].copy_from_slice(&root[..28]);
+        let mid = compress(IV, &first);
+        let mut tail = [0u8; 64];
+        tail[0..4].copy_from_slice(&root[28..]);
+        tail[4..8].copy_from_slice(&work.ntime.to_le_bytes());
+        tail[8..12].copy_from_slice(&work.nbits.to_le_bytes());
+        tail[16] = 0x80;
+        tail[56..].copy_from_slice(&(80u64 * 8).to_be_bytes());
+        let mut digest = [0u8; 64];
+        digest[32] = 0x80;
+        digest[56..].copy_from_slice(&(32u64 * 8).to_be_bytes());
+        ShareMaker {
+            generation: work.generation,
+            mid: sha256::Midstate(mid),
+            tail,
+            digest,
+            target: work.target,
+            share: Share {
+                channel_id: work.channel_id,
+                job_id: work.job_id,
+                generation: work.generation,
+                nonce: 0,
+                ntime: work.ntime,
+                version: work.version,
+                extranonce,
+                hash: [0; 32],
+            },
+        }
+    }
+
+    /// The next share: tries nonces until one meets the target. `attempts` counts hashes.
+    #[inline]
+    fn next(&mut self, attempts: &mut u64) -> Option<&Share> {
+        for _ in 0..MAX_ATTEMPTS_PER_SHARE {
+            let nonce = self.share.nonce.wrapping_add(1);
+            self.share.nonce = nonce;
+            self.tail[12..16].copy_from_slice(&nonce.to_le_bytes());
+            let h1 = compress(self.mid, &self.tail);
+            self.digest[..32].copy_from_slice(&h1);
+            let hash = compress(IV, &self.digest);
+            *attempts += 1;
+            if hash_meets_target(&hash, &self.target) {
+                self.share.hash = hash;
+                return Some(&self.share);
+            }
+        }
+        None
+    }
+}
+
+/// Shares in flight and the counters of one connection.
+struct Load<'a> {
+    ctx: &'a Ctx,
+    maker: Option<ShareMaker>,
+    /// (sequence number, sent at), oldest first.
+    pending: VecDeque<(u32, Instant)>,
+    totals: ConnTotals,
+}
+
+impl Load<'_> {
+    /// Rebuilds the share maker when the session's work changed.
+    fn refresh(&mut self, session: &MinerSession) {
+        let generation = session.generation();
+        if self.maker.as_ref().map(|m| m.generation) == Some(generation) {
+            return;
+        }
+        self.maker = session.work().map(|w| ShareMaker::new(w));
+    }
+
+    /// Makes and queues one share; false if none could be made.
+    fn submit(&mut self, session: &mut MinerSession) -> bool {
+        let Some(maker) = self.maker.as_mut() else {
+            return false;
+        };
+        let Some(share) = maker.next(&mut self.totals.hash_attempts) else {
+            self.totals.too_hard += 1;
+            self.ctx.error(
+                "no share found",
+                &format_args!("{MAX_ATTEMPTS_PER_SHARE} nonces missed the target (is the pool's difficulty near 1e-12?)"),
+            );
+            return false;
+        };
+        match session.submit(share) {
+            Ok(seq) => {
+                self.pending.push_back((seq, Instant::now()));
+                self.totals.submitted += 1;
+                true
+            }
+            Err(why) => {
+                self.totals.dropped += 1;
+                self.ctx.error("share dropped by the miner session", &why);
+                false
+            }
+        }
+    }
+
+    /// Accounts acknowledgements and rejections; an error ends the connection.
+    fn events(&mut self, session: &mut MinerSession, now: Instant) -> Result<(), ConnError> {
+        let mut fatal = None;
+        for event in session.drain_events() {
+            match event {
+                MinerEvent::SharesAccepted {
+                    last_sequence_number,
+                    ..
+                } => {
+                    // Every share up to last_sequence_number (wrapping) is covered.
+                    while let Some(&(seq, sent)) = self.pending.front() {
+                        if (last_sequence_number.wrapping_sub(seq) as i32) < 0 {
+                            break;
+                        }
+                        self.pending.pop_front();
+                        self.totals.acked += 1;
+                        self.ctx
+                            .latency
+                            .record(now.saturating_duration_since(sent).as_nanos() as u64);
+                    }
+                }
+                MinerEvent::ShareRejected {
+                    sequence_number,
+                    code,
+                } => {
+                    if let Some(i) = self.pending.iter().position(|p| p.0 == sequence_number) {
+                        self.pending.remove(i);
+                    }
+                    self.totals.rejected += 1;
+                    self.ctx.error_code("share rejected", &code);
+                }
+                MinerEvent::ChannelClosed { reason } => {
+                    fatal = Some(ConnError::ChannelClosed(reason));
+                }
+                MinerEvent::Reconnect { .. } => fatal = Some(ConnError::Reconnect),
+                _ => {}
+            }
+        }
+        fatal.map_or(Ok(()), Err)
+    }
+}
+
+/// Connect, handshake, setup, channel open and first work.
+async fn establish(ctx: &Ctx, index: usize, initiator: Initiator) -> Result<Conn, ConnError> {
+    let _permit = ctx.connect_permits.acquire().await;
+    let started = Instant::now();
+    let stream = TcpStream::connect(ctx.addr)
+        .await
+        .map_err(ConnError::Connect)?;
+    stream.set_nodelay(true)?;
+    let mut stream = stream;
+    stream.write_all(&initiator.step_0()).await?;
+    let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let transport = initiator.step_2(&reply, u32::try_from(now).unwrap_or(u32::MAX))?;
+    let (sender, receiver) = transport.into_split();
+    let mut config = ctx.miner.clone();
+    config.user_identity = format!("{}.{index}", ctx.miner.user_identity);
+    let session = MinerSession::new(config)?;
+    let mut conn = Conn {
+        stream,
+        sender,
+        receiver,
+        session,
+        wire: Vec::with_capacity(256),
+    };
+    conn.flush().await?;
+    while conn.session.work().is_none() {
+        if conn.read_some().await? == 0 {
+            return Err(ConnError::Disconnected);
+        }
+        conn.process()?;
+        for event in conn.session.drain_events() {
+            match event {
+                MinerEvent::ChannelClosed { reason } => {
+                    return Err(ConnError::ChannelClosed(reason));
+                }
+                MinerEvent::Reconnect { .. } => return Err(ConnError::Reconnect),
+                _ => {}
+            }
+        }
+        conn.flush().await?;
+    }
+    ctx.setup_latency
+        .record(started.elapsed().as_nanos() as u64);
+    Ok(conn)
+}
+
+/// Settles the phase counters the orchestrator waits on, however the task ends.
+struct Settle<'a> {
+    ctx: &'a Ctx,
+    setup: bool,
+    load: bool,
+}
+
+impl Settle<'_> {
+    fn setup_done(&mut self, ready: bool) {
+        if !self.setup {
+            self.setup = true;
+            if ready {
+                self.ctx.ready.fetch_add(1, Ordering::Relaxed);
+                let at = self.ctx.t0.elapsed().as_nanos() as u64;
+                self.ctx.last_ready_ns.fetch_max(at, Ordering::Relaxed);
+            }
+            self.ctx.setup_settled.fetch_add(1, Ordering::AcqRel);
+            self.ctx.notify.notify_one();
+        }
+    }
+
+    fn load_done(&mut self) {
+        if !self.load {
+            self.load = true;
+            self.ctx.load_settled.fetch_add(1, Ordering::AcqRel);
+            self.ctx.notify.notify_one();
+        }
+    }
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        self.setup_done(false);
+        self.load_done();
+    }
+}
+
+/// Waits for the orchestrator to move past `Phase::Setup`; None means close.
+async fn wait_phase(
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+    past: fn(&Phase) -> bool,
+) -> Phase {
+    loop {
+        let p = *phase.borrow_and_update();
+        if past(&p) {
+            return p;
+        }
+        if phase.changed().await.is_err() {
+            return Phase::Close;
+        }
+    }
+}
+
+/// One connection's whole life.
+pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator) -> ConnTotals {
+    let ctx = &*ctx;
+    let mut settle = Settle {
+        ctx,
+        setup: false,
+        load: false,
+    };
+    let mut phase = ctx.phase.clone();
+    let established = timeout(ctx.setup_timeout, establish(ctx, index, initiator))
+        .await
+        .unwrap_or(Err(ConnError::Timeout("setting up")));
+    let mut conn = match established {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.error(e.category(true), &e);
+            return ConnTotals::default();
+        }
+    };
+    settle.setup_done(true);
+    let mut load = Load {
+        ctx,
+        maker: None,
+        pending: VecDeque::with_capacity(ctx.window.max(8)),
+        totals: ConnTotals::default(),
+    };
+    if let Phase::Load(go) = wait_phase(&mut phase, |p| *p != Phase::Setup).await {
+        if let Err(e) = run_load(&mut conn, &mut load, index, go).await {
+            ctx.error(e.category(false), &e);
+            load.totals.unacked += load.pending.len() as u64;
+            return load.totals;
+        }
+        settle.load_done();
+        wait_phase(&mut phase, |p| *p == Phase::Close).await;
+    }
+    settle.load_done();
+    conn.close().await;
+    load.totals
+}
+
+/// What woke the load loop.
+enum Wake {
+    Read(io::Result<usize>),
+    Tick,
+    End,
+    GraceOver,
+}
+
+async fn run_load(
+    conn: &mut Conn,
+    load: &mut Load<'_>,
+    index: usize,
+    go: Instant,
+) -> Result<(), ConnError> {
+    let ctx = load.ctx;
+    let end = go + ctx.duration;
+    let mut ticker = (ctx.rate > 0.0).then(|| {
+        let period = Duration::from_secs_f64(1.0 / ctx.rate);
+        // Spread the connections' ticks over the period.
+        let offset = period.mul_f64((index as f64 * 0.618_034).fract());
+        let mut t = tokio::time::interval_at(go + offset, period);
+        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        t
+    });
+    let deadline = tokio::time::sleep_until(end);
+    tokio::pin!(deadline);
+    let mut running = true;
+    tokio::time::sleep_until(go).await;
+    load.refresh(&conn.session);
+    loop {
+        if running && ticker.is_none() {
+            while load.pending.len() < ctx.window {
+                if !load.submit(&mut conn.session) {
+                    break;
+                }
+            }
+        }
+        conn.flush().await?;
+        if !running && load.pending.is_empty() {
+            return Ok(());
+        }
+        let wake = tokio::select! {
+            r = conn.read_some() => Wake::Read(r),
+            _ = async {
+                match ticker.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            }, if running && ticker.is_some() => Wake::Tick,
+            _ = &mut deadline => if running { Wake::End } else { Wake::GraceOver },
+        };
+        match wake {
+            Wake::Read(r) => {
+                if r? == 0 {
+                    return Err(ConnError::Disconnected);
+                }
+                let now = Instant::now();
+                conn.process()?;
+                load.events(&mut conn.session, now)?;
+                load.refresh(&conn.session);
+            }
+            Wake::Tick => {
+                load.submit(&mut conn.session);
+            }
+            Wake::End => {
+                running = false;
+                deadline.as_mut().reset(end + ctx.grace);
+            }
+            Wake::GraceOver => {
+                let n = load.pending.len() as u64;
+                load.totals.unacked += n;
+                load.pending.clear();
+                ctx.error_code("unacknowledged at the end", &n.to_string());
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_maker_hash_is_the_header_sha256d() {
+        let work = MiningWork {
+            generation: 1,
+            job_seq: 1,
+            channel_id: 3,
+            job_id: 9,
+            version: 0x2000_0000,
+            version_rolling_allowed: false,
+            prev_hash: [7; 32],
+            nbits: 0x1d00_ffff,
+            ntime: 1_700_000_000,
+            target: [0xff; 32],
+            job: JobKind::Standard {
+                merkle_root: [5; 32],
+            },
+        };
+        let mut maker = ShareMaker::new(&work);
+        let mut attempts = 0;
+        let share = maker.next(&mut attempts).unwrap().clone();
+        let mut header = [0u8; 80];
+        header[0..4].copy_from_slice(&work.version.to_le_bytes());
+        header[4..36].copy_from_slice(&work.prev_hash);
+        header[36..68].copy_from_slice(&[5; 32]);
+        header[68..72].copy_from_slice(&work.ntime.to_le_bytes());
+        header[72..76].copy_from_slice(&work.nbits.to_le_bytes());
+        header[76..80].copy_from_slice(&share.nonce.to_le_bytes());
+        assert_eq!(share.hash, crate::client::hasher::header_hash(&header));
+        assert_eq!(attempts, 1);
+    }
+}
