@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::mining::{CoinbaseConfig, MiningConfig};
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
+use crate::node::rpc::{RpcAuth, RpcConfig};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,8 @@ pub struct PoolOptions {
     /// Most channels per connection. Default: 64.
     #[arg(long, value_name = "N")]
     pub max_channels_per_connection: Option<usize>,
-    /// Where templates come from: "embedded" (built-in regtest chain). Default: embedded.
+    /// Where templates come from: "embedded" (built-in regtest chain) or "rpc" (a node's
+    /// JSON-RPC: Bitcoin Core, blvm-node ...). Default: embedded.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
     /// Embedded chain: compact target (nBits) of every block. Default: 0x207fffff (regtest).
@@ -131,6 +133,23 @@ pub struct PoolOptions {
     /// Embedded chain: synthetic transactions per template. Default: 0.
     #[arg(long, value_name = "N")]
     pub chain_synthetic_transactions: Option<usize>,
+    /// RPC backend: the node's JSON-RPC URL, http://HOST:PORT[/PATH] (Bitcoin Core regtest:
+    /// http://127.0.0.1:18443). Required with backend = "rpc".
+    #[arg(long, value_name = "URL")]
+    pub rpc_url: Option<String>,
+    /// RPC backend: user name for HTTP Basic auth (with rpc_password).
+    #[arg(long, value_name = "USER")]
+    pub rpc_user: Option<String>,
+    /// RPC backend: password for HTTP Basic auth (with rpc_user).
+    #[arg(long, value_name = "PASSWORD")]
+    pub rpc_password: Option<String>,
+    /// RPC backend: the node's cookie file (e.g. ~/.bitcoin/regtest/.cookie), read for every
+    /// new connection. Instead of rpc_user/rpc_password.
+    #[arg(long, value_name = "FILE")]
+    pub rpc_cookie_file: Option<PathBuf>,
+    /// RPC backend: how often the node's tip is polled, in milliseconds. Default: 200.
+    #[arg(long, value_name = "MS")]
+    pub rpc_poll_interval_ms: Option<u64>,
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -176,7 +195,12 @@ impl PoolOptions {
             max_channels_per_connection,
             backend,
             chain_bits,
-            chain_synthetic_transactions
+            chain_synthetic_transactions,
+            rpc_url,
+            rpc_user,
+            rpc_password,
+            rpc_cookie_file,
+            rpc_poll_interval_ms
         );
         self
     }
@@ -234,6 +258,8 @@ impl PoolOptions {
 pub enum Backend {
     /// The built-in regtest chain.
     Embedded(ChainConfig),
+    /// A node's JSON-RPC interface.
+    Rpc(RpcConfig),
 }
 
 /// The resolved configuration the server runs with.
@@ -288,6 +314,56 @@ pub fn parse_reward_script(text: &str) -> Result<ScriptBuf, String> {
         return ScriptBuf::from_hex(inner).map_err(|e| format!("bad script hex: {e}"));
     }
     Err(format!("`{text}` is not addr(ADDRESS) or raw(HEX)"))
+}
+
+/// The `rpc` backend's settings: a URL, at most one way to authenticate, a poll interval.
+fn resolve_rpc(o: &PoolOptions, source_name: &str) -> Result<RpcConfig, ConfigError> {
+    let url = o
+        .rpc_url
+        .as_deref()
+        .ok_or_else(|| invalid(source_name, "rpc_url", "required with backend = \"rpc\""))?;
+    let auth = match (&o.rpc_user, &o.rpc_password, &o.rpc_cookie_file) {
+        (None, None, None) => RpcAuth::None,
+        (None, None, Some(path)) => RpcAuth::CookieFile(path.clone()),
+        (Some(user), Some(password), None) => RpcAuth::UserPassword {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        (Some(_), Some(_), Some(_)) => {
+            return Err(invalid(
+                source_name,
+                "rpc_cookie_file",
+                "give either rpc_cookie_file or rpc_user/rpc_password, not both",
+            ));
+        }
+        (Some(_), None, _) => {
+            return Err(invalid(
+                source_name,
+                "rpc_password",
+                "required with rpc_user",
+            ));
+        }
+        (None, Some(_), _) => {
+            return Err(invalid(
+                source_name,
+                "rpc_user",
+                "required with rpc_password",
+            ));
+        }
+    };
+    let mut config = RpcConfig::new(url, auth).map_err(|r| invalid(source_name, "rpc_url", r))?;
+    match o.rpc_poll_interval_ms {
+        None => {}
+        Some(ms @ 1..=60_000) => config.poll_interval = std::time::Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(invalid(
+                source_name,
+                "rpc_poll_interval_ms",
+                format!("{ms}: must be 1..=60000"),
+            ));
+        }
+    }
+    Ok(config)
 }
 
 impl PoolConfig {
@@ -367,11 +443,12 @@ impl PoolConfig {
                 bits: o.chain_bits.unwrap_or(REGTEST_BITS),
                 synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
             }),
+            "rpc" => Backend::Rpc(resolve_rpc(o, source_name)?),
             other => {
                 return Err(invalid(
                     source_name,
                     "backend",
-                    format!("`{other}` is not a backend (known: embedded)"),
+                    format!("`{other}` is not a backend (known: embedded, rpc)"),
                 ));
             }
         };
@@ -451,6 +528,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("z.toml") && e.contains("max_jobs"), "{e}");
+    }
+
+    #[test]
+    fn rpc_backend() {
+        let text = r#"
+            backend = "rpc"
+            rpc_url = "http://127.0.0.1:18443"
+            rpc_cookie_file = "/tmp/.cookie"
+            rpc_poll_interval_ms = 100
+        "#;
+        let o = PoolOptions::from_toml(text, Path::new("r.toml")).unwrap();
+        let c = PoolConfig::resolve(&o, "r.toml").unwrap();
+        let Backend::Rpc(rpc) = c.backend else {
+            panic!("{:?}", c.backend)
+        };
+        assert_eq!((rpc.host(), rpc.port()), ("127.0.0.1", 18443));
+        assert_eq!(rpc.auth, RpcAuth::CookieFile("/tmp/.cookie".into()));
+        assert_eq!(rpc.poll_interval, std::time::Duration::from_millis(100));
+        for (text, key) in [
+            ("backend = \"rpc\"", "rpc_url"),
+            ("backend = \"rpc\"\nrpc_url = \"https://x:1\"", "rpc_url"),
+            (
+                "backend = \"rpc\"\nrpc_url = \"x:1\"\nrpc_user = \"u\"",
+                "rpc_password",
+            ),
+            (
+                "backend = \"rpc\"\nrpc_url = \"x:1\"\nrpc_poll_interval_ms = 0",
+                "rpc_poll_interval_ms",
+            ),
+        ] {
+            let o = PoolOptions::from_toml(text, Path::new("r.toml")).unwrap();
+            let e = PoolConfig::resolve(&o, "r.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

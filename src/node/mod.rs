@@ -5,6 +5,7 @@
 //! interface next.
 
 pub mod regtest;
+pub mod rpc;
 pub mod template;
 
 use std::future::Future;

@@ -1,0 +1,177 @@
+//! A real blvm-node regtest node, in-process, for blvm-stratum-v2's integration tests.
+//!
+//! ```text
+//! regtest-node --rpc-port PORT --p2p-port PORT [--datadir DIR] [--auth cookie|none|USER:PASSWORD]
+//! ```
+//!
+//! RPC and P2P listen on 127.0.0.1. With `--auth cookie` (the default) the node writes
+//! `DIR/.cookie` (`__cookie__:<hex>`); with `USER:PASSWORD` it takes HTTP Basic auth with that
+//! pair; with `none` it takes anything. The node is isolated (no outbound peers, no 30 s wait
+//! for peers) and its RPC rate limits are raised so a pool polling every 200 ms is never
+//! throttled. It prints what it listens on, then runs until killed.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use blvm_node::config::{NodeConfig, RpcAuthConfig, RpcConfig};
+use blvm_node::node::Node;
+use blvm_node::ProtocolVersion;
+
+/// Rate limits high enough never to throttle a test (blvm-node's defaults: burst 50, 5 requests
+/// a second, 10 new connections per IP per minute).
+const HIGH_LIMIT: u32 = 100_000;
+
+enum Auth {
+    Cookie,
+    None,
+    UserPassword(String, String),
+}
+
+struct Args {
+    rpc_port: u16,
+    p2p_port: u16,
+    datadir: Option<PathBuf>,
+    auth: Auth,
+}
+
+const USAGE: &str = "usage: regtest-node --rpc-port PORT --p2p-port PORT [--datadir DIR] \
+                     [--auth cookie|none|USER:PASSWORD]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut rpc_port = None;
+    let mut p2p_port = None;
+    let mut datadir = None;
+    let mut auth = Auth::Cookie;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rpc-port" => {
+                rpc_port = Some(value()?.parse().map_err(|e| format!("--rpc-port: {e}"))?)
+            }
+            "--p2p-port" => {
+                p2p_port = Some(value()?.parse().map_err(|e| format!("--p2p-port: {e}"))?)
+            }
+            "--datadir" => datadir = Some(PathBuf::from(value()?)),
+            "--auth" => {
+                auth = match value()?.as_str() {
+                    "cookie" => Auth::Cookie,
+                    "none" => Auth::None,
+                    pair => match pair.split_once(':') {
+                        Some((u, p)) if !u.is_empty() && !p.is_empty() => {
+                            Auth::UserPassword(u.to_owned(), p.to_owned())
+                        }
+                        _ => {
+                            return Err(format!(
+                                "--auth: `{pair}` is not cookie, none or USER:PASSWORD"
+                            ))
+                        }
+                    },
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    Ok(Args {
+        rpc_port: rpc_port.ok_or_else(|| format!("--rpc-port is required\n{USAGE}"))?,
+        p2p_port: p2p_port.ok_or_else(|| format!("--p2p-port is required\n{USAGE}"))?,
+        datadir,
+        auth,
+    })
+}
+
+fn node_config(auth: &Auth) -> NodeConfig {
+    let rpc = RpcConfig {
+        // Cookie mode is blvm-node's "auth disabled but rate limited" mode: it writes the
+        // cookie only when this is true.
+        rate_limit_when_auth_disabled: matches!(auth, Auth::Cookie),
+        ip_rate_limit_burst: HIGH_LIMIT,
+        ip_rate_limit_rate: HIGH_LIMIT,
+        max_connections_per_ip_per_minute: HIGH_LIMIT,
+        ..RpcConfig::default()
+    };
+    let rpc_auth = match auth {
+        Auth::UserPassword(user, password) => Some(RpcAuthConfig {
+            required: true,
+            username: Some(user.clone()),
+            password: Some(password.clone()),
+            rate_limit_burst: HIGH_LIMIT,
+            rate_limit_rate: HIGH_LIMIT,
+            rate_limit_when_auth_disabled: false,
+            ip_rate_limit_burst: HIGH_LIMIT,
+            ip_rate_limit_rate: HIGH_LIMIT,
+            ..RpcAuthConfig::default()
+        }),
+        Auth::Cookie | Auth::None => None,
+    };
+    NodeConfig {
+        rpc: Some(rpc),
+        rpc_auth,
+        ..NodeConfig::default()
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // An isolated node: no outbound peer discovery, no 30 s wait for peers before modules.
+    std::env::set_var("BLVM_SERVE_ONLY", "1");
+    std::env::set_var("BLVM_IBD_PEER_HEIGHT_WAIT_MS", "0");
+
+    let datadir = args.datadir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("blvm-regtest-node-{}", std::process::id()))
+    });
+    if let Err(e) = std::fs::create_dir_all(&datadir) {
+        eprintln!("cannot create {}: {e}", datadir.display());
+        return ExitCode::FAILURE;
+    }
+    let rpc_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.rpc_port));
+    let p2p_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.p2p_port));
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let datadir_text = datadir.display().to_string();
+    let config = node_config(&args.auth);
+    let result = runtime.block_on(async move {
+        let node = Node::new(
+            &datadir_text,
+            p2p_addr,
+            rpc_addr,
+            Some(ProtocolVersion::Regtest),
+        )
+        .and_then(|n| n.with_config(config));
+        let mut node = match node {
+            Ok(n) => n,
+            Err(e) => return Err(format!("cannot create the node: {e}")),
+        };
+        println!("rpc {rpc_addr}");
+        println!("p2p {p2p_addr}");
+        println!("datadir {datadir_text}");
+        if matches!(args.auth, Auth::Cookie) {
+            println!("cookie {datadir_text}/.cookie");
+        }
+        node.start().await.map_err(|e| format!("node stopped: {e}"))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
