@@ -10,7 +10,6 @@ use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::regtest::EmbeddedNode;
 use blvm_stratum_v2::node::rpc::RpcNode;
-use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::noise::keys;
 use blvm_stratum_v2::server::StratumV2Server;
 use clap::{Parser, Subcommand};
@@ -275,7 +274,6 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
     runtime.block_on(async move {
         let node: Arc<dyn NodeApi> = match &config.backend {
             Backend::Embedded(chain) => Arc::new(EmbeddedNode::new(chain.clone())),
-            Backend::Rpc(rpc) => Arc::new(RpcNode::new(rpc.clone())),
             Backend::Rpc(rpc) => Arc::new(RpcNode::new(rpc.clone())),
         };
         let server = match StratumV2Server::new(config, node) {
