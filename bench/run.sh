@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Benchmarks of blvm-stratum-v2, written to BENCHMARKS.md.
+#
+# 1. Builds the release binary.
+# 2. Load scenarios, each against a fresh pool on 127.0.0.1 (temp data dir, a share target
+#    near 2^256 so the first nonce is a share, difficulty-1 blocks so blocks are rare), driven
+#    by `blvm-stratum-v2 loadgen` (real Noise-encrypted SV2, one extended channel per
+#    connection) with the pool's pid for its CPU time and memory:
+#      a) latency:    1,000 connections x 5 shares/s
+#      b) throughput: 1,000 connections, each share sent when the previous is acknowledged
+#      c) handshakes: a burst of 1,000 simultaneous connects
+#      d) memory:     10,000 connections held idle (if the open-files limit allows)
+# 3. The criterion micro-benchmarks codec, noise and share_validation (ours beside SRI's
+#    crates), skipping any that does not exist.
+# 4. BENCHMARKS.md: every figure, the ratio to SRI where there is one, date, CPU, cores.
+#
+# Environment: DURATION (s, default 10), SCENARIOS (default "a b c d"), SKIP_BENCH=1,
+# OUT (default BENCHMARKS.md), LOADGEN_THREADS (default 1).
+# Every step is bounded in time; the pool is killed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10}
+SCENARIOS=${SCENARIOS:-"a b c d"}
+OUT=${OUT:-BENCHMARKS.md}
+LOADGEN_THREADS=${LOADGEN_THREADS:-1}
+WORK=$(mktemp -d -t blvm-bench.XXXXXX)
+POOL_PID=""
+BIN=$ROOT/target/release/blvm-stratum-v2
+
+stop_pool() {
+    if [[ -n "$POOL_PID" ]] && kill -0 "$POOL_PID" 2>/dev/null; then
+        kill "$POOL_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$POOL_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$POOL_PID" 2>/dev/null || true
+        wait "$POOL_PID" 2>/dev/null || true
+    fi
+    POOL_PID=""
+}
+cleanup() {
+    stop_pool
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Both the pool and the load generator need a descriptor per connection.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[[ "$NOFILE" == unlimited ]] && NOFILE=1048576
+
+echo "== building (release)"
+timeout 1800 cargo build --release --quiet
+
+# start_pool NAME: a fresh pool; sets POOL_PID, ADDR, KEY.
+start_pool() {
+    local dir=$WORK/pool-$1
+    mkdir -p "$dir"
+    "$BIN" --listen-addr 127.0.0.1:0 --data-dir "$dir" \
+        --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff \
+        --max-connections 20000 >"$dir/out" 2>"$dir/err" &
+    POOL_PID=$!
+    for _ in $(seq 100); do
+        grep -q "authority public key" "$dir/out" 2>/dev/null && break
+        sleep 0.1
+    done
+    ADDR=$(grep -o 'listening on [0-9.:]*' "$dir/out" | awk '{print $3}')
+    KEY=$(awk '/authority public key/{print $4}' "$dir/out")
+    if [[ -z "$ADDR" || -z "$KEY" ]]; then
+        echo "pool did not start:" >&2
+        cat "$dir/err" >&2
+        exit 1
+    fi
+}
+
+# scenario NAME LOADGEN-ARGS...: fresh pool, one load generator run, JSON in $WORK/NAME.json.
+scenario() {
+    local name=$1
+    shift
+    echo "== scenario $name: loadgen $*"
+    start_pool "$name"
+    local rc=0
+    timeout 300 "$BIN" loadgen --url "$ADDR" --authority-pubkey "$KEY" \
+        --server-pid "$POOL_PID" --threads "$LOADGEN_THREADS" \
+        --json "$WORK/$name.json" "$@" 2>"$WORK/$name.err" | tee "$WORK/$name.txt" || rc=$?
+    [[ $rc -ne 0 ]] && echo "   (loadgen exit code $rc: see errors above)"
+    echo "$*" >"$WORK/$name.cmd"
+    stop_pool
+}
+
+for s in $SCENARIOS; do
+    case $s in
+    a) scenario a_latency --connections 1000 --rate 5 --duration "$DURATION" ;;
+    b) scenario b_throughput --connections 1000 --rate 0 --duration "$DURATION" ;;
+    c) scenario c_handshakes --connections 1000 --connect-concurrency 1000 --duration 0 --hold 1 ;;
+    d)
+        if ((NOFILE >= 10100)); then
+            scenario d_idle_10k --connections 10000 --connect-concurrency 1000 --duration 0 --hold 3
+        else
+            echo "== scenario d skipped: open-files limit $NOFILE < 10100"
+            echo "skipped: open-files limit $NOFILE" >"$WORK/d_idle_10k.skipped"
+        fi
+        ;;
+    esac
+done
+
+BENCHES=""
+if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
+    for b in codec noise share_validation; do
+        if [[ -f benches/$b.rs ]] && grep -q "name = \"$b\"" Cargo.toml; then
+            BENCHES="$BENCHES --bench $b"
+        else
+            echo "== bench $b missing: skipped"
+        fi
+    done
+    if [[ -n "$BENCHES" ]]; then
+        echo "== cargo bench$BENCHES"
+        touch "$WORK/bench.start"
+        # shellcheck disable=SC2086
+        timeout 3600 cargo bench $BENCHES -- --warm-up-time 1 --measurement-time 2 \
+            >"$WORK/bench.log" 2>&1 || echo "   (cargo bench failed: see below)"
+        tail -5 "$WORK/bench.log"
+    fi
+fi
+
+echo "== writing $OUT"
+CPU=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
+CORES=$(nproc)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+WORK="$WORK" OUT="$OUT" CPU="$CPU" CORES="$CORES" COMMIT="$COMMIT" NOFILE="$NOFILE" \
+    BENCHES="$BENCHES" DURATION="$DURATION" python3 - <<'PY'
+import glob, json, os, time
+
+work, out = os.environ["WORK"], os.environ["OUT"]
+
+def load(name):
+    try:
+        with open(f"{work}/{name}.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+def cmd(name):
+    try:
+        return open(f"{work}/{name}.cmd").read().strip()
+    except OSError:
+        return ""
+
+def text(name):
+    try:
+        return open(f"{work}/{name}.txt").read().rstrip()
+    except OSError:
+        return ""
+
+def f(x, digits=1):
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+def get(r, *path):
+    for p in path:
+        if r is None:
+            return None
+        r = r.get(p)
+    return r
+
+def errors(r):
+    if r is None:
+        return "not run"
+    n = r.get("error_count", 0)
+    if n == 0:
+        return "none"
+    return ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
+
+a, b, c, d = (load(n) for n in ("a_latency", "b_throughput", "c_handshakes", "d_idle_10k"))
+rows = []
+def row(scenario, figure, value, target=""):
+    rows.append(f"| {scenario} | {figure} | {value} | {target} |")
+
+if a:
+    row("a", "ack latency p50 / p99 / p99.9 (1,000 conns x 5 shares/s)",
+        f"{f(get(a,'latency','p50_us'))} / {f(get(a,'latency','p99_us'))} / {f(get(a,'latency','p999_us'))} µs",
+        "p99 ≤ 500 µs, p99.9 ≤ 1,000 µs")
+    row("a", "shares acknowledged / s", f(a["acked_per_sec"], 0), "5,000 offered")
+    row("a", "server CPU per acknowledged share", f"{f(get(a,'server','cpu_per_share_us'), 2)} µs", "≤ 4 µs")
+    row("a", "errors (rejected, unacknowledged, disconnects)", errors(a))
+if b:
+    row("b", "shares acknowledged / s (1,000 conns, 1 in flight each)", f(b["acked_per_sec"], 0), "≥ 100,000")
+    row("b", "server CPU per acknowledged share", f"{f(get(b,'server','cpu_per_share_us'), 2)} µs", "≤ 4 µs")
+    row("b", "server CPU busy under load", f"{f(get(b,'server','load_cores'), 2)} cores", "")
+    row("b", "ack latency p50 / p99 / p99.9", f"{f(get(b,'latency','p50_us'))} / {f(get(b,'latency','p99_us'))} / {f(get(b,'latency','p999_us'))} µs", "")
+    row("b", "load generator CPU per acknowledged share", f"{f(b['client_cpu_per_share_us'], 2)} µs", "(same 2 cores)")
+    row("b", "server memory per connection at the end of the run", f"{f(get(b,'server','rss_end_per_connection_bytes')/1024 if get(b,'server','rss_end_per_connection_bytes') is not None else None)} KiB", "")
+    row("b", "errors", errors(b))
+if c:
+    row("c", "handshakes / s (burst of 1,000: connect + Noise + SetupConnection + channel + first job)", f(c["handshakes_per_sec"], 0), "")
+    row("c", "server CPU per new connection", f"{f(get(c,'server','cpu_per_connection_us'))} µs", "≤ 300 µs")
+    row("c", "load generator CPU per new connection", f"{f(c['client_cpu_per_connection_us'])} µs", "")
+    row("c", "server memory per idle connection", f"{f(get(c,'server','rss_idle_per_connection_bytes')/1024 if get(c,'server','rss_idle_per_connection_bytes') is not None else None)} KiB", "")
+    row("c", "errors", errors(c))
+if d:
+    row("d", "connections held", f"{d['ready']:,} / {d['connections']:,}", "10,000")
+    row("d", "server memory per idle connection", f"{f(get(d,'server','rss_idle_per_connection_bytes')/1024 if get(d,'server','rss_idle_per_connection_bytes') is not None else None)} KiB", "≤ 16 KiB")
+    row("d", "handshakes / s (10,000, 1,000 at a time)", f(d["handshakes_per_sec"], 0), "")
+    row("d", "server CPU per new connection", f"{f(get(d,'server','cpu_per_connection_us'))} µs", "≤ 300 µs")
+    row("d", "errors", errors(d))
+elif os.path.exists(f"{work}/d_idle_10k.skipped"):
+    row("d", "10,000 idle connections", open(f"{work}/d_idle_10k.skipped").read().strip(), "")
+
+# Criterion: this run's results only.
+stamp = f"{work}/bench.start"
+since = os.path.getmtime(stamp) if os.path.exists(stamp) else time.time() + 1
+bench = {}
+for bj in glob.glob("target/criterion/**/new/benchmark.json", recursive=True):
+    est = os.path.join(os.path.dirname(bj), "estimates.json")
+    if not os.path.exists(est) or os.path.getmtime(est) < since:
+        continue
+    meta, e = json.load(open(bj)), json.load(open(est))
+    bench[(meta["group_id"], meta["function_id"], meta.get("value_str"))] = e["mean"]["point_estimate"]
+
+SRI_NAMES = ("sri", "noise_sv2", "codec_sv2", "channels_sv2")
+def tokens(fid):
+    return fid.replace("/", " / ").replace("_", " _ ").split(" ")
+def sri_twin(key):
+    g, fid, v = key
+    t = tokens(fid)
+    if "ours" not in t:
+        return None
+    for name in SRI_NAMES:
+        twin = "".join(name if x == "ours" else x for x in t)
+        if (g, twin, v) in bench:
+            return (g, twin, v)
+    return None
+
+def ns(x):
+    if x >= 1e6:
+        return f"{x/1e6:,.2f} ms"
+    if x >= 1e3:
+        return f"{x/1e3:,.2f} µs"
+    return f"{x:,.1f} ns"
+
+brows = []
+paired = set()
+for key in sorted(bench):
+    twin = sri_twin(key)
+    if twin is None:
+        continue
+    paired.update((key, twin))
+    g, fid, v = key
+    name = f"{g}/{fid}" + (f"/{v}" if v else "")
+    brows.append(f"| {name} | {ns(bench[key])} | {twin[1]}: {ns(bench[twin])} | {bench[twin]/bench[key]:.2f}x |")
+orows = []
+for key in sorted(bench):
+    if key in paired:
+        continue
+    g, fid, v = key
+    name = f"{g}/{fid}" + (f"/{v}" if v else "")
+    orows.append(f"| {name} | {ns(bench[key])} |")
+
+md = []
+md.append("# Benchmarks\n")
+md.append(f"Generated by `bench/run.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"commit {os.environ['COMMIT']}, CPU: {os.environ['CPU']}, {os.environ['CORES']} cores "
+          f"(shared by the pool, the load generator and anything else running), open-files limit {os.environ['NOFILE']}.\n")
+md.append("The pool runs as a release build on 127.0.0.1 with `--min-difficulty 1e-12 --max-difficulty 1e-12 "
+          "--chain-bits 0x1d00ffff --max-connections 20000` (a share target near 2^256, so the first nonce "
+          "tried is a share; difficulty-1 blocks, so blocks are rare) and a fresh data directory per scenario. "
+          "The load generator (`blvm-stratum-v2 loadgen`, one worker thread) speaks real Noise-encrypted SV2, one "
+          "extended channel per connection. Server CPU is utime+stime of the pool from /proc/PID/stat over the "
+          "phase; memory is VmRSS from /proc/PID/status, minus the value before the first connection, per "
+          "connection.\n")
+md.append("## Load\n")
+md.append("| scenario | figure | measured | target |")
+md.append("|---|---|---|---|")
+md.extend(rows)
+md.append("")
+md.append("Scenarios: (a) latency, (b) throughput, (c) handshake burst, (d) 10,000 idle connections. "
+          "No SRI figure: SRI's pool_sv2 needs a template provider to run (see the notes below).\n")
+md.append("Commands (`loadgen --url ADDR --authority-pubkey KEY --server-pid PID` plus):\n")
+for n in ("a_latency", "b_throughput", "c_handshakes", "d_idle_10k"):
+    if cmd(n):
+        md.append(f"- {n}: `{cmd(n)}`")
+md.append("")
+md.append("## Micro-benchmarks (criterion means)\n")
+if brows:
+    md.append("Ours beside SRI's crates measuring the same work; the last column is SRI's time / ours (above 1: we are faster).\n")
+    md.append("| benchmark | ours | SRI | SRI / ours |")
+    md.append("|---|---|---|---|")
+    md.extend(brows)
+    md.append("")
+if orows:
+    md.append("Without an SRI twin:\n")
+    md.append("| benchmark | mean |")
+    md.append("|---|---|")
+    md.extend(orows)
+    md.append("")
+if not brows and not orows:
+    md.append(f"Not run (benches: `{os.environ.get('BENCHES','').strip() or 'none'}`).\n")
+md.append("## Load generator output\n")
+for n in ("a_latency", "b_throughput", "c_handshakes", "d_idle_10k"):
+    t = text(n)
+    if t:
+        md.append(f"### {n}\n\n```\n{t}\n```\n")
+# Hand-written notes after this marker survive regeneration.
+MARKER = "<!-- notes below are kept by bench/run.sh -->"
+notes = ""
+if os.path.exists(out):
+    old = open(out).read()
+    if MARKER in old:
+        notes = old[old.index(MARKER):]
+md.append(notes or MARKER + "\n")
+with open(out, "w") as fh:
+    fh.write("\n".join(md))
+PY
+echo "== done: $OUT"
