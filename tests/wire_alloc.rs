@@ -216,12 +216,10 @@ fn streaming_decoder_reservation_is_bounded_by_its_maximum() {
     }
 }
 
-/// Known issue, reported: with the default maximum (2^24-1), `FrameDecoder::next_frame`
-/// reserves the whole announced payload, 16 MiB, as soon as a 6-byte header is in, before a
-/// payload byte arrives. codec_sv2 grows its buffer a chunk (64 KiB) at a time for this reason.
-/// Run with `cargo test --test wire_alloc -- --ignored --nocapture`.
+/// With the default maximum (2^24-1), a 6-byte header alone must not make `FrameDecoder`
+/// reserve the whole announced payload (16 MiB): it grows in steps as bytes arrive, as
+/// codec_sv2 does.
 #[test]
-#[ignore = "known issue: FrameDecoder reserves the announced msg_length (up to 16 MiB) on a 6-byte header"]
 fn streaming_decoder_reserves_little_before_the_payload_arrives() {
     let mut dec = FrameDecoder::new(MAX_PAYLOAD_LEN);
     let ((), _, bytes) = count_bytes(|| {

@@ -717,6 +717,9 @@ fn decode_as_the_wrong_message() {
 // STR0_255 that is not UTF-8
 // ---------------------------------------------------------------------------------------------
 
+/// STR0_255 need not be UTF-8 (03 §3.1 "L bytes"; 05 §5.3.2 "unconstrained sequence of
+/// bytes"), and SRI decodes any bytes: so do we. Code that needs text asks `to_str()`, which
+/// gives the typed error.
 #[test]
 fn invalid_utf8_in_str0_255() {
     for bad in [
@@ -729,23 +732,27 @@ fn invalid_utf8_in_str0_255() {
         payload.push(bad.len() as u8);
         payload.extend_from_slice(bad);
         let bytes = frame_for::<SetupConnectionError<'_>>(&payload);
-        let err = Frame::parse_exact(&bytes).unwrap().message().unwrap_err();
+        let (msg, _) = Frame::parse_exact(&bytes).unwrap().message().unwrap();
+        let Message::SetupConnectionError(m) = msg else {
+            panic!("{msg:?}");
+        };
+        assert_eq!(m.error_code.as_bytes(), bad);
         assert_eq!(
-            err,
-            field_err(
-                "SetupConnectionError",
-                "error_code",
-                FieldError::InvalidUtf8
-            ),
+            m.error_code.to_str(),
+            Err(FieldError::InvalidUtf8),
             "{bad:02x?}"
         );
         assert_eq!(
-            err.to_string(),
-            "SetupConnectionError.error_code: STR0_255 is not valid UTF-8"
+            FieldError::InvalidUtf8.to_string(),
+            "STR0_255 is not valid UTF-8"
         );
+        // Re-encoding keeps the bytes as they were.
+        let mut again = Vec::new();
+        encode_frame(&m, &mut again).unwrap();
+        assert_eq!(again, bytes);
     }
 
-    // In SetupConnection, the fourth string (firmware) is the bad one.
+    // In SetupConnection, the fourth string (firmware) is the odd one: the rest decode as text.
     let ok = SetupConnection {
         protocol: 0,
         min_version: 2,
@@ -763,10 +770,10 @@ fn invalid_utf8_in_str0_255() {
     let firmware_at = payload.len() - 1 - 1; // device_id's length byte is last; 'f' before it
     assert_eq!(payload[firmware_at], b'f');
     payload[firmware_at] = 0x80;
-    assert_eq!(
-        SetupConnection::decode_prefix(&payload).unwrap_err(),
-        field_err("SetupConnection", "firmware", FieldError::InvalidUtf8)
-    );
+    let (m, _) = SetupConnection::decode_prefix(&payload).unwrap();
+    assert_eq!(m.firmware.to_str(), Err(FieldError::InvalidUtf8));
+    assert_eq!(m.vendor.to_str(), Ok("v"));
+    assert_eq!(m.firmware.to_string_lossy(), "\u{fffd}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1732,13 +1732,8 @@ fn bool_reads_only_the_lsb() {
 }
 
 /// STR0_255 is "L bytes" (03 §3.1) and `user_identity` an "unconstrained sequence of bytes"
-/// for which UTF-8 is only recommended (05 §5.3.2); SRI accepts any bytes. Our `Str0_255`
-/// decoder rejects non-UTF-8 with `FieldError::InvalidUtf8`, so a spec-conformant
-/// OpenStandardMiningChannel from an SRI client cannot even be decoded (and answered with
-/// OpenMiningChannel.Error): a disagreement between src/wire and the spec, reported to the owner
-/// of src/. Ignored until that is settled; run it with `-- --ignored`.
+/// for which UTF-8 is only recommended (05 §5.3.2); SRI accepts any bytes, and so do we.
 #[test]
-#[ignore = "src/wire rejects non-UTF-8 STR0_255 that the spec and SRI accept"]
 fn non_utf8_str0_255_from_sri_decodes() {
     let sri = mining_sv2::OpenStandardMiningChannel {
         request_id: 1,
@@ -1761,8 +1756,7 @@ fn non_utf8_str0_255_from_sri_decodes() {
     let header = Header::from_bytes(&buf).expect("header");
     assert!(AnyMessage::try_from((header, &mut buf[HEADER_LEN..])).is_ok());
 
-    // We do not: Err(Field { message: "OpenStandardMiningChannel", field: "user_identity",
-    // kind: InvalidUtf8 }).
+    // So do we, byte for byte.
     let frame = Frame::parse_exact(&bytes).expect("frame");
     let decoded = frame.decode::<mining::OpenStandardMiningChannel>();
     assert!(decoded.is_ok(), "{decoded:?}");

@@ -507,7 +507,7 @@ impl Session {
         });
         self.events.push(SessionEvent::Setup {
             flags: m.flags,
-            vendor: m.vendor.as_str().to_owned(),
+            vendor: m.vendor.to_string_lossy().into_owned(),
         });
         Ok(())
     }
@@ -637,7 +637,7 @@ impl Session {
         };
         let id = self.new_channel(
             ChannelKind::Standard,
-            m.user_identity.as_str(),
+            &m.user_identity.to_string_lossy(),
             m.nominal_hash_rate,
             target,
             m.max_target,
@@ -675,7 +675,7 @@ impl Session {
         };
         let id = self.new_channel(
             ChannelKind::Extended,
-            m.user_identity.as_str(),
+            &m.user_identity.to_string_lossy(),
             m.nominal_hash_rate,
             target,
             m.max_target,

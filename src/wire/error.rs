@@ -26,7 +26,7 @@ pub enum FieldError {
         /// The largest length the type allows.
         max: usize,
     },
-    /// A STR0_255 whose bytes are not UTF-8.
+    /// A STR0_255 whose bytes are not UTF-8, where text is needed.
     #[error("STR0_255 is not valid UTF-8")]
     InvalidUtf8,
 }

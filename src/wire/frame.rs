@@ -13,6 +13,8 @@ use super::tlv::TlvEncoder;
 pub const HEADER_LEN: usize = 6;
 /// The largest payload a U24 msg_length can announce.
 pub const MAX_PAYLOAD_LEN: usize = 0x00ff_ffff;
+/// Most the streaming decoder reserves ahead of bytes actually received.
+const RESERVE_STEP: usize = 32 * 1024;
 
 /// A frame header: extension_type (with the channel_msg bit), msg_type, msg_length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,6 +156,8 @@ fn write_header(
         msg_type,
         msg_length: len as u32,
     };
+    // Checked first, so an oversized message reserves nothing.
+    out.reserve(HEADER_LEN + len);
     out.extend_from_slice(&header.to_bytes());
     Ok(())
 }
@@ -162,7 +166,6 @@ fn write_header(
 #[inline]
 pub fn encode_frame<'a, M: Sv2Message<'a>>(msg: &M, out: &mut Vec<u8>) -> Result<(), WireError> {
     let len = msg.payload_len();
-    out.reserve(HEADER_LEN + len);
     write_header(out, M::frame_extension_type(), M::MSG_TYPE, len)?;
     msg.encode_payload(out);
     Ok(())
@@ -175,7 +178,6 @@ pub fn encode_frame_with_tlv<'a, M: Sv2Message<'a>>(
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
     let len = msg.payload_len() + tlv.encoded_len();
-    out.reserve(HEADER_LEN + len);
     write_header(out, M::frame_extension_type(), M::MSG_TYPE, len)?;
     msg.encode_payload(out);
     tlv.write(out);
@@ -185,7 +187,6 @@ pub fn encode_frame_with_tlv<'a, M: Sv2Message<'a>>(
 /// Appends any [`Message`] as a whole frame to `out`.
 pub fn encode_message_frame(msg: &Message<'_>, out: &mut Vec<u8>) -> Result<(), WireError> {
     let len = msg.payload_len();
-    out.reserve(HEADER_LEN + len);
     write_header(out, msg.frame_extension_type(), msg.msg_type(), len)?;
     msg.encode_payload(out);
     Ok(())
@@ -194,9 +195,10 @@ pub fn encode_message_frame(msg: &Message<'_>, out: &mut Vec<u8>) -> Result<(), 
 /// A streaming frame decoder: [`push`](Self::push) bytes as they arrive, in chunks of any size,
 /// then take whole frames with [`next_frame`](Self::next_frame).
 ///
-/// A header that announces more than the configured maximum is an error as soon as its six
-/// bytes are in, before the payload is waited for; after an error the decoder stays failed,
-/// since the stream can no longer be framed.
+/// A header that announces more than the configured maximum is an error before its payload
+/// is waited for (at the `push` that completes it when it is the first pending frame, else at
+/// the `next_frame` that reaches it); after an error the decoder stays failed, since the
+/// stream can no longer be framed.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
@@ -259,7 +261,9 @@ impl FrameDecoder {
                 let needed = pending.first_chunk::<HEADER_LEN>().map_or(HEADER_LEN, |h| {
                     HEADER_LEN + FrameHeader::parse(h).msg_length as usize
                 });
-                let missing = needed.saturating_sub(pending.len());
+                // Grow in steps: a 6-byte header alone must not make us allocate the
+                // whole (up to 16 MiB) payload it announces.
+                let missing = needed.saturating_sub(pending.len()).min(RESERVE_STEP);
                 self.buf.reserve(missing);
                 return Ok(None);
             }

@@ -73,7 +73,7 @@ macro_rules! sv2_messages {
         const MSG_TYPE: u8 = $msg_type;
         const CHANNEL_MSG: bool = $chan;
 
-        #[inline]
+        #[inline(always)]
         fn decode_prefix(
             payload: &$lt [u8],
         ) -> Result<(Self, &$lt [u8]), $crate::wire::WireError> {

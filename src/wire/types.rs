@@ -312,9 +312,14 @@ bounded_bytes!(
     B0_16M, "B0_16M", 3, 16_777_215
 );
 
-/// STR0_255: a UTF-8 string of at most 255 bytes with a 1-byte length.
+/// STR0_255: a string of at most 255 bytes with a 1-byte length.
+///
+/// The spec calls it a string but does not require UTF-8 (for `user_identity` it says
+/// "unconstrained sequence of bytes ... highly recommended that UTF-8 encoding is used"), and
+/// SRI accepts any bytes; so decoding never fails on encoding, and [`to_str`](Self::to_str)
+/// gives [`FieldError::InvalidUtf8`] to the code that needs text.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Str0_255<'a>(&'a str);
+pub struct Str0_255<'a>(&'a [u8]);
 
 impl<'a> Str0_255<'a> {
     /// The largest length in bytes.
@@ -322,25 +327,40 @@ impl<'a> Str0_255<'a> {
 
     /// Checks the length bound.
     pub fn new(s: &'a str) -> Result<Self, WireError> {
-        if s.len() > Self::MAX_LEN {
+        Self::from_bytes(s.as_bytes())
+    }
+
+    /// Checks the length bound; the bytes need not be UTF-8.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, WireError> {
+        if bytes.len() > Self::MAX_LEN {
             return Err(WireError::ValueTooLong {
                 kind: "STR0_255",
-                len: s.len(),
+                len: bytes.len(),
                 max: Self::MAX_LEN,
             });
         }
-        Ok(Str0_255(s))
+        Ok(Str0_255(bytes))
     }
 
-    /// The string, borrowed from where it was decoded or built.
-    pub fn as_str(&self) -> &'a str {
+    /// The raw bytes, borrowed from where they were decoded or built.
+    pub fn as_bytes(&self) -> &'a [u8] {
         self.0
+    }
+
+    /// The text, or [`FieldError::InvalidUtf8`] when the bytes are not UTF-8.
+    pub fn to_str(&self) -> Result<&'a str, FieldError> {
+        std::str::from_utf8(self.0).map_err(|_| FieldError::InvalidUtf8)
+    }
+
+    /// The text with invalid sequences replaced (for logs and names).
+    pub fn to_string_lossy(&self) -> std::borrow::Cow<'a, str> {
+        String::from_utf8_lossy(self.0)
     }
 }
 
 impl std::ops::Deref for Str0_255<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
         self.0
     }
 }
@@ -352,15 +372,36 @@ impl<'a> TryFrom<&'a str> for Str0_255<'a> {
     }
 }
 
+impl PartialEq<str> for Str0_255<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Str0_255<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
 impl fmt::Debug for Str0_255<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
+        match self.to_str() {
+            Ok(s) => fmt::Debug::fmt(s, f),
+            Err(_) => {
+                write!(f, "STR0_255(")?;
+                for b in self.0 {
+                    write!(f, "{b:02x}")?;
+                }
+                write!(f, ")")
+            }
+        }
     }
 }
 
 impl fmt::Display for Str0_255<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(&self.to_string_lossy())
     }
 }
 
@@ -368,15 +409,12 @@ impl<'a> Field<'a> for Str0_255<'a> {
     #[inline]
     fn read(r: &mut Reader<'a>) -> Result<Self, FieldError> {
         let len = read_len_prefix(r, 1)?;
-        let bytes = r.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(Str0_255)
-            .map_err(|_| FieldError::InvalidUtf8)
+        Ok(Str0_255(r.take(len)?))
     }
     #[inline]
     fn write(&self, out: &mut Vec<u8>) {
         out.push(self.0.len() as u8);
-        out.extend_from_slice(self.0.as_bytes());
+        out.extend_from_slice(self.0);
     }
     #[inline]
     fn encoded_len(&self) -> usize {

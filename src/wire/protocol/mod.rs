@@ -25,6 +25,7 @@ macro_rules! any_message {
             /// Decodes the payload of a frame with the given header fields; returns the
             /// message and the bytes after it (TLV fields). The channel_msg bit is ignored
             /// for the lookup (03 §3.2.1).
+            #[inline]
             pub fn decode(
                 extension_type: u16,
                 msg_type: u8,
