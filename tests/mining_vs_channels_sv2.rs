@@ -20,6 +20,8 @@
 //! - Version rolling mask: SRI uses BIP323's `0x1fffffe0`, we use BIP320's `0x1fffe000`. A share
 //!   that rolls one of the bits `0x00001fe0` is valid for SRI and refused by us with
 //!   `invalid-non-rollable-version-bit`.
+//! - After our session finds a block on a tip, it answers further shares on that tip
+//!   `stale-share` for `SOLVED_TIP_MS`; SRI keeps validating them (see the block test).
 //!
 //! Everything is deterministic: extranonces and nTime offsets come from a fixed-seed xorshift, and
 //! nonces are found by brute force from fixed starting points.
@@ -768,14 +770,21 @@ fn extended_share_verdicts_match_channels_sv2() {
 }
 
 /// On regtest about every other hash is a block: both sides must call the same shares blocks
-/// (whatever the channel target), refuse the same duplicates, and build the same coinbase.
+/// (whatever the channel target) and build the same coinbase.
+///
+/// Documented difference: once our session has found a block on a tip, it answers further
+/// shares on that tip `stale-share` for `SOLVED_TIP_MS` (they could only make competing blocks
+/// or shares of a dead tip), where SRI keeps validating them. So the harness is rebuilt (same
+/// deterministic job) after each block, and the solved-tip behaviour is asserted on its own.
 #[test]
 fn block_verdicts_and_coinbase_match_channels_sv2() {
-    let mut h = Harness::new(REGTEST_BITS, 7);
+    let fresh = || Harness::new(REGTEST_BITS, 7);
+    let mut h = fresh();
     let mut rng = Rng(42);
     let v = h.jobs[0].version;
     let t = h.jobs[0].min_ntime;
-    let mut cases = Vec::new();
+    let mut blocks = 0;
+    let mut last = None;
     for i in 0..32u32 {
         let s = Share {
             label: "any",
@@ -785,46 +794,53 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
             ntime: t + i,
             nonce: rng.next() as u32,
         };
-        cases.push((s, 0));
+        let verdicts = compare(&mut h, &[(s.clone(), 0)], &[]);
+        if verdicts[0].0 == Verdict::Block {
+            blocks += 1;
+            h = fresh();
+        } else if verdicts[0].0 == Verdict::Accepted {
+            last = Some(s);
+        }
     }
-    cases.push((
-        Share {
-            label: "duplicate",
-            ..cases[0].0.clone()
-        },
-        0,
-    ));
-    let verdicts = compare(&mut h, &cases, &[]);
-    let blocks = verdicts
-        .iter()
-        .filter(|(o, _)| *o == Verdict::Block)
-        .count();
     assert!(blocks > 4 && blocks < 28, "{blocks} blocks of 32");
+    if let Some(s) = last {
+        // A duplicate of an accepted share that is not a block.
+        let dup = Share {
+            label: "duplicate",
+            ..s
+        };
+        let verdicts = compare(&mut h, &[(dup, 0)], &[]);
+        assert_eq!(verdicts[0].0, Verdict::Rejected("duplicate-share".into()));
+    }
 
-    // The coinbase SRI returns for a block is the one our block carries.
-    let s = Share {
-        label: "block",
-        job: 0,
-        extranonce: rng.bytes(h.extranonce_size),
-        version: v,
-        ntime: t,
-        nonce: 0,
-    };
+    // A block: the coinbase SRI returns is the one our block carries.
+    let mut h = fresh();
     let network: U256 = h.works[0].network_target;
-    let s = Share {
-        nonce: (0..)
-            .find(|&n| {
-                hash_meets_target(
-                    &h.hash(&Share {
-                        nonce: n,
-                        ..s.clone()
-                    }),
-                    &network,
-                )
-            })
-            .unwrap(),
-        ..s
+    let find_block = |h: &Harness, rng: &mut Rng| {
+        let s = Share {
+            label: "block",
+            job: 0,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: v,
+            ntime: t,
+            nonce: 0,
+        };
+        Share {
+            nonce: (0..)
+                .find(|&n| {
+                    hash_meets_target(
+                        &h.hash(&Share {
+                            nonce: n,
+                            ..s.clone()
+                        }),
+                        &network,
+                    )
+                })
+                .unwrap(),
+            ..s
+        }
     };
+    let s = find_block(&h, &mut rng);
     h.seq += 1;
     let msg = SubmitSharesExtended {
         channel_id: h.channel_id,
@@ -838,6 +854,7 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
     h.session
         .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
         .unwrap();
+    let _ = take_frames(&mut h.session);
     let ours = h
         .session
         .drain_events()
@@ -871,6 +888,26 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
         }
         other => panic!("SRI: {other:?}"),
     }
+
+    // The solved tip: another block and a duplicate of the block, after the block.
+    let again = Share {
+        label: "after-our-block",
+        ..find_block(&h, &mut rng)
+    };
+    let dup = Share {
+        label: "after-our-block-duplicate",
+        ..s
+    };
+    let stale = Verdict::Rejected("stale-share".into());
+    let divergence = [
+        ("after-our-block", stale.clone(), Verdict::Block),
+        (
+            "after-our-block-duplicate",
+            stale.clone(),
+            Verdict::Rejected("duplicate-share".into()),
+        ),
+    ];
+    compare(&mut h, &[(again, 0), (dup, 0)], &divergence);
 }
 
 /// Standard channels: SRI builds the merkle root into the job; the roots must agree and so must
