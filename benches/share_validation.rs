@@ -27,7 +27,7 @@
 //!   unavoidable work).
 //!
 //! After criterion's figures (wall time, one benchmark after the other), an interleaved summary
-//! (workloads taking turns in 2 ms rounds timed with the thread's CPU clock) prints the mean ns
+//! (workloads taking turns in 50 ms rounds timed with the thread's CPU clock) prints the mean ns
 //! per share and the ratios: on a shared machine it is the steadier comparison.
 //!
 //! Run: `cargo bench --bench share_validation -- --warm-up-time 1 --measurement-time 3`
@@ -637,10 +637,11 @@ fn profiling_or_filtered() -> bool {
 /// turns in short rounds timed with this thread's CPU clock (where there is one, so time spent
 /// descheduled is not counted), and the ratios come from the mean over all rounds.
 fn summary(workloads: &mut [(&str, &mut dyn FnMut(u64) -> Duration)]) {
-    // Short rounds: on a loaded machine a round shorter than a scheduler slice often runs
-    // undisturbed.
-    const ROUNDS: usize = 200;
-    const ROUND: Duration = Duration::from_millis(2);
+    // Rounds long enough for each workload to warm its caches again (our duplicate set is
+    // ~1 MiB at the default window; with 2 ms rounds it was mostly cold and our standard share
+    // looked ~1.4x slower than when run alone), short enough to alternate often.
+    const ROUNDS: usize = 20;
+    const ROUND: Duration = Duration::from_millis(50);
     CPU_CLOCK.store(thread_cpu_time().is_some(), Ordering::Relaxed);
     let clock = if CPU_CLOCK.load(Ordering::Relaxed) {
         "thread CPU time"
