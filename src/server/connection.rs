@@ -137,7 +137,9 @@ async fn serve_inner(
     }
     let started = Instant::now();
     let mut last_rx = Instant::now();
-    let mut buf = vec![0u8; 16 * 1024];
+    // Small: a share is about 100 bytes on the wire, and memory per connection matters at
+    // 10,000 connections; bigger messages just take more reads.
+    let mut buf = vec![0u8; 2 * 1024];
     let mut wire = Vec::new();
     let mut events: Vec<SessionEvent> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
