@@ -42,6 +42,9 @@ const MAX_BODY: usize = 64 << 20;
 /// Largest status or header line, and most header lines.
 const MAX_LINE: usize = 16 << 10;
 const MAX_HEADERS: usize = 128;
+/// How long the tip poller pauses when the node throttles it, leaving the node's request
+/// budget to templates and blocks.
+const THROTTLED_PAUSE: Duration = Duration::from_secs(1);
 /// Idle keep-alive connections kept for reuse.
 const MAX_IDLE: usize = 4;
 /// The user name of cookie authentication.
@@ -166,8 +169,10 @@ impl RpcConfig {
 /// Why one JSON-RPC call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    /// Not reached, timed out, refused our credentials, throttled us, or answered nonsense.
+    /// Not reached, timed out, refused our credentials, or answered nonsense.
     Transport(String),
+    /// The node throttled us (HTTP 429: blvm-node's RPC rate limits).
+    Throttled(String),
     /// The node answered with a JSON-RPC error.
     Rpc {
         /// Its code.
@@ -181,6 +186,7 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Transport(m) => f.write_str(m),
+            CallError::Throttled(m) => write!(f, "throttled by the node: {m}"),
             CallError::Rpc { code, message } => write!(f, "{message} (code {code})"),
         }
     }
@@ -542,7 +548,8 @@ fn parse_rpc_response(r: &HttpResponse, id: u64) -> Result<Value, CallError> {
                 snippet()
             )));
         }
-        403 | 429 | 502 | 503 | 504 => {
+        429 => return Err(CallError::Throttled(format!("HTTP 429{}", snippet()))),
+        403 | 502 | 503 | 504 => {
             return Err(CallError::Transport(format!(
                 "HTTP {}{}",
                 r.status,
@@ -735,6 +742,9 @@ pub struct RpcNode {
     events: broadcast::Sender<ChainEvent>,
     /// Wakes the poller at once (after we submitted a block).
     poke: Arc<Notify>,
+    /// Prev hash of the last template handed out: the poller announces the tip again while
+    /// the pool has no template on it (its fetch failed, e.g. the node throttled it).
+    served: Arc<Mutex<Option<BlockHash>>>,
     poller: JoinHandle<()>,
 }
 
@@ -760,11 +770,19 @@ impl RpcNode {
         let client = Arc::new(RpcClient::new(config));
         let (events, _) = broadcast::channel(64);
         let poke = Arc::new(Notify::new());
-        let poller = tokio::spawn(poll_tip(client.clone(), events.clone(), poke.clone(), poll));
+        let served = Arc::new(Mutex::new(None));
+        let poller = tokio::spawn(poll_tip(
+            client.clone(),
+            events.clone(),
+            poke.clone(),
+            served.clone(),
+            poll,
+        ));
         RpcNode {
             client,
             events,
             poke,
+            served,
             poller,
         }
     }
@@ -780,8 +798,10 @@ impl RpcNode {
             .call("getblocktemplate", json!([{"rules": ["segwit"]}]))
             .await
             .map_err(|e| e.unavailable("getblocktemplate"))?;
-        parse_block_template(&v)
-            .map_err(|e| NodeError::Unavailable(format!("getblocktemplate: {e}")))
+        let t = parse_block_template(&v)
+            .map_err(|e| NodeError::Unavailable(format!("getblocktemplate: {e}")))?;
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.prev_hash);
+        Ok(t)
     }
 
     async fn submit(&self, block: Block) -> Result<(), NodeError> {
@@ -809,7 +829,9 @@ impl RpcNode {
                 )));
             }
             Err(CallError::Rpc { code, message }) => format!("{message} (code {code})"),
-            Err(e @ CallError::Transport(_)) => return Err(e.unavailable("submitblock")),
+            Err(e @ (CallError::Transport(_) | CallError::Throttled(_))) => {
+                return Err(e.unavailable("submitblock"));
+            }
         };
         // A resubmission of a block the node took when our first answer was lost is refused
         // by nodes that do not say "duplicate" (blvm-node: "block header is already
@@ -840,14 +862,16 @@ impl NodeApi for RpcNode {
 }
 
 /// Polls `getbestblockhash`; a tip not yet announced is sent as [`ChainEvent::NewTip`] as soon
-/// as someone is subscribed (so the tip seen before the pool subscribed is not lost).
+/// as someone is subscribed (so the tip seen before the pool subscribed is not lost), and sent
+/// again at every poll while no template on it was handed out (the pool's fetch failed).
 async fn poll_tip(
     client: Arc<RpcClient>,
     events: broadcast::Sender<ChainEvent>,
     poke: Arc<Notify>,
+    served: Arc<Mutex<Option<BlockHash>>>,
     every: Duration,
 ) {
-    let mut announced: Option<BlockHash> = None;
+    let mut announced: Option<(BlockHash, u32)> = None;
     let mut failing = false;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -861,6 +885,17 @@ async fn poll_tip(
                 BlockHash::from_str(&s).map_err(|e| format!("getbestblockhash: `{s}`: {e}"))
             }
             Ok(other) => Err(format!("getbestblockhash: not a hash: {other}")),
+            Err(e @ CallError::Throttled(_)) => {
+                if !failing {
+                    warn!(
+                        "cannot poll the node's tip: {e}; pausing {THROTTLED_PAUSE:?} (raise the \
+                         node's RPC rate limits or rpc_poll_interval_ms)"
+                    );
+                    failing = true;
+                }
+                tokio::time::sleep(THROTTLED_PAUSE).await;
+                continue;
+            }
             Err(e) => Err(format!("getbestblockhash: {e}")),
         };
         let tip = match tip {
@@ -879,20 +914,33 @@ async fn poll_tip(
                 continue;
             }
         };
-        if announced == Some(tip) || events.receiver_count() == 0 {
+        if events.receiver_count() == 0 {
             continue;
         }
-        // The height only goes into logs; a missing one is not worth failing over.
-        let height = match client.call("getblockcount", json!([])).await {
-            Ok(v) => v.as_u64().and_then(|h| u32::try_from(h).ok()).unwrap_or(0),
-            Err(_) => 0,
+        let height = match announced {
+            Some((hash, height)) if hash == tip => {
+                let served = *served.lock().unwrap_or_else(|p| p.into_inner());
+                if served == Some(tip) {
+                    continue;
+                }
+                debug!(%tip, "no template on the tip handed out yet; announcing it again");
+                height
+            }
+            _ => {
+                // The height only goes into logs; a missing one is not worth failing over.
+                let height = match client.call("getblockcount", json!([])).await {
+                    Ok(v) => v.as_u64().and_then(|h| u32::try_from(h).ok()).unwrap_or(0),
+                    Err(_) => 0,
+                };
+                debug!(%tip, height, "new tip");
+                height
+            }
         };
-        debug!(%tip, height, "new tip");
         if events
             .send(ChainEvent::NewTip { hash: tip, height })
             .is_ok()
         {
-            announced = Some(tip);
+            announced = Some((tip, height));
         }
     }
 }

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! regtest-node --rpc-port PORT --p2p-port PORT [--datadir DIR] [--auth cookie|none|USER:PASSWORD]
+//!              [--default-rpc-limits]
 //! ```
 //!
 //! RPC and P2P listen on 127.0.0.1. With `--auth cookie` (the default) the node writes
 //! `DIR/.cookie` (`__cookie__:<hex>`); with `USER:PASSWORD` it takes HTTP Basic auth with that
 //! pair; with `none` it takes anything. The node is isolated (no outbound peers, no 30 s wait
 //! for peers) and its RPC rate limits are raised so a pool polling every 200 ms is never
-//! throttled. It prints what it listens on, then runs until killed.
+//! throttled (`--default-rpc-limits` keeps blvm-node's own). It prints what it listens on, then runs until killed.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -33,16 +34,18 @@ struct Args {
     p2p_port: u16,
     datadir: Option<PathBuf>,
     auth: Auth,
+    default_rpc_limits: bool,
 }
 
 const USAGE: &str = "usage: regtest-node --rpc-port PORT --p2p-port PORT [--datadir DIR] \
-                     [--auth cookie|none|USER:PASSWORD]";
+                     [--auth cookie|none|USER:PASSWORD] [--default-rpc-limits]";
 
 fn parse_args() -> Result<Args, String> {
     let mut rpc_port = None;
     let mut p2p_port = None;
     let mut datadir = None;
     let mut auth = Auth::Cookie;
+    let mut default_rpc_limits = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -70,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
                     },
                 }
             }
+            "--default-rpc-limits" => default_rpc_limits = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -79,17 +83,19 @@ fn parse_args() -> Result<Args, String> {
         p2p_port: p2p_port.ok_or_else(|| format!("--p2p-port is required\n{USAGE}"))?,
         datadir,
         auth,
+        default_rpc_limits,
     })
 }
 
-fn node_config(auth: &Auth) -> NodeConfig {
+fn node_config(auth: &Auth, default_limits: bool) -> NodeConfig {
+    let limit = |high: u32, default: u32| if default_limits { default } else { high };
     let rpc = RpcConfig {
         // Cookie mode is blvm-node's "auth disabled but rate limited" mode: it writes the
         // cookie only when this is true.
         rate_limit_when_auth_disabled: matches!(auth, Auth::Cookie),
-        ip_rate_limit_burst: HIGH_LIMIT,
-        ip_rate_limit_rate: HIGH_LIMIT,
-        max_connections_per_ip_per_minute: HIGH_LIMIT,
+        ip_rate_limit_burst: limit(HIGH_LIMIT, 50),
+        ip_rate_limit_rate: limit(HIGH_LIMIT, 5),
+        max_connections_per_ip_per_minute: limit(HIGH_LIMIT, 10),
         ..RpcConfig::default()
     };
     let rpc_auth = match auth {
@@ -97,11 +103,11 @@ fn node_config(auth: &Auth) -> NodeConfig {
             required: true,
             username: Some(user.clone()),
             password: Some(password.clone()),
-            rate_limit_burst: HIGH_LIMIT,
-            rate_limit_rate: HIGH_LIMIT,
+            rate_limit_burst: limit(HIGH_LIMIT, 100),
+            rate_limit_rate: limit(HIGH_LIMIT, 10),
             rate_limit_when_auth_disabled: false,
-            ip_rate_limit_burst: HIGH_LIMIT,
-            ip_rate_limit_rate: HIGH_LIMIT,
+            ip_rate_limit_burst: limit(HIGH_LIMIT, 50),
+            ip_rate_limit_rate: limit(HIGH_LIMIT, 5),
             ..RpcAuthConfig::default()
         }),
         Auth::Cookie | Auth::None => None,
@@ -146,7 +152,7 @@ fn main() -> ExitCode {
         }
     };
     let datadir_text = datadir.display().to_string();
-    let config = node_config(&args.auth);
+    let config = node_config(&args.auth, args.default_rpc_limits);
     let result = runtime.block_on(async move {
         let node = Node::new(
             &datadir_text,
