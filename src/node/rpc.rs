@@ -1192,4 +1192,118 @@ mod tests {
             "{e:?}"
         );
     }
+
+    /// A fake node answering every request, on any number of connections, with
+    /// `answer(method)` (the JSON of `result`, or `Err` for a JSON-RPC error).
+    async fn scripted_node(
+        answer: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static,
+    ) -> RpcConfig {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(stream);
+                    loop {
+                        let mut len = 0;
+                        loop {
+                            let Ok(line) = read_line(&mut conn).await else {
+                                return;
+                            };
+                            if line.is_empty() {
+                                break;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if conn.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let req: Value = serde_json::from_slice(&body).unwrap();
+                        let method = req["method"].as_str().unwrap_or_default();
+                        let id = &req["id"];
+                        let json = match answer(method) {
+                            Ok(result) => {
+                                format!(r#"{{"result":{result},"error":null,"id":{id}}}"#)
+                            }
+                            Err(m) => format!(
+                                r#"{{"result":null,"error":{{"code":-1,"message":"{m}"}},"id":{id}}}"#
+                            ),
+                        };
+                        if conn
+                            .get_mut()
+                            .write_all(super::tests::answer("200 OK", &json).as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut config = RpcConfig::new(&format!("127.0.0.1:{port}"), RpcAuth::None).unwrap();
+        config.poll_interval = Duration::from_millis(20);
+        config.timeout = Duration::from_secs(2);
+        config
+    }
+
+    fn template_json(prev: &str) -> String {
+        json!({
+            "version": 4, "rules": ["segwit"], "previousblockhash": prev, "transactions": [],
+            "coinbasevalue": 5_000_000_000u64, "mintime": 1, "curtime": 2, "bits": "207fffff",
+            "height": 6,
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn tip_is_announced_until_a_template_on_it_is_served() {
+        const TIP: &str = "00000000000000000000000000000000000000000000000000000000000000bb";
+        let templates_fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let fail = templates_fail.clone();
+        let config = scripted_node(move |method| match method {
+            "getbestblockhash" => Ok(format!("\"{TIP}\"")),
+            "getblockcount" => Ok("5".into()),
+            "getblocktemplate" if fail.load(Ordering::Relaxed) => Err("busy".into()),
+            "getblocktemplate" => Ok(template_json(TIP)),
+            _ => Err("unknown".into()),
+        })
+        .await;
+        let node = RpcNode::new(config);
+        let mut events = node.subscribe();
+        let tip: BlockHash = TIP.parse().unwrap();
+        // Announced, and again and again while the pool cannot get a template on it.
+        for _ in 0..3 {
+            assert_eq!(
+                tokio::time::timeout(Duration::from_secs(2), events.recv())
+                    .await
+                    .expect("an announcement")
+                    .unwrap(),
+                ChainEvent::NewTip {
+                    hash: tip,
+                    height: 5
+                }
+            );
+            assert!(node.get_block_template().await.is_err());
+        }
+        // Once a template on it is served, the tip is not announced again.
+        templates_fail.store(false, Ordering::Relaxed);
+        assert_eq!(node.get_block_template().await.unwrap().prev_hash, tip);
+        // (A poll already past its check may still announce once.)
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while events.try_recv().is_ok() {}
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), events.recv())
+                .await
+                .is_err(),
+            "announced again after a template on the tip was served"
+        );
+    }
 }
