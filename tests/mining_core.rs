@@ -701,7 +701,7 @@ fn vardiff_converges_on_a_steady_simulated_miner() {
         let rate = hashrate / blvm_stratum_v2::mining::target::work_of(&target);
         let dt = -uniform().max(1e-12).ln() / rate;
         now += (dt * 1000.0).max(1.0) as u64;
-        vd.on_share(&target);
+        vd.on_share(blvm_stratum_v2::mining::target::work_of(&target));
         if let Some(t) = vd.poll(&target, now) {
             changes.push(now);
             target = t;

@@ -10,12 +10,13 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::hashes::{Hash, HashEngine, sha256, sha256d};
 
 use super::coinbase::CoinbaseConfig;
 use super::share::ShareRejection;
 use super::target::{
     difficulty_of, hash_meets_target, le_u256_le, target_for_hashrate, target_of_difficulty,
+    work_of,
 };
 use super::vardiff::Vardiff;
 use super::work::{Work, header_bytes};
@@ -58,7 +59,10 @@ pub struct MiningConfig {
     pub max_ntime_ahead_secs: u32,
     /// Channels one connection may open.
     pub max_channels_per_connection: usize,
-    /// Accepted-share fingerprints remembered per channel and tip for duplicate detection.
+    /// Accepted-share fingerprints remembered per channel and tip for duplicate detection
+    /// (default 8,192: far above what a vardiff'd channel sends on one tip, ~200 KiB at most).
+    /// A duplicate of a share older than the window is not caught; the channel is never closed
+    /// for sending many shares.
     pub duplicate_window: usize,
     /// Whether miners may roll the BIP320 version bits (version_rolling_allowed in jobs).
     pub version_rolling: bool,
@@ -83,7 +87,7 @@ impl Default for MiningConfig {
             default_extranonce_size: 8,
             max_ntime_ahead_secs: 7200,
             max_channels_per_connection: 64,
-            duplicate_window: 1 << 16,
+            duplicate_window: 1 << 13,
             version_rolling: true,
             server_id: 0,
         }
@@ -225,10 +229,30 @@ struct SessionJob {
     min_ntime: u32,
 }
 
+/// Hashes a share fingerprint as itself: fingerprints are bytes of a share's double-SHA256,
+/// uniformly random and impossible to choose without doing the work, so SipHash's protection
+/// against chosen keys buys nothing here.
+#[derive(Debug, Default, Clone, Copy)]
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Remembers accepted shares of the current tip, bounded.
 #[derive(Debug, Default)]
 struct SeenShares {
-    set: HashSet<u64>,
+    set: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
     order: VecDeque<u64>,
 }
 
@@ -247,9 +271,10 @@ impl SeenShares {
         true
     }
 
+    /// Forgets every share (new tip) but keeps the memory, bounded by the window.
     fn clear(&mut self) {
-        self.set = HashSet::new();
-        self.order = VecDeque::new();
+        self.set.clear();
+        self.order.clear();
     }
 }
 
@@ -281,8 +306,13 @@ struct Channel {
     /// shares already in flight when SetTarget went out are not lost.
     previous_target: Option<(U256, u64)>,
     max_target: U256,
+    /// Difficulty of `target`, kept with it (shares credit it; computing it per share is a
+    /// 32-step float chain).
+    difficulty: f64,
+    /// Expected hashes per share at `target`, for vardiff.
+    share_work: f64,
     /// Merkle roots of standard channels, by job id (bounded like the jobs).
-    roots: VecDeque<(u32, [u8; 32])>,
+    roots: VecDeque<StandardJob>,
     seen: SeenShares,
     batch_count: u32,
     batch_sum: f64,
@@ -290,6 +320,34 @@ struct Channel {
     batch_started_ms: u64,
     vardiff: Vardiff,
     stats: ChannelStats,
+}
+
+/// A standard channel's view of a job: its merkle root, and the SHA-256 state after the first
+/// 64 header bytes (version, prev hash, most of the root) so a share hashes one block less.
+#[derive(Clone)]
+struct StandardJob {
+    job_id: u32,
+    version: u32,
+    root: [u8; 32],
+    head: sha256::HashEngine,
+}
+
+impl std::fmt::Debug for StandardJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandardJob")
+            .field("job_id", &self.job_id)
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+impl Channel {
+    /// Changes the target, keeping its difficulty and work in step.
+    fn set_target(&mut self, t: U256) {
+        self.target = t;
+        self.difficulty = difficulty_of(&t);
+        self.share_work = work_of(&t);
+    }
 }
 
 /// A read-only view of a channel, for stats and tests.
@@ -326,6 +384,9 @@ enum State {
 pub struct Session {
     config: Arc<MiningConfig>,
     allocator: Arc<ExtranonceAllocator>,
+    /// Targets of the configured minimum and maximum difficulty, computed once.
+    easiest: U256,
+    hardest: U256,
     state: State,
     flags: u32,
     worker_tlv: bool,
@@ -349,6 +410,8 @@ impl Session {
     /// A new connection, waiting for SetupConnection.
     pub fn new(config: Arc<MiningConfig>, allocator: Arc<ExtranonceAllocator>) -> Self {
         Session {
+            easiest: target_of_difficulty(config.min_difficulty),
+            hardest: target_of_difficulty(config.max_difficulty),
             config,
             allocator,
             state: State::AwaitingSetup,
@@ -550,8 +613,7 @@ impl Session {
         if !nominal_hash_rate.is_finite() || nominal_hash_rate < 0.0 {
             return Err("invalid-nominal-hashrate");
         }
-        let easiest = target_of_difficulty(self.config.min_difficulty);
-        let hardest = target_of_difficulty(self.config.max_difficulty);
+        let (easiest, hardest) = (self.easiest, self.hardest);
         if !le_u256_le(&hardest, max_target) {
             return Err("max-target-out-of-range");
         }
@@ -606,6 +668,8 @@ impl Session {
             target,
             previous_target: None,
             max_target,
+            difficulty: difficulty_of(&target),
+            share_work: work_of(&target),
             roots: VecDeque::new(),
             seen: SeenShares::default(),
             batch_count: 0,
@@ -723,7 +787,7 @@ impl Session {
         );
         if ch.target != target {
             ch.previous_target = Some((ch.target, now_ms + TARGET_GRACE_MS));
-            ch.target = target;
+            ch.set_target(target);
             let msg = SetTarget {
                 channel_id: ch.id,
                 maximum_target: target,
@@ -811,7 +875,16 @@ impl Session {
         let max = self.config.max_jobs.max(1);
         let ch = &mut self.channels[idx];
         let root = work.merkle_root(&ch.extranonce_prefix, &[]);
-        ch.roots.push_back((job_id, root));
+        let mut head = sha256::Hash::engine();
+        head.input(
+            &header_bytes(work.version, work.prev_hash.as_byte_array(), &root, 0, 0, 0)[..64],
+        );
+        ch.roots.push_back(StandardJob {
+            job_id,
+            version: work.version,
+            root,
+            head,
+        });
         while ch.roots.len() > max {
             ch.roots.pop_front();
         }
@@ -977,10 +1050,11 @@ impl Session {
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
         let work = job.work.clone();
         let root = work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
+        let hash = header_hash(m.version, &work, &root, m.ntime, m.nonce);
         self.finish_share(
             idx,
             &work,
-            root,
+            hash,
             (m.version, m.ntime, m.nonce),
             &m.extranonce,
             now_ms,
@@ -1000,36 +1074,40 @@ impl Session {
         let job = self.find_job(m.job_id, now_ms)?;
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
         let work = job.work.clone();
-        let root = self.channels[idx]
+        let sj = self.channels[idx]
             .roots
             .iter()
             .rev()
-            .find(|(id, _)| *id == m.job_id)
-            .map(|(_, r)| *r)
+            .find(|j| j.job_id == m.job_id)
             .ok_or(ShareRejection::InvalidJobId)?;
-        self.finish_share(idx, &work, root, (m.version, m.ntime, m.nonce), &[], now_ms)
+        let hash = if m.version == sj.version {
+            // The cached state covers the first 64 header bytes: hash the last 16.
+            let mut e = sj.head.clone();
+            let mut tail = [0u8; 16];
+            tail[..4].copy_from_slice(&sj.root[28..]);
+            tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
+            tail[8..12].copy_from_slice(&work.nbits.to_le_bytes());
+            tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
+            e.input(&tail);
+            let first = sha256::Hash::from_engine(e);
+            sha256::Hash::hash(first.as_byte_array()).to_byte_array()
+        } else {
+            header_hash(m.version, &work, &sj.root, m.ntime, m.nonce)
+        };
+        self.finish_share(idx, &work, hash, (m.version, m.ntime, m.nonce), &[], now_ms)
     }
 
-    /// Hashes the header, checks target and duplicates, and builds the block if it is one.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks the share's hash against the targets and earlier shares, and builds the block if
+    /// it is one.
     fn finish_share(
         &mut self,
         idx: usize,
         work: &Arc<Work>,
-        root: [u8; 32],
+        hash: [u8; 32],
         (version, ntime, nonce): (u32, u32, u32),
         extranonce: &[u8],
         now_ms: u64,
     ) -> Result<(usize, U256), ShareRejection> {
-        let header = header_bytes(
-            version,
-            work.prev_hash.as_byte_array(),
-            &root,
-            ntime,
-            work.nbits,
-            nonce,
-        );
-        let hash = sha256d::Hash::hash(&header).to_byte_array();
         let ch = &mut self.channels[idx];
         // A block is never refused, even where the channel target is harder than the network's
         // (possible on regtest).
@@ -1094,7 +1172,16 @@ impl Session {
             Ok((idx, credited)) => {
                 let batch = self.config.share_batch_size.max(1);
                 let ch = &mut self.channels[idx];
-                let difficulty = difficulty_of(&credited);
+                let difficulty = if credited == ch.target {
+                    ch.difficulty
+                } else {
+                    difficulty_of(&credited)
+                };
+                let share_work = if credited == ch.target {
+                    ch.share_work
+                } else {
+                    work_of(&credited)
+                };
                 ch.stats.accepted += 1;
                 ch.stats.difficulty_sum += difficulty;
                 ch.stats.last_share_ms = Some(now_ms);
@@ -1104,7 +1191,7 @@ impl Session {
                 ch.batch_count += 1;
                 ch.batch_sum += difficulty;
                 ch.batch_last_seq = sequence_number;
-                ch.vardiff.on_share(&credited);
+                ch.vardiff.on_share(share_work);
                 self.events.push(SessionEvent::ShareAccepted {
                     channel_id,
                     difficulty,
@@ -1135,8 +1222,7 @@ impl Session {
     }
 
     fn retarget(&mut self, idx: usize, now_ms: u64) {
-        let easiest = target_of_difficulty(self.config.min_difficulty);
-        let hardest = target_of_difficulty(self.config.max_difficulty);
+        let (easiest, hardest) = (self.easiest, self.hardest);
         let ch = &mut self.channels[idx];
         let Some(mut t) = ch.vardiff.poll(&ch.target, now_ms) else {
             return;
@@ -1154,7 +1240,7 @@ impl Session {
             return;
         }
         ch.previous_target = Some((ch.target, now_ms + TARGET_GRACE_MS));
-        ch.target = t;
+        ch.set_target(t);
         let msg = SetTarget {
             channel_id: ch.id,
             maximum_target: t,
@@ -1178,4 +1264,18 @@ impl Session {
             self.retarget(idx, now_ms);
         }
     }
+}
+
+/// SHA-256d of a share's 80-byte header.
+#[inline]
+fn header_hash(version: u32, work: &Work, root: &[u8; 32], ntime: u32, nonce: u32) -> [u8; 32] {
+    let header = header_bytes(
+        version,
+        work.prev_hash.as_byte_array(),
+        root,
+        ntime,
+        work.nbits,
+        nonce,
+    );
+    sha256d::Hash::hash(&header).to_byte_array()
 }

@@ -51,10 +51,10 @@ impl Vardiff {
         }
     }
 
-    /// Records an accepted share found at `target`.
-    pub fn on_share(&mut self, target: &U256) {
+    /// Records an accepted share worth `work` expected hashes (see `target::work_of`).
+    pub fn on_share(&mut self, work: f64) {
         self.shares += 1;
-        self.work += work_of(target);
+        self.work += work;
     }
 
     /// The current hashrate estimate in h/s.
