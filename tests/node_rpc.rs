@@ -132,16 +132,32 @@ impl RegtestNode {
         };
         let started = Instant::now();
         let client = RpcClient::new(node.rpc_config());
+        // Ready when it gives a template: blvm-node answers RPC (getblockcount: 0) a moment
+        // before it has anchored its chain at genesis.
+        let mut seen = Vec::new();
         loop {
-            match client.call("getblockcount", json!([])).await {
+            match client
+                .call("getblocktemplate", json!([{"rules": ["segwit"]}]))
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if started.elapsed() > START_TIMEOUT => {
                     panic!("node RPC not up in {START_TIMEOUT:?}: {e}\n{}", node.log())
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    let e = e.to_string();
+                    if !e.contains("connect") && !seen.contains(&e) {
+                        eprintln!("node starting: {e}");
+                        seen.push(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
-        eprintln!("blvm-node RPC up in {:?}", started.elapsed());
+        eprintln!(
+            "blvm-node RPC serves templates {:?} after start",
+            started.elapsed()
+        );
         node
     }
 
@@ -408,8 +424,23 @@ async fn broken_merkle_root() {
         .unwrap_or_else(|e| panic!("valid block refused: {e}\n{}", node.log()));
     assert_eq!(block_count(client).await, 1);
     assert_eq!(best_hash(client).await, hash.to_string());
-    // Resubmitting it (a lost answer retried) counts as accepted.
+    // Resubmitting it (a lost answer retried) counts as accepted, whatever the node says.
+    let raw = client
+        .call(
+            "submitblock",
+            json!([bitcoin::consensus::encode::serialize_hex(&good)]),
+        )
+        .await;
+    eprintln!("resubmission, raw answer: {raw:?}");
     assert_eq!(backend.submit_block(good).await, Ok(()));
+    // A valid sibling of the tip (a stale block): whatever the node says, the tip stays.
+    let sibling = solved_block(&t, 1, value - Amount::from_sat(1), |_| {});
+    eprintln!(
+        "stale sibling block: {:?}",
+        backend.submit_block(sibling).await
+    );
+    assert_eq!(best_hash(client).await, hash.to_string());
+    assert_eq!(block_count(client).await, 1);
     // Wrong credentials are a transport failure, not a rejection.
     let bad = RpcNode::new(
         RpcConfig::new(
