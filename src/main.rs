@@ -272,9 +272,12 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let node: Arc<dyn NodeApi> = match &config.backend {
-            Backend::Embedded(chain) => Arc::new(EmbeddedNode::new(chain.clone())),
-            Backend::Rpc(rpc) => Arc::new(RpcNode::new(rpc.clone())),
+        let (node, backend): (Arc<dyn NodeApi>, &str) = match &config.backend {
+            Backend::Embedded(chain) => (
+                Arc::new(EmbeddedNode::new(chain.clone())),
+                "embedded regtest chain",
+            ),
+            Backend::Rpc(rpc) => (Arc::new(RpcNode::new(rpc.clone())), "node JSON-RPC"),
         };
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,
@@ -292,7 +295,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         };
         let key = server.authority_public_key().to_owned();
         let port = addr.port();
-        println!("blvm-stratum-v2 listening on {addr} (embedded regtest chain)");
+        println!("blvm-stratum-v2 listening on {addr} ({backend})");
         println!("authority public key: {key}");
         println!(
             "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"

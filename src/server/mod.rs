@@ -31,6 +31,8 @@ use crate::wire::Frame;
 const LISTEN_BACKLOG: u32 = 4096;
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Longest single wait for the first template at start (waits double from 250 ms up to it).
+const FIRST_TEMPLATE_PATIENCE: Duration = Duration::from_secs(8);
 /// Same-tip template refresh (a new template goes out only if it pays more).
 const TEMPLATE_REFRESH: Duration = Duration::from_secs(30);
 
@@ -246,8 +248,19 @@ impl StratumV2Server {
             .local_addr()
             .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
 
-        // First work before the first miner.
-        let first = self.node.get_block_template().await?;
+        // First work before the first miner; a node that is still starting gets a few tries.
+        let mut delay = Duration::from_millis(250);
+        let first = loop {
+            match self.node.get_block_template().await {
+                Ok(t) => break t,
+                Err(e) if delay <= FIRST_TEMPLATE_PATIENCE => {
+                    warn!("no template yet ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let work_id = Arc::new(AtomicU64::new(1));
         let w = Work::new(
             work_id.fetch_add(1, Ordering::Relaxed),
@@ -482,12 +495,26 @@ async fn template_loop(
             _ = refresh.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let template = match node.get_block_template().await {
-            Ok(t) => t,
-            Err(e) => {
-                warn!("cannot get a template: {e}");
-                continue;
+        // A failed fetch is retried soon: after a new tip, miners are on stale work until then.
+        let mut delay = Duration::from_millis(100);
+        let template = loop {
+            match node.get_block_template().await {
+                Ok(t) => break Some(t),
+                Err(e) => {
+                    warn!("cannot get a template: {e}; retrying in {delay:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    if delay >= Duration::from_secs(5) {
+                        break None;
+                    }
+                }
             }
+        };
+        let Some(template) = template else {
+            continue;
         };
         let current = work.borrow().clone();
         let new_tip = current
