@@ -965,19 +965,19 @@ impl Session {
         self.send(&msg);
     }
 
-    fn find_job(&self, job_id: u32, now_ms: u64) -> Result<&SessionJob, ShareRejection> {
-        let job = self
+    /// Index of a valid, current job in `self.jobs`.
+    fn find_job(&self, job_id: u32, now_ms: u64) -> Result<usize, ShareRejection> {
+        let ji = self
             .jobs
             .iter()
-            .rev()
-            .find(|j| j.job_id == job_id)
+            .rposition(|j| j.job_id == job_id)
             .ok_or(ShareRejection::InvalidJobId)?;
-        let prev = job.work.prev_hash.to_byte_array();
+        let prev = self.jobs[ji].work.prev_hash.to_byte_array();
         if matches!(self.solved, Some((tip, until)) if tip == prev && now_ms <= until) {
             return Err(ShareRejection::StaleShare);
         }
         match self.tip {
-            Some(tip) if tip == prev => Ok(job),
+            Some(tip) if tip == prev => Ok(ji),
             _ => Err(ShareRejection::StaleShare),
         }
     }
@@ -1042,18 +1042,18 @@ impl Session {
             .iter()
             .position(|c| c.id == m.channel_id && c.kind == ChannelKind::Extended)
             .ok_or(ShareRejection::InvalidChannelId)?;
-        let job = self.find_job(m.job_id, now_ms)?;
+        let ji = self.find_job(m.job_id, now_ms)?;
+        let job = &self.jobs[ji];
         let ch = &self.channels[idx];
         if m.extranonce.len() != ch.extranonce_size {
             return Err(ShareRejection::BadExtranonceSize);
         }
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
-        let work = job.work.clone();
-        let root = work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
-        let hash = header_hash(m.version, &work, &root, m.ntime, m.nonce);
+        let root = job.work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
+        let hash = header_hash(m.version, &job.work, &root, m.ntime, m.nonce);
         self.finish_share(
             idx,
-            &work,
+            ji,
             hash,
             (m.version, m.ntime, m.nonce),
             &m.extranonce,
@@ -1071,9 +1071,9 @@ impl Session {
             .iter()
             .position(|c| c.id == m.channel_id && c.kind == ChannelKind::Standard)
             .ok_or(ShareRejection::InvalidChannelId)?;
-        let job = self.find_job(m.job_id, now_ms)?;
+        let ji = self.find_job(m.job_id, now_ms)?;
+        let job = &self.jobs[ji];
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
-        let work = job.work.clone();
         let sj = self.channels[idx]
             .roots
             .iter()
@@ -1086,15 +1086,15 @@ impl Session {
             let mut tail = [0u8; 16];
             tail[..4].copy_from_slice(&sj.root[28..]);
             tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
-            tail[8..12].copy_from_slice(&work.nbits.to_le_bytes());
+            tail[8..12].copy_from_slice(&job.work.nbits.to_le_bytes());
             tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
             e.input(&tail);
             let first = sha256::Hash::from_engine(e);
             sha256::Hash::hash(first.as_byte_array()).to_byte_array()
         } else {
-            header_hash(m.version, &work, &sj.root, m.ntime, m.nonce)
+            header_hash(m.version, &job.work, &sj.root, m.ntime, m.nonce)
         };
-        self.finish_share(idx, &work, hash, (m.version, m.ntime, m.nonce), &[], now_ms)
+        self.finish_share(idx, ji, hash, (m.version, m.ntime, m.nonce), &[], now_ms)
     }
 
     /// Checks the share's hash against the targets and earlier shares, and builds the block if
@@ -1102,12 +1102,14 @@ impl Session {
     fn finish_share(
         &mut self,
         idx: usize,
-        work: &Arc<Work>,
+        ji: usize,
         hash: [u8; 32],
         (version, ntime, nonce): (u32, u32, u32),
         extranonce: &[u8],
         now_ms: u64,
     ) -> Result<(usize, U256), ShareRejection> {
+        // Field borrows, not methods: the job stays borrowed while the channel changes.
+        let work: &Work = &self.jobs[ji].work;
         let ch = &mut self.channels[idx];
         // A block is never refused, even where the channel target is harder than the network's
         // (possible on regtest).
