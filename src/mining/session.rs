@@ -477,6 +477,22 @@ impl Session {
     /// Handles one frame from the client. An error means the connection must be closed after
     /// its output is flushed.
     pub fn handle_frame(&mut self, frame: &Frame<'_>, now_ms: u64) -> Result<(), SessionError> {
+        // Share submissions, the bulk of the traffic, are decoded straight to their type
+        // rather than through the `Message` union.
+        if self.state == State::Ready && frame.header.extension() == 0 {
+            match frame.header.msg_type {
+                <SubmitSharesStandard as Sv2Message>::MSG_TYPE => {
+                    let (m, _) = frame.decode::<SubmitSharesStandard>()?;
+                    self.on_submit_standard(&m, now_ms);
+                    return Ok(());
+                }
+                <SubmitSharesExtended as Sv2Message>::MSG_TYPE => {
+                    let (m, tlv) = frame.decode::<SubmitSharesExtended>()?;
+                    return self.on_submit_extended(&m, tlv, now_ms);
+                }
+                _ => {}
+            }
+        }
         let (msg, tlv) = match frame.message() {
             Ok(m) => m,
             // Unknown messages of other extensions are ignored (03 §3.4.1).
