@@ -8,13 +8,15 @@
 #    connection) with the pool's pid for its CPU time and memory:
 #      a) latency:    1,000 connections x 5 shares/s
 #      b) throughput: 1,000 connections, each share sent when the previous is acknowledged
+#      b8) pipelined: 1,000 connections with 8 shares in flight each (fewer syscalls per share)
 #      c) handshakes: a burst of 1,000 simultaneous connects
 #      d) memory:     10,000 connections held idle (if the open-files limit allows)
 # 3. The criterion micro-benchmarks codec, noise and share_validation (ours beside SRI's
 #    crates), skipping any that does not exist.
 # 4. BENCHMARKS.md: every figure, the ratio to SRI where there is one, date, CPU, cores.
 #
-# Environment: DURATION (s, default 10), SCENARIOS (default "a b c d"), SKIP_BENCH=1,
+# Environment: DURATION (s, default 10), SCENARIOS (default "a b b8 c d"), SKIP_BENCH=1 (keep
+# the criterion results already in target/criterion),
 # OUT (default BENCHMARKS.md), LOADGEN_THREADS (default 1).
 # Every step is bounded in time; the pool is killed on exit.
 set -euo pipefail
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 DURATION=${DURATION:-10}
-SCENARIOS=${SCENARIOS:-"a b c d"}
+SCENARIOS=${SCENARIOS:-"a b b8 c d"}
 OUT=${OUT:-BENCHMARKS.md}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 WORK=$(mktemp -d -t blvm-bench.XXXXXX)
@@ -83,6 +85,7 @@ scenario() {
     shift
     echo "== scenario $name: loadgen $*"
     start_pool "$name"
+    cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name.load"
     local rc=0
     timeout 300 "$BIN" loadgen --url "$ADDR" --authority-pubkey "$KEY" \
         --server-pid "$POOL_PID" --threads "$LOADGEN_THREADS" \
@@ -96,6 +99,7 @@ for s in $SCENARIOS; do
     case $s in
     a) scenario a_latency --connections 1000 --rate 5 --duration "$DURATION" ;;
     b) scenario b_throughput --connections 1000 --rate 0 --duration "$DURATION" ;;
+    b8) scenario b8_pipelined --connections 1000 --rate 0 --window 8 --duration "$DURATION" ;;
     c) scenario c_handshakes --connections 1000 --connect-concurrency 1000 --duration 0 --hold 1 ;;
     d)
         if ((NOFILE >= 10100)); then
@@ -131,7 +135,7 @@ echo "== writing $OUT"
 CPU=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 CORES=$(nproc)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-WORK="$WORK" OUT="$OUT" CPU="$CPU" CORES="$CORES" COMMIT="$COMMIT" NOFILE="$NOFILE" \
+SKIP_BENCH="${SKIP_BENCH:-0}" WORK="$WORK" OUT="$OUT" CPU="$CPU" CORES="$CORES" COMMIT="$COMMIT" NOFILE="$NOFILE" \
     BENCHES="$BENCHES" DURATION="$DURATION" python3 - <<'PY'
 import glob, json, os, time
 
@@ -147,6 +151,12 @@ def load(name):
 def cmd(name):
     try:
         return open(f"{work}/{name}.cmd").read().strip()
+    except OSError:
+        return ""
+
+def loadavg(name):
+    try:
+        return open(f"{work}/{name}.load").read().strip()
     except OSError:
         return ""
 
@@ -174,7 +184,8 @@ def errors(r):
         return "none"
     return ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
 
-a, b, c, d = (load(n) for n in ("a_latency", "b_throughput", "c_handshakes", "d_idle_10k"))
+SCEN = ("a_latency", "b_throughput", "b8_pipelined", "c_handshakes", "d_idle_10k")
+a, b, b8, c, d = (load(n) for n in SCEN)
 rows = []
 def row(scenario, figure, value, target=""):
     rows.append(f"| {scenario} | {figure} | {value} | {target} |")
@@ -194,6 +205,14 @@ if b:
     row("b", "load generator CPU per acknowledged share", f"{f(b['client_cpu_per_share_us'], 2)} µs", "(same 2 cores)")
     row("b", "server memory per connection at the end of the run", f"{f(get(b,'server','rss_end_per_connection_bytes')/1024 if get(b,'server','rss_end_per_connection_bytes') is not None else None)} KiB", "")
     row("b", "errors", errors(b))
+if b8:
+    row("b8", "shares acknowledged / s (1,000 conns, 8 in flight each)", f(b8["acked_per_sec"], 0), "≥ 100,000")
+    row("b8", "server CPU per acknowledged share", f"{f(get(b8,'server','cpu_per_share_us'), 2)} µs", "≤ 4 µs")
+    row("b8", "server CPU busy under load", f"{f(get(b8,'server','load_cores'), 2)} cores", "")
+    row("b8", "ack latency p50 / p99 / p99.9", f"{f(get(b8,'latency','p50_us'))} / {f(get(b8,'latency','p99_us'))} / {f(get(b8,'latency','p999_us'))} µs", "")
+    row("b8", "load generator CPU per acknowledged share", f"{f(b8['client_cpu_per_share_us'], 2)} µs", "(same 2 cores)")
+    row("b8", "server memory per connection at the end of the run", f"{f(get(b8,'server','rss_end_per_connection_bytes')/1024 if get(b8,'server','rss_end_per_connection_bytes') is not None else None)} KiB", "")
+    row("b8", "errors", errors(b8))
 if c:
     row("c", "handshakes / s (burst of 1,000: connect + Noise + SetupConnection + channel + first job)", f(c["handshakes_per_sec"], 0), "")
     row("c", "server CPU per new connection", f"{f(get(c,'server','cpu_per_connection_us'))} µs", "≤ 300 µs")
@@ -209,9 +228,12 @@ if d:
 elif os.path.exists(f"{work}/d_idle_10k.skipped"):
     row("d", "10,000 idle connections", open(f"{work}/d_idle_10k.skipped").read().strip(), "")
 
-# Criterion: this run's results only.
+# Criterion: this run's results only (with SKIP_BENCH=1: whatever target/criterion holds).
 stamp = f"{work}/bench.start"
-since = os.path.getmtime(stamp) if os.path.exists(stamp) else time.time() + 1
+if os.environ.get("SKIP_BENCH") == "1":
+    since = 0
+else:
+    since = os.path.getmtime(stamp) if os.path.exists(stamp) else time.time() + 1
 bench = {}
 for bj in glob.glob("target/criterion/**/new/benchmark.json", recursive=True):
     est = os.path.join(os.path.dirname(bj), "estimates.json")
@@ -225,6 +247,10 @@ def tokens(fid):
     return fid.replace("/", " / ").replace("_", " _ ").split(" ")
 def sri_twin(key):
     g, fid, v = key
+    # aead: ours is built on ring, SRI's noise_sv2 on the chacha20poly1305 crate.
+    if g == "aead" and fid.startswith("ring/"):
+        twin = (g, "chacha20poly1305/" + fid[len("ring/"):], v)
+        return twin if twin in bench else None
     t = tokens(fid)
     if "ours" not in t:
         return None
@@ -276,14 +302,17 @@ md.append("| scenario | figure | measured | target |")
 md.append("|---|---|---|---|")
 md.extend(rows)
 md.append("")
-md.append("Scenarios: (a) latency, (b) throughput, (c) handshake burst, (d) 10,000 idle connections. "
+md.append("Scenarios: (a) latency, (b) throughput, (b8) throughput with 8 shares in flight per connection, "
+          "(c) handshake burst, (d) 10,000 idle connections. "
           "No SRI figure: SRI's pool_sv2 needs a template provider to run (see the notes below).\n")
 md.append("Commands (`loadgen --url ADDR --authority-pubkey KEY --server-pid PID` plus):\n")
-for n in ("a_latency", "b_throughput", "c_handshakes", "d_idle_10k"):
+for n in SCEN:
     if cmd(n):
-        md.append(f"- {n}: `{cmd(n)}`")
+        md.append(f"- {n}: `{cmd(n)}` (load average before: {loadavg(n) or 'n/a'})")
 md.append("")
 md.append("## Micro-benchmarks (criterion means)\n")
+if os.environ.get("SKIP_BENCH") == "1" and (brows or orows):
+    md.append("(SKIP_BENCH=1: the results target/criterion held from an earlier `cargo bench`.)\n")
 if brows:
     md.append("Ours beside SRI's crates measuring the same work; the last column is SRI's time / ours (above 1: we are faster).\n")
     md.append("| benchmark | ours | SRI | SRI / ours |")
@@ -299,7 +328,7 @@ if orows:
 if not brows and not orows:
     md.append(f"Not run (benches: `{os.environ.get('BENCHES','').strip() or 'none'}`).\n")
 md.append("## Load generator output\n")
-for n in ("a_latency", "b_throughput", "c_handshakes", "d_idle_10k"):
+for n in SCEN:
     t = text(n)
     if t:
         md.append(f"### {n}\n\n```\n{t}\n```\n")
