@@ -334,26 +334,47 @@ impl LoadgenReport {
                 l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
             );
         }
-        let _ = writeln!(
-            s,
-            "load generator CPU: {:.1} µs per connection set up, {:.2} µs per acknowledged share",
-            self.client_cpu_per_connection_us, self.client_cpu_per_share_us
-        );
+        if self.duration_secs > 0.0 {
+            let _ = writeln!(
+                s,
+                "load generator CPU: {:.1} µs per connection set up, {:.2} µs per acknowledged share",
+                self.client_cpu_per_connection_us, self.client_cpu_per_share_us
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "load generator CPU: {:.1} µs per connection set up",
+                self.client_cpu_per_connection_us
+            );
+        }
         if let Some(sv) = &self.server {
-            let _ = writeln!(
-                s,
-                "server CPU: {:.1} µs per new connection, {:.2} µs per acknowledged share ({:.2} cores busy under load)",
-                sv.cpu_per_connection_us, sv.cpu_per_share_us, sv.load_cores
-            );
-            let _ = writeln!(
-                s,
-                "server memory (VmRSS): {} KiB before, {} KiB with the connections idle = {:.0} bytes per connection; {} KiB at the end of the load = {:.0} bytes per connection",
-                sv.rss_before_kib,
-                sv.rss_idle_kib,
-                sv.rss_idle_per_connection_bytes,
-                sv.rss_end_kib,
-                sv.rss_end_per_connection_bytes
-            );
+            if self.duration_secs > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "server CPU: {:.1} µs per new connection, {:.2} µs per acknowledged share ({:.2} cores busy under load)",
+                    sv.cpu_per_connection_us, sv.cpu_per_share_us, sv.load_cores
+                );
+                let _ = writeln!(
+                    s,
+                    "server memory (VmRSS): {} KiB before, {} KiB with the connections idle = {:.0} bytes per connection; {} KiB at the end of the load = {:.0} bytes per connection",
+                    sv.rss_before_kib,
+                    sv.rss_idle_kib,
+                    sv.rss_idle_per_connection_bytes,
+                    sv.rss_end_kib,
+                    sv.rss_end_per_connection_bytes
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "server CPU: {:.1} µs per new connection",
+                    sv.cpu_per_connection_us
+                );
+                let _ = writeln!(
+                    s,
+                    "server memory (VmRSS): {} KiB before, {} KiB with the connections idle = {:.0} bytes per connection",
+                    sv.rss_before_kib, sv.rss_idle_kib, sv.rss_idle_per_connection_bytes
+                );
+            }
         }
         if self.errors.is_empty() {
             let _ = writeln!(s, "errors: none");
