@@ -10,7 +10,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bitcoin::hashes::{Hash, HashEngine, sha256, sha256d};
+use bitcoin::hashes::{Hash, sha256d};
 
 use super::coinbase::CoinbaseConfig;
 use super::share::ShareRejection;
@@ -19,7 +19,7 @@ use super::target::{
     work_of,
 };
 use super::vardiff::Vardiff;
-use super::work::{Work, header_bytes};
+use super::work::{Work, header_bytes, header_midstate, sha256d_from_midstate};
 use crate::wire::common::{
     PROTOCOL_MINING, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
@@ -324,21 +324,12 @@ struct Channel {
 
 /// A standard channel's view of a job: its merkle root, and the SHA-256 state after the first
 /// 64 header bytes (version, prev hash, most of the root) so a share hashes one block less.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 struct StandardJob {
     job_id: u32,
     version: u32,
     root: [u8; 32],
-    head: sha256::HashEngine,
-}
-
-impl std::fmt::Debug for StandardJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandardJob")
-            .field("job_id", &self.job_id)
-            .field("root", &self.root)
-            .finish()
-    }
+    head: [u32; 8],
 }
 
 impl Channel {
@@ -891,10 +882,14 @@ impl Session {
         let max = self.config.max_jobs.max(1);
         let ch = &mut self.channels[idx];
         let root = work.merkle_root(&ch.extranonce_prefix, &[]);
-        let mut head = sha256::Hash::engine();
-        head.input(
-            &header_bytes(work.version, work.prev_hash.as_byte_array(), &root, 0, 0, 0)[..64],
-        );
+        let head = header_midstate(&header_bytes(
+            work.version,
+            work.prev_hash.as_byte_array(),
+            &root,
+            0,
+            0,
+            0,
+        ));
         ch.roots.push_back(StandardJob {
             job_id,
             version: work.version,
@@ -1098,15 +1093,12 @@ impl Session {
             .ok_or(ShareRejection::InvalidJobId)?;
         let hash = if m.version == sj.version {
             // The cached state covers the first 64 header bytes: hash the last 16.
-            let mut e = sj.head.clone();
             let mut tail = [0u8; 16];
             tail[..4].copy_from_slice(&sj.root[28..]);
             tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
             tail[8..12].copy_from_slice(&job.work.nbits.to_le_bytes());
             tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
-            e.input(&tail);
-            let first = sha256::Hash::from_engine(e);
-            sha256::Hash::hash(first.as_byte_array()).to_byte_array()
+            sha256d_from_midstate(&sj.head, &tail)
         } else {
             header_hash(m.version, &job.work, &sj.root, m.ntime, m.nonce)
         };
