@@ -597,22 +597,66 @@ async fn submit_loop(
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
     mut done: watch::Receiver<bool>,
 ) {
+    // Blocks found before a restart and never accepted go first.
+    for (block, path) in pending_blocks(&shared.config.data_dir) {
+        info!(file = %path.display(), "resubmitting a block saved before the last stop");
+        submit_one(&node, &shared, block, None, &done).await;
+    }
     loop {
         let found = tokio::select! {
             biased;
             b = blocks.recv() => match b { Some(b) => b, None => return },
             _ = done.changed() => {
                 while let Ok(b) = blocks.try_recv() {
-                    submit_one(&node, &shared, b).await;
+                    submit_found(&node, &shared, b, &done).await;
                 }
                 return;
             }
         };
-        submit_one(&node, &shared, found).await;
+        submit_found(&node, &shared, found, &done).await;
     }
 }
 
-async fn submit_one(node: &Arc<dyn NodeApi>, shared: &Arc<Shared>, found: FoundBlock) {
+/// Blocks saved in `blocks/pending` (found, not yet accepted), oldest first.
+fn pending_blocks(data_dir: &std::path::Path) -> Vec<(bitcoin::Block, PathBuf)> {
+    let dir = data_dir.join("blocks").join("pending");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hex"))
+        .map(|p| {
+            let t = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, p)
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|(_, p)| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            match bitcoin::consensus::encode::deserialize_hex::<bitcoin::Block>(text.trim()) {
+                Ok(b) => Some((b, p)),
+                Err(e) => {
+                    warn!(file = %p.display(), "unreadable saved block, left in place: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Saves a newly found block, then submits it.
+async fn submit_found(
+    node: &Arc<dyn NodeApi>,
+    shared: &Arc<Shared>,
+    found: FoundBlock,
+    done: &watch::Receiver<bool>,
+) {
     let hash = found.block.block_hash().to_string();
     let pending = block_file(&shared.config.data_dir, "pending", &hash);
     if let Some(dir) = pending.parent() {
@@ -621,38 +665,65 @@ async fn submit_one(node: &Arc<dyn NodeApi>, shared: &Arc<Shared>, found: FoundB
     if let Err(e) = std::fs::write(&pending, serialize_hex(&found.block)) {
         warn!(%hash, "cannot save the block before submitting it: {e}");
     }
+    submit_one(node, shared, found.block, Some(found.height), done).await;
+}
+
+fn move_block(data_dir: &std::path::Path, hash: &str, to: &str) {
+    let from = block_file(data_dir, "pending", hash);
+    let dest = block_file(data_dir, to, hash);
+    if let Some(dir) = dest.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::rename(from, dest);
+}
+
+/// Submits until the node answers: an unreachable node gets the block again with backoff for
+/// as long as the pool runs; at shutdown the block stays in `blocks/pending` for the next start.
+async fn submit_one(
+    node: &Arc<dyn NodeApi>,
+    shared: &Arc<Shared>,
+    block: bitcoin::Block,
+    height: Option<u32>,
+    done: &watch::Receiver<bool>,
+) {
+    let hash = block.block_hash().to_string();
+    let data_dir = &shared.config.data_dir;
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=20u32 {
-        match node.submit_block(found.block.clone()).await {
+    for attempt in 1u64.. {
+        match node.submit_block(block.clone()).await {
             Ok(()) => {
-                info!(%hash, height = found.height, "block accepted by the node");
+                info!(%hash, ?height, "block accepted by the node");
                 shared
                     .pool
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .record_block_result(&hash, true);
-                let done = block_file(&shared.config.data_dir, "submitted", &hash);
-                if let Some(dir) = done.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let _ = std::fs::rename(&pending, &done);
+                move_block(data_dir, &hash, "submitted");
                 return;
             }
             Err(NodeError::BlockRejected(reason)) => {
-                warn!(%hash, height = found.height, %reason, "block rejected by the node");
+                warn!(%hash, ?height, %reason, "block rejected by the node");
                 shared
                     .pool
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .record_block_result(&hash, false);
+                move_block(data_dir, &hash, "rejected");
                 return;
             }
             Err(NodeError::Unavailable(e)) => {
+                if *done.borrow() {
+                    error!(%hash, "node unavailable at shutdown: block kept in blocks/pending, resubmitted at the next start: {e}");
+                    return;
+                }
                 warn!(%hash, attempt, "node unavailable, will resubmit the block: {e}");
-                tokio::time::sleep(delay).await;
+                let mut stop = done.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
-    error!(%hash, file = %pending.display(), "block not submitted after 20 attempts; kept on disk");
 }
