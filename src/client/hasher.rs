@@ -31,7 +31,7 @@ pub const NONCE_BATCH: u64 = 1 << 14;
 /// One SHA-256 compression of `block` on top of `state` (no padding added): rust-bitcoin's
 /// engine restarted from a midstate, which uses SHA-NI when the CPU has it.
 #[inline(always)]
-fn compress(state: sha256::Midstate, block: &[u8; 64]) -> [u8; 32] {
+pub(crate) fn compress(state: sha256::Midstate, block: &[u8; 64]) -> [u8; 32] {
     let mut e = sha256::HashEngine::from_midstate(state, 64);
     e.input(block);
     e.midstate().to_byte_array()
@@ -70,7 +70,7 @@ const VERSION_ROLL_SHIFT: u32 = 13;
 const MAX_VERSION_ROLL: u32 = 0xffff;
 
 /// SHA-256 initial state, as a midstate.
-const IV: sha256::Midstate = sha256::Midstate([
+pub(crate) const IV: sha256::Midstate = sha256::Midstate([
     0x6a, 0x09, 0xe6, 0x67, 0xbb, 0x67, 0xae, 0x85, 0x3c, 0x6e, 0xf3, 0x72, 0xa5, 0x4f, 0xf5, 0x3a,
     0x51, 0x0e, 0x52, 0x7f, 0x9b, 0x05, 0x68, 0x8c, 0x1f, 0x83, 0xd9, 0xab, 0x5b, 0xe0, 0xcd, 0x19,
 ]);

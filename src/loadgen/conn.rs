@@ -8,6 +8,7 @@
 //! of shares in flight are reused, and socket reads go through one scratch buffer per worker
 //! thread rather than one per connection.
 
+use crate::client::hasher::{IV, compress};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
@@ -165,20 +166,6 @@ impl Conn {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
-}
-
-/// SHA-256 initial state, as a midstate.
-const IV: sha256::Midstate = sha256::Midstate([
-    0x6a, 0x09, 0xe6, 0x67, 0xbb, 0x67, 0xae, 0x85, 0x3c, 0x6e, 0xf3, 0x72, 0xa5, 0x4f, 0xf5, 0x3a,
-    0x51, 0x0e, 0x52, 0x7f, 0x9b, 0x05, 0x68, 0x8c, 0x1f, 0x83, 0xd9, 0xab, 0x5b, 0xe0, 0xcd, 0x19,
-]);
-
-/// One SHA-256 compression of `block` on top of `state`.
-#[inline(always)]
-fn compress(state: sha256::Midstate, block: &[u8; 64]) -> [u8; 32] {
-    let mut e = sha256::HashEngine::from_midstate(state, 64);
-    e.input(block);
-    e.midstate().to_byte_array()
 }
 
 /// Makes real shares on one job cheaply: the header's first 64 bytes are compressed once, so

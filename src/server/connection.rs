@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
-use super::Shared;
+use super::{Shared, now_ms};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
 use crate::noise::{INITIATOR_MESSAGE_LEN, NoiseError, Sender};
 use crate::wire::{Frame, MAX_PAYLOAD_LEN, WireError};
@@ -56,12 +56,6 @@ pub enum ConnectionEnd {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Encrypts every frame in `plain` (concatenated SV2 frames) into `wire`.

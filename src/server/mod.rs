@@ -136,7 +136,8 @@ impl Shared {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
