@@ -8,7 +8,6 @@
 //! of shares in flight are reused, and socket reads go through one scratch buffer per worker
 //! thread rather than one per connection.
 
-use crate::client::hasher::{IV, compress};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
@@ -24,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 use super::{Ctx, Phase};
+use crate::client::hasher::{IV, compress};
 use crate::client::split_frames;
 use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
 use crate::mining::merkle::fold_merkle_path;
