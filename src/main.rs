@@ -203,7 +203,7 @@ fn miner(args: MinerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(run_miner(opts, wait_for_signal())) {
+    match runtime.block_on(async { run_miner(opts, stop_signal()).await }) {
         Ok(report) => {
             println!(
                 "stopped ({:?}): {} shares accepted, {} rejected, {} jobs, {} prev hashes, {:.0} h/s",
@@ -272,6 +272,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
+        let stopping = stop_signal();
         let (node, backend): (Arc<dyn NodeApi>, &str) = match &config.backend {
             Backend::Embedded(chain) => (
                 Arc::new(EmbeddedNode::new(chain.clone())),
@@ -300,7 +301,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         println!(
             "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"
         );
-        wait_for_signal().await;
+        stopping.await;
         match server.stop().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -325,25 +326,32 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, caught from the moment this is built: built before the pool says it is
+/// listening, so a signal sent right after that line is never the default (fatal) action.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
