@@ -51,6 +51,22 @@ fn names(frames: &[Vec<u8>]) -> Vec<&'static str> {
         .collect()
 }
 
+/// SetupConnection for the Mining protocol, version 2, with `flags`.
+fn setup(flags: u32) -> SetupConnection<'static> {
+    SetupConnection {
+        protocol: 0,
+        min_version: 2,
+        max_version: 2,
+        flags,
+        endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
+        endpoint_port: 3333,
+        vendor: Str0_255::new("test").unwrap(),
+        hardware_version: Str0_255::default(),
+        firmware: Str0_255::default(),
+        device_id: Str0_255::default(),
+    }
+}
+
 struct Rig {
     chain: EmbeddedChain,
     session: Session,
@@ -73,19 +89,7 @@ impl Rig {
         let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
         let mut session = Session::new(config.clone(), Arc::new(ExtranonceAllocator::new()));
         session.on_work(&work, NOW_MS);
-        let setup = SetupConnection {
-            protocol: 0,
-            min_version: 2,
-            max_version: 2,
-            flags: 0,
-            endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
-            endpoint_port: 3333,
-            vendor: Str0_255::new("test").unwrap(),
-            hardware_version: Str0_255::default(),
-            firmware: Str0_255::default(),
-            device_id: Str0_255::default(),
-        };
-        feed(&mut session, &frame(&setup), NOW_MS).unwrap();
+        feed(&mut session, &frame(&setup(0)), NOW_MS).unwrap();
         assert_eq!(
             names(&take_frames(&mut session)),
             ["SetupConnectionSuccess"]
@@ -622,18 +626,7 @@ fn channel_refusals_use_the_spec_error_message() {
 fn setup_refuses_work_selection_with_the_flag_echoed() {
     let config = Arc::new(MiningConfig::default());
     let mut s = Session::new(config, Arc::new(ExtranonceAllocator::new()));
-    let setup = SetupConnection {
-        protocol: 0,
-        min_version: 2,
-        max_version: 2,
-        flags: REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING,
-        endpoint_host: Str0_255::default(),
-        endpoint_port: 0,
-        vendor: Str0_255::default(),
-        hardware_version: Str0_255::default(),
-        firmware: Str0_255::default(),
-        device_id: Str0_255::default(),
-    };
+    let setup = setup(REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING);
     let err = feed(&mut s, &frame(&setup), NOW_MS).unwrap_err();
     assert_eq!(err, SessionError::SetupRefused("unsupported-feature-flags"));
     match Frame::parse_exact(&take_frames(&mut s)[0])
@@ -662,19 +655,7 @@ fn vardiff_converges_on_a_steady_simulated_miner() {
     let work = Work::new(1, chain.template(NOW_S), &cfg.coinbase).unwrap();
     let mut s = Session::new(cfg.clone(), Arc::new(ExtranonceAllocator::new()));
     s.on_work(&work, NOW_MS);
-    let setup = SetupConnection {
-        protocol: 0,
-        min_version: 2,
-        max_version: 2,
-        flags: 0,
-        endpoint_host: Str0_255::default(),
-        endpoint_port: 0,
-        vendor: Str0_255::default(),
-        hardware_version: Str0_255::default(),
-        firmware: Str0_255::default(),
-        device_id: Str0_255::default(),
-    };
-    feed(&mut s, &frame(&setup), NOW_MS).unwrap();
+    feed(&mut s, &frame(&setup(0)), NOW_MS).unwrap();
     let open = OpenExtendedMiningChannel {
         request_id: 1,
         user_identity: Str0_255::new("sim").unwrap(),
