@@ -5,9 +5,6 @@
 //! realloc) made while a closure runs, and the bytes they asked for, so tests running in
 //! parallel do not disturb each other.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use binary_sv2::B032;
 use blvm_stratum_v2::wire::mining::{SubmitSharesExtended, SubmitSharesStandard};
 use blvm_stratum_v2::wire::{
@@ -19,56 +16,9 @@ use framing_sv2::framing::SerializedFrame;
 use framing_sv2::header::Header;
 use parsers_sv2::{AnyMessage, Mining};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-    static BYTES: Cell<usize> = const { Cell::new(0) };
-}
-
-fn bump(size: usize) {
-    // `try_with`: the thread-locals may be gone while a thread shuts down.
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-    let _ = BYTES.try_with(|c| c.set(c.get() + size));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the counter is a
-// const-initialised thread-local `Cell` without a destructor, so touching it never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Runs `f` and returns its result with the number of allocations it made on this thread.
-fn count<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let (r, n, _) = count_bytes(f);
-    (r, n)
-}
-
-/// Runs `f` and returns its result, the number of allocations it made on this thread and the
-/// bytes they asked for.
-fn count_bytes<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
-    let before = (ALLOCATIONS.with(Cell::get), BYTES.with(Cell::get));
-    let r = f();
-    let after = (ALLOCATIONS.with(Cell::get), BYTES.with(Cell::get));
-    (r, after.0 - before.0, after.1 - before.1)
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{count, count_bytes};
 
 const EXTRANONCE: [u8; 8] = [0xe0, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7];
 
