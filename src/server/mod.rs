@@ -158,7 +158,8 @@ pub struct StratumV2Server {
     authority_public_key: String,
     work: watch::Sender<Option<Arc<Work>>>,
     blocks_rx: Mutex<Option<mpsc::UnboundedReceiver<FoundBlock>>>,
-    refresh: tokio::sync::Notify,
+    /// Pool-wide work ids, shared with the template task so ids never repeat.
+    work_ids: Arc<AtomicU64>,
     running: tokio::sync::Mutex<Option<Running>>,
     /// Sessions driven through `handle_message` (plaintext frames, keyed by endpoint).
     plain_sessions: Mutex<std::collections::HashMap<String, Session>>,
@@ -213,7 +214,7 @@ impl StratumV2Server {
             authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
             work,
             blocks_rx: Mutex::new(Some(blocks_rx)),
-            refresh: tokio::sync::Notify::new(),
+            work_ids: Arc::new(AtomicU64::new(1)),
             running: tokio::sync::Mutex::new(None),
             plain_sessions: Mutex::new(Default::default()),
         })
@@ -262,7 +263,7 @@ impl StratumV2Server {
                 Err(e) => return Err(e.into()),
             }
         };
-        let work_id = Arc::new(AtomicU64::new(1));
+        let work_id = self.work_ids.clone();
         let w = Work::new(
             work_id.fetch_add(1, Ordering::Relaxed),
             first,
@@ -331,18 +332,14 @@ impl StratumV2Server {
     /// A node event (product API): every listed event means the template may have changed.
     pub async fn handle_event(&self, event: NodeEvent) -> Result<(), StratumV2Error> {
         debug!(?event, "node event");
-        self.refresh.notify_one();
         let template = self.node.get_block_template().await?;
-        let current = self.work.borrow().clone();
-        let id = current.as_ref().map_or(1, |w| w.id + 1);
-        let better = current.as_ref().is_none_or(|w| {
-            w.prev_hash != template.prev_hash || w.coinbase_value < template.coinbase_value.to_sat()
-        });
-        if better {
-            let w = Work::new(id, template, &self.shared.config.mining.coinbase)
-                .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
-            self.work.send_replace(Some(w));
-        }
+        publish_if_better(
+            &self.work,
+            &self.work_ids,
+            template,
+            &self.shared.config.mining.coinbase,
+        )
+        .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
         Ok(())
     }
 
@@ -517,28 +514,35 @@ async fn template_loop(
         let Some(template) = template else {
             continue;
         };
-        let current = work.borrow().clone();
-        let new_tip = current
-            .as_ref()
-            .is_none_or(|w| w.prev_hash != template.prev_hash);
-        let pays_more = current
-            .as_ref()
-            .is_some_and(|w| template.coinbase_value.to_sat() > w.coinbase_value);
-        if !(new_tip || pays_more) {
-            continue;
-        }
-        match Work::new(
-            ids.fetch_add(1, Ordering::Relaxed),
-            template,
-            &shared.config.mining.coinbase,
-        ) {
-            Ok(w) => {
-                info!(height = w.height, prev = %w.prev_hash, new_tip, "new work");
-                work.send_replace(Some(w));
-            }
-            Err(e) => error!("cannot build work: {e}"),
+        if let Err(e) = publish_if_better(&work, &ids, template, &shared.config.mining.coinbase) {
+            error!("cannot build work: {e}");
         }
     }
+}
+
+/// Turns a template into work and publishes it if it is on a new tip or pays more than the
+/// current work; returns whether it was published. The one rule for both node events and the
+/// template task.
+fn publish_if_better(
+    work: &watch::Sender<Option<Arc<Work>>>,
+    ids: &AtomicU64,
+    template: crate::node::BlockTemplate,
+    coinbase: &crate::mining::CoinbaseConfig,
+) -> Result<bool, crate::mining::MiningError> {
+    let current = work.borrow().clone();
+    let new_tip = current
+        .as_ref()
+        .is_none_or(|w| w.prev_hash != template.prev_hash);
+    let pays_more = current
+        .as_ref()
+        .is_some_and(|w| template.coinbase_value.to_sat() > w.coinbase_value);
+    if !(new_tip || pays_more) {
+        return Ok(false);
+    }
+    let w = Work::new(ids.fetch_add(1, Ordering::Relaxed), template, coinbase)?;
+    info!(height = w.height, prev = %w.prev_hash, new_tip, "new work");
+    work.send_replace(Some(w));
+    Ok(true)
 }
 
 async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -669,7 +673,15 @@ async fn submit_found(
     submit_one(node, shared, found.block, Some(found.height), done).await;
 }
 
-fn move_block(data_dir: &std::path::Path, hash: &str, to: &str) {
+/// The node's answer: counted in the stats, and the saved block moved out of `pending`.
+fn record_block(shared: &Shared, hash: &str, accepted: bool) {
+    shared
+        .pool
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .record_block_result(hash, accepted);
+    let to = if accepted { "submitted" } else { "rejected" };
+    let data_dir = &shared.config.data_dir;
     let from = block_file(data_dir, "pending", hash);
     let dest = block_file(data_dir, to, hash);
     if let Some(dir) = dest.parent() {
@@ -688,28 +700,17 @@ async fn submit_one(
     done: &watch::Receiver<bool>,
 ) {
     let hash = block.block_hash().to_string();
-    let data_dir = &shared.config.data_dir;
     let mut delay = Duration::from_millis(200);
     for attempt in 1u64.. {
         match node.submit_block(block.clone()).await {
             Ok(()) => {
                 info!(%hash, ?height, "block accepted by the node");
-                shared
-                    .pool
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record_block_result(&hash, true);
-                move_block(data_dir, &hash, "submitted");
+                record_block(shared, &hash, true);
                 return;
             }
             Err(NodeError::BlockRejected(reason)) => {
                 warn!(%hash, ?height, %reason, "block rejected by the node");
-                shared
-                    .pool
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record_block_result(&hash, false);
-                move_block(data_dir, &hash, "rejected");
+                record_block(shared, &hash, false);
                 return;
             }
             Err(NodeError::Unavailable(e)) => {
