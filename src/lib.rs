@@ -5,6 +5,7 @@
 //! - [`mining`]: channels, jobs, share validation, block assembly, vardiff (sans-IO).
 //! - [`node`]: the Bitcoin node behind the pool ([`node::NodeApi`]) and its backends.
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
+//! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
 //!
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
 //! matters); sockets and timers belong to the shell.
@@ -16,4 +17,5 @@ pub mod mining;
 pub mod node;
 pub mod noise;
 pub mod server;
+pub mod template_provider;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! The `blvm-stratum-v2` command line: run the pool (the default), create an authority key,
-//! mine on a pool with the CPU miner.
+//! mine on a pool with the CPU miner, load it, or serve templates to other pools.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +55,38 @@ enum Command {
     /// Run the pool with an easy target on a chain where blocks are rare, e.g.
     /// `--min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff`.
     Loadgen(LoadgenArgs),
+    /// A Template Distribution Protocol server (SV2 Template Provider) on an embedded regtest
+    /// chain, for other pools (e.g. SRI's pool_sv2) to mine the same kind of templates.
+    TemplateProvider(TemplateProviderArgs),
+}
+
+/// Options of the template provider.
+#[derive(clap::Args)]
+struct TemplateProviderArgs {
+    /// Address clients (pools) connect to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8442")]
+    listen_addr: std::net::SocketAddr,
+    /// Directory of the authority key (created on first start).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "blvm-template-provider-data"
+    )]
+    data_dir: PathBuf,
+    /// Embedded chain: fixed nBits of every block (hex with 0x, or decimal).
+    #[arg(long, value_name = "BITS", default_value = "0x207fffff", value_parser = parse_bits)]
+    chain_bits: u32,
+    /// Embedded chain: synthetic transactions per template.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    chain_synthetic_transactions: usize,
+}
+
+fn parse_bits(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s}: {e}"))
 }
 
 /// Options of the load generator.
@@ -145,7 +177,47 @@ fn main() -> ExitCode {
         Some(Command::Keygen { out }) => keygen(&out),
         Some(Command::Miner(args)) => miner(args),
         Some(Command::Loadgen(args)) => loadgen(args),
+        Some(Command::TemplateProvider(args)) => template_provider(args),
     }
+}
+
+fn template_provider(args: TemplateProviderArgs) -> ExitCode {
+    use blvm_stratum_v2::node::regtest::ChainConfig;
+    use blvm_stratum_v2::template_provider::{TemplateProvider, TemplateProviderConfig};
+    let config = TemplateProviderConfig {
+        listen_addr: args.listen_addr,
+        data_dir: args.data_dir,
+        ..Default::default()
+    };
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: args.chain_bits,
+        synthetic_transactions: args.chain_synthetic_transactions,
+    }));
+    let tp = match TemplateProvider::new(config, node) {
+        Ok(tp) => tp,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async move {
+        let stopping = stop_signal();
+        let addr = match tp.start().await {
+            Ok(a) => a,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("blvm-stratum-v2 template provider listening on {addr} (embedded regtest chain, bits {:#010x})", args.chain_bits);
+        println!("authority public key: {}", tp.authority_public_key());
+        stopping.await;
+        tp.stop().await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn loadgen(args: LoadgenArgs) -> ExitCode {

@@ -1,0 +1,534 @@
+//! One Template Distribution client's protocol state, sans-IO: decoded frames and new
+//! templates in, encoded frames (in [`TpSession::output`]) and [`TpEvent`]s out.
+//!
+//! It answers SetupConnection (protocol 2 only), takes CoinbaseOutputConstraints, then pushes
+//! every template it is given: a template on a new tip as NewTemplate (future) followed by
+//! SetNewPrevHash, one on the same tip as NewTemplate (not future). It answers
+//! RequestTransactionData from the templates it sent and turns SubmitSolution into a whole
+//! block for the shell to hand to the node.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bitcoin::block::{Header, Version};
+use bitcoin::consensus::{Encodable, deserialize};
+use bitcoin::hashes::Hash;
+use bitcoin::script::Builder;
+use bitcoin::{Amount, Block, BlockHash, Transaction, TxMerkleNode, TxOut};
+
+use crate::mining::merkle::{coinbase_merkle_path, fold_merkle_path};
+use crate::mining::target::from_bitcoin_target;
+use crate::node::BlockTemplate;
+use crate::wire::common::{
+    PROTOCOL_TEMPLATE_DISTRIBUTION, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
+};
+use crate::wire::template_distribution::{
+    NewTemplate, RequestTransactionDataError, RequestTransactionDataSuccess, SetNewPrevHash,
+    SubmitSolution,
+};
+use crate::wire::{
+    B0_16M, B0_64K, B0_255, Frame, Message, Seq0_255, Str0_255, Sv2Message, TxList, U256,
+    WireError, encode_frame,
+};
+
+/// The only protocol version there is.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Templates a session remembers for RequestTransactionData and SubmitSolution: a solution
+/// or a request for an older template is answered as unknown.
+pub const REMEMBERED_TEMPLATES: usize = 16;
+/// RequestTransactionData.Error code for a template this server never sent (or forgot).
+pub const TEMPLATE_ID_NOT_FOUND: &str = "template-id-not-found";
+/// RequestTransactionData.Error code for a template on a tip that is no longer the best.
+pub const STALE_TEMPLATE_ID: &str = "stale-template-id";
+
+/// A node template turned into what the Template Distribution Protocol sends: built once per
+/// template and shared by every session.
+#[derive(Debug)]
+pub struct ServedTemplate {
+    /// Server-wide template id, strictly increasing.
+    pub id: u64,
+    /// The node's template (transactions, value, header fields).
+    pub template: BlockTemplate,
+    /// Start of the coinbase scriptSig: the BIP34 height push (at most 8 bytes).
+    pub coinbase_prefix: Vec<u8>,
+    /// Outputs the coinbase must end with (the witness commitment), serialized, no count.
+    pub coinbase_outputs: Vec<u8>,
+    /// Number of outputs in `coinbase_outputs`.
+    pub coinbase_outputs_count: u32,
+    /// Merkle path of the coinbase, deepest first.
+    pub merkle_path: Vec<U256>,
+    /// The transactions after the coinbase, witness serialization, in block order.
+    pub transactions_wire: Vec<Vec<u8>>,
+    /// Network target of the block, little-endian.
+    pub target: U256,
+}
+
+impl ServedTemplate {
+    /// Builds the served form of `template`. The witness commitment is always included (as
+    /// Bitcoin Core does): clients such as SRI's pool put the 32-byte witness reserved value
+    /// in every coinbase, which is only valid next to a commitment.
+    pub fn new(id: u64, template: BlockTemplate) -> Self {
+        let coinbase_prefix = Builder::new()
+            .push_int(i64::from(template.height))
+            .into_script()
+            .into_bytes();
+        let commitment = TxOut {
+            value: Amount::ZERO,
+            script_pubkey: template.witness_commitment_script(),
+        };
+        let mut coinbase_outputs = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = commitment.consensus_encode(&mut coinbase_outputs);
+        let merkle_path = coinbase_merkle_path(&template.txids());
+        let transactions_wire = template
+            .transactions
+            .iter()
+            .map(bitcoin::consensus::serialize)
+            .collect();
+        ServedTemplate {
+            id,
+            coinbase_prefix,
+            coinbase_outputs,
+            coinbase_outputs_count: 1,
+            merkle_path,
+            transactions_wire,
+            target: from_bitcoin_target(template.target()),
+            template,
+        }
+    }
+
+    /// Hash of the block this template builds on.
+    pub fn prev_hash(&self) -> BlockHash {
+        self.template.prev_hash
+    }
+
+    /// The whole block for a solution: the client's coinbase, the template's transactions,
+    /// the header from the solution's fields and the merkle path.
+    pub fn assemble_block(&self, m: &SubmitSolution<'_>) -> Result<Block, SolutionError> {
+        let coinbase: Transaction =
+            deserialize(m.coinbase_tx.as_bytes()).map_err(|e| SolutionError::BadCoinbase {
+                template_id: m.template_id,
+                reason: e.to_string(),
+            })?;
+        if !coinbase.is_coinbase() {
+            return Err(SolutionError::BadCoinbase {
+                template_id: m.template_id,
+                reason: "not a coinbase transaction".into(),
+            });
+        }
+        let root = fold_merkle_path(coinbase.compute_txid().to_byte_array(), &self.merkle_path);
+        let header = Header {
+            version: Version::from_consensus(m.version as i32),
+            prev_blockhash: self.template.prev_hash,
+            merkle_root: TxMerkleNode::from_byte_array(root),
+            time: m.header_timestamp,
+            bits: self.template.bits,
+            nonce: m.header_nonce,
+        };
+        let mut txdata = Vec::with_capacity(1 + self.template.transactions.len());
+        txdata.push(coinbase);
+        txdata.extend(self.template.transactions.iter().cloned());
+        Ok(Block { header, txdata })
+    }
+}
+
+/// Why a SubmitSolution did not give a block (the connection stays open).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SolutionError {
+    /// The template id is not one this session remembers.
+    #[error("solution for unknown template {0}")]
+    UnknownTemplate(u64),
+    /// The coinbase does not decode as a coinbase transaction.
+    #[error("solution for template {template_id}: bad coinbase: {reason}")]
+    BadCoinbase {
+        /// The template.
+        template_id: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What a session tells the shell.
+#[derive(Debug, Clone)]
+pub enum TpEvent {
+    /// SetupConnection succeeded.
+    Setup {
+        /// The client's vendor string.
+        vendor: String,
+    },
+    /// The client said how much room its coinbase outputs take.
+    Constraints {
+        /// coinbase_output_max_additional_size.
+        max_additional_size: u32,
+        /// coinbase_output_max_additional_sigops.
+        max_additional_sigops: u16,
+    },
+    /// A solved block to give to the node.
+    Solution {
+        /// The template it was built on.
+        template_id: u64,
+        /// The block.
+        block: Block,
+    },
+    /// A SubmitSolution that could not be turned into a block.
+    SolutionRefused(SolutionError),
+}
+
+/// Why a session must end (its output is flushed first).
+#[derive(Debug, thiserror::Error)]
+pub enum TpSessionError {
+    /// Undecodable bytes.
+    #[error("malformed message: {0}")]
+    Wire(#[from] WireError),
+    /// SetupConnection was refused (SetupConnection.Error is in the output).
+    #[error("setup refused: {0}")]
+    SetupRefused(&'static str),
+    /// A message that is not allowed in the session's state.
+    #[error("unexpected {0} {1}")]
+    Unexpected(&'static str, &'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingSetup,
+    /// Set up; templates start with CoinbaseOutputConstraints.
+    AwaitingConstraints,
+    Ready,
+}
+
+/// One Template Distribution client.
+#[derive(Debug)]
+pub struct TpSession {
+    state: State,
+    /// The latest template the shell gave us (sent once the client is ready).
+    current: Option<Arc<ServedTemplate>>,
+    /// Templates sent, oldest first.
+    sent: VecDeque<Arc<ServedTemplate>>,
+    /// prev hash of the last SetNewPrevHash sent.
+    sent_prev_hash: Option<BlockHash>,
+    constraints: Option<(u32, u16)>,
+    out: Vec<u8>,
+    events: Vec<TpEvent>,
+}
+
+impl Default for TpSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TpSession {
+    /// A session waiting for SetupConnection.
+    pub fn new() -> Self {
+        TpSession {
+            state: State::AwaitingSetup,
+            current: None,
+            sent: VecDeque::new(),
+            sent_prev_hash: None,
+            constraints: None,
+            out: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Frames to send, concatenated; the shell takes and clears them.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Events since the last call.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, TpEvent> {
+        self.events.drain(..)
+    }
+
+    /// Whether SetupConnection and CoinbaseOutputConstraints have both arrived.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+
+    /// Whether SetupConnection has been accepted.
+    pub fn is_set_up(&self) -> bool {
+        self.state != State::AwaitingSetup
+    }
+
+    /// The client's CoinbaseOutputConstraints (size, sigops), once received.
+    pub fn constraints(&self) -> Option<(u32, u16)> {
+        self.constraints
+    }
+
+    fn send<'m, M: Sv2Message<'m>>(&mut self, msg: &M) {
+        // Messages built here hold values checked by their constructors.
+        let _ = encode_frame(msg, &mut self.out);
+    }
+
+    /// A new best template from the node: sent at once to a ready client, kept for later
+    /// otherwise.
+    pub fn on_template(&mut self, t: &Arc<ServedTemplate>) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, t) || c.id == t.id)
+        {
+            return;
+        }
+        self.current = Some(t.clone());
+        if self.state == State::Ready {
+            self.push_template(t.clone());
+        }
+    }
+
+    fn push_template(&mut self, t: Arc<ServedTemplate>) {
+        let new_tip = self.sent_prev_hash != Some(t.prev_hash());
+        let (Ok(prefix), Ok(outputs), Ok(path)) = (
+            B0_255::new(&t.coinbase_prefix),
+            B0_64K::new(&t.coinbase_outputs),
+            Seq0_255::new(&t.merkle_path),
+        ) else {
+            // Not representable (a template with over 2^255 transactions): nothing to send.
+            return;
+        };
+        let msg = NewTemplate {
+            template_id: t.id,
+            future_template: new_tip,
+            version: t.template.version.to_consensus() as u32,
+            coinbase_tx_version: 2,
+            coinbase_prefix: prefix,
+            coinbase_tx_input_sequence: u32::MAX,
+            coinbase_tx_value_remaining: t.template.coinbase_value.to_sat(),
+            coinbase_tx_outputs_count: t.coinbase_outputs_count,
+            coinbase_tx_outputs: outputs,
+            coinbase_tx_locktime: 0,
+            merkle_path: path,
+        };
+        self.send(&msg);
+        if new_tip {
+            let prev = SetNewPrevHash {
+                template_id: t.id,
+                prev_hash: t.prev_hash().to_byte_array(),
+                header_timestamp: t.template.cur_time.max(t.template.min_time),
+                n_bits: t.template.bits.to_consensus(),
+                target: t.target,
+            };
+            self.send(&prev);
+            self.sent_prev_hash = Some(t.prev_hash());
+        }
+        if self.sent.len() == REMEMBERED_TEMPLATES {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(t);
+    }
+
+    fn find_sent(&self, id: u64) -> Option<&Arc<ServedTemplate>> {
+        self.sent.iter().rev().find(|t| t.id == id)
+    }
+
+    /// Handles one frame from the client. An error means the connection must be closed after
+    /// its output is flushed.
+    pub fn handle_frame(&mut self, frame: &Frame<'_>) -> Result<(), TpSessionError> {
+        let (msg, _tlv) = match frame.message() {
+            Ok(m) => m,
+            // Unknown messages of other extensions are ignored (03 §3.4.1).
+            Err(WireError::UnknownMessage { extension_type, .. }) if extension_type != 0 => {
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match (self.state, msg) {
+            (State::AwaitingSetup, Message::SetupConnection(m)) => self.on_setup(&m),
+            (State::AwaitingSetup, other) => Err(TpSessionError::Unexpected(
+                other.name(),
+                "before SetupConnection",
+            )),
+            (_, Message::CoinbaseOutputConstraints(m)) => {
+                self.constraints = Some((
+                    m.coinbase_output_max_additional_size,
+                    m.coinbase_output_max_additional_sigops,
+                ));
+                self.events.push(TpEvent::Constraints {
+                    max_additional_size: m.coinbase_output_max_additional_size,
+                    max_additional_sigops: m.coinbase_output_max_additional_sigops,
+                });
+                // 07: the server MUST immediately reply with the current best template.
+                self.state = State::Ready;
+                self.sent_prev_hash = None;
+                if let Some(t) = self.current.clone() {
+                    self.push_template(t);
+                }
+                Ok(())
+            }
+            (_, Message::RequestTransactionData(m)) => {
+                self.on_request_transaction_data(m.template_id);
+                Ok(())
+            }
+            (_, Message::SubmitSolution(m)) => {
+                let event = match self.find_sent(m.template_id) {
+                    None => TpEvent::SolutionRefused(SolutionError::UnknownTemplate(m.template_id)),
+                    Some(t) => match t.assemble_block(&m) {
+                        Ok(block) => TpEvent::Solution {
+                            template_id: m.template_id,
+                            block,
+                        },
+                        Err(e) => TpEvent::SolutionRefused(e),
+                    },
+                };
+                self.events.push(event);
+                Ok(())
+            }
+            (_, other) => Err(TpSessionError::Unexpected(
+                other.name(),
+                "from a Template Distribution client",
+            )),
+        }
+    }
+
+    fn on_setup(&mut self, m: &SetupConnection<'_>) -> Result<(), TpSessionError> {
+        let refuse = |s: &mut Self, flags: u32, code: &'static str| {
+            let err = SetupConnectionError {
+                flags,
+                error_code: Str0_255::new(code).unwrap_or_default(),
+            };
+            s.send(&err);
+            Err(TpSessionError::SetupRefused(code))
+        };
+        if m.protocol != PROTOCOL_TEMPLATE_DISTRIBUTION {
+            return refuse(self, 0, "unsupported-protocol");
+        }
+        if m.min_version > PROTOCOL_VERSION || m.max_version < PROTOCOL_VERSION {
+            return refuse(self, 0, "protocol-version-mismatch");
+        }
+        // The Template Distribution Protocol defines no flags.
+        if m.flags != 0 {
+            return refuse(self, m.flags, "unsupported-feature-flags");
+        }
+        self.state = State::AwaitingConstraints;
+        self.send(&SetupConnectionSuccess {
+            used_version: PROTOCOL_VERSION,
+            flags: 0,
+        });
+        self.events.push(TpEvent::Setup {
+            vendor: m.vendor.to_string_lossy().into_owned(),
+        });
+        Ok(())
+    }
+
+    fn on_request_transaction_data(&mut self, template_id: u64) {
+        let Some(t) = self.find_sent(template_id).cloned() else {
+            return self.refuse_transaction_data(template_id, TEMPLATE_ID_NOT_FOUND);
+        };
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.prev_hash() != t.prev_hash())
+        {
+            return self.refuse_transaction_data(template_id, STALE_TEMPLATE_ID);
+        }
+        let txs: Result<Vec<B0_16M<'_>>, _> =
+            t.transactions_wire.iter().map(|b| B0_16M::new(b)).collect();
+        let sent = txs.and_then(|txs| {
+            let msg = RequestTransactionDataSuccess {
+                template_id,
+                excess_data: B0_64K::default(),
+                transaction_list: TxList::new(&txs)?,
+            };
+            encode_frame(&msg, &mut self.out)
+        });
+        if sent.is_err() {
+            // More than a frame can carry (16 MiB): say so rather than send nothing.
+            self.refuse_transaction_data(template_id, "transaction-data-too-large");
+        }
+    }
+
+    fn refuse_transaction_data(&mut self, template_id: u64, code: &'static str) {
+        let err = RequestTransactionDataError {
+            template_id,
+            error_code: Str0_255::new(code).unwrap_or_default(),
+        };
+        self.send(&err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::regtest::{ChainConfig, EmbeddedChain};
+    use crate::wire::template_distribution::{CoinbaseOutputConstraints, RequestTransactionData};
+
+    fn frames(out: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut rest = out;
+        let mut v = Vec::new();
+        while let Ok(Some((f, used))) = Frame::parse(rest, 1 << 24) {
+            v.push((f.header.msg_type, rest[..used].to_vec()));
+            rest = &rest[used..];
+        }
+        v
+    }
+
+    fn feed<'a, M: Sv2Message<'a>>(s: &mut TpSession, m: &M) -> Result<(), TpSessionError> {
+        let mut buf = Vec::new();
+        encode_frame(m, &mut buf).unwrap();
+        s.handle_frame(&Frame::parse_exact(&buf).unwrap())
+    }
+
+    fn setup(protocol: u8) -> SetupConnection<'static> {
+        SetupConnection {
+            protocol,
+            min_version: 2,
+            max_version: 2,
+            flags: 0,
+            endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
+            endpoint_port: 8442,
+            vendor: Str0_255::new("test").unwrap(),
+            hardware_version: Str0_255::default(),
+            firmware: Str0_255::default(),
+            device_id: Str0_255::default(),
+        }
+    }
+
+    #[test]
+    fn setup_constraints_template_and_transaction_data() {
+        let mut chain = EmbeddedChain::new(ChainConfig {
+            bits: 0x207f_ffff,
+            synthetic_transactions: 3,
+        });
+        let t = Arc::new(ServedTemplate::new(1, chain.template(1_700_000_000)));
+        let mut s = TpSession::new();
+        s.on_template(&t);
+        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+        assert!(s.output().is_empty() || frames(s.output())[0].0 == 0x01);
+        s.output().clear();
+        feed(
+            &mut s,
+            &CoinbaseOutputConstraints {
+                coinbase_output_max_additional_size: 100,
+                coinbase_output_max_additional_sigops: 4,
+            },
+        )
+        .unwrap();
+        let types: Vec<u8> = frames(s.output()).iter().map(|f| f.0).collect();
+        assert_eq!(types, vec![0x71, 0x72]);
+        s.output().clear();
+        feed(&mut s, &RequestTransactionData { template_id: 1 }).unwrap();
+        assert_eq!(frames(s.output())[0].0, 0x74);
+        s.output().clear();
+        feed(&mut s, &RequestTransactionData { template_id: 9 }).unwrap();
+        let f = frames(s.output());
+        let (m, _) = Frame::parse_exact(&f[0].1).unwrap().message().unwrap();
+        match m {
+            Message::RequestTransactionDataError(e) => {
+                assert_eq!(e.error_code, TEMPLATE_ID_NOT_FOUND)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_protocol_is_refused() {
+        let mut s = TpSession::new();
+        let r = feed(&mut s, &setup(0));
+        assert!(matches!(
+            r,
+            Err(TpSessionError::SetupRefused("unsupported-protocol"))
+        ));
+        assert_eq!(frames(s.output())[0].0, 0x02);
+    }
+}
