@@ -15,6 +15,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::mining::{CoinbaseConfig, MiningConfig};
+use crate::node::module::ModuleSettings;
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
 
@@ -123,8 +124,9 @@ pub struct PoolOptions {
     /// Most channels per connection. Default: 64.
     #[arg(long, value_name = "N")]
     pub max_channels_per_connection: Option<usize>,
-    /// Where templates come from: "embedded" (built-in regtest chain) or "rpc" (a node's
-    /// JSON-RPC: Bitcoin Core, blvm-node ...). Default: embedded.
+    /// Where templates come from: "embedded" (built-in regtest chain), "rpc" (a node's
+    /// JSON-RPC: Bitcoin Core, blvm-node ...) or "module" (blvm-node's module socket). Default:
+    /// module when started by blvm-node or given --socket-path, else embedded.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
     /// Embedded chain: compact target (nBits) of every block. Default: 0x207fffff (regtest).
@@ -150,6 +152,16 @@ pub struct PoolOptions {
     /// RPC backend: how often the node's tip is polled, in milliseconds. Default: 200.
     #[arg(long, value_name = "MS")]
     pub rpc_poll_interval_ms: Option<u64>,
+    /// Module backend: blvm-node's IPC socket (the node sets SOCKET_PATH).
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: Option<PathBuf>,
+    /// Module backend: our module id at the node (the node sets MODULE_ID).
+    #[arg(long, value_name = "ID")]
+    pub module_id: Option<String>,
+    /// Module backend: our module name at the node (the node sets MODULE_NAME). Default:
+    /// blvm-stratum-v2.
+    #[arg(long, value_name = "NAME")]
+    pub module_name: Option<String>,
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -200,7 +212,10 @@ impl PoolOptions {
             rpc_user,
             rpc_password,
             rpc_cookie_file,
-            rpc_poll_interval_ms
+            rpc_poll_interval_ms,
+            socket_path,
+            module_id,
+            module_name
         );
         self
     }
@@ -260,6 +275,8 @@ pub enum Backend {
     Embedded(ChainConfig),
     /// A node's JSON-RPC interface.
     Rpc(RpcConfig),
+    /// blvm-node's module socket.
+    Module(ModuleSettings),
 }
 
 /// The resolved configuration the server runs with.
@@ -438,17 +455,37 @@ impl PoolConfig {
             .ok()
             .filter(|s| *s > 0)
             .ok_or_else(|| invalid(source_name, "cert_validity_sec", "must be 1..=4294967295"))?;
-        let backend = match o.backend.as_deref().unwrap_or("embedded") {
+        let default_backend = if o.socket_path.is_some() {
+            "module"
+        } else {
+            "embedded"
+        };
+        let backend = match o.backend.as_deref().unwrap_or(default_backend) {
             "embedded" => Backend::Embedded(ChainConfig {
                 bits: o.chain_bits.unwrap_or(REGTEST_BITS),
                 synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
             }),
             "rpc" => Backend::Rpc(resolve_rpc(o, source_name)?),
+            "module" => {
+                let socket = o.socket_path.clone().ok_or_else(|| {
+                    invalid(
+                        source_name,
+                        "socket_path",
+                        "required with backend = \"module\"",
+                    )
+                })?;
+                let name = o
+                    .module_name
+                    .clone()
+                    .unwrap_or_else(|| "blvm-stratum-v2".into());
+                let id = o.module_id.clone().unwrap_or_else(|| name.clone());
+                Backend::Module(ModuleSettings::new(socket, id, name))
+            }
             other => {
                 return Err(invalid(
                     source_name,
                     "backend",
-                    format!("`{other}` is not a backend (known: embedded, rpc)"),
+                    format!("`{other}` is not a backend (known: embedded, rpc, module)"),
                 ));
             }
         };

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
+use blvm_stratum_v2::node::module::{ModuleEnv, ModuleNode};
 use blvm_stratum_v2::node::regtest::EmbeddedNode;
 use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::noise::keys;
 use blvm_stratum_v2::server::StratumV2Server;
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info};
 
 /// Stratum V2 mining-pool server.
 ///
@@ -316,14 +317,22 @@ fn keygen(out: &std::path::Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Resolves the configuration: defaults, then the file, then the flags.
+/// Resolves the configuration: defaults, then the file (or, started by blvm-node as a module,
+/// DATA_DIR/config.toml and the node's `[modules.blvm-stratum-v2]` section), then the flags.
 fn load_config(path: Option<PathBuf>, flags: PoolOptions) -> Result<PoolConfig, String> {
-    let (file, source) = match &path {
-        Some(p) => (
+    let (file, source) = match (&path, ModuleEnv::from_env()) {
+        (Some(p), _) => (
             PoolOptions::from_file(p).map_err(|e| e.to_string())?,
             p.display().to_string(),
         ),
-        None => (PoolOptions::default(), "command line".to_owned()),
+        (None, Some(env)) => {
+            let (o, skipped) = env.options().map_err(|e| e.to_string())?;
+            if !skipped.is_empty() {
+                info!(keys = ?skipped, "module config keys that are not ours, ignored");
+            }
+            (o, "[modules.blvm-stratum-v2]".to_owned())
+        }
+        (None, None) => (PoolOptions::default(), "command line".to_owned()),
     };
     PoolConfig::resolve(&file.overlay(&flags), &source).map_err(|e| e.to_string())
 }
@@ -351,6 +360,10 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
                 "embedded regtest chain",
             ),
             Backend::Rpc(rpc) => (Arc::new(RpcNode::new(rpc.clone())), "node JSON-RPC"),
+            Backend::Module(m) => (
+                Arc::new(ModuleNode::new(m.clone())),
+                "blvm-node module socket",
+            ),
         };
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,

@@ -251,6 +251,8 @@ mod tests {
             channel_id: 1,
             difficulty: 2.0,
             worker: None,
+            work_id: 1,
+            hash: [0; 32],
         };
         let rej = SessionEvent::ShareRejected {
             channel_id: 1,

@@ -168,6 +168,10 @@ pub enum SessionEvent {
         difficulty: f64,
         /// Worker name from the 0x0002 TLV, if the client sent one.
         worker: Option<String>,
+        /// The pool-wide id of the work it was on.
+        work_id: u64,
+        /// Its header hash (internal byte order).
+        hash: [u8; 32],
     },
     /// A share was refused.
     ShareRejected {
@@ -218,6 +222,19 @@ pub enum SessionError {
 enum ChannelKind {
     Standard,
     Extended,
+}
+
+/// An accepted share, between validation and acknowledgement.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    /// Index of its channel.
+    idx: usize,
+    /// The target it is credited at.
+    credited: U256,
+    /// Its header hash.
+    hash: [u8; 32],
+    /// The work it was on.
+    work_id: u64,
 }
 
 /// A job as this connection knows it.
@@ -1047,7 +1064,7 @@ impl Session {
         &mut self,
         m: &SubmitSharesExtended<'_>,
         now_ms: u64,
-    ) -> Result<(usize, U256), ShareRejection> {
+    ) -> Result<Verdict, ShareRejection> {
         let idx = self
             .channels
             .iter()
@@ -1076,7 +1093,7 @@ impl Session {
         &mut self,
         m: &SubmitSharesStandard,
         now_ms: u64,
-    ) -> Result<(usize, U256), ShareRejection> {
+    ) -> Result<Verdict, ShareRejection> {
         let idx = self
             .channels
             .iter()
@@ -1115,7 +1132,7 @@ impl Session {
         (version, ntime, nonce): (u32, u32, u32),
         extranonce: &[u8],
         now_ms: u64,
-    ) -> Result<(usize, U256), ShareRejection> {
+    ) -> Result<Verdict, ShareRejection> {
         // Field borrows, not methods: the job stays borrowed while the channel changes.
         let work: &Work = &self.jobs[ji].work;
         let ch = &mut self.channels[idx];
@@ -1153,14 +1170,19 @@ impl Session {
                     user_identity: ch.user_identity.clone(),
                 })));
         }
-        Ok((idx, credited))
+        Ok(Verdict {
+            idx,
+            credited,
+            hash,
+            work_id: work.id,
+        })
     }
 
     fn conclude(
         &mut self,
         channel_id: u32,
         sequence_number: u32,
-        verdict: Result<(usize, U256), ShareRejection>,
+        verdict: Result<Verdict, ShareRejection>,
         worker: Option<String>,
         now_ms: u64,
     ) {
@@ -1179,7 +1201,12 @@ impl Session {
                 self.events
                     .push(SessionEvent::ShareRejected { channel_id, reason });
             }
-            Ok((idx, credited)) => {
+            Ok(Verdict {
+                idx,
+                credited,
+                hash,
+                work_id,
+            }) => {
                 let batch = self.config.share_batch_size.max(1);
                 let ch = &mut self.channels[idx];
                 let difficulty = if credited == ch.target {
@@ -1206,6 +1233,8 @@ impl Session {
                     channel_id,
                     difficulty,
                     worker,
+                    work_id,
+                    hash,
                 });
                 if self.channels[idx].batch_count >= batch {
                     self.flush_batch(idx);

@@ -1,9 +1,10 @@
 //! The Bitcoin node behind the pool: block templates in, blocks out, chain events.
 //!
 //! [`NodeApi`] is what the pool needs from a node; the backends implement it: the embedded
-//! regtest chain ([`regtest::EmbeddedChain`]) today, a JSON-RPC node and the blvm-node module
-//! interface next.
+//! regtest chain ([`regtest::EmbeddedChain`]), a node's JSON-RPC ([`rpc::RpcNode`]) and
+//! blvm-node's module socket ([`module::ModuleNode`]).
 
+pub mod module;
 pub mod regtest;
 pub mod rpc;
 pub mod template;
@@ -53,4 +54,12 @@ pub trait NodeApi: Send + Sync {
 
     /// A receiver of chain events from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent>;
+
+    /// The pool sent new work to its miners (blvm-node modules publish MiningJobCreated).
+    /// Must not block. Default: nothing.
+    fn work_published(&self, _work_id: u64, _prev_hash: BlockHash, _height: u32) {}
+
+    /// The pool accepted a share on work `work_id` (blvm-node modules publish ShareSubmitted).
+    /// Called on the share path: must not block. Default: nothing.
+    fn share_accepted(&self, _work_id: u64, _hash: [u8; 32], _miner: Option<&str>) {}
 }

@@ -75,6 +75,8 @@ pub struct Shared {
     allocator: Arc<ExtranonceAllocator>,
     pool: Arc<RwLock<StratumV2Pool>>,
     blocks: mpsc::UnboundedSender<FoundBlock>,
+    /// The node backend, told of accepted shares.
+    node: Arc<dyn NodeApi>,
 }
 
 impl Shared {
@@ -114,8 +116,11 @@ impl Shared {
                 SessionEvent::ShareAccepted {
                     channel_id,
                     difficulty,
-                    ..
+                    worker,
+                    work_id,
+                    hash,
                 } => {
+                    self.node.share_accepted(*work_id, *hash, worker.as_deref());
                     debug!(
                         conn = id,
                         channel = channel_id,
@@ -206,6 +211,7 @@ impl StratumV2Server {
             allocator: Arc::new(ExtranonceAllocator::new()),
             pool: Arc::new(RwLock::new(StratumV2Pool::new())),
             blocks,
+            node: node.clone(),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -333,13 +339,8 @@ impl StratumV2Server {
     pub async fn handle_event(&self, event: NodeEvent) -> Result<(), StratumV2Error> {
         debug!(?event, "node event");
         let template = self.node.get_block_template().await?;
-        publish_if_better(
-            &self.work,
-            &self.work_ids,
-            template,
-            &self.shared.config.mining.coinbase,
-        )
-        .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+        publish_if_better(&self.work, &self.work_ids, template, &self.shared)
+            .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
         Ok(())
     }
 
@@ -514,7 +515,7 @@ async fn template_loop(
         let Some(template) = template else {
             continue;
         };
-        if let Err(e) = publish_if_better(&work, &ids, template, &shared.config.mining.coinbase) {
+        if let Err(e) = publish_if_better(&work, &ids, template, &shared) {
             error!("cannot build work: {e}");
         }
     }
@@ -527,7 +528,7 @@ fn publish_if_better(
     work: &watch::Sender<Option<Arc<Work>>>,
     ids: &AtomicU64,
     template: crate::node::BlockTemplate,
-    coinbase: &crate::mining::CoinbaseConfig,
+    shared: &Shared,
 ) -> Result<bool, crate::mining::MiningError> {
     let current = work.borrow().clone();
     let new_tip = current
@@ -539,8 +540,13 @@ fn publish_if_better(
     if !(new_tip || pays_more) {
         return Ok(false);
     }
-    let w = Work::new(ids.fetch_add(1, Ordering::Relaxed), template, coinbase)?;
+    let w = Work::new(
+        ids.fetch_add(1, Ordering::Relaxed),
+        template,
+        &shared.config.mining.coinbase,
+    )?;
     info!(height = w.height, prev = %w.prev_hash, new_tip, "new work");
+    shared.node.work_published(w.id, w.prev_hash, w.height);
     work.send_replace(Some(w));
     Ok(true)
 }

@@ -1,0 +1,466 @@
+//! blvm-node module mode: the pool as a module the node starts, talking to it over the node's
+//! unix socket instead of JSON-RPC.
+//!
+//! The node starts the module with MODULE_NAME, MODULE_ID, SOCKET_PATH, DATA_DIR and one
+//! MODULE_CONFIG_<KEY> per key of its `[modules.blvm-stratum-v2]` section ([`ModuleEnv`]).
+//! [`ModuleNode`] connects to the socket (frames: a 4-byte big-endian length, then a bincode
+//! `ModuleMessage`), says Handshake, subscribes to chain events, and then serves [`NodeApi`]:
+//! GetBlockTemplate and SubmitBlock requests matched to their responses by correlation id, so
+//! events arriving in between never get mixed up with answers. If the socket drops, pending
+//! requests fail as `Unavailable` (found blocks stay in the pool's pending directory and are
+//! retried) and the client reconnects with backoff, handshakes and subscribes again.
+//!
+//! We declare the subset of the node's IPC types we need ([`protocol`]) rather than depend on
+//! blvm-node: its exact version pins (tokio, serde ...) would bind ours, and it would pull a
+//! whole node into the pool's build. The vectors test and the module-mode test against a real
+//! node are what keep the two in step.
+
+pub mod bincode;
+mod env;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::{Block, BlockHash};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use env::ModuleEnv;
+use protocol::{
+    CorrelationId, Incoming, NodeEventMsg, PublishedEvent, Request, ResponseBody, SubmitResult,
+};
+
+use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+
+/// Largest frame either side accepts (the node's own limit).
+pub const MAX_FRAME_LEN: usize = 40 * 1024 * 1024;
+/// Published events waiting for the socket; beyond this they are dropped (and counted), so a
+/// slow node never slows share validation.
+const PUBLISH_QUEUE: usize = 4096;
+
+/// Where and who: what the module client needs to reach the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleSettings {
+    /// The node's IPC socket (SOCKET_PATH).
+    pub socket_path: PathBuf,
+    /// MODULE_ID.
+    pub module_id: String,
+    /// MODULE_NAME.
+    pub module_name: String,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl ModuleSettings {
+    /// Settings with the default timeouts (10 s per request, reconnect backoff up to 2 s).
+    pub fn new(socket_path: PathBuf, module_id: String, module_name: String) -> ModuleSettings {
+        ModuleSettings {
+            socket_path,
+            module_id,
+            module_name,
+            request_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+type Pending = Mutex<HashMap<CorrelationId, oneshot::Sender<ResponseBody>>>;
+
+struct Inner {
+    settings: ModuleSettings,
+    events: broadcast::Sender<ChainEvent>,
+    pending: Pending,
+    next_id: AtomicU64,
+    /// Frames for the node; `None` while not connected (or not yet through the handshake).
+    outbox: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    publish: mpsc::Sender<PublishedEvent>,
+    dropped_events: AtomicU64,
+    publish_refused: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    fn outbox(&self) -> Option<mpsc::UnboundedSender<Vec<u8>>> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_outbox(&self, tx: Option<mpsc::UnboundedSender<Vec<u8>>>) {
+        *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+    }
+
+    /// Sends a request on `tx` and waits for the response with its correlation id.
+    async fn request_on(
+        &self,
+        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        req: &Request,
+    ) -> Result<ResponseBody, NodeError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, answer) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, done);
+        if tx.send(protocol::encode_request(id, req)).is_err() {
+            self.forget(id);
+            return Err(NodeError::Unavailable(
+                "the connection to the node closed".into(),
+            ));
+        }
+        match tokio::time::timeout(self.settings.request_timeout, answer).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(_)) => Err(NodeError::Unavailable(
+                "the connection to the node closed before it answered".into(),
+            )),
+            Err(_) => {
+                self.forget(id);
+                Err(NodeError::Unavailable(format!(
+                    "the node did not answer within {:?}",
+                    self.settings.request_timeout
+                )))
+            }
+        }
+    }
+
+    async fn request(&self, req: &Request) -> Result<ResponseBody, NodeError> {
+        let tx = self
+            .outbox()
+            .ok_or_else(|| NodeError::Unavailable("not connected to the node's socket".into()))?;
+        self.request_on(&tx, req).await
+    }
+
+    fn forget(&self, id: CorrelationId) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Fails every request in flight (their senders drop).
+    fn fail_pending(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn on_incoming(&self, msg: Incoming, tx: &mpsc::UnboundedSender<Vec<u8>>) {
+        match msg {
+            Incoming::Response {
+                correlation_id,
+                body,
+            } => {
+                let waiter = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&correlation_id);
+                match waiter {
+                    Some(w) => {
+                        let _ = w.send(body);
+                    }
+                    None if correlation_id & PUBLISH_ID_BIT != 0 => {
+                        if let ResponseBody::Error(e) = body
+                            && !self.publish_refused.swap(true, Ordering::Relaxed)
+                        {
+                            warn!("the node refuses our published events: {e} (logged once)");
+                        }
+                    }
+                    None => debug!(correlation_id, "response to no request in flight"),
+                }
+            }
+            Incoming::Event(ev) => {
+                let chain = match ev {
+                    NodeEventMsg::NewBlock { hash, height }
+                    | NodeEventMsg::BlockMined { hash, height } => ChainEvent::NewTip {
+                        hash: BlockHash::from_byte_array(hash),
+                        height: u32::try_from(height).unwrap_or(u32::MAX),
+                    },
+                    // The template says where the tip went.
+                    NodeEventMsg::ChainReorg { .. }
+                    | NodeEventMsg::BlockDisconnected { .. }
+                    | NodeEventMsg::BlockTemplateUpdated
+                    | NodeEventMsg::MiningDifficultyChanged => ChainEvent::NewTemplate,
+                    NodeEventMsg::Other(index) => {
+                        debug!(index, "node event not subscribed to; ignored");
+                        return;
+                    }
+                };
+                debug!(?ev, "node event");
+                let _ = self.events.send(chain);
+            }
+            Incoming::Invocation(id) => {
+                let _ = tx.send(protocol::encode_invocation_refusal(
+                    id,
+                    "blvm-stratum-v2 has no CLI commands or RPC methods",
+                ));
+            }
+            Incoming::Other(index) => debug!(index, "unexpected message kind from the node"),
+        }
+    }
+}
+
+/// [`NodeApi`] over blvm-node's module socket.
+pub struct ModuleNode {
+    inner: Arc<Inner>,
+    task: JoinHandle<()>,
+    publisher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ModuleNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleNode")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ModuleNode {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.publisher.abort();
+    }
+}
+
+impl ModuleNode {
+    /// Starts connecting (on the current tokio runtime) and keeps the connection up.
+    pub fn new(settings: ModuleSettings) -> ModuleNode {
+        let (events, _) = broadcast::channel(64);
+        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let inner = Arc::new(Inner {
+            settings,
+            events,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            outbox: Mutex::new(None),
+            publish,
+            dropped_events: AtomicU64::new(0),
+            publish_refused: Default::default(),
+        });
+        let task = tokio::spawn(connection_loop(inner.clone()));
+        let publisher = tokio::spawn(publish_loop(inner.clone(), publish_rx));
+        ModuleNode {
+            inner,
+            task,
+            publisher,
+        }
+    }
+
+    /// Whether the handshake with the node is done and the socket is up.
+    pub fn is_connected(&self) -> bool {
+        self.inner.outbox().is_some()
+    }
+
+    /// Published events dropped because the node was slow or away.
+    pub fn dropped_events(&self) -> u64 {
+        self.inner.dropped_events.load(Ordering::Relaxed)
+    }
+
+    fn queue(&self, ev: PublishedEvent) {
+        if self.inner.publish.try_send(ev).is_err() {
+            self.inner.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn template(&self) -> Result<BlockTemplate, NodeError> {
+        match self.inner.request(&Request::GetBlockTemplate).await? {
+            ResponseBody::BlockTemplate(t) => Ok(t),
+            ResponseBody::Error(e) => Err(NodeError::Unavailable(format!("GetBlockTemplate: {e}"))),
+            other => Err(NodeError::Unavailable(format!(
+                "GetBlockTemplate answered with {other:?}"
+            ))),
+        }
+    }
+
+    async fn submit(&self, block: Block) -> Result<(), NodeError> {
+        let hash = block.block_hash();
+        match self.inner.request(&Request::SubmitBlock(block)).await? {
+            ResponseBody::SubmitBlock(SubmitResult::Accepted) => Ok(()),
+            ResponseBody::SubmitBlock(SubmitResult::Duplicate) => {
+                debug!(%hash, "the node already had the block");
+                Ok(())
+            }
+            ResponseBody::SubmitBlock(SubmitResult::Rejected(reason)) => {
+                Err(NodeError::BlockRejected(reason))
+            }
+            // The node could not take it (e.g. its mining interface failed): try again later.
+            ResponseBody::Error(e) => Err(NodeError::Unavailable(format!("SubmitBlock: {e}"))),
+            other => Err(NodeError::Unavailable(format!(
+                "SubmitBlock answered with {other:?}"
+            ))),
+        }
+    }
+}
+
+impl NodeApi for ModuleNode {
+    fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
+        Box::pin(self.template())
+    }
+
+    fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
+        Box::pin(self.submit(block))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn work_published(&self, work_id: u64, prev_hash: BlockHash, height: u32) {
+        self.queue(PublishedEvent::MiningJobCreated {
+            job_id: work_id.to_string(),
+            prev_hash: prev_hash.to_byte_array(),
+            height: height.into(),
+        });
+    }
+
+    fn share_accepted(&self, work_id: u64, hash: [u8; 32], miner: Option<&str>) {
+        self.queue(PublishedEvent::ShareSubmitted {
+            job_id: work_id.to_string(),
+            share_hash: hash,
+            miner_id: miner.map(str::to_owned),
+        });
+    }
+}
+
+/// Connects, serves, and reconnects with backoff for as long as the backend lives.
+async fn connection_loop(inner: Arc<Inner>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut was_up = false;
+    loop {
+        match UnixStream::connect(&inner.settings.socket_path).await {
+            Ok(stream) => {
+                let reason = serve(&inner, stream, &mut was_up).await;
+                inner.set_outbox(None);
+                inner.fail_pending();
+                if was_up {
+                    warn!("lost the node's socket: {reason}; reconnecting");
+                    backoff = Duration::from_millis(50);
+                } else {
+                    warn!("node socket: {reason}");
+                }
+            }
+            Err(e) => {
+                if was_up {
+                    debug!("cannot reach the node's socket yet: {e}");
+                } else {
+                    warn!(
+                        path = %inner.settings.socket_path.display(),
+                        "cannot connect to the node's socket: {e}; retrying in {backoff:?}"
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(inner.settings.max_backoff);
+    }
+}
+
+/// One connection: reader and writer run until either fails; the handshake and subscription
+/// go first, and only then may the pool's requests use the socket.
+async fn serve(inner: &Arc<Inner>, stream: UnixStream, was_up: &mut bool) -> String {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = async move {
+        while let Some(body) = rx.recv().await {
+            let Ok(len) = u32::try_from(body.len()) else {
+                continue;
+            };
+            let mut frame = Vec::with_capacity(4 + body.len());
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(&body);
+            if let Err(e) = wr.write_all(&frame).await {
+                return format!("write: {e}");
+            }
+        }
+        "writer closed".to_owned()
+    };
+    let reader_tx = tx.clone();
+    let reader = async {
+        let mut body = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            if let Err(e) = rd.read_exact(&mut len).await {
+                return format!("read: {e}");
+            }
+            let len = u32::from_be_bytes(len) as usize;
+            if len > MAX_FRAME_LEN {
+                return format!("frame of {len} bytes is over the {MAX_FRAME_LEN}-byte limit");
+            }
+            body.resize(len, 0);
+            if let Err(e) = rd.read_exact(&mut body).await {
+                return format!("read: {e}");
+            }
+            match protocol::decode_incoming(&body) {
+                Ok(msg) => inner.on_incoming(msg, &reader_tx),
+                // One message we cannot read is skipped, not a reason to drop the node.
+                Err(e) => warn!("undecodable message from the node ({len} bytes): {e}"),
+            }
+        }
+    };
+    let setup_tx = tx.clone();
+    let setup = async {
+        let s = &inner.settings;
+        let hello = Request::Handshake {
+            module_id: s.module_id.clone(),
+            module_name: s.module_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        match inner.request_on(&setup_tx, &hello).await {
+            Ok(ResponseBody::HandshakeAck(version)) => {
+                info!(node_version = %version, "connected to blvm-node")
+            }
+            Ok(other) => return format!("handshake answered with {other:?}"),
+            Err(e) => return format!("handshake: {e}"),
+        }
+        let subscribe = Request::SubscribeEvents(protocol::SUBSCRIBED_EVENTS.to_vec());
+        match inner.request_on(&setup_tx, &subscribe).await {
+            Ok(ResponseBody::SubscribeAck) => {}
+            Ok(other) => return format!("event subscription answered with {other:?}"),
+            Err(e) => return format!("event subscription: {e}"),
+        }
+        inner.set_outbox(Some(setup_tx.clone()));
+        *was_up = true;
+        // Whatever happened while we were away: fetch a template now.
+        let _ = inner.events.send(ChainEvent::NewTemplate);
+        std::future::pending::<String>().await
+    };
+    drop(tx);
+    tokio::select! {
+        r = writer => r,
+        r = reader => r,
+        r = setup => r,
+    }
+}
+
+/// Correlation ids of published events carry this bit: their answers have no waiter, and a
+/// refusal among them is logged rather than mistaken for a stray response.
+const PUBLISH_ID_BIT: u64 = 1 << 63;
+
+/// Sends published events whenever the socket is up, without waiting for each answer (one
+/// round trip per share would cap the pool's share rate at the socket's latency).
+async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<PublishedEvent>) {
+    while let Some(ev) = rx.recv().await {
+        let Some(tx) = inner.outbox() else {
+            inner.dropped_events.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed) | PUBLISH_ID_BIT;
+        if tx
+            .send(protocol::encode_request(id, &Request::PublishEvent(ev)))
+            .is_err()
+        {
+            inner.dropped_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
