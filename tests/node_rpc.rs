@@ -7,10 +7,10 @@
 //! (b) A solved block with a broken merkle root is refused by the node (`BlockRejected`), the
 //!     same block done right is accepted (BIP34 height 1 as OP_1, user/password auth).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+#[path = "common/regtest_node.rs"]
+mod regtest_node;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitcoin::block::Header;
@@ -22,186 +22,11 @@ use bitcoin::{
 };
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
-use blvm_stratum_v2::node::rpc::{RpcAuth, RpcClient, RpcConfig, RpcNode};
+use blvm_stratum_v2::node::rpc::{RpcAuth, RpcConfig, RpcNode};
 use blvm_stratum_v2::node::{BlockTemplate, NodeApi, NodeError};
 use blvm_stratum_v2::server::StratumV2Server;
-use serde_json::{Value, json};
-
-/// Bound on building tools/regtest-node (cold: several minutes on a busy machine).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
-/// Bound on the node answering RPC after its start.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// BIP 173's regtest P2WPKH test vector.
-const REGTEST_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-
-/// Builds tools/regtest-node once per test binary; returns its executable.
-fn regtest_node_binary() -> PathBuf {
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = built.as_ref() {
-        return p.clone();
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/regtest-node");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let started = Instant::now();
-    let mut child = Command::new(cargo)
-        .args(["build", "--release", "--manifest-path"])
-        .arg(dir.join("Cargo.toml"))
-        // Its own target dir, not ours: its build must not wait for our build's lock.
-        .env_remove("CARGO_TARGET_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run cargo build for tools/regtest-node");
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for cargo") {
-            break s;
-        }
-        if started.elapsed() > BUILD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("building tools/regtest-node took more than {BUILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(status.success(), "building tools/regtest-node failed");
-    eprintln!(
-        "tools/regtest-node built (or fresh) in {:?}",
-        started.elapsed()
-    );
-    let bin = dir.join("target/release/regtest-node");
-    assert!(bin.exists(), "{} missing", bin.display());
-    *built = Some(bin.clone());
-    bin
-}
-
-/// A port free on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-/// A blvm-node regtest node in a child process, killed on drop.
-struct RegtestNode {
-    child: Child,
-    rpc_port: u16,
-    datadir: tempfile::TempDir,
-    auth: RpcAuth,
-}
-
-impl RegtestNode {
-    /// Starts a node with cookie auth (`user_password: None`) or user/password auth, and
-    /// waits until its RPC answers.
-    async fn start(user_password: Option<(&str, &str)>) -> RegtestNode {
-        let bin = tokio::task::spawn_blocking(regtest_node_binary)
-            .await
-            .expect("build task");
-        let datadir = tempfile::tempdir().expect("temp dir");
-        let rpc_port = free_port();
-        let p2p_port = free_port();
-        let (auth_arg, auth) = match user_password {
-            None => (
-                "cookie".to_owned(),
-                RpcAuth::CookieFile(datadir.path().join(".cookie")),
-            ),
-            Some((u, p)) => (
-                format!("{u}:{p}"),
-                RpcAuth::UserPassword {
-                    user: u.into(),
-                    password: p.into(),
-                },
-            ),
-        };
-        let log = std::fs::File::create(datadir.path().join("node.log")).expect("log file");
-        let child = Command::new(bin)
-            .args(["--rpc-port", &rpc_port.to_string()])
-            .args(["--p2p-port", &p2p_port.to_string()])
-            .arg("--datadir")
-            .arg(datadir.path())
-            .args(["--auth", &auth_arg])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start regtest-node");
-        let node = RegtestNode {
-            child,
-            rpc_port,
-            datadir,
-            auth,
-        };
-        let started = Instant::now();
-        let client = RpcClient::new(node.rpc_config());
-        // Ready when it gives a template: blvm-node answers RPC (getblockcount: 0) a moment
-        // before it has anchored its chain at genesis.
-        let mut seen = Vec::new();
-        loop {
-            match client
-                .call("getblocktemplate", json!([{"rules": ["segwit"]}]))
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if started.elapsed() > START_TIMEOUT => {
-                    panic!("node RPC not up in {START_TIMEOUT:?}: {e}\n{}", node.log())
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    if !e.contains("connect") && !seen.contains(&e) {
-                        eprintln!("node starting: {e}");
-                        seen.push(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-        eprintln!(
-            "blvm-node RPC serves templates {:?} after start",
-            started.elapsed()
-        );
-        node
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.rpc_port)
-    }
-
-    fn rpc_config(&self) -> RpcConfig {
-        RpcConfig::new(&self.url(), self.auth.clone()).expect("valid url")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.datadir.path().join("node.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for RegtestNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn call(client: &RpcClient, method: &str, params: Value) -> Value {
-    client
-        .call(method, params.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
-}
-
-async fn block_count(client: &RpcClient) -> u64 {
-    call(client, "getblockcount", json!([]))
-        .await
-        .as_u64()
-        .expect("getblockcount is a number")
-}
-
-async fn best_hash(client: &RpcClient) -> String {
-    call(client, "getbestblockhash", json!([]))
-        .await
-        .as_str()
-        .expect("getbestblockhash is a string")
-        .to_owned()
-}
+use regtest_node::{REGTEST_ADDRESS, RegtestNode, best_hash, block_count, call};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_on_rpc_backend_mines_blocks_the_node_accepts() {
