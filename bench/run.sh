@@ -11,13 +11,22 @@
 #      b8) pipelined: 1,000 connections with 8 shares in flight each (fewer syscalls per share)
 #      c) handshakes: a burst of 1,000 simultaneous connects
 #      d) memory:     10,000 connections held idle (if the open-files limit allows)
+#    Side by side (SRI=1, the default): the same scenarios against SRI's pool_sv2, fed by our
+#    `template-provider` subcommand (Template Distribution over Noise, the same embedded regtest
+#    chain and nBits), with pool_sv2's pid for its CPU time and memory. If pool_sv2 is not
+#    installed, it is installed first (`apt-get install -y capnproto libcapnp-dev` when
+#    missing and running as root, then `cargo install --locked pool_sv2 --version
+#    $SRI_VERSION`), bounded in time; if that fails the run goes on with our pool only.
 # 3. The criterion micro-benchmarks codec, noise and share_validation (ours beside SRI's
 #    crates), skipping any that does not exist.
 # 4. BENCHMARKS.md: every figure, the ratio to SRI where there is one, date, CPU, cores.
 #
 # Environment: DURATION (s, default 10), SCENARIOS (default "a b b8 c d"), SKIP_BENCH=1 (keep
 # the criterion results already in target/criterion),
-# OUT (default BENCHMARKS.md), LOADGEN_THREADS (default 1).
+# OUT (default BENCHMARKS.md), LOADGEN_THREADS (default 1), SRI (default 1; 0: our pool only),
+# SRI_VERSION (default 0.7.0), SRI_RUST_LOG (pool_sv2's log filter, default warn: at info it
+# logs two lines per share), SRI_SHARES_PER_MINUTE (default 1000: keeps its vardiff target at
+# the loadgen's max target and its per-channel share budget, 1,200 x this, out of reach).
 # Every step is bounded in time; the pool is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,20 +37,32 @@ SCENARIOS=${SCENARIOS:-"a b b8 c d"}
 OUT=${OUT:-BENCHMARKS.md}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 WORK=$(mktemp -d -t blvm-bench.XXXXXX)
+SRI=${SRI:-1}
+SRI_VERSION=${SRI_VERSION:-0.7.0}
+SRI_RUST_LOG=${SRI_RUST_LOG:-warn}
+SRI_SHARES_PER_MINUTE=${SRI_SHARES_PER_MINUTE:-1000}
 POOL_PID=""
+TP_PID=""
 BIN=$ROOT/target/release/blvm-stratum-v2
 
-stop_pool() {
-    if [[ -n "$POOL_PID" ]] && kill -0 "$POOL_PID" 2>/dev/null; then
-        kill "$POOL_PID" 2>/dev/null || true
+# stop_pid PID: SIGTERM, then SIGKILL after 5 s.
+stop_pid() {
+    local pid=$1
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
-            kill -0 "$POOL_PID" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$POOL_PID" 2>/dev/null || true
-        wait "$POOL_PID" 2>/dev/null || true
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     fi
+}
+stop_pool() {
+    stop_pid "$POOL_PID"
+    stop_pid "$TP_PID"
     POOL_PID=""
+    TP_PID=""
 }
 cleanup() {
     stop_pool
@@ -57,6 +78,90 @@ NOFILE=$(ulimit -n)
 
 echo "== building (release)"
 timeout 1800 cargo build --release --quiet
+
+# find_pool_sv2: sets SRI_BIN to pool_sv2 (installing it if missing), or "" if unavailable.
+SRI_BIN=""
+find_pool_sv2() {
+    SRI_BIN=$(command -v pool_sv2 || true)
+    [[ -z "$SRI_BIN" && -x "$HOME/.cargo/bin/pool_sv2" ]] && SRI_BIN=$HOME/.cargo/bin/pool_sv2
+    [[ -n "$SRI_BIN" ]] && return 0
+    echo "== pool_sv2 not found: installing pool_sv2 $SRI_VERSION (about 15 min on 2 cores)"
+    if ! command -v capnp >/dev/null 2>&1; then
+        if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            timeout 900 apt-get install -y capnproto libcapnp-dev >"$WORK/apt.log" 2>&1 ||
+                { timeout 300 apt-get update >>"$WORK/apt.log" 2>&1 &&
+                    timeout 900 apt-get install -y capnproto libcapnp-dev >>"$WORK/apt.log" 2>&1; } ||
+                echo "   apt-get install capnproto libcapnp-dev failed; trying cargo install anyway"
+            tail -3 "$WORK/apt.log"
+        else
+            echo "   capnp is missing and this is not root with apt-get: pool_sv2 needs capnproto and libcapnp-dev"
+        fi
+    fi
+    if timeout 3600 cargo install --locked pool_sv2 --version "$SRI_VERSION" >"$WORK/sri-install.log" 2>&1; then
+        SRI_BIN=$HOME/.cargo/bin/pool_sv2
+    else
+        echo "== could not install pool_sv2 (last lines below): running our pool only"
+        tail -5 "$WORK/sri-install.log"
+        SRI_BIN=""
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_sri NAME: a fresh template provider and a fresh pool_sv2 fed by it; sets POOL_PID
+# (pool_sv2's), TP_PID, ADDR, KEY. Returns 1 if either did not start.
+start_sri() {
+    local dir=$WORK/sri-$1
+    mkdir -p "$dir"
+    "$BIN" template-provider --listen-addr 127.0.0.1:0 --data-dir "$dir/tp" \
+        --chain-bits 0x1d00ffff >"$dir/tp.out" 2>"$dir/tp.err" &
+    TP_PID=$!
+    for _ in $(seq 100); do
+        grep -q "authority public key" "$dir/tp.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    local tp_addr tp_key secret port
+    tp_addr=$(grep -o 'listening on [0-9.:]*' "$dir/tp.out" | awk '{print $3}')
+    tp_key=$(awk '/authority public key/{print $4}' "$dir/tp.out")
+    if [[ -z "$tp_addr" || -z "$tp_key" ]]; then
+        echo "template provider did not start:" >&2
+        cat "$dir/tp.err" >&2
+        return 1
+    fi
+    KEY=$("$BIN" keygen --out "$dir/authority_secret_key" 2>/dev/null)
+    secret=$(cat "$dir/authority_secret_key")
+    port=$(free_port)
+    ADDR=127.0.0.1:$port
+    cat >"$dir/pool-config.toml" <<CONFIG
+# SRI pool_sv2, written by bench/run.sh
+authority_public_key = "$KEY"
+authority_secret_key = "$secret"
+cert_validity_sec = 86400
+listen_address = "$ADDR"
+coinbase_reward_script = "addr(bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080)"
+server_id = 1
+pool_signature = "SRI pool_sv2 bench"
+shares_per_minute = $SRI_SHARES_PER_MINUTE
+share_batch_size = 1
+
+[template_provider_type.Sv2Tp]
+address = "$tp_addr"
+public_key = "$tp_key"
+CONFIG
+    RUST_LOG=$SRI_RUST_LOG "$SRI_BIN" -c "$dir/pool-config.toml" >"$dir/out" 2>&1 &
+    POOL_PID=$!
+    # It listens once it has the first template from the template provider.
+    for _ in $(seq 300); do
+        kill -0 "$POOL_PID" 2>/dev/null || break
+        python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $port)))" && return 0
+        sleep 0.1
+    done
+    echo "pool_sv2 did not start (last lines of its log):" >&2
+    tail -20 "$dir/out" >&2
+    return 1
+}
 
 # start_pool NAME: a fresh pool; sets POOL_PID, ADDR, KEY.
 start_pool() {
@@ -80,11 +185,22 @@ start_pool() {
 }
 
 # scenario NAME LOADGEN-ARGS...: fresh pool, one load generator run, JSON in $WORK/NAME.json.
+# A NAME starting with sri_ runs against pool_sv2 (fed by our template provider) instead.
 scenario() {
     local name=$1
     shift
-    echo "== scenario $name: loadgen $*"
-    start_pool "$name"
+    if [[ $name == sri_* ]]; then
+        echo "== scenario $name (SRI pool_sv2): loadgen $*"
+        if ! start_sri "$name"; then
+            echo "   (pool_sv2 did not start: scenario skipped)"
+            echo "skipped: pool_sv2 did not start" >"$WORK/$name.skipped"
+            stop_pool
+            return 0
+        fi
+    else
+        echo "== scenario $name: loadgen $*"
+        start_pool "$name"
+    fi
     cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name.load"
     local rc=0
     timeout 300 "$BIN" loadgen --url "$ADDR" --authority-pubkey "$KEY" \
@@ -95,22 +211,33 @@ scenario() {
     stop_pool
 }
 
+if [[ "$SRI" == 1 ]]; then
+    find_pool_sv2
+    [[ -n "$SRI_BIN" ]] && echo "== side by side with $("$SRI_BIN" --version 2>/dev/null || echo pool_sv2) ($SRI_BIN)"
+fi
+PREFIXES=""
+[[ -n "$SRI_BIN" ]] && PREFIXES="sri_"
+
 for s in $SCENARIOS; do
-    case $s in
-    a) scenario a_latency --connections 1000 --rate 5 --duration "$DURATION" ;;
-    b) scenario b_throughput --connections 1000 --rate 0 --duration "$DURATION" ;;
-    b8) scenario b8_pipelined --connections 1000 --rate 0 --window 8 --duration "$DURATION" ;;
-    c) scenario c_handshakes --connections 1000 --connect-concurrency 1000 --duration 0 --hold 1 ;;
-    d)
-        if ((NOFILE >= 10100)); then
-            scenario d_idle_10k --connections 10000 --connect-concurrency 1000 --duration 0 --hold 3
-        else
-            echo "== scenario d skipped: open-files limit $NOFILE < 10100"
-            echo "skipped: open-files limit $NOFILE" >"$WORK/d_idle_10k.skipped"
-        fi
-        ;;
-    esac
+    for p in "" $PREFIXES; do
+        case $s in
+        a) scenario "${p}a_latency" --connections 1000 --rate 5 --duration "$DURATION" ;;
+        b) scenario "${p}b_throughput" --connections 1000 --rate 0 --duration "$DURATION" ;;
+        b8) scenario "${p}b8_pipelined" --connections 1000 --rate 0 --window 8 --duration "$DURATION" ;;
+        c) scenario "${p}c_handshakes" --connections 1000 --connect-concurrency 1000 --duration 0 --hold 1 ;;
+        d)
+            if ((NOFILE >= 10100)); then
+                scenario "${p}d_idle_10k" --connections 10000 --connect-concurrency 1000 --duration 0 --hold 3
+            else
+                echo "== scenario ${p}d skipped: open-files limit $NOFILE < 10100"
+                echo "skipped: open-files limit $NOFILE" >"$WORK/${p}d_idle_10k.skipped"
+            fi
+            ;;
+        esac
+    done
 done
+SRI_VERSION_TEXT=""
+[[ -n "$SRI_BIN" ]] && SRI_VERSION_TEXT=$("$SRI_BIN" --version 2>/dev/null || echo "pool_sv2 $SRI_VERSION")
 
 BENCHES=""
 if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
@@ -136,7 +263,8 @@ CPU=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 CORES=$(nproc)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 SKIP_BENCH="${SKIP_BENCH:-0}" WORK="$WORK" OUT="$OUT" CPU="$CPU" CORES="$CORES" COMMIT="$COMMIT" NOFILE="$NOFILE" \
-    BENCHES="$BENCHES" DURATION="$DURATION" python3 - <<'PY'
+    BENCHES="$BENCHES" DURATION="$DURATION" SRI_VERSION_TEXT="$SRI_VERSION_TEXT" \
+    SRI_RUST_LOG="$SRI_RUST_LOG" SRI_SHARES_PER_MINUTE="$SRI_SHARES_PER_MINUTE" python3 - <<'PY'
 import glob, json, os, time
 
 work, out = os.environ["WORK"], os.environ["OUT"]
@@ -228,6 +356,58 @@ if d:
 elif os.path.exists(f"{work}/d_idle_10k.skipped"):
     row("d", "10,000 idle connections", open(f"{work}/d_idle_10k.skipped").read().strip(), "")
 
+# Side by side: the same scenarios against SRI's pool_sv2 (names prefixed sri_).
+SRI_SCEN = tuple("sri_" + n for n in SCEN)
+sri = {n: load("sri_" + n) for n in SCEN}
+ours = dict(zip(SCEN, (a, b, b8, c, d)))
+srows = []
+def kib(x):
+    return None if x is None else x / 1024
+def side(scenario, figure, path, unit, digits, higher_better, conv=None):
+    o, t = ours.get(scenario), sri.get(scenario)
+    if o is None and t is None:
+        return
+    ov, tv = get(o, *path), get(t, *path)
+    if conv:
+        ov, tv = conv(ov), conv(tv)
+    ratio = "n/a" if higher_better is not None else ""
+    if ov and tv and higher_better is not None:
+        r = ov / tv if higher_better else tv / ov
+        ratio = f"{r:,.2f}x"
+    short = scenario.split("_")[0]
+    srows.append(f"| {short} | {figure} | {f(ov, digits)}{unit} | {f(tv, digits)}{unit} | {ratio} |")
+def side_errors(scenario):
+    o, t = ours.get(scenario), sri.get(scenario)
+    if o is None and t is None:
+        return
+    short = scenario.split("_")[0]
+    srows.append(f"| {short} | errors | {errors(o)} | {errors(t)} | |")
+
+side("a_latency", "ack latency p50", ("latency", "p50_us"), " µs", 1, False)
+side("a_latency", "ack latency p99", ("latency", "p99_us"), " µs", 1, False)
+side("a_latency", "ack latency p99.9", ("latency", "p999_us"), " µs", 1, False)
+side("a_latency", "shares acknowledged / s (5,000 offered)", ("acked_per_sec",), "", 0, True)
+side("a_latency", "server CPU per acknowledged share", ("server", "cpu_per_share_us"), " µs", 2, False)
+side_errors("a_latency")
+for n, label in (("b_throughput", "1 in flight"), ("b8_pipelined", "8 in flight")):
+    side(n, f"shares acknowledged / s (1,000 conns, {label})", ("acked_per_sec",), "", 0, True)
+    side(n, "server CPU per acknowledged share", ("server", "cpu_per_share_us"), " µs", 2, False)
+    side(n, "server CPU busy under load", ("server", "load_cores"), " cores", 2, None)
+    side(n, "ack latency p50", ("latency", "p50_us"), " µs", 1, False)
+    side(n, "ack latency p99", ("latency", "p99_us"), " µs", 1, False)
+    side(n, "server memory per connection at the end", ("server", "rss_end_per_connection_bytes"), " KiB", 1, False, kib)
+    side_errors(n)
+side("c_handshakes", "handshakes / s (burst of 1,000)", ("handshakes_per_sec",), "", 0, True)
+side("c_handshakes", "server CPU per new connection", ("server", "cpu_per_connection_us"), " µs", 1, False)
+side("c_handshakes", "server memory per idle connection", ("server", "rss_idle_per_connection_bytes"), " KiB", 1, False, kib)
+side_errors("c_handshakes")
+side("d_idle_10k", "connections held (of 10,000)", ("ready",), "", 0, True)
+side("d_idle_10k", "server memory per idle connection", ("server", "rss_idle_per_connection_bytes"), " KiB", 1, False, kib)
+side("d_idle_10k", "server CPU per new connection", ("server", "cpu_per_connection_us"), " µs", 1, False)
+side("d_idle_10k", "handshakes / s (10,000, 1,000 at a time)", ("handshakes_per_sec",), "", 0, True)
+side_errors("d_idle_10k")
+sri_skipped = [n for n in SRI_SCEN if os.path.exists(f"{work}/{n}.skipped")]
+
 # Criterion: this run's results only (with SKIP_BENCH=1: whatever target/criterion holds).
 stamp = f"{work}/bench.start"
 if os.environ.get("SKIP_BENCH") == "1":
@@ -303,13 +483,39 @@ md.append("|---|---|---|---|")
 md.extend(rows)
 md.append("")
 md.append("Scenarios: (a) latency, (b) throughput, (b8) throughput with 8 shares in flight per connection, "
-          "(c) handshake burst, (d) 10,000 idle connections. "
-          "No SRI figure: SRI's pool_sv2 needs a template provider to run (see the notes below).\n")
+          "(c) handshake burst, (d) 10,000 idle connections.\n")
 md.append("Commands (`loadgen --url ADDR --authority-pubkey KEY --server-pid PID` plus):\n")
 for n in SCEN:
     if cmd(n):
         md.append(f"- {n}: `{cmd(n)}` (load average before: {loadavg(n) or 'n/a'})")
 md.append("")
+md.append("## Side by side: SRI's pool_sv2\n")
+if srows:
+    md.append(f"`{os.environ.get('SRI_VERSION_TEXT') or 'pool_sv2'}` under the same load generator and scenarios, "
+              "one after the other in the same run, each against a fresh process. pool_sv2 takes its templates "
+              "from our `template-provider` subcommand (Template Distribution Protocol over Noise; the same "
+              "embedded regtest chain with nBits 0x1d00ffff, so both pools mine comparable work) and runs with "
+              f"`shares_per_minute = {os.environ.get('SRI_SHARES_PER_MINUTE')}`, `share_batch_size = 1`, "
+              f"`RUST_LOG={os.environ.get('SRI_RUST_LOG')}` (at info it logs two lines per share; ours logs two "
+              "per connection at info). Its first target comes from the channel's nominal hashrate (0) "
+              "clamped to the load generator's max target (all 0xff), so every nonce is a share, as with ours. "
+              "Its CPU and memory are pool_sv2's process only (not the template provider's). "
+              "The last column is how many times better ours is (above 1: ours is better; "
+              "for rates ours / SRI, for costs SRI / ours).\n")
+    md.append("| scenario | figure | ours | pool_sv2 | ours better by |")
+    md.append("|---|---|---|---|---|")
+    md.extend(srows)
+    md.append("")
+    for n in SRI_SCEN:
+        if cmd(n):
+            md.append(f"- {n}: `{cmd(n)}` (load average before: {loadavg(n) or 'n/a'})")
+    md.append("")
+else:
+    md.append("Not run (SRI=0, or pool_sv2 could not be installed or started).\n")
+for n in sri_skipped:
+    md.append(f"- {n}: {open(f'{work}/{n}.skipped').read().strip()}")
+if sri_skipped:
+    md.append("")
 md.append("## Micro-benchmarks (criterion means)\n")
 if os.environ.get("SKIP_BENCH") == "1" and (brows or orows):
     md.append("(SKIP_BENCH=1: the results target/criterion held from an earlier `cargo bench`.)\n")
@@ -328,7 +534,7 @@ if orows:
 if not brows and not orows:
     md.append(f"Not run (benches: `{os.environ.get('BENCHES','').strip() or 'none'}`).\n")
 md.append("## Load generator output\n")
-for n in SCEN:
+for n in SCEN + SRI_SCEN:
     t = text(n)
     if t:
         md.append(f"### {n}\n\n```\n{t}\n```\n")

@@ -79,6 +79,25 @@ impl ConnError {
             ConnError::Wire(_) | ConnError::Session(_) => "protocol",
         }
     }
+
+    /// The SV2 error code the pool gave (SetupConnection.Error, OpenMiningChannel.Error,
+    /// CloseChannel), so that the report counts each code apart.
+    pub(crate) fn code(&self) -> Option<&str> {
+        match self {
+            ConnError::Session(MinerSessionError::SetupRefused { code, .. })
+            | ConnError::Session(MinerSessionError::ChannelRefused(code))
+            | ConnError::ChannelClosed(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Counts the error in the report: by category and, where the pool gave one, its code.
+    fn report(&self, ctx: &Ctx, during_setup: bool) {
+        match self.code() {
+            Some(code) => ctx.error_code(self.category(during_setup), code),
+            None => ctx.error(self.category(during_setup), self),
+        }
+    }
 }
 
 /// What one connection did under load.
@@ -463,7 +482,7 @@ pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator
     let mut conn = match established {
         Ok(c) => c,
         Err(e) => {
-            ctx.error(e.category(true), &e);
+            e.report(ctx, true);
             return ConnTotals::default();
         }
     };
@@ -476,7 +495,7 @@ pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator
     };
     if let Phase::Load(go) = wait_phase(&mut phase, |p| *p != Phase::Setup).await {
         if let Err(e) = run_load(&mut conn, &mut load, index, go).await {
-            ctx.error(e.category(false), &e);
+            e.report(ctx, false);
             load.totals.unacked += load.pending.len() as u64;
             return load.totals;
         }
