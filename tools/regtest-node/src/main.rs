@@ -3,6 +3,7 @@
 //! ```text
 //! regtest-node --rpc-port PORT --p2p-port PORT [--datadir DIR] [--auth cookie|none|USER:PASSWORD]
 //!              [--default-rpc-limits]
+//!              [--modules-dir DIR [--module NAME]... [--module-config KEY=VALUE]...]
 //! ```
 //!
 //! RPC and P2P listen on 127.0.0.1. With `--auth cookie` (the default) the node writes
@@ -10,6 +11,7 @@
 //! pair; with `none` it takes anything. The node is isolated (no outbound peers, no 30 s wait
 //! for peers) and its RPC rate limits are raised so a pool polling every 200 ms is never
 //! throttled (`--default-rpc-limits` keeps blvm-node's own). It prints what it listens on, then runs until killed.
+//! `--modules-dir` turns blvm-node's module system on (module_host.rs, MODULES.md).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ use std::process::ExitCode;
 use blvm_node::config::{NodeConfig, RpcAuthConfig, RpcConfig};
 use blvm_node::node::Node;
 use blvm_node::ProtocolVersion;
+
+mod module_host;
 
 /// Rate limits high enough never to throttle a test (blvm-node's defaults: burst 50, 5 requests
 /// a second, 10 new connections per IP per minute).
@@ -35,10 +39,12 @@ struct Args {
     datadir: Option<PathBuf>,
     auth: Auth,
     default_rpc_limits: bool,
+    modules: module_host::ModuleArgs,
 }
 
 const USAGE: &str = "usage: regtest-node --rpc-port PORT --p2p-port PORT [--datadir DIR] \
-                     [--auth cookie|none|USER:PASSWORD] [--default-rpc-limits]";
+                     [--auth cookie|none|USER:PASSWORD] [--default-rpc-limits] \
+                     [--modules-dir DIR [--module NAME]... [--module-config KEY=VALUE]...]";
 
 fn parse_args() -> Result<Args, String> {
     let mut rpc_port = None;
@@ -46,9 +52,13 @@ fn parse_args() -> Result<Args, String> {
     let mut datadir = None;
     let mut auth = Auth::Cookie;
     let mut default_rpc_limits = false;
+    let mut modules = module_host::ModuleArgs::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        if modules.parse_flag(&flag, &mut value)? {
+            continue;
+        }
         match flag.as_str() {
             "--rpc-port" => {
                 rpc_port = Some(value()?.parse().map_err(|e| format!("--rpc-port: {e}"))?)
@@ -78,12 +88,14 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }
+    modules.check()?;
     Ok(Args {
         rpc_port: rpc_port.ok_or_else(|| format!("--rpc-port is required\n{USAGE}"))?,
         p2p_port: p2p_port.ok_or_else(|| format!("--p2p-port is required\n{USAGE}"))?,
         datadir,
         auth,
         default_rpc_limits,
+        modules,
     })
 }
 
@@ -151,8 +163,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut config = node_config(&args.auth, args.default_rpc_limits);
+    let datadir = match args.modules.apply(&mut config, datadir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let datadir_text = datadir.display().to_string();
-    let config = node_config(&args.auth, args.default_rpc_limits);
     let result = runtime.block_on(async move {
         let node = Node::new(
             &datadir_text,
@@ -160,17 +179,23 @@ fn main() -> ExitCode {
             rpc_addr,
             Some(ProtocolVersion::Regtest),
         )
-        .and_then(|n| n.with_config(config));
+        .and_then(|n| n.with_config(config.clone()));
         let mut node = match node {
             Ok(n) => n,
             Err(e) => return Err(format!("cannot create the node: {e}")),
         };
+        if args.modules.enabled() {
+            node = node
+                .with_modules_from_config(&config)
+                .map_err(|e| format!("cannot enable modules: {e}"))?;
+        }
         println!("rpc {rpc_addr}");
         println!("p2p {p2p_addr}");
         println!("datadir {datadir_text}");
         if matches!(args.auth, Auth::Cookie) {
             println!("cookie {datadir_text}/.cookie");
         }
+        args.modules.print(&datadir);
         node.start().await.map_err(|e| format!("node stopped: {e}"))
     });
     match result {
