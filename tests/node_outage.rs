@@ -3,8 +3,9 @@
 //! SIGTERM and once by SIGKILL, and started again on the same data directory and ports.
 //!
 //! While it is down the miner stays connected and the pool keeps answering its shares; the
-//! block found while the node is down is saved in `blocks/pending` and resubmitted until the
-//! node takes it; after the restart the node accepts it and mining resumes on its tip.
+//! blocks found while the node is down are saved in `blocks/pending` at once and resubmitted
+//! until the node answers; after the restart the node accepts the first of them and mining
+//! resumes on its tip.
 //!
 //! The rule for "no found block is lost", checked over every block the pool saved: each one is
 //! in the node's main chain, or is stale, meaning the main chain holds, at the same height, a
@@ -233,9 +234,30 @@ async fn outages() {
             down_at.elapsed()
         );
 
-        // Down for a while: the miner stays connected and the pool answers its shares.
+        // Down for a while: the miner stays connected and the pool answers its shares. The
+        // SIGTERM outage lasts until the miner finds a second block on the same tip (the pool
+        // refuses shares on a tip it solved for 10 s, then takes them again): it is on disk at
+        // once, though the submitter is still busy resubmitting the first.
         let shares_before = server.get_pool_stats().await.total_shares;
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if how == Stop::Term {
+            wait_until(
+                "a second block found during the outage is saved at once",
+                Duration::from_secs(20),
+                || {
+                    let n = saved(&data_dir, "pending")
+                        .iter()
+                        .filter(|(_, b)| b.header.prev_blockhash == tip)
+                        .count();
+                    std::future::ready(n >= 2)
+                },
+            )
+            .await;
+            eprintln!(
+                "{how:?}: a second block on the same tip pending {:?} into the outage",
+                down_at.elapsed()
+            );
+        }
         let stats = server.get_pool_stats().await;
         assert_eq!(stats.channel_count, 1, "miner still connected: {stats:?}");
         assert!(

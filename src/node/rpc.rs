@@ -33,8 +33,12 @@ use tracing::{debug, info, warn};
 
 use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
 
-/// Default interval between two `getbestblockhash` polls.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Default interval between two `getbestblockhash` polls: a new tip reaches the miners within
+/// 100 ms (one poll, one template). Bitcoin Core answers this in microseconds; a node that
+/// throttles it (HTTP 429) is polled less often by itself.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest the poll interval grows to when the node throttles the polls.
+const MAX_THROTTLED_POLL: Duration = Duration::from_secs(2);
 /// Default bound on one request (connect, send, whole response).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest response body taken (a 4 MB block template in hex is about 8 MB).
@@ -863,18 +867,26 @@ impl NodeApi for RpcNode {
 
 /// Polls `getbestblockhash`; a tip not yet announced is sent as [`ChainEvent::NewTip`] as soon
 /// as someone is subscribed (so the tip seen before the pool subscribed is not lost), and sent
-/// again at every poll while no template on it was handed out (the pool's fetch failed).
+/// again at every poll while no template on it was handed out (the pool's fetch failed). When
+/// the node answers again after failing, [`ChainEvent::NewTemplate`] tells the pool it is back
+/// (blocks waiting to be resubmitted go at once). A node that throttles the polls (HTTP 429)
+/// gets them less often from then on, so templates and blocks keep their share of its budget.
 async fn poll_tip(
     client: Arc<RpcClient>,
     events: broadcast::Sender<ChainEvent>,
     poke: Arc<Notify>,
     served: Arc<Mutex<Option<BlockHash>>>,
-    every: Duration,
+    mut every: Duration,
 ) {
     let mut announced: Option<(BlockHash, u32)> = None;
-    let mut failing = false;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when the node has not answered, if it has not.
+    let mut down_since: Option<tokio::time::Instant> = None;
+    let new_tick = |every: Duration| {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    };
+    let mut tick = new_tick(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -886,12 +898,13 @@ async fn poll_tip(
             }
             Ok(other) => Err(format!("getbestblockhash: not a hash: {other}")),
             Err(e @ CallError::Throttled(_)) => {
-                if !failing {
+                if every < MAX_THROTTLED_POLL {
+                    every = (every * 2).min(MAX_THROTTLED_POLL);
+                    tick = new_tick(every);
                     warn!(
-                        "cannot poll the node's tip: {e}; pausing {THROTTLED_PAUSE:?} (raise the \
-                         node's RPC rate limits or rpc_poll_interval_ms)"
+                        "the node throttles our RPC ({e}): polling its tip every {every:?} from \
+                         now on (raise the node's RPC rate limits for faster new-tip detection)"
                     );
-                    failing = true;
                 }
                 tokio::time::sleep(THROTTLED_PAUSE).await;
                 continue;
@@ -899,21 +912,22 @@ async fn poll_tip(
             Err(e) => Err(format!("getbestblockhash: {e}")),
         };
         let tip = match tip {
-            Ok(t) => {
-                if failing {
-                    info!("node reachable again");
-                    failing = false;
-                }
-                t
-            }
+            Ok(t) => t,
             Err(e) => {
-                if !failing {
-                    warn!("cannot poll the node's tip: {e}");
-                    failing = true;
+                if down_since.is_none() {
+                    warn!(
+                        "node unreachable ({e}); miners keep their current work, found blocks \
+                         wait in blocks/pending; polling every {every:?} until it answers"
+                    );
+                    down_since = Some(tokio::time::Instant::now());
                 }
                 continue;
             }
         };
+        if let Some(since) = down_since.take() {
+            info!(down = ?since.elapsed(), %tip, "node reachable again");
+            let _ = events.send(ChainEvent::NewTemplate);
+        }
         if events.receiver_count() == 0 {
             continue;
         }

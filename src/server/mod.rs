@@ -13,7 +13,7 @@ use std::time::Duration;
 use bitcoin::consensus::encode::serialize_hex;
 use secp256k1::Keypair;
 use tokio::net::TcpSocket;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -35,6 +35,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const FIRST_TEMPLATE_PATIENCE: Duration = Duration::from_secs(8);
 /// Same-tip template refresh (a new template goes out only if it pays more).
 const TEMPLATE_REFRESH: Duration = Duration::from_secs(30);
+/// First wait before resubmitting a block the node could not take, doubled up to the most.
+const RESUBMIT_FIRST_DELAY: Duration = Duration::from_millis(200);
+const RESUBMIT_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Errors of the server (product API name).
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,9 @@ impl Shared {
                     user = %found.user_identity,
                     "block found"
                 );
+                // On disk before anything else: a block found while the submitter is busy
+                // resubmitting an earlier one (node down) is never only in memory.
+                save_pending(&self.config.data_dir, &found.block);
                 if self.blocks.send((**found).clone()).is_err() {
                     error!(hash = %found.block.block_hash(), "block submitter gone; block not submitted");
                 }
@@ -496,11 +502,19 @@ async fn template_loop(
         }
         // A failed fetch is retried soon: after a new tip, miners are on stale work until then.
         let mut delay = Duration::from_millis(100);
+        let mut first_failure = true;
         let template = loop {
             match node.get_block_template().await {
                 Ok(t) => break Some(t),
                 Err(e) => {
-                    warn!("cannot get a template: {e}; retrying in {delay:?}");
+                    if first_failure {
+                        warn!(
+                            "cannot get a template: {e}; miners keep their current work; retrying"
+                        );
+                        first_failure = false;
+                    } else {
+                        debug!("cannot get a template: {e}; retrying in {delay:?}");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.changed() => return,
@@ -661,21 +675,32 @@ fn pending_blocks(data_dir: &std::path::Path) -> Vec<(bitcoin::Block, PathBuf)> 
         .collect()
 }
 
-/// Saves a newly found block, then submits it.
+/// Writes a found block to `blocks/pending` (write to a temporary name, then rename, so a
+/// crash never leaves a half-written block there).
+fn save_pending(data_dir: &std::path::Path, block: &bitcoin::Block) {
+    let hash = block.block_hash().to_string();
+    let pending = block_file(data_dir, "pending", &hash);
+    let partial = pending.with_extension("partial");
+    let saved = pending
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&partial, serialize_hex(block)))
+        .and_then(|()| std::fs::rename(&partial, &pending));
+    match saved {
+        Ok(()) => info!(%hash, file = %pending.display(), "block saved"),
+        Err(e) => {
+            error!(%hash, file = %pending.display(), "cannot save the block; submitting it anyway: {e}")
+        }
+    }
+}
+
+/// Submits a newly found block (already saved in `blocks/pending`).
 async fn submit_found(
     node: &Arc<dyn NodeApi>,
     shared: &Arc<Shared>,
     found: FoundBlock,
     done: &watch::Receiver<bool>,
 ) {
-    let hash = found.block.block_hash().to_string();
-    let pending = block_file(&shared.config.data_dir, "pending", &hash);
-    if let Some(dir) = pending.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Err(e) = std::fs::write(&pending, serialize_hex(&found.block)) {
-        warn!(%hash, "cannot save the block before submitting it: {e}");
-    }
     submit_one(node, shared, found.block, Some(found.height), done).await;
 }
 
@@ -697,7 +722,9 @@ fn record_block(shared: &Shared, hash: &str, accepted: bool) {
 }
 
 /// Submits until the node answers: an unreachable node gets the block again with backoff for
-/// as long as the pool runs; at shutdown the block stays in `blocks/pending` for the next start.
+/// as long as the pool runs, and at once when the backend reports the node again (any chain
+/// event: the tip poller announces the node's return); at shutdown the block stays in
+/// `blocks/pending` for the next start.
 async fn submit_one(
     node: &Arc<dyn NodeApi>,
     shared: &Arc<Shared>,
@@ -706,31 +733,53 @@ async fn submit_one(
     done: &watch::Receiver<bool>,
 ) {
     let hash = block.block_hash().to_string();
-    let mut delay = Duration::from_millis(200);
+    let first_try = tokio::time::Instant::now();
+    let mut delay = RESUBMIT_FIRST_DELAY;
+    let mut events = node.subscribe();
     for attempt in 1u64.. {
+        // Only what the node announces after this attempt started wakes a retry.
+        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
         match node.submit_block(block.clone()).await {
-            Ok(()) => {
+            Ok(()) if attempt == 1 => {
                 info!(%hash, ?height, "block accepted by the node");
                 record_block(shared, &hash, true);
                 return;
             }
+            Ok(()) => {
+                info!(%hash, ?height, attempt, after = ?first_try.elapsed(), "block accepted by the node after resubmission");
+                record_block(shared, &hash, true);
+                return;
+            }
             Err(NodeError::BlockRejected(reason)) => {
-                warn!(%hash, ?height, %reason, "block rejected by the node");
+                warn!(%hash, ?height, %reason, "block rejected by the node; moved to blocks/rejected");
                 record_block(shared, &hash, false);
                 return;
             }
             Err(NodeError::Unavailable(e)) => {
                 if *done.borrow() {
-                    error!(%hash, "node unavailable at shutdown: block kept in blocks/pending, resubmitted at the next start: {e}");
+                    error!(%hash, "node unreachable at shutdown: block kept in blocks/pending, resubmitted at the next start: {e}");
                     return;
                 }
-                warn!(%hash, attempt, "node unavailable, will resubmit the block: {e}");
+                if attempt == 1 {
+                    warn!(%hash, ?height, "node unreachable: block kept in blocks/pending, resubmitting until the node answers: {e}");
+                } else {
+                    debug!(%hash, attempt, "node still unreachable: {e}");
+                }
                 let mut stop = done.clone();
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut sleep => {}
+                    ev = events.recv() => match ev {
+                        Err(broadcast::error::RecvError::Closed) => {
+                            sleep.await;
+                            events = node.subscribe();
+                        }
+                        _ => debug!(%hash, "the node is back; resubmitting now"),
+                    },
                     _ = stop.changed() => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
+                delay = (delay * 2).min(RESUBMIT_MAX_DELAY);
             }
         }
     }
