@@ -172,6 +172,12 @@ enum ChannelArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, None | Some(Command::Run))
+        && let Some(env) = ModuleEnv::from_env()
+    {
+        log_to_data_dir(&env);
+        fit_address_space_limit();
+    }
     init_logging();
     match cli.command {
         None | Some(Command::Run) => run(cli.config, cli.options),
@@ -294,6 +300,53 @@ fn miner(args: MinerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Started by blvm-node, our stdout and stderr are pipes the node never reads: once full,
+/// every log line would block the pool. They go to DATA_DIR/blvm-stratum-v2.log instead.
+fn log_to_data_dir(env: &ModuleEnv) {
+    let Some(dir) = &env.data_dir else {
+        return;
+    };
+    let path = dir.join("blvm-stratum-v2.log");
+    let file = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+    });
+    match file {
+        Ok(f) => {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 on descriptors we own; the file stays open through fds 1 and 2.
+            unsafe {
+                libc::dup2(f.as_raw_fd(), 1);
+                libc::dup2(f.as_raw_fd(), 2);
+            }
+        }
+        Err(e) => eprintln!("cannot open {}: {e}; logging to stderr", path.display()),
+    }
+}
+
+/// blvm-node caps a module's address space (512 MiB by default). glibc reserves 64 MiB of it
+/// for every malloc arena, up to eight per core, so on a large machine the pool could run out of
+/// address space with little memory in use: under such a cap, two arenas are enough.
+fn fit_address_space_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let capped = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if capped {
+        // SAFETY: mallopt only sets an allocator parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+    let _ = capped;
 }
 
 fn init_logging() {

@@ -245,6 +245,21 @@ impl StratumV2Server {
         }
         let cfg = &self.shared.config;
         let addr = cfg.listen_addr;
+        // A descriptor per connection, plus a margin for the listener, the node and files. A
+        // low limit (a blvm-node module gets 256 by default) is said once at start, not found
+        // as accept errors under load.
+        let wanted = cfg.max_connections as u64 + 64;
+        match crate::loadgen::procfs::raise_nofile_limit(wanted) {
+            Ok(limit) if limit < wanted => warn!(
+                limit,
+                max_connections = cfg.max_connections,
+                "the open-files limit holds about {} connections; raise it (ulimit -Hn, or blvm-node's \
+                 [module_resource_limits] default_max_file_descriptors)",
+                limit.saturating_sub(64)
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("cannot raise the open-files limit: {e}"),
+        }
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
