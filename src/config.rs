@@ -112,6 +112,10 @@ pub struct PoolOptions {
     /// How often disconnected miners are forgotten. Default: 300.
     #[arg(long, value_name = "SECS")]
     pub cleanup_interval_secs: Option<u64>,
+    /// How often a template on the same tip is fetched; it goes out only if it pays more.
+    /// Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub template_refresh_secs: Option<u64>,
     /// Time allowed for the Noise handshake. Default: 10.
     #[arg(long, value_name = "SECS")]
     pub handshake_timeout_secs: Option<u64>,
@@ -149,7 +153,7 @@ pub struct PoolOptions {
     /// new connection. Instead of rpc_user/rpc_password.
     #[arg(long, value_name = "FILE")]
     pub rpc_cookie_file: Option<PathBuf>,
-    /// RPC backend: how often the node's tip is polled, in milliseconds. Default: 200.
+    /// RPC backend: how often the node's tip is polled, in milliseconds. Default: 50.
     #[arg(long, value_name = "MS")]
     pub rpc_poll_interval_ms: Option<u64>,
     /// Module backend: blvm-node's IPC socket (the node sets SOCKET_PATH).
@@ -201,6 +205,7 @@ impl PoolOptions {
             max_difficulty,
             idle_timeout_secs,
             cleanup_interval_secs,
+            template_refresh_secs,
             handshake_timeout_secs,
             setup_timeout_secs,
             max_connections,
@@ -302,6 +307,8 @@ pub struct PoolConfig {
     pub idle_timeout_ms: u64,
     /// Cleanup interval (ms).
     pub cleanup_interval_ms: u64,
+    /// Same-tip template refresh interval (ms).
+    pub template_refresh_ms: u64,
     /// Handshake timeout (ms).
     pub handshake_timeout_ms: u64,
     /// Setup timeout (ms).
@@ -515,6 +522,7 @@ impl PoolConfig {
             mining,
             idle_timeout_ms: secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?,
             cleanup_interval_ms: secs(o.cleanup_interval_secs, "cleanup_interval_secs", 300)?,
+            template_refresh_ms: secs(o.template_refresh_secs, "template_refresh_secs", 30)?,
             handshake_timeout_ms: secs(o.handshake_timeout_secs, "handshake_timeout_secs", 10)?,
             setup_timeout_ms: secs(o.setup_timeout_secs, "setup_timeout_secs", 10)?,
             max_connections: o.max_connections.unwrap_or(10_000).max(1),

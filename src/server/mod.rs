@@ -33,8 +33,6 @@ const LISTEN_BACKLOG: u32 = 4096;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest single wait for the first template at start (waits double from 250 ms up to it).
 const FIRST_TEMPLATE_PATIENCE: Duration = Duration::from_secs(8);
-/// Same-tip template refresh (a new template goes out only if it pays more).
-const TEMPLATE_REFRESH: Duration = Duration::from_secs(30);
 /// First wait before resubmitting a block the node could not take, doubled up to the most.
 const RESUBMIT_FIRST_DELAY: Duration = Duration::from_millis(200);
 const RESUBMIT_MAX_DELAY: Duration = Duration::from_secs(5);
@@ -497,7 +495,9 @@ async fn template_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut events = node.subscribe();
-    let mut refresh = tokio::time::interval(TEMPLATE_REFRESH);
+    // Same-tip refresh: a template goes out only if it pays more (`publish_if_better`).
+    let every = Duration::from_millis(shared.config.template_refresh_ms.max(1));
+    let mut refresh = tokio::time::interval(every);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
