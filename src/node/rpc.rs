@@ -1242,17 +1242,26 @@ mod tests {
                         let req: Value = serde_json::from_slice(&body).unwrap();
                         let method = req["method"].as_str().unwrap_or_default();
                         let id = &req["id"];
-                        let json = match answer(method) {
-                            Ok(result) => {
-                                format!(r#"{{"result":{result},"error":null,"id":{id}}}"#)
-                            }
-                            Err(m) => format!(
-                                r#"{{"result":null,"error":{{"code":-1,"message":"{m}"}},"id":{id}}}"#
+                        let (status, json) = match answer(method) {
+                            Ok(result) => (
+                                "200 OK",
+                                format!(r#"{{"result":{result},"error":null,"id":{id}}}"#),
+                            ),
+                            // Throttled, as blvm-node's rate limiter answers.
+                            Err(m) if m == THROTTLE => (
+                                "429 Too Many Requests",
+                                r#"{"error":{"code":429,"message":"rate limited"}}"#.to_owned(),
+                            ),
+                            Err(m) => (
+                                "200 OK",
+                                format!(
+                                    r#"{{"result":null,"error":{{"code":-1,"message":"{m}"}},"id":{id}}}"#
+                                ),
                             ),
                         };
                         if conn
                             .get_mut()
-                            .write_all(super::tests::answer("200 OK", &json).as_bytes())
+                            .write_all(super::tests::answer(status, &json).as_bytes())
                             .await
                             .is_err()
                         {
@@ -1266,6 +1275,45 @@ mod tests {
         config.poll_interval = Duration::from_millis(20);
         config.timeout = Duration::from_secs(2);
         config
+    }
+
+    /// What a scripted node's `answer` returns to throttle a request (HTTP 429).
+    const THROTTLE: &str = "<throttle>";
+
+    #[tokio::test]
+    async fn a_throttling_node_is_polled_less_often() {
+        const TIP: &str = "00000000000000000000000000000000000000000000000000000000000000cc";
+        let polls = Arc::new(AtomicU64::new(0));
+        let counted = polls.clone();
+        let config = scripted_node(move |method| match method {
+            "getbestblockhash" => {
+                // The first two polls are throttled, then every one is answered.
+                if counted.fetch_add(1, Ordering::Relaxed) < 2 {
+                    Err(THROTTLE.into())
+                } else {
+                    Ok(format!("\"{TIP}\""))
+                }
+            }
+            "getblockcount" => Ok("5".into()),
+            _ => Err("unknown".into()),
+        })
+        .await;
+        // Polled every 20 ms until throttled twice: every 80 ms from then on.
+        let node = RpcNode::new(config);
+        let _events = node.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while polls.load(Ordering::Relaxed) < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no poll after the throttling"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let before = polls.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let during = polls.load(Ordering::Relaxed) - before;
+        // 10 polls at 80 ms (40 at the configured 20 ms); a little slack for a busy machine.
+        assert!((5..=13).contains(&during), "{during} polls in 800 ms");
     }
 
     fn template_json(prev: &str) -> String {
