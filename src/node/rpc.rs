@@ -2,7 +2,8 @@
 //!
 //! Templates come from `getblocktemplate` (BIP 22/23, `{"rules":["segwit"]}`), blocks go out
 //! with `submitblock`, and new tips are found by polling `getbestblockhash` every
-//! `poll_interval` (neither blvm-node nor a plain HTTP client can rely on long polling). The
+//! `poll_interval`, 50 ms by default (blvm-node 0.1.83 hands out a `longpollid` but never waits
+//! on one, so long polling would not help against it). The
 //! HTTP/1.1 client is a small one on tokio's `TcpStream`: POST with Content-Length and Basic
 //! auth, responses read by Content-Length, chunked encoding or until close, connections kept
 //! alive and reused (nodes limit new connections per minute), every request bounded in time.
