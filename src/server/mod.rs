@@ -132,6 +132,15 @@ impl Shared {
                         "share accepted"
                     )
                 }
+                // Stale shares are routine (every new tip, and the 10 s after the pool solved
+                // a tip while a node outage keeps the next template away): not logged one by
+                // one; the pool statistics count them.
+                SessionEvent::ShareRejected {
+                    channel_id,
+                    reason: reason @ crate::mining::ShareRejection::StaleShare,
+                } => {
+                    debug!(conn = id, channel = channel_id, %reason, "share rejected")
+                }
                 SessionEvent::ShareRejected { channel_id, reason } => {
                     info!(conn = id, channel = channel_id, %reason, "share rejected")
                 }
