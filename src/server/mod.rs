@@ -310,6 +310,9 @@ impl StratumV2Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (submit_done, submit_done_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        // Blocks left in blocks/pending by the last run, read before any miner can find (and
+        // save there) a new one, so that no block is submitted twice.
+        let leftover = pending_blocks(&cfg.data_dir);
         tasks.spawn(accept_loop(
             listener,
             self.shared.clone(),
@@ -334,6 +337,7 @@ impl StratumV2Server {
         let submitter = tokio::spawn(submit_loop(
             self.node.clone(),
             self.shared.clone(),
+            leftover,
             blocks_rx,
             submit_done_rx,
         ));
@@ -643,11 +647,12 @@ fn block_file(data_dir: &std::path::Path, state: &str, hash: &str) -> PathBuf {
 async fn submit_loop(
     node: Arc<dyn NodeApi>,
     shared: Arc<Shared>,
+    leftover: Vec<(bitcoin::Block, PathBuf)>,
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
     mut done: watch::Receiver<bool>,
 ) {
     // Blocks found before a restart and never accepted go first.
-    for (block, path) in pending_blocks(&shared.config.data_dir) {
+    for (block, path) in leftover {
         info!(file = %path.display(), "resubmitting a block saved before the last stop");
         submit_one(&node, &shared, block, None, &done).await;
     }
