@@ -91,12 +91,22 @@ pub struct RegtestNode {
     pub auth: RpcAuth,
     /// Starts so far (the log of start n is `node-n.log`).
     starts: u32,
+    /// More regtest-node arguments (module host mode: --modules-dir ...).
+    extra_args: Vec<std::ffi::OsString>,
 }
 
 impl RegtestNode {
     /// Starts a node with cookie auth (`user_password: None`) or user/password auth, and
     /// waits until its RPC answers.
     pub async fn start(user_password: Option<(&str, &str)>) -> RegtestNode {
+        Self::start_with_args(user_password, Vec::new()).await
+    }
+
+    /// [`RegtestNode::start`] with more regtest-node arguments.
+    pub async fn start_with_args(
+        user_password: Option<(&str, &str)>,
+        extra_args: Vec<std::ffi::OsString>,
+    ) -> RegtestNode {
         let bin = tokio::task::spawn_blocking(regtest_node_binary)
             .await
             .expect("build task");
@@ -123,6 +133,7 @@ impl RegtestNode {
             datadir,
             auth,
             starts: 0,
+            extra_args,
         };
         node.spawn().await;
         node
@@ -140,6 +151,7 @@ impl RegtestNode {
             .arg("--datadir")
             .arg(self.datadir.path())
             .args(["--auth", &self.auth_arg])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

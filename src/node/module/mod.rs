@@ -285,7 +285,14 @@ impl ModuleNode {
 
     async fn submit(&self, block: Block) -> Result<(), NodeError> {
         let hash = block.block_hash();
-        match self.inner.request(&Request::SubmitBlock(block)).await? {
+        let answer = self.inner.request(&Request::SubmitBlock(block)).await?;
+        if let ResponseBody::SubmitBlock(SubmitResult::Accepted | SubmitResult::Duplicate) = answer
+        {
+            // blvm-node publishes no event for a block submitted over its socket: our block
+            // is the new tip, fetch a template on it now.
+            let _ = self.inner.events.send(ChainEvent::NewTemplate);
+        }
+        match answer {
             ResponseBody::SubmitBlock(SubmitResult::Accepted) => Ok(()),
             ResponseBody::SubmitBlock(SubmitResult::Duplicate) => {
                 debug!(%hash, "the node already had the block");
