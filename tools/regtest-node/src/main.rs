@@ -139,6 +139,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // blvm-node's tracing to stderr, only on request (a harness that pipes stderr without reading
+    // it must not fill the pipe): REGTEST_NODE_LOG=<filter>, e.g. `info` or `blvm_node::module=debug`.
+    if let Ok(filter) = std::env::var("REGTEST_NODE_LOG") {
+        blvm_node::utils::init_logging(Some(&filter));
+    }
     // An isolated node: no outbound peer discovery, no 30 s wait for peers before modules.
     std::env::set_var("BLVM_SERVE_ONLY", "1");
     std::env::set_var("BLVM_IBD_PEER_HEIGHT_WAIT_MS", "0");

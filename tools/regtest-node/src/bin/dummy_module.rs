@@ -7,7 +7,9 @@
 //! each event until it exits. Knobs (as `--module-config key=value`):
 //! `stdout_bytes=N` writes N bytes to stdout first and logs `stdout-done N` after;
 //! `connect_delay_ms=N` waits before connecting; `submit=1` mines the template (regtest target)
-//! and submits it over IPC; `exit_after_ms=N` + `exit_code=C` exits with C after N ms.
+//! and submits it over IPC; `exit_after_ms=N` + `exit_code=C` exits with C after N ms;
+//! `handshake_name=1` handshakes with `module_id = MODULE_NAME` instead of `MODULE_ID` (the node
+//! checks permissions under the handshake id but registers them under the name).
 
 use std::io::Write;
 use std::time::Duration;
@@ -93,7 +95,11 @@ async fn main() {
     }
 
     let socket = std::env::var("SOCKET_PATH").unwrap_or_default();
-    let module_id = std::env::var("MODULE_ID").unwrap_or_default();
+    let module_id = if knob("handshake_name") == Some(1) {
+        std::env::var("MODULE_NAME").unwrap_or_default()
+    } else {
+        std::env::var("MODULE_ID").unwrap_or_default()
+    };
     let mut client = match ModuleIpcClient::connect(&socket).await {
         Ok(c) => c,
         Err(e) => {
