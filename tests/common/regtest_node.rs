@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 /// Bound on building tools/regtest-node (cold: several minutes on a busy machine).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+/// Bound on tools/regtest-node/prepare.sh (may download blvm-node's crate, ~MBs).
+pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Bound on the node answering RPC after its start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on the node exiting after a signal (blvm-node drains and flushes on SIGTERM).
@@ -34,6 +36,27 @@ pub fn regtest_node_binary() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/regtest-node");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let started = Instant::now();
+    // First the patched blvm-node its Cargo.toml's [patch.crates-io] points at (prepare.sh:
+    // unpacks and patches tools/regtest-node/vendor/, a no-op when done; MODULES.md says why).
+    let mut prepare = Command::new("bash")
+        .arg(dir.join("prepare.sh"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run tools/regtest-node/prepare.sh");
+    let status = loop {
+        if let Some(s) = prepare.try_wait().expect("wait for prepare.sh") {
+            break s;
+        }
+        if started.elapsed() > PREPARE_TIMEOUT {
+            let _ = prepare.kill();
+            let _ = prepare.wait();
+            panic!("tools/regtest-node/prepare.sh took more than {PREPARE_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "tools/regtest-node/prepare.sh failed");
     let mut child = Command::new(cargo)
         .args(["build", "--release", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
