@@ -486,7 +486,11 @@ impl PoolConfig {
                     .clone()
                     .unwrap_or_else(|| "blvm-stratum-v2".into());
                 let id = o.module_id.clone().unwrap_or_else(|| name.clone());
-                Backend::Module(ModuleSettings::new(socket, id, name))
+                let mut settings = ModuleSettings::new(socket, id, name);
+                if o.rpc_url.is_some() {
+                    settings.rpc = Some(resolve_rpc(o, source_name)?);
+                }
+                Backend::Module(settings)
             }
             other => {
                 return Err(invalid(

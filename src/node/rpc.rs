@@ -810,46 +810,47 @@ impl RpcNode {
     }
 
     async fn submit(&self, block: Block) -> Result<(), NodeError> {
-        let hash = block.block_hash();
-        let result = self
-            .client
-            .call("submitblock", json!([serialize_hex(&block)]))
-            .await;
-        let reason = match result {
-            Ok(Value::Null) => {
-                self.poke.notify_one();
-                return Ok(());
-            }
-            // Bitcoin Core: the block was already received and is valid (a resubmission after
-            // a lost answer).
-            Ok(Value::String(s)) if s == "duplicate" => {
-                self.poke.notify_one();
-                return Ok(());
-            }
-            Ok(Value::String(s)) => s,
-            Ok(other) => format!("unexpected submitblock result {other}"),
-            Err(CallError::Rpc { code, message }) if TRANSIENT_CODES.contains(&code) => {
-                return Err(NodeError::Unavailable(format!(
-                    "submitblock: {message} (code {code})"
-                )));
-            }
-            Err(CallError::Rpc { code, message }) => format!("{message} (code {code})"),
-            Err(e @ (CallError::Transport(_) | CallError::Throttled(_))) => {
-                return Err(e.unavailable("submitblock"));
-            }
-        };
-        // A resubmission of a block the node took when our first answer was lost is refused
-        // by nodes that do not say "duplicate" (blvm-node: "block header is already
-        // stored"): if the block is the node's tip, it was accepted.
-        if let Ok(Value::String(best)) = self.client.call("getbestblockhash", json!([])).await
-            && best == hash.to_string()
-        {
-            debug!(%hash, %reason, "submitblock refused a block that is already the tip");
+        let r = submit_block(&self.client, &block).await;
+        if r.is_ok() {
             self.poke.notify_one();
-            return Ok(());
         }
-        Err(NodeError::BlockRejected(reason))
+        r
     }
+}
+
+/// `submitblock` with its answer read the way Bitcoin Core and blvm-node give it: `null` (or
+/// "duplicate") is accepted, a string or a non-transient error is the node's refusal, a
+/// transport failure or a transient error is [`NodeError::Unavailable`] (retry). A refusal of a
+/// block that is already the node's tip (a resubmission after a lost answer; blvm-node says
+/// "block header is already stored") counts as accepted.
+pub async fn submit_block(client: &RpcClient, block: &Block) -> Result<(), NodeError> {
+    let hash = block.block_hash();
+    let result = client
+        .call("submitblock", json!([serialize_hex(block)]))
+        .await;
+    let reason = match result {
+        Ok(Value::Null) => return Ok(()),
+        // Bitcoin Core: the block was already received and is valid.
+        Ok(Value::String(s)) if s == "duplicate" => return Ok(()),
+        Ok(Value::String(s)) => s,
+        Ok(other) => format!("unexpected submitblock result {other}"),
+        Err(CallError::Rpc { code, message }) if TRANSIENT_CODES.contains(&code) => {
+            return Err(NodeError::Unavailable(format!(
+                "submitblock: {message} (code {code})"
+            )));
+        }
+        Err(CallError::Rpc { code, message }) => format!("{message} (code {code})"),
+        Err(e @ (CallError::Transport(_) | CallError::Throttled(_))) => {
+            return Err(e.unavailable("submitblock"));
+        }
+    };
+    if let Ok(Value::String(best)) = client.call("getbestblockhash", json!([])).await
+        && best == hash.to_string()
+    {
+        debug!(%hash, %reason, "submitblock refused a block that is already the tip");
+        return Ok(());
+    }
+    Err(NodeError::BlockRejected(reason))
 }
 
 impl NodeApi for RpcNode {

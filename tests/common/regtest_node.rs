@@ -125,7 +125,8 @@ impl RegtestNode {
         Self::start_with_args(user_password, Vec::new()).await
     }
 
-    /// [`RegtestNode::start`] with more regtest-node arguments.
+    /// [`RegtestNode::start`] with more regtest-node arguments (`{rpc_port}` in them is
+    /// replaced by the node's RPC port).
     pub async fn start_with_args(
         user_password: Option<(&str, &str)>,
         extra_args: Vec<std::ffi::OsString>,
@@ -174,7 +175,11 @@ impl RegtestNode {
             .arg("--datadir")
             .arg(self.datadir.path())
             .args(["--auth", &self.auth_arg])
-            .args(&self.extra_args)
+            .args(self.extra_args.iter().map(|a| {
+                // `{rpc_port}` in an argument is the node's RPC port (chosen at start).
+                a.to_string_lossy()
+                    .replace("{rpc_port}", &self.rpc_port.to_string())
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -38,6 +38,7 @@ use protocol::{
     CorrelationId, Incoming, NodeEventMsg, PublishedEvent, Request, ResponseBody, SubmitResult,
 };
 
+use super::rpc::{RpcClient, RpcConfig};
 use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
 
 /// Largest frame either side accepts (the node's own limit).
@@ -59,6 +60,8 @@ pub struct ModuleSettings {
     pub request_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// The node's JSON-RPC, if configured: blocks the socket does not take go there too.
+    pub rpc: Option<RpcConfig>,
 }
 
 impl ModuleSettings {
@@ -70,6 +73,7 @@ impl ModuleSettings {
             module_name,
             request_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(2),
+            rpc: None,
         }
     }
 }
@@ -214,6 +218,7 @@ impl Inner {
 /// [`NodeApi`] over blvm-node's module socket.
 pub struct ModuleNode {
     inner: Arc<Inner>,
+    rpc: Option<RpcClient>,
     task: JoinHandle<()>,
     publisher: JoinHandle<()>,
 }
@@ -248,10 +253,12 @@ impl ModuleNode {
             dropped_events: AtomicU64::new(0),
             publish_refused: Default::default(),
         });
+        let rpc = inner.settings.rpc.clone().map(RpcClient::new);
         let task = tokio::spawn(connection_loop(inner.clone()));
         let publisher = tokio::spawn(publish_loop(inner.clone(), publish_rx));
         ModuleNode {
             inner,
+            rpc,
             task,
             publisher,
         }
@@ -283,16 +290,31 @@ impl ModuleNode {
         }
     }
 
+    /// Over the socket; if the node does not accept it there and its JSON-RPC is configured,
+    /// over `submitblock`, whose verdict is then the one that counts. (blvm-node 0.1.83's
+    /// socket cannot connect any block: its SubmitBlock lacks the protocol engine.)
     async fn submit(&self, block: Block) -> Result<(), NodeError> {
         let hash = block.block_hash();
-        let answer = self.inner.request(&Request::SubmitBlock(block)).await?;
-        if let ResponseBody::SubmitBlock(SubmitResult::Accepted | SubmitResult::Duplicate) = answer
-        {
+        let over_socket = self.submit_over_socket(block.clone()).await;
+        let result = match (over_socket, &self.rpc) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), None) => Err(e),
+            (Err(e), Some(rpc)) => {
+                info!(%hash, "the node's socket did not take the block ({e}); submitting it over JSON-RPC");
+                super::rpc::submit_block(rpc, &block).await
+            }
+        };
+        if result.is_ok() {
             // blvm-node publishes no event for a block submitted over its socket: our block
             // is the new tip, fetch a template on it now.
             let _ = self.inner.events.send(ChainEvent::NewTemplate);
         }
-        match answer {
+        result
+    }
+
+    async fn submit_over_socket(&self, block: Block) -> Result<(), NodeError> {
+        let hash = block.block_hash();
+        match self.inner.request(&Request::SubmitBlock(block)).await? {
             ResponseBody::SubmitBlock(SubmitResult::Accepted) => Ok(()),
             ResponseBody::SubmitBlock(SubmitResult::Duplicate) => {
                 debug!(%hash, "the node already had the block");
@@ -418,14 +440,18 @@ async fn serve(inner: &Arc<Inner>, stream: UnixStream, was_up: &mut bool) -> Str
     let setup_tx = tx.clone();
     let setup = async {
         let s = &inner.settings;
+        // blvm-node keys a module's permissions (module.toml's capabilities) by its name and
+        // checks each request under the id the connection gave at its handshake; its own
+        // heartbeat connection uses MODULE_ID. Handshaking with the name gets our capabilities
+        // and keeps our connection's subscriptions apart from the heartbeat's.
         let hello = Request::Handshake {
-            module_id: s.module_id.clone(),
+            module_id: s.module_name.clone(),
             module_name: s.module_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         match inner.request_on(&setup_tx, &hello).await {
             Ok(ResponseBody::HandshakeAck(version)) => {
-                info!(node_version = %version, "connected to blvm-node")
+                info!(node_version = %version, module_id = %s.module_id, "connected to blvm-node")
             }
             Ok(other) => return format!("handshake answered with {other:?}"),
             Err(e) => return format!("handshake: {e}"),

@@ -1,0 +1,286 @@
+//! Module mode against a real blvm-node regtest node (tools/regtest-node in module host mode):
+//! the node itself starts our binary from a modules directory (module.toml + the binary, as the
+//! README says to install it), hands it its `[modules.blvm-stratum-v2]` keys as
+//! MODULE_CONFIG_*, and the pool takes templates and submits blocks over the node's IPC socket.
+//!
+//! - our CPU miner mines through the pool; the node accepts the blocks (getblockcount grows by
+//!   as many as the pool submitted, its best block is one of ours);
+//! - blocks mined elsewhere (`generatetoaddress`) reach every channel as a future job and
+//!   SetNewPrevHash, through the node's BlockMined event; the delays are printed
+//!   (`cargo test --test node_module -- --nocapture`).
+//!
+//! blvm-node 0.1.83 serves its module socket one connection at a time, so no spawned module
+//! gets a working session from a stock node; tools/regtest-node builds the node with the
+//! one-function fix in tools/regtest-node/patches/ (see tools/regtest-node/MODULES.md).
+
+#[path = "common/regtest_node.rs"]
+mod regtest_node;
+#[path = "common/sri_client.rs"]
+mod sri_client;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bitcoin::BlockHash;
+use bitcoin::hashes::Hash;
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
+use blvm_stratum_v2::node::rpc::RpcClient;
+use parsers_sv2::{AnyMessageOwned, MiningOwned};
+use regtest_node::{REGTEST_ADDRESS, RegtestNode, best_hash, block_count, call, free_port};
+use serde_json::json;
+use sri_client::Miner;
+
+/// The modules directory the node loads from: `<dir>/blvm-stratum-v2/{module.toml, binary}`.
+fn modules_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let module = dir.path().join("blvm-stratum-v2");
+    std::fs::create_dir_all(&module).expect("module dir");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("module.toml"), module.join("module.toml")).expect("module.toml");
+    // A copy, not a link: the node refuses a binary whose real path is outside its modules dir.
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_blvm-stratum-v2"),
+        module.join("blvm-stratum-v2"),
+    )
+    .expect("binary");
+    dir
+}
+
+/// Waits for the module's log (its stdout and stderr, in its data dir) to say where it listens
+/// and under which key.
+async fn pool_started(log: &Path, node: &RegtestNode) -> (SocketAddr, String) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .find_map(|l| l.split("listening on ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok());
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("authority public key: "))
+            .map(str::to_owned);
+        if let (Some(addr), Some(key)) = (addr, key)
+            && text.contains("connected to blvm-node")
+        {
+            return (addr, key);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the module did not start within 60 s\nmodule log:\n{text}\nnode log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn hashes_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".hex"))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// With the node's JSON-RPC also configured in the module's section: blocks the socket does
+/// not take go to `submitblock` (blvm-node 0.1.83's IPC SubmitBlock cannot connect blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_mode_with_json_rpc_for_blocks() {
+    tokio::time::timeout(Duration::from_secs(45 * 60), module_mode(true))
+        .await
+        .expect("test finished in time");
+}
+
+async fn module_mode(with_rpc: bool) {
+    let modules = modules_dir();
+    let port = free_port();
+    let mut args: Vec<std::ffi::OsString> = vec!["--modules-dir".into(), modules.path().into()];
+    let mut config = vec![
+        format!("listen_addr=127.0.0.1:{port}"),
+        "enabled=true".to_owned(),
+        "pool_signature=/module-test/".to_owned(),
+    ];
+    if with_rpc {
+        config.extend([
+            "rpc_url=http://127.0.0.1:{rpc_port}".to_owned(),
+            "rpc_user=pool".to_owned(),
+            "rpc_password=s3cret".to_owned(),
+        ]);
+    }
+    for kv in config {
+        args.push("--module-config".into());
+        args.push(kv.into());
+    }
+    let node = RegtestNode::start_with_args(Some(("pool", "s3cret")), args).await;
+    let data: PathBuf = node.datadir.path().join("modules/data/blvm-stratum-v2");
+    let (addr, key) = pool_started(&data.join("blvm-stratum-v2.log"), &node).await;
+    assert_eq!(
+        addr.port(),
+        port,
+        "listen_addr came from MODULE_CONFIG_LISTEN_ADDR"
+    );
+    let rpc = RpcClient::new(node.rpc_config());
+    let height_before = block_count(&rpc).await;
+
+    // 1. Our miner mines through the module; the node accepts the blocks.
+    let opts = MinerOptions {
+        url: addr.to_string(),
+        authority_pubkey: key.clone(),
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: "module-miner".into(),
+        nominal_hash_rate: 0.0,
+        max_shares: Some(10),
+        duration: Some(Duration::from_secs(90)),
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(150),
+        run_miner(opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("miner finished in time")
+    .expect("miner ran");
+    eprintln!("miner: {report:?}");
+    assert_eq!(report.stop, StopReason::MaxShares, "{report:?}");
+    // Let the submitter finish.
+    let submitted = {
+        let started = Instant::now();
+        loop {
+            let pending = hashes_in(&data.join("blocks/pending"));
+            if pending.is_empty() || started.elapsed() > Duration::from_secs(20) {
+                break hashes_in(&data.join("blocks/submitted"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let rejected = hashes_in(&data.join("blocks/rejected"));
+    let height = block_count(&rpc).await;
+    let best = best_hash(&rpc).await;
+    eprintln!(
+        "node: height {height_before} -> {height}, best {best}; the pool submitted {} blocks, {} \
+         refused",
+        submitted.len(),
+        rejected.len()
+    );
+    assert!(rejected.is_empty(), "the node refused {rejected:?}");
+    assert!(!submitted.is_empty(), "no block found in 10 shares");
+    assert_eq!(height - height_before, submitted.len() as u64);
+    assert!(
+        submitted.contains(&best),
+        "best {best} not one of {submitted:?}"
+    );
+
+    // 2. Blocks mined elsewhere reach every channel through the node's events.
+    let mut miners = Vec::new();
+    for (i, extended) in [true, false, true, false].into_iter().enumerate() {
+        let flags = if extended {
+            0
+        } else {
+            sri_client::REQUIRES_STANDARD_JOBS
+        };
+        let mut m = Miner::ready(addr, &key, flags).await.expect("setup");
+        m.open(extended, &format!("watch.{i}"))
+            .await
+            .expect("channel");
+        miners.push(m);
+    }
+    // When the node first reports each tip: an observer asking getbestblockhash every
+    // millisecond on its own connection (generatetoaddress answers well after the block is in).
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let observer_client = RpcClient::new(node.rpc_config());
+    let observer = tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            if let Ok(serde_json::Value::String(tip)) =
+                observer_client.call("getbestblockhash", json!([])).await
+                && tip != last
+            {
+                last = tip.clone();
+                if seen_tx.send((tip, Instant::now())).is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let mut delays = Vec::new();
+    for round in 0..10 {
+        while seen.try_recv().is_ok() {}
+        let mined = call(&rpc, "generatetoaddress", json!([1, REGTEST_ADDRESS])).await;
+        let tip: BlockHash = mined[0]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("generatetoaddress gave {mined}"));
+        let want = tip.to_byte_array();
+        let mut last_arrival = None;
+        for (i, m) in miners.iter_mut().enumerate() {
+            let mut future = std::collections::HashSet::new();
+            loop {
+                let msg = tokio::time::timeout(Duration::from_secs(10), m.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: client {i} got no new tip in 10 s"))
+                    .expect("client connected");
+                match msg {
+                    AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(j))
+                        if j.is_future() =>
+                    {
+                        future.insert(j.job_id);
+                    }
+                    AnyMessageOwned::Mining(MiningOwned::NewMiningJob(j)) if j.is_future() => {
+                        future.insert(j.job_id);
+                    }
+                    AnyMessageOwned::Mining(MiningOwned::SetNewPrevHash(p))
+                        if p.prev_hash.to_array() == want =>
+                    {
+                        assert!(
+                            future.contains(&p.job_id),
+                            "round {round}: SetNewPrevHash without its future job first"
+                        );
+                        // The client task reads as messages come; this is when it got it.
+                        let at = Instant::now();
+                        last_arrival = Some(last_arrival.map_or(at, |l: Instant| l.max(at)));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let accepted = loop {
+            let (hash, at) = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+                .await
+                .expect("the observer sees the tip")
+                .expect("observer alive");
+            if hash == tip.to_string() {
+                break at;
+            }
+        };
+        let last = last_arrival.expect("four channels");
+        delays.push(last.saturating_duration_since(accepted));
+    }
+    observer.abort();
+    delays.sort();
+    eprintln!(
+        "module mode: node reports a tip mined elsewhere -> future job + SetNewPrevHash on all 4 \
+         channels: median {:?}, max {:?} over {} rounds",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1],
+        delays.len()
+    );
+    assert_eq!(best_hash(&rpc).await, tip_hex(&rpc).await);
+}
+
+async fn tip_hex(rpc: &RpcClient) -> String {
+    let h = block_count(rpc).await;
+    regtest_node::hash_at(rpc, h).await
+}
