@@ -82,7 +82,8 @@ pub struct Shared {
 
 impl Shared {
     /// Applies a batch of session events: blocks go to the submitter first, then the stats.
-    fn on_session_events(&self, id: u64, events: &mut Vec<SessionEvent>) {
+    /// `now` is the time (ms) the batch was handled at.
+    fn on_session_events(&self, id: u64, events: &mut Vec<SessionEvent>, now: u64) {
         for e in events.iter() {
             if let SessionEvent::BlockFound(found) = e {
                 info!(
@@ -100,7 +101,6 @@ impl Shared {
                 }
             }
         }
-        let now = now_ms();
         let mut pool = self.pool.write().unwrap_or_else(|p| p.into_inner());
         for e in events.drain(..) {
             match &e {
@@ -418,7 +418,7 @@ impl StratumV2Server {
             events.extend(session.drain_events());
             std::mem::take(session.output())
         };
-        self.shared.on_session_events(0, &mut events);
+        self.shared.on_session_events(0, &mut events, now_ms());
         Ok(reply)
     }
 
