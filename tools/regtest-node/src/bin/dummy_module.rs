@@ -7,7 +7,10 @@
 //! each event until it exits. Knobs (as `--module-config key=value`):
 //! `stdout_bytes=N` writes N bytes to stdout first and logs `stdout-done N` after;
 //! `connect_delay_ms=N` waits before connecting; `submit=1` mines the template (regtest target)
-//! and submits it over IPC; `exit_after_ms=N` + `exit_code=C` exits with C after N ms;
+//! and submits it over IPC (the template's coinbase gets the BIP34 height its empty scriptSig
+//! lacks and, unless `keep_commitment=1`, loses its witness commitment output, which IPC
+//! SubmitBlock cannot satisfy: it sends no witnesses); `exit_after_ms=N` + `exit_code=C` exits
+//! with C after N ms;
 //! `handshake_name=1` handshakes with `module_id = MODULE_NAME` instead of `MODULE_ID` (the node
 //! checks permissions under the handshake id but registers them under the name).
 
@@ -49,6 +52,28 @@ async fn request(
         Ok(Err(e)) => Err(format!("error {e}")),
         Err(_) => Err("timeout 10s".into()),
     }
+}
+
+/// BIP34 coinbase scriptSig: the minimal push of `height`, then a tag byte (>= 2 bytes).
+fn bip34_script_sig(height: u64) -> Vec<u8> {
+    let mut script = match height {
+        0 => vec![0x00],
+        1..=16 => vec![0x50 + height as u8],
+        _ => {
+            let mut raw: Vec<u8> = height.to_le_bytes().into_iter().collect();
+            while raw.last() == Some(&0) {
+                raw.pop();
+            }
+            if raw.last().is_some_and(|b| b & 0x80 != 0) {
+                raw.push(0);
+            }
+            let mut s = vec![raw.len() as u8];
+            s.extend(raw);
+            s
+        }
+    };
+    script.push(0xff);
+    script
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -152,9 +177,19 @@ async fn main() {
                     t.header.bits,
                     t.target.gbt_target_hex()
                 ));
-                let mut txs = vec![t.coinbase_tx.clone()];
+                let mut coinbase = t.coinbase_tx.clone();
+                coinbase.inputs[0].script_sig = bip34_script_sig(t.height);
+                if knob("keep_commitment") != Some(1) {
+                    // OP_RETURN OP_PUSH36 aa21a9ed...: BIP141 witness commitment.
+                    coinbase
+                        .outputs
+                        .retain(|o| !o.script_pubkey.starts_with(&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed]));
+                }
+                let mut txs = vec![coinbase];
                 txs.extend(t.transactions.iter().filter(|tx| **tx != t.coinbase_tx).cloned());
                 let mut header = t.header.clone();
+                header.merkle_root =
+                    blvm_protocol::mining::calculate_merkle_root(&txs).expect("merkle root");
                 while !blvm_protocol::pow::check_proof_of_work(&header).unwrap_or(false) {
                     header.nonce += 1;
                 }
