@@ -93,8 +93,16 @@ fn hashes_in(dir: &Path) -> Vec<String> {
     v
 }
 
-/// With the node's JSON-RPC also configured in the module's section: blocks the socket does
-/// not take go to `submitblock` (blvm-node 0.1.83's IPC SubmitBlock cannot connect blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_runs_the_pool_as_its_module_and_accepts_its_blocks() {
+    tokio::time::timeout(Duration::from_secs(45 * 60), module_mode(false))
+        .await
+        .expect("test finished in time");
+}
+
+/// With the node's JSON-RPC also configured in the module's section (blocks the socket does
+/// not take go to `submitblock`; a stock blvm-node 0.1.83's IPC SubmitBlock cannot connect
+/// blocks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn module_mode_with_json_rpc_for_blocks() {
     tokio::time::timeout(Duration::from_secs(45 * 60), module_mode(true))
