@@ -159,6 +159,26 @@ impl StratumV2Pool {
         }
     }
 
+    /// Applies `count` accepted shares at once, the last at `last_ms`, worth `difficulty_sum`
+    /// together: the same counters as `count` [`SessionEvent::ShareAccepted`] records, for a
+    /// shell that gathers a connection's accepted shares and folds them in now and then
+    /// instead of taking the pool's lock per share.
+    pub fn record_accepted(&mut self, id: u64, count: u64, difficulty_sum: f64, last_ms: u64) {
+        if count == 0 {
+            return;
+        }
+        let Some(m) = self.miners.get_mut(&id) else {
+            return;
+        };
+        m.last_activity = m.last_activity.max(last_ms);
+        m.stats.total_shares += count;
+        m.stats.accepted_shares += count;
+        m.stats.accepted_difficulty += difficulty_sum;
+        m.stats.last_share_time = Some(last_ms);
+        let secs = (last_ms.saturating_sub(m.connected_at) as f64 / 1000.0).max(1.0);
+        m.stats.estimated_hashrate = m.stats.accepted_difficulty * HASHES_PER_DIFF1 / secs;
+    }
+
     /// What the node said about a submitted block.
     pub fn record_block_result(&mut self, hash: &str, accepted: bool) {
         if accepted {
@@ -241,6 +261,29 @@ impl StratumV2Pool {
 mod tests {
     use super::*;
     use crate::mining::ShareRejection;
+
+    #[test]
+    fn accepted_shares_folded_at_once_count_as_one_by_one() {
+        let mut one = StratumV2Pool::new();
+        let mut folded = StratumV2Pool::new();
+        one.register_miner(1, "127.0.0.1:5000".into(), 0);
+        folded.register_miner(1, "127.0.0.1:5000".into(), 0);
+        let acc = SessionEvent::ShareAccepted {
+            channel_id: 1,
+            difficulty: 2.0,
+            worker: None,
+            work_id: 1,
+            hash: [0; 32],
+        };
+        for t in [1_000, 2_000, 4_000] {
+            one.record(1, &acc, t);
+        }
+        folded.record_accepted(1, 3, 6.0, 4_000);
+        folded.record_accepted(1, 0, 0.0, 9_000);
+        folded.record_accepted(7, 1, 1.0, 9_000);
+        assert_eq!(one.miner(1), folded.miner(1));
+        assert_eq!(one.get_pool_stats(), folded.get_pool_stats());
+    }
 
     #[test]
     fn stats_follow_events_and_cleanup_keeps_totals() {

@@ -10,10 +10,11 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
-use super::{Shared, now_ms};
+use super::{PendingShares, Shared, now_ms};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
 use crate::noise::{INITIATOR_MESSAGE_LEN, NoiseError, Sender};
 use crate::wire::{Frame, MAX_PAYLOAD_LEN, WireError};
+use std::sync::Mutex;
 
 /// Largest plaintext payload we accept from a miner (the biggest client message,
 /// SetCustomMiningJob, is far smaller).
@@ -124,10 +125,20 @@ pub async fn serve(
     mut stream: TcpStream,
     id: u64,
     shared: Arc<Shared>,
+    pending: &Mutex<PendingShares>,
     mut work_rx: watch::Receiver<Option<Arc<Work>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> ConnectionEnd {
-    match serve_inner(&mut stream, id, &shared, &mut work_rx, &mut shutdown).await {
+    match serve_inner(
+        &mut stream,
+        id,
+        &shared,
+        pending,
+        &mut work_rx,
+        &mut shutdown,
+    )
+    .await
+    {
         Ok(()) => ConnectionEnd::Closed,
         Err(e) => e,
     }
@@ -137,6 +148,7 @@ async fn serve_inner(
     stream: &mut TcpStream,
     id: u64,
     shared: &Arc<Shared>,
+    pending: &Mutex<PendingShares>,
     work_rx: &mut watch::Receiver<Option<Arc<Work>>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionEnd> {
@@ -231,6 +243,7 @@ async fn serve_inner(
                     last_rx = Instant::now();
                 }
                 session.on_tick(now_ms());
+                shared.fold_pending(id, pending);
                 if !session.is_ready() && started.elapsed() > Duration::from_millis(cfg.setup_timeout_ms) {
                     result = Err(ConnectionEnd::SetupTimeout);
                 } else if last_rx.elapsed() > Duration::from_millis(cfg.idle_timeout_ms) {
@@ -241,7 +254,7 @@ async fn serve_inner(
         // Blocks first: they are submitted before the share is acknowledged.
         events.extend(session.drain_events());
         if !events.is_empty() {
-            shared.on_session_events(id, &mut events, now.unwrap_or_else(now_ms));
+            shared.on_session_events(id, &mut events, now.unwrap_or_else(now_ms), Some(pending));
         }
         let plain = std::mem::take(session.output());
         encrypt_all(&mut tx, &plain, &mut wire)?;

@@ -78,12 +78,70 @@ pub struct Shared {
     blocks: mpsc::UnboundedSender<FoundBlock>,
     /// The node backend, told of accepted shares.
     node: Arc<dyn NodeApi>,
+    /// Each live connection's accepted shares not yet folded into `pool` (folded on the
+    /// connection's tick, before any other event of it, at its end, and by `get_pool_stats`).
+    pending: Mutex<std::collections::HashMap<u64, Arc<Mutex<PendingShares>>>>,
+}
+
+/// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
+/// accepted shares (the usual one) lands here, under the connection's own lock, instead of
+/// taking the pool-wide write lock and its miner lookup per share.
+#[derive(Debug, Default)]
+pub(crate) struct PendingShares {
+    count: u64,
+    difficulty_sum: f64,
+    last_ms: u64,
+}
+
+/// Moves `pending` into the pool's statistics of miner `id`.
+fn fold_into(pool: &mut StratumV2Pool, id: u64, pending: &Mutex<PendingShares>) {
+    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    if p.count > 0 {
+        pool.record_accepted(id, p.count, p.difficulty_sum, p.last_ms);
+        *p = PendingShares::default();
+    }
 }
 
 impl Shared {
     /// Applies a batch of session events: blocks go to the submitter first, then the stats.
     /// `now` is the time (ms) the batch was handled at.
-    fn on_session_events(&self, id: u64, events: &mut Vec<SessionEvent>, now: u64) {
+    /// `pending`: the connection's own [`PendingShares`] (none: straight into the pool).
+    fn on_session_events(
+        &self,
+        id: u64,
+        events: &mut Vec<SessionEvent>,
+        now: u64,
+        pending: Option<&Mutex<PendingShares>>,
+    ) {
+        if let Some(pending) = pending
+            && events
+                .iter()
+                .all(|e| matches!(e, SessionEvent::ShareAccepted { .. }))
+        {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            for e in events.drain(..) {
+                if let SessionEvent::ShareAccepted {
+                    channel_id,
+                    difficulty,
+                    worker,
+                    work_id,
+                    hash,
+                } = &e
+                {
+                    self.node.share_accepted(*work_id, *hash, worker.as_deref());
+                    debug!(
+                        conn = id,
+                        channel = channel_id,
+                        difficulty,
+                        "share accepted"
+                    );
+                    p.count += 1;
+                    p.difficulty_sum += difficulty;
+                    p.last_ms = now;
+                }
+            }
+            return;
+        }
         for e in events.iter() {
             if let SessionEvent::BlockFound(found) = e {
                 info!(
@@ -102,6 +160,10 @@ impl Shared {
             }
         }
         let mut pool = self.pool.write().unwrap_or_else(|p| p.into_inner());
+        // Earlier accepted shares first, so the stats see the events in order.
+        if let Some(pending) = pending {
+            fold_into(&mut pool, id, pending);
+        }
         for e in events.drain(..) {
             match &e {
                 SessionEvent::ChannelOpened {
@@ -151,6 +213,16 @@ impl Shared {
             }
             pool.record(id, &e, now);
         }
+    }
+
+    /// Folds a connection's pending accepted shares into the pool (its tick).
+    fn fold_pending(&self, id: u64, pending: &Mutex<PendingShares>) {
+        // Checked first without the pool lock: most ticks of a quiet connection have none.
+        if pending.lock().unwrap_or_else(|e| e.into_inner()).count == 0 {
+            return;
+        }
+        let mut pool = self.pool.write().unwrap_or_else(|p| p.into_inner());
+        fold_into(&mut pool, id, pending);
     }
 }
 
@@ -225,6 +297,7 @@ impl StratumV2Server {
             pool: Arc::new(RwLock::new(StratumV2Pool::new())),
             blocks,
             node: node.clone(),
+            pending: Mutex::new(std::collections::HashMap::new()),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -418,17 +491,25 @@ impl StratumV2Server {
             events.extend(session.drain_events());
             std::mem::take(session.output())
         };
-        self.shared.on_session_events(0, &mut events, now_ms());
+        self.shared
+            .on_session_events(0, &mut events, now_ms(), None);
         Ok(reply)
     }
 
     /// Pool statistics (product API).
     pub async fn get_pool_stats(&self) -> PoolStats {
-        self.shared
-            .pool
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_pool_stats()
+        let mut pool = self.shared.pool.write().unwrap_or_else(|p| p.into_inner());
+        // Every connection's accepted shares up to now, not only those of its last tick.
+        let pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (id, p) in pending.iter() {
+            fold_into(&mut pool, *id, p);
+        }
+        drop(pending);
+        pool.get_pool_stats()
     }
 
     /// The pool registry (product API).
@@ -474,17 +555,30 @@ async fn accept_loop(
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .register_miner(id, peer.to_string(), now_ms());
+                let pending = Arc::new(Mutex::new(PendingShares::default()));
+                shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, pending.clone());
                 let shared = shared.clone();
                 let work = work.clone();
                 let shutdown = shutdown.clone();
                 conns.spawn(async move {
-                    let end = connection::serve(stream, id, shared.clone(), work, shutdown).await;
+                    let end =
+                        connection::serve(stream, id, shared.clone(), &pending, work, shutdown)
+                            .await;
                     connection::log_end(id, &peer.to_string(), &end);
+                    {
+                        let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+                        fold_into(&mut pool, id, &pending);
+                        pool.disconnect(id, now_ms());
+                    }
                     shared
-                        .pool
-                        .write()
+                        .pending
+                        .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .disconnect(id, now_ms());
+                        .remove(&id);
                     drop(permit);
                 });
             }
