@@ -286,9 +286,123 @@ async fn module_mode(with_rpc: bool) {
         delays.len()
     );
     assert_eq!(best_hash(&rpc).await, tip_hex(&rpc).await);
+
+    // 3. What the pool publishes reaches the node's other subscribers (checked after the
+    // mining above, on the work the next tip brings and on shares of a fresh miner).
+    let mut watcher =
+        Watcher::connect(&node.datadir.path().join("modules/sockets/node.sock")).await;
+    call(&rpc, "generatetoaddress", json!([1, REGTEST_ADDRESS])).await;
+    let opts = MinerOptions {
+        url: addr.to_string(),
+        authority_pubkey: key.clone(),
+        threads: 1,
+        channel: ChannelKind::Standard,
+        user: "module-watcher".into(),
+        nominal_hash_rate: 0.0,
+        max_shares: Some(3),
+        duration: Some(Duration::from_secs(60)),
+    };
+    run_miner(opts, std::future::pending::<()>())
+        .await
+        .expect("second miner ran");
+    let (jobs, shares) = watcher.count_until(1, 3, Duration::from_secs(10)).await;
+    eprintln!("a second subscriber got {jobs} MiningJobCreated and {shares} ShareSubmitted events");
+    assert!(
+        jobs >= 1,
+        "no MiningJobCreated reached the node's subscribers"
+    );
+    assert!(shares >= 3, "{shares} ShareSubmitted for 3 accepted shares");
 }
 
 async fn tip_hex(rpc: &RpcClient) -> String {
     let h = block_count(rpc).await;
     regtest_node::hash_at(rpc, h).await
+}
+
+/// Another connection to the node's module socket, subscribed to what a pool module publishes:
+/// MiningJobCreated (EventPayload variant 15) and ShareSubmitted (16).
+struct Watcher {
+    stream: tokio::net::UnixStream,
+}
+
+impl Watcher {
+    async fn connect(socket: &Path) -> Watcher {
+        use blvm_stratum_v2::node::module::protocol::{EventType, Request, encode_request};
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .expect("node socket");
+        let mut w = Watcher { stream };
+        w.send(&encode_request(
+            1,
+            &Request::Handshake {
+                module_id: "watcher".into(),
+                module_name: "watcher".into(),
+                version: "0".into(),
+            },
+        ))
+        .await;
+        w.send(&encode_request(
+            2,
+            &Request::SubscribeEvents(vec![EventType::MiningJobCreated, EventType::ShareSubmitted]),
+        ))
+        .await;
+        // Subscribed once the node says so.
+        loop {
+            use blvm_stratum_v2::node::module::protocol::{Incoming, decode_incoming};
+            match decode_incoming(&w.read().await) {
+                Ok(Incoming::Response {
+                    correlation_id: 2, ..
+                }) => break,
+                _ => continue,
+            }
+        }
+        w
+    }
+
+    async fn read(&mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut len = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_exact(&mut len))
+            .await
+            .expect("the node answers")
+            .expect("read");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).await.expect("frame");
+        body
+    }
+
+    async fn send(&mut self, body: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).await.expect("write");
+    }
+
+    /// Counts (jobs, shares) until at least `jobs` and `shares` came or `within` passed.
+    async fn count_until(
+        &mut self,
+        jobs: usize,
+        shares: usize,
+        within: Duration,
+    ) -> (usize, usize) {
+        use blvm_stratum_v2::node::module::protocol::{Incoming, NodeEventMsg, decode_incoming};
+        use tokio::io::AsyncReadExt;
+        let (mut j, mut s) = (0, 0);
+        let deadline = tokio::time::Instant::now() + within;
+        while j < jobs || s < shares {
+            let mut len = [0u8; 4];
+            let read = tokio::time::timeout_at(deadline, self.stream.read_exact(&mut len)).await;
+            if !matches!(read, Ok(Ok(_))) {
+                break;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            self.stream.read_exact(&mut body).await.expect("frame");
+            match decode_incoming(&body) {
+                Ok(Incoming::Event(NodeEventMsg::Other(15))) => j += 1,
+                Ok(Incoming::Event(NodeEventMsg::Other(16))) => s += 1,
+                _ => {}
+            }
+        }
+        (j, s)
+    }
 }
