@@ -60,9 +60,12 @@ pub struct MiningConfig {
     /// Channels one connection may open.
     pub max_channels_per_connection: usize,
     /// Accepted-share fingerprints remembered per channel and tip for duplicate detection
-    /// (default 8,192: far above what a vardiff'd channel sends on one tip, ~200 KiB at most).
-    /// A duplicate of a share older than the window is not caught; the channel is never closed
-    /// for sending many shares.
+    /// (default 896: a duplicate among the last 448 to 896 shares on a tip is caught, in at
+    /// most ~9 KiB per channel; a vardiff'd channel sends about 18 shares a minute, so that is
+    /// the last 25 to 50 minutes of a tip). A duplicate of a share older than that is not
+    /// caught, but a channel that sends more to replay old shares gets a harder target from
+    /// vardiff, which the replayed shares do not meet. The channel is never closed for sending
+    /// many shares.
     pub duplicate_window: usize,
     /// Whether miners may roll the BIP320 version bits (version_rolling_allowed in jobs).
     pub version_rolling: bool,
@@ -87,7 +90,7 @@ impl Default for MiningConfig {
             default_extranonce_size: 8,
             max_ntime_ahead_secs: 7200,
             max_channels_per_connection: 64,
-            duplicate_window: 1 << 13,
+            duplicate_window: 896,
             version_rolling: true,
             server_id: 0,
         }
@@ -266,32 +269,36 @@ impl std::hash::Hasher for FingerprintHasher {
     }
 }
 
-/// Remembers accepted shares of the current tip, bounded.
+/// Fingerprints of the shares accepted on the current tip, in two generations: a share is a
+/// duplicate if either holds it; new ones go to the newer, and once it holds half the window
+/// the older is emptied (keeping its memory) and the two trade places. A duplicate is caught
+/// for at least the last `window / 2` shares and at most `window`; memory stays at two tables
+/// of `window / 2` (about 9 KiB per channel at the default), allocated only as the channel
+/// gets that busy.
 #[derive(Debug, Default)]
 struct SeenShares {
-    set: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
-    order: VecDeque<u64>,
+    newer: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
+    older: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
 }
 
 impl SeenShares {
     /// Inserts a fingerprint; false if it was there already.
-    fn insert(&mut self, key: u64, cap: usize) -> bool {
-        if !self.set.insert(key) {
+    fn insert(&mut self, key: u64, window: usize) -> bool {
+        if self.newer.contains(&key) || self.older.contains(&key) {
             return false;
         }
-        self.order.push_back(key);
-        if self.order.len() > cap
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
+        if self.newer.len() >= (window / 2).max(1) {
+            std::mem::swap(&mut self.newer, &mut self.older);
+            self.newer.clear();
         }
+        self.newer.insert(key);
         true
     }
 
-    /// Forgets every share (new tip) but keeps the memory, bounded by the window.
+    /// Forgets every share (new tip) but keeps the memory.
     fn clear(&mut self) {
-        self.set.clear();
-        self.order.clear();
+        self.newer.clear();
+        self.older.clear();
     }
 }
 
@@ -1317,4 +1324,35 @@ fn header_hash(version: u32, work: &Work, root: &[u8; 32], ntime: u32, nonce: u3
         nonce,
     );
     sha256d::Hash::hash(&header).to_byte_array()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenShares;
+
+    #[test]
+    fn duplicates_are_caught_for_at_least_half_the_window_and_memory_stays_bounded() {
+        let window = 896;
+        let mut seen = SeenShares::default();
+        for key in 0..10_000u64 {
+            assert!(seen.insert(key, window), "{key} is new");
+            // Every one of the last window/2 shares is still a duplicate.
+            for back in [0, 1, window as u64 / 2 - 1] {
+                if let Some(old) = key.checked_sub(back) {
+                    assert!(
+                        !seen.insert(old, window),
+                        "{old} repeated {back} shares later"
+                    );
+                }
+            }
+            assert!(seen.newer.len() + seen.older.len() <= window);
+        }
+        let buckets = seen.newer.capacity() + seen.older.capacity();
+        assert!(
+            buckets <= 2 * 512,
+            "{buckets} slots for a window of {window}"
+        );
+        seen.clear();
+        assert!(seen.insert(9_999, window), "a new tip forgets");
+    }
 }
