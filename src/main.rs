@@ -14,7 +14,7 @@ use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::noise::keys;
 use blvm_stratum_v2::server::StratumV2Server;
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Stratum V2 mining-pool server.
 ///
@@ -402,11 +402,26 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         eprintln!("blvm-stratum-v2 is disabled in its configuration (enabled = false)");
         return ExitCode::SUCCESS;
     }
+    let started_by_node =
+        matches!(config.backend, Backend::Module(_)) && ModuleEnv::from_env().is_some();
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let stopping = stop_signal();
+        // A stop request, or (started by blvm-node) the node gone without stopping us: a
+        // SIGKILLed or crashed node starts a new instance of the module when it comes back,
+        // which needs our port and data directory (found blocks are on disk; it submits them).
+        let signal = stop_signal();
+        let mut stop = std::pin::pin!(async move {
+            if started_by_node {
+                tokio::select! {
+                    _ = signal => {}
+                    _ = parent_gone() => warn!("blvm-node, which started this module, is gone; stopping"),
+                }
+            } else {
+                signal.await
+            }
+        });
         let (node, backend): (Arc<dyn NodeApi>, &str) = match &config.backend {
             Backend::Embedded(chain) => (
                 Arc::new(EmbeddedNode::new(chain.clone())),
@@ -425,7 +440,15 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = match server.start().await {
+        // The start waits for the node's first template, as long as it takes.
+        let started = tokio::select! {
+            r = server.start() => r,
+            _ = &mut stop => {
+                info!("stopped before the first template came");
+                return ExitCode::SUCCESS;
+            }
+        };
+        let addr = match started {
             Ok(a) => a,
             Err(e) => {
                 error!("{e}");
@@ -439,7 +462,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
         println!(
             "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"
         );
-        stopping.await;
+        stop.await;
         match server.stop().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -448,6 +471,20 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
             }
         }
     })
+}
+
+/// Resolves once the process that started us has gone (we were re-parented).
+async fn parent_gone() {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != parent {
+            return;
+        }
+    }
 }
 
 /// The multi-threaded tokio runtime the pool and the miner run on.

@@ -72,3 +72,80 @@ fn pool_runs_by_default_and_stops_cleanly_on_sigterm() {
 fn pool_stops_cleanly_on_sigint() {
     run_and_signal(libc::SIGINT);
 }
+
+/// Started by blvm-node (its environment: MODULE_ID, SOCKET_PATH, DATA_DIR, MODULE_CONFIG_*),
+/// the pool logs to DATA_DIR (the node never reads a module's pipes), waits for the node's
+/// socket as long as it takes, and stops by itself when the node that started it is gone
+/// (killed without stopping its modules), so that the node's next start can run the module
+/// again on the same port.
+#[test]
+fn as_a_module_it_logs_to_its_data_dir_and_stops_when_the_node_is_gone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    // The "node": a shell that starts the pool, prints its pid, and waits.
+    let mut node = Command::new("sh")
+        .args([
+            "-c",
+            "\"$POOL\" </dev/null >/dev/null 2>&1 & echo $!; exec sleep 60",
+        ])
+        .env("POOL", env!("CARGO_BIN_EXE_blvm-stratum-v2"))
+        .env("MODULE_NAME", "blvm-stratum-v2")
+        .env("MODULE_ID", "blvm-stratum-v2_test")
+        .env("SOCKET_PATH", dir.path().join("absent.sock"))
+        .env("DATA_DIR", &data)
+        .env("MODULE_CONFIG_LISTEN_ADDR", "127.0.0.1:0")
+        .env("MODULE_CONFIG_VERSION", "0.1.0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shell starts");
+    let mut line = String::new();
+    BufReader::new(node.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("pid line");
+    let pid: libc::pid_t = line.trim().parse().expect("pid");
+
+    let log = data.join("blvm-stratum-v2.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("waiting for the node") {
+            assert!(
+                text.contains("module config keys that are not ours"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no wait in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It waits for the node as long as it takes, rather than exit (the node would not start
+    // it again).
+    std::thread::sleep(Duration::from_secs(3));
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(!alive.is_empty(), "the pool gave up waiting for the node");
+
+    // Kill the "node" outright: the pool is re-parented and must stop by itself.
+    node.kill().expect("kill the shell");
+    let _ = node.wait();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // Gone, or a zombie nobody has reaped yet.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if matches!(state, None | Some("Z") | Some("X")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool still runs 15 s after its node died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("is gone; stopping"), "{text}");
+}

@@ -314,6 +314,184 @@ async fn module_mode(with_rpc: bool) {
     assert!(shares >= 3, "{shares} ShareSubmitted for 3 accepted shares");
 }
 
+/// The node frozen (SIGSTOP) while our miner mines: the block in flight cannot be submitted and
+/// waits in the module's `blocks/pending`. The node is then killed (SIGKILL, its modules are not
+/// stopped): the module notices its node is gone and stops by itself, freeing its port. The node
+/// starts again on the same chain, starts a new instance of the module, and that one submits
+/// the waiting block: no found block is lost, and mining resumes on the node's tip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_mining_loses_no_block_of_its_module() {
+    tokio::time::timeout(Duration::from_secs(45 * 60), node_killed())
+        .await
+        .expect("test finished in time");
+}
+
+async fn node_killed() {
+    let modules = modules_dir();
+    let port = free_port();
+    let args: Vec<std::ffi::OsString> = vec![
+        "--modules-dir".into(),
+        modules.path().into(),
+        "--module-config".into(),
+        format!("listen_addr=127.0.0.1:{port}").into(),
+    ];
+    let mut node = RegtestNode::start_with_args(None, args).await;
+    let data: PathBuf = node.datadir.path().join("modules/data/blvm-stratum-v2");
+    let log = data.join("blvm-stratum-v2.log");
+    let (addr, key) = pool_started(&log, &node).await;
+    let rpc = RpcClient::new(node.rpc_config());
+
+    let miner = |user: &'static str| MinerOptions {
+        url: addr.to_string(),
+        authority_pubkey: key.clone(),
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: user.into(),
+        nominal_hash_rate: 0.0,
+        max_shares: None,
+        duration: Some(Duration::from_secs(60)),
+    };
+    let mining = tokio::spawn(run_miner(miner("before"), std::future::pending::<()>()));
+    // Mining goes on: some blocks accepted.
+    let started = Instant::now();
+    while block_count(&rpc).await < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no blocks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Freeze the node: the next block found cannot be submitted.
+    let height_frozen = block_count(&rpc).await;
+    let pid = node.pid().expect("node runs") as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let frozen_at = Instant::now();
+    let pending = loop {
+        // Still pending half a second later: stuck at the frozen node (a block found just
+        // before the freeze may have been taken in the meantime).
+        let p = hashes_in(&data.join("blocks/pending"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let still: Vec<String> = hashes_in(&data.join("blocks/pending"))
+            .into_iter()
+            .filter(|h| p.contains(h))
+            .collect();
+        if !still.is_empty() {
+            break still;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(30),
+            "no block found while the node was frozen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("found while the node was frozen: {pending:?}");
+    node.stop(regtest_node::Stop::Kill).await;
+    // The module stops by itself, and its miner is let go.
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("is gone; stopping") && text.contains("stopped") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the module did not stop after its node was killed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = mining.await.expect("miner task");
+    eprintln!("miner before the kill: {report:?}");
+    assert_eq!(
+        hashes_in(&data.join("blocks/pending")),
+        pending,
+        "the waiting block is still on disk"
+    );
+
+    // The node again, on the same chain: a new instance of the module submits the block.
+    node.restart().await;
+    let started = Instant::now();
+    loop {
+        let left = hashes_in(&data.join("blocks/pending"));
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still pending after the restart: {left:?}\nmodule log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for hash in &pending {
+        assert!(
+            hashes_in(&data.join("blocks/submitted")).contains(hash),
+            "{hash} not accepted: rejected {:?}",
+            hashes_in(&data.join("blocks/rejected"))
+        );
+    }
+    // In the chain (the node may connect a block a moment after it said yes).
+    let started = Instant::now();
+    let (height, chain) = loop {
+        let height = block_count(&rpc).await;
+        let mut chain = Vec::new();
+        for h in 1..=height {
+            chain.push(regtest_node::hash_at(&rpc, h).await);
+        }
+        if pending.iter().all(|p| chain.contains(p)) {
+            break (height, chain);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{pending:?} not in the node's chain (height {height}, {height_frozen} at the \
+             freeze): {chain:?}; submitted {:?}",
+            hashes_in(&data.join("blocks/submitted"))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = chain;
+    eprintln!(
+        "after the restart: height {height} (at the freeze: {height_frozen}), the waiting block \
+         is in the chain"
+    );
+
+    // Mining resumes on the node's tip through the new instance.
+    let (addr2, key2) = {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            text.matches("listening on").count(),
+            2,
+            "a second instance listens"
+        );
+        (addr, key.clone())
+    };
+    let opts = MinerOptions {
+        url: addr2.to_string(),
+        authority_pubkey: key2,
+        max_shares: Some(4),
+        ..miner("after")
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_miner(opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("miner finished in time")
+    .expect("miner ran");
+    assert_eq!(report.stop, StopReason::MaxShares, "{report:?}");
+    // Its last block may still be on its way to the node.
+    let started = Instant::now();
+    while !hashes_in(&data.join("blocks/pending")).is_empty()
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = block_count(&rpc).await;
+    assert!(after > height, "mining resumed: {height} -> {after}");
+    let best = best_hash(&rpc).await;
+    assert!(
+        hashes_in(&data.join("blocks/submitted")).contains(&best),
+        "the tip {best} is the pool's"
+    );
+}
+
 async fn tip_hex(rpc: &RpcClient) -> String {
     let h = block_count(rpc).await;
     regtest_node::hash_at(rpc, h).await

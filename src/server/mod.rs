@@ -31,8 +31,9 @@ use crate::wire::Frame;
 const LISTEN_BACKLOG: u32 = 4096;
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Longest single wait for the first template at start (waits double from 250 ms up to it).
-const FIRST_TEMPLATE_PATIENCE: Duration = Duration::from_secs(8);
+/// Longest wait between two requests for the first template at start (waits double from
+/// 250 ms up to it).
+const FIRST_TEMPLATE_RETRY: Duration = Duration::from_secs(2);
 /// First wait before resubmitting a block the node could not take, doubled up to the most.
 const RESUBMIT_FIRST_DELAY: Duration = Duration::from_millis(200);
 const RESUBMIT_MAX_DELAY: Duration = Duration::from_secs(5);
@@ -357,17 +358,21 @@ impl StratumV2Server {
             .local_addr()
             .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
 
-        // First work before the first miner; a node that is still starting gets a few tries.
+        // First work before the first miner: a node that is still starting (or not up yet) is
+        // waited for, with a log line now and then.
         let mut delay = Duration::from_millis(250);
+        let mut tries = 0u32;
         let first = loop {
             match self.node.get_block_template().await {
                 Ok(t) => break t,
-                Err(e) if delay <= FIRST_TEMPLATE_PATIENCE => {
-                    warn!("no template yet ({e}); retrying in {delay:?}");
+                Err(e) => {
+                    if tries.is_power_of_two() || tries == 0 {
+                        warn!("no template yet ({e}); waiting for the node");
+                    }
+                    tries += 1;
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(FIRST_TEMPLATE_RETRY);
                 }
-                Err(e) => return Err(e.into()),
             }
         };
         let work_id = self.work_ids.clone();

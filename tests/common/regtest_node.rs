@@ -217,6 +217,11 @@ impl RegtestNode {
         );
     }
 
+    /// The node process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the process with `how` and waits for it to exit.
     pub async fn stop(&mut self, how: Stop) {
         let Some(mut child) = self.child.take() else {

@@ -366,9 +366,11 @@ impl NodeApi for ModuleNode {
 async fn connection_loop(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
     let mut was_up = false;
+    let mut said_unreachable = false;
     loop {
         match UnixStream::connect(&inner.settings.socket_path).await {
             Ok(stream) => {
+                said_unreachable = false;
                 let reason = serve(&inner, stream, &mut was_up).await;
                 inner.set_outbox(None);
                 inner.fail_pending();
@@ -380,13 +382,15 @@ async fn connection_loop(inner: Arc<Inner>) {
                 }
             }
             Err(e) => {
-                if was_up {
-                    debug!("cannot reach the node's socket yet: {e}");
-                } else {
+                if !said_unreachable {
                     warn!(
                         path = %inner.settings.socket_path.display(),
-                        "cannot connect to the node's socket: {e}; retrying in {backoff:?}"
+                        "cannot connect to the node's socket: {e}; retrying (up to every {:?})",
+                        inner.settings.max_backoff
                     );
+                    said_unreachable = true;
+                } else {
+                    debug!("cannot reach the node's socket yet: {e}");
                 }
             }
         }
