@@ -186,6 +186,11 @@ start_pool() {
 
 # scenario NAME LOADGEN-ARGS...: fresh pool, one load generator run, JSON in $WORK/NAME.json.
 # A NAME starting with sri_ runs against pool_sv2 (fed by our template provider) instead.
+# TcpExt ListenOverflows and ListenDrops from /proc/net/netstat.
+listen_counters() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 1; i <= NF; i++) n[$i] = i; h = 1 } else { print $n["ListenOverflows"], $n["ListenDrops"] } }' /proc/net/netstat 2>/dev/null || echo "0 0"
+}
+
 scenario() {
     local name=$1
     shift
@@ -202,12 +207,17 @@ scenario() {
         start_pool "$name"
     fi
     cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name.load"
+    local listen_before
+    listen_before=$(listen_counters)
     local rc=0
     timeout 300 "$BIN" loadgen --url "$ADDR" --authority-pubkey "$KEY" \
         --server-pid "$POOL_PID" --threads "$LOADGEN_THREADS" \
         --json "$WORK/$name.json" "$@" 2>"$WORK/$name.err" | tee "$WORK/$name.txt" || rc=$?
     [[ $rc -ne 0 ]] && echo "   (loadgen exit code $rc: see errors above)"
     echo "$*" >"$WORK/$name.cmd"
+    # SYNs the kernel dropped or overflowed on listen queues during the run (machine-wide; a
+    # dropped SYN is retried by the client a second later).
+    echo "$listen_before $(listen_counters)" | awk '{print $3 - $1, $4 - $2}' >"$WORK/$name.listen"
     stop_pool
 }
 
@@ -346,6 +356,12 @@ if c:
     row("c", "server CPU per new connection", f"{f(get(c,'server','cpu_per_connection_us'))} µs", "≤ 300 µs")
     row("c", "load generator CPU per new connection", f"{f(c['client_cpu_per_connection_us'])} µs", "")
     row("c", "server memory per idle connection", f"{f(get(c,'server','rss_idle_per_connection_bytes')/1024 if get(c,'server','rss_idle_per_connection_bytes') is not None else None)} KiB", "")
+    try:
+        with open(f"{work}/c_handshakes.listen") as fh:
+            ov, dr = fh.read().split()
+        row("c", "listen queue overflows / SYNs dropped during the burst (kernel counters)", f"{ov} / {dr}", "0 (no SYN retries)")
+    except (OSError, ValueError):
+        pass
     row("c", "errors", errors(c))
 if d:
     row("d", "connections held", f"{d['ready']:,} / {d['connections']:,}", "10,000")
