@@ -4,7 +4,9 @@
 //! socket dropping mid-request, reconnection with a fresh handshake and subscription.
 //! The real node is in tests/node_module.rs.
 
-use std::collections::HashMap;
+#[path = "common/ipc_vectors.rs"]
+mod ipc_vectors;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,33 +14,15 @@ use bitcoin::BlockHash;
 use bitcoin::hashes::Hash;
 use blvm_stratum_v2::node::module::{ModuleNode, ModuleSettings};
 use blvm_stratum_v2::node::{ChainEvent, NodeApi, NodeError};
+use ipc_vectors::vector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-fn vectors() -> HashMap<String, Vec<u8>> {
-    include_str!("data/blvm_ipc_vectors.txt")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (name, hex) = l.split_once(' ').expect("name hex");
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect();
-            (name.to_owned(), bytes)
-        })
-        .collect()
-}
-
 /// A node-made response with its correlation id replaced (bytes 4..12 of a Response).
 fn reply(name: &str, correlation_id: u64) -> Vec<u8> {
-    let mut bytes = vectors().remove(name).expect("vector");
+    let mut bytes = vector(name);
     bytes[4..12].copy_from_slice(&correlation_id.to_le_bytes());
     bytes
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    vectors().remove(name).expect("vector")
 }
 
 async fn read_frame(s: &mut UnixStream) -> Vec<u8> {

@@ -3,7 +3,8 @@
 //! ipc_vectors binary): every request we send byte-for-byte, every response and event we read
 //! decoded to the values the node put in. Plus hostile frames: typed errors, no panic.
 
-use std::collections::HashMap;
+#[path = "common/ipc_vectors.rs"]
+mod ipc_vectors;
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, Sequence, Transaction, TxIn, TxOut};
@@ -11,28 +12,8 @@ use blvm_stratum_v2::node::module::protocol::{
     self, EventType, Incoming, LogLine, NodeEventMsg, PublishedEvent, Request, ResponseBody,
     SUBSCRIBED_EVENTS, SubmitResult,
 };
+use ipc_vectors::{vector, vectors};
 use proptest::prelude::*;
-
-fn vectors() -> HashMap<String, Vec<u8>> {
-    let text = include_str!("data/blvm_ipc_vectors.txt");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (name, hex) = l.split_once(' ').expect("name hex");
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-                .collect();
-            (name.to_owned(), bytes)
-        })
-        .collect()
-}
-
-fn vector(name: &str) -> Vec<u8> {
-    vectors()
-        .remove(name)
-        .unwrap_or_else(|| panic!("no vector {name}"))
-}
 
 /// The transaction every vector uses.
 fn sample_tx() -> Transaction {
