@@ -104,6 +104,26 @@ fn fold_into(pool: &mut StratumV2Pool, id: u64, pending: &Mutex<PendingShares>) 
 }
 
 impl Shared {
+    /// An accepted share: the node backend hears of it (blvm-node modules publish it).
+    fn share_accepted(&self, id: u64, e: &SessionEvent) {
+        if let SessionEvent::ShareAccepted {
+            channel_id,
+            difficulty,
+            worker,
+            work_id,
+            hash,
+        } = e
+        {
+            self.node.share_accepted(*work_id, *hash, worker.as_deref());
+            debug!(
+                conn = id,
+                channel = channel_id,
+                difficulty,
+                "share accepted"
+            );
+        }
+    }
+
     /// Applies a batch of session events: blocks go to the submitter first, then the stats.
     /// `now` is the time (ms) the batch was handled at.
     /// `pending`: the connection's own [`PendingShares`] (none: straight into the pool).
@@ -121,21 +141,8 @@ impl Shared {
         {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             for e in events.drain(..) {
-                if let SessionEvent::ShareAccepted {
-                    channel_id,
-                    difficulty,
-                    worker,
-                    work_id,
-                    hash,
-                } = &e
-                {
-                    self.node.share_accepted(*work_id, *hash, worker.as_deref());
-                    debug!(
-                        conn = id,
-                        channel = channel_id,
-                        difficulty,
-                        "share accepted"
-                    );
+                if let SessionEvent::ShareAccepted { difficulty, .. } = &e {
+                    self.share_accepted(id, &e);
                     p.count += 1;
                     p.difficulty_sum += difficulty;
                     p.last_ms = now;
@@ -180,21 +187,7 @@ impl Shared {
                 SessionEvent::ChannelClosed { channel_id } => {
                     info!(conn = id, channel = channel_id, "channel closed")
                 }
-                SessionEvent::ShareAccepted {
-                    channel_id,
-                    difficulty,
-                    worker,
-                    work_id,
-                    hash,
-                } => {
-                    self.node.share_accepted(*work_id, *hash, worker.as_deref());
-                    debug!(
-                        conn = id,
-                        channel = channel_id,
-                        difficulty,
-                        "share accepted"
-                    )
-                }
+                SessionEvent::ShareAccepted { .. } => self.share_accepted(id, &e),
                 // Stale shares are routine (every new tip, and the 10 s after the pool solved
                 // a tip while a node outage keeps the next template away): not logged one by
                 // one; the pool statistics count them.
