@@ -455,7 +455,9 @@ impl PoolConfig {
         }
         let secs = |v: Option<u64>, key: &'static str, default: u64| match v.unwrap_or(default) {
             0 => Err(invalid(source_name, key, "must be at least 1 second")),
-            s => Ok(s * 1000),
+            s => s
+                .checked_mul(1000)
+                .ok_or_else(|| invalid(source_name, key, format!("{s} seconds is too long"))),
         };
         let cert_validity = o.cert_validity_sec.unwrap_or(365 * 24 * 3600);
         let cert_validity_secs = u32::try_from(cert_validity)

@@ -171,6 +171,10 @@ enum ChannelArg {
 }
 
 fn main() -> ExitCode {
+    // Who started us, read before anything else: a node that dies while we load our
+    // configuration is still noticed.
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() };
     let cli = Cli::parse();
     if matches!(cli.command, None | Some(Command::Run))
         && let Some(env) = ModuleEnv::from_env()
@@ -180,7 +184,7 @@ fn main() -> ExitCode {
     }
     init_logging();
     match cli.command {
-        None | Some(Command::Run) => run(cli.config, cli.options),
+        None | Some(Command::Run) => run(cli.config, cli.options, parent),
         Some(Command::Keygen { out }) => keygen(&out),
         Some(Command::Miner(args)) => miner(args),
         Some(Command::Loadgen(args)) => loadgen(args),
@@ -390,7 +394,7 @@ fn load_config(path: Option<PathBuf>, flags: PoolOptions) -> Result<PoolConfig, 
     PoolConfig::resolve(&file.overlay(&flags), &source).map_err(|e| e.to_string())
 }
 
-fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
+fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) -> ExitCode {
     let config = match load_config(config_path, flags) {
         Ok(c) => c,
         Err(e) => {
@@ -416,7 +420,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
             if started_by_node {
                 tokio::select! {
                     _ = signal => {}
-                    _ = parent_gone() => warn!("blvm-node, which started this module, is gone; stopping"),
+                    _ = parent_gone(parent) => warn!("blvm-node, which started this module, is gone; stopping"),
                 }
             } else {
                 signal.await
@@ -473,14 +477,12 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions) -> ExitCode {
     })
 }
 
-/// Resolves once the process that started us has gone (we were re-parented).
-async fn parent_gone() {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    let parent = unsafe { libc::getppid() };
+/// Resolves once `parent`, the process that started us, has gone (we were re-parented).
+async fn parent_gone(parent: libc::pid_t) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tick.tick().await;
-        // SAFETY: as above.
+        // SAFETY: getppid has no preconditions and cannot fail.
         if unsafe { libc::getppid() } != parent {
             return;
         }

@@ -96,7 +96,7 @@ async fn requests_events_refusals_and_reconnection() {
     let served = tokio::spawn(async move {
         // The pool's own request: answer with a stray response first, events in between.
         let (id, kind) = read_request(&mut s).await;
-        assert_eq!(kind, 50, "GetBlockTemplate");
+        assert_eq!(kind, 66, "GetBlockTemplateDeclared (coinbase-only)");
         write_frame(&mut s, &vector("ev_block_mined")).await;
         write_frame(&mut s, &reply("resp_accepted", id + 1000)).await;
         write_frame(&mut s, &vector("ev_chain_reorg")).await;
@@ -108,7 +108,7 @@ async fn requests_events_refusals_and_reconnection() {
 
         // Take the next request and drop the connection without answering.
         let (_, kind) = read_request(&mut s).await;
-        assert_eq!(kind, 50);
+        assert_eq!(kind, 66);
         drop(s);
     });
 
@@ -150,7 +150,7 @@ async fn requests_events_refusals_and_reconnection() {
     let serve_again = tokio::spawn(async move {
         loop {
             let (id, kind) = read_request(&mut s).await;
-            assert_eq!(kind, 50);
+            assert_eq!(kind, 66);
             write_frame(&mut s, &reply("resp_template", id)).await;
         }
     });

@@ -27,7 +27,7 @@ use bitcoin::hashes::Hash;
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::node::rpc::RpcClient;
 use parsers_sv2::{AnyMessageOwned, MiningOwned};
-use regtest_node::{REGTEST_ADDRESS, RegtestNode, best_hash, block_count, call, free_port};
+use regtest_node::{REGTEST_ADDRESS, RegtestNode, best_hash, block_count, call};
 use serde_json::json;
 use sri_client::Miner;
 
@@ -47,15 +47,16 @@ fn modules_dir() -> tempfile::TempDir {
     dir
 }
 
-/// Waits for the module's log (its stdout and stderr, in its data dir) to say where it listens
-/// and under which key.
-async fn pool_started(log: &Path, node: &RegtestNode) -> (SocketAddr, String) {
+/// Waits for the module's log (its stdout and stderr, in its data dir; appended to by every
+/// instance) to say where instance number `instance` (1, 2 ...) listens and under which key.
+async fn pool_started(log: &Path, node: &RegtestNode, instance: usize) -> (SocketAddr, String) {
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let addr = text
             .lines()
-            .find_map(|l| l.split("listening on ").nth(1))
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .nth(instance - 1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok());
         let key = text
@@ -63,7 +64,7 @@ async fn pool_started(log: &Path, node: &RegtestNode) -> (SocketAddr, String) {
             .find_map(|l| l.strip_prefix("authority public key: "))
             .map(str::to_owned);
         if let (Some(addr), Some(key)) = (addr, key)
-            && text.contains("connected to blvm-node")
+            && text.matches("connected to blvm-node").count() >= instance
         {
             return (addr, key);
         }
@@ -112,10 +113,10 @@ async fn module_mode_with_json_rpc_for_blocks() {
 
 async fn module_mode(with_rpc: bool) {
     let modules = modules_dir();
-    let port = free_port();
     let mut args: Vec<std::ffi::OsString> = vec!["--modules-dir".into(), modules.path().into()];
     let mut config = vec![
-        format!("listen_addr=127.0.0.1:{port}"),
+        // An ephemeral port (read back from the log), on 127.0.0.1: the default is 0.0.0.0:3333.
+        "listen_addr=127.0.0.1:0".to_owned(),
         "enabled=true".to_owned(),
         "pool_signature=/module-test/".to_owned(),
     ];
@@ -132,11 +133,10 @@ async fn module_mode(with_rpc: bool) {
     }
     let node = RegtestNode::start_with_args(Some(("pool", "s3cret")), args).await;
     let data: PathBuf = node.datadir.path().join("modules/data/blvm-stratum-v2");
-    let (addr, key) = pool_started(&data.join("blvm-stratum-v2.log"), &node).await;
-    assert_eq!(
-        addr.port(),
-        port,
-        "listen_addr came from MODULE_CONFIG_LISTEN_ADDR"
+    let (addr, key) = pool_started(&data.join("blvm-stratum-v2.log"), &node, 1).await;
+    assert!(
+        addr.ip().is_loopback(),
+        "listen_addr came from MODULE_CONFIG_LISTEN_ADDR: {addr}"
     );
     let rpc = RpcClient::new(node.rpc_config());
     let height_before = block_count(&rpc).await;
@@ -328,17 +328,16 @@ async fn a_node_killed_mid_mining_loses_no_block_of_its_module() {
 
 async fn node_killed() {
     let modules = modules_dir();
-    let port = free_port();
     let args: Vec<std::ffi::OsString> = vec![
         "--modules-dir".into(),
         modules.path().into(),
         "--module-config".into(),
-        format!("listen_addr=127.0.0.1:{port}").into(),
+        "listen_addr=127.0.0.1:0".into(),
     ];
     let mut node = RegtestNode::start_with_args(None, args).await;
     let data: PathBuf = node.datadir.path().join("modules/data/blvm-stratum-v2");
     let log = data.join("blvm-stratum-v2.log");
-    let (addr, key) = pool_started(&log, &node).await;
+    let (addr, key) = pool_started(&log, &node, 1).await;
     let rpc = RpcClient::new(node.rpc_config());
 
     let miner = |user: &'static str| MinerOptions {
@@ -453,15 +452,8 @@ async fn node_killed() {
     );
 
     // Mining resumes on the node's tip through the new instance.
-    let (addr2, key2) = {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(
-            text.matches("listening on").count(),
-            2,
-            "a second instance listens"
-        );
-        (addr, key.clone())
-    };
+    let (addr2, key2) = pool_started(&log, &node, 2).await;
+    assert_eq!(key2, key, "the same authority key (in DATA_DIR)");
     let opts = MinerOptions {
         url: addr2.to_string(),
         authority_pubkey: key2,

@@ -40,6 +40,8 @@ use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// The longest the poll interval grows to when the node throttles the polls.
 const MAX_THROTTLED_POLL: Duration = Duration::from_secs(2);
+/// How long without throttling before a slowed poll interval is halved back.
+const THROTTLE_CALM: Duration = Duration::from_secs(300);
 /// Default bound on one request (connect, send, whole response).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest response body taken (a 4 MB block template in hex is about 8 MB).
@@ -198,7 +200,7 @@ impl fmt::Display for CallError {
 }
 
 impl CallError {
-    fn unavailable(self, method: &str) -> NodeError {
+    pub(crate) fn unavailable(self, method: &str) -> NodeError {
         NodeError::Unavailable(format!("{method}: {self}"))
     }
 }
@@ -889,10 +891,22 @@ async fn poll_tip(
         tick
     };
     let mut tick = new_tick(every);
+    // The interval asked for, and when the node last throttled us: after a calm spell the
+    // interval comes back down, halving, so one burst of 429s does not slow us for good.
+    let configured = every;
+    let mut last_throttled = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = poke.notified() => {}
+        }
+        if every > configured && last_throttled.elapsed() >= THROTTLE_CALM {
+            every = (every / 2).max(configured);
+            tick = new_tick(every);
+            last_throttled = tokio::time::Instant::now();
+            info!(
+                "the node has not throttled us for {THROTTLE_CALM:?}: polling its tip every {every:?}"
+            );
         }
         let tip = match client.call("getbestblockhash", json!([])).await {
             Ok(Value::String(s)) => {
@@ -900,6 +914,7 @@ async fn poll_tip(
             }
             Ok(other) => Err(format!("getbestblockhash: not a hash: {other}")),
             Err(e @ CallError::Throttled(_)) => {
+                last_throttled = tokio::time::Instant::now();
                 if every < MAX_THROTTLED_POLL {
                     every = (every * 2).min(MAX_THROTTLED_POLL);
                     tick = new_tick(every);

@@ -188,17 +188,12 @@ impl Shared {
                     info!(conn = id, channel = channel_id, "channel closed")
                 }
                 SessionEvent::ShareAccepted { .. } => self.share_accepted(id, &e),
-                // Stale shares are routine (every new tip, and the 10 s after the pool solved
-                // a tip while a node outage keeps the next template away): not logged one by
-                // one; the pool statistics count them.
-                SessionEvent::ShareRejected {
-                    channel_id,
-                    reason: reason @ crate::mining::ShareRejection::StaleShare,
-                } => {
-                    debug!(conn = id, channel = channel_id, %reason, "share rejected")
-                }
+                // Every rejection is counted in the pool statistics, and logged one by one only
+                // at debug: stale shares are routine (every new tip, and the 10 s after the pool
+                // solved a tip while a node outage keeps the next template away), and a miner
+                // sending bad shares must not fill the log (in module mode, the node's disk).
                 SessionEvent::ShareRejected { channel_id, reason } => {
-                    info!(conn = id, channel = channel_id, %reason, "share rejected")
+                    debug!(conn = id, channel = channel_id, %reason, "share rejected")
                 }
                 SessionEvent::Setup { vendor, flags } => {
                     info!(conn = id, %vendor, flags, "connection set up")

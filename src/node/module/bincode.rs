@@ -25,6 +25,9 @@ pub enum DecodeError {
     /// Text that is not UTF-8.
     #[error("{0} is not UTF-8")]
     Utf8(&'static str),
+    /// A number outside what its field can hold in Bitcoin (blvm widens them to 64 bits).
+    #[error("{0} out of range")]
+    Range(&'static str),
     /// A tag or variant index we do not know.
     #[error("unknown {what} variant {index}")]
     Variant {

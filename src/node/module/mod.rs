@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use env::ModuleEnv;
 use protocol::{
@@ -46,6 +46,10 @@ pub const MAX_FRAME_LEN: usize = 40 * 1024 * 1024;
 /// Published events waiting for the socket; beyond this they are dropped (and counted), so a
 /// slow node never slows share validation.
 const PUBLISH_QUEUE: usize = 4096;
+/// Frames waiting for the socket's writer. Bounded, so a node that stops reading never makes the
+/// pool's memory grow: requests wait for room within their timeout, published events are
+/// dropped (and counted).
+const OUTBOX: usize = 1024;
 
 /// Where and who: what the module client needs to reach the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,28 +90,29 @@ struct Inner {
     pending: Pending,
     next_id: AtomicU64,
     /// Frames for the node; `None` while not connected (or not yet through the handshake).
-    outbox: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    outbox: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     publish: mpsc::Sender<PublishedEvent>,
     dropped_events: AtomicU64,
     publish_refused: std::sync::atomic::AtomicBool,
+    said_no_engine: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
-    fn outbox(&self) -> Option<mpsc::UnboundedSender<Vec<u8>>> {
+    fn outbox(&self) -> Option<mpsc::Sender<Vec<u8>>> {
         self.outbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn set_outbox(&self, tx: Option<mpsc::UnboundedSender<Vec<u8>>>) {
+    fn set_outbox(&self, tx: Option<mpsc::Sender<Vec<u8>>>) {
         *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = tx;
     }
 
     /// Sends a request on `tx` and waits for the response with its correlation id.
     async fn request_on(
         &self,
-        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        tx: &mpsc::Sender<Vec<u8>>,
         req: &Request,
     ) -> Result<ResponseBody, NodeError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -116,17 +121,24 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, done);
-        if tx.send(protocol::encode_request(id, req)).is_err() {
-            self.forget(id);
-            return Err(NodeError::Unavailable(
-                "the connection to the node closed".into(),
-            ));
-        }
-        match tokio::time::timeout(self.settings.request_timeout, answer).await {
+        let exchange = async {
+            if tx.send(protocol::encode_request(id, req)).await.is_err() {
+                return Err(NodeError::Unavailable(
+                    "the connection to the node closed".into(),
+                ));
+            }
+            answer.await.map_err(|_| {
+                NodeError::Unavailable(
+                    "the connection to the node closed before it answered".into(),
+                )
+            })
+        };
+        match tokio::time::timeout(self.settings.request_timeout, exchange).await {
             Ok(Ok(body)) => Ok(body),
-            Ok(Err(_)) => Err(NodeError::Unavailable(
-                "the connection to the node closed before it answered".into(),
-            )),
+            Ok(Err(e)) => {
+                self.forget(id);
+                Err(e)
+            }
             Err(_) => {
                 self.forget(id);
                 Err(NodeError::Unavailable(format!(
@@ -151,6 +163,20 @@ impl Inner {
             .remove(&id);
     }
 
+    /// An answer we cannot read fails its request at once instead of leaving it to time out.
+    fn fail_undecodable_response(&self, body: &[u8], e: &bincode::DecodeError) {
+        let mut r = bincode::Reader::new(body);
+        if let (Ok(1), Ok(id)) = (r.variant("ModuleMessage"), r.u64("correlation_id"))
+            && let Some(waiter) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id)
+        {
+            let _ = waiter.send(ResponseBody::Error(format!("undecodable answer: {e}")));
+        }
+    }
+
     /// Fails every request in flight (their senders drop).
     fn fail_pending(&self) {
         self.pending
@@ -159,7 +185,7 @@ impl Inner {
             .clear();
     }
 
-    fn on_incoming(&self, msg: Incoming, tx: &mpsc::UnboundedSender<Vec<u8>>) {
+    fn on_incoming(&self, msg: Incoming, tx: &mpsc::Sender<Vec<u8>>) {
         match msg {
             Incoming::Response {
                 correlation_id,
@@ -205,7 +231,7 @@ impl Inner {
                 let _ = self.events.send(chain);
             }
             Incoming::Invocation(id) => {
-                let _ = tx.send(protocol::encode_invocation_refusal(
+                let _ = tx.try_send(protocol::encode_invocation_refusal(
                     id,
                     "blvm-stratum-v2 has no CLI commands or RPC methods",
                 ));
@@ -252,6 +278,7 @@ impl ModuleNode {
             publish,
             dropped_events: AtomicU64::new(0),
             publish_refused: Default::default(),
+            said_no_engine: Default::default(),
         });
         let rpc = inner.settings.rpc.clone().map(RpcClient::new);
         let task = tokio::spawn(connection_loop(inner.clone()));
@@ -280,8 +307,28 @@ impl ModuleNode {
         }
     }
 
+    /// The node's socket carries no witness data (blvm-node 0.1.83's IPC transaction type has
+    /// none), so a block built from its mempool transactions would be invalid as soon as one
+    /// spends a segwit output, and the reward would be lost. With the node's JSON-RPC
+    /// configured, templates come from `getblocktemplate` (whole transactions); without it, from
+    /// the socket with no transactions but the coinbase (the subsidy, no fees).
     async fn template(&self) -> Result<BlockTemplate, NodeError> {
-        match self.inner.request(&Request::GetBlockTemplate).await? {
+        if let Some(rpc) = &self.rpc {
+            let v = rpc
+                .call(
+                    "getblocktemplate",
+                    serde_json::json!([{"rules": ["segwit"]}]),
+                )
+                .await
+                .map_err(|e| e.unavailable("getblocktemplate"))?;
+            return super::rpc::parse_block_template(&v)
+                .map_err(|e| NodeError::Unavailable(format!("getblocktemplate: {e}")));
+        }
+        match self
+            .inner
+            .request(&Request::GetCoinbaseOnlyTemplate)
+            .await?
+        {
             ResponseBody::BlockTemplate(t) => Ok(t),
             ResponseBody::Error(e) => Err(NodeError::Unavailable(format!("GetBlockTemplate: {e}"))),
             other => Err(NodeError::Unavailable(format!(
@@ -298,7 +345,20 @@ impl ModuleNode {
         let over_socket = self.submit_over_socket(block.clone()).await;
         let result = match (over_socket, &self.rpc) {
             (Ok(()), _) => Ok(()),
-            (Err(e), None) => Err(e),
+            (Err(e), None) => {
+                if e.to_string().contains("protocol engine is required")
+                    && !self.inner.said_no_engine.swap(true, Ordering::Relaxed)
+                {
+                    error!(
+                        %hash,
+                        "the node cannot connect blocks submitted over its socket (blvm-node \
+                         0.1.83 as published); set rpc_url (and its credentials) in \
+                         [modules.blvm-stratum-v2] so that blocks go to its JSON-RPC; found blocks \
+                         wait in blocks/pending until then"
+                    );
+                }
+                Err(e)
+            }
             (Err(e), Some(rpc)) => {
                 info!(%hash, "the node's socket did not take the block ({e}); submitting it over JSON-RPC");
                 super::rpc::submit_block(rpc, &block).await
@@ -365,20 +425,22 @@ impl NodeApi for ModuleNode {
 /// Connects, serves, and reconnects with backoff for as long as the backend lives.
 async fn connection_loop(inner: Arc<Inner>) {
     let mut backoff = Duration::from_millis(50);
-    let mut was_up = false;
     let mut said_unreachable = false;
     loop {
         match UnixStream::connect(&inner.settings.socket_path).await {
             Ok(stream) => {
                 said_unreachable = false;
-                let reason = serve(&inner, stream, &mut was_up).await;
+                let mut set_up = false;
+                let reason = serve(&inner, stream, &mut set_up).await;
                 inner.set_outbox(None);
                 inner.fail_pending();
-                if was_up {
+                if set_up {
+                    // A session that worked: come back quickly.
                     warn!("lost the node's socket: {reason}; reconnecting");
                     backoff = Duration::from_millis(50);
                 } else {
-                    warn!("node socket: {reason}");
+                    // Connected but refused or broken before the subscription: back off.
+                    warn!("node socket: {reason}; retrying in {backoff:?}");
                 }
             }
             Err(e) => {
@@ -401,9 +463,9 @@ async fn connection_loop(inner: Arc<Inner>) {
 
 /// One connection: reader and writer run until either fails; the handshake and subscription
 /// go first, and only then may the pool's requests use the socket.
-async fn serve(inner: &Arc<Inner>, stream: UnixStream, was_up: &mut bool) -> String {
+async fn serve(inner: &Arc<Inner>, stream: UnixStream, set_up: &mut bool) -> String {
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
     let writer = async move {
         while let Some(body) = rx.recv().await {
             let Ok(len) = u32::try_from(body.len()) else {
@@ -437,7 +499,10 @@ async fn serve(inner: &Arc<Inner>, stream: UnixStream, was_up: &mut bool) -> Str
             match protocol::decode_incoming(&body) {
                 Ok(msg) => inner.on_incoming(msg, &reader_tx),
                 // One message we cannot read is skipped, not a reason to drop the node.
-                Err(e) => warn!("undecodable message from the node ({len} bytes): {e}"),
+                Err(e) => {
+                    warn!("undecodable message from the node ({len} bytes): {e}");
+                    inner.fail_undecodable_response(&body, &e);
+                }
             }
         }
     };
@@ -467,7 +532,7 @@ async fn serve(inner: &Arc<Inner>, stream: UnixStream, was_up: &mut bool) -> Str
             Err(e) => return format!("event subscription: {e}"),
         }
         inner.set_outbox(Some(setup_tx.clone()));
-        *was_up = true;
+        *set_up = true;
         // Whatever happened while we were away: fetch a template now.
         let _ = inner.events.send(ChainEvent::NewTemplate);
         std::future::pending::<String>().await
@@ -494,7 +559,7 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<PublishedEvent>)
         };
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed) | PUBLISH_ID_BIT;
         if tx
-            .send(protocol::encode_request(id, &Request::PublishEvent(ev)))
+            .try_send(protocol::encode_request(id, &Request::PublishEvent(ev)))
             .is_err()
         {
             inner.dropped_events.fetch_add(1, Ordering::Relaxed);

@@ -34,6 +34,7 @@ mod message_type {
     pub const PUBLISH_EVENT: u32 = 41;
     pub const GET_BLOCK_TEMPLATE: u32 = 50;
     pub const SUBMIT_BLOCK: u32 = 51;
+    pub const GET_BLOCK_TEMPLATE_DECLARED: u32 = 72;
 }
 
 /// `RequestPayload` variants.
@@ -43,6 +44,7 @@ mod request {
     pub const PUBLISH_EVENT: u32 = 41;
     pub const GET_BLOCK_TEMPLATE: u32 = 50;
     pub const SUBMIT_BLOCK: u32 = 51;
+    pub const GET_BLOCK_TEMPLATE_DECLARED: u32 = 66;
 }
 
 /// `ResponsePayload` variants.
@@ -155,8 +157,11 @@ pub enum Request {
     },
     /// Events we want.
     SubscribeEvents(Vec<EventType>),
-    /// A template for the next block.
+    /// A template for the next block, with the node's mempool transactions.
     GetBlockTemplate,
+    /// A template for the next block with no transactions but the coinbase
+    /// (GetBlockTemplateDeclared with no txids): its coinbase value is the subsidy alone.
+    GetCoinbaseOnlyTemplate,
     /// A solved block.
     SubmitBlock(bitcoin::Block),
     /// An event for the node's other modules.
@@ -211,6 +216,19 @@ pub fn encode_request(correlation_id: CorrelationId, req: &Request) -> Vec<u8> {
                 .str("segwit")
                 .none()
                 .none();
+        }
+        Request::GetCoinbaseOnlyTemplate => {
+            // One coinbase output (value 0: the node puts the reward there), an OP_RETURN: the
+            // node requires one; the pool builds its own coinbase and takes only the value.
+            w.variant(message_type::GET_BLOCK_TEMPLATE_DECLARED)
+                .variant(request::GET_BLOCK_TEMPLATE_DECLARED)
+                .len(1)
+                .str("segwit")
+                .none()
+                .len(1)
+                .i64(0)
+                .bytes(&[0x6a])
+                .len(0);
         }
         Request::SubmitBlock(block) => {
             w.variant(message_type::SUBMIT_BLOCK)
@@ -561,10 +579,13 @@ fn read_template(r: &mut Reader<'_>) -> Result<BlockTemplate, DecodeError> {
         .fold(Amount::ZERO, |a, b| {
             a.checked_add(b).unwrap_or(Amount::MAX_MONEY)
         });
+    let version =
+        i32::try_from(header.version).map_err(|_| DecodeError::Range("header.version"))?;
+    let bits = u32::try_from(header.bits).map_err(|_| DecodeError::Range("header.bits"))?;
     Ok(BlockTemplate {
-        version: bitcoin::block::Version::from_consensus(header.version as i32),
+        version: bitcoin::block::Version::from_consensus(version),
         prev_hash: BlockHash::from_byte_array(header.prev),
-        bits: CompactTarget::from_consensus(header.bits as u32),
+        bits: CompactTarget::from_consensus(bits),
         height: u32::try_from(height).unwrap_or(u32::MAX),
         min_time: time,
         cur_time: time,
