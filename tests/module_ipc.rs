@@ -68,6 +68,11 @@ fn requests_are_byte_identical_to_the_nodes_types() {
             Request::SubscribeEvents(SUBSCRIBED_EVENTS.to_vec()),
         ),
         ("get_block_template", 3, Request::GetBlockTemplate),
+        (
+            "get_coinbase_only_template",
+            7,
+            Request::GetCoinbaseOnlyTemplate,
+        ),
         ("submit_block", 4, Request::SubmitBlock(sample_block())),
         (
             "publish_job",

@@ -128,6 +128,19 @@ fn cases() -> Vec<(&'static str, ModuleMessage)> {
             ),
         ),
         (
+            "get_coinbase_only_template",
+            request(
+                7,
+                MessageType::GetBlockTemplateDeclared,
+                RequestPayload::GetBlockTemplateDeclared {
+                    rules: vec!["segwit".into()],
+                    coinbase_script: None,
+                    coinbase_outputs: vec![(0, vec![0x6a])],
+                    declared_txids: vec![],
+                },
+            ),
+        ),
+        (
             "submit_block",
             request(
                 4,
