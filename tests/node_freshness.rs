@@ -165,7 +165,7 @@ fn summary(what: &str, mut v: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_tip_reaches_every_channel_within_100_ms() {
+async fn a_new_tip_reaches_every_channel_and_its_delay_is_measured() {
     tokio::time::timeout(Duration::from_secs(45 * 60), freshness())
         .await
         .expect("test finished in time");
