@@ -406,8 +406,8 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         eprintln!("blvm-stratum-v2 is disabled in its configuration (enabled = false)");
         return ExitCode::SUCCESS;
     }
-    let started_by_node =
-        matches!(config.backend, Backend::Module(_)) && ModuleEnv::from_env().is_some();
+    // Started by blvm-node, whatever the backend (a module may use the node's JSON-RPC).
+    let started_by_node = ModuleEnv::from_env().is_some();
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };

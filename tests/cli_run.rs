@@ -80,6 +80,22 @@ fn pool_stops_cleanly_on_sigint() {
 /// again on the same port.
 #[test]
 fn as_a_module_it_logs_to_its_data_dir_and_stops_when_the_node_is_gone() {
+    module_run_and_node_gone(&[]);
+}
+
+/// The same with `backend = "rpc"` in the module's section (a stock blvm-node 0.1.83, whose
+/// module socket cannot serve a module): the node still owns the process.
+#[test]
+fn as_a_module_on_json_rpc_it_also_stops_when_the_node_is_gone() {
+    module_run_and_node_gone(&[
+        ("MODULE_CONFIG_BACKEND", "rpc"),
+        ("MODULE_CONFIG_RPC_URL", "http://127.0.0.1:9"),
+        ("MODULE_CONFIG_RPC_USER", "u"),
+        ("MODULE_CONFIG_RPC_PASSWORD", "p"),
+    ]);
+}
+
+fn module_run_and_node_gone(extra_env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     // The "node": a shell that starts the pool, prints its pid, and waits.
@@ -95,6 +111,7 @@ fn as_a_module_it_logs_to_its_data_dir_and_stops_when_the_node_is_gone() {
         .env("DATA_DIR", &data)
         .env("MODULE_CONFIG_LISTEN_ADDR", "127.0.0.1:0")
         .env("MODULE_CONFIG_VERSION", "0.1.0")
+        .envs(extra_env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
