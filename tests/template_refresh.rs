@@ -157,5 +157,20 @@ async fn same_tip_templates_go_out_only_when_they_pay_more() {
     let w = server.current_work().unwrap();
     assert_eq!(w.prev_hash, BlockHash::from_byte_array([2; 32]));
     assert_eq!(w.coinbase_value, 2_500_000_000);
+
+    // The same tip at another height is a correction (a node that read its tip and its height
+    // apart): it goes out whatever it pays, or every block on the old work would be refused.
+    let mut corrected = template(2, 2_500_000_000);
+    corrected.height += 1;
+    *node.template.lock().unwrap() = corrected;
+    server
+        .handle_event(NodeEvent::BlockTemplateUpdated)
+        .await
+        .unwrap();
+    let w = server.current_work().unwrap();
+    assert_eq!(w.height, 103);
+    assert_eq!(w.prev_hash, BlockHash::from_byte_array([2; 32]));
+    // On the same prev hash it is an immediate job (no SetNewPrevHash needed).
+    assert_eq!(next_job(&mut m, Duration::from_secs(2)).await, Some(false));
     server.stop().await.unwrap();
 }

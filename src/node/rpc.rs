@@ -800,13 +800,7 @@ impl RpcNode {
     }
 
     async fn template(&self) -> Result<BlockTemplate, NodeError> {
-        let v = self
-            .client
-            .call("getblocktemplate", json!([{"rules": ["segwit"]}]))
-            .await
-            .map_err(|e| e.unavailable("getblocktemplate"))?;
-        let t = parse_block_template(&v)
-            .map_err(|e| NodeError::Unavailable(format!("getblocktemplate: {e}")))?;
+        let t = fetch_template(&self.client).await?;
         *self.served.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.prev_hash);
         Ok(t)
     }
@@ -820,11 +814,53 @@ impl RpcNode {
     }
 }
 
+/// `getblocktemplate`, checked: its height must follow its previous block's (asked with
+/// `getblockheader`). blvm-node reads its tip and its height apart, so under load it can hand
+/// out a template whose BIP34 height does not match its prev hash, and every block on it would
+/// be refused; such a template is fetched again (a few times) instead of mined. A node that
+/// cannot say its previous block's height is taken at its word.
+pub async fn fetch_template(client: &RpcClient) -> Result<BlockTemplate, NodeError> {
+    let mut attempt = 0;
+    loop {
+        let v = client
+            .call("getblocktemplate", json!([{"rules": ["segwit"]}]))
+            .await
+            .map_err(|e| e.unavailable("getblocktemplate"))?;
+        let t = parse_block_template(&v)
+            .map_err(|e| NodeError::Unavailable(format!("getblocktemplate: {e}")))?;
+        let prev_height = match client
+            .call("getblockheader", json!([t.prev_hash.to_string(), true]))
+            .await
+        {
+            Ok(h) => h.get("height").and_then(Value::as_u64),
+            Err(_) => None,
+        };
+        match prev_height {
+            Some(h) if h + 1 != u64::from(t.height) => {
+                attempt += 1;
+                if attempt >= 5 {
+                    return Err(NodeError::Unavailable(format!(
+                        "getblocktemplate: height {} does not follow its previous block's {h}",
+                        t.height
+                    )));
+                }
+                debug!(
+                    height = t.height,
+                    prev_height = h,
+                    "inconsistent template; fetching again"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return Ok(t),
+        }
+    }
+}
+
 /// `submitblock` with its answer read the way Bitcoin Core and blvm-node give it: `null` (or
 /// "duplicate") is accepted, a string or a non-transient error is the node's refusal, a
 /// transport failure or a transient error is [`NodeError::Unavailable`] (retry). A refusal of a
-/// block that is already the node's tip (a resubmission after a lost answer; blvm-node says
-/// "block header is already stored") counts as accepted.
+/// block that is already in the node's best chain (a resubmission after a lost answer;
+/// blvm-node says "block header is already stored") counts as accepted.
 pub async fn submit_block(client: &RpcClient, block: &Block) -> Result<(), NodeError> {
     let hash = block.block_hash();
     let result = client
@@ -846,13 +882,30 @@ pub async fn submit_block(client: &RpcClient, block: &Block) -> Result<(), NodeE
             return Err(e.unavailable("submitblock"));
         }
     };
-    if let Ok(Value::String(best)) = client.call("getbestblockhash", json!([])).await
-        && best == hash.to_string()
-    {
-        debug!(%hash, %reason, "submitblock refused a block that is already the tip");
+    if in_main_chain(client, block).await {
+        debug!(%hash, %reason, "submitblock refused a block that is already in the node's chain");
         return Ok(());
     }
     Err(NodeError::BlockRejected(reason))
+}
+
+/// Whether the node's best chain holds `block`: its tip, or the block at its BIP34 height (it
+/// may have been taken over another route, e.g. a module's socket whose answer came too late,
+/// and been built on since).
+async fn in_main_chain(client: &RpcClient, block: &Block) -> bool {
+    let hash = block.block_hash().to_string();
+    if let Ok(Value::String(best)) = client.call("getbestblockhash", json!([])).await
+        && best == hash
+    {
+        return true;
+    }
+    let Ok(height) = block.bip34_block_height() else {
+        return false;
+    };
+    matches!(
+        client.call("getblockhash", json!([height])).await,
+        Ok(Value::String(at)) if at == hash
+    )
 }
 
 impl NodeApi for RpcNode {

@@ -79,6 +79,8 @@ pub struct Shared {
     blocks: mpsc::UnboundedSender<FoundBlock>,
     /// The node backend, told of accepted shares.
     node: Arc<dyn NodeApi>,
+    /// Wakes the template task (a block was refused: the work may be at fault).
+    refetch: tokio::sync::Notify,
     /// Each live connection's accepted shares not yet folded into `pool` (folded on the
     /// connection's tick, before any other event of it, at its end, and by `get_pool_stats`).
     pending: Mutex<std::collections::HashMap<u64, Arc<Mutex<PendingShares>>>>,
@@ -286,6 +288,7 @@ impl StratumV2Server {
             pool: Arc::new(RwLock::new(StratumV2Pool::new())),
             blocks,
             node: node.clone(),
+            refetch: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashMap::new()),
         });
         let (work, _) = watch::channel(None);
@@ -613,6 +616,7 @@ async fn template_loop(
                 }
             }
             _ = refresh.tick() => {}
+            _ = shared.refetch.notified() => {}
             _ = shutdown.changed() => return,
         }
         // A failed fetch is retried soon: after a new tip, miners are on stale work until then.
@@ -660,9 +664,12 @@ fn publish_if_better(
     shared: &Shared,
 ) -> Result<bool, crate::mining::MiningError> {
     let current = work.borrow().clone();
+    // A different height on the same prev hash is a correction, not an update: a node that
+    // reads its tip and its height apart (blvm-node does, under load) can hand out a template
+    // whose BIP34 height does not follow its prev hash, and every block on it is refused.
     let new_tip = current
         .as_ref()
-        .is_none_or(|w| w.prev_hash != template.prev_hash);
+        .is_none_or(|w| w.prev_hash != template.prev_hash || w.height != template.height);
     let pays_more = current
         .as_ref()
         .is_some_and(|w| template.coinbase_value.to_sat() > w.coinbase_value);
@@ -868,6 +875,8 @@ async fn submit_one(
             }
             Err(NodeError::BlockRejected(reason)) => {
                 warn!(%hash, ?height, %reason, "block rejected by the node; moved to blocks/rejected");
+                // Our work may be what the node objects to: fetch a template now.
+                shared.refetch.notify_one();
                 record_block(shared, &hash, false);
                 return;
             }

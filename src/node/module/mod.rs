@@ -314,15 +314,7 @@ impl ModuleNode {
     /// the socket with no transactions but the coinbase (the subsidy, no fees).
     async fn template(&self) -> Result<BlockTemplate, NodeError> {
         if let Some(rpc) = &self.rpc {
-            let v = rpc
-                .call(
-                    "getblocktemplate",
-                    serde_json::json!([{"rules": ["segwit"]}]),
-                )
-                .await
-                .map_err(|e| e.unavailable("getblocktemplate"))?;
-            return super::rpc::parse_block_template(&v)
-                .map_err(|e| NodeError::Unavailable(format!("getblocktemplate: {e}")));
+            return super::rpc::fetch_template(rpc).await;
         }
         match self
             .inner
