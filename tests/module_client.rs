@@ -102,6 +102,10 @@ async fn requests_events_refusals_and_reconnection() {
         write_frame(&mut s, &vector("ev_chain_reorg")).await;
         write_frame(&mut s, &reply("resp_template", id)).await;
 
+        // Before a block, the client asks whether the node has it already: no.
+        let (id, kind) = read_request(&mut s).await;
+        assert_eq!(kind, 2, "GetBlockHeader");
+        write_frame(&mut s, &reply("resp_header_none", id)).await;
         let (id, kind) = read_request(&mut s).await;
         assert_eq!(kind, 51, "SubmitBlock");
         write_frame(&mut s, &reply("resp_rejected", id)).await;

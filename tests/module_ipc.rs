@@ -73,6 +73,7 @@ fn requests_are_byte_identical_to_the_nodes_types() {
             7,
             Request::GetCoinbaseOnlyTemplate,
         ),
+        ("get_block_header", 8, Request::GetBlockHeader([9; 32])),
         ("submit_block", 4, Request::SubmitBlock(sample_block())),
         (
             "publish_job",
@@ -166,6 +167,14 @@ fn responses_decode_to_what_the_node_sent() {
     assert_eq!(
         response("resp_event_published"),
         (6, ResponseBody::EventPublished)
+    );
+    assert_eq!(
+        response("resp_header_none"),
+        (8, ResponseBody::HeaderKnown(false))
+    );
+    assert_eq!(
+        response("resp_header_some"),
+        (8, ResponseBody::HeaderKnown(true))
     );
 
     let (id, body) = response("resp_template");

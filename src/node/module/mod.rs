@@ -366,6 +366,17 @@ impl ModuleNode {
 
     async fn submit_over_socket(&self, block: Block) -> Result<(), NodeError> {
         let hash = block.block_hash();
+        // A block the node already has (it took it, and its answer was lost to a crash or a
+        // dropped socket) is not sent again: blvm-node answers such a SubmitBlock by closing
+        // the socket, so the block would wait in blocks/pending for ever.
+        if let Ok(ResponseBody::HeaderKnown(true)) = self
+            .inner
+            .request(&Request::GetBlockHeader(hash.to_byte_array()))
+            .await
+        {
+            debug!(%hash, "the node already has the block");
+            return Ok(());
+        }
         match self.inner.request(&Request::SubmitBlock(block)).await? {
             ResponseBody::SubmitBlock(SubmitResult::Accepted) => Ok(()),
             ResponseBody::SubmitBlock(SubmitResult::Duplicate) => {

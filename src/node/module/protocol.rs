@@ -29,6 +29,7 @@ mod message {
 
 /// `MessageType` variants (the request's kind, sent beside its payload).
 mod message_type {
+    pub const GET_BLOCK_HEADER: u32 = 1;
     pub const SUBSCRIBE_EVENTS: u32 = 7;
     pub const HANDSHAKE: u32 = 8;
     pub const PUBLISH_EVENT: u32 = 41;
@@ -40,6 +41,7 @@ mod message_type {
 /// `RequestPayload` variants.
 mod request {
     pub const HANDSHAKE: u32 = 0;
+    pub const GET_BLOCK_HEADER: u32 = 2;
     pub const SUBSCRIBE_EVENTS: u32 = 8;
     pub const PUBLISH_EVENT: u32 = 41;
     pub const GET_BLOCK_TEMPLATE: u32 = 50;
@@ -50,6 +52,7 @@ mod request {
 /// `ResponsePayload` variants.
 mod response {
     pub const HANDSHAKE_ACK: u32 = 0;
+    pub const BLOCK_HEADER: u32 = 2;
     pub const SUBSCRIBE_ACK: u32 = 8;
     pub const EVENT_PUBLISHED: u32 = 39;
     pub const BLOCK_TEMPLATE: u32 = 46;
@@ -164,6 +167,8 @@ pub enum Request {
     GetCoinbaseOnlyTemplate,
     /// A solved block.
     SubmitBlock(bitcoin::Block),
+    /// Whether the node has a block's header (internal byte order hash).
+    GetBlockHeader([u8; 32]),
     /// An event for the node's other modules.
     PublishEvent(PublishedEvent),
 }
@@ -229,6 +234,11 @@ pub fn encode_request(correlation_id: CorrelationId, req: &Request) -> Vec<u8> {
                 .i64(0)
                 .bytes(&[0x6a])
                 .len(0);
+        }
+        Request::GetBlockHeader(hash) => {
+            w.variant(message_type::GET_BLOCK_HEADER)
+                .variant(request::GET_BLOCK_HEADER)
+                .array(hash);
         }
         Request::SubmitBlock(block) => {
             w.variant(message_type::SUBMIT_BLOCK)
@@ -349,6 +359,8 @@ pub enum ResponseBody {
     SubmitBlock(SubmitResult),
     /// A published event was taken.
     EventPublished,
+    /// Whether the node has the header asked for.
+    HeaderKnown(bool),
     /// The request failed; the node's message.
     Error(String),
     /// A payload we never ask for (variant index).
@@ -450,6 +462,7 @@ fn decode_response_payload(r: &mut Reader<'_>) -> Result<ResponseBody, DecodeErr
         response::HANDSHAKE_ACK => ResponseBody::HandshakeAck(r.str("node_version")?.to_owned()),
         response::SUBSCRIBE_ACK => ResponseBody::SubscribeAck,
         response::EVENT_PUBLISHED => ResponseBody::EventPublished,
+        response::BLOCK_HEADER => ResponseBody::HeaderKnown(r.option("BlockHeader")?),
         response::BLOCK_TEMPLATE => ResponseBody::BlockTemplate(read_template(r)?),
         response::SUBMIT_BLOCK_RESULT => {
             ResponseBody::SubmitBlock(match r.variant("SubmitBlockResult")? {

@@ -229,6 +229,16 @@ fn cases() -> Vec<(&'static str, ModuleMessage)> {
         ),
         ("resp_event_published", ok(6, ResponsePayload::EventPublished)),
         (
+            "get_block_header",
+            request(
+                8,
+                MessageType::GetBlockHeader,
+                RequestPayload::GetBlockHeader { hash: [9; 32] },
+            ),
+        ),
+        ("resp_header_none", ok(8, ResponsePayload::BlockHeader(None))),
+        ("resp_header_some", ok(8, ResponsePayload::BlockHeader(Some(header())))),
+        (
             "ev_new_block",
             event(
                 EventType::NewBlock,
