@@ -443,13 +443,9 @@ impl MinerSession {
         frame: &Frame<'_>,
         now_ms: u64,
     ) -> Result<(), MinerSessionError> {
-        let (msg, _tlv) = match frame.message() {
-            Ok(m) => m,
-            // Messages of extensions we did not negotiate are ignored (03 §3.4.1).
-            Err(WireError::UnknownMessage { extension_type, .. }) if extension_type != 0 => {
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        // Unknown messages of other extensions are ignored (03 §3.4.1).
+        let Some((msg, _tlv)) = frame.known_message()? else {
+            return Ok(());
         };
         match (self.state, msg) {
             (State::AwaitingSetup, Message::SetupConnectionSuccess(m)) => self.on_setup_success(&m),

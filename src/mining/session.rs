@@ -508,13 +508,9 @@ impl Session {
                 _ => {}
             }
         }
-        let (msg, tlv) = match frame.message() {
-            Ok(m) => m,
-            // Unknown messages of other extensions are ignored (03 §3.4.1).
-            Err(WireError::UnknownMessage { extension_type, .. }) if extension_type != 0 => {
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        // Unknown messages of other extensions are ignored (03 §3.4.1).
+        let Some((msg, tlv)) = frame.known_message()? else {
+            return Ok(());
         };
         match (self.state, msg) {
             (State::AwaitingSetup, Message::SetupConnection(m)) => self.on_setup(&m),

@@ -325,13 +325,9 @@ impl TpSession {
     /// Handles one frame from the client. An error means the connection must be closed after
     /// its output is flushed.
     pub fn handle_frame(&mut self, frame: &Frame<'_>) -> Result<(), TpSessionError> {
-        let (msg, _tlv) = match frame.message() {
-            Ok(m) => m,
-            // Unknown messages of other extensions are ignored (03 §3.4.1).
-            Err(WireError::UnknownMessage { extension_type, .. }) if extension_type != 0 => {
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        // Unknown messages of other extensions are ignored (03 §3.4.1).
+        let Some((msg, _tlv)) = frame.known_message()? else {
+            return Ok(());
         };
         match (self.state, msg) {
             (State::AwaitingSetup, Message::SetupConnection(m)) => self.on_setup(&m),

@@ -119,6 +119,20 @@ impl<'a> Frame<'a> {
         )
     }
 
+    /// [`Frame::message`], except that an unknown message of an extension other than the core
+    /// protocols is `None`: a receiver ignores those (03 §3.4.1). Unknown core messages are
+    /// still an error.
+    #[inline]
+    pub fn known_message(&self) -> Result<Option<(Message<'a>, &'a [u8])>, WireError> {
+        match self.message() {
+            Ok(m) => Ok(Some(m)),
+            Err(WireError::UnknownMessage { extension_type, .. }) if extension_type != 0 => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Decodes the payload as `M`, checking that the header names `M`.
     #[inline]
     pub fn decode<M: Sv2Message<'a>>(&self) -> Result<(M, &'a [u8]), WireError> {
