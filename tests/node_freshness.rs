@@ -24,20 +24,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitcoin::block::Header;
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::hashes::Hash;
-use bitcoin::script::Builder;
-use bitcoin::{
-    Block, BlockHash, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxMerkleNode,
-    TxOut, Witness, absolute, transaction,
-};
+use bitcoin::{Block, BlockHash};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::rpc::{DEFAULT_POLL_INTERVAL, RpcClient, RpcNode, parse_block_template};
 use blvm_stratum_v2::server::StratumV2Server;
 use parsers_sv2::{AnyMessageOwned, MiningOwned};
-use regtest_node::{REGTEST_ADDRESS, RegtestNode, call};
+use regtest_node::{REGTEST_ADDRESS, RegtestNode, call, solved_block};
 use serde_json::{Value, json};
 use sri_client::{Miner, REQUIRES_STANDARD_JOBS};
 use tokio::sync::mpsc;
@@ -104,45 +99,7 @@ enum Elsewhere {
 async fn block_on_tip(client: &RpcClient) -> Block {
     let v = call(client, "getblocktemplate", json!([{"rules": ["segwit"]}])).await;
     let t = parse_block_template(&v).expect("template");
-    assert!(t.transactions.is_empty(), "empty mempool expected");
-    let coinbase = Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint::null(),
-            script_sig: Builder::new()
-                .push_int(i64::from(t.height))
-                .push_slice(b"/elsewhere/")
-                .into_script(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value: t.coinbase_value,
-            script_pubkey: ScriptBuf::new_op_return([]),
-        }],
-    };
-    let mut block = Block {
-        header: Header {
-            version: t.version,
-            prev_blockhash: t.prev_hash,
-            merkle_root: TxMerkleNode::all_zeros(),
-            time: t.cur_time.max(t.min_time),
-            bits: t.bits,
-            nonce: 0,
-        },
-        txdata: vec![coinbase],
-    };
-    block.header.merkle_root = block.compute_merkle_root().expect("one transaction");
-    let target = Target::from_compact(t.bits);
-    while block.header.validate_pow(target).is_err() {
-        block.header.nonce = block
-            .header
-            .nonce
-            .checked_add(1)
-            .expect("a nonce solves it");
-    }
-    block
+    solved_block(&t, i64::from(t.height), t.coinbase_value, |_| {})
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -13,19 +13,14 @@ mod regtest_node;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitcoin::block::Header;
 use bitcoin::hashes::Hash;
-use bitcoin::script::Builder;
-use bitcoin::{
-    Amount, Block, BlockHash, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn,
-    TxMerkleNode, TxOut, Witness, absolute, transaction,
-};
+use bitcoin::{Amount, BlockHash, TxMerkleNode};
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::rpc::{RpcAuth, RpcConfig, RpcNode};
-use blvm_stratum_v2::node::{BlockTemplate, NodeApi, NodeError};
+use blvm_stratum_v2::node::{NodeApi, NodeError};
 use blvm_stratum_v2::server::StratumV2Server;
-use regtest_node::{REGTEST_ADDRESS, RegtestNode, best_hash, block_count, call};
+use regtest_node::{REGTEST_ADDRESS, RegtestNode, best_hash, block_count, call, solved_block};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,56 +139,6 @@ async fn mine_through_the_pool() {
         mined_at.elapsed()
     );
     server.stop().await.expect("clean stop");
-}
-
-/// A coinbase-only block on `t` paying `value`, with `height_push` as BIP34 height, solved.
-fn solved_block(
-    t: &BlockTemplate,
-    height_push: i64,
-    value: Amount,
-    mangle: impl Fn(&mut Header),
-) -> Block {
-    let coinbase = Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint::null(),
-            script_sig: Builder::new()
-                .push_int(height_push)
-                .push_slice(b"/node_rpc test/")
-                .into_script(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value,
-            script_pubkey: ScriptBuf::new_op_return([]),
-        }],
-    };
-    assert!(t.transactions.is_empty(), "empty mempool expected");
-    let mut block = Block {
-        header: Header {
-            version: t.version,
-            prev_blockhash: t.prev_hash,
-            merkle_root: TxMerkleNode::all_zeros(),
-            time: t.cur_time.max(t.min_time),
-            bits: t.bits,
-            nonce: 0,
-        },
-        txdata: vec![coinbase],
-    };
-    block.header.merkle_root = block.compute_merkle_root().expect("one transaction");
-    mangle(&mut block.header);
-    // Regtest's target: about every other nonce solves it.
-    let target = Target::from_compact(t.bits);
-    while block.header.validate_pow(target).is_err() {
-        block.header.nonce = block
-            .header
-            .nonce
-            .checked_add(1)
-            .expect("a nonce solves it");
-    }
-    block
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bitcoin::block::Header;
+use bitcoin::hashes::Hash;
+use bitcoin::script::Builder;
+use bitcoin::{
+    Amount, Block, OutPoint, ScriptBuf, Sequence, Target, Transaction, TxIn, TxMerkleNode, TxOut,
+    Witness, absolute, transaction,
+};
+use blvm_stratum_v2::node::BlockTemplate;
 use blvm_stratum_v2::node::rpc::{RpcAuth, RpcClient, RpcConfig};
 use serde_json::{Value, json};
 
@@ -315,4 +323,54 @@ pub async fn hash_at(client: &RpcClient, height: u64) -> String {
         .as_str()
         .expect("getblockhash is a string")
         .to_owned()
+}
+
+/// A coinbase-only block on `t` paying `value`, with `height_push` as BIP34 height, solved.
+pub fn solved_block(
+    t: &BlockTemplate,
+    height_push: i64,
+    value: Amount,
+    mangle: impl Fn(&mut Header),
+) -> Block {
+    let coinbase = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: Builder::new()
+                .push_int(height_push)
+                .push_slice(b"/test/")
+                .into_script(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value,
+            script_pubkey: ScriptBuf::new_op_return([]),
+        }],
+    };
+    assert!(t.transactions.is_empty(), "empty mempool expected");
+    let mut block = Block {
+        header: Header {
+            version: t.version,
+            prev_blockhash: t.prev_hash,
+            merkle_root: TxMerkleNode::all_zeros(),
+            time: t.cur_time.max(t.min_time),
+            bits: t.bits,
+            nonce: 0,
+        },
+        txdata: vec![coinbase],
+    };
+    block.header.merkle_root = block.compute_merkle_root().expect("one transaction");
+    mangle(&mut block.header);
+    // Regtest's target: about every other nonce solves it.
+    let target = Target::from_compact(t.bits);
+    while block.header.validate_pow(target).is_err() {
+        block.header.nonce = block
+            .header
+            .nonce
+            .checked_add(1)
+            .expect("a nonce solves it");
+    }
+    block
 }
