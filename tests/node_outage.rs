@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use bitcoin::{Block, BlockHash};
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
+use blvm_stratum_v2::mining::coinbase::bip34_height;
 use blvm_stratum_v2::node::rpc::{RpcClient, RpcNode};
 use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
 use blvm_stratum_v2::server::StratumV2Server;
@@ -68,29 +69,11 @@ impl NodeApi for Gated {
     }
 }
 
-/// The BIP34 height in a block's coinbase (OP_1..OP_16 for the small heights, as
-/// `Block::bip34_block_height` does not read them).
+/// The BIP34 height in a block's coinbase.
 fn coinbase_height(block: &Block) -> u64 {
-    use bitcoin::script::Instruction;
-    let script = &block.txdata[0].input[0].script_sig;
-    match script.instructions_minimal().next() {
-        Some(Ok(Instruction::Op(op))) => {
-            let n = op.to_u8();
-            match n {
-                0x00 => 0,
-                0x51..=0x60 => u64::from(n - 0x50),
-                _ => panic!("no height in {script:?}"),
-            }
-        }
-        Some(Ok(Instruction::PushBytes(b))) => {
-            assert!(b.len() <= 8, "height push of {} bytes", b.len());
-            b.as_bytes()
-                .iter()
-                .rev()
-                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
-        }
-        other => panic!("no height in {script:?}: {other:?}"),
-    }
+    bip34_height(block)
+        .map(u64::from)
+        .unwrap_or_else(|| panic!("no BIP34 height in {block:?}"))
 }
 
 /// The blocks saved in `DATA_DIR/blocks/STATE`, by hash.

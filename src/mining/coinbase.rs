@@ -16,6 +16,32 @@ use bitcoin::{
 use super::MiningError;
 use crate::node::BlockTemplate;
 
+/// The BIP34 height a block's coinbase starts with: `CScript() << height`, which is OP_0 or
+/// OP_1..OP_16 for the heights up to 16 and a little-endian data push above
+/// (`Block::bip34_block_height` reads only the pushes). `None` for a block of version 1 (BIP34
+/// does not apply) or a coinbase that starts with neither.
+pub fn bip34_height(block: &bitcoin::Block) -> Option<u32> {
+    use bitcoin::script::Instruction;
+    if block.header.version < bitcoin::block::Version::TWO {
+        return None;
+    }
+    let script = &block.txdata.first()?.input.first()?.script_sig;
+    match script.instructions_minimal().next()? {
+        Ok(Instruction::Op(op)) => match op.to_u8() {
+            0x00 => Some(0),
+            n @ 0x51..=0x60 => Some(u32::from(n - 0x50)),
+            _ => None,
+        },
+        Ok(Instruction::PushBytes(b)) if b.len() <= 4 => Some(
+            b.as_bytes()
+                .iter()
+                .rev()
+                .fold(0u32, |acc, &x| (acc << 8) | u32::from(x)),
+        ),
+        _ => None,
+    }
+}
+
 /// Largest scriptSig a coinbase may have (consensus: 2 to 100 bytes).
 const MAX_SCRIPT_SIG: usize = 100;
 
@@ -158,4 +184,27 @@ pub fn strip_witness(tx: &Transaction) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = bare.consensus_encode(&mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bip34_height;
+    use bitcoin::blockdata::script::Builder;
+
+    #[test]
+    fn bip34_height_reads_small_heights_as_opcodes_and_others_as_pushes() {
+        let mut block = bitcoin::blockdata::constants::genesis_block(bitcoin::Network::Regtest);
+        // Version 1: BIP34 does not apply (the genesis scriptSig starts with a 4-byte push).
+        assert_eq!(bip34_height(&block), None);
+        block.header.version = bitcoin::block::Version::TWO;
+        for height in [0u32, 1, 16, 17, 127, 128, 300, 840_000] {
+            block.txdata[0].input[0].script_sig = Builder::new()
+                .push_int(i64::from(height))
+                .push_slice(b"/tag/")
+                .into_script();
+            assert_eq!(bip34_height(&block), Some(height), "height {height}");
+        }
+        block.txdata[0].input[0].script_sig = Builder::new().push_slice(b"/tag/").into_script();
+        assert_eq!(bip34_height(&block), None, "a 5-byte push is no height");
+    }
 }

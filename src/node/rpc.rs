@@ -899,7 +899,7 @@ async fn in_main_chain(client: &RpcClient, block: &Block) -> bool {
     {
         return true;
     }
-    let Ok(height) = block.bip34_block_height() else {
+    let Some(height) = crate::mining::coinbase::bip34_height(block) else {
         return false;
     };
     matches!(
