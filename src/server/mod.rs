@@ -217,6 +217,23 @@ impl Shared {
     }
 }
 
+/// A listening socket on `addr` with an explicit accept backlog (a burst of connects is queued,
+/// not dropped); on failure, the step that failed ("socket", "bind", "listen") and why.
+pub(crate) fn listen(
+    addr: SocketAddr,
+    backlog: u32,
+) -> Result<tokio::net::TcpListener, (&'static str, std::io::Error)> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| ("socket", e))?;
+    let _ = socket.set_reuseaddr(true);
+    socket.bind(addr).map_err(|e| ("bind", e))?;
+    socket.listen(backlog).map_err(|e| ("listen", e))
+}
+
 /// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -332,19 +349,8 @@ impl StratumV2Server {
             Ok(_) => {}
             Err(e) => warn!("cannot raise the open-files limit: {e}"),
         }
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
-        let _ = socket.set_reuseaddr(true);
-        socket
-            .bind(addr)
-            .map_err(|e| StratumV2Error::ServerError(format!("bind {addr}: {e}")))?;
-        let listener = socket
-            .listen(LISTEN_BACKLOG)
-            .map_err(|e| StratumV2Error::ServerError(format!("listen {addr}: {e}")))?;
+        let listener = listen(addr, LISTEN_BACKLOG)
+            .map_err(|(step, e)| StratumV2Error::ServerError(format!("{step} {addr}: {e}")))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
@@ -187,15 +187,8 @@ impl TemplateProvider {
         }
         let addr = self.shared.config.listen_addr;
         let listen_err = |source| TemplateProviderError::Listen { addr, source };
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(listen_err)?;
-        let _ = socket.set_reuseaddr(true);
-        socket.bind(addr).map_err(listen_err)?;
-        let listener = socket.listen(LISTEN_BACKLOG).map_err(listen_err)?;
+        let listener =
+            crate::server::listen(addr, LISTEN_BACKLOG).map_err(|(_, e)| listen_err(e))?;
         let local_addr = listener.local_addr().map_err(listen_err)?;
 
         // Subscribe before the first template so no tip is missed in between.
