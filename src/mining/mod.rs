@@ -11,7 +11,9 @@ pub mod vardiff;
 pub mod work;
 
 pub use coinbase::{CoinbaseConfig, CoinbaseParts};
-pub use pool::{BlockRecord, MinerConnection, MinerStats, PoolStats, StratumV2Pool};
+pub use pool::{
+    AcceptedShares, BlockRecord, BlockStore, MinerConnection, MinerStats, PoolStats, StratumV2Pool,
+};
 pub use session::{
     ChannelInfo, ChannelStats, ExtranonceAllocator, FoundBlock, MiningConfig, Session,
     SessionError, SessionEvent,

@@ -2,15 +2,14 @@
 //! turns node templates into work, a task that submits found blocks, and graceful shutdown.
 //! Protocol decisions live in `mining` and `noise`; this module only moves bytes and owns time.
 
+mod block_files;
 mod connection;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bitcoin::consensus::encode::serialize_hex;
 use secp256k1::Keypair;
 use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
@@ -19,9 +18,15 @@ use tracing::{debug, error, info, warn};
 
 pub use connection::ConnectionEnd;
 
+use block_files::FileBlockStore;
+
 use crate::config::PoolConfig;
+use crate::mining::pool::{
+    BlockStore, NodeAnswer, SelectedWork, StoredBlock, SubmissionOutcome, ValidityWindow,
+};
 use crate::mining::{
-    ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent, StratumV2Pool, Work,
+    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent,
+    StratumV2Pool, Work,
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
@@ -34,9 +39,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait between two requests for the first template at start (waits double from
 /// 250 ms up to it).
 const FIRST_TEMPLATE_RETRY: Duration = Duration::from_secs(2);
-/// First wait before resubmitting a block the node could not take, doubled up to the most.
-const RESUBMIT_FIRST_DELAY: Duration = Duration::from_millis(200);
-const RESUBMIT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// Longest sleep of the certificate task: a wall clock that jumps is noticed within it.
+const CERTIFICATE_CHECK_MAX: Duration = Duration::from_secs(3600);
 
 /// Errors of the server (product API name).
 #[derive(Debug, thiserror::Error)]
@@ -89,19 +93,13 @@ pub struct Shared {
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
 /// accepted shares (the usual one) lands here, under the connection's own lock, instead of
 /// taking the pool-wide write lock and its miner lookup per share.
-#[derive(Debug, Default)]
-pub(crate) struct PendingShares {
-    count: u64,
-    difficulty_sum: f64,
-    last_ms: u64,
-}
+pub(crate) type PendingShares = AcceptedShares;
 
 /// Moves `pending` into the pool's statistics of miner `id`.
 fn fold_into(pool: &mut StratumV2Pool, id: u64, pending: &Mutex<PendingShares>) {
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-    if p.count > 0 {
-        pool.record_accepted(id, p.count, p.difficulty_sum, p.last_ms);
-        *p = PendingShares::default();
+    if !p.is_empty() {
+        pool.fold_accepted(id, &mut p);
     }
 }
 
@@ -145,9 +143,7 @@ impl Shared {
             for e in events.drain(..) {
                 if let SessionEvent::ShareAccepted { difficulty, .. } = &e {
                     self.share_accepted(id, &e);
-                    p.count += 1;
-                    p.difficulty_sum += difficulty;
-                    p.last_ms = now;
+                    p.add(*difficulty, now);
                 }
             }
             return;
@@ -209,7 +205,7 @@ impl Shared {
     /// Folds a connection's pending accepted shares into the pool (its tick).
     fn fold_pending(&self, id: u64, pending: &Mutex<PendingShares>) {
         // Checked first without the pool lock: most ticks of a quiet connection have none.
-        if pending.lock().unwrap_or_else(|e| e.into_inner()).count == 0 {
+        if pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             return;
         }
         let mut pool = self.pool.write().unwrap_or_else(|p| p.into_inner());
@@ -256,8 +252,6 @@ pub struct StratumV2Server {
     authority_public_key: String,
     work: watch::Sender<Option<Arc<Work>>>,
     blocks_rx: Mutex<Option<mpsc::UnboundedReceiver<FoundBlock>>>,
-    /// Pool-wide work ids, shared with the template task so ids never repeat.
-    work_ids: Arc<AtomicU64>,
     running: tokio::sync::Mutex<Option<Running>>,
     /// Sessions driven through `handle_message` (plaintext frames, keyed by endpoint).
     plain_sessions: Mutex<std::collections::HashMap<String, Session>>,
@@ -290,19 +284,21 @@ impl StratumV2Server {
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
         }
-        let now = (now_ms() / 1000) as u32;
+        let pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs);
+        let window = pool.certificate_renewal().window(now_ms());
         let responder = Responder::generate(
             authority,
-            now.saturating_sub(60),
-            config.cert_validity_secs,
+            window.valid_from,
+            window.not_valid_after - window.valid_from,
             &mut rand::thread_rng(),
         );
+        let allocator: Arc<ExtranonceAllocator> = pool.extranonce_allocator().clone();
         let (blocks, blocks_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
             responder: RwLock::new(responder),
-            allocator: Arc::new(ExtranonceAllocator::new()),
-            pool: Arc::new(RwLock::new(StratumV2Pool::new())),
+            allocator,
+            pool: Arc::new(RwLock::new(pool)),
             blocks,
             node: node.clone(),
             refetch: tokio::sync::Notify::new(),
@@ -315,7 +311,6 @@ impl StratumV2Server {
             authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
             work,
             blocks_rx: Mutex::new(Some(blocks_rx)),
-            work_ids: Arc::new(AtomicU64::new(1)),
             running: tokio::sync::Mutex::new(None),
             plain_sessions: Mutex::new(Default::default()),
         })
@@ -372,13 +367,14 @@ impl StratumV2Server {
                 }
             }
         };
-        let work_id = self.work_ids.clone();
-        let w = Work::new(
-            work_id.fetch_add(1, Ordering::Relaxed),
-            first,
-            &cfg.mining.coinbase,
-        )
-        .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+        let w = {
+            let mut pool = self.shared.pool.write().unwrap_or_else(|p| p.into_inner());
+            pool.offer_template(first, &cfg.mining.coinbase)
+                .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+            pool.current_work()
+                .cloned()
+                .ok_or_else(|| StratumV2Error::ServerError("no work".into()))?
+        };
         info!(height = w.height, prev = %w.prev_hash, "first work ready");
         self.work.send_replace(Some(w));
 
@@ -398,7 +394,6 @@ impl StratumV2Server {
             self.node.clone(),
             self.shared.clone(),
             self.work.clone(),
-            work_id,
             shutdown_rx.clone(),
         ));
         tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
@@ -446,7 +441,7 @@ impl StratumV2Server {
     pub async fn handle_event(&self, event: NodeEvent) -> Result<(), StratumV2Error> {
         debug!(?event, "node event");
         let template = self.node.get_block_template().await?;
-        publish_if_better(&self.work, &self.work_ids, template, &self.shared)
+        publish_if_better(&self.work, template, &self.shared)
             .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
         Ok(())
     }
@@ -600,7 +595,6 @@ async fn template_loop(
     node: Arc<dyn NodeApi>,
     shared: Arc<Shared>,
     work: watch::Sender<Option<Arc<Work>>>,
-    ids: Arc<AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut events = node.subscribe();
@@ -654,40 +648,29 @@ async fn template_loop(
         let Some(template) = template else {
             continue;
         };
-        if let Err(e) = publish_if_better(&work, &ids, template, &shared) {
+        if let Err(e) = publish_if_better(&work, template, &shared) {
             error!("cannot build work: {e}");
         }
     }
 }
 
-/// Turns a template into work and publishes it if it is on a new tip or pays more than the
-/// current work; returns whether it was published. The one rule for both node events and the
-/// template task.
+/// Offers a template to the pool's work selection (new tip, height correction on the same
+/// prev hash, or pays more) and publishes the work it picks; returns whether it did. The one
+/// path for node events and the template task.
 fn publish_if_better(
     work: &watch::Sender<Option<Arc<Work>>>,
-    ids: &AtomicU64,
     template: crate::node::BlockTemplate,
     shared: &Shared,
 ) -> Result<bool, crate::mining::MiningError> {
-    let current = work.borrow().clone();
-    // A different height on the same prev hash is a correction, not an update: a node that
-    // reads its tip and its height apart (blvm-node does, under load) can hand out a template
-    // whose BIP34 height does not follow its prev hash, and every block on it is refused.
-    let new_tip = current
-        .as_ref()
-        .is_none_or(|w| w.prev_hash != template.prev_hash || w.height != template.height);
-    let pays_more = current
-        .as_ref()
-        .is_some_and(|w| template.coinbase_value.to_sat() > w.coinbase_value);
-    if !(new_tip || pays_more) {
+    let selected = shared
+        .pool
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .offer_template(template, &shared.config.mining.coinbase)?;
+    let Some(SelectedWork { work: w, change }) = selected else {
         return Ok(false);
-    }
-    let w = Work::new(
-        ids.fetch_add(1, Ordering::Relaxed),
-        template,
-        &shared.config.mining.coinbase,
-    )?;
-    info!(height = w.height, prev = %w.prev_hash, new_tip, "new work");
+    };
+    info!(height = w.height, prev = %w.prev_hash, new_tip = change.is_new_tip(), "new work");
     shared.node.work_published(w.id, w.prev_hash, w.height);
     work.send_replace(Some(w));
     Ok(true)
@@ -714,204 +697,212 @@ async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-/// Re-signs the server certificate once less than half of its validity is left, so a pool
-/// that runs for longer than `cert_validity_sec` keeps being trusted.
+/// Re-signs the server certificate when the pool's rule says so (less than half of its
+/// validity left), so a pool that runs for longer than `cert_validity_sec` keeps being
+/// trusted, whatever that validity.
 async fn certificate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let rule = shared
+        .pool
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .certificate_renewal();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = (now_ms() / 1000) as u32;
-                let validity = shared.config.cert_validity_secs;
-                let mut responder = shared.responder.write().unwrap_or_else(|p| p.into_inner());
-                let left = responder.certificate().not_valid_after.saturating_sub(now);
-                if left < validity / 2 {
-                    let from = now.saturating_sub(60);
-                    responder.renew_certificate(from, from.saturating_add(validity), &mut rand::thread_rng());
-                    info!(not_valid_after = from.saturating_add(validity), "server certificate renewed");
-                }
+        let current = {
+            let responder = shared.responder.read().unwrap_or_else(|p| p.into_inner());
+            let c = responder.certificate();
+            ValidityWindow {
+                valid_from: c.valid_from,
+                not_valid_after: c.not_valid_after,
             }
+        };
+        let now = now_ms();
+        if let Some(w) = rule.poll(current, now) {
+            shared
+                .responder
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .renew_certificate(w.valid_from, w.not_valid_after, &mut rand::thread_rng());
+            info!(
+                not_valid_after = w.not_valid_after,
+                "server certificate renewed"
+            );
+            continue;
+        }
+        let wait = Duration::from_millis(rule.renew_at_ms(current).saturating_sub(now))
+            .min(CERTIFICATE_CHECK_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
     }
 }
 
-/// Where a found block is written before it is submitted, so a crash never loses it.
-fn block_file(data_dir: &std::path::Path, state: &str, hash: &str) -> PathBuf {
-    data_dir
-        .join("blocks")
-        .join(state)
-        .join(format!("{hash}.hex"))
-}
-
 async fn submit_loop(
     node: Arc<dyn NodeApi>,
     shared: Arc<Shared>,
-    leftover: Vec<(bitcoin::Block, PathBuf)>,
+    leftover: Vec<StoredBlock>,
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
     mut done: watch::Receiver<bool>,
 ) {
+    let store = FileBlockStore::new(&shared.config.data_dir);
+    let pool = &shared.pool;
+    let lock = || pool.write().unwrap_or_else(|p| p.into_inner());
     // Blocks found before a restart and never accepted go first.
-    for (block, path) in leftover {
-        info!(file = %path.display(), "resubmitting a block saved before the last stop");
-        submit_one(&node, &shared, block, None, &done).await;
+    for s in leftover {
+        info!(file = %s.location, "resubmitting a block saved before the last stop");
+        lock().found_blocks_mut().queue(s.block, None, now_ms());
     }
+    let mut events = node.subscribe();
+    let mut stopping = false;
+    let mut blocks_open = true;
     loop {
-        let found = tokio::select! {
-            biased;
-            b = blocks.recv() => match b { Some(b) => b, None => return },
-            _ = done.changed() => {
-                while let Ok(b) = blocks.try_recv() {
-                    submit_found(&node, &shared, b, &done).await;
+        let due = lock().found_blocks_mut().poll_submission(now_ms());
+        if let Some(s) = due {
+            // Only what the node announces after this attempt started wakes a retry.
+            while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
+            let answer = node.submit_block(s.block).await;
+            let node_back = matches!(
+                events.try_recv(),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
+            );
+            let now = now_ms();
+            let outcome = {
+                let mut pool = lock();
+                let found = pool.found_blocks_mut();
+                if node_back {
+                    found.node_back(now);
                 }
-                return;
-            }
+                found.handle_answer(s.hash, node_answer(&answer), now)
+            };
+            submit_one(&shared, &store, (s.hash, s.height), answer, outcome);
+            continue;
+        }
+        let (waiting, deadline) = {
+            let pool = lock();
+            let found = pool.found_blocks();
+            (found.waiting(), found.poll_timeout())
         };
-        submit_found(&node, &shared, found, &done).await;
+        if waiting == 0 && (stopping || !blocks_open) {
+            return;
+        }
+        let sleep = deadline.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+        tokio::select! {
+            biased;
+            b = blocks.recv(), if blocks_open => match b {
+                Some(found) => submit_found(&shared, found),
+                None => blocks_open = false,
+            },
+            _ = done.changed(), if !stopping => {
+                // Connections are closed: what they found is in the channel. Each block gets
+                // one last try; one the node cannot take stays in blocks/pending.
+                while let Ok(found) = blocks.try_recv() {
+                    submit_found(&shared, found);
+                }
+                stopping = true;
+                lock().found_blocks_mut().stop();
+            }
+            _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
+            ev = events.recv() => match ev {
+                Err(broadcast::error::RecvError::Closed) => {
+                    tokio::time::sleep(Duration::from_millis(
+                        crate::mining::pool::found_blocks::RESUBMIT_FIRST_DELAY_MS,
+                    ))
+                    .await;
+                    events = node.subscribe();
+                }
+                // The backend reports the node (the tip poller announces its return).
+                _ => {
+                    if lock().found_blocks_mut().node_back(now_ms()) {
+                        debug!("the node is back; resubmitting now");
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The node's answer as the pool's submission schedule sees it.
+fn node_answer(answer: &Result<(), NodeError>) -> NodeAnswer {
+    match answer {
+        Ok(()) => NodeAnswer::Accepted,
+        Err(NodeError::BlockRejected(_)) => NodeAnswer::Rejected,
+        Err(NodeError::Unavailable(_)) => NodeAnswer::Unavailable,
     }
 }
 
 /// Blocks saved in `blocks/pending` (found, not yet accepted), oldest first.
-fn pending_blocks(data_dir: &std::path::Path) -> Vec<(bitcoin::Block, PathBuf)> {
-    let dir = data_dir.join("blocks").join("pending");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "hex"))
-        .map(|p| {
-            let t = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            (t, p)
-        })
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .filter_map(|(_, p)| {
-            let text = std::fs::read_to_string(&p).ok()?;
-            match bitcoin::consensus::encode::deserialize_hex::<bitcoin::Block>(text.trim()) {
-                Ok(b) => Some((b, p)),
-                Err(e) => {
-                    warn!(file = %p.display(), "unreadable saved block, left in place: {e}");
-                    None
-                }
-            }
-        })
-        .collect()
+fn pending_blocks(data_dir: &std::path::Path) -> Vec<StoredBlock> {
+    FileBlockStore::new(data_dir).pending()
 }
 
 /// Writes a found block to `blocks/pending` (write to a temporary name, then rename, so a
 /// crash never leaves a half-written block there).
 fn save_pending(data_dir: &std::path::Path, block: &bitcoin::Block) {
-    let hash = block.block_hash().to_string();
-    let pending = block_file(data_dir, "pending", &hash);
-    let partial = pending.with_extension("partial");
-    let saved = pending
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&partial, serialize_hex(block)))
-        .and_then(|()| std::fs::rename(&partial, &pending));
-    match saved {
-        Ok(()) => info!(%hash, file = %pending.display(), "block saved"),
+    let store = FileBlockStore::new(data_dir);
+    let hash = block.block_hash();
+    let file = store.file("pending", hash);
+    match store.save_pending(block) {
+        Ok(()) => info!(%hash, file = %file.display(), "block saved"),
         Err(e) => {
-            error!(%hash, file = %pending.display(), "cannot save the block; submitting it anyway: {e}")
+            error!(%hash, file = %file.display(), "cannot save the block; submitting it anyway: {e}")
         }
     }
 }
 
-/// Submits a newly found block (already saved in `blocks/pending`).
-async fn submit_found(
-    node: &Arc<dyn NodeApi>,
-    shared: &Arc<Shared>,
-    found: FoundBlock,
-    done: &watch::Receiver<bool>,
-) {
-    submit_one(node, shared, found.block, Some(found.height), done).await;
-}
-
-/// The node's answer: counted in the stats, and the saved block moved out of `pending`.
-fn record_block(shared: &Shared, hash: &str, accepted: bool) {
+/// A newly found block (already saved in `blocks/pending`) joins the submission schedule.
+fn submit_found(shared: &Shared, found: FoundBlock) {
     shared
         .pool
         .write()
         .unwrap_or_else(|p| p.into_inner())
-        .record_block_result(hash, accepted);
-    let to = if accepted { "submitted" } else { "rejected" };
-    let data_dir = &shared.config.data_dir;
-    let from = block_file(data_dir, "pending", hash);
-    let dest = block_file(data_dir, to, hash);
-    if let Some(dir) = dest.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let _ = std::fs::rename(from, dest);
+        .found_blocks_mut()
+        .queue(found.block, Some(found.height), now_ms());
 }
 
-/// Submits until the node answers: an unreachable node gets the block again with backoff for
-/// as long as the pool runs, and at once when the backend reports the node again (any chain
-/// event: the tip poller announces the node's return); at shutdown the block stays in
+/// The node's verdict, if any, moves the saved block out of `pending` (the pool's statistics
+/// already have it).
+fn record_block(store: &FileBlockStore, hash: bitcoin::BlockHash, outcome: SubmissionOutcome) {
+    if let Err(e) = outcome.settle(store, hash) {
+        debug!(%hash, "cannot move the saved block: {e}");
+    }
+}
+
+/// Acts on the node's answer to one submission as the schedule decided: the log line, a fresh
+/// template after a refusal (our work may be what the node objects to), the saved block moved.
+/// An unreachable node gets the block again with backoff for as long as the pool runs, and at
+/// once when the backend reports the node again; at shutdown the block stays in
 /// `blocks/pending` for the next start.
-async fn submit_one(
-    node: &Arc<dyn NodeApi>,
-    shared: &Arc<Shared>,
-    block: bitcoin::Block,
-    height: Option<u32>,
-    done: &watch::Receiver<bool>,
+fn submit_one(
+    shared: &Shared,
+    store: &FileBlockStore,
+    (hash, height): (bitcoin::BlockHash, Option<u32>),
+    answer: Result<(), NodeError>,
+    outcome: SubmissionOutcome,
 ) {
-    let hash = block.block_hash().to_string();
-    let first_try = tokio::time::Instant::now();
-    let mut delay = RESUBMIT_FIRST_DELAY;
-    let mut events = node.subscribe();
-    for attempt in 1u64.. {
-        // Only what the node announces after this attempt started wakes a retry.
-        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
-        match node.submit_block(block.clone()).await {
-            Ok(()) if attempt == 1 => {
-                info!(%hash, ?height, "block accepted by the node");
-                record_block(shared, &hash, true);
-                return;
-            }
-            Ok(()) => {
-                info!(%hash, ?height, attempt, after = ?first_try.elapsed(), "block accepted by the node after resubmission");
-                record_block(shared, &hash, true);
-                return;
-            }
-            Err(NodeError::BlockRejected(reason)) => {
-                warn!(%hash, ?height, %reason, "block rejected by the node; moved to blocks/rejected");
-                // Our work may be what the node objects to: fetch a template now.
-                shared.refetch.notify_one();
-                record_block(shared, &hash, false);
-                return;
-            }
-            Err(NodeError::Unavailable(e)) => {
-                if *done.borrow() {
-                    error!(%hash, "node unreachable at shutdown: block kept in blocks/pending, resubmitted at the next start: {e}");
-                    return;
-                }
-                if attempt == 1 {
-                    warn!(%hash, ?height, "node unreachable: block kept in blocks/pending, resubmitting until the node answers: {e}");
-                } else {
-                    debug!(%hash, attempt, "node still unreachable: {e}");
-                }
-                let mut stop = done.clone();
-                let sleep = tokio::time::sleep(delay);
-                tokio::pin!(sleep);
-                tokio::select! {
-                    _ = &mut sleep => {}
-                    ev = events.recv() => match ev {
-                        Err(broadcast::error::RecvError::Closed) => {
-                            sleep.await;
-                            events = node.subscribe();
-                        }
-                        _ => debug!(%hash, "the node is back; resubmitting now"),
-                    },
-                    _ = stop.changed() => {}
-                }
-                delay = (delay * 2).min(RESUBMIT_MAX_DELAY);
-            }
+    match (outcome, answer) {
+        (SubmissionOutcome::Accepted { attempt: 1, .. }, _) => {
+            info!(%hash, ?height, "block accepted by the node");
+        }
+        (SubmissionOutcome::Accepted { attempt, after_ms }, _) => {
+            let after = Duration::from_millis(after_ms);
+            info!(%hash, ?height, attempt, ?after, "block accepted by the node after resubmission");
+        }
+        (SubmissionOutcome::Rejected, Err(NodeError::BlockRejected(reason))) => {
+            warn!(%hash, ?height, %reason, "block rejected by the node; moved to blocks/rejected");
+            shared.refetch.notify_one();
+        }
+        (SubmissionOutcome::KeptForNextStart, Err(e)) => {
+            error!(%hash, "node unreachable at shutdown: block kept in blocks/pending, resubmitted at the next start: {e}");
+        }
+        (SubmissionOutcome::Retrying { attempt: 1, .. }, Err(e)) => {
+            warn!(%hash, ?height, "node unreachable: block kept in blocks/pending, resubmitting until the node answers: {e}");
+        }
+        (SubmissionOutcome::Retrying { attempt, .. }, Err(e)) => {
+            debug!(%hash, attempt, "node still unreachable: {e}");
+        }
+        (outcome, answer) => {
+            error!(%hash, ?outcome, ?answer, "unexpected answer for a block submission");
         }
     }
+    record_block(store, hash, outcome);
 }

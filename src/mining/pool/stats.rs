@@ -1,15 +1,13 @@
-//! Pool-wide bookkeeping (the product API's `StratumV2Pool`): who is connected, per-miner and
-//! pool statistics, found blocks, and the clean-up of miners that went away. Sans-IO: sessions
-//! report [`SessionEvent`]s, time comes in as milliseconds.
+//! Statistics of the pool: who is connected, per-miner and pool-wide counters, batches of
+//! accepted shares folded in at once, and the clean-up of miners that went away. Sans-IO:
+//! sessions report [`SessionEvent`]s, time comes in as milliseconds since the Unix epoch.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
-use super::session::SessionEvent;
+use crate::mining::SessionEvent;
 
 /// Work of a difficulty-1 share, in hashes.
 const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
-/// Found blocks remembered for the stats page.
-const RECENT_BLOCKS: usize = 64;
 
 /// Statistics of one miner connection (product API name).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -74,31 +72,41 @@ pub struct PoolStats {
     pub estimated_hashrate: f64,
 }
 
-/// A block a miner found, and what the node said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlockRecord {
-    /// Block hash (display order hex).
-    pub hash: String,
-    /// Height.
-    pub height: u32,
-    /// The finder's user identity.
-    pub user_identity: String,
-    /// None while the submission is in flight; then whether the node accepted it.
-    pub accepted: Option<bool>,
+/// Accepted shares of one connection not yet in the statistics: a shell gathers them under
+/// the connection's own lock (no pool-wide lock per share) and folds them in now and then with
+/// [`PoolStatistics::fold_accepted`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AcceptedShares {
+    count: u64,
+    difficulty_sum: f64,
+    last_ms: u64,
 }
 
-/// The pool's registry of miners and its statistics.
+impl AcceptedShares {
+    /// One more accepted share of `difficulty`, at `now_ms`.
+    #[inline]
+    pub fn add(&mut self, difficulty: f64, now_ms: u64) {
+        self.count += 1;
+        self.difficulty_sum += difficulty;
+        self.last_ms = now_ms;
+    }
+
+    /// Whether there is nothing to fold.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The registry of miners and their statistics.
 #[derive(Debug, Default)]
-pub struct StratumV2Pool {
+pub struct PoolStatistics {
     miners: HashMap<u64, MinerConnection>,
     retired: PoolStats,
-    blocks_accepted: u64,
-    blocks_rejected: u64,
-    recent_blocks: VecDeque<BlockRecord>,
 }
 
-impl StratumV2Pool {
-    /// An empty pool.
+impl PoolStatistics {
+    /// No miner yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -143,18 +151,7 @@ impl StratumV2Pool {
                 *m.stats.rejected_by_reason.entry(reason.code()).or_default() += 1;
                 m.stats.last_share_time = Some(now_ms);
             }
-            SessionEvent::BlockFound(found) => {
-                m.stats.blocks_found += 1;
-                self.recent_blocks.push_back(BlockRecord {
-                    hash: found.block.block_hash().to_string(),
-                    height: found.height,
-                    user_identity: found.user_identity.clone(),
-                    accepted: None,
-                });
-                if self.recent_blocks.len() > RECENT_BLOCKS {
-                    self.recent_blocks.pop_front();
-                }
-            }
+            SessionEvent::BlockFound(_) => m.stats.blocks_found += 1,
             SessionEvent::TargetChanged { .. } | SessionEvent::ChannelRefused { .. } => {}
         }
     }
@@ -179,16 +176,10 @@ impl StratumV2Pool {
         m.stats.estimated_hashrate = m.stats.accepted_difficulty * HASHES_PER_DIFF1 / secs;
     }
 
-    /// What the node said about a submitted block.
-    pub fn record_block_result(&mut self, hash: &str, accepted: bool) {
-        if accepted {
-            self.blocks_accepted += 1;
-        } else {
-            self.blocks_rejected += 1;
-        }
-        if let Some(b) = self.recent_blocks.iter_mut().rev().find(|b| b.hash == hash) {
-            b.accepted = Some(accepted);
-        }
+    /// Folds a connection's gathered accepted shares into miner `id` and empties them.
+    pub fn fold_accepted(&mut self, id: u64, shares: &mut AcceptedShares) {
+        let s = std::mem::take(shares);
+        self.record_accepted(id, s.count, s.difficulty_sum, s.last_ms);
     }
 
     /// The connection closed; its statistics stay until [`cleanup_disconnected_miners`].
@@ -232,16 +223,9 @@ impl StratumV2Pool {
         self.miners.iter().map(|(id, m)| (*id, m))
     }
 
-    /// Recently found blocks, oldest first.
-    pub fn recent_blocks(&self) -> impl Iterator<Item = &BlockRecord> {
-        self.recent_blocks.iter()
-    }
-
-    /// Pool-wide totals.
+    /// Pool-wide totals (the node's verdicts on blocks are not counted here).
     pub fn get_pool_stats(&self) -> PoolStats {
         let mut s = self.retired.clone();
-        s.blocks_accepted = self.blocks_accepted;
-        s.blocks_rejected = self.blocks_rejected;
         for m in self.miners.values() {
             if m.connected {
                 s.miner_count += 1;
@@ -264,8 +248,8 @@ mod tests {
 
     #[test]
     fn accepted_shares_folded_at_once_count_as_one_by_one() {
-        let mut one = StratumV2Pool::new();
-        let mut folded = StratumV2Pool::new();
+        let mut one = PoolStatistics::new();
+        let mut folded = PoolStatistics::new();
         one.register_miner(1, "127.0.0.1:5000".into(), 0);
         folded.register_miner(1, "127.0.0.1:5000".into(), 0);
         let acc = SessionEvent::ShareAccepted {
@@ -283,11 +267,24 @@ mod tests {
         folded.record_accepted(7, 1, 1.0, 9_000);
         assert_eq!(one.miner(1), folded.miner(1));
         assert_eq!(one.get_pool_stats(), folded.get_pool_stats());
+
+        // The same through a connection's batch, which is empty once folded.
+        let mut batched = PoolStatistics::new();
+        batched.register_miner(1, "127.0.0.1:5000".into(), 0);
+        let mut shares = AcceptedShares::default();
+        for t in [1_000, 2_000, 4_000] {
+            shares.add(2.0, t);
+        }
+        assert!(!shares.is_empty());
+        batched.fold_accepted(1, &mut shares);
+        assert!(shares.is_empty());
+        batched.fold_accepted(1, &mut shares);
+        assert_eq!(one.miner(1), batched.miner(1));
     }
 
     #[test]
     fn stats_follow_events_and_cleanup_keeps_totals() {
-        let mut p = StratumV2Pool::new();
+        let mut p = PoolStatistics::new();
         p.register_miner(1, "127.0.0.1:5000".into(), 0);
         p.register_miner(2, "127.0.0.1:5001".into(), 0);
         let acc = SessionEvent::ShareAccepted {

@@ -1,0 +1,519 @@
+//! Found blocks after the share that found them: the record of recent blocks and the node's
+//! verdicts, and the submission schedule. Blocks are submitted one at a time, oldest first
+//! (blocks left pending by the last run before any found since); a node that cannot be
+//! reached gets the block again after 200 ms, doubling up to 5 s, and at once when the node is
+//! reported back; at a stop each block gets one last try and stays pending for the next start
+//! if the node still cannot answer. Sans-IO: the shell asks [`FoundBlocks::poll_submission`]
+//! what to submit, sleeps until [`FoundBlocks::poll_timeout`], and reports the node's answer
+//! with [`FoundBlocks::handle_answer`]; time is milliseconds since the Unix epoch.
+
+use std::collections::VecDeque;
+
+use bitcoin::{Block, BlockHash};
+
+use super::block_store::{BlockStore, BlockStoreError, BlockVerdict};
+
+/// First wait before resubmitting a block the node could not take (ms), doubled up to
+/// [`RESUBMIT_MAX_DELAY_MS`].
+pub const RESUBMIT_FIRST_DELAY_MS: u64 = 200;
+/// Longest wait between two submissions of a block (ms).
+pub const RESUBMIT_MAX_DELAY_MS: u64 = 5_000;
+/// Found blocks remembered for the stats page.
+const RECENT_BLOCKS: usize = 64;
+
+/// A block a miner found, and what the node said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// Block hash (display order hex).
+    pub hash: String,
+    /// Height.
+    pub height: u32,
+    /// The finder's user identity.
+    pub user_identity: String,
+    /// None while the submission is in flight; then whether the node accepted it.
+    pub accepted: Option<bool>,
+}
+
+/// What the node answered to a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeAnswer {
+    /// The node took the block.
+    Accepted,
+    /// The node refused it (a verdict: not retried).
+    Rejected,
+    /// The node could not be asked (down, restarting): retried.
+    Unavailable,
+}
+
+/// A block to hand to the node now.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The block.
+    pub block: Block,
+    /// Its hash.
+    pub hash: BlockHash,
+    /// Its height, when known (blocks from the last run: not known).
+    pub height: Option<u32>,
+    /// 1 for the first submission.
+    pub attempt: u64,
+}
+
+/// What follows from the node's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmissionOutcome {
+    /// Accepted, at `attempt`, `after_ms` after the first attempt: move to submitted.
+    Accepted {
+        /// Which attempt.
+        attempt: u64,
+        /// Milliseconds since the first attempt.
+        after_ms: u64,
+    },
+    /// Refused: move to rejected (the work may be at fault: fetch a template now).
+    Rejected,
+    /// Not reachable: submitted again at `retry_at_ms` or when the node is back.
+    Retrying {
+        /// Which attempt failed.
+        attempt: u64,
+        /// When the next attempt is due.
+        retry_at_ms: u64,
+    },
+    /// Not reachable while stopping: the block stays pending for the next start.
+    KeptForNextStart,
+    /// An answer for a block that is not being submitted: ignored.
+    Unexpected,
+}
+
+impl SubmissionOutcome {
+    /// The verdict the block store must record, if any.
+    pub fn verdict(self) -> Option<BlockVerdict> {
+        match self {
+            SubmissionOutcome::Accepted { .. } => Some(BlockVerdict::Submitted),
+            SubmissionOutcome::Rejected => Some(BlockVerdict::Rejected),
+            _ => None,
+        }
+    }
+
+    /// Records the verdict in `store` (nothing for a block that stays pending).
+    pub fn settle(self, store: &dyn BlockStore, hash: BlockHash) -> Result<(), BlockStoreError> {
+        match self.verdict() {
+            Some(v) => store.mark(hash, v),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Queued {
+    block: Block,
+    hash: BlockHash,
+    height: Option<u32>,
+    attempts: u64,
+    first_try_ms: Option<u64>,
+    next_try_ms: u64,
+    delay_ms: u64,
+    in_flight: bool,
+    /// The node was reported back while an attempt was in flight: if it fails, retry at once.
+    node_back: bool,
+}
+
+/// The found-block record and the submission schedule.
+#[derive(Debug, Default)]
+pub struct FoundBlocks {
+    recent: VecDeque<BlockRecord>,
+    accepted: u64,
+    rejected: u64,
+    queue: VecDeque<Queued>,
+    stopping: bool,
+}
+
+impl FoundBlocks {
+    /// Nothing found yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A miner found a block (for the record; submission is [`queue`](Self::queue)).
+    pub fn record_found(&mut self, hash: BlockHash, height: u32, user_identity: &str) {
+        self.recent.push_back(BlockRecord {
+            hash: hash.to_string(),
+            height,
+            user_identity: user_identity.to_owned(),
+            accepted: None,
+        });
+        if self.recent.len() > RECENT_BLOCKS {
+            self.recent.pop_front();
+        }
+    }
+
+    /// What the node said about a block (counts and the record).
+    pub fn record_verdict(&mut self, hash: &str, accepted: bool) {
+        if accepted {
+            self.accepted += 1;
+        } else {
+            self.rejected += 1;
+        }
+        if let Some(b) = self.recent.iter_mut().rev().find(|b| b.hash == hash) {
+            b.accepted = Some(accepted);
+        }
+    }
+
+    /// Recently found blocks, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &BlockRecord> {
+        self.recent.iter()
+    }
+
+    /// Blocks the node accepted.
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    /// Blocks the node refused.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// A block to submit (already saved as pending in the block store), after those queued
+    /// before it; due at once.
+    pub fn queue(&mut self, block: Block, height: Option<u32>, now_ms: u64) {
+        let hash = block.block_hash();
+        if self.queue.iter().any(|q| q.hash == hash) {
+            return;
+        }
+        self.queue.push_back(Queued {
+            block,
+            hash,
+            height,
+            attempts: 0,
+            first_try_ms: None,
+            next_try_ms: now_ms,
+            delay_ms: RESUBMIT_FIRST_DELAY_MS,
+            in_flight: false,
+            node_back: false,
+        });
+    }
+
+    /// Queues every block `store` holds as pending (left by the last run), oldest first;
+    /// returns where each was kept, for the log. Call before any new block can be saved, so
+    /// that no block is submitted twice.
+    pub fn restore(&mut self, store: &dyn BlockStore, now_ms: u64) -> Vec<(BlockHash, String)> {
+        store
+            .pending()
+            .into_iter()
+            .map(|s| {
+                let hash = s.block.block_hash();
+                self.queue(s.block, None, now_ms);
+                (hash, s.location)
+            })
+            .collect()
+    }
+
+    /// Blocks waiting for the node's answer (including the one in flight).
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The block to submit now, if one is due and none is in flight.
+    pub fn poll_submission(&mut self, now_ms: u64) -> Option<Submission> {
+        let stopping = self.stopping;
+        let head = self.queue.front_mut()?;
+        if head.in_flight || !(stopping || head.next_try_ms <= now_ms) {
+            return None;
+        }
+        head.in_flight = true;
+        head.node_back = false;
+        head.attempts += 1;
+        head.first_try_ms.get_or_insert(now_ms);
+        Some(Submission {
+            block: head.block.clone(),
+            hash: head.hash,
+            height: head.height,
+            attempt: head.attempts,
+        })
+    }
+
+    /// When the next submission is due, if one waits (none while one is in flight).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let head = self.queue.front()?;
+        if head.in_flight {
+            None
+        } else if self.stopping {
+            Some(0)
+        } else {
+            Some(head.next_try_ms)
+        }
+    }
+
+    /// The node is reachable again (it announced a tip or a template): the waiting block is
+    /// due at once (or as soon as the attempt in flight fails). Returns whether a block the
+    /// node could not take was waiting.
+    pub fn node_back(&mut self, now_ms: u64) -> bool {
+        let Some(head) = self.queue.front_mut() else {
+            return false;
+        };
+        if head.attempts == 0 {
+            return false;
+        }
+        if head.in_flight {
+            head.node_back = true;
+        } else {
+            head.next_try_ms = head.next_try_ms.min(now_ms);
+        }
+        true
+    }
+
+    /// The pool is stopping: every block gets one last try, at once; one the node cannot take
+    /// stays pending for the next start.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The node's answer for the submission of `hash`.
+    pub fn handle_answer(
+        &mut self,
+        hash: BlockHash,
+        answer: NodeAnswer,
+        now_ms: u64,
+    ) -> SubmissionOutcome {
+        let Some(head) = self.queue.front_mut() else {
+            return SubmissionOutcome::Unexpected;
+        };
+        if head.hash != hash || !head.in_flight {
+            return SubmissionOutcome::Unexpected;
+        }
+        head.in_flight = false;
+        let outcome = match answer {
+            NodeAnswer::Accepted => SubmissionOutcome::Accepted {
+                attempt: head.attempts,
+                after_ms: now_ms.saturating_sub(head.first_try_ms.unwrap_or(now_ms)),
+            },
+            NodeAnswer::Rejected => SubmissionOutcome::Rejected,
+            NodeAnswer::Unavailable if self.stopping => SubmissionOutcome::KeptForNextStart,
+            NodeAnswer::Unavailable => {
+                head.next_try_ms = if head.node_back {
+                    now_ms
+                } else {
+                    now_ms.saturating_add(head.delay_ms)
+                };
+                head.node_back = false;
+                head.delay_ms = (head.delay_ms * 2).min(RESUBMIT_MAX_DELAY_MS);
+                return SubmissionOutcome::Retrying {
+                    attempt: head.attempts,
+                    retry_at_ms: head.next_try_ms,
+                };
+            }
+        };
+        self.queue.pop_front();
+        match outcome {
+            SubmissionOutcome::Accepted { .. } => self.record_verdict(&hash.to_string(), true),
+            SubmissionOutcome::Rejected => self.record_verdict(&hash.to_string(), false),
+            _ => {}
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, CompactTarget, ScriptBuf, Transaction, TxMerkleNode, TxOut};
+
+    use super::*;
+    use crate::mining::pool::MemoryBlockStore;
+
+    fn block(n: u32) -> Block {
+        let coinbase = Transaction {
+            version: bitcoin::transaction::Version::ONE,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: Vec::new(),
+            output: vec![TxOut {
+                value: Amount::from_sat(u64::from(n)),
+                script_pubkey: ScriptBuf::new(),
+            }],
+        };
+        Block {
+            header: bitcoin::block::Header {
+                version: bitcoin::block::Version::TWO,
+                prev_blockhash: BlockHash::all_zeros(),
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 1_700_000_000,
+                bits: CompactTarget::from_consensus(0x207f_ffff),
+                nonce: n,
+            },
+            txdata: vec![coinbase],
+        }
+    }
+
+    /// Submits the due block and answers it; `None` if nothing was due.
+    fn attempt(
+        f: &mut FoundBlocks,
+        now: u64,
+        answer: NodeAnswer,
+    ) -> Option<(u64, SubmissionOutcome)> {
+        let s = f.poll_submission(now)?;
+        Some((s.attempt, f.handle_answer(s.hash, answer, now)))
+    }
+
+    #[test]
+    fn backoff_starts_at_200_ms_and_doubles_up_to_5_s() {
+        let mut f = FoundBlocks::new();
+        f.queue(block(1), Some(1), 1_000);
+        assert_eq!(f.poll_timeout(), Some(1_000));
+        let mut now = 1_000;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let (_, outcome) = attempt(&mut f, now, NodeAnswer::Unavailable).unwrap();
+            let SubmissionOutcome::Retrying { retry_at_ms, .. } = outcome else {
+                panic!("{outcome:?}");
+            };
+            assert_eq!(f.poll_timeout(), Some(retry_at_ms));
+            // Not due before its time.
+            assert!(f.poll_submission(retry_at_ms - 1).is_none());
+            waits.push(retry_at_ms - now);
+            now = retry_at_ms;
+        }
+        assert_eq!(waits, [200, 400, 800, 1_600, 3_200, 5_000, 5_000, 5_000]);
+        let (n, outcome) = attempt(&mut f, now + 7, NodeAnswer::Accepted).unwrap();
+        assert_eq!(n, 9);
+        assert_eq!(
+            outcome,
+            SubmissionOutcome::Accepted {
+                attempt: 9,
+                after_ms: now + 7 - 1_000
+            }
+        );
+        assert_eq!((f.waiting(), f.poll_timeout()), (0, None));
+    }
+
+    #[test]
+    fn a_node_reported_back_gets_the_block_at_once() {
+        let mut f = FoundBlocks::new();
+        // Before the first attempt, "node back" changes nothing (the block is due anyway).
+        f.queue(block(1), Some(1), 0);
+        assert!(!f.node_back(0));
+        let (_, o) = attempt(&mut f, 0, NodeAnswer::Unavailable).unwrap();
+        assert_eq!(
+            o,
+            SubmissionOutcome::Retrying {
+                attempt: 1,
+                retry_at_ms: 200
+            }
+        );
+        attempt(&mut f, 200, NodeAnswer::Unavailable).unwrap();
+        assert_eq!(f.poll_timeout(), Some(600));
+        // Waiting: the node's return makes it due now.
+        assert!(f.node_back(300));
+        assert_eq!(f.poll_timeout(), Some(300));
+        let s = f.poll_submission(300).unwrap();
+        assert_eq!(s.attempt, 3);
+        // Announced while an attempt is in flight: a failure is retried at once, and the
+        // backoff still grows.
+        assert!(f.node_back(310));
+        assert_eq!(
+            f.handle_answer(s.hash, NodeAnswer::Unavailable, 320),
+            SubmissionOutcome::Retrying {
+                attempt: 3,
+                retry_at_ms: 320
+            }
+        );
+        let (_, o) = attempt(&mut f, 320, NodeAnswer::Unavailable).unwrap();
+        assert_eq!(
+            o,
+            SubmissionOutcome::Retrying {
+                attempt: 4,
+                retry_at_ms: 320 + 1_600
+            }
+        );
+    }
+
+    #[test]
+    fn blocks_go_one_at_a_time_in_order() {
+        let mut f = FoundBlocks::new();
+        f.queue(block(1), Some(1), 0);
+        f.queue(block(2), Some(2), 0);
+        f.queue(block(1), Some(1), 0);
+        assert_eq!(f.waiting(), 2);
+        let first = f.poll_submission(0).unwrap();
+        assert_eq!(first.hash, block(1).block_hash());
+        // The second waits for the first's answer.
+        assert!(f.poll_submission(0).is_none());
+        assert_eq!(f.poll_timeout(), None);
+        // An answer for another block is not taken for the one in flight.
+        assert_eq!(
+            f.handle_answer(block(2).block_hash(), NodeAnswer::Accepted, 0),
+            SubmissionOutcome::Unexpected
+        );
+        f.handle_answer(first.hash, NodeAnswer::Rejected, 0);
+        assert_eq!(f.poll_submission(0).unwrap().hash, block(2).block_hash());
+    }
+
+    #[test]
+    fn verdicts_are_counted_recorded_and_settled_in_the_store() {
+        let store = MemoryBlockStore::new();
+        let mut f = FoundBlocks::new();
+        for n in [1, 2] {
+            let b = block(n);
+            store.save_pending(&b).unwrap();
+            f.record_found(b.block_hash(), n, "miner");
+            f.queue(b, Some(n), 0);
+        }
+        for answer in [NodeAnswer::Accepted, NodeAnswer::Rejected] {
+            let s = f.poll_submission(0).unwrap();
+            let outcome = f.handle_answer(s.hash, answer, 5);
+            outcome.settle(&store, s.hash).unwrap();
+        }
+        assert_eq!((f.accepted(), f.rejected()), (1, 1));
+        let verdicts: Vec<_> = f.recent().map(|r| (r.height, r.accepted)).collect();
+        assert_eq!(verdicts, [(1, Some(true)), (2, Some(false))]);
+        assert_eq!(
+            store.state(block(1).block_hash()),
+            Some(Some(BlockVerdict::Submitted))
+        );
+        assert_eq!(
+            store.state(block(2).block_hash()),
+            Some(Some(BlockVerdict::Rejected))
+        );
+        assert!(store.pending().is_empty());
+    }
+
+    #[test]
+    fn a_block_left_pending_at_a_stop_is_submitted_at_the_next_start() {
+        let store = MemoryBlockStore::new();
+        let mut run1 = FoundBlocks::new();
+        store.save_pending(&block(1)).unwrap();
+        run1.queue(block(1), Some(1), 0);
+        attempt(&mut run1, 0, NodeAnswer::Unavailable).unwrap();
+        // Found while the first waits, saved at once.
+        store.save_pending(&block(2)).unwrap();
+        run1.queue(block(2), Some(2), 50);
+        // Stopping: each gets one last try without waiting, then stays pending.
+        run1.stop();
+        assert_eq!(run1.poll_timeout(), Some(0));
+        for _ in 0..2 {
+            let (_, o) = attempt(&mut run1, 60, NodeAnswer::Unavailable).unwrap();
+            assert_eq!(o, SubmissionOutcome::KeptForNextStart);
+            assert_eq!(o.verdict(), None);
+        }
+        assert_eq!(run1.waiting(), 0);
+        assert_eq!(store.pending().len(), 2);
+
+        // The next start: both, oldest first, before anything found since.
+        let mut run2 = FoundBlocks::new();
+        let restored = run2.restore(&store, 10_000);
+        assert_eq!(
+            restored.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+            [block(1).block_hash(), block(2).block_hash()]
+        );
+        run2.queue(block(3), Some(3), 10_000);
+        for n in [1, 2, 3] {
+            let s = run2.poll_submission(10_000).unwrap();
+            assert_eq!(s.hash, block(n).block_hash());
+            assert_eq!(s.height, (n == 3).then_some(3));
+            if n < 3 {
+                run2.handle_answer(s.hash, NodeAnswer::Accepted, 10_001)
+                    .settle(&store, s.hash)
+                    .unwrap();
+            }
+        }
+        assert!(store.pending().is_empty());
+    }
+}

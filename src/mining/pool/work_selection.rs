@@ -1,0 +1,183 @@
+//! Which template becomes the pool's work: the one rule for node events, the periodic
+//! same-tip refresh and the first template at start. A template on a new tip always goes out;
+//! one on the same tip only if it pays more; a different height on the same prev hash is a
+//! correction, handled as a new tip. Work ids are handed out here, so they never repeat.
+
+use std::sync::Arc;
+
+use crate::mining::{CoinbaseConfig, MiningError, Work};
+use crate::node::BlockTemplate;
+
+/// Why a template replaces the current work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkChange {
+    /// No work yet, another prev hash, or another height on the same prev hash (a node that
+    /// reads its tip and its height apart, as blvm-node does under load, can hand out a
+    /// template whose BIP34 height does not follow its prev hash, and every block on it would
+    /// be refused): miners must drop their jobs.
+    NewTip,
+    /// Same tip, a larger coinbase value (more fees): a future-less update of the jobs.
+    PaysMore,
+}
+
+impl WorkChange {
+    /// Whether miners must drop their current jobs.
+    pub fn is_new_tip(self) -> bool {
+        self == WorkChange::NewTip
+    }
+}
+
+/// What [`WorkSelection::offer`] decided for a template that is taken.
+#[derive(Debug, Clone)]
+pub struct SelectedWork {
+    /// The new work, already the current one.
+    pub work: Arc<Work>,
+    /// Why it replaced the previous work.
+    pub change: WorkChange,
+}
+
+/// The current work and the next work id.
+#[derive(Debug)]
+pub struct WorkSelection {
+    current: Option<Arc<Work>>,
+    next_id: u64,
+}
+
+impl Default for WorkSelection {
+    fn default() -> Self {
+        WorkSelection {
+            current: None,
+            next_id: 1,
+        }
+    }
+}
+
+impl WorkSelection {
+    /// No work yet; the first work id is 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The work miners get now, if any.
+    pub fn current(&self) -> Option<&Arc<Work>> {
+        self.current.as_ref()
+    }
+
+    /// Whether `template` would replace the current work, and why; `None`: it would not.
+    pub fn judge(&self, template: &BlockTemplate) -> Option<WorkChange> {
+        let Some(current) = &self.current else {
+            return Some(WorkChange::NewTip);
+        };
+        if current.prev_hash != template.prev_hash || current.height != template.height {
+            Some(WorkChange::NewTip)
+        } else if template.coinbase_value.to_sat() > current.coinbase_value {
+            Some(WorkChange::PaysMore)
+        } else {
+            None
+        }
+    }
+
+    /// Takes `template` as the current work if [`judge`](Self::judge) says so, with the next
+    /// work id; `Ok(None)`: the current work stays.
+    pub fn offer(
+        &mut self,
+        template: BlockTemplate,
+        coinbase: &CoinbaseConfig,
+    ) -> Result<Option<SelectedWork>, MiningError> {
+        let Some(change) = self.judge(&template) else {
+            return Ok(None);
+        };
+        let work = Work::new(self.next_id, template, coinbase)?;
+        self.next_id += 1;
+        self.current = Some(work.clone());
+        Ok(Some(SelectedWork { work, change }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{Amount, BlockHash, CompactTarget, block::Version};
+
+    use super::*;
+    use crate::mining::MiningConfig;
+
+    fn template(prev: u8, height: u32, value_sat: u64) -> BlockTemplate {
+        BlockTemplate {
+            version: Version::from_consensus(0x2000_0000),
+            prev_hash: BlockHash::from_byte_array([prev; 32]),
+            bits: CompactTarget::from_consensus(0x207f_ffff),
+            height,
+            min_time: 1_700_000_000,
+            cur_time: 1_700_000_100,
+            coinbase_value: Amount::from_sat(value_sat),
+            transactions: Vec::new(),
+        }
+    }
+
+    fn offer(s: &mut WorkSelection, t: BlockTemplate) -> Option<(u64, WorkChange)> {
+        let cfg = MiningConfig::default().coinbase;
+        s.offer(t, &cfg).unwrap().map(|w| (w.work.id, w.change))
+    }
+
+    #[test]
+    fn the_first_template_is_a_new_tip_with_work_id_1() {
+        let mut s = WorkSelection::new();
+        assert!(s.current().is_none());
+        assert_eq!(
+            offer(&mut s, template(1, 101, 50)),
+            Some((1, WorkChange::NewTip))
+        );
+        assert_eq!(s.current().unwrap().height, 101);
+    }
+
+    #[test]
+    fn a_new_tip_always_goes_out_even_when_it_pays_less() {
+        let mut s = WorkSelection::new();
+        offer(&mut s, template(1, 101, 5_000));
+        assert_eq!(
+            offer(&mut s, template(2, 102, 10)),
+            Some((2, WorkChange::NewTip))
+        );
+        assert_eq!(s.current().unwrap().coinbase_value, 10);
+    }
+
+    #[test]
+    fn the_same_tip_goes_out_only_when_it_pays_more() {
+        let mut s = WorkSelection::new();
+        offer(&mut s, template(1, 101, 1_000));
+        assert_eq!(offer(&mut s, template(1, 101, 1_000)), None);
+        assert_eq!(offer(&mut s, template(1, 101, 999)), None);
+        assert_eq!(s.current().unwrap().id, 1);
+        assert_eq!(
+            offer(&mut s, template(1, 101, 1_001)),
+            Some((2, WorkChange::PaysMore))
+        );
+        assert!(!WorkChange::PaysMore.is_new_tip());
+        assert_eq!(s.current().unwrap().coinbase_value, 1_001);
+    }
+
+    #[test]
+    fn another_height_on_the_same_prev_hash_is_a_correction_sent_as_a_new_tip() {
+        let mut s = WorkSelection::new();
+        offer(&mut s, template(1, 101, 1_000));
+        // Pays less, same prev hash, but the height differs: it goes out, as a new tip.
+        assert_eq!(
+            offer(&mut s, template(1, 103, 500)),
+            Some((2, WorkChange::NewTip))
+        );
+        assert_eq!(s.current().unwrap().height, 103);
+    }
+
+    #[test]
+    fn work_ids_strictly_increase_and_skipped_templates_use_none() {
+        let mut s = WorkSelection::new();
+        let mut ids = Vec::new();
+        for (prev, value) in [(1, 10), (1, 10), (1, 11), (2, 1), (2, 1), (3, 1)] {
+            if let Some((id, _)) = offer(&mut s, template(prev, 100 + u32::from(prev), value)) {
+                ids.push(id);
+            }
+        }
+        assert_eq!(ids, [1, 2, 3, 4]);
+    }
+}
