@@ -97,10 +97,7 @@ pub(crate) type PendingShares = AcceptedShares;
 
 /// Moves `pending` into the pool's statistics of miner `id`.
 fn fold_into(pool: &mut StratumV2Pool, id: u64, pending: &Mutex<PendingShares>) {
-    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-    if !p.is_empty() {
-        pool.fold_accepted(id, &mut p);
-    }
+    pool.fold_accepted(id, &mut pending.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
 impl Shared {
