@@ -1,6 +1,8 @@
 //! The tokio shell: a listener, one task per connection driving the sans-IO core, a task that
 //! turns node templates into work, a task that submits found blocks, and graceful shutdown.
-//! Protocol decisions live in `mining` and `noise`; this module only moves bytes and owns time.
+//! Protocol decisions live in `mining` and `noise`, pool decisions (work selection, block
+//! resubmission, certificate renewal, statistics) in the pool object `mining::pool`; this
+//! module only moves bytes, owns time, talks to the node and keeps found blocks on disk.
 
 mod block_files;
 mod connection;
@@ -22,7 +24,7 @@ use block_files::FileBlockStore;
 
 use crate::config::PoolConfig;
 use crate::mining::pool::{
-    BlockStore, NodeAnswer, SelectedWork, StoredBlock, SubmissionOutcome, ValidityWindow,
+    BlockStore, NodeAnswer, SelectedWork, SubmissionOutcome, ValidityWindow,
 };
 use crate::mining::{
     AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent,
@@ -380,7 +382,7 @@ impl StratumV2Server {
         let mut tasks = JoinSet::new();
         // Blocks left in blocks/pending by the last run, read before any miner can find (and
         // save there) a new one, so that no block is submitted twice.
-        let leftover = pending_blocks(&cfg.data_dir);
+        let leftover = pending_blocks(&self.shared);
         tasks.spawn(accept_loop(
             listener,
             self.shared.clone(),
@@ -737,17 +739,16 @@ async fn certificate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
 async fn submit_loop(
     node: Arc<dyn NodeApi>,
     shared: Arc<Shared>,
-    leftover: Vec<StoredBlock>,
+    leftover: Vec<(bitcoin::BlockHash, String)>,
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
     mut done: watch::Receiver<bool>,
 ) {
     let store = FileBlockStore::new(&shared.config.data_dir);
     let pool = &shared.pool;
     let lock = || pool.write().unwrap_or_else(|p| p.into_inner());
-    // Blocks found before a restart and never accepted go first.
-    for s in leftover {
-        info!(file = %s.location, "resubmitting a block saved before the last stop");
-        lock().found_blocks_mut().queue(s.block, None, now_ms());
+    // Blocks found before a restart and never accepted go first (queued at start).
+    for (_, file) in leftover {
+        info!(%file, "resubmitting a block saved before the last stop");
     }
     let mut events = node.subscribe();
     let mut stopping = false;
@@ -827,9 +828,16 @@ fn node_answer(answer: &Result<(), NodeError>) -> NodeAnswer {
     }
 }
 
-/// Blocks saved in `blocks/pending` (found, not yet accepted), oldest first.
-fn pending_blocks(data_dir: &std::path::Path) -> Vec<StoredBlock> {
-    FileBlockStore::new(data_dir).pending()
+/// Queues the blocks saved in `blocks/pending` (found, not yet accepted) for submission,
+/// oldest first, ahead of any found from now on; returns them (hash, file) for the log.
+fn pending_blocks(shared: &Shared) -> Vec<(bitcoin::BlockHash, String)> {
+    let store = FileBlockStore::new(&shared.config.data_dir);
+    shared
+        .pool
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .found_blocks_mut()
+        .restore(&store, now_ms())
 }
 
 /// Writes a found block to `blocks/pending` (write to a temporary name, then rename, so a
