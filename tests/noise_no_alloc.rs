@@ -1,38 +1,16 @@
 //! Steady-state transport traffic does not allocate: after the buffers have grown once,
-//! encrypting and decrypting frames reuses them. Counted with a global allocator, so this file
-//! holds a single test (the harness would otherwise allocate from other test threads).
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! encrypting and decrypting frames reuses them. Counted per thread (tests/common/
+//! counting_alloc.rs): a count of every thread's allocations failed now and then, when the test
+//! harness's main thread allocated during the measured loop.
 
 use blvm_stratum_v2::noise::{Initiator, Responder};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secp256k1::{Keypair, SECP256K1};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::count;
 
 #[test]
 fn transport_does_not_allocate_per_message() {
@@ -65,7 +43,6 @@ fn transport_does_not_allocate_per_message() {
         }
     };
     run(10); // buffers grow to their working size here
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    run(10_000);
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0);
+    let ((), allocations) = count(|| run(10_000));
+    assert_eq!(allocations, 0);
 }
