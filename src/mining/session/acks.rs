@@ -5,8 +5,8 @@
 use super::Session;
 use super::events::SessionEvent;
 use super::shares::Verdict;
+use crate::block::target::{difficulty_of, work_of};
 use crate::mining::share::ShareRejection;
-use crate::mining::target::{difficulty_of, work_of};
 use crate::wire::Str0_255;
 use crate::wire::mining::{SubmitSharesError, SubmitSharesSuccess};
 

@@ -9,8 +9,8 @@ use super::events::SessionEvent;
 use super::extranonce::UNIQUE_PREFIX_LEN;
 use super::jobs::StandardJob;
 use super::shares::SeenShares;
+use crate::block::target::{difficulty_of, le_u256_le, target_for_hashrate, work_of};
 use crate::mining::share::ShareRejection;
-use crate::mining::target::{difficulty_of, le_u256_le, target_for_hashrate, work_of};
 use crate::mining::vardiff::Vardiff;
 use crate::wire::mining::{
     OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,

@@ -1,7 +1,7 @@
 //! The pool's mining policy shared by every session ([`MiningConfig`]), and its defaults: the
 //! one place the default numbers live (src/config.rs starts from [`MiningConfig::default`]).
 
-use crate::mining::coinbase::CoinbaseConfig;
+use crate::block::coinbase::CoinbaseConfig;
 
 /// The pool tag put in every coinbase unless configured otherwise.
 pub const DEFAULT_POOL_TAG: &[u8] = b"/blvm-stratum-v2/";

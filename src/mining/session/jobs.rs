@@ -8,7 +8,8 @@ use bitcoin::hashes::Hash;
 
 use super::channels::ChannelKind;
 use super::{Session, State};
-use crate::mining::work::{Work, header_bytes, header_midstate};
+use crate::block::header::{header_bytes, header_midstate};
+use crate::mining::work::Work;
 use crate::wire::mining::{
     NewExtendedMiningJob, NewMiningJob, REQUIRES_STANDARD_JOBS, SetNewPrevHash,
 };

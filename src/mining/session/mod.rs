@@ -33,8 +33,8 @@ pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
 pub use setup::PROTOCOL_VERSION;
 pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 
-use super::target::target_of_difficulty;
 use super::work::Work;
+use crate::block::target::target_of_difficulty;
 use crate::wire::mining::{SetCustomMiningJobError, SubmitSharesExtended, SubmitSharesStandard};
 use crate::wire::{Frame, Message, Str0_255, Sv2Message, U256, encode_frame};
 use channels::Channel;

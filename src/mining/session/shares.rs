@@ -4,15 +4,16 @@
 
 use std::collections::HashSet;
 
-use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::hashes::Hash;
 
 use super::Session;
 use super::channels::ChannelKind;
 use super::events::{FoundBlock, SessionError, SessionEvent};
 use super::jobs::SessionJob;
+use crate::block::header::sha256d_from_midstate;
+use crate::block::target::hash_meets_target;
 use crate::mining::share::ShareRejection;
-use crate::mining::target::hash_meets_target;
-use crate::mining::work::{Work, header_bytes, sha256d_from_midstate};
+use crate::mining::work::Work;
 use crate::wire::mining::{SubmitSharesExtended, SubmitSharesStandard};
 use crate::wire::{TlvDecoder, U256, USER_IDENTITY};
 
@@ -175,7 +176,7 @@ impl Session {
         }
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
         let root = job.work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
-        let hash = header_hash(m.version, &job.work, &root, m.ntime, m.nonce);
+        let hash = job.work.header_hash(m.version, &root, m.ntime, m.nonce);
         self.finish_share(
             idx,
             ji,
@@ -214,7 +215,7 @@ impl Session {
             tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
             sha256d_from_midstate(&sj.head, &tail)
         } else {
-            header_hash(m.version, &job.work, &sj.root, m.ntime, m.nonce)
+            job.work.header_hash(m.version, &sj.root, m.ntime, m.nonce)
         };
         self.finish_share(idx, ji, hash, (m.version, m.ntime, m.nonce), &[], now_ms)
     }
@@ -274,20 +275,6 @@ impl Session {
             work_id: work.id,
         })
     }
-}
-
-/// SHA-256d of a share's 80-byte header.
-#[inline]
-fn header_hash(version: u32, work: &Work, root: &[u8; 32], ntime: u32, nonce: u32) -> [u8; 32] {
-    let header = header_bytes(
-        version,
-        work.prev_hash.as_byte_array(),
-        root,
-        ntime,
-        work.nbits,
-        nonce,
-    );
-    sha256d::Hash::hash(&header).to_byte_array()
 }
 
 #[cfg(test)]
