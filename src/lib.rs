@@ -33,13 +33,29 @@
 //! `mining::{coinbase, merkle, target}` are re-exports of the `block` modules (their old
 //! home), so a path through them is an edge to `block`, not to `mining`.
 
+// The sans-IO protocol core: builds without the `runtime` feature (no tokio, no sockets).
 pub mod block;
 pub mod client;
-pub mod config;
-pub mod loadgen;
 pub mod mining;
-pub mod node;
 pub mod noise;
-pub mod server;
-pub mod template_provider;
 pub mod wire;
+
+// The shell: needs the `runtime` feature.
+#[cfg(feature = "runtime")]
+pub mod config;
+#[cfg(feature = "runtime")]
+pub mod loadgen;
+#[cfg(feature = "runtime")]
+pub mod node;
+#[cfg(feature = "runtime")]
+pub mod server;
+#[cfg(feature = "runtime")]
+pub mod template_provider;
+
+/// Without the `runtime` feature, the template provider is only its sans-IO session (the same
+/// file as `template_provider::session` with the feature; the tokio server is left out).
+#[cfg(not(feature = "runtime"))]
+pub mod template_provider {
+    pub mod session;
+    pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionError};
+}
