@@ -2,6 +2,9 @@
 //! accepted one, credit, a place in the channel's acknowledgement batch (SubmitShares.Success
 //! once the batch is full or a second old) and a vardiff retarget when the estimate moved.
 
+use bitcoin::Target;
+use bitcoin::hashes::Hash;
+
 use super::Session;
 use super::events::SessionEvent;
 use super::shares::Verdict;
@@ -99,7 +102,8 @@ impl Session {
                 let (difficulty, share_work) = if credited == ch.target {
                     (ch.difficulty, ch.share_work)
                 } else {
-                    (difficulty_of(&credited), work_of(&credited))
+                    let wire = credited.to_le_bytes();
+                    (difficulty_of(&wire), work_of(&wire))
                 };
                 ch.stats.accepted += 1;
                 ch.stats.difficulty_sum += difficulty;
@@ -112,7 +116,7 @@ impl Session {
                     difficulty,
                     worker,
                     work_id,
-                    hash,
+                    hash: hash.to_byte_array(),
                 });
                 if full {
                     self.flush_batch(idx);
@@ -133,11 +137,11 @@ impl Session {
     /// Lets vardiff move a channel's target (clamped like every target).
     pub(super) fn retarget(&mut self, idx: usize, now_ms: u64) {
         let ch = &mut self.channels[idx];
-        let Some(t) = ch.vardiff.poll(&ch.target, now_ms) else {
+        let Some(t) = ch.vardiff.poll(&ch.target.to_le_bytes(), now_ms) else {
             return;
         };
-        let ch = &self.channels[idx];
-        let t = self.clamp_target(t, &ch.max_target);
+        let max_target = ch.max_target;
+        let t = self.clamp_target(Target::from_le_bytes(t), max_target);
         let ch = &mut self.channels[idx];
         if t == ch.target {
             return;
@@ -146,7 +150,7 @@ impl Session {
         self.send(&msg);
         self.events.push(SessionEvent::TargetChanged {
             channel_id: msg.channel_id,
-            target: t,
+            target: msg.maximum_target,
         });
     }
 }

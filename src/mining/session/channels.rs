@@ -9,7 +9,9 @@ use super::events::SessionEvent;
 use super::extranonce::UNIQUE_PREFIX_LEN;
 use super::jobs::StandardJob;
 use super::shares::SeenShares;
-use crate::block::target::{difficulty_of, le_u256_le, target_for_hashrate, work_of};
+use bitcoin::Target;
+
+use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
 use crate::mining::share::ShareRejection;
 use crate::mining::vardiff::Vardiff;
 use crate::wire::mining::{
@@ -75,11 +77,11 @@ pub(super) struct Channel {
     pub(super) extranonce_prefix: Vec<u8>,
     /// Miner extranonce bytes (0 for standard channels).
     pub(super) extranonce_size: usize,
-    pub(super) target: U256,
+    pub(super) target: Target,
     /// The target before the last change and until when (ms) shares meeting it still count:
     /// shares already in flight when SetTarget went out are not lost.
-    pub(super) previous_target: Option<(U256, u64)>,
-    pub(super) max_target: U256,
+    pub(super) previous_target: Option<(Target, u64)>,
+    pub(super) max_target: Target,
     /// Difficulty of `target`, kept with it (shares credit it; computing it per share is a
     /// 32-step float chain).
     pub(super) difficulty: f64,
@@ -97,14 +99,15 @@ pub(super) struct Channel {
 impl Channel {
     /// Moves to a new target, keeping its difficulty and work in step; shares meeting the old
     /// one still count for [`TARGET_GRACE_MS`]. Returns the SetTarget to send.
-    pub(super) fn retarget(&mut self, t: U256, now_ms: u64) -> SetTarget {
+    pub(super) fn retarget(&mut self, t: Target, now_ms: u64) -> SetTarget {
         self.previous_target = Some((self.target, now_ms + TARGET_GRACE_MS));
         self.target = t;
-        self.difficulty = difficulty_of(&t);
-        self.share_work = work_of(&t);
+        let wire = t.to_le_bytes();
+        self.difficulty = difficulty_of(&wire);
+        self.share_work = work_of(&wire);
         SetTarget {
             channel_id: self.id,
-            maximum_target: t,
+            maximum_target: wire,
         }
     }
 }
@@ -115,7 +118,7 @@ struct ChannelRequest<'a> {
     request_id: u32,
     user_identity: &'a Str0_255<'a>,
     nominal_hash_rate: f32,
-    max_target: U256,
+    max_target: Target,
     /// Miner extranonce bytes to give, or the error code if the request cannot be met.
     extranonce_size: Result<usize, &'static str>,
 }
@@ -134,7 +137,7 @@ impl Session {
                 channel_id: c.id,
                 extended: c.kind == ChannelKind::Extended,
                 user_identity: c.user_identity.clone(),
-                target: c.target,
+                target: c.target.to_le_bytes(),
                 extranonce_prefix: c.extranonce_prefix.clone(),
                 extranonce_size: c.extranonce_size,
                 hashrate: c.vardiff.hashrate(),
@@ -146,17 +149,8 @@ impl Session {
 
     /// `t` within the pool's difficulty bounds, then never easier than `max_target` (the
     /// client's limit wins over the pool's easiest difficulty).
-    pub(super) fn clamp_target(&self, mut t: U256, max_target: &U256) -> U256 {
-        if le_u256_le(&self.easiest, &t) {
-            t = self.easiest;
-        }
-        if le_u256_le(&t, &self.hardest) {
-            t = self.hardest;
-        }
-        if !le_u256_le(&t, max_target) {
-            t = *max_target;
-        }
-        t
+    pub(super) fn clamp_target(&self, t: Target, max_target: Target) -> Target {
+        t.min(self.easiest).max(self.hardest).min(max_target)
     }
 
     /// The initial target: from the announced hashrate and the share rate, within the pool's
@@ -164,16 +158,19 @@ impl Session {
     fn initial_target(
         &self,
         nominal_hash_rate: f32,
-        max_target: &U256,
-    ) -> Result<U256, &'static str> {
+        max_target: Target,
+    ) -> Result<Target, &'static str> {
         if !nominal_hash_rate.is_finite() || nominal_hash_rate < 0.0 {
             return Err("invalid-nominal-hashrate");
         }
-        if !le_u256_le(&self.hardest, max_target) {
+        if self.hardest > max_target {
             return Err("max-target-out-of-range");
         }
         let t = if nominal_hash_rate > 0.0 {
-            target_for_hashrate(f64::from(nominal_hash_rate), self.config.shares_per_minute)
+            Target::from_le_bytes(target_for_hashrate(
+                f64::from(nominal_hash_rate),
+                self.config.shares_per_minute,
+            ))
         } else {
             self.easiest
         };
@@ -204,7 +201,7 @@ impl Session {
                 return None;
             }
         };
-        let target = match self.initial_target(r.nominal_hash_rate, &r.max_target) {
+        let target = match self.initial_target(r.nominal_hash_rate, r.max_target) {
             Ok(t) => t,
             Err(code) => {
                 self.refuse_channel(r.request_id, code);
@@ -225,8 +222,8 @@ impl Session {
             target,
             previous_target: None,
             max_target: r.max_target,
-            difficulty: difficulty_of(&target),
-            share_work: work_of(&target),
+            difficulty: difficulty_of(&target.to_le_bytes()),
+            share_work: work_of(&target.to_le_bytes()),
             roots: VecDeque::new(),
             seen: SeenShares::default(),
             batch: Batch::new(now_ms),
@@ -251,7 +248,7 @@ impl Session {
             request_id: m.request_id,
             user_identity: &m.user_identity,
             nominal_hash_rate: m.nominal_hash_rate,
-            max_target: m.max_target,
+            max_target: Target::from_le_bytes(m.max_target),
             extranonce_size: Ok(0),
         };
         let Some(idx) = self.open_channel(request, now_ms) else {
@@ -262,7 +259,7 @@ impl Session {
         let ok = OpenStandardMiningChannelSuccess {
             request_id: m.request_id,
             channel_id: ch.id,
-            target: ch.target,
+            target: ch.target.to_le_bytes(),
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
             group_channel_id: self.group_channel_id,
         };
@@ -285,7 +282,7 @@ impl Session {
             request_id: m.request_id,
             user_identity: &m.user_identity,
             nominal_hash_rate: m.nominal_hash_rate,
-            max_target: m.max_target,
+            max_target: Target::from_le_bytes(m.max_target),
             extranonce_size,
         };
         let Some(idx) = self.open_channel(request, now_ms) else {
@@ -296,7 +293,7 @@ impl Session {
         let ok = OpenExtendedMiningChannelSuccess {
             request_id: m.request_id,
             channel_id: ch.id,
-            target: ch.target,
+            target: ch.target.to_le_bytes(),
             extranonce_size: ch.extranonce_size as u16,
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
             group_channel_id: self.group_channel_id,
@@ -316,12 +313,14 @@ impl Session {
         let Some(idx) = self.channels.iter().position(|c| c.id == m.channel_id) else {
             return refuse(self, "invalid-channel-id");
         };
-        let target = match self.initial_target(m.nominal_hash_rate, &m.maximum_target) {
+        let target = match self
+            .initial_target(m.nominal_hash_rate, Target::from_le_bytes(m.maximum_target))
+        {
             Ok(t) => t,
             Err(code) => return refuse(self, code),
         };
         let ch = &mut self.channels[idx];
-        ch.max_target = m.maximum_target;
+        ch.max_target = Target::from_le_bytes(m.maximum_target);
         ch.vardiff = Vardiff::new(
             self.config.shares_per_minute,
             f64::from(m.nominal_hash_rate),

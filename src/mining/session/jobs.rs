@@ -45,7 +45,7 @@ impl Session {
         self.current = Some(work.clone());
         let job_id = self.push_job(work);
         if new_tip {
-            self.tip = Some(work.prev_hash.to_byte_array());
+            self.tip = Some(work.prev_hash);
             for ch in &mut self.channels {
                 ch.seen.clear();
             }

@@ -36,7 +36,8 @@ pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 use super::work::Work;
 use crate::block::target::target_of_difficulty;
 use crate::wire::mining::{SetCustomMiningJobError, SubmitSharesExtended, SubmitSharesStandard};
-use crate::wire::{Frame, Message, Str0_255, Sv2Message, U256, encode_frame};
+use crate::wire::{Frame, Message, Str0_255, Sv2Message, encode_frame};
+use bitcoin::{BlockHash, Target};
 use channels::Channel;
 use jobs::SessionJob;
 
@@ -52,8 +53,8 @@ pub struct Session {
     config: Arc<MiningConfig>,
     allocator: Arc<ExtranonceAllocator>,
     /// Targets of the configured minimum and maximum difficulty, computed once.
-    easiest: U256,
-    hardest: U256,
+    easiest: Target,
+    hardest: Target,
     state: State,
     flags: u32,
     worker_tlv: bool,
@@ -64,11 +65,11 @@ pub struct Session {
     next_job_id: u32,
     current: Option<Arc<Work>>,
     /// Prev hash of the jobs that are not stale.
-    tip: Option<[u8; 32]>,
+    tip: Option<BlockHash>,
     /// A tip one of our shares just solved, and until when (ms) shares on it are stale: they
     /// can only make blocks that no longer build on the chain's tip. Expires in case the node
     /// refuses the block.
-    solved: Option<([u8; 32], u64)>,
+    solved: Option<(BlockHash, u64)>,
     out: Vec<u8>,
     events: Vec<SessionEvent>,
 }
@@ -77,8 +78,8 @@ impl Session {
     /// A new connection, waiting for SetupConnection.
     pub fn new(config: Arc<MiningConfig>, allocator: Arc<ExtranonceAllocator>) -> Self {
         Session {
-            easiest: target_of_difficulty(config.min_difficulty),
-            hardest: target_of_difficulty(config.max_difficulty),
+            easiest: Target::from_le_bytes(target_of_difficulty(config.min_difficulty)),
+            hardest: Target::from_le_bytes(target_of_difficulty(config.max_difficulty)),
             config,
             allocator,
             state: State::AwaitingSetup,

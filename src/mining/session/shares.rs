@@ -5,17 +5,17 @@
 use std::collections::HashSet;
 
 use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, Target};
 
 use super::Session;
 use super::channels::ChannelKind;
 use super::events::{FoundBlock, SessionError, SessionEvent};
 use super::jobs::SessionJob;
 use crate::block::header::sha256d_from_midstate;
-use crate::block::target::hash_meets_target;
 use crate::mining::share::ShareRejection;
 use crate::mining::work::Work;
 use crate::wire::mining::{SubmitSharesExtended, SubmitSharesStandard};
-use crate::wire::{TlvDecoder, U256, USER_IDENTITY};
+use crate::wire::{TlvDecoder, USER_IDENTITY};
 
 /// The BIP320 bits a miner may roll.
 pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
@@ -30,9 +30,9 @@ pub(super) struct Verdict {
     /// Index of its channel.
     pub(super) idx: usize,
     /// The target it is credited at.
-    pub(super) credited: U256,
+    pub(super) credited: Target,
     /// Its header hash.
-    pub(super) hash: [u8; 32],
+    pub(super) hash: BlockHash,
     /// The work it was on.
     pub(super) work_id: u64,
 }
@@ -121,7 +121,7 @@ impl Session {
             .iter()
             .rposition(|j| j.job_id == job_id)
             .ok_or(ShareRejection::InvalidJobId)?;
-        let prev = self.jobs[ji].work.prev_hash.to_byte_array();
+        let prev = self.jobs[ji].work.prev_hash;
         if matches!(self.solved, Some((tip, until)) if tip == prev && now_ms <= until) {
             return Err(ShareRejection::StaleShare);
         }
@@ -231,23 +231,24 @@ impl Session {
         extranonce: &[u8],
         now_ms: u64,
     ) -> Result<Verdict, ShareRejection> {
+        let hash = BlockHash::from_byte_array(hash);
         // Field borrows, not methods: the job stays borrowed while the channel changes.
         let work: &Work = &self.jobs[ji].work;
         let ch = &mut self.channels[idx];
         // A block is never refused, even where the channel target is harder than the network's
         // (possible on regtest).
-        let is_block = hash_meets_target(&hash, &work.network_target);
-        let credited = if hash_meets_target(&hash, &ch.target) {
+        let is_block = Target::from_le_bytes(work.network_target).is_met_by(hash);
+        let credited = if ch.target.is_met_by(hash) {
             ch.target
         } else {
             match ch.previous_target {
-                Some((prev, until)) if now_ms <= until && hash_meets_target(&hash, &prev) => prev,
+                Some((prev, until)) if now_ms <= until && prev.is_met_by(hash) => prev,
                 _ if is_block => ch.target,
                 _ => return Err(ShareRejection::DifficultyTooLow),
             }
         };
         let mut key = [0u8; 8];
-        key.copy_from_slice(&hash[..8]);
+        key.copy_from_slice(&hash.as_byte_array()[..8]);
         if !ch
             .seen
             .insert(u64::from_le_bytes(key), self.config.duplicate_window)
@@ -255,7 +256,7 @@ impl Session {
             return Err(ShareRejection::DuplicateShare);
         }
         if is_block {
-            self.solved = Some((work.prev_hash.to_byte_array(), now_ms + SOLVED_TIP_MS));
+            self.solved = Some((work.prev_hash, now_ms + SOLVED_TIP_MS));
             let ch = &mut self.channels[idx];
             let block =
                 work.assemble_block(&ch.extranonce_prefix, extranonce, version, ntime, nonce);
