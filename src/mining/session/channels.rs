@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 
+use bitcoin::Target;
+
 use super::Session;
 use super::acks::Batch;
 use super::events::SessionEvent;
 use super::extranonce::UNIQUE_PREFIX_LEN;
 use super::jobs::StandardJob;
 use super::shares::SeenShares;
-use bitcoin::Target;
-
 use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
 use crate::mining::share::ShareRejection;
 use crate::mining::vardiff::Vardiff;

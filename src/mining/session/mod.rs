@@ -26,6 +26,8 @@ mod shares;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bitcoin::{BlockHash, Target};
+
 pub use channels::{ChannelInfo, ChannelStats, TARGET_GRACE_MS};
 pub use config::{DEFAULT_POOL_TAG, MiningConfig};
 pub use events::{FoundBlock, SessionError, SessionEvent};
@@ -33,13 +35,13 @@ pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
 pub use setup::PROTOCOL_VERSION;
 pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 
+use channels::Channel;
+use jobs::SessionJob;
+
 use super::work::Work;
 use crate::block::target::target_of_difficulty;
 use crate::wire::mining::{SetCustomMiningJobError, SubmitSharesExtended, SubmitSharesStandard};
 use crate::wire::{Frame, Message, Str0_255, Sv2Message, encode_frame};
-use bitcoin::{BlockHash, Target};
-use channels::Channel;
-use jobs::SessionJob;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
