@@ -402,16 +402,17 @@ impl PoolConfig {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("blvm-stratum-v2-data"));
+        // Mining defaults come from the mining core: one copy of the numbers.
+        let defaults = MiningConfig::default();
         let payout_script = match &o.coinbase_reward_script {
-            None => ScriptBuf::new_op_return([]),
+            None => defaults.coinbase.payout_script.clone(),
             Some(t) => parse_reward_script(t)
                 .map_err(|r| invalid(source_name, "coinbase_reward_script", r))?,
         };
-        let pool_tag = o
-            .pool_signature
-            .clone()
-            .unwrap_or_else(|| "/blvm-stratum-v2/".into())
-            .into_bytes();
+        let pool_tag = match &o.pool_signature {
+            None => defaults.coinbase.pool_tag.clone(),
+            Some(tag) => tag.clone().into_bytes(),
+        };
         if pool_tag.len() > 60 {
             return Err(invalid(
                 source_name,
@@ -431,9 +432,13 @@ impl PoolConfig {
                 format!("{x} is not a positive number"),
             )),
         };
-        let shares_per_minute = positive(o.shares_per_minute, "shares_per_minute", 18.0)?;
-        let min_difficulty = positive(o.min_difficulty, "min_difficulty", 1e-6)?;
-        let max_difficulty = positive(o.max_difficulty, "max_difficulty", 1e15)?;
+        let shares_per_minute = positive(
+            o.shares_per_minute,
+            "shares_per_minute",
+            defaults.shares_per_minute,
+        )?;
+        let min_difficulty = positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?;
+        let max_difficulty = positive(o.max_difficulty, "max_difficulty", defaults.max_difficulty)?;
         if min_difficulty > max_difficulty {
             return Err(invalid(
                 source_name,
@@ -441,11 +446,11 @@ impl PoolConfig {
                 format!("{min_difficulty} is above max_difficulty {max_difficulty}"),
             ));
         }
-        let max_jobs = o.max_jobs.unwrap_or(10);
+        let max_jobs = o.max_jobs.unwrap_or(defaults.max_jobs);
         if max_jobs == 0 {
             return Err(invalid(source_name, "max_jobs", "must be at least 1"));
         }
-        let share_batch_size = o.share_batch_size.unwrap_or(1);
+        let share_batch_size = o.share_batch_size.unwrap_or(defaults.share_batch_size);
         if share_batch_size == 0 {
             return Err(invalid(
                 source_name,
@@ -506,16 +511,19 @@ impl PoolConfig {
             coinbase: CoinbaseConfig {
                 payout_script,
                 pool_tag,
-                extranonce_len: 32,
+                ..defaults.coinbase.clone()
             },
             max_jobs,
             shares_per_minute,
             share_batch_size,
             min_difficulty,
             max_difficulty,
-            server_id: o.server_id.unwrap_or(0),
-            max_channels_per_connection: o.max_channels_per_connection.unwrap_or(64).max(1),
-            ..MiningConfig::default()
+            server_id: o.server_id.unwrap_or(defaults.server_id),
+            max_channels_per_connection: o
+                .max_channels_per_connection
+                .unwrap_or(defaults.max_channels_per_connection)
+                .max(1),
+            ..defaults
         };
         Ok(PoolConfig {
             enabled: o.enabled.unwrap_or(true),
@@ -613,6 +621,15 @@ mod tests {
             let e = PoolConfig::resolve(&o, "r.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn mining_defaults_are_the_mining_cores() {
+        let c = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(
+            format!("{:?}", c.mining),
+            format!("{:?}", MiningConfig::default())
+        );
     }
 
     #[test]

@@ -2,20 +2,60 @@
 //!
 //! The crate is a sans-IO core with a thin async shell:
 //! - [`wire`]: the SV2 binary encoding (data types, frames, messages, TLV), zero-copy.
+//! - [`block`]: block templates, the coinbase, merkle paths, targets, header hashing.
 //! - [`mining`]: channels, jobs, share validation, block assembly, vardiff (sans-IO).
 //! - [`node`]: the Bitcoin node behind the pool ([`node::NodeApi`]) and its backends.
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
 //! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
+//! - [`client`]: a CPU miner (sans-IO session, hashing threads, tokio driver).
+//! - [`loadgen`]: a load generator built on the client.
+//! - [`server`]: the pool's tokio shell.
+//! - [`config`]: the configuration file and flags, resolved into each part's settings.
 //!
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
 //! matters); sockets and timers belong to the shell.
+//!
+//! Module graph (an arrow points at what a module uses; no cycles):
+//!
+//! ```text
+//! main ──> config, server, template_provider, client, loadgen, node
+//! config ──> mining, node             the composition root: file and flags into settings
+//! server ──> config (PoolConfig), node, mining, noise, wire        the pool's tokio shell
+//! loadgen ──> client, mining, noise, wire
+//! client ──> block, mining, noise, wire
+//! template_provider ──> node, block, noise, wire
+//! node ──> block                      the backends
+//! mining ──> block, wire
+//! block ──> wire (its U256 alias)     the bottom: templates, coinbase, merkle, target, header
+//! noise, wire ──> (nothing)
+//! ```
+//!
+//! `mining::{coinbase, merkle, target}` are re-exports of the `block` modules (their old
+//! home), so a path through them is an edge to `block`, not to `mining`.
 
+// The sans-IO protocol core: builds without the `runtime` feature (no tokio, no sockets).
+pub mod block;
 pub mod client;
-pub mod config;
-pub mod loadgen;
 pub mod mining;
-pub mod node;
 pub mod noise;
-pub mod server;
-pub mod template_provider;
 pub mod wire;
+
+// The shell: needs the `runtime` feature.
+#[cfg(feature = "runtime")]
+pub mod config;
+#[cfg(feature = "runtime")]
+pub mod loadgen;
+#[cfg(feature = "runtime")]
+pub mod node;
+#[cfg(feature = "runtime")]
+pub mod server;
+#[cfg(feature = "runtime")]
+pub mod template_provider;
+
+/// Without the `runtime` feature, the template provider is only its sans-IO session (the same
+/// file as `template_provider::session` with the feature; the tokio server is left out).
+#[cfg(not(feature = "runtime"))]
+pub mod template_provider {
+    pub mod session;
+    pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionError};
+}

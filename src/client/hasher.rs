@@ -21,8 +21,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 
 use super::miner::{JobKind, MiningWork, Share};
-use crate::mining::merkle::fold_merkle_path;
-use crate::mining::target::hash_meets_target;
+use crate::block::merkle::fold_merkle_path;
+use crate::block::target::hash_meets_target;
+
+/// sha256d of an 80-byte header (reference path for tests and share checks).
+pub use crate::block::header::hash_header_bytes as header_hash;
 
 /// Nonces hashed between two checks of `keep_going`: about a millisecond or two per thread,
 /// so a thread stops promptly when the work changes.
@@ -81,11 +84,6 @@ fn digest_block() -> [u8; 64] {
     b[32] = 0x80;
     b[56..].copy_from_slice(&(32u64 * 8).to_be_bytes());
     b
-}
-
-/// sha256d of an 80-byte header (reference path for tests and share checks).
-pub fn header_hash(header: &[u8; 80]) -> [u8; 32] {
-    bitcoin::hashes::sha256d::Hash::hash(header).to_byte_array()
 }
 
 /// Where a thread is in its search space.
@@ -436,7 +434,7 @@ mod tests {
         );
         assert_eq!(shares.len(), 5);
         for s in shares {
-            let header = crate::mining::work::header_bytes(
+            let header = crate::block::header::header_bytes(
                 s.version,
                 &work.prev_hash,
                 &[9; 32],

@@ -7,6 +7,7 @@
 
 pub mod hasher;
 pub mod miner;
+#[cfg(feature = "runtime")]
 pub mod run;
 
 pub use hasher::{Hasher, NONCE_BATCH, WorkSlot};
@@ -14,4 +15,5 @@ pub use miner::{
     ChannelKind, JobKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, MiningWork,
     Share, ShareCounts, ShareDropped, split_frames,
 };
+#[cfg(feature = "runtime")]
 pub use run::{MinerError, MinerOptions, MinerReport, StopReason, run_miner};

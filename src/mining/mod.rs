@@ -1,16 +1,16 @@
 //! The mining core, sans-IO: work from templates, channels, jobs, share validation, block
 //! assembly, vardiff and statistics. Time comes in as arguments; nothing here does I/O.
 
-pub mod coinbase;
-pub mod merkle;
 pub mod pool;
 pub mod session;
 pub mod share;
-pub mod target;
 pub mod vardiff;
 pub mod work;
 
-pub use coinbase::{CoinbaseConfig, CoinbaseParts};
+/// The block modules' old homes under mining, kept so that existing callers still find them.
+pub use crate::block::{coinbase, merkle, target};
+
+pub use crate::block::coinbase::{CoinbaseConfig, CoinbaseError, CoinbaseParts};
 pub use pool::{
     AcceptedShares, BlockRecord, BlockStore, MinerConnection, MinerStats, PoolStats, StratumV2Pool,
 };
@@ -27,4 +27,7 @@ pub enum MiningError {
     /// A configuration value that cannot work (with the reason).
     #[error("configuration: {0}")]
     Config(String),
+    /// The coinbase cannot be built with the configured tag and extranonce space.
+    #[error("configuration: {0}")]
+    Coinbase(#[from] CoinbaseError),
 }

@@ -9,7 +9,7 @@
 //! one (hysteresis: a steady miner does not oscillate), and a burst far above the expected rate
 //! (or a drought far below it) retargets at once instead of waiting for a fixed cycle.
 
-use super::target::{target_for_hashrate, work_of};
+use crate::block::target::{target_for_hashrate, work_of};
 use crate::wire::U256;
 
 /// Shares (or expected shares) in a window while the target is still being found: relative

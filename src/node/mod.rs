@@ -7,7 +7,8 @@
 pub mod module;
 pub mod regtest;
 pub mod rpc;
-pub mod template;
+/// The template type lives in the bottom module [`crate::block`]; re-exported here.
+pub use crate::block::template;
 
 use std::future::Future;
 use std::pin::Pin;

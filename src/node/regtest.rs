@@ -200,7 +200,7 @@ impl EmbeddedChain {
         {
             return Err(BlockRejection::BadHeight {
                 expected: height,
-                found: crate::mining::coinbase::bip34_height(block).map(u64::from),
+                found: crate::block::coinbase::bip34_height(block).map(u64::from),
             });
         }
         if header.time <= self.median_time_past()

@@ -16,9 +16,9 @@ use bitcoin::hashes::Hash;
 use bitcoin::script::Builder;
 use bitcoin::{Amount, Block, BlockHash, Transaction, TxMerkleNode, TxOut};
 
-use crate::mining::merkle::{coinbase_merkle_path, fold_merkle_path};
-use crate::mining::target::from_bitcoin_target;
-use crate::node::BlockTemplate;
+use crate::block::BlockTemplate;
+use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
+use crate::block::target::from_bitcoin_target;
 use crate::wire::common::{
     PROTOCOL_TEMPLATE_DISTRIBUTION, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };

@@ -6,15 +6,14 @@
 //! `prefix + extranonce_prefix + extranonce + suffix` is the transaction whose txid goes into
 //! the merkle root. The witness (BIP141) is kept aside and put back when a block is assembled.
 
-use bitcoin::blockdata::script::{Builder, PushBytesBuf};
+use bitcoin::blockdata::script::{Builder, PushBytes, PushBytesBuf};
 use bitcoin::consensus::Encodable;
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use bitcoin::{
     Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness, absolute, transaction,
 };
 
-use super::MiningError;
-use crate::node::BlockTemplate;
+use super::template::BlockTemplate;
 
 /// The BIP34 height a block's coinbase starts with: `CScript() << height`, which is OP_0 or
 /// OP_1..OP_16 for the heights up to 16 and a little-endian data push above
@@ -45,6 +44,20 @@ pub fn bip34_height(block: &bitcoin::Block) -> Option<u32> {
 /// Largest scriptSig a coinbase may have (consensus: 2 to 100 bytes).
 const MAX_SCRIPT_SIG: usize = 100;
 
+/// Why a coinbase cannot be built with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoinbaseError {
+    /// The extranonce space is not within 1..=32 bytes.
+    #[error("extranonce length {0} is not within 1..=32")]
+    ExtranonceLength(usize),
+    /// The pool tag does not fit a script push.
+    #[error("pool tag too long")]
+    PoolTagTooLong,
+    /// The scriptSig (height, tag, extranonce) would exceed the consensus limit.
+    #[error("coinbase scriptSig would be {0} bytes (max {MAX_SCRIPT_SIG}): shorten the pool tag")]
+    ScriptSigTooLong(usize),
+}
+
 /// What the pool puts in every coinbase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoinbaseConfig {
@@ -73,28 +86,21 @@ pub struct CoinbaseParts {
 
 impl CoinbaseParts {
     /// Builds the coinbase for `template` and splits it.
-    pub fn build(template: &BlockTemplate, cfg: &CoinbaseConfig) -> Result<Self, MiningError> {
+    pub fn build(template: &BlockTemplate, cfg: &CoinbaseConfig) -> Result<Self, CoinbaseError> {
         if cfg.extranonce_len == 0 || cfg.extranonce_len > 32 {
-            return Err(MiningError::Config(format!(
-                "extranonce length {} is not within 1..=32",
-                cfg.extranonce_len
-            )));
+            return Err(CoinbaseError::ExtranonceLength(cfg.extranonce_len));
         }
         let tag = PushBytesBuf::try_from(cfg.pool_tag.clone())
-            .map_err(|_| MiningError::Config("pool tag too long".into()))?;
+            .map_err(|_| CoinbaseError::PoolTagTooLong)?;
+        let extranonce_space = <&PushBytes>::try_from(&[0u8; 32][..cfg.extranonce_len])
+            .map_err(|_| CoinbaseError::ExtranonceLength(cfg.extranonce_len))?;
         let script_sig = Builder::new()
             .push_int(i64::from(template.height))
             .push_slice(tag)
-            .push_slice(
-                PushBytesBuf::try_from(vec![0u8; cfg.extranonce_len])
-                    .map_err(|_| MiningError::Config("extranonce does not fit a push".into()))?,
-            )
+            .push_slice(extranonce_space)
             .into_script();
         if script_sig.len() > MAX_SCRIPT_SIG {
-            return Err(MiningError::Config(format!(
-                "coinbase scriptSig would be {} bytes (max {MAX_SCRIPT_SIG}): shorten the pool tag",
-                script_sig.len()
-            )));
+            return Err(CoinbaseError::ScriptSigTooLong(script_sig.len()));
         }
         let mut output = vec![TxOut {
             value: template.coinbase_value,

@@ -1,5 +1,5 @@
-//! Targets and difficulty: 256-bit little-endian targets as SV2 carries them (U256), compared
-//! exactly, with floating-point only where policy (vardiff) needs a ratio.
+//! Targets and difficulty: 256-bit little-endian targets as SV2 carries them (U256), converted
+//! to and from `bitcoin::Target`, with floating-point only where policy (vardiff) needs a ratio.
 
 use crate::wire::U256;
 use bitcoin::Target;
@@ -10,7 +10,9 @@ const DIFF1: f64 = 2695953529101130949315647634472399133601089873857416408613777
 const TWO_256: f64 = 1.157_920_892_373_162e77;
 
 /// Whether `hash` (raw SHA-256d output, read as a little-endian 256-bit integer) is at most
-/// `target`. This is the share and block acceptance test.
+/// `target`, for raw values straight off the wire (the miner, tests). The pool's session
+/// compares typed values instead (`bitcoin::Target::is_met_by(BlockHash)`), which cannot be
+/// called with the arguments swapped.
 #[inline]
 pub fn hash_meets_target(hash: &[u8; 32], target: &U256) -> bool {
     for i in (0..32).rev() {
@@ -19,12 +21,6 @@ pub fn hash_meets_target(hash: &[u8; 32], target: &U256) -> bool {
         }
     }
     true
-}
-
-/// `a <= b` for two little-endian 256-bit integers.
-#[inline]
-pub fn le_u256_le(a: &U256, b: &U256) -> bool {
-    hash_meets_target(a, b)
 }
 
 /// A target as a float (for ratios and difficulty); exact to 53 bits.
@@ -102,11 +98,6 @@ pub fn to_bitcoin_target(t: &U256) -> Target {
 /// Converts from rust-bitcoin's target type.
 pub fn from_bitcoin_target(t: Target) -> U256 {
     t.to_le_bytes()
-}
-
-/// The smaller (harder) of two targets.
-pub fn min_target(a: U256, b: U256) -> U256 {
-    if le_u256_le(&a, &b) { a } else { b }
 }
 
 #[cfg(test)]

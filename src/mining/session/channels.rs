@@ -1,0 +1,341 @@
+//! Channels of one connection: opening (standard and extended), UpdateChannel, closing, and
+//! the one place a target is clamped to the pool's difficulty bounds and the client's maximum.
+
+use std::collections::VecDeque;
+
+use bitcoin::Target;
+
+use super::Session;
+use super::acks::Batch;
+use super::events::SessionEvent;
+use super::extranonce::UNIQUE_PREFIX_LEN;
+use super::jobs::StandardJob;
+use super::shares::SeenShares;
+use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
+use crate::mining::share::ShareRejection;
+use crate::mining::vardiff::Vardiff;
+use crate::wire::mining::{
+    OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,
+    OpenStandardMiningChannel, OpenStandardMiningChannelSuccess, SetTarget, UpdateChannel,
+    UpdateChannelError,
+};
+use crate::wire::{B0_32, Str0_255, U256};
+
+/// How long shares meeting a channel's previous target still count after SetTarget: the
+/// miner may have found them before the new target reached it.
+pub const TARGET_GRACE_MS: u64 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChannelKind {
+    Standard,
+    Extended,
+}
+
+/// Per-channel counters (product API `MinerStats` aggregates these).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelStats {
+    /// Shares accepted.
+    pub accepted: u64,
+    /// Shares refused, per [`ShareRejection::index`].
+    pub rejected: [u64; ShareRejection::ALL.len()],
+    /// Sum of the difficulty of accepted shares.
+    pub difficulty_sum: f64,
+    /// Time of the last share (ms).
+    pub last_share_ms: Option<u64>,
+    /// Blocks found.
+    pub blocks_found: u64,
+}
+
+/// A read-only view of a channel, for stats and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelInfo {
+    /// Channel id.
+    pub channel_id: u32,
+    /// Extended (true) or standard.
+    pub extended: bool,
+    /// Who mines on it.
+    pub user_identity: String,
+    /// Current share target.
+    pub target: U256,
+    /// The channel's extranonce prefix.
+    pub extranonce_prefix: Vec<u8>,
+    /// Miner extranonce bytes.
+    pub extranonce_size: usize,
+    /// Vardiff's hashrate estimate (h/s).
+    pub hashrate: f64,
+    /// Whether vardiff's estimate has settled.
+    pub vardiff_converged: bool,
+    /// Counters.
+    pub stats: ChannelStats,
+}
+
+#[derive(Debug)]
+pub(super) struct Channel {
+    pub(super) id: u32,
+    pub(super) kind: ChannelKind,
+    pub(super) user_identity: String,
+    pub(super) extranonce_prefix: Vec<u8>,
+    /// Miner extranonce bytes (0 for standard channels).
+    pub(super) extranonce_size: usize,
+    pub(super) target: Target,
+    /// The target before the last change and until when (ms) shares meeting it still count:
+    /// shares already in flight when SetTarget went out are not lost.
+    pub(super) previous_target: Option<(Target, u64)>,
+    pub(super) max_target: Target,
+    /// Difficulty of `target`, kept with it (shares credit it; computing it per share is a
+    /// 32-step float chain).
+    pub(super) difficulty: f64,
+    /// Expected hashes per share at `target`, for vardiff.
+    pub(super) share_work: f64,
+    /// Merkle roots of standard channels, by job id (bounded like the jobs).
+    pub(super) roots: VecDeque<StandardJob>,
+    pub(super) seen: SeenShares,
+    /// Accepted shares not acknowledged yet.
+    pub(super) batch: Batch,
+    pub(super) vardiff: Vardiff,
+    pub(super) stats: ChannelStats,
+}
+
+impl Channel {
+    /// Moves to a new target, keeping its difficulty and work in step; shares meeting the old
+    /// one still count for [`TARGET_GRACE_MS`]. Returns the SetTarget to send.
+    pub(super) fn retarget(&mut self, t: Target, now_ms: u64) -> SetTarget {
+        self.previous_target = Some((self.target, now_ms + TARGET_GRACE_MS));
+        self.target = t;
+        let wire = t.to_le_bytes();
+        self.difficulty = difficulty_of(&wire);
+        self.share_work = work_of(&wire);
+        SetTarget {
+            channel_id: self.id,
+            maximum_target: wire,
+        }
+    }
+}
+
+/// What a client asked for when opening a channel, standard or extended.
+struct ChannelRequest<'a> {
+    kind: ChannelKind,
+    request_id: u32,
+    user_identity: &'a Str0_255<'a>,
+    nominal_hash_rate: f32,
+    max_target: Target,
+    /// Miner extranonce bytes to give, or the error code if the request cannot be met.
+    extranonce_size: Result<usize, &'static str>,
+}
+
+impl Session {
+    /// Number of open channels.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// A view of every open channel.
+    pub fn channels(&self) -> Vec<ChannelInfo> {
+        self.channels
+            .iter()
+            .map(|c| ChannelInfo {
+                channel_id: c.id,
+                extended: c.kind == ChannelKind::Extended,
+                user_identity: c.user_identity.clone(),
+                target: c.target.to_le_bytes(),
+                extranonce_prefix: c.extranonce_prefix.clone(),
+                extranonce_size: c.extranonce_size,
+                hashrate: c.vardiff.hashrate(),
+                vardiff_converged: c.vardiff.converged(),
+                stats: c.stats.clone(),
+            })
+            .collect()
+    }
+
+    /// `t` within the pool's difficulty bounds, then never easier than `max_target` (the
+    /// client's limit wins over the pool's easiest difficulty).
+    pub(super) fn clamp_target(&self, t: Target, max_target: Target) -> Target {
+        t.min(self.easiest).max(self.hardest).min(max_target)
+    }
+
+    /// The initial target: from the announced hashrate and the share rate, within the pool's
+    /// difficulty bounds, never above the client's max_target.
+    fn initial_target(
+        &self,
+        nominal_hash_rate: f32,
+        max_target: Target,
+    ) -> Result<Target, &'static str> {
+        if !nominal_hash_rate.is_finite() || nominal_hash_rate < 0.0 {
+            return Err("invalid-nominal-hashrate");
+        }
+        if self.hardest > max_target {
+            return Err("max-target-out-of-range");
+        }
+        let t = if nominal_hash_rate > 0.0 {
+            Target::from_le_bytes(target_for_hashrate(
+                f64::from(nominal_hash_rate),
+                self.config.shares_per_minute,
+            ))
+        } else {
+            self.easiest
+        };
+        Ok(self.clamp_target(t, max_target))
+    }
+
+    fn refuse_channel(&mut self, request_id: u32, code: &'static str) {
+        let err = OpenMiningChannelError {
+            request_id,
+            error_code: Str0_255::new(code).unwrap_or_default(),
+        };
+        self.send(&err);
+        self.events
+            .push(SessionEvent::ChannelRefused { request_id, code });
+    }
+
+    /// Checks a request (capacity, extranonce size, target) and opens the channel, or sends
+    /// OpenMiningChannel.Error. Returns the new channel's index.
+    fn open_channel(&mut self, r: ChannelRequest<'_>, now_ms: u64) -> Option<usize> {
+        if self.channels.len() >= self.config.max_channels_per_connection {
+            self.refuse_channel(r.request_id, "channel-capacity-exhausted");
+            return None;
+        }
+        let extranonce_size = match r.extranonce_size {
+            Ok(size) => size,
+            Err(code) => {
+                self.refuse_channel(r.request_id, code);
+                return None;
+            }
+        };
+        let target = match self.initial_target(r.nominal_hash_rate, r.max_target) {
+            Ok(t) => t,
+            Err(code) => {
+                self.refuse_channel(r.request_id, code);
+                return None;
+            }
+        };
+        let id = self.next_channel_id;
+        self.next_channel_id += 1;
+        let prefix_len = self.config.coinbase.extranonce_len - extranonce_size;
+        let extranonce_prefix = self.allocator.allocate(self.config.server_id, prefix_len);
+        let user_identity = r.user_identity.to_string_lossy().into_owned();
+        self.channels.push(Channel {
+            id,
+            kind: r.kind,
+            user_identity: user_identity.clone(),
+            extranonce_prefix,
+            extranonce_size,
+            target,
+            previous_target: None,
+            max_target: r.max_target,
+            difficulty: difficulty_of(&target.to_le_bytes()),
+            share_work: work_of(&target.to_le_bytes()),
+            roots: VecDeque::new(),
+            seen: SeenShares::default(),
+            batch: Batch::new(now_ms),
+            vardiff: Vardiff::new(
+                self.config.shares_per_minute,
+                f64::from(r.nominal_hash_rate),
+                now_ms,
+            ),
+            stats: ChannelStats::default(),
+        });
+        self.events.push(SessionEvent::ChannelOpened {
+            channel_id: id,
+            user_identity,
+            extended: r.kind == ChannelKind::Extended,
+        });
+        Some(self.channels.len() - 1)
+    }
+
+    pub(super) fn on_open_standard(&mut self, m: &OpenStandardMiningChannel<'_>, now_ms: u64) {
+        let request = ChannelRequest {
+            kind: ChannelKind::Standard,
+            request_id: m.request_id,
+            user_identity: &m.user_identity,
+            nominal_hash_rate: m.nominal_hash_rate,
+            max_target: Target::from_le_bytes(m.max_target),
+            extranonce_size: Ok(0),
+        };
+        let Some(idx) = self.open_channel(request, now_ms) else {
+            return;
+        };
+        let ch = &self.channels[idx];
+        let prefix = ch.extranonce_prefix.clone();
+        let ok = OpenStandardMiningChannelSuccess {
+            request_id: m.request_id,
+            channel_id: ch.id,
+            target: ch.target.to_le_bytes(),
+            extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
+            group_channel_id: self.group_channel_id,
+        };
+        self.send(&ok);
+        self.send_current_work_to(idx);
+    }
+
+    pub(super) fn on_open_extended(&mut self, m: &OpenExtendedMiningChannel<'_>, now_ms: u64) {
+        let room = self.config.coinbase.extranonce_len - UNIQUE_PREFIX_LEN;
+        let wanted = usize::from(m.min_extranonce_size);
+        let extranonce_size = if wanted > room {
+            Err("min-extranonce-size-too-large")
+        } else {
+            Ok(wanted
+                .max(usize::from(self.config.default_extranonce_size))
+                .min(room))
+        };
+        let request = ChannelRequest {
+            kind: ChannelKind::Extended,
+            request_id: m.request_id,
+            user_identity: &m.user_identity,
+            nominal_hash_rate: m.nominal_hash_rate,
+            max_target: Target::from_le_bytes(m.max_target),
+            extranonce_size,
+        };
+        let Some(idx) = self.open_channel(request, now_ms) else {
+            return;
+        };
+        let ch = &self.channels[idx];
+        let prefix = ch.extranonce_prefix.clone();
+        let ok = OpenExtendedMiningChannelSuccess {
+            request_id: m.request_id,
+            channel_id: ch.id,
+            target: ch.target.to_le_bytes(),
+            extranonce_size: ch.extranonce_size as u16,
+            extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
+            group_channel_id: self.group_channel_id,
+        };
+        self.send(&ok);
+        self.send_current_work_to(idx);
+    }
+
+    pub(super) fn on_update_channel(&mut self, m: &UpdateChannel, now_ms: u64) {
+        let refuse = |s: &mut Self, code: &str| {
+            let err = UpdateChannelError {
+                channel_id: m.channel_id,
+                error_code: Str0_255::new(code).unwrap_or_default(),
+            };
+            s.send(&err);
+        };
+        let Some(idx) = self.channels.iter().position(|c| c.id == m.channel_id) else {
+            return refuse(self, "invalid-channel-id");
+        };
+        let target = match self
+            .initial_target(m.nominal_hash_rate, Target::from_le_bytes(m.maximum_target))
+        {
+            Ok(t) => t,
+            Err(code) => return refuse(self, code),
+        };
+        let ch = &mut self.channels[idx];
+        ch.max_target = Target::from_le_bytes(m.maximum_target);
+        ch.vardiff = Vardiff::new(
+            self.config.shares_per_minute,
+            f64::from(m.nominal_hash_rate),
+            now_ms,
+        );
+        if ch.target != target {
+            let msg = ch.retarget(target, now_ms);
+            self.send(&msg);
+        }
+    }
+
+    pub(super) fn on_close_channel(&mut self, channel_id: u32) {
+        if let Some(idx) = self.channels.iter().position(|c| c.id == channel_id) {
+            self.channels.swap_remove(idx);
+            self.events.push(SessionEvent::ChannelClosed { channel_id });
+        }
+    }
+}

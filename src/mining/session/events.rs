@@ -1,0 +1,94 @@
+//! What a session tells the rest of the pool ([`SessionEvent`], [`FoundBlock`]) and why it
+//! must end ([`SessionError`]).
+
+use crate::mining::share::ShareRejection;
+use crate::wire::{U256, WireError};
+
+/// What a session tells the rest of the pool.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// SetupConnection succeeded.
+    Setup {
+        /// The client's flags.
+        flags: u32,
+        /// The client's vendor string.
+        vendor: String,
+    },
+    /// A channel was opened.
+    ChannelOpened {
+        /// Its id.
+        channel_id: u32,
+        /// Who mines on it.
+        user_identity: String,
+        /// Extended (true) or standard.
+        extended: bool,
+    },
+    /// A channel could not be opened (OpenMiningChannel.Error sent).
+    ChannelRefused {
+        /// The client's request id.
+        request_id: u32,
+        /// The error code sent.
+        code: &'static str,
+    },
+    /// A channel was closed by the client.
+    ChannelClosed {
+        /// Its id.
+        channel_id: u32,
+    },
+    /// A share was accepted.
+    ShareAccepted {
+        /// The channel.
+        channel_id: u32,
+        /// The channel difficulty it was accepted at.
+        difficulty: f64,
+        /// Worker name from the 0x0002 TLV, if the client sent one.
+        worker: Option<String>,
+        /// The pool-wide id of the work it was on.
+        work_id: u64,
+        /// Its header hash (internal byte order).
+        hash: [u8; 32],
+    },
+    /// A share was refused.
+    ShareRejected {
+        /// The channel (as the client named it).
+        channel_id: u32,
+        /// Why.
+        reason: ShareRejection,
+    },
+    /// A share met the network target: the block to submit, before anything else.
+    BlockFound(Box<FoundBlock>),
+    /// Vardiff moved a channel's target.
+    TargetChanged {
+        /// The channel.
+        channel_id: u32,
+        /// Its new target.
+        target: U256,
+    },
+}
+
+/// A block found by a miner.
+#[derive(Debug, Clone)]
+pub struct FoundBlock {
+    /// The whole block, ready for submission.
+    pub block: bitcoin::Block,
+    /// Its height.
+    pub height: u32,
+    /// The channel whose share it was.
+    pub channel_id: u32,
+    /// The channel's user identity.
+    pub user_identity: String,
+}
+
+/// Why a session must end (after its output, which may hold the spec's error message, is sent).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// Undecodable bytes.
+    #[error("malformed message: {0}")]
+    Wire(#[from] WireError),
+    /// SetupConnection was refused (SetupConnection.Error is in the output).
+    #[error("setup refused: {0}")]
+    SetupRefused(&'static str),
+    /// A message that is not allowed in the session's state.
+    #[error("unexpected {0} {1}")]
+    Unexpected(&'static str, &'static str),
+}

@@ -1,0 +1,197 @@
+//! One miner connection's protocol state, sans-IO: decoded frames and new work in, encoded
+//! frames (in [`Session::output`]) and [`SessionEvent`]s out, the time always passed in.
+//!
+//! This file holds the [`Session`] type, its state, its one way to emit a frame
+//! ([`Session::send`] into [`Session::output`]), frame dispatch and the periodic hook
+//! ([`Session::on_tick`]). Each concern has its own file:
+//! - `setup`: SetupConnection and extension negotiation;
+//! - `channels`: opening, updating and closing channels, target clamping;
+//! - `jobs`: jobs, prev hashes and the group channel's fan-out;
+//! - `shares`: share validation and duplicate detection (a block is an event emitted before
+//!   the share is acknowledged);
+//! - `acks`: acknowledgement batching and vardiff retargeting;
+//! - `extranonce`: pool-wide unique extranonce prefixes;
+//! - `config`: [`MiningConfig`] and its defaults;
+//! - `events`: [`SessionEvent`], [`FoundBlock`], [`SessionError`].
+
+mod acks;
+mod channels;
+mod config;
+mod events;
+mod extranonce;
+mod jobs;
+mod setup;
+mod shares;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bitcoin::{BlockHash, Target};
+
+pub use channels::{ChannelInfo, ChannelStats, TARGET_GRACE_MS};
+pub use config::{DEFAULT_POOL_TAG, MiningConfig};
+pub use events::{FoundBlock, SessionError, SessionEvent};
+pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
+pub use setup::PROTOCOL_VERSION;
+pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
+
+use channels::Channel;
+use jobs::SessionJob;
+
+use super::work::Work;
+use crate::block::target::target_of_difficulty;
+use crate::wire::mining::{SetCustomMiningJobError, SubmitSharesExtended, SubmitSharesStandard};
+use crate::wire::{Frame, Message, Str0_255, Sv2Message, encode_frame};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingSetup,
+    Ready,
+}
+
+/// One connection's mining protocol state.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<MiningConfig>,
+    allocator: Arc<ExtranonceAllocator>,
+    /// Targets of the configured minimum and maximum difficulty, computed once.
+    easiest: Target,
+    hardest: Target,
+    state: State,
+    flags: u32,
+    worker_tlv: bool,
+    channels: Vec<Channel>,
+    next_channel_id: u32,
+    group_channel_id: u32,
+    jobs: VecDeque<SessionJob>,
+    next_job_id: u32,
+    current: Option<Arc<Work>>,
+    /// Prev hash of the jobs that are not stale.
+    tip: Option<BlockHash>,
+    /// A tip one of our shares just solved, and until when (ms) shares on it are stale: they
+    /// can only make blocks that no longer build on the chain's tip. Expires in case the node
+    /// refuses the block.
+    solved: Option<(BlockHash, u64)>,
+    out: Vec<u8>,
+    events: Vec<SessionEvent>,
+}
+
+impl Session {
+    /// A new connection, waiting for SetupConnection.
+    pub fn new(config: Arc<MiningConfig>, allocator: Arc<ExtranonceAllocator>) -> Self {
+        Session {
+            easiest: Target::from_le_bytes(target_of_difficulty(config.min_difficulty)),
+            hardest: Target::from_le_bytes(target_of_difficulty(config.max_difficulty)),
+            config,
+            allocator,
+            state: State::AwaitingSetup,
+            flags: 0,
+            worker_tlv: false,
+            channels: Vec::new(),
+            next_channel_id: 1,
+            group_channel_id: 0,
+            jobs: VecDeque::new(),
+            next_job_id: 1,
+            current: None,
+            tip: None,
+            solved: None,
+            out: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Encoded frames waiting to be sent; the caller sends and clears them.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// The one way a session emits a frame.
+    fn send<'m, M: Sv2Message<'m>>(&mut self, msg: &M) {
+        // Messages we build hold values checked by their constructors; a payload that could
+        // not fit a frame cannot be built here.
+        let _ = encode_frame(msg, &mut self.out);
+    }
+
+    /// Takes the events produced so far (blocks first in order of production).
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, SessionEvent> {
+        self.events.drain(..)
+    }
+
+    /// Whether SetupConnection has succeeded.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+
+    /// Handles one frame from the client. An error means the connection must be closed after
+    /// its output is flushed.
+    pub fn handle_frame(&mut self, frame: &Frame<'_>, now_ms: u64) -> Result<(), SessionError> {
+        // Share submissions, the bulk of the traffic, are decoded straight to their type
+        // rather than through the `Message` union, and only here.
+        if self.state == State::Ready && frame.header.extension() == 0 {
+            match frame.header.msg_type {
+                <SubmitSharesStandard as Sv2Message>::MSG_TYPE => {
+                    let (m, _) = frame.decode::<SubmitSharesStandard>()?;
+                    self.on_submit_standard(&m, now_ms);
+                    return Ok(());
+                }
+                <SubmitSharesExtended as Sv2Message>::MSG_TYPE => {
+                    let (m, tlv) = frame.decode::<SubmitSharesExtended>()?;
+                    return self.on_submit_extended(&m, tlv, now_ms);
+                }
+                _ => {}
+            }
+        }
+        // Unknown messages of other extensions are ignored (03 §3.4.1).
+        let Some((msg, _)) = frame.known_message()? else {
+            return Ok(());
+        };
+        match (self.state, msg) {
+            (State::AwaitingSetup, Message::SetupConnection(m)) => self.on_setup(&m),
+            (State::AwaitingSetup, other) => Err(SessionError::Unexpected(
+                other.name(),
+                "before SetupConnection",
+            )),
+            (State::Ready, Message::RequestExtensions(m)) => {
+                self.on_request_extensions(&m);
+                Ok(())
+            }
+            (State::Ready, Message::OpenStandardMiningChannel(m)) => {
+                self.on_open_standard(&m, now_ms);
+                Ok(())
+            }
+            (State::Ready, Message::OpenExtendedMiningChannel(m)) => {
+                self.on_open_extended(&m, now_ms);
+                Ok(())
+            }
+            (State::Ready, Message::UpdateChannel(m)) => {
+                self.on_update_channel(&m, now_ms);
+                Ok(())
+            }
+            (State::Ready, Message::CloseChannel(m)) => {
+                self.on_close_channel(m.channel_id);
+                Ok(())
+            }
+            (State::Ready, Message::SetCustomMiningJob(m)) => {
+                let err = SetCustomMiningJobError {
+                    channel_id: m.channel_id,
+                    request_id: m.request_id,
+                    error_code: Str0_255::new("jd-not-supported").unwrap_or_default(),
+                };
+                self.send(&err);
+                Ok(())
+            }
+            (State::Ready, other) => Err(SessionError::Unexpected(other.name(), "from a client")),
+        }
+    }
+
+    /// Periodic work: acknowledges batches older than a second and lets vardiff lower the
+    /// difficulty of channels that went quiet. Call about once a second.
+    pub fn on_tick(&mut self, now_ms: u64) {
+        for idx in 0..self.channels.len() {
+            if self.channels[idx].batch.is_due(now_ms) {
+                self.flush_batch(idx);
+            }
+            self.retarget(idx, now_ms);
+        }
+    }
+}
