@@ -3,7 +3,7 @@
 //! tag for `Option` and `bool`, a `u32` variant index before each enum value's fields, fixed
 //! arrays as their bare elements), done by the `bincode` crate over serde derives.
 //!
-//! Two things are ours: the options (bounded reads, see [`decode`]) and [`indexed_enum!`],
+//! Two things are ours: the options (bounded reads, see [`decode`]) and `indexed_enum!`,
 //! because we declare only the handful of the node's enum variants we use, at the node's
 //! variant indices (its enums have up to a hundred variants), and serde's derive numbers
 //! variants by their position. `tests/module_ipc.rs` checks every message byte for byte against

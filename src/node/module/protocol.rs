@@ -512,3 +512,65 @@ fn template(t: wire::BlockTemplate) -> Result<BlockTemplate, DecodeError> {
         transactions,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vector the node made (tests/data/blvm_ipc_vectors.txt).
+    fn vector(name: &str) -> Vec<u8> {
+        let line = include_str!("../../../tests/data/blvm_ipc_vectors.txt")
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .expect("vector");
+        (0..line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn numbers_that_do_not_fit_bitcoins_fields_are_errors_not_truncated() {
+        let good = vector("resp_template");
+        assert!(matches!(
+            decode_incoming(&good),
+            Ok(Incoming::Response {
+                body: ResponseBody::BlockTemplate(_),
+                ..
+            })
+        ));
+        // The template's tail: height (u64), timestamp (u64), then the response's error tag.
+        let height_at = good.len() - 1 - 8 - 8;
+        assert_eq!(good[height_at..height_at + 8], 101u64.to_le_bytes());
+        let mut high = good.clone();
+        high[height_at + 4] = 1;
+        assert_eq!(
+            decode_incoming(&high),
+            Err(DecodeError::Range("template height"))
+        );
+        let mut late = good.clone();
+        late[height_at + 8 + 4] = 1;
+        assert_eq!(
+            decode_incoming(&late),
+            Err(DecodeError::Range("template time"))
+        );
+    }
+
+    #[test]
+    fn a_response_we_cannot_read_still_names_its_request() {
+        let mut broken = vector("resp_template");
+        broken.truncate(40);
+        assert!(decode_incoming(&broken).is_err());
+        assert_eq!(response_correlation_id(&broken), Some(3));
+        assert_eq!(response_correlation_id(&vector("ev_new_block")), None);
+        assert_eq!(response_correlation_id(&[1, 0]), None);
+    }
+
+    #[test]
+    fn the_nodes_refusal_for_want_of_a_protocol_engine_is_recognised() {
+        assert!(lacks_protocol_engine(
+            "submitblock: protocol engine is required to connect the block"
+        ));
+        assert!(!lacks_protocol_engine("bad-prevblk"));
+    }
+}

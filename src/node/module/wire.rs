@@ -1,7 +1,7 @@
 //! Our declarations of blvm-node 0.1.83's module IPC types (`blvm_node::module::ipc::protocol`
 //! and the blvm-primitives types in them), field for field in the node's order, serde-derived:
 //! what we send borrows from the pool's values, what we read owns its data. Only the variants
-//! the pool uses are declared, at the node's variant indices ([`indexed_enum!`]); whatever
+//! the pool uses are declared, at the node's variant indices (`indexed_enum!`); whatever
 //! else the node may send reads as an `Other(index)`.
 //!
 //! The pool's own view of these messages, and the checked conversions to rust-bitcoin types,
