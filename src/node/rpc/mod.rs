@@ -355,6 +355,48 @@ mod tests {
         );
     }
 
+    /// A node that drops each kept-alive connection right after answering on it (as one
+    /// does at its idle timeout): every call still succeeds, on a fresh connection if needed.
+    #[tokio::test]
+    async fn a_connection_the_node_dropped_is_not_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut id = 1;
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut conn = BufReader::new(stream);
+                let mut len = 0;
+                loop {
+                    let Ok(line) = read_line(&mut conn).await else {
+                        break;
+                    };
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; len];
+                if conn.read_exact(&mut body).await.is_err() {
+                    continue;
+                }
+                let json = format!(r#"{{"result":{id},"error":null,"id":{id}}}"#);
+                // No `Connection: close`: the client believes it may reuse the connection.
+                let _ = conn
+                    .get_mut()
+                    .write_all(answer("200 OK", &json).as_bytes())
+                    .await;
+                id += 1;
+            }
+        });
+        let client =
+            RpcClient::new(RpcConfig::new(&format!("127.0.0.1:{port}"), RpcAuth::None).unwrap());
+        for id in 1..=5 {
+            assert_eq!(client.call("x", json!([])).await, Ok(json!(id)));
+        }
+    }
+
     #[tokio::test]
     async fn refusals_and_silence_are_unavailable() {
         let (mut config, _server) = fake_node(vec![
