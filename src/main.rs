@@ -383,7 +383,7 @@ fn load_config(path: Option<PathBuf>, flags: PoolOptions) -> Result<PoolConfig, 
             p.display().to_string(),
         ),
         (None, Some(env)) => {
-            let (o, skipped) = env.options().map_err(|e| e.to_string())?;
+            let (o, skipped) = PoolOptions::from_module_env(&env).map_err(|e| e.to_string())?;
             if !skipped.is_empty() {
                 info!(keys = ?skipped, "module config keys that are not ours, ignored");
             }

@@ -1,6 +1,7 @@
 //! Arbitrary bytes as a frame body from blvm-node's module socket: `decode_incoming` must give a
-//! message or a typed error, never panic, and never allocate more than the input could hold
-//! (sequence lengths are checked against the bytes left before anything is reserved).
+//! message or a typed error, never panic, and never allocate without bound (bincode's size
+//! limit and slice reader refuse lengths beyond the input before allocating; serde reserves at
+//! most 1 MiB for a sequence before its elements run out).
 
 #![no_main]
 

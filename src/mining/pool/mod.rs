@@ -24,7 +24,7 @@ pub use stats::{AcceptedShares, MinerConnection, MinerStats, PoolStatistics, Poo
 pub use work_selection::{SelectedWork, WorkChange, WorkSelection};
 
 use crate::mining::{CoinbaseConfig, ExtranonceAllocator, MiningError, SessionEvent, Work};
-use crate::node::BlockTemplate;
+use crate::block::BlockTemplate;
 
 /// Validity of the server certificate unless configured otherwise: a year.
 pub const DEFAULT_CERT_VALIDITY_SECS: u32 = 365 * 24 * 3600;

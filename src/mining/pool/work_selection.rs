@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::mining::{CoinbaseConfig, MiningError, Work};
-use crate::node::BlockTemplate;
+use crate::block::BlockTemplate;
 
 /// Why a template replaces the current work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,14 +10,16 @@
 //! requests fail as `Unavailable` (found blocks stay in the pool's pending directory and are
 //! retried) and the client reconnects with backoff, handshakes and subscribes again.
 //!
-//! We declare the subset of the node's IPC types we need ([`protocol`]) rather than depend on
-//! blvm-node: its exact version pins (tokio, serde ...) would bind ours, and it would pull a
+//! We declare the subset of the node's IPC types we need (`wire.rs`, serde-derived, encoded
+//! by the bincode crate as the node does: [`codec`]; the pool's view of them: [`protocol`])
+//! rather than depend on blvm-node: its exact version pins (tokio, serde ...) would bind ours, and it would pull a
 //! whole node into the pool's build. The vectors test and the module-mode test against a real
 //! node are what keep the two in step.
 
-pub mod bincode;
+pub mod codec;
 mod env;
 pub mod protocol;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,7 +44,7 @@ use super::rpc::{RpcClient, RpcConfig};
 use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
 
 /// Largest frame either side accepts (the node's own limit).
-pub const MAX_FRAME_LEN: usize = 40 * 1024 * 1024;
+pub const MAX_FRAME_LEN: usize = codec::MAX_MESSAGE_LEN;
 /// Published events waiting for the socket; beyond this they are dropped (and counted), so a
 /// slow node never slows share validation.
 const PUBLISH_QUEUE: usize = 4096;
@@ -164,9 +166,8 @@ impl Inner {
     }
 
     /// An answer we cannot read fails its request at once instead of leaving it to time out.
-    fn fail_undecodable_response(&self, body: &[u8], e: &bincode::DecodeError) {
-        let mut r = bincode::Reader::new(body);
-        if let (Ok(1), Ok(id)) = (r.variant("ModuleMessage"), r.u64("correlation_id"))
+    fn fail_undecodable_response(&self, body: &[u8], e: &codec::DecodeError) {
+        if let Some(id) = protocol::response_correlation_id(body)
             && let Some(waiter) = self
                 .pending
                 .lock()
@@ -337,10 +338,8 @@ impl ModuleNode {
         let over_socket = self.submit_over_socket(block.clone()).await;
         let result = match (over_socket, &self.rpc) {
             (Ok(()), _) => Ok(()),
-            (Err(e), None) => {
-                if e.to_string().contains("protocol engine is required")
-                    && !self.inner.said_no_engine.swap(true, Ordering::Relaxed)
-                {
+            (Err(SocketSubmitError::NoProtocolEngine(message)), None) => {
+                if !self.inner.said_no_engine.swap(true, Ordering::Relaxed) {
                     error!(
                         %hash,
                         "the node cannot connect blocks submitted over its socket (blvm-node \
@@ -349,8 +348,9 @@ impl ModuleNode {
                          wait in blocks/pending until then"
                     );
                 }
-                Err(e)
+                Err(NodeError::Unavailable(format!("SubmitBlock: {message}")))
             }
+            (Err(SocketSubmitError::Node(e)), None) => Err(e),
             (Err(e), Some(rpc)) => {
                 info!(%hash, "the node's socket did not take the block ({e}); submitting it over JSON-RPC");
                 super::rpc::submit_block(rpc, &block).await
@@ -364,7 +364,7 @@ impl ModuleNode {
         result
     }
 
-    async fn submit_over_socket(&self, block: Block) -> Result<(), NodeError> {
+    async fn submit_over_socket(&self, block: Block) -> Result<(), SocketSubmitError> {
         let hash = block.block_hash();
         // A block the node already has (it took it, and its answer was lost to a crash or a
         // dropped socket) is not sent again: blvm-node answers such a SubmitBlock by closing
@@ -383,16 +383,36 @@ impl ModuleNode {
                 debug!(%hash, "the node already had the block");
                 Ok(())
             }
+            ResponseBody::SubmitBlock(SubmitResult::Rejected(reason))
+            | ResponseBody::Error(reason)
+                if protocol::lacks_protocol_engine(&reason) =>
+            {
+                Err(SocketSubmitError::NoProtocolEngine(reason))
+            }
             ResponseBody::SubmitBlock(SubmitResult::Rejected(reason)) => {
-                Err(NodeError::BlockRejected(reason))
+                Err(NodeError::BlockRejected(reason).into())
             }
             // The node could not take it (e.g. its mining interface failed): try again later.
-            ResponseBody::Error(e) => Err(NodeError::Unavailable(format!("SubmitBlock: {e}"))),
-            other => Err(NodeError::Unavailable(format!(
-                "SubmitBlock answered with {other:?}"
-            ))),
+            ResponseBody::Error(e) => {
+                Err(NodeError::Unavailable(format!("SubmitBlock: {e}")).into())
+            }
+            other => {
+                Err(NodeError::Unavailable(format!("SubmitBlock answered with {other:?}")).into())
+            }
         }
     }
+}
+
+/// Why the node's socket did not take a block.
+#[derive(Debug, thiserror::Error)]
+enum SocketSubmitError {
+    /// The node cannot connect any block submitted over its socket (blvm-node 0.1.83 as
+    /// published: its SubmitBlock lacks the protocol engine); its JSON-RPC can.
+    #[error("SubmitBlock: {0}")]
+    NoProtocolEngine(String),
+    /// Anything else.
+    #[error(transparent)]
+    Node(#[from] NodeError),
 }
 
 impl NodeApi for ModuleNode {

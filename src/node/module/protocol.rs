@@ -1,115 +1,25 @@
 //! The part of blvm-node's module IPC protocol (`blvm_node::module::ipc::protocol`, node
-//! 0.1.83) the pool speaks, as plain values with their bincode encodings. Sans-IO: bytes of one
-//! frame in, a message out, and back.
+//! 0.1.83) the pool speaks, as plain values. Sans-IO: bytes of one frame in, a message out, and
+//! back. The node's own types, as we declare them for bincode, are in `wire.rs`; here they are
+//! mapped to the pool's values with checked conversions (blvm widens Bitcoin's integers to 64
+//! bits: a number that does not fit back is an error, never truncated).
 //!
-//! Variant indices are the node's, counted in its source (see `MESSAGE_TYPE` and friends) and
-//! checked against vectors the node's own types made (`tests/data/blvm_ipc_vectors.txt`).
-//! Whatever else the node may send (other responses, events, invocations) decodes to
-//! [`Incoming::Other`] with what little we must answer, never to an error that would drop the
-//! connection.
+//! Variant indices are the node's, counted in its source and checked against vectors the node's
+//! own types made (`tests/data/blvm_ipc_vectors.txt`). Whatever else the node may send (other
+//! responses, events, invocations) decodes to [`Incoming::Other`] with what little we must
+//! answer, never to an error that would drop the connection.
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, BlockHash, CompactTarget, ScriptBuf, Sequence, Transaction, TxIn, TxOut};
 
-use super::bincode::{DecodeError, Reader, Writer};
+pub use super::codec::DecodeError;
+use super::codec::{decode, encode};
+pub use super::wire::EventType;
+use super::wire::{self, MessageType, Outgoing, RequestPayload};
 use crate::node::BlockTemplate;
 
 /// Correlation id pairing a request with its response.
 pub type CorrelationId = u64;
-
-/// `ModuleMessage` variants.
-mod message {
-    pub const REQUEST: u32 = 0;
-    pub const RESPONSE: u32 = 1;
-    pub const EVENT: u32 = 2;
-    pub const LOG: u32 = 3;
-    pub const INVOCATION: u32 = 4;
-    pub const INVOCATION_RESULT: u32 = 5;
-}
-
-/// `MessageType` variants (the request's kind, sent beside its payload).
-mod message_type {
-    pub const GET_BLOCK_HEADER: u32 = 1;
-    pub const SUBSCRIBE_EVENTS: u32 = 7;
-    pub const HANDSHAKE: u32 = 8;
-    pub const PUBLISH_EVENT: u32 = 41;
-    pub const GET_BLOCK_TEMPLATE: u32 = 50;
-    pub const SUBMIT_BLOCK: u32 = 51;
-    pub const GET_BLOCK_TEMPLATE_DECLARED: u32 = 72;
-}
-
-/// `RequestPayload` variants.
-mod request {
-    pub const HANDSHAKE: u32 = 0;
-    pub const GET_BLOCK_HEADER: u32 = 2;
-    pub const SUBSCRIBE_EVENTS: u32 = 8;
-    pub const PUBLISH_EVENT: u32 = 41;
-    pub const GET_BLOCK_TEMPLATE: u32 = 50;
-    pub const SUBMIT_BLOCK: u32 = 51;
-    pub const GET_BLOCK_TEMPLATE_DECLARED: u32 = 66;
-}
-
-/// `ResponsePayload` variants.
-mod response {
-    pub const HANDSHAKE_ACK: u32 = 0;
-    pub const BLOCK_HEADER: u32 = 2;
-    pub const SUBSCRIBE_ACK: u32 = 8;
-    pub const EVENT_PUBLISHED: u32 = 39;
-    pub const BLOCK_TEMPLATE: u32 = 46;
-    pub const SUBMIT_BLOCK_RESULT: u32 = 47;
-}
-
-/// `EventPayload` variants (not the same numbers as `EventType`'s).
-mod payload {
-    pub const NEW_BLOCK: u32 = 0;
-    pub const BLOCK_DISCONNECTED: u32 = 2;
-    pub const CHAIN_REORG: u32 = 3;
-    pub const BLOCK_MINED: u32 = 12;
-    pub const BLOCK_TEMPLATE_UPDATED: u32 = 13;
-    pub const MINING_DIFFICULTY_CHANGED: u32 = 14;
-    pub const MINING_JOB_CREATED: u32 = 15;
-    pub const SHARE_SUBMITTED: u32 = 16;
-}
-
-/// The node's `EventType`: what a module subscribes to and names when it publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
-    /// A block was connected to the best chain.
-    NewBlock,
-    /// A transaction entered the mempool.
-    NewTransaction,
-    /// A block was disconnected from the best chain.
-    BlockDisconnected,
-    /// The best chain was reorganised.
-    ChainReorg,
-    /// A block was mined (through the node's mining interface).
-    BlockMined,
-    /// The node made a new block template (only when someone asks it for one).
-    BlockTemplateUpdated,
-    /// The network difficulty changed.
-    MiningDifficultyChanged,
-    /// The pool made new work (published by us).
-    MiningJobCreated,
-    /// The pool accepted a share (published by us).
-    ShareSubmitted,
-}
-
-impl EventType {
-    /// Its variant index in the node's `EventType`.
-    pub fn index(self) -> u32 {
-        match self {
-            EventType::NewBlock => 0,
-            EventType::NewTransaction => 1,
-            EventType::BlockDisconnected => 2,
-            EventType::ChainReorg => 3,
-            EventType::BlockMined => 12,
-            EventType::BlockTemplateUpdated => 13,
-            EventType::MiningDifficultyChanged => 14,
-            EventType::MiningJobCreated => 15,
-            EventType::ShareSubmitted => 18,
-        }
-    }
-}
 
 /// The events the pool subscribes to: the seed's list plus the chain events that are the only
 /// reliable news of a new tip (the node publishes `BlockTemplateUpdated` only when someone
@@ -190,149 +100,172 @@ pub struct LogLine {
 
 /// Encodes one request frame body.
 pub fn encode_request(correlation_id: CorrelationId, req: &Request) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.variant(message::REQUEST).u64(correlation_id);
-    match req {
+    // The pool builds its own coinbase and takes only the value from the node's: rules
+    // ["segwit"], no coinbase script or address.
+    const RULES: &[&str] = &["segwit"];
+    // GetBlockTemplateDeclared needs one coinbase output (value 0: the node puts the reward
+    // there); an OP_RETURN will do.
+    const OP_RETURN_OUTPUT: &[(i64, &[u8])] = &[(0, &[0x6a])];
+    let (request_type, payload) = match req {
         Request::Handshake {
             module_id,
             module_name,
             version,
-        } => {
-            w.variant(message_type::HANDSHAKE)
-                .variant(request::HANDSHAKE)
-                .str(module_id)
-                .str(module_name)
-                .str(version);
-        }
-        Request::SubscribeEvents(types) => {
-            w.variant(message_type::SUBSCRIBE_EVENTS)
-                .variant(request::SUBSCRIBE_EVENTS)
-                .len(types.len());
-            for t in types {
-                w.variant(t.index());
-            }
-        }
-        Request::GetBlockTemplate => {
-            // rules ["segwit"], no coinbase script or address: the pool builds its own coinbase
-            // and only takes the value from the node's.
-            w.variant(message_type::GET_BLOCK_TEMPLATE)
-                .variant(request::GET_BLOCK_TEMPLATE)
-                .len(1)
-                .str("segwit")
-                .none()
-                .none();
-        }
-        Request::GetCoinbaseOnlyTemplate => {
-            // One coinbase output (value 0: the node puts the reward there), an OP_RETURN: the
-            // node requires one; the pool builds its own coinbase and takes only the value.
-            w.variant(message_type::GET_BLOCK_TEMPLATE_DECLARED)
-                .variant(request::GET_BLOCK_TEMPLATE_DECLARED)
-                .len(1)
-                .str("segwit")
-                .none()
-                .len(1)
-                .i64(0)
-                .bytes(&[0x6a])
-                .len(0);
-        }
-        Request::GetBlockHeader(hash) => {
-            w.variant(message_type::GET_BLOCK_HEADER)
-                .variant(request::GET_BLOCK_HEADER)
-                .array(hash);
-        }
-        Request::SubmitBlock(block) => {
-            w.variant(message_type::SUBMIT_BLOCK)
-                .variant(request::SUBMIT_BLOCK);
-            write_block(&mut w, block);
-        }
+        } => (
+            MessageType::Handshake,
+            RequestPayload::Handshake(wire::Handshake {
+                module_id,
+                module_name,
+                version,
+            }),
+        ),
+        Request::SubscribeEvents(event_types) => (
+            MessageType::SubscribeEvents,
+            RequestPayload::SubscribeEvents(wire::SubscribeEvents { event_types }),
+        ),
+        Request::GetBlockTemplate => (
+            MessageType::GetBlockTemplate,
+            RequestPayload::GetBlockTemplate(wire::GetBlockTemplate {
+                rules: RULES,
+                coinbase_script: None,
+                coinbase_address: None,
+            }),
+        ),
+        Request::GetCoinbaseOnlyTemplate => (
+            MessageType::GetBlockTemplateDeclared,
+            RequestPayload::GetBlockTemplateDeclared(wire::GetBlockTemplateDeclared {
+                rules: RULES,
+                coinbase_script: None,
+                coinbase_outputs: OP_RETURN_OUTPUT,
+                declared_txids: &[],
+            }),
+        ),
+        Request::GetBlockHeader(hash) => (
+            MessageType::GetBlockHeader,
+            RequestPayload::GetBlockHeader(wire::HashOf { hash: *hash }),
+        ),
+        Request::SubmitBlock(block) => (
+            MessageType::SubmitBlock,
+            RequestPayload::SubmitBlock(wire::SubmitBlock {
+                block: wire_block(block),
+            }),
+        ),
         Request::PublishEvent(event) => {
-            w.variant(message_type::PUBLISH_EVENT)
-                .variant(request::PUBLISH_EVENT);
-            match event {
+            let (event_type, payload) = match event {
                 PublishedEvent::MiningJobCreated {
                     job_id,
                     prev_hash,
                     height,
-                } => {
-                    w.variant(EventType::MiningJobCreated.index())
-                        .variant(payload::MINING_JOB_CREATED)
-                        .str(job_id)
-                        .array(prev_hash)
-                        .u64(*height);
-                }
+                } => (
+                    EventType::MiningJobCreated,
+                    wire::PublishedPayload::MiningJobCreated(wire::MiningJobCreated {
+                        job_id,
+                        prev_hash,
+                        height: *height,
+                    }),
+                ),
                 PublishedEvent::ShareSubmitted {
                     job_id,
                     share_hash,
                     miner_id,
-                } => {
-                    w.variant(EventType::ShareSubmitted.index())
-                        .variant(payload::SHARE_SUBMITTED)
-                        .str(job_id)
-                        .array(share_hash)
-                        .opt_str(miner_id.as_deref());
-                }
-            }
+                } => (
+                    EventType::ShareSubmitted,
+                    wire::PublishedPayload::ShareSubmitted(wire::ShareSubmitted {
+                        job_id,
+                        share_hash,
+                        miner_id: miner_id.as_deref(),
+                    }),
+                ),
+            };
+            (
+                MessageType::PublishEvent,
+                RequestPayload::PublishEvent(wire::PublishEvent {
+                    event_type,
+                    payload,
+                }),
+            )
         }
-    }
-    w.into_bytes()
+    };
+    encode(&Outgoing::Request(wire::RequestMessage {
+        correlation_id,
+        request_type,
+        payload,
+    }))
 }
 
 /// Encodes a log message frame body.
 pub fn encode_log(line: &LogLine) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.variant(message::LOG)
-        .variant(line.level.min(4).into())
-        .str(&line.module_id)
-        .str(&line.message)
-        .str(&line.target)
-        .u64(line.timestamp);
-    w.into_bytes()
+    let level = match line.level {
+        0 => wire::LogLevel::Trace,
+        1 => wire::LogLevel::Debug,
+        2 => wire::LogLevel::Info,
+        3 => wire::LogLevel::Warn,
+        _ => wire::LogLevel::Error,
+    };
+    encode(&Outgoing::Log(wire::LogMessage {
+        level,
+        module_id: &line.module_id,
+        message: &line.message,
+        target: &line.target,
+        timestamp: line.timestamp,
+    }))
 }
 
 /// Encodes the answer to a node invocation we do not serve (CLI or RPC dispatch).
 pub fn encode_invocation_refusal(correlation_id: CorrelationId, error: &str) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.variant(message::INVOCATION_RESULT)
-        .u64(correlation_id)
-        .u8(0) // success: false
-        .none() // payload
-        .some()
-        .str(error);
-    w.into_bytes()
+    encode(&Outgoing::InvocationResult(wire::InvocationResultMessage {
+        correlation_id,
+        success: false,
+        payload: None,
+        error: Some(error),
+    }))
 }
 
 /// blvm's `Block`: header fields widened to its integer types, transactions without witnesses
 /// (the node's IPC block type has no place for them).
-fn write_block(w: &mut Writer, block: &bitcoin::Block) {
+fn wire_block(block: &bitcoin::Block) -> wire::Block {
     let h = &block.header;
-    w.i64(h.version.to_consensus().into())
-        .array(h.prev_blockhash.as_byte_array())
-        .array(h.merkle_root.as_byte_array())
-        .u64(h.time.into())
-        .u64(h.bits.to_consensus().into())
-        .u64(h.nonce.into())
-        .len(block.txdata.len());
-    for tx in &block.txdata {
-        write_transaction(w, tx);
+    wire::Block {
+        header: wire::BlockHeader {
+            version: h.version.to_consensus().into(),
+            prev_block_hash: h.prev_blockhash.to_byte_array(),
+            merkle_root: h.merkle_root.to_byte_array(),
+            timestamp: h.time.into(),
+            bits: h.bits.to_consensus().into(),
+            nonce: h.nonce.into(),
+        },
+        transactions: block.txdata.iter().map(wire_transaction).collect(),
     }
 }
 
-fn write_transaction(w: &mut Writer, tx: &Transaction) {
-    // blvm's version is a u64: the 4 consensus bytes as an unsigned number.
-    w.u64(u64::from(tx.version.0 as u32)).len(tx.input.len());
-    for i in &tx.input {
-        w.array(i.previous_output.txid.as_byte_array())
-            .u32(i.previous_output.vout)
-            .u64(i.sequence.0.into())
-            .bytes(i.script_sig.as_bytes());
+fn wire_transaction(tx: &Transaction) -> wire::Transaction {
+    wire::Transaction {
+        // blvm's version is a u64: the 4 consensus bytes as an unsigned number.
+        version: u64::from(tx.version.0 as u32),
+        inputs: tx
+            .input
+            .iter()
+            .map(|i| wire::TransactionInput {
+                prevout: wire::OutPoint {
+                    hash: i.previous_output.txid.to_byte_array(),
+                    index: i.previous_output.vout,
+                },
+                sequence: i.sequence.0.into(),
+                script_sig: i.script_sig.to_bytes(),
+            })
+            .collect(),
+        outputs: tx
+            .output
+            .iter()
+            .map(|o| wire::TransactionOutput {
+                // Amounts fit in i64 (21e14 sat at most; rust-bitcoin's `Amount` is a u64 we
+                // never fill beyond that).
+                value: i64::try_from(o.value.to_sat()).unwrap_or(i64::MAX),
+                script_pubkey: o.script_pubkey.to_bytes(),
+            })
+            .collect(),
+        lock_time: tx.lock_time.to_consensus_u32().into(),
     }
-    w.len(tx.output.len());
-    for o in &tx.output {
-        // Amounts fit in i64 (21e14 sat at most).
-        w.i64(o.value.to_sat() as i64)
-            .bytes(o.script_pubkey.as_bytes());
-    }
-    w.u64(tx.lock_time.to_consensus_u32().into());
 }
 
 /// What the node's `SubmitBlockResult` says.
@@ -422,150 +355,129 @@ pub enum Incoming {
     Other(u32),
 }
 
+/// Whether the node's refusal of a SubmitBlock says it cannot connect blocks over its socket
+/// at all (blvm-node 0.1.83: "submitblock: protocol engine is required to connect the block").
+/// The node gives no code for it, only this text: it is read here, once, at the boundary.
+pub fn lacks_protocol_engine(node_message: &str) -> bool {
+    node_message.contains("protocol engine is required")
+}
+
 /// Decodes one frame body from the node.
 pub fn decode_incoming(bytes: &[u8]) -> Result<Incoming, DecodeError> {
-    let mut r = Reader::new(bytes);
-    match r.variant("ModuleMessage")? {
-        message::RESPONSE => {
-            let correlation_id = r.u64("correlation_id")?;
-            let success = r.bool("success")?;
-            let body = if r.option("payload")? {
-                decode_response_payload(&mut r)?
-            } else {
-                let error = r.opt_string("error")?;
-                ResponseBody::Error(error.unwrap_or_else(|| "no payload and no error".into()))
+    Ok(match decode::<wire::Incoming>(bytes)? {
+        wire::Incoming::Response(r) => {
+            let body = match (r.payload, r.error) {
+                (Some(payload), _) => response_body(payload)?,
+                (None, error) => {
+                    ResponseBody::Error(error.unwrap_or_else(|| "no payload and no error".into()))
+                }
             };
             let body = match body {
+                // A failed response with a payload: say what the node said.
                 ResponseBody::Error(_) => body,
-                _ if !success => ResponseBody::Error(
-                    // A failed response with a payload: say what the node said.
-                    format!("request failed ({body:?})"),
-                ),
+                _ if !r.success => ResponseBody::Error(format!("request failed ({body:?})")),
                 _ => body,
             };
-            Ok(Incoming::Response {
-                correlation_id,
+            Incoming::Response {
+                correlation_id: r.correlation_id,
                 body,
-            })
-        }
-        message::EVENT => {
-            let _event_type = r.variant("EventType")?;
-            Ok(Incoming::Event(decode_event_payload(&mut r)?))
-        }
-        message::INVOCATION => Ok(Incoming::Invocation(r.u64("correlation_id")?)),
-        other => Ok(Incoming::Other(other)),
-    }
-}
-
-fn decode_response_payload(r: &mut Reader<'_>) -> Result<ResponseBody, DecodeError> {
-    Ok(match r.variant("ResponsePayload")? {
-        response::HANDSHAKE_ACK => ResponseBody::HandshakeAck(r.str("node_version")?.to_owned()),
-        response::SUBSCRIBE_ACK => ResponseBody::SubscribeAck,
-        response::EVENT_PUBLISHED => ResponseBody::EventPublished,
-        response::BLOCK_HEADER => ResponseBody::HeaderKnown(r.option("BlockHeader")?),
-        response::BLOCK_TEMPLATE => ResponseBody::BlockTemplate(read_template(r)?),
-        response::SUBMIT_BLOCK_RESULT => {
-            ResponseBody::SubmitBlock(match r.variant("SubmitBlockResult")? {
-                0 => SubmitResult::Accepted,
-                1 => SubmitResult::Rejected(r.str("reason")?.to_owned()),
-                2 => SubmitResult::Duplicate,
-                index => {
-                    return Err(DecodeError::Variant {
-                        what: "SubmitBlockResult",
-                        index,
-                    });
-                }
-            })
-        }
-        other => ResponseBody::Other(other),
-    })
-}
-
-fn decode_event_payload(r: &mut Reader<'_>) -> Result<NodeEventMsg, DecodeError> {
-    Ok(match r.variant("EventPayload")? {
-        payload::NEW_BLOCK => NodeEventMsg::NewBlock {
-            hash: r.hash("block_hash")?,
-            height: r.u64("height")?,
-        },
-        payload::BLOCK_DISCONNECTED => NodeEventMsg::BlockDisconnected {
-            hash: r.hash("hash")?,
-            height: r.u64("height")?,
-        },
-        payload::CHAIN_REORG => {
-            let _old = r.hash("old_tip")?;
-            NodeEventMsg::ChainReorg {
-                new_tip: r.hash("new_tip")?,
             }
         }
-        payload::BLOCK_MINED => NodeEventMsg::BlockMined {
-            hash: r.hash("block_hash")?,
-            height: r.u64("height")?,
+        wire::Incoming::Event(e) => Incoming::Event(event(e.payload)),
+        wire::Incoming::Invocation(i) => Incoming::Invocation(i.correlation_id),
+        wire::Incoming::Other(index) => Incoming::Other(index),
+    })
+}
+
+/// The correlation id of a response whose payload could not be decoded, if the frame starts
+/// like a response (so its request can be failed at once instead of timing out).
+pub fn response_correlation_id(bytes: &[u8]) -> Option<CorrelationId> {
+    const RESPONSE: u32 = 1;
+    match decode::<(u32, CorrelationId)>(bytes) {
+        Ok((RESPONSE, id)) => Some(id),
+        _ => None,
+    }
+}
+
+fn response_body(payload: wire::ResponsePayload) -> Result<ResponseBody, DecodeError> {
+    use wire::ResponsePayload as P;
+    Ok(match payload {
+        P::HandshakeAck(ack) => ResponseBody::HandshakeAck(ack.node_version),
+        P::SubscribeAck(()) => ResponseBody::SubscribeAck,
+        P::EventPublished(()) => ResponseBody::EventPublished,
+        P::BlockHeader(header) => ResponseBody::HeaderKnown(header.is_some()),
+        P::BlockTemplate(t) => ResponseBody::BlockTemplate(template(t)?),
+        P::SubmitBlockResult(r) => ResponseBody::SubmitBlock(match r {
+            wire::SubmitBlockResult::Accepted(()) => SubmitResult::Accepted,
+            wire::SubmitBlockResult::Rejected(reason) => SubmitResult::Rejected(reason),
+            wire::SubmitBlockResult::Duplicate(()) => SubmitResult::Duplicate,
+        }),
+        P::Other(index) => ResponseBody::Other(index),
+    })
+}
+
+fn event(payload: wire::EventPayload) -> NodeEventMsg {
+    use wire::EventPayload as P;
+    match payload {
+        P::NewBlock(e) => NodeEventMsg::NewBlock {
+            hash: e.block_hash,
+            height: e.height,
         },
-        payload::BLOCK_TEMPLATE_UPDATED => NodeEventMsg::BlockTemplateUpdated,
-        payload::MINING_DIFFICULTY_CHANGED => NodeEventMsg::MiningDifficultyChanged,
-        other => NodeEventMsg::Other(other),
-    })
-}
-
-/// A block header as blvm encodes it.
-struct Header {
-    version: i64,
-    prev: [u8; 32],
-    bits: u64,
-    time: u64,
-}
-
-fn read_header(r: &mut Reader<'_>) -> Result<Header, DecodeError> {
-    let version = r.i64("header.version")?;
-    let prev = r.hash("header.prev_block_hash")?;
-    let _merkle = r.hash("header.merkle_root")?;
-    let time = r.u64("header.timestamp")?;
-    let bits = r.u64("header.bits")?;
-    let _nonce = r.u64("header.nonce")?;
-    Ok(Header {
-        version,
-        prev,
-        bits,
-        time,
-    })
-}
-
-/// Smallest encoded transaction: version, two empty sequences, lock time.
-const MIN_TX_LEN: usize = 8 + 8 + 8 + 8;
-
-fn read_transaction(r: &mut Reader<'_>) -> Result<Transaction, DecodeError> {
-    let version = r.u64("tx.version")?;
-    let n_in = r.len("tx.inputs", 32 + 4 + 8 + 8)?;
-    let mut input = Vec::with_capacity(n_in);
-    for _ in 0..n_in {
-        let txid = r.hash("prevout.hash")?;
-        let vout = r.u32("prevout.index")?;
-        let sequence = r.u64("sequence")?;
-        let script_sig = r.bytes("script_sig")?;
-        input.push(TxIn {
-            previous_output: bitcoin::OutPoint {
-                txid: bitcoin::Txid::from_byte_array(txid),
-                vout,
-            },
-            script_sig: ScriptBuf::from_bytes(script_sig.to_vec()),
-            sequence: Sequence(sequence as u32),
-            witness: bitcoin::Witness::new(),
-        });
+        P::BlockDisconnected(e) => NodeEventMsg::BlockDisconnected {
+            hash: e.hash,
+            height: e.height,
+        },
+        P::ChainReorg(e) => NodeEventMsg::ChainReorg { new_tip: e.new_tip },
+        P::BlockMined(e) => NodeEventMsg::BlockMined {
+            hash: e.block_hash,
+            height: e.height,
+        },
+        P::BlockTemplateUpdated(_) => NodeEventMsg::BlockTemplateUpdated,
+        P::MiningDifficultyChanged(_) => NodeEventMsg::MiningDifficultyChanged,
+        P::Other(index) => NodeEventMsg::Other(index),
     }
-    let n_out = r.len("tx.outputs", 8 + 8)?;
-    let mut output = Vec::with_capacity(n_out);
-    for _ in 0..n_out {
-        let value = r.i64("output.value")?;
-        let script = r.bytes("script_pubkey")?;
-        output.push(TxOut {
-            value: Amount::from_sat(value.max(0) as u64),
-            script_pubkey: ScriptBuf::from_bytes(script.to_vec()),
-        });
-    }
-    let lock_time = r.u64("tx.lock_time")?;
+}
+
+fn narrow<T: TryFrom<u64>>(v: u64, what: &'static str) -> Result<T, DecodeError> {
+    T::try_from(v).map_err(|_| DecodeError::Range(what))
+}
+
+fn transaction(tx: wire::Transaction) -> Result<Transaction, DecodeError> {
+    let input = tx
+        .inputs
+        .into_iter()
+        .map(|i| {
+            Ok(TxIn {
+                previous_output: bitcoin::OutPoint {
+                    txid: bitcoin::Txid::from_byte_array(i.prevout.hash),
+                    vout: i.prevout.index,
+                },
+                script_sig: ScriptBuf::from_bytes(i.script_sig),
+                sequence: Sequence(narrow(i.sequence, "input sequence")?),
+                witness: bitcoin::Witness::new(),
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    let output = tx
+        .outputs
+        .into_iter()
+        .map(|o| {
+            let sats = u64::try_from(o.value)
+                .ok()
+                .filter(|v| *v <= Amount::MAX_MONEY.to_sat())
+                .ok_or(DecodeError::Range("output value"))?;
+            Ok(TxOut {
+                value: Amount::from_sat(sats),
+                script_pubkey: ScriptBuf::from_bytes(o.script_pubkey),
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    let version: u32 = narrow(tx.version, "transaction version")?;
+    let lock_time: u32 = narrow(tx.lock_time, "lock time")?;
     Ok(Transaction {
-        version: bitcoin::transaction::Version(version as u32 as i32),
-        lock_time: bitcoin::absolute::LockTime::from_consensus(lock_time as u32),
+        // The 4 consensus bytes, read back as rust-bitcoin's signed number.
+        version: bitcoin::transaction::Version(version as i32),
+        lock_time: bitcoin::absolute::LockTime::from_consensus(lock_time),
         input,
         output,
     })
@@ -573,36 +485,92 @@ fn read_transaction(r: &mut Reader<'_>) -> Result<Transaction, DecodeError> {
 
 /// blvm's `BlockTemplate` → ours: tip, bits, height and time from its header, the coinbase
 /// value from its coinbase's outputs (subsidy plus fees), its transactions as they are.
-fn read_template(r: &mut Reader<'_>) -> Result<BlockTemplate, DecodeError> {
-    let header = read_header(r)?;
-    let coinbase = read_transaction(r)?;
-    let n = r.len("transactions", MIN_TX_LEN)?;
-    let mut transactions = Vec::with_capacity(n);
-    for _ in 0..n {
-        transactions.push(read_transaction(r)?);
-    }
-    let _target = r.str("target")?; // hex; the bits say the same
-    let height = r.u64("height")?;
-    let timestamp = r.u64("timestamp")?;
-    let time = u32::try_from(timestamp.max(header.time)).unwrap_or(u32::MAX);
+fn template(t: wire::BlockTemplate) -> Result<BlockTemplate, DecodeError> {
+    let coinbase = transaction(t.coinbase_tx)?;
+    let transactions = t
+        .transactions
+        .into_iter()
+        .map(transaction)
+        .collect::<Result<Vec<_>, _>>()?;
+    let time: u32 = narrow(t.timestamp.max(t.header.timestamp), "template time")?;
     let coinbase_value = coinbase
         .output
         .iter()
-        .map(|o| o.value)
-        .fold(Amount::ZERO, |a, b| {
-            a.checked_add(b).unwrap_or(Amount::MAX_MONEY)
-        });
+        .try_fold(Amount::ZERO, |sum, o| sum.checked_add(o.value))
+        .filter(|v| *v <= Amount::MAX_MONEY)
+        .ok_or(DecodeError::Range("coinbase value"))?;
     let version =
-        i32::try_from(header.version).map_err(|_| DecodeError::Range("header.version"))?;
-    let bits = u32::try_from(header.bits).map_err(|_| DecodeError::Range("header.bits"))?;
+        i32::try_from(t.header.version).map_err(|_| DecodeError::Range("header version"))?;
     Ok(BlockTemplate {
         version: bitcoin::block::Version::from_consensus(version),
-        prev_hash: BlockHash::from_byte_array(header.prev),
-        bits: CompactTarget::from_consensus(bits),
-        height: u32::try_from(height).unwrap_or(u32::MAX),
+        prev_hash: BlockHash::from_byte_array(t.header.prev_block_hash),
+        bits: CompactTarget::from_consensus(narrow(t.header.bits, "header bits")?),
+        height: narrow(t.height, "template height")?,
         min_time: time,
         cur_time: time,
         coinbase_value,
         transactions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vector the node made (tests/data/blvm_ipc_vectors.txt).
+    fn vector(name: &str) -> Vec<u8> {
+        let line = include_str!("../../../tests/data/blvm_ipc_vectors.txt")
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .expect("vector");
+        (0..line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn numbers_that_do_not_fit_bitcoins_fields_are_errors_not_truncated() {
+        let good = vector("resp_template");
+        assert!(matches!(
+            decode_incoming(&good),
+            Ok(Incoming::Response {
+                body: ResponseBody::BlockTemplate(_),
+                ..
+            })
+        ));
+        // The template's tail: height (u64), timestamp (u64), then the response's error tag.
+        let height_at = good.len() - 1 - 8 - 8;
+        assert_eq!(good[height_at..height_at + 8], 101u64.to_le_bytes());
+        let mut high = good.clone();
+        high[height_at + 4] = 1;
+        assert_eq!(
+            decode_incoming(&high),
+            Err(DecodeError::Range("template height"))
+        );
+        let mut late = good.clone();
+        late[height_at + 8 + 4] = 1;
+        assert_eq!(
+            decode_incoming(&late),
+            Err(DecodeError::Range("template time"))
+        );
+    }
+
+    #[test]
+    fn a_response_we_cannot_read_still_names_its_request() {
+        let mut broken = vector("resp_template");
+        broken.truncate(40);
+        assert!(decode_incoming(&broken).is_err());
+        assert_eq!(response_correlation_id(&broken), Some(3));
+        assert_eq!(response_correlation_id(&vector("ev_new_block")), None);
+        assert_eq!(response_correlation_id(&[1, 0]), None);
+    }
+
+    #[test]
+    fn the_nodes_refusal_for_want_of_a_protocol_engine_is_recognised() {
+        assert!(lacks_protocol_engine(
+            "submitblock: protocol engine is required to connect the block"
+        ));
+        assert!(!lacks_protocol_engine("bad-prevblk"));
+    }
 }
