@@ -5,6 +5,8 @@
 //! - [`mining`]: channels, jobs, share validation, block assembly, vardiff (sans-IO).
 //! - [`node`]: the Bitcoin node behind the pool ([`node::NodeApi`]) and its backends.
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
+//! - [`connection`]: one SV2 connection (Noise + a protocol session), sans-IO, driven by
+//!   every shell.
 //! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
 //!
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod connection;
 pub mod loadgen;
 pub mod mining;
 pub mod node;

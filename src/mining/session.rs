@@ -20,6 +20,7 @@ use super::target::{
 };
 use super::vardiff::Vardiff;
 use super::work::{Work, header_bytes, header_midstate, sha256d_from_midstate};
+use crate::connection::{Outbox, Protocol};
 use crate::wire::common::{
     PROTOCOL_MINING, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
@@ -30,7 +31,7 @@ use crate::wire::extensions::{
 use crate::wire::mining::*;
 use crate::wire::{
     B0_32, B0_64K, Frame, Message, Seq0_64K, Seq0_255, Str0_255, Sv2Message, TlvDecoder, U256,
-    USER_IDENTITY, WireError, encode_frame,
+    USER_IDENTITY, WireError,
 };
 
 /// The BIP320 bits a miner may roll.
@@ -417,7 +418,7 @@ pub struct Session {
     /// can only make blocks that no longer build on the chain's tip. Expires in case the node
     /// refuses the block.
     solved: Option<([u8; 32], u64)>,
-    out: Vec<u8>,
+    out: Outbox,
     events: Vec<SessionEvent>,
 }
 
@@ -440,13 +441,14 @@ impl Session {
             current: None,
             tip: None,
             solved: None,
-            out: Vec::new(),
+            out: Outbox::new(),
             events: Vec::new(),
         }
     }
 
-    /// Encoded frames waiting to be sent; the caller sends and clears them.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    /// Encoded frames waiting to be sent, with their boundaries; the caller sends and clears
+    /// them.
+    pub fn output(&mut self) -> &mut Outbox {
         &mut self.out
     }
 
@@ -486,7 +488,7 @@ impl Session {
     fn send<'m, M: Sv2Message<'m>>(&mut self, msg: &M) {
         // Messages we build hold values checked by their constructors; a payload that could
         // not fit a frame cannot be built here.
-        let _ = encode_frame(msg, &mut self.out);
+        let _ = self.out.push(msg);
     }
 
     /// Handles one frame from the client. An error means the connection must be closed after
@@ -744,7 +746,7 @@ impl Session {
                 .unwrap_or_default(),
             group_channel_id: self.group_channel_id,
         };
-        let _ = encode_frame(&ok, &mut self.out);
+        let _ = self.out.push(&ok);
         self.send_current_work_to(idx);
     }
 
@@ -783,7 +785,7 @@ impl Session {
                 .unwrap_or_default(),
             group_channel_id: self.group_channel_id,
         };
-        let _ = encode_frame(&ok, &mut self.out);
+        let _ = self.out.push(&ok);
         self.send_current_work_to(idx);
     }
 
@@ -862,7 +864,7 @@ impl Session {
         }
         if grouped {
             let msg = self.extended_job(self.group_channel_id, job_id, work, new_tip);
-            let _ = encode_frame(&msg, &mut self.out);
+            let _ = self.out.push(&msg);
         }
         if new_tip {
             for idx in 0..self.channels.len() {
@@ -969,7 +971,7 @@ impl Session {
         match self.channels[idx].kind {
             ChannelKind::Extended => {
                 let msg = self.extended_job(self.channels[idx].id, job_id, work, future);
-                let _ = encode_frame(&msg, &mut self.out);
+                let _ = self.out.push(&msg);
             }
             ChannelKind::Standard => {
                 let merkle_root = self.record_root(idx, job_id, work);
@@ -1260,7 +1262,7 @@ impl Session {
         };
         ch.batch_count = 0;
         ch.batch_sum = 0.0;
-        let _ = encode_frame(&msg, &mut self.out);
+        let _ = self.out.push(&msg);
     }
 
     fn retarget(&mut self, idx: usize, now_ms: u64) {
@@ -1288,15 +1290,33 @@ impl Session {
             maximum_target: t,
         };
         let id = ch.id;
-        let _ = encode_frame(&msg, &mut self.out);
+        let _ = self.out.push(&msg);
         self.events.push(SessionEvent::TargetChanged {
             channel_id: id,
             target: t,
         });
     }
 
+    /// When [`Self::on_tick`] next has something to do (unix ms): a batch of
+    /// acknowledgements turning one second old, or a channel's vardiff window ending. `None`
+    /// with no channel open: an idle connection has nothing due.
+    pub fn next_tick_ms(&self) -> Option<u64> {
+        self.channels
+            .iter()
+            .map(|ch| {
+                let retarget = ch.vardiff.next_poll_ms();
+                if ch.batch_count > 0 {
+                    retarget.min(ch.batch_started_ms.saturating_add(1000))
+                } else {
+                    retarget
+                }
+            })
+            .min()
+    }
+
     /// Periodic work: acknowledges batches older than a second and lets vardiff lower the
-    /// difficulty of channels that went quiet. Call about once a second.
+    /// difficulty of channels that went quiet. Call at [`Self::next_tick_ms`] (calling it
+    /// more often does no harm).
     pub fn on_tick(&mut self, now_ms: u64) {
         for idx in 0..self.channels.len() {
             let ch = &self.channels[idx];
@@ -1305,6 +1325,38 @@ impl Session {
             }
             self.retarget(idx, now_ms);
         }
+    }
+}
+
+/// The pool's mining session as carried by a [`Connection`](crate::connection::Connection):
+/// its periodic work ([`Session::on_tick`]) becomes the connection's deadline.
+impl Protocol for Session {
+    type Event = SessionEvent;
+    type Error = SessionError;
+
+    #[inline]
+    fn handle_message(&mut self, message: &[u8], now_ms: u64) -> Result<(), SessionError> {
+        self.handle_frame(&Frame::parse_exact(message)?, now_ms)
+    }
+
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    fn take_events(&mut self, into: &mut VecDeque<SessionEvent>) {
+        into.extend(self.events.drain(..));
+    }
+
+    fn is_set_up(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.next_tick_ms()
+    }
+
+    fn handle_timeout(&mut self, now_ms: u64) {
+        self.on_tick(now_ms);
     }
 }
 

@@ -491,7 +491,7 @@ impl StratumV2Server {
                 rest = &rest[used..];
             }
             events.extend(session.drain_events());
-            std::mem::take(session.output())
+            std::mem::take(session.output()).into_bytes()
         };
         self.shared
             .on_session_events(0, &mut events, now_ms(), None);
