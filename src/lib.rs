@@ -20,5 +20,6 @@ pub mod mining;
 pub mod node;
 pub mod noise;
 pub mod server;
+pub mod shell;
 pub mod template_provider;
 pub mod wire;

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use bitcoin::consensus::encode::serialize_hex;
 use secp256k1::Keypair;
-use tokio::net::TcpSocket;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -73,7 +72,7 @@ pub enum NodeEvent {
 pub struct Shared {
     config: PoolConfig,
     /// Behind a lock only so the certificate can be renewed while the server runs.
-    responder: RwLock<Responder>,
+    responder: Arc<RwLock<Responder>>,
     allocator: Arc<ExtranonceAllocator>,
     pool: Arc<RwLock<StratumV2Pool>>,
     blocks: mpsc::UnboundedSender<FoundBlock>,
@@ -217,28 +216,9 @@ impl Shared {
     }
 }
 
-/// A listening socket on `addr` with an explicit accept backlog (a burst of connects is queued,
-/// not dropped); on failure, the step that failed ("socket", "bind", "listen") and why.
-pub(crate) fn listen(
-    addr: SocketAddr,
-    backlog: u32,
-) -> Result<tokio::net::TcpListener, (&'static str, std::io::Error)> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|e| ("socket", e))?;
-    let _ = socket.set_reuseaddr(true);
-    socket.bind(addr).map_err(|e| ("bind", e))?;
-    socket.listen(backlog).map_err(|e| ("listen", e))
-}
-
 /// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::shell::unix_ms()
 }
 
 struct Running {
@@ -300,7 +280,7 @@ impl StratumV2Server {
         let (blocks, blocks_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
-            responder: RwLock::new(responder),
+            responder: Arc::new(RwLock::new(responder)),
             allocator: Arc::new(ExtranonceAllocator::new()),
             pool: Arc::new(RwLock::new(StratumV2Pool::new())),
             blocks,
@@ -338,7 +318,7 @@ impl StratumV2Server {
         // low limit (a blvm-node module gets 256 by default) is said once at start, not found
         // as accept errors under load.
         let wanted = cfg.max_connections as u64 + 64;
-        match crate::loadgen::procfs::raise_nofile_limit(wanted) {
+        match crate::shell::raise_nofile_limit(wanted) {
             Ok(limit) if limit < wanted => warn!(
                 limit,
                 max_connections = cfg.max_connections,
@@ -349,7 +329,7 @@ impl StratumV2Server {
             Ok(_) => {}
             Err(e) => warn!("cannot raise the open-files limit: {e}"),
         }
-        let listener = listen(addr, LISTEN_BACKLOG)
+        let listener = crate::shell::listen(addr, LISTEN_BACKLOG)
             .map_err(|(step, e)| StratumV2Error::ServerError(format!("{step} {addr}: {e}")))?;
         let local_addr = listener
             .local_addr()
@@ -525,75 +505,52 @@ impl StratumV2Server {
     }
 }
 
+/// Accepts miners through the shell's listener (connection cap, drain at shutdown); each
+/// is registered with the pool, served, and its statistics folded in when it ends.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     work: watch::Receiver<Option<Arc<Work>>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut conns = JoinSet::new();
     let next_id = AtomicU64::new(1);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    warn!(%peer, max = shared.config.max_connections, "connection limit reached; refusing");
-                    drop(stream);
-                    continue;
-                };
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                debug!(conn = id, %peer, "connection accepted");
-                shared
-                    .pool
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .register_miner(id, peer.to_string(), now_ms());
-                let pending = Arc::new(Mutex::new(PendingShares::default()));
-                shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, pending.clone());
-                let shared = shared.clone();
-                let work = work.clone();
-                let shutdown = shutdown.clone();
-                conns.spawn(async move {
-                    let end =
-                        connection::serve(stream, id, shared.clone(), &pending, work, shutdown)
-                            .await;
-                    connection::log_end(id, &peer.to_string(), &end);
-                    {
-                        let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
-                        fold_into(&mut pool, id, &pending);
-                        pool.disconnect(id, now_ms());
-                    }
-                    shared
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                    drop(permit);
-                });
+    let config = crate::shell::ListenerConfig {
+        max_connections: shared.config.max_connections,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    crate::shell::accept_loop(listener, config, shutdown.clone(), |stream, peer| {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        debug!(conn = id, %peer, "connection accepted");
+        shared
+            .pool
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .register_miner(id, peer.to_string(), now_ms());
+        let pending = Arc::new(Mutex::new(PendingShares::default()));
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, pending.clone());
+        let shared = shared.clone();
+        let work = work.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let end = connection::serve(stream, id, shared.clone(), &pending, work, shutdown).await;
+            connection::log_end(id, &peer.to_string(), &end);
+            {
+                let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+                fold_into(&mut pool, id, &pending);
+                pool.disconnect(id, now_ms());
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = shutdown.changed() => break,
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
-    }
-    drop(listener);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        warn!("connections did not close in time; aborting them");
-        conns.abort_all();
-    }
+    })
+    .await;
 }
 
 async fn template_loop(
