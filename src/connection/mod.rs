@@ -117,11 +117,20 @@ impl<P: Protocol> Connection<P> {
         config: ConnectionConfig,
         now_ms: u64,
     ) -> Self {
-        let initiator = Initiator::new(authority, rng);
+        Self::with_initiator(protocol, Initiator::new(authority, rng), config, now_ms)
+    }
+
+    /// Like [`Self::connect`] with a handshake already started (the load generator makes
+    /// its ephemeral keys before it starts the clock).
+    pub fn with_initiator(
+        protocol: P,
+        initiator: Initiator,
+        config: ConnectionConfig,
+        now_ms: u64,
+    ) -> Self {
+        let first = initiator.step_0();
         let mut c = Self::new(Stage::Initiating { initiator }, protocol, config, now_ms);
-        if let Stage::Initiating { initiator } = &c.stage {
-            c.transmit.extend_from_slice(&initiator.step_0());
-        }
+        c.transmit.extend_from_slice(&first);
         c
     }
 
