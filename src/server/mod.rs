@@ -1,6 +1,8 @@
-//! The tokio shell: a listener, one task per connection driving the sans-IO core, a task that
-//! turns node templates into work, a task that submits found blocks, and graceful shutdown.
-//! Protocol decisions live in `mining` and `noise`; this module only moves bytes and owns time.
+//! The pool server on the shared shell ([`crate::shell`]: listener, one driver loop per
+//! connection around a sans-IO [`Connection`](crate::connection::Connection) carrying a mining
+//! session), plus a task that turns node templates into work, a task that submits found
+//! blocks, and graceful shutdown. Protocol decisions live in `connection`, `mining` and
+//! `noise`; this module only moves bytes and owns time.
 
 mod connection;
 
