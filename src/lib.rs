@@ -6,6 +6,8 @@
 //! - [`mining`]: channels, jobs, share validation, block assembly, vardiff (sans-IO).
 //! - [`node`]: the Bitcoin node behind the pool ([`node::NodeApi`]) and its backends.
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
+//! - [`connection`]: one SV2 connection (Noise + a protocol session), sans-IO, driven by
+//!   every shell.
 //! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
 //! - [`client`]: a CPU miner (sans-IO session, hashing threads, tokio driver).
 //! - [`loadgen`]: a load generator built on the client.
@@ -36,8 +38,11 @@
 // The sans-IO protocol core: builds without the `runtime` feature (no tokio, no sockets).
 pub mod block;
 pub mod client;
+pub mod connection;
 pub mod mining;
 pub mod noise;
+#[cfg(feature = "runtime")]
+pub mod shell;
 pub mod wire;
 
 // The shell: needs the `runtime` feature.

@@ -9,12 +9,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use crate::connection::{Outbox, Protocol};
 use crate::mining::target::hash_meets_target;
 use crate::wire::common::{
     PROTOCOL_MINING, Reconnect, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
 use crate::wire::mining::*;
-use crate::wire::{B0_32, Frame, Message, Str0_255, U256, WireError, encode_frame};
+use crate::wire::{B0_32, Frame, Message, Str0_255, U256, WireError};
 
 /// The only SV2 protocol version.
 const PROTOCOL_VERSION: u16 = 2;
@@ -329,7 +330,7 @@ pub struct MinerSession {
     jobs_received: u64,
     prev_hashes_received: u64,
     last_prev_hash_ms: Option<u64>,
-    out: Vec<u8>,
+    out: Outbox,
     events: Vec<MinerEvent>,
 }
 
@@ -353,7 +354,7 @@ impl MinerSession {
             jobs_received: 0,
             prev_hashes_received: 0,
             last_prev_hash_ms: None,
-            out: Vec::new(),
+            out: Outbox::new(),
             events: Vec::new(),
         };
         let c = &s.config;
@@ -378,12 +379,12 @@ impl MinerSession {
         };
         // Validate the identity now rather than after the handshake.
         str255(&c.user_identity, "user_identity")?;
-        encode_frame(&setup, &mut s.out)?;
+        s.out.push(&setup)?;
         Ok(s)
     }
 
     /// Encoded plaintext frames waiting to be sent; the driver encrypts, sends and clears them.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    pub fn output(&mut self) -> &mut Outbox {
         &mut self.out
     }
 
@@ -502,25 +503,19 @@ impl MinerSession {
             .push(MinerEvent::SetupSucceeded { flags: m.flags });
         let user = str255(&self.config.user_identity, "user_identity")?;
         match self.config.channel {
-            ChannelKind::Standard => encode_frame(
-                &OpenStandardMiningChannel {
-                    request_id: OPEN_REQUEST_ID,
-                    user_identity: user,
-                    nominal_hash_rate: self.config.nominal_hash_rate,
-                    max_target: [0xff; 32],
-                },
-                &mut self.out,
-            )?,
-            ChannelKind::Extended => encode_frame(
-                &OpenExtendedMiningChannel {
-                    request_id: OPEN_REQUEST_ID,
-                    user_identity: user,
-                    nominal_hash_rate: self.config.nominal_hash_rate,
-                    max_target: [0xff; 32],
-                    min_extranonce_size: self.config.min_extranonce_size,
-                },
-                &mut self.out,
-            )?,
+            ChannelKind::Standard => self.out.push(&OpenStandardMiningChannel {
+                request_id: OPEN_REQUEST_ID,
+                user_identity: user,
+                nominal_hash_rate: self.config.nominal_hash_rate,
+                max_target: [0xff; 32],
+            })?,
+            ChannelKind::Extended => self.out.push(&OpenExtendedMiningChannel {
+                request_id: OPEN_REQUEST_ID,
+                user_identity: user,
+                nominal_hash_rate: self.config.nominal_hash_rate,
+                max_target: [0xff; 32],
+                min_extranonce_size: self.config.min_extranonce_size,
+            })?,
         }
         self.state = State::AwaitingChannel;
         Ok(())
@@ -800,32 +795,26 @@ impl MinerSession {
         result?;
         let seq = self.next_sequence;
         let encoded = match self.config.channel {
-            ChannelKind::Standard => encode_frame(
-                &SubmitSharesStandard {
+            ChannelKind::Standard => self.out.push(&SubmitSharesStandard {
+                channel_id: share.channel_id,
+                sequence_number: seq,
+                job_id: share.job_id,
+                nonce: share.nonce,
+                ntime: share.ntime,
+                version: share.version,
+            }),
+            ChannelKind::Extended => {
+                let extranonce =
+                    B0_32::new(&share.extranonce).map_err(|_| ShareDropped::BadExtranonce)?;
+                self.out.push(&SubmitSharesExtended {
                     channel_id: share.channel_id,
                     sequence_number: seq,
                     job_id: share.job_id,
                     nonce: share.nonce,
                     ntime: share.ntime,
                     version: share.version,
-                },
-                &mut self.out,
-            ),
-            ChannelKind::Extended => {
-                let extranonce =
-                    B0_32::new(&share.extranonce).map_err(|_| ShareDropped::BadExtranonce)?;
-                encode_frame(
-                    &SubmitSharesExtended {
-                        channel_id: share.channel_id,
-                        sequence_number: seq,
-                        job_id: share.job_id,
-                        nonce: share.nonce,
-                        ntime: share.ntime,
-                        version: share.version,
-                        extranonce,
-                    },
-                    &mut self.out,
-                )
+                    extranonce,
+                })
             }
         };
         // Both messages are fixed-size but for a B0_32 already checked: they always encode.
@@ -863,7 +852,7 @@ impl MinerSession {
                 channel_id: ch.id,
                 reason_code: Str0_255::new(reason).unwrap_or_default(),
             };
-            let _ = encode_frame(&msg, &mut self.out);
+            let _ = self.out.push(&msg);
             self.state = State::Closed;
         }
     }
@@ -888,6 +877,29 @@ fn channel_of(msg: &Message<'_>) -> Option<u32> {
 
 fn str255<'a>(s: &'a str, what: &str) -> Result<Str0_255<'a>, MinerSessionError> {
     Str0_255::new(s).map_err(|_| MinerSessionError::Config(format!("{what} exceeds 255 bytes")))
+}
+
+/// The miner's session as carried by a [`Connection`](crate::connection::Connection): set up
+/// means the channel is open.
+impl Protocol for MinerSession {
+    type Event = MinerEvent;
+    type Error = MinerSessionError;
+
+    fn handle_message(&mut self, message: &[u8], now_ms: u64) -> Result<(), MinerSessionError> {
+        self.handle_frame(&Frame::parse_exact(message)?, now_ms)
+    }
+
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    fn take_events(&mut self, into: &mut VecDeque<MinerEvent>) {
+        into.extend(self.events.drain(..));
+    }
+
+    fn is_set_up(&self) -> bool {
+        self.is_open()
+    }
 }
 
 /// Splits a buffer of concatenated encoded frames (as in [`MinerSession::output`]) into

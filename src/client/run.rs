@@ -1,5 +1,7 @@
-//! The tokio driver of the CPU miner: TCP, the Noise NX handshake as initiator, the
-//! [`MinerSession`] state machine, and hashing threads fed through a [`WorkSlot`].
+//! The tokio driver of the CPU miner: TCP, and a [`Connection`] (Noise NX as initiator, its
+//! deadlines) carrying the [`MinerSession`] state machine, with hashing threads fed through a
+//! [`WorkSlot`]. A client with needs of its own (hashing threads, a share queue), so it has
+//! its own loop rather than the servers' shell.
 //!
 //! One task owns the socket and the session; hashing runs on plain `std::thread`s (CPU-bound
 //! work must not sit on the async runtime) and sends found shares back over a bounded channel,
@@ -17,12 +19,11 @@ use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
 use super::hasher::WorkSlot;
-use super::miner::{
-    ChannelKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, Share, split_frames,
-};
+use super::miner::{ChannelKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, Share};
+use crate::connection::{Connection, ConnectionConfig, ConnectionError};
+use crate::noise::NoiseError;
 use crate::noise::keys::{KeyError, decode_public_key};
-use crate::noise::{Initiator, NoiseError, RESPONDER_MESSAGE_LEN, Sender};
-use crate::wire::{Frame, WireError};
+use crate::wire::WireError;
 
 /// How long TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,10 +159,29 @@ pub enum MinerError {
     Closed,
 }
 
-fn unix_now() -> Duration {
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl From<ConnectionError<MinerSessionError>> for MinerError {
+    fn from(e: ConnectionError<MinerSessionError>) -> Self {
+        match e {
+            ConnectionError::Io(e) => MinerError::Io(e),
+            ConnectionError::HandshakeTimeout => {
+                MinerError::Timeout("waiting for the Noise handshake reply")
+            }
+            ConnectionError::SetupTimeout => MinerError::Timeout("waiting for the channel to open"),
+            ConnectionError::Noise(e) => MinerError::Noise(e),
+            ConnectionError::Protocol(e) => MinerError::Session(e),
+            ConnectionError::Idle => MinerError::Timeout("idle"),
+            ConnectionError::SlowReader(_) => MinerError::Timeout("writing to the pool"),
+            ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
+                MinerError::Closed
+            }
+        }
+    }
 }
 
 /// `host:port` from a URL-ish string.
@@ -221,7 +241,7 @@ pub async fn run_miner(
     let session = MinerSession::new(config)?;
 
     let started = Instant::now();
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
         .await
         .map_err(|_| MinerError::Timeout("connecting"))?
         .map_err(|source| MinerError::Connect {
@@ -229,16 +249,20 @@ pub async fn run_miner(
             source,
         })?;
     stream.set_nodelay(true)?;
-
-    let initiator = Initiator::new(authority, &mut rand::thread_rng());
-    stream.write_all(&initiator.step_0()).await?;
-    let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
-    timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut reply))
-        .await
-        .map_err(|_| MinerError::Timeout("waiting for the Noise handshake reply"))??;
-    let now_secs = u32::try_from(unix_now().as_secs()).unwrap_or(u32::MAX);
-    let transport = initiator.step_2(&reply, now_secs)?;
-    info!(pool = %opts.url, "connected, Noise handshake done");
+    // The Noise handshake (its first message is queued at once), then SetupConnection and
+    // the channel: all through one connection object, with its deadlines.
+    let conn = Connection::connect(
+        session,
+        authority,
+        &mut rand::thread_rng(),
+        ConnectionConfig {
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
+            setup_timeout_ms: SETUP_TIMEOUT.as_millis() as u64,
+            idle_timeout_ms: None,
+            max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
+        },
+        unix_ms(),
+    );
 
     let slot = Arc::new(WorkSlot::new());
     let (tx, mut rx) = mpsc::channel::<Share>(SHARE_QUEUE);
@@ -256,17 +280,15 @@ pub async fn run_miner(
     drop(tx);
 
     let mut driver = Driver {
-        session,
+        conn,
         stream,
-        sender: transport.sender,
         wire: Vec::new(),
         slot: slot.clone(),
         published: 0,
         max_shares: opts.max_shares,
+        pool: opts.url.clone(),
     };
-    let result = driver
-        .drive(transport.receiver, &mut rx, opts.duration, shutdown)
-        .await;
+    let result = driver.drive(&mut rx, opts.duration, shutdown).await;
 
     // Stop the threads whatever happened: wake idle ones, unblock any stuck on a full queue.
     slot.stop();
@@ -279,15 +301,16 @@ pub async fn run_miner(
     .await;
 
     let stop = result?;
-    let counts = driver.session.counts();
+    let session = driver.conn.protocol();
+    let counts = session.counts();
     let report = MinerReport {
         stop,
         shares_submitted: counts.submitted,
         shares_accepted: counts.accepted,
         shares_rejected: counts.rejected.clone(),
         shares_dropped: counts.dropped,
-        jobs_received: driver.session.jobs_received(),
-        prev_hashes_received: driver.session.prev_hashes_received(),
+        jobs_received: session.jobs_received(),
+        prev_hashes_received: session.prev_hashes_received(),
         hashes: slot.hashes(),
         elapsed: started.elapsed(),
     };
@@ -306,25 +329,26 @@ enum Wake {
     Read(usize),
     Share(Share),
     Tick,
+    Timeout,
     Stop(StopReason),
 }
 
 struct Driver {
-    session: MinerSession,
+    conn: Connection<MinerSession>,
     stream: TcpStream,
-    sender: Sender,
     /// Ciphertext staging buffer, reused.
     wire: Vec<u8>,
     slot: Arc<WorkSlot>,
     /// Generation of the work last handed to the threads.
     published: u64,
     max_shares: Option<u64>,
+    /// For the log.
+    pool: String,
 }
 
 impl Driver {
     async fn drive(
         &mut self,
-        mut receiver: crate::noise::Receiver,
         shares: &mut mpsc::Receiver<Share>,
         duration: Option<Duration>,
         shutdown: impl Future<Output = ()>,
@@ -333,30 +357,39 @@ impl Driver {
         let far = Duration::from_secs(100 * 365 * 24 * 3600);
         let deadline = tokio::time::sleep(duration.unwrap_or(far));
         tokio::pin!(deadline);
-        let setup_deadline = tokio::time::sleep(SETUP_TIMEOUT);
-        tokio::pin!(setup_deadline);
+        // The connection's own deadlines (handshake, channel open).
+        let timer = tokio::time::sleep(far);
+        tokio::pin!(timer);
+        let mut armed = None;
         let mut ticker = tokio::time::interval(HASHRATE_LOG_INTERVAL);
         ticker.tick().await;
         let mut last_hashes = 0u64;
-        let mut setup_done = false;
         let mut buf = vec![0u8; 64 * 1024];
         self.flush().await?;
         loop {
+            let due = self.conn.poll_timeout();
+            if due != armed {
+                armed = due;
+                if let Some(due) = due {
+                    let wait = Duration::from_millis(due.saturating_sub(unix_ms()));
+                    timer.as_mut().reset(Instant::now() + wait);
+                }
+            }
             let wake = tokio::select! {
                 _ = &mut shutdown => Wake::Stop(StopReason::Shutdown),
                 _ = &mut deadline, if duration.is_some() => Wake::Stop(StopReason::Duration),
-                _ = &mut setup_deadline, if !self.session.is_open() && !setup_done => {
-                    return Err(MinerError::Timeout("waiting for the channel to open"));
-                }
+                _ = &mut timer, if armed.is_some() => Wake::Timeout,
                 n = self.stream.read(&mut buf) => Wake::Read(n?),
                 Some(share) = shares.recv() => Wake::Share(share),
                 _ = ticker.tick() => Wake::Tick,
             };
             match wake {
                 Wake::Stop(reason) => {
-                    self.session.close(match reason {
-                        StopReason::Shutdown => "shutdown",
-                        _ => "done",
+                    let _ = self.conn.with_protocol(|s| {
+                        s.close(match reason {
+                            StopReason::Shutdown => "shutdown",
+                            _ => "done",
+                        })
                     });
                     let _ = self.flush().await;
                     let _ = self.stream.shutdown().await;
@@ -364,18 +397,24 @@ impl Driver {
                 }
                 Wake::Read(0) => return Err(MinerError::Closed),
                 Wake::Read(n) => {
-                    receiver.feed(&buf[..n]);
-                    let now_ms = unix_now().as_millis() as u64;
-                    while let Some(plain) = receiver.next_frame()? {
-                        let frame = Frame::parse_exact(plain)?;
-                        self.session.handle_frame(&frame, now_ms)?;
+                    let was_established = self.conn.is_established();
+                    let handled = self.conn.handle_wire(&buf[..n], unix_ms());
+                    if !was_established && self.conn.is_established() {
+                        info!(pool = %self.pool, "connected, Noise handshake done");
                     }
-                    setup_done |= self.session.is_open();
+                    handled?;
                     if let Some(reason) = self.handle_events() {
                         let _ = self.flush().await;
                         return Ok(reason);
                     }
                     self.publish_work();
+                }
+                Wake::Timeout => {
+                    armed = None;
+                    let now = unix_ms();
+                    if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+                        self.conn.handle_timeout(now)?;
+                    }
                 }
                 Wake::Share(share) => {
                     self.submit(&share);
@@ -388,7 +427,7 @@ impl Driver {
                     let hashes = self.slot.hashes();
                     let rate = (hashes - last_hashes) as f64 / HASHRATE_LOG_INTERVAL.as_secs_f64();
                     last_hashes = hashes;
-                    let counts = self.session.counts();
+                    let counts = self.conn.protocol().counts();
                     info!(
                         hashrate = format!("{:.2} MH/s", rate / 1e6),
                         accepted = counts.accepted,
@@ -399,9 +438,9 @@ impl Driver {
             }
             self.flush().await?;
             if let Some(max) = self.max_shares
-                && self.session.counts().accepted >= max
+                && self.conn.protocol().counts().accepted >= max
             {
-                self.session.close("done");
+                let _ = self.conn.with_protocol(|s| s.close("done"));
                 let _ = self.flush().await;
                 let _ = self.stream.shutdown().await;
                 return Ok(StopReason::MaxShares);
@@ -413,27 +452,28 @@ impl Driver {
         // Near the goal, keep only as many shares in flight as could still be needed, so a run
         // stops at exactly `max_shares` accepted.
         if let Some(max) = self.max_shares {
-            let counts = self.session.counts();
+            let counts = self.conn.protocol().counts();
             if counts.accepted + counts.pending() >= max {
                 return;
             }
         }
-        match self.session.submit(share) {
-            Ok(seq) => debug!(
+        match self.conn.with_protocol(|s| s.submit(share)) {
+            Err(e) => debug!(job_id = share.job_id, "share not sent: {e}"),
+            Ok(Ok(seq)) => debug!(
                 seq,
                 job_id = share.job_id,
                 nonce = share.nonce,
                 "share submitted"
             ),
-            Err(why) => debug!(job_id = share.job_id, %why, "share dropped"),
+            Ok(Err(why)) => debug!(job_id = share.job_id, %why, "share dropped"),
         }
     }
 
     /// Logs the session's events; returns a reason to stop if the pool ended the channel.
     fn handle_events(&mut self) -> Option<StopReason> {
         let mut stop = None;
-        let accepted_total = self.session.counts().accepted;
-        for event in self.session.drain_events() {
+        let accepted_total = self.conn.protocol().counts().accepted;
+        while let Some(event) = self.conn.poll_event() {
             match event {
                 MinerEvent::SetupSucceeded { flags } => {
                     info!(flags = format!("{flags:#x}"), "setup accepted")
@@ -484,25 +524,20 @@ impl Driver {
 
     /// Hands new work (or none) to the threads when the session's generation moved.
     fn publish_work(&mut self) {
-        let generation = self.session.generation();
+        let session = self.conn.protocol();
+        let generation = session.generation();
         if generation != self.published {
             self.published = generation;
-            self.slot.publish(self.session.work().cloned());
+            self.slot.publish(session.work().cloned());
         }
     }
 
-    /// Encrypts and sends whatever the session has queued.
+    /// Sends whatever the connection has queued (handshake bytes or encrypted frames).
     async fn flush(&mut self) -> Result<(), MinerError> {
-        let out = self.session.output();
-        if out.is_empty() {
-            return Ok(());
+        if self.conn.poll_transmit(&mut self.wire) {
+            self.stream.write_all(&self.wire).await?;
+            self.wire.clear();
         }
-        self.wire.clear();
-        for frame in split_frames(out) {
-            self.sender.encrypt_frame(frame, &mut self.wire)?;
-        }
-        out.clear();
-        self.stream.write_all(&self.wire).await?;
         Ok(())
     }
 }

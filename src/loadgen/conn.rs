@@ -4,9 +4,13 @@
 //!
 //! Steady state does not allocate: the share is one reused [`Share`] whose nonce and hash
 //! change, its header is hashed from a midstate computed once per job (two SHA-256
-//! compressions per nonce), the session's output buffer, the ciphertext buffer and the queue
-//! of shares in flight are reused, and socket reads go through one scratch buffer per worker
-//! thread rather than one per connection.
+//! compressions per nonce), the session's outbox, the connection's ciphertext buffers and the
+//! queue of shares in flight are reused, and socket reads go through one scratch buffer per
+//! worker thread rather than one per connection.
+//!
+//! The Noise handshake, the session and the encryption are the same [`Connection`] object the
+//! pool and the CPU miner use; this file only adds the loop (many connections per task, fixed
+//! rate or windowed submission, latency accounting).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -24,12 +28,12 @@ use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 use super::{Ctx, Phase};
 use crate::client::hasher::{IV, compress};
-use crate::client::split_frames;
 use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
+use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::merkle::fold_merkle_path;
 use crate::mining::target::hash_meets_target;
-use crate::noise::{Initiator, NoiseError, RESPONDER_MESSAGE_LEN, Receiver, Sender};
-use crate::wire::{Frame, U256, WireError};
+use crate::noise::{Initiator, NoiseError};
+use crate::wire::{U256, WireError};
 
 /// Nonces tried for one share before giving up on it (the load generator expects a target
 /// near 2^256, where the first nonce nearly always qualifies).
@@ -62,6 +66,29 @@ pub(crate) enum ConnError {
     Reconnect,
     #[error("timed out {0}")]
     Timeout(&'static str),
+}
+
+impl From<ConnectionError<MinerSessionError>> for ConnError {
+    fn from(e: ConnectionError<MinerSessionError>) -> Self {
+        match e {
+            ConnectionError::Io(e) => ConnError::Io(e),
+            ConnectionError::Noise(e) => ConnError::Noise(e),
+            ConnectionError::Protocol(e) => ConnError::Session(e),
+            ConnectionError::HandshakeTimeout => ConnError::Timeout("in the handshake"),
+            ConnectionError::SetupTimeout => ConnError::Timeout("setting up"),
+            ConnectionError::Idle => ConnError::Timeout("idle"),
+            ConnectionError::SlowReader(_) => ConnError::Timeout("writing"),
+            ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
+                ConnError::Disconnected
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ConnError {
@@ -112,32 +139,35 @@ pub(crate) struct ConnTotals {
     pub too_hard: u64,
 }
 
-/// An established connection.
+/// A connection and its socket.
 struct Conn {
     stream: TcpStream,
-    sender: Sender,
-    receiver: Receiver,
-    session: MinerSession,
-    /// Ciphertext staging buffer.
+    conn: Connection<MinerSession>,
+    /// Ciphertext staging buffer (swapped with the connection's, never copied).
     wire: Vec<u8>,
 }
 
 impl Conn {
-    /// Reads what the socket has into the receiver; 0 means end of stream.
-    async fn read_some(&mut self) -> io::Result<usize> {
-        let Conn {
-            stream, receiver, ..
-        } = self;
+    /// Reads what the socket has (through the thread's scratch buffer) into the connection,
+    /// which decrypts it and hands it to the session; 0 means end of stream.
+    async fn read_some(&mut self) -> Result<usize, ConnError> {
+        let Conn { stream, conn, .. } = self;
         std::future::poll_fn(|cx| {
             SCRATCH.with_borrow_mut(|buf| {
                 let mut rb = ReadBuf::new(&mut buf[..]);
                 match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) => {
                         let filled = rb.filled();
-                        receiver.feed(filled);
-                        Poll::Ready(Ok(filled.len()))
+                        if filled.is_empty() {
+                            return Poll::Ready(Ok(0));
+                        }
+                        Poll::Ready(
+                            conn.handle_wire(filled, unix_ms())
+                                .map(|()| filled.len())
+                                .map_err(ConnError::from),
+                        )
                     }
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
                     Poll::Pending => Poll::Pending,
                 }
             })
@@ -145,43 +175,18 @@ impl Conn {
         .await
     }
 
-    /// Feeds every whole decrypted frame to the session.
-    fn process(&mut self) -> Result<(), ConnError> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        while let Some(plain) = self.receiver.next_frame()? {
-            let frame = Frame::parse_exact(plain)?;
-            self.session.handle_frame(&frame, now_ms)?;
-        }
-        Ok(())
-    }
-
-    /// Encrypts and sends whatever the session queued.
+    /// Sends whatever the connection queued.
     async fn flush(&mut self) -> Result<(), ConnError> {
-        let Conn {
-            stream,
-            sender,
-            session,
-            wire,
-            ..
-        } = self;
-        let out = session.output();
-        if out.is_empty() {
-            return Ok(());
+        if self.conn.poll_transmit(&mut self.wire) {
+            self.stream.write_all(&self.wire).await?;
+            self.wire.clear();
         }
-        wire.clear();
-        for frame in split_frames(out) {
-            sender.encrypt_frame(frame, wire)?;
-        }
-        out.clear();
-        stream.write_all(wire).await?;
         Ok(())
     }
 
     /// Closes the channel politely and the socket.
     async fn close(mut self) {
-        self.session.close("done");
+        let _ = self.conn.with_protocol(|s| s.close("done"));
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
@@ -288,7 +293,8 @@ struct Load<'a> {
 
 impl Load<'_> {
     /// Rebuilds the share maker when the session's work changed.
-    fn refresh(&mut self, session: &MinerSession) {
+    fn refresh(&mut self, conn: &Connection<MinerSession>) {
+        let session = conn.protocol();
         let generation = session.generation();
         if self.maker.as_ref().map(|m| m.generation) == Some(generation) {
             return;
@@ -297,7 +303,7 @@ impl Load<'_> {
     }
 
     /// Makes and queues one share; false if none could be made.
-    fn submit(&mut self, session: &mut MinerSession) -> bool {
+    fn submit(&mut self, conn: &mut Connection<MinerSession>) -> bool {
         let Some(maker) = self.maker.as_mut() else {
             return false;
         };
@@ -309,13 +315,18 @@ impl Load<'_> {
             );
             return false;
         };
-        match session.submit(share) {
-            Ok(seq) => {
+        match conn.with_protocol(|s| s.submit(share)) {
+            Ok(Ok(seq)) => {
                 self.pending.push_back((seq, Instant::now()));
                 self.totals.submitted += 1;
                 true
             }
-            Err(why) => {
+            Err(e) => {
+                self.totals.dropped += 1;
+                self.ctx.error("share not sent", &e);
+                false
+            }
+            Ok(Err(why)) => {
                 self.totals.dropped += 1;
                 self.ctx.error("share dropped by the miner session", &why);
                 false
@@ -324,9 +335,13 @@ impl Load<'_> {
     }
 
     /// Accounts acknowledgements and rejections; an error ends the connection.
-    fn events(&mut self, session: &mut MinerSession, now: Instant) -> Result<(), ConnError> {
+    fn events(
+        &mut self,
+        conn: &mut Connection<MinerSession>,
+        now: Instant,
+    ) -> Result<(), ConnError> {
         let mut fatal = None;
-        for event in session.drain_events() {
+        while let Some(event) = conn.poll_event() {
             match event {
                 MinerEvent::SharesAccepted {
                     last_sequence_number,
@@ -373,32 +388,34 @@ async fn establish(ctx: &Ctx, index: usize, initiator: Initiator) -> Result<Conn
         .await
         .map_err(ConnError::Connect)?;
     stream.set_nodelay(true)?;
-    let mut stream = stream;
-    stream.write_all(&initiator.step_0()).await?;
-    let mut reply = [0u8; RESPONDER_MESSAGE_LEN];
-    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut reply).await?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let transport = initiator.step_2(&reply, u32::try_from(now).unwrap_or(u32::MAX))?;
-    let (sender, receiver) = transport.into_split();
     let mut config = ctx.miner.clone();
     config.user_identity = format!("{}.{index}", ctx.miner.user_identity);
     let session = MinerSession::new(config)?;
+    // The whole setup is bounded by the caller's `setup_timeout`; the connection's own
+    // deadlines say the same and are not polled here.
+    let limit = ctx.setup_timeout.as_millis() as u64;
+    let conn = Connection::with_initiator(
+        session,
+        initiator,
+        ConnectionConfig {
+            handshake_timeout_ms: limit,
+            setup_timeout_ms: limit,
+            idle_timeout_ms: None,
+            max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
+        },
+        unix_ms(),
+    );
     let mut conn = Conn {
         stream,
-        sender,
-        receiver,
-        session,
+        conn,
         wire: Vec::with_capacity(256),
     };
     conn.flush().await?;
-    while conn.session.work().is_none() {
+    while conn.conn.protocol().work().is_none() {
         if conn.read_some().await? == 0 {
             return Err(ConnError::Disconnected);
         }
-        conn.process()?;
-        for event in conn.session.drain_events() {
+        while let Some(event) = conn.conn.poll_event() {
             match event {
                 MinerEvent::ChannelClosed { reason } => {
                     return Err(ConnError::ChannelClosed(reason));
@@ -509,7 +526,7 @@ pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator
 
 /// What woke the load loop.
 enum Wake {
-    Read(io::Result<usize>),
+    Read(Result<usize, ConnError>),
     Tick,
     End,
     GraceOver,
@@ -535,11 +552,11 @@ async fn run_load(
     tokio::pin!(deadline);
     let mut running = true;
     tokio::time::sleep_until(go).await;
-    load.refresh(&conn.session);
+    load.refresh(&conn.conn);
     loop {
         if running && ticker.is_none() {
             while load.pending.len() < ctx.window {
-                if !load.submit(&mut conn.session) {
+                if !load.submit(&mut conn.conn) {
                     break;
                 }
             }
@@ -564,12 +581,11 @@ async fn run_load(
                     return Err(ConnError::Disconnected);
                 }
                 let now = Instant::now();
-                conn.process()?;
-                load.events(&mut conn.session, now)?;
-                load.refresh(&conn.session);
+                load.events(&mut conn.conn, now)?;
+                load.refresh(&conn.conn);
             }
             Wake::Tick => {
-                load.submit(&mut conn.session);
+                load.submit(&mut conn.conn);
             }
             Wake::End => {
                 running = false;

@@ -493,7 +493,7 @@ pub fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
         .ok_or_else(|| LoadgenError::Options(format!("{:?} is not host:port", opts.url)))?;
     // Our sockets, plus a margin for the runtime and files.
     let wanted = opts.connections as u64 + 64;
-    match procfs::raise_nofile_limit(wanted) {
+    match crate::shell::raise_nofile_limit(wanted) {
         Ok(limit) if limit < wanted => eprintln!(
             "warning: open-files limit is {limit} (hard limit), below the {wanted} needed; raise it (ulimit -Hn)"
         ),

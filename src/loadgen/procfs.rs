@@ -1,4 +1,5 @@
-//! What the load generator reads about processes (Linux /proc) and the open-files limit.
+//! What the load generator reads about processes (Linux /proc). (Raising the open-files
+//! limit is the shell's: [`crate::shell::raise_nofile_limit`].)
 
 use std::time::Duration;
 
@@ -50,34 +51,6 @@ pub fn sample(pid: &str) -> std::io::Result<ProcSample> {
         cpu: Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / tck),
         rss_kib,
     })
-}
-
-/// Raises the soft open-files limit towards `wanted` (up to the hard limit); returns the soft
-/// limit in force afterwards.
-pub fn raise_nofile_limit(wanted: u64) -> std::io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let current: u64 = lim.rlim_cur;
-    if current >= wanted {
-        return Ok(current);
-    }
-    let max: u64 = lim.rlim_max;
-    let target = wanted.min(max);
-    if target > current {
-        lim.rlim_cur = target;
-        // SAFETY: setrlimit reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        return Ok(target);
-    }
-    Ok(current)
 }
 
 #[cfg(test)]

@@ -74,6 +74,25 @@ impl Vardiff {
         self.work = 0.0;
     }
 
+    /// The earliest time (unix ms) at which [`Self::poll`] can change the target without a
+    /// new share: the end of the window, or a drought (more than four times the shares so
+    /// far expected, and at least `DROUGHT_INTERVALS`). One millisecond late, so that the
+    /// conditions hold despite rounding.
+    pub fn next_poll_ms(&self) -> u64 {
+        let interval_ms = 60_000.0 / self.shares_per_minute;
+        let window = if self.converged {
+            CONVERGED_WINDOW
+        } else {
+            SEEKING_WINDOW
+        };
+        let expected = DROUGHT_INTERVALS
+            .max(4.0 * f64::from(self.shares))
+            .min(window);
+        // `as` saturates: a zero rate gives u64::MAX (never).
+        let wait = (expected * interval_ms).ceil() as u64;
+        self.window_start_ms.saturating_add(wait).saturating_add(1)
+    }
+
     /// Decides whether `current` should change; returns the new target if so. Call on each
     /// accepted share and on a timer.
     pub fn poll(&mut self, current: &U256, now_ms: u64) -> Option<U256> {

@@ -1,8 +1,10 @@
-//! The tokio shell: a listener, one task per connection driving the sans-IO core, a task that
-//! turns node templates into work, a task that submits found blocks, and graceful shutdown.
-//! Protocol decisions live in `mining` and `noise`, pool decisions (work selection, block
-//! resubmission, certificate renewal, statistics) in the pool object `mining::pool`; this
-//! module only moves bytes, owns time, talks to the node and keeps found blocks on disk.
+//! The pool server on the shared shell ([`crate::shell`]: listener, one driver loop per
+//! connection around a sans-IO [`Connection`](crate::connection::Connection) carrying a mining
+//! session), plus a task that turns node templates into work, a task that submits found
+//! blocks, and graceful shutdown. Protocol decisions live in `connection`, `mining` and
+//! `noise`, pool decisions (work selection, block resubmission, certificate renewal,
+//! statistics) in the pool object `mining::pool`; this module only moves bytes, owns time,
+//! talks to the node and keeps found blocks on disk.
 
 mod block_files;
 mod connection;
@@ -13,8 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use secp256k1::Keypair;
-use tokio::net::TcpSocket;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -23,9 +24,7 @@ pub use connection::ConnectionEnd;
 use block_files::FileBlockStore;
 
 use crate::config::PoolConfig;
-use crate::mining::pool::{
-    BlockStore, NodeAnswer, SelectedWork, SubmissionOutcome, ValidityWindow,
-};
+use crate::mining::pool::{BlockStore, NodeAnswer, SelectedWork, SubmissionOutcome};
 use crate::mining::{
     AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent,
     StratumV2Pool, Work,
@@ -41,8 +40,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait between two requests for the first template at start (waits double from
 /// 250 ms up to it).
 const FIRST_TEMPLATE_RETRY: Duration = Duration::from_secs(2);
-/// Longest sleep of the certificate task: a wall clock that jumps is noticed within it.
-const CERTIFICATE_CHECK_MAX: Duration = Duration::from_secs(3600);
 
 /// Errors of the server (product API name).
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +76,7 @@ pub enum NodeEvent {
 pub struct Shared {
     config: PoolConfig,
     /// Behind a lock only so the certificate can be renewed while the server runs.
-    responder: RwLock<Responder>,
+    responder: Arc<RwLock<Responder>>,
     allocator: Arc<ExtranonceAllocator>,
     pool: Arc<RwLock<StratumV2Pool>>,
     blocks: mpsc::UnboundedSender<FoundBlock>,
@@ -212,28 +209,9 @@ impl Shared {
     }
 }
 
-/// A listening socket on `addr` with an explicit accept backlog (a burst of connects is queued,
-/// not dropped); on failure, the step that failed ("socket", "bind", "listen") and why.
-pub(crate) fn listen(
-    addr: SocketAddr,
-    backlog: u32,
-) -> Result<tokio::net::TcpListener, (&'static str, std::io::Error)> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(|e| ("socket", e))?;
-    let _ = socket.set_reuseaddr(true);
-    socket.bind(addr).map_err(|e| ("bind", e))?;
-    socket.listen(backlog).map_err(|e| ("listen", e))
-}
-
 /// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::shell::unix_ms()
 }
 
 struct Running {
@@ -295,7 +273,7 @@ impl StratumV2Server {
         let (blocks, blocks_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
-            responder: RwLock::new(responder),
+            responder: Arc::new(RwLock::new(responder)),
             allocator,
             pool: Arc::new(RwLock::new(pool)),
             blocks,
@@ -332,7 +310,7 @@ impl StratumV2Server {
         // low limit (a blvm-node module gets 256 by default) is said once at start, not found
         // as accept errors under load.
         let wanted = cfg.max_connections as u64 + 64;
-        match crate::loadgen::procfs::raise_nofile_limit(wanted) {
+        match crate::shell::raise_nofile_limit(wanted) {
             Ok(limit) if limit < wanted => warn!(
                 limit,
                 max_connections = cfg.max_connections,
@@ -343,7 +321,7 @@ impl StratumV2Server {
             Ok(_) => {}
             Err(e) => warn!("cannot raise the open-files limit: {e}"),
         }
-        let listener = listen(addr, LISTEN_BACKLOG)
+        let listener = crate::shell::listen(addr, LISTEN_BACKLOG)
             .map_err(|(step, e)| StratumV2Error::ServerError(format!("{step} {addr}: {e}")))?;
         let local_addr = listener
             .local_addr()
@@ -396,7 +374,17 @@ impl StratumV2Server {
             shutdown_rx.clone(),
         ));
         tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
-        tasks.spawn(certificate_loop(self.shared.clone(), shutdown_rx));
+        let rule = self
+            .shared
+            .pool
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .certificate_renewal();
+        tasks.spawn(crate::shell::certificate::renewal_loop(
+            self.shared.responder.clone(),
+            rule,
+            shutdown_rx,
+        ));
         let blocks_rx = self
             .blocks_rx
             .lock()
@@ -485,7 +473,7 @@ impl StratumV2Server {
                 rest = &rest[used..];
             }
             events.extend(session.drain_events());
-            std::mem::take(session.output())
+            std::mem::take(session.output()).into_bytes()
         };
         self.shared
             .on_session_events(0, &mut events, now_ms(), None);
@@ -519,75 +507,52 @@ impl StratumV2Server {
     }
 }
 
+/// Accepts miners through the shell's listener (connection cap, drain at shutdown); each
+/// is registered with the pool, served, and its statistics folded in when it ends.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     work: watch::Receiver<Option<Arc<Work>>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut conns = JoinSet::new();
     let next_id = AtomicU64::new(1);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    warn!(%peer, max = shared.config.max_connections, "connection limit reached; refusing");
-                    drop(stream);
-                    continue;
-                };
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                debug!(conn = id, %peer, "connection accepted");
-                shared
-                    .pool
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .register_miner(id, peer.to_string(), now_ms());
-                let pending = Arc::new(Mutex::new(PendingShares::default()));
-                shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, pending.clone());
-                let shared = shared.clone();
-                let work = work.clone();
-                let shutdown = shutdown.clone();
-                conns.spawn(async move {
-                    let end =
-                        connection::serve(stream, id, shared.clone(), &pending, work, shutdown)
-                            .await;
-                    connection::log_end(id, &peer.to_string(), &end);
-                    {
-                        let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
-                        fold_into(&mut pool, id, &pending);
-                        pool.disconnect(id, now_ms());
-                    }
-                    shared
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                    drop(permit);
-                });
+    let config = crate::shell::ListenerConfig {
+        max_connections: shared.config.max_connections,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    crate::shell::accept_loop(listener, config, shutdown.clone(), |stream, peer| {
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        debug!(conn = id, %peer, "connection accepted");
+        shared
+            .pool
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .register_miner(id, peer.to_string(), now_ms());
+        let pending = Arc::new(Mutex::new(PendingShares::default()));
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, pending.clone());
+        let shared = shared.clone();
+        let work = work.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let end = connection::serve(stream, id, shared.clone(), &pending, work, shutdown).await;
+            connection::log_end(id, &peer.to_string(), &end);
+            {
+                let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+                fold_into(&mut pool, id, &pending);
+                pool.disconnect(id, now_ms());
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = shutdown.changed() => break,
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
-    }
-    drop(listener);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        warn!("connections did not close in time; aborting them");
-        conns.abort_all();
-    }
+    })
+    .await;
 }
 
 async fn template_loop(
@@ -691,46 +656,6 @@ async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
                     debug!(removed, "forgot disconnected miners");
                 }
             }
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// Re-signs the server certificate when the pool's rule says so (less than half of its
-/// validity left), so a pool that runs for longer than `cert_validity_sec` keeps being
-/// trusted, whatever that validity.
-async fn certificate_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let rule = shared
-        .pool
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .certificate_renewal();
-    loop {
-        let current = {
-            let responder = shared.responder.read().unwrap_or_else(|p| p.into_inner());
-            let c = responder.certificate();
-            ValidityWindow {
-                valid_from: c.valid_from,
-                not_valid_after: c.not_valid_after,
-            }
-        };
-        let now = now_ms();
-        if let Some(w) = rule.poll(current, now) {
-            shared
-                .responder
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .renew_certificate(w.valid_from, w.not_valid_after, &mut rand::thread_rng());
-            info!(
-                not_valid_after = w.not_valid_after,
-                "server certificate renewed"
-            );
-            continue;
-        }
-        let wait = Duration::from_millis(rule.renew_at_ms(current).saturating_sub(now))
-            .min(CERTIFICATE_CHECK_MAX);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -2,9 +2,11 @@
 //! embedded regtest chain by default): lets other pools, such as SRI's pool_sv2, mine the same
 //! kind of templates as ours, e.g. to run both under the same load generator.
 //!
-//! [`session`] holds the protocol (sans-IO); this module is the tokio shell: a listener, Noise
-//! NX with our responder, one task per client driving a [`TpSession`], a task that turns node
-//! events into templates for every client, and block submission for SubmitSolution.
+//! [`session`] holds the protocol (sans-IO); this module wires it to the shared shell
+//! ([`crate::shell`]: listener with a connection cap, one driver loop per client around a
+//! [`Connection`] carrying a [`TpSession`]) and adds what is its own: a task that turns node
+//! events into templates for every client, block submission for SubmitSolution, and
+//! certificate renewal.
 
 pub mod session;
 
@@ -13,18 +15,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::RwLock;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
 pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionError};
 
+use crate::connection::{Connection, ConnectionConfig, ConnectionError};
+use crate::mining::pool::CertificateRenewal;
 use crate::node::{ChainEvent, NodeApi, NodeError};
-use crate::noise::{INITIATOR_MESSAGE_LEN, NoiseError, Responder, Sender, keys};
-use crate::wire::{Frame, MAX_PAYLOAD_LEN, WireError};
+use crate::noise::{Responder, keys};
+use crate::shell::{DriverLimits, Handler};
 
 /// Listen backlog.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -33,6 +39,10 @@ const LISTEN_BACKLOG: u32 = 1024;
 const MAX_CLIENT_PAYLOAD: usize = 1 << 17;
 /// A write that cannot complete this fast means the client is not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Encrypted bytes held for a client that does not read. Larger than the pool's 1 MiB: one
+/// RequestTransactionData.Success may legitimately carry a whole block's transactions (a
+/// frame holds at most 16 MiB).
+const MAX_OUTBOUND: usize = 17 << 20;
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -49,6 +59,8 @@ pub struct TemplateProviderConfig {
     pub handshake_timeout: Duration,
     /// Time for SetupConnection after the handshake.
     pub setup_timeout: Duration,
+    /// Live client connections at most; more are refused.
+    pub max_connections: usize,
 }
 
 impl Default for TemplateProviderConfig {
@@ -59,6 +71,7 @@ impl Default for TemplateProviderConfig {
             cert_validity_secs: 365 * 24 * 3600,
             handshake_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }
@@ -86,40 +99,12 @@ pub enum TemplateProviderError {
 }
 
 /// Why a client connection ended.
-#[derive(Debug, thiserror::Error)]
-pub enum TpConnectionEnd {
-    /// The client closed the socket.
-    #[error("closed by the client")]
-    Closed,
-    /// A socket error.
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
-    /// The handshake did not finish in time.
-    #[error("handshake timed out")]
-    HandshakeTimeout,
-    /// SetupConnection did not come in time.
-    #[error("setup timed out")]
-    SetupTimeout,
-    /// Noise failed.
-    #[error("noise: {0}")]
-    Noise(#[from] NoiseError),
-    /// Bytes that are not SV2 frames.
-    #[error("framing: {0}")]
-    Wire(#[from] WireError),
-    /// The protocol session ended.
-    #[error("{0}")]
-    Session(#[from] TpSessionError),
-    /// The client does not read what we send.
-    #[error("client not reading")]
-    SlowReader,
-    /// The server is stopping.
-    #[error("server shutting down")]
-    Shutdown,
-}
+pub type TpConnectionEnd = ConnectionError<TpSessionError>;
 
 struct Shared {
     config: TemplateProviderConfig,
-    responder: Responder,
+    /// Behind a lock so the certificate can be renewed while the server runs.
+    responder: Arc<RwLock<Responder>>,
     node: Arc<dyn NodeApi>,
 }
 
@@ -137,12 +122,6 @@ pub struct TemplateProvider {
     stopped: std::sync::atomic::AtomicBool,
 }
 
-fn unix_now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
-
 impl TemplateProvider {
     /// Loads (or creates) the authority key in the data directory and signs the certificate.
     pub fn new(
@@ -153,16 +132,18 @@ impl TemplateProvider {
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
         }
+        let window =
+            CertificateRenewal::new(config.cert_validity_secs).window(crate::shell::unix_ms());
         let responder = Responder::generate(
             authority,
-            unix_now().saturating_sub(60),
-            config.cert_validity_secs,
+            window.valid_from,
+            window.not_valid_after - window.valid_from,
             &mut rand::thread_rng(),
         );
         Ok(TemplateProvider {
             shared: Arc::new(Shared {
                 config,
-                responder,
+                responder: Arc::new(RwLock::new(responder)),
                 node,
             }),
             authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
@@ -188,7 +169,7 @@ impl TemplateProvider {
         let addr = self.shared.config.listen_addr;
         let listen_err = |source| TemplateProviderError::Listen { addr, source };
         let listener =
-            crate::server::listen(addr, LISTEN_BACKLOG).map_err(|(_, e)| listen_err(e))?;
+            crate::shell::listen(addr, LISTEN_BACKLOG).map_err(|(_, e)| listen_err(e))?;
         let local_addr = listener.local_addr().map_err(listen_err)?;
 
         // Subscribe before the first template so no tip is missed in between.
@@ -202,6 +183,11 @@ impl TemplateProvider {
             self.shared.clone(),
             events,
             templates,
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(crate::shell::certificate::renewal_loop(
+            self.shared.responder.clone(),
+            CertificateRenewal::new(self.shared.config.cert_validity_secs),
             shutdown_rx.clone(),
         ));
         tasks.spawn(accept_loop(
@@ -280,150 +266,94 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     templates: watch::Receiver<Arc<ServedTemplate>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut conns = JoinSet::new();
     let mut next_id = 1u64;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let id = next_id;
-                next_id += 1;
-                debug!(conn = id, %peer, "connection accepted");
-                let shared = shared.clone();
-                let templates = templates.clone();
-                let shutdown = shutdown.clone();
-                conns.spawn(async move {
-                    let end = match serve(stream, id, &shared, templates, shutdown).await {
-                        Ok(()) => TpConnectionEnd::Closed,
-                        Err(e) => e,
-                    };
-                    match end {
-                        TpConnectionEnd::Closed | TpConnectionEnd::Shutdown => {
-                            info!(conn = id, %peer, "connection ended: {end}")
-                        }
-                        _ => warn!(conn = id, %peer, "connection ended: {end}"),
-                    }
-                });
+    let config = crate::shell::ListenerConfig {
+        max_connections: shared.config.max_connections,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    crate::shell::accept_loop(listener, config, shutdown.clone(), |stream, peer| {
+        let id = next_id;
+        next_id += 1;
+        debug!(conn = id, %peer, "connection accepted");
+        let shared = shared.clone();
+        let templates = templates.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let end = serve(stream, id, &shared, templates, shutdown).await;
+            match end {
+                ConnectionError::Closed | ConnectionError::Shutdown => {
+                    info!(conn = id, %peer, "connection ended: {end}")
+                }
+                _ => warn!(conn = id, %peer, "connection ended: {end}"),
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = shutdown.changed() => break,
+        }
+    })
+    .await;
+}
+
+/// The template provider's side of one client connection.
+struct TpHandler<'a> {
+    id: u64,
+    shared: &'a Shared,
+}
+
+impl Handler<TpSession> for TpHandler<'_> {
+    type Update = Arc<ServedTemplate>;
+
+    fn on_update(
+        &mut self,
+        conn: &mut Connection<TpSession>,
+        template: &Arc<ServedTemplate>,
+        _now_ms: u64,
+    ) -> Result<(), TpConnectionEnd> {
+        conn.with_protocol(|s| s.on_template(template))
+    }
+
+    async fn on_events(&mut self, conn: &mut Connection<TpSession>, _now_ms: u64) {
+        while let Some(event) = conn.poll_event() {
+            on_event(self.id, self.shared, event).await;
         }
     }
-    drop(listener);
-    let drain = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        conns.abort_all();
-    }
 }
 
-fn encrypt_all(tx: &mut Sender, plain: &[u8], wire: &mut Vec<u8>) -> Result<(), TpConnectionEnd> {
-    let mut rest = plain;
-    while let Some((_, used)) = Frame::parse(rest, MAX_PAYLOAD_LEN)? {
-        tx.encrypt_frame(&rest[..used], wire)?;
-        rest = &rest[used..];
-    }
-    Ok(())
-}
-
-async fn write_out(stream: &mut TcpStream, wire: &mut Vec<u8>) -> Result<(), TpConnectionEnd> {
-    if wire.is_empty() {
-        return Ok(());
-    }
-    timeout(WRITE_TIMEOUT, stream.write_all(wire))
-        .await
-        .map_err(|_| TpConnectionEnd::SlowReader)??;
-    wire.clear();
-    Ok(())
-}
-
-/// Serves one client until it ends.
+/// Serves one client until it ends; returns why.
 async fn serve(
     mut stream: TcpStream,
     id: u64,
     shared: &Shared,
-    mut templates: watch::Receiver<Arc<ServedTemplate>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), TpConnectionEnd> {
-    let _ = stream.set_nodelay(true);
+    templates: watch::Receiver<Arc<ServedTemplate>>,
+    shutdown: watch::Receiver<bool>,
+) -> TpConnectionEnd {
     let cfg = &shared.config;
-    let mut m1 = [0u8; INITIATOR_MESSAGE_LEN];
-    let handshake = async {
-        stream.read_exact(&mut m1).await?;
-        let (m2, transport) = shared
-            .responder
-            .accept(&m1, unix_now(), &mut rand::thread_rng())?;
-        stream.write_all(&m2).await?;
-        Ok::<_, TpConnectionEnd>(transport)
+    let mut conn = Connection::accept(
+        TpSession::new(),
+        shared.responder.clone(),
+        StdRng::from_rng(rand::thread_rng()).unwrap_or_else(|_| StdRng::from_entropy()),
+        ConnectionConfig {
+            handshake_timeout_ms: cfg.handshake_timeout.as_millis() as u64,
+            setup_timeout_ms: cfg.setup_timeout.as_millis() as u64,
+            idle_timeout_ms: None,
+            max_payload_len: MAX_CLIENT_PAYLOAD,
+        },
+        crate::shell::unix_ms(),
+    );
+    let limits = DriverLimits {
+        read_buffer: 16 * 1024,
+        max_outbound: MAX_OUTBOUND,
+        write_timeout: WRITE_TIMEOUT,
     };
-    let transport = timeout(cfg.handshake_timeout, handshake)
-        .await
-        .map_err(|_| TpConnectionEnd::HandshakeTimeout)??;
-    let (mut tx, mut rx) = transport.into_split();
-    rx.set_max_payload_len(MAX_CLIENT_PAYLOAD);
-
-    let mut session = TpSession::new();
-    session.on_template(&templates.borrow_and_update().clone());
-    let setup_deadline = Instant::now() + cfg.setup_timeout;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut wire = Vec::new();
-    let mut events = Vec::new();
-    loop {
-        let mut result: Result<(), TpConnectionEnd> = Ok(());
-        tokio::select! {
-            r = stream.read(&mut buf) => {
-                let n = r?;
-                if n == 0 {
-                    return Err(TpConnectionEnd::Closed);
-                }
-                rx.feed(&buf[..n]);
-                loop {
-                    let frame_bytes = match rx.next_frame() {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break,
-                        Err(e) => { result = Err(e.into()); break; }
-                    };
-                    let handled = Frame::parse_exact(frame_bytes)
-                        .map_err(TpConnectionEnd::from)
-                        .and_then(|f| session.handle_frame(&f).map_err(TpConnectionEnd::from));
-                    if let Err(e) = handled {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            changed = templates.changed() => {
-                if changed.is_ok() {
-                    let t = templates.borrow_and_update().clone();
-                    session.on_template(&t);
-                }
-            }
-            _ = tokio::time::sleep_until(setup_deadline), if !session.is_set_up() => {
-                result = Err(TpConnectionEnd::SetupTimeout);
-            }
-            _ = shutdown.changed() => {
-                result = Err(TpConnectionEnd::Shutdown);
-            }
-        }
-        events.extend(session.drain_events());
-        for event in events.drain(..) {
-            on_event(id, shared, event).await;
-        }
-        let plain = std::mem::take(session.output());
-        encrypt_all(&mut tx, &plain, &mut wire)?;
-        *session.output() = plain;
-        session.output().clear();
-        write_out(&mut stream, &mut wire).await?;
-        result?;
-    }
+    let mut handler = TpHandler { id, shared };
+    crate::shell::drive(
+        &mut stream,
+        &mut conn,
+        &mut handler,
+        templates,
+        shutdown,
+        &limits,
+    )
+    .await
 }
 
 async fn on_event(id: u64, shared: &Shared, event: TpEvent) {

@@ -19,6 +19,7 @@ use bitcoin::{Amount, Block, BlockHash, Transaction, TxMerkleNode, TxOut};
 use crate::block::BlockTemplate;
 use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
 use crate::block::target::from_bitcoin_target;
+use crate::connection::{Outbox, Protocol};
 use crate::wire::common::{
     PROTOCOL_TEMPLATE_DISTRIBUTION, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
@@ -27,8 +28,7 @@ use crate::wire::template_distribution::{
     SubmitSolution,
 };
 use crate::wire::{
-    B0_16M, B0_64K, B0_255, Frame, Message, Seq0_255, Str0_255, Sv2Message, TxList, U256,
-    WireError, encode_frame,
+    B0_16M, B0_64K, B0_255, Frame, Message, Seq0_255, Str0_255, Sv2Message, TxList, U256, WireError,
 };
 
 /// The only protocol version there is.
@@ -207,7 +207,7 @@ pub struct TpSession {
     /// prev hash of the last SetNewPrevHash sent.
     sent_prev_hash: Option<BlockHash>,
     constraints: Option<(u32, u16)>,
-    out: Vec<u8>,
+    out: Outbox,
     events: Vec<TpEvent>,
 }
 
@@ -226,13 +226,13 @@ impl TpSession {
             sent: VecDeque::new(),
             sent_prev_hash: None,
             constraints: None,
-            out: Vec::new(),
+            out: Outbox::new(),
             events: Vec::new(),
         }
     }
 
     /// Frames to send, concatenated; the shell takes and clears them.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    pub fn output(&mut self) -> &mut Outbox {
         &mut self.out
     }
 
@@ -258,7 +258,7 @@ impl TpSession {
 
     fn send<'m, M: Sv2Message<'m>>(&mut self, msg: &M) {
         // Messages built here hold values checked by their constructors.
-        let _ = encode_frame(msg, &mut self.out);
+        let _ = self.out.push(msg);
     }
 
     /// A new best template from the node: sent at once to a ready client, kept for later
@@ -426,7 +426,7 @@ impl TpSession {
                 excess_data: B0_64K::default(),
                 transaction_list: TxList::new(&txs)?,
             };
-            encode_frame(&msg, &mut self.out)
+            self.out.push(&msg)
         });
         if sent.is_err() {
             // More than a frame can carry (16 MiB): say so rather than send nothing.
@@ -443,10 +443,33 @@ impl TpSession {
     }
 }
 
+/// The template provider's session as carried by a [`Connection`](crate::connection::Connection).
+impl Protocol for TpSession {
+    type Event = TpEvent;
+    type Error = TpSessionError;
+
+    fn handle_message(&mut self, message: &[u8], _now_ms: u64) -> Result<(), TpSessionError> {
+        self.handle_frame(&Frame::parse_exact(message)?)
+    }
+
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    fn take_events(&mut self, into: &mut VecDeque<TpEvent>) {
+        into.extend(self.events.drain(..));
+    }
+
+    fn is_set_up(&self) -> bool {
+        TpSession::is_set_up(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::node::regtest::{ChainConfig, EmbeddedChain};
+    use crate::wire::encode_frame;
     use crate::wire::template_distribution::{CoinbaseOutputConstraints, RequestTransactionData};
 
     fn frames(out: &[u8]) -> Vec<(u8, Vec<u8>)> {

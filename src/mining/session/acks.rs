@@ -49,6 +49,11 @@ impl Batch {
         self.count > 0 && now_ms.saturating_sub(self.started_ms) >= BATCH_MAX_AGE_MS
     }
 
+    /// When the oldest share of the batch turns [`BATCH_MAX_AGE_MS`] old; `None` if empty.
+    pub(super) fn due_at(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.started_ms.saturating_add(BATCH_MAX_AGE_MS))
+    }
+
     /// The acknowledgement of the batch, which starts over; `None` if it is empty.
     fn take(&mut self, channel_id: u32) -> Option<SubmitSharesSuccess> {
         if self.count == 0 {

@@ -40,8 +40,9 @@ use jobs::SessionJob;
 
 use super::work::Work;
 use crate::block::target::target_of_difficulty;
+use crate::connection::{Outbox, Protocol};
 use crate::wire::mining::{SetCustomMiningJobError, SubmitSharesExtended, SubmitSharesStandard};
-use crate::wire::{Frame, Message, Str0_255, Sv2Message, encode_frame};
+use crate::wire::{Frame, Message, Str0_255, Sv2Message};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -72,7 +73,7 @@ pub struct Session {
     /// can only make blocks that no longer build on the chain's tip. Expires in case the node
     /// refuses the block.
     solved: Option<(BlockHash, u64)>,
-    out: Vec<u8>,
+    out: Outbox,
     events: Vec<SessionEvent>,
 }
 
@@ -95,13 +96,14 @@ impl Session {
             current: None,
             tip: None,
             solved: None,
-            out: Vec::new(),
+            out: Outbox::new(),
             events: Vec::new(),
         }
     }
 
-    /// Encoded frames waiting to be sent; the caller sends and clears them.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    /// Encoded frames waiting to be sent, with their boundaries; the caller sends and clears
+    /// them.
+    pub fn output(&mut self) -> &mut Outbox {
         &mut self.out
     }
 
@@ -109,7 +111,7 @@ impl Session {
     fn send<'m, M: Sv2Message<'m>>(&mut self, msg: &M) {
         // Messages we build hold values checked by their constructors; a payload that could
         // not fit a frame cannot be built here.
-        let _ = encode_frame(msg, &mut self.out);
+        let _ = self.out.push(msg);
     }
 
     /// Takes the events produced so far (blocks first in order of production).
@@ -184,8 +186,22 @@ impl Session {
         }
     }
 
+    /// When [`Self::on_tick`] next has something to do (unix ms): a batch of
+    /// acknowledgements turning one second old, or a channel's vardiff window ending. `None`
+    /// with no channel open: an idle connection has nothing due.
+    pub fn next_tick_ms(&self) -> Option<u64> {
+        self.channels
+            .iter()
+            .map(|ch| {
+                let retarget = ch.vardiff.next_poll_ms();
+                ch.batch.due_at().map_or(retarget, |due| retarget.min(due))
+            })
+            .min()
+    }
+
     /// Periodic work: acknowledges batches older than a second and lets vardiff lower the
-    /// difficulty of channels that went quiet. Call about once a second.
+    /// difficulty of channels that went quiet. Call at [`Self::next_tick_ms`] (calling it
+    /// more often does no harm).
     pub fn on_tick(&mut self, now_ms: u64) {
         for idx in 0..self.channels.len() {
             if self.channels[idx].batch.is_due(now_ms) {
@@ -193,5 +209,37 @@ impl Session {
             }
             self.retarget(idx, now_ms);
         }
+    }
+}
+
+/// The pool's mining session as carried by a [`Connection`](crate::connection::Connection):
+/// its periodic work ([`Session::on_tick`]) becomes the connection's deadline.
+impl Protocol for Session {
+    type Event = SessionEvent;
+    type Error = SessionError;
+
+    #[inline]
+    fn handle_message(&mut self, message: &[u8], now_ms: u64) -> Result<(), SessionError> {
+        self.handle_frame(&Frame::parse_exact(message)?, now_ms)
+    }
+
+    fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    fn take_events(&mut self, into: &mut VecDeque<SessionEvent>) {
+        into.extend(self.events.drain(..));
+    }
+
+    fn is_set_up(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.next_tick_ms()
+    }
+
+    fn handle_timeout(&mut self, now_ms: u64) {
+        self.on_tick(now_ms);
     }
 }

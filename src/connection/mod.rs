@@ -1,0 +1,398 @@
+//! One SV2 connection, sans-IO, in the style of quinn-proto's `Connection` and rustls'
+//! `ConnectionCommon`: the Noise NX handshake (either role), both transport halves after it,
+//! and the protocol session it carries, behind the small [`Protocol`] trait.
+//!
+//! Bytes and the time go in ([`Connection::handle_wire`], [`Connection::handle_timeout`]);
+//! ciphertext, the protocol's events and the next deadline come out
+//! ([`Connection::poll_transmit`], [`Connection::poll_event`], [`Connection::poll_timeout`]).
+//! Protocol-specific inputs (new work, a new template, a share to submit) go through
+//! [`Connection::with_protocol`], so what they produce is encrypted and queued the same way.
+//! Every frame is encrypted from the [`Outbox`]'s recorded boundaries: our own output is never
+//! parsed again. The handshake, setup and idle deadlines live here, not in the drivers.
+//!
+//! No tokio, no clock reads, no sockets: the pool server, the template provider, the CPU
+//! miner and the load generator each drive this object with their own loop.
+
+mod error;
+mod outbox;
+mod protocol;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use rand::rngs::StdRng;
+use rand::{CryptoRng, Rng};
+use secp256k1::XOnlyPublicKey;
+
+pub use error::ConnectionError;
+pub use outbox::Outbox;
+pub use protocol::Protocol;
+
+use crate::noise::{
+    INITIATOR_MESSAGE_LEN, Initiator, RESPONDER_MESSAGE_LEN, Receiver, Responder, Sender,
+};
+
+/// The deadlines and limits of one connection; durations in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// Time from creation for the Noise handshake to complete.
+    pub handshake_timeout_ms: u64,
+    /// Time from the end of the handshake for the protocol's setup to complete.
+    pub setup_timeout_ms: u64,
+    /// Longest silence from the peer; `None`: no idle limit.
+    pub idle_timeout_ms: Option<u64>,
+    /// Largest plaintext payload a received frame may announce.
+    pub max_payload_len: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            handshake_timeout_ms: 10_000,
+            setup_timeout_ms: 10_000,
+            idle_timeout_ms: None,
+            max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
+        }
+    }
+}
+
+/// Where the connection is in its life. Not boxed: `Established` (two cipher states and
+/// the receive buffers) is the largest variant and the one a connection lives in, and the
+/// handshake states are not much smaller.
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    /// Server side: waiting for the initiator's `-> e`.
+    Accepting {
+        responder: Arc<RwLock<Responder>>,
+        rng: StdRng,
+    },
+    /// Client side: `-> e` queued, waiting for the responder's reply.
+    Initiating { initiator: Initiator },
+    /// Handshake done: frames both ways.
+    Established { sender: Sender, receiver: Receiver },
+    /// Ended (an error was returned); no more input is taken.
+    Ended,
+}
+
+/// One SV2 connection carrying protocol `P`. See the module documentation.
+pub struct Connection<P: Protocol> {
+    stage: Stage,
+    protocol: P,
+    config: ConnectionConfig,
+    /// The handshake message being received (it may arrive in pieces).
+    handshake: Vec<u8>,
+    /// Ciphertext (or handshake bytes) waiting to be written.
+    transmit: Vec<u8>,
+    events: VecDeque<P::Event>,
+    handshake_deadline: u64,
+    /// Set when the handshake completes.
+    setup_deadline: u64,
+    last_received_ms: u64,
+    /// The protocol's deadline is not reported before this (guards against a deadline that
+    /// stays in the past after its work was done).
+    protocol_floor: u64,
+}
+
+impl<P: Protocol> Connection<P> {
+    /// A server-side connection accepted at `now_ms`, answering with `responder` (shared by
+    /// every connection of the server, behind a lock so its certificate can be renewed).
+    pub fn accept(
+        protocol: P,
+        responder: Arc<RwLock<Responder>>,
+        rng: StdRng,
+        config: ConnectionConfig,
+        now_ms: u64,
+    ) -> Self {
+        Self::new(
+            Stage::Accepting { responder, rng },
+            protocol,
+            config,
+            now_ms,
+        )
+    }
+
+    /// A client-side connection started at `now_ms` that accepts only servers certified by
+    /// `authority`; the first handshake message is queued at once.
+    pub fn connect<R: Rng + CryptoRng>(
+        protocol: P,
+        authority: XOnlyPublicKey,
+        rng: &mut R,
+        config: ConnectionConfig,
+        now_ms: u64,
+    ) -> Self {
+        Self::with_initiator(protocol, Initiator::new(authority, rng), config, now_ms)
+    }
+
+    /// Like [`Self::connect`] with a handshake already started (the load generator makes
+    /// its ephemeral keys before it starts the clock).
+    pub fn with_initiator(
+        protocol: P,
+        initiator: Initiator,
+        config: ConnectionConfig,
+        now_ms: u64,
+    ) -> Self {
+        let first = initiator.step_0();
+        let mut c = Self::new(Stage::Initiating { initiator }, protocol, config, now_ms);
+        c.transmit.extend_from_slice(&first);
+        c
+    }
+
+    fn new(stage: Stage, protocol: P, config: ConnectionConfig, now_ms: u64) -> Self {
+        Connection {
+            stage,
+            protocol,
+            config,
+            handshake: Vec::new(),
+            transmit: Vec::new(),
+            events: VecDeque::new(),
+            handshake_deadline: now_ms.saturating_add(config.handshake_timeout_ms),
+            setup_deadline: u64::MAX,
+            last_received_ms: now_ms,
+            protocol_floor: 0,
+        }
+    }
+
+    /// The protocol state, for reading.
+    pub fn protocol(&self) -> &P {
+        &self.protocol
+    }
+
+    /// Gives the protocol an input of its own (new work, a template, a share to submit) and
+    /// queues what it produces. Returns `f`'s result, or the error that ended the connection.
+    pub fn with_protocol<T>(
+        &mut self,
+        f: impl FnOnce(&mut P) -> T,
+    ) -> Result<T, ConnectionError<P::Error>> {
+        if self.is_ended() {
+            return Err(ConnectionError::Ended);
+        }
+        let value = f(&mut self.protocol);
+        self.flush().map_err(|e| self.end(e))?;
+        Ok(value)
+    }
+
+    /// Whether the Noise handshake has completed.
+    pub fn is_established(&self) -> bool {
+        matches!(self.stage, Stage::Established { .. })
+    }
+
+    /// Whether the connection has ended (an error was returned, or [`Self::close`]).
+    pub fn is_ended(&self) -> bool {
+        matches!(self.stage, Stage::Ended)
+    }
+
+    /// Ends the connection: no more input is taken. What is already queued can still be
+    /// taken with [`Self::poll_transmit`].
+    pub fn close(&mut self) {
+        self.stage = Stage::Ended;
+    }
+
+    /// Handles bytes received from the peer at `now_ms`, in whatever pieces they came.
+    /// An error ends the connection; what was queued before it (e.g. a refusal) is still
+    /// in [`Self::poll_transmit`].
+    pub fn handle_wire(
+        &mut self,
+        mut data: &[u8],
+        now_ms: u64,
+    ) -> Result<(), ConnectionError<P::Error>> {
+        if self.is_ended() {
+            return Err(ConnectionError::Ended);
+        }
+        self.last_received_ms = now_ms;
+        let mut result = Ok(());
+        while result.is_ok() && !data.is_empty() {
+            match self.read(data, now_ms) {
+                Ok(rest) => data = rest,
+                Err(e) => result = Err(e),
+            }
+        }
+        // Output produced before an error is still encrypted (a refusal goes out).
+        let flushed = self.flush();
+        result.and(flushed).map_err(|e| self.end(e))
+    }
+
+    /// Consumes what the current stage takes from `data`; returns the rest.
+    fn read<'d>(
+        &mut self,
+        data: &'d [u8],
+        now_ms: u64,
+    ) -> Result<&'d [u8], ConnectionError<P::Error>> {
+        match &mut self.stage {
+            Stage::Accepting { responder, rng } => {
+                let Some(rest) = take_message(&mut self.handshake, data, INITIATOR_MESSAGE_LEN)
+                else {
+                    return Ok(&[]);
+                };
+                let (reply, transport) = responder
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .accept(&self.handshake, unix_secs(now_ms), rng)?;
+                self.transmit.extend_from_slice(&reply);
+                self.established(transport, now_ms);
+                Ok(rest)
+            }
+            Stage::Initiating { .. } => {
+                let Some(rest) = take_message(&mut self.handshake, data, RESPONDER_MESSAGE_LEN)
+                else {
+                    return Ok(&[]);
+                };
+                let Stage::Initiating { initiator } =
+                    std::mem::replace(&mut self.stage, Stage::Ended)
+                else {
+                    return Err(ConnectionError::Ended);
+                };
+                let transport = initiator.step_2(&self.handshake, unix_secs(now_ms))?;
+                self.established(transport, now_ms);
+                Ok(rest)
+            }
+            Stage::Established { receiver, .. } => {
+                receiver.feed(data);
+                while let Some(frame) = receiver.next_frame()? {
+                    self.protocol
+                        .handle_message(frame, now_ms)
+                        .map_err(ConnectionError::Protocol)?;
+                }
+                Ok(&[])
+            }
+            Stage::Ended => Err(ConnectionError::Ended),
+        }
+    }
+
+    fn established(&mut self, transport: crate::noise::NoiseTransport, now_ms: u64) {
+        let (sender, mut receiver) = transport.into_split();
+        receiver.set_max_payload_len(self.config.max_payload_len);
+        self.stage = Stage::Established { sender, receiver };
+        self.handshake = Vec::new();
+        self.setup_deadline = now_ms.saturating_add(self.config.setup_timeout_ms);
+    }
+
+    /// Takes the protocol's events, and encrypts its queued messages once the handshake is
+    /// done (before that they wait in its outbox).
+    fn flush(&mut self) -> Result<(), ConnectionError<P::Error>> {
+        self.protocol.take_events(&mut self.events);
+        if let Stage::Established { sender, .. } = &mut self.stage {
+            let outbox = self.protocol.outbox();
+            let mut result = Ok(());
+            for message in outbox.messages() {
+                if let Err(e) = sender.encrypt_frame(message, &mut self.transmit) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            outbox.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, e: ConnectionError<P::Error>) -> ConnectionError<P::Error> {
+        self.stage = Stage::Ended;
+        e
+    }
+
+    /// The next time (unix ms) [`Self::handle_timeout`] has something to do, if any.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let idle = self
+            .config
+            .idle_timeout_ms
+            .map(|t| self.last_received_ms.saturating_add(t));
+        match &self.stage {
+            Stage::Ended => None,
+            Stage::Accepting { .. } | Stage::Initiating { .. } => {
+                min_some(Some(self.handshake_deadline), idle)
+            }
+            Stage::Established { .. } => {
+                let setup = (!self.protocol.is_set_up()).then_some(self.setup_deadline);
+                let own = self
+                    .protocol
+                    .next_deadline()
+                    .map(|d| d.max(self.protocol_floor));
+                min_some(min_some(setup, idle), own)
+            }
+        }
+    }
+
+    /// Handles the passage of time up to `now_ms`: ends the connection on an expired
+    /// handshake, setup or idle deadline, and lets the protocol do its periodic work.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Result<(), ConnectionError<P::Error>> {
+        let expired = match &self.stage {
+            Stage::Ended => return Err(ConnectionError::Ended),
+            Stage::Accepting { .. } | Stage::Initiating { .. }
+                if now_ms >= self.handshake_deadline =>
+            {
+                Some(ConnectionError::HandshakeTimeout)
+            }
+            Stage::Established { .. }
+                if !self.protocol.is_set_up() && now_ms >= self.setup_deadline =>
+            {
+                Some(ConnectionError::SetupTimeout)
+            }
+            _ => None,
+        };
+        let expired = expired.or_else(|| {
+            self.config
+                .idle_timeout_ms
+                .filter(|t| now_ms >= self.last_received_ms.saturating_add(*t))
+                .map(|_| ConnectionError::Idle)
+        });
+        if let Some(e) = expired {
+            return Err(self.end(e));
+        }
+        if self.is_established()
+            && self
+                .protocol
+                .next_deadline()
+                .is_some_and(|d| d.max(self.protocol_floor) <= now_ms)
+        {
+            self.protocol.handle_timeout(now_ms);
+            self.protocol_floor = now_ms.saturating_add(1);
+        }
+        self.flush().map_err(|e| self.end(e))
+    }
+
+    /// Moves the ciphertext waiting to be written into `out` (swapped in when `out` is
+    /// empty, so neither buffer is copied or reallocated in the steady state); returns whether
+    /// there was any.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.transmit.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.transmit);
+        } else {
+            out.extend_from_slice(&self.transmit);
+            self.transmit.clear();
+        }
+        true
+    }
+
+    /// Bytes waiting in [`Self::poll_transmit`].
+    pub fn transmit_len(&self) -> usize {
+        self.transmit.len()
+    }
+
+    /// The next protocol event, oldest first.
+    pub fn poll_event(&mut self) -> Option<P::Event> {
+        self.events.pop_front()
+    }
+}
+
+/// Appends to `buf` what `data` holds of a `len`-byte message; once `buf` is whole, returns
+/// the rest of `data`.
+fn take_message<'d>(buf: &mut Vec<u8>, data: &'d [u8], len: usize) -> Option<&'d [u8]> {
+    let want = len.saturating_sub(buf.len()).min(data.len());
+    let (head, rest) = data.split_at(want);
+    buf.extend_from_slice(head);
+    (buf.len() == len).then_some(rest)
+}
+
+fn unix_secs(now_ms: u64) -> u32 {
+    u32::try_from(now_ms / 1000).unwrap_or(u32::MAX)
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

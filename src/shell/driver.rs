@@ -1,0 +1,230 @@
+//! The loop that drives one server-side [`Connection`] over a TCP socket: read and hand the
+//! bytes in; sleep until the connection's (or the shell's own) next deadline, not on a fixed
+//! tick; apply outside updates (new work, a new template) and shutdown; write what the
+//! connection queued, with a bound on what a peer that does not read can make us hold.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout};
+
+use super::unix_ms;
+use crate::connection::{Connection, ConnectionError, Protocol};
+
+/// Socket limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverLimits {
+    /// Bytes read per `read` call (memory per connection matters at 10,000 connections;
+    /// bigger messages just take more reads).
+    pub read_buffer: usize,
+    /// Encrypted bytes we hold for a peer that does not read; past this it is disconnected.
+    pub max_outbound: usize,
+    /// A write that cannot complete this fast means the peer is not reading.
+    pub write_timeout: Duration,
+}
+
+impl Default for DriverLimits {
+    fn default() -> Self {
+        DriverLimits {
+            read_buffer: 2 * 1024,
+            max_outbound: 1 << 20,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a server adds to the loop: how outside updates reach the protocol, what it does with
+/// the protocol's events, and an optional deadline of its own.
+pub trait Handler<P: Protocol> {
+    /// The value published to every connection (new work, a new template).
+    type Update: Clone + Send + Sync;
+
+    /// Applies an update (also called once with the current value at start).
+    fn on_update(
+        &mut self,
+        conn: &mut Connection<P>,
+        update: &Self::Update,
+        now_ms: u64,
+    ) -> Result<(), ConnectionError<P::Error>>;
+
+    /// Takes the connection's events (with [`Connection::poll_event`]).
+    fn on_events(
+        &mut self,
+        conn: &mut Connection<P>,
+        now_ms: u64,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The shell's own next deadline (unix ms), if any.
+    fn deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// Called once the shell's own deadline has passed.
+    fn on_deadline(&mut self, now_ms: u64) {
+        let _ = now_ms;
+    }
+}
+
+/// What woke the loop besides the socket and the timer.
+enum Control {
+    /// The update channel changed (`false`: its sender is gone).
+    Update(bool),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Waits for an update or shutdown; owns the receivers so the future lives across turns of
+/// the loop (rebuilding `changed()` futures every turn registers and unregisters a waiter on
+/// a server-wide lock per share). With `updates_open` false it waits for shutdown only.
+async fn next_control<T>(
+    mut updates: watch::Receiver<T>,
+    mut shutdown: watch::Receiver<bool>,
+    updates_open: bool,
+) -> (Control, watch::Receiver<T>, watch::Receiver<bool>) {
+    let control = tokio::select! {
+        changed = updates.changed(), if updates_open => Control::Update(changed.is_ok()),
+        _ = shutdown.changed() => Control::Shutdown,
+    };
+    (control, updates, shutdown)
+}
+
+/// Writes `wire` out and clears it; a peer that lets more than `max_outbound` bytes pile up,
+/// or does not take them within the write timeout, is a slow reader.
+async fn write_out<E: std::error::Error + 'static>(
+    stream: &mut TcpStream,
+    wire: &mut Vec<u8>,
+    limits: &DriverLimits,
+) -> Result<(), ConnectionError<E>> {
+    if wire.is_empty() {
+        return Ok(());
+    }
+    if wire.len() > limits.max_outbound {
+        return Err(ConnectionError::SlowReader(wire.len()));
+    }
+    // Fast path: the socket takes it all at once (the usual case), with no timer set up.
+    let sent = match stream.try_write(wire) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if sent < wire.len() {
+        match timeout(limits.write_timeout, stream.write_all(&wire[sent..])).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnectionError::SlowReader(wire.len() - sent)),
+        }
+    }
+    wire.clear();
+    Ok(())
+}
+
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Drives `conn` over `stream` until it ends; returns why.
+pub async fn drive<P, H>(
+    stream: &mut TcpStream,
+    conn: &mut Connection<P>,
+    handler: &mut H,
+    updates: watch::Receiver<H::Update>,
+    shutdown: watch::Receiver<bool>,
+    limits: &DriverLimits,
+) -> ConnectionError<P::Error>
+where
+    P: Protocol,
+    H: Handler<P>,
+{
+    let _ = stream.set_nodelay(true);
+    let now = unix_ms();
+    let mut updates = updates;
+    let current = updates.borrow_and_update().clone();
+    if let Err(e) = handler.on_update(conn, &current, now) {
+        return e;
+    }
+    drop(current);
+    let mut buf = vec![0u8; limits.read_buffer];
+    let mut wire = Vec::new();
+    // One timer for the connection's life, moved only when the deadline changes.
+    let timer = tokio::time::sleep(Duration::from_secs(86_400));
+    let mut timer = std::pin::pin!(timer);
+    let mut armed: Option<u64> = None;
+    // Updates and shutdown: one future kept across turns, re-armed only when it fires.
+    let mut control = std::pin::pin!(next_control(updates, shutdown, true));
+    // The handshake reply, or anything queued at start.
+    conn.poll_transmit(&mut wire);
+    if let Err(e) = write_out(stream, &mut wire, limits).await {
+        return e;
+    }
+    loop {
+        let due = min_some(conn.poll_timeout(), handler.deadline());
+        if due != armed {
+            armed = due;
+            if let Some(due) = due {
+                let wait = due.saturating_sub(unix_ms());
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + Duration::from_millis(wait));
+            }
+        }
+        let mut result: Result<(), ConnectionError<P::Error>> = Ok(());
+        let mut now = None;
+        tokio::select! {
+            // The socket first: under load it is what is ready, and the other branches are
+            // then not polled at all. Tokio's cooperative budget still lets them run when a
+            // peer floods.
+            biased;
+            r = stream.read(&mut buf) => {
+                let t = unix_ms();
+                now = Some(t);
+                result = match r {
+                    Ok(0) => Err(ConnectionError::Closed),
+                    Ok(n) => conn.handle_wire(&buf[..n], t),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            (what, mut u, s) = &mut control => {
+                let mut open = true;
+                match what {
+                    Control::Update(ok) => {
+                        open = ok;
+                        if ok {
+                            let t = unix_ms();
+                            now = Some(t);
+                            let latest = u.borrow_and_update().clone();
+                            result = handler.on_update(conn, &latest, t);
+                        }
+                    }
+                    Control::Shutdown => result = Err(ConnectionError::Shutdown),
+                }
+                control.set(next_control(u, s, open));
+            }
+            _ = &mut timer, if armed.is_some() => {
+                // Re-armed from the clock next turn (the timer and the unix clock may differ
+                // by a little; nothing is lost, the deadline is simply asked again).
+                armed = None;
+                let t = unix_ms();
+                now = Some(t);
+                if conn.poll_timeout().is_some_and(|d| d <= t) {
+                    result = conn.handle_timeout(t);
+                }
+                if handler.deadline().is_some_and(|d| d <= t) {
+                    handler.on_deadline(t);
+                }
+            }
+        }
+        handler.on_events(conn, now.unwrap_or_else(unix_ms)).await;
+        conn.poll_transmit(&mut wire);
+        if let Err(e) = write_out(stream, &mut wire, limits).await {
+            return e;
+        }
+        if let Err(e) = result {
+            return e;
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The one tokio shell every server uses (the pool and the template provider): a listener
+//! ([`listener`]) and a per-connection driver loop ([`driver`]) around the sans-IO
+//! [`Connection`](crate::connection::Connection). Only sockets, timers and the clock live
+//! here; what happens on the wire is decided in `connection` and the protocol sessions.
+
+pub mod certificate;
+pub mod driver;
+pub mod listener;
+
+pub use driver::{DriverLimits, Handler, drive};
+pub use listener::{ListenerConfig, accept_loop, listen, raise_nofile_limit};
+
+/// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
