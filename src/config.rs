@@ -18,6 +18,7 @@ use crate::mining::{CoinbaseConfig, MiningConfig};
 use crate::node::module::ModuleSettings;
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
+use crate::server::ServerConfig;
 
 mod module_env;
 
@@ -319,6 +320,27 @@ pub struct PoolConfig {
     pub max_connections: usize,
     /// Template source.
     pub backend: Backend,
+}
+
+/// The server's part of the configuration: everything but the module switch and the backend.
+impl From<PoolConfig> for ServerConfig {
+    fn from(c: PoolConfig) -> Self {
+        ServerConfig {
+            listen_addr: c.listen_addr,
+            data_dir: c.data_dir,
+            authority_key_path: c.authority_key_path,
+            authority_secret_key: c.authority_secret_key,
+            authority_public_key: c.authority_public_key,
+            cert_validity_secs: c.cert_validity_secs,
+            mining: c.mining,
+            idle_timeout_ms: c.idle_timeout_ms,
+            cleanup_interval_ms: c.cleanup_interval_ms,
+            template_refresh_ms: c.template_refresh_ms,
+            handshake_timeout_ms: c.handshake_timeout_ms,
+            setup_timeout_ms: c.setup_timeout_ms,
+            max_connections: c.max_connections,
+        }
+    }
 }
 
 fn invalid(source_name: &str, key: &'static str, reason: impl Into<String>) -> ConfigError {

@@ -20,15 +20,17 @@
 //! Module graph (an arrow points at what a module uses; no cycles):
 //!
 //! ```text
-//! main ──> config, server, template_provider, client, loadgen, node
-//! config ──> mining, node             the composition root: file and flags into settings
-//! server ──> config (PoolConfig), node, mining, noise, wire        the pool's tokio shell
-//! loadgen ──> client, mining, noise, wire
-//! client ──> block, mining, noise, wire
-//! template_provider ──> node, block, noise, wire
-//! node ──> block                      the backends
-//! mining ──> block, wire
-//! block ──> wire (its U256 alias)     the bottom: templates, coinbase, merkle, target, header
+//! main ──> config, server, template_provider, client, loadgen, node, noise
+//! config ──> server, node, mining      the composition root: file, flags, module env into settings
+//! server ──> shell, connection, mining, node, noise, wire             the pool's tokio shell
+//! template_provider ──> shell, connection, mining, node, block, noise, wire
+//! loadgen ──> shell, client, connection, mining, noise, wire
+//! shell ──> connection, mining (certificate rule), noise     listener, driver loop, renewal
+//! client ──> connection, block, mining, noise, wire
+//! node ──> block                       the backends
+//! mining ──> connection (Outbox, Protocol), block, wire   sessions and the pool object
+//! connection ──> noise, wire           one SV2 connection, sans-IO
+//! block ──> wire (its U256 alias)      the bottom: templates, coinbase, merkle, target, header
 //! noise, wire ──> (nothing)
 //! ```
 //!

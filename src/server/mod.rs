@@ -8,6 +8,9 @@
 
 mod block_files;
 mod connection;
+mod settings;
+
+pub use settings::ServerConfig;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +26,6 @@ pub use connection::ConnectionEnd;
 
 use block_files::FileBlockStore;
 
-use crate::config::PoolConfig;
 use crate::mining::pool::{BlockStore, NodeAnswer, SelectedWork, SubmissionOutcome};
 use crate::mining::{
     AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent,
@@ -74,7 +76,7 @@ pub enum NodeEvent {
 
 /// State every connection task shares.
 pub struct Shared {
-    config: PoolConfig,
+    config: ServerConfig,
     /// Behind a lock only so the certificate can be renewed while the server runs.
     responder: Arc<RwLock<Responder>>,
     allocator: Arc<ExtranonceAllocator>,
@@ -235,7 +237,7 @@ pub struct StratumV2Server {
 }
 
 /// Loads the authority key as configured: inline, from a file, or created in the data dir.
-pub fn load_authority_key(config: &PoolConfig) -> Result<(Keypair, bool), StratumV2Error> {
+pub fn load_authority_key(config: &ServerConfig) -> Result<(Keypair, bool), StratumV2Error> {
     let (key, created) = if let Some(text) = &config.authority_secret_key {
         (keys::decode_secret_key(text)?, false)
     } else if let Some(path) = &config.authority_key_path {
@@ -256,7 +258,13 @@ pub fn load_authority_key(config: &PoolConfig) -> Result<(Keypair, bool), Stratu
 
 impl StratumV2Server {
     /// Builds the server: loads the authority key and signs the certificate once.
-    pub fn new(config: PoolConfig, node: Arc<dyn NodeApi>) -> Result<Self, StratumV2Error> {
+    /// `config`: the server's settings, or the whole resolved configuration
+    /// (`config::PoolConfig` converts into them).
+    pub fn new(
+        config: impl Into<ServerConfig>,
+        node: Arc<dyn NodeApi>,
+    ) -> Result<Self, StratumV2Error> {
+        let config: ServerConfig = config.into();
         let (authority, created) = load_authority_key(&config)?;
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
