@@ -69,6 +69,10 @@ pub enum StratumV2Error {
     /// (product API name).
     #[error("pool: {0}")]
     PoolError(#[source] EndpointError),
+    /// A block handed to the pool as a template cannot be one (product API: the seed's
+    /// TemplateError for templates; ours, `TemplateError`, is the node's failure).
+    #[error("template: {0}")]
+    InvalidTemplate(&'static str),
     /// A connection to or from the pool failed at the transport (product API name; the
     /// tokio shell logs its connections' ends, the product API's callers get this).
     #[error("pool connection: {0}")]
