@@ -290,7 +290,11 @@ impl StratumV2Pool {
             endpoint,
             share.channel_id,
             share.job_id,
-            (share.version.to_consensus() as u32, share.ntime, share.nonce),
+            (
+                share.version.to_consensus() as u32,
+                share.ntime,
+                share.nonce,
+            ),
             share.merkle_root.as_byte_array(),
             now_ms(),
         )?)
@@ -383,7 +387,10 @@ impl StratumV2Pool {
                 Some((c.channel_id, info))
             })
             .collect();
-        let stats = self.miner(m.id).map(|r| r.stats.clone()).unwrap_or_default();
+        let stats = self
+            .miner(m.id)
+            .map(|r| r.stats.clone())
+            .unwrap_or_default();
         Some(MinerConnection {
             endpoint: endpoint.to_owned(),
             channels,
@@ -400,8 +407,9 @@ fn template_of_block(block: &Block) -> Result<BlockTemplate, StratumV2Error> {
         .first()
         .filter(|tx| tx.is_coinbase())
         .ok_or(StratumV2Error::InvalidTemplate("no coinbase transaction"))?;
-    let height =
-        bip34_height(block).ok_or(StratumV2Error::InvalidTemplate("no BIP34 height in the coinbase"))?;
+    let height = bip34_height(block).ok_or(StratumV2Error::InvalidTemplate(
+        "no BIP34 height in the coinbase",
+    ))?;
     let coinbase_value = coinbase
         .output
         .iter()

@@ -28,8 +28,7 @@ use crate::mining::pool::{
     SubmissionOutcome, ValidityWindow,
 };
 use crate::mining::{
-    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool,
-    Work,
+    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};

@@ -417,7 +417,11 @@ impl StratumV2Pool {
         };
         catch_up(m, work.as_ref(), max_jobs, now_ms);
         m.session.output().clear();
-        let Some(channel) = m.channels.iter().find(|c| c.channel_id == channel_id).copied()
+        let Some(channel) = m
+            .channels
+            .iter()
+            .find(|c| c.channel_id == channel_id)
+            .copied()
         else {
             return Err(EndpointError::UnknownChannel(channel_id));
         };

@@ -29,8 +29,8 @@ pub use found_blocks::{BlockRecord, FoundBlocks, NodeAnswer, Submission, Submiss
 pub use stats::{AcceptedShares, MinerConnection, MinerStats, PoolStatistics, PoolStats};
 pub use work_selection::{SelectedWork, WorkChange, WorkSelection};
 
-use crate::mining::{CoinbaseConfig, ExtranonceAllocator, MiningError, SessionEvent, Work};
 use crate::block::BlockTemplate;
+use crate::mining::{CoinbaseConfig, ExtranonceAllocator, MiningError, SessionEvent, Work};
 
 /// Validity of the server certificate unless configured otherwise: a year.
 pub const DEFAULT_CERT_VALIDITY_SECS: u32 = 365 * 24 * 3600;

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::mining::{CoinbaseConfig, MiningError, Work};
 use crate::block::BlockTemplate;
+use crate::mining::{CoinbaseConfig, MiningError, Work};
 
 /// Why a template replaces the current work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
