@@ -520,3 +520,31 @@ fn open_before_setup() -> OpenStandardMiningChannel<'static> {
         max_target: [0xff; 32],
     }
 }
+
+#[test]
+fn the_server_is_built_from_the_module_environment_the_node_gives() {
+    use blvm_stratum_v2::node::module::ModuleEnv;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_string_lossy().into_owned();
+    let env = |extra: (&str, &str)| {
+        ModuleEnv::from_vars(
+            [
+                ("MODULE_ID", "stratum-1"),
+                ("SOCKET_PATH", "/nonexistent/node.sock"),
+                ("DATA_DIR", data_dir.as_str()),
+                ("MODULE_CONFIG_LISTEN_ADDR", "127.0.0.1:0"),
+                extra,
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .unwrap()
+    };
+    let node: Arc<dyn NodeApi> = Arc::new(EmbeddedNode::new(ChainConfig::default()));
+    let server = StratumV2Server::from_module_env(&env(("X", "y")), node.clone()).unwrap();
+    assert!(!server.authority_public_key().is_empty());
+    let bad = env(("MODULE_CONFIG_LISTEN_ADDR", "not an address"));
+    assert!(matches!(
+        StratumV2Server::from_module_env(&bad, node),
+        Err(StratumV2Error::ModuleError(_))
+    ));
+}
