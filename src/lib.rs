@@ -13,6 +13,8 @@
 //! - [`loadgen`]: a load generator built on the client.
 //! - [`server`]: the pool's tokio shell.
 //! - [`config`]: the configuration file and flags, resolved into each part's settings.
+//! - [`api`]: the product API (the seed's names) as a thin facade over the above, re-exported
+//!   here.
 //!
 //! Every protocol decision lives in plain state machines fed with bytes (and the time, where it
 //! matters); sockets and timers belong to the shell.
@@ -21,6 +23,7 @@
 //!
 //! ```text
 //! main ──> config, server, template_provider, client, loadgen, node, noise
+//! api ──> server, config, node, mining, block, wire      the product API's facade
 //! config ──> server, node, mining      the composition root: file, flags, module env into settings
 //! server ──> shell, connection, mining, node, noise, wire             the pool's tokio shell
 //! template_provider ──> shell, connection, mining, node, block, noise, wire
@@ -49,6 +52,8 @@ pub mod wire;
 
 // The shell: needs the `runtime` feature.
 #[cfg(feature = "runtime")]
+pub mod api;
+#[cfg(feature = "runtime")]
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod loadgen;
@@ -58,6 +63,14 @@ pub mod node;
 pub mod server;
 #[cfg(feature = "runtime")]
 pub mod template_provider;
+
+/// The product API (the seed's names), a thin facade over the core: see [`api`].
+#[cfg(feature = "runtime")]
+pub use api::{
+    BlockTemplateGenerator, ChannelInfo, JobInfo, MinerConnection, MinerStats, PoolStats,
+    ShareData, StratumV2Error, StratumV2Message, StratumV2Pool, StratumV2Server, TlvDecoder,
+    TlvEncoder,
+};
 
 /// Without the `runtime` feature, the template provider is only its sans-IO session (the same
 /// file as `template_provider::session` with the feature; the tokio server is left out).

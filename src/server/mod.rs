@@ -26,14 +26,15 @@ pub use connection::ConnectionEnd;
 
 use block_files::FileBlockStore;
 
-use crate::mining::pool::{BlockStore, NodeAnswer, SelectedWork, SubmissionOutcome};
+use crate::mining::pool::{
+    BlockStore, DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, NodeAnswer, SelectedWork,
+    SubmissionOutcome,
+};
 use crate::mining::{
-    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, Session, SessionEvent,
-    StratumV2Pool, Work,
+    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
-use crate::wire::Frame;
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -61,6 +62,33 @@ pub enum StratumV2Error {
     /// The node failed.
     #[error("node: {0}")]
     TemplateError(#[from] NodeError),
+    /// The module environment the node gave us cannot be used (product API name).
+    #[error("module: {0}")]
+    ModuleError(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A call on the pool's miners failed: unknown miner or channel, a channel refused
+    /// (product API name).
+    #[error("pool: {0}")]
+    PoolError(#[source] EndpointError),
+    /// A block handed to the pool as a template cannot be one (product API: the seed's
+    /// TemplateError for templates; ours, `TemplateError`, is the node's failure).
+    #[error("template: {0}")]
+    InvalidTemplate(&'static str),
+    /// A connection to or from the pool failed at the transport (product API name; the
+    /// tokio shell logs its connections' ends, the product API's callers get this).
+    #[error("pool connection: {0}")]
+    PoolConnectionError(#[source] std::io::Error),
+}
+
+impl From<EndpointError> for StratumV2Error {
+    /// Bytes or messages a session cannot take are protocol errors; the rest are the pool's.
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::Wire(_) | EndpointError::TruncatedFrame | EndpointError::Session(_) => {
+                StratumV2Error::ProtocolError(e.to_string())
+            }
+            other => StratumV2Error::PoolError(other),
+        }
+    }
 }
 
 /// Events from a blvm-node (product API: the events the module subscribes to).
@@ -232,8 +260,6 @@ pub struct StratumV2Server {
     work: watch::Sender<Option<Arc<Work>>>,
     blocks_rx: Mutex<Option<mpsc::UnboundedReceiver<FoundBlock>>>,
     running: tokio::sync::Mutex<Option<Running>>,
-    /// Sessions driven through `handle_message` (plaintext frames, keyed by endpoint).
-    plain_sessions: Mutex<std::collections::HashMap<String, Session>>,
 }
 
 /// Loads the authority key as configured: inline, from a file, or created in the data dir.
@@ -269,7 +295,8 @@ impl StratumV2Server {
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
         }
-        let pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs);
+        let mut pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs);
+        pool.configure_endpoints(Arc::new(config.mining.clone()), DEFAULT_MAX_ENDPOINT_MINERS);
         let window = pool.certificate_renewal().window(now_ms());
         let responder = Responder::generate(
             authority,
@@ -297,7 +324,6 @@ impl StratumV2Server {
             work,
             blocks_rx: Mutex::new(Some(blocks_rx)),
             running: tokio::sync::Mutex::new(None),
-            plain_sessions: Mutex::new(Default::default()),
         })
     }
 
@@ -443,48 +469,25 @@ impl StratumV2Server {
 
     /// Handles plaintext SV2 frames from `endpoint` (product API, for transports that are
     /// already secured, such as the node's IPC) and returns the reply frames.
+    ///
+    /// Each endpoint is a miner of the pool object ([`StratumV2Pool::drive_endpoint`]): a real
+    /// session, registered in the statistics under its own id, brought to the current work
+    /// before each message (a new job comes first in the reply), and at most
+    /// [`DEFAULT_MAX_ENDPOINT_MINERS`] of them (the least recently used is forgotten).
+    /// Found blocks are saved and submitted like those of a connection.
     pub async fn handle_message(
         &self,
         data: Vec<u8>,
         endpoint: String,
     ) -> Result<Vec<u8>, StratumV2Error> {
-        let work = self.work.borrow().clone();
-        let mut events = Vec::new();
-        let reply = {
-            let mut sessions = self
-                .plain_sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let session = sessions.entry(endpoint.clone()).or_insert_with(|| {
-                let mut s = Session::new(
-                    Arc::new(self.shared.config.mining.clone()),
-                    self.shared.allocator.clone(),
-                );
-                if let Some(w) = &work {
-                    s.on_work(w, now_ms());
-                }
-                s
-            });
-            let mut rest = &data[..];
-            while !rest.is_empty() {
-                let (frame, used) = Frame::parse(rest, crate::wire::MAX_PAYLOAD_LEN)
-                    .map_err(|e| StratumV2Error::ProtocolError(e.to_string()))?
-                    .ok_or_else(|| StratumV2Error::ProtocolError("truncated frame".into()))?;
-                if let Err(e) = session.handle_frame(&frame, now_ms()) {
-                    let reply = std::mem::take(session.output());
-                    sessions.remove(&endpoint);
-                    return Err(StratumV2Error::ProtocolError(format!(
-                        "{e} (reply of {} bytes dropped)",
-                        reply.len()
-                    )));
-                }
-                rest = &rest[used..];
-            }
-            events.extend(session.drain_events());
-            std::mem::take(session.output()).into_bytes()
-        };
-        self.shared
-            .on_session_events(0, &mut events, now_ms(), None);
+        let now = now_ms();
+        let (id, reply, mut events) = self
+            .shared
+            .pool
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drive_endpoint(&endpoint, &data, now)?;
+        self.shared.on_session_events(id, &mut events, now, None);
         Ok(reply)
     }
 
@@ -535,7 +538,7 @@ async fn accept_loop(
             .pool
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .register_miner(id, peer.to_string(), now_ms());
+            .connect_miner(id, peer.to_string(), now_ms());
         let pending = Arc::new(Mutex::new(PendingShares::default()));
         shared
             .pending
@@ -655,13 +658,15 @@ async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let removed = shared
-                    .pool
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .cleanup_disconnected_miners(shared.config.idle_timeout_ms, now_ms());
-                if removed > 0 {
-                    debug!(removed, "forgot disconnected miners");
+                let (now, idle) = (now_ms(), shared.config.idle_timeout_ms);
+                let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+                let removed = pool.forget_disconnected_miners(idle, now);
+                // Miners driven by endpoint (handle_message) have no socket to close: they
+                // are forgotten once silent for the idle timeout, like a connection.
+                let endpoints = pool.forget_idle_endpoints(idle, now);
+                drop(pool);
+                if removed + endpoints > 0 {
+                    debug!(removed, endpoints, "forgot disconnected miners");
                 }
             }
             _ = shutdown.changed() => return,

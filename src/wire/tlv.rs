@@ -21,6 +21,35 @@ pub struct Tlv<'a> {
     pub value: &'a [u8],
 }
 
+impl<'a> Tlv<'a> {
+    /// Reads one field from the start of `bytes`; returns it with the bytes after it. Fails
+    /// on a truncated field. (Order and length bounds are the reader's rules: see
+    /// [`TlvDecoder`].)
+    pub fn parse(bytes: &'a [u8]) -> Result<(Tlv<'a>, &'a [u8]), WireError> {
+        let Some((head, tail)) = bytes.split_first_chunk::<TLV_HEADER_LEN>() else {
+            return Err(WireError::TlvTruncated {
+                needed: TLV_HEADER_LEN,
+                available: bytes.len(),
+            });
+        };
+        let extension_type = u16::from_le_bytes([head[0], head[1]]);
+        let field_type = head[2];
+        let len = u16::from_le_bytes([head[3], head[4]]) as usize;
+        let Some(value) = tail.get(..len) else {
+            return Err(WireError::TlvTruncated {
+                needed: TLV_HEADER_LEN + len,
+                available: bytes.len(),
+            });
+        };
+        let field = Tlv {
+            extension_type,
+            field_type,
+            value,
+        };
+        Ok((field, &tail[len..]))
+    }
+}
+
 /// A TLV field this endpoint understands, with the longest value its extension allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlvSpec {
@@ -128,18 +157,16 @@ impl<'a, 'k> TlvDecoder<'a, 'k> {
 
     fn next_field(&mut self) -> Result<Option<Tlv<'a>>, WireError> {
         loop {
-            let Some((head, tail)) = self.rest.split_first_chunk::<TLV_HEADER_LEN>() else {
-                if self.rest.is_empty() {
-                    return Ok(None);
-                }
-                return Err(WireError::TlvTruncated {
-                    needed: TLV_HEADER_LEN,
-                    available: self.rest.len(),
-                });
-            };
-            let extension_type = u16::from_le_bytes([head[0], head[1]]);
-            let field_type = head[2];
-            let len = u16::from_le_bytes([head[3], head[4]]) as usize;
+            if self.rest.is_empty() {
+                return Ok(None);
+            }
+            let (field, rest) = Tlv::parse(self.rest)?;
+            let Tlv {
+                extension_type,
+                field_type,
+                value,
+            } = field;
+            let len = value.len();
             if extension_type < self.previous {
                 return Err(WireError::TlvOutOfOrder {
                     previous: self.previous,
@@ -147,13 +174,7 @@ impl<'a, 'k> TlvDecoder<'a, 'k> {
                 });
             }
             self.previous = extension_type;
-            let Some(value) = tail.get(..len) else {
-                return Err(WireError::TlvTruncated {
-                    needed: TLV_HEADER_LEN + len,
-                    available: self.rest.len(),
-                });
-            };
-            self.rest = &tail[len..];
+            self.rest = rest;
             let spec = self
                 .known
                 .iter()

@@ -3,12 +3,14 @@
 //! without tokio. Which template becomes work ([`work_selection`]), the extranonce prefix
 //! space shared by every session, found blocks and their submission schedule
 //! ([`found_blocks`], persisted through [`block_store`]), when the server certificate is
-//! renewed ([`certificate`]), and the statistics ([`stats`]). The shell owns sockets, timers,
+//! renewed ([`certificate`]), the statistics ([`stats`]), and the miners it drives itself by
+//! endpoint, with no connection ([`endpoints`]). The shell owns sockets, timers,
 //! the node and the files; it hands in templates, session events, node answers and the time
 //! (milliseconds since the Unix epoch), and acts on what comes back.
 
 pub mod block_store;
 pub mod certificate;
+pub mod endpoints;
 pub mod found_blocks;
 pub mod stats;
 pub mod work_selection;
@@ -19,6 +21,10 @@ use bitcoin::BlockHash;
 
 pub use block_store::{BlockStore, BlockStoreError, BlockVerdict, MemoryBlockStore, StoredBlock};
 pub use certificate::{CertificateRenewal, ValidityWindow};
+pub use endpoints::{
+    DEFAULT_MAX_ENDPOINT_MINERS, ENDPOINT_ID_BASE, EndpointChannel, EndpointError, EndpointJob,
+    EndpointMiner, EndpointMiners,
+};
 pub use found_blocks::{BlockRecord, FoundBlocks, NodeAnswer, Submission, SubmissionOutcome};
 pub use stats::{AcceptedShares, MinerConnection, MinerStats, PoolStatistics, PoolStats};
 pub use work_selection::{SelectedWork, WorkChange, WorkSelection};
@@ -38,6 +44,8 @@ pub struct StratumV2Pool {
     found: FoundBlocks,
     certificate: CertificateRenewal,
     stats: PoolStatistics,
+    /// Miners driven by endpoint (the product API and the server's `handle_message`).
+    endpoints: EndpointMiners,
 }
 
 impl Default for StratumV2Pool {
@@ -48,6 +56,7 @@ impl Default for StratumV2Pool {
             found: FoundBlocks::new(),
             certificate: CertificateRenewal::new(DEFAULT_CERT_VALIDITY_SECS),
             stats: PoolStatistics::new(),
+            endpoints: EndpointMiners::default(),
         }
     }
 }
@@ -127,8 +136,9 @@ impl StratumV2Pool {
 
     // ----- statistics -----
 
-    /// A new connection from `endpoint`.
-    pub fn register_miner(&mut self, id: u64, endpoint: String, now_ms: u64) {
+    /// A new connection `id` from `endpoint` (the product API's `register_miner(endpoint)`
+    /// is the facade's, in src/api.rs).
+    pub fn connect_miner(&mut self, id: u64, endpoint: String, now_ms: u64) {
         self.stats.register_miner(id, endpoint, now_ms);
     }
 
@@ -154,14 +164,14 @@ impl StratumV2Pool {
     }
 
     /// The connection closed; its statistics stay until
-    /// [`cleanup_disconnected_miners`](Self::cleanup_disconnected_miners).
+    /// [`forget_disconnected_miners`](Self::forget_disconnected_miners).
     pub fn disconnect(&mut self, id: u64, now_ms: u64) {
         self.stats.disconnect(id, now_ms);
     }
 
     /// Forgets disconnected miners with no activity for `timeout_ms`; their counts move into
     /// the pool totals. Returns how many were removed.
-    pub fn cleanup_disconnected_miners(&mut self, timeout_ms: u64, now_ms: u64) -> usize {
+    pub fn forget_disconnected_miners(&mut self, timeout_ms: u64, now_ms: u64) -> usize {
         self.stats.cleanup_disconnected_miners(timeout_ms, now_ms)
     }
 
@@ -221,7 +231,7 @@ mod tests {
             .unwrap()
             .work;
         assert_eq!(pool.current_work().unwrap().id, work.id);
-        pool.register_miner(1, "127.0.0.1:1".into(), 0);
+        pool.connect_miner(1, "127.0.0.1:1".into(), 0);
         let block = work.assemble_block(&[1; 8], &[2; 8], work.version, work.cur_time, 7);
         let hash = block.block_hash();
         let found = SessionEvent::BlockFound(Box::new(FoundBlock {

@@ -102,6 +102,12 @@ impl Session {
         self.jobs.len()
     }
 
+    /// The id of the newest job and the work it is on (the job [`on_work`](Self::on_work)
+    /// just made), for drivers that name work by its pool-wide id.
+    pub fn latest_job(&self) -> Option<(u32, &Arc<Work>)> {
+        self.jobs.back().map(|j| (j.job_id, &j.work))
+    }
+
     fn extended_job<'w>(
         &self,
         channel_id: u32,
