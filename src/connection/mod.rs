@@ -366,6 +366,19 @@ impl<P: Protocol> Connection<P> {
         true
     }
 
+    /// The ciphertext waiting to be written, for a driver that writes it where it lies instead
+    /// of taking it with [`Self::poll_transmit`] (one buffer less per connection): it writes
+    /// these bytes, then calls [`Self::clear_transmit`].
+    pub fn pending_transmit(&self) -> &[u8] {
+        &self.transmit
+    }
+
+    /// Forgets the ciphertext [`Self::pending_transmit`] showed (it has been written),
+    /// keeping the buffer's capacity.
+    pub fn clear_transmit(&mut self) {
+        self.transmit.clear();
+    }
+
     /// Bytes waiting in [`Self::poll_transmit`].
     pub fn transmit_len(&self) -> usize {
         self.transmit.len()

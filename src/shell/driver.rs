@@ -91,13 +91,15 @@ async fn next_control<T>(
     (control, updates, shutdown)
 }
 
-/// Writes `wire` out and clears it; a peer that lets more than `max_outbound` bytes pile up,
-/// or does not take them within the write timeout, is a slow reader.
-async fn write_out<E: std::error::Error + 'static>(
+/// Writes the connection's pending ciphertext where it lies (no second buffer per connection)
+/// and clears it; a peer that lets more than `max_outbound` bytes pile up, or does not take
+/// them within `write_timeout`, is not reading.
+async fn write_out<P: Protocol>(
     stream: &mut TcpStream,
-    wire: &mut Vec<u8>,
+    conn: &mut Connection<P>,
     limits: &DriverLimits,
-) -> Result<(), ConnectionError<E>> {
+) -> Result<(), ConnectionError<P::Error>> {
+    let wire = conn.pending_transmit();
     if wire.is_empty() {
         return Ok(());
     }
@@ -116,7 +118,7 @@ async fn write_out<E: std::error::Error + 'static>(
             Err(_) => return Err(ConnectionError::SlowReader(wire.len() - sent)),
         }
     }
-    wire.clear();
+    conn.clear_transmit();
     Ok(())
 }
 
@@ -149,7 +151,6 @@ where
     }
     drop(current);
     let mut buf = vec![0u8; limits.read_buffer];
-    let mut wire = Vec::new();
     // One timer for the connection's life, moved only when the deadline changes.
     let timer = tokio::time::sleep(Duration::from_secs(86_400));
     let mut timer = std::pin::pin!(timer);
@@ -157,8 +158,7 @@ where
     // Updates and shutdown: one future kept across turns, re-armed only when it fires.
     let mut control = std::pin::pin!(next_control(updates, shutdown, true));
     // The handshake reply, or anything queued at start.
-    conn.poll_transmit(&mut wire);
-    if let Err(e) = write_out(stream, &mut wire, limits).await {
+    if let Err(e) = write_out(stream, conn, limits).await {
         return e;
     }
     loop {
@@ -219,8 +219,7 @@ where
             }
         }
         handler.on_events(conn, now.unwrap_or_else(unix_ms)).await;
-        conn.poll_transmit(&mut wire);
-        if let Err(e) = write_out(stream, &mut wire, limits).await {
+        if let Err(e) = write_out(stream, conn, limits).await {
             return e;
         }
         if let Err(e) = result {
