@@ -531,38 +531,46 @@ async fn accept_loop(
         max_connections: shared.config.max_connections,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    crate::shell::accept_loop(listener, config, shutdown.clone(), |stream, peer| {
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        debug!(conn = id, %peer, "connection accepted");
-        shared
-            .pool
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .connect_miner(id, peer.to_string(), now_ms());
-        let pending = Arc::new(Mutex::new(PendingShares::default()));
-        shared
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, pending.clone());
-        let shared = shared.clone();
-        let work = work.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let end = connection::serve(stream, id, shared.clone(), &pending, work, shutdown).await;
-            connection::log_end(id, &peer.to_string(), &end);
-            {
-                let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
-                fold_into(&mut pool, id, &pending);
-                pool.disconnect(id, now_ms());
-            }
+    crate::shell::accept_loop(
+        listener,
+        config,
+        shutdown.clone(),
+        |stream, peer, permit| {
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            debug!(conn = id, %peer, "connection accepted");
+            shared
+                .pool
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .connect_miner(id, peer.to_string(), now_ms());
+            let pending = Arc::new(Mutex::new(PendingShares::default()));
             shared
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        }
-    })
+                .insert(id, pending.clone());
+            let shared = shared.clone();
+            let work = work.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let end =
+                    connection::serve(stream, id, shared.clone(), &pending, work, shutdown).await;
+                connection::log_end(id, &peer.to_string(), &end);
+                {
+                    let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+                    fold_into(&mut pool, id, &pending);
+                    pool.disconnect(id, now_ms());
+                }
+                shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                // Its place under the connection cap is free once it is forgotten.
+                drop(permit);
+            }
+        },
+    )
     .await;
 }
 

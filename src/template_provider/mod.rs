@@ -273,23 +273,29 @@ async fn accept_loop(
         max_connections: shared.config.max_connections,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    crate::shell::accept_loop(listener, config, shutdown.clone(), |stream, peer| {
-        let id = next_id;
-        next_id += 1;
-        debug!(conn = id, %peer, "connection accepted");
-        let shared = shared.clone();
-        let templates = templates.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let end = serve(stream, id, &shared, templates, shutdown).await;
-            match end {
-                ConnectionError::Closed | ConnectionError::Shutdown => {
-                    info!(conn = id, %peer, "connection ended: {end}")
+    crate::shell::accept_loop(
+        listener,
+        config,
+        shutdown.clone(),
+        |stream, peer, permit| {
+            let id = next_id;
+            next_id += 1;
+            debug!(conn = id, %peer, "connection accepted");
+            let shared = shared.clone();
+            let templates = templates.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let end = serve(stream, id, &shared, templates, shutdown).await;
+                match end {
+                    ConnectionError::Closed | ConnectionError::Shutdown => {
+                        info!(conn = id, %peer, "connection ended: {end}")
+                    }
+                    _ => warn!(conn = id, %peer, "connection ended: {end}"),
                 }
-                _ => warn!(conn = id, %peer, "connection ended: {end}"),
+                drop(permit);
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
