@@ -3,7 +3,8 @@
 //! The crate is a sans-IO core with a thin async shell:
 //! - [`wire`]: the SV2 binary encoding (data types, frames, messages, TLV), zero-copy.
 //! - [`block`]: block templates, the coinbase, merkle paths, targets, header hashing.
-//! - [`mining`]: channels, jobs, share validation, block assembly, vardiff (sans-IO).
+//! - [`mining`]: the mining session (channels, jobs, share validation, block assembly,
+//!   vardiff) and the pool object (work selection, found blocks, statistics), sans-IO.
 //! - [`node`]: the Bitcoin node behind the pool ([`node::NodeApi`]) and its backends.
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
 //! - [`connection`]: one SV2 connection (Noise + a protocol session), sans-IO, driven by
@@ -11,7 +12,8 @@
 //! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
 //! - [`client`]: a CPU miner (sans-IO session, hashing threads, tokio driver).
 //! - [`loadgen`]: a load generator built on the client.
-//! - [`server`]: the pool's tokio shell.
+//! - [`shell`]: the one tokio shell of the servers: listener and deadline-driven driver loop.
+//! - [`server`]: the pool server on that shell.
 //! - [`config`]: the configuration file and flags, resolved into each part's settings.
 //! - [`api`]: the product API (the seed's names) as a thin facade over the above, re-exported
 //!   here.
