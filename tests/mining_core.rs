@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{BlockHash, Target};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
-use blvm_stratum_v2::mining::target::hash_meets_target;
 use blvm_stratum_v2::mining::{
     ExtranonceAllocator, MiningConfig, Session, SessionError, SessionEvent, ShareRejection, Work,
 };
@@ -198,7 +198,7 @@ fn open_extended(rig: &mut Rig, min_extranonce_size: u16) -> ExtJob {
 
 /// The header hash a miner computes for an extended job (independent of the pool's code:
 /// the spec's formula with rust-bitcoin's sha256d).
-fn miner_hash(job: &ExtJob, extranonce: &[u8], version: u32, ntime: u32, nonce: u32) -> [u8; 32] {
+fn miner_hash(job: &ExtJob, extranonce: &[u8], version: u32, ntime: u32, nonce: u32) -> BlockHash {
     let mut cb = job.prefix.clone();
     cb.extend_from_slice(&job.extranonce_prefix);
     cb.extend_from_slice(extranonce);
@@ -212,17 +212,20 @@ fn miner_hash(job: &ExtJob, extranonce: &[u8], version: u32, ntime: u32, nonce: 
     h.extend_from_slice(&ntime.to_le_bytes());
     h.extend_from_slice(&job.nbits.to_le_bytes());
     h.extend_from_slice(&nonce.to_le_bytes());
-    sha256d::Hash::hash(&h).to_byte_array()
+    BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
 }
 
 /// Brute-forces a nonce meeting `target`.
 fn find_nonce(job: &ExtJob, extranonce: &[u8], target: &U256, start: u32) -> u32 {
     (start..)
         .find(|&n| {
-            hash_meets_target(
-                &miner_hash(job, extranonce, job.version, job.min_ntime, n),
-                target,
-            )
+            Target::from_le_bytes(*target).is_met_by(miner_hash(
+                job,
+                extranonce,
+                job.version,
+                job.min_ntime,
+                n,
+            ))
         })
         .unwrap()
 }
@@ -329,7 +332,7 @@ fn each_rejection_rule_has_its_code() {
     );
     // A nonce whose hash misses the target.
     let bad = (0..)
-        .find(|&n| !hash_meets_target(&miner_hash(&job, &en, v, t, n), &job.target))
+        .find(|&n| !Target::from_le_bytes(job.target).is_met_by(miner_hash(&job, &en, v, t, n)))
         .unwrap();
     assert_eq!(
         error_code(&submit_ext(&mut rig, &job, 7, &en, v, t, bad)),
@@ -551,13 +554,13 @@ fn standard_channel_gets_merkle_root_and_shares_validate() {
         h.extend_from_slice(&ntime.to_le_bytes());
         h.extend_from_slice(&nbits.to_le_bytes());
         h.extend_from_slice(&nonce.to_le_bytes());
-        sha256d::Hash::hash(&h).to_byte_array()
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
     };
     let good = (0..)
-        .find(|&n| hash_meets_target(&hash(n), &target))
+        .find(|&n| Target::from_le_bytes(target).is_met_by(hash(n)))
         .unwrap();
     let bad = (0..)
-        .find(|&n| !hash_meets_target(&hash(n), &target))
+        .find(|&n| !Target::from_le_bytes(target).is_met_by(hash(n)))
         .unwrap();
     let share = |seq, nonce| SubmitSharesStandard {
         channel_id: ch,
@@ -749,7 +752,7 @@ proptest! {
             Message::SubmitSharesSuccess(_) => {
                 // Legitimate only if the mutated header really meets the target.
                 prop_assert!(field >= 2);
-                prop_assert!(hash_meets_target(&miner_hash(&job, &e, v, t, n), &job.target));
+                prop_assert!(Target::from_le_bytes(job.target).is_met_by(miner_hash(&job, &e, v, t, n)));
             }
             other => prop_assert!(false, "{:?}", other),
         }
@@ -860,7 +863,8 @@ fn shares_at_the_previous_target_count_for_a_grace_period() {
     let nonce = (0..)
         .find(|&n| {
             let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
-            hash_meets_target(&h, &job.target) && !hash_meets_target(&h, &new_target)
+            Target::from_le_bytes(job.target).is_met_by(h)
+                && !Target::from_le_bytes(new_target).is_met_by(h)
         })
         .unwrap();
     let share = |seq| SubmitSharesExtended {
@@ -881,7 +885,8 @@ fn shares_at_the_previous_target_count_for_a_grace_period() {
     let nonce2 = (nonce + 1..)
         .find(|&n| {
             let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
-            hash_meets_target(&h, &job.target) && !hash_meets_target(&h, &new_target)
+            Target::from_le_bytes(job.target).is_met_by(h)
+                && !Target::from_le_bytes(new_target).is_met_by(h)
         })
         .unwrap();
     let late = SubmitSharesExtended {

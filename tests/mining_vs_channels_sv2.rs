@@ -30,9 +30,8 @@ use std::sync::Arc;
 
 use bitcoin::consensus::Encodable;
 use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{Target, TxOut};
+use bitcoin::{BlockHash, Target, TxOut};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
-use blvm_stratum_v2::mining::target::hash_meets_target;
 use blvm_stratum_v2::mining::{
     CoinbaseConfig, ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work,
 };
@@ -159,7 +158,7 @@ struct JobView {
 impl JobView {
     /// The header hash a miner computes (the spec's formula, with rust-bitcoin's sha256d; no
     /// code of either pool).
-    fn hash(&self, extranonce_prefix: &[u8], s: &Share) -> [u8; 32] {
+    fn hash(&self, extranonce_prefix: &[u8], s: &Share) -> BlockHash {
         let mut cb = self.prefix.clone();
         cb.extend_from_slice(extranonce_prefix);
         cb.extend_from_slice(&s.extranonce);
@@ -173,7 +172,7 @@ impl JobView {
         h.extend_from_slice(&s.ntime.to_le_bytes());
         h.extend_from_slice(&self.nbits.to_le_bytes());
         h.extend_from_slice(&s.nonce.to_le_bytes());
-        sha256d::Hash::hash(&h).to_byte_array()
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
     }
 }
 
@@ -477,7 +476,7 @@ impl Harness {
             .unwrap();
     }
 
-    fn hash(&self, s: &Share) -> [u8; 32] {
+    fn hash(&self, s: &Share) -> BlockHash {
         self.jobs[s.job].hash(&self.extranonce_prefix, s)
     }
 
@@ -489,7 +488,7 @@ impl Harness {
                     nonce: n,
                     ..s.clone()
                 };
-                hash_meets_target(&self.hash(&t), &SHARE_TARGET) == hit
+                Target::from_le_bytes(SHARE_TARGET).is_met_by(self.hash(&t)) == hit
             })
             .unwrap();
         s
@@ -815,7 +814,7 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
 
     // A block: the coinbase SRI returns is the one our block carries.
     let mut h = fresh();
-    let network: U256 = h.works[0].network_target;
+    let network = Target::from_le_bytes(h.works[0].network_target);
     let find_block = |h: &Harness, rng: &mut Rng| {
         let s = Share {
             label: "block",
@@ -828,13 +827,10 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
         Share {
             nonce: (0..)
                 .find(|&n| {
-                    hash_meets_target(
-                        &h.hash(&Share {
-                            nonce: n,
-                            ..s.clone()
-                        }),
-                        &network,
-                    )
+                    network.is_met_by(h.hash(&Share {
+                        nonce: n,
+                        ..s.clone()
+                    }))
                 })
                 .unwrap(),
             ..s
@@ -981,11 +977,13 @@ fn standard_share_verdicts_match_channels_sv2() {
             work.nbits,
             nonce,
         );
-        sha256d::Hash::hash(&h).to_byte_array()
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
     };
     let find = |version: u32, ntime: u32, start: u32, hit: bool| {
         (start..)
-            .find(|&n| hash_meets_target(&header_hash(version, ntime, n), &SHARE_TARGET) == hit)
+            .find(|&n| {
+                Target::from_le_bytes(SHARE_TARGET).is_met_by(header_hash(version, ntime, n)) == hit
+            })
             .unwrap()
     };
     let v = work.version;
