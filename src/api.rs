@@ -378,7 +378,7 @@ impl StratumV2Pool {
                     .collect();
                 let info = ChannelInfo {
                     channel_id: c.channel_id,
-                    target: Target::from_le_bytes(s.target),
+                    target: s.target,
                     current_job_id: m.jobs.back().map(|j| j.work_id),
                     min_difficulty: c.min_difficulty,
                     max_jobs: u32::try_from(max_jobs).unwrap_or(u32::MAX),

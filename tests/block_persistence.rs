@@ -25,7 +25,7 @@ fn block_on_genesis() -> bitcoin::Block {
     let nonce = (0u32..)
         .find(|&n| {
             let b = work.assemble_block(&prefix, &extranonce, work.version, work.cur_time, n);
-            bitcoin::Target::from_le_bytes(work.network_target).is_met_by(b.block_hash())
+            work.network_target.is_met_by(b.block_hash())
         })
         .unwrap();
     work.assemble_block(&prefix, &extranonce, work.version, work.cur_time, nonce)

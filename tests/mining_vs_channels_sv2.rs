@@ -233,7 +233,7 @@ fn sri_prev_hash(work: &Work, template_id: u64) -> SetNewPrevHashOwned {
         prev_hash: work.prev_hash.to_byte_array().into(),
         header_timestamp: work.cur_time,
         n_bits: work.nbits,
-        target: work.network_target.into(),
+        target: work.network_target.to_le_bytes().into(),
     }
 }
 
@@ -814,7 +814,7 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
 
     // A block: the coinbase SRI returns is the one our block carries.
     let mut h = fresh();
-    let network = Target::from_le_bytes(h.works[0].network_target);
+    let network = h.works[0].network_target;
     let find_block = |h: &Harness, rng: &mut Rng| {
         let s = Share {
             label: "block",

@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use bitcoin::block::{Header, Version};
 use bitcoin::hashes::Hash;
-use bitcoin::{Block, BlockHash, CompactTarget, Transaction, TxMerkleNode};
+use bitcoin::{Block, BlockHash, CompactTarget, Target, Transaction, TxMerkleNode};
 
 use super::MiningError;
 use crate::block::BlockTemplate;
 use crate::block::coinbase::{CoinbaseConfig, CoinbaseParts};
 use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
-use crate::block::target::from_bitcoin_target;
-use crate::wire::U256;
 
 /// The header functions' old home, kept so that existing callers still find them.
 pub use crate::block::header::{header_bytes, header_midstate, sha256d_from_midstate};
@@ -35,7 +33,7 @@ pub struct Work {
     /// Header time miners start from.
     pub cur_time: u32,
     /// Network target: a share at or below it is a block.
-    pub network_target: U256,
+    pub network_target: Target,
     /// The coinbase, split.
     pub coinbase: CoinbaseParts,
     /// Merkle path of the coinbase, deepest first.
@@ -63,7 +61,7 @@ impl Work {
             height: template.height,
             min_time: template.min_time,
             cur_time: template.cur_time.max(template.min_time),
-            network_target: from_bitcoin_target(template.target()),
+            network_target: template.target(),
             coinbase,
             merkle_path,
             transactions: template.transactions,

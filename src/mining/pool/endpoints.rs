@@ -373,7 +373,7 @@ impl StratumV2Pool {
                         .channels()
                         .iter()
                         .find(|c| c.channel_id == *session_channel_id)
-                        .map(|c| Target::from_le_bytes(c.target));
+                        .map(|c| c.target);
                     if let Some(target) = target {
                         m.channels.push(EndpointChannel {
                             channel_id,

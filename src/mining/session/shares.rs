@@ -237,7 +237,7 @@ impl Session {
         let ch = &mut self.channels[idx];
         // A block is never refused, even where the channel target is harder than the network's
         // (possible on regtest).
-        let is_block = Target::from_le_bytes(work.network_target).is_met_by(hash);
+        let is_block = work.network_target.is_met_by(hash);
         let credited = if ch.target.is_met_by(hash) {
             ch.target
         } else {
