@@ -371,7 +371,7 @@ impl StratumV2Pool {
                             bits: CompactTarget::from_consensus(j.work.nbits),
                             timestamp: u64::from(j.work.cur_time),
                             version: Version::from_consensus(j.work.version as i32),
-                            merkle_root: TxMerkleNode::from_byte_array(root),
+                            merkle_root: root,
                         };
                         (j.work_id, info)
                     })

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{BlockHash, Target};
+use bitcoin::{BlockHash, Target, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
 use blvm_stratum_v2::mining::{
     ExtranonceAllocator, MiningConfig, Session, SessionError, SessionEvent, ShareRejection, Work,
@@ -203,12 +203,12 @@ fn miner_hash(job: &ExtJob, extranonce: &[u8], version: u32, ntime: u32, nonce: 
     cb.extend_from_slice(&job.extranonce_prefix);
     cb.extend_from_slice(extranonce);
     cb.extend_from_slice(&job.suffix);
-    let txid = sha256d::Hash::hash(&cb).to_byte_array();
+    let txid = Txid::from_raw_hash(sha256d::Hash::hash(&cb));
     let root = fold_merkle_path(txid, &job.path);
     let mut h = Vec::with_capacity(80);
     h.extend_from_slice(&version.to_le_bytes());
     h.extend_from_slice(&job.prev_hash);
-    h.extend_from_slice(&root);
+    h.extend_from_slice(root.as_byte_array());
     h.extend_from_slice(&ntime.to_le_bytes());
     h.extend_from_slice(&job.nbits.to_le_bytes());
     h.extend_from_slice(&nonce.to_le_bytes());

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use bitcoin::consensus::Encodable;
 use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{BlockHash, Target, TxOut};
+use bitcoin::{BlockHash, Target, TxMerkleNode, TxOut, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
 use blvm_stratum_v2::mining::{
     CoinbaseConfig, ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work,
@@ -163,12 +163,12 @@ impl JobView {
         cb.extend_from_slice(extranonce_prefix);
         cb.extend_from_slice(&s.extranonce);
         cb.extend_from_slice(&self.suffix);
-        let txid = sha256d::Hash::hash(&cb).to_byte_array();
+        let txid = Txid::from_raw_hash(sha256d::Hash::hash(&cb));
         let root = fold_merkle_path(txid, &self.path);
         let mut h = Vec::with_capacity(80);
         h.extend_from_slice(&s.version.to_le_bytes());
         h.extend_from_slice(&self.prev_hash);
-        h.extend_from_slice(&root);
+        h.extend_from_slice(root.as_byte_array());
         h.extend_from_slice(&s.ntime.to_le_bytes());
         h.extend_from_slice(&self.nbits.to_le_bytes());
         h.extend_from_slice(&s.nonce.to_le_bytes());
@@ -404,7 +404,11 @@ impl Harness {
                 sri_job.get_merkle_path().as_slice(),
             )
             .expect("SRI builds the coinbase");
-            assert_eq!(ours, theirs, "merkle root for extranonce {en:02x?}");
+            assert_eq!(
+                ours,
+                TxMerkleNode::from_byte_array(theirs),
+                "merkle root for extranonce {en:02x?}"
+            );
         }
     }
 

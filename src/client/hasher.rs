@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use bitcoin::hashes::{Hash, HashEngine, sha256};
-use bitcoin::{BlockHash, Target};
+use bitcoin::{BlockHash, Target, Txid};
 
 use super::miner::{JobKind, MiningWork, Share};
 use crate::block::merkle::fold_merkle_path;
@@ -222,7 +222,7 @@ impl Hasher {
                     e.input(coinbase_suffix);
                     let first = sha256::Hash::from_engine(e);
                     let txid = sha256::Hash::hash(first.as_byte_array()).to_byte_array();
-                    fold_merkle_path(txid, merkle_path)
+                    fold_merkle_path(Txid::from_byte_array(txid), merkle_path).to_byte_array()
                 }
                 (JobKind::Extended { .. }, None) => [0; 32],
             }

@@ -22,7 +22,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{Hash, HashEngine, sha256};
-use bitcoin::{BlockHash, Target};
+use bitcoin::{BlockHash, Target, Txid};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
@@ -226,7 +226,8 @@ impl ShareMaker {
                 e.input(coinbase_suffix);
                 let first = sha256::Hash::from_engine(e);
                 let txid = sha256::Hash::hash(first.as_byte_array()).to_byte_array();
-                (fold_merkle_path(txid, merkle_path), extranonce)
+                let root = fold_merkle_path(Txid::from_byte_array(txid), merkle_path);
+                (root.to_byte_array(), extranonce)
             }
         };
         let mut first = [0u8; 64];

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bitcoin::block::{Header, Version};
 use bitcoin::hashes::Hash;
-use bitcoin::{Block, BlockHash, CompactTarget, Target, Transaction, TxMerkleNode};
+use bitcoin::{Block, BlockHash, CompactTarget, Target, Transaction, TxMerkleNode, Txid};
 
 use super::MiningError;
 use crate::block::BlockTemplate;
@@ -71,9 +71,9 @@ impl Work {
 
     /// Merkle root for a full extranonce (channel prefix and miner part).
     #[inline]
-    pub fn merkle_root(&self, extranonce_prefix: &[u8], extranonce: &[u8]) -> [u8; 32] {
+    pub fn merkle_root(&self, extranonce_prefix: &[u8], extranonce: &[u8]) -> TxMerkleNode {
         let txid = self.coinbase.txid_with(extranonce_prefix, extranonce);
-        fold_merkle_path(txid, &self.merkle_path)
+        fold_merkle_path(Txid::from_byte_array(txid), &self.merkle_path)
     }
 
     /// SHA-256d of a share's header on this work.
@@ -81,14 +81,14 @@ impl Work {
     pub fn header_hash(
         &self,
         version: u32,
-        merkle_root: &[u8; 32],
+        merkle_root: &TxMerkleNode,
         ntime: u32,
         nonce: u32,
     ) -> [u8; 32] {
         crate::block::header::header_hash(
             version,
             self.prev_hash.as_byte_array(),
-            merkle_root,
+            merkle_root.as_byte_array(),
             ntime,
             self.nbits,
             nonce,
@@ -111,7 +111,7 @@ impl Work {
         let header = Header {
             version: Version::from_consensus(version as i32),
             prev_blockhash: self.prev_hash,
-            merkle_root: TxMerkleNode::from_byte_array(merkle_root),
+            merkle_root,
             time: ntime,
             bits: CompactTarget::from_consensus(self.nbits),
             nonce,

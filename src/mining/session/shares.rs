@@ -209,7 +209,7 @@ impl Session {
         let hash = if m.version == sj.version {
             // The cached state covers the first 64 header bytes: hash the last 16.
             let mut tail = [0u8; 16];
-            tail[..4].copy_from_slice(&sj.root[28..]);
+            tail[..4].copy_from_slice(&sj.root.as_byte_array()[28..]);
             tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
             tail[8..12].copy_from_slice(&job.work.nbits.to_le_bytes());
             tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
