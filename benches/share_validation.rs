@@ -322,7 +322,7 @@ fn sri_prev_hash(work: &Work) -> SetNewPrevHashOwned {
         prev_hash: work.prev_hash.to_byte_array().into(),
         header_timestamp: work.cur_time,
         n_bits: work.nbits,
-        target: work.network_target.into(),
+        target: work.network_target.to_le_bytes().into(),
     }
 }
 

@@ -371,14 +371,14 @@ impl StratumV2Pool {
                             bits: CompactTarget::from_consensus(j.work.nbits),
                             timestamp: u64::from(j.work.cur_time),
                             version: Version::from_consensus(j.work.version as i32),
-                            merkle_root: TxMerkleNode::from_byte_array(root),
+                            merkle_root: root,
                         };
                         (j.work_id, info)
                     })
                     .collect();
                 let info = ChannelInfo {
                     channel_id: c.channel_id,
-                    target: Target::from_le_bytes(s.target),
+                    target: s.target,
                     current_job_id: m.jobs.back().map(|j| j.work_id),
                     min_difficulty: c.min_difficulty,
                     max_jobs: u32::try_from(max_jobs).unwrap_or(u32::MAX),

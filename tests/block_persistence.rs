@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::consensus::encode::serialize_hex;
-use bitcoin::hashes::{Hash, sha256d};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
-use blvm_stratum_v2::mining::target::hash_meets_target;
 use blvm_stratum_v2::mining::{MiningConfig, Work};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, EmbeddedNode};
@@ -27,8 +25,7 @@ fn block_on_genesis() -> bitcoin::Block {
     let nonce = (0u32..)
         .find(|&n| {
             let b = work.assemble_block(&prefix, &extranonce, work.version, work.cur_time, n);
-            let hash = sha256d::Hash::hash(&bitcoin::consensus::serialize(&b.header));
-            hash_meets_target(&hash.to_byte_array(), &work.network_target)
+            work.network_target.is_met_by(b.block_hash())
         })
         .unwrap();
     work.assemble_block(&prefix, &extranonce, work.version, work.cur_time, nonce)

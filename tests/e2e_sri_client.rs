@@ -13,8 +13,8 @@ use std::time::Duration;
 use parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, MiningOwned};
 use pool::{RARE_BLOCKS, REGTEST, TestPool};
 use sri_client::{
-    IO_TIMEOUT, Miner, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, expect_closed, meets,
-    network_target,
+    IO_TIMEOUT, Miner, REQUIRES_STANDARD_JOBS, REQUIRES_WORK_SELECTION, expect_closed,
+    network_target, share_target,
 };
 
 /// Bound of every test: it stops by itself.
@@ -61,8 +61,8 @@ async fn sri_client_mines_on_extended_and_standard_channels() {
             "duplicate-share"
         );
 
-        let target = ext.channel(e).target;
-        let miss = ext.find_share(e, |h| !meets(h, &target));
+        let target = share_target(&ext.channel(e).target);
+        let miss = ext.find_share(e, |h| !target.is_met_by(h));
         assert_eq!(
             error_code(ext.submit(&miss).await.unwrap()),
             "difficulty-too-low"
@@ -95,8 +95,8 @@ async fn sri_client_mines_on_extended_and_standard_channels() {
             Ok(1),
             "valid standard share"
         );
-        let target = sta.channel(s).target;
-        let miss = sta.find_share(s, |h| !meets(h, &target));
+        let target = share_target(&sta.channel(s).target);
+        let miss = sta.find_share(s, |h| !target.is_met_by(h));
         assert_eq!(
             error_code(sta.submit(&miss).await.unwrap()),
             "difficulty-too-low"
@@ -173,7 +173,8 @@ async fn shares_that_are_blocks_extend_the_chain() {
             };
             let ch = finder.channel(channel).clone();
             let net = network_target(ch.prev.unwrap().nbits);
-            let block = finder.find_share(channel, |h| meets(h, &ch.target) && meets(h, &net));
+            let share = share_target(&ch.target);
+            let block = finder.find_share(channel, |h| share.is_met_by(h) && net.is_met_by(h));
             assert_eq!(finder.submit(&block).await.unwrap(), Ok(1), "block {i}");
             // Both miners are moved to the new tip: the block's hash is the new prev hash.
             for (m, c) in [(&mut ext, e), (&mut sta, s)] {

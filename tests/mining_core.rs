@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{BlockHash, Target, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
-use blvm_stratum_v2::mining::target::hash_meets_target;
 use blvm_stratum_v2::mining::{
     ExtranonceAllocator, MiningConfig, Session, SessionError, SessionEvent, ShareRejection, Work,
 };
@@ -130,7 +130,7 @@ struct ExtJob {
     suffix: Vec<u8>,
     extranonce_prefix: Vec<u8>,
     extranonce_size: usize,
-    target: U256,
+    target: Target,
 }
 
 fn open_extended(rig: &mut Rig, min_extranonce_size: u16) -> ExtJob {
@@ -187,7 +187,7 @@ fn open_extended(rig: &mut Rig, min_extranonce_size: u16) -> ExtJob {
                     suffix,
                     extranonce_prefix: enp,
                     extranonce_size: size,
-                    target,
+                    target: Target::from_le_bytes(target),
                 };
             }
             _ => unreachable!(),
@@ -198,32 +198,27 @@ fn open_extended(rig: &mut Rig, min_extranonce_size: u16) -> ExtJob {
 
 /// The header hash a miner computes for an extended job (independent of the pool's code:
 /// the spec's formula with rust-bitcoin's sha256d).
-fn miner_hash(job: &ExtJob, extranonce: &[u8], version: u32, ntime: u32, nonce: u32) -> [u8; 32] {
+fn miner_hash(job: &ExtJob, extranonce: &[u8], version: u32, ntime: u32, nonce: u32) -> BlockHash {
     let mut cb = job.prefix.clone();
     cb.extend_from_slice(&job.extranonce_prefix);
     cb.extend_from_slice(extranonce);
     cb.extend_from_slice(&job.suffix);
-    let txid = sha256d::Hash::hash(&cb).to_byte_array();
+    let txid = Txid::from_raw_hash(sha256d::Hash::hash(&cb));
     let root = fold_merkle_path(txid, &job.path);
     let mut h = Vec::with_capacity(80);
     h.extend_from_slice(&version.to_le_bytes());
     h.extend_from_slice(&job.prev_hash);
-    h.extend_from_slice(&root);
+    h.extend_from_slice(root.as_byte_array());
     h.extend_from_slice(&ntime.to_le_bytes());
     h.extend_from_slice(&job.nbits.to_le_bytes());
     h.extend_from_slice(&nonce.to_le_bytes());
-    sha256d::Hash::hash(&h).to_byte_array()
+    BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
 }
 
 /// Brute-forces a nonce meeting `target`.
-fn find_nonce(job: &ExtJob, extranonce: &[u8], target: &U256, start: u32) -> u32 {
+fn find_nonce(job: &ExtJob, extranonce: &[u8], target: Target, start: u32) -> u32 {
     (start..)
-        .find(|&n| {
-            hash_meets_target(
-                &miner_hash(job, extranonce, job.version, job.min_ntime, n),
-                target,
-            )
-        })
+        .find(|&n| target.is_met_by(miner_hash(job, extranonce, job.version, job.min_ntime, n)))
         .unwrap()
 }
 
@@ -271,7 +266,7 @@ fn extended_share_accepted_then_duplicate_refused() {
     let job = open_extended(&mut rig, 4);
     assert_eq!(job.extranonce_prefix.len() + job.extranonce_size, 32);
     let en = vec![1u8; job.extranonce_size];
-    let nonce = find_nonce(&job, &en, &job.target, 0);
+    let nonce = find_nonce(&job, &en, job.target, 0);
     let frames = submit_ext(&mut rig, &job, 1, &en, job.version, job.min_ntime, nonce);
     match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
         Message::SubmitSharesSuccess(m) => {
@@ -295,7 +290,7 @@ fn each_rejection_rule_has_its_code() {
     let mut rig = Rig::new(hard_chain(), config(1e-9));
     let job = open_extended(&mut rig, 4);
     let en = vec![2u8; job.extranonce_size];
-    let nonce = find_nonce(&job, &en, &job.target, 0);
+    let nonce = find_nonce(&job, &en, job.target, 0);
     let v = job.version;
     let t = job.min_ntime;
 
@@ -329,7 +324,7 @@ fn each_rejection_rule_has_its_code() {
     );
     // A nonce whose hash misses the target.
     let bad = (0..)
-        .find(|&n| !hash_meets_target(&miner_hash(&job, &en, v, t, n), &job.target))
+        .find(|&n| !job.target.is_met_by(miner_hash(&job, &en, v, t, n)))
         .unwrap();
     assert_eq!(
         error_code(&submit_ext(&mut rig, &job, 7, &en, v, t, bad)),
@@ -339,7 +334,7 @@ fn each_rejection_rule_has_its_code() {
     let rolled = v ^ 0x0000_2000;
     let mut rolled_job = job.clone();
     rolled_job.version = rolled;
-    let n2 = find_nonce(&rolled_job, &en, &job.target, 0);
+    let n2 = find_nonce(&rolled_job, &en, job.target, 0);
     let ok = submit_ext(&mut rig, &job, 8, &en, rolled, t, n2);
     assert_eq!(names(&ok), ["SubmitSharesSuccess"]);
     // After a new tip, the old job's shares are stale.
@@ -348,7 +343,7 @@ fn each_rejection_rule_has_its_code() {
     rig.work = Work::new(2, template, &rig.config.coinbase).unwrap();
     rig.session.on_work(&rig.work, NOW_MS);
     let _ = take_frames(&mut rig.session);
-    let n3 = find_nonce(&job, &en, &job.target, n2.max(nonce) + 1);
+    let n3 = find_nonce(&job, &en, job.target, n2.max(nonce) + 1);
     assert_eq!(
         error_code(&submit_ext(&mut rig, &job, 9, &en, v, t, n3)),
         "stale-share"
@@ -395,7 +390,7 @@ fn blocks_from_winning_shares_pass_rust_bitcoin_checks_and_extend_the_chain() {
     for round in 0..5u32 {
         let en = vec![round as u8; job.extranonce_size];
         let regtest_target = rig.work.network_target;
-        let nonce = find_nonce(&job, &en, &regtest_target, 0);
+        let nonce = find_nonce(&job, &en, regtest_target, 0);
         let frames = submit_ext(
             &mut rig,
             &job,
@@ -485,7 +480,7 @@ fn chain_refuses_a_block_with_a_broken_merkle_root() {
     let mut rig = Rig::new(chain, config(1e-9));
     let job = open_extended(&mut rig, 8);
     let en = vec![9u8; job.extranonce_size];
-    let nonce = find_nonce(&job, &en, &rig.work.network_target, 0);
+    let nonce = find_nonce(&job, &en, rig.work.network_target, 0);
     let frames = submit_ext(&mut rig, &job, 1, &en, job.version, job.min_ntime, nonce);
     assert_eq!(names(&frames), ["SubmitSharesSuccess"]);
     let mut block = rig
@@ -551,13 +546,13 @@ fn standard_channel_gets_merkle_root_and_shares_validate() {
         h.extend_from_slice(&ntime.to_le_bytes());
         h.extend_from_slice(&nbits.to_le_bytes());
         h.extend_from_slice(&nonce.to_le_bytes());
-        sha256d::Hash::hash(&h).to_byte_array()
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
     };
     let good = (0..)
-        .find(|&n| hash_meets_target(&hash(n), &target))
+        .find(|&n| Target::from_le_bytes(target).is_met_by(hash(n)))
         .unwrap();
     let bad = (0..)
-        .find(|&n| !hash_meets_target(&hash(n), &target))
+        .find(|&n| !Target::from_le_bytes(target).is_met_by(hash(n)))
         .unwrap();
     let share = |seq, nonce| SubmitSharesStandard {
         channel_id: ch,
@@ -724,7 +719,7 @@ proptest! {
         let job = open_extended(&mut rig, 4);
         // A share target of about 1 in 4096 hashes so that a mutated share almost surely misses it.
         let en = vec![en_byte; job.extranonce_size];
-        let nonce = find_nonce(&job, &en, &job.target, 0);
+        let nonce = find_nonce(&job, &en, job.target, 0);
         let (mut ch, mut jid, mut n, mut t, mut v, mut e) = (job.channel_id, job.job_id, nonce, job.min_ntime, job.version, en.clone());
         match field {
             0 => ch ^= 1 << (flip % 8),
@@ -749,7 +744,7 @@ proptest! {
             Message::SubmitSharesSuccess(_) => {
                 // Legitimate only if the mutated header really meets the target.
                 prop_assert!(field >= 2);
-                prop_assert!(hash_meets_target(&miner_hash(&job, &e, v, t, n), &job.target));
+                prop_assert!(job.target.is_met_by(miner_hash(&job, &e, v, t, n)));
             }
             other => prop_assert!(false, "{:?}", other),
         }
@@ -797,7 +792,7 @@ fn standard_channels_without_standard_jobs_get_group_jobs() {
         suffix: vec![],
         extranonce_prefix: prefix,
         extranonce_size: 0,
-        target,
+        target: Target::from_le_bytes(target),
     };
     for f in &frames {
         match Frame::parse_exact(f).unwrap().message().unwrap().0 {
@@ -819,7 +814,7 @@ fn standard_channels_without_standard_jobs_get_group_jobs() {
         }
     }
     // The miner computes the root from the group job with its prefix as the whole extranonce.
-    let nonce = find_nonce(&job, &[], &target, 0);
+    let nonce = find_nonce(&job, &[], job.target, 0);
     let share = SubmitSharesStandard {
         channel_id: channel,
         sequence_number: 1,
@@ -860,7 +855,7 @@ fn shares_at_the_previous_target_count_for_a_grace_period() {
     let nonce = (0..)
         .find(|&n| {
             let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
-            hash_meets_target(&h, &job.target) && !hash_meets_target(&h, &new_target)
+            job.target.is_met_by(h) && !Target::from_le_bytes(new_target).is_met_by(h)
         })
         .unwrap();
     let share = |seq| SubmitSharesExtended {
@@ -881,7 +876,7 @@ fn shares_at_the_previous_target_count_for_a_grace_period() {
     let nonce2 = (nonce + 1..)
         .find(|&n| {
             let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
-            hash_meets_target(&h, &job.target) && !hash_meets_target(&h, &new_target)
+            job.target.is_met_by(h) && !Target::from_le_bytes(new_target).is_met_by(h)
         })
         .unwrap();
     let late = SubmitSharesExtended {

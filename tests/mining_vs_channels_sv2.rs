@@ -30,9 +30,8 @@ use std::sync::Arc;
 
 use bitcoin::consensus::Encodable;
 use bitcoin::hashes::{Hash, sha256d};
-use bitcoin::{Target, TxOut};
+use bitcoin::{BlockHash, Target, TxMerkleNode, TxOut, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
-use blvm_stratum_v2::mining::target::hash_meets_target;
 use blvm_stratum_v2::mining::{
     CoinbaseConfig, ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work,
 };
@@ -159,21 +158,21 @@ struct JobView {
 impl JobView {
     /// The header hash a miner computes (the spec's formula, with rust-bitcoin's sha256d; no
     /// code of either pool).
-    fn hash(&self, extranonce_prefix: &[u8], s: &Share) -> [u8; 32] {
+    fn hash(&self, extranonce_prefix: &[u8], s: &Share) -> BlockHash {
         let mut cb = self.prefix.clone();
         cb.extend_from_slice(extranonce_prefix);
         cb.extend_from_slice(&s.extranonce);
         cb.extend_from_slice(&self.suffix);
-        let txid = sha256d::Hash::hash(&cb).to_byte_array();
+        let txid = Txid::from_raw_hash(sha256d::Hash::hash(&cb));
         let root = fold_merkle_path(txid, &self.path);
         let mut h = Vec::with_capacity(80);
         h.extend_from_slice(&s.version.to_le_bytes());
         h.extend_from_slice(&self.prev_hash);
-        h.extend_from_slice(&root);
+        h.extend_from_slice(root.as_byte_array());
         h.extend_from_slice(&s.ntime.to_le_bytes());
         h.extend_from_slice(&self.nbits.to_le_bytes());
         h.extend_from_slice(&s.nonce.to_le_bytes());
-        sha256d::Hash::hash(&h).to_byte_array()
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
     }
 }
 
@@ -234,7 +233,7 @@ fn sri_prev_hash(work: &Work, template_id: u64) -> SetNewPrevHashOwned {
         prev_hash: work.prev_hash.to_byte_array().into(),
         header_timestamp: work.cur_time,
         n_bits: work.nbits,
-        target: work.network_target.into(),
+        target: work.network_target.to_le_bytes().into(),
     }
 }
 
@@ -405,7 +404,11 @@ impl Harness {
                 sri_job.get_merkle_path().as_slice(),
             )
             .expect("SRI builds the coinbase");
-            assert_eq!(ours, theirs, "merkle root for extranonce {en:02x?}");
+            assert_eq!(
+                ours,
+                TxMerkleNode::from_byte_array(theirs),
+                "merkle root for extranonce {en:02x?}"
+            );
         }
     }
 
@@ -477,7 +480,7 @@ impl Harness {
             .unwrap();
     }
 
-    fn hash(&self, s: &Share) -> [u8; 32] {
+    fn hash(&self, s: &Share) -> BlockHash {
         self.jobs[s.job].hash(&self.extranonce_prefix, s)
     }
 
@@ -489,7 +492,7 @@ impl Harness {
                     nonce: n,
                     ..s.clone()
                 };
-                hash_meets_target(&self.hash(&t), &SHARE_TARGET) == hit
+                Target::from_le_bytes(SHARE_TARGET).is_met_by(self.hash(&t)) == hit
             })
             .unwrap();
         s
@@ -815,7 +818,7 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
 
     // A block: the coinbase SRI returns is the one our block carries.
     let mut h = fresh();
-    let network: U256 = h.works[0].network_target;
+    let network = h.works[0].network_target;
     let find_block = |h: &Harness, rng: &mut Rng| {
         let s = Share {
             label: "block",
@@ -828,13 +831,10 @@ fn block_verdicts_and_coinbase_match_channels_sv2() {
         Share {
             nonce: (0..)
                 .find(|&n| {
-                    hash_meets_target(
-                        &h.hash(&Share {
-                            nonce: n,
-                            ..s.clone()
-                        }),
-                        &network,
-                    )
+                    network.is_met_by(h.hash(&Share {
+                        nonce: n,
+                        ..s.clone()
+                    }))
                 })
                 .unwrap(),
             ..s
@@ -981,11 +981,13 @@ fn standard_share_verdicts_match_channels_sv2() {
             work.nbits,
             nonce,
         );
-        sha256d::Hash::hash(&h).to_byte_array()
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
     };
     let find = |version: u32, ntime: u32, start: u32, hit: bool| {
         (start..)
-            .find(|&n| hash_meets_target(&header_hash(version, ntime, n), &SHARE_TARGET) == hit)
+            .find(|&n| {
+                Target::from_le_bytes(SHARE_TARGET).is_met_by(header_hash(version, ntime, n)) == hit
+            })
             .unwrap()
     };
     let v = work.version;

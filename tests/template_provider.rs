@@ -195,11 +195,6 @@ fn build_coinbase(t: &NewTemplateOwned) -> Transaction {
     }
 }
 
-fn le_meets(hash: &BlockHash, target: &[u8; 32]) -> bool {
-    let h = hash.to_byte_array();
-    h.iter().rev().cmp(target.iter().rev()) != std::cmp::Ordering::Greater
-}
-
 /// Builds the block for the template and grinds a nonce that meets the target.
 fn solve(t: &NewTemplateOwned, p: &SetNewPrevHashOwned, txs: &[Vec<u8>]) -> Block {
     let coinbase = build_coinbase(t);
@@ -233,8 +228,8 @@ fn solve(t: &NewTemplateOwned, p: &SetNewPrevHashOwned, txs: &[Vec<u8>]) -> Bloc
     assert_eq!(root.to_byte_array(), path_root, "merkle path");
     block.header.merkle_root = root;
     assert!(block.check_witness_commitment(), "witness commitment");
-    let target = p.target.to_array();
-    while !le_meets(&block.block_hash(), &target) {
+    let target = bitcoin::Target::from_le_bytes(p.target.to_array());
+    while !target.is_met_by(block.block_hash()) {
         block.header.nonce += 1;
     }
     block

@@ -1,7 +1,9 @@
-//! The merkle path of the coinbase (leaf 0) and folding a txid up that path.
+//! The merkle path of the coinbase (leaf 0) and folding a txid up that path. The path stays
+//! raw bytes (it is what NewExtendedMiningJob carries and what miners fold); the txid going in
+//! and the root coming out are rust-bitcoin's `Txid` and `TxMerkleNode`.
 
-use bitcoin::Txid;
 use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{TxMerkleNode, Txid};
 
 /// sha256d(left || right), the merkle tree's node hash.
 #[inline]
@@ -32,11 +34,13 @@ pub fn coinbase_merkle_path(txids: &[Txid]) -> Vec<[u8; 32]> {
     path
 }
 
-/// Folds a coinbase txid up the path into the merkle root (header byte order).
+/// Folds a coinbase txid up the path into the merkle root.
 #[inline]
-pub fn fold_merkle_path(coinbase_txid: [u8; 32], path: &[[u8; 32]]) -> [u8; 32] {
-    path.iter()
-        .fold(coinbase_txid, |acc, h| merkle_node(&acc, h))
+pub fn fold_merkle_path(coinbase_txid: Txid, path: &[[u8; 32]]) -> TxMerkleNode {
+    TxMerkleNode::from_byte_array(
+        path.iter()
+            .fold(coinbase_txid.to_byte_array(), |acc, h| merkle_node(&acc, h)),
+    )
 }
 
 #[cfg(test)]
@@ -49,10 +53,13 @@ mod tests {
             let leaves: Vec<Txid> = (0..=n)
                 .map(|i| Txid::hash(&(i as u64).to_le_bytes()))
                 .collect();
-            let expected = bitcoin::merkle_tree::calculate_root(leaves.iter().copied())
-                .map(|r| r.to_byte_array());
+            let expected = bitcoin::merkle_tree::calculate_root(
+                leaves
+                    .iter()
+                    .map(|t| TxMerkleNode::from_raw_hash(t.to_raw_hash())),
+            );
             let path = coinbase_merkle_path(&leaves[1..]);
-            let root = fold_merkle_path(leaves[0].to_byte_array(), &path);
+            let root = fold_merkle_path(leaves[0], &path);
             assert_eq!(Some(root), expected, "{n} transactions after the coinbase");
         }
     }

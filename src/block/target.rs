@@ -1,5 +1,7 @@
 //! Targets and difficulty: 256-bit little-endian targets as SV2 carries them (U256), converted
 //! to and from `bitcoin::Target`, with floating-point only where policy (vardiff) needs a ratio.
+//! A hash is checked against a target only as `bitcoin::Target::is_met_by(BlockHash)`, which
+//! cannot be called with a target and a hash swapped.
 
 use crate::wire::U256;
 use bitcoin::Target;
@@ -8,20 +10,6 @@ use bitcoin::Target;
 const DIFF1: f64 = 26959535291011309493156476344723991336010898738574164086137773096960.0;
 /// 2^256 as a float.
 const TWO_256: f64 = 1.157_920_892_373_162e77;
-
-/// Whether `hash` (raw SHA-256d output, read as a little-endian 256-bit integer) is at most
-/// `target`, for raw values straight off the wire (the miner, tests). The pool's session
-/// compares typed values instead (`bitcoin::Target::is_met_by(BlockHash)`), which cannot be
-/// called with the arguments swapped.
-#[inline]
-pub fn hash_meets_target(hash: &[u8; 32], target: &U256) -> bool {
-    for i in (0..32).rev() {
-        if hash[i] != target[i] {
-            return hash[i] < target[i];
-        }
-    }
-    true
-}
 
 /// A target as a float (for ratios and difficulty); exact to 53 bits.
 pub fn target_to_f64(t: &U256) -> f64 {
@@ -105,15 +93,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meets_target_is_le_integer_order() {
+    fn converted_target_compares_hashes_as_le_integers() {
+        use bitcoin::BlockHash;
+        use bitcoin::hashes::Hash;
         let mut t = [0u8; 32];
         t[31] = 0x10;
+        let target = to_bitcoin_target(&t);
         let mut h = [0xffu8; 32];
         h[31] = 0x0f;
-        assert!(hash_meets_target(&h, &t));
+        assert!(target.is_met_by(BlockHash::from_byte_array(h)));
         h[31] = 0x10;
-        assert!(!hash_meets_target(&h, &t));
-        assert!(hash_meets_target(&t, &t));
+        assert!(!target.is_met_by(BlockHash::from_byte_array(h)));
+        assert!(target.is_met_by(BlockHash::from_byte_array(t)));
     }
 
     #[test]

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use bitcoin::hashes::{Hash, HashEngine, sha256};
+use bitcoin::{BlockHash, Target, Txid};
 
 use super::miner::{JobKind, MiningWork, Share};
 use crate::block::merkle::fold_merkle_path;
-use crate::block::target::hash_meets_target;
 
 /// sha256d of an 80-byte header (reference path for tests and share checks).
 pub use crate::block::header::hash_header_bytes as header_hash;
@@ -222,13 +222,14 @@ impl Hasher {
                     e.input(coinbase_suffix);
                     let first = sha256::Hash::from_engine(e);
                     let txid = sha256::Hash::hash(first.as_byte_array()).to_byte_array();
-                    fold_merkle_path(txid, merkle_path)
+                    fold_merkle_path(Txid::from_byte_array(txid), merkle_path).to_byte_array()
                 }
                 (JobKind::Extended { .. }, None) => [0; 32],
             }
         };
         let target = work.target;
         let target_top = u32::from_le_bytes([target[28], target[29], target[30], target[31]]);
+        let share_target = Target::from_le_bytes(target);
         let mut done = 0u64;
         let version_of = |roll: u32| work.version ^ (roll << VERSION_ROLL_SHIFT);
         let mut header = HeaderMidstate::new(
@@ -276,7 +277,7 @@ impl Hasher {
                 if u32::from_le_bytes([hash[28], hash[29], hash[30], hash[31]]) > target_top {
                     continue;
                 }
-                if !hash_meets_target(&hash, &target) {
+                if !share_target.is_met_by(BlockHash::from_byte_array(hash)) {
                     continue;
                 }
                 let share = Share {

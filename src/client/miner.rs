@@ -6,11 +6,12 @@
 //! as a [`MiningWork`] snapshot whose `generation` changes whenever the hashers must pick up
 //! something new. Found shares go back through [`MinerSession::submit`].
 
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, Target};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::connection::{Outbox, Protocol};
-use crate::mining::target::hash_meets_target;
 use crate::wire::common::{
     PROTOCOL_MINING, Reconnect, SetupConnection, SetupConnectionError, SetupConnectionSuccess,
 };
@@ -839,7 +840,7 @@ impl MinerSession {
         if share.extranonce.len() != expected {
             return Err(ShareDropped::BadExtranonce);
         }
-        if !hash_meets_target(&share.hash, &ch.target) {
+        if !Target::from_le_bytes(ch.target).is_met_by(BlockHash::from_byte_array(share.hash)) {
             return Err(ShareDropped::AboveTarget);
         }
         Ok(())

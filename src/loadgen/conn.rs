@@ -22,6 +22,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{Hash, HashEngine, sha256};
+use bitcoin::{BlockHash, Target, Txid};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
@@ -31,9 +32,8 @@ use crate::client::hasher::{IV, compress};
 use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::merkle::fold_merkle_path;
-use crate::mining::target::hash_meets_target;
 use crate::noise::{Initiator, NoiseError};
-use crate::wire::{U256, WireError};
+use crate::wire::WireError;
 
 /// Nonces tried for one share before giving up on it (the load generator expects a target
 /// near 2^256, where the first nonce nearly always qualifies).
@@ -201,7 +201,7 @@ struct ShareMaker {
     tail: [u8; 64],
     /// The first digest and the padding of a 32-byte message.
     digest: [u8; 64],
-    target: U256,
+    target: Target,
     share: Share,
 }
 
@@ -226,7 +226,8 @@ impl ShareMaker {
                 e.input(coinbase_suffix);
                 let first = sha256::Hash::from_engine(e);
                 let txid = sha256::Hash::hash(first.as_byte_array()).to_byte_array();
-                (fold_merkle_path(txid, merkle_path), extranonce)
+                let root = fold_merkle_path(Txid::from_byte_array(txid), merkle_path);
+                (root.to_byte_array(), extranonce)
             }
         };
         let mut first = [0u8; 64];
@@ -248,7 +249,7 @@ impl ShareMaker {
             mid: sha256::Midstate(mid),
             tail,
             digest,
-            target: work.target,
+            target: Target::from_le_bytes(work.target),
             share: Share {
                 channel_id: work.channel_id,
                 job_id: work.job_id,
@@ -273,7 +274,7 @@ impl ShareMaker {
             self.digest[..32].copy_from_slice(&h1);
             let hash = compress(IV, &self.digest);
             *attempts += 1;
-            if hash_meets_target(&hash, &self.target) {
+            if self.target.is_met_by(BlockHash::from_byte_array(hash)) {
                 self.share.hash = hash;
                 return Some(&self.share);
             }

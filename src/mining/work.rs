@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use bitcoin::block::{Header, Version};
 use bitcoin::hashes::Hash;
-use bitcoin::{Block, BlockHash, CompactTarget, Transaction, TxMerkleNode};
+use bitcoin::{Block, BlockHash, CompactTarget, Target, Transaction, TxMerkleNode, Txid};
 
 use super::MiningError;
 use crate::block::BlockTemplate;
 use crate::block::coinbase::{CoinbaseConfig, CoinbaseParts};
 use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
-use crate::block::target::from_bitcoin_target;
-use crate::wire::U256;
 
 /// The header functions' old home, kept so that existing callers still find them.
 pub use crate::block::header::{header_bytes, header_midstate, sha256d_from_midstate};
@@ -35,7 +33,7 @@ pub struct Work {
     /// Header time miners start from.
     pub cur_time: u32,
     /// Network target: a share at or below it is a block.
-    pub network_target: U256,
+    pub network_target: Target,
     /// The coinbase, split.
     pub coinbase: CoinbaseParts,
     /// Merkle path of the coinbase, deepest first.
@@ -63,7 +61,7 @@ impl Work {
             height: template.height,
             min_time: template.min_time,
             cur_time: template.cur_time.max(template.min_time),
-            network_target: from_bitcoin_target(template.target()),
+            network_target: template.target(),
             coinbase,
             merkle_path,
             transactions: template.transactions,
@@ -73,9 +71,9 @@ impl Work {
 
     /// Merkle root for a full extranonce (channel prefix and miner part).
     #[inline]
-    pub fn merkle_root(&self, extranonce_prefix: &[u8], extranonce: &[u8]) -> [u8; 32] {
+    pub fn merkle_root(&self, extranonce_prefix: &[u8], extranonce: &[u8]) -> TxMerkleNode {
         let txid = self.coinbase.txid_with(extranonce_prefix, extranonce);
-        fold_merkle_path(txid, &self.merkle_path)
+        fold_merkle_path(Txid::from_byte_array(txid), &self.merkle_path)
     }
 
     /// SHA-256d of a share's header on this work.
@@ -83,14 +81,14 @@ impl Work {
     pub fn header_hash(
         &self,
         version: u32,
-        merkle_root: &[u8; 32],
+        merkle_root: &TxMerkleNode,
         ntime: u32,
         nonce: u32,
     ) -> [u8; 32] {
         crate::block::header::header_hash(
             version,
             self.prev_hash.as_byte_array(),
-            merkle_root,
+            merkle_root.as_byte_array(),
             ntime,
             self.nbits,
             nonce,
@@ -113,7 +111,7 @@ impl Work {
         let header = Header {
             version: Version::from_consensus(version as i32),
             prev_blockhash: self.prev_hash,
-            merkle_root: TxMerkleNode::from_byte_array(merkle_root),
+            merkle_root,
             time: ntime,
             bits: CompactTarget::from_consensus(self.nbits),
             nonce,

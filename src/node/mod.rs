@@ -62,5 +62,5 @@ pub trait NodeApi: Send + Sync {
 
     /// The pool accepted a share on work `work_id` (blvm-node modules publish ShareSubmitted).
     /// Called on the share path: must not block. Default: nothing.
-    fn share_accepted(&self, _work_id: u64, _hash: [u8; 32], _miner: Option<&str>) {}
+    fn share_accepted(&self, _work_id: u64, _hash: BlockHash, _miner: Option<&str>) {}
 }

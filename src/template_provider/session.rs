@@ -14,7 +14,7 @@ use bitcoin::block::{Header, Version};
 use bitcoin::consensus::{Encodable, deserialize};
 use bitcoin::hashes::Hash;
 use bitcoin::script::Builder;
-use bitcoin::{Amount, Block, BlockHash, Transaction, TxMerkleNode, TxOut};
+use bitcoin::{Amount, Block, BlockHash, Transaction, TxOut};
 
 use crate::block::BlockTemplate;
 use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
@@ -116,11 +116,11 @@ impl ServedTemplate {
                 reason: "not a coinbase transaction".into(),
             });
         }
-        let root = fold_merkle_path(coinbase.compute_txid().to_byte_array(), &self.merkle_path);
+        let merkle_root = fold_merkle_path(coinbase.compute_txid(), &self.merkle_path);
         let header = Header {
             version: Version::from_consensus(m.version as i32),
             prev_blockhash: self.template.prev_hash,
-            merkle_root: TxMerkleNode::from_byte_array(root),
+            merkle_root,
             time: m.header_timestamp,
             bits: self.template.bits,
             nonce: m.header_nonce,

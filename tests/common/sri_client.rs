@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use binary_sv2::{B032, Str0255, U256};
 use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{BlockHash, Target};
 use codec_sv2::{
     Decrypted, EncodableFrame, Handshake, MessageFrame, NoiseDecoder, NoiseEncoder,
     TransportDecryptState, TransportEncryptState,
@@ -195,14 +196,15 @@ fn sha256d(data: &[u8]) -> [u8; 32] {
     sha256d::Hash::hash(data).to_byte_array()
 }
 
-/// `a <= b` for two little-endian 256-bit integers (a hash against a target).
-pub fn meets(hash: &[u8; 32], target: &[u8; 32]) -> bool {
-    hash.iter().rev().cmp(target.iter().rev()) != std::cmp::Ordering::Greater
+/// A channel target as SRI carries it (little-endian U256), as rust-bitcoin's type, so a hash
+/// is checked as `Target::is_met_by(BlockHash)` and never compared with the arguments swapped.
+pub fn share_target(le: &[u8; 32]) -> Target {
+    Target::from_le_bytes(*le)
 }
 
-/// The network target of a compact nBits, little-endian.
-pub fn network_target(nbits: u32) -> [u8; 32] {
-    bitcoin::Target::from_compact(bitcoin::CompactTarget::from_consensus(nbits)).to_le_bytes()
+/// The network target of a compact nBits.
+pub fn network_target(nbits: u32) -> Target {
+    Target::from_compact(bitcoin::CompactTarget::from_consensus(nbits))
 }
 
 /// Spec 05 §5.3.14: txid of prefix || extranonce_prefix || extranonce || suffix, folded up the
@@ -523,7 +525,7 @@ impl Miner {
     }
 
     /// Brute-forces a share on the channel's active job whose hash satisfies `accept`.
-    pub fn find_share(&mut self, channel_id: u32, accept: impl Fn(&[u8; 32]) -> bool) -> Share {
+    pub fn find_share(&mut self, channel_id: u32, accept: impl Fn(BlockHash) -> bool) -> Share {
         let ch = self.channel(channel_id).clone();
         let prev = ch.prev.expect("no prev hash yet");
         let job = &ch.jobs[&ch.active_job.expect("no active job")];
@@ -549,7 +551,7 @@ impl Miner {
                 prev.nbits,
                 nonce,
             );
-            if accept(&hash) {
+            if accept(BlockHash::from_byte_array(hash)) {
                 return Share {
                     channel_id,
                     extended: ch.extended,
@@ -566,8 +568,8 @@ impl Miner {
 
     /// A share that meets the channel's target.
     pub fn valid_share(&mut self, channel_id: u32) -> Share {
-        let target = self.channel(channel_id).target;
-        self.find_share(channel_id, |h| meets(h, &target))
+        let target = share_target(&self.channel(channel_id).target);
+        self.find_share(channel_id, |h| target.is_met_by(h))
     }
 
     /// The SubmitShares message for `share`, with the next sequence number.

@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bitcoin::Target;
+use bitcoin::hashes::Hash;
 
 use super::StratumV2Pool;
 use crate::block::target::target_of_difficulty;
@@ -373,7 +374,7 @@ impl StratumV2Pool {
                         .channels()
                         .iter()
                         .find(|c| c.channel_id == *session_channel_id)
-                        .map(|c| Target::from_le_bytes(c.target));
+                        .map(|c| c.target);
                     if let Some(target) = target {
                         m.channels.push(EndpointChannel {
                             channel_id,
@@ -436,7 +437,7 @@ impl StratumV2Pool {
                 .find(|c| c.channel_id == channel.session_channel_id)
                 .map(|c| c.extranonce_prefix)
                 .unwrap_or_default();
-            if job.work.merkle_root(&prefix, &[]) != *merkle_root {
+            if job.work.merkle_root(&prefix, &[]).to_byte_array() != *merkle_root {
                 return Err(EndpointError::MerkleRootMismatch);
             }
             session_job_id = job.session_job_id;

@@ -245,6 +245,7 @@ impl PoolStatistics {
 mod tests {
     use super::*;
     use crate::mining::ShareRejection;
+    use bitcoin::hashes::Hash;
 
     #[test]
     fn accepted_shares_folded_at_once_count_as_one_by_one() {
@@ -257,7 +258,7 @@ mod tests {
             difficulty: 2.0,
             worker: None,
             work_id: 1,
-            hash: [0; 32],
+            hash: bitcoin::BlockHash::all_zeros(),
         };
         for t in [1_000, 2_000, 4_000] {
             one.record(1, &acc, t);
@@ -292,7 +293,7 @@ mod tests {
             difficulty: 2.0,
             worker: None,
             work_id: 1,
-            hash: [0; 32],
+            hash: bitcoin::BlockHash::all_zeros(),
         };
         let rej = SessionEvent::ShareRejected {
             channel_id: 1,

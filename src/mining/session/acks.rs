@@ -3,7 +3,6 @@
 //! once the batch is full or a second old) and a vardiff retarget when the estimate moved.
 
 use bitcoin::Target;
-use bitcoin::hashes::Hash;
 
 use super::Session;
 use super::events::SessionEvent;
@@ -121,7 +120,7 @@ impl Session {
                     difficulty,
                     worker,
                     work_id,
-                    hash: hash.to_byte_array(),
+                    hash,
                 });
                 if full {
                     self.flush_batch(idx);
@@ -155,7 +154,7 @@ impl Session {
         self.send(&msg);
         self.events.push(SessionEvent::TargetChanged {
             channel_id: msg.channel_id,
-            target: msg.maximum_target,
+            target: Target::from_le_bytes(msg.maximum_target),
         });
     }
 }

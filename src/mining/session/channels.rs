@@ -19,7 +19,7 @@ use crate::wire::mining::{
     OpenStandardMiningChannel, OpenStandardMiningChannelSuccess, SetTarget, UpdateChannel,
     UpdateChannelError,
 };
-use crate::wire::{B0_32, Str0_255, U256};
+use crate::wire::{B0_32, Str0_255};
 
 /// How long shares meeting a channel's previous target still count after SetTarget: the
 /// miner may have found them before the new target reached it.
@@ -56,7 +56,7 @@ pub struct ChannelInfo {
     /// Who mines on it.
     pub user_identity: String,
     /// Current share target.
-    pub target: U256,
+    pub target: Target,
     /// The channel's extranonce prefix.
     pub extranonce_prefix: Vec<u8>,
     /// Miner extranonce bytes.
@@ -137,7 +137,7 @@ impl Session {
                 channel_id: c.id,
                 extended: c.kind == ChannelKind::Extended,
                 user_identity: c.user_identity.clone(),
-                target: c.target.to_le_bytes(),
+                target: c.target,
                 extranonce_prefix: c.extranonce_prefix.clone(),
                 extranonce_size: c.extranonce_size,
                 hashrate: c.vardiff.hashrate(),

@@ -1,8 +1,10 @@
 //! What a session tells the rest of the pool ([`SessionEvent`], [`FoundBlock`]) and why it
 //! must end ([`SessionError`]).
 
+use bitcoin::{BlockHash, Target};
+
 use crate::mining::share::ShareRejection;
-use crate::wire::{U256, WireError};
+use crate::wire::WireError;
 
 /// What a session tells the rest of the pool.
 #[derive(Debug, Clone)]
@@ -45,8 +47,8 @@ pub enum SessionEvent {
         worker: Option<String>,
         /// The pool-wide id of the work it was on.
         work_id: u64,
-        /// Its header hash (internal byte order).
-        hash: [u8; 32],
+        /// Its header hash.
+        hash: BlockHash,
     },
     /// A share was refused.
     ShareRejected {
@@ -62,7 +64,7 @@ pub enum SessionEvent {
         /// The channel.
         channel_id: u32,
         /// Its new target.
-        target: U256,
+        target: Target,
     },
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bitcoin::TxMerkleNode;
 use bitcoin::hashes::Hash;
 
 use super::channels::ChannelKind;
@@ -30,7 +31,7 @@ pub(super) struct SessionJob {
 pub(super) struct StandardJob {
     pub(super) job_id: u32,
     pub(super) version: u32,
-    pub(super) root: [u8; 32],
+    pub(super) root: TxMerkleNode,
     pub(super) head: [u32; 8],
 }
 
@@ -135,7 +136,7 @@ impl Session {
         let head = header_midstate(&header_bytes(
             work.version,
             work.prev_hash.as_byte_array(),
-            &root,
+            root.as_byte_array(),
             0,
             0,
             0,
@@ -149,7 +150,7 @@ impl Session {
         while ch.roots.len() > max {
             ch.roots.pop_front();
         }
-        root
+        root.to_byte_array()
     }
 
     fn push_job(&mut self, work: &Arc<Work>) -> u32 {

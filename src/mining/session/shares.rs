@@ -209,7 +209,7 @@ impl Session {
         let hash = if m.version == sj.version {
             // The cached state covers the first 64 header bytes: hash the last 16.
             let mut tail = [0u8; 16];
-            tail[..4].copy_from_slice(&sj.root[28..]);
+            tail[..4].copy_from_slice(&sj.root.as_byte_array()[28..]);
             tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
             tail[8..12].copy_from_slice(&job.work.nbits.to_le_bytes());
             tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
@@ -237,7 +237,7 @@ impl Session {
         let ch = &mut self.channels[idx];
         // A block is never refused, even where the channel target is harder than the network's
         // (possible on regtest).
-        let is_block = Target::from_le_bytes(work.network_target).is_met_by(hash);
+        let is_block = work.network_target.is_met_by(hash);
         let credited = if ch.target.is_met_by(hash) {
             ch.target
         } else {

@@ -436,10 +436,10 @@ impl NodeApi for ModuleNode {
         });
     }
 
-    fn share_accepted(&self, work_id: u64, hash: [u8; 32], miner: Option<&str>) {
+    fn share_accepted(&self, work_id: u64, hash: BlockHash, miner: Option<&str>) {
         self.queue(PublishedEvent::ShareSubmitted {
             job_id: work_id.to_string(),
-            share_hash: hash,
+            share_hash: hash.to_byte_array(),
             miner_id: miner.map(str::to_owned),
         });
     }
