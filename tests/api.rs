@@ -548,3 +548,38 @@ fn the_server_is_built_from_the_module_environment_the_node_gives() {
         Err(StratumV2Error::ModuleError(_))
     ));
 }
+
+/// A block found through the pool of a running server (`get_pool()`, then `handle_share`) is
+/// saved and submitted at once, like a block found on a connection: it ends in
+/// `blocks/submitted`, accepted by the node.
+#[tokio::test]
+async fn a_block_found_through_a_running_servers_pool_is_saved_and_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _node) = started_server(dir.path()).await;
+    let pool = server.get_pool();
+    let hash = {
+        let mut pool = pool.write().unwrap();
+        pool.register_miner("api-miner".into());
+        pool.open_channel("api-miner", 7, 1).unwrap();
+        let miner = pool.miner_connection("api-miner").unwrap();
+        let channel = &miner.channels[&7];
+        let job = channel.jobs[&channel.current_job_id.unwrap()].clone();
+        let s = find(&pool, &job, 0, true);
+        assert_eq!(pool.handle_share("api-miner", s).unwrap(), (true, true));
+        pool.calculate_block_hash(&header_of(&s, &job))
+    };
+    let submitted = dir
+        .path()
+        .join("blocks")
+        .join("submitted")
+        .join(format!("{hash}.hex"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !submitted.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "block {hash} not in blocks/submitted within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await.unwrap();
+}

@@ -27,8 +27,8 @@ pub use connection::ConnectionEnd;
 use block_files::FileBlockStore;
 
 use crate::mining::pool::{
-    BlockStore, DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, NodeAnswer, SelectedWork,
-    SubmissionOutcome,
+    BlockStore, DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, FoundBlockSink, NodeAnswer,
+    SelectedWork, SubmissionOutcome,
 };
 use crate::mining::{
     AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
@@ -306,6 +306,10 @@ impl StratumV2Server {
         );
         let allocator: Arc<ExtranonceAllocator> = pool.extranonce_allocator().clone();
         let (blocks, blocks_rx) = mpsc::unbounded_channel();
+        pool.set_found_block_sink(Arc::new(SubmitterSink {
+            data_dir: config.data_dir.clone(),
+            blocks: blocks.clone(),
+        }));
         let shared = Arc::new(Shared {
             config,
             responder: Arc::new(RwLock::new(responder)),
@@ -796,6 +800,30 @@ fn save_pending(data_dir: &std::path::Path, block: &bitcoin::Block) {
         Ok(()) => info!(%hash, file = %file.display(), "block saved"),
         Err(e) => {
             error!(%hash, file = %file.display(), "cannot save the block; submitting it anyway: {e}")
+        }
+    }
+}
+
+/// Where the pool object hands blocks found outside the server's connections (the product
+/// API's `StratumV2Pool::handle_share` on `get_pool()`): saved to `blocks/pending` and handed
+/// to the submitter at once, like a block found on a connection.
+#[derive(Debug)]
+struct SubmitterSink {
+    data_dir: std::path::PathBuf,
+    blocks: mpsc::UnboundedSender<FoundBlock>,
+}
+
+impl FoundBlockSink for SubmitterSink {
+    fn block_found(&self, found: &FoundBlock) {
+        info!(
+            height = found.height,
+            hash = %found.block.block_hash(),
+            user = %found.user_identity,
+            "block found (product API)"
+        );
+        save_pending(&self.data_dir, &found.block);
+        if self.blocks.send(found.clone()).is_err() {
+            error!(hash = %found.block.block_hash(), "block submitter gone; block not submitted");
         }
     }
 }

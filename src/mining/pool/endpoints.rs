@@ -19,7 +19,7 @@ use bitcoin::hashes::Hash;
 
 use super::StratumV2Pool;
 use crate::block::target::target_of_difficulty;
-use crate::mining::{MiningConfig, Session, SessionError, SessionEvent, Work};
+use crate::mining::{FoundBlock, MiningConfig, Session, SessionError, SessionEvent, Work};
 use crate::wire::common::SetupConnection;
 use crate::wire::mining::{
     OpenStandardMiningChannel, REQUIRES_STANDARD_JOBS, SubmitSharesStandard,
@@ -107,6 +107,15 @@ pub struct EndpointMiner {
     pub last_activity_ms: u64,
 }
 
+/// Where a block found by an endpoint miner goes when a server runs the pool: the server saves
+/// it to disk and submits it at once, exactly like a block found on a connection. Without a
+/// sink (a pool used on its own) the block waits in [`FoundBlocks`](super::FoundBlocks) for
+/// whoever drives the submissions.
+pub trait FoundBlockSink: Send + Sync + std::fmt::Debug {
+    /// A block was found (called under the pool's lock: must not block).
+    fn block_found(&self, found: &FoundBlock);
+}
+
 /// Every endpoint miner, bounded.
 #[derive(Debug)]
 pub struct EndpointMiners {
@@ -115,6 +124,8 @@ pub struct EndpointMiners {
     miners: HashMap<String, EndpointMiner>,
     stamp: u64,
     next_id: u64,
+    /// Where found blocks go (the server's), if anywhere but the pool's own queue.
+    block_sink: Option<Arc<dyn FoundBlockSink>>,
 }
 
 impl Default for EndpointMiners {
@@ -125,6 +136,7 @@ impl Default for EndpointMiners {
             miners: HashMap::new(),
             stamp: 0,
             next_id: ENDPOINT_ID_BASE,
+            block_sink: None,
         }
     }
 }
@@ -224,6 +236,11 @@ impl StratumV2Pool {
     pub fn configure_endpoints(&mut self, config: Arc<MiningConfig>, capacity: usize) {
         self.endpoints.config = config;
         self.endpoints.capacity = capacity.max(1);
+    }
+
+    /// Hands blocks found by endpoint miners to `sink` instead of queueing them here.
+    pub fn set_found_block_sink(&mut self, sink: Arc<dyn FoundBlockSink>) {
+        self.endpoints.block_sink = Some(sink);
     }
 
     /// The miner at `endpoint`, registered now if new (evicting the least recently used one
@@ -461,8 +478,12 @@ impl StratumV2Pool {
                 SessionEvent::ShareAccepted { .. } => valid = true,
                 SessionEvent::BlockFound(found) => {
                     block = true;
-                    self.found
-                        .queue(found.block.clone(), Some(found.height), now_ms);
+                    match &self.endpoints.block_sink {
+                        Some(sink) => sink.block_found(found),
+                        None => self
+                            .found
+                            .queue(found.block.clone(), Some(found.height), now_ms),
+                    }
                 }
                 _ => {}
             }

@@ -23,7 +23,7 @@ pub use block_store::{BlockStore, BlockStoreError, BlockVerdict, MemoryBlockStor
 pub use certificate::{CertificateRenewal, ValidityWindow};
 pub use endpoints::{
     DEFAULT_MAX_ENDPOINT_MINERS, ENDPOINT_ID_BASE, EndpointChannel, EndpointError, EndpointJob,
-    EndpointMiner, EndpointMiners,
+    EndpointMiner, EndpointMiners, FoundBlockSink,
 };
 pub use found_blocks::{BlockRecord, FoundBlocks, NodeAnswer, Submission, SubmissionOutcome};
 pub use stats::{AcceptedShares, MinerConnection, MinerStats, PoolStatistics, PoolStats};
