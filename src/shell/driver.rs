@@ -162,15 +162,18 @@ where
         return e;
     }
     loop {
+        // The timer moves only when the deadline comes earlier than it is set for. A later
+        // deadline (vardiff's drought check moves with every share) lets the timer fire early
+        // and be set again then: one timer update per firing instead of one per share.
         let due = min_some(conn.poll_timeout(), handler.deadline());
-        if due != armed {
-            armed = due;
-            if let Some(due) = due {
-                let wait = due.saturating_sub(unix_ms());
-                timer
-                    .as_mut()
-                    .reset(Instant::now() + Duration::from_millis(wait));
-            }
+        if let Some(due) = due
+            && armed.is_none_or(|a| due < a)
+        {
+            armed = Some(due);
+            let wait = due.saturating_sub(unix_ms());
+            timer
+                .as_mut()
+                .reset(Instant::now() + Duration::from_millis(wait));
         }
         let mut result: Result<(), ConnectionError<P::Error>> = Ok(());
         let mut now = None;
