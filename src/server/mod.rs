@@ -244,6 +244,13 @@ pub(crate) fn now_ms() -> u64 {
     crate::shell::unix_ms()
 }
 
+/// Microseconds since the Unix epoch (the extranonce prefixes' seed).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 struct Running {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -295,7 +302,9 @@ impl StratumV2Server {
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
         }
-        let mut pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs);
+        // Prefixes counted from the clock: a restart never hands out those of the last run.
+        let mut pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs)
+            .with_extranonce_seed(unix_us());
         pool.configure_endpoints(Arc::new(config.mining.clone()), DEFAULT_MAX_ENDPOINT_MINERS);
         let window = pool.certificate_renewal().window(now_ms());
         let responder = Responder::generate(
