@@ -120,6 +120,10 @@ pub struct PoolOptions {
     /// Default: 30.
     #[arg(long, value_name = "SECS")]
     pub template_refresh_secs: Option<u64>,
+    /// A fresh job (nTime from the present) goes to every channel when none went out for this
+    /// long, also on the same template. Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub job_refresh_secs: Option<u64>,
     /// Time allowed for the Noise handshake. Default: 10.
     #[arg(long, value_name = "SECS")]
     pub handshake_timeout_secs: Option<u64>,
@@ -210,6 +214,7 @@ impl PoolOptions {
             idle_timeout_secs,
             cleanup_interval_secs,
             template_refresh_secs,
+            job_refresh_secs,
             handshake_timeout_secs,
             setup_timeout_secs,
             max_connections,
@@ -558,6 +563,7 @@ impl PoolConfig {
             min_difficulty,
             max_difficulty,
             server_id: o.server_id.unwrap_or(defaults.server_id),
+            job_refresh_ms: secs(o.job_refresh_secs, "job_refresh_secs", 30)?,
             max_channels_per_connection: o
                 .max_channels_per_connection
                 .unwrap_or(defaults.max_channels_per_connection)

@@ -1045,18 +1045,19 @@ fn replayed_shares_are_refused_however_many_came_between() {
         let answer = exchange(&mut rig, &share, now);
         assert_eq!(names(&answer)[0], "SubmitSharesSuccess");
         accepted.push(share);
-        match new_jobs(&answer, &job).pop() {
-            // The window is full: a new job starting past every accepted nTime.
-            Some(j) if j.min_ntime > job.min_ntime => {
-                fresh = Some(j);
-                break;
-            }
+        // The window of 300 ends an eighth short, at its 263rd share, with a new job that
+        // starts past every accepted nTime.
+        let last = new_jobs(&answer, &job).pop();
+        if seq == 262 {
+            fresh = last;
+            break;
+        }
+        if let Some(j) = last {
             // Vardiff moved the target: the new job is the one to mine.
-            Some(j) => job = j,
-            None => {}
+            job = j;
         }
     }
-    let fresh = fresh.expect("the window ended within 300 shares");
+    let fresh = fresh.expect("the window ended at its 263rd share");
     let _ = credited(&mut rig);
     // Within the grace every replay is a duplicate; after it, stale. None is credited.
     for share in &accepted {
@@ -1078,7 +1079,8 @@ fn replayed_shares_are_refused_however_many_came_between() {
         &ext_share(&fresh, 1000, &en, job.min_ntime, nonce),
         now + RETIRED_JOBS_GRACE_MS,
     );
-    assert_eq!(error_code(&answer), "ntime-too-old");
+    // (A fresh job follows an ntime-too-old share.)
+    assert_eq!(error_code(&answer[..1]), "ntime-too-old");
     // And honest work on it is credited.
     let n = find_nonce(&fresh, &en, fresh.target, 0);
     let answer = exchange(
@@ -1139,6 +1141,47 @@ fn shares_in_flight_when_the_credit_window_ends_still_count() {
         error_code(&exchange(&mut rig, &stale, at + RETIRED_JOBS_GRACE_MS)),
         "stale-share"
     );
+}
+
+/// Issue 19: every channel gets a fresh job on the same tip at the refresh interval, with
+/// min_ntime at the present, also when no template pays more; and a channel whose shares come
+/// with an nTime below its job's floor (a device that takes nTime from its clock once per job)
+/// gets a fresh job at once, at most once a second.
+#[test]
+fn jobs_are_refreshed_on_the_same_tip() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let interval = rig.config.job_refresh_ms;
+    assert_eq!(interval, 30_000);
+    let due = rig.session.next_tick_ms().expect("a deadline");
+    assert!(due <= NOW_MS + interval, "the refresh is a deadline");
+    rig.session.on_tick(NOW_MS + interval - 1);
+    assert!(new_jobs(&take_frames(&mut rig.session), &job).is_empty());
+    rig.session.on_tick(NOW_MS + interval);
+    let fresh = new_jobs(&take_frames(&mut rig.session), &job);
+    assert_eq!(fresh.len(), 1, "one fresh job at the interval");
+    assert_eq!(fresh[0].min_ntime, NOW_S + 30, "min_ntime is the present");
+    assert_ne!(fresh[0].job_id, job.job_id);
+    // Shares on it are credited.
+    let en = vec![1u8; job.extranonce_size];
+    let n = find_nonce(&fresh[0], &en, fresh[0].target, 0);
+    let share = ext_share(&fresh[0], 1, &en, fresh[0].min_ntime, n);
+    let answer = exchange(&mut rig, &share, NOW_MS + interval + 10);
+    assert_eq!(names(&answer), ["SubmitSharesSuccess"]);
+    // nTime one second too old: refused, and a fresh job follows at once...
+    let t = fresh[0].min_ntime - 1;
+    let mut old = fresh[0].clone();
+    old.min_ntime = t;
+    let n = find_nonce(&old, &en, fresh[0].target, 0);
+    let at = NOW_MS + interval + 2_000;
+    let answer = exchange(&mut rig, &ext_share(&fresh[0], 2, &en, t, n), at);
+    assert_eq!(error_code(&answer[..1]), "ntime-too-old");
+    let again = new_jobs(&answer, &job);
+    assert_eq!(again.len(), 1, "a fresh job at once");
+    assert_eq!(again[0].min_ntime, NOW_S + 32);
+    // ...but not more than once a second.
+    let answer = exchange(&mut rig, &ext_share(&again[0], 3, &en, t, n), at + 500);
+    assert_eq!(names(&answer), ["SubmitSharesError"]);
 }
 
 /// UpdateChannel does not reset vardiff's measurement: before, a miner could announce a

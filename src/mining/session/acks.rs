@@ -106,6 +106,9 @@ impl Session {
                 self.send(&err);
                 self.events
                     .push(SessionEvent::ShareRejected { channel_id, reason });
+                if reason == ShareRejection::NtimeTooOld {
+                    self.refresh_after_old_ntime(channel_id, now_ms);
+                }
             }
             Ok(Verdict {
                 idx,

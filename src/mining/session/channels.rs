@@ -85,6 +85,8 @@ pub(super) struct Channel {
     /// Targets by the jobs they apply to, oldest first; never empty.
     pub(super) epochs: VecDeque<TargetEpoch>,
     pub(super) max_target: Target,
+    /// When the channel last got a job (its own or its group's), ms.
+    pub(super) last_job_ms: u64,
     /// Merkle roots of standard channels, by job id (bounded like the jobs).
     pub(super) roots: VecDeque<StandardJob>,
     /// Fingerprints of shares on the jobs that earn credit.
@@ -283,6 +285,7 @@ impl Session {
             target,
             epochs: VecDeque::from([TargetEpoch::new(self.next_seq, target)]),
             max_target: r.max_target,
+            last_job_ms: now_ms,
             roots: VecDeque::new(),
             seen: SeenShares::default(),
             seen_retired: SeenShares::default(),

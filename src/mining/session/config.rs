@@ -42,6 +42,11 @@ pub struct MiningConfig {
     /// rate gets its target raised by vardiff; one whose target cannot rise (a fixed
     /// difficulty) sees its window start over more often, never unbounded memory.
     pub credit_window_shares: usize,
+    /// A new job on the current work goes to every channel when none has gone out for this
+    /// long (ms), also when no template pays more: devices that take nTime from their own
+    /// clock, or that exhaust their search space on one nTime, keep getting headers they can
+    /// finish (SV1 pools send mining.notify about as often). Default 30 s.
+    pub job_refresh_ms: u64,
     /// Whether miners may roll the BIP320 version bits (version_rolling_allowed in jobs).
     pub version_rolling: bool,
     /// Put in the top two bytes of every extranonce prefix, so pools behind one payout never
@@ -66,6 +71,7 @@ impl Default for MiningConfig {
             ntime_allowance_secs: 120,
             max_channels_per_connection: 64,
             credit_window_shares: 448,
+            job_refresh_ms: 30_000,
             version_rolling: true,
             server_id: 0,
         }

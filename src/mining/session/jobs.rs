@@ -148,6 +148,7 @@ impl Session {
     /// Sends `work` as one new job to every channel (grouped standard channels through the
     /// group channel), with the prev hash after it on a new tip.
     fn announce(&mut self, work: &Arc<Work>, new_tip: bool, now_ms: u64) {
+        self.last_announce_ms = now_ms;
         let job = self.push_job(work, now_ms);
         if new_tip {
             self.tip.min_ntime = job.min_ntime;
@@ -159,7 +160,7 @@ impl Session {
         let mut grouped = false;
         for idx in 0..self.channels.len() {
             if self.is_grouped(idx) {
-                self.record_root(idx, job.seq, work);
+                self.record_root(idx, &job);
                 grouped = true;
             } else {
                 let id = self.channels[idx].id;
@@ -189,7 +190,7 @@ impl Session {
         if self.is_grouped(idx) {
             for i in 0..self.channels.len() {
                 if self.is_grouped(i) {
-                    self.record_root(i, job.seq, &work);
+                    self.record_root(i, &job);
                 }
             }
             let msg = self.extended_job(self.group_channel_id, &job, false);
@@ -239,6 +240,41 @@ impl Session {
             while ch.roots.front().is_some_and(|r| r.seq < oldest) {
                 ch.roots.pop_front();
             }
+        }
+    }
+
+    /// When every channel is due a fresh job on the current work (ms): `job_refresh_ms` after
+    /// the last job went to all of them. `None` with no channel or no work.
+    pub(super) fn refresh_due_ms(&self) -> Option<u64> {
+        (self.state == State::Ready && !self.channels.is_empty() && self.current.is_some()).then(
+            || {
+                self.last_announce_ms
+                    .saturating_add(self.config.job_refresh_ms.max(1))
+            },
+        )
+    }
+
+    /// A fresh job on the current work for every channel, with min_ntime at the present time:
+    /// the periodic refresh on the same tip.
+    pub(super) fn refresh_all(&mut self, now_ms: u64) {
+        if let Some(work) = self.current.clone() {
+            self.announce(&work, false, now_ms);
+        }
+    }
+
+    /// A channel whose shares come with an nTime below its job's min_ntime gets a fresh job
+    /// at once, at most once a second: a device that sets nTime from its own clock once per
+    /// job can finish none of that job's headers, and needs a new job rather than the next
+    /// periodic one.
+    pub(super) fn refresh_after_old_ntime(&mut self, channel_id: u32, now_ms: u64) {
+        const MIN_INTERVAL_MS: u64 = 1_000;
+        if let Some(idx) = self.channels.iter().position(|c| c.id == channel_id)
+            && now_ms
+                >= self.channels[idx]
+                    .last_job_ms
+                    .saturating_add(MIN_INTERVAL_MS)
+        {
+            self.refresh_channel(idx, now_ms);
         }
     }
 
@@ -315,8 +351,10 @@ impl Session {
     }
 
     /// Computes and remembers a standard channel's merkle root for a job.
-    fn record_root(&mut self, idx: usize, seq: u64, work: &Work) -> [u8; 32] {
+    fn record_root(&mut self, idx: usize, job: &SessionJob) -> [u8; 32] {
+        let (seq, work) = (job.seq, &job.work);
         let ch = &mut self.channels[idx];
+        ch.last_job_ms = ch.last_job_ms.max(job.sent_ms);
         let root = work.merkle_root(&ch.extranonce_prefix, &[]);
         let head = header_midstate(&header_bytes(
             work.version,
@@ -335,7 +373,8 @@ impl Session {
         root.to_byte_array()
     }
 
-    /// A new job on `work`: the next sequence number, min_ntime no lower than the tip's floor.
+    /// A new job on `work`: the next sequence number; min_ntime the present time (as an SV1
+    /// pool's notify says), never below the template's time nor the tip's floor.
     fn push_job(&mut self, work: &Arc<Work>, now_ms: u64) -> SessionJob {
         let mut seq = self.next_seq;
         if seq as u32 == 0 {
@@ -346,7 +385,10 @@ impl Session {
             job_id: seq as u32,
             seq,
             work: work.clone(),
-            min_ntime: work.cur_time.max(self.tip.ntime_floor),
+            min_ntime: work
+                .cur_time
+                .max(self.tip.ntime_floor)
+                .max(u32::try_from(now_ms / 1000).unwrap_or(u32::MAX)),
             sent_ms: now_ms,
         };
         self.jobs.push_back(job.clone());
@@ -368,7 +410,7 @@ impl Session {
         self.send_prev_hash(id, &job);
         if self.is_grouped(idx) && !self.tip.group_has_prev_hash {
             let group_job = self.push_job(&work, now_ms);
-            self.record_root(idx, group_job.seq, &work);
+            self.record_root(idx, &group_job);
             let msg = self.extended_job(self.group_channel_id, &group_job, true);
             self.send(&msg);
             self.send_prev_hash(self.group_channel_id, &group_job);
@@ -377,13 +419,15 @@ impl Session {
     }
 
     fn send_job(&mut self, idx: usize, job: &SessionJob, future: bool) {
+        let ch = &mut self.channels[idx];
+        ch.last_job_ms = ch.last_job_ms.max(job.sent_ms);
         match self.channels[idx].kind {
             ChannelKind::Extended => {
                 let msg = self.extended_job(self.channels[idx].id, job, future);
                 self.send(&msg);
             }
             ChannelKind::Standard => {
-                let merkle_root = self.record_root(idx, job.seq, &job.work);
+                let merkle_root = self.record_root(idx, job);
                 let msg = NewMiningJob {
                     channel_id: self.channels[idx].id,
                     job_id: job.job_id,

@@ -73,6 +73,8 @@ pub struct Session {
     next_seq: u64,
     /// The jobs of the credit window that just ended, while they still earn credit.
     retirement: Option<Retirement>,
+    /// When the last job went to every channel (ms), for the periodic refresh.
+    last_announce_ms: u64,
     current: Option<Arc<Work>>,
     /// The tip the jobs are on.
     tip: TipState,
@@ -104,6 +106,7 @@ impl Session {
             older: VecDeque::new(),
             next_seq: 1,
             retirement: None,
+            last_announce_ms: 0,
             current: None,
             tip: TipState::default(),
             past_tips: VecDeque::new(),
@@ -199,8 +202,8 @@ impl Session {
     }
 
     /// When [`Self::on_tick`] next has something to do (unix ms): a batch of
-    /// acknowledgements turning one second old, a channel's vardiff window ending, or the
-    /// grace of an ended credit window's jobs running out. `None`
+    /// acknowledgements turning one second old, a channel's vardiff window ending, the grace
+    /// of an ended credit window's jobs running out, or the periodic job refresh. `None`
     /// with no channel open: an idle connection has nothing due.
     pub fn next_tick_ms(&self) -> Option<u64> {
         let channels = self
@@ -211,18 +214,26 @@ impl Session {
                 ch.batch.due_at().map_or(retarget, |due| retarget.min(due))
             })
             .min();
-        match (channels, self.retirement) {
-            (Some(t), Some(r)) => Some(t.min(r.until_ms)),
-            (t, r) => t.or(r.map(|r| r.until_ms)),
-        }
+        [
+            channels,
+            self.retirement.map(|r| r.until_ms),
+            self.refresh_due_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Periodic work: acknowledges batches older than a second and lets vardiff lower the
-    /// difficulty of channels that went quiet. Call at [`Self::next_tick_ms`] (calling it
+    /// Periodic work: acknowledges batches older than a second, lets vardiff lower the
+    /// difficulty of channels that went quiet, ends a credit window's grace and sends the
+    /// periodic fresh job. Call at [`Self::next_tick_ms`] (calling it
     /// more often does no harm).
     pub fn on_tick(&mut self, now_ms: u64) {
         if self.retirement.is_some_and(|r| now_ms >= r.until_ms) {
             self.end_retirement();
+        }
+        if self.refresh_due_ms().is_some_and(|due| now_ms >= due) {
+            self.refresh_all(now_ms);
         }
         for idx in 0..self.channels.len() {
             if self.channels[idx].batch.is_due(now_ms) {
