@@ -79,12 +79,20 @@ impl StratumV2Pool {
 
     /// Offers a template from the node: it becomes the work if it is on a new tip (or corrects
     /// the height on the same prev hash) or pays more; `Ok(None)`: the current work stays.
+    /// A new tip also ends the wait of found blocks too new for the node's clock that are not
+    /// on it ([`FoundBlocks::new_tip`]).
     pub fn offer_template(
         &mut self,
         template: BlockTemplate,
         coinbase: &CoinbaseConfig,
     ) -> Result<Option<SelectedWork>, MiningError> {
-        self.work.offer(template, coinbase)
+        let selected = self.work.offer(template, coinbase)?;
+        if let Some(s) = &selected
+            && s.change.is_new_tip()
+        {
+            self.found.new_tip(s.work.prev_hash);
+        }
+        Ok(selected)
     }
 
     /// The work miners get now.
