@@ -887,8 +887,9 @@ fn submit_one(
         }
         (
             SubmissionOutcome::WaitingForNodeClock {
-                attempt: 1,
                 retry_at_ms,
+                first_refusal: true,
+                ..
             },
             Err(e),
         ) => {

@@ -105,6 +105,8 @@ pub enum SubmissionOutcome {
         attempt: u64,
         /// When the next attempt is due.
         retry_at_ms: u64,
+        /// Whether this is the node's first such refusal of the block.
+        first_refusal: bool,
     },
     /// Not reachable while stopping: the block stays pending for the next start.
     KeptForNextStart,
@@ -167,9 +169,11 @@ impl Queued {
         self.too_new.is_some_and(|t| t.apart)
     }
 
-    /// The node called the block too new for its clock at `now_ms`: when to submit it again,
-    /// or `None` to give up (its tip is gone, or the node's clock is too far behind).
-    fn wait_for_node_clock(&mut self, now_ms: u64) -> Option<u64> {
+    /// The node called the block too new for its clock at `now_ms`: what follows (when to
+    /// submit it again), or `None` to give up (its tip is gone, or the node's clock is too far
+    /// behind).
+    fn wait_for_node_clock(&mut self, now_ms: u64) -> Option<SubmissionOutcome> {
+        let first_refusal = self.too_new.is_none();
         let wait = self.too_new.get_or_insert(TooNewInTime {
             first_answer_ms: now_ms,
             delay_ms: CLOCK_RETRY_FIRST_DELAY_MS,
@@ -194,7 +198,11 @@ impl Queued {
             at = at.min(takes_it_at_ms);
         }
         self.next_try_ms = at;
-        Some(at)
+        Some(SubmissionOutcome::WaitingForNodeClock {
+            attempt: self.attempts,
+            retry_at_ms: at,
+            first_refusal,
+        })
     }
 }
 
@@ -423,12 +431,7 @@ impl FoundBlocks {
                 SubmissionOutcome::KeptForNextStart
             }
             NodeAnswer::TooNewInTime => match head.wait_for_node_clock(now_ms) {
-                Some(retry_at_ms) => {
-                    return SubmissionOutcome::WaitingForNodeClock {
-                        attempt: head.attempts,
-                        retry_at_ms,
-                    };
-                }
+                Some(waiting) => return waiting,
                 None => SubmissionOutcome::Rejected,
             },
             NodeAnswer::Unavailable => {
@@ -689,6 +692,17 @@ mod tests {
         for _ in 0..8 {
             let (_, outcome) = attempt(&mut f, now, NodeAnswer::TooNewInTime).unwrap();
             assert_eq!(outcome.verdict(), None);
+            assert_eq!(
+                matches!(
+                    outcome,
+                    SubmissionOutcome::WaitingForNodeClock {
+                        first_refusal: true,
+                        ..
+                    }
+                ),
+                waits.is_empty(),
+                "only the first refusal is the first"
+            );
             outcome.settle(&store, block(1).block_hash()).unwrap();
             let at = waiting_until(outcome);
             assert_eq!(f.poll_timeout(), Some(at));
