@@ -11,9 +11,12 @@
 //! doubling up to 30 s, or sooner at the moment a node whose clock agrees with ours takes it
 //! (the block's time minus two hours). It is filed as rejected once the chain has moved to a
 //! tip it does not build on (after one last try) or 2 h 10 min after the first such refusal:
-//! a node whose clock is that far behind will not take it in time. Sans-IO: the shell asks [`FoundBlocks::poll_submission`]
-//! what to submit, sleeps until [`FoundBlocks::poll_timeout`], and reports the node's answer
-//! with [`FoundBlocks::handle_answer`]; time is milliseconds since the Unix epoch.
+//! a node whose clock is that far behind will not take it in time. The shell reports new tips
+//! with [`FoundBlocks::new_tip`].
+//!
+//! Sans-IO: the shell asks [`FoundBlocks::poll_submission`] what to submit, sleeps until
+//! [`FoundBlocks::poll_timeout`], and reports the node's answer with
+//! [`FoundBlocks::handle_answer`]; time is milliseconds since the Unix epoch.
 
 use std::collections::VecDeque;
 
