@@ -278,6 +278,43 @@ mod tests {
     }
 
     #[test]
+    fn a_template_on_a_new_tip_ends_the_wait_of_a_block_too_new_for_the_node_clock() {
+        let cfg = MiningConfig::default();
+        let mut pool = StratumV2Pool::new();
+        let work = pool
+            .offer_template(template(1, 50), &cfg.coinbase)
+            .unwrap()
+            .unwrap()
+            .work;
+        let block = work.assemble_block(&[1; 8], &[2; 8], work.version, work.cur_time, 7);
+        let found = pool.found_blocks_mut();
+        found.queue(block, Some(work.height), 10);
+        let s = found.poll_submission(10).unwrap();
+        let waiting = found.handle_answer(s.hash, NodeAnswer::TooNewInTime, 10);
+        assert!(
+            matches!(waiting, SubmissionOutcome::WaitingForNodeClock { .. }),
+            "{waiting:?}"
+        );
+        // More fees on the same tip: the block keeps waiting.
+        pool.offer_template(template(1, 60), &cfg.coinbase)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pool.found_blocks().poll_timeout(), Some(1_010));
+        // Another tip: one last try at once, and a refusal is final.
+        pool.offer_template(template(2, 50), &cfg.coinbase)
+            .unwrap()
+            .unwrap();
+        let found = pool.found_blocks_mut();
+        assert_eq!(found.poll_timeout(), Some(0));
+        let s = found.poll_submission(20).unwrap();
+        assert_eq!(
+            found.handle_answer(s.hash, NodeAnswer::TooNewInTime, 20),
+            SubmissionOutcome::Rejected
+        );
+        assert_eq!(pool.get_pool_stats().blocks_rejected, 1);
+    }
+
+    #[test]
     fn the_certificate_rule_follows_the_configured_validity() {
         assert_eq!(
             StratumV2Pool::new().certificate_renewal().validity_secs(),
