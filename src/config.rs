@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use bitcoin::{Address, Network, ScriptBuf};
+use bitcoin::{Address, ScriptBuf};
 use clap::Args;
 use serde::Deserialize;
 
@@ -18,7 +18,7 @@ use crate::mining::{CoinbaseConfig, MiningConfig};
 use crate::node::module::ModuleSettings;
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
-use crate::server::ServerConfig;
+use crate::server::{RewardDestination, ServerConfig};
 
 mod module_env;
 
@@ -83,7 +83,8 @@ pub struct PoolOptions {
     #[arg(long, value_name = "SECS")]
     pub cert_validity_sec: Option<u64>,
     /// Where block rewards go: addr(ADDRESS) or raw(HEX SCRIPT). Default: an unspendable
-    /// OP_RETURN (fine on regtest, set it anywhere else).
+    /// OP_RETURN, on regtest only: with a node on any other chain the start fails without it.
+    /// An address must be of the node's network (checked at start).
     #[arg(long, value_name = "DESCRIPTOR")]
     pub coinbase_reward_script: Option<String>,
     /// Tag in every coinbase scriptSig. Default: /blvm-stratum-v2/. (SRI: pool_signature)
@@ -306,6 +307,8 @@ pub struct PoolConfig {
     pub cert_validity_secs: u32,
     /// Mining policy.
     pub mining: MiningConfig,
+    /// What the reward script was configured as (checked at start against the node's chain).
+    pub reward_destination: RewardDestination,
     /// Idle timeout (ms).
     pub idle_timeout_ms: u64,
     /// Cleanup interval (ms).
@@ -333,6 +336,7 @@ impl From<PoolConfig> for ServerConfig {
             authority_public_key: c.authority_public_key,
             cert_validity_secs: c.cert_validity_secs,
             mining: c.mining,
+            reward_destination: c.reward_destination,
             idle_timeout_ms: c.idle_timeout_ms,
             cleanup_interval_ms: c.cleanup_interval_ms,
             template_refresh_ms: c.template_refresh_ms,
@@ -353,13 +357,21 @@ fn invalid(source_name: &str, key: &'static str, reason: impl Into<String>) -> C
 
 /// Parses `addr(ADDRESS)` (any network's address; regtest ones included) or `raw(HEX)`.
 pub fn parse_reward_script(text: &str) -> Result<ScriptBuf, String> {
+    parse_reward_destination(text).map(|(script, _)| script)
+}
+
+/// [`parse_reward_script`], with what the script was given as: the network of an address is
+/// checked at start against the node's (any network parses here).
+pub fn parse_reward_destination(text: &str) -> Result<(ScriptBuf, RewardDestination), String> {
     let text = text.trim();
     if let Some(inner) = text.strip_prefix("addr(").and_then(|s| s.strip_suffix(')')) {
         let addr = Address::from_str(inner).map_err(|e| format!("bad address `{inner}`: {e}"))?;
-        return Ok(addr.assume_checked().script_pubkey());
+        let script = addr.assume_checked_ref().script_pubkey();
+        return Ok((script, RewardDestination::Address(addr)));
     }
     if let Some(inner) = text.strip_prefix("raw(").and_then(|s| s.strip_suffix(')')) {
-        return ScriptBuf::from_hex(inner).map_err(|e| format!("bad script hex: {e}"));
+        let script = ScriptBuf::from_hex(inner).map_err(|e| format!("bad script hex: {e}"))?;
+        return Ok((script, RewardDestination::Script));
     }
     Err(format!("`{text}` is not addr(ADDRESS) or raw(HEX)"))
 }
@@ -428,9 +440,12 @@ impl PoolConfig {
             .unwrap_or_else(|| PathBuf::from("blvm-stratum-v2-data"));
         // Mining defaults come from the mining core: one copy of the numbers.
         let defaults = MiningConfig::default();
-        let payout_script = match &o.coinbase_reward_script {
-            None => defaults.coinbase.payout_script.clone(),
-            Some(t) => parse_reward_script(t)
+        let (payout_script, reward_destination) = match &o.coinbase_reward_script {
+            None => (
+                defaults.coinbase.payout_script.clone(),
+                RewardDestination::Unset,
+            ),
+            Some(t) => parse_reward_destination(t)
                 .map_err(|r| invalid(source_name, "coinbase_reward_script", r))?,
         };
         let pool_tag = match &o.pool_signature {
@@ -558,6 +573,7 @@ impl PoolConfig {
             authority_public_key: o.authority_public_key.clone(),
             cert_validity_secs,
             mining,
+            reward_destination,
             idle_timeout_ms: secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?,
             cleanup_interval_ms: secs(o.cleanup_interval_secs, "cleanup_interval_secs", 300)?,
             template_refresh_ms: secs(o.template_refresh_secs, "template_refresh_secs", 30)?,
@@ -566,11 +582,6 @@ impl PoolConfig {
             max_connections: o.max_connections.unwrap_or(10_000).max(1),
             backend,
         })
-    }
-
-    /// The network addresses in `addr(...)` are expected for (informational).
-    pub fn network(&self) -> Network {
-        Network::Regtest
     }
 }
 

@@ -17,7 +17,7 @@ use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::mining::{MiningConfig, Work};
 use blvm_stratum_v2::node::regtest::{BlockRejection, ChainConfig, EmbeddedChain};
-use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use blvm_stratum_v2::server::StratumV2Server;
 use tokio::sync::{broadcast, oneshot};
 
@@ -90,6 +90,10 @@ impl NodeApi for ClockedChain {
             .unwrap()
             .push((hash, answer.clone()));
         Box::pin(async move { answer })
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        Box::pin(async { Ok(NodeChain::Known(bitcoin::Network::Regtest)) })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {

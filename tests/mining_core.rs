@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, Target, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
+use blvm_stratum_v2::mining::session::RETIRED_JOBS_GRACE_MS;
 use blvm_stratum_v2::mining::{
     ExtranonceAllocator, MiningConfig, Session, SessionError, SessionEvent, ShareRejection, Work,
 };
@@ -507,37 +508,60 @@ fn standard_channel_gets_merkle_root_and_shares_validate() {
     };
     feed(&mut rig.session, &frame(&open), NOW_MS).unwrap();
     let frames = take_frames(&mut rig.session);
+    // The channel's own first job and prev hash, then (the connection takes extended jobs, so
+    // the channel is in the group) the group's, so later group jobs have a prev hash to build
+    // on: a group opened mid-tip is in the same state as one opened before it.
     assert_eq!(
         names(&frames),
         [
             "OpenStandardMiningChannelSuccess",
             "NewMiningJob",
+            "SetNewPrevHash",
+            "NewExtendedMiningJob",
             "SetNewPrevHash"
         ]
     );
-    let (mut ch, mut target, mut job_id, mut root, mut version, mut prev, mut ntime, mut nbits) =
-        (0, [0u8; 32], 0, [0u8; 32], 0, [0u8; 32], 0, 0);
+    let (mut ch, mut group, mut target, mut job_id, mut root, mut version) =
+        (0, 0, [0u8; 32], 0, [0u8; 32], 0);
+    let (mut prev, mut ntime, mut nbits, mut group_job) = ([0u8; 32], 0, 0, 0);
     for f in &frames {
         match Frame::parse_exact(f).unwrap().message().unwrap().0 {
             Message::OpenStandardMiningChannelSuccess(m) => {
                 ch = m.channel_id;
+                group = m.group_channel_id;
                 target = m.target;
                 // The root is that of the coinbase with this prefix as the whole extranonce.
                 assert_eq!(m.extranonce_prefix.len(), 32);
             }
             Message::NewMiningJob(m) => {
+                assert_eq!(m.channel_id, ch);
                 job_id = m.job_id;
                 root = m.merkle_root;
                 version = m.version;
             }
-            Message::SetNewPrevHash(m) => {
+            Message::NewExtendedMiningJob(m) => {
+                assert_eq!((m.channel_id, m.min_ntime), (group, None));
+                group_job = m.job_id;
+            }
+            Message::SetNewPrevHash(m) if m.channel_id == ch => {
+                assert_eq!(m.job_id, job_id);
                 prev = m.prev_hash;
                 ntime = m.min_ntime;
                 nbits = m.nbits;
             }
+            Message::SetNewPrevHash(m) => {
+                assert_eq!(
+                    (m.channel_id, m.job_id, m.prev_hash),
+                    (group, group_job, prev)
+                );
+            }
             _ => unreachable!(),
         }
     }
+    assert_ne!(
+        job_id, group_job,
+        "a job id is never sent twice to one channel"
+    );
     let hash = |nonce: u32| {
         let mut h = Vec::new();
         h.extend_from_slice(&version.to_le_bytes());
@@ -830,35 +854,523 @@ fn standard_channels_without_standard_jobs_get_group_jobs() {
     );
 }
 
+/// Feeds a frame and returns the session's answer.
+fn exchange(rig: &mut Rig, bytes: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
+    feed(&mut rig.session, bytes, now_ms).unwrap();
+    take_frames(&mut rig.session)
+}
+
+/// The difficulty of every share the session accepted since the last call.
+fn credited(rig: &mut Rig) -> Vec<f64> {
+    rig.session
+        .drain_events()
+        .filter_map(|e| match e {
+            SessionEvent::ShareAccepted { difficulty, .. } => Some(difficulty),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ext_share(job: &ExtJob, seq: u32, en: &[u8], ntime: u32, nonce: u32) -> Vec<u8> {
+    frame(&SubmitSharesExtended {
+        channel_id: job.channel_id,
+        sequence_number: seq,
+        job_id: job.job_id,
+        nonce,
+        ntime,
+        version: job.version,
+        extranonce: B0_32::new(en).unwrap(),
+    })
+}
+
+/// The jobs an answer carries for `job`'s channel (active at once, with their min_ntime).
+fn new_jobs(frames: &[Vec<u8>], job: &ExtJob) -> Vec<ExtJob> {
+    frames
+        .iter()
+        .filter_map(
+            |f| match Frame::parse_exact(f).unwrap().message().unwrap().0 {
+                Message::NewExtendedMiningJob(m) if m.channel_id == job.channel_id => {
+                    Some(ExtJob {
+                        job_id: m.job_id,
+                        min_ntime: m.min_ntime.expect("an active job"),
+                        path: m.merkle_path.to_vec(),
+                        prefix: m.coinbase_tx_prefix.to_vec(),
+                        suffix: m.coinbase_tx_suffix.to_vec(),
+                        version: m.version,
+                        ..job.clone()
+                    })
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+fn set_target(frames: &[Vec<u8>]) -> Option<Target> {
+    frames.iter().find_map(
+        |f| match Frame::parse_exact(f).unwrap().message().unwrap().0 {
+            Message::SetTarget(m) => Some(Target::from_le_bytes(m.maximum_target)),
+            _ => None,
+        },
+    )
+}
+
+/// The attack of issue 13: a miner that finds a share with hash h asks for maximum_target = h
+/// (UpdateChannel) before submitting it. Before per-job targets it was credited at the
+/// difficulty of its own hash (about 7x honest credit over 1,000 shares); now every share is
+/// credited at its job's target, exactly honest credit.
 #[test]
-fn shares_at_the_previous_target_count_for_a_grace_period() {
+fn target_shopping_with_update_channel_earns_exactly_honest_credit() {
+    // One credit window for the whole run, so the miner can stay on its first job.
+    let cfg = MiningConfig {
+        credit_window_shares: 2_000,
+        ..config(1e-9)
+    };
+    let mut rig = Rig::new(hard_chain(), cfg);
+    let job = open_extended(&mut rig, 4);
+    let honest = blvm_stratum_v2::mining::target::difficulty_of(&job.target.to_le_bytes());
+    let en = vec![9u8; job.extranonce_size];
+    let (mut nonce, mut total, mut claimed) = (0, 0.0, 0.0);
+    for seq in 0..1000 {
+        nonce = find_nonce(&job, &en, job.target, nonce + 1);
+        let h = miner_hash(&job, &en, job.version, job.min_ntime, nonce);
+        // What the channel-target rule paid: the difficulty of the share's own hash.
+        claimed += blvm_stratum_v2::mining::target::difficulty_of(&h.to_byte_array());
+        let update = UpdateChannel {
+            channel_id: job.channel_id,
+            nominal_hash_rate: 0.0,
+            maximum_target: h.to_byte_array(),
+        };
+        let _ = exchange(&mut rig, &frame(&update), NOW_MS);
+        // At the vardiff rate, so that only the attack moves the target.
+        let now = NOW_MS + u64::from(seq) * 3_333;
+        let answer = exchange(
+            &mut rig,
+            &ext_share(&job, seq, &en, job.min_ntime, nonce),
+            now,
+        );
+        if names(&answer)[0] != "SubmitSharesSuccess" {
+            panic!("share {seq}: {}", error_code(&answer[..1]));
+        }
+        total += credited(&mut rig).iter().sum::<f64>();
+    }
+    let ratio = total / (1000.0 * honest);
+    println!(
+        "target-shopping miner over 1,000 shares: {ratio:.3}x honest credit (the channel-target \
+         rule paid {:.1}x)",
+        claimed / (1000.0 * honest)
+    );
+    assert!((ratio - 1.0).abs() < 1e-9, "{ratio}x honest credit");
+}
+
+/// 05 §5.3.21: a new target does not apply to jobs already received with min_ntime. After a
+/// raise, a share on the earlier job meeting only the old target is accepted and credited at
+/// that job's target (a proxy that keeps mining the job it has sees no difficulty-too-low
+/// storm); the new job that follows the raise is held to the new target. Hoarding shares until
+/// the target rises credits them no higher either.
+#[test]
+fn a_new_target_applies_to_jobs_sent_after_it() {
     let mut rig = Rig::new(hard_chain(), config(1e-9));
     let job = open_extended(&mut rig, 4);
-    // The miner announces much more hashrate: the pool raises the difficulty.
-    let update = UpdateChannel {
-        channel_id: job.channel_id,
-        nominal_hash_rate: 1e9,
-        maximum_target: [0xff; 32],
-    };
-    feed(&mut rig.session, &frame(&update), NOW_MS).unwrap();
-    let new_target = match Frame::parse_exact(&take_frames(&mut rig.session)[0])
-        .unwrap()
-        .message()
-        .unwrap()
-        .0
-    {
-        Message::SetTarget(m) => m.maximum_target,
-        other => panic!("{other:?}"),
-    };
     let en = vec![5u8; job.extranonce_size];
-    // A share meeting the old target but not the new one, found before SetTarget arrived.
-    let nonce = (0..)
-        .find(|&n| {
-            let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
-            job.target.is_met_by(h) && !Target::from_le_bytes(new_target).is_met_by(h)
+    // Eight quick shares: a burst far above the expected rate, so vardiff raises the target
+    // and a new job on the same work follows the SetTarget.
+    let mut nonce = 0;
+    let mut raised = None;
+    for seq in 0..8 {
+        nonce = find_nonce(&job, &en, job.target, nonce + 1);
+        let answer = exchange(
+            &mut rig,
+            &ext_share(&job, seq, &en, job.min_ntime, nonce),
+            NOW_MS + 100,
+        );
+        if let Some(t) = set_target(&answer) {
+            let jobs = new_jobs(&answer, &job);
+            assert_eq!(jobs.len(), 1, "a new job follows SetTarget");
+            raised = Some((t, jobs[0].clone()));
+        }
+    }
+    let (new_target, new_job) = raised.expect("vardiff raised the target");
+    assert!(new_target < job.target);
+    let old_difficulty = credited(&mut rig)[0];
+    // A hoarded share on the old job meeting only the old target: accepted, old credit.
+    let only_old = |j: &ExtJob, from: u32| {
+        (from..)
+            .find(|&n| {
+                let h = miner_hash(j, &en, j.version, j.min_ntime, n);
+                job.target.is_met_by(h) && !new_target.is_met_by(h)
+            })
+            .unwrap()
+    };
+    let n = only_old(&job, nonce + 1);
+    let answer = exchange(
+        &mut rig,
+        &ext_share(&job, 100, &en, job.min_ntime, n),
+        NOW_MS + 60_000,
+    );
+    assert_eq!(names(&answer)[0], "SubmitSharesSuccess");
+    assert_eq!(credited(&mut rig), [old_difficulty]);
+    // The same quality of share on the new job is refused.
+    let n = only_old(&new_job, 0);
+    let answer = exchange(
+        &mut rig,
+        &ext_share(&new_job, 101, &en, new_job.min_ntime, n),
+        NOW_MS + 60_000,
+    );
+    assert_eq!(error_code(&answer), "difficulty-too-low");
+}
+
+/// Replaying accepted shares earns nothing, however many came in between: before, only the
+/// last 448 to 896 shares of a tip were remembered, and replaying older ones in a loop paid in
+/// full. Now a duplicate is caught while its job earns credit; once the channel's credit window
+/// is full its jobs stop earning credit (a replay is then stale) and the new job starts past
+/// every nTime accepted, so no old share fits it.
+#[test]
+fn replayed_shares_are_refused_however_many_came_between() {
+    let cfg = MiningConfig {
+        credit_window_shares: 300,
+        ..config(1e-9)
+    };
+    let mut rig = Rig::new(hard_chain(), cfg);
+    let mut job = open_extended(&mut rig, 4);
+    let en = vec![3u8; job.extranonce_size];
+    let mut accepted = Vec::new();
+    let mut nonce = 0;
+    let mut fresh = None;
+    let mut now = NOW_MS;
+    for seq in 0..300 {
+        nonce = find_nonce(&job, &en, job.target, nonce + 1);
+        let share = ext_share(&job, seq, &en, job.min_ntime, nonce);
+        now = NOW_MS + u64::from(seq) * 3_333;
+        let answer = exchange(&mut rig, &share, now);
+        assert_eq!(names(&answer)[0], "SubmitSharesSuccess");
+        accepted.push(share);
+        match new_jobs(&answer, &job).pop() {
+            // The window is full: a new job starting past every accepted nTime.
+            Some(j) if j.min_ntime > job.min_ntime => {
+                fresh = Some(j);
+                break;
+            }
+            // Vardiff moved the target: the new job is the one to mine.
+            Some(j) => job = j,
+            None => {}
+        }
+    }
+    let fresh = fresh.expect("the window ended within 300 shares");
+    let _ = credited(&mut rig);
+    // Within the grace every replay is a duplicate; after it, stale. None is credited.
+    for share in &accepted {
+        assert_eq!(
+            error_code(&exchange(&mut rig, share, now + 1)),
+            "duplicate-share"
+        );
+    }
+    rig.session.on_tick(now + RETIRED_JOBS_GRACE_MS);
+    let _ = take_frames(&mut rig.session);
+    for share in &accepted {
+        let answer = exchange(&mut rig, share, now + RETIRED_JOBS_GRACE_MS);
+        assert_eq!(error_code(&answer), "stale-share");
+    }
+    assert!(credited(&mut rig).is_empty());
+    // An old header cannot be submitted on the new job: its nTime is below the floor.
+    let answer = exchange(
+        &mut rig,
+        &ext_share(&fresh, 1000, &en, job.min_ntime, nonce),
+        now + RETIRED_JOBS_GRACE_MS,
+    );
+    assert_eq!(error_code(&answer), "ntime-too-old");
+    // And honest work on it is credited.
+    let n = find_nonce(&fresh, &en, fresh.target, 0);
+    let answer = exchange(
+        &mut rig,
+        &ext_share(&fresh, 1001, &en, fresh.min_ntime, n),
+        now + RETIRED_JOBS_GRACE_MS,
+    );
+    assert_eq!(names(&answer)[0], "SubmitSharesSuccess");
+}
+
+/// When a credit window ends, shares in flight on its jobs are still honest work: they earn
+/// credit for `RETIRED_JOBS_GRACE_MS` (duplicates still caught), then only a block counts.
+#[test]
+fn shares_in_flight_when_the_credit_window_ends_still_count() {
+    let cfg = MiningConfig {
+        credit_window_shares: 20,
+        ..config(1e-9)
+    };
+    let mut rig = Rig::new(hard_chain(), cfg);
+    let job = open_extended(&mut rig, 4);
+    let en = vec![2u8; job.extranonce_size];
+    let mut nonce = 0;
+    let mut restarted_at = None;
+    for seq in 0..20 {
+        nonce = find_nonce(&job, &en, job.target, nonce + 1);
+        let now = NOW_MS + u64::from(seq) * 3_333;
+        let answer = exchange(
+            &mut rig,
+            &ext_share(&job, seq, &en, job.min_ntime, nonce),
+            now,
+        );
+        assert_eq!(names(&answer)[0], "SubmitSharesSuccess");
+        if !new_jobs(&answer, &job).is_empty() {
+            restarted_at = Some(now);
+            break;
+        }
+    }
+    let at = restarted_at.expect("the window ended within 20 shares");
+    let _ = credited(&mut rig);
+    // In flight: mined on the old job, arriving after the new one went out.
+    nonce = find_nonce(&job, &en, job.target, nonce + 1);
+    let late = ext_share(&job, 100, &en, job.min_ntime, nonce);
+    assert_eq!(
+        names(&exchange(&mut rig, &late, at + 500))[0],
+        "SubmitSharesSuccess"
+    );
+    assert_eq!(credited(&mut rig).len(), 1);
+    assert_eq!(
+        error_code(&exchange(&mut rig, &late, at + 600)),
+        "duplicate-share"
+    );
+    // Past the grace the old job only makes blocks.
+    rig.session.on_tick(at + RETIRED_JOBS_GRACE_MS);
+    let _ = take_frames(&mut rig.session);
+    nonce = find_nonce(&job, &en, job.target, nonce + 1);
+    let stale = ext_share(&job, 101, &en, job.min_ntime, nonce);
+    assert_eq!(
+        error_code(&exchange(&mut rig, &stale, at + RETIRED_JOBS_GRACE_MS)),
+        "stale-share"
+    );
+}
+
+/// UpdateChannel does not reset vardiff's measurement: before, a miner could announce a
+/// hashrate before every burst and never be slowed down.
+#[test]
+fn update_channel_does_not_reset_vardiff() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let en = vec![4u8; job.extranonce_size];
+    let mut nonce = 0;
+    let mut raised = false;
+    for seq in 0..8 {
+        let update = UpdateChannel {
+            channel_id: job.channel_id,
+            nominal_hash_rate: 0.0,
+            maximum_target: [0xff; 32],
+        };
+        let _ = exchange(&mut rig, &frame(&update), NOW_MS + 100);
+        nonce = find_nonce(&job, &en, job.target, nonce + 1);
+        let answer = exchange(
+            &mut rig,
+            &ext_share(&job, seq, &en, job.min_ntime, nonce),
+            NOW_MS + 100,
+        );
+        raised |= set_target(&answer).is_some();
+    }
+    assert!(
+        raised,
+        "eight shares in 100 ms raise the target despite UpdateChannel"
+    );
+}
+
+/// A tip that comes back (a reorg back to an earlier prev hash) does not reopen its old jobs
+/// with empty duplicate sets: an old job id is stale, and the tip's new jobs start past every
+/// nTime accepted on it before, so an old share fits none of them.
+#[test]
+fn a_tip_that_comes_back_does_not_take_old_shares_again() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let en = vec![6u8; job.extranonce_size];
+    let nonce = find_nonce(&job, &en, job.target, 0);
+    let share = ext_share(&job, 1, &en, job.min_ntime, nonce);
+    assert_eq!(
+        names(&exchange(&mut rig, &share, NOW_MS)),
+        ["SubmitSharesSuccess"]
+    );
+    // Another tip, then the first one again, with the very same work content.
+    let first = rig.work.clone();
+    let mut other = rig.chain.template(NOW_S);
+    other.prev_hash = bitcoin::BlockHash::hash(b"a competing block");
+    let other = Work::new(50, other, &rig.config.coinbase).unwrap();
+    rig.session.on_work(&other, NOW_MS + 1_000);
+    let back = Work::new(51, rig.chain.template(NOW_S), &rig.config.coinbase).unwrap();
+    assert_eq!(back.prev_hash, first.prev_hash);
+    rig.session.on_work(&back, NOW_MS + 2_000);
+    let frames = take_frames(&mut rig.session);
+    assert_eq!(
+        error_code(&exchange(&mut rig, &share, NOW_MS + 2_000)),
+        "stale-share"
+    );
+    // The same header under the returned tip's job id.
+    let mut again = job.clone();
+    let mut min_ntime = 0;
+    for f in &frames {
+        if let Message::SetNewPrevHash(m) = Frame::parse_exact(f).unwrap().message().unwrap().0 {
+            // The last one is the returned tip's.
+            again.job_id = m.job_id;
+            min_ntime = m.min_ntime;
+        }
+    }
+    assert!(
+        min_ntime > job.min_ntime,
+        "the tip's jobs start past its old shares"
+    );
+    assert_ne!(again.job_id, job.job_id);
+    let replay = ext_share(&again, 2, &en, job.min_ntime, nonce);
+    assert_eq!(
+        error_code(&exchange(&mut rig, &replay, NOW_MS + 2_000)),
+        "ntime-too-old"
+    );
+}
+
+/// The BIP323 general purpose bits are 0x1fffffe0: a share rolling bit 8 is work, and a block.
+#[test]
+fn a_share_rolling_bip323_bits_is_a_block() {
+    let mut rig = Rig::new(ChainConfig::default(), config(1e-9));
+    let mut job = open_extended(&mut rig, 4);
+    job.version ^= 0x100;
+    let en = vec![1u8; job.extranonce_size];
+    let network = Target::from_compact(bitcoin::CompactTarget::from_consensus(job.nbits));
+    let nonce = find_nonce(&job, &en, network, 0);
+    let share = SubmitSharesExtended {
+        channel_id: job.channel_id,
+        sequence_number: 1,
+        job_id: job.job_id,
+        nonce,
+        ntime: job.min_ntime,
+        version: job.version,
+        extranonce: B0_32::new(&en).unwrap(),
+    };
+    assert_eq!(
+        names(&exchange(&mut rig, &frame(&share), NOW_MS)),
+        ["SubmitSharesSuccess"]
+    );
+    let block = rig
+        .session
+        .drain_events()
+        .find_map(|e| match e {
+            SessionEvent::BlockFound(b) => Some(b.block),
+            _ => None,
         })
+        .expect("a block");
+    assert_eq!(block.header.version.to_consensus() as u32, job.version);
+    assert!(block.header.validate_pow(network).is_ok());
+    rig.chain
+        .submit_block(&block, NOW_S)
+        .expect("the chain takes it");
+}
+
+/// nTime at most the latest SetNewPrevHash's min_ntime plus the seconds since it was sent plus
+/// the allowance (05 §5.3.11), not the pool's clock plus two hours.
+#[test]
+fn ntime_is_bounded_by_the_prev_hash_time_plus_the_seconds_since() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let en = vec![8u8; job.extranonce_size];
+    let allowance = rig.config.ntime_allowance_secs;
+    let later_ms = NOW_MS + 30_000;
+    let ceiling = job.min_ntime + 30 + allowance;
+    let mut at = job.clone();
+    at.min_ntime = ceiling + 1;
+    let n = find_nonce(&at, &en, job.target, 0);
+    assert_eq!(
+        error_code(&exchange(
+            &mut rig,
+            &ext_share(&job, 1, &en, ceiling + 1, n),
+            later_ms
+        )),
+        "ntime-too-new"
+    );
+    at.min_ntime = ceiling;
+    let n = find_nonce(&at, &en, job.target, 0);
+    assert_eq!(
+        names(&exchange(
+            &mut rig,
+            &ext_share(&job, 2, &en, ceiling, n),
+            later_ms
+        )),
+        ["SubmitSharesSuccess"]
+    );
+}
+
+/// Jobs beyond max_jobs on the current tip stop earning credit but not being blocks: a share
+/// on the oldest job of the tip that meets the network target is a block; one that does not
+/// is stale.
+#[test]
+fn old_jobs_of_the_tip_still_make_blocks() {
+    let cfg = MiningConfig {
+        max_jobs: 3,
+        ..config(1e-9)
+    };
+    // Regtest's easy bits, so a block is quick to find.
+    let mut rig = Rig::new(ChainConfig::default(), cfg);
+    let first = open_extended(&mut rig, 4);
+    // Five templates on the same tip, each paying more.
+    for i in 0..5u64 {
+        let mut template = rig.chain.template(NOW_S);
+        template.coinbase_value += bitcoin::Amount::from_sat(1 + i);
+        rig.work = Work::new(10 + i, template, &rig.config.coinbase).unwrap();
+        rig.session.on_work(&rig.work, NOW_MS);
+    }
+    assert_eq!(rig.session.job_count(), 3);
+    let _ = take_frames(&mut rig.session);
+    let en = vec![0u8; first.extranonce_size];
+    let network = Target::from_compact(bitcoin::CompactTarget::from_consensus(first.nbits));
+    let not_block = (0..)
+        .find(|&n| !network.is_met_by(miner_hash(&first, &en, first.version, first.min_ntime, n)))
         .unwrap();
-    let share = |seq| SubmitSharesExtended {
+    assert_eq!(
+        error_code(&submit_ext(
+            &mut rig,
+            &first,
+            1,
+            &en,
+            first.version,
+            first.min_ntime,
+            not_block
+        )),
+        "stale-share"
+    );
+    let block = find_nonce(&first, &en, network, 0);
+    let answer = submit_ext(
+        &mut rig,
+        &first,
+        2,
+        &en,
+        first.version,
+        first.min_ntime,
+        block,
+    );
+    assert_eq!(names(&answer), ["SubmitSharesSuccess"]);
+    let found = rig
+        .session
+        .drain_events()
+        .find_map(|e| match e {
+            SessionEvent::BlockFound(b) => Some(b.block),
+            _ => None,
+        })
+        .expect("a block on the oldest job");
+    rig.chain
+        .submit_block(&found, NOW_S)
+        .expect("the chain takes it");
+}
+
+/// A malformed or over-long user_identity TLV (extension 0x0002) rejects the share (03
+/// §3.4.3); a well-formed one names the worker.
+#[test]
+fn a_bad_user_identity_tlv_rejects_the_share() {
+    use blvm_stratum_v2::wire::extensions::RequestExtensions;
+    use blvm_stratum_v2::wire::{Seq0_64K, TlvEncoder, encode_frame_with_tlv};
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let request = RequestExtensions {
+        request_id: 1,
+        requested_extensions: Seq0_64K::new(&[0x0002]).unwrap(),
+    };
+    assert_eq!(
+        names(&exchange(&mut rig, &frame(&request), NOW_MS)),
+        ["RequestExtensionsSuccess"]
+    );
+    let job = open_extended(&mut rig, 4);
+    let en = vec![2u8; job.extranonce_size];
+    let share = |seq, nonce| SubmitSharesExtended {
         channel_id: job.channel_id,
         sequence_number: seq,
         job_id: job.job_id,
@@ -867,27 +1379,78 @@ fn shares_at_the_previous_target_count_for_a_grace_period() {
         version: job.version,
         extranonce: B0_32::new(&en).unwrap(),
     };
-    feed(&mut rig.session, &frame(&share(1)), NOW_MS + 2_000).unwrap();
+    let n1 = find_nonce(&job, &en, job.target, 0);
+    // Over-long: 33 bytes where the extension allows 32 (written by hand: our encoder refuses).
+    let mut long = frame(&share(1, n1));
+    let mut tlv = vec![0x02, 0x00, 0x01, 33, 0x00];
+    tlv.extend_from_slice(&[b'w'; 33]);
+    append_to_payload(&mut long, &tlv);
     assert_eq!(
-        names(&take_frames(&mut rig.session)),
+        error_code(&exchange(&mut rig, &long, NOW_MS)),
+        "invalid-tlv"
+    );
+    // Truncated: announces 10 bytes, carries 3.
+    let mut cut = frame(&share(2, n1));
+    append_to_payload(&mut cut, &[0x02, 0x00, 0x01, 10, 0x00, b'a', b'b', b'c']);
+    assert_eq!(error_code(&exchange(&mut rig, &cut, NOW_MS)), "invalid-tlv");
+    // Not UTF-8.
+    let mut bad = frame(&share(3, n1));
+    append_to_payload(&mut bad, &[0x02, 0x00, 0x01, 2, 0x00, 0xff, 0xfe]);
+    assert_eq!(error_code(&exchange(&mut rig, &bad, NOW_MS)), "invalid-tlv");
+    // Well-formed.
+    let mut enc = TlvEncoder::new();
+    enc.push(0x0002, 0x01, b"rig7").unwrap();
+    let mut good = Vec::new();
+    encode_frame_with_tlv(&share(4, n1), &enc, &mut good).unwrap();
+    assert_eq!(
+        names(&exchange(&mut rig, &good, NOW_MS)),
         ["SubmitSharesSuccess"]
     );
-    // Past the grace period the old target no longer counts.
-    let nonce2 = (nonce + 1..)
-        .find(|&n| {
-            let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
-            job.target.is_met_by(h) && !Target::from_le_bytes(new_target).is_met_by(h)
-        })
-        .unwrap();
-    let late = SubmitSharesExtended {
-        nonce: nonce2,
-        ..share(2)
+    let worker = rig.session.drain_events().find_map(|e| match e {
+        SessionEvent::ShareAccepted { worker, .. } => worker,
+        _ => None,
+    });
+    assert_eq!(worker.as_deref(), Some("rig7"));
+}
+
+/// Appends bytes to a frame's payload, fixing the length in its header.
+fn append_to_payload(frame: &mut Vec<u8>, bytes: &[u8]) {
+    frame.extend_from_slice(bytes);
+    let len = frame.len() - 6;
+    frame[3..6].copy_from_slice(&(len as u32).to_le_bytes()[..3]);
+}
+
+/// CloseChannel addressed to the group channel closes every channel of the group (05
+/// §5.3.9); shares accepted and not yet acknowledged are acknowledged first.
+#[test]
+fn close_channel_acknowledges_first_and_a_group_id_closes_every_member() {
+    let cfg = MiningConfig {
+        share_batch_size: 10,
+        ..config(1e-9)
     };
-    feed(&mut rig.session, &frame(&late), NOW_MS + 11_000).unwrap();
-    assert_eq!(
-        error_code(&take_frames(&mut rig.session)),
-        "difficulty-too-low"
-    );
+    let mut rig = Rig::new(hard_chain(), cfg);
+    let a = open_extended(&mut rig, 4);
+    let b = open_extended(&mut rig, 4);
+    let en = vec![7u8; a.extranonce_size];
+    let n = find_nonce(&a, &en, a.target, 0);
+    // Batched: no acknowledgement yet.
+    assert!(exchange(&mut rig, &ext_share(&a, 41, &en, a.min_ntime, n), NOW_MS).is_empty());
+    // The group channel takes the first id at SetupConnection; the channels follow.
+    let group = 1;
+    assert_eq!((a.channel_id, b.channel_id), (2, 3));
+    let close = CloseChannel {
+        channel_id: group,
+        reason_code: Str0_255::new("bye").unwrap(),
+    };
+    let answer = exchange(&mut rig, &frame(&close), NOW_MS);
+    assert_eq!(names(&answer), ["SubmitSharesSuccess"]);
+    match Frame::parse_exact(&answer[0]).unwrap().message().unwrap().0 {
+        Message::SubmitSharesSuccess(m) => {
+            assert_eq!((m.channel_id, m.last_sequence_number), (a.channel_id, 41));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.session.channel_count(), 0, "both members closed");
 }
 
 #[test]
@@ -904,10 +1467,22 @@ fn job_history_is_bounded_by_max_jobs() {
         rig.work = Work::new(10 + u64::from(i), template, &rig.config.coinbase).unwrap();
         rig.session.on_work(&rig.work, NOW_MS);
     }
-    assert_eq!(rig.session.job_count(), 3);
+    // A new tip drops the jobs of the old one.
+    assert_eq!(rig.session.job_count(), 1);
     let _ = take_frames(&mut rig.session);
-    // The first job is gone: its shares are now unknown, not stale.
     let en = vec![0u8; first.extranonce_size];
     let frames = submit_ext(&mut rig, &first, 1, &en, first.version, first.min_ntime, 0);
+    assert_eq!(error_code(&frames), "stale-share");
+    let mut unknown = first.clone();
+    unknown.job_id = 0xdead_beef;
+    let frames = submit_ext(
+        &mut rig,
+        &unknown,
+        2,
+        &en,
+        first.version,
+        first.min_ntime,
+        0,
+    );
     assert_eq!(error_code(&frames), "invalid-job-id");
 }

@@ -239,3 +239,57 @@ async fn a_block_too_new_for_the_node_clock_is_typed_apart() {
     );
     let _conn = served.await.expect("scripted node");
 }
+
+/// The node's network, as the module learns it: the socket has no call naming it, so the
+/// client asks GetBlockHeader for each network's genesis block and takes the one the node has.
+#[tokio::test]
+async fn the_nodes_network_is_the_one_whose_genesis_block_it_has() {
+    use blvm_stratum_v2::node::NodeChain;
+    use blvm_stratum_v2::node::chain::genesis_hash;
+    for has in [
+        Some(bitcoin::Network::Regtest),
+        Some(bitcoin::Network::Bitcoin),
+        Some(bitcoin::Network::Signet),
+        None,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let node = ModuleNode::new(settings(&path));
+        let mut s = within(accept_module(&listener)).await;
+        let known = has.map(|n| genesis_hash(n).to_byte_array());
+        let served = tokio::spawn(async move {
+            let mut asked = Vec::new();
+            loop {
+                let body = read_frame(&mut s).await;
+                let id = u64::from_le_bytes(body[4..12].try_into().expect("8 bytes"));
+                let kind = u32::from_le_bytes(body[16..20].try_into().expect("4 bytes"));
+                assert_eq!(kind, 2, "GetBlockHeader");
+                let hash: [u8; 32] = body[20..52].try_into().expect("32 bytes");
+                asked.push(hash);
+                let answer = if Some(hash) == known {
+                    "resp_header_some"
+                } else {
+                    "resp_header_none"
+                };
+                write_frame(&mut s, &reply(answer, id)).await;
+                if Some(hash) == known || asked.len() == 5 {
+                    return asked;
+                }
+            }
+        });
+        until_connected(&node).await;
+        let chain = within(node.chain()).await.expect("the node answers");
+        let asked = served.await.expect("scripted node");
+        match has {
+            Some(n) => {
+                assert_eq!(chain, NodeChain::Known(n));
+                assert_eq!(asked.last(), Some(&genesis_hash(n).to_byte_array()));
+            }
+            None => {
+                assert!(matches!(chain, NodeChain::Unknown(_)), "{chain:?}");
+                assert_eq!(asked.len(), 5, "every known genesis asked for");
+            }
+        }
+    }
+}

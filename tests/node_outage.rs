@@ -34,7 +34,7 @@ use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::mining::coinbase::bip34_height;
 use blvm_stratum_v2::node::rpc::{RpcClient, RpcNode};
-use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use blvm_stratum_v2::server::StratumV2Server;
 use regtest_node::{RegtestNode, Stop, best_hash, block_count, hash_at};
 use tokio::sync::oneshot;
@@ -62,6 +62,10 @@ impl NodeApi for Gated {
 
     fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
         self.inner.submit_block(block)
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        self.inner.chain()
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent> {

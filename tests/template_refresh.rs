@@ -13,7 +13,7 @@ use bitcoin::block::Version;
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, Block, BlockHash, CompactTarget};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
-use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use blvm_stratum_v2::server::{NodeEvent, StratumV2Server};
 use parsers_sv2::{AnyMessageOwned, MiningOwned};
 use sri_client::Miner;
@@ -40,6 +40,10 @@ impl NodeApi for ScriptedNode {
 
     fn submit_block(&self, _block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
         Box::pin(async { Err(NodeError::BlockRejected("scripted node".into())) })
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        Box::pin(async { Ok(NodeChain::Known(bitcoin::Network::Regtest)) })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {

@@ -2,7 +2,7 @@
 //!
 //! The spec gives no codes; these are the strings of the SRI pool (mining_sv2's
 //! `ERROR_CODE_SUBMIT_SHARES_*`) so that proxies written against it understand us, plus two
-//! nTime codes of ours where SRI has none.
+//! nTime codes and `invalid-tlv` of ours where SRI has none.
 
 /// One reason to refuse a share; each rule of validation has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,21 +17,25 @@ pub enum ShareRejection {
     BadExtranonceSize,
     /// nTime below the job's min_ntime.
     NtimeTooOld,
-    /// nTime too far ahead of the pool's clock.
+    /// nTime past the latest prev hash's min_ntime plus the seconds since (and the pool's
+    /// allowance).
     NtimeTooNew,
     /// The version differs from the job's while version rolling is not allowed.
     VersionRollingNotAllowed,
-    /// Version bits outside the BIP320 mask changed.
+    /// Version bits outside the BIP323 mask changed.
     InvalidNonRollableVersionBit,
     /// The same share (job, nonce, nTime, version, extranonce) was already accepted.
     DuplicateShare,
-    /// The share's hash is above the channel's target.
+    /// The share's hash is above its job's target.
     DifficultyTooLow,
+    /// A TLV of a negotiated extension is malformed, too long or not UTF-8 (03 §3.4.3: the
+    /// message is rejected).
+    InvalidTlv,
 }
 
 impl ShareRejection {
     /// Every reason, for statistics tables.
-    pub const ALL: [ShareRejection; 10] = [
+    pub const ALL: [ShareRejection; 11] = [
         ShareRejection::InvalidChannelId,
         ShareRejection::InvalidJobId,
         ShareRejection::StaleShare,
@@ -42,6 +46,7 @@ impl ShareRejection {
         ShareRejection::InvalidNonRollableVersionBit,
         ShareRejection::DuplicateShare,
         ShareRejection::DifficultyTooLow,
+        ShareRejection::InvalidTlv,
     ];
 
     /// The `error_code` sent in SubmitShares.Error.
@@ -57,6 +62,7 @@ impl ShareRejection {
             ShareRejection::InvalidNonRollableVersionBit => "invalid-non-rollable-version-bit",
             ShareRejection::DuplicateShare => "duplicate-share",
             ShareRejection::DifficultyTooLow => "difficulty-too-low",
+            ShareRejection::InvalidTlv => "invalid-tlv",
         }
     }
 

@@ -1,9 +1,10 @@
 //! The Bitcoin node behind the pool: block templates in, blocks out, chain events.
 //!
-//! [`NodeApi`] is what the pool needs from a node; the backends implement it: the embedded
-//! regtest chain ([`regtest::EmbeddedChain`]), a node's JSON-RPC ([`rpc::RpcNode`]) and
-//! blvm-node's module socket ([`module::ModuleNode`]).
+//! [`NodeApi`] is what the pool needs from a node, including which chain it is on ([`chain`]);
+//! the backends implement it: the embedded regtest chain ([`regtest::EmbeddedChain`]), a node's
+//! JSON-RPC ([`rpc::RpcNode`]) and blvm-node's module socket ([`module::ModuleNode`]).
 
+pub mod chain;
 pub mod module;
 pub mod regtest;
 pub mod rpc;
@@ -13,6 +14,7 @@ pub use crate::block::template;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use chain::NodeChain;
 pub use template::BlockTemplate;
 
 use bitcoin::{Block, BlockHash};
@@ -74,6 +76,10 @@ pub trait NodeApi: Send + Sync {
 
     /// Submits a solved block; `Ok` means the node accepted it.
     fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>>;
+
+    /// The chain the node is on, asked once at start: off regtest a block reward must go to a
+    /// script configured for that chain. `Err(Unavailable)`: not now, ask again.
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>>;
 
     /// A receiver of chain events from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent>;

@@ -20,7 +20,7 @@ use bitcoin::{
 };
 use tokio::sync::broadcast;
 
-use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 
 /// Regtest's easiest target (powLimit), in compact form.
 pub const REGTEST_BITS: u32 = 0x207f_ffff;
@@ -322,6 +322,11 @@ impl NodeApi for EmbeddedNode {
             Err(e) => Err(e.into()),
         };
         Box::pin(async move { outcome })
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        // Whatever its nBits, the embedded chain's blocks are worth nothing outside this process.
+        Box::pin(async { Ok(NodeChain::Known(bitcoin::Network::Regtest)) })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {

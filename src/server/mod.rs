@@ -8,8 +8,10 @@
 
 mod block_files;
 mod connection;
+mod reward_check;
 mod settings;
 
+pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
 pub use settings::ServerConfig;
 
 use std::net::SocketAddr;
@@ -33,7 +35,7 @@ use crate::mining::pool::{
 use crate::mining::{
     AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
 };
-use crate::node::{ChainEvent, NodeApi, NodeError};
+use crate::node::{ChainEvent, NodeApi, NodeChain, NodeError};
 use crate::noise::{Responder, keys};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
@@ -73,6 +75,10 @@ pub enum StratumV2Error {
     /// TemplateError for templates; ours, `TemplateError`, is the node's failure).
     #[error("template: {0}")]
     InvalidTemplate(&'static str),
+    /// The configured block reward cannot be spent on the node's chain: no
+    /// `coinbase_reward_script` off regtest, or an address of another network.
+    #[error("block reward: {0}")]
+    RewardDestination(#[from] RewardCheckError),
     /// A connection to or from the pool failed at the transport (product API name; the
     /// tokio shell logs its connections' ends, the product API's callers get this).
     #[error("pool connection: {0}")]
@@ -244,6 +250,13 @@ pub(crate) fn now_ms() -> u64 {
     crate::shell::unix_ms()
 }
 
+/// Microseconds since the Unix epoch (the extranonce prefixes' seed).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 struct Running {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -295,7 +308,9 @@ impl StratumV2Server {
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
         }
-        let mut pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs);
+        // Prefixes counted from the clock: a restart never hands out those of the last run.
+        let mut pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs)
+            .with_extranonce_seed(unix_us());
         pool.configure_endpoints(Arc::new(config.mining.clone()), DEFAULT_MAX_ENDPOINT_MINERS);
         let window = pool.certificate_renewal().window(now_ms());
         let responder = Responder::generate(
@@ -364,6 +379,11 @@ impl StratumV2Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
+
+        // No silent loss of a block reward: the reward goes where the node's chain can pay it.
+        let chain = self.node_chain().await;
+        check_reward_destination(&cfg.reward_destination, &chain)?;
+        info!(%chain, "node chain");
 
         // First work before the first miner: a node that is still starting (or not up yet) is
         // waited for, with a log line now and then.
@@ -445,6 +465,26 @@ impl StratumV2Server {
             submit_done,
         });
         Ok(local_addr)
+    }
+
+    /// The chain the node is on; a node that is still starting (or not up yet) is waited for,
+    /// like its first template.
+    async fn node_chain(&self) -> NodeChain {
+        let mut delay = Duration::from_millis(250);
+        let mut tries = 0u32;
+        loop {
+            match self.node.chain().await {
+                Ok(chain) => return chain,
+                Err(e) => {
+                    if tries.is_power_of_two() || tries == 0 {
+                        warn!("the node does not say its chain yet ({e}); waiting for the node");
+                    }
+                    tries += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(FIRST_TEMPLATE_RETRY);
+                }
+            }
+        }
     }
 
     /// Stops accepting, lets connections flush and close, waits for block submissions in

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use crate::mining::MiningConfig;
 
+use super::RewardDestination;
+
 /// The pool server's settings (built from the configuration by `From<config::PoolConfig>`).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -24,6 +26,9 @@ pub struct ServerConfig {
     pub cert_validity_secs: u32,
     /// Mining policy of every session.
     pub mining: MiningConfig,
+    /// What `mining.coinbase.payout_script` was configured as, checked at start against the
+    /// node's chain (unset: regtest only).
+    pub reward_destination: RewardDestination,
     /// Close connections silent this long; forget disconnected miners after it (ms).
     pub idle_timeout_ms: u64,
     /// How often disconnected miners are forgotten (ms).

@@ -75,6 +75,17 @@ impl StratumV2Pool {
         }
     }
 
+    /// This pool with its extranonce prefixes counted from the clock at its start, `unix_us`
+    /// (microseconds since the Unix epoch), so that a restarted pool never hands out a prefix
+    /// of its previous run ([`ExtranonceAllocator::seeded_from_clock`] says why and how far
+    /// that holds). [`StratumV2Pool::new`] counts from 0: fine for one run, not for a pool
+    /// that restarts on the same template. Called on a new pool, before any miner: sessions
+    /// made earlier keep the allocator they were given.
+    pub fn with_extranonce_seed(mut self, unix_us: u64) -> Self {
+        self.allocator = Arc::new(ExtranonceAllocator::seeded_from_clock(unix_us));
+        self
+    }
+
     // ----- work -----
 
     /// Offers a template from the node: it becomes the work if it is on a new tip (or corrects

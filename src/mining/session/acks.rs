@@ -1,13 +1,14 @@
 //! What follows a share's verdict: SubmitShares.Error at once for a refused share; for an
-//! accepted one, credit, a place in the channel's acknowledgement batch (SubmitShares.Success
-//! once the batch is full or a second old) and a vardiff retarget when the estimate moved.
+//! accepted one, credit at its job's target, a place in the channel's acknowledgement batch
+//! (SubmitShares.Success once the batch is full or a second old), a vardiff retarget when the
+//! estimate moved (with a new job, so the new target is mined at once), and a new credit
+//! window once the channel's duplicate set is full.
 
 use bitcoin::Target;
 
 use super::Session;
 use super::events::SessionEvent;
 use super::shares::Verdict;
-use crate::block::target::{difficulty_of, work_of};
 use crate::mining::share::ShareRejection;
 use crate::wire::Str0_255;
 use crate::wire::mining::{SubmitSharesError, SubmitSharesSuccess};
@@ -16,10 +17,18 @@ use crate::wire::mining::{SubmitSharesError, SubmitSharesSuccess};
 pub(super) const BATCH_MAX_AGE_MS: u64 = 1000;
 
 /// A channel's accepted shares not acknowledged yet.
+///
+/// new_shares_sum is an integer on the wire; shares below difficulty 1 would round to 0 batch
+/// after batch. The channel's running total is kept instead and each acknowledgement carries
+/// what the rounded total grew by, so the sums a client adds up always equal its credit,
+/// rounded once.
 #[derive(Debug)]
 pub(super) struct Batch {
     count: u32,
-    sum: f64,
+    /// Difficulty credited on the channel so far, acknowledged or not.
+    total: f64,
+    /// Sum of the new_shares_sum values sent so far.
+    acknowledged: u64,
     last_seq: u32,
     started_ms: u64,
 }
@@ -28,7 +37,8 @@ impl Batch {
     pub(super) fn new(now_ms: u64) -> Self {
         Batch {
             count: 0,
-            sum: 0.0,
+            total: 0.0,
+            acknowledged: 0,
             last_seq: 0,
             started_ms: now_ms,
         }
@@ -39,7 +49,7 @@ impl Batch {
             self.started_ms = now_ms;
         }
         self.count += 1;
-        self.sum += difficulty;
+        self.total += difficulty;
         self.last_seq = sequence_number;
     }
 
@@ -58,14 +68,16 @@ impl Batch {
         if self.count == 0 {
             return None;
         }
+        // `as` saturates; the total only grows, so the difference never underflows.
+        let rounded = self.total.round() as u64;
         let msg = SubmitSharesSuccess {
             channel_id,
             last_sequence_number: self.last_seq,
             new_submits_accepted_count: self.count,
-            new_shares_sum: self.sum.round() as u64,
+            new_shares_sum: rounded.saturating_sub(self.acknowledged),
         };
+        self.acknowledged = rounded.max(self.acknowledged);
         self.count = 0;
-        self.sum = 0.0;
         Some(msg)
     }
 }
@@ -102,19 +114,17 @@ impl Session {
                 work_id,
             }) => {
                 let batch_size = self.config.share_batch_size.max(1);
+                let (window, cap) = self.credit_window();
                 let ch = &mut self.channels[idx];
-                let (difficulty, share_work) = if credited == ch.target {
-                    (ch.difficulty, ch.share_work)
-                } else {
-                    let wire = credited.to_le_bytes();
-                    (difficulty_of(&wire), work_of(&wire))
-                };
+                let (difficulty, share_work) = (credited.difficulty, credited.share_work);
                 ch.stats.accepted += 1;
                 ch.stats.difficulty_sum += difficulty;
                 ch.stats.last_share_ms = Some(now_ms);
                 ch.batch.add(difficulty, sequence_number, now_ms);
                 ch.vardiff.on_share(share_work);
                 let full = ch.batch.count >= batch_size;
+                let window_full = ch.seen.len() >= window;
+                let grace_full = ch.seen_retired.len() >= cap;
                 self.events.push(SessionEvent::ShareAccepted {
                     channel_id,
                     difficulty,
@@ -125,9 +135,23 @@ impl Session {
                 if full {
                     self.flush_batch(idx);
                 }
-                self.retarget(idx, now_ms);
+                if grace_full {
+                    // Bounded memory: the ended window's jobs stop earning credit early.
+                    self.end_retirement();
+                }
+                if !self.retarget(idx, now_ms) && window_full {
+                    self.restart_credit_window(now_ms);
+                }
             }
         }
+    }
+
+    /// When a channel's credit window is full, and how many fingerprints a set may hold at
+    /// most: the window ends an eighth short of the bound, so the shares still in flight on its
+    /// jobs fit in the set it leaves behind (more than that ends their grace early).
+    pub(super) fn credit_window(&self) -> (usize, usize) {
+        let cap = self.config.credit_window_shares.max(1);
+        ((cap - cap / 8).max(1), cap)
     }
 
     /// Acknowledges a channel's batch, if it holds any share.
@@ -138,23 +162,60 @@ impl Session {
         }
     }
 
-    /// Lets vardiff move a channel's target (clamped like every target).
-    pub(super) fn retarget(&mut self, idx: usize, now_ms: u64) {
+    /// Lets vardiff move a channel's target (clamped like every target). The new target
+    /// applies to jobs sent after it, so a new job on the current work follows at once: the
+    /// miner mines at the new target now rather than at the next template. Returns whether
+    /// the target moved.
+    pub(super) fn retarget(&mut self, idx: usize, now_ms: u64) -> bool {
         let ch = &mut self.channels[idx];
         let Some(t) = ch.vardiff.poll(&ch.target.to_le_bytes(), now_ms) else {
-            return;
+            return false;
         };
         let max_target = ch.max_target;
         let t = self.clamp_target(Target::from_le_bytes(t), max_target);
+        let next_seq = self.next_seq;
+        let window = self.credit_window().0;
         let ch = &mut self.channels[idx];
         if t == ch.target {
-            return;
+            return false;
         }
-        let msg = ch.retarget(t, now_ms);
+        let msg = ch.retarget(t, next_seq);
+        let window_full = ch.seen.len() >= window;
         self.send(&msg);
         self.events.push(SessionEvent::TargetChanged {
             channel_id: msg.channel_id,
             target: Target::from_le_bytes(msg.maximum_target),
         });
+        if window_full {
+            self.restart_credit_window(now_ms);
+        } else {
+            self.refresh_channel(idx, now_ms);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Batch;
+
+    /// new_shares_sum is an integer: with shares below difficulty 1 each acknowledgement
+    /// carries what the rounded running total grew by, so the sums add up to the credit
+    /// (before, every acknowledgement of a 0.3-difficulty share said 0).
+    #[test]
+    fn new_shares_sum_adds_up_below_difficulty_one() {
+        let mut batch = Batch::new(0);
+        let mut sum = 0;
+        for seq in 0..20 {
+            batch.add(0.3, seq, 0);
+            sum += batch.take(1).expect("one share").new_shares_sum;
+        }
+        assert_eq!(sum, 6);
+        for seq in 0..1000 {
+            batch.add(1e-6, seq, 0);
+        }
+        batch.add(2.5, 1000, 0);
+        assert_eq!(batch.take(1).expect("a batch").new_shares_sum, 3);
+        assert!(batch.take(1).is_none());
     }
 }

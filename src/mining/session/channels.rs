@@ -1,5 +1,12 @@
-//! Channels of one connection: opening (standard and extended), UpdateChannel, closing, and
-//! the one place a target is clamped to the pool's difficulty bounds and the client's maximum.
+//! Channels of one connection: opening (standard and extended), UpdateChannel, closing, the
+//! one place a target is clamped to the pool's difficulty bounds and the client's maximum, and
+//! each channel's targets by job.
+//!
+//! A target belongs to the jobs sent after it (05 §5.3.21: SetTarget "is not applicable for
+//! already received jobs with min_ntime=nTime, as their maximum target remains stable"), so a
+//! channel keeps its targets as epochs starting at a job sequence number: a share is validated
+//! and credited at its job's target, whatever the channel's target is now. Moving the target
+//! (UpdateChannel, vardiff) cannot raise the credit of work already done or in flight.
 
 use std::collections::VecDeque;
 
@@ -20,10 +27,6 @@ use crate::wire::mining::{
     UpdateChannelError,
 };
 use crate::wire::{B0_32, Str0_255};
-
-/// How long shares meeting a channel's previous target still count after SetTarget: the
-/// miner may have found them before the new target reached it.
-pub const TARGET_GRACE_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelKind {
@@ -77,38 +80,96 @@ pub(super) struct Channel {
     pub(super) extranonce_prefix: Vec<u8>,
     /// Miner extranonce bytes (0 for standard channels).
     pub(super) extranonce_size: usize,
+    /// The current target (the last epoch's), for jobs sent from now on.
     pub(super) target: Target,
-    /// The target before the last change and until when (ms) shares meeting it still count:
-    /// shares already in flight when SetTarget went out are not lost.
-    pub(super) previous_target: Option<(Target, u64)>,
+    /// Targets by the jobs they apply to, oldest first; never empty.
+    pub(super) epochs: VecDeque<TargetEpoch>,
     pub(super) max_target: Target,
-    /// Difficulty of `target`, kept with it (shares credit it; computing it per share is a
-    /// 32-step float chain).
-    pub(super) difficulty: f64,
-    /// Expected hashes per share at `target`, for vardiff.
-    pub(super) share_work: f64,
     /// Merkle roots of standard channels, by job id (bounded like the jobs).
     pub(super) roots: VecDeque<StandardJob>,
+    /// Fingerprints of shares on the jobs that earn credit.
     pub(super) seen: SeenShares,
+    /// Fingerprints of shares on the jobs of the previous credit window, while they still earn
+    /// credit (see `Retirement`).
+    pub(super) seen_retired: SeenShares,
     /// Accepted shares not acknowledged yet.
     pub(super) batch: Batch,
     pub(super) vardiff: Vardiff,
     pub(super) stats: ChannelStats,
 }
 
+/// A target and the jobs it applies to: those from `from_seq` on (until the next epoch).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TargetEpoch {
+    pub(super) from_seq: u64,
+    pub(super) target: Target,
+    /// Difficulty of `target`, kept with it (shares credit it; computing it per share is a
+    /// 32-step float chain).
+    pub(super) difficulty: f64,
+    /// Expected hashes per share at `target`, for vardiff.
+    pub(super) share_work: f64,
+}
+
+impl TargetEpoch {
+    fn new(from_seq: u64, target: Target) -> Self {
+        let wire = target.to_le_bytes();
+        TargetEpoch {
+            from_seq,
+            target,
+            difficulty: difficulty_of(&wire),
+            share_work: work_of(&wire),
+        }
+    }
+}
+
+/// Epochs kept at most per channel: a target change with no job since replaces the last
+/// epoch, and epochs older than the oldest job that earns credit are dropped, so this bound
+/// is only reached by a client that makes the target move faster than jobs go out.
+const MAX_EPOCHS: usize = 16;
+
 impl Channel {
-    /// Moves to a new target, keeping its difficulty and work in step; shares meeting the old
-    /// one still count for [`TARGET_GRACE_MS`]. Returns the SetTarget to send.
-    pub(super) fn retarget(&mut self, t: Target, now_ms: u64) -> SetTarget {
-        self.previous_target = Some((self.target, now_ms + TARGET_GRACE_MS));
+    /// Moves to a new target for the jobs from `next_seq` on. Returns the SetTarget to send.
+    pub(super) fn retarget(&mut self, t: Target, next_seq: u64) -> SetTarget {
         self.target = t;
-        let wire = t.to_le_bytes();
-        self.difficulty = difficulty_of(&wire);
-        self.share_work = work_of(&wire);
+        let epoch = TargetEpoch::new(next_seq, t);
+        match self.epochs.back_mut() {
+            Some(last) if last.from_seq >= next_seq => *last = epoch,
+            _ => {
+                if self.epochs.len() == MAX_EPOCHS {
+                    self.epochs.pop_front();
+                }
+                self.epochs.push_back(epoch);
+            }
+        }
         SetTarget {
             channel_id: self.id,
-            maximum_target: wire,
+            maximum_target: t.to_le_bytes(),
         }
+    }
+
+    /// The target of the job with sequence number `seq` (a job older than every epoch kept
+    /// takes the oldest).
+    pub(super) fn epoch_of(&self, seq: u64) -> &TargetEpoch {
+        self.epochs
+            .iter()
+            .rev()
+            .find(|e| e.from_seq <= seq)
+            .or(self.epochs.front())
+            .expect("a channel always has a target")
+    }
+
+    /// Drops epochs that no job earning credit uses any more.
+    pub(super) fn prune_epochs(&mut self, oldest_seq: u64) {
+        while self.epochs.len() > 1 && self.epochs[1].from_seq <= oldest_seq {
+            self.epochs.pop_front();
+        }
+    }
+
+    /// A new tip: only the current target remains, for the jobs from `next_seq` on.
+    pub(super) fn restart_epochs(&mut self, next_seq: u64) {
+        let current = TargetEpoch::new(next_seq, self.target);
+        self.epochs.clear();
+        self.epochs.push_back(current);
     }
 }
 
@@ -220,12 +281,11 @@ impl Session {
             extranonce_prefix,
             extranonce_size,
             target,
-            previous_target: None,
+            epochs: VecDeque::from([TargetEpoch::new(self.next_seq, target)]),
             max_target: r.max_target,
-            difficulty: difficulty_of(&target.to_le_bytes()),
-            share_work: work_of(&target.to_le_bytes()),
             roots: VecDeque::new(),
             seen: SeenShares::default(),
+            seen_retired: SeenShares::default(),
             batch: Batch::new(now_ms),
             vardiff: Vardiff::new(
                 self.config.shares_per_minute,
@@ -264,7 +324,7 @@ impl Session {
             group_channel_id: self.group_channel_id,
         };
         self.send(&ok);
-        self.send_current_work_to(idx);
+        self.send_current_work_to(idx, now_ms);
     }
 
     pub(super) fn on_open_extended(&mut self, m: &OpenExtendedMiningChannel<'_>, now_ms: u64) {
@@ -299,7 +359,7 @@ impl Session {
             group_channel_id: self.group_channel_id,
         };
         self.send(&ok);
-        self.send_current_work_to(idx);
+        self.send_current_work_to(idx, now_ms);
     }
 
     pub(super) fn on_update_channel(&mut self, m: &UpdateChannel, now_ms: u64) {
@@ -319,23 +379,38 @@ impl Session {
             Ok(t) => t,
             Err(code) => return refuse(self, code),
         };
+        // The new target applies to jobs sent from now on (05 §5.3.21); vardiff keeps its
+        // measurement, so announcing another hashrate does not reset what it has seen.
+        let next_seq = self.next_seq;
         let ch = &mut self.channels[idx];
         ch.max_target = Target::from_le_bytes(m.maximum_target);
-        ch.vardiff = Vardiff::new(
-            self.config.shares_per_minute,
-            f64::from(m.nominal_hash_rate),
-            now_ms,
-        );
+        let _ = now_ms;
         if ch.target != target {
-            let msg = ch.retarget(target, now_ms);
+            let msg = ch.retarget(target, next_seq);
             self.send(&msg);
         }
     }
 
+    /// CloseChannel: the channel's accepted shares not yet acknowledged are acknowledged
+    /// first; a group channel's id closes every channel of the group (05 §5.3.9), which on
+    /// this pool is every channel of the connection (all are opened into its one group).
     pub(super) fn on_close_channel(&mut self, channel_id: u32) {
-        if let Some(idx) = self.channels.iter().position(|c| c.id == channel_id) {
-            self.channels.swap_remove(idx);
-            self.events.push(SessionEvent::ChannelClosed { channel_id });
+        let closing: Vec<u32> = if channel_id == self.group_channel_id {
+            self.channels.iter().map(|c| c.id).collect()
+        } else {
+            self.channels
+                .iter()
+                .filter(|c| c.id == channel_id)
+                .map(|c| c.id)
+                .collect()
+        };
+        for id in closing {
+            if let Some(idx) = self.channels.iter().position(|c| c.id == id) {
+                self.flush_batch(idx);
+                self.channels.remove(idx);
+                self.events
+                    .push(SessionEvent::ChannelClosed { channel_id: id });
+            }
         }
     }
 }

@@ -23,18 +23,25 @@ pub struct MiningConfig {
     pub max_difficulty: f64,
     /// Miner extranonce bytes given when the client asks for fewer.
     pub default_extranonce_size: u16,
-    /// How far ahead of the pool's clock a share's nTime may be.
-    pub max_ntime_ahead_secs: u32,
+    /// Seconds a share's nTime may pass the specification's ceiling (the latest
+    /// SetNewPrevHash's min_ntime plus the seconds since it was sent, 05 §5.3.11): room for
+    /// clock skew and for devices that set nTime ahead of their clock (SRI's mining_device
+    /// uses its clock plus 60 s). Default 120.
+    pub ntime_allowance_secs: u32,
     /// Channels one connection may open.
     pub max_channels_per_connection: usize,
-    /// Accepted-share fingerprints remembered per channel and tip for duplicate detection
-    /// (default 896: a duplicate among the last 448 to 896 shares on a tip is caught, in at
-    /// most ~9 KiB per channel; a vardiff'd channel sends about 18 shares a minute, so that is
-    /// the last 25 to 50 minutes of a tip). A duplicate of a share older than that is not
-    /// caught, but a channel that sends more to replay old shares gets a harder target from
-    /// vardiff, which the replayed shares do not meet. The channel is never closed for sending
-    /// many shares.
-    pub duplicate_window: usize,
+    /// Accepted shares a channel may have in one credit window (default 448, about 25
+    /// minutes of one tip at the vardiff rate; a window ends an eighth short of it, leaving
+    /// room for the shares in flight). Every duplicate is caught while its job earns
+    /// credit: each channel keeps the fingerprint of every share accepted on those jobs. When a
+    /// channel's window is full, the connection's jobs so far earn credit for
+    /// `RETIRED_JOBS_GRACE_MS` more (the shares in flight), then only make blocks; every
+    /// channel gets a new job whose nTime starts past every share accepted on the tip, so no
+    /// old share can be replayed on it. A channel therefore holds at most two sets of this
+    /// many fingerprints (about 4.6 KiB each at 448). A channel far above its expected share
+    /// rate gets its target raised by vardiff; one whose target cannot rise (a fixed
+    /// difficulty) sees its window start over more often, never unbounded memory.
+    pub credit_window_shares: usize,
     /// Whether miners may roll the BIP320 version bits (version_rolling_allowed in jobs).
     pub version_rolling: bool,
     /// Put in the top two bytes of every extranonce prefix, so pools behind one payout never
@@ -56,9 +63,9 @@ impl Default for MiningConfig {
             min_difficulty: 1e-6,
             max_difficulty: 1e15,
             default_extranonce_size: 8,
-            max_ntime_ahead_secs: 7200,
+            ntime_allowance_secs: 120,
             max_channels_per_connection: 64,
-            duplicate_window: 896,
+            credit_window_shares: 448,
             version_rolling: true,
             server_id: 0,
         }

@@ -1,11 +1,23 @@
 //! Jobs and prev hashes: new work becomes a job on every channel (standard channels of a
 //! connection that takes extended jobs share one group-channel job, 05 §5.3.16), a channel
-//! just opened gets the current work, and the job history stays bounded.
+//! just opened gets a job of its own, and every job of the current tip stays known.
+//!
+//! Why every job of the tip: a share on any of them can still be a block (SRI keeps them
+//! all too). Only the newest `max_jobs` are kept whole and earn credit; older ones are folded
+//! into one entry per distinct work ([`OlderJobs`], a few words each, the work itself shared by
+//! the whole pool), enough to recognise a block on them. Credit is bounded that way and
+//! duplicates stay exact: the fingerprints of a channel cover every job that can still earn
+//! credit (see `shares`).
+//!
+//! Job ids are the low 32 bits of a connection-wide sequence number (`seq`, never 0 in its
+//! low bits), so an id is never sent twice on one connection, whichever channel or group it
+//! went to, and ids map back to sequence numbers while a tip lasts.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bitcoin::TxMerkleNode;
 use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, TxMerkleNode};
 
 use super::channels::ChannelKind;
 use super::{Session, State};
@@ -16,89 +28,256 @@ use crate::wire::mining::{
 };
 use crate::wire::{B0_64K, Seq0_255};
 
-/// A job as this connection knows it.
+/// How long the jobs of a credit window that just ended still earn credit: shares in flight
+/// when the new job went out are work done honestly.
+pub const RETIRED_JOBS_GRACE_MS: u64 = 10_000;
+
+/// Tips remembered after they were left, with the latest nTime accepted on each, so that a
+/// tip that comes back (a reorg back to an earlier prev hash) cannot be mined with old shares.
+const PAST_TIPS: usize = 8;
+
+/// A job as this connection knows it, while it can earn credit.
 #[derive(Debug, Clone)]
 pub(super) struct SessionJob {
     pub(super) job_id: u32,
+    /// Connection-wide order of jobs; targets are kept per channel by it.
+    pub(super) seq: u64,
     pub(super) work: Arc<Work>,
     /// nTime floor announced for it (jobs are activated as soon as they are sent).
     pub(super) min_ntime: u32,
+    /// When it was sent (ms): the nTime ceiling grows with the time since.
+    pub(super) sent_ms: u64,
+}
+
+/// The jobs of the credit window that just ended: those below `below_seq` earn credit until
+/// `until_ms` (duplicates checked against each channel's `seen_retired`), then only blocks.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Retirement {
+    pub(super) below_seq: u64,
+    pub(super) until_ms: u64,
+}
+
+/// Jobs of the current tip past the newest `max_jobs` (or of an ended credit window), folded by
+/// work: shares on them are checked only for being a block.
+#[derive(Debug, Clone)]
+pub(super) struct OlderJobs {
+    pub(super) first_seq: u64,
+    pub(super) last_seq: u64,
+    pub(super) work: Arc<Work>,
 }
 
 /// A standard channel's view of a job: its merkle root, and the SHA-256 state after the first
 /// 64 header bytes (version, prev hash, most of the root) so a share hashes one block less.
 #[derive(Debug, Clone)]
 pub(super) struct StandardJob {
-    pub(super) job_id: u32,
+    pub(super) seq: u64,
     pub(super) version: u32,
     pub(super) root: TxMerkleNode,
     pub(super) head: [u32; 8],
+}
+
+/// The current tip as this connection mines it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct TipState {
+    /// Its prev hash.
+    pub(super) prev_hash: Option<BlockHash>,
+    /// First job sequence number on it.
+    pub(super) first_seq: u64,
+    /// min_ntime of its SetNewPrevHash and when that went out: the spec's nTime ceiling is
+    /// that value plus the seconds since (05 §5.3.11).
+    pub(super) min_ntime: u32,
+    pub(super) sent_ms: u64,
+    /// Latest nTime of a share accepted on it.
+    pub(super) max_accepted_ntime: u32,
+    /// Every job sent from now on starts at this nTime or later: set past every accepted
+    /// share's nTime when the credit window restarts or the tip comes back, so no old share
+    /// can be replayed on a new job of the same work.
+    pub(super) ntime_floor: u32,
+    /// Whether the group channel has this tip's SetNewPrevHash.
+    pub(super) group_has_prev_hash: bool,
 }
 
 impl Session {
     /// New work from the pool. On a new prev hash, the job goes out as a future job followed
     /// by SetNewPrevHash; on the same tip, as a job active at once (with min_ntime).
     pub fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) {
-        let new_tip = self
-            .current
-            .as_ref()
-            .is_none_or(|c| c.prev_hash != work.prev_hash);
+        let new_tip = self.tip.prev_hash != Some(work.prev_hash);
         self.current = Some(work.clone());
-        let job_id = self.push_job(work);
         if new_tip {
-            self.tip = Some(work.prev_hash);
-            for ch in &mut self.channels {
-                ch.seen.clear();
+            self.begin_tip(work.prev_hash, now_ms);
+        }
+        self.announce(work, new_tip, now_ms);
+    }
+
+    /// Forgets the jobs of the previous tip and starts the new one: its duplicate sets are
+    /// empty, and if it is a tip seen before, its jobs start past the nTime of every share
+    /// accepted on it then.
+    fn begin_tip(&mut self, prev_hash: BlockHash, now_ms: u64) {
+        if let Some(old) = self.tip.prev_hash {
+            self.past_tips.retain(|(h, _)| *h != old);
+            if self.past_tips.len() == PAST_TIPS {
+                self.past_tips.pop_front();
             }
+            self.past_tips.push_back((old, self.tip.max_accepted_ntime));
+        }
+        let floor = self
+            .past_tips
+            .iter()
+            .find(|(h, _)| *h == prev_hash)
+            .map_or(0, |&(_, ntime)| ntime.saturating_add(1));
+        self.tip = TipState {
+            prev_hash: Some(prev_hash),
+            first_seq: self.next_seq,
+            min_ntime: 0,
+            sent_ms: now_ms,
+            max_accepted_ntime: 0,
+            ntime_floor: floor,
+            group_has_prev_hash: false,
+        };
+        self.jobs.clear();
+        self.older.clear();
+        self.retirement = None;
+        for ch in &mut self.channels {
+            ch.seen.clear();
+            ch.seen_retired.clear();
+            ch.roots.clear();
+            ch.restart_epochs(self.next_seq);
+        }
+    }
+
+    /// Sends `work` as one new job to every channel (grouped standard channels through the
+    /// group channel), with the prev hash after it on a new tip.
+    fn announce(&mut self, work: &Arc<Work>, new_tip: bool, now_ms: u64) {
+        let job = self.push_job(work, now_ms);
+        if new_tip {
+            self.tip.min_ntime = job.min_ntime;
+            self.tip.sent_ms = now_ms;
         }
         if self.state != State::Ready {
             return;
         }
-        // Standard channels of a connection that takes extended jobs get one job for the
-        // whole group (05 §5.3.16); the pool still keeps each channel's merkle root.
-        let group = self.flags & REQUIRES_STANDARD_JOBS == 0;
         let mut grouped = false;
         for idx in 0..self.channels.len() {
-            if group && self.channels[idx].kind == ChannelKind::Standard {
-                self.record_root(idx, job_id, work);
+            if self.is_grouped(idx) {
+                self.record_root(idx, job.seq, work);
                 grouped = true;
             } else {
-                self.send_job(idx, job_id, work, new_tip);
+                let id = self.channels[idx].id;
+                self.send_job(idx, &job, new_tip);
+                if new_tip {
+                    self.send_prev_hash(id, &job);
+                }
             }
         }
         if grouped {
-            let msg = self.extended_job(self.group_channel_id, job_id, work, new_tip);
+            let msg = self.extended_job(self.group_channel_id, &job, new_tip);
             self.send(&msg);
-        }
-        if new_tip {
-            for idx in 0..self.channels.len() {
-                if !(group && self.channels[idx].kind == ChannelKind::Standard) {
-                    let id = self.channels[idx].id;
-                    self.send_prev_hash(id, job_id, work);
-                }
-            }
-            if grouped {
-                self.send_prev_hash(self.group_channel_id, job_id, work);
+            if new_tip {
+                self.send_prev_hash(self.group_channel_id, &job);
+                self.tip.group_has_prev_hash = true;
             }
         }
-        let _ = now_ms;
     }
 
-    /// Forgets jobs beyond `max_jobs` (product API name); called whenever a job is added, so
-    /// the history of a connection never grows past the bound.
-    pub fn cleanup_old_jobs(&mut self) {
-        let max = self.config.max_jobs.max(1);
-        while self.jobs.len() > max {
-            self.jobs.pop_front();
+    /// A new job on the current work for one channel (for a grouped standard channel: for
+    /// its group), active at once: after its target changed, so the new target is mined now.
+    pub(super) fn refresh_channel(&mut self, idx: usize, now_ms: u64) {
+        let Some(work) = self.current.clone() else {
+            return;
+        };
+        let job = self.push_job(&work, now_ms);
+        if self.is_grouped(idx) {
+            for i in 0..self.channels.len() {
+                if self.is_grouped(i) {
+                    self.record_root(i, job.seq, &work);
+                }
+            }
+            let msg = self.extended_job(self.group_channel_id, &job, false);
+            self.send(&msg);
+        } else {
+            self.send_job(idx, &job, false);
         }
+    }
+
+    /// Starts the connection's credit window over: the jobs sent so far earn credit for
+    /// [`RETIRED_JOBS_GRACE_MS`] more (the shares in flight), then can only make blocks; the
+    /// duplicate sets move aside for that grace; every channel gets a new job whose nTime
+    /// starts past every share accepted on this tip, so none of those can come again.
+    pub(super) fn restart_credit_window(&mut self, now_ms: u64) {
+        let Some(work) = self.current.clone() else {
+            return;
+        };
+        self.end_retirement();
         for ch in &mut self.channels {
-            while ch.roots.len() > max {
+            std::mem::swap(&mut ch.seen, &mut ch.seen_retired);
+        }
+        self.retirement = Some(Retirement {
+            below_seq: self.next_seq,
+            until_ms: now_ms.saturating_add(RETIRED_JOBS_GRACE_MS),
+        });
+        self.tip.ntime_floor = self
+            .tip
+            .ntime_floor
+            .max(self.tip.max_accepted_ntime.saturating_add(1));
+        self.announce(&work, false, now_ms);
+    }
+
+    /// Ends the grace of the previous credit window's jobs: they can only make blocks from
+    /// now on, and their duplicate sets empty (keeping their memory).
+    pub(super) fn end_retirement(&mut self) {
+        let Some(r) = self.retirement.take() else {
+            return;
+        };
+        while self.jobs.front().is_some_and(|j| j.seq < r.below_seq) {
+            if let Some(job) = self.jobs.pop_front() {
+                self.fold_older(job);
+            }
+        }
+        let oldest = self.jobs.front().map_or(self.next_seq, |j| j.seq);
+        for ch in &mut self.channels {
+            ch.seen_retired.clear();
+            while ch.roots.front().is_some_and(|r| r.seq < oldest) {
                 ch.roots.pop_front();
             }
         }
     }
 
-    /// Number of jobs remembered (bounded by `max_jobs`).
+    /// Whether a channel takes its jobs through the group channel: a standard channel on a
+    /// connection that did not ask for standard jobs (05 §5.3.16).
+    pub(super) fn is_grouped(&self, idx: usize) -> bool {
+        self.flags & REQUIRES_STANDARD_JOBS == 0 && self.channels[idx].kind == ChannelKind::Standard
+    }
+
+    /// Folds jobs beyond `max_jobs` into the older, block-only jobs (product API name); called
+    /// whenever a job is added, so the whole jobs of a connection never pass the bound.
+    pub fn cleanup_old_jobs(&mut self) {
+        let max = self.config.max_jobs.max(1);
+        while self.jobs.len() > max {
+            if let Some(job) = self.jobs.pop_front() {
+                self.fold_older(job);
+            }
+        }
+        let oldest = self.jobs.front().map_or(self.next_seq, |j| j.seq);
+        for ch in &mut self.channels {
+            while ch.roots.front().is_some_and(|r| r.seq < oldest) {
+                ch.roots.pop_front();
+            }
+            ch.prune_epochs(oldest);
+        }
+    }
+
+    fn fold_older(&mut self, job: SessionJob) {
+        match self.older.back_mut() {
+            Some(last) if Arc::ptr_eq(&last.work, &job.work) => last.last_seq = job.seq,
+            _ => self.older.push_back(OlderJobs {
+                first_seq: job.seq,
+                last_seq: job.seq,
+                work: job.work,
+            }),
+        }
+    }
+
+    /// Number of jobs that can earn credit (bounded by `max_jobs`).
     pub fn job_count(&self) -> usize {
         self.jobs.len()
     }
@@ -109,17 +288,24 @@ impl Session {
         self.jobs.back().map(|j| (j.job_id, &j.work))
     }
 
+    /// The sequence number a job id of the current tip stands for, if it was ever sent.
+    pub(super) fn seq_of(&self, job_id: u32) -> Option<u64> {
+        let first = self.tip.first_seq;
+        let seq = first + u64::from(job_id.wrapping_sub(first as u32));
+        (seq < self.next_seq && job_id != 0).then_some(seq)
+    }
+
     fn extended_job<'w>(
         &self,
         channel_id: u32,
-        job_id: u32,
-        work: &'w Work,
+        job: &'w SessionJob,
         future: bool,
     ) -> NewExtendedMiningJob<'w> {
+        let work = &job.work;
         NewExtendedMiningJob {
             channel_id,
-            job_id,
-            min_ntime: if future { None } else { Some(work.cur_time) },
+            job_id: job.job_id,
+            min_ntime: if future { None } else { Some(job.min_ntime) },
             version: work.version,
             version_rolling_allowed: self.config.version_rolling,
             merkle_path: Seq0_255::new(&work.merkle_path).unwrap_or_default(),
@@ -129,8 +315,7 @@ impl Session {
     }
 
     /// Computes and remembers a standard channel's merkle root for a job.
-    fn record_root(&mut self, idx: usize, job_id: u32, work: &Work) -> [u8; 32] {
-        let max = self.config.max_jobs.max(1);
+    fn record_root(&mut self, idx: usize, seq: u64, work: &Work) -> [u8; 32] {
         let ch = &mut self.channels[idx];
         let root = work.merkle_root(&ch.extranonce_prefix, &[]);
         let head = header_midstate(&header_bytes(
@@ -142,54 +327,68 @@ impl Session {
             0,
         ));
         ch.roots.push_back(StandardJob {
-            job_id,
+            seq,
             version: work.version,
             root,
             head,
         });
-        while ch.roots.len() > max {
-            ch.roots.pop_front();
-        }
         root.to_byte_array()
     }
 
-    fn push_job(&mut self, work: &Arc<Work>) -> u32 {
-        let job_id = self.next_job_id;
-        self.next_job_id = self.next_job_id.wrapping_add(1).max(1);
-        self.jobs.push_back(SessionJob {
-            job_id,
+    /// A new job on `work`: the next sequence number, min_ntime no lower than the tip's floor.
+    fn push_job(&mut self, work: &Arc<Work>, now_ms: u64) -> SessionJob {
+        let mut seq = self.next_seq;
+        if seq as u32 == 0 {
+            seq += 1;
+        }
+        self.next_seq = seq + 1;
+        let job = SessionJob {
+            job_id: seq as u32,
+            seq,
             work: work.clone(),
-            min_ntime: work.cur_time,
-        });
+            min_ntime: work.cur_time.max(self.tip.ntime_floor),
+            sent_ms: now_ms,
+        };
+        self.jobs.push_back(job.clone());
         self.cleanup_old_jobs();
-        job_id
+        job
     }
 
-    /// A channel just opened gets the current work as a future job and the prev hash.
-    pub(super) fn send_current_work_to(&mut self, idx: usize) {
-        let Some(job) = self.jobs.back().cloned() else {
+    /// A channel just opened gets a job of its own on the current work, as a future job
+    /// followed by SetNewPrevHash (the order the spec requires for a channel's first job).
+    /// A grouped standard channel's group gets the prev hash too if it has not had it on
+    /// this tip, so that later group jobs (active at once) have a prev hash to build on.
+    pub(super) fn send_current_work_to(&mut self, idx: usize, now_ms: u64) {
+        let Some(work) = self.current.clone() else {
             return;
         };
-        // The newest job's id is new to this channel: it goes out as a future job followed
-        // by SetNewPrevHash, the order the spec requires for a channel's first job.
-        self.send_job(idx, job.job_id, &job.work, true);
+        let job = self.push_job(&work, now_ms);
+        self.send_job(idx, &job, true);
         let id = self.channels[idx].id;
-        self.send_prev_hash(id, job.job_id, &job.work);
+        self.send_prev_hash(id, &job);
+        if self.is_grouped(idx) && !self.tip.group_has_prev_hash {
+            let group_job = self.push_job(&work, now_ms);
+            self.record_root(idx, group_job.seq, &work);
+            let msg = self.extended_job(self.group_channel_id, &group_job, true);
+            self.send(&msg);
+            self.send_prev_hash(self.group_channel_id, &group_job);
+            self.tip.group_has_prev_hash = true;
+        }
     }
 
-    fn send_job(&mut self, idx: usize, job_id: u32, work: &Arc<Work>, future: bool) {
+    fn send_job(&mut self, idx: usize, job: &SessionJob, future: bool) {
         match self.channels[idx].kind {
             ChannelKind::Extended => {
-                let msg = self.extended_job(self.channels[idx].id, job_id, work, future);
+                let msg = self.extended_job(self.channels[idx].id, job, future);
                 self.send(&msg);
             }
             ChannelKind::Standard => {
-                let merkle_root = self.record_root(idx, job_id, work);
+                let merkle_root = self.record_root(idx, job.seq, &job.work);
                 let msg = NewMiningJob {
                     channel_id: self.channels[idx].id,
-                    job_id,
-                    min_ntime: if future { None } else { Some(work.cur_time) },
-                    version: work.version,
+                    job_id: job.job_id,
+                    min_ntime: if future { None } else { Some(job.min_ntime) },
+                    version: job.work.version,
                     merkle_root,
                 };
                 self.send(&msg);
@@ -197,14 +396,17 @@ impl Session {
         }
     }
 
-    fn send_prev_hash(&mut self, channel_id: u32, job_id: u32, work: &Arc<Work>) {
+    fn send_prev_hash(&mut self, channel_id: u32, job: &SessionJob) {
         let msg = SetNewPrevHash {
             channel_id,
-            job_id,
-            prev_hash: work.prev_hash.to_byte_array(),
-            min_ntime: work.cur_time,
-            nbits: work.nbits,
+            job_id: job.job_id,
+            prev_hash: job.work.prev_hash.to_byte_array(),
+            min_ntime: job.min_ntime,
+            nbits: job.work.nbits,
         };
         self.send(&msg);
     }
 }
+
+/// Jobs of the current tip, kept by the session.
+pub(super) type Jobs = VecDeque<SessionJob>;

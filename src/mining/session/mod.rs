@@ -28,15 +28,16 @@ use std::sync::Arc;
 
 use bitcoin::{BlockHash, Target};
 
-pub use channels::{ChannelInfo, ChannelStats, TARGET_GRACE_MS};
+pub use channels::{ChannelInfo, ChannelStats};
 pub use config::{DEFAULT_POOL_TAG, MiningConfig};
 pub use events::{FoundBlock, SessionError, SessionEvent};
 pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
+pub use jobs::RETIRED_JOBS_GRACE_MS;
 pub use setup::PROTOCOL_VERSION;
 pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 
 use channels::Channel;
-use jobs::SessionJob;
+use jobs::{Jobs, OlderJobs, Retirement, TipState};
 
 use super::work::Work;
 use crate::block::target::target_of_difficulty;
@@ -64,11 +65,19 @@ pub struct Session {
     channels: Vec<Channel>,
     next_channel_id: u32,
     group_channel_id: u32,
-    jobs: VecDeque<SessionJob>,
-    next_job_id: u32,
+    /// Jobs of the current tip that earn credit, oldest first (at most `max_jobs`).
+    jobs: Jobs,
+    /// Older jobs of the current tip, folded by work: they can only make blocks.
+    older: VecDeque<OlderJobs>,
+    /// Sequence number of the next job.
+    next_seq: u64,
+    /// The jobs of the credit window that just ended, while they still earn credit.
+    retirement: Option<Retirement>,
     current: Option<Arc<Work>>,
-    /// Prev hash of the jobs that are not stale.
-    tip: Option<BlockHash>,
+    /// The tip the jobs are on.
+    tip: TipState,
+    /// Tips left recently, with the latest nTime accepted on each.
+    past_tips: VecDeque<(BlockHash, u32)>,
     /// A tip one of our shares just solved, and until when (ms) shares on it are stale: they
     /// can only make blocks that no longer build on the chain's tip. Expires in case the node
     /// refuses the block.
@@ -91,10 +100,13 @@ impl Session {
             channels: Vec::new(),
             next_channel_id: 1,
             group_channel_id: 0,
-            jobs: VecDeque::new(),
-            next_job_id: 1,
+            jobs: Jobs::new(),
+            older: VecDeque::new(),
+            next_seq: 1,
+            retirement: None,
             current: None,
-            tip: None,
+            tip: TipState::default(),
+            past_tips: VecDeque::new(),
             solved: None,
             out: Outbox::new(),
             events: Vec::new(),
@@ -187,22 +199,31 @@ impl Session {
     }
 
     /// When [`Self::on_tick`] next has something to do (unix ms): a batch of
-    /// acknowledgements turning one second old, or a channel's vardiff window ending. `None`
+    /// acknowledgements turning one second old, a channel's vardiff window ending, or the
+    /// grace of an ended credit window's jobs running out. `None`
     /// with no channel open: an idle connection has nothing due.
     pub fn next_tick_ms(&self) -> Option<u64> {
-        self.channels
+        let channels = self
+            .channels
             .iter()
             .map(|ch| {
                 let retarget = ch.vardiff.next_poll_ms();
                 ch.batch.due_at().map_or(retarget, |due| retarget.min(due))
             })
-            .min()
+            .min();
+        match (channels, self.retirement) {
+            (Some(t), Some(r)) => Some(t.min(r.until_ms)),
+            (t, r) => t.or(r.map(|r| r.until_ms)),
+        }
     }
 
     /// Periodic work: acknowledges batches older than a second and lets vardiff lower the
     /// difficulty of channels that went quiet. Call at [`Self::next_tick_ms`] (calling it
     /// more often does no harm).
     pub fn on_tick(&mut self, now_ms: u64) {
+        if self.retirement.is_some_and(|r| now_ms >= r.until_ms) {
+            self.end_retirement();
+        }
         for idx in 0..self.channels.len() {
             if self.channels[idx].batch.is_due(now_ms) {
                 self.flush_batch(idx);

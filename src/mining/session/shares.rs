@@ -1,24 +1,26 @@
 //! Share validation: the channel, the job (current tip, not a tip we just solved), nTime and
-//! version rules, the hash against the channel's (or its previous) target, duplicate
-//! detection, and turning a share that meets the network target into a whole block.
+//! version rules, the hash against the job's target, duplicate detection, and turning a share
+//! that meets the network target into a whole block.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
+use bitcoin::BlockHash;
 use bitcoin::hashes::Hash;
-use bitcoin::{BlockHash, Target};
 
 use super::Session;
-use super::channels::ChannelKind;
+use super::channels::{ChannelKind, TargetEpoch};
 use super::events::{FoundBlock, SessionError, SessionEvent};
-use super::jobs::SessionJob;
 use crate::block::header::sha256d_from_midstate;
 use crate::mining::share::ShareRejection;
 use crate::mining::work::Work;
 use crate::wire::mining::{SubmitSharesExtended, SubmitSharesStandard};
 use crate::wire::{TlvDecoder, USER_IDENTITY};
 
-/// The BIP320 bits a miner may roll.
-pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
+/// The general purpose bits of the version a miner may roll: BIP323's 0x1fffffe0, as the
+/// specification says everywhere (02, 05 §5.3.15/§5.3.16, 07), not BIP320's narrower
+/// 0x1fffe000 (a share rolling bits 5 to 12 is work, and may be a block).
+pub const VERSION_ROLLING_MASK: u32 = 0x1fff_ffe0;
 
 /// How long shares on a tip we just found a block for are refused as stale (the new work is
 /// normally there within milliseconds; this only bounds the case where the node refuses it).
@@ -29,8 +31,8 @@ pub const SOLVED_TIP_MS: u64 = 10_000;
 pub(super) struct Verdict {
     /// Index of its channel.
     pub(super) idx: usize,
-    /// The target it is credited at.
-    pub(super) credited: Target,
+    /// The target it is credited at (its job's), with that target's difficulty and work.
+    pub(super) credited: TargetEpoch,
     /// Its header hash.
     pub(super) hash: BlockHash,
     /// The work it was on.
@@ -57,37 +59,49 @@ impl std::hash::Hasher for FingerprintHasher {
     }
 }
 
-/// Fingerprints of the shares accepted on the current tip, in two generations: a share is a
-/// duplicate if either holds it; new ones go to the newer, and once it holds half the window
-/// the older is emptied (keeping its memory) and the two trade places. A duplicate is caught
-/// for at least the last `window / 2` shares and at most `window`; memory stays at two tables
-/// of `window / 2` (about 9 KiB per channel at the default), allocated only as the channel
-/// gets that busy.
+/// Fingerprints (the first 8 bytes of the header hash) of every share a channel had accepted
+/// on jobs that can still earn credit. Nothing is evicted: a duplicate is caught for as long
+/// as its job can be credited. The sets are bounded by the credit window instead (see
+/// `MiningConfig::credit_window_shares` and `Session::restart_credit_window`). Identical
+/// headers on two jobs of the same work hash alike, so one set covers all the jobs of a
+/// window.
 #[derive(Debug, Default)]
 pub(super) struct SeenShares {
-    newer: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
-    older: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
+    set: HashSet<u64, std::hash::BuildHasherDefault<FingerprintHasher>>,
 }
 
 impl SeenShares {
-    /// Inserts a fingerprint; false if it was there already.
-    fn insert(&mut self, key: u64, window: usize) -> bool {
-        if self.newer.contains(&key) || self.older.contains(&key) {
-            return false;
-        }
-        if self.newer.len() >= (window / 2).max(1) {
-            std::mem::swap(&mut self.newer, &mut self.older);
-            self.newer.clear();
-        }
-        self.newer.insert(key);
-        true
+    /// Inserts a share's hash; false if it was there already.
+    fn insert(&mut self, hash: &BlockHash) -> bool {
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&hash.as_byte_array()[..8]);
+        let key = u64::from_le_bytes(key);
+        // Looked up first: inserting, even a key already there, makes room for one more, and
+        // a set that is full (as the window's last share leaves it) would double for nothing.
+        !self.set.contains(&key) && self.set.insert(key)
     }
 
-    /// Forgets every share (new tip) but keeps the memory.
-    pub(super) fn clear(&mut self) {
-        self.newer.clear();
-        self.older.clear();
+    /// Fingerprints held.
+    pub(super) fn len(&self) -> usize {
+        self.set.len()
     }
+
+    /// Forgets every share but keeps the memory.
+    pub(super) fn clear(&mut self) {
+        self.set.clear();
+    }
+}
+
+/// The job a share names.
+#[derive(Debug, Clone, Copy)]
+enum NamedJob {
+    /// One of `Session::jobs`: validated and credited at its target; `retired`: a job of the
+    /// credit window that just ended, in its grace (duplicates are in `seen_retired`).
+    Credit { ji: usize, retired: bool },
+    /// An older job of the tip (an index into `Session::older`): only a block counts.
+    BlockOnly(usize),
+    /// One of `Session::jobs` whose credit window's grace is over: only a block counts.
+    Retired(usize),
 }
 
 impl Session {
@@ -97,16 +111,28 @@ impl Session {
         tlv: &[u8],
         now_ms: u64,
     ) -> Result<(), SessionError> {
-        let worker = if self.worker_tlv {
-            TlvDecoder::new(tlv, &[USER_IDENTITY])
-                .find_map(Result::ok)
-                .and_then(|t| std::str::from_utf8(t.value).ok().map(str::to_owned))
-        } else {
-            None
+        let (worker, verdict) = match self.worker_identity(tlv) {
+            Ok(worker) => (worker, self.validate_extended(m, now_ms)),
+            Err(reason) => (None, Err(reason)),
         };
-        let verdict = self.validate_extended(m, now_ms);
         self.conclude(m.channel_id, m.sequence_number, verdict, worker, now_ms);
         Ok(())
+    }
+
+    /// The worker named by the user_identity TLV of extension 0x0002, if it was negotiated (an
+    /// unexpected TLV is ignored otherwise). A malformed or over-long one, or one that is not
+    /// UTF-8, rejects the message (03 §3.4.3: "the recipient MUST reject the message").
+    fn worker_identity(&self, tlv: &[u8]) -> Result<Option<String>, ShareRejection> {
+        if !self.worker_tlv {
+            return Ok(None);
+        }
+        match TlvDecoder::new(tlv, &[USER_IDENTITY]).next() {
+            None => Ok(None),
+            Some(Err(_)) => Err(ShareRejection::InvalidTlv),
+            Some(Ok(t)) => std::str::from_utf8(t.value)
+                .map(|s| Some(s.to_owned()))
+                .map_err(|_| ShareRejection::InvalidTlv),
+        }
     }
 
     pub(super) fn on_submit_standard(&mut self, m: &SubmitSharesStandard, now_ms: u64) {
@@ -114,42 +140,91 @@ impl Session {
         self.conclude(m.channel_id, m.sequence_number, verdict, None, now_ms);
     }
 
-    /// Index of a valid, current job in `self.jobs`.
-    fn find_job(&self, job_id: u32, now_ms: u64) -> Result<usize, ShareRejection> {
-        let ji = self
-            .jobs
-            .iter()
-            .rposition(|j| j.job_id == job_id)
-            .ok_or(ShareRejection::InvalidJobId)?;
-        let prev = self.jobs[ji].work.prev_hash;
+    /// The job a share names on the current tip.
+    fn find_job(&self, job_id: u32, now_ms: u64) -> Result<(u64, NamedJob), ShareRejection> {
+        let Some(prev) = self.tip.prev_hash else {
+            return Err(ShareRejection::InvalidJobId);
+        };
         if matches!(self.solved, Some((tip, until)) if tip == prev && now_ms <= until) {
             return Err(ShareRejection::StaleShare);
         }
-        match self.tip {
-            Some(tip) if tip == prev => Ok(ji),
-            _ => Err(ShareRejection::StaleShare),
+        let Some(seq) = self.seq_of(job_id) else {
+            // An id of a job sent on an earlier tip: stale rather than unknown.
+            let back = u64::from((self.tip.first_seq as u32).wrapping_sub(job_id));
+            return if job_id != 0 && back >= 1 && back < self.tip.first_seq {
+                Err(ShareRejection::StaleShare)
+            } else {
+                Err(ShareRejection::InvalidJobId)
+            };
+        };
+        if let Some(ji) = self.jobs.iter().rposition(|j| j.seq == seq) {
+            match self.retirement {
+                Some(r) if seq < r.below_seq && now_ms >= r.until_ms => {}
+                Some(r) if seq < r.below_seq => {
+                    return Ok((seq, NamedJob::Credit { ji, retired: true }));
+                }
+                _ => return Ok((seq, NamedJob::Credit { ji, retired: false })),
+            }
+        }
+        if let Some(oi) = self
+            .older
+            .iter()
+            .position(|o| o.first_seq <= seq && seq <= o.last_seq)
+        {
+            return Ok((seq, NamedJob::BlockOnly(oi)));
+        }
+        // A job of an ended credit window whose grace ran out before the timer said so.
+        self.jobs
+            .iter()
+            .rposition(|j| j.seq == seq)
+            .map(|ji| (seq, NamedJob::Retired(ji)))
+            .ok_or(ShareRejection::InvalidJobId)
+    }
+
+    /// The work of a named job and the nTime floor a share on it must meet.
+    fn job_work(&self, job: NamedJob) -> (&Arc<Work>, u32, u64) {
+        match job {
+            NamedJob::Credit { ji, .. } => {
+                let j = &self.jobs[ji];
+                (&j.work, j.min_ntime, j.sent_ms)
+            }
+            NamedJob::Retired(ji) => {
+                let j = &self.jobs[ji];
+                (&j.work, j.work.min_time, self.tip.sent_ms)
+            }
+            // Only a block counts on these: the consensus floor is enough.
+            NamedJob::BlockOnly(oi) => {
+                let o = &self.older[oi];
+                (&o.work, o.work.min_time, self.tip.sent_ms)
+            }
         }
     }
 
+    /// nTime within [the job's min_ntime, the latest SetNewPrevHash's min_ntime plus the
+    /// seconds since it was sent plus the allowance] (05 §5.3.11; a job sent later with a
+    /// higher min_ntime moves the ceiling with it), and version bits only within the mask.
     fn check_time_and_version(
         &self,
-        job: &SessionJob,
+        job: NamedJob,
         ntime: u32,
         version: u32,
         now_ms: u64,
     ) -> Result<(), ShareRejection> {
-        if ntime < job.min_ntime {
+        let (work, min_ntime, sent_ms) = self.job_work(job);
+        if ntime < min_ntime {
             return Err(ShareRejection::NtimeTooOld);
         }
-        let now_s = now_ms / 1000;
-        if u64::from(ntime) > now_s + u64::from(self.config.max_ntime_ahead_secs) {
+        let since = |base: u32, sent: u64| u64::from(base) + now_ms.saturating_sub(sent) / 1000;
+        let ceiling = since(self.tip.min_ntime, self.tip.sent_ms).max(since(min_ntime, sent_ms))
+            + u64::from(self.config.ntime_allowance_secs);
+        if u64::from(ntime) > ceiling {
             return Err(ShareRejection::NtimeTooNew);
         }
-        if version != job.work.version {
+        if version != work.version {
             if !self.config.version_rolling {
                 return Err(ShareRejection::VersionRollingNotAllowed);
             }
-            if (version ^ job.work.version) & !VERSION_ROLLING_MASK != 0 {
+            if (version ^ work.version) & !VERSION_ROLLING_MASK != 0 {
                 return Err(ShareRejection::InvalidNonRollableVersionBit);
             }
         }
@@ -168,18 +243,18 @@ impl Session {
             .iter()
             .position(|c| c.id == m.channel_id && c.kind == ChannelKind::Extended)
             .ok_or(ShareRejection::InvalidChannelId)?;
-        let ji = self.find_job(m.job_id, now_ms)?;
-        let job = &self.jobs[ji];
+        let (seq, job) = self.find_job(m.job_id, now_ms)?;
         let ch = &self.channels[idx];
         if m.extranonce.len() != ch.extranonce_size {
             return Err(ShareRejection::BadExtranonceSize);
         }
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
-        let root = job.work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
-        let hash = job.work.header_hash(m.version, &root, m.ntime, m.nonce);
+        let work = self.job_work(job).0;
+        let root = work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
+        let hash = work.header_hash(m.version, &root, m.ntime, m.nonce);
         self.finish_share(
             idx,
-            ji,
+            (seq, job),
             hash,
             (m.version, m.ntime, m.nonce),
             &m.extranonce,
@@ -197,64 +272,81 @@ impl Session {
             .iter()
             .position(|c| c.id == m.channel_id && c.kind == ChannelKind::Standard)
             .ok_or(ShareRejection::InvalidChannelId)?;
-        let ji = self.find_job(m.job_id, now_ms)?;
-        let job = &self.jobs[ji];
+        let (seq, job) = self.find_job(m.job_id, now_ms)?;
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
-        let sj = self.channels[idx]
-            .roots
-            .iter()
-            .rev()
-            .find(|j| j.job_id == m.job_id)
-            .ok_or(ShareRejection::InvalidJobId)?;
-        let hash = if m.version == sj.version {
-            // The cached state covers the first 64 header bytes: hash the last 16.
-            let mut tail = [0u8; 16];
-            tail[..4].copy_from_slice(&sj.root.as_byte_array()[28..]);
-            tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
-            tail[8..12].copy_from_slice(&job.work.nbits.to_le_bytes());
-            tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
-            sha256d_from_midstate(&sj.head, &tail)
-        } else {
-            job.work.header_hash(m.version, &sj.root, m.ntime, m.nonce)
+        let ch = &self.channels[idx];
+        let work = self.job_work(job).0;
+        let hash = match ch.roots.iter().rev().find(|r| r.seq == seq) {
+            // The job was sent to this channel and its cached state covers the first 64
+            // header bytes: hash the last 16.
+            Some(sj) if m.version == sj.version => {
+                let mut tail = [0u8; 16];
+                tail[..4].copy_from_slice(&sj.root.as_byte_array()[28..]);
+                tail[4..8].copy_from_slice(&m.ntime.to_le_bytes());
+                tail[8..12].copy_from_slice(&work.nbits.to_le_bytes());
+                tail[12..].copy_from_slice(&m.nonce.to_le_bytes());
+                sha256d_from_midstate(&sj.head, &tail)
+            }
+            Some(sj) => work.header_hash(m.version, &sj.root, m.ntime, m.nonce),
+            // A job that earns credit but was never sent to this channel.
+            // A job not sent to this channel (a pool facade's, another channel's first job) or
+            // whose cached root is gone: the root is computed, the work is the channel's own.
+            None => {
+                let root = work.merkle_root(&ch.extranonce_prefix, &[]);
+                work.header_hash(m.version, &root, m.ntime, m.nonce)
+            }
         };
-        self.finish_share(idx, ji, hash, (m.version, m.ntime, m.nonce), &[], now_ms)
+        self.finish_share(
+            idx,
+            (seq, job),
+            hash,
+            (m.version, m.ntime, m.nonce),
+            &[],
+            now_ms,
+        )
     }
 
-    /// Checks the share's hash against the targets and earlier shares, and builds the block if
-    /// it is one.
+    /// Checks the share's hash against its job's target and earlier shares, and builds the
+    /// block if it is one.
     fn finish_share(
         &mut self,
         idx: usize,
-        ji: usize,
+        (seq, job): (u64, NamedJob),
         hash: [u8; 32],
         (version, ntime, nonce): (u32, u32, u32),
         extranonce: &[u8],
         now_ms: u64,
     ) -> Result<Verdict, ShareRejection> {
         let hash = BlockHash::from_byte_array(hash);
-        // Field borrows, not methods: the job stays borrowed while the channel changes.
-        let work: &Work = &self.jobs[ji].work;
+        let work = self.job_work(job).0.clone();
         let ch = &mut self.channels[idx];
-        // A block is never refused, even where the channel target is harder than the network's
-        // (possible on regtest).
+        let credited = *ch.epoch_of(seq);
+        // A block is never refused, even where the job's target is harder than the network's
+        // (possible on regtest), nor on an older job.
         let is_block = work.network_target.is_met_by(hash);
-        let credited = if ch.target.is_met_by(hash) {
-            ch.target
-        } else {
-            match ch.previous_target {
-                Some((prev, until)) if now_ms <= until && prev.is_met_by(hash) => prev,
-                _ if is_block => ch.target,
-                _ => return Err(ShareRejection::DifficultyTooLow),
+        let retired = match job {
+            NamedJob::Credit { retired, .. } => retired,
+            NamedJob::BlockOnly(_) | NamedJob::Retired(_) if !is_block => {
+                return Err(ShareRejection::StaleShare);
             }
+            // A block on a job that no longer earns credit: recorded with the current window.
+            NamedJob::BlockOnly(_) | NamedJob::Retired(_) => false,
         };
-        let mut key = [0u8; 8];
-        key.copy_from_slice(&hash.as_byte_array()[..8]);
-        if !ch
-            .seen
-            .insert(u64::from_le_bytes(key), self.config.duplicate_window)
-        {
+        if !is_block && !credited.target.is_met_by(hash) {
+            return Err(ShareRejection::DifficultyTooLow);
+        }
+        // Every header with an nTime at or past the floor belongs to the current window's set:
+        // the new jobs can only make those, so a share of an ended window's job that has one
+        // is kept with them (replayed on a new job of the same work, it is caught).
+        let seen = if retired && ntime < self.tip.ntime_floor {
+            &mut ch.seen_retired
+        } else {
+            &mut ch.seen
+        };
+        if !seen.insert(&hash) {
             return Err(ShareRejection::DuplicateShare);
         }
+        self.tip.max_accepted_ntime = self.tip.max_accepted_ntime.max(ntime);
         if is_block {
             self.solved = Some((work.prev_hash, now_ms + SOLVED_TIP_MS));
             let ch = &mut self.channels[idx];
@@ -280,31 +372,30 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
+    use bitcoin::BlockHash;
+    use bitcoin::hashes::Hash;
+
     use super::SeenShares;
 
     #[test]
-    fn duplicates_are_caught_for_at_least_half_the_window_and_memory_stays_bounded() {
-        let window = 896;
+    fn every_fingerprint_stays_until_the_set_is_cleared_and_memory_is_kept() {
         let mut seen = SeenShares::default();
-        for key in 0..10_000u64 {
-            assert!(seen.insert(key, window), "{key} is new");
-            // Every one of the last window/2 shares is still a duplicate.
-            for back in [0, 1, window as u64 / 2 - 1] {
-                if let Some(old) = key.checked_sub(back) {
-                    assert!(
-                        !seen.insert(old, window),
-                        "{old} repeated {back} shares later"
-                    );
-                }
-            }
-            assert!(seen.newer.len() + seen.older.len() <= window);
+        let hash = |n: u64| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&n.to_le_bytes());
+            BlockHash::from_byte_array(b)
+        };
+        for n in 0..896u64 {
+            assert!(seen.insert(&hash(n)), "{n} is new");
         }
-        let buckets = seen.newer.capacity() + seen.older.capacity();
-        assert!(
-            buckets <= 2 * 512,
-            "{buckets} slots for a window of {window}"
-        );
+        for n in 0..896u64 {
+            assert!(!seen.insert(&hash(n)), "{n} is a duplicate however old");
+        }
+        let buckets = seen.set.capacity();
+        assert!(buckets <= 896, "room for {buckets} shares after 896");
         seen.clear();
-        assert!(seen.insert(9_999, window), "a new tip forgets");
+        assert_eq!(seen.len(), 0);
+        assert_eq!(seen.set.capacity(), buckets, "the memory is kept");
+        assert!(seen.insert(&hash(1)), "a cleared set forgets");
     }
 }

@@ -40,8 +40,9 @@ use protocol::{
     CorrelationId, Incoming, NodeEventMsg, PublishedEvent, Request, ResponseBody, SubmitResult,
 };
 
+use super::chain::{GENESIS_PROBES, genesis_hash};
 use super::rpc::{RpcClient, RpcConfig};
-use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 
 /// Largest frame either side accepts (the node's own limit).
 pub const MAX_FRAME_LEN: usize = codec::MAX_MESSAGE_LEN;
@@ -330,6 +331,34 @@ impl ModuleNode {
         }
     }
 
+    /// The node's network, as the network whose genesis block it has. The socket has no call
+    /// that names it (blvm-node 0.1.83's GetChainInfo answers tip, height, difficulty, chain
+    /// work and sync state; the module's environment has no network either), but every
+    /// blvm-node indexes its network's genesis header before it starts its modules, and
+    /// GetBlockHeader (which the pool uses anyway, under `read_blockchain`) says whether it has
+    /// a header: asked for each network's genesis hash, exactly one is known.
+    async fn probe_chain(&self) -> Result<NodeChain, NodeError> {
+        for network in GENESIS_PROBES {
+            let probe = Request::GetBlockHeader(genesis_hash(network).to_byte_array());
+            match self.inner.request(&probe).await? {
+                ResponseBody::HeaderKnown(true) => return Ok(NodeChain::Known(network)),
+                ResponseBody::HeaderKnown(false) => {}
+                ResponseBody::Error(e) => {
+                    return Err(NodeError::Unavailable(format!("GetBlockHeader: {e}")));
+                }
+                other => {
+                    return Err(NodeError::Unavailable(format!(
+                        "GetBlockHeader answered with {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(NodeChain::Unknown(
+            "the node has the genesis block of none of regtest, main, testnet4, test, signet"
+                .into(),
+        ))
+    }
+
     /// Over the socket; if the node does not accept it there and its JSON-RPC is configured,
     /// over `submitblock`, whose verdict is then the one that counts. (blvm-node 0.1.83's
     /// socket cannot connect any block: its SubmitBlock lacks the protocol engine.)
@@ -424,6 +453,10 @@ impl NodeApi for ModuleNode {
 
     fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
         Box::pin(self.submit(block))
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        Box::pin(self.probe_chain())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {

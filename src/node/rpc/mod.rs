@@ -42,7 +42,7 @@ pub use endpoint::{DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RpcAuth, RpcConfig};
 pub use template::{TemplateError, parse_block_template};
 pub use transport::{MAX_BODY, TransportError};
 
-use super::{BlockTemplate, ChainEvent, NodeApi, NodeError, NodeFuture};
+use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use poller::poll_tip;
 
 /// JSON-RPC error codes meaning "not now" rather than "no": warming up, not connected to
@@ -163,6 +163,26 @@ pub async fn fetch_template(client: &RpcClient) -> Result<BlockTemplate, NodeErr
     }
 }
 
+/// The chain the node is on, from `getblockchaininfo`'s `chain` ("main", "test", "testnet4",
+/// "signet", "regtest"). A node that cannot be reached, or says "not now" (warming up), is
+/// [`NodeError::Unavailable`]; a node that answers without a chain we know, or refuses the call
+/// for good (no such method), is on a [`NodeChain::Unknown`] chain: asking again would not
+/// help, and the pool then treats it as a chain whose rewards are real.
+pub async fn fetch_chain(client: &RpcClient) -> Result<NodeChain, NodeError> {
+    match client.call("getblockchaininfo", json!([])).await {
+        Ok(info) => Ok(match info.get("chain").and_then(Value::as_str) {
+            Some(name) => NodeChain::from_core_name(name),
+            None => NodeChain::Unknown("getblockchaininfo names no chain".into()),
+        }),
+        Err(CallError::Rpc { code, message }) if !TRANSIENT_CODES.contains(&code) => {
+            Ok(NodeChain::Unknown(format!(
+                "getblockchaininfo refused: {message} (code {code})"
+            )))
+        }
+        Err(e) => Err(e.unavailable("getblockchaininfo")),
+    }
+}
+
 /// `submitblock` with its answer read the way Bitcoin Core and blvm-node give it: `null` (or
 /// "duplicate") is accepted, a string or a non-transient error is the node's refusal (the
 /// BIP22 reason `time-too-new` a refusal for now: [`NodeError::BlockTooNewInTime`]), a
@@ -224,6 +244,10 @@ impl NodeApi for RpcNode {
 
     fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
         Box::pin(self.submit(block))
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        Box::pin(fetch_chain(&self.client))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {
@@ -625,6 +649,49 @@ mod tests {
         // 10 polls at 80 ms, 40 at the configured 20 ms: slowed down is at most 13 (some slack),
         // still polling is at least one (a busy machine may delay ticks, never add them).
         assert!((1..=13).contains(&during), "{during} polls in 800 ms");
+    }
+
+    #[tokio::test]
+    async fn the_chain_is_read_from_getblockchaininfo() {
+        let answer = Arc::new(Mutex::new(Ok::<String, String>(
+            r#"{"chain":"testnet4","blocks":1}"#.into(),
+        )));
+        let given = answer.clone();
+        let config = scripted_node(move |method| match method {
+            "getblockchaininfo" => given.lock().unwrap().clone(),
+            _ => Err("unknown".into()),
+        })
+        .await;
+        let client = RpcClient::new(config);
+        let set = |a: Result<&str, &str>| {
+            *answer.lock().unwrap() = a.map(str::to_owned).map_err(str::to_owned);
+        };
+        assert_eq!(
+            fetch_chain(&client).await,
+            Ok(NodeChain::Known(bitcoin::Network::Testnet4))
+        );
+        set(Ok(r#"{"chain":"main"}"#));
+        assert_eq!(
+            fetch_chain(&client).await,
+            Ok(NodeChain::Known(bitcoin::Network::Bitcoin))
+        );
+        // A chain we do not know, none named, the call refused for good: an unknown chain.
+        for a in [
+            Ok(r#"{"chain":"liquidv1"}"#),
+            Ok("{}"),
+            Err("Method not found"),
+        ] {
+            set(a);
+            let chain = fetch_chain(&client).await;
+            assert!(
+                matches!(chain, Ok(NodeChain::Unknown(_))),
+                "{a:?}: {chain:?}"
+            );
+        }
+        // Throttled: not now, ask again.
+        set(Err(THROTTLE));
+        let chain = fetch_chain(&client).await;
+        assert!(matches!(chain, Err(NodeError::Unavailable(_))), "{chain:?}");
     }
 
     fn template_json(prev: &str) -> String {
