@@ -196,6 +196,50 @@ async fn a_node_that_never_answers_times_out() {
     assert!(matches!(r, Err(NodeError::Unavailable(_))), "{r:?}");
 }
 
+/// The node's reason `time-too-new` (the block's time more than two hours ahead of its clock)
+/// is a refusal for now, typed apart from a rejection so that the pool submits the block again.
+#[tokio::test]
+async fn a_block_too_new_for_the_node_clock_is_typed_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let node = ModuleNode::new(settings(&path));
+    let mut s = within(accept_module(&listener)).await;
+    // blvm-node's refusal with its reason swapped: a bincode string is its u64 length, then
+    // its bytes.
+    let refusal = reply("resp_rejected", 0);
+    let old_reason = [&11u64.to_le_bytes()[..], b"bad-prevblk"].concat();
+    let at = refusal
+        .windows(old_reason.len())
+        .position(|w| w == old_reason)
+        .expect("the reason in the vector");
+    let new_reason = [&12u64.to_le_bytes()[..], b"time-too-new"].concat();
+    let too_new = [
+        &refusal[..at],
+        &new_reason[..],
+        &refusal[at + old_reason.len()..],
+    ]
+    .concat();
+    let served = tokio::spawn(async move {
+        let (id, kind) = read_request(&mut s).await;
+        assert_eq!(kind, 2, "GetBlockHeader");
+        write_frame(&mut s, &reply("resp_header_none", id)).await;
+        let (id, kind) = read_request(&mut s).await;
+        assert_eq!(kind, 51, "SubmitBlock");
+        let mut answer = too_new;
+        answer[4..12].copy_from_slice(&id.to_le_bytes());
+        write_frame(&mut s, &answer).await;
+        s
+    });
+    until_connected(&node).await;
+    let block = bitcoin::constants::genesis_block(bitcoin::Network::Regtest);
+    assert_eq!(
+        within(node.submit_block(block)).await,
+        Err(NodeError::BlockTooNewInTime("time-too-new".into()))
+    );
+    let _conn = served.await.expect("scripted node");
+}
+
 /// The node's network, as the module learns it: the socket has no call naming it, so the
 /// client asks GetBlockHeader for each network's genesis block and takes the one the node has.
 #[tokio::test]

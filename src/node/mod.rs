@@ -42,9 +42,31 @@ pub enum NodeError {
     /// The node refused a block, with its reason.
     #[error("block rejected: {0}")]
     BlockRejected(String),
+    /// The node refused a block because its time is more than two hours ahead of the node's
+    /// clock, with its reason. Not a verdict on the block: the node takes it once its clock has
+    /// caught up (or is set right), so the block is submitted again.
+    #[error("block too new for the node's clock: {0}")]
+    BlockTooNewInTime(String),
     /// The node could not be reached or answered nonsense; the request may be retried.
     #[error("node unavailable: {0}")]
     Unavailable(String),
+}
+
+/// BIP22's reject reason for a block whose time is too far ahead of the node's clock (Bitcoin
+/// Core's `submitblock` answer for it).
+pub const REJECT_REASON_TIME_TOO_NEW: &str = "time-too-new";
+
+impl NodeError {
+    /// The node's refusal of a block, from the BIP22 reject reason its `submitblock` answered
+    /// (a protocol value, not free text): [`REJECT_REASON_TIME_TOO_NEW`] is
+    /// [`NodeError::BlockTooNewInTime`], any other reason [`NodeError::BlockRejected`].
+    pub fn from_reject_reason(reason: String) -> NodeError {
+        if reason == REJECT_REASON_TIME_TOO_NEW {
+            NodeError::BlockTooNewInTime(reason)
+        } else {
+            NodeError::BlockRejected(reason)
+        }
+    }
 }
 
 /// What the pool needs from a Bitcoin node.

@@ -78,9 +78,13 @@ pub enum BlockRejection {
         /// What its coinbase says.
         found: Option<u64>,
     },
-    /// Time not above the median of the last 11 blocks, or too far ahead.
-    #[error("time-too-old or time-too-new: {0}")]
-    BadTime(u32),
+    /// Time not above the median of the last 11 blocks (a verdict).
+    #[error("time-too-old: {0}")]
+    TimeTooOld(u32),
+    /// Time more than two hours ahead of the clock: refused for now, valid once the clock
+    /// has caught up.
+    #[error("time-too-new: {0}")]
+    TimeTooNew(u32),
     /// The coinbase pays more than subsidy and fees.
     #[error("bad-cb-amount: pays {paid} sat, at most {allowed} allowed")]
     BadCoinbaseValue {
@@ -89,6 +93,17 @@ pub enum BlockRejection {
         /// Subsidy plus fees.
         allowed: u64,
     },
+}
+
+impl From<BlockRejection> for NodeError {
+    /// A block too new for the clock is refused for now ([`NodeError::BlockTooNewInTime`]);
+    /// every other refusal is a verdict.
+    fn from(rejection: BlockRejection) -> NodeError {
+        match rejection {
+            BlockRejection::TimeTooNew(_) => NodeError::BlockTooNewInTime(rejection.to_string()),
+            _ => NodeError::BlockRejected(rejection.to_string()),
+        }
+    }
 }
 
 /// The chain itself, without I/O: time is passed in.
@@ -203,10 +218,11 @@ impl EmbeddedChain {
                 found: crate::block::coinbase::bip34_height(block).map(u64::from),
             });
         }
-        if header.time <= self.median_time_past()
-            || header.time > now.saturating_add(MAX_FUTURE_BLOCK_TIME)
-        {
-            return Err(BlockRejection::BadTime(header.time));
+        if header.time <= self.median_time_past() {
+            return Err(BlockRejection::TimeTooOld(header.time));
+        }
+        if header.time > now.saturating_add(MAX_FUTURE_BLOCK_TIME) {
+            return Err(BlockRejection::TimeTooNew(header.time));
         }
         let paid: u64 = coinbase.output.iter().map(|o| o.value.to_sat()).sum();
         let allowed = Self::subsidy(height) + SYNTHETIC_FEE * rest.len() as u64;
@@ -303,7 +319,7 @@ impl NodeApi for EmbeddedNode {
                 let _ = self.events.send(ChainEvent::NewTip { hash, height });
                 Ok(())
             }
-            Err(e) => Err(NodeError::BlockRejected(e.to_string())),
+            Err(e) => Err(e.into()),
         };
         Box::pin(async move { outcome })
     }

@@ -749,14 +749,18 @@ async fn submit_loop(
             // Only what the node announces after this attempt started wakes a retry.
             while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
             let answer = node.submit_block(s.block).await;
+            let event = events.try_recv();
             let node_back = matches!(
-                events.try_recv(),
+                event,
                 Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))
             );
             let now = now_ms();
             let outcome = {
                 let mut pool = lock();
                 let found = pool.found_blocks_mut();
+                if let Ok(ChainEvent::NewTip { hash, .. }) = event {
+                    found.new_tip(hash);
+                }
                 if node_back {
                     found.node_back(now);
                 }
@@ -798,9 +802,15 @@ async fn submit_loop(
                     .await;
                     events = node.subscribe();
                 }
-                // The backend reports the node (the tip poller announces its return).
-                _ => {
-                    if lock().found_blocks_mut().node_back(now_ms()) {
+                // The backend reports the node (the tip poller announces its return); a new tip
+                // ends the wait of blocks too new for the node's clock that are not on it.
+                ev => {
+                    let mut pool = lock();
+                    let found = pool.found_blocks_mut();
+                    if let Ok(ChainEvent::NewTip { hash, .. }) = ev {
+                        found.new_tip(hash);
+                    }
+                    if found.node_back(now_ms()) {
                         debug!("the node is back; resubmitting now");
                     }
                 }
@@ -814,6 +824,7 @@ fn node_answer(answer: &Result<(), NodeError>) -> NodeAnswer {
     match answer {
         Ok(()) => NodeAnswer::Accepted,
         Err(NodeError::BlockRejected(_)) => NodeAnswer::Rejected,
+        Err(NodeError::BlockTooNewInTime(_)) => NodeAnswer::TooNewInTime,
         Err(NodeError::Unavailable(_)) => NodeAnswer::Unavailable,
     }
 }
@@ -909,6 +920,24 @@ fn submit_one(
         (SubmissionOutcome::Rejected, Err(NodeError::BlockRejected(reason))) => {
             warn!(%hash, ?height, %reason, "block rejected by the node; moved to blocks/rejected");
             shared.refetch.notify_one();
+        }
+        (SubmissionOutcome::Rejected, Err(NodeError::BlockTooNewInTime(reason))) => {
+            warn!(%hash, ?height, %reason, "block still too new for the node's clock, and its tip is gone or the wait is over; moved to blocks/rejected");
+            shared.refetch.notify_one();
+        }
+        (
+            SubmissionOutcome::WaitingForNodeClock {
+                retry_at_ms,
+                first_refusal: true,
+                ..
+            },
+            Err(e),
+        ) => {
+            let wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
+            warn!(%hash, ?height, ?wait, "block too new for the node's clock (is the node's clock behind?): kept in blocks/pending, resubmitting until the node's clock allows it: {e}");
+        }
+        (SubmissionOutcome::WaitingForNodeClock { attempt, .. }, Err(e)) => {
+            debug!(%hash, attempt, "block still too new for the node's clock: {e}");
         }
         (SubmissionOutcome::KeptForNextStart, Err(e)) => {
             error!(%hash, "node unreachable at shutdown: block kept in blocks/pending, resubmitted at the next start: {e}");

@@ -3,9 +3,20 @@
 //! (blocks left pending by the last run before any found since); a node that cannot be
 //! reached gets the block again after 200 ms, doubling up to 5 s, and at once when the node is
 //! reported back; at a stop each block gets one last try and stays pending for the next start
-//! if the node still cannot answer. Sans-IO: the shell asks [`FoundBlocks::poll_submission`]
-//! what to submit, sleeps until [`FoundBlocks::poll_timeout`], and reports the node's answer
-//! with [`FoundBlocks::handle_answer`]; time is milliseconds since the Unix epoch.
+//! if the node still cannot answer.
+//!
+//! A block whose time is more than two hours ahead of the node's clock is refused by the node
+//! for now, not judged invalid: it becomes valid as the node's clock advances. Such a block
+//! waits apart (the blocks behind it are not held up) and is submitted again after 1 s,
+//! doubling up to 30 s, or sooner at the moment a node whose clock agrees with ours takes it
+//! (the block's time minus two hours). It is filed as rejected once the chain has moved to a
+//! tip it does not build on (after one last try) or 2 h 10 min after the first such refusal:
+//! a node whose clock is that far behind will not take it in time. The shell reports new tips
+//! with [`FoundBlocks::new_tip`].
+//!
+//! Sans-IO: the shell asks [`FoundBlocks::poll_submission`] what to submit, sleeps until
+//! [`FoundBlocks::poll_timeout`], and reports the node's answer with
+//! [`FoundBlocks::handle_answer`]; time is milliseconds since the Unix epoch.
 
 use std::collections::VecDeque;
 
@@ -18,6 +29,16 @@ use super::block_store::{BlockStore, BlockStoreError, BlockVerdict};
 pub const RESUBMIT_FIRST_DELAY_MS: u64 = 200;
 /// Longest wait between two submissions of a block (ms).
 pub const RESUBMIT_MAX_DELAY_MS: u64 = 5_000;
+/// First wait before resubmitting a block the node called too new for its clock (ms), doubled
+/// up to [`CLOCK_RETRY_MAX_DELAY_MS`].
+pub const CLOCK_RETRY_FIRST_DELAY_MS: u64 = 1_000;
+/// Longest wait between two submissions of a block too new for the node's clock (ms).
+pub const CLOCK_RETRY_MAX_DELAY_MS: u64 = 30_000;
+/// How long after the node first called a block too new for its clock the block is still
+/// submitted (ms): the two hours by which a block may lead a node's clock, and ten minutes.
+pub const CLOCK_RETRY_GIVE_UP_MS: u64 = (2 * 3600 + 10 * 60) * 1000;
+/// Consensus: a block's time may lead the node's clock by at most two hours (s).
+const MAX_FUTURE_BLOCK_TIME_SECS: u64 = 2 * 3600;
 /// Found blocks remembered for the stats page.
 const RECENT_BLOCKS: usize = 64;
 
@@ -41,6 +62,9 @@ pub enum NodeAnswer {
     Accepted,
     /// The node refused it (a verdict: not retried).
     Rejected,
+    /// The node refused it because its time is more than two hours ahead of the node's clock
+    /// (not a verdict: retried until the node's clock allows it, within bounds).
+    TooNewInTime,
     /// The node could not be asked (down, restarting): retried.
     Unavailable,
 }
@@ -76,6 +100,16 @@ pub enum SubmissionOutcome {
         attempt: u64,
         /// When the next attempt is due.
         retry_at_ms: u64,
+    },
+    /// Too new for the node's clock: submitted again at `retry_at_ms`; the blocks behind it
+    /// are not held up meanwhile.
+    WaitingForNodeClock {
+        /// Which attempt was refused.
+        attempt: u64,
+        /// When the next attempt is due.
+        retry_at_ms: u64,
+        /// Whether this is the node's first such refusal of the block.
+        first_refusal: bool,
     },
     /// Not reachable while stopping: the block stays pending for the next start.
     KeptForNextStart,
@@ -114,6 +148,65 @@ struct Queued {
     in_flight: bool,
     /// The node was reported back while an attempt was in flight: if it fails, retry at once.
     node_back: bool,
+    /// Set once the node has called the block too new for its clock.
+    too_new: Option<TooNewInTime>,
+}
+
+/// A block the node called too new for its clock, and its retry schedule.
+#[derive(Debug, Clone, Copy)]
+struct TooNewInTime {
+    /// When the node first said so.
+    first_answer_ms: u64,
+    /// The wait after the next refusal.
+    delay_ms: u64,
+    /// Waiting apart for the node's clock; false while the node cannot be reached (then the
+    /// block waits in order, like any other).
+    apart: bool,
+    /// The chain has moved to a tip the block does not build on: the next refusal is final.
+    stale: bool,
+}
+
+impl Queued {
+    /// Whether the block waits apart for the node's clock (blocks behind it may go first).
+    fn waits_for_node_clock(&self) -> bool {
+        self.too_new.is_some_and(|t| t.apart)
+    }
+
+    /// The node called the block too new for its clock at `now_ms`: what follows (when to
+    /// submit it again), or `None` to give up (its tip is gone, or the node's clock is too far
+    /// behind).
+    fn wait_for_node_clock(&mut self, now_ms: u64) -> Option<SubmissionOutcome> {
+        let first_refusal = self.too_new.is_none();
+        let wait = self.too_new.get_or_insert(TooNewInTime {
+            first_answer_ms: now_ms,
+            delay_ms: CLOCK_RETRY_FIRST_DELAY_MS,
+            apart: true,
+            stale: false,
+        });
+        if wait.stale || now_ms.saturating_sub(wait.first_answer_ms) >= CLOCK_RETRY_GIVE_UP_MS {
+            return None;
+        }
+        wait.apart = true;
+        let mut at = now_ms.saturating_add(wait.delay_ms);
+        wait.delay_ms = wait
+            .delay_ms
+            .saturating_mul(2)
+            .min(CLOCK_RETRY_MAX_DELAY_MS);
+        // A node whose clock agrees with ours takes the block once the block's time is no
+        // more than two hours ahead: try then if that comes first.
+        let takes_it_at_ms = u64::from(self.block.header.time)
+            .saturating_sub(MAX_FUTURE_BLOCK_TIME_SECS)
+            .saturating_mul(1000);
+        if takes_it_at_ms > now_ms {
+            at = at.min(takes_it_at_ms);
+        }
+        self.next_try_ms = at;
+        Some(SubmissionOutcome::WaitingForNodeClock {
+            attempt: self.attempts,
+            retry_at_ms: at,
+            first_refusal,
+        })
+    }
 }
 
 /// The found-block record and the submission schedule.
@@ -189,6 +282,7 @@ impl FoundBlocks {
             delay_ms: RESUBMIT_FIRST_DELAY_MS,
             in_flight: false,
             node_back: false,
+            too_new: None,
         });
     }
 
@@ -214,40 +308,87 @@ impl FoundBlocks {
 
     /// The block to submit now, if one is due and none is in flight.
     pub fn poll_submission(&mut self, now_ms: u64) -> Option<Submission> {
-        let stopping = self.stopping;
-        let head = self.queue.front_mut()?;
-        if head.in_flight || !(stopping || head.next_try_ms <= now_ms) {
+        if self.queue.iter().any(|q| q.in_flight) {
             return None;
         }
-        head.in_flight = true;
-        head.node_back = false;
-        head.attempts += 1;
-        head.first_try_ms.get_or_insert(now_ms);
+        let index = self.due(now_ms)?;
+        let q = &mut self.queue[index];
+        q.in_flight = true;
+        q.node_back = false;
+        q.attempts += 1;
+        q.first_try_ms.get_or_insert(now_ms);
         Some(Submission {
-            block: head.block.clone(),
-            hash: head.hash,
-            height: head.height,
-            attempt: head.attempts,
+            block: q.block.clone(),
+            hash: q.hash,
+            height: q.height,
+            attempt: q.attempts,
         })
+    }
+
+    /// Which block goes next: while stopping, the oldest; otherwise a block waiting apart for
+    /// the node's clock whose time has come, or else the first of the others, in order, if it
+    /// is due.
+    fn due(&self, now_ms: u64) -> Option<usize> {
+        if self.stopping {
+            return (!self.queue.is_empty()).then_some(0);
+        }
+        for (index, q) in self.queue.iter().enumerate() {
+            let due = q.next_try_ms <= now_ms;
+            if !q.waits_for_node_clock() {
+                return due.then_some(index);
+            }
+            if due {
+                return Some(index);
+            }
+        }
+        None
     }
 
     /// When the next submission is due, if one waits (none while one is in flight).
     pub fn poll_timeout(&self) -> Option<u64> {
-        let head = self.queue.front()?;
-        if head.in_flight {
-            None
-        } else if self.stopping {
-            Some(0)
-        } else {
-            Some(head.next_try_ms)
+        if self.queue.is_empty() || self.queue.iter().any(|q| q.in_flight) {
+            return None;
+        }
+        if self.stopping {
+            return Some(0);
+        }
+        let mut at: Option<u64> = None;
+        for q in &self.queue {
+            at = Some(at.map_or(q.next_try_ms, |a| a.min(q.next_try_ms)));
+            if !q.waits_for_node_clock() {
+                break;
+            }
+        }
+        at
+    }
+
+    /// The chain's tip is now `tip`. A block waiting for the node's clock that does not build
+    /// on it (nor is it) has lost its chance: it gets one last try at once, and is filed as
+    /// rejected if the node still calls it too new.
+    pub fn new_tip(&mut self, tip: BlockHash) {
+        for q in &mut self.queue {
+            let Some(wait) = q.too_new.as_mut() else {
+                continue;
+            };
+            if wait.stale || q.block.header.prev_blockhash == tip {
+                continue;
+            }
+            // Our own block as the tip: the node has it; the last try hears so.
+            wait.stale = q.hash != tip;
+            q.next_try_ms = 0;
         }
     }
 
-    /// The node is reachable again (it announced a tip or a template): the waiting block is
-    /// due at once (or as soon as the attempt in flight fails). Returns whether a block the
-    /// node could not take was waiting.
+    /// The node is reachable again (it announced a tip or a template): the block waiting for
+    /// it is due at once (or as soon as the attempt in flight fails); blocks waiting for the
+    /// node's clock keep their time. Returns whether a block the node could not take was
+    /// waiting.
     pub fn node_back(&mut self, now_ms: u64) -> bool {
-        let Some(head) = self.queue.front_mut() else {
+        let Some(head) = self
+            .queue
+            .iter_mut()
+            .find(|q| q.in_flight || !q.waits_for_node_clock())
+        else {
             return false;
         };
         if head.attempts == 0 {
@@ -274,12 +415,14 @@ impl FoundBlocks {
         answer: NodeAnswer,
         now_ms: u64,
     ) -> SubmissionOutcome {
-        let Some(head) = self.queue.front_mut() else {
+        let Some(index) = self
+            .queue
+            .iter()
+            .position(|q| q.hash == hash && q.in_flight)
+        else {
             return SubmissionOutcome::Unexpected;
         };
-        if head.hash != hash || !head.in_flight {
-            return SubmissionOutcome::Unexpected;
-        }
+        let head = &mut self.queue[index];
         head.in_flight = false;
         let outcome = match answer {
             NodeAnswer::Accepted => SubmissionOutcome::Accepted {
@@ -287,8 +430,18 @@ impl FoundBlocks {
                 after_ms: now_ms.saturating_sub(head.first_try_ms.unwrap_or(now_ms)),
             },
             NodeAnswer::Rejected => SubmissionOutcome::Rejected,
-            NodeAnswer::Unavailable if self.stopping => SubmissionOutcome::KeptForNextStart,
+            NodeAnswer::Unavailable | NodeAnswer::TooNewInTime if self.stopping => {
+                SubmissionOutcome::KeptForNextStart
+            }
+            NodeAnswer::TooNewInTime => match head.wait_for_node_clock(now_ms) {
+                Some(waiting) => return waiting,
+                None => SubmissionOutcome::Rejected,
+            },
             NodeAnswer::Unavailable => {
+                // Back in order with the others until the node answers again.
+                if let Some(wait) = head.too_new.as_mut() {
+                    wait.apart = false;
+                }
                 head.next_try_ms = if head.node_back {
                     now_ms
                 } else {
@@ -302,7 +455,7 @@ impl FoundBlocks {
                 };
             }
         };
-        self.queue.pop_front();
+        self.queue.remove(index);
         match outcome {
             SubmissionOutcome::Accepted { .. } => self.record_verdict(&hash.to_string(), true),
             SubmissionOutcome::Rejected => self.record_verdict(&hash.to_string(), false),
@@ -515,5 +668,214 @@ mod tests {
             }
         }
         assert!(store.pending().is_empty());
+    }
+
+    /// Milliseconds at which a node whose clock agrees with ours takes [`block`]s.
+    const TAKEN_AT_MS: u64 = (1_700_000_000 - 2 * 3600) * 1000;
+
+    fn waiting_until(outcome: SubmissionOutcome) -> u64 {
+        match outcome {
+            SubmissionOutcome::WaitingForNodeClock { retry_at_ms, .. } => retry_at_ms,
+            other => panic!("not waiting for the node's clock: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_block_too_new_for_the_node_is_retried_from_1_s_up_to_every_30_s_then_accepted() {
+        let store = MemoryBlockStore::new();
+        let mut f = FoundBlocks::new();
+        let b = block(1);
+        store.save_pending(&b).unwrap();
+        f.record_found(b.block_hash(), 1, "miner");
+        // Our clock past the block's time: the node's clock is behind ours.
+        let start = 1_700_000_000 * 1000;
+        f.queue(b, Some(1), start);
+        let mut now = start;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let (_, outcome) = attempt(&mut f, now, NodeAnswer::TooNewInTime).unwrap();
+            assert_eq!(outcome.verdict(), None);
+            assert_eq!(
+                matches!(
+                    outcome,
+                    SubmissionOutcome::WaitingForNodeClock {
+                        first_refusal: true,
+                        ..
+                    }
+                ),
+                waits.is_empty(),
+                "only the first refusal is the first"
+            );
+            outcome.settle(&store, block(1).block_hash()).unwrap();
+            let at = waiting_until(outcome);
+            assert_eq!(f.poll_timeout(), Some(at));
+            assert!(
+                f.poll_submission(at - 1).is_none(),
+                "not due before its time"
+            );
+            waits.push(at - now);
+            now = at;
+        }
+        assert_eq!(
+            waits,
+            [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]
+        );
+        // Never counted or filed as rejected while it waits.
+        assert_eq!((f.accepted(), f.rejected(), f.waiting()), (0, 0, 1));
+        assert_eq!(f.recent().next().unwrap().accepted, None);
+        assert_eq!(store.pending().len(), 1);
+        // The node's clock has caught up.
+        let (n, outcome) = attempt(&mut f, now, NodeAnswer::Accepted).unwrap();
+        assert_eq!(n, 9);
+        assert_eq!(
+            outcome,
+            SubmissionOutcome::Accepted {
+                attempt: 9,
+                after_ms: now - start
+            }
+        );
+        outcome.settle(&store, block(1).block_hash()).unwrap();
+        assert_eq!((f.accepted(), f.rejected(), f.waiting()), (1, 0, 0));
+        assert_eq!(
+            store.state(block(1).block_hash()),
+            Some(Some(BlockVerdict::Submitted))
+        );
+    }
+
+    #[test]
+    fn a_retry_comes_when_a_node_whose_clock_agrees_with_ours_takes_the_block() {
+        let mut f = FoundBlocks::new();
+        let now = TAKEN_AT_MS - 1_500;
+        f.queue(block(1), Some(1), now);
+        let (_, o) = attempt(&mut f, now, NodeAnswer::TooNewInTime).unwrap();
+        // The backoff's 1 s comes first.
+        assert_eq!(waiting_until(o), TAKEN_AT_MS - 500);
+        // Then the block's time minus two hours, before the backoff's 2 s.
+        let (_, o) = attempt(&mut f, TAKEN_AT_MS - 500, NodeAnswer::TooNewInTime).unwrap();
+        assert_eq!(waiting_until(o), TAKEN_AT_MS);
+        // Past it (the node's clock is behind ours): the backoff alone.
+        let (_, o) = attempt(&mut f, TAKEN_AT_MS, NodeAnswer::TooNewInTime).unwrap();
+        assert_eq!(waiting_until(o), TAKEN_AT_MS + 4_000);
+    }
+
+    #[test]
+    fn a_block_waiting_for_the_node_clock_does_not_hold_up_the_others() {
+        let mut f = FoundBlocks::new();
+        let t0 = TAKEN_AT_MS;
+        f.queue(block(1), Some(1), t0);
+        f.queue(block(2), Some(2), t0);
+        let (_, o) = attempt(&mut f, t0, NodeAnswer::TooNewInTime).unwrap();
+        assert_eq!(waiting_until(o), t0 + 1_000);
+        // The second goes at once.
+        let s = f.poll_submission(t0).unwrap();
+        assert_eq!(s.hash, block(2).block_hash());
+        assert_eq!(f.poll_timeout(), None, "one at a time");
+        f.handle_answer(s.hash, NodeAnswer::Unavailable, t0);
+        // The earliest of both is due first: the second's backoff.
+        assert_eq!(f.poll_timeout(), Some(t0 + 200));
+        // The node back: the second is due now; the first keeps its time.
+        assert!(f.node_back(t0 + 10));
+        assert_eq!(f.poll_timeout(), Some(t0 + 10));
+        let s = f.poll_submission(t0 + 10).unwrap();
+        assert_eq!(s.hash, block(2).block_hash());
+        f.handle_answer(s.hash, NodeAnswer::Accepted, t0 + 10);
+        assert_eq!(f.poll_timeout(), Some(t0 + 1_000));
+        assert!(f.poll_submission(t0 + 999).is_none());
+        let s = f.poll_submission(t0 + 1_000).unwrap();
+        assert_eq!((s.hash, s.attempt), (block(1).block_hash(), 2));
+    }
+
+    #[test]
+    fn a_block_still_too_new_after_2_h_10_min_is_filed_as_rejected() {
+        let store = MemoryBlockStore::new();
+        let mut f = FoundBlocks::new();
+        store.save_pending(&block(1)).unwrap();
+        let start = TAKEN_AT_MS + 1;
+        f.queue(block(1), Some(1), start);
+        let mut now = start;
+        let mut attempts = 0;
+        let outcome = loop {
+            let (_, o) = attempt(&mut f, now, NodeAnswer::TooNewInTime).unwrap();
+            attempts += 1;
+            match o {
+                SubmissionOutcome::WaitingForNodeClock { retry_at_ms, .. } => now = retry_at_ms,
+                other => break other,
+            }
+        };
+        assert_eq!(outcome, SubmissionOutcome::Rejected);
+        assert!(now - start >= CLOCK_RETRY_GIVE_UP_MS);
+        assert!(now - start < CLOCK_RETRY_GIVE_UP_MS + CLOCK_RETRY_MAX_DELAY_MS);
+        // About one try every 30 s.
+        assert!((260..=270).contains(&attempts), "{attempts}");
+        outcome.settle(&store, block(1).block_hash()).unwrap();
+        assert_eq!((f.rejected(), f.waiting()), (1, 0));
+        assert_eq!(
+            store.state(block(1).block_hash()),
+            Some(Some(BlockVerdict::Rejected))
+        );
+    }
+
+    #[test]
+    fn a_new_tip_the_block_is_not_on_ends_its_wait_after_one_last_try() {
+        let mut f = FoundBlocks::new();
+        let now = TAKEN_AT_MS;
+        f.queue(block(1), Some(1), now);
+        attempt(&mut f, now, NodeAnswer::TooNewInTime).unwrap();
+        // The same tip again (a height correction): nothing changes.
+        f.new_tip(block(1).header.prev_blockhash);
+        assert_eq!(f.poll_timeout(), Some(now + 1_000));
+        // The node has our block as its tip: one try at once, still waiting if refused.
+        f.new_tip(block(1).block_hash());
+        assert_eq!(f.poll_timeout(), Some(0));
+        let (_, o) = attempt(&mut f, now + 5, NodeAnswer::TooNewInTime).unwrap();
+        assert_eq!(waiting_until(o), now + 5 + 2_000);
+        // Another tip: one last try at once, and a refusal is final.
+        f.new_tip(BlockHash::from_byte_array([9; 32]));
+        assert_eq!(f.poll_timeout(), Some(0));
+        let (n, o) = attempt(&mut f, now + 10, NodeAnswer::TooNewInTime).unwrap();
+        assert_eq!((n, o), (3, SubmissionOutcome::Rejected));
+        assert_eq!((f.rejected(), f.waiting()), (1, 0));
+
+        // A block that was never called too new is not touched by a new tip.
+        f.queue(block(2), Some(2), now);
+        attempt(&mut f, now, NodeAnswer::Unavailable).unwrap();
+        f.new_tip(BlockHash::from_byte_array([8; 32]));
+        assert_eq!(f.poll_timeout(), Some(now + 200));
+    }
+
+    #[test]
+    fn an_outage_puts_a_block_too_new_back_in_order_without_restarting_its_time_bound() {
+        let mut f = FoundBlocks::new();
+        let start = TAKEN_AT_MS;
+        f.queue(block(1), Some(1), start);
+        f.queue(block(2), Some(2), start);
+        attempt(&mut f, start, NodeAnswer::TooNewInTime).unwrap();
+        // Block 2 goes first, then the node goes away while block 1 is retried.
+        let s = f.poll_submission(start).unwrap();
+        f.handle_answer(s.hash, NodeAnswer::Unavailable, start);
+        let s = f.poll_submission(start + 1_000).unwrap();
+        assert_eq!(s.hash, block(1).block_hash());
+        f.handle_answer(s.hash, NodeAnswer::Unavailable, start + 1_000);
+        // Both wait for the node, in order: the first one first, at once when it is back.
+        assert!(f.node_back(start + 1_100));
+        assert_eq!(f.poll_submission(start + 1_100).unwrap().hash, s.hash);
+        // Refused as too new again late: the bound counts from the first refusal.
+        let late = start + CLOCK_RETRY_GIVE_UP_MS;
+        assert_eq!(
+            f.handle_answer(s.hash, NodeAnswer::TooNewInTime, late),
+            SubmissionOutcome::Rejected
+        );
+    }
+
+    #[test]
+    fn a_block_too_new_at_a_stop_stays_pending_for_the_next_start() {
+        let mut f = FoundBlocks::new();
+        f.queue(block(1), Some(1), TAKEN_AT_MS);
+        attempt(&mut f, TAKEN_AT_MS, NodeAnswer::TooNewInTime).unwrap();
+        f.stop();
+        assert_eq!(f.poll_timeout(), Some(0));
+        let (_, o) = attempt(&mut f, TAKEN_AT_MS + 1, NodeAnswer::TooNewInTime).unwrap();
+        assert_eq!(o, SubmissionOutcome::KeptForNextStart);
+        assert_eq!((f.rejected(), f.waiting()), (0, 0));
     }
 }

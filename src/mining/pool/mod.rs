@@ -90,12 +90,20 @@ impl StratumV2Pool {
 
     /// Offers a template from the node: it becomes the work if it is on a new tip (or corrects
     /// the height on the same prev hash) or pays more; `Ok(None)`: the current work stays.
+    /// A new tip also ends the wait of found blocks too new for the node's clock that are not
+    /// on it ([`FoundBlocks::new_tip`]).
     pub fn offer_template(
         &mut self,
         template: BlockTemplate,
         coinbase: &CoinbaseConfig,
     ) -> Result<Option<SelectedWork>, MiningError> {
-        self.work.offer(template, coinbase)
+        let selected = self.work.offer(template, coinbase)?;
+        if let Some(s) = &selected
+            && s.change.is_new_tip()
+        {
+            self.found.new_tip(s.work.prev_hash);
+        }
+        Ok(selected)
     }
 
     /// The work miners get now.
@@ -278,6 +286,43 @@ mod tests {
             ("alice", Some(true))
         );
         assert_eq!(store.state(hash), Some(Some(BlockVerdict::Submitted)));
+    }
+
+    #[test]
+    fn a_template_on_a_new_tip_ends_the_wait_of_a_block_too_new_for_the_node_clock() {
+        let cfg = MiningConfig::default();
+        let mut pool = StratumV2Pool::new();
+        let work = pool
+            .offer_template(template(1, 50), &cfg.coinbase)
+            .unwrap()
+            .unwrap()
+            .work;
+        let block = work.assemble_block(&[1; 8], &[2; 8], work.version, work.cur_time, 7);
+        let found = pool.found_blocks_mut();
+        found.queue(block, Some(work.height), 10);
+        let s = found.poll_submission(10).unwrap();
+        let waiting = found.handle_answer(s.hash, NodeAnswer::TooNewInTime, 10);
+        assert!(
+            matches!(waiting, SubmissionOutcome::WaitingForNodeClock { .. }),
+            "{waiting:?}"
+        );
+        // More fees on the same tip: the block keeps waiting.
+        pool.offer_template(template(1, 60), &cfg.coinbase)
+            .unwrap()
+            .unwrap();
+        assert_eq!(pool.found_blocks().poll_timeout(), Some(1_010));
+        // Another tip: one last try at once, and a refusal is final.
+        pool.offer_template(template(2, 50), &cfg.coinbase)
+            .unwrap()
+            .unwrap();
+        let found = pool.found_blocks_mut();
+        assert_eq!(found.poll_timeout(), Some(0));
+        let s = found.poll_submission(20).unwrap();
+        assert_eq!(
+            found.handle_answer(s.hash, NodeAnswer::TooNewInTime, 20),
+            SubmissionOutcome::Rejected
+        );
+        assert_eq!(pool.get_pool_stats().blocks_rejected, 1);
     }
 
     #[test]

@@ -418,8 +418,10 @@ impl ModuleNode {
             {
                 Err(SocketSubmitError::NoProtocolEngine(reason))
             }
+            // blvm-node answers with its `submitblock` reject reason (BIP22's, e.g.
+            // `time-too-new`, a refusal for now).
             ResponseBody::SubmitBlock(SubmitResult::Rejected(reason)) => {
-                Err(NodeError::BlockRejected(reason).into())
+                Err(NodeError::from_reject_reason(reason).into())
             }
             // The node could not take it (e.g. its mining interface failed): try again later.
             ResponseBody::Error(e) => {

@@ -16,7 +16,8 @@
 //! Errors: a node that cannot be reached, times out, refuses our credentials, throttles us or
 //! answers nonsense is [`NodeError::Unavailable`] (the pool retries); a node that answers
 //! `submitblock` with a reason (a string, or a JSON-RPC error) is
-//! [`NodeError::BlockRejected`]. Nothing the node sends is trusted: sizes are bounded and every
+//! [`NodeError::BlockRejected`], except BIP22's `time-too-new`, which is
+//! [`NodeError::BlockTooNewInTime`] (the pool retries it). Nothing the node sends is trusted: sizes are bounded and every
 //! field is checked.
 
 mod client;
@@ -183,7 +184,8 @@ pub async fn fetch_chain(client: &RpcClient) -> Result<NodeChain, NodeError> {
 }
 
 /// `submitblock` with its answer read the way Bitcoin Core and blvm-node give it: `null` (or
-/// "duplicate") is accepted, a string or a non-transient error is the node's refusal, a
+/// "duplicate") is accepted, a string or a non-transient error is the node's refusal (the
+/// BIP22 reason `time-too-new` a refusal for now: [`NodeError::BlockTooNewInTime`]), a
 /// transport failure or a transient error is [`NodeError::Unavailable`] (retry). A refusal of a
 /// block that is already in the node's best chain (a resubmission after a lost answer;
 /// blvm-node says "block header is already stored") counts as accepted.
@@ -192,25 +194,28 @@ pub async fn submit_block(client: &RpcClient, block: &Block) -> Result<(), NodeE
     let result = client
         .call("submitblock", json!([serialize_hex(block)]))
         .await;
-    let reason = match result {
+    let refusal = match result {
         Ok(Value::Null) => return Ok(()),
         // Bitcoin Core: the block was already received and is valid.
         Ok(Value::String(s)) if s == "duplicate" => return Ok(()),
-        Ok(Value::String(s)) => s,
-        Ok(other) => format!("unexpected submitblock result {other}"),
+        // A BIP22 reject reason ("time-too-new": the node's clock is behind the block's time).
+        Ok(Value::String(s)) => NodeError::from_reject_reason(s),
+        Ok(other) => NodeError::BlockRejected(format!("unexpected submitblock result {other}")),
         Err(CallError::Rpc { code, message }) if TRANSIENT_CODES.contains(&code) => {
             return Err(NodeError::Unavailable(format!(
                 "submitblock: {message} (code {code})"
             )));
         }
-        Err(CallError::Rpc { code, message }) => format!("{message} (code {code})"),
+        Err(CallError::Rpc { code, message }) => {
+            NodeError::BlockRejected(format!("{message} (code {code})"))
+        }
         Err(e) => return Err(e.unavailable("submitblock")),
     };
     if in_main_chain(client, block).await {
-        debug!(%hash, %reason, "submitblock refused a block that is already in the node's chain");
+        debug!(%hash, %refusal, "submitblock refused a block that is already in the node's chain");
         return Ok(());
     }
-    Err(NodeError::BlockRejected(reason))
+    Err(refusal)
 }
 
 /// Whether the node's best chain holds `block`: its tip, or the block at its BIP34 height (it
@@ -478,6 +483,34 @@ mod tests {
         assert!(
             matches!(e, CallError::Transport(TransportError::Connect { .. })),
             "{e:?}"
+        );
+    }
+
+    /// Bitcoin Core's BIP22 reason `time-too-new` (the node's clock is behind the block's
+    /// time) is a refusal for now, typed apart so that the pool submits the block again.
+    #[tokio::test]
+    async fn time_too_new_is_typed_apart_from_a_rejection() {
+        let reason = Arc::new(Mutex::new("time-too-new"));
+        let said = reason.clone();
+        let config = scripted_node(move |method| match method {
+            "submitblock" => Ok(format!("\"{}\"", said.lock().unwrap())),
+            "getbestblockhash" => {
+                Ok("\"00000000000000000000000000000000000000000000000000000000000000aa\"".into())
+            }
+            other => Err(format!("unexpected {other}")),
+        })
+        .await;
+        let node = RpcNode::new(config);
+        let block = bitcoin::blockdata::constants::genesis_block(bitcoin::Network::Regtest);
+        assert_eq!(
+            node.submit(block.clone()).await,
+            Err(NodeError::BlockTooNewInTime("time-too-new".into()))
+        );
+        // Too old is a verdict.
+        *reason.lock().unwrap() = "time-too-old";
+        assert_eq!(
+            node.submit(block).await,
+            Err(NodeError::BlockRejected("time-too-old".into()))
         );
     }
 
