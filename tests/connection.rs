@@ -219,10 +219,12 @@ fn batched_acks_go_out_at_the_pool_deadline_and_idle_wakes_nothing_else() {
     let mut rig = Rig::new(10, Some(60_000));
     rig.pump();
     let _ = (rig.miner_events(), rig.pool_events());
-    // Set up, channel open, no share yet: nothing due before vardiff's drought check
-    // (12 share intervals of 60 s / 18) and the idle deadline.
+    // Set up, channel open, no share yet: nothing due before the periodic job refresh (30 s
+    // after the work went out), vardiff's drought check (12 share intervals of 60 s / 18) and
+    // the idle deadline.
     let quiet = rig.now_ms + 12 * 60_000 / 18;
-    assert_eq!(rig.pool.poll_timeout(), Some(quiet + 1));
+    let refresh = NOW_MS + 30_000;
+    assert_eq!(rig.pool.poll_timeout(), Some(refresh.min(quiet + 1)));
 
     let share = rig.find_share();
     rig.miner
