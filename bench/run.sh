@@ -11,6 +11,9 @@
 #      b8) pipelined: 1,000 connections with 8 shares in flight each (fewer syscalls per share)
 #      c) handshakes: a burst of 1,000 simultaneous connects
 #      d) memory:     10,000 connections held idle (if the open-files limit allows)
+#      r) refresh:    10,000 connections held idle 12 s with a job refresh every 5 s (not in
+#                     the default set): the server CPU of the periodic same-tip job refresh,
+#                     reported as "server CPU while the connections were held idle"
 #    Side by side (SRI=1, the default): the same scenarios against SRI's pool_sv2, fed by our
 #    `template-provider` subcommand (Template Distribution over Noise, the same embedded regtest
 #    chain and nBits), with pool_sv2's pid for its CPU time and memory. If pool_sv2 is not
@@ -167,9 +170,10 @@ CONFIG
 start_pool() {
     local dir=$WORK/pool-$1
     mkdir -p "$dir"
+    # shellcheck disable=SC2086
     "$BIN" --listen-addr 127.0.0.1:0 --data-dir "$dir" \
         --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff \
-        --max-connections 20000 >"$dir/out" 2>"$dir/err" &
+        --max-connections 20000 ${POOL_EXTRA:-} >"$dir/out" 2>"$dir/err" &
     POOL_PID=$!
     for _ in $(seq 100); do
         grep -q "authority public key" "$dir/out" 2>/dev/null && break
@@ -241,6 +245,12 @@ for s in $SCENARIOS; do
             else
                 echo "== scenario ${p}d skipped: open-files limit $NOFILE < 10100"
                 echo "skipped: open-files limit $NOFILE" >"$WORK/${p}d_idle_10k.skipped"
+            fi
+            ;;
+        r)
+            if [[ -z $p ]] && ((NOFILE >= 10100)); then
+                POOL_EXTRA="--job-refresh-secs 5" scenario "r_refresh_10k" --connections 10000 \
+                    --connect-concurrency 1000 --duration 0 --hold 12
             fi
             ;;
         esac

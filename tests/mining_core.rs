@@ -1286,14 +1286,7 @@ fn a_share_rolling_bip323_bits_is_a_block() {
         names(&exchange(&mut rig, &frame(&share), NOW_MS)),
         ["SubmitSharesSuccess"]
     );
-    let block = rig
-        .session
-        .drain_events()
-        .find_map(|e| match e {
-            SessionEvent::BlockFound(b) => Some(b.block),
-            _ => None,
-        })
-        .expect("a block");
+    let block = found_block(&mut rig).expect("a block");
     assert_eq!(block.header.version.to_consensus() as u32, job.version);
     assert!(block.header.validate_pow(network).is_ok());
     rig.chain
@@ -1383,14 +1376,7 @@ fn old_jobs_of_the_tip_still_make_blocks() {
         block,
     );
     assert_eq!(names(&answer), ["SubmitSharesSuccess"]);
-    let found = rig
-        .session
-        .drain_events()
-        .find_map(|e| match e {
-            SessionEvent::BlockFound(b) => Some(b.block),
-            _ => None,
-        })
-        .expect("a block on the oldest job");
+    let found = found_block(&mut rig).expect("a block on the oldest job");
     rig.chain
         .submit_block(&found, NOW_S)
         .expect("the chain takes it");
@@ -1454,6 +1440,14 @@ fn a_bad_user_identity_tlv_rejects_the_share() {
         _ => None,
     });
     assert_eq!(worker.as_deref(), Some("rig7"));
+}
+
+/// The block among the session's events, if one was found.
+fn found_block(rig: &mut Rig) -> Option<bitcoin::Block> {
+    rig.session.drain_events().find_map(|e| match e {
+        SessionEvent::BlockFound(b) => Some(b.block),
+        _ => None,
+    })
 }
 
 /// Appends bytes to a frame's payload, fixing the length in its header.

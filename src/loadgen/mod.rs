@@ -240,6 +240,11 @@ pub struct ServerFigures {
     pub rss_end_kib: u64,
     /// (rss_end - rss_before) per connection, bytes.
     pub rss_end_per_connection_bytes: f64,
+    /// Server CPU while the connections were held idle, s (the periodic job refresh and
+    /// timers are all it should spend it on).
+    pub hold_cpu_s: f64,
+    /// How long they were held, s.
+    pub hold_secs: f64,
 }
 
 /// What a run measured.
@@ -375,6 +380,11 @@ impl LoadgenReport {
                     sv.rss_before_kib, sv.rss_idle_kib, sv.rss_idle_per_connection_bytes
                 );
             }
+            let _ = writeln!(
+                s,
+                "server CPU while the connections were held idle: {:.3} s in {:.1} s",
+                sv.hold_cpu_s, sv.hold_secs
+            );
         }
         if self.errors.is_empty() {
             let _ = writeln!(s, "errors: none");
@@ -416,7 +426,7 @@ impl LoadgenReport {
         let server = match &self.server {
             None => "null".to_owned(),
             Some(sv) => format!(
-                "{{\"cpu_per_connection_us\": {}, \"cpu_per_share_us\": {}, \"load_cores\": {}, \"rss_before_kib\": {}, \"rss_idle_kib\": {}, \"rss_idle_per_connection_bytes\": {}, \"rss_end_kib\": {}, \"rss_end_per_connection_bytes\": {}}}",
+                "{{\"cpu_per_connection_us\": {}, \"cpu_per_share_us\": {}, \"load_cores\": {}, \"rss_before_kib\": {}, \"rss_idle_kib\": {}, \"rss_idle_per_connection_bytes\": {}, \"rss_end_kib\": {}, \"rss_end_per_connection_bytes\": {}, \"hold_cpu_s\": {}, \"hold_secs\": {}}}",
                 num(sv.cpu_per_connection_us),
                 num(sv.cpu_per_share_us),
                 num(sv.load_cores),
@@ -424,7 +434,9 @@ impl LoadgenReport {
                 sv.rss_idle_kib,
                 num(sv.rss_idle_per_connection_bytes),
                 sv.rss_end_kib,
-                num(sv.rss_end_per_connection_bytes)
+                num(sv.rss_end_per_connection_bytes),
+                num(sv.hold_cpu_s),
+                num(sv.hold_secs)
             ),
         };
         field("server", server);
@@ -667,6 +679,8 @@ async fn orchestrate(
                 rss_idle_per_connection_bytes: per_conn_bytes(si.rss_kib),
                 rss_end_kib,
                 rss_end_per_connection_bytes: per_conn_bytes(rss_end_kib),
+                hold_cpu_s: si.cpu.saturating_sub(s1.cpu).as_secs_f64(),
+                hold_secs: opts.hold.as_secs_f64(),
             })
         }
         _ => None,
