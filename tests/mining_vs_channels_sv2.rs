@@ -160,6 +160,12 @@ impl JobView {
     /// The header hash a miner computes (the spec's formula, with rust-bitcoin's sha256d; no
     /// code of either pool).
     fn hash(&self, extranonce_prefix: &[u8], s: &Share) -> BlockHash {
+        let h = self.header(extranonce_prefix, s);
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
+    }
+
+    /// The 80-byte header of a share.
+    fn header(&self, extranonce_prefix: &[u8], s: &Share) -> [u8; 80] {
         let mut cb = self.prefix.clone();
         cb.extend_from_slice(extranonce_prefix);
         cb.extend_from_slice(&s.extranonce);
@@ -173,7 +179,7 @@ impl JobView {
         h.extend_from_slice(&s.ntime.to_le_bytes());
         h.extend_from_slice(&self.nbits.to_le_bytes());
         h.extend_from_slice(&s.nonce.to_le_bytes());
-        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
+        h.try_into().expect("80 bytes")
     }
 }
 
@@ -262,6 +268,13 @@ struct Harness {
     extranonce_size: usize,
     sri: ExtendedChannel,
     seq: u32,
+    /// Our session's clock for the next share.
+    now_ms: u64,
+    /// Jobs our session sent unasked while answering a share (a new credit window's job),
+    /// as frames, for [`Harness::follow_announced_jobs`].
+    announced: Vec<Vec<u8>>,
+    /// Difficulty our session credited the last share at, if it accepted it.
+    last_credit: Option<f64>,
 }
 
 impl Harness {
@@ -383,6 +396,9 @@ impl Harness {
             extranonce_size: size,
             sri,
             seq: 0,
+            now_ms: NOW_MS,
+            announced: Vec::new(),
+            last_credit: None,
         };
         h.assert_same_merkle_roots(0);
         h
@@ -427,28 +443,53 @@ impl Harness {
         let id = self.works.len() as u64 + 1;
         let work = Work::new(id, self.chain.template(NOW_S), &self.config.coinbase).unwrap();
         assert_eq!(work.prev_hash, self.works[0].prev_hash);
-        self.session.on_work(&work, NOW_MS);
+        self.session.on_work(&work, self.now_ms);
         let frames = take_frames(&mut self.session);
-        let mut view = None;
-        for f in &frames {
-            if let Message::NewExtendedMiningJob(m) =
-                Frame::parse_exact(f).unwrap().message().unwrap().0
-            {
-                assert_eq!(m.min_ntime, Some(NOW_S));
-                view = Some(JobView {
-                    our_job_id: m.job_id,
-                    sri_job_id: 0,
-                    version: m.version,
-                    prev_hash: work.prev_hash.to_byte_array(),
-                    nbits: work.nbits,
-                    min_ntime: NOW_S,
-                    prefix: m.coinbase_tx_prefix.to_vec(),
-                    suffix: m.coinbase_tx_suffix.to_vec(),
-                    path: m.merkle_path.to_vec(),
-                });
-            }
-        }
-        let mut view = view.expect("a job was sent");
+        let job = frames
+            .iter()
+            .find(|f| {
+                matches!(
+                    Frame::parse_exact(f).unwrap().message().unwrap().0,
+                    Message::NewExtendedMiningJob(_)
+                )
+            })
+            .expect("a job was sent");
+        let idx = self.mirror_job(job, work);
+        assert_eq!(self.jobs[idx].min_ntime, NOW_S);
+        idx
+    }
+
+    /// The jobs our session sent while answering shares (a new credit window starts with a
+    /// job on the current work), mirrored on SRI as new templates on the same work. Returns
+    /// the index of the last one.
+    fn follow_announced_jobs(&mut self) -> Option<usize> {
+        let work = self.works.last().unwrap().clone();
+        std::mem::take(&mut self.announced)
+            .iter()
+            .map(|f| self.mirror_job(f, work.clone()))
+            .last()
+    }
+
+    /// Mirrors on SRI a job our session announced, active at once, on `work` (same tip): SRI
+    /// gets `work` as a non-future template. The jobs must be the same; SRI's min_ntime is its
+    /// chain tip's (a job of ours may start later, see the duplicates test).
+    fn mirror_job(&mut self, job_frame: &[u8], work: Arc<Work>) -> usize {
+        let mut view = match Frame::parse_exact(job_frame).unwrap().message().unwrap().0 {
+            Message::NewExtendedMiningJob(m) => JobView {
+                our_job_id: m.job_id,
+                sri_job_id: 0,
+                version: m.version,
+                prev_hash: work.prev_hash.to_byte_array(),
+                nbits: work.nbits,
+                min_ntime: m.min_ntime.expect("a job active at once"),
+                prefix: m.coinbase_tx_prefix.to_vec(),
+                suffix: m.coinbase_tx_suffix.to_vec(),
+                path: m.merkle_path.to_vec(),
+            },
+            other => panic!("not a job: {other:?}"),
+        };
+        assert!(view.min_ntime >= NOW_S);
+        let id = self.works.len() as u64 + 1;
         self.sri
             .on_new_template(sri_template(&work, id, false), sri_payout(&work))
             .unwrap();
@@ -465,13 +506,39 @@ impl Harness {
         idx
     }
 
+    /// The channel's maximum target changes, on both sides: ours through UpdateChannel (which
+    /// answers SetTarget), SRI's through `update_channel` (1 h/s at its 6 shares a minute is
+    /// far easier than any target here, so the maximum is the target on both sides).
+    fn update_channel(&mut self, maximum_target: U256) {
+        let msg = UpdateChannel {
+            channel_id: self.channel_id,
+            nominal_hash_rate: 0.0,
+            maximum_target,
+        };
+        self.session
+            .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), self.now_ms)
+            .unwrap();
+        let frames = take_frames(&mut self.session);
+        assert_eq!(frames.len(), 1, "SetTarget");
+        match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
+            Message::SetTarget(m) => {
+                assert_eq!(m.channel_id, self.channel_id);
+                assert_eq!(m.maximum_target, maximum_target);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let target = Target::from_le_bytes(maximum_target);
+        self.sri.update_channel(1.0, Some(target)).unwrap();
+        assert_eq!(*self.sri.get_target(), target);
+    }
+
     /// A new tip on both sides: every earlier job becomes stale.
     fn new_tip(&mut self) {
         let id = self.works.len() as u64 + 1;
         let mut template = self.chain.template(NOW_S);
         template.prev_hash = bitcoin::BlockHash::hash(b"another tip");
         let work = Work::new(id, template, &self.config.coinbase).unwrap();
-        self.session.on_work(&work, NOW_MS);
+        self.session.on_work(&work, self.now_ms);
         let _ = take_frames(&mut self.session);
         self.sri
             .on_new_template(sri_template(&work, id, true), sri_payout(&work))
@@ -486,14 +553,23 @@ impl Harness {
     }
 
     /// A nonce from `start` on whose hash meets (or misses, with `hit` false) the share target.
-    fn nonce(&self, mut s: Share, start: u32, hit: bool) -> Share {
+    fn nonce(&self, s: Share, start: u32, hit: bool) -> Share {
+        let target = Target::from_le_bytes(SHARE_TARGET);
+        self.nonce_where(s, start, |h| target.is_met_by(h) == hit)
+    }
+
+    /// The first nonce from `start` on whose header hash satisfies `wanted` (the merkle root
+    /// is computed once).
+    fn nonce_where(&self, mut s: Share, start: u32, wanted: impl Fn(BlockHash) -> bool) -> Share {
+        s.nonce = 0;
+        let head = self.jobs[s.job].header(&self.extranonce_prefix, &s);
+        let mut header = head;
         s.nonce = (start..)
             .find(|&n| {
-                let t = Share {
-                    nonce: n,
-                    ..s.clone()
-                };
-                Target::from_le_bytes(SHARE_TARGET).is_met_by(self.hash(&t)) == hit
+                header[76..].copy_from_slice(&n.to_le_bytes());
+                wanted(BlockHash::from_byte_array(
+                    sha256d::Hash::hash(&header).to_byte_array(),
+                ))
             })
             .unwrap();
         s
@@ -511,29 +587,46 @@ impl Harness {
             extranonce: B0_32::new(&s.extranonce).unwrap(),
         };
         self.session
-            .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
+            .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), self.now_ms)
             .unwrap();
-        let frames = take_frames(&mut self.session);
-        let block = self
-            .session
-            .drain_events()
-            .any(|e| matches!(e, SessionEvent::BlockFound(_)));
-        assert_eq!(frames.len(), 1, "one answer per share");
-        match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
-            Message::SubmitSharesSuccess(m) => {
-                assert_eq!(m.last_sequence_number, self.seq);
-                if block {
-                    Verdict::Block
-                } else {
-                    Verdict::Accepted
-                }
+        let (mut block, mut credit) = (false, None);
+        for e in self.session.drain_events() {
+            match e {
+                SessionEvent::BlockFound(_) => block = true,
+                SessionEvent::ShareAccepted { difficulty, .. } => credit = Some(difficulty),
+                _ => {}
             }
-            Message::SubmitSharesError(m) => {
-                assert!(!block);
-                Verdict::Rejected(m.error_code.to_string())
-            }
-            other => panic!("unexpected answer {other:?}"),
         }
+        self.last_credit = credit;
+        let mut answer = None;
+        for f in take_frames(&mut self.session) {
+            let verdict = match Frame::parse_exact(&f).unwrap().message().unwrap().0 {
+                Message::SubmitSharesSuccess(m) => {
+                    assert_eq!(m.last_sequence_number, self.seq);
+                    assert!(credit.is_some());
+                    Some(if block {
+                        Verdict::Block
+                    } else {
+                        Verdict::Accepted
+                    })
+                }
+                Message::SubmitSharesError(m) => {
+                    assert!(!block && credit.is_none());
+                    Some(Verdict::Rejected(m.error_code.to_string()))
+                }
+                // A new credit window's job, after the answer.
+                Message::NewExtendedMiningJob(_) if answer.is_some() => None,
+                other => panic!("unexpected answer {other:?}"),
+            };
+            match verdict {
+                Some(v) => {
+                    assert!(answer.is_none(), "one answer per share");
+                    answer = Some(v);
+                }
+                None => self.announced.push(f),
+            }
+        }
+        answer.expect("an answer")
     }
 
     fn sri(&mut self, s: &Share, job_id: u32) -> Verdict {
@@ -558,7 +651,18 @@ impl Harness {
             view.sri_job_id + job_id_offset,
         );
         let ours = normalize_ours(self.ours(s, ours_id));
+        let before = self.sri.get_share_accounting().get_share_work_sum();
         let theirs = self.sri(s, sri_id);
+        if ours == theirs && matches!(ours, Verdict::Accepted | Verdict::Block) {
+            // Same credit: both take the difficulty of the job's target.
+            let sri_credit = self.sri.get_share_accounting().get_share_work_sum() - before;
+            let credit = self.last_credit.expect("credited");
+            assert!(
+                (credit - sri_credit).abs() <= 1e-9 * credit,
+                "{}: credited {credit} by us, {sri_credit} by channels_sv2",
+                s.label
+            );
+        }
         (ours, theirs)
     }
 }
