@@ -36,6 +36,7 @@ use blvm_stratum_v2::mining::merkle::fold_merkle_path;
 use blvm_stratum_v2::mining::{
     CoinbaseConfig, ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work,
 };
+use blvm_stratum_v2::mining::session::RETIRED_JOBS_GRACE_MS;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, REGTEST_BITS};
 use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::*;
@@ -443,6 +444,18 @@ impl Harness {
         let id = self.works.len() as u64 + 1;
         let work = Work::new(id, self.chain.template(NOW_S), &self.config.coinbase).unwrap();
         assert_eq!(work.prev_hash, self.works[0].prev_hash);
+        self.job_on(work)
+    }
+
+    /// The latest work again, as a new job on both sides (same coinbase, same merkle path:
+    /// a header fits both jobs).
+    fn same_work_job(&mut self) -> usize {
+        let work = self.works.last().unwrap().clone();
+        self.job_on(work)
+    }
+
+    /// `work`, on the current tip, given to our session and mirrored on SRI.
+    fn job_on(&mut self, work: Arc<Work>) -> usize {
         self.session.on_work(&work, self.now_ms);
         let frames = take_frames(&mut self.session);
         let job = frames
@@ -1184,4 +1197,317 @@ fn standard_share_verdicts_match_channels_sv2() {
         "divergences:\n{}",
         mismatches.join("\n")
     );
+}
+
+/// A target four times harder than [`SHARE_TARGET`] (one hash in 1,024 meets it).
+const HARDER_TARGET: U256 = {
+    let mut t = [0xff; 32];
+    t[31] = 0;
+    t[30] = 0x3f;
+    t
+};
+
+/// A share on `job` of `h` whose hash meets [`SHARE_TARGET`] and meets [`HARDER_TARGET`] or not
+/// (`harder`).
+fn share_between_targets(
+    h: &Harness,
+    rng: &mut Rng,
+    job: usize,
+    label: &'static str,
+    harder: bool,
+) -> Share {
+    let (easy, hard) = (
+        Target::from_le_bytes(SHARE_TARGET),
+        Target::from_le_bytes(HARDER_TARGET),
+    );
+    let s = Share {
+        label,
+        job,
+        extranonce: rng.bytes(h.extranonce_size),
+        version: h.jobs[job].version,
+        ntime: h.jobs[job].min_ntime + (rng.next() % 60) as u32,
+        nonce: 0,
+    };
+    h.nonce_where(s, rng.next() as u32 >> 8, |hash| {
+        easy.is_met_by(hash) && hard.is_met_by(hash) == harder
+    })
+}
+
+/// Per-job target (05 §5.3.21): a new target applies to the jobs sent after it. SRI keeps a
+/// target per job id (`job_id_to_target`, set when the job is made and untouched by
+/// `set_target` / `update_channel`), so the rule is the same on both sides, in both
+/// directions, and so is the credit (each share at its job's target's difficulty; `compare`
+/// checks it share by share). No divergence.
+#[test]
+fn per_job_target_matches_channels_sv2() {
+    let mut h = Harness::new(HARD_BITS, 40);
+    let mut rng = Rng(0x7a96_e7a5_0001);
+    let accepted = Verdict::Accepted;
+    let too_low = Verdict::Rejected("difficulty-too-low".into());
+    let expect = |h: &mut Harness, cases: &[(Share, u32)], expected: &[(&str, Verdict)]| {
+        let verdicts = compare(h, cases, &[]);
+        for ((s, _), (ours, _)) in cases.iter().zip(&verdicts) {
+            let want = &expected.iter().find(|(l, _)| *l == s.label).unwrap().1;
+            assert_eq!(ours, want, "{s:?}");
+        }
+    };
+
+    // The target gets harder after job 0 was sent: job 0 keeps its target on both sides.
+    h.update_channel(HARDER_TARGET);
+    let mut cases = Vec::new();
+    for _ in 0..4 {
+        cases.push((share_between_targets(&h, &mut rng, 0, "earlier-job", false), 0));
+        cases.push((share_between_targets(&h, &mut rng, 0, "earlier-job-hard", true), 0));
+    }
+    expect(
+        &mut h,
+        &cases,
+        &[("earlier-job", accepted.clone()), ("earlier-job-hard", accepted.clone())],
+    );
+
+    // A job sent after the change is held to the new target; the earlier one to its own.
+    let hard_job = h.same_tip_job();
+    let mut cases = Vec::new();
+    for _ in 0..3 {
+        cases.push((share_between_targets(&h, &mut rng, hard_job, "later-job", false), 0));
+        cases.push((share_between_targets(&h, &mut rng, hard_job, "later-job-hard", true), 0));
+        cases.push((share_between_targets(&h, &mut rng, 0, "earlier-job-after-later", false), 0));
+    }
+    expect(
+        &mut h,
+        &cases,
+        &[
+            ("later-job", too_low.clone()),
+            ("later-job-hard", accepted.clone()),
+            ("earlier-job-after-later", accepted.clone()),
+        ],
+    );
+
+    // Target shopping: the target eases back after the hard job; a share found at the easy
+    // target is still refused on the hard job, on both sides. The job after gets the easy one.
+    h.update_channel(SHARE_TARGET);
+    let mut cases = Vec::new();
+    for _ in 0..3 {
+        cases.push((share_between_targets(&h, &mut rng, hard_job, "hard-job-after-easing", false), 0));
+        cases.push((share_between_targets(&h, &mut rng, hard_job, "hard-job-hard", true), 0));
+    }
+    let easy_job = h.same_tip_job();
+    for _ in 0..3 {
+        cases.push((share_between_targets(&h, &mut rng, easy_job, "eased-job", false), 0));
+    }
+    expect(
+        &mut h,
+        &cases,
+        &[
+            ("hard-job-after-easing", too_low.clone()),
+            ("hard-job-hard", accepted.clone()),
+            ("eased-job", accepted.clone()),
+        ],
+    );
+
+    // Credit: 4 + 4 + 3 + 3 easy shares at the easy difficulty, 3 + 3 at four times it.
+    let easy = Target::from_le_bytes(SHARE_TARGET).difficulty_float();
+    let hard = Target::from_le_bytes(HARDER_TARGET).difficulty_float();
+    assert!((hard / easy - 4.0).abs() < 1e-6);
+    let ours = h.session.channels()[0].stats.difficulty_sum;
+    let theirs = h.sri.get_share_accounting().get_share_work_sum();
+    let expected = 14.0 * easy + 6.0 * hard;
+    assert!((ours - expected).abs() <= 1e-9 * expected, "{ours} vs {expected}");
+    assert!((theirs - expected).abs() <= 1e-9 * expected, "{theirs} vs {expected}");
+}
+
+/// Duplicates on a tip. SRI keeps every accepted hash of a tip in one set, across all jobs,
+/// bounded by a budget (`seen_shares_budget`: 7,200 hashes at 6 shares a minute; once full,
+/// every share is refused with `SeenSharesBudgetExhausted` and the channel must be closed).
+/// Ours keeps one exact set per credit window (`credit_window_shares`, 448: a window ends at
+/// 392 accepted shares, and the channel gets a new job on the same work whose nTime starts
+/// past every accepted one); the ended window's jobs earn credit `RETIRED_JOBS_GRACE_MS` more
+/// (their duplicates still checked), then only make blocks.
+///
+/// So both refuse every duplicate, on the same job or under another job id of the same work,
+/// after 900 accepted shares as after one. Documented differences, each a share both refuse
+/// or one only SRI credits:
+/// - `replay-on-new-job`: an old header on a new window's job is `ntime-too-old` for us (the
+///   job starts past it), `duplicate-share` for SRI.
+/// - `replay-two-windows-back`, `replay-after-grace`: a duplicate on a job that no longer earns
+///   credit is `stale-share` for us, `duplicate-share` for SRI.
+/// - `fresh-on-ended-window`: a new share on a job replaced by a new window's job more than
+///   `RETIRED_JOBS_GRACE_MS` ago is `stale-share` for us; SRI credits it (it credits any job
+///   of the tip among its last 17). Ours is the rule for a pool that pays: the miner had the
+///   replacing job (same work, same target) for 10 s, so no honest share in flight is lost,
+///   a block still counts, and the duplicate memory stays within two sets of 448 fingerprints
+///   per channel (~9 KiB) however long the tip lasts, where SRI's set grows with the tip and
+///   ends in a closed channel.
+#[test]
+fn duplicates_on_a_tip_match_channels_sv2() {
+    let duplicate = Verdict::Rejected("duplicate-share".into());
+    let stale = Verdict::Rejected("stale-share".into());
+    let mut rng = Rng(0xd0b1_1ca7_e5);
+
+    // The same header under two job ids of the same work (identical coinbase and merkle path).
+    let mut h = Harness::new(HARD_BITS, 40);
+    let other = h.same_work_job();
+    assert_eq!(h.jobs[0].prefix, h.jobs[other].prefix);
+    assert_eq!(h.jobs[0].suffix, h.jobs[other].suffix);
+    assert_eq!(h.jobs[0].path, h.jobs[other].path);
+    let mut cases = Vec::new();
+    for (first, second) in [(0, other), (other, 0)] {
+        let s = Share {
+            label: "first",
+            job: first,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[first].version,
+            ntime: NOW_S,
+            nonce: 0,
+        };
+        let s = h.nonce(s, 0, true);
+        let again = Share {
+            label: "same-header-other-job",
+            job: second,
+            ..s.clone()
+        };
+        assert_eq!(h.hash(&s), h.hash(&again));
+        cases.push((s, 0));
+        cases.push((again, 0));
+    }
+    let verdicts = compare(&mut h, &cases, &[]);
+    let ours: Vec<_> = verdicts.into_iter().map(|(o, _)| o).collect();
+    assert_eq!(
+        ours,
+        [Verdict::Accepted, duplicate.clone(), Verdict::Accepted, duplicate.clone()]
+    );
+
+    // 900 honest shares (more than the 897 the replay needed), each on the newest job
+    // our session sent: its credit window restarts twice.
+    let mut h = Harness::new(HARD_BITS, 40);
+    let (cap, config_window) = (
+        h.config.credit_window_shares,
+        h.config.credit_window_shares - h.config.credit_window_shares / 8,
+    );
+    assert_eq!((cap, config_window), (448, 392));
+    let mut windows = vec![0];
+    let mut accepted: Vec<(Share, usize)> = Vec::new();
+    for i in 0..900 {
+        let job = *windows.last().unwrap();
+        let s = Share {
+            label: "honest",
+            job,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[job].version,
+            ntime: h.jobs[job].min_ntime,
+            nonce: 0,
+        };
+        let s = h.nonce(s, 0, true);
+        assert_eq!(compare(&mut h, &[(s.clone(), 0)], &[])[0].0, Verdict::Accepted);
+        accepted.push((s, windows.len() - 1));
+        if let Some(next) = h.follow_announced_jobs() {
+            assert_eq!((i + 1) % config_window, 0, "a window ends at {config_window} shares");
+            assert_eq!(h.jobs[next].min_ntime, h.jobs[job].min_ntime + 1);
+            windows.push(next);
+        }
+    }
+    assert_eq!(windows.len(), 3);
+    let newest = *windows.last().unwrap();
+
+    // Every one of them replayed on its own job: refused on both sides.
+    let mut cases = Vec::new();
+    for (s, window) in &accepted {
+        let label = match window {
+            0 => "replay-two-windows-back",
+            1 => "replay-previous-window",
+            _ => "replay-current-window",
+        };
+        cases.push((Share { label, ..s.clone() }, 0));
+    }
+    // Old headers on the newest job (same work, so the same header and hash).
+    for i in [0, config_window + 8] {
+        let s = Share {
+            label: "replay-on-new-job",
+            job: newest,
+            ..accepted[i].0.clone()
+        };
+        assert_eq!(h.hash(&s), h.hash(&accepted[i].0));
+        cases.push((s, 0));
+    }
+    // A share on the previous window's job (in its grace) at the newest job's nTime, then the
+    // same header on the newest job: the second is a duplicate on both sides.
+    let prev_job = windows[1];
+    let s = Share {
+        label: "in-grace-at-new-ntime",
+        job: prev_job,
+        extranonce: rng.bytes(h.extranonce_size),
+        version: h.jobs[prev_job].version,
+        ntime: h.jobs[newest].min_ntime,
+        nonce: 0,
+    };
+    let s = h.nonce(s, 0, true);
+    cases.push((s.clone(), 0));
+    cases.push((
+        Share {
+            label: "same-header-on-new-job",
+            job: newest,
+            ..s
+        },
+        0,
+    ));
+    let divergence = [
+        ("replay-two-windows-back", stale.clone(), duplicate.clone()),
+        (
+            "replay-on-new-job",
+            Verdict::Rejected("invalid-share".into()),
+            duplicate.clone(),
+        ),
+    ];
+    let verdicts = compare(&mut h, &cases, &divergence);
+    for ((s, _), (ours, _)) in cases.iter().zip(&verdicts) {
+        let want = match s.label {
+            "replay-two-windows-back" => stale.clone(),
+            "replay-on-new-job" => Verdict::Rejected("invalid-share".into()),
+            "in-grace-at-new-ntime" => Verdict::Accepted,
+            _ => duplicate.clone(),
+        };
+        assert_eq!(*ours, want, "{s:?}");
+    }
+
+    // Credit: 901 shares at the channel's difficulty on both sides, nothing for a replay.
+    let d = Target::from_le_bytes(SHARE_TARGET).difficulty_float();
+    let ours = h.session.channels()[0].stats.difficulty_sum;
+    let theirs = h.sri.get_share_accounting().get_share_work_sum();
+    for credit in [ours, theirs] {
+        assert!((credit - 901.0 * d).abs() <= 1e-9 * credit, "{credit}");
+    }
+
+    // Past the previous window's grace: its jobs no longer earn credit with us.
+    h.now_ms = NOW_MS + RETIRED_JOBS_GRACE_MS + 1000;
+    let mut cases = vec![(
+        Share {
+            label: "replay-after-grace",
+            ..accepted[config_window + 8].0.clone()
+        },
+        0,
+    )];
+    for job in [0, prev_job] {
+        let s = Share {
+            label: "fresh-on-ended-window",
+            job,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[job].version,
+            ntime: h.jobs[job].min_ntime,
+            nonce: 0,
+        };
+        cases.push((h.nonce(s, 0, true), 0));
+    }
+    cases.push((
+        Share {
+            label: "replay-current-window",
+            ..accepted[899].0.clone()
+        },
+        0,
+    ));
+    let divergence = [
+        ("replay-after-grace", stale.clone(), duplicate.clone()),
+        ("fresh-on-ended-window", stale.clone(), Verdict::Accepted),
+    ];
+    let verdicts = compare(&mut h, &cases, &divergence);
+    assert_eq!(verdicts[3].0, duplicate);
 }
