@@ -11,7 +11,14 @@
 //! the SRI extranonce allocator is set up to hand out our channel's prefix, and the SRI channel's
 //! target is set to ours. The test first asserts that the jobs are the same (coinbase prefix and
 //! suffix, merkle path, version, job id) and that the merkle roots agree for the same extranonce;
-//! only then are verdicts compared, share by share.
+//! only then are verdicts compared, share by share, and where both accept, the credit too (the
+//! difficulty of the share's job's target on both sides).
+//!
+//! Rules both sides have, compared with no difference: a target per job (05 §5.3.21: a new
+//! target, by UpdateChannel here, applies to the jobs sent after it; SRI's
+//! `job_id_to_target`), in both directions; duplicates caught across every job of a tip,
+//! including one header under two job ids of the same work, after 900 accepted shares as after
+//! one; BIP323's version mask `0x1fffffe0`; a block on any job both still know is a block.
 //!
 //! Known, documented differences (asserted as such, so a change on either side is noticed):
 //! - nTime: SRI answers `invalid-share` where we answer `ntime-too-old` / `ntime-too-new`, so
@@ -23,6 +30,14 @@
 //! - Both sides roll BIP323's mask `0x1fffffe0`.
 //! - After our session finds a block on a tip, it answers further shares on that tip
 //!   `stale-share` for `SOLVED_TIP_MS`; SRI keeps validating them (see the block test).
+//! - Duplicate memory: SRI keeps every hash of a tip up to a budget, then refuses everything
+//!   and wants the channel closed; we keep one exact set per credit window and stop crediting
+//!   an ended window's jobs `RETIRED_JOBS_GRACE_MS` after the new window's job. Every duplicate
+//!   is refused on both sides (the codes differ on jobs that no longer earn credit with us); a
+//!   fresh share on such a job is credited only by SRI (see the duplicates test for why).
+//! - Old jobs: SRI credits its 16 past jobs and answers `invalid-job-id` beyond, even for a
+//!   block; we credit the newest `max_jobs` (10) and keep the tip's older jobs for blocks (see
+//!   the old-jobs test).
 //!
 //! Everything is deterministic: extranonces and nTime offsets come from a fixed-seed xorshift, and
 //! nonces are found by brute force from fixed starting points.
@@ -33,10 +48,10 @@ use bitcoin::consensus::Encodable;
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, Target, TxMerkleNode, TxOut, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
+use blvm_stratum_v2::mining::session::RETIRED_JOBS_GRACE_MS;
 use blvm_stratum_v2::mining::{
     CoinbaseConfig, ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work,
 };
-use blvm_stratum_v2::mining::session::RETIRED_JOBS_GRACE_MS;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, REGTEST_BITS};
 use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::*;
@@ -1241,7 +1256,7 @@ fn share_between_targets(
 #[test]
 fn per_job_target_matches_channels_sv2() {
     let mut h = Harness::new(HARD_BITS, 40);
-    let mut rng = Rng(0x7a96_e7a5_0001);
+    let mut rng = Rng(0x7a96_e7a5);
     let accepted = Verdict::Accepted;
     let too_low = Verdict::Rejected("difficulty-too-low".into());
     let expect = |h: &mut Harness, cases: &[(Share, u32)], expected: &[(&str, Verdict)]| {
@@ -1256,22 +1271,40 @@ fn per_job_target_matches_channels_sv2() {
     h.update_channel(HARDER_TARGET);
     let mut cases = Vec::new();
     for _ in 0..4 {
-        cases.push((share_between_targets(&h, &mut rng, 0, "earlier-job", false), 0));
-        cases.push((share_between_targets(&h, &mut rng, 0, "earlier-job-hard", true), 0));
+        cases.push((
+            share_between_targets(&h, &mut rng, 0, "earlier-job", false),
+            0,
+        ));
+        cases.push((
+            share_between_targets(&h, &mut rng, 0, "earlier-job-hard", true),
+            0,
+        ));
     }
     expect(
         &mut h,
         &cases,
-        &[("earlier-job", accepted.clone()), ("earlier-job-hard", accepted.clone())],
+        &[
+            ("earlier-job", accepted.clone()),
+            ("earlier-job-hard", accepted.clone()),
+        ],
     );
 
     // A job sent after the change is held to the new target; the earlier one to its own.
     let hard_job = h.same_tip_job();
     let mut cases = Vec::new();
     for _ in 0..3 {
-        cases.push((share_between_targets(&h, &mut rng, hard_job, "later-job", false), 0));
-        cases.push((share_between_targets(&h, &mut rng, hard_job, "later-job-hard", true), 0));
-        cases.push((share_between_targets(&h, &mut rng, 0, "earlier-job-after-later", false), 0));
+        cases.push((
+            share_between_targets(&h, &mut rng, hard_job, "later-job", false),
+            0,
+        ));
+        cases.push((
+            share_between_targets(&h, &mut rng, hard_job, "later-job-hard", true),
+            0,
+        ));
+        cases.push((
+            share_between_targets(&h, &mut rng, 0, "earlier-job-after-later", false),
+            0,
+        ));
     }
     expect(
         &mut h,
@@ -1288,12 +1321,21 @@ fn per_job_target_matches_channels_sv2() {
     h.update_channel(SHARE_TARGET);
     let mut cases = Vec::new();
     for _ in 0..3 {
-        cases.push((share_between_targets(&h, &mut rng, hard_job, "hard-job-after-easing", false), 0));
-        cases.push((share_between_targets(&h, &mut rng, hard_job, "hard-job-hard", true), 0));
+        cases.push((
+            share_between_targets(&h, &mut rng, hard_job, "hard-job-after-easing", false),
+            0,
+        ));
+        cases.push((
+            share_between_targets(&h, &mut rng, hard_job, "hard-job-hard", true),
+            0,
+        ));
     }
     let easy_job = h.same_tip_job();
     for _ in 0..3 {
-        cases.push((share_between_targets(&h, &mut rng, easy_job, "eased-job", false), 0));
+        cases.push((
+            share_between_targets(&h, &mut rng, easy_job, "eased-job", false),
+            0,
+        ));
     }
     expect(
         &mut h,
@@ -1312,8 +1354,14 @@ fn per_job_target_matches_channels_sv2() {
     let ours = h.session.channels()[0].stats.difficulty_sum;
     let theirs = h.sri.get_share_accounting().get_share_work_sum();
     let expected = 14.0 * easy + 6.0 * hard;
-    assert!((ours - expected).abs() <= 1e-9 * expected, "{ours} vs {expected}");
-    assert!((theirs - expected).abs() <= 1e-9 * expected, "{theirs} vs {expected}");
+    assert!(
+        (ours - expected).abs() <= 1e-9 * expected,
+        "{ours} vs {expected}"
+    );
+    assert!(
+        (theirs - expected).abs() <= 1e-9 * expected,
+        "{theirs} vs {expected}"
+    );
 }
 
 /// Duplicates on a tip. SRI keeps every accepted hash of a tip in one set, across all jobs,
@@ -1342,7 +1390,7 @@ fn per_job_target_matches_channels_sv2() {
 fn duplicates_on_a_tip_match_channels_sv2() {
     let duplicate = Verdict::Rejected("duplicate-share".into());
     let stale = Verdict::Rejected("stale-share".into());
-    let mut rng = Rng(0xd0b1_1ca7_e5);
+    let mut rng = Rng(0xd0b1_1ca7);
 
     // The same header under two job ids of the same work (identical coinbase and merkle path).
     let mut h = Harness::new(HARD_BITS, 40);
@@ -1374,7 +1422,12 @@ fn duplicates_on_a_tip_match_channels_sv2() {
     let ours: Vec<_> = verdicts.into_iter().map(|(o, _)| o).collect();
     assert_eq!(
         ours,
-        [Verdict::Accepted, duplicate.clone(), Verdict::Accepted, duplicate.clone()]
+        [
+            Verdict::Accepted,
+            duplicate.clone(),
+            Verdict::Accepted,
+            duplicate.clone()
+        ]
     );
 
     // 900 honest shares (more than the 897 the issue's replay needed), each on the newest job
@@ -1398,10 +1451,17 @@ fn duplicates_on_a_tip_match_channels_sv2() {
             nonce: 0,
         };
         let s = h.nonce(s, 0, true);
-        assert_eq!(compare(&mut h, &[(s.clone(), 0)], &[])[0].0, Verdict::Accepted);
+        assert_eq!(
+            compare(&mut h, &[(s.clone(), 0)], &[])[0].0,
+            Verdict::Accepted
+        );
         accepted.push((s, windows.len() - 1));
         if let Some(next) = h.follow_announced_jobs() {
-            assert_eq!((i + 1) % config_window, 0, "a window ends at {config_window} shares");
+            assert_eq!(
+                (i + 1) % config_window,
+                0,
+                "a window ends at {config_window} shares"
+            );
             assert_eq!(h.jobs[next].min_ntime, h.jobs[job].min_ntime + 1);
             windows.push(next);
         }
@@ -1450,6 +1510,25 @@ fn duplicates_on_a_tip_match_channels_sv2() {
         },
         0,
     ));
+    // And the other way round: first on the newest job, then on the job in its grace.
+    let s = Share {
+        label: "new-job",
+        job: newest,
+        extranonce: rng.bytes(h.extranonce_size),
+        version: h.jobs[newest].version,
+        ntime: h.jobs[newest].min_ntime,
+        nonce: 0,
+    };
+    let s = h.nonce(s, 0, true);
+    cases.push((s.clone(), 0));
+    cases.push((
+        Share {
+            label: "same-header-on-job-in-grace",
+            job: prev_job,
+            ..s
+        },
+        0,
+    ));
     let divergence = [
         ("replay-two-windows-back", stale.clone(), duplicate.clone()),
         (
@@ -1463,18 +1542,18 @@ fn duplicates_on_a_tip_match_channels_sv2() {
         let want = match s.label {
             "replay-two-windows-back" => stale.clone(),
             "replay-on-new-job" => Verdict::Rejected("invalid-share".into()),
-            "in-grace-at-new-ntime" => Verdict::Accepted,
+            "in-grace-at-new-ntime" | "new-job" => Verdict::Accepted,
             _ => duplicate.clone(),
         };
         assert_eq!(*ours, want, "{s:?}");
     }
 
-    // Credit: 901 shares at the channel's difficulty on both sides, nothing for a replay.
+    // Credit: 902 shares at the channel's difficulty on both sides, nothing for a replay.
     let d = Target::from_le_bytes(SHARE_TARGET).difficulty_float();
     let ours = h.session.channels()[0].stats.difficulty_sum;
     let theirs = h.sri.get_share_accounting().get_share_work_sum();
     for credit in [ours, theirs] {
-        assert!((credit - 901.0 * d).abs() <= 1e-9 * credit, "{credit}");
+        assert!((credit - 902.0 * d).abs() <= 1e-9 * credit, "{credit}");
     }
 
     // Past the previous window's grace: its jobs no longer earn credit with us.
@@ -1510,4 +1589,87 @@ fn duplicates_on_a_tip_match_channels_sv2() {
     ];
     let verdicts = compare(&mut h, &cases, &divergence);
     assert_eq!(verdicts[3].0, duplicate);
+}
+
+/// Old jobs of a tip. SRI keeps the active job and `MAX_PAST_JOBS` (16) past jobs per channel
+/// and answers `invalid-job-id` for an older one, even when the share is a block; we credit the
+/// newest `max_jobs` (10) jobs and keep every older job of the tip for blocks only
+/// (`stale-share` otherwise). Documented differences:
+/// - `beyond-max-jobs`: a share on a job 11 to 17 jobs back is `stale-share` for us, credited
+///   by SRI: our bound on jobs that earn credit is ours to choose (memory per job), and a miner
+///   is sent each new job at once.
+/// - `beyond-sri-past-jobs`: further back, `stale-share` for us (the job is of this tip; it is
+///   not unknown), `invalid-job-id` for SRI.
+/// - `block-beyond-sri-past-jobs`: a block on such a job is a block for us and refused by SRI.
+///   A block on the current tip is the pool's reward, whatever job it came from (issue #13).
+#[test]
+fn old_jobs_of_a_tip_match_channels_sv2() {
+    let max_jobs = pool_config().max_jobs;
+    assert_eq!(max_jobs, 10);
+    let stale = Verdict::Rejected("stale-share".into());
+    let mut rng = Rng(0x0001_d0b5);
+    let share = |h: &Harness, rng: &mut Rng, job: usize, label: &'static str| {
+        let s = Share {
+            label,
+            job,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[job].version,
+            ntime: NOW_S + (rng.next() % 60) as u32,
+            nonce: 0,
+        };
+        h.nonce(s, 0, true)
+    };
+
+    // 18 jobs on one tip: we credit jobs 8 to 17; SRI keeps jobs 1 to 17.
+    let mut h = Harness::new(HARD_BITS, 40);
+    for _ in 0..17 {
+        h.same_tip_job();
+    }
+    let cases = vec![
+        (share(&h, &mut rng, 17, "newest"), 0),
+        (share(&h, &mut rng, 18 - max_jobs, "oldest-credited"), 0),
+        (share(&h, &mut rng, 17 - max_jobs, "beyond-max-jobs"), 0),
+        (share(&h, &mut rng, 1, "beyond-max-jobs"), 0),
+        (share(&h, &mut rng, 0, "beyond-sri-past-jobs"), 0),
+    ];
+    let divergence = [
+        ("beyond-max-jobs", stale.clone(), Verdict::Accepted),
+        (
+            "beyond-sri-past-jobs",
+            stale.clone(),
+            Verdict::Rejected("invalid-job-id".into()),
+        ),
+    ];
+    let verdicts = compare(&mut h, &cases, &divergence);
+    assert_eq!(verdicts[0].0, Verdict::Accepted);
+    assert_eq!(verdicts[1].0, Verdict::Accepted);
+
+    // Blocks on old jobs (regtest: about every other hash is one). A harness per block: after
+    // a block our session answers the solved tip `stale-share` (see the block test).
+    for (job, label) in [
+        (1, "block-beyond-max-jobs"),
+        (0, "block-beyond-sri-past-jobs"),
+    ] {
+        let mut h = Harness::new(REGTEST_BITS, 7);
+        for _ in 0..17 {
+            h.same_tip_job();
+        }
+        let network = h.works[job].network_target;
+        let s = Share {
+            label,
+            job,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[job].version,
+            ntime: NOW_S,
+            nonce: 0,
+        };
+        let s = h.nonce_where(s, 0, |hash| network.is_met_by(hash));
+        let divergence = [(
+            "block-beyond-sri-past-jobs",
+            Verdict::Block,
+            Verdict::Rejected("invalid-job-id".into()),
+        )];
+        let verdicts = compare(&mut h, &[(s, 0)], &divergence);
+        assert_eq!(verdicts[0].0, Verdict::Block, "{label}");
+    }
 }
