@@ -15,8 +15,8 @@
 //! difficulty of the share's job's target on both sides).
 //!
 //! Rules both sides have, compared with no difference: a target per job (05 §5.3.21: a new
-//! target, by UpdateChannel here, applies to the jobs sent after it; SRI's
-//! `job_id_to_target`), in both directions; duplicates caught across every job of a tip,
+//! target, from UpdateChannel or a vardiff retarget, applies to the jobs sent after it; SRI's
+//! `job_id_to_target`), in both directions, on extended and standard channels; duplicates caught across every job of a tip,
 //! including one header under two job ids of the same work, after 900 accepted shares as after
 //! one; BIP323's version mask `0x1fffffe0`; a block on any job both still know is a block.
 //!
@@ -487,15 +487,24 @@ impl Harness {
         idx
     }
 
-    /// The jobs our session sent while answering shares (a new credit window starts with a
-    /// job on the current work), mirrored on SRI as new templates on the same work. Returns
-    /// the index of the last one.
+    /// What our session sent while answering shares, mirrored on SRI: a vardiff retarget
+    /// (`set_target`) and the jobs on the current work (a new credit window's, the one after a
+    /// retarget) as new templates on the same work. Returns the index of the last job.
     fn follow_announced_jobs(&mut self) -> Option<usize> {
         let work = self.works.last().unwrap().clone();
-        std::mem::take(&mut self.announced)
-            .iter()
-            .map(|f| self.mirror_job(f, work.clone()))
-            .last()
+        let mut last = None;
+        for f in std::mem::take(&mut self.announced) {
+            match Frame::parse_exact(&f).unwrap().message().unwrap().0 {
+                Message::SetTarget(m) => {
+                    assert_eq!(m.channel_id, self.channel_id);
+                    self.sri
+                        .set_target(Target::from_le_bytes(m.maximum_target))
+                        .unwrap();
+                }
+                _ => last = Some(self.mirror_job(&f, work.clone())),
+            }
+        }
+        last
     }
 
     /// Mirrors on SRI a job our session announced, active at once, on `work` (same tip): SRI
@@ -642,8 +651,11 @@ impl Harness {
                     assert!(!block && credit.is_none());
                     Some(Verdict::Rejected(m.error_code.to_string()))
                 }
-                // A new credit window's job, after the answer.
-                Message::NewExtendedMiningJob(_) if answer.is_some() => None,
+                // After the answer: a new credit window's job, or a vardiff retarget and the
+                // job that follows it.
+                Message::NewExtendedMiningJob(_) | Message::SetTarget(_) if answer.is_some() => {
+                    None
+                }
                 other => panic!("unexpected answer {other:?}"),
             };
             match verdict {
@@ -692,6 +704,20 @@ impl Harness {
             );
         }
         (ours, theirs)
+    }
+}
+
+/// Everything our session sent unasked must have been mirrored on SRI (or the verdicts that
+/// followed compared different channels).
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(
+                self.announced.is_empty(),
+                "{} frames sent by our session were not mirrored on SRI",
+                self.announced.len()
+            );
+        }
     }
 }
 
@@ -1180,30 +1206,8 @@ fn standard_share_verdicts_match_channels_sv2() {
             ntime,
             version,
         };
-        session
-            .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
-            .unwrap();
-        let frames = take_frames(&mut session);
-        let _ = session.drain_events().count();
-        let ours = normalize_ours(
-            match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
-                Message::SubmitSharesSuccess(_) => Verdict::Accepted,
-                Message::SubmitSharesError(e) => Verdict::Rejected(e.error_code.to_string()),
-                other => panic!("{other:?}"),
-            },
-        );
-        let theirs = sri_verdict(sri.validate_share(SubmitSharesStandardOwned {
-            channel_id,
-            sequence_number: seq as u32,
-            job_id: sri_job_id + offset,
-            nonce,
-            ntime,
-            version,
-        }));
-        let documented = label == "bip323-only-version-bit"
-            && ours == Verdict::Rejected("invalid-non-rollable-version-bit".into())
-            && theirs == Verdict::Accepted;
-        if ours != theirs && !documented {
+        let (ours, theirs) = standard_verdicts(&mut session, &mut sri, &msg, sri_job_id + offset);
+        if ours != theirs {
             mismatches.push(format!("{label}: ours {ours:?}, channels_sv2 {theirs:?}"));
         }
     }
@@ -1212,6 +1216,116 @@ fn standard_share_verdicts_match_channels_sv2() {
         "divergences:\n{}",
         mismatches.join("\n")
     );
+
+    // Per-job target on a standard channel: a harder target after the job was sent holds for
+    // the next job only, on both sides. The next job is on the same work, so it has the same
+    // merkle root and the shares found above fit it.
+    let msg = UpdateChannel {
+        channel_id,
+        nominal_hash_rate: 0.0,
+        maximum_target: HARDER_TARGET,
+    };
+    session
+        .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), NOW_MS)
+        .unwrap();
+    let _ = take_frames(&mut session);
+    sri.update_channel(1.0, Some(Target::from_le_bytes(HARDER_TARGET)))
+        .unwrap();
+    session.on_work(&work, NOW_MS);
+    let mut next_job_id = None;
+    for f in take_frames(&mut session) {
+        if let Message::NewMiningJob(m) = Frame::parse_exact(&f).unwrap().message().unwrap().0 {
+            assert_eq!(m.merkle_root, root);
+            next_job_id = Some(m.job_id);
+        }
+    }
+    let next_job_id = next_job_id.expect("a job");
+    sri.on_new_template(sri_template(&work, 2, false), sri_payout(&work))
+        .unwrap();
+    let sri_next = sri.get_active_job().unwrap().clone();
+    assert_eq!(sri_next.get_job_message().merkle_root.to_array(), root);
+    let sri_next_id = sri_next.get_job_id();
+    let harder = Target::from_le_bytes(HARDER_TARGET);
+    let mut seq = 100;
+    for (n, start) in (0..3).map(|i| (i, 100_000 * (i + 1))) {
+        // A hash that meets the channel's first target only: credited on the first job, too
+        // low on the next; a hash that meets both: credited on either.
+        let easy_only = (start..)
+            .find(|&nonce| {
+                let hash = header_hash(v, t + n, nonce);
+                Target::from_le_bytes(SHARE_TARGET).is_met_by(hash) && !harder.is_met_by(hash)
+            })
+            .unwrap();
+        let both = (start..)
+            .find(|&nonce| harder.is_met_by(header_hash(v, t + n, nonce)))
+            .unwrap();
+        for (nonce, ours_job, sri_job, want) in [
+            (easy_only, next_job_id, sri_next_id, "difficulty-too-low"),
+            (easy_only, job_id, sri_job_id, "accepted"),
+            (both, next_job_id, sri_next_id, "accepted"),
+        ] {
+            seq += 1;
+            let msg = SubmitSharesStandard {
+                channel_id,
+                sequence_number: seq,
+                job_id: ours_job,
+                nonce,
+                ntime: t + n,
+                version: v,
+            };
+            let (ours, theirs) = standard_verdicts(&mut session, &mut sri, &msg, sri_job);
+            assert_eq!(ours, theirs, "nonce {nonce} on job {ours_job}");
+            let want = match want {
+                "accepted" => Verdict::Accepted,
+                code => Verdict::Rejected(code.into()),
+            };
+            assert_eq!(ours, want, "nonce {nonce} on job {ours_job}");
+        }
+    }
+}
+
+/// Both verdicts for one standard share (SRI's under `sri_job_id`), with the same credit where
+/// both accept.
+fn standard_verdicts(
+    session: &mut Session,
+    sri: &mut StandardChannel,
+    msg: &SubmitSharesStandard,
+    sri_job_id: u32,
+) -> (Verdict, Verdict) {
+    session
+        .handle_frame(&Frame::parse_exact(&frame(msg)).unwrap(), NOW_MS)
+        .unwrap();
+    let frames = take_frames(session);
+    let credit = session.drain_events().find_map(|e| match e {
+        SessionEvent::ShareAccepted { difficulty, .. } => Some(difficulty),
+        _ => None,
+    });
+    assert_eq!(frames.len(), 1, "one answer per share");
+    let ours = normalize_ours(
+        match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
+            Message::SubmitSharesSuccess(_) => Verdict::Accepted,
+            Message::SubmitSharesError(e) => Verdict::Rejected(e.error_code.to_string()),
+            other => panic!("{other:?}"),
+        },
+    );
+    let before = sri.get_share_accounting().get_share_work_sum();
+    let theirs = sri_verdict(sri.validate_share(SubmitSharesStandardOwned {
+        channel_id: msg.channel_id,
+        sequence_number: msg.sequence_number,
+        job_id: sri_job_id,
+        nonce: msg.nonce,
+        ntime: msg.ntime,
+        version: msg.version,
+    }));
+    if ours == Verdict::Accepted && theirs == Verdict::Accepted {
+        let credit = credit.expect("credited");
+        let sri_credit = sri.get_share_accounting().get_share_work_sum() - before;
+        assert!(
+            (credit - sri_credit).abs() <= 1e-9 * credit,
+            "credited {credit} by us, {sri_credit} by channels_sv2"
+        );
+    }
+    (ours, theirs)
 }
 
 /// A target four times harder than [`SHARE_TARGET`] (one hash in 1,024 meets it).
@@ -1671,5 +1785,85 @@ fn old_jobs_of_a_tip_match_channels_sv2() {
         )];
         let verdicts = compare(&mut h, &[(s, 0)], &divergence);
         assert_eq!(verdicts[0].0, Verdict::Block, "{label}");
+    }
+}
+
+/// A vardiff retarget is a target change like any other: it applies to the job that follows
+/// it (SRI: `set_target`, then the new job takes the channel's target). A miner that hoards
+/// shares found on the earlier job until vardiff raises the target gets them credited at the
+/// earlier job's target on both sides, and the new job is held to the new target.
+#[test]
+fn vardiff_retarget_applies_to_later_jobs_like_channels_sv2() {
+    let mut h = Harness::new(HARD_BITS, 40);
+    let mut rng = Rng(0x0a2d_1ff5);
+    let easy = Target::from_le_bytes(SHARE_TARGET);
+    // Shares one second after the channel opened: far above 18 a minute, so vardiff raises
+    // the target after its minimum burst.
+    h.now_ms = NOW_MS + 1000;
+    let mut hoarded = Vec::new();
+    let mut new_job = None;
+    for _ in 0..32 {
+        let s = Share {
+            label: "burst",
+            job: 0,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[0].version,
+            ntime: NOW_S,
+            nonce: 0,
+        };
+        let s = h.nonce(s, 0, true);
+        if new_job.is_none() {
+            assert_eq!(compare(&mut h, &[(s, 0)], &[])[0].0, Verdict::Accepted);
+            new_job = h.follow_announced_jobs();
+        } else {
+            hoarded.push((
+                Share {
+                    label: "hoarded",
+                    ..s
+                },
+                0,
+            ));
+        }
+    }
+    let new_job = new_job.expect("vardiff raised the target");
+    let raised = *h.sri.get_target();
+    assert!(raised < easy, "harder than the share target");
+    assert_eq!(h.session.channels()[0].target, raised);
+
+    // The hoarded shares, sent after the retarget, on the earlier job: credited at its target.
+    let mut cases = hoarded;
+    // On the new job: a hash between the two targets is too low; one below both is a share.
+    for (label, raised_too) in [("new-job-easy-only", false), ("new-job-raised", true)] {
+        for _ in 0..3 {
+            let s = Share {
+                label,
+                job: new_job,
+                extranonce: rng.bytes(h.extranonce_size),
+                version: h.jobs[new_job].version,
+                ntime: NOW_S,
+                nonce: 0,
+            };
+            let s = h.nonce_where(s, 0, |hash| {
+                easy.is_met_by(hash) && raised.is_met_by(hash) == raised_too
+            });
+            cases.push((s, 0));
+        }
+    }
+    let verdicts = compare(&mut h, &cases, &[]);
+    for ((s, _), (ours, _)) in cases.iter().zip(&verdicts) {
+        let want = match s.label {
+            "new-job-easy-only" => Verdict::Rejected("difficulty-too-low".into()),
+            _ => Verdict::Accepted,
+        };
+        assert_eq!(*ours, want, "{s:?}");
+    }
+    let ours = h.session.channels()[0].stats.difficulty_sum;
+    let theirs = h.sri.get_share_accounting().get_share_work_sum();
+    let expected = 32.0 * easy.difficulty_float() + 3.0 * raised.difficulty_float();
+    for credit in [ours, theirs] {
+        assert!(
+            (credit - expected).abs() <= 1e-9 * expected,
+            "{credit} vs {expected}"
+        );
     }
 }
