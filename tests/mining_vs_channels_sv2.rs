@@ -34,7 +34,8 @@
 //!   and wants the channel closed; we keep one exact set per credit window and stop crediting
 //!   an ended window's jobs `RETIRED_JOBS_GRACE_MS` after the new window's job. Every duplicate
 //!   is refused on both sides (the codes differ on jobs that no longer earn credit with us); a
-//!   fresh share on such a job is credited only by SRI (see the duplicates test for why).
+//!   fresh share on such a job is credited only by SRI (see the duplicates test for why). A
+//!   tip that comes back: SRI credits its old headers again; we do not.
 //! - Old jobs: SRI credits its 16 past jobs and answers `invalid-job-id` beyond, even for a
 //!   block; we credit the newest `max_jobs` (10) and keep the tip's older jobs for blocks (see
 //!   the old-jobs test).
@@ -583,6 +584,55 @@ impl Harness {
         self.sri
             .on_set_new_prev_hash(sri_prev_hash(&work, id))
             .unwrap();
+    }
+
+    /// `work`'s tip, again, after another tip (a reorg back, or a pool flipping between two
+    /// tips): its job on both sides, a future job and then the prev hash, as on any new tip.
+    fn return_to(&mut self, work: Arc<Work>) -> usize {
+        self.new_tip();
+        assert_ne!(
+            self.session.latest_job().unwrap().1.prev_hash,
+            work.prev_hash
+        );
+        self.session.on_work(&work, self.now_ms);
+        let (mut job, mut min_ntime) = (None, None);
+        for f in take_frames(&mut self.session) {
+            match Frame::parse_exact(&f).unwrap().message().unwrap().0 {
+                Message::NewExtendedMiningJob(m) => {
+                    assert_eq!(m.min_ntime, None, "a future job");
+                    job = Some(JobView {
+                        our_job_id: m.job_id,
+                        sri_job_id: 0,
+                        version: m.version,
+                        prev_hash: work.prev_hash.to_byte_array(),
+                        nbits: work.nbits,
+                        min_ntime: 0,
+                        prefix: m.coinbase_tx_prefix.to_vec(),
+                        suffix: m.coinbase_tx_suffix.to_vec(),
+                        path: m.merkle_path.to_vec(),
+                    });
+                }
+                Message::SetNewPrevHash(m) => min_ntime = Some(m.min_ntime),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut view = job.expect("a job");
+        view.min_ntime = min_ntime.expect("the prev hash");
+        let id = self.works.len() as u64 + 1;
+        self.sri
+            .on_new_template(sri_template(&work, id, true), sri_payout(&work))
+            .unwrap();
+        self.sri
+            .on_set_new_prev_hash(sri_prev_hash(&work, id))
+            .unwrap();
+        let sri_job = self.sri.get_active_job().unwrap().clone();
+        assert_eq!(sri_job.get_min_ntime(), Some(work.cur_time));
+        view.sri_job_id = sri_job.get_job_id();
+        self.works.push(work);
+        self.jobs.push(view);
+        let idx = self.jobs.len() - 1;
+        self.assert_same_merkle_roots(idx);
+        idx
     }
 
     fn hash(&self, s: &Share) -> BlockHash {
@@ -1500,6 +1550,11 @@ fn per_job_target_matches_channels_sv2() {
 ///   a block still counts, and the duplicate memory stays within two sets of 448 fingerprints
 ///   per channel (~9 KiB) however long the tip lasts, where SRI's set grows with the tip and
 ///   ends in a closed channel.
+/// - `replay-on-returned-tip`: a tip that comes back (after another tip) with the same work:
+///   SRI empties its set on every prev-hash change, so it credits an old header again on the
+///   returned tip's job; ours starts that job past every nTime accepted on the tip before
+///   (`ntime-too-old`). A header is credited once (issue #13: a tip that comes back does not
+///   reopen its old jobs with empty duplicate sets); SRI pays the same work twice.
 #[test]
 fn duplicates_on_a_tip_match_channels_sv2() {
     let duplicate = Verdict::Rejected("duplicate-share".into());
@@ -1703,6 +1758,76 @@ fn duplicates_on_a_tip_match_channels_sv2() {
     ];
     let verdicts = compare(&mut h, &cases, &divergence);
     assert_eq!(verdicts[3].0, duplicate);
+
+    // A tip that comes back with the same work (so the same headers).
+    let mut h = Harness::new(HARD_BITS, 40);
+    let mut first = Vec::new();
+    for i in 0..4 {
+        let s = Share {
+            label: "first-time",
+            job: 0,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[0].version,
+            ntime: NOW_S + 10 * i,
+            nonce: 0,
+        };
+        first.push((h.nonce(s, 0, true), 0));
+    }
+    for (ours, _) in compare(&mut h, &first, &[]) {
+        assert_eq!(ours, Verdict::Accepted);
+    }
+    let work = h.works[0].clone();
+    let back = h.return_to(work);
+    assert_eq!(
+        h.jobs[back].min_ntime,
+        NOW_S + 31,
+        "past every accepted nTime"
+    );
+    let mut cases = Vec::new();
+    for (s, _) in &first {
+        let again = Share {
+            label: "replay-on-returned-tip",
+            job: back,
+            ..s.clone()
+        };
+        assert_eq!(h.hash(&again), h.hash(s));
+        cases.push((again, 0));
+    }
+    let s = Share {
+        label: "fresh-on-returned-tip",
+        job: back,
+        extranonce: rng.bytes(h.extranonce_size),
+        version: h.jobs[back].version,
+        ntime: h.jobs[back].min_ntime,
+        nonce: 0,
+    };
+    cases.push((h.nonce(s, 0, true), 0));
+    // The old job id, from the tip's first time, two tips back: refused on both sides, as
+    // `stale-share` by us (our job ids are a connection-wide sequence, so any id below the
+    // tip's first was a job of an earlier tip) and `invalid-job-id` by SRI (it keeps the jobs
+    // of one tip back as stale, forgets older ones).
+    cases.push((
+        Share {
+            label: "old-job-of-returned-tip",
+            ..first[0].0.clone()
+        },
+        0,
+    ));
+    let divergence = [
+        (
+            "replay-on-returned-tip",
+            Verdict::Rejected("invalid-share".into()),
+            Verdict::Accepted,
+        ),
+        (
+            "old-job-of-returned-tip",
+            stale.clone(),
+            Verdict::Rejected("invalid-job-id".into()),
+        ),
+    ];
+    let verdicts = compare(&mut h, &cases, &divergence);
+    assert_eq!(verdicts[4].0, Verdict::Accepted);
+    assert_eq!(verdicts[5].0, stale);
 }
 
 /// Old jobs of a tip. SRI keeps the active job and `MAX_PAST_JOBS` (16) past jobs per channel
