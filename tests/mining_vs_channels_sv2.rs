@@ -27,6 +27,8 @@
 //!   it was sent) plus `ntime_allowance_secs` (120), so a share between the two bounds
 //!   (`ntime-at-sri-limit`) is refused by us and accepted by SRI. We follow the specification:
 //!   SRI's bound lets a miner run two hours ahead of the tip's time from its first second.
+//!   The lower bound of a later job on a tip differs too: ours is its template's time, SRI's
+//!   the tip's (see the later-template test).
 //! - Both sides roll BIP323's mask `0x1fffffe0`.
 //! - After our session finds a block on a tip, it answers further shares on that tip
 //!   `stale-share` for `SOLVED_TIP_MS`; SRI keeps validating them (see the block test).
@@ -457,10 +459,18 @@ impl Harness {
 
     /// New work on the same tip: an immediately active job on both sides.
     fn same_tip_job(&mut self) -> usize {
+        self.same_tip_job_at(NOW_S)
+    }
+
+    /// New work on the same tip from a template made at `time`.
+    fn same_tip_job_at(&mut self, time: u32) -> usize {
         let id = self.works.len() as u64 + 1;
-        let work = Work::new(id, self.chain.template(NOW_S), &self.config.coinbase).unwrap();
+        let work = Work::new(id, self.chain.template(time), &self.config.coinbase).unwrap();
         assert_eq!(work.prev_hash, self.works[0].prev_hash);
-        self.job_on(work)
+        assert_eq!(work.cur_time, time);
+        let idx = self.job_on(work);
+        assert_eq!(self.jobs[idx].min_ntime, time);
+        idx
     }
 
     /// The latest work again, as a new job on both sides (same coinbase, same merkle path:
@@ -483,9 +493,7 @@ impl Harness {
                 )
             })
             .expect("a job was sent");
-        let idx = self.mirror_job(job, work);
-        assert_eq!(self.jobs[idx].min_ntime, NOW_S);
-        idx
+        self.mirror_job(job, work)
     }
 
     /// What our session sent while answering shares, mirrored on SRI: a vardiff retarget
@@ -1991,4 +1999,41 @@ fn vardiff_retarget_applies_to_later_jobs_like_channels_sv2() {
             "{credit} vs {expected}"
         );
     }
+}
+
+/// A later template on the same tip: our job's min_ntime is the template's time (the job says
+/// so to the miner, 05 §5.3.16), where every SRI job of a tip carries the tip's min_ntime (a
+/// Template Distribution NewTemplate has no time). Documented difference
+/// (`ntime-below-job-min`): a share on that job with an nTime between the tip's and the job's
+/// min_ntime is `ntime-too-old` for us, valid for SRI. Ours holds the miner to the min_ntime
+/// of the job it was sent, which a miner that follows the job never goes below.
+#[test]
+fn later_template_on_a_tip_matches_channels_sv2() {
+    let mut h = Harness::new(HARD_BITS, 40);
+    let mut rng = Rng(0x1a7e_0001);
+    let later = h.same_tip_job_at(NOW_S + 30);
+    let mut cases = Vec::new();
+    for (label, job, ntime) in [
+        ("ntime-below-job-min", later, NOW_S + 29),
+        ("at-job-min", later, NOW_S + 30),
+        ("earlier-job", 0, NOW_S + 29),
+    ] {
+        let s = Share {
+            label,
+            job,
+            extranonce: rng.bytes(h.extranonce_size),
+            version: h.jobs[job].version,
+            ntime,
+            nonce: 0,
+        };
+        cases.push((h.nonce(s, 0, true), 0));
+    }
+    let divergence = [(
+        "ntime-below-job-min",
+        Verdict::Rejected("invalid-share".into()),
+        Verdict::Accepted,
+    )];
+    let verdicts = compare(&mut h, &cases, &divergence);
+    assert_eq!(verdicts[1].0, Verdict::Accepted);
+    assert_eq!(verdicts[2].0, Verdict::Accepted);
 }
