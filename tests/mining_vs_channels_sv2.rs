@@ -16,9 +16,10 @@
 //!
 //! Rules both sides have, compared with no difference: a target per job (05 §5.3.21: a new
 //! target, from UpdateChannel or a vardiff retarget, applies to the jobs sent after it; SRI's
-//! `job_id_to_target`), in both directions, on extended and standard channels; duplicates caught across every job of a tip,
-//! including one header under two job ids of the same work, after 900 accepted shares as after
-//! one; BIP323's version mask `0x1fffffe0`; a block on any job both still know is a block.
+//! `job_id_to_target`), in both directions, on extended and standard channels; duplicates
+//! caught across every job of a tip, including one header under two job ids of the same work,
+//! after 900 accepted shares as after one; BIP323's version mask `0x1fffffe0`; a block on any
+//! job both still know is a block.
 //!
 //! Known, documented differences (asserted as such, so a change on either side is noticed):
 //! - nTime: SRI answers `invalid-share` where we answer `ntime-too-old` / `ntime-too-new`, so
@@ -29,15 +30,14 @@
 //!   SRI's bound lets a miner run two hours ahead of the tip's time from its first second.
 //!   The lower bound of a later job on a tip differs too: ours is its template's time, SRI's
 //!   the tip's (see the later-template test).
-//! - Both sides roll BIP323's mask `0x1fffffe0`.
 //! - After our session finds a block on a tip, it answers further shares on that tip
 //!   `stale-share` for `SOLVED_TIP_MS`; SRI keeps validating them (see the block test).
 //! - Duplicate memory: SRI keeps every hash of a tip up to a budget, then refuses everything
 //!   and wants the channel closed; we keep one exact set per credit window and stop crediting
-//!   an ended window's jobs `RETIRED_JOBS_GRACE_MS` after the new window's job. Every duplicate
-//!   is refused on both sides (the codes differ on jobs that no longer earn credit with us); a
-//!   fresh share on such a job is credited only by SRI (see the duplicates test for why). A
-//!   tip that comes back: SRI credits its old headers again; we do not.
+//!   an ended window's jobs `RETIRED_JOBS_GRACE_MS` after the new window's job. Every
+//!   duplicate on a tip is refused on both sides (the codes differ on jobs that no longer earn
+//!   credit with us); a fresh share on such a job is credited only by SRI (see the duplicates
+//!   test for why). A tip that comes back: SRI credits its old headers again; we do not.
 //! - Old jobs: SRI credits its 16 past jobs and answers `invalid-job-id` beyond, even for a
 //!   block; we credit the newest `max_jobs` (10) and keep the tip's older jobs for blocks (see
 //!   the old-jobs test).
@@ -289,8 +289,8 @@ struct Harness {
     seq: u32,
     /// Our session's clock for the next share.
     now_ms: u64,
-    /// Jobs our session sent unasked while answering a share (a new credit window's job),
-    /// as frames, for [`Harness::follow_announced_jobs`].
+    /// Frames our session sent unasked while answering a share (a new credit window's job, a
+    /// vardiff SetTarget and its job), for [`Harness::follow_announced_jobs`].
     announced: Vec<Vec<u8>>,
     /// Difficulty our session credited the last share at, if it accepted it.
     last_credit: Option<f64>,
@@ -656,9 +656,7 @@ impl Harness {
     /// The first nonce from `start` on whose header hash satisfies `wanted` (the merkle root
     /// is computed once).
     fn nonce_where(&self, mut s: Share, start: u32, wanted: impl Fn(BlockHash) -> bool) -> Share {
-        s.nonce = 0;
-        let head = self.jobs[s.job].header(&self.extranonce_prefix, &s);
-        let mut header = head;
+        let mut header = self.jobs[s.job].header(&self.extranonce_prefix, &s);
         s.nonce = (start..)
             .find(|&n| {
                 header[76..].copy_from_slice(&n.to_le_bytes());
@@ -1421,7 +1419,7 @@ fn share_between_targets(
 }
 
 /// Per-job target (05 §5.3.21): a new target applies to the jobs sent after it. SRI keeps a
-/// target per job id (`job_id_to_target`, set when the job is made and untouched by
+/// target per job id (`job_id_to_target`, set when the job becomes active, untouched by
 /// `set_target` / `update_channel`), so the rule is the same on both sides, in both
 /// directions, and so is the credit (each share at its job's target's difficulty; `compare`
 /// checks it share by share). No divergence.
