@@ -300,11 +300,16 @@ impl Harness {
     /// A session with one extended channel at [`SHARE_TARGET`] and the SRI channel on the same
     /// job.
     fn new(bits: u32, synthetic_transactions: usize) -> Harness {
+        Harness::with_config(bits, synthetic_transactions, pool_config())
+    }
+
+    /// [`Harness::new`] with another pool configuration.
+    fn with_config(bits: u32, synthetic_transactions: usize, config: MiningConfig) -> Harness {
         let mut chain = EmbeddedChain::new(ChainConfig {
             bits,
             synthetic_transactions,
         });
-        let config = Arc::new(pool_config());
+        let config = Arc::new(config);
         let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
         assert_eq!(work.cur_time, NOW_S);
         let mut session = Session::new(config.clone(), Arc::new(ExtranonceAllocator::new()));
@@ -2034,4 +2039,41 @@ fn later_template_on_a_tip_matches_channels_sv2() {
     let verdicts = compare(&mut h, &cases, &divergence);
     assert_eq!(verdicts[1].0, Verdict::Accepted);
     assert_eq!(verdicts[2].0, Verdict::Accepted);
+}
+
+/// A job keeps its target however many target changes follow it while it earns credit. With
+/// `max_jobs` above the 16 target epochs a channel keeps (`MAX_EPOCHS` in channels.rs), a
+/// client that alternates its maximum target with UpdateChannel before each new job makes the
+/// oldest epochs drop while their jobs still earn credit; such a job then takes the oldest
+/// epoch kept, another job's target: here job 2 (sent at the easy target) is validated and
+/// credited at the hard one, so a share found on it that meets the hard target is credited
+/// four times what SRI credits (target shopping again), and an easy-only share on it, honest
+/// work, is refused. SRI keeps each job's target as long as the job. The default `max_jobs`
+/// (10) is not affected: folding jobs prunes their epochs first.
+#[test]
+#[ignore = "bug: channels.rs MAX_EPOCHS drops targets of credited jobs when max_jobs >= 16"]
+fn job_target_survives_many_target_changes() {
+    let config = MiningConfig {
+        max_jobs: 32,
+        ..pool_config()
+    };
+    let mut h = Harness::with_config(HARD_BITS, 40, config);
+    let mut rng = Rng(0xe90c_5001);
+    // Jobs 1, 3, 5, ... at the hard target, 2, 4, 6, ... at the easy one: 19 epochs in all.
+    for k in 0..18 {
+        h.update_channel(if k % 2 == 0 {
+            HARDER_TARGET
+        } else {
+            SHARE_TARGET
+        });
+        h.same_tip_job();
+    }
+    let mut cases = Vec::new();
+    for _ in 0..3 {
+        // Job 1 was sent at the hard target: an easy-only share is too low on both sides.
+        cases.push((share_between_targets(&h, &mut rng, 1, "hard-job", false), 0));
+        // Job 2 was sent at the easy target: a hard share is credited at the easy difficulty.
+        cases.push((share_between_targets(&h, &mut rng, 2, "easy-job", true), 0));
+    }
+    compare(&mut h, &cases, &[]);
 }
