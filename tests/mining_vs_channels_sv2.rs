@@ -1976,7 +1976,7 @@ fn vardiff_retarget_applies_to_later_jobs_like_channels_sv2() {
                 job: new_job,
                 extranonce: rng.bytes(h.extranonce_size),
                 version: h.jobs[new_job].version,
-                ntime: NOW_S,
+                ntime: h.jobs[new_job].min_ntime,
                 nonce: 0,
             };
             let s = h.nonce_where(s, 0, |hash| {
@@ -2041,17 +2041,13 @@ fn later_template_on_a_tip_matches_channels_sv2() {
     assert_eq!(verdicts[2].0, Verdict::Accepted);
 }
 
-/// A job keeps its target however many target changes follow it while it earns credit. With
-/// `max_jobs` above the 16 target epochs a channel keeps (`MAX_EPOCHS` in channels.rs), a
-/// client that alternates its maximum target with UpdateChannel before each new job makes the
-/// oldest epochs drop while their jobs still earn credit; such a job then takes the oldest
-/// epoch kept, another job's target: here job 2 (sent at the easy target) is validated and
-/// credited at the hard one, so a share found on it that meets the hard target is credited
-/// four times what SRI credits (target shopping again), and an easy-only share on it, honest
-/// work, is refused. SRI keeps each job's target as long as the job. The default `max_jobs`
-/// (10) is not affected: folding jobs prunes their epochs first.
+/// A job keeps its target however many target changes follow it while it earns credit. A
+/// client that alternates its maximum target with UpdateChannel before each new job, with
+/// `max_jobs` at 32, once made a channel drop its oldest target epochs (a fixed cap of 16) while
+/// their jobs still earned credit: job 2, sent at the easy target, was then credited at the hard
+/// one, four times what SRI credits. Epochs are now dropped only when no credited job uses
+/// them, like SRI, which keeps each job's target as long as the job.
 #[test]
-#[ignore = "bug: channels.rs MAX_EPOCHS drops targets of credited jobs when max_jobs >= 16"]
 fn job_target_survives_many_target_changes() {
     let config = MiningConfig {
         max_jobs: 32,
@@ -2069,9 +2065,11 @@ fn job_target_survives_many_target_changes() {
         h.same_tip_job();
     }
     let mut cases = Vec::new();
+    // Jobs 2 and 3 (SRI keeps the active job and the last 16 past jobs of a tip: 2 to 18). With
+    // a fixed cap of 16 epochs, those of jobs 0 to 2 were gone and job 2 took job 3's target.
     for _ in 0..3 {
-        // Job 1 was sent at the hard target: an easy-only share is too low on both sides.
-        cases.push((share_between_targets(&h, &mut rng, 1, "hard-job", false), 0));
+        // Job 3 was sent at the hard target: an easy-only share is too low on both sides.
+        cases.push((share_between_targets(&h, &mut rng, 3, "hard-job", false), 0));
         // Job 2 was sent at the easy target: a hard share is credited at the easy difficulty.
         cases.push((share_between_targets(&h, &mut rng, 2, "easy-job", true), 0));
     }

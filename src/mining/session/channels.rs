@@ -124,24 +124,18 @@ impl TargetEpoch {
     }
 }
 
-/// Epochs kept at most per channel: a target change with no job since replaces the last
-/// epoch, and epochs older than the oldest job that earns credit are dropped, so this bound
-/// is only reached by a client that makes the target move faster than jobs go out.
-const MAX_EPOCHS: usize = 16;
-
 impl Channel {
     /// Moves to a new target for the jobs from `next_seq` on. Returns the SetTarget to send.
     pub(super) fn retarget(&mut self, t: Target, next_seq: u64) -> SetTarget {
         self.target = t;
         let epoch = TargetEpoch::new(next_seq, t);
+        // A change with no job since replaces the last epoch, and `prune_epochs` drops those
+        // no job earning credit uses, so a channel holds at most one epoch more than the jobs
+        // that earn credit (`max_jobs`): a client moving its target cannot grow the list, and
+        // no epoch a credited job needs is ever dropped.
         match self.epochs.back_mut() {
             Some(last) if last.from_seq >= next_seq => *last = epoch,
-            _ => {
-                if self.epochs.len() == MAX_EPOCHS {
-                    self.epochs.pop_front();
-                }
-                self.epochs.push_back(epoch);
-            }
+            _ => self.epochs.push_back(epoch),
         }
         SetTarget {
             channel_id: self.id,

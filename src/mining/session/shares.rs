@@ -22,6 +22,10 @@ use crate::wire::{TlvDecoder, USER_IDENTITY};
 /// 0x1fffe000 (a share rolling bits 5 to 12 is work, and may be a block).
 pub const VERSION_ROLLING_MASK: u32 = 0x1fff_ffe0;
 
+/// Seconds a share's nTime may pass its job's min_ntime plus the seconds since the job was
+/// sent, where that is above the prev hash's ceiling.
+const JOB_NTIME_SLACK_SECS: u64 = 2;
+
 /// How long shares on a tip we just found a block for are refused as stale (the new work is
 /// normally there within milliseconds; this only bounds the case where the node refuses it).
 pub const SOLVED_TIP_MS: u64 = 10_000;
@@ -215,8 +219,12 @@ impl Session {
             return Err(ShareRejection::NtimeTooOld);
         }
         let since = |base: u32, sent: u64| u64::from(base) + now_ms.saturating_sub(sent) / 1000;
-        let ceiling = since(self.tip.min_ntime, self.tip.sent_ms).max(since(min_ntime, sent_ms))
-            + u64::from(self.config.ntime_allowance_secs);
+        // A job sent with a later min_ntime (past the floor of a new credit window) moves the
+        // ceiling with it, by a couple of seconds of slack only: each window can then carry the
+        // floor at most that far past real time, not the whole allowance.
+        let ceiling = (since(self.tip.min_ntime, self.tip.sent_ms)
+            + u64::from(self.config.ntime_allowance_secs))
+        .max(since(min_ntime, sent_ms) + JOB_NTIME_SLACK_SECS);
         if u64::from(ntime) > ceiling {
             return Err(ShareRejection::NtimeTooNew);
         }
