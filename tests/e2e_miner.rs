@@ -42,6 +42,7 @@ async fn mine_blocks(channel: ChannelKind) {
         nominal_hash_rate: 0.0,
         max_shares: Some(12),
         duration: Some(Duration::from_secs(60)),
+        ..MinerOptions::default()
     };
     let report = tokio::time::timeout(
         Duration::from_secs(90),
