@@ -26,10 +26,12 @@
 //! past what honest devices send. [`EmbeddedNode`] therefore starts from such a chain:
 //! genesis plus [`HISTORY_HEIGHT`] coinbase-only regtest blocks whose times follow genesis's
 //! (2011, ten minutes apart), so a fresh node's 11-block window is full and its median sits
-//! years behind the clock. The first five blocks mined on it cannot move the median at all;
-//! after that the median is the 6th newest mined block's time, which a device with a fixed
-//! clock offset has already passed unless six of its blocks land within one second (the
-//! consensus rule itself, which a new job on the same tip resolves). The history's times are
+//! years behind the clock. After the first five blocks mined on it, whatever their times, the
+//! median is still a history block's; from the sixth on it is the 6th newest mined block's
+//! time, which a device with a fixed clock offset has already passed unless six of its blocks
+//! land within one second (the consensus rule itself, which a new job on the same tip
+//! resolves). Templates keep `cur_time` = the clock (above `min_time` here), so devices that
+//! use the job's time send the clock too. The history's times are
 //! fixed (not taken from the clock), so its hashes are the same on every start and in tests.
 //! [`EmbeddedChain::new`] is the bare chain from genesis alone, for sans-IO tests that count
 //! heights from 0.
