@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, NtimePolicy, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::module::{ModuleEnv, ModuleNode};
@@ -162,6 +162,13 @@ struct MinerArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
+    /// Header nTime = this miner's clock + SECS, set once per job (as devices that use their
+    /// own clock do; SRI's mining_device: 60). Default: the job's min_ntime.
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    ntime_offset: Option<i32>,
+    /// Never roll nTime within a job: once a job's nonce space is spent, wait for the next.
+    #[arg(long)]
+    no_ntime_roll: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -282,6 +289,10 @@ fn miner(args: MinerArgs) -> ExitCode {
         nominal_hash_rate: args.nominal_hash_rate,
         max_shares: args.max_shares,
         duration: args.duration.map(std::time::Duration::from_secs),
+        ntime: NtimePolicy {
+            clock_offset_secs: args.ntime_offset,
+            roll: !args.no_ntime_roll,
+        },
     };
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;

@@ -17,7 +17,7 @@ use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::mining::session::SOLVED_TIP_MS;
 use blvm_stratum_v2::mining::{MiningConfig, Work};
 use blvm_stratum_v2::node::NodeApi;
-use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, EmbeddedNode};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, EmbeddedNode, HISTORY_HEIGHT};
 use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::OpenStandardMiningChannel;
 use blvm_stratum_v2::wire::{Frame, Message, Str0_255, WireError, encode_frame};
@@ -339,16 +339,17 @@ async fn the_template_generator_gives_a_block_the_pool_takes() {
     let node = Arc::new(EmbeddedNode::new(ChainConfig::default()));
     let generator = BlockTemplateGenerator::new(node.clone());
     let block = generator.generate_template().await.unwrap();
-    // Height 1 is pushed as OP_1 (rust-bitcoin's reader wants a data push): the core's reader.
+    // The first height above the node's history (11) is pushed as OP_11 (rust-bitcoin's
+    // reader wants a data push): the core's reader.
     assert_eq!(
         blvm_stratum_v2::block::coinbase::bip34_height(&block),
-        Some(1)
+        Some(HISTORY_HEIGHT + 1)
     );
     assert!(block.check_merkle_root());
     let mut pool = StratumV2Pool::new();
     let (job_id, _) = pool.set_template(block.clone()).unwrap();
     let work = pool.current_work().unwrap();
-    assert_eq!((work.id, work.height), (job_id, 1));
+    assert_eq!((work.id, work.height), (job_id, HISTORY_HEIGHT + 1));
     assert_eq!(work.prev_hash, block.header.prev_blockhash);
 }
 

@@ -8,16 +8,16 @@ use bitcoin::consensus::encode::serialize_hex;
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::mining::{MiningConfig, Work};
 use blvm_stratum_v2::node::NodeApi;
-use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, EmbeddedNode};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, EmbeddedNode, HISTORY_HEIGHT};
 use blvm_stratum_v2::server::StratumV2Server;
 
-/// A valid block at height 1 on the regtest genesis, found by brute force.
-fn block_on_genesis() -> bitcoin::Block {
+/// A valid block on a fresh node's tip (the history's last block), found by brute force.
+fn block_on_fresh_tip() -> bitcoin::Block {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or(0);
-    let mut chain = EmbeddedChain::new(ChainConfig::default());
+    let mut chain = EmbeddedChain::with_history(ChainConfig::default());
     let cfg = MiningConfig::default();
     let work = Work::new(1, chain.template(now), &cfg.coinbase).unwrap();
     let prefix = [7u8; 24];
@@ -34,7 +34,7 @@ fn block_on_genesis() -> bitcoin::Block {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_left_pending_is_submitted_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let block = block_on_genesis();
+    let block = block_on_fresh_tip();
     let hash = block.block_hash().to_string();
     let pending = dir.path().join("blocks/pending");
     std::fs::create_dir_all(&pending).unwrap();
@@ -51,14 +51,14 @@ async fn a_block_left_pending_is_submitted_at_the_next_start() {
     server.start().await.unwrap();
     let submitted = dir.path().join(format!("blocks/submitted/{hash}.hex"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !(submitted.exists() && node.height() == 1) {
+    while !(submitted.exists() && node.height() == HISTORY_HEIGHT + 1) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "block not resubmitted"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(node.height(), 1);
+    assert_eq!(node.height(), HISTORY_HEIGHT + 1);
     assert!(!pending.join(format!("{hash}.hex")).exists());
     server.stop().await.unwrap();
 }

@@ -354,6 +354,7 @@ async fn tcp_run(
         nominal_hash_rate: 0.0,
         max_shares: Some(5),
         duration: Some(Duration::from_secs(60)),
+        ..MinerOptions::default()
     };
     let report = tokio::time::timeout(
         Duration::from_secs(60),

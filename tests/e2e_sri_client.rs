@@ -10,6 +10,7 @@ mod sri_client;
 
 use std::time::Duration;
 
+use blvm_stratum_v2::node::regtest::HISTORY_HEIGHT;
 use parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, MiningOwned};
 use pool::{RARE_BLOCKS, REGTEST, TestPool};
 use sri_client::{
@@ -116,7 +117,7 @@ async fn sri_client_mines_on_extended_and_standard_channels() {
             "{stats:?}"
         );
         assert!(stats.estimated_hashrate > 0.0);
-        assert_eq!(pool.node.height(), 0, "no share was a block");
+        assert_eq!(pool.node.height(), HISTORY_HEIGHT, "no share was a block");
         pool.stop().await;
     })
     .await;
@@ -191,7 +192,7 @@ async fn shares_that_are_blocks_extend_the_chain() {
                     .expect("SetNewPrevHash after the block");
                 assert_eq!(prev, block.hash, "block {i}: new tip is the block found");
             }
-            assert_eq!(pool.node.height(), i + 1);
+            assert_eq!(pool.node.height(), HISTORY_HEIGHT + i + 1);
         }
         // A share on the job of the first tip, now six blocks old.
         let current = std::mem::replace(&mut ext.channels, before_first_block);

@@ -151,6 +151,7 @@ async fn module_mode(with_rpc: bool) {
         nominal_hash_rate: 0.0,
         max_shares: Some(10),
         duration: Some(Duration::from_secs(90)),
+        ..MinerOptions::default()
     };
     let report = tokio::time::timeout(
         Duration::from_secs(150),
@@ -322,6 +323,7 @@ async fn module_mode(with_rpc: bool) {
         nominal_hash_rate: 0.0,
         max_shares: Some(3),
         duration: Some(Duration::from_secs(60)),
+        ..MinerOptions::default()
     };
     run_miner(opts, std::future::pending::<()>())
         .await
@@ -370,6 +372,7 @@ async fn node_killed() {
         nominal_hash_rate: 0.0,
         max_shares: None,
         duration: Some(Duration::from_secs(60)),
+        ..MinerOptions::default()
     };
     let mining = tokio::spawn(run_miner(miner("before"), std::future::pending::<()>()));
     // Mining goes on: some blocks accepted.

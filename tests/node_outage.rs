@@ -161,6 +161,7 @@ async fn outages() {
             nominal_hash_rate: 0.0,
             max_shares: None,
             duration: Some(Duration::from_secs(600)),
+            ..MinerOptions::default()
         },
         async move {
             let _ = miner_stop.await;

@@ -68,6 +68,7 @@ async fn mine_through_the_pool() {
         nominal_hash_rate: 0.0,
         max_shares: Some(12),
         duration: Some(Duration::from_secs(90)),
+        ..MinerOptions::default()
     };
     let started = Instant::now();
     let report = tokio::time::timeout(

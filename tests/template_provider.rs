@@ -19,7 +19,7 @@ use bitcoin::{
     Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
     TxMerkleNode, TxOut, Witness, transaction,
 };
-use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
 use blvm_stratum_v2::template_provider::{TemplateProvider, TemplateProviderConfig};
 use common_messages_sv2::{Protocol, SetupConnection};
 use parsers_sv2::{
@@ -246,12 +246,7 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
             "both clients get the best template"
         );
         assert_eq!(p.n_bits, EASY_BITS);
-        assert_eq!(
-            p.prev_hash.to_array(),
-            bitcoin::blockdata::constants::genesis_block(bitcoin::Network::Regtest)
-                .block_hash()
-                .to_byte_array()
-        );
+        assert_eq!(p.prev_hash.to_array(), tp.node.tip().to_byte_array());
         assert_eq!(
             t.coinbase_tx_value_remaining,
             50 * 100_000_000 + 3 * 1_000,
@@ -295,11 +290,11 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
         let (t2b, p2b) = next_tip(&mut b).await;
         assert_eq!(t2b.template_id, t2.template_id);
         assert_eq!(p2b.prev_hash.to_array(), p2.prev_hash.to_array());
-        assert_eq!(tp.node.height(), 1);
+        assert_eq!(tp.node.height(), HISTORY_HEIGHT + 1);
         assert_eq!(
             t2.coinbase_prefix.as_bytes(),
-            &[0x52][..],
-            "BIP34 height 2 (OP_2)"
+            &[0x5c][..],
+            "BIP34 height 12 (OP_12): the second block above the node's history"
         );
 
         // The old template is stale now.
@@ -327,7 +322,7 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
             BlockHash::from_byte_array(p3.prev_hash.to_array()),
             block2.block_hash()
         );
-        assert_eq!(tp.node.height(), 2);
+        assert_eq!(tp.node.height(), HISTORY_HEIGHT + 2);
         tp.tp.stop().await;
     })
     .await;

@@ -11,7 +11,8 @@
 //! Threads search disjoint spaces: on extended channels each thread rolls its own extranonces
 //! (thread index + k * threads) over the whole nonce range; on standard channels (or an
 //! extended channel without miner extranonce) the nonce range is split between threads and
-//! the BIP320 version bits (when the job allows it), then nTime, are rolled when a thread's part
+//! the BIP320 version bits (when the job allows it), then nTime (unless the miner's policy
+//! forbids it: then the thread waits for the next job), are rolled when a thread's part
 //! is exhausted. The search position survives a change of
 //! target on the same job, so a SetTarget does not make the threads re-find the same shares.
 
@@ -107,6 +108,8 @@ pub struct Hasher {
     extranonce_counter: u64,
     cursor: Option<Cursor>,
     hashes: u64,
+    /// Whether nTime may be rolled once the nonce and version space is spent.
+    roll_ntime: bool,
 }
 
 impl Hasher {
@@ -119,7 +122,15 @@ impl Hasher {
             extranonce_counter: 0,
             cursor: None,
             hashes: 0,
+            roll_ntime: true,
         }
+    }
+
+    /// Whether this hasher rolls nTime once a job's nonce and version space is spent
+    /// (default: yes); without it, it stops on that job until the next one.
+    pub fn with_ntime_rolling(mut self, roll: bool) -> Self {
+        self.roll_ntime = roll;
+        self
     }
 
     /// Total hashes computed by this hasher.
@@ -252,9 +263,12 @@ impl Hasher {
                 } else if work.version_rolling_allowed && cursor.version_roll < MAX_VERSION_ROLL {
                     // BIP320 bits first: they do not move the header time.
                     cursor.version_roll += 1;
-                } else {
+                } else if self.roll_ntime {
                     cursor.version_roll = 0;
                     cursor.ntime = cursor.ntime.wrapping_add(1);
+                } else {
+                    // Spent, and nTime stays: nothing left to hash on this job.
+                    break;
                 }
                 cursor.next_nonce = start;
                 header = HeaderMidstate::new(
@@ -367,11 +381,10 @@ impl WorkSlot {
         }
     }
 
-    /// The body of hashing thread `index` of `count`: hashes whatever work is published until
+    /// The body of a hashing thread: `hasher` hashes whatever work is published until
     /// stopped, passing shares to `on_share` (returning false stops the thread, e.g. when the
     /// driver is gone).
-    pub fn run_worker(&self, index: u32, count: u32, mut on_share: impl FnMut(Share) -> bool) {
-        let mut hasher = Hasher::new(index, count);
+    pub fn run_worker(&self, mut hasher: Hasher, mut on_share: impl FnMut(Share) -> bool) {
         let mut seen = u64::MAX;
         let mut alive = true;
         while alive {
@@ -481,6 +494,29 @@ mod tests {
             },
         );
         assert_eq!(seen.last(), Some(&(work.version, work.ntime + 1)));
+    }
+
+    #[test]
+    fn without_ntime_rolling_a_spent_range_stops_until_the_next_job() {
+        let mut work = standard_work([0xff; 32]);
+        let mut h = Hasher::new(3, 1 << 20).with_ntime_rolling(false);
+        let mut ntimes = Vec::new();
+        let done = h.mine(
+            &work,
+            |d| d < 3 * 4096,
+            |s| {
+                ntimes.push(s.ntime);
+                true
+            },
+        );
+        assert_eq!(done, 4096, "only this thread's nonces, once");
+        assert!(ntimes.iter().all(|&t| t == work.ntime));
+        // A new target on the same job: still nothing to hash.
+        work.generation = 2;
+        assert_eq!(h.mine(&work, |_| true, |_| true), 0);
+        // The next job starts afresh.
+        work.job_seq = 2;
+        assert_eq!(h.mine(&work, |d| d < 1, |_| true), 4096);
     }
 
     #[test]

@@ -36,6 +36,41 @@ pub enum ChannelKind {
     Extended,
 }
 
+/// How the miner sets a header's nTime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NtimePolicy {
+    /// `None`: start from the job's min_ntime (the pool's time). `Some(secs)`: the miner's
+    /// clock plus `secs`, taken once when a job becomes the one mined and not raised to the
+    /// job's min_ntime, as devices that use their own clock do (SRI's mining_device: +60).
+    pub clock_offset_secs: Option<i32>,
+    /// Whether hashers roll nTime forward, one second at a time, once a job's nonce (and
+    /// version) space is spent; without it they stop on that job until the next one.
+    pub roll: bool,
+}
+
+impl Default for NtimePolicy {
+    fn default() -> Self {
+        NtimePolicy {
+            clock_offset_secs: None,
+            roll: true,
+        }
+    }
+}
+
+impl NtimePolicy {
+    /// The nTime of a job that becomes the one mined at `now_ms`, whose floor is `min_ntime`.
+    fn job_ntime(&self, min_ntime: u32, now_ms: u64) -> u32 {
+        match self.clock_offset_secs {
+            None => min_ntime,
+            Some(offset) => {
+                let clock = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+                let ntime = clock.saturating_add(i64::from(offset));
+                u32::try_from(ntime.max(0)).unwrap_or(u32::MAX)
+            }
+        }
+    }
+}
+
 /// What the miner announces to the pool.
 #[derive(Debug, Clone)]
 pub struct MinerConfig {
@@ -55,6 +90,8 @@ pub struct MinerConfig {
     pub endpoint_port: u16,
     /// SetupConnection.vendor.
     pub vendor: String,
+    /// How header nTimes are chosen.
+    pub ntime: NtimePolicy,
 }
 
 impl Default for MinerConfig {
@@ -68,6 +105,7 @@ impl Default for MinerConfig {
             endpoint_host: String::new(),
             endpoint_port: 0,
             vendor: "blvm-stratum-v2 cpu miner".into(),
+            ntime: NtimePolicy::default(),
         }
     }
 }
@@ -115,7 +153,8 @@ pub struct MiningWork {
     pub prev_hash: U256,
     /// Header nBits.
     pub nbits: u32,
-    /// nTime to start from (the job's or the prev hash's min_ntime).
+    /// nTime to start from: the job's or the prev hash's min_ntime, or the miner's clock plus
+    /// its offset when the job arrived (see [`NtimePolicy`]).
     pub ntime: u32,
     /// Share target (little-endian U256).
     pub target: U256,
@@ -321,7 +360,7 @@ pub struct MinerSession {
     active: Vec<u32>,
     /// prev_hash, min_ntime, nbits of the last SetNewPrevHash.
     prev: Option<(U256, u32, u32)>,
-    /// The active job being mined and its nTime floor.
+    /// The active job being mined and its starting nTime.
     current: Option<(Job, u32)>,
     work: Option<Arc<MiningWork>>,
     generation: u64,
@@ -615,7 +654,7 @@ impl MinerSession {
                         merkle_root: m.merkle_root,
                     },
                 };
-                self.on_job(job, m.min_ntime)
+                self.on_job(job, m.min_ntime, now_ms)
             }
             Message::NewExtendedMiningJob(m) => {
                 let Some(ch) = &self.channel else {
@@ -640,7 +679,7 @@ impl MinerSession {
                         extranonce_size: ch.extranonce_size,
                     },
                 };
-                self.on_job(job, m.min_ntime)
+                self.on_job(job, m.min_ntime, now_ms)
             }
             Message::SetNewPrevHash(m) => {
                 let found = self.future.iter().rposition(|j| j.job_id == m.job_id);
@@ -661,7 +700,8 @@ impl MinerSession {
                     job_id: m.job_id,
                     prev_hash: m.prev_hash,
                 });
-                self.current = Some((job, m.min_ntime));
+                let ntime = self.config.ntime.job_ntime(m.min_ntime, now_ms);
+                self.current = Some((job, ntime));
                 self.job_seq += 1;
                 self.publish();
                 Ok(())
@@ -725,7 +765,12 @@ impl MinerSession {
         }
     }
 
-    fn on_job(&mut self, job: Job, min_ntime: Option<u32>) -> Result<(), MinerSessionError> {
+    fn on_job(
+        &mut self,
+        job: Job,
+        min_ntime: Option<u32>,
+        now_ms: u64,
+    ) -> Result<(), MinerSessionError> {
         self.jobs_received += 1;
         let job_id = job.job_id;
         match min_ntime {
@@ -753,6 +798,7 @@ impl MinerSession {
                 if !self.active.contains(&job_id) {
                     self.active.push(job_id);
                 }
+                let ntime = self.config.ntime.job_ntime(ntime, now_ms);
                 self.current = Some((job, ntime));
                 self.job_seq += 1;
                 self.publish();
@@ -917,4 +963,30 @@ pub fn split_frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
             _ => None,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NtimePolicy;
+
+    #[test]
+    fn ntime_is_the_jobs_or_the_clock_plus_the_offset() {
+        let now_ms = 1_800_000_000_999;
+        assert_eq!(
+            NtimePolicy::default().job_ntime(1_700_000_000, now_ms),
+            1_700_000_000
+        );
+        let device = NtimePolicy {
+            clock_offset_secs: Some(60),
+            roll: false,
+        };
+        // The clock's whole seconds plus the offset, below min_ntime or not.
+        assert_eq!(device.job_ntime(1_900_000_000, now_ms), 1_800_000_060);
+        let slow = NtimePolicy {
+            clock_offset_secs: Some(-30),
+            roll: true,
+        };
+        assert_eq!(slow.job_ntime(0, now_ms), 1_799_999_970);
+        assert_eq!(slow.job_ntime(0, 10_000), 0, "never below the epoch");
+    }
 }

@@ -13,7 +13,7 @@ pub mod run;
 pub use hasher::{Hasher, NONCE_BATCH, WorkSlot};
 pub use miner::{
     ChannelKind, JobKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, MiningWork,
-    Share, ShareCounts, ShareDropped, split_frames,
+    NtimePolicy, Share, ShareCounts, ShareDropped, split_frames,
 };
 #[cfg(feature = "runtime")]
 pub use run::{MinerError, MinerOptions, MinerReport, StopReason, run_miner};

@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
 
-use super::hasher::WorkSlot;
-use super::miner::{ChannelKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, Share};
+use super::hasher::{Hasher, WorkSlot};
+use super::miner::{
+    ChannelKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, NtimePolicy, Share,
+};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::noise::NoiseError;
 use crate::noise::keys::{KeyError, decode_public_key};
@@ -55,6 +57,8 @@ pub struct MinerOptions {
     pub max_shares: Option<u64>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// How header nTimes are chosen (default: the job's, rolled when a job's space is spent).
+    pub ntime: NtimePolicy,
 }
 
 impl Default for MinerOptions {
@@ -68,6 +72,7 @@ impl Default for MinerOptions {
             nominal_hash_rate: 0.0,
             max_shares: None,
             duration: None,
+            ntime: NtimePolicy::default(),
         }
     }
 }
@@ -236,6 +241,7 @@ pub async fn run_miner(
         nominal_hash_rate: opts.nominal_hash_rate,
         endpoint_host: host.clone(),
         endpoint_port: port,
+        ntime: opts.ntime,
         ..MinerConfig::default()
     };
     let session = MinerSession::new(config)?;
@@ -270,11 +276,10 @@ pub async fn run_miner(
     for index in 0..threads {
         let slot = slot.clone();
         let tx = tx.clone();
+        let hasher = Hasher::new(index, threads).with_ntime_rolling(opts.ntime.roll);
         let handle = std::thread::Builder::new()
             .name(format!("hasher-{index}"))
-            .spawn(move || {
-                slot.run_worker(index, threads, |share| tx.blocking_send(share).is_ok())
-            })?;
+            .spawn(move || slot.run_worker(hasher, |share| tx.blocking_send(share).is_ok()))?;
         handles.push(handle);
     }
     drop(tx);

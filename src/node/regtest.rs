@@ -1,11 +1,40 @@
 //! An embedded regtest chain, so the pool runs with no Bitcoin node installed.
 //!
-//! It starts from the real regtest genesis block, builds templates (optionally filled with
+//! It starts from the real regtest genesis block (the node: with a synthetic history behind it,
+//! see "Block times" below), builds templates (optionally filled with
 //! synthetic transactions, some with witness data, so merkle paths and witness commitments are
 //! not trivial), checks every submitted block for real (proof of work against the expected
 //! nBits, prev hash is the tip, merkle root, witness commitment, BIP34 height, timestamps,
 //! coinbase value) and extends the chain only with valid blocks. It keeps headers, not
 //! transactions: synthetic transactions spend made-up outputs, so nothing checks UTXOs.
+//!
+//! # Block times
+//!
+//! The consensus rules stay as they are: a block's time must be above the median time past
+//! (MTP, the median of the last 11 blocks' times) and at most two hours ahead of the clock;
+//! a template's `min_time` is MTP + 1 and its `cur_time` is the clock, raised to `min_time`
+//! if the clock is behind it (as Bitcoin Core's getblocktemplate). What is chosen here is the
+//! chain's history, because on a chain that starts at genesis the median is the newest
+//! block's time: after block 1, MTP is block 1's time. Devices that take nTime from their own
+//! clock plus an offset (SRI's mining_device uses its clock + 60 s, set once per job) then
+//! put block 1 a minute ahead, and the next template's minimum is one second past that: a
+//! job they get within the same second carries an nTime one second too old, and every share
+//! on it is refused.
+//!
+//! On a mature chain this cannot happen: the median is the 6th newest of 11 blocks, about an
+//! hour behind the clock, so one block ahead of the clock (or five) does not move the minimum
+//! past what honest devices send. [`EmbeddedNode`] therefore starts from such a chain:
+//! genesis plus [`HISTORY_HEIGHT`] coinbase-only regtest blocks whose times follow genesis's
+//! (2011, ten minutes apart), so a fresh node's 11-block window is full and its median sits
+//! years behind the clock. After the first five blocks mined on it, whatever their times, the
+//! median is still a history block's; from the sixth on it is the 6th newest mined block's
+//! time, which a device with a fixed clock offset has already passed unless six of its blocks
+//! land within one second (the consensus rule itself, which a new job on the same tip
+//! resolves). Templates keep `cur_time` = the clock (above `min_time` here), so devices that
+//! use the job's time send the clock too. The history's times are
+//! fixed (not taken from the clock), so its hashes are the same on every start and in tests.
+//! [`EmbeddedChain::new`] is the bare chain from genesis alone, for sans-IO tests that count
+//! heights from 0.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +45,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::script::Builder;
 use bitcoin::{
     Amount, Block, BlockHash, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Target,
-    Transaction, TxIn, TxOut, Txid, Witness, absolute, transaction,
+    Transaction, TxIn, TxMerkleNode, TxOut, Txid, Witness, absolute, transaction,
 };
 use tokio::sync::broadcast;
 
@@ -30,6 +59,11 @@ pub const SYNTHETIC_FEE: u64 = 1_000;
 const HALVING_INTERVAL: u32 = 150;
 /// A block's time may be at most this far ahead of the clock (consensus: two hours).
 const MAX_FUTURE_BLOCK_TIME: u32 = 2 * 60 * 60;
+/// Height of a fresh [`EmbeddedNode`]'s tip: genesis and this many history blocks fill the
+/// 11-block median-time-past window (see "Block times" in the module docs).
+pub const HISTORY_HEIGHT: u32 = 10;
+/// Seconds between two history blocks (the network's target spacing).
+const HISTORY_SPACING: u32 = 600;
 
 /// How the embedded chain behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +161,20 @@ impl EmbeddedChain {
             headers: vec![genesis.header],
             template_seq: 0,
         }
+    }
+
+    /// A chain of genesis and [`HISTORY_HEIGHT`] history blocks, as a fresh [`EmbeddedNode`]
+    /// has: its median time past is in 2011, so blocks ahead of the clock do not push the
+    /// next template's minimum time past the clock (module docs, "Block times").
+    pub fn with_history(config: ChainConfig) -> Self {
+        let mut chain = Self::new(config);
+        let genesis_time = chain.headers[0].time;
+        for height in 1..=HISTORY_HEIGHT {
+            let header = history_header(chain.tip, height, genesis_time + height * HISTORY_SPACING);
+            chain.tip = header.block_hash();
+            chain.headers.push(header);
+        }
+        chain
     }
 
     /// Height of the tip (genesis is 0).
@@ -235,6 +283,39 @@ impl EmbeddedChain {
     }
 }
 
+/// A history block's header: coinbase-only (BIP34 height, the subsidy to an empty OP_RETURN),
+/// at regtest's powLimit whatever the chain's bits, with a nonce that meets it (about every
+/// other nonce does).
+fn history_header(prev: BlockHash, height: u32, time: u32) -> Header {
+    let coinbase = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: Builder::new().push_int(i64::from(height)).into_script(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(EmbeddedChain::subsidy(height)),
+            script_pubkey: ScriptBuf::new_op_return([]),
+        }],
+    };
+    let mut header = Header {
+        version: Version::from_consensus(0x2000_0000),
+        prev_blockhash: prev,
+        merkle_root: TxMerkleNode::from_raw_hash(coinbase.compute_txid().to_raw_hash()),
+        time,
+        bits: CompactTarget::from_consensus(REGTEST_BITS),
+        nonce: 0,
+    };
+    let target = Target::from_compact(header.bits);
+    while header.validate_pow(target).is_err() {
+        header.nonce += 1;
+    }
+    header
+}
+
 /// A made-up transaction: one input spending an invented outpoint, one output; every other one
 /// carries witness data so templates need a witness commitment.
 fn synthetic_transaction(seq: u64, i: usize) -> Transaction {
@@ -280,11 +361,12 @@ pub struct EmbeddedNode {
 }
 
 impl EmbeddedNode {
-    /// A node on a fresh regtest chain.
+    /// A node on a fresh regtest chain: genesis and the history blocks, tip at
+    /// [`HISTORY_HEIGHT`] (module docs, "Block times").
     pub fn new(config: ChainConfig) -> Self {
         let (events, _) = broadcast::channel(64);
         EmbeddedNode {
-            chain: Mutex::new(EmbeddedChain::new(config)),
+            chain: Mutex::new(EmbeddedChain::with_history(config)),
             events,
         }
     }
@@ -292,6 +374,11 @@ impl EmbeddedNode {
     /// Height of the tip.
     pub fn height(&self) -> u32 {
         self.with_chain(|c| c.height())
+    }
+
+    /// Hash of the tip.
+    pub fn tip(&self) -> BlockHash {
+        self.with_chain(|c| c.tip())
     }
 
     fn with_chain<T>(&self, f: impl FnOnce(&mut EmbeddedChain) -> T) -> T {
@@ -331,5 +418,134 @@ impl NodeApi for EmbeddedNode {
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// About now (2026), as a fixed clock.
+    const NOW: u32 = 1_790_000_000;
+
+    /// A coinbase-only block on the template's tip with header time `time`, solved.
+    fn block_at(template: &BlockTemplate, time: u32) -> Block {
+        let coinbase = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: Builder::new()
+                    .push_int(i64::from(template.height))
+                    .push_slice([7u8; 8])
+                    .into_script(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: template.coinbase_value,
+                script_pubkey: ScriptBuf::new_op_return([]),
+            }],
+        };
+        let mut block = Block {
+            header: Header {
+                version: template.version,
+                prev_blockhash: template.prev_hash,
+                merkle_root: TxMerkleNode::all_zeros(),
+                time,
+                bits: template.bits,
+                nonce: 0,
+            },
+            txdata: vec![coinbase],
+        };
+        block.header.merkle_root = block.compute_merkle_root().expect("one transaction");
+        while block.header.validate_pow(block.header.target()).is_err() {
+            block.header.nonce += 1;
+        }
+        block
+    }
+
+    #[test]
+    fn history_fills_the_median_window_with_genesis_era_times() {
+        let mut chain = EmbeddedChain::with_history(ChainConfig::default());
+        assert_eq!(chain.height(), HISTORY_HEIGHT);
+        assert_eq!(
+            chain.headers.len(),
+            11,
+            "genesis and the history: one full window"
+        );
+        let genesis = genesis_block(Network::Regtest);
+        assert_eq!(chain.headers[1].prev_blockhash, genesis.block_hash());
+        for pair in chain.headers.windows(2) {
+            assert_eq!(pair[1].prev_blockhash, pair[0].block_hash());
+            assert_eq!(pair[1].time, pair[0].time + HISTORY_SPACING);
+            let target = Target::from_compact(pair[1].bits);
+            assert!(pair[1].validate_pow(target).is_ok());
+        }
+        // Deterministic: the same history on every start.
+        let again = EmbeddedChain::with_history(ChainConfig::default());
+        assert_eq!(again.tip(), chain.tip());
+        let t = chain.template(NOW);
+        assert_eq!(t.height, HISTORY_HEIGHT + 1);
+        assert_eq!(t.min_time, genesis.header.time + 5 * HISTORY_SPACING + 1);
+        assert_eq!(t.cur_time, NOW);
+    }
+
+    /// The device of issue 19: every block a minute ahead of the clock, found within the same
+    /// second. On the bare chain block 1 pushes the next minimum past the device's next nTime;
+    /// with the history five such blocks leave the minimum in 2011 and the template's time at
+    /// the clock.
+    #[test]
+    fn blocks_ahead_of_the_clock_do_not_push_the_minimum_past_the_clock() {
+        let device_ntime = NOW + 60;
+
+        let mut bare = EmbeddedChain::new(ChainConfig::default());
+        let t = bare.template(NOW);
+        bare.submit_block(&block_at(&t, device_ntime), NOW)
+            .expect("block 1 valid");
+        let next = bare.template(NOW);
+        assert_eq!(next.min_time, device_ntime + 1);
+        assert!(
+            next.cur_time > device_ntime,
+            "the device's next nTime is too old"
+        );
+
+        let mut chain = EmbeddedChain::with_history(ChainConfig::default());
+        for _ in 0..5 {
+            let t = chain.template(NOW);
+            chain
+                .submit_block(&block_at(&t, device_ntime), NOW)
+                .expect("valid block");
+            let next = chain.template(NOW);
+            assert!(next.min_time < NOW, "{next:?}");
+            assert_eq!(next.cur_time, NOW);
+        }
+        // The sixth makes the median a block of this device: its own time, which the next
+        // second's nTime passes (the consensus rule, unchanged).
+        let t = chain.template(NOW);
+        chain
+            .submit_block(&block_at(&t, device_ntime), NOW)
+            .expect("valid block");
+        assert_eq!(chain.template(NOW + 1).min_time, device_ntime + 1);
+        assert_eq!(chain.height(), HISTORY_HEIGHT + 6);
+    }
+
+    #[test]
+    fn the_time_rules_still_hold_on_the_history() {
+        let mut chain = EmbeddedChain::with_history(ChainConfig::default());
+        let t = chain.template(NOW);
+        assert_eq!(
+            chain.submit_block(&block_at(&t, t.min_time - 1), NOW),
+            Err(BlockRejection::BadTime(t.min_time - 1)),
+            "not above the median time past"
+        );
+        let too_new = NOW + MAX_FUTURE_BLOCK_TIME + 1;
+        assert_eq!(
+            chain.submit_block(&block_at(&t, too_new), NOW),
+            Err(BlockRejection::BadTime(too_new)),
+            "more than two hours ahead"
+        );
+        let ok = block_at(&t, t.min_time);
+        assert_eq!(chain.submit_block(&ok, NOW), Ok(ok.block_hash()));
     }
 }
