@@ -168,6 +168,7 @@ async fn too_new_then_accepted() {
             nominal_hash_rate: 0.0,
             max_shares: Some(1),
             duration: Some(Duration::from_secs(60)),
+            ..MinerOptions::default()
         },
         async move {
             let _ = miner_stop.await;

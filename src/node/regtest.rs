@@ -536,13 +536,13 @@ mod tests {
         let t = chain.template(NOW);
         assert_eq!(
             chain.submit_block(&block_at(&t, t.min_time - 1), NOW),
-            Err(BlockRejection::BadTime(t.min_time - 1)),
+            Err(BlockRejection::TimeTooOld(t.min_time - 1)),
             "not above the median time past"
         );
         let too_new = NOW + MAX_FUTURE_BLOCK_TIME + 1;
         assert_eq!(
             chain.submit_block(&block_at(&t, too_new), NOW),
-            Err(BlockRejection::BadTime(too_new)),
+            Err(BlockRejection::TimeTooNew(too_new)),
             "more than two hours ahead"
         );
         let ok = block_at(&t, t.min_time);
