@@ -100,7 +100,8 @@ pub struct PoolOptions {
     /// Put in every extranonce prefix so pools sharing a payout never overlap. Default: 0.
     #[arg(long, value_name = "N")]
     pub server_id: Option<u16>,
-    /// Jobs remembered per connection. Default: 10. (SRI: max_past_jobs)
+    /// Jobs per connection that earn credit; older jobs of the tip still make blocks. Default:
+    /// 10. (SRI: max_past_jobs)
     #[serde(alias = "max_past_jobs")]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<usize>,

@@ -11,7 +11,8 @@ pub const DEFAULT_POOL_TAG: &[u8] = b"/blvm-stratum-v2/";
 pub struct MiningConfig {
     /// Coinbase payout, tag and extranonce space.
     pub coinbase: CoinbaseConfig,
-    /// Jobs remembered per connection (older ones are answered as unknown).
+    /// Jobs per connection that earn credit (older jobs of the current tip are kept, folded by
+    /// work, and still make blocks; see `jobs`).
     pub max_jobs: usize,
     /// Vardiff aim.
     pub shares_per_minute: f64,
