@@ -125,6 +125,15 @@ pub struct PoolOptions {
     /// long, also on the same template. Default: 30.
     #[arg(long, value_name = "SECS")]
     pub job_refresh_secs: Option<u64>,
+    /// Seconds a share's nTime may pass the latest prev hash's min_ntime plus the seconds since
+    /// it was sent (clock skew, devices that set nTime ahead of their clock). Default: 120.
+    #[arg(long, value_name = "SECS")]
+    pub ntime_allowance_secs: Option<u32>,
+    /// Shares a channel may have in one credit window before its jobs are retired (every
+    /// duplicate is caught within a window; two windows of fingerprints per channel at most).
+    /// Default: 448.
+    #[arg(long, value_name = "N")]
+    pub credit_window_shares: Option<usize>,
     /// Time allowed for the Noise handshake. Default: 10.
     #[arg(long, value_name = "SECS")]
     pub handshake_timeout_secs: Option<u64>,
@@ -216,6 +225,8 @@ impl PoolOptions {
             cleanup_interval_secs,
             template_refresh_secs,
             job_refresh_secs,
+            ntime_allowance_secs,
+            credit_window_shares,
             handshake_timeout_secs,
             setup_timeout_secs,
             max_connections,
@@ -565,6 +576,22 @@ impl PoolConfig {
             max_difficulty,
             server_id: o.server_id.unwrap_or(defaults.server_id),
             job_refresh_ms: secs(o.job_refresh_secs, "job_refresh_secs", 30)?,
+            ntime_allowance_secs: o
+                .ntime_allowance_secs
+                .unwrap_or(defaults.ntime_allowance_secs),
+            credit_window_shares: match o
+                .credit_window_shares
+                .unwrap_or(defaults.credit_window_shares)
+            {
+                0 => {
+                    return Err(invalid(
+                        source_name,
+                        "credit_window_shares",
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
             max_channels_per_connection: o
                 .max_channels_per_connection
                 .unwrap_or(defaults.max_channels_per_connection)
@@ -614,6 +641,28 @@ mod tests {
         assert_eq!(c.mining.shares_per_minute, 6.0);
         assert_eq!(c.mining.coinbase.pool_tag, b"/test/");
         assert_eq!(c.mining.coinbase.payout_script.len(), 22);
+    }
+
+    #[test]
+    fn share_credit_and_job_refresh_keys() {
+        let text = "ntime_allowance_secs = 60\ncredit_window_shares = 100\njob_refresh_secs = 10";
+        let o = PoolOptions::from_toml(text, Path::new("pool.toml")).unwrap();
+        let c = PoolConfig::resolve(&o, "pool.toml").unwrap();
+        assert_eq!(c.mining.ntime_allowance_secs, 60);
+        assert_eq!(c.mining.credit_window_shares, 100);
+        assert_eq!(c.mining.job_refresh_ms, 10_000);
+        let defaults = PoolConfig::resolve(&PoolOptions::default(), "x").unwrap();
+        assert_eq!(
+            (
+                defaults.mining.ntime_allowance_secs,
+                defaults.mining.credit_window_shares,
+                defaults.mining.job_refresh_ms
+            ),
+            (120, 448, 30_000)
+        );
+        let o = PoolOptions::from_toml("credit_window_shares = 0", Path::new("z.toml")).unwrap();
+        let e = PoolConfig::resolve(&o, "z.toml").unwrap_err().to_string();
+        assert!(e.contains("credit_window_shares"), "{e}");
     }
 
     #[test]
