@@ -117,7 +117,7 @@ impl Session {
                 work_id,
             }) => {
                 let batch_size = self.config.share_batch_size.max(1);
-                let (window, cap) = self.credit_window();
+                let cap = self.credit_window().1;
                 let ch = &mut self.channels[idx];
                 let (difficulty, share_work) = (credited.difficulty, credited.share_work);
                 ch.stats.accepted += 1;
@@ -126,7 +126,6 @@ impl Session {
                 ch.batch.add(difficulty, sequence_number, now_ms);
                 ch.vardiff.on_share(share_work);
                 let full = ch.batch.count >= batch_size;
-                let window_full = ch.seen.len() >= window;
                 let grace_full = ch.seen_retired.len() >= cap;
                 self.events.push(SessionEvent::ShareAccepted {
                     channel_id,
@@ -142,9 +141,8 @@ impl Session {
                     // Bounded memory: the ended window's jobs stop earning credit early.
                     self.end_retirement();
                 }
-                if !self.retarget(idx, now_ms) && window_full {
-                    self.restart_credit_window(now_ms);
-                }
+                let moved = self.retarget(idx, now_ms);
+                self.send_jobs_after(idx, moved, now_ms);
             }
         }
     }
@@ -165,36 +163,40 @@ impl Session {
         }
     }
 
-    /// Lets vardiff move a channel's target (clamped like every target). The new target
-    /// applies to jobs sent after it, so a new job on the current work follows at once: the
-    /// miner mines at the new target now rather than at the next template. Returns whether
-    /// the target moved.
+    /// Lets vardiff move a channel's target (clamped like every target): SetTarget goes out
+    /// for the jobs sent after it (see [`Self::send_jobs_after`]). Returns whether the target
+    /// moved.
     pub(super) fn retarget(&mut self, idx: usize, now_ms: u64) -> bool {
         let ch = &mut self.channels[idx];
-        let Some(t) = ch.vardiff.poll(&ch.target.to_le_bytes(), now_ms) else {
+        let Some(t) = ch.vardiff.poll(&ch.target().to_le_bytes(), now_ms) else {
             return false;
         };
         let max_target = ch.max_target;
         let t = self.clamp_target(Target::from_le_bytes(t), max_target);
         let next_seq = self.next_seq;
-        let window = self.credit_window().0;
         let ch = &mut self.channels[idx];
-        if t == ch.target {
+        if t == ch.target() {
             return false;
         }
         let msg = ch.retarget(t, next_seq);
-        let window_full = ch.seen.len() >= window;
         self.send(&msg);
         self.events.push(SessionEvent::TargetChanged {
             channel_id: msg.channel_id,
             target: Target::from_le_bytes(msg.maximum_target),
         });
-        if window_full {
+        true
+    }
+
+    /// The jobs that follow a channel's accepted share or moved target: a full credit window
+    /// starts over (a new job for every channel, which also carries a new target); otherwise a
+    /// moved target gets a new job on the current work at once, so the miner mines at it now
+    /// rather than at the next template.
+    pub(super) fn send_jobs_after(&mut self, idx: usize, target_moved: bool, now_ms: u64) {
+        if self.channels[idx].seen.len() >= self.credit_window().0 {
             self.restart_credit_window(now_ms);
-        } else {
+        } else if target_moved {
             self.refresh_channel(idx, now_ms);
         }
-        true
     }
 }
 

@@ -80,9 +80,8 @@ pub(super) struct Channel {
     pub(super) extranonce_prefix: Vec<u8>,
     /// Miner extranonce bytes (0 for standard channels).
     pub(super) extranonce_size: usize,
-    /// The current target (the last epoch's), for jobs sent from now on.
-    pub(super) target: Target,
-    /// Targets by the jobs they apply to, oldest first; never empty.
+    /// Targets by the jobs they apply to, oldest first; never empty. The last one is the
+    /// channel's current target, for jobs sent from now on.
     pub(super) epochs: VecDeque<TargetEpoch>,
     pub(super) max_target: Target,
     /// When the channel last got a job (its own or its group's), ms.
@@ -127,7 +126,6 @@ impl TargetEpoch {
 impl Channel {
     /// Moves to a new target for the jobs from `next_seq` on. Returns the SetTarget to send.
     pub(super) fn retarget(&mut self, t: Target, next_seq: u64) -> SetTarget {
-        self.target = t;
         let epoch = TargetEpoch::new(next_seq, t);
         // A change with no job since replaces the last epoch, and `prune_epochs` drops those
         // no job earning credit uses, so a channel holds at most one epoch more than the jobs
@@ -143,6 +141,14 @@ impl Channel {
         }
     }
 
+    /// The current target: the one jobs sent from now on get.
+    pub(super) fn target(&self) -> Target {
+        self.epochs
+            .back()
+            .expect("a channel always has a target")
+            .target
+    }
+
     /// The target of the job with sequence number `seq` (a job older than every epoch kept
     /// takes the oldest).
     pub(super) fn epoch_of(&self, seq: u64) -> &TargetEpoch {
@@ -154,6 +160,14 @@ impl Channel {
             .expect("a channel always has a target")
     }
 
+    /// Drops the cached roots of jobs that no longer earn credit (a block on one is checked
+    /// with the root computed again).
+    pub(super) fn prune_roots(&mut self, oldest_seq: u64) {
+        while self.roots.front().is_some_and(|r| r.seq < oldest_seq) {
+            self.roots.pop_front();
+        }
+    }
+
     /// Drops epochs that no job earning credit uses any more.
     pub(super) fn prune_epochs(&mut self, oldest_seq: u64) {
         while self.epochs.len() > 1 && self.epochs[1].from_seq <= oldest_seq {
@@ -163,7 +177,7 @@ impl Channel {
 
     /// A new tip: only the current target remains, for the jobs from `next_seq` on.
     pub(super) fn restart_epochs(&mut self, next_seq: u64) {
-        let current = TargetEpoch::new(next_seq, self.target);
+        let current = TargetEpoch::new(next_seq, self.target());
         self.epochs.clear();
         self.epochs.push_back(current);
     }
@@ -194,7 +208,7 @@ impl Session {
                 channel_id: c.id,
                 extended: c.kind == ChannelKind::Extended,
                 user_identity: c.user_identity.clone(),
-                target: c.target,
+                target: c.target(),
                 extranonce_prefix: c.extranonce_prefix.clone(),
                 extranonce_size: c.extranonce_size,
                 hashrate: c.vardiff.hashrate(),
@@ -276,7 +290,6 @@ impl Session {
             user_identity: user_identity.clone(),
             extranonce_prefix,
             extranonce_size,
-            target,
             epochs: VecDeque::from([TargetEpoch::new(self.next_seq, target)]),
             max_target: r.max_target,
             last_job_ms: now_ms,
@@ -316,7 +329,7 @@ impl Session {
         let ok = OpenStandardMiningChannelSuccess {
             request_id: m.request_id,
             channel_id: ch.id,
-            target: ch.target.to_le_bytes(),
+            target: ch.target().to_le_bytes(),
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
             group_channel_id: self.group_channel_id,
         };
@@ -350,7 +363,7 @@ impl Session {
         let ok = OpenExtendedMiningChannelSuccess {
             request_id: m.request_id,
             channel_id: ch.id,
-            target: ch.target.to_le_bytes(),
+            target: ch.target().to_le_bytes(),
             extranonce_size: ch.extranonce_size as u16,
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
             group_channel_id: self.group_channel_id,
@@ -359,7 +372,7 @@ impl Session {
         self.send_current_work_to(idx, now_ms);
     }
 
-    pub(super) fn on_update_channel(&mut self, m: &UpdateChannel, now_ms: u64) {
+    pub(super) fn on_update_channel(&mut self, m: &UpdateChannel) {
         let refuse = |s: &mut Self, code: &str| {
             let err = UpdateChannelError {
                 channel_id: m.channel_id,
@@ -381,8 +394,7 @@ impl Session {
         let next_seq = self.next_seq;
         let ch = &mut self.channels[idx];
         ch.max_target = Target::from_le_bytes(m.maximum_target);
-        let _ = now_ms;
-        if ch.target != target {
+        if ch.target() != target {
             let msg = ch.retarget(target, next_seq);
             self.send(&msg);
         }
@@ -392,21 +404,17 @@ impl Session {
     /// first; a group channel's id closes every channel of the group (05 §5.3.9), which on
     /// this pool is every channel of the connection (all are opened into its one group).
     pub(super) fn on_close_channel(&mut self, channel_id: u32) {
-        let closing: Vec<u32> = if channel_id == self.group_channel_id {
-            self.channels.iter().map(|c| c.id).collect()
-        } else {
-            self.channels
-                .iter()
-                .filter(|c| c.id == channel_id)
-                .map(|c| c.id)
-                .collect()
-        };
-        for id in closing {
-            if let Some(idx) = self.channels.iter().position(|c| c.id == id) {
+        let whole_group = channel_id == self.group_channel_id;
+        let mut idx = 0;
+        while idx < self.channels.len() {
+            let id = self.channels[idx].id;
+            if whole_group || id == channel_id {
                 self.flush_batch(idx);
                 self.channels.remove(idx);
                 self.events
                     .push(SessionEvent::ChannelClosed { channel_id: id });
+            } else {
+                idx += 1;
             }
         }
     }

@@ -13,7 +13,6 @@
 //! low bits), so an id is never sent twice on one connection, whichever channel or group it
 //! went to, and ids map back to sequence numbers while a tip lasts.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bitcoin::hashes::Hash;
@@ -234,12 +233,10 @@ impl Session {
                 self.fold_older(job);
             }
         }
-        let oldest = self.jobs.front().map_or(self.next_seq, |j| j.seq);
+        let oldest = self.oldest_credited_seq();
         for ch in &mut self.channels {
             ch.seen_retired.clear();
-            while ch.roots.front().is_some_and(|r| r.seq < oldest) {
-                ch.roots.pop_front();
-            }
+            ch.prune_roots(oldest);
         }
     }
 
@@ -293,13 +290,16 @@ impl Session {
                 self.fold_older(job);
             }
         }
-        let oldest = self.jobs.front().map_or(self.next_seq, |j| j.seq);
+        let oldest = self.oldest_credited_seq();
         for ch in &mut self.channels {
-            while ch.roots.front().is_some_and(|r| r.seq < oldest) {
-                ch.roots.pop_front();
-            }
+            ch.prune_roots(oldest);
             ch.prune_epochs(oldest);
         }
+    }
+
+    /// Sequence number of the oldest job that earns credit (the next one's if none does).
+    fn oldest_credited_seq(&self) -> u64 {
+        self.jobs.front().map_or(self.next_seq, |j| j.seq)
     }
 
     fn fold_older(&mut self, job: SessionJob) {
@@ -451,6 +451,3 @@ impl Session {
         self.send(&msg);
     }
 }
-
-/// Jobs of the current tip, kept by the session.
-pub(super) type Jobs = VecDeque<SessionJob>;

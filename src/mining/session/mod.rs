@@ -37,7 +37,7 @@ pub use setup::PROTOCOL_VERSION;
 pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 
 use channels::Channel;
-use jobs::{Jobs, OlderJobs, Retirement, TipState};
+use jobs::{OlderJobs, Retirement, SessionJob, TipState};
 
 use super::work::Work;
 use crate::block::target::target_of_difficulty;
@@ -66,7 +66,7 @@ pub struct Session {
     next_channel_id: u32,
     group_channel_id: u32,
     /// Jobs of the current tip that earn credit, oldest first (at most `max_jobs`).
-    jobs: Jobs,
+    jobs: VecDeque<SessionJob>,
     /// Older jobs of the current tip, folded by work: they can only make blocks.
     older: VecDeque<OlderJobs>,
     /// Sequence number of the next job.
@@ -102,7 +102,7 @@ impl Session {
             channels: Vec::new(),
             next_channel_id: 1,
             group_channel_id: 0,
-            jobs: Jobs::new(),
+            jobs: VecDeque::new(),
             older: VecDeque::new(),
             next_seq: 1,
             retirement: None,
@@ -181,7 +181,7 @@ impl Session {
                 Ok(())
             }
             (State::Ready, Message::UpdateChannel(m)) => {
-                self.on_update_channel(&m, now_ms);
+                self.on_update_channel(&m);
                 Ok(())
             }
             (State::Ready, Message::CloseChannel(m)) => {
@@ -239,7 +239,9 @@ impl Session {
             if self.channels[idx].batch.is_due(now_ms) {
                 self.flush_batch(idx);
             }
-            self.retarget(idx, now_ms);
+            if self.retarget(idx, now_ms) {
+                self.send_jobs_after(idx, true, now_ms);
+            }
         }
     }
 }

@@ -162,26 +162,18 @@ impl Session {
             };
         };
         if let Some(ji) = self.jobs.iter().rposition(|j| j.seq == seq) {
-            match self.retirement {
-                Some(r) if seq < r.below_seq && now_ms >= r.until_ms => {}
-                Some(r) if seq < r.below_seq => {
-                    return Ok((seq, NamedJob::Credit { ji, retired: true }));
-                }
-                _ => return Ok((seq, NamedJob::Credit { ji, retired: false })),
-            }
+            let named = match self.retirement {
+                // A job of an ended credit window whose grace ran out before the timer said so.
+                Some(r) if seq < r.below_seq && now_ms >= r.until_ms => NamedJob::Retired(ji),
+                Some(r) if seq < r.below_seq => NamedJob::Credit { ji, retired: true },
+                _ => NamedJob::Credit { ji, retired: false },
+            };
+            return Ok((seq, named));
         }
-        if let Some(oi) = self
-            .older
+        self.older
             .iter()
             .position(|o| o.first_seq <= seq && seq <= o.last_seq)
-        {
-            return Ok((seq, NamedJob::BlockOnly(oi)));
-        }
-        // A job of an ended credit window whose grace ran out before the timer said so.
-        self.jobs
-            .iter()
-            .rposition(|j| j.seq == seq)
-            .map(|ji| (seq, NamedJob::Retired(ji)))
+            .map(|oi| (seq, NamedJob::BlockOnly(oi)))
             .ok_or(ShareRejection::InvalidJobId)
     }
 
@@ -326,7 +318,11 @@ impl Session {
         now_ms: u64,
     ) -> Result<Verdict, ShareRejection> {
         let hash = BlockHash::from_byte_array(hash);
-        let work = self.job_work(job).0.clone();
+        // Field borrows, not `job_work`: the job stays borrowed while the channel changes.
+        let work: &Work = match job {
+            NamedJob::Credit { ji, .. } | NamedJob::Retired(ji) => &self.jobs[ji].work,
+            NamedJob::BlockOnly(oi) => &self.older[oi].work,
+        };
         let ch = &mut self.channels[idx];
         let credited = *ch.epoch_of(seq);
         // A block is never refused, even where the job's target is harder than the network's
