@@ -29,13 +29,13 @@ pub use connection::ConnectionEnd;
 use block_files::FileBlockStore;
 
 use crate::mining::pool::{
-    BlockStore, DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, FoundBlockSink, NodeAnswer,
-    SelectedWork, SubmissionOutcome,
+    BlockStore, DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, FoundBlockSink, FoundBlocks,
+    NodeAnswer, SelectedWork, SubmissionOutcome,
 };
 use crate::mining::{
     AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
 };
-use crate::node::{ChainEvent, NodeApi, NodeChain, NodeError};
+use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
@@ -250,6 +250,30 @@ pub(crate) fn now_ms() -> u64 {
     crate::shell::unix_ms()
 }
 
+/// Asks the node until it answers: a node that is still starting (or not up yet) is waited
+/// for at start, backing off up to [`FIRST_TEMPLATE_RETRY`], with a log line now and then
+/// (`what` says what is missing).
+async fn wait_for_node<'a, T>(
+    what: &str,
+    mut ask: impl FnMut() -> crate::node::NodeFuture<'a, Result<T, NodeError>>,
+) -> T {
+    let mut delay = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        match ask().await {
+            Ok(answer) => return answer,
+            Err(e) => {
+                if tries.is_power_of_two() || tries == 0 {
+                    warn!("{what} ({e}); waiting for the node");
+                }
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(FIRST_TEMPLATE_RETRY);
+            }
+        }
+    }
+}
+
 /// Microseconds since the Unix epoch (the extranonce prefixes' seed).
 fn unix_us() -> u64 {
     std::time::SystemTime::now()
@@ -381,27 +405,13 @@ impl StratumV2Server {
             .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
 
         // No silent loss of a block reward: the reward goes where the node's chain can pay it.
-        let chain = self.node_chain().await;
+        let chain =
+            wait_for_node("the node does not say its chain yet", || self.node.chain()).await;
         check_reward_destination(&cfg.reward_destination, &chain)?;
         info!(%chain, "node chain");
 
-        // First work before the first miner: a node that is still starting (or not up yet) is
-        // waited for, with a log line now and then.
-        let mut delay = Duration::from_millis(250);
-        let mut tries = 0u32;
-        let first = loop {
-            match self.node.get_block_template().await {
-                Ok(t) => break t,
-                Err(e) => {
-                    if tries.is_power_of_two() || tries == 0 {
-                        warn!("no template yet ({e}); waiting for the node");
-                    }
-                    tries += 1;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(FIRST_TEMPLATE_RETRY);
-                }
-            }
-        };
+        // First work before the first miner.
+        let first = wait_for_node("no template yet", || self.node.get_block_template()).await;
         let w = {
             let mut pool = self.shared.pool.write().unwrap_or_else(|p| p.into_inner());
             pool.offer_template(first, &cfg.mining.coinbase)
@@ -465,26 +475,6 @@ impl StratumV2Server {
             submit_done,
         });
         Ok(local_addr)
-    }
-
-    /// The chain the node is on; a node that is still starting (or not up yet) is waited for,
-    /// like its first template.
-    async fn node_chain(&self) -> NodeChain {
-        let mut delay = Duration::from_millis(250);
-        let mut tries = 0u32;
-        loop {
-            match self.node.chain().await {
-                Ok(chain) => return chain,
-                Err(e) => {
-                    if tries.is_power_of_two() || tries == 0 {
-                        warn!("the node does not say its chain yet ({e}); waiting for the node");
-                    }
-                    tries += 1;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(FIRST_TEMPLATE_RETRY);
-                }
-            }
-        }
     }
 
     /// Stops accepting, lets connections flush and close, waits for block submissions in
@@ -758,11 +748,8 @@ async fn submit_loop(
             let outcome = {
                 let mut pool = lock();
                 let found = pool.found_blocks_mut();
-                if let Ok(ChainEvent::NewTip { hash, .. }) = event {
-                    found.new_tip(hash);
-                }
                 if node_back {
-                    found.node_back(now);
+                    note_node_event(found, event.as_ref().ok(), now);
                 }
                 found.handle_answer(s.hash, node_answer(&answer), now)
             };
@@ -802,21 +789,25 @@ async fn submit_loop(
                     .await;
                     events = node.subscribe();
                 }
-                // The backend reports the node (the tip poller announces its return); a new tip
-                // ends the wait of blocks too new for the node's clock that are not on it.
+                // The backend reports the node (the tip poller announces its return).
                 ev => {
-                    let mut pool = lock();
-                    let found = pool.found_blocks_mut();
-                    if let Ok(ChainEvent::NewTip { hash, .. }) = ev {
-                        found.new_tip(hash);
-                    }
-                    if found.node_back(now_ms()) {
+                    if note_node_event(lock().found_blocks_mut(), ev.as_ref().ok(), now_ms()) {
                         debug!("the node is back; resubmitting now");
                     }
                 }
             },
         }
     }
+}
+
+/// What an event from the node (`None`: events were lost) tells the submission schedule: the
+/// node is reachable, and a new tip ends the wait of blocks too new for the node's clock that
+/// are not on it. Returns whether a block the node could not take was waiting.
+fn note_node_event(found: &mut FoundBlocks, event: Option<&ChainEvent>, now_ms: u64) -> bool {
+    if let Some(ChainEvent::NewTip { hash, .. }) = event {
+        found.new_tip(*hash);
+    }
+    found.node_back(now_ms)
 }
 
 /// The node's answer as the pool's submission schedule sees it.
