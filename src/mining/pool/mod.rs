@@ -240,18 +240,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_found_block_is_recorded_submitted_and_counted_by_verdict() {
-        let cfg = MiningConfig::default();
+    /// A pool on template(1, 50), with its work and the block of one share on it.
+    fn pool_with_block() -> (StratumV2Pool, Arc<Work>, bitcoin::Block) {
         let mut pool = StratumV2Pool::new();
         let work = pool
-            .offer_template(template(1, 50), &cfg.coinbase)
+            .offer_template(template(1, 50), &MiningConfig::default().coinbase)
             .unwrap()
             .unwrap()
             .work;
+        let block = work.assemble_block(&[1; 8], &[2; 8], work.version, work.cur_time, 7);
+        (pool, work, block)
+    }
+
+    #[test]
+    fn a_found_block_is_recorded_submitted_and_counted_by_verdict() {
+        let (mut pool, work, block) = pool_with_block();
         assert_eq!(pool.current_work().unwrap().id, work.id);
         pool.connect_miner(1, "127.0.0.1:1".into(), 0);
-        let block = work.assemble_block(&[1; 8], &[2; 8], work.version, work.cur_time, 7);
         let hash = block.block_hash();
         let found = SessionEvent::BlockFound(Box::new(FoundBlock {
             block: block.clone(),
@@ -291,13 +296,7 @@ mod tests {
     #[test]
     fn a_template_on_a_new_tip_ends_the_wait_of_a_block_too_new_for_the_node_clock() {
         let cfg = MiningConfig::default();
-        let mut pool = StratumV2Pool::new();
-        let work = pool
-            .offer_template(template(1, 50), &cfg.coinbase)
-            .unwrap()
-            .unwrap()
-            .work;
-        let block = work.assemble_block(&[1; 8], &[2; 8], work.version, work.cur_time, 7);
+        let (mut pool, work, block) = pool_with_block();
         let found = pool.found_blocks_mut();
         found.queue(block, Some(work.height), 10);
         let s = found.poll_submission(10).unwrap();
