@@ -334,7 +334,34 @@ async fn module_mode(with_rpc: bool) {
         jobs >= 1,
         "no MiningJobCreated reached the node's subscribers"
     );
-    assert!(shares >= 3, "{shares} ShareSubmitted for 3 accepted shares");
+    assert!(
+        shares >= 3,
+        "{shares} ShareSubmitted for 3 accepted shares\n{}",
+        diagnostics(&node, &data)
+    );
+}
+
+/// What the node and the module logged, for a failure message: the node's warnings and errors
+/// and the module's last lines.
+fn diagnostics(node: &RegtestNode, data: &Path) -> String {
+    let node_lines: Vec<String> = node
+        .log()
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            ["warn", "error", "invalid", "reject", "dropped", "rate"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .map(str::to_owned)
+        .collect();
+    let module = std::fs::read_to_string(data.join("blvm-stratum-v2.log")).unwrap_or_default();
+    let module_lines: Vec<&str> = module.lines().collect();
+    format!(
+        "the node's log (warnings, errors):\n{}\nthe module's log (last 80 lines):\n{}",
+        node_lines[node_lines.len().saturating_sub(40)..].join("\n"),
+        module_lines[module_lines.len().saturating_sub(80)..].join("\n")
+    )
 }
 
 /// The node frozen (SIGSTOP) while our miner mines: the block in flight cannot be submitted and
@@ -525,7 +552,13 @@ async fn node_killed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = block_count(&rpc).await;
-    assert!(after > height, "mining resumed: {height} -> {after}");
+    assert!(
+        after > height,
+        "mining resumed: {height} -> {after}; {report:?}; pending {:?}, submitted {:?}\n{}",
+        hashes_in(&data.join("blocks/pending")),
+        hashes_in(&data.join("blocks/submitted")),
+        diagnostics(&node, &data)
+    );
     let best = best_hash(&rpc).await;
     assert!(
         hashes_in(&data.join("blocks/submitted")).contains(&best),

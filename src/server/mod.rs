@@ -410,6 +410,10 @@ impl StratumV2Server {
         check_reward_destination(&cfg.reward_destination, &chain)?;
         info!(%chain, "node chain");
 
+        // Subscribed before the first template: a tip the node announces from here on (the
+        // node's, or a block of ours left in blocks/pending and accepted at start) reaches the
+        // template task, whenever that task first runs.
+        let node_events = self.node.subscribe();
         // First work before the first miner.
         let first = wait_for_node("no template yet", || self.node.get_block_template()).await;
         let w = {
@@ -437,6 +441,7 @@ impl StratumV2Server {
         ));
         tasks.spawn(template_loop(
             self.node.clone(),
+            node_events,
             self.shared.clone(),
             self.work.clone(),
             shutdown_rx.clone(),
@@ -610,11 +615,11 @@ async fn accept_loop(
 
 async fn template_loop(
     node: Arc<dyn NodeApi>,
+    mut events: broadcast::Receiver<ChainEvent>,
     shared: Arc<Shared>,
     work: watch::Sender<Option<Arc<Work>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut events = node.subscribe();
     // Same-tip refresh: a template goes out only if it pays more (`publish_if_better`).
     let every = Duration::from_millis(shared.config.template_refresh_ms.max(1));
     let mut refresh = tokio::time::interval(every);
@@ -903,10 +908,15 @@ fn submit_one(
     match (outcome, answer) {
         (SubmissionOutcome::Accepted { attempt: 1, .. }, _) => {
             info!(%hash, ?height, "block accepted by the node");
+            // Our block is the node's tip now: new work at once, whether or not the node's
+            // event about it reaches us (a block from blocks/pending accepted at start, before
+            // anything else announced the tip, had miners on its parent for a whole refresh).
+            shared.refetch.notify_one();
         }
         (SubmissionOutcome::Accepted { attempt, after_ms }, _) => {
             let after = Duration::from_millis(after_ms);
             info!(%hash, ?height, attempt, ?after, "block accepted by the node after resubmission");
+            shared.refetch.notify_one();
         }
         (SubmissionOutcome::Rejected, Err(NodeError::BlockRejected(reason))) => {
             warn!(%hash, ?height, %reason, "block rejected by the node; moved to blocks/rejected");

@@ -6,9 +6,13 @@
 pub mod certificate;
 pub mod driver;
 pub mod listener;
+pub mod log_budget;
+pub mod printable;
 
 pub use driver::{DriverLimits, Handler, drive};
 pub use listener::{ListenerConfig, accept_loop, listen, raise_nofile_limit};
+pub use log_budget::{LogBudget, Summary};
+pub use printable::Printable;
 
 /// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
 pub fn unix_ms() -> u64 {
