@@ -184,6 +184,11 @@ pub struct PoolOptions {
     /// blvm-stratum-v2.
     #[arg(long, value_name = "NAME")]
     pub module_name: Option<String>,
+    /// Module backend: requests per second to the node at most (a sliding second; published
+    /// events get half and are dropped beyond it, blocks and templates wait). blvm-node 0.1.83
+    /// closes the connection of a module that makes more than 100 per second. Default: 60.
+    #[arg(long, value_name = "N")]
+    pub node_requests_per_second: Option<u32>,
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -241,7 +246,8 @@ impl PoolOptions {
             rpc_poll_interval_ms,
             socket_path,
             module_id,
-            module_name
+            module_name,
+            node_requests_per_second
         );
         self
     }
@@ -550,6 +556,16 @@ impl PoolConfig {
                     .unwrap_or_else(|| "blvm-stratum-v2".into());
                 let id = o.module_id.clone().unwrap_or_else(|| name.clone());
                 let mut settings = ModuleSettings::new(socket, id, name);
+                if let Some(n) = o.node_requests_per_second {
+                    if n < 2 {
+                        return Err(invalid(
+                            source_name,
+                            "node_requests_per_second",
+                            "at least 2 (half of them for published events)",
+                        ));
+                    }
+                    settings.requests_per_second = n;
+                }
                 if o.rpc_url.is_some() {
                     settings.rpc = Some(resolve_rpc(o, source_name)?);
                 }

@@ -339,6 +339,13 @@ async fn module_mode(with_rpc: bool) {
         "{shares} ShareSubmitted for 3 accepted shares\n{}",
         diagnostics(&node, &data)
     );
+    // The module kept under the node's request limit (past it, blvm-node closes the module's
+    // connection and what was in flight on it is lost).
+    assert!(
+        !node.log().contains("Rate limit exceeded"),
+        "the node rate-limited the module\n{}",
+        diagnostics(&node, &data)
+    );
 }
 
 /// What the node and the module logged, for a failure message: the node's warnings and errors

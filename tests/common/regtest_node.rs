@@ -188,6 +188,11 @@ impl RegtestNode {
                 a.to_string_lossy()
                     .replace("{rpc_port}", &self.rpc_port.to_string())
             }))
+            // The node's warnings in its log file (for failure messages), unless asked otherwise.
+            .env(
+                "REGTEST_NODE_LOG",
+                std::env::var("REGTEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

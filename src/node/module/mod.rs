@@ -19,6 +19,7 @@
 pub mod codec;
 mod env;
 pub mod protocol;
+pub mod request_budget;
 mod wire;
 
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub use env::ModuleEnv;
 use protocol::{
     CorrelationId, Incoming, NodeEventMsg, PublishedEvent, Request, ResponseBody, SubmitResult,
 };
+pub use request_budget::DEFAULT_REQUESTS_PER_SECOND;
+use request_budget::RequestBudget;
 
 use super::chain::{GENESIS_PROBES, genesis_hash};
 use super::rpc::{RpcClient, RpcConfig};
@@ -46,9 +49,10 @@ use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture
 
 /// Largest frame either side accepts (the node's own limit).
 pub const MAX_FRAME_LEN: usize = codec::MAX_MESSAGE_LEN;
-/// Published events waiting for the socket; beyond this they are dropped (and counted), so a
-/// slow node never slows share validation.
-const PUBLISH_QUEUE: usize = 4096;
+/// Published events waiting for the socket (and for the node's request budget: about 34 s of
+/// events at its default share of 30 per second); beyond this they are dropped (and counted,
+/// with a warning once a minute), so a slow node never slows share validation.
+const PUBLISH_QUEUE: usize = 1024;
 /// Frames waiting for the socket's writer. Bounded, so a node that stops reading never makes the
 /// pool's memory grow: requests wait for room within their timeout, published events are
 /// dropped (and counted).
@@ -69,6 +73,9 @@ pub struct ModuleSettings {
     pub max_backoff: Duration,
     /// The node's JSON-RPC, if configured: blocks the socket does not take go there too.
     pub rpc: Option<RpcConfig>,
+    /// Requests per sliding second at most (blvm-node closes a module's connection past 100
+    /// per second): [`request_budget`].
+    pub requests_per_second: u32,
 }
 
 impl ModuleSettings {
@@ -81,6 +88,7 @@ impl ModuleSettings {
             request_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(2),
             rpc: None,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
         }
     }
 }
@@ -96,6 +104,10 @@ struct Inner {
     outbox: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     publish: mpsc::Sender<PublishedEvent>,
     dropped_events: AtomicU64,
+    /// Request slots per second ([`request_budget`]).
+    budget: RequestBudget,
+    /// When the last line about events dropped for the budget was logged (unix s).
+    said_over_budget_s: AtomicU64,
     publish_refused: std::sync::atomic::AtomicBool,
     said_no_engine: std::sync::atomic::AtomicBool,
 }
@@ -125,6 +137,11 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, done);
         let exchange = async {
+            let wait = self.budget.reserve(std::time::Instant::now());
+            if !wait.is_zero() {
+                debug!(?wait, "request waits for the node's request budget");
+                tokio::time::sleep(wait).await;
+            }
             if tx.send(protocol::encode_request(id, req)).await.is_err() {
                 return Err(NodeError::Unavailable(
                     "the connection to the node closed".into(),
@@ -271,8 +288,11 @@ impl ModuleNode {
     pub fn new(settings: ModuleSettings) -> ModuleNode {
         let (events, _) = broadcast::channel(64);
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let budget = RequestBudget::new(settings.requests_per_second);
         let inner = Arc::new(Inner {
             settings,
+            budget,
+            said_over_budget_s: AtomicU64::new(0),
             events,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -305,7 +325,25 @@ impl ModuleNode {
 
     fn queue(&self, ev: PublishedEvent) {
         if self.inner.publish.try_send(ev).is_err() {
-            self.inner.dropped_events.fetch_add(1, Ordering::Relaxed);
+            let inner = &self.inner;
+            let dropped = inner.dropped_events.fetch_add(1, Ordering::Relaxed) + 1;
+            let now_s = crate::shell::unix_ms() / 1000;
+            let said = inner.said_over_budget_s.load(Ordering::Relaxed);
+            if now_s >= said + 60
+                && inner
+                    .said_over_budget_s
+                    .compare_exchange(said, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!(
+                    dropped,
+                    queue = PUBLISH_QUEUE,
+                    per_second = inner.settings.requests_per_second / 2,
+                    "more events than the node's request budget carries: events dropped \
+                     (blvm-node closes a module's connection past 100 requests per second; \
+                     logged once a minute)"
+                );
+            }
         }
     }
 
@@ -615,6 +653,10 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<PublishedEvent>)
             inner.dropped_events.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        // Waits for an event slot; meanwhile new events queue (and are dropped past the queue).
+        while let Err(wait) = inner.budget.try_take_for_event(std::time::Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed) | PUBLISH_ID_BIT;
         if tx
             .try_send(protocol::encode_request(id, &Request::PublishEvent(ev)))
