@@ -71,7 +71,10 @@ impl Default for AdmissionConfig {
             max_per_ip: DEFAULT_MAX_PER_IP,
             // Loopback: a local proxy (stunnel, HAProxy on the host) is the load balancer case,
             // and a local process can exhaust the host anyway.
-            allow_list: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+            allow_list: vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
             connect_rate_per_ip: Rate::new(
                 DEFAULT_CONNECTS_PER_IP_PER_SEC,
                 DEFAULT_CONNECTS_PER_IP_PER_SEC * 4,
@@ -221,7 +224,10 @@ impl Admission {
         if source.pre_setup >= config.pre_setup_per_ip {
             return Err(Refusal::PreSetupPerIp);
         }
-        if !source.connects.has_token(config.connect_rate_per_ip, now_ms) {
+        if !source
+            .connects
+            .has_token(config.connect_rate_per_ip, now_ms)
+        {
             return Err(Refusal::PerIpRate);
         }
         if !self.handshakes.try_take(config.handshake_rate, now_ms) {
@@ -416,7 +422,7 @@ mod tests {
         cfg.connect_rate_per_ip = Rate::new(2, 2);
         cfg.handshake_rate = Rate::new(1, 5);
         let mut a = Admission::new(cfg, 0);
-        let mut admit = |a: &mut Admission, n: u8, t: u64| {
+        let admit = |a: &mut Admission, n: u8, t: u64| {
             let r = a.admit(ip(n), t);
             if r.is_ok() {
                 a.closed(ip(n), Ending::BeforeSetup, t);

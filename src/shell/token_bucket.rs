@@ -51,10 +51,7 @@ impl TokenBucket {
         let elapsed = now_ms.saturating_sub(self.at_ms);
         // per_sec tokens per 1000 ms = per_sec thousandths per ms.
         let added = elapsed.saturating_mul(u64::from(rate.per_sec));
-        self.milli_tokens = self
-            .milli_tokens
-            .saturating_add(added)
-            .min(rate.capacity());
+        self.milli_tokens = self.milli_tokens.saturating_add(added).min(rate.capacity());
         self.at_ms = self.at_ms.max(now_ms);
     }
 

@@ -103,7 +103,12 @@ impl AcceptedShares {
 pub struct PoolStatistics {
     miners: HashMap<u64, MinerConnection>,
     retired: PoolStats,
+    /// Miners kept at most (0: the default, [`DEFAULT_MAX_MINERS`]).
+    max_miners: usize,
 }
+
+/// Miners the registry keeps unless told otherwise.
+pub const DEFAULT_MAX_MINERS: usize = 100_000;
 
 impl PoolStatistics {
     /// No miner yet.
@@ -111,8 +116,36 @@ impl PoolStatistics {
         Self::default()
     }
 
-    /// A new connection from `endpoint`.
+    /// Keeps at most `max` miners: at the cap, registering one forgets the disconnected miner
+    /// quiet the longest (its counts move into the pool totals).
+    pub fn set_max_miners(&mut self, max: usize) {
+        self.max_miners = max.max(1);
+    }
+
+    fn max_miners(&self) -> usize {
+        if self.max_miners == 0 {
+            DEFAULT_MAX_MINERS
+        } else {
+            self.max_miners
+        }
+    }
+
+    /// A new miner from `endpoint` (a connection that completed SetupConnection, or a miner
+    /// driven by endpoint). At the cap, the disconnected miner quiet the longest is forgotten
+    /// first; with none, the registry goes over its cap rather than lose a live miner (live
+    /// ones are bounded by the connection cap).
     pub fn register_miner(&mut self, id: u64, endpoint: String, now_ms: u64) {
+        if self.miners.len() >= self.max_miners() && !self.miners.contains_key(&id) {
+            let quietest = self
+                .miners
+                .iter()
+                .filter(|(_, m)| !m.connected)
+                .min_by_key(|(id, m)| (m.last_activity, **id))
+                .map(|(id, _)| *id);
+            if let Some(old) = quietest {
+                self.retire(old);
+            }
+        }
         self.miners.insert(
             id,
             MinerConnection {
@@ -203,14 +236,33 @@ impl PoolStatistics {
             .map(|(id, _)| *id)
             .collect();
         for id in &stale {
-            if let Some(m) = self.miners.remove(id) {
-                self.retired.total_shares += m.stats.total_shares;
-                self.retired.accepted_shares += m.stats.accepted_shares;
-                self.retired.rejected_shares += m.stats.rejected_shares;
-                self.retired.blocks_found += m.stats.blocks_found;
-            }
+            self.retire(*id);
+        }
+        // Memory back after a crowd left: the map keeps its largest size otherwise.
+        if self.miners.capacity() > 4 * self.miners.len() + 64 {
+            self.miners.shrink_to_fit();
         }
         stale.len()
+    }
+
+    /// Forgets miner `id`; its counts move into the pool totals.
+    fn retire(&mut self, id: u64) {
+        if let Some(m) = self.miners.remove(&id) {
+            self.retired.total_shares += m.stats.total_shares;
+            self.retired.accepted_shares += m.stats.accepted_shares;
+            self.retired.rejected_shares += m.stats.rejected_shares;
+            self.retired.blocks_found += m.stats.blocks_found;
+        }
+    }
+
+    /// Miners in the registry (connected or not yet forgotten).
+    pub fn len(&self) -> usize {
+        self.miners.len()
+    }
+
+    /// Whether the registry is empty.
+    pub fn is_empty(&self) -> bool {
+        self.miners.is_empty()
     }
 
     /// One miner's record.
