@@ -848,4 +848,46 @@ mod tests {
         let merged = file.overlay(&cli);
         assert_eq!((merged.max_jobs, merged.server_id), (Some(7), Some(2)));
     }
+
+    #[test]
+    fn admission_keys_are_read_and_checked() {
+        let d = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(d.admission, AdmissionConfig::default());
+        let text = r#"
+            max_connections_per_ip = 8
+            connection_allow_list = ["10.0.0.1", "2001:db8::1"]
+            new_connections_per_ip_per_sec = 3
+            handshakes_per_sec = 500
+            max_pre_setup_connections = 100
+            max_pre_setup_per_ip = 4
+            handshake_failures_before_penalty = 5
+            penalty_secs = 30
+        "#;
+        let o = PoolOptions::from_toml(text, Path::new("a.toml")).unwrap();
+        let a = PoolConfig::resolve(&o, "a.toml").unwrap().admission;
+        assert_eq!(a.max_per_ip, 8);
+        assert_eq!(
+            a.allow_list,
+            vec![
+                "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(a.connect_rate_per_ip, Rate::new(3, 12));
+        assert_eq!(a.handshake_rate, Rate::new(500, 500));
+        assert_eq!((a.pre_setup_max, a.pre_setup_per_ip), (100, 4));
+        assert_eq!((a.failures_before_penalty, a.penalty_ms), (5, 30_000));
+        for (text, key) in [
+            ("handshakes_per_sec = 0", "handshakes_per_sec"),
+            ("max_pre_setup_per_ip = 0", "max_pre_setup_per_ip"),
+            (
+                "connection_allow_list = [\"pool.example\"]",
+                "connection_allow_list",
+            ),
+        ] {
+            let o = PoolOptions::from_toml(text, Path::new("a.toml")).unwrap();
+            let e = PoolConfig::resolve(&o, "a.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
 }

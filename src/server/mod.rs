@@ -216,10 +216,11 @@ impl Shared {
                     self.gate.channel_opened(id);
                     info!(conn = id, channel = channel_id, user = %Printable(user_identity), extended, "channel opened")
                 }
-                SessionEvent::ChannelRefused { request_id, code } => {
-                    if self.gate.count(Refused::ChannelRefused) {
-                        warn!(conn = id, request = request_id, %code, "channel refused")
-                    }
+                // Counted in the guard (once per refusal); logged only within the budget.
+                SessionEvent::ChannelRefused { request_id, code }
+                    if self.gate.count(Refused::ChannelRefused) =>
+                {
+                    warn!(conn = id, request = request_id, %code, "channel refused")
                 }
                 SessionEvent::ChannelClosed { channel_id } => {
                     self.gate.channel_closed(id);
