@@ -377,4 +377,38 @@ mod tests {
             (1, 3, 2)
         );
     }
+
+    #[test]
+    fn the_registry_is_capped_and_shrinks_after_a_sweep() {
+        let mut p = PoolStatistics::new();
+        p.set_max_miners(3);
+        for id in 1..=3 {
+            p.register_miner(id, format!("10.0.0.{id}:1"), id);
+        }
+        p.disconnect(2, 10);
+        p.disconnect(1, 20);
+        // At the cap: the disconnected miner quiet the longest (2) goes, its counts kept.
+        p.register_miner(4, "10.0.0.4:1".into(), 30);
+        assert_eq!(p.len(), 3);
+        assert!(p.miner(2).is_none() && p.miner(1).is_some());
+        // Only connected miners left: the registry goes over its cap rather than lose one.
+        p.disconnect(1, 40);
+        p.register_miner(5, "10.0.0.5:1".into(), 50);
+        p.register_miner(6, "10.0.0.6:1".into(), 60);
+        assert_eq!(p.len(), 4);
+
+        // A crowd that left: the map gives its memory back once swept.
+        let mut p = PoolStatistics::new();
+        for id in 0..10_000 {
+            p.register_miner(id, String::new(), 0);
+            p.disconnect(id, 0);
+        }
+        let crowd = p.miners.capacity();
+        assert_eq!(p.cleanup_disconnected_miners(1, 10), 10_000);
+        assert!(
+            p.miners.capacity() < crowd / 4,
+            "{} of {crowd}",
+            p.miners.capacity()
+        );
+    }
 }
