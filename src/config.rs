@@ -19,6 +19,7 @@ use crate::node::module::ModuleSettings;
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
 use crate::server::{RewardDestination, ServerConfig};
+use crate::shell::{AdmissionConfig, Rate};
 
 mod module_env;
 
@@ -146,6 +147,37 @@ pub struct PoolOptions {
     /// Most channels per connection. Default: 64.
     #[arg(long, value_name = "N")]
     pub max_channels_per_connection: Option<usize>,
+    // ----- admission control (issue 14, part A: helper h14a) -----
+    /// Live connections per source IP (IPv6: per /64). Default: 256.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Sources exempt from the per-source limits (a load balancer's addresses),
+    /// comma-separated. Default: 127.0.0.1,::1.
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    pub connection_allow_list: Option<Vec<String>>,
+    /// New connections per source IP per second (bursts of four seconds' worth). Default: 16.
+    #[arg(long, value_name = "N")]
+    pub new_connections_per_ip_per_sec: Option<u32>,
+    /// Noise handshakes per second, pool-wide (beyond it a connection is closed before any
+    /// Diffie-Hellman). Default: 2000.
+    #[arg(long, value_name = "N")]
+    pub handshakes_per_sec: Option<u32>,
+    /// Connections that have not finished the handshake and SetupConnection, pool-wide (on
+    /// top of max_connections). Default: 1024.
+    #[arg(long, value_name = "N")]
+    pub max_pre_setup_connections: Option<u32>,
+    /// Connections that have not finished the handshake and SetupConnection, per source IP.
+    /// Default: 16.
+    #[arg(long, value_name = "N")]
+    pub max_pre_setup_per_ip: Option<u32>,
+    /// Failed handshakes or setups (within penalty_secs of each other) that put a source IP in
+    /// the penalty box. Default: 10.
+    #[arg(long, value_name = "N")]
+    pub handshake_failures_before_penalty: Option<u32>,
+    /// Seconds a source IP stays in the penalty box. Default: 60.
+    #[arg(long, value_name = "SECS")]
+    pub penalty_secs: Option<u64>,
+    // ----- end of admission control -----
     /// Where templates come from: "embedded" (built-in regtest chain), "rpc" (a node's
     /// JSON-RPC: Bitcoin Core, blvm-node ...) or "module" (blvm-node's module socket). Default:
     /// module when started by blvm-node or given --socket-path, else embedded.
@@ -236,6 +268,14 @@ impl PoolOptions {
             setup_timeout_secs,
             max_connections,
             max_channels_per_connection,
+            max_connections_per_ip,
+            connection_allow_list,
+            new_connections_per_ip_per_sec,
+            handshakes_per_sec,
+            max_pre_setup_connections,
+            max_pre_setup_per_ip,
+            handshake_failures_before_penalty,
+            penalty_secs,
             backend,
             chain_bits,
             chain_synthetic_transactions,
@@ -344,6 +384,8 @@ pub struct PoolConfig {
     pub setup_timeout_ms: u64,
     /// Connection limit.
     pub max_connections: usize,
+    /// Admission control per source (issue 14).
+    pub admission: AdmissionConfig,
     /// Template source.
     pub backend: Backend,
 }
@@ -366,8 +408,80 @@ impl From<PoolConfig> for ServerConfig {
             handshake_timeout_ms: c.handshake_timeout_ms,
             setup_timeout_ms: c.setup_timeout_ms,
             max_connections: c.max_connections,
+            admission: c.admission,
         }
     }
+}
+
+/// The admission keys (issue 14, part A), each checked: a zero rate or budget would refuse
+/// every miner.
+fn admission_config(o: &PoolOptions, source_name: &str) -> Result<AdmissionConfig, ConfigError> {
+    let d = AdmissionConfig::default();
+    let at_least_1 = |v: Option<u32>, key: &'static str, default: u32| match v {
+        Some(0) => Err(invalid(source_name, key, "must be at least 1")),
+        v => Ok(v.unwrap_or(default)),
+    };
+    let allow_list = match &o.connection_allow_list {
+        None => d.allow_list.clone(),
+        Some(list) => list
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<std::net::IpAddr>().map_err(|e| {
+                    invalid(source_name, "connection_allow_list", format!("{s:?}: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let connects = at_least_1(
+        o.new_connections_per_ip_per_sec,
+        "new_connections_per_ip_per_sec",
+        d.connect_rate_per_ip.per_sec,
+    )?;
+    let handshakes = at_least_1(
+        o.handshakes_per_sec,
+        "handshakes_per_sec",
+        d.handshake_rate.per_sec,
+    )?;
+    let penalty_ms = match o.penalty_secs {
+        Some(0) => {
+            return Err(invalid(
+                source_name,
+                "penalty_secs",
+                "must be at least 1 second",
+            ));
+        }
+        Some(s) => s.saturating_mul(1000),
+        None => d.penalty_ms,
+    };
+    Ok(AdmissionConfig {
+        max_per_ip: at_least_1(
+            o.max_connections_per_ip,
+            "max_connections_per_ip",
+            d.max_per_ip,
+        )?,
+        allow_list,
+        connect_rate_per_ip: Rate::new(connects, connects.saturating_mul(4)),
+        handshake_rate: Rate::new(handshakes, handshakes),
+        pre_setup_max: at_least_1(
+            o.max_pre_setup_connections,
+            "max_pre_setup_connections",
+            d.pre_setup_max,
+        )?,
+        pre_setup_per_ip: at_least_1(
+            o.max_pre_setup_per_ip,
+            "max_pre_setup_per_ip",
+            d.pre_setup_per_ip,
+        )?,
+        failures_before_penalty: at_least_1(
+            o.handshake_failures_before_penalty,
+            "handshake_failures_before_penalty",
+            d.failures_before_penalty,
+        )?,
+        penalty_ms,
+        max_sources: d.max_sources,
+    })
 }
 
 fn invalid(source_name: &str, key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -630,6 +744,7 @@ impl PoolConfig {
             handshake_timeout_ms: secs(o.handshake_timeout_secs, "handshake_timeout_secs", 10)?,
             setup_timeout_ms: secs(o.setup_timeout_secs, "setup_timeout_secs", 10)?,
             max_connections: o.max_connections.unwrap_or(10_000).max(1),
+            admission: admission_config(o, source_name)?,
             backend,
         })
     }
@@ -748,5 +863,47 @@ mod tests {
         };
         let merged = file.overlay(&cli);
         assert_eq!((merged.max_jobs, merged.server_id), (Some(7), Some(2)));
+    }
+
+    #[test]
+    fn admission_keys_are_read_and_checked() {
+        let d = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(d.admission, AdmissionConfig::default());
+        let text = r#"
+            max_connections_per_ip = 8
+            connection_allow_list = ["10.0.0.1", "2001:db8::1"]
+            new_connections_per_ip_per_sec = 3
+            handshakes_per_sec = 500
+            max_pre_setup_connections = 100
+            max_pre_setup_per_ip = 4
+            handshake_failures_before_penalty = 5
+            penalty_secs = 30
+        "#;
+        let o = PoolOptions::from_toml(text, Path::new("a.toml")).unwrap();
+        let a = PoolConfig::resolve(&o, "a.toml").unwrap().admission;
+        assert_eq!(a.max_per_ip, 8);
+        assert_eq!(
+            a.allow_list,
+            vec![
+                "10.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(a.connect_rate_per_ip, Rate::new(3, 12));
+        assert_eq!(a.handshake_rate, Rate::new(500, 500));
+        assert_eq!((a.pre_setup_max, a.pre_setup_per_ip), (100, 4));
+        assert_eq!((a.failures_before_penalty, a.penalty_ms), (5, 30_000));
+        for (text, key) in [
+            ("handshakes_per_sec = 0", "handshakes_per_sec"),
+            ("max_pre_setup_per_ip = 0", "max_pre_setup_per_ip"),
+            (
+                "connection_allow_list = [\"pool.example\"]",
+                "connection_allow_list",
+            ),
+        ] {
+            let o = PoolOptions::from_toml(text, Path::new("a.toml")).unwrap();
+            let e = PoolConfig::resolve(&o, "a.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

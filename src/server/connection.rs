@@ -3,6 +3,7 @@
 //! and the connection's accepted-share statistics folded into the pool within
 //! [`FOLD_DELAY_MS`] of a share (only when there is one: an idle connection does not wake).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
@@ -11,10 +12,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::gate::Gate;
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
-use crate::shell::{self, DriverLimits, Handler};
+use crate::shell::{self, DriverLimits, Handler, Refused};
 
 /// Largest plaintext payload we accept from a miner (the biggest client message,
 /// SetCustomMiningJob, is far smaller).
@@ -122,15 +124,49 @@ pub async fn serve(
     .await
 }
 
-/// Logs how a connection ended at a level that fits the reason.
-pub fn log_end(id: u64, peer: &str, end: &ConnectionEnd) {
-    match end {
-        ConnectionError::Closed | ConnectionError::Shutdown => {
-            debug!(conn = id, %peer, "connection closed: {end}")
+/// Why a connection ended, as a refusal or failure a remote host decided (`None`: it closed,
+/// or the pool stopped or evicted it). `set_up`: whether it had completed SetupConnection.
+fn ending_reason(end: &ConnectionEnd, set_up_done: bool) -> Option<Refused> {
+    Some(match end {
+        ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
+            return None;
         }
-        ConnectionError::Protocol(SessionError::SetupRefused(_)) | ConnectionError::Idle => {
-            info!(conn = id, %peer, "connection closed: {end}")
+        ConnectionError::HandshakeTimeout => Refused::HandshakeTimeout,
+        ConnectionError::SetupTimeout => Refused::SetupTimeout,
+        ConnectionError::Protocol(SessionError::SetupRefused(_)) => Refused::SetupRefused,
+        ConnectionError::Noise(_) if !set_up_done => Refused::HandshakeFailed,
+        ConnectionError::Idle => Refused::IdleTimeout,
+        _ => Refused::ConnectionFailed,
+    })
+}
+
+/// Whether an ending counts as a failed handshake or setup (towards the source's penalty box).
+fn is_handshake_or_setup_failure(reason: Refused) -> bool {
+    matches!(
+        reason,
+        Refused::HandshakeFailed
+            | Refused::HandshakeTimeout
+            | Refused::SetupTimeout
+            | Refused::SetupRefused
+    )
+}
+
+/// Logs how a connection ended at a level that fits the reason; the endings a remote host
+/// decides go through the gate's log budget (the first few per reason and period, then one
+/// summary line). Returns whether it failed its handshake or setup.
+pub(super) fn log_end(id: u64, peer: SocketAddr, end: &ConnectionEnd, gate: &Gate) -> bool {
+    let set_up_done = gate.is_set_up(id);
+    let Some(reason) = ending_reason(end, set_up_done) else {
+        debug!(conn = id, %peer, "connection closed: {end}");
+        return false;
+    };
+    if gate.count(reason) {
+        match reason {
+            Refused::SetupRefused | Refused::IdleTimeout => {
+                info!(conn = id, %peer, "connection closed: {end}")
+            }
+            _ => warn!(conn = id, %peer, "connection closed: {end}"),
         }
-        _ => warn!(conn = id, %peer, "connection closed: {end}"),
     }
+    is_handshake_or_setup_failure(reason)
 }

@@ -8,6 +8,7 @@
 
 mod block_files;
 mod connection;
+mod gate;
 mod reward_check;
 mod settings;
 
@@ -37,6 +38,7 @@ use crate::mining::{
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
+use crate::shell::{Printable, Refused};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -123,6 +125,8 @@ pub struct Shared {
     /// Each live connection's accepted shares not yet folded into `pool` (folded on the
     /// connection's tick, before any other event of it, at its end, and by `get_pool_stats`).
     pending: Mutex<std::collections::HashMap<u64, Arc<Mutex<PendingShares>>>>,
+    /// Admission, set-up places, each connection's stop signal, refusal counts.
+    gate: gate::Gate,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -186,7 +190,7 @@ impl Shared {
                     conn = id,
                     height = found.height,
                     hash = %found.block.block_hash(),
-                    user = %found.user_identity,
+                    user = %Printable(&found.user_identity),
                     "block found"
                 );
                 // On disk before anything else: a block found while the submitter is busy
@@ -209,12 +213,17 @@ impl Shared {
                     user_identity,
                     extended,
                 } => {
-                    info!(conn = id, channel = channel_id, user = %user_identity, extended, "channel opened")
+                    self.gate.channel_opened(id);
+                    info!(conn = id, channel = channel_id, user = %Printable(user_identity), extended, "channel opened")
                 }
-                SessionEvent::ChannelRefused { request_id, code } => {
+                // Counted in the guard (once per refusal); logged only within the budget.
+                SessionEvent::ChannelRefused { request_id, code }
+                    if self.gate.count(Refused::ChannelRefused) =>
+                {
                     warn!(conn = id, request = request_id, %code, "channel refused")
                 }
                 SessionEvent::ChannelClosed { channel_id } => {
+                    self.gate.channel_closed(id);
                     info!(conn = id, channel = channel_id, "channel closed")
                 }
                 SessionEvent::ShareAccepted { .. } => self.share_accepted(id, &e),
@@ -226,7 +235,12 @@ impl Shared {
                     debug!(conn = id, channel = channel_id, %reason, "share rejected")
                 }
                 SessionEvent::Setup { vendor, flags } => {
-                    info!(conn = id, %vendor, flags, "connection set up")
+                    // Registered with the pool now, not at accept: a connection that never sets
+                    // up is never in the registry. No place for it: it is being closed.
+                    if let Some(peer) = self.gate.on_setup(id, now) {
+                        pool.connect_miner(id, peer.to_string(), now);
+                    }
+                    info!(conn = id, vendor = %Printable(vendor), flags, "connection set up")
                 }
                 _ => {}
             }
@@ -349,6 +363,10 @@ impl StratumV2Server {
             data_dir: config.data_dir.clone(),
             blocks: blocks.clone(),
         }));
+        // Set-up miners at most max_connections: the registry holds them and as many again
+        // disconnected ones (whose counts move into the pool totals when forgotten).
+        pool.set_max_miners(config.max_connections.saturating_mul(2).max(1024));
+        let gate = gate::Gate::new(config.admission.clone(), config.max_connections, now_ms());
         let shared = Arc::new(Shared {
             config,
             responder: Arc::new(RwLock::new(responder)),
@@ -358,6 +376,7 @@ impl StratumV2Server {
             node: node.clone(),
             refetch: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashMap::new()),
+            gate,
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -386,7 +405,7 @@ impl StratumV2Server {
         // A descriptor per connection, plus a margin for the listener, the node and files. A
         // low limit (a blvm-node module gets 256 by default) is said once at start, not found
         // as accept errors under load.
-        let wanted = cfg.max_connections as u64 + 64;
+        let wanted = socket_cap(cfg) as u64 + 64;
         match crate::shell::raise_nofile_limit(wanted) {
             Ok(limit) if limit < wanted => warn!(
                 limit,
@@ -447,6 +466,10 @@ impl StratumV2Server {
             shutdown_rx.clone(),
         ));
         tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(refusal_summary_loop(
+            self.shared.clone(),
+            shutdown_rx.clone(),
+        ));
         let rule = self
             .shared
             .pool
@@ -557,8 +580,17 @@ impl StratumV2Server {
     }
 }
 
-/// Accepts miners through the shell's listener (connection cap, drain at shutdown); each
-/// is registered with the pool, served, and its statistics folded in when it ends.
+/// Sockets at once: the set-up places plus the pre-setup budget (connections still in their
+/// handshake or before SetupConnection).
+fn socket_cap(cfg: &ServerConfig) -> usize {
+    cfg.max_connections
+        .saturating_add(cfg.admission.pre_setup_max as usize)
+}
+
+/// Accepts miners through the shell's listener (socket cap, drain at shutdown) and the gate
+/// (admission per source, pre-setup budget, handshake rate, penalty box); each admitted
+/// connection is served with its own stop signal, registered with the pool once it sets up,
+/// and forgotten when it ends (its statistics folded in first).
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
@@ -567,21 +599,19 @@ async fn accept_loop(
 ) {
     let next_id = AtomicU64::new(1);
     let config = crate::shell::ListenerConfig {
-        max_connections: shared.config.max_connections,
+        max_connections: socket_cap(&shared.config),
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    crate::shell::accept_loop(
+    let accepting = crate::shell::accept_loop_admitting(
         listener,
         config,
         shutdown.clone(),
+        |peer| shared.gate.refused(Refused::SocketCap, peer),
         |stream, peer, permit| {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
+            // Refused: closed before any byte is read (no handshake, no Diffie-Hellman).
+            let stop = shared.gate.admit(id, peer, now_ms())?;
             debug!(conn = id, %peer, "connection accepted");
-            shared
-                .pool
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .connect_miner(id, peer.to_string(), now_ms());
             let pending = Arc::new(Mutex::new(PendingShares::default()));
             shared
                 .pending
@@ -590,12 +620,10 @@ async fn accept_loop(
                 .insert(id, pending.clone());
             let shared = shared.clone();
             let work = work.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                let end =
-                    connection::serve(stream, id, shared.clone(), &pending, work, shutdown).await;
-                connection::log_end(id, &peer.to_string(), &end);
-                {
+            Some(async move {
+                let end = connection::serve(stream, id, shared.clone(), &pending, work, stop).await;
+                let failed = connection::log_end(id, peer, &end, &shared.gate);
+                if shared.gate.on_end(id, failed, now_ms()) {
                     let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
                     fold_into(&mut pool, id, &pending);
                     pool.disconnect(id, now_ms());
@@ -605,12 +633,37 @@ async fn accept_loop(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
-                // Its place under the connection cap is free once it is forgotten.
+                // Its place under the socket cap is free once it is forgotten.
                 drop(permit);
-            }
+            })
         },
-    )
-    .await;
+    );
+    // Shutdown reaches each connection through its own stop signal.
+    let mut shutdown = shutdown;
+    let forward = async {
+        let _ = shutdown.changed().await;
+        shared.gate.shut_down_all();
+    };
+    tokio::join!(accepting, forward);
+}
+
+/// One summary line per period of the refused and failed connections (the first few of each
+/// reason were logged one by one).
+async fn refusal_summary_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let due = shared.gate.summary_due();
+        let wait = Duration::from_millis(due.saturating_sub(now_ms()).max(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Some(summary) = shared.gate.take_summary(now_ms()) {
+            warn!(
+                pre_setup = shared.gate.pre_setup(),
+                "refused or failed connections {summary}"
+            );
+        }
+    }
 }
 
 async fn template_loop(
@@ -712,6 +765,15 @@ async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
                 // are forgotten once silent for the idle timeout, like a connection.
                 let endpoints = pool.forget_idle_endpoints(idle, now);
                 drop(pool);
+                let sources = shared.gate.sweep(now);
+                let mut pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if pending.capacity() > 4 * pending.len() + 64 {
+                    pending.shrink_to_fit();
+                }
+                drop(pending);
+                if sources > 0 {
+                    debug!(sources, "forgot quiet sources");
+                }
                 if removed + endpoints > 0 {
                     debug!(removed, endpoints, "forgot disconnected miners");
                 }
@@ -865,7 +927,7 @@ impl FoundBlockSink for SubmitterSink {
         info!(
             height = found.height,
             hash = %found.block.block_hash(),
-            user = %found.user_identity,
+            user = %Printable(&found.user_identity),
             "block found (product API)"
         );
         save_pending(&self.data_dir, &found.block);

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::mining::MiningConfig;
+use crate::shell::AdmissionConfig;
 
 use super::RewardDestination;
 
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// Time for SetupConnection after the handshake (ms).
     pub setup_timeout_ms: u64,
-    /// Connections at once.
+    /// Set-up connections at once (sockets: this plus `admission.pre_setup_max`).
     pub max_connections: usize,
+    /// Admission control per source (issue 14).
+    pub admission: AdmissionConfig,
 }

@@ -76,11 +76,37 @@ pub struct ListenerConfig {
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     config: ListenerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     mut serve: F,
 ) where
     F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
+{
+    let max = config.max_connections;
+    accept_loop_admitting(
+        listener,
+        config,
+        shutdown,
+        |peer| warn!(%peer, max, "connection limit reached; refusing"),
+        |stream, peer, permit| Some(serve(stream, peer, permit)),
+    )
+    .await
+}
+
+/// [`accept_loop`] with admission in the caller's hands: `serve` may refuse a connection
+/// (returns `None`: the socket is closed at once, no task is spawned, no byte is read, so no
+/// handshake is started), and a connection over the cap goes to `over_cap` (to count and log
+/// as the caller logs refusals) instead of a line per refusal.
+pub async fn accept_loop_admitting<F, Fut, O>(
+    listener: TcpListener,
+    config: ListenerConfig,
+    mut shutdown: watch::Receiver<bool>,
+    mut over_cap: O,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Option<Fut>,
+    Fut: Future<Output = ()> + Send + 'static,
+    O: FnMut(SocketAddr),
 {
     let limit = Arc::new(Semaphore::new(config.max_connections));
     let mut conns = JoinSet::new();
@@ -96,11 +122,13 @@ pub async fn accept_loop<F, Fut>(
                     }
                 };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    warn!(%peer, max = config.max_connections, "connection limit reached; refusing");
+                    over_cap(peer);
                     drop(stream);
                     continue;
                 };
-                conns.spawn(serve(stream, peer, permit));
+                if let Some(conn) = serve(stream, peer, permit) {
+                    conns.spawn(conn);
+                }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = shutdown.changed() => break,

@@ -3,16 +3,26 @@
 //! [`Connection`](crate::connection::Connection). Only sockets, timers and the clock live
 //! here; what happens on the wire is decided in `connection` and the protocol sessions.
 
+pub mod admission;
 pub mod certificate;
 pub mod driver;
 pub mod listener;
 pub mod log_budget;
 pub mod printable;
+pub mod refusals;
+pub mod setup_slots;
+pub mod token_bucket;
 
+pub use admission::{Admission, AdmissionConfig, Ending, Refusal};
 pub use driver::{DriverLimits, Handler, drive};
-pub use listener::{ListenerConfig, accept_loop, listen, raise_nofile_limit};
+pub use listener::{
+    ListenerConfig, accept_loop, accept_loop_admitting, listen, raise_nofile_limit,
+};
 pub use log_budget::{LogBudget, Summary};
 pub use printable::Printable;
+pub use refusals::Refused;
+pub use setup_slots::{Claim, SetupSlots};
+pub use token_bucket::{Rate, TokenBucket};
 
 /// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
 pub fn unix_ms() -> u64 {

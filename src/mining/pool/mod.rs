@@ -155,8 +155,19 @@ impl StratumV2Pool {
 
     // ----- statistics -----
 
-    /// A new connection `id` from `endpoint` (the product API's `register_miner(endpoint)`
-    /// is the facade's, in src/api.rs).
+    /// Keeps at most `max` miners in the registry (see [`PoolStatistics::set_max_miners`]).
+    pub fn set_max_miners(&mut self, max: usize) {
+        self.stats.set_max_miners(max);
+    }
+
+    /// Miners in the registry, connected or not yet forgotten.
+    pub fn registered_miners(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// A miner `id` from `endpoint`: the server calls it when a connection completes
+    /// SetupConnection, not at accept (the product API's `register_miner(endpoint)` is the
+    /// facade's, in src/api.rs).
     pub fn connect_miner(&mut self, id: u64, endpoint: String, now_ms: u64) {
         self.stats.register_miner(id, endpoint, now_ms);
     }

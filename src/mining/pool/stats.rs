@@ -103,7 +103,12 @@ impl AcceptedShares {
 pub struct PoolStatistics {
     miners: HashMap<u64, MinerConnection>,
     retired: PoolStats,
+    /// Miners kept at most (0: the default, [`DEFAULT_MAX_MINERS`]).
+    max_miners: usize,
 }
+
+/// Miners the registry keeps unless told otherwise.
+pub const DEFAULT_MAX_MINERS: usize = 100_000;
 
 impl PoolStatistics {
     /// No miner yet.
@@ -111,8 +116,36 @@ impl PoolStatistics {
         Self::default()
     }
 
-    /// A new connection from `endpoint`.
+    /// Keeps at most `max` miners: at the cap, registering one forgets the disconnected miner
+    /// quiet the longest (its counts move into the pool totals).
+    pub fn set_max_miners(&mut self, max: usize) {
+        self.max_miners = max.max(1);
+    }
+
+    fn max_miners(&self) -> usize {
+        if self.max_miners == 0 {
+            DEFAULT_MAX_MINERS
+        } else {
+            self.max_miners
+        }
+    }
+
+    /// A new miner from `endpoint` (a connection that completed SetupConnection, or a miner
+    /// driven by endpoint). At the cap, the disconnected miner quiet the longest is forgotten
+    /// first; with none, the registry goes over its cap rather than lose a live miner (live
+    /// ones are bounded by the connection cap).
     pub fn register_miner(&mut self, id: u64, endpoint: String, now_ms: u64) {
+        if self.miners.len() >= self.max_miners() && !self.miners.contains_key(&id) {
+            let quietest = self
+                .miners
+                .iter()
+                .filter(|(_, m)| !m.connected)
+                .min_by_key(|(id, m)| (m.last_activity, **id))
+                .map(|(id, _)| *id);
+            if let Some(old) = quietest {
+                self.retire(old);
+            }
+        }
         self.miners.insert(
             id,
             MinerConnection {
@@ -203,14 +236,33 @@ impl PoolStatistics {
             .map(|(id, _)| *id)
             .collect();
         for id in &stale {
-            if let Some(m) = self.miners.remove(id) {
-                self.retired.total_shares += m.stats.total_shares;
-                self.retired.accepted_shares += m.stats.accepted_shares;
-                self.retired.rejected_shares += m.stats.rejected_shares;
-                self.retired.blocks_found += m.stats.blocks_found;
-            }
+            self.retire(*id);
+        }
+        // Memory back after a crowd left: the map keeps its largest size otherwise.
+        if self.miners.capacity() > 4 * self.miners.len() + 64 {
+            self.miners.shrink_to_fit();
         }
         stale.len()
+    }
+
+    /// Forgets miner `id`; its counts move into the pool totals.
+    fn retire(&mut self, id: u64) {
+        if let Some(m) = self.miners.remove(&id) {
+            self.retired.total_shares += m.stats.total_shares;
+            self.retired.accepted_shares += m.stats.accepted_shares;
+            self.retired.rejected_shares += m.stats.rejected_shares;
+            self.retired.blocks_found += m.stats.blocks_found;
+        }
+    }
+
+    /// Miners in the registry (connected or not yet forgotten).
+    pub fn len(&self) -> usize {
+        self.miners.len()
+    }
+
+    /// Whether the registry is empty.
+    pub fn is_empty(&self) -> bool {
+        self.miners.is_empty()
     }
 
     /// One miner's record.
@@ -323,6 +375,40 @@ mod tests {
         assert_eq!(
             (s.miner_count, s.total_shares, s.accepted_shares),
             (1, 3, 2)
+        );
+    }
+
+    #[test]
+    fn the_registry_is_capped_and_shrinks_after_a_sweep() {
+        let mut p = PoolStatistics::new();
+        p.set_max_miners(3);
+        for id in 1..=3 {
+            p.register_miner(id, format!("10.0.0.{id}:1"), id);
+        }
+        p.disconnect(2, 10);
+        p.disconnect(1, 20);
+        // At the cap: the disconnected miner quiet the longest (2) goes, its counts kept.
+        p.register_miner(4, "10.0.0.4:1".into(), 30);
+        assert_eq!(p.len(), 3);
+        assert!(p.miner(2).is_none() && p.miner(1).is_some());
+        // Only connected miners left: the registry goes over its cap rather than lose one.
+        p.disconnect(1, 40);
+        p.register_miner(5, "10.0.0.5:1".into(), 50);
+        p.register_miner(6, "10.0.0.6:1".into(), 60);
+        assert_eq!(p.len(), 4);
+
+        // A crowd that left: the map gives its memory back once swept.
+        let mut p = PoolStatistics::new();
+        for id in 0..10_000 {
+            p.register_miner(id, String::new(), 0);
+            p.disconnect(id, 0);
+        }
+        let crowd = p.miners.capacity();
+        assert_eq!(p.cleanup_disconnected_miners(1, 10), 10_000);
+        assert!(
+            p.miners.capacity() < crowd / 4,
+            "{} of {crowd}",
+            p.miners.capacity()
         );
     }
 }
