@@ -146,6 +146,20 @@ pub struct PoolOptions {
     /// Most channels per connection. Default: 64.
     #[arg(long, value_name = "N")]
     pub max_channels_per_connection: Option<usize>,
+    // Issue 14, liveness, share floods and channel cap (helper B).
+    /// A set-up connection with no channel open for this long is closed. Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub channel_open_timeout_secs: Option<u64>,
+    /// Shares a channel may submit, as a multiple of shares_per_minute (a burst of one minute
+    /// of that rate); beyond it shares are refused with too-many-shares. Default: 20.
+    #[arg(long, value_name = "X")]
+    pub share_rate_multiple: Option<f64>,
+    /// Shares refused in a row for the rate that close the connection. Default: 1000.
+    #[arg(long, value_name = "N")]
+    pub flood_close_refusals: Option<u32>,
+    /// Most channels open at once across the pool. Default: 20000.
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
     /// Where templates come from: "embedded" (built-in regtest chain), "rpc" (a node's
     /// JSON-RPC: Bitcoin Core, blvm-node ...) or "module" (blvm-node's module socket). Default:
     /// module when started by blvm-node or given --socket-path, else embedded.
@@ -231,6 +245,10 @@ impl PoolOptions {
             setup_timeout_secs,
             max_connections,
             max_channels_per_connection,
+            channel_open_timeout_secs,
+            share_rate_multiple,
+            flood_close_refusals,
+            max_channels,
             backend,
             chain_bits,
             chain_synthetic_transactions,
@@ -563,6 +581,7 @@ impl PoolConfig {
                 ));
             }
         };
+        let idle_timeout_ms = secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?;
         let mining = MiningConfig {
             coinbase: CoinbaseConfig {
                 payout_script,
@@ -596,6 +615,23 @@ impl PoolConfig {
                 .max_channels_per_connection
                 .unwrap_or(defaults.max_channels_per_connection)
                 .max(1),
+            // Issue 14, liveness, share floods and channel cap (helper B).
+            channel_open_timeout_ms: Some(secs(
+                o.channel_open_timeout_secs,
+                "channel_open_timeout_secs",
+                30,
+            )?),
+            channel_idle_ms: Some(idle_timeout_ms),
+            share_rate_multiple: positive(
+                o.share_rate_multiple,
+                "share_rate_multiple",
+                defaults.share_rate_multiple,
+            )?,
+            flood_close_refusals: o
+                .flood_close_refusals
+                .unwrap_or(defaults.flood_close_refusals)
+                .max(1),
+            max_channels: o.max_channels.unwrap_or(defaults.max_channels).max(1),
             ..defaults
         };
         Ok(PoolConfig {
@@ -608,7 +644,7 @@ impl PoolConfig {
             cert_validity_secs,
             mining,
             reward_destination,
-            idle_timeout_ms: secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?,
+            idle_timeout_ms,
             cleanup_interval_ms: secs(o.cleanup_interval_secs, "cleanup_interval_secs", 300)?,
             template_refresh_ms: secs(o.template_refresh_secs, "template_refresh_secs", 30)?,
             handshake_timeout_ms: secs(o.handshake_timeout_secs, "handshake_timeout_secs", 10)?,
@@ -717,10 +753,13 @@ mod tests {
     #[test]
     fn mining_defaults_are_the_mining_cores() {
         let c = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
-        assert_eq!(
-            format!("{:?}", c.mining),
-            format!("{:?}", MiningConfig::default())
-        );
+        // The pool closes a channel idle for its connection idle timeout; the library's
+        // default has no channel idle rule.
+        let expected = MiningConfig {
+            channel_idle_ms: Some(c.idle_timeout_ms),
+            ..MiningConfig::default()
+        };
+        assert_eq!(format!("{:?}", c.mining), format!("{expected:?}"));
     }
 
     #[test]

@@ -33,7 +33,8 @@ use crate::mining::pool::{
     NodeAnswer, SelectedWork, SubmissionOutcome,
 };
 use crate::mining::{
-    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
+    AcceptedShares, ChannelBudget, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent,
+    StratumV2Pool, Work,
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
@@ -123,6 +124,8 @@ pub struct Shared {
     /// Each live connection's accepted shares not yet folded into `pool` (folded on the
     /// connection's tick, before any other event of it, at its end, and by `get_pool_stats`).
     pending: Mutex<std::collections::HashMap<u64, Arc<Mutex<PendingShares>>>>,
+    /// The pool-wide channel cap, shared by every session.
+    channels: Arc<ChannelBudget>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -349,6 +352,7 @@ impl StratumV2Server {
             data_dir: config.data_dir.clone(),
             blocks: blocks.clone(),
         }));
+        let config_max_channels = config.mining.max_channels;
         let shared = Arc::new(Shared {
             config,
             responder: Arc::new(RwLock::new(responder)),
@@ -358,6 +362,7 @@ impl StratumV2Server {
             node: node.clone(),
             refetch: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashMap::new()),
+            channels: Arc::new(ChannelBudget::new(config_max_channels)),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {

@@ -53,6 +53,27 @@ pub struct MiningConfig {
     /// Put in the top two bytes of every extranonce prefix, so pools behind one payout never
     /// hand out the same search space.
     pub server_id: u16,
+    // Issue 14, liveness and share floods (helper B).
+    /// A set-up connection with no channel open is closed after this long (ms) without one:
+    /// from SetupConnection, or from its last channel's closing. `None`: never.
+    pub channel_open_timeout_ms: Option<u64>,
+    /// A channel with neither an accepted share nor a channel message for this long (ms) is
+    /// closed (CloseChannel, reason `idle-timeout`); refused shares do not count. `None`:
+    /// never (the pool sets it to its idle timeout).
+    pub channel_idle_ms: Option<u64>,
+    /// Shares a channel may submit, as a multiple of the vardiff aim (`shares_per_minute`),
+    /// over a burst of a minute of that rate; past it shares are refused with
+    /// `too-many-shares` and the target is raised at once. Default 20.
+    pub share_rate_multiple: f64,
+    /// A connection whose channel had this many shares in a row refused for the rate is
+    /// closed. Default 1000.
+    pub flood_close_refusals: u32,
+    /// Channels open at once across the pool (the server shares one [`ChannelBudget`] of this
+    /// size among its sessions; beyond it OpenMiningChannel is refused with
+    /// `channel-capacity-exhausted`). Default 20,000.
+    ///
+    /// [`ChannelBudget`]: super::ChannelBudget
+    pub max_channels: usize,
 }
 
 impl Default for MiningConfig {
@@ -75,6 +96,11 @@ impl Default for MiningConfig {
             job_refresh_ms: 30_000,
             version_rolling: true,
             server_id: 0,
+            channel_open_timeout_ms: Some(30_000),
+            channel_idle_ms: None,
+            share_rate_multiple: 20.0,
+            flood_close_refusals: 1000,
+            max_channels: 20_000,
         }
     }
 }
