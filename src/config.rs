@@ -154,7 +154,8 @@ pub struct PoolOptions {
     /// of that rate); beyond it shares are refused with too-many-shares. Default: 20.
     #[arg(long, value_name = "X")]
     pub share_rate_multiple: Option<f64>,
-    /// Shares refused in a row for the rate that close the connection. Default: 1000.
+    /// Shares refused for the rate (less than 10 s apart) that close the connection.
+    /// Default: 1000.
     #[arg(long, value_name = "N")]
     pub flood_close_refusals: Option<u32>,
     /// Most channels open at once across the pool. Default: 20000.

@@ -46,7 +46,7 @@ pub const MAX_CLIENT_PAYLOAD: usize = max(
     max(SETUP_CONNECTION_MAX, OPEN_EXTENDED_CHANNEL_MAX),
     max(SUBMIT_SHARES_EXTENDED_MAX, CLOSE_CHANNEL_MAX),
 );
-/// Accepted shares reach the pool's statistics this soon.
+/// Accepted and refused shares reach the pool's statistics this soon.
 const FOLD_DELAY_MS: u64 = 500;
 
 /// Why a miner connection ended.
@@ -86,10 +86,12 @@ impl Handler<Session> for PoolHandler<'_> {
             return;
         }
         if self.fold_at.is_none()
-            && self
-                .events
-                .iter()
-                .any(|e| matches!(e, SessionEvent::ShareAccepted { .. }))
+            && self.events.iter().any(|e| {
+                matches!(
+                    e,
+                    SessionEvent::ShareAccepted { .. } | SessionEvent::ShareRejected { .. }
+                )
+            })
         {
             self.fold_at = Some(now_ms + FOLD_DELAY_MS);
         }

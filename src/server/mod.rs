@@ -170,15 +170,25 @@ impl Shared {
         pending: Option<&Mutex<PendingShares>>,
     ) {
         if let Some(pending) = pending
-            && events
-                .iter()
-                .all(|e| matches!(e, SessionEvent::ShareAccepted { .. }))
+            && events.iter().all(|e| {
+                matches!(
+                    e,
+                    SessionEvent::ShareAccepted { .. } | SessionEvent::ShareRejected { .. }
+                )
+            })
         {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             for e in events.drain(..) {
-                if let SessionEvent::ShareAccepted { difficulty, .. } = &e {
-                    self.share_accepted(id, &e);
-                    p.add(*difficulty, now);
+                match &e {
+                    SessionEvent::ShareAccepted { difficulty, .. } => {
+                        self.share_accepted(id, &e);
+                        p.add(*difficulty, now);
+                    }
+                    SessionEvent::ShareRejected { channel_id, reason } => {
+                        debug!(conn = id, channel = channel_id, %reason, "share rejected");
+                        p.add_rejected(*reason, now);
+                    }
+                    _ => {}
                 }
             }
             return;

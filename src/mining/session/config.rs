@@ -65,8 +65,8 @@ pub struct MiningConfig {
     /// over a burst of a minute of that rate; past it shares are refused with
     /// `too-many-shares` and the target is raised at once. Default 20.
     pub share_rate_multiple: f64,
-    /// A connection whose channel had this many shares in a row refused for the rate is
-    /// closed. Default 1000.
+    /// A connection whose channel had this many shares refused for the rate, with less than
+    /// 10 s between one refusal and the next, is closed. Default 1000.
     pub flood_close_refusals: u32,
     /// Channels open at once across the pool (the server shares one [`ChannelBudget`] of this
     /// size among its sessions; beyond it OpenMiningChannel is refused with

@@ -3,7 +3,8 @@
 //! rate. A share beyond it is refused with `too-many-shares` (never a block: a block is always
 //! taken), the channel's target is raised at once to what the measured rate calls for (with a
 //! new job, as for any retarget), and a connection whose channel keeps flooding
-//! (`MiningConfig::flood_close_refusals` refusals in a row) is closed.
+//! (`MiningConfig::flood_close_refusals` refusals, none [`FLOOD_QUIET_MS`] after the one
+//! before: the shares the refilling bucket lets through do not reset it) is closed.
 //!
 //! Without it, a client that keeps mining on old, easy jobs gets every share credited: one
 //! connection was credited 273,000 shares a second on the easy regtest target.
@@ -14,13 +15,19 @@ use super::Session;
 use super::events::SessionError;
 use crate::block::target::target_for_hashrate;
 
+/// A flood ends after this long (ms) without a share refused for the rate: the count towards
+/// `flood_close_refusals` starts over.
+pub const FLOOD_QUIET_MS: u64 = 10_000;
+
 /// A channel's share allowance.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ShareBucket {
     tokens: f64,
     last_ms: u64,
-    /// Shares refused for the rate since the last one that was not.
-    refused_in_a_row: u32,
+    /// Shares refused for the rate in the current flood: since the last refusal that came
+    /// [`FLOOD_QUIET_MS`] or more after the one before.
+    flood_refusals: u32,
+    last_refused_ms: u64,
     /// The last refused share was credited at the channel's current target: raising it helps.
     raise_due: bool,
 }
@@ -31,7 +38,8 @@ impl ShareBucket {
         ShareBucket {
             tokens: burst,
             last_ms: now_ms,
-            refused_in_a_row: 0,
+            flood_refusals: 0,
+            last_refused_ms: 0,
             raise_due: false,
         }
     }
@@ -45,7 +53,6 @@ impl ShareBucket {
         }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
             true
         } else {
             false
@@ -54,8 +61,14 @@ impl ShareBucket {
 
     /// Notes a refusal; `at_current_target`: the share was on a job at the channel's current
     /// target.
-    pub(super) fn refused(&mut self, at_current_target: bool) {
-        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+    pub(super) fn refused(&mut self, at_current_target: bool, now_ms: u64) {
+        // A share accepted now and then (the bucket refills) does not end a flood; a quiet
+        // spell does.
+        if now_ms.saturating_sub(self.last_refused_ms) >= FLOOD_QUIET_MS {
+            self.flood_refusals = 0;
+        }
+        self.last_refused_ms = now_ms;
+        self.flood_refusals = self.flood_refusals.saturating_add(1);
         self.raise_due = at_current_target;
     }
 }
@@ -79,7 +92,7 @@ impl Session {
             return Ok(());
         };
         let ch = &mut self.channels[idx];
-        if ch.bucket.refused_in_a_row >= self.config.flood_close_refusals.max(1) {
+        if ch.bucket.flood_refusals >= self.config.flood_close_refusals.max(1) {
             return Err(SessionError::ShareFlood { channel_id });
         }
         if !std::mem::take(&mut ch.bucket.raise_due) {

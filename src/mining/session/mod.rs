@@ -39,6 +39,7 @@ pub use channels::{ChannelInfo, ChannelStats};
 pub use config::{DEFAULT_POOL_TAG, MiningConfig};
 pub use events::{FoundBlock, SessionError, SessionEvent};
 pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
+pub use flood::FLOOD_QUIET_MS;
 pub use jobs::RETIRED_JOBS_GRACE_MS;
 pub use liveness::IDLE_CHANNEL_REASON;
 pub use setup::PROTOCOL_VERSION;

@@ -349,7 +349,7 @@ impl Session {
             && !is_block
         {
             let at_current = credited.target == ch.target();
-            ch.bucket.refused(at_current);
+            ch.bucket.refused(at_current, now_ms);
             return Err(ShareRejection::TooManyShares);
         }
         // Every header with an nTime at or past the floor belongs to the current window's set:
