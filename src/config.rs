@@ -14,7 +14,7 @@ use bitcoin::{Address, ScriptBuf};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::mining::{CoinbaseConfig, MiningConfig};
+use crate::mining::{CoinbaseConfig, HARDWARE_MIN_DIFFICULTY, MiningConfig};
 use crate::node::module::ModuleSettings;
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
@@ -105,7 +105,8 @@ pub struct PoolOptions {
     #[serde(alias = "max_past_jobs")]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<usize>,
-    /// Easiest share difficulty handed out. Default: 0.000001.
+    /// Easiest share difficulty handed out. Default: 16 on chains of difficulty 1 or more
+    /// (mainnet, testnet), 0.000001 on easier ones (regtest, the embedded chain, signet).
     #[arg(long, value_name = "DIFF")]
     pub min_difficulty: Option<f64>,
     /// Hardest share difficulty handed out. Default: 1e15.
@@ -512,8 +513,20 @@ impl PoolConfig {
             "shares_per_minute",
             defaults.shares_per_minute,
         )?;
-        let min_difficulty = positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?;
         let max_difficulty = positive(o.max_difficulty, "max_difficulty", defaults.max_difficulty)?;
+        // Issue 14 (helper B): unless set, real hardware's floor on real chains and the
+        // library's easy one on chains easier than difficulty 1 (regtest, embedded, signet);
+        // a value set applies to every chain.
+        let (min_difficulty, easy_chain_min_difficulty) = match o.min_difficulty {
+            Some(_) => {
+                let m = positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?;
+                (m, m)
+            }
+            None => (
+                HARDWARE_MIN_DIFFICULTY.min(max_difficulty),
+                defaults.easy_chain_min_difficulty.min(max_difficulty),
+            ),
+        };
         if min_difficulty > max_difficulty {
             return Err(invalid(
                 source_name,
@@ -593,6 +606,7 @@ impl PoolConfig {
             shares_per_minute,
             share_batch_size,
             min_difficulty,
+            easy_chain_min_difficulty,
             max_difficulty,
             server_id: o.server_id.unwrap_or(defaults.server_id),
             job_refresh_ms: secs(o.job_refresh_secs, "job_refresh_secs", 30)?,
@@ -758,6 +772,7 @@ mod tests {
         // default has no channel idle rule.
         let expected = MiningConfig {
             channel_idle_ms: Some(c.idle_timeout_ms),
+            min_difficulty: HARDWARE_MIN_DIFFICULTY,
             ..MiningConfig::default()
         };
         assert_eq!(format!("{:?}", c.mining), format!("{expected:?}"));

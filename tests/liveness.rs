@@ -26,7 +26,8 @@ use blvm_stratum_v2::connection::{
     Connection, ConnectionConfig, ConnectionError, Outbox, Protocol,
 };
 use blvm_stratum_v2::mining::{
-    ExtranonceAllocator, MiningConfig, Session, SessionError, SessionEvent, ShareRejection, Work,
+    ExtranonceAllocator, HARDWARE_MIN_DIFFICULTY, MiningConfig, Session, SessionError,
+    SessionEvent, ShareRejection, Work,
 };
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
 use blvm_stratum_v2::noise::Responder;
@@ -36,7 +37,7 @@ use pool::{RARE_BLOCKS, TestPool};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secp256k1::{Keypair, SECP256K1};
-use sri_client::{Miner, expect_closed};
+use sri_client::{HonestMiner, Miner, expect_closed};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout};
 
@@ -72,8 +73,12 @@ fn mining(tweak: impl FnOnce(&mut MiningConfig)) -> MiningConfig {
 }
 
 fn pool_session(config: MiningConfig) -> Session {
+    pool_session_on(0x1d00ffff, config)
+}
+
+fn pool_session_on(bits: u32, config: MiningConfig) -> Session {
     let mut chain = EmbeddedChain::new(ChainConfig {
-        bits: 0x1d00ffff,
+        bits,
         synthetic_transactions: 3,
     });
     let config = Arc::new(config);
@@ -92,9 +97,13 @@ struct Rig {
 impl Rig {
     /// Handshake, setup and an extended channel, all at `NOW_MS`.
     fn new(mining: MiningConfig, idle: Option<u64>) -> Rig {
+        Self::on(pool_session(mining), idle)
+    }
+
+    fn on(session: Session, idle: Option<u64>) -> Rig {
         let (authority, responder) = responder();
         let pool = Connection::accept(
-            pool_session(mining),
+            session,
             responder,
             StdRng::seed_from_u64(2),
             config(idle),
@@ -430,6 +439,22 @@ fn a_channel_that_keeps_flooding_is_closed() {
     assert_eq!((credited, refused), (72, 19), "closed at the 20th refusal");
 }
 
+#[test]
+fn the_difficulty_floor_is_real_hardwares_on_a_real_chain_and_easy_on_regtest() {
+    let floors = |c: &mut MiningConfig| {
+        c.min_difficulty = HARDWARE_MIN_DIFFICULTY;
+        c.easy_chain_min_difficulty = 1e-6;
+    };
+    // Difficulty 1 (mainnet's floor): the hardware floor.
+    let rig = Rig::on(pool_session_on(0x1d00ffff, mining(floors)), None);
+    let d = rig.pool.protocol().channels()[0].target.difficulty_float();
+    assert!((d / HARDWARE_MIN_DIFFICULTY - 1.0).abs() < 1e-3, "{d}");
+    // Regtest: the easy floor.
+    let rig = Rig::on(pool_session_on(0x207fffff, mining(floors)), None);
+    let d = rig.pool.protocol().channels()[0].target.difficulty_float();
+    assert!((d / 1e-6 - 1.0).abs() < 1e-3, "{d}");
+}
+
 // Over TCP.
 
 async fn run<F: std::future::Future<Output = ()>>(f: F) {
@@ -441,7 +466,9 @@ async fn run<F: std::future::Future<Output = ()>>(f: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_dripping_an_unfinished_frame_is_closed_at_the_idle_timeout() {
     run(async {
+        // The honest miner of e2e_hostile.rs mines beside it throughout.
         let pool = TestPool::start_with(RARE_BLOCKS, 5, |o| o.idle_timeout_secs = Some(2)).await;
+        let honest = HonestMiner::start(pool.addr, &pool.key).await;
         let mut m = Miner::ready(pool.addr, &pool.key, 0).await.expect("setup");
         let ch = m.open(true, "dripper").await.expect("channel");
         let share = m.valid_share(ch);
@@ -463,6 +490,10 @@ async fn a_connection_dripping_an_unfinished_frame_is_closed_at_the_idle_timeout
         let lived = started.elapsed();
         println!("a dripping connection lived {lived:?} (idle timeout 2 s)");
         assert!(lived < Duration::from_secs(5), "lived {lived:?}");
+        honest
+            .assert_progress(20, Duration::from_secs(10), "after the drip")
+            .await;
+        honest.finish().await;
         pool.stop().await;
     })
     .await;

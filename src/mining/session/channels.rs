@@ -226,6 +226,17 @@ impl Session {
             .collect()
     }
 
+    /// The easiest target on `work`'s chain: `easy_chain_min_difficulty` on a chain easier
+    /// than difficulty 1 (regtest, signet), `min_difficulty` on the others.
+    pub(super) fn easiest_for(&self, work: &crate::mining::work::Work) -> Target {
+        let floor = if work.network_target.difficulty_float() < 1.0 {
+            self.config.easy_chain_min_difficulty
+        } else {
+            self.config.min_difficulty
+        };
+        Target::from_le_bytes(crate::block::target::target_of_difficulty(floor))
+    }
+
     /// `t` within the pool's difficulty bounds, then never easier than `max_target` (the
     /// client's limit wins over the pool's easiest difficulty).
     pub(super) fn clamp_target(&self, t: Target, max_target: Target) -> Target {

@@ -6,6 +6,13 @@ use crate::block::coinbase::CoinbaseConfig;
 /// The pool tag put in every coinbase unless configured otherwise.
 pub const DEFAULT_POOL_TAG: &[u8] = b"/blvm-stratum-v2/";
 
+/// The pool's default easiest share difficulty on a real chain: a 20 GH/s USB stick (the
+/// smallest device worth pointing at a pool) finds one share of difficulty 16 every 3.4 s, the
+/// vardiff aim of 18 a minute; a 500 GH/s small ASIC starts there and is raised within its
+/// first window; a share cannot be made without 69 billion hashes, so nobody floods valid ones
+/// without the hashrate to back them.
+pub const HARDWARE_MIN_DIFFICULTY: f64 = 16.0;
+
 /// Pool policy shared by every session.
 #[derive(Debug, Clone)]
 pub struct MiningConfig {
@@ -18,8 +25,14 @@ pub struct MiningConfig {
     pub shares_per_minute: f64,
     /// Accepted shares acknowledged per SubmitShares.Success (1 = each share at once).
     pub share_batch_size: u32,
-    /// Easiest share difficulty the pool hands out.
+    /// Easiest share difficulty the pool hands out on a chain whose own difficulty is 1 or
+    /// more (mainnet, testnet).
     pub min_difficulty: f64,
+    /// Easiest share difficulty on a chain easier than difficulty 1 (regtest, the embedded
+    /// chain, signet), where CPU miners mine. Default 1e-6, like `min_difficulty`'s library
+    /// default; the pool's configuration raises `min_difficulty` to
+    /// [`HARDWARE_MIN_DIFFICULTY`] unless told otherwise.
+    pub easy_chain_min_difficulty: f64,
     /// Hardest share difficulty the pool hands out.
     pub max_difficulty: f64,
     /// Miner extranonce bytes given when the client asks for fewer.
@@ -88,6 +101,7 @@ impl Default for MiningConfig {
             shares_per_minute: 18.0,
             share_batch_size: 1,
             min_difficulty: 1e-6,
+            easy_chain_min_difficulty: 1e-6,
             max_difficulty: 1e15,
             default_extranonce_size: 8,
             ntime_allowance_secs: 120,

@@ -36,7 +36,7 @@ use bitcoin::{BlockHash, Target};
 
 pub use budget::ChannelBudget;
 pub use channels::{ChannelInfo, ChannelStats};
-pub use config::{DEFAULT_POOL_TAG, MiningConfig};
+pub use config::{DEFAULT_POOL_TAG, HARDWARE_MIN_DIFFICULTY, MiningConfig};
 pub use events::{FoundBlock, SessionError, SessionEvent};
 pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
 pub use flood::FLOOD_QUIET_MS;
@@ -65,7 +65,8 @@ enum State {
 pub struct Session {
     config: Arc<MiningConfig>,
     allocator: Arc<ExtranonceAllocator>,
-    /// Targets of the configured minimum and maximum difficulty, computed once.
+    /// Targets of the configured minimum (for the chain the work is on) and maximum
+    /// difficulty, computed once (the minimum again when the chain turns out easy).
     easiest: Target,
     hardest: Target,
     state: State,
