@@ -34,6 +34,8 @@ use crate::noise::{
 
 /// Receive buffer capacity kept between frames; more, left by a large frame, is given back.
 pub const RECEIVE_BUFFER_KEEP: usize = 4 * 1024;
+/// Transmit buffer capacity kept once its bytes are written.
+pub const TRANSMIT_BUFFER_KEEP: usize = 16 * 1024;
 
 /// The deadlines and limits of one connection; durations in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,9 +392,13 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Forgets the ciphertext [`Self::pending_transmit`] showed (it has been written),
-    /// keeping the buffer's capacity.
+    /// keeping the buffer's capacity up to [`TRANSMIT_BUFFER_KEEP`] (a burst of output, many
+    /// jobs at once, does not stay pinned).
     pub fn clear_transmit(&mut self) {
         self.transmit.clear();
+        if self.transmit.capacity() > TRANSMIT_BUFFER_KEEP {
+            self.transmit.shrink_to(TRANSMIT_BUFFER_KEEP);
+        }
     }
 
     /// Bytes waiting in [`Self::poll_transmit`].
