@@ -518,13 +518,13 @@ impl PoolConfig {
         // library's easy one on chains easier than difficulty 1 (regtest, embedded, signet);
         // a value set applies to every chain.
         let (min_difficulty, easy_chain_min_difficulty) = match o.min_difficulty {
-            Some(_) => {
-                let m = positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?;
-                (m, m)
-            }
+            Some(_) => (
+                positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?,
+                None,
+            ),
             None => (
                 HARDWARE_MIN_DIFFICULTY.min(max_difficulty),
-                defaults.easy_chain_min_difficulty.min(max_difficulty),
+                Some(defaults.min_difficulty.min(max_difficulty)),
             ),
         };
         if min_difficulty > max_difficulty {
@@ -773,6 +773,7 @@ mod tests {
         let expected = MiningConfig {
             channel_idle_ms: Some(c.idle_timeout_ms),
             min_difficulty: HARDWARE_MIN_DIFFICULTY,
+            easy_chain_min_difficulty: Some(1e-6),
             ..MiningConfig::default()
         };
         assert_eq!(format!("{:?}", c.mining), format!("{expected:?}"));

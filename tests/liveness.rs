@@ -443,7 +443,7 @@ fn a_channel_that_keeps_flooding_is_closed() {
 fn the_difficulty_floor_is_real_hardwares_on_a_real_chain_and_easy_on_regtest() {
     let floors = |c: &mut MiningConfig| {
         c.min_difficulty = HARDWARE_MIN_DIFFICULTY;
-        c.easy_chain_min_difficulty = 1e-6;
+        c.easy_chain_min_difficulty = Some(1e-6);
     };
     // Difficulty 1 (mainnet's floor): the hardware floor.
     let rig = Rig::on(pool_session_on(0x1d00ffff, mining(floors)), None);

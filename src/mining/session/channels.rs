@@ -226,13 +226,12 @@ impl Session {
             .collect()
     }
 
-    /// The easiest target on `work`'s chain: `easy_chain_min_difficulty` on a chain easier
-    /// than difficulty 1 (regtest, signet), `min_difficulty` on the others.
+    /// The easiest target on `work`'s chain: `easy_chain_min_difficulty`, if set, on a chain
+    /// easier than difficulty 1 (regtest, signet), `min_difficulty` otherwise.
     pub(super) fn easiest_for(&self, work: &crate::mining::work::Work) -> Target {
-        let floor = if work.network_target.difficulty_float() < 1.0 {
-            self.config.easy_chain_min_difficulty
-        } else {
-            self.config.min_difficulty
+        let floor = match self.config.easy_chain_min_difficulty {
+            Some(easy) if work.network_target.difficulty_float() < 1.0 => easy,
+            _ => self.config.min_difficulty,
         };
         Target::from_le_bytes(crate::block::target::target_of_difficulty(floor))
     }

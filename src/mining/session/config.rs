@@ -29,10 +29,10 @@ pub struct MiningConfig {
     /// more (mainnet, testnet).
     pub min_difficulty: f64,
     /// Easiest share difficulty on a chain easier than difficulty 1 (regtest, the embedded
-    /// chain, signet), where CPU miners mine. Default 1e-6, like `min_difficulty`'s library
-    /// default; the pool's configuration raises `min_difficulty` to
-    /// [`HARDWARE_MIN_DIFFICULTY`] unless told otherwise.
-    pub easy_chain_min_difficulty: f64,
+    /// chain, signet), where CPU miners mine; `None`: `min_difficulty` everywhere (the
+    /// default). The pool's configuration, unless told a `min_difficulty`, uses
+    /// [`HARDWARE_MIN_DIFFICULTY`] with 1e-6 here.
+    pub easy_chain_min_difficulty: Option<f64>,
     /// Hardest share difficulty the pool hands out.
     pub max_difficulty: f64,
     /// Miner extranonce bytes given when the client asks for fewer.
@@ -101,7 +101,7 @@ impl Default for MiningConfig {
             shares_per_minute: 18.0,
             share_batch_size: 1,
             min_difficulty: 1e-6,
-            easy_chain_min_difficulty: 1e-6,
+            easy_chain_min_difficulty: None,
             max_difficulty: 1e15,
             default_extranonce_size: 8,
             ntime_allowance_secs: 120,
