@@ -173,7 +173,7 @@ start_pool() {
     # shellcheck disable=SC2086
     "$BIN" --listen-addr 127.0.0.1:0 --data-dir "$dir" \
         --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff \
-        --max-connections 20000 ${POOL_EXTRA:-} >"$dir/out" 2>"$dir/err" &
+        --share-rate-multiple 1e9 --max-connections 20000 ${POOL_EXTRA:-} >"$dir/out" 2>"$dir/err" &
     POOL_PID=$!
     for _ in $(seq 100); do
         grep -q "authority public key" "$dir/out" 2>/dev/null && break

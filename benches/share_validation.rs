@@ -127,6 +127,12 @@ fn pool_config() -> MiningConfig {
         min_difficulty: 1e-30,
         share_batch_size: 1,
         server_id: 0xbeef,
+        // Shares go in far faster than any miner's (all at one fake time): the share rate
+        // limit, which would refuse them, is not what is measured here.
+        share_rate_multiple: 1e9,
+        // Every share on one job, millions of them: one credit window for the whole run (with
+        // the default, the window's end retires the job and the shares turn stale).
+        credit_window_shares: 1 << 30,
         ..MiningConfig::default()
     }
 }

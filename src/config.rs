@@ -14,7 +14,7 @@ use bitcoin::{Address, ScriptBuf};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::mining::{CoinbaseConfig, MiningConfig};
+use crate::mining::{CoinbaseConfig, HARDWARE_MIN_DIFFICULTY, MiningConfig};
 use crate::node::module::ModuleSettings;
 use crate::node::regtest::{ChainConfig, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
@@ -106,7 +106,8 @@ pub struct PoolOptions {
     #[serde(alias = "max_past_jobs")]
     #[arg(long, value_name = "N")]
     pub max_jobs: Option<usize>,
-    /// Easiest share difficulty handed out. Default: 0.000001.
+    /// Easiest share difficulty handed out. Default: 16 on chains of difficulty 1 or more
+    /// (mainnet, testnet), 0.000001 on easier ones (regtest, the embedded chain, signet).
     #[arg(long, value_name = "DIFF")]
     pub min_difficulty: Option<f64>,
     /// Hardest share difficulty handed out. Default: 1e15.
@@ -178,6 +179,21 @@ pub struct PoolOptions {
     #[arg(long, value_name = "SECS")]
     pub penalty_secs: Option<u64>,
     // ----- end of admission control -----
+    // Issue 14, liveness, share floods and channel cap (helper B).
+    /// A set-up connection with no channel open for this long is closed. Default: 30.
+    #[arg(long, value_name = "SECS")]
+    pub channel_open_timeout_secs: Option<u64>,
+    /// Shares a channel may submit, as a multiple of shares_per_minute (a burst of one minute
+    /// of that rate); beyond it shares are refused with too-many-shares. Default: 20.
+    #[arg(long, value_name = "X")]
+    pub share_rate_multiple: Option<f64>,
+    /// Shares refused for the rate (less than 10 s apart) that close the connection.
+    /// Default: 1000.
+    #[arg(long, value_name = "N")]
+    pub flood_close_refusals: Option<u32>,
+    /// Most channels open at once across the pool. Default: 20000.
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
     /// Where templates come from: "embedded" (built-in regtest chain), "rpc" (a node's
     /// JSON-RPC: Bitcoin Core, blvm-node ...) or "module" (blvm-node's module socket). Default:
     /// module when started by blvm-node or given --socket-path, else embedded.
@@ -276,6 +292,10 @@ impl PoolOptions {
             max_pre_setup_per_ip,
             handshake_failures_before_penalty,
             penalty_secs,
+            channel_open_timeout_secs,
+            share_rate_multiple,
+            flood_close_refusals,
+            max_channels,
             backend,
             chain_bits,
             chain_synthetic_transactions,
@@ -613,8 +633,20 @@ impl PoolConfig {
             "shares_per_minute",
             defaults.shares_per_minute,
         )?;
-        let min_difficulty = positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?;
         let max_difficulty = positive(o.max_difficulty, "max_difficulty", defaults.max_difficulty)?;
+        // Issue 14 (helper B): unless set, real hardware's floor on real chains and the
+        // library's easy one on chains easier than difficulty 1 (regtest, embedded, signet);
+        // a value set applies to every chain.
+        let (min_difficulty, easy_chain_min_difficulty) = match o.min_difficulty {
+            Some(_) => (
+                positive(o.min_difficulty, "min_difficulty", defaults.min_difficulty)?,
+                None,
+            ),
+            None => (
+                HARDWARE_MIN_DIFFICULTY.min(max_difficulty),
+                Some(defaults.min_difficulty.min(max_difficulty)),
+            ),
+        };
         if min_difficulty > max_difficulty {
             return Err(invalid(
                 source_name,
@@ -693,6 +725,7 @@ impl PoolConfig {
                 ));
             }
         };
+        let idle_timeout_ms = secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?;
         let mining = MiningConfig {
             coinbase: CoinbaseConfig {
                 payout_script,
@@ -703,6 +736,7 @@ impl PoolConfig {
             shares_per_minute,
             share_batch_size,
             min_difficulty,
+            easy_chain_min_difficulty,
             max_difficulty,
             server_id: o.server_id.unwrap_or(defaults.server_id),
             job_refresh_ms: secs(o.job_refresh_secs, "job_refresh_secs", 30)?,
@@ -726,6 +760,23 @@ impl PoolConfig {
                 .max_channels_per_connection
                 .unwrap_or(defaults.max_channels_per_connection)
                 .max(1),
+            // Issue 14, liveness, share floods and channel cap (helper B).
+            channel_open_timeout_ms: Some(secs(
+                o.channel_open_timeout_secs,
+                "channel_open_timeout_secs",
+                30,
+            )?),
+            channel_idle_ms: Some(idle_timeout_ms),
+            share_rate_multiple: positive(
+                o.share_rate_multiple,
+                "share_rate_multiple",
+                defaults.share_rate_multiple,
+            )?,
+            flood_close_refusals: o
+                .flood_close_refusals
+                .unwrap_or(defaults.flood_close_refusals)
+                .max(1),
+            max_channels: o.max_channels.unwrap_or(defaults.max_channels).max(1),
             ..defaults
         };
         Ok(PoolConfig {
@@ -738,7 +789,7 @@ impl PoolConfig {
             cert_validity_secs,
             mining,
             reward_destination,
-            idle_timeout_ms: secs(o.idle_timeout_secs, "idle_timeout_secs", 300)?,
+            idle_timeout_ms,
             cleanup_interval_ms: secs(o.cleanup_interval_secs, "cleanup_interval_secs", 300)?,
             template_refresh_ms: secs(o.template_refresh_secs, "template_refresh_secs", 30)?,
             handshake_timeout_ms: secs(o.handshake_timeout_secs, "handshake_timeout_secs", 10)?,
@@ -848,10 +899,15 @@ mod tests {
     #[test]
     fn mining_defaults_are_the_mining_cores() {
         let c = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
-        assert_eq!(
-            format!("{:?}", c.mining),
-            format!("{:?}", MiningConfig::default())
-        );
+        // The pool closes a channel idle for its connection idle timeout; the library's
+        // default has no channel idle rule.
+        let expected = MiningConfig {
+            channel_idle_ms: Some(c.idle_timeout_ms),
+            min_difficulty: HARDWARE_MIN_DIFFICULTY,
+            easy_chain_min_difficulty: Some(1e-6),
+            ..MiningConfig::default()
+        };
+        assert_eq!(format!("{:?}", c.mining), format!("{expected:?}"));
     }
 
     #[test]

@@ -89,6 +89,9 @@ impl Pool {
             data_dir: Some(dir.path().to_path_buf()),
             min_difficulty: Some(1e-9),
             max_difficulty: Some(1e-8),
+            // The difficulty is capped at 1e-8, so vardiff cannot slow the honest miner's few
+            // hundred shares a second: the share rate limit is raised past them, as in TestPool.
+            share_rate_multiple: Some(10_000.0),
             chain_bits: Some(RARE_BLOCKS),
             handshake_timeout_secs: Some(2),
             setup_timeout_secs: Some(2),
@@ -296,9 +299,16 @@ impl ChildPool {
     /// measure the figures before it), run without `extra`.
     fn start(extra: &[&str]) -> ChildPool {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (bin, extra) = match std::env::var("ADMISSION_BEFORE_BIN") {
-            Ok(bin) => (bin, &[][..]),
-            Err(_) => (env!("CARGO_BIN_EXE_blvm-stratum-v2").to_owned(), extra),
+        // The share rate limit raised past the honest miner's few hundred shares a second (its
+        // difficulty is capped at 1e-8, so vardiff cannot slow it), as in TestPool.
+        let raised = ["--share-rate-multiple", "10000"];
+        let (bin, extra, raised) = match std::env::var("ADMISSION_BEFORE_BIN") {
+            Ok(bin) => (bin, &[][..], &[][..]),
+            Err(_) => (
+                env!("CARGO_BIN_EXE_blvm-stratum-v2").to_owned(),
+                extra,
+                &raised[..],
+            ),
         };
         let mut child = Command::new(bin)
             .args(["--listen-addr", "127.0.0.1:0", "--chain-bits", "0x1d00ffff"])
@@ -306,6 +316,7 @@ impl ChildPool {
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra)
+            .args(raised)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

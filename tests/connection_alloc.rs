@@ -43,6 +43,9 @@ fn the_share_path_through_two_connections_does_not_allocate() {
         // One credit window for the whole run: the shares are mined in advance on one job,
         // which a new window would retire.
         credit_window_shares: 4096,
+        // The shares go in a thousand a second (one per fake millisecond): far past the share
+        // rate limit, which this test of the accepted path does not measure.
+        share_rate_multiple: 1e9,
         ..MiningConfig::default()
     });
     let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();

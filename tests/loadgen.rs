@@ -22,6 +22,8 @@ fn run_against_server(
             min_difficulty: Some(1e-12),
             max_difficulty: Some(1e-12),
             chain_bits: Some(0x1d00_ffff),
+            // A load test of capacity at a fixed difficulty: no per-channel share rate limit.
+            share_rate_multiple: Some(1e9),
             ..PoolOptions::default()
         },
         "test",

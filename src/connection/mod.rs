@@ -32,6 +32,11 @@ use crate::noise::{
     INITIATOR_MESSAGE_LEN, Initiator, RESPONDER_MESSAGE_LEN, Receiver, Responder, Sender,
 };
 
+/// Receive buffer capacity kept between frames; more, left by a large frame, is given back.
+pub const RECEIVE_BUFFER_KEEP: usize = 4 * 1024;
+/// Transmit buffer capacity kept once its bytes are written.
+pub const TRANSMIT_BUFFER_KEEP: usize = 16 * 1024;
+
 /// The deadlines and limits of one connection; durations in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionConfig {
@@ -39,7 +44,8 @@ pub struct ConnectionConfig {
     pub handshake_timeout_ms: u64,
     /// Time from the end of the handshake for the protocol's setup to complete.
     pub setup_timeout_ms: u64,
-    /// Longest silence from the peer; `None`: no idle limit.
+    /// Longest time without a whole, authenticated frame from the peer (bytes of an unfinished
+    /// frame do not count); `None`: no idle limit.
     pub idle_timeout_ms: Option<u64>,
     /// Largest plaintext payload a received frame may announce.
     pub max_payload_len: usize,
@@ -87,6 +93,7 @@ pub struct Connection<P: Protocol> {
     handshake_deadline: u64,
     /// Set when the handshake completes.
     setup_deadline: u64,
+    /// When the handshake completed or the last whole, authenticated frame arrived.
     last_received_ms: u64,
     /// The protocol's deadline is not reported before this (guards against a deadline that
     /// stays in the past after its work was done).
@@ -198,7 +205,9 @@ impl<P: Protocol> Connection<P> {
         if self.is_ended() {
             return Err(ConnectionError::Ended);
         }
-        self.last_received_ms = now_ms;
+        // The idle timer is not restarted here: only a completed handshake or a whole,
+        // authenticated frame restarts it (one byte of an unfinished frame now and then must
+        // not keep a connection alive).
         let mut result = Ok(());
         while result.is_ok() && !data.is_empty() {
             match self.read(data, now_ms) {
@@ -248,10 +257,13 @@ impl<P: Protocol> Connection<P> {
             Stage::Established { receiver, .. } => {
                 receiver.feed(data);
                 while let Some(frame) = receiver.next_frame()? {
+                    self.last_received_ms = now_ms;
                     self.protocol
                         .handle_message(frame, now_ms)
                         .map_err(ConnectionError::Protocol)?;
                 }
+                // A large frame (or many small ones in one read) does not stay pinned.
+                receiver.release_spare(RECEIVE_BUFFER_KEEP);
                 Ok(&[])
             }
             Stage::Ended => Err(ConnectionError::Ended),
@@ -263,6 +275,7 @@ impl<P: Protocol> Connection<P> {
         receiver.set_max_payload_len(self.config.max_payload_len);
         self.stage = Stage::Established { sender, receiver };
         self.handshake = Vec::new();
+        self.last_received_ms = now_ms;
         self.setup_deadline = now_ms.saturating_add(self.config.setup_timeout_ms);
     }
 
@@ -344,8 +357,13 @@ impl<P: Protocol> Connection<P> {
                 .next_deadline()
                 .is_some_and(|d| d.max(self.protocol_floor) <= now_ms)
         {
-            self.protocol.handle_timeout(now_ms);
+            let ended = self.protocol.handle_timeout(now_ms);
             self.protocol_floor = now_ms.saturating_add(1);
+            if let Err(e) = ended {
+                // What the protocol queued (e.g. a closing message) still goes out.
+                let _ = self.flush();
+                return Err(self.end(ConnectionError::Protocol(e)));
+            }
         }
         self.flush().map_err(|e| self.end(e))
     }
@@ -374,9 +392,13 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Forgets the ciphertext [`Self::pending_transmit`] showed (it has been written),
-    /// keeping the buffer's capacity.
+    /// keeping the buffer's capacity up to [`TRANSMIT_BUFFER_KEEP`] (a burst of output, many
+    /// jobs at once, does not stay pinned).
     pub fn clear_transmit(&mut self) {
         self.transmit.clear();
+        if self.transmit.capacity() > TRANSMIT_BUFFER_KEEP {
+            self.transmit.shrink_to(TRANSMIT_BUFFER_KEEP);
+        }
     }
 
     /// Bytes waiting in [`Self::poll_transmit`].

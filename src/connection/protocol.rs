@@ -33,8 +33,10 @@ pub trait Protocol {
         None
     }
 
-    /// Does the periodic work due at `now_ms`.
-    fn handle_timeout(&mut self, now_ms: u64) {
+    /// Does the periodic work due at `now_ms`. An error ends the connection (a liveness rule
+    /// of the protocol's own, say) after whatever the protocol queued is sent.
+    fn handle_timeout(&mut self, now_ms: u64) -> Result<(), Self::Error> {
         let _ = now_ms;
+        Ok(())
     }
 }

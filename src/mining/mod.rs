@@ -15,8 +15,9 @@ pub use pool::{
     AcceptedShares, BlockRecord, BlockStore, MinerConnection, MinerStats, PoolStats, StratumV2Pool,
 };
 pub use session::{
-    ChannelInfo, ChannelStats, ExtranonceAllocator, FoundBlock, MiningConfig, Session,
-    SessionError, SessionEvent,
+    ChannelBudget, ChannelInfo, ChannelStats, ExtranonceAllocator, FoundBlock,
+    HARDWARE_MIN_DIFFICULTY, IDLE_CHANNEL_REASON, MiningConfig, Session, SessionError,
+    SessionEvent,
 };
 pub use share::ShareRejection;
 pub use work::Work;

@@ -2,7 +2,7 @@
 //!
 //! The spec gives no codes; these are the strings of the SRI pool (mining_sv2's
 //! `ERROR_CODE_SUBMIT_SHARES_*`) so that proxies written against it understand us, plus two
-//! nTime codes and `invalid-tlv` of ours where SRI has none.
+//! nTime codes, `invalid-tlv` and `too-many-shares` of ours where SRI has none.
 
 /// One reason to refuse a share; each rule of validation has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,11 +31,14 @@ pub enum ShareRejection {
     /// A TLV of a negotiated extension is malformed, too long or not UTF-8 (03 §3.4.3: the
     /// message is rejected).
     InvalidTlv,
+    /// The channel submits valid shares faster than its rate limit (a multiple of the vardiff
+    /// aim); its target is raised at once.
+    TooManyShares,
 }
 
 impl ShareRejection {
     /// Every reason, for statistics tables.
-    pub const ALL: [ShareRejection; 11] = [
+    pub const ALL: [ShareRejection; 12] = [
         ShareRejection::InvalidChannelId,
         ShareRejection::InvalidJobId,
         ShareRejection::StaleShare,
@@ -47,6 +50,7 @@ impl ShareRejection {
         ShareRejection::DuplicateShare,
         ShareRejection::DifficultyTooLow,
         ShareRejection::InvalidTlv,
+        ShareRejection::TooManyShares,
     ];
 
     /// The `error_code` sent in SubmitShares.Error.
@@ -63,6 +67,7 @@ impl ShareRejection {
             ShareRejection::DuplicateShare => "duplicate-share",
             ShareRejection::DifficultyTooLow => "difficulty-too-low",
             ShareRejection::InvalidTlv => "invalid-tlv",
+            ShareRejection::TooManyShares => "too-many-shares",
         }
     }
 

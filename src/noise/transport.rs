@@ -158,6 +158,24 @@ impl Receiver {
         self.buf.len() - self.start
     }
 
+    /// Gives back the memory a large frame left behind: a buffer above `keep` bytes of
+    /// capacity shrinks (to `keep`, or what it still holds) once no more than `keep` bytes of
+    /// ciphertext wait in it. Cheap to call after every read.
+    pub fn release_spare(&mut self, keep: usize) {
+        if self.buf.capacity() > keep && self.buffered_len() <= keep {
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.buf.shrink_to(keep);
+        }
+        if self.frame.capacity() > keep {
+            // With no frame in progress it only holds the last frame returned, already handled.
+            if self.pending.is_none() {
+                self.frame.clear();
+            }
+            self.frame.shrink_to(keep);
+        }
+    }
+
     /// Appends ciphertext received from the peer, in whatever pieces the socket delivered.
     ///
     /// The buffer is not bounded here: call [`Self::next_frame`] until it returns `Ok(None)`

@@ -18,10 +18,37 @@ use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
 use crate::shell::{self, DriverLimits, Handler, Refused};
 
-/// Largest plaintext payload we accept from a miner (the biggest client message,
-/// SetCustomMiningJob, is far smaller).
-const MAX_CLIENT_PAYLOAD: usize = 1 << 16;
-/// Accepted shares reach the pool's statistics this soon.
+/// A STR0_255 or B0_255 at its longest: a length byte and 255 bytes.
+const STR0_255_MAX: usize = 1 + 255;
+/// SetupConnection (03 §3.6.1): protocol U8, min and max version U16, flags U32,
+/// endpoint_host STR0_255, endpoint_port U16, vendor, hardware_version, firmware and device_id
+/// STR0_255: 1,291 bytes.
+const SETUP_CONNECTION_MAX: usize = 1 + 2 + 2 + 4 + STR0_255_MAX + 2 + 4 * STR0_255_MAX;
+/// OpenExtendedMiningChannel (05 §5.3.4): request_id U32, user_identity STR0_255,
+/// nominal_hash_rate F32, max_target U256, min_extranonce_size U16: 298 bytes (the standard
+/// one is 2 shorter).
+const OPEN_EXTENDED_CHANNEL_MAX: usize = 4 + STR0_255_MAX + 4 + 32 + 2;
+/// SubmitSharesExtended (05 §5.3.14): six U32, extranonce B0_32; plus the user_identity TLV
+/// of extension 0x0002 (type 3 bytes, length U16, at most 32 bytes): 94 bytes.
+const SUBMIT_SHARES_EXTENDED_MAX: usize = 6 * 4 + (1 + 32) + (3 + 2 + 32);
+/// CloseChannel: channel_id U32, reason_code STR0_255: 260 bytes.
+const CLOSE_CHANNEL_MAX: usize = 4 + STR0_255_MAX;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+/// Largest plaintext payload we accept from a miner: the largest message a miner may send
+/// this pool, SetupConnection at 1,291 bytes (UpdateChannel is 40, RequestExtensions with
+/// up to 643 extension types fits). SetCustomMiningJob (up to ~74 KB with its B0_64K
+/// coinbase outputs) is not served here (no job declaration): one that fits is refused with
+/// `jd-not-supported`, a larger one ends the connection as too large. Was 64 KiB, which let
+/// one ignored frame pin about 140 KB per connection.
+pub const MAX_CLIENT_PAYLOAD: usize = max(
+    max(SETUP_CONNECTION_MAX, OPEN_EXTENDED_CHANNEL_MAX),
+    max(SUBMIT_SHARES_EXTENDED_MAX, CLOSE_CHANNEL_MAX),
+);
+/// Accepted and refused shares reach the pool's statistics this soon.
 const FOLD_DELAY_MS: u64 = 500;
 
 /// Why a miner connection ended.
@@ -61,10 +88,12 @@ impl Handler<Session> for PoolHandler<'_> {
             return;
         }
         if self.fold_at.is_none()
-            && self
-                .events
-                .iter()
-                .any(|e| matches!(e, SessionEvent::ShareAccepted { .. }))
+            && self.events.iter().any(|e| {
+                matches!(
+                    e,
+                    SessionEvent::ShareAccepted { .. } | SessionEvent::ShareRejected { .. }
+                )
+            })
         {
             self.fold_at = Some(now_ms + FOLD_DELAY_MS);
         }
@@ -93,7 +122,8 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> ConnectionEnd {
     let cfg = &shared.config;
-    let session = Session::new(Arc::new(cfg.mining.clone()), shared.allocator.clone());
+    let session = Session::new(Arc::new(cfg.mining.clone()), shared.allocator.clone())
+        .with_channel_budget(shared.channels.clone());
     let mut conn = Connection::accept(
         session,
         shared.responder.clone(),
@@ -136,11 +166,15 @@ fn ending_reason(end: &ConnectionEnd, set_up_done: bool) -> Option<Refused> {
         ConnectionError::Protocol(SessionError::SetupRefused(_)) => Refused::SetupRefused,
         ConnectionError::Noise(_) if !set_up_done => Refused::HandshakeFailed,
         ConnectionError::Idle => Refused::IdleTimeout,
+        ConnectionError::Protocol(SessionError::NoChannel(_)) => Refused::NoChannel,
+        ConnectionError::Protocol(SessionError::ShareFlood { .. }) => Refused::ShareFlood,
         _ => Refused::ConnectionFailed,
     })
 }
 
-/// Whether an ending counts as a failed handshake or setup (towards the source's penalty box).
+/// Whether an ending counts as a failed handshake or setup (towards the source's penalty box):
+/// a set-up connection that never opens a channel held a place for nothing, like one that
+/// never set up.
 fn is_handshake_or_setup_failure(reason: Refused) -> bool {
     matches!(
         reason,
@@ -148,6 +182,7 @@ fn is_handshake_or_setup_failure(reason: Refused) -> bool {
             | Refused::HandshakeTimeout
             | Refused::SetupTimeout
             | Refused::SetupRefused
+            | Refused::NoChannel
     )
 }
 
@@ -169,4 +204,45 @@ pub(super) fn log_end(id: u64, peer: SocketAddr, end: &ConnectionEnd, gate: &Gat
         }
     }
     is_handshake_or_setup_failure(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_CLIENT_PAYLOAD;
+    use crate::connection::Outbox;
+    use crate::wire::Str0_255;
+    use crate::wire::common::SetupConnection;
+    use crate::wire::mining::OpenExtendedMiningChannel;
+
+    /// The cap is the largest SetupConnection as the wire encodes it, and every other client
+    /// message at its largest fits.
+    #[test]
+    fn the_payload_cap_is_the_largest_setup_connection() {
+        let long = "x".repeat(255);
+        let s = || Str0_255::new(&long).unwrap();
+        let mut out = Outbox::new();
+        out.push(&SetupConnection {
+            protocol: 0,
+            min_version: 2,
+            max_version: 2,
+            flags: 0,
+            endpoint_host: s(),
+            endpoint_port: 3333,
+            vendor: s(),
+            hardware_version: s(),
+            firmware: s(),
+            device_id: s(),
+        })
+        .unwrap();
+        out.push(&OpenExtendedMiningChannel {
+            request_id: 1,
+            user_identity: s(),
+            nominal_hash_rate: 1.0,
+            max_target: [0xff; 32],
+            min_extranonce_size: 8,
+        })
+        .unwrap();
+        let sizes: Vec<usize> = out.messages().map(|m| m.len() - 6).collect();
+        assert_eq!(sizes, [MAX_CLIENT_PAYLOAD, 298]);
+    }
 }

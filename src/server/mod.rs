@@ -34,7 +34,8 @@ use crate::mining::pool::{
     NodeAnswer, SelectedWork, SubmissionOutcome,
 };
 use crate::mining::{
-    AcceptedShares, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent, StratumV2Pool, Work,
+    AcceptedShares, ChannelBudget, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent,
+    StratumV2Pool, Work,
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
@@ -127,6 +128,8 @@ pub struct Shared {
     pending: Mutex<std::collections::HashMap<u64, Arc<Mutex<PendingShares>>>>,
     /// Admission, set-up places, each connection's stop signal, refusal counts.
     gate: gate::Gate,
+    /// The pool-wide channel cap, shared by every session.
+    channels: Arc<ChannelBudget>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -171,15 +174,25 @@ impl Shared {
         pending: Option<&Mutex<PendingShares>>,
     ) {
         if let Some(pending) = pending
-            && events
-                .iter()
-                .all(|e| matches!(e, SessionEvent::ShareAccepted { .. }))
+            && events.iter().all(|e| {
+                matches!(
+                    e,
+                    SessionEvent::ShareAccepted { .. } | SessionEvent::ShareRejected { .. }
+                )
+            })
         {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             for e in events.drain(..) {
-                if let SessionEvent::ShareAccepted { difficulty, .. } = &e {
-                    self.share_accepted(id, &e);
-                    p.add(*difficulty, now);
+                match &e {
+                    SessionEvent::ShareAccepted { difficulty, .. } => {
+                        self.share_accepted(id, &e);
+                        p.add(*difficulty, now);
+                    }
+                    SessionEvent::ShareRejected { channel_id, reason } => {
+                        debug!(conn = id, channel = channel_id, %reason, "share rejected");
+                        p.add_rejected(*reason, now);
+                    }
+                    _ => {}
                 }
             }
             return;
@@ -367,6 +380,7 @@ impl StratumV2Server {
         // disconnected ones (whose counts move into the pool totals when forgotten).
         pool.set_max_miners(config.max_connections.saturating_mul(2).max(1024));
         let gate = gate::Gate::new(config.admission.clone(), config.max_connections, now_ms());
+        let config_max_channels = config.mining.max_channels;
         let shared = Arc::new(Shared {
             config,
             responder: Arc::new(RwLock::new(responder)),
@@ -377,6 +391,7 @@ impl StratumV2Server {
             refetch: tokio::sync::Notify::new(),
             pending: Mutex::new(std::collections::HashMap::new()),
             gate,
+            channels: Arc::new(ChannelBudget::new(config_max_channels)),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {

@@ -18,7 +18,7 @@ use crate::connection::{Connection, ConnectionError, Protocol};
 #[derive(Debug, Clone, Copy)]
 pub struct DriverLimits {
     /// Bytes read per `read` call (memory per connection matters at 10,000 connections;
-    /// bigger messages just take more reads).
+    /// bigger messages just take more reads). Fixed: the buffer never grows.
     pub read_buffer: usize,
     /// Encrypted bytes we hold for a peer that does not read; past this it is disconnected.
     pub max_outbound: usize,
@@ -30,7 +30,10 @@ impl Default for DriverLimits {
     fn default() -> Self {
         DriverLimits {
             read_buffer: 2 * 1024,
-            max_outbound: 1 << 20,
+            // A new tip sends a job and a prev hash to each of up to 64 channels (about 50 KiB
+            // on a busy connection); four times that is a peer that does not read. At 10,000
+            // connections this bounds queued output to 2.5 GiB, never reached by readers.
+            max_outbound: 256 * 1024,
             write_timeout: Duration::from_secs(10),
         }
     }

@@ -30,6 +30,10 @@ pub enum Refused {
     ChannelRefused,
     /// Nothing valid came for the idle timeout.
     IdleTimeout,
+    /// Set up, but no channel opened in time.
+    NoChannel,
+    /// Closed for flooding shares past its rate.
+    ShareFlood,
     /// Another failure after setup (protocol error, a peer that does not read, a socket error).
     ConnectionFailed,
 }
@@ -47,6 +51,8 @@ impl fmt::Display for Refused {
             Refused::SetupRefused => f.write_str("setup refused"),
             Refused::ChannelRefused => f.write_str("channel refused"),
             Refused::IdleTimeout => f.write_str("idle timeout"),
+            Refused::NoChannel => f.write_str("no channel in time"),
+            Refused::ShareFlood => f.write_str("share flood"),
             Refused::ConnectionFailed => f.write_str("connection failed"),
         }
     }

@@ -29,8 +29,17 @@ impl TestPool {
     /// `bits`, three synthetic transactions per template (a real merkle path); the handshake
     /// and SetupConnection must each come within `handshake_timeout_secs`.
     pub async fn start(bits: u32, handshake_timeout_secs: u64) -> TestPool {
+        Self::start_with(bits, handshake_timeout_secs, |_| {}).await
+    }
+
+    /// Like [`Self::start`], with options of the test's own changed by `tweak`.
+    pub async fn start_with(
+        bits: u32,
+        handshake_timeout_secs: u64,
+        tweak: impl FnOnce(&mut PoolOptions),
+    ) -> TestPool {
         let dir = tempfile::tempdir().expect("temp dir");
-        let opts = PoolOptions {
+        let mut opts = PoolOptions {
             listen_addr: Some("127.0.0.1:0".into()),
             data_dir: Some(dir.path().to_path_buf()),
             min_difficulty: Some(1e-9),
@@ -39,8 +48,12 @@ impl TestPool {
             chain_synthetic_transactions: Some(3),
             handshake_timeout_secs: Some(handshake_timeout_secs),
             setup_timeout_secs: Some(handshake_timeout_secs),
+            // The difficulty is capped at 1e-8, so vardiff cannot slow a fast miner down: the
+            // honest miner's few hundred shares a second stay within the rate limit (3,000/s).
+            share_rate_multiple: Some(10_000.0),
             ..PoolOptions::default()
         };
+        tweak(&mut opts);
         let config = PoolConfig::resolve(&opts, "test").expect("valid test config");
         let node = Arc::new(EmbeddedNode::new(ChainConfig {
             bits,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::mining::SessionEvent;
+use crate::mining::{SessionEvent, ShareRejection};
 
 /// Work of a difficulty-1 share, in hashes.
 const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
@@ -80,6 +80,11 @@ pub struct AcceptedShares {
     count: u64,
     difficulty_sum: f64,
     last_ms: u64,
+    /// Refused shares, per [`ShareRejection::index`] (counted here too, not under the
+    /// pool-wide lock: a miner sending bad shares must not contend it per share).
+    rejected: [u64; ShareRejection::ALL.len()],
+    rejected_total: u64,
+    last_rejected_ms: u64,
 }
 
 impl AcceptedShares {
@@ -91,10 +96,18 @@ impl AcceptedShares {
         self.last_ms = now_ms;
     }
 
+    /// One more refused share, at `now_ms`.
+    #[inline]
+    pub fn add_rejected(&mut self, reason: ShareRejection, now_ms: u64) {
+        self.rejected[reason.index()] += 1;
+        self.rejected_total += 1;
+        self.last_rejected_ms = now_ms;
+    }
+
     /// Whether there is nothing to fold.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count == 0 && self.rejected_total == 0
     }
 }
 
@@ -213,6 +226,21 @@ impl PoolStatistics {
     pub fn fold_accepted(&mut self, id: u64, shares: &mut AcceptedShares) {
         let s = std::mem::take(shares);
         self.record_accepted(id, s.count, s.difficulty_sum, s.last_ms);
+        if s.rejected_total == 0 {
+            return;
+        }
+        let Some(m) = self.miners.get_mut(&id) else {
+            return;
+        };
+        m.stats.total_shares += s.rejected_total;
+        m.stats.rejected_shares += s.rejected_total;
+        for (reason, n) in ShareRejection::ALL.iter().zip(s.rejected) {
+            if n > 0 {
+                *m.stats.rejected_by_reason.entry(reason.code()).or_default() += n;
+            }
+        }
+        let last = m.stats.last_share_time.unwrap_or(0).max(s.last_rejected_ms);
+        m.stats.last_share_time = Some(last);
     }
 
     /// The connection closed; its statistics stay until [`cleanup_disconnected_miners`].

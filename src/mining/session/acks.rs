@@ -7,7 +7,7 @@
 use bitcoin::Target;
 
 use super::Session;
-use super::events::SessionEvent;
+use super::events::{SessionError, SessionEvent};
 use super::shares::Verdict;
 use crate::mining::share::ShareRejection;
 use crate::wire::Str0_255;
@@ -91,7 +91,7 @@ impl Session {
         verdict: Result<Verdict, ShareRejection>,
         worker: Option<String>,
         now_ms: u64,
-    ) {
+    ) -> Result<(), SessionError> {
         match verdict {
             Err(reason) => {
                 if let Some(ch) = self.channels.iter_mut().find(|c| c.id == channel_id) {
@@ -106,8 +106,12 @@ impl Session {
                 self.send(&err);
                 self.events
                     .push(SessionEvent::ShareRejected { channel_id, reason });
-                if reason == ShareRejection::NtimeTooOld {
-                    self.refresh_after_old_ntime(channel_id, now_ms);
+                match reason {
+                    ShareRejection::NtimeTooOld => self.refresh_after_old_ntime(channel_id, now_ms),
+                    ShareRejection::TooManyShares => {
+                        return self.after_flood_refusal(channel_id, now_ms);
+                    }
+                    _ => {}
                 }
             }
             Ok(Verdict {
@@ -123,6 +127,7 @@ impl Session {
                 ch.stats.accepted += 1;
                 ch.stats.difficulty_sum += difficulty;
                 ch.stats.last_share_ms = Some(now_ms);
+                ch.last_valid_ms = now_ms;
                 ch.batch.add(difficulty, sequence_number, now_ms);
                 ch.vardiff.on_share(share_work);
                 let full = ch.batch.count >= batch_size;
@@ -145,6 +150,7 @@ impl Session {
                 self.send_jobs_after(idx, moved, now_ms);
             }
         }
+        Ok(())
     }
 
     /// When a channel's credit window is full, and how many fingerprints a set may hold at

@@ -16,6 +16,7 @@ use super::Session;
 use super::acks::Batch;
 use super::events::SessionEvent;
 use super::extranonce::UNIQUE_PREFIX_LEN;
+use super::flood::ShareBucket;
 use super::jobs::StandardJob;
 use super::shares::SeenShares;
 use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
@@ -27,6 +28,9 @@ use crate::wire::mining::{
     UpdateChannelError,
 };
 use crate::wire::{B0_32, Str0_255};
+
+/// OpenMiningChannel.Error code when the connection's or the pool's channel cap is reached.
+const CHANNEL_CAPACITY_EXHAUSTED: &str = "channel-capacity-exhausted";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelKind {
@@ -97,6 +101,10 @@ pub(super) struct Channel {
     pub(super) batch: Batch,
     pub(super) vardiff: Vardiff,
     pub(super) stats: ChannelStats,
+    /// When the channel last did something valid (opened, an accepted share, UpdateChannel).
+    pub(super) last_valid_ms: u64,
+    /// The channel's share allowance.
+    pub(super) bucket: ShareBucket,
 }
 
 /// A target and the jobs it applies to: those from `from_seq` on (until the next epoch).
@@ -218,6 +226,16 @@ impl Session {
             .collect()
     }
 
+    /// The easiest target on `work`'s chain: `easy_chain_min_difficulty`, if set, on a chain
+    /// easier than difficulty 1 (regtest, signet), `min_difficulty` otherwise.
+    pub(super) fn easiest_for(&self, work: &crate::mining::work::Work) -> Target {
+        let floor = match self.config.easy_chain_min_difficulty {
+            Some(easy) if work.network_target.difficulty_float() < 1.0 => easy,
+            _ => self.config.min_difficulty,
+        };
+        Target::from_le_bytes(crate::block::target::target_of_difficulty(floor))
+    }
+
     /// `t` within the pool's difficulty bounds, then never easier than `max_target` (the
     /// client's limit wins over the pool's easiest difficulty).
     pub(super) fn clamp_target(&self, t: Target, max_target: Target) -> Target {
@@ -262,7 +280,7 @@ impl Session {
     /// OpenMiningChannel.Error. Returns the new channel's index.
     fn open_channel(&mut self, r: ChannelRequest<'_>, now_ms: u64) -> Option<usize> {
         if self.channels.len() >= self.config.max_channels_per_connection {
-            self.refuse_channel(r.request_id, "channel-capacity-exhausted");
+            self.refuse_channel(r.request_id, CHANNEL_CAPACITY_EXHAUSTED);
             return None;
         }
         let extranonce_size = match r.extranonce_size {
@@ -279,6 +297,12 @@ impl Session {
                 return None;
             }
         };
+        // The pool-wide cap last: a slot is taken only for a channel that opens.
+        if self.budget.as_ref().is_some_and(|b| !b.try_take()) {
+            self.refuse_channel(r.request_id, CHANNEL_CAPACITY_EXHAUSTED);
+            return None;
+        }
+        self.no_channel_since = None;
         let id = self.next_channel_id;
         self.next_channel_id += 1;
         let prefix_len = self.config.coinbase.extranonce_len - extranonce_size;
@@ -303,6 +327,8 @@ impl Session {
                 now_ms,
             ),
             stats: ChannelStats::default(),
+            last_valid_ms: now_ms,
+            bucket: ShareBucket::new(self.share_burst, now_ms),
         });
         self.events.push(SessionEvent::ChannelOpened {
             channel_id: id,
@@ -372,7 +398,7 @@ impl Session {
         self.send_current_work_to(idx, now_ms);
     }
 
-    pub(super) fn on_update_channel(&mut self, m: &UpdateChannel) {
+    pub(super) fn on_update_channel(&mut self, m: &UpdateChannel, now_ms: u64) {
         let refuse = |s: &mut Self, code: &str| {
             let err = UpdateChannelError {
                 channel_id: m.channel_id,
@@ -393,6 +419,7 @@ impl Session {
         // measurement, so announcing another hashrate does not reset what it has seen.
         let next_seq = self.next_seq;
         let ch = &mut self.channels[idx];
+        ch.last_valid_ms = now_ms;
         ch.max_target = Target::from_le_bytes(m.maximum_target);
         if ch.target() != target {
             let msg = ch.retarget(target, next_seq);
@@ -403,19 +430,31 @@ impl Session {
     /// CloseChannel: the channel's accepted shares not yet acknowledged are acknowledged
     /// first; a group channel's id closes every channel of the group (05 §5.3.9), which on
     /// this pool is every channel of the connection (all are opened into its one group).
-    pub(super) fn on_close_channel(&mut self, channel_id: u32) {
+    pub(super) fn on_close_channel(&mut self, channel_id: u32, now_ms: u64) {
         let whole_group = channel_id == self.group_channel_id;
         let mut idx = 0;
         while idx < self.channels.len() {
             let id = self.channels[idx].id;
             if whole_group || id == channel_id {
                 self.flush_batch(idx);
-                self.channels.remove(idx);
+                self.remove_channel(idx, now_ms);
                 self.events
                     .push(SessionEvent::ChannelClosed { channel_id: id });
             } else {
                 idx += 1;
             }
+        }
+    }
+
+    /// Removes a channel: its pool-wide slot is given back, and a connection left with no
+    /// channel starts its channel-open timer again.
+    pub(super) fn remove_channel(&mut self, idx: usize, now_ms: u64) {
+        self.channels.remove(idx);
+        if let Some(budget) = &self.budget {
+            budget.release(1);
+        }
+        if self.channels.is_empty() {
+            self.no_channel_since = Some(now_ms);
         }
     }
 }

@@ -6,6 +6,13 @@ use crate::block::coinbase::CoinbaseConfig;
 /// The pool tag put in every coinbase unless configured otherwise.
 pub const DEFAULT_POOL_TAG: &[u8] = b"/blvm-stratum-v2/";
 
+/// The pool's default easiest share difficulty on a real chain: a 20 GH/s USB stick (the
+/// smallest device worth pointing at a pool) finds one share of difficulty 16 every 3.4 s, the
+/// vardiff aim of 18 a minute; a 500 GH/s small ASIC starts there and is raised within its
+/// first window; a share cannot be made without 69 billion hashes, so nobody floods valid ones
+/// without the hashrate to back them.
+pub const HARDWARE_MIN_DIFFICULTY: f64 = 16.0;
+
 /// Pool policy shared by every session.
 #[derive(Debug, Clone)]
 pub struct MiningConfig {
@@ -18,8 +25,14 @@ pub struct MiningConfig {
     pub shares_per_minute: f64,
     /// Accepted shares acknowledged per SubmitShares.Success (1 = each share at once).
     pub share_batch_size: u32,
-    /// Easiest share difficulty the pool hands out.
+    /// Easiest share difficulty the pool hands out on a chain whose own difficulty is 1 or
+    /// more (mainnet, testnet).
     pub min_difficulty: f64,
+    /// Easiest share difficulty on a chain easier than difficulty 1 (regtest, the embedded
+    /// chain, signet), where CPU miners mine; `None`: `min_difficulty` everywhere (the
+    /// default). The pool's configuration, unless told a `min_difficulty`, uses
+    /// [`HARDWARE_MIN_DIFFICULTY`] with 1e-6 here.
+    pub easy_chain_min_difficulty: Option<f64>,
     /// Hardest share difficulty the pool hands out.
     pub max_difficulty: f64,
     /// Miner extranonce bytes given when the client asks for fewer.
@@ -53,6 +66,27 @@ pub struct MiningConfig {
     /// Put in the top two bytes of every extranonce prefix, so pools behind one payout never
     /// hand out the same search space.
     pub server_id: u16,
+    // Issue 14, liveness and share floods (helper B).
+    /// A set-up connection with no channel open is closed after this long (ms) without one:
+    /// from SetupConnection, or from its last channel's closing. `None`: never.
+    pub channel_open_timeout_ms: Option<u64>,
+    /// A channel with neither an accepted share nor a channel message for this long (ms) is
+    /// closed (CloseChannel, reason `idle-timeout`); refused shares do not count. `None`:
+    /// never (the pool sets it to its idle timeout).
+    pub channel_idle_ms: Option<u64>,
+    /// Shares a channel may submit, as a multiple of the vardiff aim (`shares_per_minute`),
+    /// over a burst of a minute of that rate; past it shares are refused with
+    /// `too-many-shares` and the target is raised at once. Default 20.
+    pub share_rate_multiple: f64,
+    /// A connection whose channel had this many shares refused for the rate, with less than
+    /// 10 s between one refusal and the next, is closed. Default 1000.
+    pub flood_close_refusals: u32,
+    /// Channels open at once across the pool (the server shares one [`ChannelBudget`] of this
+    /// size among its sessions; beyond it OpenMiningChannel is refused with
+    /// `channel-capacity-exhausted`). Default 20,000.
+    ///
+    /// [`ChannelBudget`]: super::ChannelBudget
+    pub max_channels: usize,
 }
 
 impl Default for MiningConfig {
@@ -67,6 +101,7 @@ impl Default for MiningConfig {
             shares_per_minute: 18.0,
             share_batch_size: 1,
             min_difficulty: 1e-6,
+            easy_chain_min_difficulty: None,
             max_difficulty: 1e15,
             default_extranonce_size: 8,
             ntime_allowance_secs: 120,
@@ -75,6 +110,11 @@ impl Default for MiningConfig {
             job_refresh_ms: 30_000,
             version_rolling: true,
             server_id: 0,
+            channel_open_timeout_ms: Some(30_000),
+            channel_idle_ms: None,
+            share_rate_multiple: 20.0,
+            flood_close_refusals: 1000,
+            max_channels: 20_000,
         }
     }
 }

@@ -93,4 +93,14 @@ pub enum SessionError {
     /// A message that is not allowed in the session's state.
     #[error("unexpected {0} {1}")]
     Unexpected(&'static str, &'static str),
+    /// No channel was open for this many seconds after SetupConnection (or after the last
+    /// channel closed).
+    #[error("no channel opened within {0} s")]
+    NoChannel(u64),
+    /// A channel kept submitting shares beyond its rate limit after being refused.
+    #[error("channel {channel_id} kept flooding shares past its rate limit")]
+    ShareFlood {
+        /// The channel.
+        channel_id: u32,
+    },
 }

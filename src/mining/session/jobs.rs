@@ -103,6 +103,7 @@ impl Session {
         let new_tip = self.tip.prev_hash != Some(work.prev_hash);
         self.current = Some(work.clone());
         if new_tip {
+            self.easiest = self.easiest_for(work);
             self.begin_tip(work.prev_hash, now_ms);
         }
         self.announce(work, new_tip, now_ms);

@@ -12,14 +12,20 @@
 //! - `acks`: acknowledgement batching and vardiff retargeting;
 //! - `extranonce`: pool-wide unique extranonce prefixes;
 //! - `config`: [`MiningConfig`] and its defaults;
+//! - `liveness`: a channel within a time of setup, idle channels closed;
+//! - `flood`: each channel's share rate limit;
+//! - `budget`: the pool-wide channel cap ([`ChannelBudget`]);
 //! - `events`: [`SessionEvent`], [`FoundBlock`], [`SessionError`].
 
 mod acks;
+mod budget;
 mod channels;
 mod config;
 mod events;
 mod extranonce;
+mod flood;
 mod jobs;
+mod liveness;
 mod setup;
 mod shares;
 
@@ -28,11 +34,14 @@ use std::sync::Arc;
 
 use bitcoin::{BlockHash, Target};
 
+pub use budget::ChannelBudget;
 pub use channels::{ChannelInfo, ChannelStats};
-pub use config::{DEFAULT_POOL_TAG, MiningConfig};
+pub use config::{DEFAULT_POOL_TAG, HARDWARE_MIN_DIFFICULTY, MiningConfig};
 pub use events::{FoundBlock, SessionError, SessionEvent};
 pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
+pub use flood::FLOOD_QUIET_MS;
 pub use jobs::RETIRED_JOBS_GRACE_MS;
+pub use liveness::IDLE_CHANNEL_REASON;
 pub use setup::PROTOCOL_VERSION;
 pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 
@@ -56,7 +65,8 @@ enum State {
 pub struct Session {
     config: Arc<MiningConfig>,
     allocator: Arc<ExtranonceAllocator>,
-    /// Targets of the configured minimum and maximum difficulty, computed once.
+    /// Targets of the configured minimum (for the chain the work is on) and maximum
+    /// difficulty, computed once (the minimum again when the chain turns out easy).
     easiest: Target,
     hardest: Target,
     state: State,
@@ -86,11 +96,20 @@ pub struct Session {
     solved: Option<(BlockHash, u64)>,
     out: Outbox,
     events: Vec<SessionEvent>,
+    /// Since when (ms) the set-up connection has had no channel open.
+    no_channel_since: Option<u64>,
+    /// The pool-wide channel cap, if any.
+    budget: Option<Arc<ChannelBudget>>,
+    /// Each channel's share allowance (see `flood`), computed once.
+    share_rate_per_ms: f64,
+    share_burst: f64,
 }
 
 impl Session {
     /// A new connection, waiting for SetupConnection.
     pub fn new(config: Arc<MiningConfig>, allocator: Arc<ExtranonceAllocator>) -> Self {
+        let (share_rate_per_ms, share_burst) =
+            flood::share_allowance(config.shares_per_minute, config.share_rate_multiple);
         Session {
             easiest: Target::from_le_bytes(target_of_difficulty(config.min_difficulty)),
             hardest: Target::from_le_bytes(target_of_difficulty(config.max_difficulty)),
@@ -113,7 +132,17 @@ impl Session {
             solved: None,
             out: Outbox::new(),
             events: Vec::new(),
+            no_channel_since: None,
+            budget: None,
+            share_rate_per_ms,
+            share_burst,
         }
+    }
+
+    /// Counts this session's channels against a pool-wide cap shared by every session.
+    pub fn with_channel_budget(mut self, budget: Arc<ChannelBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Encoded frames waiting to be sent, with their boundaries; the caller sends and clears
@@ -148,8 +177,7 @@ impl Session {
             match frame.header.msg_type {
                 <SubmitSharesStandard as Sv2Message>::MSG_TYPE => {
                     let (m, _) = frame.decode::<SubmitSharesStandard>()?;
-                    self.on_submit_standard(&m, now_ms);
-                    return Ok(());
+                    return self.on_submit_standard(&m, now_ms);
                 }
                 <SubmitSharesExtended as Sv2Message>::MSG_TYPE => {
                     let (m, tlv) = frame.decode::<SubmitSharesExtended>()?;
@@ -163,7 +191,11 @@ impl Session {
             return Ok(());
         };
         match (self.state, msg) {
-            (State::AwaitingSetup, Message::SetupConnection(m)) => self.on_setup(&m),
+            (State::AwaitingSetup, Message::SetupConnection(m)) => {
+                self.on_setup(&m)?;
+                self.no_channel_since = Some(now_ms);
+                Ok(())
+            }
             (State::AwaitingSetup, other) => Err(SessionError::Unexpected(
                 other.name(),
                 "before SetupConnection",
@@ -181,11 +213,11 @@ impl Session {
                 Ok(())
             }
             (State::Ready, Message::UpdateChannel(m)) => {
-                self.on_update_channel(&m);
+                self.on_update_channel(&m, now_ms);
                 Ok(())
             }
             (State::Ready, Message::CloseChannel(m)) => {
-                self.on_close_channel(m.channel_id);
+                self.on_close_channel(m.channel_id, now_ms);
                 Ok(())
             }
             (State::Ready, Message::SetCustomMiningJob(m)) => {
@@ -203,8 +235,9 @@ impl Session {
 
     /// When [`Self::on_tick`] next has something to do (unix ms): a batch of
     /// acknowledgements turning one second old, a channel's vardiff window ending, the grace
-    /// of an ended credit window's jobs running out, or the periodic job refresh. `None`
-    /// with no channel open: an idle connection has nothing due.
+    /// of an ended credit window's jobs running out, the periodic job refresh, or a liveness
+    /// rule (a channel gone idle, no channel open for too long). `None` with no channel open
+    /// and no channel-open deadline: an idle connection has nothing due.
     pub fn next_tick_ms(&self) -> Option<u64> {
         let channels = self
             .channels
@@ -218,6 +251,7 @@ impl Session {
             channels,
             self.retirement.map(|r| r.until_ms),
             self.refresh_due_ms(),
+            self.liveness_due_ms(),
         ]
         .into_iter()
         .flatten()
@@ -273,7 +307,17 @@ impl Protocol for Session {
         self.next_tick_ms()
     }
 
-    fn handle_timeout(&mut self, now_ms: u64) {
+    fn handle_timeout(&mut self, now_ms: u64) -> Result<(), SessionError> {
         self.on_tick(now_ms);
+        self.check_liveness(now_ms)
+    }
+}
+
+/// A session's channels give their pool-wide slots back when it goes, however it ends.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.channels.len());
+        }
     }
 }

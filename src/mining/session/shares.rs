@@ -119,8 +119,7 @@ impl Session {
             Ok(worker) => (worker, self.validate_extended(m, now_ms)),
             Err(reason) => (None, Err(reason)),
         };
-        self.conclude(m.channel_id, m.sequence_number, verdict, worker, now_ms);
-        Ok(())
+        self.conclude(m.channel_id, m.sequence_number, verdict, worker, now_ms)
     }
 
     /// The worker named by the user_identity TLV of extension 0x0002, if it was negotiated (an
@@ -139,9 +138,13 @@ impl Session {
         }
     }
 
-    pub(super) fn on_submit_standard(&mut self, m: &SubmitSharesStandard, now_ms: u64) {
+    pub(super) fn on_submit_standard(
+        &mut self,
+        m: &SubmitSharesStandard,
+        now_ms: u64,
+    ) -> Result<(), SessionError> {
         let verdict = self.validate_standard(m, now_ms);
-        self.conclude(m.channel_id, m.sequence_number, verdict, None, now_ms);
+        self.conclude(m.channel_id, m.sequence_number, verdict, None, now_ms)
     }
 
     /// The job a share names on the current tip.
@@ -338,6 +341,16 @@ impl Session {
         };
         if !is_block && !credited.target.is_met_by(hash) {
             return Err(ShareRejection::DifficultyTooLow);
+        }
+        // A valid share within the channel's rate (see `flood`); a block always passes.
+        if !ch
+            .bucket
+            .take(self.share_rate_per_ms, self.share_burst, now_ms)
+            && !is_block
+        {
+            let at_current = credited.target == ch.target();
+            ch.bucket.refused(at_current, now_ms);
+            return Err(ShareRejection::TooManyShares);
         }
         // Every header with an nTime at or past the floor belongs to the current window's set:
         // the new jobs can only make those, so a share of an ended window's job that has one
