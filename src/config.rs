@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::mining::{CoinbaseConfig, MiningConfig};
 use crate::node::module::ModuleSettings;
-use crate::node::regtest::{ChainConfig, REGTEST_BITS};
+use crate::node::regtest::{ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS};
 use crate::node::rpc::{RpcAuth, RpcConfig};
 use crate::server::{RewardDestination, ServerConfig};
 
@@ -184,6 +184,27 @@ pub struct PoolOptions {
     /// blvm-stratum-v2.
     #[arg(long, value_name = "NAME")]
     pub module_name: Option<String>,
+
+    // Issue 14, part C (embedded chain, block files, secrets, module log): keys below.
+    /// Embedded chain: aimed seconds between blocks; the target adapts every 10 blocks and is
+    /// never easier than chain_bits. 0: every block at chain_bits (on regtest's, every share of
+    /// an easy miner is a block). Default: 10.
+    #[arg(long, value_name = "SECS")]
+    pub chain_block_interval_secs: Option<u32>,
+    /// Blocks kept in DATA_DIR/blocks/submitted, oldest removed first (blocks/pending, blocks
+    /// the node has not accepted yet, is never pruned). Default: 1000.
+    #[arg(long, value_name = "N")]
+    pub max_submitted_blocks: Option<usize>,
+    /// RPC backend: a file holding the password (its first line), instead of rpc_password or
+    /// the BLVM_STRATUM_V2_RPC_PASSWORD environment variable. Owned by us, not readable by
+    /// group or others, not a symlink.
+    #[arg(long, value_name = "FILE")]
+    pub rpc_password_file: Option<PathBuf>,
+    /// Started by blvm-node: size at which DATA_DIR/blvm-stratum-v2.log is renamed to
+    /// blvm-stratum-v2.log.1 (replacing it) and a new log begun, so the log takes at most
+    /// about twice this on disk. Default: 16777216 (16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub log_max_bytes: Option<u64>,
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -241,7 +262,12 @@ impl PoolOptions {
             rpc_poll_interval_ms,
             socket_path,
             module_id,
-            module_name
+            module_name,
+            // Issue 14, part C.
+            chain_block_interval_secs,
+            max_submitted_blocks,
+            rpc_password_file,
+            log_max_bytes
         );
         self
     }
@@ -340,7 +366,17 @@ pub struct PoolConfig {
     pub max_connections: usize,
     /// Template source.
     pub backend: Backend,
+    // Issue 14, part C.
+    /// Blocks kept in `blocks/submitted`.
+    pub max_submitted_blocks: usize,
+    /// Started by blvm-node: size at which the log file is rotated.
+    pub log_max_bytes: u64,
 }
+
+/// Blocks kept in `blocks/submitted` unless configured.
+pub const DEFAULT_MAX_SUBMITTED_BLOCKS: usize = 1000;
+/// Size of the module's log file before it is rotated, unless configured.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The server's part of the configuration: everything but the module switch and the backend.
 impl From<PoolConfig> for ServerConfig {
@@ -360,6 +396,7 @@ impl From<PoolConfig> for ServerConfig {
             handshake_timeout_ms: c.handshake_timeout_ms,
             setup_timeout_ms: c.setup_timeout_ms,
             max_connections: c.max_connections,
+            max_submitted_blocks: c.max_submitted_blocks,
         }
     }
 }
@@ -534,6 +571,9 @@ impl PoolConfig {
             "embedded" => Backend::Embedded(ChainConfig {
                 bits: o.chain_bits.unwrap_or(REGTEST_BITS),
                 synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
+                block_interval_secs: o
+                    .chain_block_interval_secs
+                    .unwrap_or(DEFAULT_BLOCK_INTERVAL_SECS),
             }),
             "rpc" => Backend::Rpc(resolve_rpc(o, source_name)?),
             "module" => {
@@ -615,6 +655,19 @@ impl PoolConfig {
             setup_timeout_ms: secs(o.setup_timeout_secs, "setup_timeout_secs", 10)?,
             max_connections: o.max_connections.unwrap_or(10_000).max(1),
             backend,
+            max_submitted_blocks: o
+                .max_submitted_blocks
+                .unwrap_or(DEFAULT_MAX_SUBMITTED_BLOCKS),
+            log_max_bytes: match o.log_max_bytes.unwrap_or(DEFAULT_LOG_MAX_BYTES) {
+                n @ 4096.. => n,
+                n => {
+                    return Err(invalid(
+                        source_name,
+                        "log_max_bytes",
+                        format!("{n}: must be at least 4096"),
+                    ));
+                }
+            },
         })
     }
 }

@@ -210,6 +210,7 @@ fn template_provider(args: TemplateProviderArgs) -> ExitCode {
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         bits: args.chain_bits,
         synthetic_transactions: args.chain_synthetic_transactions,
+        block_interval_secs: 0,
     }));
     let tp = match TemplateProvider::new(config, node) {
         Ok(tp) => tp,

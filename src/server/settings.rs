@@ -41,4 +41,7 @@ pub struct ServerConfig {
     pub setup_timeout_ms: u64,
     /// Connections at once.
     pub max_connections: usize,
+    /// Blocks kept in `blocks/submitted`, oldest removed first (`blocks/pending` is never
+    /// pruned).
+    pub max_submitted_blocks: usize,
 }
