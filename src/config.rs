@@ -21,6 +21,7 @@ use crate::node::rpc::{RpcAuth, RpcConfig};
 use crate::server::{RewardDestination, ServerConfig};
 
 mod module_env;
+pub mod secrets;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// The parser's message (it names the key and the line).
         message: String,
+    },
+    /// A secret file (issue 14, part C) that cannot be used: see [`secrets`].
+    #[error("key `{key}`: {source}")]
+    SecretFile {
+        /// The key that named the file.
+        key: &'static str,
+        /// Why it was refused.
+        source: secrets::SecretFileError,
     },
     /// A value of the right type that cannot work.
     #[error("{source_name}: key `{key}`: {reason}")]
@@ -69,11 +78,12 @@ pub struct PoolOptions {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// File holding the pool authority secret key. Default: DATA_DIR/authority_secret_key,
-    /// created on first start.
+    /// created on first start. Owned by us, not accessible by group or others, not a symlink.
     #[arg(long, value_name = "FILE")]
     pub authority_key_path: Option<PathBuf>,
     /// The authority secret key itself, in SRI's base58check text form (SRI:
-    /// authority_secret_key). Prefer authority_key_path.
+    /// authority_secret_key). As a flag it is visible to every local user (ps, /proc): prefer
+    /// authority_key_path or the BLVM_STRATUM_V2_AUTHORITY_SECRET_KEY environment variable.
     #[arg(long, value_name = "KEY")]
     pub authority_secret_key: Option<String>,
     /// Expected authority public key; start-up fails if the secret key does not match it.
@@ -164,7 +174,9 @@ pub struct PoolOptions {
     /// RPC backend: user name for HTTP Basic auth (with rpc_password).
     #[arg(long, value_name = "USER")]
     pub rpc_user: Option<String>,
-    /// RPC backend: password for HTTP Basic auth (with rpc_user).
+    /// RPC backend: password for HTTP Basic auth (with rpc_user). As a flag it is visible to
+    /// every local user (ps, /proc): prefer rpc_password_file or the
+    /// BLVM_STRATUM_V2_RPC_PASSWORD environment variable.
     #[arg(long, value_name = "PASSWORD")]
     pub rpc_password: Option<String>,
     /// RPC backend: the node's cookie file (e.g. ~/.bitcoin/regtest/.cookie), read for every
@@ -373,6 +385,9 @@ pub struct PoolConfig {
     pub log_max_bytes: u64,
 }
 
+/// The data directory unless configured.
+pub const DEFAULT_DATA_DIR: &str = "blvm-stratum-v2-data";
+
 /// Blocks kept in `blocks/submitted` unless configured.
 pub const DEFAULT_MAX_SUBMITTED_BLOCKS: usize = 1000;
 /// Size of the module's log file before it is rotated, unless configured.
@@ -491,7 +506,7 @@ impl PoolConfig {
         let data_dir = o
             .data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from("blvm-stratum-v2-data"));
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         // Mining defaults come from the mining core: one copy of the numbers.
         let defaults = MiningConfig::default();
         let (payout_script, reward_destination) = match &o.coinbase_reward_script {

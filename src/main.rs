@@ -22,6 +22,12 @@ use tracing::{error, info, warn};
 /// 0.0.0.0:3333, with an authority key created in the data directory on first start. Options
 /// come from --config FILE (top-level keys or a [modules.blvm-stratum-v2] section) and the
 /// flags below, which override the file. Logs go to stderr; set RUST_LOG (e.g. debug) for more.
+///
+/// Secrets: a flag's value is visible to every local user (ps, /proc/PID/cmdline). Give the
+/// authority secret key as a file (--authority-key-path, mode 0600) or in
+/// BLVM_STRATUM_V2_AUTHORITY_SECRET_KEY, and the RPC password as --rpc-password-file or in
+/// BLVM_STRATUM_V2_RPC_PASSWORD. Secret files are refused if they are symbolic links, owned by
+/// another user, or accessible by group or others.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -403,7 +409,12 @@ fn load_config(path: Option<PathBuf>, flags: PoolOptions) -> Result<PoolConfig, 
         }
         (None, None) => (PoolOptions::default(), "command line".to_owned()),
     };
-    PoolConfig::resolve(&file.overlay(&flags), &source).map_err(|e| e.to_string())
+    // Secrets from the environment and from secret files (checked: owner, mode, no symlink).
+    let options = file
+        .overlay(&flags)
+        .with_secrets(|name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    PoolConfig::resolve(&options, &source).map_err(|e| e.to_string())
 }
 
 fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) -> ExitCode {
