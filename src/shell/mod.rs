@@ -8,6 +8,7 @@ pub mod driver;
 pub mod listener;
 pub mod log_budget;
 pub mod printable;
+pub mod rotating_log;
 
 pub use driver::{DriverLimits, Handler, drive};
 pub use listener::{ListenerConfig, accept_loop, listen, raise_nofile_limit};
