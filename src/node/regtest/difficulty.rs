@@ -53,7 +53,7 @@ pub(super) fn next_bits(headers: &[Header], limit_bits: u32, interval_secs: u32)
     };
     let height = headers.len();
     let window = RETARGET_INTERVAL as usize;
-    if height % window != 0 || height <= window {
+    if !height.is_multiple_of(window) || height <= window {
         return prev_bits;
     }
     let first = &headers[height - 1 - window];
