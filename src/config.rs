@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use crate::mining::{CoinbaseConfig, MiningConfig};
 use crate::node::module::ModuleSettings;
-use crate::node::regtest::{ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS};
+use crate::node::regtest::{
+    ADAPTIVE_CHAIN_BITS, ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS,
+};
 use crate::node::rpc::{RpcAuth, RpcConfig};
 use crate::server::{RewardDestination, ServerConfig};
 
@@ -161,7 +163,9 @@ pub struct PoolOptions {
     /// module when started by blvm-node or given --socket-path, else embedded.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
-    /// Embedded chain: compact target (nBits) of every block. Default: 0x207fffff (regtest).
+    /// Embedded chain: compact target (nBits) of every block with chain_block_interval_secs =
+    /// 0 (default then: 0x207fffff, regtest's powLimit); otherwise the first and easiest
+    /// target (default: 0x1f00ffff, 65536 hashes a block).
     #[arg(long, value_name = "BITS", value_parser = parse_u32_auto)]
     pub chain_bits: Option<u32>,
     /// Embedded chain: synthetic transactions per template. Default: 0.
@@ -583,13 +587,21 @@ impl PoolConfig {
             "embedded"
         };
         let backend = match o.backend.as_deref().unwrap_or(default_backend) {
-            "embedded" => Backend::Embedded(ChainConfig {
-                bits: o.chain_bits.unwrap_or(REGTEST_BITS),
-                synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
-                block_interval_secs: o
+            "embedded" => {
+                let block_interval_secs = o
                     .chain_block_interval_secs
-                    .unwrap_or(DEFAULT_BLOCK_INTERVAL_SECS),
-            }),
+                    .unwrap_or(DEFAULT_BLOCK_INTERVAL_SECS);
+                let default_bits = if block_interval_secs > 0 {
+                    ADAPTIVE_CHAIN_BITS
+                } else {
+                    REGTEST_BITS
+                };
+                Backend::Embedded(ChainConfig {
+                    bits: o.chain_bits.unwrap_or(default_bits),
+                    synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
+                    block_interval_secs,
+                })
+            }
             "rpc" => Backend::Rpc(resolve_rpc(o, source_name)?),
             "module" => {
                 let socket = o.socket_path.clone().ok_or_else(|| {
@@ -780,6 +792,26 @@ mod tests {
             let e = PoolConfig::resolve(&o, "r.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn embedded_chain_adapts_by_default() {
+        let c = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Embedded(ChainConfig {
+                bits: ADAPTIVE_CHAIN_BITS,
+                synthetic_transactions: 0,
+                block_interval_secs: DEFAULT_BLOCK_INTERVAL_SECS,
+            })
+        );
+        let o = PoolOptions::from_toml("chain_block_interval_secs = 0", Path::new("f")).unwrap();
+        let c = PoolConfig::resolve(&o, "f").unwrap();
+        assert_eq!(c.backend, Backend::Embedded(ChainConfig::default()));
+        assert_eq!(c.max_submitted_blocks, DEFAULT_MAX_SUBMITTED_BLOCKS);
+        let o = PoolOptions::from_toml("log_max_bytes = 100", Path::new("f")).unwrap();
+        let e = PoolConfig::resolve(&o, "f").unwrap_err().to_string();
+        assert!(e.contains("log_max_bytes"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 use blvm_stratum_v2::client::{MinerOptions, MinerReport, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
-use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
+use blvm_stratum_v2::node::regtest::{
+    ADAPTIVE_CHAIN_BITS, ChainConfig, EmbeddedNode, HISTORY_HEIGHT, REGTEST_BITS,
+};
 use blvm_stratum_v2::server::StratumV2Server;
 
 /// What a fresh CPU miner saw in `secs` seconds on a chain of `block_interval_secs`, and the
@@ -49,7 +51,14 @@ async fn mine(block_interval_secs: u32, secs: u64, sample_at: u64) -> Run {
         ..PoolOptions::default()
     };
     let config = PoolConfig::resolve(&opts, "test").expect("valid config");
+    // The pool's default chain: adaptive from ADAPTIVE_CHAIN_BITS, or the old fixed one.
+    let bits = if block_interval_secs > 0 {
+        ADAPTIVE_CHAIN_BITS
+    } else {
+        REGTEST_BITS
+    };
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits,
         block_interval_secs,
         ..ChainConfig::default()
     }));

@@ -80,6 +80,12 @@ const HISTORY_SPACING: u32 = 600;
 /// The pool's default aim between two blocks of the embedded chain, in seconds: a CPU
 /// miner's shares are then rarely stale (module docs, "Difficulty").
 pub const DEFAULT_BLOCK_INTERVAL_SECS: u32 = 10;
+/// The pool's default first (and easiest) target of an adaptive chain: 2^16 hashes a block,
+/// fifteen times the pool's easiest share (difficulty 1e-6, about 4,300 hashes), so that a
+/// fresh miner's first shares are not all blocks (at regtest's powLimit every share is one,
+/// and the chain would see blocks only as often as shares while it catches up); a 10 kH/s
+/// miner still finds one every 7 s.
+pub const ADAPTIVE_CHAIN_BITS: u32 = 0x1f00_ffff;
 
 /// How the embedded chain behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
