@@ -165,7 +165,7 @@ pub struct PoolOptions {
     pub backend: Option<String>,
     /// Embedded chain: compact target (nBits) of every block with chain_block_interval_secs =
     /// 0 (default then: 0x207fffff, regtest's powLimit); otherwise the first and easiest
-    /// target (default: 0x1f00ffff, 65536 hashes a block).
+    /// target (default: 0x1e0fffff, 2^20 hashes a block).
     #[arg(long, value_name = "BITS", value_parser = parse_u32_auto)]
     pub chain_bits: Option<u32>,
     /// Embedded chain: synthetic transactions per template. Default: 0.

@@ -4,7 +4,7 @@
 //! (`block_interval_secs` 0, the old default) every other share of such a miner is a block,
 //! and the share after each block is stale.
 //!
-//! Bounded in time: a 1 s interval instead of the default 10 s, and ten shares a second, 16 s
+//! Bounded in time: a 1 s interval instead of the default 10 s, and ten shares a second, 20 s
 //! of mining.
 
 use std::sync::Arc;
@@ -93,11 +93,11 @@ async fn mine(block_interval_secs: u32, secs: u64, sample_at: u64) -> Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_cpu_miner_is_rarely_stale_and_blocks_come_at_the_interval() {
     let fixed = mine(0, 4, 1).await;
-    let adaptive = mine(1, 16, 8).await;
+    let adaptive = mine(1, 20, 6).await;
     let blocks_late = adaptive.height_at_end - adaptive.height_at_sample;
     eprintln!(
         "fixed chain: {} accepted, {} rejected ({:.1}%), {} blocks in 4 s; \
-         adaptive (1 s): {} accepted, {} rejected ({:.1}%), {} blocks in 16 s, {} in the last 8 s, {:.0} h/s",
+         adaptive (1 s): {} accepted, {} rejected ({:.1}%), {} blocks in 20 s, {} in the last 14 s, {:.0} h/s",
         fixed.report.shares_accepted,
         fixed.rejected(),
         100.0 * fixed.rejected_share(),
@@ -119,10 +119,10 @@ async fn a_fresh_cpu_miner_is_rarely_stale_and_blocks_come_at_the_interval() {
         "stale shares of a fresh miner: {:?}",
         adaptive.report
     );
-    // About one block a second once the difficulty has caught up (Poisson: 8 ± 3, and a
-    // retarget's own error).
+    // About one block a second once the difficulty has caught up (Poisson: 14 ± 4, and a
+    // retarget's own error, about a third).
     assert!(
-        (2..=24).contains(&blocks_late),
-        "{blocks_late} blocks in 8 s at a 1 s interval"
+        (3..=42).contains(&blocks_late),
+        "{blocks_late} blocks in 14 s at a 1 s interval"
     );
 }

@@ -80,12 +80,14 @@ const HISTORY_SPACING: u32 = 600;
 /// The pool's default aim between two blocks of the embedded chain, in seconds: a CPU
 /// miner's shares are then rarely stale (module docs, "Difficulty").
 pub const DEFAULT_BLOCK_INTERVAL_SECS: u32 = 10;
-/// The pool's default first (and easiest) target of an adaptive chain: 2^16 hashes a block,
-/// fifteen times the pool's easiest share (difficulty 1e-6, about 4,300 hashes), so that a
-/// fresh miner's first shares are not all blocks (at regtest's powLimit every share is one,
-/// and the chain would see blocks only as often as shares while it catches up); a 10 kH/s
-/// miner still finds one every 7 s.
-pub const ADAPTIVE_CHAIN_BITS: u32 = 0x1f00_ffff;
+/// The pool's default first (and easiest) target of an adaptive chain: 2^20 hashes a block,
+/// 244 times the pool's easiest share (difficulty 1e-6, about 4,300 hashes). A fresh miner
+/// starts at that share difficulty, and each block makes the shares it finds before the new
+/// work arrives stale (a 3 MH/s miner finds about eight in the 10 ms that takes): at
+/// regtest's powLimit every share is a block (and the chain would see blocks only as often as
+/// shares while it catches up), here one in 244 is. A 3 MH/s miner finds a first-target block
+/// every 0.3 s, a 100 kH/s one every 10 s.
+pub const ADAPTIVE_CHAIN_BITS: u32 = 0x1e0f_ffff;
 
 /// How the embedded chain behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
