@@ -141,6 +141,7 @@ fn work() -> Arc<Work> {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits: HARD_BITS,
         synthetic_transactions: SYNTHETIC_TRANSACTIONS,
+        block_interval_secs: 0,
     });
     let work = Work::new(1, chain.template(NOW_S), &pool_config().coinbase).unwrap();
     assert_eq!(work.merkle_path.len(), MERKLE_LEVELS);

@@ -16,12 +16,15 @@ use serde::Deserialize;
 
 use crate::mining::{CoinbaseConfig, HARDWARE_MIN_DIFFICULTY, MiningConfig};
 use crate::node::module::ModuleSettings;
-use crate::node::regtest::{ChainConfig, REGTEST_BITS};
+use crate::node::regtest::{
+    ADAPTIVE_CHAIN_BITS, ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS,
+};
 use crate::node::rpc::{RpcAuth, RpcConfig};
 use crate::server::{RewardDestination, ServerConfig};
 use crate::shell::{AdmissionConfig, Rate};
 
 mod module_env;
+pub mod secrets;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// The parser's message (it names the key and the line).
         message: String,
+    },
+    /// A secret file (issue 14, part C) that cannot be used: see [`secrets`].
+    #[error("key `{key}`: {source}")]
+    SecretFile {
+        /// The key that named the file.
+        key: &'static str,
+        /// Why it was refused.
+        source: secrets::SecretFileError,
     },
     /// A value of the right type that cannot work.
     #[error("{source_name}: key `{key}`: {reason}")]
@@ -70,11 +81,12 @@ pub struct PoolOptions {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// File holding the pool authority secret key. Default: DATA_DIR/authority_secret_key,
-    /// created on first start.
+    /// created on first start. Owned by us, not accessible by group or others, not a symlink.
     #[arg(long, value_name = "FILE")]
     pub authority_key_path: Option<PathBuf>,
     /// The authority secret key itself, in SRI's base58check text form (SRI:
-    /// authority_secret_key). Prefer authority_key_path.
+    /// authority_secret_key). As a flag it is visible to every local user (ps, /proc): prefer
+    /// authority_key_path or the BLVM_STRATUM_V2_AUTHORITY_SECRET_KEY environment variable.
     #[arg(long, value_name = "KEY")]
     pub authority_secret_key: Option<String>,
     /// Expected authority public key; start-up fails if the secret key does not match it.
@@ -199,7 +211,9 @@ pub struct PoolOptions {
     /// module when started by blvm-node or given --socket-path, else embedded.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
-    /// Embedded chain: compact target (nBits) of every block. Default: 0x207fffff (regtest).
+    /// Embedded chain: compact target (nBits) of every block with chain_block_interval_secs =
+    /// 0 (default then: 0x207fffff, regtest's powLimit); otherwise the first and easiest
+    /// target (default: 0x1e0fffff, 2^20 hashes a block).
     #[arg(long, value_name = "BITS", value_parser = parse_u32_auto)]
     pub chain_bits: Option<u32>,
     /// Embedded chain: synthetic transactions per template. Default: 0.
@@ -212,7 +226,9 @@ pub struct PoolOptions {
     /// RPC backend: user name for HTTP Basic auth (with rpc_password).
     #[arg(long, value_name = "USER")]
     pub rpc_user: Option<String>,
-    /// RPC backend: password for HTTP Basic auth (with rpc_user).
+    /// RPC backend: password for HTTP Basic auth (with rpc_user). As a flag it is visible to
+    /// every local user (ps, /proc): prefer rpc_password_file or the
+    /// BLVM_STRATUM_V2_RPC_PASSWORD environment variable.
     #[arg(long, value_name = "PASSWORD")]
     pub rpc_password: Option<String>,
     /// RPC backend: the node's cookie file (e.g. ~/.bitcoin/regtest/.cookie), read for every
@@ -237,6 +253,27 @@ pub struct PoolOptions {
     /// closes the connection of a module that makes more than 100 per second. Default: 60.
     #[arg(long, value_name = "N")]
     pub node_requests_per_second: Option<u32>,
+
+    // Issue 14, part C (embedded chain, block files, secrets, module log): keys below.
+    /// Embedded chain: aimed seconds between blocks; the target adapts every 10 blocks and is
+    /// never easier than chain_bits. 0: every block at chain_bits (on regtest's, every share of
+    /// an easy miner is a block). Default: 10.
+    #[arg(long, value_name = "SECS")]
+    pub chain_block_interval_secs: Option<u32>,
+    /// Blocks kept in DATA_DIR/blocks/submitted, oldest removed first (blocks/pending, blocks
+    /// the node has not accepted yet, is never pruned). Default: 1000.
+    #[arg(long, value_name = "N")]
+    pub max_submitted_blocks: Option<usize>,
+    /// RPC backend: a file holding the password (its first line), instead of rpc_password or
+    /// the BLVM_STRATUM_V2_RPC_PASSWORD environment variable. Owned by us, not readable by
+    /// group or others, not a symlink.
+    #[arg(long, value_name = "FILE")]
+    pub rpc_password_file: Option<PathBuf>,
+    /// Started by blvm-node: size at which DATA_DIR/blvm-stratum-v2.log is renamed to
+    /// blvm-stratum-v2.log.1 (replacing it) and a new log begun, so the log takes at most
+    /// about twice this on disk. Default: 16777216 (16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub log_max_bytes: Option<u64>,
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -307,7 +344,12 @@ impl PoolOptions {
             socket_path,
             module_id,
             module_name,
-            node_requests_per_second
+            node_requests_per_second,
+            // Issue 14, part C.
+            chain_block_interval_secs,
+            max_submitted_blocks,
+            rpc_password_file,
+            log_max_bytes
         );
         self
     }
@@ -408,7 +450,20 @@ pub struct PoolConfig {
     pub admission: AdmissionConfig,
     /// Template source.
     pub backend: Backend,
+    // Issue 14, part C.
+    /// Blocks kept in `blocks/submitted`.
+    pub max_submitted_blocks: usize,
+    /// Started by blvm-node: size at which the log file is rotated.
+    pub log_max_bytes: u64,
 }
+
+/// The data directory unless configured.
+pub const DEFAULT_DATA_DIR: &str = "blvm-stratum-v2-data";
+
+/// Blocks kept in `blocks/submitted` unless configured.
+pub const DEFAULT_MAX_SUBMITTED_BLOCKS: usize = 1000;
+/// Size of the module's log file before it is rotated, unless configured.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The server's part of the configuration: everything but the module switch and the backend.
 impl From<PoolConfig> for ServerConfig {
@@ -429,6 +484,7 @@ impl From<PoolConfig> for ServerConfig {
             setup_timeout_ms: c.setup_timeout_ms,
             max_connections: c.max_connections,
             admission: c.admission,
+            max_submitted_blocks: c.max_submitted_blocks,
         }
     }
 }
@@ -594,7 +650,7 @@ impl PoolConfig {
         let data_dir = o
             .data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from("blvm-stratum-v2-data"));
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         // Mining defaults come from the mining core: one copy of the numbers.
         let defaults = MiningConfig::default();
         let (payout_script, reward_destination) = match &o.coinbase_reward_script {
@@ -683,10 +739,21 @@ impl PoolConfig {
             "embedded"
         };
         let backend = match o.backend.as_deref().unwrap_or(default_backend) {
-            "embedded" => Backend::Embedded(ChainConfig {
-                bits: o.chain_bits.unwrap_or(REGTEST_BITS),
-                synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
-            }),
+            "embedded" => {
+                let block_interval_secs = o
+                    .chain_block_interval_secs
+                    .unwrap_or(DEFAULT_BLOCK_INTERVAL_SECS);
+                let default_bits = if block_interval_secs > 0 {
+                    ADAPTIVE_CHAIN_BITS
+                } else {
+                    REGTEST_BITS
+                };
+                Backend::Embedded(ChainConfig {
+                    bits: o.chain_bits.unwrap_or(default_bits),
+                    synthetic_transactions: o.chain_synthetic_transactions.unwrap_or(0),
+                    block_interval_secs,
+                })
+            }
             "rpc" => Backend::Rpc(resolve_rpc(o, source_name)?),
             "module" => {
                 let socket = o.socket_path.clone().ok_or_else(|| {
@@ -797,6 +864,19 @@ impl PoolConfig {
             max_connections: o.max_connections.unwrap_or(10_000).max(1),
             admission: admission_config(o, source_name)?,
             backend,
+            max_submitted_blocks: o
+                .max_submitted_blocks
+                .unwrap_or(DEFAULT_MAX_SUBMITTED_BLOCKS),
+            log_max_bytes: match o.log_max_bytes.unwrap_or(DEFAULT_LOG_MAX_BYTES) {
+                n @ 4096.. => n,
+                n => {
+                    return Err(invalid(
+                        source_name,
+                        "log_max_bytes",
+                        format!("{n}: must be at least 4096"),
+                    ));
+                }
+            },
         })
     }
 }
@@ -894,6 +974,26 @@ mod tests {
             let e = PoolConfig::resolve(&o, "r.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn embedded_chain_adapts_by_default() {
+        let c = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(
+            c.backend,
+            Backend::Embedded(ChainConfig {
+                bits: ADAPTIVE_CHAIN_BITS,
+                synthetic_transactions: 0,
+                block_interval_secs: DEFAULT_BLOCK_INTERVAL_SECS,
+            })
+        );
+        let o = PoolOptions::from_toml("chain_block_interval_secs = 0", Path::new("f")).unwrap();
+        let c = PoolConfig::resolve(&o, "f").unwrap();
+        assert_eq!(c.backend, Backend::Embedded(ChainConfig::default()));
+        assert_eq!(c.max_submitted_blocks, DEFAULT_MAX_SUBMITTED_BLOCKS);
+        let o = PoolOptions::from_toml("log_max_bytes = 100", Path::new("f")).unwrap();
+        let e = PoolConfig::resolve(&o, "f").unwrap_err().to_string();
+        assert!(e.contains("log_max_bytes"), "{e}");
     }
 
     #[test]

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, NtimePolicy, run_miner};
-use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
+use blvm_stratum_v2::config::{Backend, DEFAULT_LOG_MAX_BYTES, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::module::{ModuleEnv, ModuleNode};
 use blvm_stratum_v2::node::regtest::EmbeddedNode;
 use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::noise::keys;
 use blvm_stratum_v2::server::StratumV2Server;
+use blvm_stratum_v2::shell::rotating_log::RotatingLog;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
@@ -22,6 +23,12 @@ use tracing::{error, info, warn};
 /// 0.0.0.0:3333, with an authority key created in the data directory on first start. Options
 /// come from --config FILE (top-level keys or a [modules.blvm-stratum-v2] section) and the
 /// flags below, which override the file. Logs go to stderr; set RUST_LOG (e.g. debug) for more.
+///
+/// Secrets: a flag's value is visible to every local user (ps, /proc/PID/cmdline). Give the
+/// authority secret key as a file (--authority-key-path, mode 0600) or in
+/// BLVM_STRATUM_V2_AUTHORITY_SECRET_KEY, and the RPC password as --rpc-password-file or in
+/// BLVM_STRATUM_V2_RPC_PASSWORD. Secret files are refused if they are symbolic links, owned by
+/// another user, or accessible by group or others.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -183,13 +190,17 @@ fn main() -> ExitCode {
     // SAFETY: getppid has no preconditions and cannot fail.
     let parent = unsafe { libc::getppid() };
     let cli = Cli::parse();
+    let mut module_log = None;
     if matches!(cli.command, None | Some(Command::Run))
         && let Some(env) = ModuleEnv::from_env()
     {
-        log_to_data_dir(&env);
+        module_log = log_to_data_dir(&env);
         fit_address_space_limit();
     }
-    init_logging();
+    init_logging(module_log.clone());
+    if let Some(log) = module_log {
+        let _ = MODULE_LOG.set(log);
+    }
     match cli.command {
         None | Some(Command::Run) => run(cli.config, cli.options, parent),
         Some(Command::Keygen { out }) => keygen(&out),
@@ -210,6 +221,7 @@ fn template_provider(args: TemplateProviderArgs) -> ExitCode {
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         bits: args.chain_bits,
         synthetic_transactions: args.chain_synthetic_transactions,
+        block_interval_secs: 0,
     }));
     let tp = match TemplateProvider::new(config, node) {
         Ok(tp) => tp,
@@ -317,29 +329,23 @@ fn miner(args: MinerArgs) -> ExitCode {
     }
 }
 
+/// The module's log file, once open: its cap is set from the configuration, read after it.
+static MODULE_LOG: std::sync::OnceLock<Arc<RotatingLog>> = std::sync::OnceLock::new();
+
 /// Started by blvm-node, our stdout and stderr are pipes the node never reads: once full,
-/// every log line would block the pool. They go to DATA_DIR/blvm-stratum-v2.log instead.
-fn log_to_data_dir(env: &ModuleEnv) {
-    let Some(dir) = &env.data_dir else {
-        return;
-    };
+/// every log line would block the pool. They go to DATA_DIR/blvm-stratum-v2.log instead,
+/// rotated at log_max_bytes (the default until the configuration is read).
+fn log_to_data_dir(env: &ModuleEnv) -> Option<Arc<RotatingLog>> {
+    let dir = env.data_dir.as_ref()?;
     let path = dir.join("blvm-stratum-v2.log");
-    let file = std::fs::create_dir_all(dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-    });
-    match file {
-        Ok(f) => {
-            use std::os::fd::AsRawFd;
-            // SAFETY: dup2 on descriptors we own; the file stays open through fds 1 and 2.
-            unsafe {
-                libc::dup2(f.as_raw_fd(), 1);
-                libc::dup2(f.as_raw_fd(), 2);
-            }
+    let log = std::fs::create_dir_all(dir)
+        .and_then(|()| RotatingLog::open(&path, DEFAULT_LOG_MAX_BYTES, true));
+    match log {
+        Ok(log) => Some(log),
+        Err(e) => {
+            eprintln!("cannot open {}: {e}; logging to stderr", path.display());
+            None
         }
-        Err(e) => eprintln!("cannot open {}: {e}; logging to stderr", path.display()),
     }
 }
 
@@ -364,14 +370,21 @@ fn fit_address_space_limit() {
     let _ = capped;
 }
 
-fn init_logging() {
+/// Logs to stderr, or (started by blvm-node) to the module's rotated log file.
+fn init_logging(module_log: Option<Arc<RotatingLog>>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match module_log {
+        Some(log) => builder
+            .with_writer(move || log.writer())
+            .with_ansi(false)
+            .try_init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn keygen(out: &std::path::Path) -> ExitCode {
@@ -402,7 +415,12 @@ fn load_config(path: Option<PathBuf>, flags: PoolOptions) -> Result<PoolConfig, 
         }
         (None, None) => (PoolOptions::default(), "command line".to_owned()),
     };
-    PoolConfig::resolve(&file.overlay(&flags), &source).map_err(|e| e.to_string())
+    // Secrets from the environment and from secret files (checked: owner, mode, no symlink).
+    let options = file
+        .overlay(&flags)
+        .with_secrets(|name| std::env::var(name).ok())
+        .map_err(|e| e.to_string())?;
+    PoolConfig::resolve(&options, &source).map_err(|e| e.to_string())
 }
 
 fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) -> ExitCode {
@@ -413,6 +431,9 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
             return ExitCode::FAILURE;
         }
     };
+    if let Some(log) = MODULE_LOG.get() {
+        log.set_max_bytes(config.log_max_bytes);
+    }
     if !config.enabled {
         eprintln!("blvm-stratum-v2 is disabled in its configuration (enabled = false)");
         return ExitCode::SUCCESS;

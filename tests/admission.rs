@@ -101,6 +101,7 @@ impl Pool {
         let node = Arc::new(EmbeddedNode::new(ChainConfig {
             bits: RARE_BLOCKS,
             synthetic_transactions: 0,
+            block_interval_secs: 0,
         }));
         let server = StratumV2Server::new(config, node).expect("server");
         let addr = server.start().await.expect("server starts");

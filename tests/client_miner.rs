@@ -28,6 +28,7 @@ fn hard_chain() -> ChainConfig {
     ChainConfig {
         bits: 0x1d00ffff,
         synthetic_transactions: 3,
+        block_interval_secs: 0,
     }
 }
 

@@ -49,6 +49,7 @@ fn pool_session(batch: u32) -> Session {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits: 0x1d00ffff,
         synthetic_transactions: 3,
+        block_interval_secs: 0,
     });
     let config = Arc::new(MiningConfig {
         min_difficulty: 1e-9,

@@ -35,6 +35,7 @@ fn the_share_path_through_two_connections_does_not_allocate() {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits: 0x1d00ffff,
         synthetic_transactions: 3,
+        block_interval_secs: 0,
     });
     // One fixed difficulty: vardiff has nothing to change.
     let config = Arc::new(MiningConfig {

@@ -28,6 +28,7 @@ async fn mine_blocks(channel: ChannelKind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         synthetic_transactions: 6,
+        block_interval_secs: 0,
         ..ChainConfig::default()
     }));
     let api: Arc<dyn NodeApi> = node.clone();

@@ -59,6 +59,7 @@ async fn a_restarted_pool_hands_out_new_extranonce_prefixes_on_the_same_template
         let node = Arc::new(EmbeddedNode::new(ChainConfig {
             bits: RARE_BLOCKS,
             synthetic_transactions: 0,
+            block_interval_secs: 0,
         }));
         let (first, first_tip) = one_run(&node, dir.path()).await;
         let (second, second_tip) = one_run(&node, dir.path()).await;

@@ -80,6 +80,7 @@ fn pool_session_on(bits: u32, config: MiningConfig) -> Session {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits,
         synthetic_transactions: 3,
+        block_interval_secs: 0,
     });
     let config = Arc::new(config);
     let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();

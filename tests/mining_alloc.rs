@@ -45,6 +45,7 @@ fn session(config: MiningConfig, flags: u32, txs: usize) -> Session {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits: HARD_BITS,
         synthetic_transactions: txs,
+        block_interval_secs: 0,
     });
     let config = Arc::new(config);
     let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
@@ -261,6 +262,7 @@ fn channels_sv2_allocations_per_share_for_comparison() {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits: HARD_BITS,
         synthetic_transactions: 40,
+        block_interval_secs: 0,
     });
     let template = chain.template(NOW_S);
     let prev_hash = template.prev_hash.to_byte_array();

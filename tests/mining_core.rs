@@ -258,6 +258,7 @@ fn hard_chain() -> ChainConfig {
     ChainConfig {
         bits: 0x1d00ffff,
         synthetic_transactions: 5,
+        block_interval_secs: 0,
     }
 }
 
@@ -384,6 +385,7 @@ fn blocks_from_winning_shares_pass_rust_bitcoin_checks_and_extend_the_chain() {
     // Regtest difficulty: about half of all hashes are blocks.
     let chain = ChainConfig {
         synthetic_transactions: 9,
+        block_interval_secs: 0,
         ..ChainConfig::default()
     };
     let mut rig = Rig::new(chain, config(1e-9));
@@ -476,6 +478,7 @@ fn blocks_from_winning_shares_pass_rust_bitcoin_checks_and_extend_the_chain() {
 fn chain_refuses_a_block_with_a_broken_merkle_root() {
     let chain = ChainConfig {
         synthetic_transactions: 3,
+        block_interval_secs: 0,
         ..ChainConfig::default()
     };
     let mut rig = Rig::new(chain, config(1e-9));

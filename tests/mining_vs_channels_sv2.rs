@@ -311,6 +311,7 @@ impl Harness {
         let mut chain = EmbeddedChain::new(ChainConfig {
             bits,
             synthetic_transactions,
+            block_interval_secs: 0,
         });
         let config = Arc::new(config);
         let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
@@ -1147,6 +1148,7 @@ fn standard_share_verdicts_match_channels_sv2() {
     let mut chain = EmbeddedChain::new(ChainConfig {
         bits: HARD_BITS,
         synthetic_transactions: 40,
+        block_interval_secs: 0,
     });
     let config = Arc::new(pool_config());
     let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();

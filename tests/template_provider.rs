@@ -56,6 +56,7 @@ async fn start_tp(synthetic_transactions: usize) -> Tp {
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         bits: EASY_BITS,
         synthetic_transactions,
+        block_interval_secs: 0,
     }));
     let config = TemplateProviderConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),

@@ -35,6 +35,15 @@
 //! fixed (not taken from the clock), so its hashes are the same on every start and in tests.
 //! [`EmbeddedChain::new`] is the bare chain from genesis alone, for sans-IO tests that count
 //! heights from 0.
+//!
+//! # Difficulty
+//!
+//! With [`ChainConfig::block_interval_secs`] 0 every block carries the configured `bits` (on
+//! regtest's powLimit, about every other hash is a block: tests that want every share to be a
+//! block use this). Otherwise the target adapts so that blocks come about that many seconds
+//! apart, never easier than `bits`; the rule is in [`difficulty`], and both the templates and
+//! the check of submitted blocks follow it. The pool's own default is
+//! [`DEFAULT_BLOCK_INTERVAL_SECS`]; [`ChainConfig::default`] is the fixed chain.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,6 +60,9 @@ use tokio::sync::broadcast;
 
 use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 
+pub mod difficulty;
+pub use difficulty::RETARGET_INTERVAL;
+
 /// Regtest's easiest target (powLimit), in compact form.
 pub const REGTEST_BITS: u32 = 0x207f_ffff;
 /// Fee paid by each synthetic transaction, in satoshis.
@@ -65,20 +77,39 @@ pub const HISTORY_HEIGHT: u32 = 10;
 /// Seconds between two history blocks (the network's target spacing).
 const HISTORY_SPACING: u32 = 600;
 
+/// The pool's default aim between two blocks of the embedded chain, in seconds: a CPU
+/// miner's shares are then rarely stale (module docs, "Difficulty").
+pub const DEFAULT_BLOCK_INTERVAL_SECS: u32 = 10;
+/// The pool's default first (and easiest) target of an adaptive chain: 2^20 hashes a block,
+/// 244 times the pool's easiest share (difficulty 1e-6, about 4,300 hashes). A fresh miner
+/// starts at that share difficulty, and each block makes the shares it finds before the new
+/// work arrives stale (a 3 MH/s miner finds about eight in the 10 ms that takes): at
+/// regtest's powLimit every share is a block (and the chain would see blocks only as often as
+/// shares while it catches up), here one in 244 is. A 3 MH/s miner finds a first-target block
+/// every 0.3 s, a 100 kH/s one every 10 s.
+pub const ADAPTIVE_CHAIN_BITS: u32 = 0x1e0f_ffff;
+
 /// How the embedded chain behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainConfig {
-    /// Fixed compact target of every block (default: regtest's).
+    /// Compact target of every block when `block_interval_secs` is 0; otherwise the easiest
+    /// (and first) target of the adaptive chain. Default: regtest's powLimit.
     pub bits: u32,
     /// Synthetic transactions put in each template (0: empty blocks).
     pub synthetic_transactions: usize,
+    /// Aimed seconds between blocks; the target adapts every [`RETARGET_INTERVAL`] blocks
+    /// ([`difficulty`]). 0: the fixed target `bits`. Default: 0 (the pool's configuration
+    /// defaults to [`DEFAULT_BLOCK_INTERVAL_SECS`]).
+    pub block_interval_secs: u32,
 }
 
 impl Default for ChainConfig {
+    /// The fixed chain at regtest's powLimit, empty blocks.
     fn default() -> Self {
         ChainConfig {
             bits: REGTEST_BITS,
             synthetic_transactions: 0,
+            block_interval_secs: 0,
         }
     }
 }
@@ -89,7 +120,7 @@ pub enum BlockRejection {
     /// Its prev hash is not the tip.
     #[error("bad-prevblk: builds on {0}, not on the tip")]
     NotOnTip(BlockHash),
-    /// Its nBits is not the chain's.
+    /// Its nBits is not what the chain's difficulty rule says.
     #[error("bad-diffbits: {0:#010x}")]
     BadBits(u32),
     /// Its hash is above the target.
@@ -187,6 +218,15 @@ impl EmbeddedChain {
         self.tip
     }
 
+    /// The compact target the next block must carry (module docs, "Difficulty").
+    pub fn next_bits(&self) -> CompactTarget {
+        difficulty::next_bits(
+            &self.headers,
+            self.config.bits,
+            self.config.block_interval_secs,
+        )
+    }
+
     /// Median time of the last 11 blocks.
     fn median_time_past(&self) -> u32 {
         let mut times: Vec<u32> = self.headers.iter().rev().take(11).map(|h| h.time).collect();
@@ -216,7 +256,7 @@ impl EmbeddedChain {
         BlockTemplate {
             version: Version::from_consensus(0x2000_0000),
             prev_hash: self.tip,
-            bits: CompactTarget::from_consensus(self.config.bits),
+            bits: self.next_bits(),
             height,
             min_time,
             cur_time: now.max(min_time),
@@ -232,7 +272,7 @@ impl EmbeddedChain {
         if header.prev_blockhash != self.tip {
             return Err(BlockRejection::NotOnTip(header.prev_blockhash));
         }
-        if header.bits.to_consensus() != self.config.bits {
+        if header.bits != self.next_bits() {
             return Err(BlockRejection::BadBits(header.bits.to_consensus()));
         }
         let target = Target::from_compact(header.bits);
@@ -430,6 +470,15 @@ mod tests {
 
     /// A coinbase-only block on the template's tip with header time `time`, solved.
     fn block_at(template: &BlockTemplate, time: u32) -> Block {
+        let mut block = block_at_nonce(template, time, 0);
+        while block.header.validate_pow(block.header.target()).is_err() {
+            block.header.nonce += 1;
+        }
+        block
+    }
+
+    /// [`block_at`] without solving: `nonce` as given.
+    fn block_at_nonce(template: &BlockTemplate, time: u32, nonce: u32) -> Block {
         let coinbase = Transaction {
             version: transaction::Version::TWO,
             lock_time: absolute::LockTime::ZERO,
@@ -459,9 +508,7 @@ mod tests {
             txdata: vec![coinbase],
         };
         block.header.merkle_root = block.compute_merkle_root().expect("one transaction");
-        while block.header.validate_pow(block.header.target()).is_err() {
-            block.header.nonce += 1;
-        }
+        block.header.nonce = nonce;
         block
     }
 
@@ -528,6 +575,55 @@ mod tests {
             .expect("valid block");
         assert_eq!(chain.template(NOW + 1).min_time, device_ntime + 1);
         assert_eq!(chain.height(), HISTORY_HEIGHT + 6);
+    }
+
+    /// A miner of known hash rate on a simulated clock (each hash takes `1 / rate` s), real
+    /// proof of work against the chain's bits: after the retargets from powLimit, blocks come
+    /// about the aimed interval apart, and every block carries the bits the rule says.
+    #[test]
+    fn adaptive_chain_brings_blocks_at_the_interval() {
+        const RATE: u64 = 4_000;
+        let config = ChainConfig {
+            block_interval_secs: 1,
+            ..ChainConfig::default()
+        };
+        let mut chain = EmbeddedChain::with_history(config);
+        let mut hashes: u64 = 0;
+        let mut found_at = Vec::new();
+        while chain.height() < HISTORY_HEIGHT + 150 {
+            let now = NOW + (hashes / RATE) as u32;
+            let t = chain.template(now);
+            assert_eq!(t.bits, chain.next_bits());
+            let mut block = block_at_nonce(&t, now.max(t.min_time), 0);
+            loop {
+                hashes += 1;
+                if block.header.validate_pow(block.header.target()).is_ok() {
+                    break;
+                }
+                block.header.nonce += 1;
+                let clock = NOW + (hashes / RATE) as u32;
+                if clock > block.header.time {
+                    block.header.time = clock;
+                }
+            }
+            let now = NOW + (hashes / RATE) as u32;
+            chain.submit_block(&block, now).expect("valid block");
+            found_at.push(hashes as f64 / RATE as f64);
+        }
+        // The first blocks are at powLimit, a few hashes each.
+        assert!(found_at[19] < 0.1, "{:?}", &found_at[..20]);
+        // The last 60 (after six retargets from powLimit): about a second apart.
+        let last = &found_at[found_at.len() - 61..];
+        let mean = (last[60] - last[0]) / 60.0;
+        assert!((0.6..=1.6).contains(&mean), "mean interval {mean} s");
+        // A wrong bits is refused.
+        let t = chain.template(NOW + 10_000);
+        let mut block = block_at(&t, t.cur_time);
+        block.header.bits = CompactTarget::from_consensus(REGTEST_BITS);
+        assert!(matches!(
+            chain.submit_block(&block, NOW + 10_000),
+            Err(BlockRejection::BadBits(_))
+        ));
     }
 
     #[test]

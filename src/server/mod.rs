@@ -30,8 +30,8 @@ pub use connection::ConnectionEnd;
 use block_files::FileBlockStore;
 
 use crate::mining::pool::{
-    BlockStore, DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, FoundBlockSink, FoundBlocks,
-    NodeAnswer, SelectedWork, SubmissionOutcome,
+    DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, FoundBlockSink, FoundBlocks, NodeAnswer,
+    SelectedWork, SubmissionOutcome,
 };
 use crate::mining::{
     AcceptedShares, ChannelBudget, ExtranonceAllocator, FoundBlock, PoolStats, SessionEvent,
@@ -206,9 +206,8 @@ impl Shared {
                     user = %Printable(&found.user_identity),
                     "block found"
                 );
-                // On disk before anything else: a block found while the submitter is busy
-                // resubmitting an earlier one (node down) is never only in memory.
-                save_pending(&self.config.data_dir, &found.block);
+                // To the block writer (`block_files::save_loop`), which saves it to
+                // blocks/pending off this task and then hands it to the submitter.
                 if self.blocks.send((**found).clone()).is_err() {
                     error!(hash = %found.block.block_hash(), "block submitter gone; block not submitted");
                 }
@@ -373,7 +372,6 @@ impl StratumV2Server {
         let allocator: Arc<ExtranonceAllocator> = pool.extranonce_allocator().clone();
         let (blocks, blocks_rx) = mpsc::unbounded_channel();
         pool.set_found_block_sink(Arc::new(SubmitterSink {
-            data_dir: config.data_dir.clone(),
             blocks: blocks.clone(),
         }));
         // Set-up miners at most max_connections: the registry holds them and as many again
@@ -502,12 +500,20 @@ impl StratumV2Server {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| StratumV2Error::ServerError("server cannot be restarted".into()))?;
+        // Found blocks: saved by the writer, then submitted; the writer ends (and with it the
+        // submitter's input) once `submit_done` says every connection is closed.
+        let (saved, saved_rx) = mpsc::unbounded_channel();
+        tokio::spawn(block_files::save_loop(
+            self.shared.config.data_dir.clone(),
+            blocks_rx,
+            saved,
+            submit_done_rx,
+        ));
         let submitter = tokio::spawn(submit_loop(
             self.node.clone(),
             self.shared.clone(),
             leftover,
-            blocks_rx,
-            submit_done_rx,
+            saved_rx,
         ));
         info!(%local_addr, "listening for Stratum V2 miners");
         *running = Some(Running {
@@ -803,9 +809,9 @@ async fn submit_loop(
     shared: Arc<Shared>,
     leftover: Vec<(bitcoin::BlockHash, String)>,
     mut blocks: mpsc::UnboundedReceiver<FoundBlock>,
-    mut done: watch::Receiver<bool>,
 ) {
-    let store = FileBlockStore::new(&shared.config.data_dir);
+    let store = FileBlockStore::new(&shared.config.data_dir)
+        .with_submitted_cap(shared.config.max_submitted_blocks);
     let pool = &shared.pool;
     let lock = || pool.write().unwrap_or_else(|p| p.into_inner());
     // Blocks found before a restart and never accepted go first (queued at start).
@@ -851,17 +857,15 @@ async fn submit_loop(
             biased;
             b = blocks.recv(), if blocks_open => match b {
                 Some(found) => submit_found(&shared, found),
-                None => blocks_open = false,
-            },
-            _ = done.changed(), if !stopping => {
-                // Connections are closed: what they found is in the channel. Each block gets
-                // one last try; one the node cannot take stays in blocks/pending.
-                while let Ok(found) = blocks.try_recv() {
-                    submit_found(&shared, found);
+                None => {
+                    // Connections are closed and the writer has saved and handed over what
+                    // they found. Each block gets one last try; one the node cannot take stays
+                    // in blocks/pending.
+                    blocks_open = false;
+                    stopping = true;
+                    lock().found_blocks_mut().stop();
                 }
-                stopping = true;
-                lock().found_blocks_mut().stop();
-            }
+            },
             _ = tokio::time::sleep(sleep.unwrap_or_default()), if sleep.is_some() => {}
             ev = events.recv() => match ev {
                 Err(broadcast::error::RecvError::Closed) => {
@@ -914,26 +918,11 @@ fn pending_blocks(shared: &Shared) -> Vec<(bitcoin::BlockHash, String)> {
         .restore(&store, now_ms())
 }
 
-/// Writes a found block to `blocks/pending` (write to a temporary name, then rename, so a
-/// crash never leaves a half-written block there).
-fn save_pending(data_dir: &std::path::Path, block: &bitcoin::Block) {
-    let store = FileBlockStore::new(data_dir);
-    let hash = block.block_hash();
-    let file = store.file("pending", hash);
-    match store.save_pending(block) {
-        Ok(()) => info!(%hash, file = %file.display(), "block saved"),
-        Err(e) => {
-            error!(%hash, file = %file.display(), "cannot save the block; submitting it anyway: {e}")
-        }
-    }
-}
-
 /// Where the pool object hands blocks found outside the server's connections (the product
-/// API's `StratumV2Pool::handle_share` on `get_pool()`): saved to `blocks/pending` and handed
-/// to the submitter at once, like a block found on a connection.
+/// API's `StratumV2Pool::handle_share` on `get_pool()`): to the block writer, which saves it
+/// to `blocks/pending` and hands it to the submitter, like a block found on a connection.
 #[derive(Debug)]
 struct SubmitterSink {
-    data_dir: std::path::PathBuf,
     blocks: mpsc::UnboundedSender<FoundBlock>,
 }
 
@@ -945,7 +934,6 @@ impl FoundBlockSink for SubmitterSink {
             user = %Printable(&found.user_identity),
             "block found (product API)"
         );
-        save_pending(&self.data_dir, &found.block);
         if self.blocks.send(found.clone()).is_err() {
             error!(hash = %found.block.block_hash(), "block submitter gone; block not submitted");
         }

@@ -44,4 +44,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Admission control per source (issue 14).
     pub admission: AdmissionConfig,
+    /// Blocks kept in `blocks/submitted`, oldest removed first (`blocks/pending` is never
+    /// pruned).
+    pub max_submitted_blocks: usize,
 }

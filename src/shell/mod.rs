@@ -10,6 +10,7 @@ pub mod listener;
 pub mod log_budget;
 pub mod printable;
 pub mod refusals;
+pub mod rotating_log;
 pub mod setup_slots;
 pub mod token_bucket;
 

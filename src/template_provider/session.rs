@@ -508,6 +508,7 @@ mod tests {
         let mut chain = EmbeddedChain::new(ChainConfig {
             bits: 0x207f_ffff,
             synthetic_transactions: 3,
+            block_interval_secs: 0,
         });
         let t = Arc::new(ServedTemplate::new(1, chain.template(1_700_000_000)));
         let mut s = TpSession::new();

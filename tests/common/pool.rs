@@ -58,6 +58,7 @@ impl TestPool {
         let node = Arc::new(EmbeddedNode::new(ChainConfig {
             bits,
             synthetic_transactions: 3,
+            block_interval_secs: 0,
         }));
         let server = StratumV2Server::new(config, node.clone()).expect("server");
         let addr = server.start().await.expect("server starts");
