@@ -292,6 +292,8 @@ struct ChildPool {
     addr: SocketAddr,
     key: String,
     log_lines: Arc<AtomicUsize>,
+    /// The first lines of its log (stderr), for what they say.
+    log_text: Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -328,9 +330,15 @@ impl ChildPool {
         let stderr = child.stderr.take().expect("stderr");
         let log_lines = Arc::new(AtomicUsize::new(0));
         let counted = log_lines.clone();
+        let log_text = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log_text.clone();
         std::thread::spawn(move || {
-            for _ in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 counted.fetch_add(1, Ordering::Relaxed);
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < 100_000 {
+                    kept.push(line);
+                }
             }
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -359,6 +367,7 @@ impl ChildPool {
             addr: addr.unwrap(),
             key: key.unwrap(),
             log_lines,
+            log_text,
             _dir: dir,
         }
     }
@@ -376,6 +385,11 @@ impl ChildPool {
 
     fn lines(&self) -> usize {
         self.log_lines.load(Ordering::Relaxed)
+    }
+
+    /// The log so far (its first 100,000 lines).
+    fn log(&self) -> Vec<String> {
+        self.log_text.lock().unwrap().clone()
     }
 }
 
@@ -466,6 +480,52 @@ async fn fifty_thousand_connect_and_close_cycles_leave_memory_bounded() {
         let grown = after.saturating_sub(baseline);
         eprintln!("50,000 connect-and-close: VmRSS {baseline} kB -> {after} kB (+{grown} kB)");
         assert!(grown <= 16 * 1024, "memory grew by {grown} kB");
+        honest.finish().await;
+    })
+    .await;
+}
+
+/// Client text reaches the log escaped: a vendor and a user identity carrying a newline and a
+/// terminal escape forge no log line and send no escape to the operator's terminal; and 10,000
+/// refused channel requests on one connection log a bounded number of lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_log_lines_appear_escaped_and_ten_thousand_refused_channels_log_little() {
+    run(async {
+        let pool = ChildPool::start(&["--max-channels-per-connection", "1"]);
+        let honest = HonestMiner::start(pool.addr, &pool.key).await;
+        let forged = "x\n2026-12-04T00:00:00.000000Z  INFO blvm_stratum_v2::server: block accepted by the node\u{1b}[2J";
+        let mut m = Miner::from_conn(
+            SriConn::connect(pool.addr, &pool.key)
+                .await
+                .expect("connects"),
+        );
+        m.setup_as(0, forged).await.expect("set up");
+        m.open(true, forged).await.expect("the one channel opens");
+        let before = pool.lines();
+        for _ in 0..10_000 {
+            // Each answered with OpenMiningChannel.Error (one channel per connection).
+            assert!(m.open(true, forged).await.is_err(), "refused");
+        }
+        honest
+            .assert_progress(PROGRESS, PROGRESS_WITHIN, "after 10,000 refused channels")
+            .await;
+        let logged = pool.lines() - before;
+        eprintln!("10,000 refused channels: {logged} log lines");
+        assert!(logged <= 20, "{logged} log lines for 10,000 refused channels");
+        let log = pool.log();
+        assert!(
+            log.iter()
+                .all(|l| !l.starts_with("2026-12-04T00:00:00.000000Z") && !l.contains('\u{1b}')),
+            "a forged line or a raw escape in the log"
+        );
+        let escaped = "x\\n2026-12-04T00:00:00.000000Z  INFO blvm_stratum_v2::server: block accepted by the node\\u{1b}[2J";
+        for what in ["vendor=", "user="] {
+            assert!(
+                log.iter().any(|l| l.contains(&format!("{what}{escaped}"))),
+                "{what} not logged escaped:\n{}",
+                log.join("\n")
+            );
+        }
         honest.finish().await;
     })
     .await;

@@ -324,6 +324,11 @@ impl Miner {
 
     /// Sends SetupConnection (Mining, versions 2..2, `flags`) and returns the reply.
     pub async fn setup(&mut self, flags: u32) -> io::Result<AnyMessageOwned> {
+        self.setup_as(flags, "sri-e2e").await
+    }
+
+    /// [`Self::setup`] with the vendor string `vendor`.
+    pub async fn setup_as(&mut self, flags: u32, vendor: &str) -> io::Result<AnyMessageOwned> {
         let msg = SetupConnection {
             protocol: Protocol::MiningProtocol,
             min_version: 2,
@@ -331,7 +336,7 @@ impl Miner {
             flags,
             endpoint_host: str255("127.0.0.1"),
             endpoint_port: 0,
-            vendor: str255("sri-e2e"),
+            vendor: str255(vendor),
             hardware_version: str255("cpu"),
             firmware: str255("test"),
             device_id: str255("e2e"),
