@@ -2,16 +2,17 @@
 //! session), driven against each other in memory with the real Noise handshake: every byte one
 //! writes is what the other reads. No sockets, no tokio, a fake clock.
 
-use std::collections::VecDeque;
+#[path = "common/inert_protocol.rs"]
+mod inert_protocol;
+
 use std::sync::{Arc, RwLock};
 
 use blvm_stratum_v2::client::{ChannelKind, Hasher, MinerConfig, MinerEvent, MinerSession, Share};
-use blvm_stratum_v2::connection::{
-    Connection, ConnectionConfig, ConnectionError, Outbox, Protocol,
-};
+use blvm_stratum_v2::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
 use blvm_stratum_v2::noise::{NoiseError, Responder};
+use inert_protocol::Inert;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secp256k1::{Keypair, SECP256K1};
@@ -285,27 +286,6 @@ fn handshake_timeout_fires_from_handle_timeout() {
     ));
 }
 
-/// A protocol that never sets up and never says anything.
-#[derive(Default)]
-struct Silent {
-    out: Outbox,
-}
-
-impl Protocol for Silent {
-    type Event = ();
-    type Error = std::convert::Infallible;
-    fn handle_message(&mut self, _: &[u8], _: u64) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn outbox(&mut self) -> &mut Outbox {
-        &mut self.out
-    }
-    fn take_events(&mut self, _: &mut VecDeque<()>) {}
-    fn is_set_up(&self) -> bool {
-        false
-    }
-}
-
 #[test]
 fn setup_timeout_counts_from_the_end_of_the_handshake() {
     let (authority, responder) = responder(1);
@@ -317,7 +297,7 @@ fn setup_timeout_counts_from_the_end_of_the_handshake() {
         NOW_MS,
     );
     let mut client = Connection::connect(
-        Silent::default(),
+        Inert::default(),
         authority.x_only_public_key().0,
         &mut StdRng::seed_from_u64(3),
         config(None),

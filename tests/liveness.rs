@@ -12,19 +12,18 @@
 //! another connection keeps being accepted (its acknowledgement latency printed, with and
 //! without the flood).
 
+#[path = "common/inert_protocol.rs"]
+mod inert_protocol;
 #[path = "common/pool.rs"]
 mod pool;
 #[path = "common/sri_client.rs"]
 mod sri_client;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use blvm_stratum_v2::client::{ChannelKind, Hasher, MinerConfig, MinerSession, Share};
-use blvm_stratum_v2::connection::{
-    Connection, ConnectionConfig, ConnectionError, Outbox, Protocol,
-};
+use blvm_stratum_v2::connection::{Connection, ConnectionConfig, ConnectionError};
 use blvm_stratum_v2::mining::{
     ExtranonceAllocator, HARDWARE_MIN_DIFFICULTY, MiningConfig, Session, SessionError,
     SessionEvent, ShareRejection, Work,
@@ -33,6 +32,7 @@ use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
 use blvm_stratum_v2::noise::Responder;
 use blvm_stratum_v2::wire::Str0_255;
 use blvm_stratum_v2::wire::common::SetupConnection;
+use inert_protocol::Inert;
 use pool::{RARE_BLOCKS, TestPool};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -245,16 +245,12 @@ fn a_whole_frame_restarts_the_idle_timer() {
     ));
 }
 
-/// Sends SetupConnection and nothing else.
-struct SetupOnly {
-    out: Outbox,
-}
-
-impl SetupOnly {
-    fn new() -> Self {
-        let mut out = Outbox::new();
-        let s = |t| Str0_255::new(t).unwrap();
-        out.push(&SetupConnection {
+/// An inert protocol that sends SetupConnection and nothing else.
+fn setup_only() -> Inert {
+    let mut p = Inert::set_up();
+    let s = |t| Str0_255::new(t).unwrap();
+    p.out
+        .push(&SetupConnection {
             protocol: 0,
             min_version: 2,
             max_version: 2,
@@ -267,23 +263,7 @@ impl SetupOnly {
             device_id: s(""),
         })
         .unwrap();
-        SetupOnly { out }
-    }
-}
-
-impl Protocol for SetupOnly {
-    type Event = ();
-    type Error = std::convert::Infallible;
-    fn handle_message(&mut self, _: &[u8], _: u64) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn outbox(&mut self) -> &mut Outbox {
-        &mut self.out
-    }
-    fn take_events(&mut self, _: &mut VecDeque<()>) {}
-    fn is_set_up(&self) -> bool {
-        true
-    }
+    p
 }
 
 #[test]
@@ -297,7 +277,7 @@ fn a_set_up_connection_without_a_channel_is_closed() {
         NOW_MS,
     );
     let mut client = Connection::connect(
-        SetupOnly::new(),
+        setup_only(),
         authority.x_only_public_key().0,
         &mut StdRng::seed_from_u64(3),
         config(None),

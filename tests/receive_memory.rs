@@ -3,16 +3,19 @@
 //! than any message a miner may send. Heap bytes live on the test's thread are counted by a
 //! global allocator of the test's own (allocations minus frees).
 
+#[path = "common/inert_protocol.rs"]
+mod inert_protocol;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 use blvm_stratum_v2::connection::{
-    Connection, ConnectionConfig, ConnectionError, Outbox, Protocol, RECEIVE_BUFFER_KEEP,
+    Connection, ConnectionConfig, ConnectionError, RECEIVE_BUFFER_KEEP,
 };
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session};
 use blvm_stratum_v2::noise::{NoiseError, Responder};
+use inert_protocol::Inert;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secp256k1::{Keypair, SECP256K1};
@@ -62,27 +65,6 @@ const OLD_CAP: usize = 1 << 16;
 /// What the driver reads per call.
 const READ: usize = 2 * 1024;
 
-/// Sends whatever frames it is given.
-#[derive(Default)]
-struct Raw {
-    out: Outbox,
-}
-
-impl Protocol for Raw {
-    type Event = ();
-    type Error = std::convert::Infallible;
-    fn handle_message(&mut self, _: &[u8], _: u64) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn outbox(&mut self) -> &mut Outbox {
-        &mut self.out
-    }
-    fn take_events(&mut self, _: &mut VecDeque<()>) {}
-    fn is_set_up(&self) -> bool {
-        true
-    }
-}
-
 /// A frame of an extension the pool does not know (ignored, 03 §3.4.1) of `len` bytes.
 fn unknown_extension_frame(len: usize) -> Vec<u8> {
     let mut f = vec![0x42, 0x00, 0x01];
@@ -92,7 +74,7 @@ fn unknown_extension_frame(len: usize) -> Vec<u8> {
 }
 
 /// A pool connection past its handshake, and a raw client, with the pool's payload cap.
-fn pair(max_payload_len: usize) -> (Connection<Session>, Connection<Raw>) {
+fn pair(max_payload_len: usize) -> (Connection<Session>, Connection<Inert>) {
     let mut rng = StdRng::seed_from_u64(1);
     let authority = Keypair::new(SECP256K1, &mut rng);
     let responder = Arc::new(RwLock::new(Responder::generate(
@@ -111,7 +93,7 @@ fn pair(max_payload_len: usize) -> (Connection<Session>, Connection<Raw>) {
     };
     let mut pool = Connection::accept(session, responder, StdRng::seed_from_u64(2), cfg, NOW_MS);
     let mut client = Connection::connect(
-        Raw::default(),
+        Inert::set_up(),
         authority.x_only_public_key().0,
         &mut rng,
         ConnectionConfig::default(),
@@ -133,7 +115,7 @@ type End = ConnectionError<blvm_stratum_v2::mining::SessionError>;
 /// more afterwards (the client's own buffers are not counted), or the error that ended it.
 fn send(
     pool: &mut Connection<Session>,
-    client: &mut Connection<Raw>,
+    client: &mut Connection<Inert>,
     len: usize,
 ) -> Result<isize, End> {
     let frame = unknown_extension_frame(len);
