@@ -24,7 +24,8 @@
 #    crates), skipping any that does not exist.
 # 4. BENCHMARKS.md: every figure, the ratio to SRI where there is one, date, CPU, cores.
 #
-# Environment: DURATION (s, default 10), SCENARIOS (default "a b b8 c d"), SKIP_BENCH=1 (keep
+# Environment: POOL_BIN (another pool binary to measure, e.g. an older commit's release build;
+# default this tree's), DURATION (s, default 10), SCENARIOS (default "a b b8 c d"), SKIP_BENCH=1 (keep
 # the criterion results already in target/criterion),
 # OUT (default BENCHMARKS.md), LOADGEN_THREADS (default 1), SRI (default 1; 0: our pool only),
 # SRI_VERSION (default 0.7.0), SRI_RUST_LOG (pool_sv2's log filter, default warn: at info it
@@ -47,6 +48,9 @@ SRI_SHARES_PER_MINUTE=${SRI_SHARES_PER_MINUTE:-1000}
 POOL_PID=""
 TP_PID=""
 BIN=$ROOT/target/release/blvm-stratum-v2
+# POOL_BIN: another build of the pool to measure (an older commit's, for a before/after pair);
+# the load generator is always this tree's.
+POOL_BIN=${POOL_BIN:-$BIN}
 
 # stop_pid PID: SIGTERM, then SIGKILL after 5 s.
 stop_pid() {
@@ -170,10 +174,14 @@ CONFIG
 start_pool() {
     local dir=$WORK/pool-$1
     mkdir -p "$dir"
+    # A capacity test at a fixed difficulty: the per-channel share rate limit (where the pool
+    # has one) is lifted.
+    local rate=""
+    "$POOL_BIN" --help 2>/dev/null | grep -q -- --share-rate-multiple && rate="--share-rate-multiple 1e9"
     # shellcheck disable=SC2086
-    "$BIN" --listen-addr 127.0.0.1:0 --data-dir "$dir" \
+    "$POOL_BIN" --listen-addr 127.0.0.1:0 --data-dir "$dir" \
         --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff \
-        --share-rate-multiple 1e9 --max-connections 20000 ${POOL_EXTRA:-} >"$dir/out" 2>"$dir/err" &
+        $rate --max-connections 20000 ${POOL_EXTRA:-} >"$dir/out" 2>"$dir/err" &
     POOL_PID=$!
     for _ in $(seq 100); do
         grep -q "authority public key" "$dir/out" 2>/dev/null && break

@@ -216,3 +216,42 @@ fn help_says_that_secret_flags_are_visible_to_other_users() {
         assert!(help.contains(needle), "`{needle}` not in --help:\n{help}");
     }
 }
+
+/// The server reads its key file the same way when a library user configures it directly
+/// (no `with_secrets`): a symbolic link or a file others can read is refused.
+#[test]
+fn the_server_reads_its_key_file_as_a_secret_file() {
+    use blvm_stratum_v2::config::PoolConfig;
+    use blvm_stratum_v2::server::{ServerConfig, load_authority_key};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = keys::generate_authority_keypair(&mut rand::thread_rng());
+    let file = dir.path().join("key");
+    keys::write_secret_key_file(&file, &key).expect("key file");
+    let link = dir.path().join("key-link");
+    std::os::unix::fs::symlink(&file, &link).expect("symlink");
+    let config = |path: &Path| -> ServerConfig {
+        let o = PoolOptions {
+            data_dir: Some(dir.path().to_path_buf()),
+            authority_key_path: Some(path.to_path_buf()),
+            ..PoolOptions::default()
+        };
+        PoolConfig::resolve(&o, "test").expect("config").into()
+    };
+    let (read, created) = load_authority_key(&config(&file)).expect("the key file");
+    assert_eq!(read.secret_key(), key.secret_key());
+    assert!(!created);
+    let e = load_authority_key(&config(&link)).expect_err("a symbolic link");
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let e = load_authority_key(&config(&file)).expect_err("readable by the group");
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    // The data directory's default key file too.
+    std::fs::rename(&file, dir.path().join(keys::SECRET_KEY_FILE_NAME)).expect("rename");
+    let o = PoolOptions {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..PoolOptions::default()
+    };
+    let e = load_authority_key(&PoolConfig::resolve(&o, "test").expect("config").into())
+        .expect_err("the default key file, readable by the group");
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+}

@@ -325,12 +325,25 @@ pub struct StratumV2Server {
     running: tokio::sync::Mutex<Option<Running>>,
 }
 
-/// Loads the authority key as configured: inline, from a file, or created in the data dir.
+/// Loads the authority key as configured: inline, from a file, or created in the data dir. A
+/// key file is read as every secret file is ([`read_secret_file`]: no symbolic link, ours,
+/// not accessible by group or others), also for library users who never went through the
+/// binary's configuration.
+///
+/// [`read_secret_file`]: crate::config::secrets::read_secret_file
 pub fn load_authority_key(config: &ServerConfig) -> Result<(Keypair, bool), StratumV2Error> {
+    let read_key_file = |path: &std::path::Path| -> Result<Keypair, StratumV2Error> {
+        let text = crate::config::secrets::read_secret_file(path)
+            .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+        Ok(keys::decode_secret_key(&text)?)
+    };
+    let default_file = config.data_dir.join(keys::SECRET_KEY_FILE_NAME);
     let (key, created) = if let Some(text) = &config.authority_secret_key {
         (keys::decode_secret_key(text)?, false)
     } else if let Some(path) = &config.authority_key_path {
-        (keys::read_secret_key_file(path)?, false)
+        (read_key_file(path)?, false)
+    } else if std::fs::symlink_metadata(&default_file).is_ok() {
+        (read_key_file(&default_file)?, false)
     } else {
         keys::load_or_create(&config.data_dir, &mut rand::thread_rng())?
     };
