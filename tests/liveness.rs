@@ -10,7 +10,8 @@
 //! dripping connection is closed at the idle timeout, a connection that never opens a channel
 //! is closed, and a one-connection flood is throttled and closed while an honest miner on
 //! another connection keeps being accepted (its acknowledgement latency printed, with and
-//! without the flood).
+//! without the flood); the pool-wide channel cap refuses channels past it on any connection
+//! and gets a closed connection's places back.
 
 #[path = "common/inert_protocol.rs"]
 mod inert_protocol;
@@ -499,6 +500,45 @@ async fn a_connection_that_opens_no_channel_is_closed() {
             lived >= Duration::from_millis(900),
             "closed too early: {lived:?}"
         );
+        pool.stop().await;
+    })
+    .await;
+}
+
+/// The pool-wide channel cap over TCP: with `max_channels` channels open across connections,
+/// another is refused `channel-capacity-exhausted` on any connection, and a connection's end
+/// gives its channels' places back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_wide_channel_cap_refuses_channels_past_it_and_frees_closed_ones() {
+    run(async {
+        let pool = TestPool::start_with(RARE_BLOCKS, 5, |o| o.max_channels = Some(2)).await;
+        let mut first = Miner::ready(pool.addr, &pool.key, 0).await.expect("setup");
+        first.open(true, "cap.1").await.expect("the first channel");
+        let mut second = Miner::ready(pool.addr, &pool.key, 0).await.expect("setup");
+        let ch = second
+            .open(false, "cap.2")
+            .await
+            .expect("the second channel");
+        let mut third = Miner::ready(pool.addr, &pool.key, 0).await.expect("setup");
+        let refused = third.open(true, "cap.3").await.expect_err("over the cap");
+        let capacity = "open refused: channel-capacity-exhausted";
+        assert!(refused.to_string().contains(capacity), "{refused}");
+        // The second connection still mines: the cap refuses newcomers, not the open channels.
+        let share = second.valid_share(ch);
+        assert!(second.submit(&share).await.expect("reply").is_ok());
+        // The first connection ends: its channel's place is free for the third.
+        drop(first);
+        let started = Instant::now();
+        loop {
+            match third.open(true, "cap.3").await {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    started.elapsed() < Duration::from_secs(5) && e.to_string().contains(capacity),
+                    "the closed connection's place did not come back: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         pool.stop().await;
     })
     .await;

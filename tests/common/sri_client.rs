@@ -392,6 +392,10 @@ impl Miner {
             {
                 s.channel_id
             }
+            AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(e)) => {
+                let code = String::from_utf8_lossy(e.error_code.as_bytes()).into_owned();
+                return Err(err(format!("open refused: {code}")));
+            }
             other => return Err(err(format!("open answered with {other:?}"))),
         };
         let job = match self.recv().await? {
