@@ -3,11 +3,11 @@
 //! than any message a miner may send. Heap bytes live on the test's thread are counted by a
 //! global allocator of the test's own (allocations minus frees).
 
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 #[path = "common/inert_protocol.rs"]
 mod inert_protocol;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::{Arc, RwLock};
 
 use blvm_stratum_v2::connection::{
@@ -15,48 +15,11 @@ use blvm_stratum_v2::connection::{
 };
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session};
 use blvm_stratum_v2::noise::{NoiseError, Responder};
+use counting_alloc::live;
 use inert_protocol::Inert;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secp256k1::{Keypair, SECP256K1};
-
-struct Live;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-fn add(n: isize) {
-    let _ = LIVE.try_with(|c| c.set(c.get() + n));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the counter is a
-// const-initialised thread-local `Cell` without a destructor, so touching it never allocates.
-unsafe impl GlobalAlloc for Live {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        add(layout.size() as isize);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        add(layout.size() as isize);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        add(new_size as isize - layout.size() as isize);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        add(-(layout.size() as isize));
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Live = Live;
-
-fn live() -> isize {
-    LIVE.with(Cell::get)
-}
 
 const NOW_S: u32 = 1_800_000_000;
 const NOW_MS: u64 = NOW_S as u64 * 1000;
