@@ -9,6 +9,7 @@
 //! - [`noise`]: the Noise NX handshake with authority certificates and the encrypted transport.
 //! - [`connection`]: one SV2 connection (Noise + a protocol session), sans-IO, driven by
 //!   every shell.
+//! - [`ledger`]: the share ledger the pool pays from ([`ledger::Ledger`]), its backends.
 //! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
 //! - [`client`]: a CPU miner (sans-IO session, hashing threads, tokio driver).
 //! - [`loadgen`]: a load generator built on the client.
@@ -35,6 +36,7 @@
 //! node ──> block                       the backends
 //! mining ──> connection (Outbox, Protocol), block, wire   sessions and the pool object
 //! connection ──> noise, wire           one SV2 connection, sans-IO
+//! ledger ──> (bitcoin only)            the share ledger trait, the memory reference, backends
 //! block ──> wire (its U256 alias)      the bottom: templates, coinbase, merkle, target, header
 //! noise, wire ──> (nothing)
 //! ```
@@ -46,6 +48,7 @@
 pub mod block;
 pub mod client;
 pub mod connection;
+pub mod ledger;
 pub mod mining;
 pub mod noise;
 #[cfg(feature = "runtime")]

@@ -1,0 +1,194 @@
+//! A ledger in memory: the reference semantics of [`Ledger`] that every real backend is
+//! tested against (same calls, same answers), and a ledger for tests of the layers above.
+//! Nothing survives the process.
+
+use std::collections::BTreeMap;
+
+use bitcoin::BlockHash;
+
+use super::{
+    Balance, BlockStatus, Ledger, LedgerBatch, LedgerError, PayoutComputation, RejectedCount,
+    ShareRange, StoredBlock, StoredShare,
+};
+
+/// A [`Ledger`] in memory. `fail_writes` makes every write fail as `Unavailable` (a database
+/// that went down), to test the layers above.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    shares: Vec<StoredShare>,
+    next_id: u64,
+    blocks: Vec<StoredBlock>,
+    payouts: BTreeMap<BlockHash, PayoutComputation>,
+    balances: BTreeMap<String, u64>,
+    rejected: BTreeMap<(String, String, String), u64>,
+    /// When set, every write fails as [`LedgerError::Unavailable`].
+    pub fail_writes: bool,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        MemoryLedger {
+            next_id: 1,
+            ..Self::default()
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), LedgerError> {
+        if self.fail_writes {
+            Err(LedgerError::Unavailable("writes disabled (test)".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+        self.check_writable()?;
+        self.next_id = self.next_id.max(1);
+        for record in &batch.shares {
+            self.shares.push(StoredShare {
+                id: self.next_id,
+                record: record.clone(),
+            });
+            self.next_id += 1;
+        }
+        for block in &batch.blocks {
+            if !self.blocks.iter().any(|b| b.block.hash == block.hash) {
+                self.blocks.push(StoredBlock {
+                    block: block.clone(),
+                    status: BlockStatus::Pending,
+                });
+            }
+        }
+        for r in &batch.rejected {
+            *self
+                .rejected
+                .entry((r.user.clone(), r.worker.clone(), r.reason.clone()))
+                .or_default() += r.count;
+        }
+        Ok(())
+    }
+
+    fn set_block_status(
+        &mut self,
+        hash: BlockHash,
+        status: &BlockStatus,
+    ) -> Result<(), LedgerError> {
+        self.check_writable()?;
+        if let Some(b) = self.blocks.iter_mut().find(|b| b.block.hash == hash) {
+            b.status = status.clone();
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {
+        Ok(self.blocks.iter().find(|b| b.block.hash == hash).cloned())
+    }
+
+    fn blocks(&mut self, limit: usize) -> Result<Vec<StoredBlock>, LedgerError> {
+        Ok(self.blocks.iter().rev().take(limit).cloned().collect())
+    }
+
+    fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
+        Ok(self.shares.iter().find(|s| s.record.hash == hash).cloned())
+    }
+
+    fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {
+        Ok(match *range {
+            ShareRange::Window {
+                last_id,
+                difficulty,
+            } => {
+                let mut out = Vec::new();
+                let mut sum = 0.0;
+                for s in self.shares.iter().rev().filter(|s| s.id <= last_id) {
+                    if sum >= difficulty {
+                        break;
+                    }
+                    sum += s.record.difficulty;
+                    out.push(s.clone());
+                }
+                out
+            }
+            ShareRange::Time {
+                from_ms,
+                to_ms,
+                limit,
+            } => self
+                .shares
+                .iter()
+                .filter(|s| s.record.time_ms >= from_ms && s.record.time_ms < to_ms)
+                .take(limit)
+                .cloned()
+                .collect(),
+            ShareRange::Ids {
+                from_id,
+                to_id,
+                limit,
+            } => self
+                .shares
+                .iter()
+                .filter(|s| s.id >= from_id && s.id <= to_id)
+                .take(limit)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn last_share_id(&mut self) -> Result<u64, LedgerError> {
+        Ok(self.shares.last().map_or(0, |s| s.id))
+    }
+
+    fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError> {
+        self.check_writable()?;
+        if self.payouts.contains_key(&computation.block_hash) {
+            return Ok(false);
+        }
+        if computation.scheme != "coinbase" {
+            for p in &computation.payouts {
+                *self.balances.entry(p.user.clone()).or_default() += p.amount_sat;
+            }
+        }
+        self.payouts
+            .insert(computation.block_hash, computation.clone());
+        Ok(true)
+    }
+
+    fn payouts(&mut self, block_hash: BlockHash) -> Result<Option<PayoutComputation>, LedgerError> {
+        Ok(self.payouts.get(&block_hash).cloned())
+    }
+
+    fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
+        Ok(self
+            .balances
+            .iter()
+            .map(|(user, &earned_sat)| Balance {
+                user: user.clone(),
+                earned_sat,
+            })
+            .collect())
+    }
+
+    fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
+        Ok(self
+            .rejected
+            .iter()
+            .map(|((user, worker, reason), &count)| RejectedCount {
+                user: user.clone(),
+                worker: worker.clone(),
+                reason: reason.clone(),
+                count,
+            })
+            .collect())
+    }
+
+    fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
+        self.check_writable()?;
+        let before = self.shares.len();
+        self.shares
+            .retain(|s| s.record.time_ms >= before_ms || s.id >= keep_from_id);
+        Ok((before - self.shares.len()) as u64)
+    }
+}

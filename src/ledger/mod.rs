@@ -1,0 +1,278 @@
+//! The share ledger: what the pool pays from. Every accepted share is written here before the
+//! miner sees it acknowledged, with the blocks found, what the node said about them, and every
+//! payout computation and the payouts it produced; rejected shares are only counted (per user,
+//! worker and reason). One trait ([`Ledger`]) with real backends (SQLite, the default, and
+//! PostgreSQL) and [`MemoryLedger`], the reference the backends are tested against.
+//!
+//! The trait is synchronous on purpose: a ledger lives on its own writer thread (group
+//! commit: one transaction per [`Ledger::append`] of everything queued), and the command line
+//! (`ledger export`, `payouts`, `balances`) opens its own. Nothing here knows sockets or
+//! sessions; share credit and payout arithmetic are decided in the core (`mining`, `payout`).
+
+pub mod memory;
+
+use bitcoin::{BlockHash, Target};
+
+pub use memory::MemoryLedger;
+
+/// One accepted share as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareRecord {
+    /// When the pool accepted it (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// Who is paid for it: the user part of the channel's user_identity (a payout address or
+    /// an account of the `[users]` table).
+    pub user: String,
+    /// The worker part of user_identity (or of the 0x0002 TLV), empty if none.
+    pub worker: String,
+    /// The pool's connection id (unique within one run of one instance).
+    pub connection_id: u64,
+    /// The channel it came on.
+    pub channel_id: u32,
+    /// The job it was on.
+    pub job_id: u32,
+    /// The job's target: the share is credited at it, never at the hash it happens to have.
+    pub target: Target,
+    /// The difficulty of `target` (difficulty-1 target divided by it): the credit.
+    pub difficulty: f64,
+    /// The share's header hash.
+    pub hash: BlockHash,
+}
+
+/// A share in the ledger: its record and its id, strictly increasing in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredShare {
+    /// Position in the ledger (1, 2, ...; gaps allowed, never reused).
+    pub id: u64,
+    /// What was recorded.
+    pub record: ShareRecord,
+}
+
+/// Rejected shares of one user, worker and reason, added to the ledger's running counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedCount {
+    /// The user part of user_identity.
+    pub user: String,
+    /// The worker part, empty if none.
+    pub worker: String,
+    /// The SubmitShares.Error code sent (`stale-share`, `difficulty-too-low`, ...).
+    pub reason: String,
+    /// How many (a delta when appended, the total when read).
+    pub count: u64,
+}
+
+/// A block a share of this pool found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundBlockRecord {
+    /// The block's hash (equal to the share's hash).
+    pub hash: BlockHash,
+    /// Its height.
+    pub height: u32,
+    /// When it was found (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// What the template's coinbase could pay: subsidy plus fees, in satoshis.
+    pub reward_sat: u64,
+    /// The user whose share found it.
+    pub user: String,
+    /// That share's worker.
+    pub worker: String,
+}
+
+/// What the node said about a found block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockStatus {
+    /// Not answered yet.
+    Pending,
+    /// Accepted: its reward is paid out.
+    Accepted,
+    /// Refused, with the node's reason.
+    Rejected(String),
+}
+
+impl BlockStatus {
+    /// The status as stored (`pending`, `accepted`, `rejected`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            BlockStatus::Pending => "pending",
+            BlockStatus::Accepted => "accepted",
+            BlockStatus::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// A found block with the node's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBlock {
+    /// The block as found.
+    pub block: FoundBlockRecord,
+    /// The node's answer so far.
+    pub status: BlockStatus,
+}
+
+/// What one group commit writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerBatch {
+    /// Accepted shares, in the order they were accepted.
+    pub shares: Vec<ShareRecord>,
+    /// Found blocks (their finding share is in `shares` of this or an earlier batch).
+    pub blocks: Vec<FoundBlockRecord>,
+    /// Rejected shares to add to the counts.
+    pub rejected: Vec<RejectedCount>,
+}
+
+impl LedgerBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.shares.is_empty() && self.blocks.is_empty() && self.rejected.is_empty()
+    }
+}
+
+/// One user's part of a block's reward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payout {
+    /// The user (payout address or account).
+    pub user: String,
+    /// Satoshis.
+    pub amount_sat: u64,
+    /// The difficulty of the user's shares counted in the window.
+    pub difficulty: f64,
+}
+
+/// One computation of a block's payouts and its result: exactly one per accepted block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayoutComputation {
+    /// The block paid.
+    pub block_hash: BlockHash,
+    /// `pplns`, `solo` or `coinbase` (paid in the block's own coinbase: no balance moves).
+    pub scheme: String,
+    /// The reward split (satoshis).
+    pub reward_sat: u64,
+    /// The pool's fee taken off it (satoshis).
+    pub fee_sat: u64,
+    /// The window's size in difficulty (PPLNS: the configured multiple of the network
+    /// difficulty), and what the shares in it summed to (less when the ledger holds fewer).
+    pub window_difficulty: f64,
+    /// Sum of the counted shares' difficulty.
+    pub counted_difficulty: f64,
+    /// Ids of the oldest and newest share counted (inclusive).
+    pub first_share_id: u64,
+    /// Id of the newest share counted: the block's own share.
+    pub last_share_id: u64,
+    /// When it was computed (ms since the Unix epoch).
+    pub computed_ms: u64,
+    /// The payouts, one per user.
+    pub payouts: Vec<Payout>,
+}
+
+/// What a user has earned in balances (PPLNS) and been paid (recorded payouts out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// The user.
+    pub user: String,
+    /// Satoshis credited from accepted blocks.
+    pub earned_sat: u64,
+}
+
+/// Why the ledger cannot do what was asked. `Unavailable` is transient (database down, disk
+/// full, locked): the pool stops acknowledging shares until a write succeeds again.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The ledger cannot be written or read now.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// The ledger's schema is newer than this program, or a migration failed.
+    #[error("ledger schema: {0}")]
+    Schema(String),
+    /// Stored data this program cannot read back.
+    #[error("ledger data: {0}")]
+    Corrupt(String),
+    /// The ledger's location cannot be used (`ledger_url`, path).
+    #[error("ledger location: {0}")]
+    Location(String),
+}
+
+impl LedgerError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LedgerError::Unavailable(_))
+    }
+}
+
+/// Which shares to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareRange {
+    /// A PPLNS window: from share `last_id` (inclusive) back, newest first, until the shares'
+    /// difficulty reaches `difficulty` (the oldest one included even if it passes it), or the
+    /// ledger runs out.
+    Window {
+        /// The newest share of the window.
+        last_id: u64,
+        /// How much difficulty the window holds.
+        difficulty: f64,
+    },
+    /// Shares accepted in `[from_ms, to_ms)`, oldest first, at most `limit`.
+    Time {
+        /// Start, inclusive (ms since the Unix epoch).
+        from_ms: u64,
+        /// End, exclusive.
+        to_ms: u64,
+        /// Most shares returned.
+        limit: usize,
+    },
+    /// Shares with ids in `[from_id, to_id]`, oldest first, at most `limit`.
+    Ids {
+        /// First id, inclusive.
+        from_id: u64,
+        /// Last id, inclusive.
+        to_id: u64,
+        /// Most shares returned.
+        limit: usize,
+    },
+}
+
+/// A share ledger. Each call is atomic; [`Ledger::append`] is one transaction, durable when
+/// it returns `Ok` (SQLite: WAL with synchronous=FULL; PostgreSQL: a committed transaction).
+pub trait Ledger: Send {
+    /// Writes a batch in one transaction: all of it or nothing.
+    fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError>;
+
+    /// Records the node's answer about a found block.
+    fn set_block_status(
+        &mut self,
+        hash: BlockHash,
+        status: &BlockStatus,
+    ) -> Result<(), LedgerError>;
+
+    /// A found block and its status.
+    fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError>;
+
+    /// Found blocks, newest first, at most `limit`.
+    fn blocks(&mut self, limit: usize) -> Result<Vec<StoredBlock>, LedgerError>;
+
+    /// The share with this hash (a block's finding share), if stored.
+    fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError>;
+
+    /// Shares of a range (see [`ShareRange`] for the order of each).
+    fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError>;
+
+    /// Id of the newest share, 0 if none.
+    fn last_share_id(&mut self) -> Result<u64, LedgerError>;
+
+    /// Records a block's payout computation and its payouts, adding them to balances
+    /// (scheme `coinbase`: recorded, no balance moves). Returns `false`, writing nothing, if
+    /// that block already has one: a block is paid exactly once.
+    fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError>;
+
+    /// The payout computation of a block, if any.
+    fn payouts(&mut self, block_hash: BlockHash) -> Result<Option<PayoutComputation>, LedgerError>;
+
+    /// Every user's balance, by user.
+    fn balances(&mut self) -> Result<Vec<Balance>, LedgerError>;
+
+    /// Rejected-share counts per user, worker and reason.
+    fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError>;
+
+    /// Deletes shares older than `before_ms` whose id is below `keep_from_id` (the oldest
+    /// share any PPLNS window may still need); returns how many went.
+    fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError>;
+}
