@@ -11,7 +11,7 @@
 
 pub mod memory;
 
-use bitcoin::{BlockHash, Target};
+use bitcoin::{BlockHash, CompactTarget, Target};
 
 pub use memory::MemoryLedger;
 
@@ -72,6 +72,8 @@ pub struct FoundBlockRecord {
     pub time_ms: u64,
     /// What the template's coinbase could pay: subsidy plus fees, in satoshis.
     pub reward_sat: u64,
+    /// The block's nBits: the network difficulty a PPLNS window is a multiple of.
+    pub bits: CompactTarget,
     /// The user whose share found it.
     pub user: String,
     /// That share's worker.
