@@ -16,8 +16,8 @@ pub use pool::{
 };
 pub use session::{
     ChannelBudget, ChannelInfo, ChannelStats, ExtranonceAllocator, FoundBlock,
-    HARDWARE_MIN_DIFFICULTY, IDLE_CHANNEL_REASON, MiningConfig, Session, SessionError,
-    SessionEvent,
+    HARDWARE_MIN_DIFFICULTY, IDLE_CHANNEL_REASON, LedgerStatus, MiningConfig, Session,
+    SessionError, SessionEvent,
 };
 pub use share::ShareRejection;
 pub use work::Work;

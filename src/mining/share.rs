@@ -34,11 +34,14 @@ pub enum ShareRejection {
     /// The channel submits valid shares faster than its rate limit (a multiple of the vardiff
     /// aim); its target is raised at once.
     TooManyShares,
+    /// A valid share the pool cannot record now (its share ledger cannot write): not
+    /// acknowledged, not credited; the miner may keep mining (issue 15).
+    LedgerUnavailable,
 }
 
 impl ShareRejection {
     /// Every reason, for statistics tables.
-    pub const ALL: [ShareRejection; 12] = [
+    pub const ALL: [ShareRejection; 13] = [
         ShareRejection::InvalidChannelId,
         ShareRejection::InvalidJobId,
         ShareRejection::StaleShare,
@@ -51,6 +54,7 @@ impl ShareRejection {
         ShareRejection::DifficultyTooLow,
         ShareRejection::InvalidTlv,
         ShareRejection::TooManyShares,
+        ShareRejection::LedgerUnavailable,
     ];
 
     /// The `error_code` sent in SubmitShares.Error.
@@ -68,6 +72,7 @@ impl ShareRejection {
             ShareRejection::DifficultyTooLow => "difficulty-too-low",
             ShareRejection::InvalidTlv => "invalid-tlv",
             ShareRejection::TooManyShares => "too-many-shares",
+            ShareRejection::LedgerUnavailable => "ledger-unavailable",
         }
     }
 

@@ -151,6 +151,7 @@ impl Shared {
             worker,
             work_id,
             hash,
+            ..
         } = e
         {
             self.node.share_accepted(*work_id, *hash, worker.as_deref());
@@ -188,7 +189,9 @@ impl Shared {
                         self.share_accepted(id, &e);
                         p.add(*difficulty, now);
                     }
-                    SessionEvent::ShareRejected { channel_id, reason } => {
+                    SessionEvent::ShareRejected {
+                        channel_id, reason, ..
+                    } => {
                         debug!(conn = id, channel = channel_id, %reason, "share rejected");
                         p.add_rejected(*reason, now);
                     }
@@ -243,7 +246,9 @@ impl Shared {
                 // at debug: stale shares are routine (every new tip, and the 10 s after the pool
                 // solved a tip while a node outage keeps the next template away), and a miner
                 // sending bad shares must not fill the log (in module mode, the node's disk).
-                SessionEvent::ShareRejected { channel_id, reason } => {
+                SessionEvent::ShareRejected {
+                    channel_id, reason, ..
+                } => {
                     debug!(conn = id, channel = channel_id, %reason, "share rejected")
                 }
                 SessionEvent::Setup { vendor, flags } => {

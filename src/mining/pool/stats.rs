@@ -339,6 +339,10 @@ mod tests {
             worker: None,
             work_id: 1,
             hash: bitcoin::BlockHash::all_zeros(),
+            user_identity: "u".into(),
+            job_id: 1,
+            target: bitcoin::Target::MAX,
+            share_number: 1,
         };
         for t in [1_000, 2_000, 4_000] {
             one.record(1, &acc, t);
@@ -374,10 +378,16 @@ mod tests {
             worker: None,
             work_id: 1,
             hash: bitcoin::BlockHash::all_zeros(),
+            user_identity: "u".into(),
+            job_id: 1,
+            target: bitcoin::Target::MAX,
+            share_number: 1,
         };
         let rej = SessionEvent::ShareRejected {
             channel_id: 1,
             reason: ShareRejection::StaleShare,
+            user_identity: None,
+            worker: None,
         };
         p.record(1, &acc, 1_000);
         p.record(1, &rej, 2_000);

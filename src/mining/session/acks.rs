@@ -4,6 +4,8 @@
 //! estimate moved (with a new job, so the new target is mined at once), and a new credit
 //! window once the channel's duplicate set is full.
 
+use std::sync::Arc;
+
 use bitcoin::Target;
 
 use super::Session;
@@ -31,6 +33,8 @@ pub(super) struct Batch {
     acknowledged: u64,
     last_seq: u32,
     started_ms: u64,
+    /// Session number of the batch's last share (what its commit is waited for).
+    last_share: u64,
 }
 
 impl Batch {
@@ -41,16 +45,18 @@ impl Batch {
             acknowledged: 0,
             last_seq: 0,
             started_ms: now_ms,
+            last_share: 0,
         }
     }
 
-    fn add(&mut self, difficulty: f64, sequence_number: u32, now_ms: u64) {
+    fn add(&mut self, difficulty: f64, sequence_number: u32, share_number: u64, now_ms: u64) {
         if self.count == 0 {
             self.started_ms = now_ms;
         }
         self.count += 1;
         self.total += difficulty;
         self.last_seq = sequence_number;
+        self.last_share = share_number;
     }
 
     /// Whether shares have waited [`BATCH_MAX_AGE_MS`] or more.
@@ -63,8 +69,9 @@ impl Batch {
         (self.count > 0).then(|| self.started_ms.saturating_add(BATCH_MAX_AGE_MS))
     }
 
-    /// The acknowledgement of the batch, which starts over; `None` if it is empty.
-    fn take(&mut self, channel_id: u32) -> Option<SubmitSharesSuccess> {
+    /// The acknowledgement of the batch, which starts over, with the session number of its
+    /// last share; `None` if it is empty.
+    fn take(&mut self, channel_id: u32) -> Option<(SubmitSharesSuccess, u64)> {
         if self.count == 0 {
             return None;
         }
@@ -78,12 +85,14 @@ impl Batch {
         };
         self.acknowledged = rounded.max(self.acknowledged);
         self.count = 0;
-        Some(msg)
+        Some((msg, self.last_share))
     }
 }
 
 impl Session {
-    /// Answers a share: an error at once, or credit, batching and retargeting.
+    /// Answers a share: an error at once, or credit, batching and retargeting. In durable
+    /// mode a valid share that the ledger cannot record now is refused (a block is not: it
+    /// was emitted, and is accepted and acknowledged once stored).
     pub(super) fn conclude(
         &mut self,
         channel_id: u32,
@@ -92,6 +101,10 @@ impl Session {
         worker: Option<String>,
         now_ms: u64,
     ) -> Result<(), SessionError> {
+        let verdict = match verdict {
+            Ok(v) if self.ledger_refuses(v.is_block) => Err(ShareRejection::LedgerUnavailable),
+            v => v,
+        };
         match verdict {
             Err(reason) => {
                 if let Some(ch) = self.channels.iter_mut().find(|c| c.id == channel_id) {
@@ -104,8 +117,13 @@ impl Session {
                     error_code: Str0_255::new(reason.code()).unwrap_or_default(),
                 };
                 self.send(&err);
-                self.events
-                    .push(SessionEvent::ShareRejected { channel_id, reason });
+                let user_identity = self.channel_identity(channel_id);
+                self.events.push(SessionEvent::ShareRejected {
+                    channel_id,
+                    reason,
+                    user_identity,
+                    worker,
+                });
                 match reason {
                     ShareRejection::NtimeTooOld => self.refresh_after_old_ntime(channel_id, now_ms),
                     ShareRejection::TooManyShares => {
@@ -119,16 +137,23 @@ impl Session {
                 credited,
                 hash,
                 work_id,
+                job_id,
+                is_block: _,
             }) => {
                 let batch_size = self.config.share_batch_size.max(1);
                 let cap = self.credit_window().1;
+                let share_number = self.number_share();
+                let user_identity = self
+                    .channel_identity(channel_id)
+                    .unwrap_or_else(|| Arc::from(""));
                 let ch = &mut self.channels[idx];
                 let (difficulty, share_work) = (credited.difficulty, credited.share_work);
                 ch.stats.accepted += 1;
                 ch.stats.difficulty_sum += difficulty;
                 ch.stats.last_share_ms = Some(now_ms);
                 ch.last_valid_ms = now_ms;
-                ch.batch.add(difficulty, sequence_number, now_ms);
+                ch.batch
+                    .add(difficulty, sequence_number, share_number, now_ms);
                 ch.vardiff.on_share(share_work);
                 let full = ch.batch.count >= batch_size;
                 let grace_full = ch.seen_retired.len() >= cap;
@@ -138,6 +163,10 @@ impl Session {
                     worker,
                     work_id,
                     hash,
+                    user_identity,
+                    job_id,
+                    target: credited.target,
+                    share_number,
                 });
                 if full {
                     self.flush_batch(idx);
@@ -164,8 +193,8 @@ impl Session {
     /// Acknowledges a channel's batch, if it holds any share.
     pub(super) fn flush_batch(&mut self, idx: usize) {
         let ch = &mut self.channels[idx];
-        if let Some(msg) = ch.batch.take(ch.id) {
-            self.send(&msg);
+        if let Some((msg, last_share)) = ch.batch.take(ch.id) {
+            self.acknowledge(msg, last_share);
         }
     }
 
@@ -218,15 +247,15 @@ mod tests {
         let mut batch = Batch::new(0);
         let mut sum = 0;
         for seq in 0..20 {
-            batch.add(0.3, seq, 0);
-            sum += batch.take(1).expect("one share").new_shares_sum;
+            batch.add(0.3, seq, u64::from(seq), 0);
+            sum += batch.take(1).expect("one share").0.new_shares_sum;
         }
         assert_eq!(sum, 6);
         for seq in 0..1000 {
-            batch.add(1e-6, seq, 0);
+            batch.add(1e-6, seq, u64::from(seq), 0);
         }
-        batch.add(2.5, 1000, 0);
-        assert_eq!(batch.take(1).expect("a batch").new_shares_sum, 3);
+        batch.add(2.5, 1000, 1000, 0);
+        assert_eq!(batch.take(1).expect("a batch").0.new_shares_sum, 3);
         assert!(batch.take(1).is_none());
     }
 }

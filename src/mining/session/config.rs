@@ -87,6 +87,13 @@ pub struct MiningConfig {
     ///
     /// [`ChannelBudget`]: super::ChannelBudget
     pub max_channels: usize,
+    // Issue 15, durable acknowledgements (helper A).
+    /// Durable before acknowledged: accepted shares are numbered and each SubmitShares.Success
+    /// waits until the shell says the share ledger committed every share it covers
+    /// (`Session::shares_durable`); while the ledger is down valid shares are refused with
+    /// `ledger-unavailable`. Off by default (acknowledgements as soon as a batch is due); the
+    /// server turns it on for its connections when a ledger is configured.
+    pub durable_acks: bool,
 }
 
 impl Default for MiningConfig {
@@ -115,6 +122,7 @@ impl Default for MiningConfig {
             share_rate_multiple: 20.0,
             flood_close_refusals: 1000,
             max_channels: 20_000,
+            durable_acks: false,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What a session tells the rest of the pool ([`SessionEvent`], [`FoundBlock`]) and why it
 //! must end ([`SessionError`]).
 
+use std::sync::Arc;
+
 use bitcoin::{BlockHash, Target};
 
 use crate::mining::share::ShareRejection;
@@ -49,6 +51,15 @@ pub enum SessionEvent {
         work_id: u64,
         /// Its header hash.
         hash: BlockHash,
+        /// The channel's user_identity (shared: no allocation per share).
+        user_identity: Arc<str>,
+        /// The job id it was on (as sent to the miner).
+        job_id: u32,
+        /// The job's target: the share's credit.
+        target: Target,
+        /// Its number in this session (1, 2, ...): what the ledger's commit of it is told back
+        /// with (`Session::shares_durable`).
+        share_number: u64,
     },
     /// A share was refused.
     ShareRejected {
@@ -56,6 +67,10 @@ pub enum SessionEvent {
         channel_id: u32,
         /// Why.
         reason: ShareRejection,
+        /// The channel's user_identity, if the channel exists.
+        user_identity: Option<Arc<str>>,
+        /// Worker name from the 0x0002 TLV, if the client sent one.
+        worker: Option<String>,
     },
     /// A share met the network target: the block to submit, before anything else.
     BlockFound(Box<FoundBlock>),

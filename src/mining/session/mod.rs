@@ -10,6 +10,7 @@
 //! - `shares`: share validation and duplicate detection (a block is an event emitted before
 //!   the share is acknowledged);
 //! - `acks`: acknowledgement batching and vardiff retargeting;
+//! - `durability`: durable before acknowledged (acknowledgements wait for the share ledger);
 //! - `extranonce`: pool-wide unique extranonce prefixes;
 //! - `config`: [`MiningConfig`] and its defaults;
 //! - `liveness`: a channel within a time of setup, idle channels closed;
@@ -21,6 +22,7 @@ mod acks;
 mod budget;
 mod channels;
 mod config;
+mod durability;
 mod events;
 mod extranonce;
 mod flood;
@@ -37,6 +39,7 @@ use bitcoin::{BlockHash, Target};
 pub use budget::ChannelBudget;
 pub use channels::{ChannelInfo, ChannelStats};
 pub use config::{DEFAULT_POOL_TAG, HARDWARE_MIN_DIFFICULTY, MiningConfig};
+pub use durability::LedgerStatus;
 pub use events::{FoundBlock, SessionError, SessionEvent};
 pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
 pub use flood::FLOOD_QUIET_MS;
@@ -103,6 +106,8 @@ pub struct Session {
     /// Each channel's share allowance (see `flood`), computed once.
     share_rate_per_ms: f64,
     share_burst: f64,
+    /// Share numbers and acknowledgements waiting for the share ledger.
+    durability: durability::Durability,
 }
 
 impl Session {
@@ -136,6 +141,7 @@ impl Session {
             budget: None,
             share_rate_per_ms,
             share_burst,
+            durability: durability::Durability::default(),
         }
     }
 

@@ -41,6 +41,10 @@ pub(super) struct Verdict {
     pub(super) hash: BlockHash,
     /// The work it was on.
     pub(super) work_id: u64,
+    /// The job id it named.
+    pub(super) job_id: u32,
+    /// Whether it is a block.
+    pub(super) is_block: bool,
 }
 
 /// Hashes a share fingerprint as itself: fingerprints are bytes of a share's double-SHA256,
@@ -383,6 +387,8 @@ impl Session {
             credited,
             hash,
             work_id: work.id,
+            job_id: seq as u32,
+            is_block,
         })
     }
 }

@@ -1,0 +1,371 @@
+//! Durable before acknowledged (issue 15): a session in durable mode sends no
+//! SubmitShares.Success before the share ledger committed every share it covers, releases
+//! acknowledgements in order, and refuses valid shares with `ledger-unavailable` while the
+//! ledger cannot write (a block still goes out, and is acknowledged once stored).
+
+use std::sync::Arc;
+
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{BlockHash, Target, Txid};
+use blvm_stratum_v2::mining::merkle::fold_merkle_path;
+use blvm_stratum_v2::mining::{
+    ExtranonceAllocator, LedgerStatus, MiningConfig, Session, SessionEvent, ShareRejection, Work,
+};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
+use blvm_stratum_v2::wire::common::SetupConnection;
+use blvm_stratum_v2::wire::mining::*;
+use blvm_stratum_v2::wire::{B0_32, Frame, Message, Str0_255, Sv2Message, U256, encode_frame};
+
+const NOW_S: u32 = 1_800_000_000;
+const NOW_MS: u64 = NOW_S as u64 * 1000;
+
+fn frame<'a, M: Sv2Message<'a>>(m: &M) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(m, &mut out).expect("encodable");
+    out
+}
+
+fn feed(s: &mut Session, bytes: &[u8], now_ms: u64) {
+    let f = Frame::parse_exact(bytes).expect("one frame");
+    s.handle_frame(&f, now_ms).expect("handled");
+}
+
+/// What a session sent: acknowledgements (channel, last sequence number, count) and errors.
+#[derive(Debug, Default)]
+struct Out {
+    acks: Vec<(u32, u32, u32)>,
+    errors: Vec<String>,
+}
+
+fn take(s: &mut Session) -> Out {
+    let out = std::mem::take(s.output());
+    let mut seen = Out::default();
+    let mut rest = &out[..];
+    while let Some((f, used)) = Frame::parse(rest, 1 << 24).expect("valid output") {
+        match f.message().expect("known").0 {
+            Message::SubmitSharesSuccess(a) => seen.acks.push((
+                a.channel_id,
+                a.last_sequence_number,
+                a.new_submits_accepted_count,
+            )),
+            Message::SubmitSharesError(e) => seen.errors.push(e.error_code.to_string()),
+            _ => {}
+        }
+        rest = &rest[used..];
+    }
+    seen
+}
+
+fn acks(out: &Out) -> Vec<(u32, u32, u32)> {
+    out.acks.clone()
+}
+
+fn errors(out: &Out) -> Vec<String> {
+    out.errors.clone()
+}
+
+struct Job {
+    channel_id: u32,
+    job_id: u32,
+    version: u32,
+    prev_hash: U256,
+    nbits: u32,
+    min_ntime: u32,
+    path: Vec<U256>,
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+    extranonce_prefix: Vec<u8>,
+    extranonce_size: usize,
+    target: Target,
+}
+
+impl Job {
+    fn hash(&self, extranonce: &[u8], nonce: u32) -> BlockHash {
+        let mut cb = self.prefix.clone();
+        cb.extend_from_slice(&self.extranonce_prefix);
+        cb.extend_from_slice(extranonce);
+        cb.extend_from_slice(&self.suffix);
+        let txid = Txid::from_raw_hash(sha256d::Hash::hash(&cb));
+        let root = fold_merkle_path(txid, &self.path);
+        let mut h = Vec::with_capacity(80);
+        h.extend_from_slice(&self.version.to_le_bytes());
+        h.extend_from_slice(&self.prev_hash);
+        h.extend_from_slice(root.as_byte_array());
+        h.extend_from_slice(&self.min_ntime.to_le_bytes());
+        h.extend_from_slice(&self.nbits.to_le_bytes());
+        h.extend_from_slice(&nonce.to_le_bytes());
+        BlockHash::from_byte_array(sha256d::Hash::hash(&h).to_byte_array())
+    }
+
+    /// A nonce from `start` whose hash meets `target` and, with `block`, the network's or not.
+    fn nonce(&self, en: &[u8], target: Target, network: Target, block: bool, start: u32) -> u32 {
+        (start..)
+            .find(|&n| {
+                let h = self.hash(en, n);
+                target.is_met_by(h) && network.is_met_by(h) == block
+            })
+            .expect("a nonce")
+    }
+
+    fn share(&self, seq: u32, en: &[u8], nonce: u32) -> Vec<u8> {
+        frame(&SubmitSharesExtended {
+            channel_id: self.channel_id,
+            sequence_number: seq,
+            job_id: self.job_id,
+            nonce,
+            ntime: self.min_ntime,
+            version: self.version,
+            extranonce: B0_32::new(en).unwrap(),
+        })
+    }
+}
+
+/// A durable session with one extended channel on `chain`, acknowledging each `batch` shares.
+fn durable_session(chain: ChainConfig, batch: u32) -> (Session, Job, Arc<Work>) {
+    let mut chain = EmbeddedChain::new(chain);
+    let config = Arc::new(MiningConfig {
+        min_difficulty: 1e-9,
+        max_difficulty: 1e-9,
+        share_batch_size: batch,
+        share_rate_multiple: 1e9,
+        durable_acks: true,
+        ..MiningConfig::default()
+    });
+    let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
+    let mut s = Session::new(config, Arc::new(ExtranonceAllocator::new()))
+        .with_ledger_status(LedgerStatus::new());
+    s.on_work(&work, NOW_MS);
+    feed(
+        &mut s,
+        &frame(&SetupConnection {
+            protocol: 0,
+            min_version: 2,
+            max_version: 2,
+            flags: 0,
+            endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
+            endpoint_port: 3333,
+            vendor: Str0_255::new("test").unwrap(),
+            hardware_version: Str0_255::default(),
+            firmware: Str0_255::default(),
+            device_id: Str0_255::default(),
+        }),
+        NOW_MS,
+    );
+    feed(
+        &mut s,
+        &frame(&OpenExtendedMiningChannel {
+            request_id: 1,
+            user_identity: Str0_255::new("alice.rig1").unwrap(),
+            nominal_hash_rate: 0.0,
+            max_target: [0xff; 32],
+            min_extranonce_size: 8,
+        }),
+        NOW_MS,
+    );
+    let (mut ch, mut job) = (None, None);
+    let out = std::mem::take(s.output());
+    let mut rest = &out[..];
+    while let Some((f, used)) = Frame::parse(rest, 1 << 24).expect("valid output") {
+        rest = &rest[used..];
+        match f.message().expect("known").0 {
+            Message::OpenExtendedMiningChannelSuccess(m) => {
+                ch = Some((
+                    m.channel_id,
+                    Target::from_le_bytes(m.target),
+                    m.extranonce_prefix.to_vec(),
+                    m.extranonce_size as usize,
+                ))
+            }
+            Message::NewExtendedMiningJob(m) => {
+                job = Some((
+                    m.job_id,
+                    m.version,
+                    m.merkle_path.to_vec(),
+                    m.coinbase_tx_prefix.to_vec(),
+                    m.coinbase_tx_suffix.to_vec(),
+                ))
+            }
+            Message::SetNewPrevHash(p) => {
+                let (channel_id, target, extranonce_prefix, extranonce_size) = ch.take().unwrap();
+                let (job_id, version, path, prefix, suffix) = job.take().unwrap();
+                let _ = s.drain_events().count();
+                return (
+                    s,
+                    Job {
+                        channel_id,
+                        job_id,
+                        version,
+                        prev_hash: p.prev_hash,
+                        nbits: p.nbits,
+                        min_ntime: p.min_ntime,
+                        path,
+                        prefix,
+                        suffix,
+                        extranonce_prefix,
+                        extranonce_size,
+                        target,
+                    },
+                    work,
+                );
+            }
+            _ => {}
+        }
+    }
+    panic!("no job");
+}
+
+fn hard_chain() -> ChainConfig {
+    ChainConfig {
+        bits: 0x1d00ffff,
+        synthetic_transactions: 3,
+        block_interval_secs: 0,
+    }
+}
+
+/// Submits `n` valid non-block shares from sequence number `first`; returns the session's
+/// output after them.
+fn submit(s: &mut Session, job: &Job, net: Target, first: u32, n: u32, now_ms: u64) -> Out {
+    let en = vec![7u8; job.extranonce_size];
+    let mut nonce = first * 1_000;
+    for seq in first..first + n {
+        nonce = job.nonce(&en, job.target, net, false, nonce);
+        feed(s, &job.share(seq, &en, nonce), now_ms);
+        nonce += 1;
+    }
+    take(s)
+}
+
+#[test]
+fn nothing_is_acknowledged_before_its_commit_and_releases_go_in_order() {
+    let (mut s, job, work) = durable_session(hard_chain(), 1);
+    let out = submit(&mut s, &job, work.network_target, 1, 5, NOW_MS);
+    assert_eq!(
+        acks(&out),
+        [],
+        "no acknowledgement before the ledger's commit"
+    );
+    assert_eq!(s.held_acknowledgements(), 5);
+    let numbers: Vec<u64> = s
+        .drain_events()
+        .filter_map(|e| match e {
+            SessionEvent::ShareAccepted {
+                share_number,
+                user_identity,
+                job_id,
+                target,
+                ..
+            } => {
+                assert_eq!(&*user_identity, "alice.rig1");
+                assert_eq!(job_id, job.job_id);
+                assert_eq!(target, job.target);
+                Some(share_number)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5]);
+    s.shares_durable(3);
+    assert_eq!(
+        acks(&take(&mut s)),
+        [
+            (job.channel_id, 1, 1),
+            (job.channel_id, 2, 1),
+            (job.channel_id, 3, 1)
+        ]
+    );
+    // An old commit number changes nothing.
+    s.shares_durable(2);
+    assert_eq!(acks(&take(&mut s)), []);
+    s.shares_durable(5);
+    assert_eq!(
+        acks(&take(&mut s)),
+        [(job.channel_id, 4, 1), (job.channel_id, 5, 1)]
+    );
+    assert_eq!(s.held_acknowledgements(), 0);
+}
+
+#[test]
+fn a_full_batch_waits_for_its_last_share_and_a_due_batch_too() {
+    let (mut s, job, work) = durable_session(hard_chain(), 3);
+    let out = submit(&mut s, &job, work.network_target, 1, 4, NOW_MS);
+    assert_eq!(acks(&out), []);
+    s.shares_durable(2);
+    assert_eq!(acks(&take(&mut s)), [], "the batch covers share 3");
+    s.shares_durable(4);
+    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 3, 3)]);
+    // The fourth share's batch is due after a second: made then, sent at once (committed).
+    s.on_tick(NOW_MS + 1_000);
+    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 4, 1)]);
+}
+
+#[test]
+fn shares_are_refused_while_the_ledger_is_down_and_held_ones_wait() {
+    let (mut s, job, work) = durable_session(hard_chain(), 1);
+    let status = s.ledger_status().clone();
+    let out = submit(&mut s, &job, work.network_target, 1, 2, NOW_MS);
+    assert_eq!(acks(&out), []);
+    status.set_available(false);
+    let out = submit(&mut s, &job, work.network_target, 3, 2, NOW_MS);
+    assert_eq!(errors(&out), ["ledger-unavailable", "ledger-unavailable"]);
+    assert_eq!(acks(&out), []);
+    let refused: Vec<ShareRejection> = s
+        .drain_events()
+        .filter_map(|e| match e {
+            SessionEvent::ShareRejected {
+                reason,
+                user_identity,
+                ..
+            } => {
+                assert_eq!(user_identity.as_deref(), Some("alice.rig1"));
+                Some(reason)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [ShareRejection::LedgerUnavailable; 2]);
+    assert_eq!(s.last_share_number(), 2, "refused shares are not numbered");
+    // The writes come back: the held shares are acknowledged, mining goes on.
+    status.set_available(true);
+    s.shares_durable(2);
+    assert_eq!(
+        acks(&take(&mut s)),
+        [(job.channel_id, 1, 1), (job.channel_id, 2, 1)]
+    );
+    let out = submit(&mut s, &job, work.network_target, 5, 1, NOW_MS);
+    assert_eq!(errors(&out), Vec::<String>::new());
+    s.shares_durable(3);
+    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 5, 1)]);
+}
+
+#[test]
+fn a_block_found_while_the_ledger_is_down_is_emitted_and_held_not_refused() {
+    // Regtest difficulty: about half of all hashes are blocks.
+    let chain = ChainConfig {
+        synthetic_transactions: 3,
+        block_interval_secs: 0,
+        ..ChainConfig::default()
+    };
+    let (mut s, job, work) = durable_session(chain, 1);
+    s.set_ledger_available(false);
+    let en = vec![9u8; job.extranonce_size];
+    let nonce = job.nonce(&en, job.target, work.network_target, true, 0);
+    feed(&mut s, &job.share(1, &en, nonce), NOW_MS);
+    let out = take(&mut s);
+    assert_eq!(errors(&out), Vec::<String>::new());
+    assert_eq!(acks(&out), []);
+    let events: Vec<SessionEvent> = s.drain_events().collect();
+    assert!(
+        matches!(events[0], SessionEvent::BlockFound(_)),
+        "{events:?}"
+    );
+    assert!(matches!(
+        events[1],
+        SessionEvent::ShareAccepted {
+            share_number: 1,
+            ..
+        }
+    ));
+    s.set_ledger_available(true);
+    s.shares_durable(1);
+    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 1, 1)]);
+}
