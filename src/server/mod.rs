@@ -9,6 +9,7 @@
 mod block_files;
 mod connection;
 mod gate;
+pub mod ledger_writer;
 mod reward_check;
 mod settings;
 

@@ -1,0 +1,756 @@
+//! The share ledger's group-commit writer (issue 15): one std thread owns the [`Ledger`];
+//! connection tasks send it accepted shares, rejected shares, found blocks and the node's
+//! verdicts over a channel. It takes everything queued (up to `flush_shares` shares, waiting
+//! at most `flush_ms` for more after the first), writes it with ONE [`Ledger::append`] (one
+//! transaction), then tells each connection the highest of its share numbers now committed
+//! ([`CommitSignal`]: an atomic and a wake-up), so its driver releases the acknowledgements.
+//!
+//! A write that fails keeps its batch, marks the ledger down ([`LedgerStatus`]: sessions refuse
+//! new shares with `ledger-unavailable`), is logged once (then a summary line a minute while
+//! it lasts) and retried with backoff; the first write that succeeds marks it up and releases.
+//! Block verdicts are written after the shares queued before them; on `Accepted` the block
+//! hook runs (payouts: the lead wires `payout::settle_block` in). Stopping flushes everything
+//! queued before the stop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bitcoin::{BlockHash, CompactTarget, Target};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::ledger::{
+    BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount, ShareRecord,
+};
+use crate::mining::LedgerStatus;
+use crate::shell::LogBudget;
+
+/// Default most shares per group commit.
+pub const DEFAULT_FLUSH_SHARES: usize = 4096;
+/// Default wait for more after the first queued record (ms): 0, take what is queued (the
+/// commit itself is the wait: what arrives during one goes into the next).
+pub const DEFAULT_FLUSH_MS: u64 = 0;
+/// Longest wait between two retries of a failed write.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait after a failed write.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Retries of a failed write once stopping, before what is left is given up (and logged).
+const RETRIES_WHEN_STOPPING: u32 = 3;
+
+/// Splits a user_identity (and the worker TLV, which wins for the worker) into the ledger's
+/// user and worker: at the first '.', as SRI's `ADDRESS[.worker]`.
+// merge: C's payout::identity replaces this (solo/donate formats, `[users]` accounts).
+pub fn ledger_user(identity: &str, worker_tlv: Option<&str>) -> (String, String) {
+    let (user, worker) = identity.split_once('.').unwrap_or((identity, ""));
+    (user.to_owned(), worker_tlv.unwrap_or(worker).to_owned())
+}
+
+/// What runs when the node accepts a block, after its verdict is written (payouts).
+pub type BlockHook = Box<dyn FnMut(&mut dyn Ledger, BlockHash) -> Result<(), LedgerError> + Send>;
+
+/// One connection's view of the ledger's commits: the highest of its share numbers committed,
+/// and a wake-up for its driver.
+#[derive(Debug, Default)]
+pub struct CommitSignal {
+    committed: AtomicU64,
+    wake: Arc<Notify>,
+}
+
+impl CommitSignal {
+    /// A connection with nothing committed.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The highest share number committed.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// What wakes the connection's driver after a commit.
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
+    }
+
+    fn commit(&self, up_to: u64) {
+        self.committed.fetch_max(up_to, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+}
+
+/// An accepted share as a connection hands it over (the writer makes the record: the strings
+/// are built off the connection's task).
+#[derive(Debug)]
+pub struct ShareInput {
+    /// The connection's commit signal.
+    pub signal: Arc<CommitSignal>,
+    /// The share's number in its session.
+    pub share_number: u64,
+    /// When it was accepted (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// The channel's user_identity.
+    pub user_identity: Arc<str>,
+    /// The worker TLV, if any.
+    pub worker: Option<String>,
+    /// The pool's connection id.
+    pub connection_id: u64,
+    /// The channel.
+    pub channel_id: u32,
+    /// The job.
+    pub job_id: u32,
+    /// The job's target.
+    pub target: Target,
+    /// Its difficulty (the credit).
+    pub difficulty: f64,
+    /// The share's hash.
+    pub hash: BlockHash,
+}
+
+/// A found block as handed to the writer.
+#[derive(Debug, Clone)]
+pub struct BlockInput {
+    /// The block's hash.
+    pub hash: BlockHash,
+    /// Its height.
+    pub height: u32,
+    /// When it was found (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// What its coinbase pays (subsidy plus fees), satoshis.
+    pub reward_sat: u64,
+    /// Its nBits.
+    pub bits: CompactTarget,
+    /// The finding channel's user_identity.
+    pub user_identity: String,
+}
+
+/// What connections and the submitter send the writer.
+#[derive(Debug)]
+pub enum LedgerMessage {
+    /// An accepted share.
+    Share(Box<ShareInput>),
+    /// A rejected share (counted).
+    Rejected {
+        /// The channel's user_identity (empty: no such channel).
+        user_identity: Option<Arc<str>>,
+        /// The worker TLV, if any.
+        worker: Option<String>,
+        /// The error code sent.
+        reason: &'static str,
+    },
+    /// A found block.
+    Block(BlockInput),
+    /// The node's answer about a found block.
+    Verdict(BlockHash, BlockStatus),
+    /// Flush everything before this and end.
+    Stop,
+}
+
+/// Where to send records to the writer (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct LedgerSender {
+    tx: Sender<LedgerMessage>,
+    status: LedgerStatus,
+}
+
+impl LedgerSender {
+    /// Sends a message; false when the writer is gone.
+    pub fn send(&self, message: LedgerMessage) -> bool {
+        self.tx.send(message).is_ok()
+    }
+
+    /// Whether the ledger can write (shared with every session).
+    pub fn status(&self) -> &LedgerStatus {
+        &self.status
+    }
+}
+
+/// Group-commit settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Most shares per commit.
+    pub flush_shares: usize,
+    /// Wait for more after the first queued record (ms).
+    pub flush_ms: u64,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        WriterSettings {
+            flush_shares: DEFAULT_FLUSH_SHARES,
+            flush_ms: DEFAULT_FLUSH_MS,
+        }
+    }
+}
+
+/// The running writer thread.
+pub struct LedgerWriter {
+    sender: LedgerSender,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<WriterTotals>>,
+}
+
+/// What a writer did in its life (for tests and the log at stop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterTotals {
+    /// Commits that succeeded.
+    pub commits: u64,
+    /// Shares committed.
+    pub shares: u64,
+    /// Writes that failed (each retried).
+    pub failed_writes: u64,
+    /// Shares given up at stop because the ledger could not write.
+    pub lost_at_stop: u64,
+}
+
+impl LedgerWriter {
+    /// Starts the writer thread on `ledger`; `on_accepted` runs after an accepted block's
+    /// verdict is written.
+    pub fn start(
+        ledger: Box<dyn Ledger>,
+        settings: WriterSettings,
+        status: LedgerStatus,
+        on_accepted: BlockHook,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut core = WriterCore {
+            ledger,
+            settings,
+            status: status.clone(),
+            on_accepted,
+            batch: LedgerBatch::default(),
+            releases: HashMap::new(),
+            verdicts: Vec::new(),
+            rejected: HashMap::new(),
+            stopping: stopping.clone(),
+            failures: LogBudget::with_limits(1, 60_000, now_ms()),
+            totals: WriterTotals::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                core.run(&rx);
+                core.totals
+            })?;
+        Ok(LedgerWriter {
+            sender: LedgerSender { tx, status },
+            stopping,
+            thread: Some(thread),
+        })
+    }
+
+    /// A sender for connection tasks and the submitter.
+    pub fn sender(&self) -> LedgerSender {
+        self.sender.clone()
+    }
+
+    /// Flushes everything sent before this call and ends the thread (blocking: call from a
+    /// blocking context). A ledger still down is retried a few times, then what is left is
+    /// given up, logged (never acknowledged).
+    pub fn stop(&mut self) -> WriterTotals {
+        let Some(thread) = self.thread.take() else {
+            return WriterTotals::default();
+        };
+        let _ = self.sender.tx.send(LedgerMessage::Stop);
+        self.stopping.store(true, Ordering::Release);
+        thread.join().unwrap_or_default()
+    }
+}
+
+impl Drop for LedgerWriter {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::shell::unix_ms()
+}
+
+/// The writer thread's state.
+struct WriterCore {
+    ledger: Box<dyn Ledger>,
+    settings: WriterSettings,
+    status: LedgerStatus,
+    on_accepted: BlockHook,
+    /// What the next commit writes (vectors reused).
+    batch: LedgerBatch,
+    /// Per connection: its signal and the highest share number in `batch`.
+    releases: HashMap<u64, (Arc<CommitSignal>, u64)>,
+    /// Verdicts to write after `batch`.
+    verdicts: Vec<(BlockHash, BlockStatus)>,
+    /// Rejected shares since the last commit, per (user identity, worker, reason).
+    rejected: HashMap<(Arc<str>, Option<String>, &'static str), u64>,
+    stopping: Arc<AtomicBool>,
+    failures: LogBudget<&'static str>,
+    totals: WriterTotals,
+}
+
+impl WriterCore {
+    fn run(&mut self, rx: &Receiver<LedgerMessage>) {
+        let mut stop = false;
+        while !stop {
+            let Ok(first) = rx.recv() else {
+                break;
+            };
+            stop = self.take(first);
+            let deadline = Instant::now() + Duration::from_millis(self.settings.flush_ms);
+            while !stop && self.batch.shares.len() < self.settings.flush_shares.max(1) {
+                let next = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match rx.recv_timeout(left) {
+                            Ok(m) => m,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                stop = true;
+                                break;
+                            }
+                        }
+                    }
+                };
+                stop = self.take(next);
+            }
+            self.commit();
+        }
+        // Anything sent before the stop but after the last commit's batch was taken.
+        while let Ok(m) = rx.try_recv() {
+            self.take(m);
+        }
+        self.commit();
+    }
+
+    /// Adds a message to the next commit; true for `Stop`.
+    fn take(&mut self, message: LedgerMessage) -> bool {
+        match message {
+            LedgerMessage::Share(s) => {
+                let (user, worker) = ledger_user(&s.user_identity, s.worker.as_deref());
+                self.batch.shares.push(ShareRecord {
+                    time_ms: s.time_ms,
+                    user,
+                    worker,
+                    connection_id: s.connection_id,
+                    channel_id: s.channel_id,
+                    job_id: s.job_id,
+                    target: s.target,
+                    difficulty: s.difficulty,
+                    hash: s.hash,
+                });
+                let entry = self
+                    .releases
+                    .entry(s.connection_id)
+                    .or_insert_with(|| (s.signal.clone(), 0));
+                entry.1 = entry.1.max(s.share_number);
+            }
+            LedgerMessage::Rejected {
+                user_identity,
+                worker,
+                reason,
+            } => {
+                let identity = user_identity.unwrap_or_else(|| Arc::from(""));
+                *self.rejected.entry((identity, worker, reason)).or_default() += 1;
+            }
+            LedgerMessage::Block(b) => {
+                let (user, worker) = ledger_user(&b.user_identity, None);
+                self.batch.blocks.push(FoundBlockRecord {
+                    hash: b.hash,
+                    height: b.height,
+                    time_ms: b.time_ms,
+                    reward_sat: b.reward_sat,
+                    bits: b.bits,
+                    user,
+                    worker,
+                });
+            }
+            LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status)),
+            LedgerMessage::Stop => return true,
+        }
+        false
+    }
+
+    /// Writes what was taken (retrying while the ledger cannot write), then the verdicts, then
+    /// tells each connection what is committed.
+    fn commit(&mut self) {
+        if !self.rejected.is_empty() {
+            self.batch.rejected.extend(self.rejected.drain().map(
+                |((identity, worker, reason), count)| {
+                    let (user, worker) = ledger_user(&identity, worker.as_deref());
+                    RejectedCount {
+                        user,
+                        worker,
+                        reason: reason.to_owned(),
+                        count,
+                    }
+                },
+            ));
+        }
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            let written = self.retry("append", |l| l.append(&batch));
+            self.batch = batch;
+            if written.is_none() {
+                self.totals.lost_at_stop += self.batch.shares.len() as u64;
+                error!(
+                    shares = self.batch.shares.len(),
+                    blocks = self.batch.blocks.len(),
+                    "stopping with the ledger unable to write: these were never acknowledged"
+                );
+                self.clear();
+                return;
+            }
+            self.totals.commits += 1;
+            self.totals.shares += self.batch.shares.len() as u64;
+        }
+        for (_, (signal, up_to)) in self.releases.drain() {
+            signal.commit(up_to);
+        }
+        let verdicts = std::mem::take(&mut self.verdicts);
+        for (hash, status) in &verdicts {
+            if self
+                .retry("block verdict", |l| l.set_block_status(*hash, status))
+                .is_none()
+            {
+                continue;
+            }
+            if *status == BlockStatus::Accepted {
+                let hook = &mut self.on_accepted;
+                let settled = retry_with(
+                    &mut *self.ledger,
+                    &self.status,
+                    &self.failures,
+                    &self.stopping,
+                    &mut self.totals,
+                    "block settlement",
+                    |l| hook(l, *hash),
+                );
+                if settled.is_none() {
+                    error!(%hash, "accepted block not settled (the ledger could not write)");
+                }
+            }
+        }
+        self.verdicts = verdicts;
+        self.verdicts.clear();
+        self.clear();
+    }
+
+    fn clear(&mut self) {
+        self.batch.shares.clear();
+        self.batch.blocks.clear();
+        self.batch.rejected.clear();
+        self.releases.clear();
+    }
+
+    fn retry<T>(
+        &mut self,
+        what: &'static str,
+        f: impl FnMut(&mut dyn Ledger) -> Result<T, LedgerError>,
+    ) -> Option<T> {
+        retry_with(
+            &mut *self.ledger,
+            &self.status,
+            &self.failures,
+            &self.stopping,
+            &mut self.totals,
+            what,
+            f,
+        )
+    }
+}
+
+/// Runs `f` on the ledger until it succeeds: the first failure marks the ledger down and is
+/// logged, later ones are counted (a summary line a minute), retried with backoff; success
+/// marks it up again. `None` only when stopping and the ledger still cannot write.
+fn retry_with<T>(
+    ledger: &mut dyn Ledger,
+    status: &LedgerStatus,
+    failures: &LogBudget<&'static str>,
+    stopping: &AtomicBool,
+    totals: &mut WriterTotals,
+    what: &'static str,
+    mut f: impl FnMut(&mut dyn Ledger) -> Result<T, LedgerError>,
+) -> Option<T> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut down_since: Option<Instant> = None;
+    let mut retries_stopping = 0u32;
+    loop {
+        match f(ledger) {
+            Ok(v) => {
+                if let Some(since) = down_since {
+                    status.set_available(true);
+                    info!(
+                        down = ?since.elapsed(),
+                        "the share ledger writes again: shares are acknowledged again"
+                    );
+                }
+                return Some(v);
+            }
+            Err(e) => {
+                totals.failed_writes += 1;
+                let was_up = status.set_available(false);
+                if down_since.is_none() {
+                    down_since = Some(Instant::now());
+                }
+                if was_up {
+                    error!(
+                        "the share ledger cannot write ({what}: {e}); shares are refused \
+                         (ledger-unavailable) and nothing is acknowledged until it can"
+                    );
+                    failures.admit("failed ledger write");
+                } else if failures.admit("failed ledger write") {
+                    warn!("the share ledger still cannot write ({what}: {e})");
+                }
+                if let Some(summary) = failures.take_summary(now_ms()) {
+                    warn!("share ledger down: {summary}");
+                }
+                if stopping.load(Ordering::Acquire) {
+                    retries_stopping += 1;
+                    if retries_stopping > RETRIES_WHEN_STOPPING {
+                        return None;
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bitcoin::hashes::Hash;
+
+    use super::*;
+    use crate::ledger::{MemoryLedger, ShareRange};
+
+    /// A memory ledger the test can look into and make fail.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<MemoryLedger>>);
+
+    impl Ledger for Shared {
+        fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+            self.0.lock().unwrap().append(batch)
+        }
+        fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<(), LedgerError> {
+            self.0.lock().unwrap().set_block_status(h, s)
+        }
+        fn block(
+            &mut self,
+            h: BlockHash,
+        ) -> Result<Option<crate::ledger::StoredBlock>, LedgerError> {
+            self.0.lock().unwrap().block(h)
+        }
+        fn blocks(&mut self, n: usize) -> Result<Vec<crate::ledger::StoredBlock>, LedgerError> {
+            self.0.lock().unwrap().blocks(n)
+        }
+        fn share_by_hash(
+            &mut self,
+            h: BlockHash,
+        ) -> Result<Option<crate::ledger::StoredShare>, LedgerError> {
+            self.0.lock().unwrap().share_by_hash(h)
+        }
+        fn shares(
+            &mut self,
+            r: &ShareRange,
+        ) -> Result<Vec<crate::ledger::StoredShare>, LedgerError> {
+            self.0.lock().unwrap().shares(r)
+        }
+        fn last_share_id(&mut self) -> Result<u64, LedgerError> {
+            self.0.lock().unwrap().last_share_id()
+        }
+        fn record_payouts(
+            &mut self,
+            c: &crate::ledger::PayoutComputation,
+        ) -> Result<bool, LedgerError> {
+            self.0.lock().unwrap().record_payouts(c)
+        }
+        fn payouts(
+            &mut self,
+            h: BlockHash,
+        ) -> Result<Option<crate::ledger::PayoutComputation>, LedgerError> {
+            self.0.lock().unwrap().payouts(h)
+        }
+        fn balances(&mut self) -> Result<Vec<crate::ledger::Balance>, LedgerError> {
+            self.0.lock().unwrap().balances()
+        }
+        fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
+            self.0.lock().unwrap().rejected()
+        }
+        fn prune(&mut self, b: u64, k: u64) -> Result<u64, LedgerError> {
+            self.0.lock().unwrap().prune(b, k)
+        }
+    }
+
+    fn share(signal: &Arc<CommitSignal>, conn: u64, n: u64) -> LedgerMessage {
+        let mut h = [0u8; 32];
+        h[..8].copy_from_slice(&(conn * 1_000_000 + n).to_le_bytes());
+        LedgerMessage::Share(Box::new(ShareInput {
+            signal: signal.clone(),
+            share_number: n,
+            time_ms: 1,
+            user_identity: Arc::from("bc1qalice.rig"),
+            worker: None,
+            connection_id: conn,
+            channel_id: 1,
+            job_id: 7,
+            target: Target::MAX,
+            difficulty: 1.0,
+            hash: BlockHash::from_byte_array(h),
+        }))
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn the_user_is_split_at_the_first_dot_and_the_tlv_names_the_worker() {
+        assert_eq!(
+            ledger_user("addr.w1.x", None),
+            ("addr".into(), "w1.x".into())
+        );
+        assert_eq!(ledger_user("addr", None), ("addr".into(), "".into()));
+        assert_eq!(
+            ledger_user("addr.w1", Some("tlv")),
+            ("addr".into(), "tlv".into())
+        );
+    }
+
+    #[test]
+    fn shares_are_committed_then_each_connection_told_its_highest() {
+        let ledger = Shared::default();
+        let mut w = LedgerWriter::start(
+            Box::new(ledger.clone()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+        )
+        .unwrap();
+        let (a, b) = (CommitSignal::new(), CommitSignal::new());
+        let tx = w.sender();
+        for n in 1..=5 {
+            tx.send(share(&a, 1, n));
+        }
+        for n in 1..=3 {
+            tx.send(share(&b, 2, n));
+        }
+        tx.send(LedgerMessage::Rejected {
+            user_identity: Some(Arc::from("bc1qalice.rig")),
+            worker: None,
+            reason: "stale-share",
+        });
+        tx.send(LedgerMessage::Rejected {
+            user_identity: Some(Arc::from("bc1qalice.rig")),
+            worker: None,
+            reason: "stale-share",
+        });
+        wait_for("commits", || a.committed() == 5 && b.committed() == 3);
+        let totals = w.stop();
+        assert_eq!(totals.shares, 8);
+        let mut l = ledger.0.lock().unwrap();
+        assert_eq!(l.last_share_id().unwrap(), 8);
+        let stored = l
+            .shares(&ShareRange::Ids {
+                from_id: 1,
+                to_id: 8,
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(stored[0].record.user, "bc1qalice");
+        assert_eq!(stored[0].record.worker, "rig");
+        assert_eq!(
+            l.rejected().unwrap(),
+            [RejectedCount {
+                user: "bc1qalice".into(),
+                worker: "rig".into(),
+                reason: "stale-share".into(),
+                count: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failing_ledger_is_marked_down_retried_and_nothing_released_until_stored() {
+        let ledger = Shared::default();
+        ledger.0.lock().unwrap().fail_writes = true;
+        let status = LedgerStatus::new();
+        let mut w = LedgerWriter::start(
+            Box::new(ledger.clone()),
+            WriterSettings::default(),
+            status.clone(),
+            Box::new(|_, _| Ok(())),
+        )
+        .unwrap();
+        let a = CommitSignal::new();
+        w.sender().send(share(&a, 1, 1));
+        wait_for("the ledger marked down", || !status.is_available());
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(a.committed(), 0, "nothing released while not stored");
+        assert_eq!(ledger.0.lock().unwrap().last_share_id().unwrap(), 0);
+        ledger.0.lock().unwrap().fail_writes = false;
+        wait_for("the retry", || a.committed() == 1);
+        assert!(status.is_available(), "up again after a write");
+        assert_eq!(ledger.0.lock().unwrap().last_share_id().unwrap(), 1);
+        let totals = w.stop();
+        assert!(totals.failed_writes >= 1);
+    }
+
+    #[test]
+    fn verdicts_follow_the_block_and_an_accepted_block_runs_the_hook() {
+        let ledger = Shared::default();
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let seen = settled.clone();
+        let mut w = LedgerWriter::start(
+            Box::new(ledger.clone()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(move |l, hash| {
+                assert!(l.block(hash)?.is_some());
+                seen.lock().unwrap().push(hash);
+                Ok(())
+            }),
+        )
+        .unwrap();
+        let hash = BlockHash::from_byte_array([3; 32]);
+        let tx = w.sender();
+        tx.send(LedgerMessage::Block(BlockInput {
+            hash,
+            height: 101,
+            time_ms: 5,
+            reward_sat: 5_000_000_000,
+            bits: CompactTarget::from_consensus(0x207fffff),
+            user_identity: "bc1qbob.w".into(),
+        }));
+        tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted));
+        w.stop();
+        let block = ledger
+            .0
+            .lock()
+            .unwrap()
+            .block(hash)
+            .unwrap()
+            .expect("stored");
+        assert_eq!(block.status, BlockStatus::Accepted);
+        assert_eq!(block.block.user, "bc1qbob");
+        assert_eq!(*settled.lock().unwrap(), [hash]);
+    }
+}
