@@ -10,10 +10,17 @@
 //! sessions; share credit and payout arithmetic are decided in the core (`mining`, `payout`).
 
 pub mod memory;
+// The backends (helper B): SQLite, PostgreSQL, and opening one from a location.
+#[cfg(feature = "runtime")]
+mod columns;
+#[cfg(feature = "runtime")]
+pub mod sqlite;
 
 use bitcoin::{BlockHash, CompactTarget, Target};
 
 pub use memory::MemoryLedger;
+#[cfg(feature = "runtime")]
+pub use sqlite::{SqliteLedger, SqliteSettings, SqliteSync};
 
 /// One accepted share as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq)]
