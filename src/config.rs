@@ -20,6 +20,7 @@ use crate::node::regtest::{
     ADAPTIVE_CHAIN_BITS, ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS,
 };
 use crate::node::rpc::{RpcAuth, RpcConfig};
+use crate::server::ledger_writer::{LedgerSettings, WriterSettings};
 use crate::server::{RewardDestination, ServerConfig};
 use crate::shell::{AdmissionConfig, Rate};
 
@@ -274,6 +275,29 @@ pub struct PoolOptions {
     /// about twice this on disk. Default: 16777216 (16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub log_max_bytes: Option<u64>,
+
+    // Issue 15, the share ledger's durability (helper A): keys below.
+    /// Record every accepted share in the share ledger before acknowledging it (issue 15).
+    /// Default: true. false (or the flag --no-ledger): no ledger, shares acknowledged as soon
+    /// as due and recorded nowhere (benchmarks, the product API).
+    #[arg(long, value_name = "BOOL")]
+    pub ledger: Option<bool>,
+    /// Same as `ledger = false` (command line only).
+    #[serde(skip)]
+    #[arg(long)]
+    pub no_ledger: bool,
+    /// Where the share ledger is: a SQLite file's path, or postgres://USER@HOST/DB for
+    /// PostgreSQL. Default: DATA_DIR/ledger.sqlite3.
+    #[arg(long, value_name = "URL")]
+    pub ledger_url: Option<String>,
+    /// Group commit: after the first share queued, wait at most this long (ms) for more
+    /// before writing them in one transaction. Default: 0 (what is queued; shares arriving
+    /// during a commit go into the next).
+    #[arg(long, value_name = "MS")]
+    pub ledger_flush_ms: Option<u64>,
+    /// Group commit: most shares written per transaction. Default: 4096.
+    #[arg(long, value_name = "N")]
+    pub ledger_flush_shares: Option<usize>,
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -349,8 +373,14 @@ impl PoolOptions {
             chain_block_interval_secs,
             max_submitted_blocks,
             rpc_password_file,
-            log_max_bytes
+            log_max_bytes,
+            // Issue 15 (helper A).
+            ledger,
+            ledger_url,
+            ledger_flush_ms,
+            ledger_flush_shares
         );
+        self.no_ledger |= top.no_ledger;
         self
     }
 
@@ -455,10 +485,16 @@ pub struct PoolConfig {
     pub max_submitted_blocks: usize,
     /// Started by blvm-node: size at which the log file is rotated.
     pub log_max_bytes: u64,
+    // Issue 15 (helper A).
+    /// The share ledger (`None`: `ledger = false`).
+    pub ledger: Option<LedgerSettings>,
 }
 
 /// The data directory unless configured.
 pub const DEFAULT_DATA_DIR: &str = "blvm-stratum-v2-data";
+
+/// The share ledger's file in the data directory unless `ledger_url` says otherwise.
+pub const DEFAULT_LEDGER_FILE: &str = "ledger.sqlite3";
 
 /// Blocks kept in `blocks/submitted` unless configured.
 pub const DEFAULT_MAX_SUBMITTED_BLOCKS: usize = 1000;
@@ -485,8 +521,54 @@ impl From<PoolConfig> for ServerConfig {
             max_connections: c.max_connections,
             admission: c.admission,
             max_submitted_blocks: c.max_submitted_blocks,
+            ledger: c.ledger,
         }
     }
+}
+
+/// The share ledger's keys (issue 15, helper A): on unless `ledger = false` or `--no-ledger`.
+fn ledger_settings(
+    o: &PoolOptions,
+    data_dir: &Path,
+    source_name: &str,
+) -> Result<Option<LedgerSettings>, ConfigError> {
+    if o.no_ledger || o.ledger == Some(false) {
+        return Ok(None);
+    }
+    let defaults = WriterSettings::default();
+    let flush_shares = o.ledger_flush_shares.unwrap_or(defaults.flush_shares);
+    if flush_shares == 0 {
+        return Err(invalid(
+            source_name,
+            "ledger_flush_shares",
+            "0: must be at least 1",
+        ));
+    }
+    let flush_ms = o.ledger_flush_ms.unwrap_or(defaults.flush_ms);
+    if flush_ms > 1_000 {
+        return Err(invalid(
+            source_name,
+            "ledger_flush_ms",
+            format!("{flush_ms}: at most 1000 (every acknowledgement waits for it)"),
+        ));
+    }
+    let url = match &o.ledger_url {
+        Some(url) if url.is_empty() => {
+            return Err(invalid(source_name, "ledger_url", "empty"));
+        }
+        Some(url) => url.clone(),
+        None => data_dir
+            .join(DEFAULT_LEDGER_FILE)
+            .to_string_lossy()
+            .into_owned(),
+    };
+    Ok(Some(LedgerSettings {
+        url,
+        writer: WriterSettings {
+            flush_shares,
+            flush_ms,
+        },
+    }))
 }
 
 /// The admission keys (issue 14, part A), each checked: a zero rate or budget would refuse
@@ -846,6 +928,8 @@ impl PoolConfig {
             max_channels: o.max_channels.unwrap_or(defaults.max_channels).max(1),
             ..defaults
         };
+        // Issue 15 (helper A).
+        let ledger = ledger_settings(o, &data_dir, source_name)?;
         Ok(PoolConfig {
             enabled: o.enabled.unwrap_or(true),
             listen_addr,
@@ -867,6 +951,7 @@ impl PoolConfig {
             max_submitted_blocks: o
                 .max_submitted_blocks
                 .unwrap_or(DEFAULT_MAX_SUBMITTED_BLOCKS),
+            ledger,
             log_max_bytes: match o.log_max_bytes.unwrap_or(DEFAULT_LOG_MAX_BYTES) {
                 n @ 4096.. => n,
                 n => {

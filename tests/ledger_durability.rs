@@ -369,3 +369,250 @@ fn a_block_found_while_the_ledger_is_down_is_emitted_and_held_not_refused() {
     s.shares_durable(1);
     assert_eq!(acks(&take(&mut s)), [(job.channel_id, 1, 1)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The pool over TCP with a ledger.
+
+mod pool_with_ledger {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use bitcoin::BlockHash;
+    use blvm_stratum_v2::client::{ChannelKind, MinerOptions, MinerReport, run_miner};
+    use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+    use blvm_stratum_v2::ledger::{
+        Balance, BlockStatus, Ledger, LedgerBatch, LedgerError, MemoryLedger, PayoutComputation,
+        RejectedCount, ShareRange, StoredBlock, StoredShare,
+    };
+    use blvm_stratum_v2::node::NodeApi;
+    use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+    use blvm_stratum_v2::server::StratumV2Server;
+
+    /// A memory ledger the test keeps a handle on: to read it while the pool runs, and to
+    /// make its writes fail (a database gone down).
+    #[derive(Clone, Default)]
+    pub struct SharedLedger(pub Arc<Mutex<MemoryLedger>>);
+
+    impl SharedLedger {
+        fn with<T>(&self, f: impl FnOnce(&mut MemoryLedger) -> T) -> T {
+            f(&mut self.0.lock().unwrap())
+        }
+    }
+
+    impl Ledger for SharedLedger {
+        fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+            self.with(|l| l.append(batch))
+        }
+        fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<(), LedgerError> {
+            self.with(|l| l.set_block_status(h, s))
+        }
+        fn block(&mut self, h: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {
+            self.with(|l| l.block(h))
+        }
+        fn blocks(&mut self, n: usize) -> Result<Vec<StoredBlock>, LedgerError> {
+            self.with(|l| l.blocks(n))
+        }
+        fn share_by_hash(&mut self, h: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
+            self.with(|l| l.share_by_hash(h))
+        }
+        fn shares(&mut self, r: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {
+            self.with(|l| l.shares(r))
+        }
+        fn last_share_id(&mut self) -> Result<u64, LedgerError> {
+            self.with(|l| l.last_share_id())
+        }
+        fn record_payouts(&mut self, c: &PayoutComputation) -> Result<bool, LedgerError> {
+            self.with(|l| l.record_payouts(c))
+        }
+        fn payouts(&mut self, h: BlockHash) -> Result<Option<PayoutComputation>, LedgerError> {
+            self.with(|l| l.payouts(h))
+        }
+        fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
+            self.with(|l| l.balances())
+        }
+        fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
+            self.with(|l| l.rejected())
+        }
+        fn prune(&mut self, b: u64, k: u64) -> Result<u64, LedgerError> {
+            self.with(|l| l.prune(b, k))
+        }
+    }
+
+    fn all_shares(l: &mut dyn Ledger) -> Vec<StoredShare> {
+        l.shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: usize::MAX,
+        })
+        .unwrap()
+    }
+
+    fn config(dir: &std::path::Path, bits: u32) -> PoolConfig {
+        PoolConfig::resolve(
+            &PoolOptions {
+                listen_addr: Some("127.0.0.1:0".into()),
+                data_dir: Some(dir.to_path_buf()),
+                min_difficulty: Some(1e-6),
+                max_difficulty: Some(1e-6),
+                chain_bits: Some(bits),
+                share_rate_multiple: Some(10_000.0),
+                ..PoolOptions::default()
+            },
+            "test",
+        )
+        .expect("config")
+    }
+
+    async fn mine(
+        server: &StratumV2Server,
+        user: &str,
+        shares: Option<u64>,
+        secs: u64,
+    ) -> MinerReport {
+        let opts = MinerOptions {
+            url: server.start().await.expect("started").to_string(),
+            authority_pubkey: server.authority_public_key().to_owned(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: user.into(),
+            max_shares: shares,
+            duration: Some(Duration::from_secs(secs)),
+            ..MinerOptions::default()
+        };
+        tokio::time::timeout(
+            Duration::from_secs(secs + 30),
+            run_miner(opts, std::future::pending::<()>()),
+        )
+        .await
+        .expect("miner finished in time")
+        .expect("miner ran")
+    }
+
+    /// Every acknowledged share is a row with its user, worker, channel, job, target and hash;
+    /// the blocks found are rows with the node's verdict.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_acknowledged_share_and_found_block_is_in_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SharedLedger::default();
+        let node = Arc::new(EmbeddedNode::new(ChainConfig {
+            synthetic_transactions: 3,
+            block_interval_secs: 0,
+            ..ChainConfig::default()
+        }));
+        let api: Arc<dyn NodeApi> = node.clone();
+        let server = StratumV2Server::with_ledger(
+            config(dir.path(), 0x207f_ffff),
+            api,
+            Box::new(ledger.clone()),
+            Box::new(|_, _| Ok(())),
+        )
+        .expect("server");
+        server.start().await.expect("start");
+        let report = mine(&server, "alice.rig1", Some(12), 60).await;
+        assert!(report.shares_accepted >= 12, "{report:?}");
+        tokio::time::timeout(Duration::from_secs(15), server.stop())
+            .await
+            .expect("stops in time")
+            .expect("stops");
+        let mut l = ledger.clone();
+        let shares = all_shares(&mut l);
+        assert!(
+            shares.len() as u64 >= report.shares_accepted,
+            "{} rows for {} acknowledged",
+            shares.len(),
+            report.shares_accepted
+        );
+        for s in &shares {
+            assert_eq!(
+                (s.record.user.as_str(), s.record.worker.as_str()),
+                ("alice", "rig1")
+            );
+            assert_eq!(
+                s.record.channel_id, shares[0].record.channel_id,
+                "one channel"
+            );
+            assert!(s.record.channel_id > 0);
+            assert!(s.record.job_id > 0);
+            assert!(s.record.target.is_met_by(s.record.hash), "{s:?}");
+            assert!(s.record.difficulty > 0.0);
+        }
+        // About every other share is a block on regtest: each is a row with the verdict.
+        let blocks = l.blocks(100).unwrap();
+        assert!(!blocks.is_empty());
+        for b in &blocks {
+            assert!(
+                l.share_by_hash(b.block.hash).unwrap().is_some(),
+                "its share is stored"
+            );
+            assert_eq!(b.block.user, "alice");
+            assert!(b.block.reward_sat > 0);
+        }
+        let accepted = blocks
+            .iter()
+            .filter(|b| b.status == BlockStatus::Accepted)
+            .count();
+        assert!(accepted >= 1, "{blocks:?}");
+    }
+
+    /// A ledger that cannot write: shares are refused `ledger-unavailable` and nothing is
+    /// acknowledged that is not stored; once it writes again, the held shares are acknowledged
+    /// and mining resumes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ledger_that_cannot_write_stops_acknowledgements_until_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SharedLedger::default();
+        ledger.with(|l| l.fail_writes = true);
+        let node = Arc::new(EmbeddedNode::new(ChainConfig {
+            bits: 0x1d00_ffff,
+            synthetic_transactions: 3,
+            block_interval_secs: 0,
+        }));
+        let api: Arc<dyn NodeApi> = node.clone();
+        let server = StratumV2Server::with_ledger(
+            config(dir.path(), 0x1d00_ffff),
+            api,
+            Box::new(ledger.clone()),
+            Box::new(|_, _| Ok(())),
+        )
+        .expect("server");
+        server.start().await.expect("start");
+        let writes_back = {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                // Nothing stored yet, whatever the miner sent.
+                let stored = ledger.clone().last_share_id().unwrap();
+                ledger.with(|l| l.fail_writes = false);
+                stored
+            })
+        };
+        let report = mine(&server, "bob", None, 4).await;
+        assert_eq!(writes_back.await.unwrap(), 0);
+        let refused = report
+            .shares_rejected
+            .get("ledger-unavailable")
+            .copied()
+            .unwrap_or(0);
+        assert!(refused > 0, "{report:?}");
+        assert!(report.shares_accepted > 0, "mining resumed: {report:?}");
+        tokio::time::timeout(Duration::from_secs(15), server.stop())
+            .await
+            .expect("stops in time")
+            .expect("stops");
+        let mut l = ledger.clone();
+        let rows = all_shares(&mut l).len() as u64;
+        assert!(
+            rows >= report.shares_accepted,
+            "{rows} rows for {} acknowledged",
+            report.shares_accepted
+        );
+        let counted: u64 = l
+            .rejected()
+            .unwrap()
+            .iter()
+            .filter(|r| r.reason == "ledger-unavailable" && r.user == "bob")
+            .map(|r| r.count)
+            .sum();
+        assert_eq!(counted, refused, "refusals counted per user and reason");
+    }
+}

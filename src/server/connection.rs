@@ -2,6 +2,8 @@
 //! by the shell's loop, with the pool's side of it: new work in, session events to [`Shared`],
 //! and the connection's accepted-share statistics folded into the pool within
 //! [`FOLD_DELAY_MS`] of a share (only when there is one: an idle connection does not wake).
+//! With a share ledger, accepted and rejected shares and found blocks go to its writer, and
+//! the writer's commits wake the connection to release the acknowledgements they cover.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::gate::Gate;
+use super::ledger_writer::{BlockInput, CommitSignal, LedgerMessage, LedgerSender, ShareInput};
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
@@ -63,6 +66,69 @@ struct PoolHandler<'a> {
     events: Vec<SessionEvent>,
     /// When accepted shares waiting in `pending` are folded into the pool.
     fold_at: Option<u64>,
+    /// The share ledger's writer and this connection's commit signal, if there is a ledger.
+    ledger: Option<(&'a LedgerSender, Arc<CommitSignal>)>,
+}
+
+impl PoolHandler<'_> {
+    /// Hands the batch's accepted and rejected shares and found blocks to the ledger's writer.
+    fn record(&self, now_ms: u64) {
+        let Some((ledger, signal)) = &self.ledger else {
+            return;
+        };
+        for e in &self.events {
+            let message = match e {
+                SessionEvent::ShareAccepted {
+                    channel_id,
+                    difficulty,
+                    worker,
+                    hash,
+                    user_identity,
+                    job_id,
+                    target,
+                    share_number,
+                    ..
+                } => LedgerMessage::Share(ShareInput {
+                    signal: signal.clone(),
+                    share_number: *share_number,
+                    time_ms: now_ms,
+                    user_identity: user_identity.clone(),
+                    worker: worker.clone(),
+                    connection_id: self.id,
+                    channel_id: *channel_id,
+                    job_id: *job_id,
+                    target: *target,
+                    difficulty: *difficulty,
+                    hash: *hash,
+                }),
+                SessionEvent::ShareRejected {
+                    reason,
+                    user_identity,
+                    worker,
+                    ..
+                } => LedgerMessage::Rejected {
+                    user_identity: user_identity.clone(),
+                    worker: worker.clone(),
+                    reason: reason.code(),
+                },
+                SessionEvent::BlockFound(found) => LedgerMessage::Block(BlockInput {
+                    hash: found.block.block_hash(),
+                    height: found.height,
+                    time_ms: now_ms,
+                    reward_sat: found.block.txdata.first().map_or(0, |cb| {
+                        cb.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+                    }),
+                    bits: found.block.header.bits,
+                    user_identity: found.user_identity.clone(),
+                }),
+                _ => continue,
+            };
+            if !ledger.send(message) {
+                warn!(conn = self.id, "the share ledger's writer is gone");
+                return;
+            }
+        }
+    }
 }
 
 impl Handler<Session> for PoolHandler<'_> {
@@ -87,6 +153,7 @@ impl Handler<Session> for PoolHandler<'_> {
         if self.events.is_empty() {
             return;
         }
+        self.record(now_ms);
         if self.fold_at.is_none()
             && self.events.iter().any(|e| {
                 matches!(
@@ -110,6 +177,25 @@ impl Handler<Session> for PoolHandler<'_> {
         self.fold_at = None;
         self.shared.fold_pending(self.id, self.pending);
     }
+
+    fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.ledger
+            .as_ref()
+            .map(|(_, signal)| signal.wake().clone())
+    }
+
+    /// The ledger committed more of this connection's shares: their acknowledgements go out.
+    fn on_wake(
+        &mut self,
+        conn: &mut Connection<Session>,
+        _now_ms: u64,
+    ) -> Result<(), ConnectionEnd> {
+        if let Some((_, signal)) = &self.ledger {
+            let up_to = signal.committed();
+            conn.with_protocol(|s| s.shares_durable(up_to))?;
+        }
+        Ok(())
+    }
 }
 
 /// Serves one accepted socket until it ends; returns why.
@@ -122,8 +208,14 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> ConnectionEnd {
     let cfg = &shared.config;
-    let session = Session::new(Arc::new(cfg.mining.clone()), shared.allocator.clone())
+    // With a share ledger, acknowledgements wait for its commits (durable mode).
+    let mut mining = cfg.mining.clone();
+    mining.durable_acks = shared.ledger.is_some();
+    let mut session = Session::new(Arc::new(mining), shared.allocator.clone())
         .with_channel_budget(shared.channels.clone());
+    if let Some(ledger) = &shared.ledger {
+        session = session.with_ledger_status(ledger.status().clone());
+    }
     let mut conn = Connection::accept(
         session,
         shared.responder.clone(),
@@ -142,6 +234,10 @@ pub async fn serve(
         pending,
         events: Vec::new(),
         fold_at: None,
+        ledger: shared
+            .ledger
+            .as_ref()
+            .map(|ledger| (ledger, CommitSignal::new())),
     };
     shell::drive(
         &mut stream,

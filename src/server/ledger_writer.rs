@@ -49,6 +49,30 @@ pub fn ledger_user(identity: &str, worker_tlv: Option<&str>) -> (String, String)
     (user.to_owned(), worker_tlv.unwrap_or(worker).to_owned())
 }
 
+/// Where the share ledger is and how it commits (from the configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSettings {
+    /// `postgres://...`, `memory:` (nothing survives: tests), or a SQLite file's path.
+    pub url: String,
+    /// Group commit.
+    pub writer: WriterSettings,
+}
+
+/// Opens the ledger at `url` (see [`LedgerSettings::url`]).
+pub fn open_ledger(url: &str) -> Result<Box<dyn Ledger>, LedgerError> {
+    if url == "memory:" {
+        return Ok(Box::new(crate::ledger::MemoryLedger::new()));
+    }
+    // merge: B's ledger::open (SQLite and PostgreSQL) replaces this.
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(LedgerError::Location(format!(
+            "{url}: PostgreSQL is not in this build yet"
+        )));
+    }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    Ok(Box::new(crate::ledger::SqliteLedger::open(path)?))
+}
+
 /// What runs when the node accepts a block, after its verdict is written (payouts).
 pub type BlockHook = Box<dyn FnMut(&mut dyn Ledger, BlockHash) -> Result<(), LedgerError> + Send>;
 
@@ -129,9 +153,11 @@ pub struct BlockInput {
 
 /// What connections and the submitter send the writer.
 #[derive(Debug)]
+// A share is the usual message: kept inline (the channel allocates its slots in blocks).
+#[allow(clippy::large_enum_variant)]
 pub enum LedgerMessage {
     /// An accepted share.
-    Share(Box<ShareInput>),
+    Share(ShareInput),
     /// A rejected share (counted).
     Rejected {
         /// The channel's user_identity (empty: no such channel).
@@ -169,7 +195,7 @@ impl LedgerSender {
 }
 
 /// Group-commit settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WriterSettings {
     /// Most shares per commit.
     pub flush_shares: usize,
@@ -599,7 +625,7 @@ mod tests {
     fn share(signal: &Arc<CommitSignal>, conn: u64, n: u64) -> LedgerMessage {
         let mut h = [0u8; 32];
         h[..8].copy_from_slice(&(conn * 1_000_000 + n).to_le_bytes());
-        LedgerMessage::Share(Box::new(ShareInput {
+        LedgerMessage::Share(ShareInput {
             signal: signal.clone(),
             share_number: n,
             time_ms: 1,
@@ -611,7 +637,7 @@ mod tests {
             target: Target::MAX,
             difficulty: 1.0,
             hash: BlockHash::from_byte_array(h),
-        }))
+        })
     }
 
     fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

@@ -87,6 +87,9 @@ pub enum StratumV2Error {
     /// tokio shell logs its connections' ends, the product API's callers get this).
     #[error("pool connection: {0}")]
     PoolConnectionError(#[source] std::io::Error),
+    /// The share ledger cannot be opened (or its writer started).
+    #[error("share ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 impl From<EndpointError> for StratumV2Error {
@@ -131,6 +134,9 @@ pub struct Shared {
     gate: gate::Gate,
     /// The pool-wide channel cap, shared by every session.
     channels: Arc<ChannelBudget>,
+    /// The share ledger's writer, if there is a ledger: connections send it their shares and
+    /// hold acknowledgements until it commits them.
+    ledger: Option<ledger_writer::LedgerSender>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -329,6 +335,8 @@ pub struct StratumV2Server {
     work: watch::Sender<Option<Arc<Work>>>,
     blocks_rx: Mutex<Option<mpsc::UnboundedReceiver<FoundBlock>>>,
     running: tokio::sync::Mutex<Option<Running>>,
+    /// The share ledger's writer thread (stopped, after a last flush, by `stop`).
+    ledger_writer: Mutex<Option<ledger_writer::LedgerWriter>>,
 }
 
 /// Loads the authority key as configured: inline, from a file, or created in the data dir. A
@@ -368,11 +376,39 @@ impl StratumV2Server {
     /// Builds the server: loads the authority key and signs the certificate once.
     /// `config`: the server's settings, or the whole resolved configuration
     /// (`config::PoolConfig` converts into them).
+    ///
+    /// With `config.ledger` set, the share ledger is opened here (the start fails if it
+    /// cannot be) and every acknowledgement waits for its commit.
     pub fn new(
         config: impl Into<ServerConfig>,
         node: Arc<dyn NodeApi>,
     ) -> Result<Self, StratumV2Error> {
         let config: ServerConfig = config.into();
+        let ledger = match &config.ledger {
+            Some(settings) => Some(ledger_writer::open_ledger(&settings.url)?),
+            None => None,
+        };
+        Self::build(config, node, ledger, Box::new(|_, _| Ok(())))
+    }
+
+    /// Builds the server on a ledger of the caller's (whatever `config.ledger` says; its
+    /// group-commit settings are used if set), with `on_accepted` run when the node accepts a
+    /// block (payouts).
+    pub fn with_ledger(
+        config: impl Into<ServerConfig>,
+        node: Arc<dyn NodeApi>,
+        ledger: Box<dyn crate::ledger::Ledger>,
+        on_accepted: ledger_writer::BlockHook,
+    ) -> Result<Self, StratumV2Error> {
+        Self::build(config.into(), node, Some(ledger), on_accepted)
+    }
+
+    fn build(
+        config: ServerConfig,
+        node: Arc<dyn NodeApi>,
+        ledger: Option<Box<dyn crate::ledger::Ledger>>,
+        on_accepted: ledger_writer::BlockHook,
+    ) -> Result<Self, StratumV2Error> {
         let (authority, created) = load_authority_key(&config)?;
         if created {
             info!(dir = %config.data_dir.display(), "created a new authority key");
@@ -398,6 +434,20 @@ impl StratumV2Server {
         pool.set_max_miners(config.max_connections.saturating_mul(2).max(1024));
         let gate = gate::Gate::new(config.admission.clone(), config.max_connections, now_ms());
         let config_max_channels = config.mining.max_channels;
+        let writer = match ledger {
+            Some(ledger) => {
+                let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
+                let writer = ledger_writer::LedgerWriter::start(
+                    ledger,
+                    settings,
+                    crate::mining::LedgerStatus::new(),
+                    on_accepted,
+                )
+                .map_err(|e| StratumV2Error::ServerError(format!("ledger writer: {e}")))?;
+                Some(writer)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             responder: Arc::new(RwLock::new(responder)),
@@ -409,6 +459,7 @@ impl StratumV2Server {
             pending: Mutex::new(std::collections::HashMap::new()),
             gate,
             channels: Arc::new(ChannelBudget::new(config_max_channels)),
+            ledger: writer.as_ref().map(|w| w.sender()),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -418,6 +469,7 @@ impl StratumV2Server {
             work,
             blocks_rx: Mutex::new(Some(blocks_rx)),
             running: tokio::sync::Mutex::new(None),
+            ledger_writer: Mutex::new(writer),
         })
     }
 
@@ -556,6 +608,23 @@ impl StratumV2Server {
         while r.tasks.join_next().await.is_some() {}
         let _ = r.submit_done.send(true);
         let _ = r.submitter.await;
+        // Every share and verdict is sent by now: the ledger's last commit, then its end.
+        let writer = self
+            .ledger_writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut writer) = writer {
+            match tokio::task::spawn_blocking(move || writer.stop()).await {
+                Ok(totals) => info!(
+                    commits = totals.commits,
+                    shares = totals.shares,
+                    failed_writes = totals.failed_writes,
+                    "share ledger closed"
+                ),
+                Err(e) => error!("share ledger writer: {e}"),
+            }
+        }
         info!("stopped");
         Ok(())
     }
@@ -989,6 +1058,18 @@ fn submit_one(
     answer: Result<(), NodeError>,
     outcome: SubmissionOutcome,
 ) {
+    if let Some(ledger) = &shared.ledger {
+        let verdict = match (&outcome, &answer) {
+            (SubmissionOutcome::Accepted { .. }, _) => Some(crate::ledger::BlockStatus::Accepted),
+            (SubmissionOutcome::Rejected, Err(e)) => {
+                Some(crate::ledger::BlockStatus::Rejected(e.to_string()))
+            }
+            _ => None,
+        };
+        if let Some(verdict) = verdict {
+            ledger.send(ledger_writer::LedgerMessage::Verdict(hash, verdict));
+        }
+    }
     match (outcome, answer) {
         (SubmissionOutcome::Accepted { attempt: 1, .. }, _) => {
             info!(%hash, ?height, "block accepted by the node");

@@ -9,6 +9,7 @@ use crate::mining::MiningConfig;
 use crate::shell::AdmissionConfig;
 
 use super::RewardDestination;
+use super::ledger_writer::LedgerSettings;
 
 /// The pool server's settings (built from the configuration by `From<config::PoolConfig>`).
 #[derive(Debug, Clone)]
@@ -47,4 +48,8 @@ pub struct ServerConfig {
     /// Blocks kept in `blocks/submitted`, oldest removed first (`blocks/pending` is never
     /// pruned).
     pub max_submitted_blocks: usize,
+    // Issue 15, the share ledger (helper A).
+    /// The share ledger and its group commit; `None`: no ledger (acknowledgements as soon as
+    /// due, nothing recorded: benchmarks and the product API).
+    pub ledger: Option<LedgerSettings>,
 }

@@ -1,14 +1,16 @@
 //! The loop that drives one server-side [`Connection`] over a TCP socket: read and hand the
 //! bytes in; sleep until the connection's (or the shell's own) next deadline, not on a fixed
 //! tick; apply outside updates (new work, a new template) and shutdown; write what the
-//! connection queued, with a bound on what a peer that does not read can make us hold.
+//! connection queued, with a bound on what a peer that does not read can make us hold; and
+//! a wake-up from outside the connection (the share ledger's commits) when the handler has one.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, timeout};
 
 use super::unix_ms;
@@ -69,6 +71,32 @@ pub trait Handler<P: Protocol> {
     fn on_deadline(&mut self, now_ms: u64) {
         let _ = now_ms;
     }
+
+    /// What wakes the loop from outside (the share ledger's commits), if anything: asked once,
+    /// at start; [`Self::on_wake`] runs each time it is notified.
+    fn waker(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    /// Called when [`Self::waker`] was notified.
+    fn on_wake(
+        &mut self,
+        conn: &mut Connection<P>,
+        now_ms: u64,
+    ) -> Result<(), ConnectionError<P::Error>> {
+        let _ = (conn, now_ms);
+        Ok(())
+    }
+}
+
+/// Waits for the handler's wake-up (forever without one); owns it so the future lives across
+/// turns of the loop, like [`next_control`].
+async fn next_wake(waker: Option<Arc<Notify>>) -> Option<Arc<Notify>> {
+    match &waker {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+    waker
 }
 
 /// What woke the loop besides the socket and the timer.
@@ -160,6 +188,8 @@ where
     let mut armed: Option<u64> = None;
     // Updates and shutdown: one future kept across turns, re-armed only when it fires.
     let mut control = std::pin::pin!(next_control(updates, shutdown, true));
+    // The outside wake-up, if any: also one future kept across turns.
+    let mut woken = std::pin::pin!(next_wake(handler.waker()));
     // The handshake reply, or anything queued at start.
     if let Err(e) = write_out(stream, conn, limits).await {
         return e;
@@ -193,6 +223,12 @@ where
                     Ok(n) => conn.handle_wire(&buf[..n], t),
                     Err(e) => Err(e.into()),
                 };
+            }
+            waker = &mut woken => {
+                let t = unix_ms();
+                now = Some(t);
+                result = handler.on_wake(conn, t);
+                woken.set(next_wake(waker));
             }
             (what, mut u, s) = &mut control => {
                 let mut open = true;
