@@ -616,3 +616,130 @@ mod pool_with_ledger {
         assert_eq!(counted, refused, "refusals counted per user and reason");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 under load.
+
+mod kill_nine {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+    use blvm_stratum_v2::loadgen::{self, LoadgenOptions};
+
+    /// Starts the pool binary on the ledger at `ledger_url`, loads it with many connections at
+    /// full rate (a unique worker each), kills it with SIGKILL mid-load, then checks with
+    /// `open` (the ledger after the crash) that every channel has at least as many rows as the
+    /// load generator saw acknowledged. Returns (acknowledged, rows) for the report.
+    pub fn kill_9_loses_no_acknowledged_share(
+        ledger_url: &str,
+        open: impl FnOnce() -> Box<dyn Ledger>,
+    ) -> (u64, u64) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
+            .args(["--listen-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--ledger-url",
+                ledger_url,
+                "--min-difficulty",
+                "1e-12",
+                "--max-difficulty",
+                "1e-12",
+                "--chain-bits",
+                "0x1d00ffff",
+                "--share-rate-multiple",
+                "1000000000",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pool starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut key) = (None, None);
+        while addr.is_none() || key.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the pool prints its address and key");
+            if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
+                addr = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(k) = line.strip_prefix("authority public key: ") {
+                key = Some(k.to_owned());
+            }
+        }
+        let (url, authority_pubkey) = (addr.unwrap(), key.unwrap());
+        let load = std::thread::spawn(move || {
+            loadgen::run(LoadgenOptions {
+                url,
+                authority_pubkey,
+                connections: 100,
+                rate: 0.0,
+                window: 4,
+                duration: Duration::from_secs(4),
+                hold: Duration::from_millis(100),
+                grace: Duration::from_secs(1),
+                setup_timeout: Duration::from_secs(30),
+                threads: 1,
+                user: "kill".into(),
+                ..LoadgenOptions::default()
+            })
+            .expect("load generator ran")
+        });
+        // Mid-load: setup of 100 connections takes well under a second here.
+        std::thread::sleep(Duration::from_millis(2_500));
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(rc, 0);
+        let _ = child.wait();
+        let report = load.join().expect("load generator");
+        let acknowledged: u64 = report.acked_by_channel.iter().map(|(_, n)| n).sum();
+        assert!(
+            acknowledged > 0,
+            "load before the kill: {}",
+            report.to_text()
+        );
+        let mut ledger = open();
+        let rows = ledger
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: u64::MAX,
+                limit: usize::MAX,
+            })
+            .expect("the ledger reads after the crash");
+        let mut by_worker: HashMap<String, u64> = HashMap::new();
+        for s in &rows {
+            assert_eq!(s.record.user, "kill");
+            *by_worker.entry(s.record.worker.clone()).or_default() += 1;
+        }
+        for (identity, acked) in &report.acked_by_channel {
+            let worker = identity.split_once('.').map_or("", |(_, w)| w);
+            let stored = by_worker.get(worker).copied().unwrap_or(0);
+            assert!(
+                stored >= *acked,
+                "{identity}: {acked} acknowledged, {stored} in the ledger"
+            );
+        }
+        (acknowledged, rows.len() as u64)
+    }
+
+    #[test]
+    fn kill_9_under_load_loses_no_acknowledged_share_sqlite() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ledger.sqlite3");
+        let url = path.to_string_lossy().into_owned();
+        let (acked, rows) = kill_9_loses_no_acknowledged_share(&url, || {
+            Box::new(SqliteLedger::open(&path).expect("the ledger opens after the crash"))
+        });
+        println!("kill -9 (SQLite): {acked} shares acknowledged, {rows} rows");
+    }
+}

@@ -130,6 +130,9 @@ impl ConnError {
 /// What one connection did under load.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ConnTotals {
+    /// The connection's index (its channel's user_identity ends in `.index`); `None` for one
+    /// that never set up.
+    pub index: Option<usize>,
     pub submitted: u64,
     pub acked: u64,
     pub rejected: u64,
@@ -509,7 +512,10 @@ pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator
         ctx,
         maker: None,
         pending: VecDeque::with_capacity(ctx.window.max(8)),
-        totals: ConnTotals::default(),
+        totals: ConnTotals {
+            index: Some(index),
+            ..ConnTotals::default()
+        },
     };
     if let Phase::Load(go) = wait_phase(&mut phase, |p| *p != Phase::Setup).await {
         if let Err(e) = run_load(&mut conn, &mut load, index, go).await {

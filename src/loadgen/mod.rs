@@ -270,6 +270,9 @@ pub struct LoadgenReport {
     pub submitted: u64,
     /// Shares acknowledged by SubmitShares.Success.
     pub acked: u64,
+    /// Shares acknowledged per channel (one per connection), by the channel's user_identity
+    /// (`USER.INDEX`), in index order: what a share ledger must hold for each (issue 15).
+    pub acked_by_channel: Vec<(String, u64)>,
     /// acked / duration.
     pub acked_per_sec: f64,
     /// Submit-to-ack latency.
@@ -640,6 +643,15 @@ async fn orchestrate(
     let sum = |f: fn(&conn::ConnTotals) -> u64| totals.iter().map(f).sum::<u64>();
     let submitted = sum(|t| t.submitted);
     let acked = sum(|t| t.acked);
+    let mut acked_by_channel: Vec<(usize, u64)> = totals
+        .iter()
+        .filter_map(|t| t.index.map(|i| (i, t.acked)))
+        .collect();
+    acked_by_channel.sort_unstable();
+    let acked_by_channel = acked_by_channel
+        .into_iter()
+        .map(|(i, n)| (format!("{}.{i}", opts.user), n))
+        .collect();
     let attempts = sum(|t| t.hash_attempts);
     let duration_secs = if load {
         opts.duration.as_secs_f64()
@@ -706,6 +718,7 @@ async fn orchestrate(
         duration_secs,
         submitted,
         acked,
+        acked_by_channel,
         acked_per_sec: if duration_secs > 0.0 {
             acked as f64 / duration_secs
         } else {
