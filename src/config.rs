@@ -1012,6 +1012,38 @@ mod tests {
         assert!(e.contains("credit_window_shares"), "{e}");
     }
 
+    // Issue 15 (helper A).
+    #[test]
+    fn the_share_ledger_is_on_by_default_in_the_data_dir_and_can_be_turned_off() {
+        let o = PoolOptions {
+            data_dir: Some(PathBuf::from("/tmp/pool-data")),
+            ..PoolOptions::default()
+        };
+        let c = PoolConfig::resolve(&o, "x").unwrap();
+        let ledger = c.ledger.expect("on by default");
+        assert_eq!(ledger.url, "/tmp/pool-data/ledger.sqlite3");
+        assert_eq!(ledger.writer, WriterSettings::default());
+        let text = "ledger_url = \"postgres://pool@db/ledger\"\nledger_flush_ms = 2\nledger_flush_shares = 100";
+        let o = PoolOptions::from_toml(text, Path::new("l.toml")).unwrap();
+        let ledger = PoolConfig::resolve(&o, "l.toml").unwrap().ledger.unwrap();
+        assert_eq!(ledger.url, "postgres://pool@db/ledger");
+        assert_eq!(
+            (ledger.writer.flush_ms, ledger.writer.flush_shares),
+            (2, 100)
+        );
+        let o = PoolOptions::from_toml("ledger = false", Path::new("l.toml")).unwrap();
+        assert!(PoolConfig::resolve(&o, "l.toml").unwrap().ledger.is_none());
+        let flag = PoolOptions {
+            no_ledger: true,
+            ..PoolOptions::default()
+        };
+        let o = PoolOptions::default().overlay(&flag);
+        assert!(PoolConfig::resolve(&o, "x").unwrap().ledger.is_none());
+        let o = PoolOptions::from_toml("ledger_flush_shares = 0", Path::new("l.toml")).unwrap();
+        let e = PoolConfig::resolve(&o, "l.toml").unwrap_err().to_string();
+        assert!(e.contains("ledger_flush_shares"), "{e}");
+    }
+
     #[test]
     fn bad_values_name_the_file_and_key() {
         let o = PoolOptions::from_toml("listen_addr = \"nowhere\"", Path::new("x.toml")).unwrap();
