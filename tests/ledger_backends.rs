@@ -196,6 +196,9 @@ fn script(l: &mut dyn Ledger) -> Transcript {
     }
     t.note("share by hash 4", l.share_by_hash(hash(4)).unwrap());
     t.note("share by hash 99", l.share_by_hash(hash(99)).unwrap());
+    // A block appended after its share's batch, and a share that is no block.
+    t.note("share by hash 9", l.share_by_hash(hash(9)).unwrap());
+    t.note("share by hash 2", l.share_by_hash(hash(2)).unwrap());
 
     // Blocks and their verdicts.
     t.note("blocks", l.blocks(10).unwrap());

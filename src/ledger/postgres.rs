@@ -80,8 +80,13 @@ impl Connection {
             .map_err(postgres_error)?;
         let insert_block = client
             .prepare(
-                "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
+                // The finding share: among the shares after $8 (this batch's: a primary-key
+                // range), else anywhere (a scan, only when it came in an earlier batch).
+                "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker, \
+                 share_id) VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE( \
+                 (SELECT id FROM shares WHERE id > $8 AND hash = $1 ORDER BY id LIMIT 1), \
+                 (SELECT id FROM shares WHERE hash = $1 ORDER BY id LIMIT 1))) \
+                 ON CONFLICT (hash) DO NOTHING",
             )
             .map_err(postgres_error)?;
         let add_rejected = client
@@ -241,6 +246,15 @@ fn append(
         add_rejected,
     } = connection;
     let mut tx = client.transaction().map_err(postgres_error)?;
+    // Where this batch's shares start, for linking its blocks to their shares.
+    let before: i64 = if batch.blocks.is_empty() {
+        0
+    } else {
+        tx.query_one("SELECT COALESCE(MAX(id), 0) FROM shares", &[])
+            .map_err(postgres_error)?
+            .try_get(0)
+            .map_err(postgres_error)?
+    };
     for (share, target) in batch.shares.iter().zip(&target_bytes) {
         workers.push(worker_id(
             insert_worker,
@@ -285,6 +299,7 @@ fn append(
                 &i64::from(block.bits.to_consensus()),
                 &block.user,
                 &block.worker,
+                &before,
             ],
         )
         .map_err(postgres_error)?;
@@ -572,15 +587,26 @@ impl Ledger for PostgresLedger {
 
     fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
         self.with(|c, _| {
-            let shares = collect_shares(
+            let hash = &hash.as_byte_array()[..];
+            // A block's share through the block's link (an index lookup); any other hash by
+            // a scan (no index on hashes: see migrations/postgres/0001_init.sql).
+            let linked = collect_shares(
                 &mut c.client,
                 &format!(
-                    "SELECT {SHARE_COLUMNS} WHERE substring(s.hash FROM 1 FOR 8) = \
-                     substring($1::bytea FROM 1 FOR 8) AND s.hash = $1 ORDER BY s.id LIMIT 1"
+                    "SELECT {SHARE_COLUMNS} WHERE s.id = \
+                     (SELECT share_id FROM blocks WHERE hash = $1) AND s.hash = $1"
                 ),
-                &[&&hash.as_byte_array()[..]],
+                &[&hash],
             )?;
-            Ok(shares.into_iter().next())
+            if let Some(share) = linked.into_iter().next() {
+                return Ok(Some(share));
+            }
+            let scanned = collect_shares(
+                &mut c.client,
+                &format!("SELECT {SHARE_COLUMNS} WHERE s.hash = $1 ORDER BY s.id LIMIT 1"),
+                &[&hash],
+            )?;
+            Ok(scanned.into_iter().next())
         })
     }
 

@@ -225,7 +225,10 @@ impl TempPostgres {
     pub fn total_relation_size(&self, url: &str, table: &str) -> i64 {
         let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect");
         client
-            .query_one("SELECT pg_total_relation_size($1::regclass)", &[&table])
+            .query_one(
+                "SELECT pg_total_relation_size($1::text::regclass)",
+                &[&table],
+            )
             .expect("pg_total_relation_size")
             .get(0)
     }
