@@ -113,6 +113,99 @@ fn ledger_size(pg: &TempPostgres) {
     );
 }
 
+/// The two ways to send a batch of shares to PostgreSQL, on the ledger's own table and
+/// outside the ledger (the same rows, one transaction each): a multi-row `INSERT ... SELECT
+/// FROM unnest(arrays)` (what `PostgresLedger` does) and a binary `COPY`.
+fn bench_postgres_insert_methods(c: &mut Criterion, url: &str) {
+    use ::postgres::binary_copy::BinaryCopyInWriter;
+    use ::postgres::types::Type;
+    drop(PostgresLedger::connect(url).expect("migrate"));
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect");
+    let worker: i32 = client
+        .query_one(
+            "INSERT INTO workers (\"user\", worker) VALUES ('u', 'w') RETURNING id",
+            &[],
+        )
+        .expect("worker")
+        .get(0);
+    let mut group = c.benchmark_group("postgres_insert_method");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for size in [64usize, 1024, 4096] {
+        let shares: Vec<ShareRecord> = (0..size as u64).map(share).collect();
+        let targets: Vec<[u8; 32]> = shares.iter().map(|s| s.target.to_le_bytes()).collect();
+        group.throughput(Throughput::Elements(size as u64));
+        let insert = client
+            .prepare(
+                "INSERT INTO shares (time_ms, connection_id, difficulty, worker_id, channel_id, \
+                 job_id, target, hash) \
+                 SELECT t, c, d, w, ch, j, tg, h FROM unnest($1::int8[], $2::int8[], \
+                 $3::float8[], $4::int4[], $5::int4[], $6::int4[], $7::bytea[], $8::bytea[]) \
+                 WITH ORDINALITY AS u (t, c, d, w, ch, j, tg, h, ord) ORDER BY ord",
+            )
+            .expect("prepare");
+        group.bench_with_input(BenchmarkId::new("unnest", size), &size, |b, _| {
+            b.iter(|| {
+                let times: Vec<i64> = shares.iter().map(|s| s.time_ms as i64).collect();
+                let conns: Vec<i64> = shares.iter().map(|s| s.connection_id as i64).collect();
+                let diffs: Vec<f64> = shares.iter().map(|s| s.difficulty).collect();
+                let workers: Vec<i32> = vec![worker; size];
+                let chans: Vec<i32> = shares.iter().map(|s| s.channel_id as i32).collect();
+                let jobs: Vec<i32> = shares.iter().map(|s| s.job_id as i32).collect();
+                let tgs: Vec<&[u8]> = targets.iter().map(|t| &t[..]).collect();
+                let hs: Vec<&[u8]> = shares.iter().map(|s| &s.hash.as_byte_array()[..]).collect();
+                let mut tx = client.transaction().expect("begin");
+                tx.execute(
+                    &insert,
+                    &[&times, &conns, &diffs, &workers, &chans, &jobs, &tgs, &hs],
+                )
+                .expect("insert");
+                tx.commit().expect("commit");
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("copy", size), &size, |b, _| {
+            b.iter(|| {
+                let mut tx = client.transaction().expect("begin");
+                let sink = tx
+                    .copy_in(
+                        "COPY shares (time_ms, connection_id, difficulty, worker_id, channel_id, \
+                         job_id, target, hash) FROM STDIN BINARY",
+                    )
+                    .expect("copy");
+                let types = [
+                    Type::INT8,
+                    Type::INT8,
+                    Type::FLOAT8,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::BYTEA,
+                    Type::BYTEA,
+                ];
+                let mut writer = BinaryCopyInWriter::new(sink, &types);
+                for (s, t) in shares.iter().zip(&targets) {
+                    writer
+                        .write(&[
+                            &(s.time_ms as i64),
+                            &(s.connection_id as i64),
+                            &s.difficulty,
+                            &worker,
+                            &(s.channel_id as i32),
+                            &(s.job_id as i32),
+                            &&t[..],
+                            &&s.hash.as_byte_array()[..],
+                        ])
+                        .expect("row");
+                }
+                writer.finish().expect("finish");
+                tx.commit().expect("commit");
+            })
+        });
+    }
+    group.finish();
+}
+
 fn main() {
     let pg = TempPostgres::start_durable();
     if std::env::var_os("LEDGER_SIZE").is_some() {
@@ -135,5 +228,6 @@ fn main() {
     }
     let mut ledger = PostgresLedger::connect(&pg.fresh_database()).expect("postgres");
     bench_backend(&mut c, "postgres", &mut ledger);
+    bench_postgres_insert_methods(&mut c, &pg.fresh_database());
     c.final_summary();
 }
