@@ -508,8 +508,10 @@ fn sqlite_locked_is_unavailable_then_works() {
     assert_eq!(ids, [1, 2]);
 }
 
-/// A file this process may not write: `Unavailable` (when not root; root ignores a file's
-/// mode, and the lock test above covers the same path for it).
+/// A file this process may not write: `Unavailable`; writable again: it opens and writes.
+/// Root ignores a file's mode, so as root the file is made immutable (`chattr +i`) instead;
+/// where even that is not permitted (a container without CAP_LINUX_IMMUTABLE), the lock test
+/// above covers the same path.
 #[test]
 fn sqlite_read_only_file_is_unavailable_then_works() {
     use std::os::unix::fs::PermissionsExt;
@@ -519,10 +521,30 @@ fn sqlite_read_only_file_is_unavailable_then_works() {
     l.append(&one_share(1)).unwrap();
     drop(l);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let privileged = std::fs::OpenOptions::new().write(true).open(&path).is_ok();
-    if !privileged {
+    let mut immutable = false;
+    if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
+        // Privileged: the mode does not stop us.
+        immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    }
+    let read_only = std::fs::OpenOptions::new().write(true).open(&path).is_err();
+    assert!(read_only || !immutable, "chattr +i left the file writable");
+    if read_only {
         let err = SqliteLedger::open(&path).unwrap_err();
+        eprintln!("read-only ledger: {err}");
         assert!(err.is_transient(), "{err:?}");
+    }
+    if immutable {
+        let status = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut l = SqliteLedger::open(&path).unwrap();
