@@ -37,6 +37,10 @@ const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
 /// How long a connection attempt may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long sent data may stay unacknowledged before the connection counts as dropped (a
+/// server that vanished without closing: the writer must say `Unavailable`, not hang).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Rows fetched at a time while a PPLNS window is read (it stops where the window is full).
 const WINDOW_CHUNK: i32 = 1024;
 
@@ -176,6 +180,9 @@ impl PostgresLedger {
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("blvm-stratum-v2");
