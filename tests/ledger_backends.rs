@@ -790,3 +790,19 @@ fn long_windows_match_memory() {
         &reference,
     );
 }
+
+/// `open` picks the backend from the location: a path is SQLite, a URL PostgreSQL.
+#[test]
+fn open_by_location_picks_the_backend() {
+    use blvm_stratum_v2::ledger::{LedgerLocation, open};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let pg = TempPostgres::start();
+    for text in [path.display().to_string(), pg.url()] {
+        let location = LedgerLocation::parse(&text).unwrap();
+        let mut ledger = open(&location).unwrap();
+        ledger.append(&one_share(1)).unwrap();
+        assert_eq!(ledger.last_share_id().unwrap(), 1, "{location}");
+    }
+    assert!(path.is_file());
+}
