@@ -214,6 +214,12 @@ impl SqliteLedger {
                      target, difficulty, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sqlite_error)?;
+            // Ids of this batch's shares, kept only when a block needs its share's id.
+            let mut ids = Vec::with_capacity(if batch.blocks.is_empty() {
+                0
+            } else {
+                batch.shares.len()
+            });
             for share in &batch.shares {
                 let worker_id =
                     Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
@@ -230,14 +236,29 @@ impl SqliteLedger {
                         &share.hash.as_byte_array()[..],
                     ])
                     .map_err(sqlite_error)?;
+                if !batch.blocks.is_empty() {
+                    ids.push(tx.last_insert_rowid());
+                }
             }
             let mut insert_block = tx
                 .prepare_cached(
-                    "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, user, worker) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (hash) DO NOTHING",
+                    "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, user, worker, \
+                     share_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hash) DO NOTHING",
                 )
                 .map_err(sqlite_error)?;
             for block in &batch.blocks {
+                // The finding share: in this batch (usual), else searched in the ledger.
+                let share_id = match batch.shares.iter().position(|s| s.hash == block.hash) {
+                    Some(index) => Some(ids[index]),
+                    None => tx
+                        .prepare_cached("SELECT id FROM shares WHERE hash = ?1 ORDER BY id LIMIT 1")
+                        .map_err(sqlite_error)?
+                        .query_row(params![&block.hash.as_byte_array()[..]], |row| {
+                            row.get::<_, i64>(0)
+                        })
+                        .optional()
+                        .map_err(sqlite_error)?,
+                };
                 insert_block
                     .execute(params![
                         &block.hash.as_byte_array()[..],
@@ -247,6 +268,7 @@ impl SqliteLedger {
                         block.bits.to_consensus(),
                         block.user,
                         block.worker,
+                        share_id,
                     ])
                     .map_err(sqlite_error)?;
             }
@@ -521,14 +543,24 @@ impl Ledger for SqliteLedger {
     }
 
     fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
-        let shares = self.collect_shares(
+        let hash = &hash.as_byte_array()[..];
+        // A block's share through the block's link (an index lookup); any other hash by a
+        // scan (no index on hashes: see migrations/sqlite/0001_init.sql).
+        let linked = self.collect_shares(
             &format!(
-                "SELECT {SHARE_COLUMNS} WHERE substr(s.hash, 1, 8) = substr(?1, 1, 8) \
-                 AND s.hash = ?1 ORDER BY s.id LIMIT 1"
+                "SELECT {SHARE_COLUMNS} WHERE s.id = \
+                 (SELECT share_id FROM blocks WHERE hash = ?1) AND s.hash = ?1"
             ),
-            params![&hash.as_byte_array()[..]],
+            params![hash],
         )?;
-        Ok(shares.into_iter().next())
+        if let Some(share) = linked.into_iter().next() {
+            return Ok(Some(share));
+        }
+        let scanned = self.collect_shares(
+            &format!("SELECT {SHARE_COLUMNS} WHERE s.hash = ?1 ORDER BY s.id LIMIT 1"),
+            params![hash],
+        )?;
+        Ok(scanned.into_iter().next())
     }
 
     fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {

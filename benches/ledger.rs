@@ -1,0 +1,233 @@
+//! The ledger's backends at their limit on this machine: shares per second through
+//! `Ledger::append` with 1, 64, 1024 and 4096 shares per append (one transaction each, as the
+//! group-commit writer does), for SQLite with synchronous=FULL (what the pool runs) and NORMAL,
+//! and for PostgreSQL (a throwaway server with fsync on). Criterion reports elements (shares)
+//! per second; BENCHMARKS.md, "Ledger backends (issue 15)", keeps the figures.
+//!
+//! `LEDGER_SIZE=1` first appends 1,000,000 shares to each backend and prints the bytes they
+//! take (the README's "Ledger size").
+
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{BlockHash, Target};
+use blvm_stratum_v2::ledger::{
+    Ledger, LedgerBatch, PostgresLedger, ShareRecord, SqliteLedger, SqliteSettings, SqliteSync,
+};
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+use postgres::TempPostgres;
+
+/// A realistic share: a mainnet-length address, a worker, a pool-difficulty target.
+fn share(n: u64) -> ShareRecord {
+    let hash = BlockHash::from_raw_hash(sha256d::Hash::hash(&n.to_le_bytes()));
+    let mut target = [0u8; 32];
+    target[26] = 0xff;
+    target[25] = (n % 7) as u8;
+    ShareRecord {
+        time_ms: 1_764_800_000_000 + n / 100,
+        user: format!("bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0w{:03}", n % 1000),
+        worker: format!("rig{}", n % 4),
+        connection_id: n % 1000 + 1,
+        channel_id: (n % 1000) as u32 + 1,
+        job_id: (n / 5000) as u32 + 1,
+        target: Target::from_le_bytes(target),
+        difficulty: 65_536.0,
+        hash,
+    }
+}
+
+fn batch(from: u64, size: usize) -> LedgerBatch {
+    LedgerBatch {
+        shares: (from..from + size as u64).map(share).collect(),
+        ..LedgerBatch::default()
+    }
+}
+
+const SIZES: [usize; 4] = [1, 64, 1024, 4096];
+
+fn bench_backend(c: &mut Criterion, name: &str, ledger: &mut dyn Ledger) {
+    let mut group = c.benchmark_group(format!("ledger_append/{name}"));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    let mut next = 0u64;
+    for size in SIZES {
+        let prepared: Vec<LedgerBatch> = (0..16).map(|i| batch(i * size as u64, size)).collect();
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| {
+                next += 1;
+                ledger
+                    .append(&prepared[(next % 16) as usize])
+                    .expect("append");
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Appends a million shares in batches of 4096; returns the seconds it took.
+fn fill_million(ledger: &mut dyn Ledger) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while n < 1_000_000 {
+        let size = 4096.min(1_000_000 - n) as usize;
+        ledger.append(&batch(n, size)).expect("append");
+        n += size as u64;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn sqlite_file_bytes(path: &std::path::Path) -> u64 {
+    // After a checkpoint the WAL is empty: the database is the main file.
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    std::fs::metadata(path).expect("size").len()
+}
+
+fn ledger_size(pg: &TempPostgres) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.sqlite3");
+    let seconds = fill_million(&mut SqliteLedger::open(&path).expect("sqlite"));
+    let bytes = sqlite_file_bytes(&path);
+    println!(
+        "ledger size: sqlite 1,000,000 shares: {bytes} bytes ({:.0} bytes/share), filled in {seconds:.1} s",
+        bytes as f64 / 1e6
+    );
+    let url = pg.fresh_database();
+    let seconds = fill_million(&mut PostgresLedger::connect(&url).expect("postgres"));
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("connect");
+    client
+        .batch_execute("VACUUM ANALYZE shares")
+        .expect("vacuum");
+    let shares = pg.total_relation_size(&url, "shares");
+    let workers = pg.total_relation_size(&url, "workers");
+    println!(
+        "ledger size: postgres 1,000,000 shares: shares {shares} bytes + workers {workers} bytes ({:.0} bytes/share), filled in {seconds:.1} s",
+        (shares + workers) as f64 / 1e6
+    );
+}
+
+/// The two ways to send a batch of shares to PostgreSQL, on the ledger's own table and
+/// outside the ledger (the same rows, one transaction each): a multi-row `INSERT ... SELECT
+/// FROM unnest(arrays)` (what `PostgresLedger` does) and a binary `COPY`.
+fn bench_postgres_insert_methods(c: &mut Criterion, url: &str) {
+    use ::postgres::binary_copy::BinaryCopyInWriter;
+    use ::postgres::types::Type;
+    drop(PostgresLedger::connect(url).expect("migrate"));
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).expect("connect");
+    let worker: i32 = client
+        .query_one(
+            "INSERT INTO workers (\"user\", worker) VALUES ('u', 'w') RETURNING id",
+            &[],
+        )
+        .expect("worker")
+        .get(0);
+    let mut group = c.benchmark_group("postgres_insert_method");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for size in [64usize, 1024, 4096] {
+        let shares: Vec<ShareRecord> = (0..size as u64).map(share).collect();
+        let targets: Vec<[u8; 32]> = shares.iter().map(|s| s.target.to_le_bytes()).collect();
+        group.throughput(Throughput::Elements(size as u64));
+        let insert = client
+            .prepare(
+                "INSERT INTO shares (time_ms, connection_id, difficulty, worker_id, channel_id, \
+                 job_id, target, hash) \
+                 SELECT t, c, d, w, ch, j, tg, h FROM unnest($1::int8[], $2::int8[], \
+                 $3::float8[], $4::int4[], $5::int4[], $6::int4[], $7::bytea[], $8::bytea[]) \
+                 WITH ORDINALITY AS u (t, c, d, w, ch, j, tg, h, ord) ORDER BY ord",
+            )
+            .expect("prepare");
+        group.bench_with_input(BenchmarkId::new("unnest", size), &size, |b, _| {
+            b.iter(|| {
+                let times: Vec<i64> = shares.iter().map(|s| s.time_ms as i64).collect();
+                let conns: Vec<i64> = shares.iter().map(|s| s.connection_id as i64).collect();
+                let diffs: Vec<f64> = shares.iter().map(|s| s.difficulty).collect();
+                let workers: Vec<i32> = vec![worker; size];
+                let chans: Vec<i32> = shares.iter().map(|s| s.channel_id as i32).collect();
+                let jobs: Vec<i32> = shares.iter().map(|s| s.job_id as i32).collect();
+                let tgs: Vec<&[u8]> = targets.iter().map(|t| &t[..]).collect();
+                let hs: Vec<&[u8]> = shares.iter().map(|s| &s.hash.as_byte_array()[..]).collect();
+                let mut tx = client.transaction().expect("begin");
+                tx.execute(
+                    &insert,
+                    &[&times, &conns, &diffs, &workers, &chans, &jobs, &tgs, &hs],
+                )
+                .expect("insert");
+                tx.commit().expect("commit");
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("copy", size), &size, |b, _| {
+            b.iter(|| {
+                let mut tx = client.transaction().expect("begin");
+                let sink = tx
+                    .copy_in(
+                        "COPY shares (time_ms, connection_id, difficulty, worker_id, channel_id, \
+                         job_id, target, hash) FROM STDIN BINARY",
+                    )
+                    .expect("copy");
+                let types = [
+                    Type::INT8,
+                    Type::INT8,
+                    Type::FLOAT8,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::INT4,
+                    Type::BYTEA,
+                    Type::BYTEA,
+                ];
+                let mut writer = BinaryCopyInWriter::new(sink, &types);
+                for (s, t) in shares.iter().zip(&targets) {
+                    writer
+                        .write(&[
+                            &(s.time_ms as i64),
+                            &(s.connection_id as i64),
+                            &s.difficulty,
+                            &worker,
+                            &(s.channel_id as i32),
+                            &(s.job_id as i32),
+                            &&t[..],
+                            &&s.hash.as_byte_array()[..],
+                        ])
+                        .expect("row");
+                }
+                writer.finish().expect("finish");
+                tx.commit().expect("commit");
+            })
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let pg = TempPostgres::start_durable();
+    if std::env::var_os("LEDGER_SIZE").is_some() {
+        ledger_size(&pg);
+    }
+    let mut c = Criterion::default().configure_from_args();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, synchronous) in [
+        ("sqlite_full", SqliteSync::Full),
+        ("sqlite_normal", SqliteSync::Normal),
+    ] {
+        let settings = SqliteSettings {
+            synchronous,
+            ..SqliteSettings::default()
+        };
+        let mut ledger =
+            SqliteLedger::open_with(dir.path().join(format!("{name}.sqlite3")), &settings)
+                .expect("sqlite");
+        bench_backend(&mut c, name, &mut ledger);
+    }
+    let mut ledger = PostgresLedger::connect(&pg.fresh_database()).expect("postgres");
+    bench_backend(&mut c, "postgres", &mut ledger);
+    bench_postgres_insert_methods(&mut c, &pg.fresh_database());
+    c.final_summary();
+}
