@@ -20,6 +20,7 @@ use crate::node::regtest::{
     ADAPTIVE_CHAIN_BITS, ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS,
 };
 use crate::node::rpc::{RpcAuth, RpcConfig};
+use crate::payout::{PayoutPolicy, PayoutScheme};
 use crate::server::{RewardDestination, ServerConfig};
 use crate::shell::{AdmissionConfig, Rate};
 
@@ -274,6 +275,103 @@ pub struct PoolOptions {
     /// about twice this on disk. Default: 16777216 (16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub log_max_bytes: Option<u64>,
+
+    // ----- issue 15, payouts (helper C) -----
+    /// How a found block's reward is divided: "pplns" (over the last N units of difficulty)
+    /// or "solo" (to the user whose share found it). Default: pplns.
+    #[arg(long, value_name = "SCHEME")]
+    pub payout_scheme: Option<String>,
+    /// The PPLNS window: this many times the network difficulty of the block. Default: 2.
+    #[arg(long, value_name = "N")]
+    pub pplns_window_multiple: Option<f64>,
+    /// The pool's fee, percent of each block's reward (0 to 100). Default: 1.
+    #[arg(long, value_name = "PERCENT")]
+    pub pool_fee_percent: Option<f64>,
+    /// Shares older than the newest PPLNS window are kept this long more, then pruned.
+    /// Default: 604800 (7 days).
+    #[arg(long, value_name = "SECS")]
+    pub ledger_retention_secs: Option<u64>,
+    /// The `[users]` table: accounts miners name in user_identity (`ACCOUNT.worker`) and their
+    /// payout addresses (`[users.alice] address = "bc1..."`), checked at start against the
+    /// node's network. File only.
+    #[arg(skip)]
+    pub users: Option<std::collections::BTreeMap<String, UserAccountOptions>>,
+    // ----- end of payouts -----
+}
+
+/// One account of the `[users]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAccountOptions {
+    /// Where the account's balance is paid.
+    pub address: String,
+}
+
+/// The payout keys (issue 15, helper C), each checked; the `[users]` addresses are checked
+/// against the node's network when the server starts.
+fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, ConfigError> {
+    let d = PayoutPolicy::default();
+    let scheme = match o.payout_scheme.as_deref() {
+        None => d.scheme,
+        Some(name) => PayoutScheme::from_name(name).ok_or_else(|| {
+            invalid(
+                source_name,
+                "payout_scheme",
+                format!("`{name}` is not a payout scheme (known: pplns, solo)"),
+            )
+        })?,
+    };
+    let window_multiple = match o.pplns_window_multiple {
+        None => d.window_multiple,
+        Some(m) if m.is_finite() && m > 0.0 => m,
+        Some(m) => {
+            return Err(invalid(
+                source_name,
+                "pplns_window_multiple",
+                format!("{m} is not a positive number"),
+            ));
+        }
+    };
+    let fee_percent = match o.pool_fee_percent {
+        None => d.fee_percent,
+        Some(p) if (0.0..=100.0).contains(&p) => p,
+        Some(p) => {
+            return Err(invalid(
+                source_name,
+                "pool_fee_percent",
+                format!("{p} is not 0 to 100"),
+            ));
+        }
+    };
+    let mut accounts = std::collections::BTreeMap::new();
+    for (name, entry) in o.users.iter().flatten() {
+        let refuse = |why: String| invalid(source_name, "users", format!("[users.{name}]: {why}"));
+        if name.is_empty() || name.contains('.') || name.starts_with("sri/") {
+            return Err(refuse(
+                "an account name is not empty, has no `.` (it separates the worker) and does \
+                 not start with sri/"
+                    .into(),
+            ));
+        }
+        if crate::payout::identity::looks_like_address(name) {
+            return Err(refuse(
+                "an account name must not look like an address (miners name an address directly)"
+                    .into(),
+            ));
+        }
+        let address = entry
+            .address
+            .parse::<Address<bitcoin::address::NetworkUnchecked>>()
+            .map_err(|e| refuse(format!("address `{}`: {e}", entry.address)))?;
+        accounts.insert(name.clone(), address);
+    }
+    Ok(PayoutPolicy {
+        scheme,
+        window_multiple,
+        fee_percent,
+        retention_secs: o.ledger_retention_secs.unwrap_or(d.retention_secs),
+        accounts,
+    })
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -349,7 +447,13 @@ impl PoolOptions {
             chain_block_interval_secs,
             max_submitted_blocks,
             rpc_password_file,
-            log_max_bytes
+            log_max_bytes,
+            // Issue 15, payouts.
+            payout_scheme,
+            pplns_window_multiple,
+            pool_fee_percent,
+            ledger_retention_secs,
+            users
         );
         self
     }
@@ -455,6 +559,8 @@ pub struct PoolConfig {
     pub max_submitted_blocks: usize,
     /// Started by blvm-node: size at which the log file is rotated.
     pub log_max_bytes: u64,
+    /// Issue 15: how blocks are paid.
+    pub payout: PayoutPolicy,
 }
 
 /// The data directory unless configured.
@@ -485,6 +591,7 @@ impl From<PoolConfig> for ServerConfig {
             max_connections: c.max_connections,
             admission: c.admission,
             max_submitted_blocks: c.max_submitted_blocks,
+            payout: c.payout,
         }
     }
 }
@@ -877,6 +984,8 @@ impl PoolConfig {
                     ));
                 }
             },
+            // Issue 15, payouts.
+            payout: payout_policy(o, source_name)?,
         })
     }
 }

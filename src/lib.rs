@@ -35,7 +35,7 @@
 //! shell ──> connection, mining (certificate rule), noise     listener, driver loop, renewal
 //! client ──> connection, block, mining, noise, wire
 //! node ──> block                       the backends
-//! mining ──> connection (Outbox, Protocol), block, wire   sessions and the pool object
+//! mining ──> connection (Outbox, Protocol), block, wire, payout (identities)   sessions, pool
 //! connection ──> noise, wire           one SV2 connection, sans-IO
 //! payout ──> ledger                    identities, the split, settlement, pruning
 //! ledger ──> (bitcoin only)            the share ledger trait, the memory reference, backends

@@ -2,7 +2,10 @@
 //! value built from the configuration and handed to settlement, pruning and the command line,
 //! so that they all use the same numbers.
 
-use bitcoin::{CompactTarget, Target};
+use std::collections::BTreeMap;
+
+use bitcoin::address::NetworkUnchecked;
+use bitcoin::{Address, CompactTarget, Network, Target};
 
 /// How a block's reward is divided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +54,21 @@ pub struct PayoutPolicy {
     pub fee_percent: f64,
     /// Shares older than the newest window are kept this long more.
     pub retention_secs: u64,
+    /// The `[users]` table: accounts and their payout addresses (checked against the node's
+    /// network at start, [`PayoutPolicy::check_accounts`]).
+    pub accounts: BTreeMap<String, Address<NetworkUnchecked>>,
+}
+
+/// An account of the `[users]` table whose address is of another network than the node's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[users.{account}]: address {address} is not for {network}")]
+pub struct AccountNetworkError {
+    /// The account.
+    pub account: String,
+    /// Its address.
+    pub address: String,
+    /// The node's network.
+    pub network: Network,
 }
 
 impl Default for PayoutPolicy {
@@ -60,11 +78,29 @@ impl Default for PayoutPolicy {
             window_multiple: DEFAULT_WINDOW_MULTIPLE,
             fee_percent: DEFAULT_FEE_PERCENT,
             retention_secs: DEFAULT_RETENTION_SECS,
+            accounts: BTreeMap::new(),
         }
     }
 }
 
 impl PayoutPolicy {
+    /// Checks every account's address against the node's network (like
+    /// `coinbase_reward_script`): a balance must be payable on the chain the pool mines.
+    pub fn check_accounts(&self, network: Network) -> Result<(), AccountNetworkError> {
+        match self
+            .accounts
+            .iter()
+            .find(|(_, a)| !a.is_valid_for_network(network))
+        {
+            Some((account, address)) => Err(AccountNetworkError {
+                account: account.clone(),
+                address: address.clone().assume_checked().to_string(),
+                network,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The PPLNS window in difficulty for a block of `bits`: the multiple times the network
     /// difficulty (the difficulty-1 target divided by the block's target).
     pub fn window_difficulty(&self, bits: CompactTarget) -> f64 {

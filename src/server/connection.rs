@@ -122,7 +122,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> ConnectionEnd {
     let cfg = &shared.config;
-    let session = Session::new(Arc::new(cfg.mining.clone()), shared.allocator.clone())
+    let mut mining = cfg.mining.clone();
+    mining.payout_network = shared.payout_network.get().copied();
+    let session = Session::new(Arc::new(mining), shared.allocator.clone())
         .with_channel_budget(shared.channels.clone());
     let mut conn = Connection::accept(
         session,

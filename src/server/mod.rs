@@ -130,6 +130,9 @@ pub struct Shared {
     gate: gate::Gate,
     /// The pool-wide channel cap, shared by every session.
     channels: Arc<ChannelBudget>,
+    /// The node's network, once it said (issue 15, payouts): a payout address in a
+    /// user_identity must be of it.
+    payout_network: std::sync::OnceLock<bitcoin::Network>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -403,6 +406,7 @@ impl StratumV2Server {
             pending: Mutex::new(std::collections::HashMap::new()),
             gate,
             channels: Arc::new(ChannelBudget::new(config_max_channels)),
+            payout_network: std::sync::OnceLock::new(),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -453,6 +457,14 @@ impl StratumV2Server {
         let chain =
             wait_for_node("the node does not say its chain yet", || self.node.chain()).await;
         check_reward_destination(&cfg.reward_destination, &chain)?;
+        // Issue 15, payouts: the [users] table's addresses and miners' addresses must be of
+        // the node's network.
+        if let crate::node::NodeChain::Known(network) = chain {
+            cfg.payout
+                .check_accounts(network)
+                .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+            let _ = self.shared.payout_network.set(network);
+        }
         info!(%chain, "node chain");
 
         // Subscribed before the first template: a tip the node announces from here on (the

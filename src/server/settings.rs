@@ -47,4 +47,6 @@ pub struct ServerConfig {
     /// Blocks kept in `blocks/submitted`, oldest removed first (`blocks/pending` is never
     /// pruned).
     pub max_submitted_blocks: usize,
+    /// Issue 15: how blocks are paid (scheme, window, fee, retention, `[users]` accounts).
+    pub payout: crate::payout::PayoutPolicy,
 }

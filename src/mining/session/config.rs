@@ -87,6 +87,11 @@ pub struct MiningConfig {
     ///
     /// [`ChannelBudget`]: super::ChannelBudget
     pub max_channels: usize,
+    // Issue 15, payouts (helper C).
+    /// The network a payout address in user_identity must be of (the node's, set by the
+    /// server once the node says its chain); `None`: addresses are checked for syntax only.
+    /// A malformed or wrong-network address is refused with `unknown-user` at open.
+    pub payout_network: Option<bitcoin::Network>,
 }
 
 impl Default for MiningConfig {
@@ -115,6 +120,7 @@ impl Default for MiningConfig {
             share_rate_multiple: 20.0,
             flood_close_refusals: 1000,
             max_channels: 20_000,
+            payout_network: None,
         }
     }
 }
