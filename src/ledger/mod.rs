@@ -12,10 +12,17 @@
 #[cfg(feature = "runtime")]
 pub mod export;
 pub mod memory;
+// The backends (helper B): SQLite, PostgreSQL, and opening one from a location.
+#[cfg(feature = "runtime")]
+mod columns;
+#[cfg(feature = "runtime")]
+pub mod sqlite;
 
 use bitcoin::{BlockHash, CompactTarget, Target};
 
 pub use memory::MemoryLedger;
+#[cfg(feature = "runtime")]
+pub use sqlite::{SqliteLedger, SqliteSettings, SqliteSync};
 
 /// One accepted share as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq)]

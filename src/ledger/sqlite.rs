@@ -1,0 +1,663 @@
+//! The ledger in SQLite, the default: one file (`DATA_DIR/ledger.sqlite3`, mode 0600) in WAL
+//! mode, one immediate transaction per [`Ledger::append`] with cached prepared statements, the
+//! schema migrated at open from `migrations/sqlite/` (embedded).
+//!
+//! Durability: `synchronous = FULL`. In WAL mode NORMAL skips the fsync of the WAL at each
+//! commit (it syncs only at checkpoints): a commit survives a `kill -9` of the pool (the data
+//! is in the OS page cache) but not a power loss or a kernel crash, and the pool acknowledges
+//! a share only after its commit, so an acknowledged share could be lost. FULL fsyncs the WAL
+//! at every commit; with group commit that is one fsync per flush, not per share
+//! (BENCHMARKS.md, "Ledger backends (issue 15)", measures both).
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use bitcoin::hashes::Hash;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::columns::{
+    block_hash, block_status, bound_i64, compact_target, limit_i64, status_reason, target, to_i64,
+    to_u64,
+};
+use super::{
+    Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
+    PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
+};
+
+/// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// When SQLite syncs a commit to disk (see the module comment for why FULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// fsync the WAL at every commit: a returned `append` survives a power loss.
+    Full,
+    /// fsync at checkpoints only: survives a process kill, not a power loss (benchmarks).
+    Normal,
+}
+
+/// How a [`SqliteLedger`] is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    /// How long a statement waits for another connection's lock before `Unavailable`.
+    pub busy_timeout: Duration,
+    /// When commits reach the disk.
+    pub synchronous: SqliteSync,
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        SqliteSettings {
+            busy_timeout: Duration::from_secs(5),
+            synchronous: SqliteSync::Full,
+        }
+    }
+}
+
+const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.user, w.worker, s.connection_id, s.channel_id, \
+     s.job_id, s.target, s.difficulty, s.hash FROM shares s JOIN workers w ON w.id = s.worker_id";
+
+const BLOCK_COLUMNS: &str =
+    "hash, height, time_ms, reward_sat, bits, user, worker, status, reason FROM blocks";
+
+/// A [`Ledger`] in an SQLite file.
+pub struct SqliteLedger {
+    conn: Connection,
+    /// Worker ids by user and worker, as committed (cleared when a transaction fails).
+    worker_ids: HashMap<String, HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for SqliteLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLedger")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLedger {
+    /// Opens (creating it, mode 0600) the ledger at `path` with the default settings
+    /// (synchronous=FULL, 5 s busy timeout), migrating its schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
+        Self::open_with(path, &SqliteSettings::default())
+    }
+
+    /// Opens the ledger at `path` with these settings.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        settings: &SqliteSettings,
+    ) -> Result<Self, LedgerError> {
+        let path = path.as_ref();
+        // Create the file ourselves so that it (and the WAL and shared-memory files SQLite
+        // gives the same mode) is readable by this user only.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    LedgerError::Location(format!("{}: {e}", path.display()))
+                }
+                _ => LedgerError::Unavailable(format!("{}: {e}", path.display())),
+            })?;
+        let conn = Connection::open(path).map_err(sqlite_error)?;
+        conn.busy_timeout(settings.busy_timeout)
+            .map_err(sqlite_error)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(sqlite_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(LedgerError::Unavailable(format!(
+                "{}: journal mode {mode}, not WAL",
+                path.display()
+            )));
+        }
+        let synchronous = match settings.synchronous {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(sqlite_error)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let mut ledger = SqliteLedger {
+            conn,
+            worker_ids: HashMap::new(),
+        };
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// The schema version this program writes (the number of its migrations).
+    pub fn schema_version() -> u32 {
+        MIGRATIONS.len() as u32
+    }
+
+    /// Applies the migrations the file lacks, in one transaction; refuses a newer schema.
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version INTEGER PRIMARY KEY,
+                 applied_ms INTEGER NOT NULL
+             )",
+        )
+        .map_err(sqlite_error)?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(sqlite_error)?;
+        let known = MIGRATIONS.len() as i64;
+        if current > known {
+            return Err(LedgerError::Schema(format!(
+                "the ledger's schema is version {current}, newer than this program's {known}"
+            )));
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let version = index as i64 + 1;
+            tx.execute_batch(sql)
+                .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
+                params![version, now_ms()],
+            )
+            .map_err(sqlite_error)?;
+        }
+        tx.commit().map_err(sqlite_error)
+    }
+
+    /// The worker id of `user`/`worker`, inserting the pair if new (inside `tx`).
+    fn worker_id(
+        worker_ids: &mut HashMap<String, HashMap<String, i64>>,
+        tx: &rusqlite::Transaction<'_>,
+        user: &str,
+        worker: &str,
+    ) -> rusqlite::Result<i64> {
+        if let Some(id) = worker_ids.get(user).and_then(|w| w.get(worker)) {
+            return Ok(*id);
+        }
+        tx.prepare_cached(
+            "INSERT INTO workers (user, worker) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![user, worker])?;
+        let id: i64 = tx
+            .prepare_cached("SELECT id FROM workers WHERE user = ?1 AND worker = ?2")?
+            .query_row(params![user, worker], |row| row.get(0))?;
+        worker_ids
+            .entry(user.to_owned())
+            .or_default()
+            .insert(worker.to_owned(), id);
+        Ok(id)
+    }
+
+    fn try_append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error)?;
+        {
+            let mut insert_share = tx
+                .prepare_cached(
+                    "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, \
+                     target, difficulty, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sqlite_error)?;
+            for share in &batch.shares {
+                let worker_id =
+                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
+                        .map_err(sqlite_error)?;
+                insert_share
+                    .execute(params![
+                        to_i64(share.time_ms, "time_ms")?,
+                        worker_id,
+                        to_i64(share.connection_id, "connection_id")?,
+                        share.channel_id,
+                        share.job_id,
+                        &share.target.to_le_bytes()[..],
+                        share.difficulty,
+                        &share.hash.as_byte_array()[..],
+                    ])
+                    .map_err(sqlite_error)?;
+            }
+            let mut insert_block = tx
+                .prepare_cached(
+                    "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, user, worker) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (hash) DO NOTHING",
+                )
+                .map_err(sqlite_error)?;
+            for block in &batch.blocks {
+                insert_block
+                    .execute(params![
+                        &block.hash.as_byte_array()[..],
+                        block.height,
+                        to_i64(block.time_ms, "time_ms")?,
+                        to_i64(block.reward_sat, "reward_sat")?,
+                        block.bits.to_consensus(),
+                        block.user,
+                        block.worker,
+                    ])
+                    .map_err(sqlite_error)?;
+            }
+            let mut add_rejected = tx
+                .prepare_cached(
+                    "INSERT INTO rejected (user, worker, reason, count) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (user, worker, reason) DO UPDATE SET count = count + excluded.count",
+                )
+                .map_err(sqlite_error)?;
+            for r in &batch.rejected {
+                add_rejected
+                    .execute(params![
+                        r.user,
+                        r.worker,
+                        r.reason,
+                        to_i64(r.count, "count")?
+                    ])
+                    .map_err(sqlite_error)?;
+            }
+        }
+        tx.commit().map_err(sqlite_error)
+    }
+
+    fn try_record_payouts(&mut self, c: &PayoutComputation) -> Result<bool, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error)?;
+        let hash = &c.block_hash.as_byte_array()[..];
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO payout_computations (block_hash, scheme, reward_sat, fee_sat, \
+                 window_difficulty, counted_difficulty, first_share_id, last_share_id, \
+                 computed_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (block_hash) DO NOTHING",
+            )
+            .map_err(sqlite_error)?
+            .execute(params![
+                hash,
+                c.scheme,
+                to_i64(c.reward_sat, "reward_sat")?,
+                to_i64(c.fee_sat, "fee_sat")?,
+                c.window_difficulty,
+                c.counted_difficulty,
+                to_i64(c.first_share_id, "first_share_id")?,
+                to_i64(c.last_share_id, "last_share_id")?,
+                to_i64(c.computed_ms, "computed_ms")?,
+            ])
+            .map_err(sqlite_error)?;
+        if inserted == 0 {
+            // Already paid: write nothing (the transaction rolls back on drop).
+            return Ok(false);
+        }
+        {
+            let mut insert_payout = tx
+                .prepare_cached(
+                    "INSERT INTO payouts (block_hash, position, user, amount_sat, difficulty) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sqlite_error)?;
+            let mut credit = tx
+                .prepare_cached(
+                    "INSERT INTO balances (user, earned_sat) VALUES (?1, ?2) \
+                     ON CONFLICT (user) DO UPDATE SET earned_sat = earned_sat + excluded.earned_sat",
+                )
+                .map_err(sqlite_error)?;
+            let moves_balances = c.scheme != "coinbase";
+            for (position, p) in c.payouts.iter().enumerate() {
+                let amount = to_i64(p.amount_sat, "amount_sat")?;
+                insert_payout
+                    .execute(params![hash, position as i64, p.user, amount, p.difficulty])
+                    .map_err(sqlite_error)?;
+                if moves_balances {
+                    credit
+                        .execute(params![p.user, amount])
+                        .map_err(sqlite_error)?;
+                }
+            }
+        }
+        tx.commit().map_err(sqlite_error)?;
+        Ok(true)
+    }
+
+    fn try_payouts(&mut self, block: BlockHash) -> Result<Option<PayoutComputation>, LedgerError> {
+        let hash = &block.as_byte_array()[..];
+        let head = self
+            .conn
+            .prepare_cached(
+                "SELECT scheme, reward_sat, fee_sat, window_difficulty, counted_difficulty, \
+                 first_share_id, last_share_id, computed_ms FROM payout_computations \
+                 WHERE block_hash = ?1",
+            )
+            .map_err(sqlite_error)?
+            .query_row(params![hash], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, f64>(3)?,
+                    row.get::<_, f64>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, i64>(7)?,
+                ))
+            })
+            .optional()
+            .map_err(sqlite_error)?;
+        let Some((scheme, reward, fee, window, counted, first, last, computed)) = head else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT user, amount_sat, difficulty FROM payouts WHERE block_hash = ?1 \
+                 ORDER BY position",
+            )
+            .map_err(sqlite_error)?;
+        let mut rows = statement.query(params![hash]).map_err(sqlite_error)?;
+        let mut payouts = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            payouts.push(Payout {
+                user: row.get(0).map_err(sqlite_error)?,
+                amount_sat: to_u64(row.get(1).map_err(sqlite_error)?, "amount_sat")?,
+                difficulty: row.get(2).map_err(sqlite_error)?,
+            });
+        }
+        Ok(Some(PayoutComputation {
+            block_hash: block,
+            scheme,
+            reward_sat: to_u64(reward, "reward_sat")?,
+            fee_sat: to_u64(fee, "fee_sat")?,
+            window_difficulty: window,
+            counted_difficulty: counted,
+            first_share_id: to_u64(first, "first_share_id")?,
+            last_share_id: to_u64(last, "last_share_id")?,
+            computed_ms: to_u64(computed, "computed_ms")?,
+            payouts,
+        }))
+    }
+
+    /// Runs `query` (whose columns are [`SHARE_COLUMNS`]) and collects its shares.
+    fn collect_shares(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<StoredShare>, LedgerError> {
+        let mut statement = self.conn.prepare_cached(query).map_err(sqlite_error)?;
+        let mut rows = statement.query(params).map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            out.push(stored_share(row)?);
+        }
+        Ok(out)
+    }
+
+    fn window(&self, last_id: u64, difficulty: f64) -> Result<Vec<StoredShare>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {SHARE_COLUMNS} WHERE s.id <= ?1 ORDER BY s.id DESC"
+            ))
+            .map_err(sqlite_error)?;
+        // Rows are stepped lazily: the scan stops where the window is full.
+        let mut rows = statement
+            .query(params![bound_i64(last_id)])
+            .map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        let mut sum = 0.0;
+        while sum < difficulty {
+            let Some(row) = rows.next().map_err(sqlite_error)? else {
+                break;
+            };
+            let share = stored_share(row)?;
+            sum += share.record.difficulty;
+            out.push(share);
+        }
+        Ok(out)
+    }
+}
+
+fn stored_share(row: &Row<'_>) -> Result<StoredShare, LedgerError> {
+    let get_blob = |i: usize| -> Result<Vec<u8>, LedgerError> { row.get(i).map_err(sqlite_error) };
+    Ok(StoredShare {
+        id: to_u64(row.get(0).map_err(sqlite_error)?, "share id")?,
+        record: ShareRecord {
+            time_ms: to_u64(row.get(1).map_err(sqlite_error)?, "time_ms")?,
+            user: row.get(2).map_err(sqlite_error)?,
+            worker: row.get(3).map_err(sqlite_error)?,
+            connection_id: to_u64(row.get(4).map_err(sqlite_error)?, "connection_id")?,
+            channel_id: row.get(5).map_err(sqlite_error)?,
+            job_id: row.get(6).map_err(sqlite_error)?,
+            target: target(&get_blob(7)?)?,
+            difficulty: row.get(8).map_err(sqlite_error)?,
+            hash: block_hash(&get_blob(9)?)?,
+        },
+    })
+}
+
+fn stored_block(row: &Row<'_>) -> Result<StoredBlock, LedgerError> {
+    let hash: Vec<u8> = row.get(0).map_err(sqlite_error)?;
+    let status: String = row.get(7).map_err(sqlite_error)?;
+    Ok(StoredBlock {
+        block: FoundBlockRecord {
+            hash: block_hash(&hash)?,
+            height: row.get(1).map_err(sqlite_error)?,
+            time_ms: to_u64(row.get(2).map_err(sqlite_error)?, "time_ms")?,
+            reward_sat: to_u64(row.get(3).map_err(sqlite_error)?, "reward_sat")?,
+            bits: compact_target(row.get(4).map_err(sqlite_error)?)?,
+            user: row.get(5).map_err(sqlite_error)?,
+            worker: row.get(6).map_err(sqlite_error)?,
+        },
+        status: block_status(&status, row.get(8).map_err(sqlite_error)?)?,
+    })
+}
+
+impl Ledger for SqliteLedger {
+    fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+        let result = self.try_append(batch);
+        if result.is_err() {
+            // Worker ids inserted by the rolled-back transaction do not exist.
+            self.worker_ids.clear();
+        }
+        result
+    }
+
+    fn set_block_status(
+        &mut self,
+        hash: BlockHash,
+        status: &BlockStatus,
+    ) -> Result<(), LedgerError> {
+        self.conn
+            .prepare_cached("UPDATE blocks SET status = ?2, reason = ?3 WHERE hash = ?1")
+            .map_err(sqlite_error)?
+            .execute(params![
+                &hash.as_byte_array()[..],
+                status.name(),
+                status_reason(status)
+            ])
+            .map_err(sqlite_error)?;
+        Ok(())
+    }
+
+    fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!("SELECT {BLOCK_COLUMNS} WHERE hash = ?1"))
+            .map_err(sqlite_error)?;
+        let mut rows = statement
+            .query(params![&hash.as_byte_array()[..]])
+            .map_err(sqlite_error)?;
+        match rows.next().map_err(sqlite_error)? {
+            Some(row) => Ok(Some(stored_block(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn blocks(&mut self, limit: usize) -> Result<Vec<StoredBlock>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {BLOCK_COLUMNS} ORDER BY seq DESC LIMIT ?1"
+            ))
+            .map_err(sqlite_error)?;
+        let mut rows = statement
+            .query(params![limit_i64(limit)])
+            .map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            out.push(stored_block(row)?);
+        }
+        Ok(out)
+    }
+
+    fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
+        let shares = self.collect_shares(
+            &format!(
+                "SELECT {SHARE_COLUMNS} WHERE substr(s.hash, 1, 8) = substr(?1, 1, 8) \
+                 AND s.hash = ?1 ORDER BY s.id LIMIT 1"
+            ),
+            params![&hash.as_byte_array()[..]],
+        )?;
+        Ok(shares.into_iter().next())
+    }
+
+    fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {
+        match *range {
+            ShareRange::Window {
+                last_id,
+                difficulty,
+            } => self.window(last_id, difficulty),
+            ShareRange::Time {
+                from_ms,
+                to_ms,
+                limit,
+            } => self.collect_shares(
+                &format!(
+                    "SELECT {SHARE_COLUMNS} WHERE s.time_ms >= ?1 AND s.time_ms < ?2 \
+                     ORDER BY s.id LIMIT ?3"
+                ),
+                params![bound_i64(from_ms), bound_i64(to_ms), limit_i64(limit)],
+            ),
+            ShareRange::Ids {
+                from_id,
+                to_id,
+                limit,
+            } => self.collect_shares(
+                &format!(
+                    "SELECT {SHARE_COLUMNS} WHERE s.id >= ?1 AND s.id <= ?2 ORDER BY s.id LIMIT ?3"
+                ),
+                params![bound_i64(from_id), bound_i64(to_id), limit_i64(limit)],
+            ),
+        }
+    }
+
+    fn last_share_id(&mut self) -> Result<u64, LedgerError> {
+        let id: i64 = self
+            .conn
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM shares")
+            .map_err(sqlite_error)?
+            .query_row([], |row| row.get(0))
+            .map_err(sqlite_error)?;
+        to_u64(id, "share id")
+    }
+
+    fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError> {
+        self.try_record_payouts(computation)
+    }
+
+    fn payouts(&mut self, block_hash: BlockHash) -> Result<Option<PayoutComputation>, LedgerError> {
+        self.try_payouts(block_hash)
+    }
+
+    fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT user, earned_sat FROM balances ORDER BY user")
+            .map_err(sqlite_error)?;
+        let mut rows = statement.query([]).map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            out.push(Balance {
+                user: row.get(0).map_err(sqlite_error)?,
+                earned_sat: to_u64(row.get(1).map_err(sqlite_error)?, "earned_sat")?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT user, worker, reason, count FROM rejected ORDER BY user, worker, reason",
+            )
+            .map_err(sqlite_error)?;
+        let mut rows = statement.query([]).map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            out.push(RejectedCount {
+                user: row.get(0).map_err(sqlite_error)?,
+                worker: row.get(1).map_err(sqlite_error)?,
+                reason: row.get(2).map_err(sqlite_error)?,
+                count: to_u64(row.get(3).map_err(sqlite_error)?, "count")?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
+        let deleted = self
+            .conn
+            .prepare_cached("DELETE FROM shares WHERE id < ?2 AND time_ms < ?1")
+            .map_err(sqlite_error)?
+            .execute(params![bound_i64(before_ms), bound_i64(keep_from_id)])
+            .map_err(sqlite_error)?;
+        Ok(deleted as u64)
+    }
+}
+
+/// Sorts an SQLite error into the ledger's kinds: what may pass (disk full, I/O, locks,
+/// read-only, cannot open) is `Unavailable`; a damaged file or unreadable value is `Corrupt`;
+/// the rest (unknown tables or columns: a schema this program does not know) is `Schema`.
+fn sqlite_error(error: rusqlite::Error) -> LedgerError {
+    let text = error.to_string();
+    match error.sqlite_error_code() {
+        Some(
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OperationInterrupted
+            | ErrorCode::NoLargeFileSupport,
+        ) => LedgerError::Unavailable(text),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => LedgerError::Corrupt(text),
+        Some(_) => LedgerError::Schema(text),
+        None => match error {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..) => LedgerError::Corrupt(text),
+            _ => LedgerError::Schema(text),
+        },
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

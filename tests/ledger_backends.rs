@@ -1,0 +1,579 @@
+//! The ledger's backends against its reference: the same scripted calls on MemoryLedger,
+//! SqliteLedger and PostgresLedger give the same answers (shares, windows across batch
+//! boundaries, time and id ranges, blocks and their verdicts, rejected counts, payouts exactly
+//! once, balances, pruning); what a backend stores survives closing it; a newer schema is
+//! refused; a backend that cannot write says `Unavailable` and works again when it can.
+//! Random batches (proptest) give every backend the memory ledger's answers.
+
+use std::time::Duration;
+
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{BlockHash, CompactTarget, Target};
+use blvm_stratum_v2::ledger::{
+    BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, MemoryLedger, Payout,
+    PayoutComputation, RejectedCount, ShareRange, ShareRecord, SqliteLedger, SqliteSettings,
+    SqliteSync,
+};
+use proptest::prelude::*;
+
+fn hash(n: u64) -> BlockHash {
+    BlockHash::from_raw_hash(sha256d::Hash::hash(&n.to_le_bytes()))
+}
+
+fn share(n: u64, user: &str, worker: &str, time_ms: u64, difficulty: f64) -> ShareRecord {
+    let mut target = [0u8; 32];
+    target[28] = (n % 251) as u8 + 1;
+    target[3] = 0xa5;
+    ShareRecord {
+        time_ms,
+        user: user.into(),
+        worker: worker.into(),
+        connection_id: n % 7 + 1,
+        channel_id: u32::MAX - (n % 3) as u32,
+        job_id: (n * 31) as u32,
+        target: Target::from_le_bytes(target),
+        difficulty,
+        hash: hash(n),
+    }
+}
+
+fn block(n: u64, user: &str) -> FoundBlockRecord {
+    FoundBlockRecord {
+        hash: hash(n),
+        height: 800_000 + n as u32,
+        time_ms: 1_700_000_000_000 + n,
+        reward_sat: 312_500_000 + n,
+        bits: CompactTarget::from_consensus(0x1703_0ecd),
+        user: user.into(),
+        worker: "rig".into(),
+    }
+}
+
+fn rejected(user: &str, worker: &str, reason: &str, count: u64) -> RejectedCount {
+    RejectedCount {
+        user: user.into(),
+        worker: worker.into(),
+        reason: reason.into(),
+        count,
+    }
+}
+
+fn computation(block_hash: BlockHash, scheme: &str, payouts: &[(&str, u64)]) -> PayoutComputation {
+    PayoutComputation {
+        block_hash,
+        scheme: scheme.into(),
+        reward_sat: 312_500_000,
+        fee_sat: 3_125_000,
+        window_difficulty: 1.5e12,
+        counted_difficulty: 1234.5,
+        first_share_id: 2,
+        last_share_id: 9,
+        computed_ms: 1_700_000_000_123,
+        payouts: payouts
+            .iter()
+            .map(|(user, amount)| Payout {
+                user: (*user).into(),
+                amount_sat: *amount,
+                difficulty: *amount as f64 / 3.0,
+            })
+            .collect(),
+    }
+}
+
+/// Every answer, as its `Debug` text (f64 prints exactly): equal transcripts, equal answers.
+#[derive(Default)]
+struct Transcript(Vec<String>);
+
+impl Transcript {
+    fn note(&mut self, what: &str, answer: impl std::fmt::Debug) {
+        self.0.push(format!("{what}: {answer:?}"));
+    }
+}
+
+/// The scripted calls; every answer goes to the transcript.
+fn script(l: &mut dyn Ledger) -> Transcript {
+    let mut t = Transcript::default();
+    t.note("empty last id", l.last_share_id().unwrap());
+    t.note(
+        "empty window",
+        l.shares(&ShareRange::Window {
+            last_id: 100,
+            difficulty: 10.0,
+        })
+        .unwrap(),
+    );
+    // Three batches: shares of two users (one with two workers), a block, rejected counts.
+    let mut n = 0;
+    for (batch_index, size) in [3u64, 1, 5].into_iter().enumerate() {
+        let mut batch = LedgerBatch::default();
+        for _ in 0..size {
+            n += 1;
+            let user = if n % 3 == 0 { "bc1qbob" } else { "bc1qalice" };
+            let worker = if n % 2 == 0 { "rig1" } else { "" };
+            batch
+                .shares
+                .push(share(n, user, worker, 1_000 + 10 * n, 0.5 * n as f64));
+        }
+        batch.rejected.push(rejected(
+            "bc1qalice",
+            "rig1",
+            "stale-share",
+            batch_index as u64 + 1,
+        ));
+        batch
+            .rejected
+            .push(rejected("bc1qbob", "", "difficulty-too-low", 2));
+        if batch_index == 1 {
+            batch.blocks.push(block(n, "bc1qalice"));
+        }
+        l.append(&batch).unwrap();
+        t.note("last id", l.last_share_id().unwrap());
+    }
+    // An empty batch and a repeated block write nothing new.
+    l.append(&LedgerBatch::default()).unwrap();
+    l.append(&LedgerBatch {
+        blocks: vec![block(4, "bc1qother")],
+        ..LedgerBatch::default()
+    })
+    .unwrap();
+    l.append(&LedgerBatch {
+        blocks: vec![block(9, "bc1qbob")],
+        ..LedgerBatch::default()
+    })
+    .unwrap();
+    t.note("last id", l.last_share_id().unwrap());
+
+    // Windows across batch boundaries, exact and passed, and from an older share.
+    for (last_id, difficulty) in [
+        (9, 4.5),
+        (9, 4.6),
+        (9, 8.5),
+        (6, 6.0),
+        (9, 1e9),
+        (9, 0.0),
+        (0, 5.0),
+    ] {
+        t.note(
+            &format!("window {last_id} {difficulty}"),
+            l.shares(&ShareRange::Window {
+                last_id,
+                difficulty,
+            })
+            .unwrap(),
+        );
+    }
+    for (from_ms, to_ms, limit) in [
+        (1_020, 1_060, 100),
+        (0, u64::MAX, 3),
+        (1_090, 1_091, 10),
+        (5, 5, 10),
+    ] {
+        t.note(
+            &format!("time {from_ms} {to_ms} {limit}"),
+            l.shares(&ShareRange::Time {
+                from_ms,
+                to_ms,
+                limit,
+            })
+            .unwrap(),
+        );
+    }
+    for (from_id, to_id, limit) in [(2, 5, 100), (1, u64::MAX, 4), (8, 100, 10), (6, 2, 10)] {
+        t.note(
+            &format!("ids {from_id} {to_id} {limit}"),
+            l.shares(&ShareRange::Ids {
+                from_id,
+                to_id,
+                limit,
+            })
+            .unwrap(),
+        );
+    }
+    t.note("share by hash 4", l.share_by_hash(hash(4)).unwrap());
+    t.note("share by hash 99", l.share_by_hash(hash(99)).unwrap());
+
+    // Blocks and their verdicts.
+    t.note("blocks", l.blocks(10).unwrap());
+    t.note("blocks 1", l.blocks(1).unwrap());
+    l.set_block_status(hash(4), &BlockStatus::Accepted).unwrap();
+    l.set_block_status(hash(9), &BlockStatus::Rejected("bad-txns".into()))
+        .unwrap();
+    l.set_block_status(hash(77), &BlockStatus::Accepted)
+        .unwrap();
+    t.note("block 4", l.block(hash(4)).unwrap());
+    t.note("block 9", l.block(hash(9)).unwrap());
+    t.note("block 77", l.block(hash(77)).unwrap());
+    t.note("rejected", l.rejected().unwrap());
+
+    // Payouts exactly once per block; coinbase payouts move no balance.
+    let pplns = computation(
+        hash(4),
+        "pplns",
+        &[("bc1qalice", 200_000_000), ("bc1qbob", 109_375_000)],
+    );
+    t.note("record pplns", l.record_payouts(&pplns).unwrap());
+    t.note("balances", l.balances().unwrap());
+    let again = computation(hash(4), "pplns", &[("bc1qalice", 1), ("bc1qmallory", 5)]);
+    t.note("record again", l.record_payouts(&again).unwrap());
+    t.note("balances after again", l.balances().unwrap());
+    let coinbase = computation(hash(9), "coinbase", &[("bc1qalice", 7), ("bc1qcarol", 8)]);
+    t.note("record coinbase", l.record_payouts(&coinbase).unwrap());
+    t.note("balances after coinbase", l.balances().unwrap());
+    let solo = computation(hash(12), "solo", &[("bc1qbob", 5)]);
+    t.note("record solo", l.record_payouts(&solo).unwrap());
+    t.note("balances after solo", l.balances().unwrap());
+    t.note("payouts 4", l.payouts(hash(4)).unwrap());
+    t.note("payouts 9", l.payouts(hash(9)).unwrap());
+    t.note("payouts 5", l.payouts(hash(5)).unwrap());
+
+    // Pruning keeps the window: old shares go only below keep_from_id.
+    t.note("prune", l.prune(1_050, 3).unwrap());
+    t.note(
+        "after prune",
+        l.shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: 100,
+            limit: 100,
+        })
+        .unwrap(),
+    );
+    t.note("prune again", l.prune(1_050, 3).unwrap());
+    t.note("prune time", l.prune(1_035, 100).unwrap());
+    t.note(
+        "after prune time",
+        l.shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: 100,
+            limit: 100,
+        })
+        .unwrap(),
+    );
+    t.note(
+        "window after prune",
+        l.shares(&ShareRange::Window {
+            last_id: 9,
+            difficulty: 100.0,
+        })
+        .unwrap(),
+    );
+    // Ids are never reused, even when everything was pruned.
+    t.note("prune all", l.prune(u64::MAX, u64::MAX).unwrap());
+    t.note("last id after prune all", l.last_share_id().unwrap());
+    l.append(&LedgerBatch {
+        shares: vec![share(50, "bc1qdave", "x", 5_000, 1.0)],
+        ..LedgerBatch::default()
+    })
+    .unwrap();
+    t.note(
+        "after prune all",
+        l.shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: 100,
+            limit: 100,
+        })
+        .unwrap(),
+    );
+    t
+}
+
+fn assert_same(backend: &str, got: &Transcript, reference: &Transcript) {
+    assert_eq!(
+        got.0.len(),
+        reference.0.len(),
+        "{backend}: transcript length"
+    );
+    for (g, r) in got.0.iter().zip(&reference.0) {
+        assert_eq!(g, r, "{backend} differs from MemoryLedger");
+    }
+}
+
+fn reference() -> Transcript {
+    script(&mut MemoryLedger::new())
+}
+
+#[test]
+fn memory_reference_answers_what_the_trait_says() {
+    let mut l = MemoryLedger::new();
+    let t = script(&mut l);
+    // A second computation for a paid block is refused and changes nothing.
+    let line = |what: &str| t.0.iter().find(|l| l.starts_with(what)).cloned().unwrap();
+    assert_eq!(line("record again: "), "record again: false");
+    assert_eq!(
+        line("balances: ").trim_start_matches("balances: "),
+        line("balances after again: ").trim_start_matches("balances after again: ")
+    );
+    assert_eq!(
+        line("balances after again: ").trim_start_matches("balances after again: "),
+        line("balances after coinbase: ").trim_start_matches("balances after coinbase: ")
+    );
+    assert_eq!(
+        line("last id after prune all: "),
+        "last id after prune all: 0"
+    );
+}
+
+#[test]
+fn sqlite_answers_like_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sqlite = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    assert_same("sqlite", &script(&mut sqlite), &reference());
+}
+
+#[test]
+fn sqlite_file_is_private_and_in_wal_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let _ledger = SqliteLedger::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let check = rusqlite::Connection::open(&path).unwrap();
+    let journal: String = check
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    let version: i64 = check
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, i64::from(SqliteLedger::schema_version()));
+}
+
+/// Appends a few shares, a block and counts, pays the block: what reopening must find.
+fn fill(l: &mut dyn Ledger) {
+    l.append(&LedgerBatch {
+        shares: (1..=5)
+            .map(|n| share(n, "bc1qalice", "w", 100 * n, 2.0))
+            .collect(),
+        blocks: vec![block(5, "bc1qalice")],
+        rejected: vec![rejected("bc1qalice", "w", "stale-share", 3)],
+    })
+    .unwrap();
+    l.set_block_status(hash(5), &BlockStatus::Accepted).unwrap();
+    assert!(
+        l.record_payouts(&computation(hash(5), "pplns", &[("bc1qalice", 9)]))
+            .unwrap()
+    );
+}
+
+fn contents(l: &mut dyn Ledger) -> Transcript {
+    let mut t = Transcript::default();
+    t.note(
+        "shares",
+        l.shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: 100,
+        })
+        .unwrap(),
+    );
+    t.note("blocks", l.blocks(10).unwrap());
+    t.note("payouts", l.payouts(hash(5)).unwrap());
+    t.note("balances", l.balances().unwrap());
+    t.note("rejected", l.rejected().unwrap());
+    t
+}
+
+#[test]
+fn sqlite_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let mut memory = MemoryLedger::new();
+    fill(&mut memory);
+    {
+        let mut l = SqliteLedger::open(&path).unwrap();
+        fill(&mut l);
+    }
+    let mut l = SqliteLedger::open(&path).unwrap();
+    assert_same("sqlite reopened", &contents(&mut l), &contents(&mut memory));
+    // New shares continue the ids; the worker cache starts empty and finds the stored pair.
+    l.append(&LedgerBatch {
+        shares: vec![share(6, "bc1qalice", "w", 600, 2.0)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(l.last_share_id().unwrap(), 6);
+}
+
+#[test]
+fn sqlite_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    drop(SqliteLedger::open(&path).unwrap());
+    let newer = i64::from(SqliteLedger::schema_version()) + 1;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "INSERT INTO schema_version (version, applied_ms) VALUES (?1, 0)",
+            [newer],
+        )
+        .unwrap();
+    match SqliteLedger::open(&path) {
+        Err(LedgerError::Schema(text)) => assert!(text.contains("newer"), "{text}"),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}
+
+fn one_share(n: u64) -> LedgerBatch {
+    LedgerBatch {
+        shares: vec![share(n, "bc1qalice", "w", n, 1.0)],
+        ..Default::default()
+    }
+}
+
+/// Another process holding the write lock (as root, a file's mode does not stop writes, so
+/// the lock is the way to make SQLite refuse): `Unavailable` after the busy timeout, nothing
+/// written; once the lock is gone the same ledger writes again.
+#[test]
+fn sqlite_locked_is_unavailable_then_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let settings = SqliteSettings {
+        busy_timeout: Duration::from_millis(100),
+        synchronous: SqliteSync::Full,
+    };
+    let mut l = SqliteLedger::open_with(&path, &settings).unwrap();
+    l.append(&one_share(1)).unwrap();
+    let mut other = rusqlite::Connection::open(&path).unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let err = l.append(&one_share(2)).unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = l
+        .record_payouts(&computation(hash(1), "pplns", &[("a", 1)]))
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    drop(lock);
+    l.append(&one_share(3)).unwrap();
+    let ids: Vec<u64> = l
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: 100,
+            limit: 100,
+        })
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
+}
+
+/// A file this process may not write: `Unavailable` (when not root; root ignores a file's
+/// mode, and the lock test above covers the same path for it).
+#[test]
+fn sqlite_read_only_file_is_unavailable_then_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let mut l = SqliteLedger::open(&path).unwrap();
+    l.append(&one_share(1)).unwrap();
+    drop(l);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let privileged = std::fs::OpenOptions::new().write(true).open(&path).is_ok();
+    if !privileged {
+        let err = SqliteLedger::open(&path).unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut l = SqliteLedger::open(&path).unwrap();
+    l.append(&one_share(2)).unwrap();
+    assert_eq!(l.last_share_id().unwrap(), 2);
+}
+
+/// One random batch: shares of a few users and workers, maybe a block, rejected counts.
+fn arb_batch() -> impl Strategy<Value = LedgerBatch> {
+    let share = (0u64..1_000, 0usize..3, 0usize..2, 0u64..10_000, 1u32..1_000).prop_map(
+        |(n, user, worker, time_ms, difficulty)| {
+            share(
+                n,
+                ["u0", "u1", "ü2"][user],
+                ["", "w"][worker],
+                time_ms,
+                f64::from(difficulty) / 8.0,
+            )
+        },
+    );
+    let rejected = (0usize..3, 0usize..2, 1u64..5).prop_map(|(user, reason, count)| {
+        rejected(
+            ["u0", "u1", "ü2"][user],
+            "",
+            ["stale-share", "duplicate-share"][reason],
+            count,
+        )
+    });
+    (
+        prop::collection::vec(share, 0..20),
+        prop::collection::vec(0u64..1_000, 0..2),
+        prop::collection::vec(rejected, 0..3),
+    )
+        .prop_map(|(shares, blocks, rejected)| LedgerBatch {
+            shares,
+            blocks: blocks.into_iter().map(|n| block(n, "u0")).collect(),
+            rejected,
+        })
+}
+
+/// What a ledger answers after a series of batches: everything readable.
+fn answers(l: &mut dyn Ledger, batches: &[LedgerBatch], window: f64, prune_ms: u64) -> Transcript {
+    let mut t = Transcript::default();
+    for b in batches {
+        l.append(b).unwrap();
+    }
+    let last = l.last_share_id().unwrap();
+    t.note("last", last);
+    t.note(
+        "window",
+        l.shares(&ShareRange::Window {
+            last_id: last,
+            difficulty: window,
+        })
+        .unwrap(),
+    );
+    t.note(
+        "older window",
+        l.shares(&ShareRange::Window {
+            last_id: last / 2,
+            difficulty: window,
+        })
+        .unwrap(),
+    );
+    t.note(
+        "time",
+        l.shares(&ShareRange::Time {
+            from_ms: 2_000,
+            to_ms: 7_000,
+            limit: 50,
+        })
+        .unwrap(),
+    );
+    t.note("blocks", l.blocks(100).unwrap());
+    t.note("rejected", l.rejected().unwrap());
+    t.note("prune", l.prune(prune_ms, last / 2).unwrap());
+    t.note(
+        "all",
+        l.shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: 10_000,
+        })
+        .unwrap(),
+    );
+    t
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_batches_sqlite_equals_memory(
+        batches in prop::collection::vec(arb_batch(), 1..6),
+        window in 0.0f64..200.0,
+        prune_ms in 0u64..10_000,
+    ) {
+        let reference = answers(&mut MemoryLedger::new(), &batches, window, prune_ms);
+        let dir = tempfile::tempdir().unwrap();
+        let mut sqlite = SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap();
+        let got = answers(&mut sqlite, &batches, window, prune_ms);
+        prop_assert_eq!(got.0, reference.0);
+    }
+}
