@@ -8,8 +8,10 @@
 //! - `pplns`: the split, pure ([`pplns::split`]);
 //! - `settle`: [`settle_block`], and [`compute_payouts`] that it, `ledger payouts` and a
 //!   miner's recomputation share;
-//! - `retention`: [`prune_before`].
+//! - `retention`: [`prune_before`];
+//! - `explain`: a block's payouts step by step ([`explain::explain_payouts`]).
 
+pub mod explain;
 pub mod identity;
 pub mod policy;
 pub mod pplns;
