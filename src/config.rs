@@ -1130,6 +1130,69 @@ mod tests {
         assert_eq!((merged.max_jobs, merged.server_id), (Some(7), Some(2)));
     }
 
+    // Issue 15, payouts (helper C).
+    #[test]
+    fn payout_keys_are_read_and_checked() {
+        let d = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(d.payout, PayoutPolicy::default());
+        let regtest = Address::p2wsh(&ScriptBuf::new(), bitcoin::Network::Regtest).to_string();
+        let text = format!(
+            r#"
+            payout_scheme = "solo"
+            [modules.blvm-stratum-v2]
+            pplns_window_multiple = 3.5
+            pool_fee_percent = 0.25
+            ledger_retention_secs = 60
+            [modules.blvm-stratum-v2.users.alice]
+            address = "{regtest}"
+            "#
+        );
+        let o = PoolOptions::from_toml(&text, Path::new("f")).unwrap();
+        let c = PoolConfig::resolve(&o, "f").unwrap();
+        assert_eq!(c.payout.scheme, PayoutScheme::Solo);
+        assert_eq!(c.payout.window_multiple, 3.5);
+        assert_eq!(c.payout.fee_percent, 0.25);
+        assert_eq!(c.payout.retention_secs, 60);
+        assert!(c.payout.check_accounts(bitcoin::Network::Regtest).is_ok());
+        let e = c
+            .payout
+            .check_accounts(bitcoin::Network::Bitcoin)
+            .unwrap_err();
+        assert_eq!(e.account, "alice");
+        let top = format!("[users.bob]\naddress = \"{regtest}\"");
+        let o = PoolOptions::from_toml(&top, Path::new("f")).unwrap();
+        assert!(
+            PoolConfig::resolve(&o, "f")
+                .unwrap()
+                .payout
+                .accounts
+                .contains_key("bob")
+        );
+        for (bad, key) in [
+            ("payout_scheme = \"pps\"", "payout_scheme"),
+            ("pplns_window_multiple = 0.0", "pplns_window_multiple"),
+            ("pool_fee_percent = 101.0", "pool_fee_percent"),
+            ("pool_fee_percent = -1.0", "pool_fee_percent"),
+            ("[users.alice]\naddress = \"nope\"", "users"),
+            ("[users.\"a.b\"]\naddress = \"nope\"", "users"),
+        ] {
+            let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
+            match PoolConfig::resolve(&o, "f") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // An account named like an address is refused.
+        let o = PoolOptions::from_toml(
+            &format!("[users.{regtest}]\naddress = \"{regtest}\""),
+            Path::new("f"),
+        )
+        .unwrap();
+        assert!(PoolConfig::resolve(&o, "f").is_err());
+        // Unknown keys of an account are refused.
+        assert!(PoolOptions::from_toml("[users.a]\naddres = \"x\"", Path::new("f")).is_err());
+    }
+
     #[test]
     fn admission_keys_are_read_and_checked() {
         let d = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
