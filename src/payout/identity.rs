@@ -95,16 +95,20 @@ pub enum IdentityError {
 /// Whether `text` has an address's shape (see the module comment): what the pool treats as
 /// meant to be an address.
 pub fn looks_like_address(text: &str) -> bool {
-    let lower_prefix = |p: &str| {
-        text.len() > p.len() && text.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-    };
-    if lower_prefix("bc1") || lower_prefix("tb1") || lower_prefix("bcrt1") {
+    if is_bech32_shaped(text) {
         return true;
     }
     const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     (26..=35).contains(&text.len())
         && matches!(text.as_bytes()[0], b'1' | b'3' | b'2' | b'm' | b'n')
         && text.bytes().all(|b| BASE58.contains(&b))
+}
+
+/// Whether `text` starts with a bitcoin bech32 prefix (`bc1`, `tb1`, `bcrt1`, any case).
+fn is_bech32_shaped(text: &str) -> bool {
+    ["bc1", "tb1", "bcrt1"].iter().any(|p| {
+        text.len() > p.len() && text.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+    })
 }
 
 /// Parses `text` as an address of `network` (any network when `None`: the chain is not
@@ -218,11 +222,24 @@ fn parse_sri(
 /// The ledger's (user, worker) of a share: the user as [`parse_identity`] names it (the
 /// canonical address text, the account, or [`DONATION_USER`]) and the worker from the
 /// 0x0002 TLV when a proxy gave one, else from user_identity. The identity was checked when
-/// its channel opened; one that does not parse (no network check here) is its own user.
+/// its channel opened, so nothing is decoded here (a bech32 address is only put in lower
+/// case, its canonical form); an `sri/` form that does not parse is its own user.
 pub fn ledger_user(identity: &str, worker_tlv: Option<&str>) -> (String, String) {
-    let (user, worker) = match parse_identity(identity, None) {
-        Ok(id) => (id.user, id.worker),
-        Err(_) => (identity.to_owned(), String::new()),
+    let (user, worker) = if identity.starts_with("sri/") {
+        match parse_identity(identity, None) {
+            Ok(id) => (id.user, id.worker),
+            Err(_) => (identity.to_owned(), String::new()),
+        }
+    } else if identity.is_empty() {
+        (DONATION_USER.to_owned(), String::new())
+    } else {
+        let (user, worker) = identity.split_once('.').unwrap_or((identity, ""));
+        let user = if is_bech32_shaped(user) {
+            user.to_ascii_lowercase()
+        } else {
+            user.to_owned()
+        };
+        (user, worker.to_owned())
     };
     match worker_tlv {
         Some(w) if !w.is_empty() => (user, w.to_owned()),
