@@ -5,16 +5,21 @@
 //! refused; a backend that cannot write says `Unavailable` and works again when it can.
 //! Random batches (proptest) give every backend the memory ledger's answers.
 
+#[path = "common/postgres.rs"]
+mod postgres;
+
 use std::time::Duration;
 
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, CompactTarget, Target};
 use blvm_stratum_v2::ledger::{
     BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, MemoryLedger, Payout,
-    PayoutComputation, RejectedCount, ShareRange, ShareRecord, SqliteLedger, SqliteSettings,
-    SqliteSync,
+    PayoutComputation, PostgresLedger, RejectedCount, ShareRange, ShareRecord, SqliteLedger,
+    SqliteSettings, SqliteSync,
 };
 use proptest::prelude::*;
+
+use postgres::TempPostgres;
 
 fn hash(n: u64) -> BlockHash {
     BlockHash::from_raw_hash(sha256d::Hash::hash(&n.to_le_bytes()))
@@ -320,6 +325,13 @@ fn sqlite_answers_like_memory() {
 }
 
 #[test]
+fn postgres_answers_like_memory() {
+    let pg = TempPostgres::start();
+    let mut ledger = PostgresLedger::connect(&pg.url()).unwrap();
+    assert_same("postgres", &script(&mut ledger), &reference());
+}
+
+#[test]
 fn sqlite_file_is_private_and_in_wal_mode() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -395,6 +407,23 @@ fn sqlite_reopen_keeps_everything() {
 }
 
 #[test]
+fn postgres_reconnect_keeps_everything() {
+    let pg = TempPostgres::start();
+    let mut memory = MemoryLedger::new();
+    fill(&mut memory);
+    {
+        let mut l = PostgresLedger::connect(&pg.url()).unwrap();
+        fill(&mut l);
+    }
+    let mut l = PostgresLedger::connect(&pg.url()).unwrap();
+    assert_same(
+        "postgres reconnected",
+        &contents(&mut l),
+        &contents(&mut memory),
+    );
+}
+
+#[test]
 fn sqlite_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite3");
@@ -408,6 +437,24 @@ fn sqlite_refuses_a_newer_schema() {
         )
         .unwrap();
     match SqliteLedger::open(&path) {
+        Err(LedgerError::Schema(text)) => assert!(text.contains("newer"), "{text}"),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_refuses_a_newer_schema() {
+    let pg = TempPostgres::start();
+    drop(PostgresLedger::connect(&pg.url()).unwrap());
+    let newer = i64::from(PostgresLedger::schema_version()) + 1;
+    let mut client = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
+    client
+        .execute(
+            "INSERT INTO schema_version (version, applied_ms) VALUES ($1, 0)",
+            &[&newer],
+        )
+        .unwrap();
+    match PostgresLedger::connect(&pg.url()) {
         Err(LedgerError::Schema(text)) => assert!(text.contains("newer"), "{text}"),
         other => panic!("expected a schema error, got {other:?}"),
     }
@@ -478,6 +525,30 @@ fn sqlite_read_only_file_is_unavailable_then_works() {
     let mut l = SqliteLedger::open(&path).unwrap();
     l.append(&one_share(2)).unwrap();
     assert_eq!(l.last_share_id().unwrap(), 2);
+}
+
+/// The server stopped: `Unavailable`; started again: the same ledger reconnects and writes.
+#[test]
+fn postgres_down_is_unavailable_then_reconnects() {
+    let mut pg = TempPostgres::start();
+    let mut l = PostgresLedger::connect(&pg.url()).unwrap();
+    l.append(&one_share(1)).unwrap();
+    pg.stop();
+    let err = l.append(&one_share(2)).unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = l.last_share_id().unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    pg.start_again();
+    l.append(&one_share(3)).unwrap();
+    let shares = l
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: 100,
+            limit: 100,
+        })
+        .unwrap();
+    assert_eq!(shares.len(), 2);
+    assert_eq!(shares[1].record, share(3, "bc1qalice", "w", 3, 1.0));
 }
 
 /// One random batch: shares of a few users and workers, maybe a block, rejected counts.
@@ -576,4 +647,121 @@ proptest! {
         let got = answers(&mut sqlite, &batches, window, prune_ms);
         prop_assert_eq!(got.0, reference.0);
     }
+}
+
+#[test]
+fn random_batches_postgres_equals_memory() {
+    // One server for every case (a database per case): starting PostgreSQL takes seconds.
+    let pg = TempPostgres::start();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 16,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        prop::collection::vec(arb_batch(), 1..6),
+        0.0f64..200.0,
+        0u64..10_000,
+    );
+    runner
+        .run(&strategy, |(batches, window, prune_ms)| {
+            let reference = answers(&mut MemoryLedger::new(), &batches, window, prune_ms);
+            let url = pg.fresh_database();
+            let mut ledger = PostgresLedger::connect(&url).unwrap();
+            let got = answers(&mut ledger, &batches, window, prune_ms);
+            prop_assert_eq!(got.0, reference.0);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Two instances on one database pay a block exactly once, racing from two threads; the
+/// balances hold one payout.
+#[test]
+fn postgres_two_instances_pay_a_block_once() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let paid: Vec<bool> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    let mut l = PostgresLedger::connect(&url).unwrap();
+                    l.record_payouts(&computation(
+                        hash(1),
+                        "pplns",
+                        &[("bc1qalice", 10), ("bc1qbob", 5)],
+                    ))
+                    .unwrap()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(paid.iter().filter(|p| **p).count(), 1, "{paid:?}");
+    let balances = PostgresLedger::connect(&url).unwrap().balances().unwrap();
+    assert_eq!(
+        balances
+            .iter()
+            .map(|b| (b.user.as_str(), b.earned_sat))
+            .collect::<Vec<_>>(),
+        [("bc1qalice", 10), ("bc1qbob", 5)]
+    );
+}
+
+/// A window longer than one fetch (PostgreSQL reads it in chunks of 1024 rows) and ranges over
+/// thousands of shares: the same as memory on every backend.
+#[test]
+fn long_windows_match_memory() {
+    let batches: Vec<LedgerBatch> = (0..6)
+        .map(|b| LedgerBatch {
+            shares: (0..500)
+                .map(|i| share(b * 500 + i, "u", "w", b * 500 + i, 1.0 + (i % 3) as f64))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let run = |l: &mut dyn Ledger| {
+        let mut t = Transcript::default();
+        for b in &batches {
+            l.append(b).unwrap();
+        }
+        for (last_id, difficulty) in [
+            (3_000, 2_500.0),
+            (2_000, 3_900.0),
+            (3_000, 1e12),
+            (1_030, 2_048.0),
+        ] {
+            t.note(
+                "window",
+                l.shares(&ShareRange::Window {
+                    last_id,
+                    difficulty,
+                })
+                .unwrap(),
+            );
+        }
+        t.note(
+            "time",
+            l.shares(&ShareRange::Time {
+                from_ms: 100,
+                to_ms: 2_900,
+                limit: 2_000,
+            })
+            .unwrap(),
+        );
+        t
+    };
+    let reference = run(&mut MemoryLedger::new());
+    let dir = tempfile::tempdir().unwrap();
+    assert_same(
+        "sqlite",
+        &run(&mut SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap()),
+        &reference,
+    );
+    let pg = TempPostgres::start();
+    assert_same(
+        "postgres",
+        &run(&mut PostgresLedger::connect(&pg.url()).unwrap()),
+        &reference,
+    );
 }

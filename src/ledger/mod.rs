@@ -16,11 +16,19 @@ pub mod memory;
 #[cfg(feature = "runtime")]
 mod columns;
 #[cfg(feature = "runtime")]
+pub mod open;
+#[cfg(feature = "runtime")]
+pub mod postgres;
+#[cfg(feature = "runtime")]
 pub mod sqlite;
 
 use bitcoin::{BlockHash, CompactTarget, Target};
 
 pub use memory::MemoryLedger;
+#[cfg(feature = "runtime")]
+pub use open::{LedgerLocation, open};
+#[cfg(feature = "runtime")]
+pub use postgres::PostgresLedger;
 #[cfg(feature = "runtime")]
 pub use sqlite::{SqliteLedger, SqliteSettings, SqliteSync};
 

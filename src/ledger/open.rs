@@ -1,0 +1,157 @@
+//! Where the ledger lives, from one string (`ledger_url`, or the default file in the data
+//! directory), and opening it as a `Box<dyn Ledger>`: the one place that chooses a backend.
+//! A PostgreSQL URL's password never reaches `Display` or `Debug`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{Ledger, LedgerError, PostgresLedger, SqliteLedger};
+
+/// A ledger's location: an SQLite file or a PostgreSQL URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// An SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl LedgerLocation {
+    /// `postgres://...` or `postgresql://...` is PostgreSQL; anything else non-empty is the
+    /// path of an SQLite file.
+    pub fn parse(text: &str) -> Result<Self, LedgerError> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(LedgerError::Location("empty ledger location".into()));
+        }
+        let lower = trimmed.get(..13).unwrap_or(trimmed).to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Ok(LedgerLocation::Postgres(trimmed.to_owned()))
+        } else {
+            Ok(LedgerLocation::Sqlite(PathBuf::from(trimmed)))
+        }
+    }
+
+    /// The location with any password replaced by `***`: what logs and errors may show.
+    pub fn redacted(&self) -> String {
+        match self {
+            LedgerLocation::Sqlite(path) => path.display().to_string(),
+            LedgerLocation::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// `scheme://user:password@host/...` with the password (and a `password=` query parameter)
+/// replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+impl fmt::Display for LedgerLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for LedgerLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerLocation::Sqlite(_) => write!(f, "Sqlite({:?})", self.redacted()),
+            LedgerLocation::Postgres(_) => write!(f, "Postgres({:?})", self.redacted()),
+        }
+    }
+}
+
+/// Opens the ledger at `location` (SQLite with its default settings: WAL, synchronous=FULL),
+/// migrating its schema.
+pub fn open(location: &LedgerLocation) -> Result<Box<dyn Ledger>, LedgerError> {
+    Ok(match location {
+        LedgerLocation::Sqlite(path) => Box::new(SqliteLedger::open(path)?),
+        LedgerLocation::Postgres(url) => Box::new(PostgresLedger::connect(url)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_paths() {
+        assert_eq!(
+            LedgerLocation::parse("postgres://u@h/db").unwrap(),
+            LedgerLocation::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(
+            LedgerLocation::parse(" PostgreSQL://h/db ").unwrap(),
+            LedgerLocation::Postgres("PostgreSQL://h/db".into())
+        );
+        assert_eq!(
+            LedgerLocation::parse("data/ledger.sqlite3").unwrap(),
+            LedgerLocation::Sqlite("data/ledger.sqlite3".into())
+        );
+        assert!(matches!(
+            LedgerLocation::parse("  "),
+            Err(LedgerError::Location(_))
+        ));
+    }
+
+    #[test]
+    fn never_shows_a_password() {
+        for (url, shown) in [
+            (
+                "postgres://pool:s3cret@db.example:5432/ledger",
+                "postgres://pool:***@db.example:5432/ledger",
+            ),
+            (
+                "postgresql://pool:s3cret@db/ledger?sslmode=disable&password=s3cret",
+                "postgresql://pool:***@db/ledger?sslmode=disable&password=***",
+            ),
+            ("postgres://pool@db/ledger", "postgres://pool@db/ledger"),
+            ("postgres://db", "postgres://db"),
+            ("postgres://a:b:s3cret@db", "postgres://a:***@db"),
+        ] {
+            let location = LedgerLocation::parse(url).unwrap();
+            assert_eq!(location.to_string(), shown);
+            assert!(!format!("{location:?}").contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn a_malformed_url_is_a_location_error_without_the_password() {
+        let location = LedgerLocation::parse("postgres://pool:s3cret@db:notaport/ledger").unwrap();
+        match open(&location) {
+            Err(LedgerError::Location(text)) => assert!(!text.contains("s3cret"), "{text}"),
+            Err(other) => panic!("expected a location error, got {other:?}"),
+            Ok(_) => panic!("opened a malformed URL"),
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! The ledger in PostgreSQL (`ledger_url = "postgres://..."`), for operators who run several
+//! pool instances on one database or want their own queries. The same semantics as SQLite:
+//! one transaction per [`Ledger::append`] (the shares in one multi-row `INSERT ... SELECT
+//! FROM unnest(...)` of arrays: one round trip for the whole batch), the schema migrated at
+//! connect from `migrations/postgres/` (embedded) under an advisory lock, a block paid exactly
+//! once even with several instances (`INSERT ... ON CONFLICT DO NOTHING` on the computation,
+//! balances in the same transaction).
+//!
+//! A dropped connection (server down, restarted, network) is `Unavailable`; the next call
+//! connects again. The client is the sync `postgres` crate: call it from a plain thread (the
+//! ledger's writer thread, the command line), never from inside a tokio runtime.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bitcoin::BlockHash;
+use bitcoin::hashes::Hash;
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
+
+use super::columns::{
+    block_hash, block_status, bound_i64, compact_target, limit_i64, status_reason, target, to_i64,
+    to_u64, u32_bits, u32_from_bits,
+};
+use super::{
+    Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
+    PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
+};
+
+/// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+
+/// The advisory lock that serializes migrations of instances starting together ("ledger").
+const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
+
+/// How long a connection attempt may take when the URL does not say.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows fetched at a time while a PPLNS window is read (it stops where the window is full).
+const WINDOW_CHUNK: i32 = 1024;
+
+const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.\"user\", w.worker, s.connection_id, \
+     s.channel_id, s.job_id, s.target, s.difficulty, s.hash \
+     FROM shares s JOIN workers w ON w.id = s.worker_id";
+
+const BLOCK_COLUMNS: &str =
+    "hash, height, time_ms, reward_sat, bits, \"user\", worker, status, reason FROM blocks";
+
+/// A live connection and its prepared statements.
+struct Connection {
+    client: Client,
+    insert_shares: Statement,
+    insert_worker: Statement,
+    select_worker: Statement,
+    insert_block: Statement,
+    add_rejected: Statement,
+}
+
+impl Connection {
+    fn open(config: &Config) -> Result<Self, LedgerError> {
+        let mut client = config.connect(NoTls).map_err(postgres_error)?;
+        migrate(&mut client)?;
+        let insert_shares = client
+            .prepare(
+                "INSERT INTO shares (time_ms, connection_id, difficulty, worker_id, channel_id, \
+                 job_id, target, hash) \
+                 SELECT t, c, d, w, ch, j, tg, h FROM unnest($1::int8[], $2::int8[], \
+                 $3::float8[], $4::int4[], $5::int4[], $6::int4[], $7::bytea[], $8::bytea[]) \
+                 WITH ORDINALITY AS u (t, c, d, w, ch, j, tg, h, ord) ORDER BY ord",
+            )
+            .map_err(postgres_error)?;
+        let insert_worker = client
+            .prepare(
+                "INSERT INTO workers (\"user\", worker) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .map_err(postgres_error)?;
+        let select_worker = client
+            .prepare("SELECT id FROM workers WHERE \"user\" = $1 AND worker = $2")
+            .map_err(postgres_error)?;
+        let insert_block = client
+            .prepare(
+                "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
+            )
+            .map_err(postgres_error)?;
+        let add_rejected = client
+            .prepare(
+                "INSERT INTO rejected (\"user\", worker, reason, count) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (\"user\", worker, reason) \
+                 DO UPDATE SET count = rejected.count + excluded.count",
+            )
+            .map_err(postgres_error)?;
+        Ok(Connection {
+            client,
+            insert_shares,
+            insert_worker,
+            select_worker,
+            insert_block,
+            add_rejected,
+        })
+    }
+}
+
+/// Applies the migrations the database lacks, in one transaction under an advisory lock (two
+/// instances starting together migrate once); refuses a newer schema.
+fn migrate(client: &mut Client) -> Result<(), LedgerError> {
+    let mut tx = client.transaction().map_err(postgres_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(postgres_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version bigint PRIMARY KEY,
+             applied_ms bigint NOT NULL
+         )",
+    )
+    .map_err(postgres_error)?;
+    let current: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .map_err(postgres_error)?
+        .try_get(0)
+        .map_err(postgres_error)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(LedgerError::Schema(format!(
+            "the ledger's schema is version {current}, newer than this program's {known}"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        tx.batch_execute(sql)
+            .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_ms) \
+             VALUES ($1, (extract(epoch FROM now()) * 1000)::bigint)",
+            &[&version],
+        )
+        .map_err(postgres_error)?;
+    }
+    tx.commit().map_err(postgres_error)
+}
+
+/// A [`Ledger`] in a PostgreSQL database.
+pub struct PostgresLedger {
+    config: Config,
+    /// The connection, `None` after it failed (the next call connects again).
+    connection: Option<Connection>,
+    /// Worker ids by user and worker, as committed (cleared when a transaction fails).
+    worker_ids: HashMap<String, HashMap<String, i32>>,
+}
+
+impl std::fmt::Debug for PostgresLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds the password: show where, never how.
+        f.debug_struct("PostgresLedger")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("connected", &self.connection.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresLedger {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname` or
+    /// the key=value form), migrating its schema. A malformed URL is `Location`; a server
+    /// that does not answer, `Unavailable`.
+    pub fn connect(url: &str) -> Result<Self, LedgerError> {
+        // The parser's message may quote the URL, password included: say only what it is.
+        let mut config: Config = url.parse().map_err(|_| {
+            LedgerError::Location("not a PostgreSQL connection URL (password not shown)".into())
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("blvm-stratum-v2");
+        }
+        let connection = Connection::open(&config)?;
+        Ok(PostgresLedger {
+            config,
+            connection: Some(connection),
+            worker_ids: HashMap::new(),
+        })
+    }
+
+    /// The schema version this program writes (the number of its migrations).
+    pub fn schema_version() -> u32 {
+        MIGRATIONS.len() as u32
+    }
+
+    /// Runs `f` on the connection (connecting first if the last one failed); an error that
+    /// leaves the connection unusable drops it, so the next call reconnects.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &mut WorkerIds) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let connection = match &mut self.connection {
+            Some(c) if !c.client.is_closed() => c,
+            slot => slot.insert(Connection::open(&self.config)?),
+        };
+        let result = f(connection, &mut self.worker_ids);
+        if result.is_err() {
+            // Worker ids inserted by a rolled-back transaction do not exist.
+            self.worker_ids.clear();
+            if matches!(result, Err(LedgerError::Unavailable(_))) {
+                self.connection = None;
+            }
+        }
+        result
+    }
+}
+
+type WorkerIds = HashMap<String, HashMap<String, i32>>;
+
+fn append(
+    connection: &mut Connection,
+    worker_ids: &mut WorkerIds,
+    batch: &LedgerBatch,
+) -> Result<(), LedgerError> {
+    let n = batch.shares.len();
+    let mut times = Vec::with_capacity(n);
+    let mut connections = Vec::with_capacity(n);
+    let mut difficulties = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut jobs = Vec::with_capacity(n);
+    let mut targets = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    let target_bytes: Vec<[u8; 32]> = batch
+        .shares
+        .iter()
+        .map(|s| s.target.to_le_bytes())
+        .collect();
+    // Split borrows: the statements stay readable while the transaction borrows the client.
+    let Connection {
+        client,
+        insert_shares,
+        insert_worker,
+        select_worker,
+        insert_block,
+        add_rejected,
+    } = connection;
+    let mut tx = client.transaction().map_err(postgres_error)?;
+    for (share, target) in batch.shares.iter().zip(&target_bytes) {
+        workers.push(worker_id(
+            insert_worker,
+            select_worker,
+            worker_ids,
+            &mut tx,
+            &share.user,
+            &share.worker,
+        )?);
+        times.push(to_i64(share.time_ms, "time_ms")?);
+        connections.push(to_i64(share.connection_id, "connection_id")?);
+        difficulties.push(share.difficulty);
+        channels.push(u32_bits(share.channel_id));
+        jobs.push(u32_bits(share.job_id));
+        targets.push(&target[..]);
+        hashes.push(&share.hash.as_byte_array()[..]);
+    }
+    if n > 0 {
+        tx.execute(
+            &*insert_shares,
+            &[
+                &times,
+                &connections,
+                &difficulties,
+                &workers,
+                &channels,
+                &jobs,
+                &targets,
+                &hashes,
+            ],
+        )
+        .map_err(postgres_error)?;
+    }
+    for block in &batch.blocks {
+        tx.execute(
+            &*insert_block,
+            &[
+                &&block.hash.as_byte_array()[..],
+                &i64::from(block.height),
+                &to_i64(block.time_ms, "time_ms")?,
+                &to_i64(block.reward_sat, "reward_sat")?,
+                &i64::from(block.bits.to_consensus()),
+                &block.user,
+                &block.worker,
+            ],
+        )
+        .map_err(postgres_error)?;
+    }
+    for r in &batch.rejected {
+        tx.execute(
+            &*add_rejected,
+            &[&r.user, &r.worker, &r.reason, &to_i64(r.count, "count")?],
+        )
+        .map_err(postgres_error)?;
+    }
+    tx.commit().map_err(postgres_error)
+}
+
+/// The worker id of `user`/`worker`, inserting the pair if new (inside `tx`).
+fn worker_id(
+    insert_worker: &Statement,
+    select_worker: &Statement,
+    worker_ids: &mut WorkerIds,
+    tx: &mut Transaction<'_>,
+    user: &str,
+    worker: &str,
+) -> Result<i32, LedgerError> {
+    if let Some(id) = worker_ids.get(user).and_then(|w| w.get(worker)) {
+        return Ok(*id);
+    }
+    tx.execute(insert_worker, &[&user, &worker])
+        .map_err(postgres_error)?;
+    let id: i32 = tx
+        .query_one(select_worker, &[&user, &worker])
+        .map_err(postgres_error)?
+        .try_get(0)
+        .map_err(postgres_error)?;
+    worker_ids
+        .entry(user.to_owned())
+        .or_default()
+        .insert(worker.to_owned(), id);
+    Ok(id)
+}
+
+fn record_payouts(client: &mut Client, c: &PayoutComputation) -> Result<bool, LedgerError> {
+    let hash = &c.block_hash.as_byte_array()[..];
+    let mut tx = client.transaction().map_err(postgres_error)?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO payout_computations (block_hash, scheme, reward_sat, fee_sat, \
+             window_difficulty, counted_difficulty, first_share_id, last_share_id, computed_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (block_hash) DO NOTHING",
+            &[
+                &hash,
+                &c.scheme,
+                &to_i64(c.reward_sat, "reward_sat")?,
+                &to_i64(c.fee_sat, "fee_sat")?,
+                &c.window_difficulty,
+                &c.counted_difficulty,
+                &to_i64(c.first_share_id, "first_share_id")?,
+                &to_i64(c.last_share_id, "last_share_id")?,
+                &to_i64(c.computed_ms, "computed_ms")?,
+            ],
+        )
+        .map_err(postgres_error)?;
+    if inserted == 0 {
+        // Already paid (by this instance or another): write nothing.
+        return Ok(false);
+    }
+    let insert_payout = tx
+        .prepare(
+            "INSERT INTO payouts (block_hash, position, \"user\", amount_sat, difficulty) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .map_err(postgres_error)?;
+    let credit = tx
+        .prepare(
+            "INSERT INTO balances (\"user\", earned_sat) VALUES ($1, $2) ON CONFLICT (\"user\") \
+             DO UPDATE SET earned_sat = balances.earned_sat + excluded.earned_sat",
+        )
+        .map_err(postgres_error)?;
+    let moves_balances = c.scheme != "coinbase";
+    for (position, p) in c.payouts.iter().enumerate() {
+        let amount = to_i64(p.amount_sat, "amount_sat")?;
+        let position =
+            i32::try_from(position).map_err(|_| LedgerError::Corrupt("too many payouts".into()))?;
+        tx.execute(
+            &insert_payout,
+            &[&hash, &position, &p.user, &amount, &p.difficulty],
+        )
+        .map_err(postgres_error)?;
+        if moves_balances {
+            tx.execute(&credit, &[&p.user, &amount])
+                .map_err(postgres_error)?;
+        }
+    }
+    tx.commit().map_err(postgres_error)?;
+    Ok(true)
+}
+
+fn payouts(
+    client: &mut Client,
+    block: BlockHash,
+) -> Result<Option<PayoutComputation>, LedgerError> {
+    let hash = &block.as_byte_array()[..];
+    let Some(head) = client
+        .query_opt(
+            "SELECT scheme, reward_sat, fee_sat, window_difficulty, counted_difficulty, \
+             first_share_id, last_share_id, computed_ms FROM payout_computations \
+             WHERE block_hash = $1",
+            &[&hash],
+        )
+        .map_err(postgres_error)?
+    else {
+        return Ok(None);
+    };
+    let rows = client
+        .query(
+            "SELECT \"user\", amount_sat, difficulty FROM payouts WHERE block_hash = $1 \
+             ORDER BY position",
+            &[&hash],
+        )
+        .map_err(postgres_error)?;
+    let mut list = Vec::with_capacity(rows.len());
+    for row in &rows {
+        list.push(Payout {
+            user: get(row, 0)?,
+            amount_sat: to_u64(get(row, 1)?, "amount_sat")?,
+            difficulty: get(row, 2)?,
+        });
+    }
+    Ok(Some(PayoutComputation {
+        block_hash: block,
+        scheme: get(&head, 0)?,
+        reward_sat: to_u64(get(&head, 1)?, "reward_sat")?,
+        fee_sat: to_u64(get(&head, 2)?, "fee_sat")?,
+        window_difficulty: get(&head, 3)?,
+        counted_difficulty: get(&head, 4)?,
+        first_share_id: to_u64(get(&head, 5)?, "first_share_id")?,
+        last_share_id: to_u64(get(&head, 6)?, "last_share_id")?,
+        computed_ms: to_u64(get(&head, 7)?, "computed_ms")?,
+        payouts: list,
+    }))
+}
+
+/// A PPLNS window read in chunks through a portal: the scan stops where it is full.
+fn window(
+    client: &mut Client,
+    last_id: u64,
+    difficulty: f64,
+) -> Result<Vec<StoredShare>, LedgerError> {
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .map_err(postgres_error)?;
+    let portal = tx
+        .bind(
+            &format!("SELECT {SHARE_COLUMNS} WHERE s.id <= $1 ORDER BY s.id DESC"),
+            &[&bound_i64(last_id)],
+        )
+        .map_err(postgres_error)?;
+    let mut out = Vec::new();
+    let mut sum = 0.0;
+    'chunks: while sum < difficulty {
+        let rows = tx
+            .query_portal(&portal, WINDOW_CHUNK)
+            .map_err(postgres_error)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            if sum >= difficulty {
+                break 'chunks;
+            }
+            let share = stored_share(row)?;
+            sum += share.record.difficulty;
+            out.push(share);
+        }
+    }
+    tx.commit().map_err(postgres_error)?;
+    Ok(out)
+}
+
+fn collect_shares(
+    client: &mut Client,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<StoredShare>, LedgerError> {
+    client
+        .query(query, params)
+        .map_err(postgres_error)?
+        .iter()
+        .map(stored_share)
+        .collect()
+}
+
+fn get<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, LedgerError> {
+    row.try_get(index)
+        .map_err(|e| LedgerError::Corrupt(format!("column {index}: {e}")))
+}
+
+fn stored_share(row: &Row) -> Result<StoredShare, LedgerError> {
+    Ok(StoredShare {
+        id: to_u64(get(row, 0)?, "share id")?,
+        record: ShareRecord {
+            time_ms: to_u64(get(row, 1)?, "time_ms")?,
+            user: get(row, 2)?,
+            worker: get(row, 3)?,
+            connection_id: to_u64(get(row, 4)?, "connection_id")?,
+            channel_id: u32_from_bits(get(row, 5)?),
+            job_id: u32_from_bits(get(row, 6)?),
+            target: target(get(row, 7)?)?,
+            difficulty: get(row, 8)?,
+            hash: block_hash(get(row, 9)?)?,
+        },
+    })
+}
+
+fn stored_block(row: &Row) -> Result<StoredBlock, LedgerError> {
+    let height: i64 = get(row, 1)?;
+    Ok(StoredBlock {
+        block: FoundBlockRecord {
+            hash: block_hash(get(row, 0)?)?,
+            height: u32::try_from(height)
+                .map_err(|_| LedgerError::Corrupt(format!("stored height {height}")))?,
+            time_ms: to_u64(get(row, 2)?, "time_ms")?,
+            reward_sat: to_u64(get(row, 3)?, "reward_sat")?,
+            bits: compact_target(get(row, 4)?)?,
+            user: get(row, 5)?,
+            worker: get(row, 6)?,
+        },
+        status: block_status(get(row, 7)?, get(row, 8)?)?,
+    })
+}
+
+impl Ledger for PostgresLedger {
+    fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+        self.with(|c, worker_ids| append(c, worker_ids, batch))
+    }
+
+    fn set_block_status(
+        &mut self,
+        hash: BlockHash,
+        status: &BlockStatus,
+    ) -> Result<(), LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .execute(
+                    "UPDATE blocks SET status = $2, reason = $3 WHERE hash = $1",
+                    &[
+                        &&hash.as_byte_array()[..],
+                        &status.name(),
+                        &status_reason(status),
+                    ],
+                )
+                .map_err(postgres_error)?;
+            Ok(())
+        })
+    }
+
+    fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .query_opt(
+                    &format!("SELECT {BLOCK_COLUMNS} WHERE hash = $1"),
+                    &[&&hash.as_byte_array()[..]],
+                )
+                .map_err(postgres_error)?
+                .as_ref()
+                .map(stored_block)
+                .transpose()
+        })
+    }
+
+    fn blocks(&mut self, limit: usize) -> Result<Vec<StoredBlock>, LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .query(
+                    &format!("SELECT {BLOCK_COLUMNS} ORDER BY seq DESC LIMIT $1"),
+                    &[&limit_i64(limit)],
+                )
+                .map_err(postgres_error)?
+                .iter()
+                .map(stored_block)
+                .collect()
+        })
+    }
+
+    fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
+        self.with(|c, _| {
+            let shares = collect_shares(
+                &mut c.client,
+                &format!(
+                    "SELECT {SHARE_COLUMNS} WHERE substring(s.hash FROM 1 FOR 8) = \
+                     substring($1::bytea FROM 1 FOR 8) AND s.hash = $1 ORDER BY s.id LIMIT 1"
+                ),
+                &[&&hash.as_byte_array()[..]],
+            )?;
+            Ok(shares.into_iter().next())
+        })
+    }
+
+    fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {
+        self.with(|c, _| match *range {
+            ShareRange::Window {
+                last_id,
+                difficulty,
+            } => window(&mut c.client, last_id, difficulty),
+            ShareRange::Time {
+                from_ms,
+                to_ms,
+                limit,
+            } => collect_shares(
+                &mut c.client,
+                &format!(
+                    "SELECT {SHARE_COLUMNS} WHERE s.time_ms >= $1 AND s.time_ms < $2 \
+                     ORDER BY s.id LIMIT $3"
+                ),
+                &[&bound_i64(from_ms), &bound_i64(to_ms), &limit_i64(limit)],
+            ),
+            ShareRange::Ids {
+                from_id,
+                to_id,
+                limit,
+            } => collect_shares(
+                &mut c.client,
+                &format!(
+                    "SELECT {SHARE_COLUMNS} WHERE s.id >= $1 AND s.id <= $2 ORDER BY s.id LIMIT $3"
+                ),
+                &[&bound_i64(from_id), &bound_i64(to_id), &limit_i64(limit)],
+            ),
+        })
+    }
+
+    fn last_share_id(&mut self) -> Result<u64, LedgerError> {
+        self.with(|c, _| {
+            let row = c
+                .client
+                .query_one("SELECT COALESCE(MAX(id), 0) FROM shares", &[])
+                .map_err(postgres_error)?;
+            to_u64(get(&row, 0)?, "share id")
+        })
+    }
+
+    fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError> {
+        self.with(|c, _| record_payouts(&mut c.client, computation))
+    }
+
+    fn payouts(&mut self, block_hash: BlockHash) -> Result<Option<PayoutComputation>, LedgerError> {
+        self.with(|c, _| payouts(&mut c.client, block_hash))
+    }
+
+    fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
+        self.with(|c, _| {
+            let rows = c
+                .client
+                .query(
+                    "SELECT \"user\", earned_sat FROM balances ORDER BY \"user\" COLLATE \"C\"",
+                    &[],
+                )
+                .map_err(postgres_error)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Balance {
+                        user: get(row, 0)?,
+                        earned_sat: to_u64(get(row, 1)?, "earned_sat")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
+        self.with(|c, _| {
+            let rows = c
+                .client
+                .query(
+                    "SELECT \"user\", worker, reason, count FROM rejected ORDER BY \
+                     \"user\" COLLATE \"C\", worker COLLATE \"C\", reason COLLATE \"C\"",
+                    &[],
+                )
+                .map_err(postgres_error)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RejectedCount {
+                        user: get(row, 0)?,
+                        worker: get(row, 1)?,
+                        reason: get(row, 2)?,
+                        count: to_u64(get(row, 3)?, "count")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .execute(
+                    "DELETE FROM shares WHERE id < $2 AND time_ms < $1",
+                    &[&bound_i64(before_ms), &bound_i64(keep_from_id)],
+                )
+                .map_err(postgres_error)
+        })
+    }
+}
+
+/// Sorts a PostgreSQL error into the ledger's kinds. Without a server answer (connection
+/// refused, closed, timed out, I/O) it is `Unavailable` and the connection is dropped; the
+/// server's SQLSTATE decides the rest: connection, resources (disk full), shutdown, lock and
+/// serialization failures, read-only are `Unavailable`; bad data is `Corrupt`; everything else
+/// (an undefined table or column: a schema this program does not know) is `Schema`.
+fn postgres_error(error: postgres::Error) -> LedgerError {
+    let text = match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    };
+    let Some(code) = error.code() else {
+        return LedgerError::Unavailable(text);
+    };
+    let class = &code.code()[..2];
+    if matches!(class, "08" | "53" | "57" | "58" | "40" | "55")
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+    {
+        LedgerError::Unavailable(text)
+    } else if matches!(class, "22" | "23") {
+        LedgerError::Corrupt(text)
+    } else {
+        LedgerError::Schema(text)
+    }
+}
