@@ -74,9 +74,10 @@ enum Command {
 /// Options of `ledger` (issue 15, payouts).
 #[derive(clap::Args)]
 struct LedgerArgs {
-    /// The ledger: a SQLite file (default: DATA_DIR/ledger.sqlite3 of the configuration).
+    /// The ledger: an SQLite file or a postgres:// URL (default: DATA_DIR/ledger.sqlite3 of
+    /// the configuration).
     #[arg(long, value_name = "LOCATION")]
-    ledger: Option<PathBuf>,
+    ledger: Option<String>,
     #[command(subcommand)]
     command: LedgerCommand,
 }
@@ -262,7 +263,7 @@ fn main() -> ExitCode {
 
 /// `ledger ...`: opens the ledger the configuration names and runs the command on it.
 fn ledger_command(config_path: Option<PathBuf>, flags: PoolOptions, args: LedgerArgs) -> ExitCode {
-    use blvm_stratum_v2::ledger::SqliteLedger;
+    use blvm_stratum_v2::ledger::{LedgerLocation, open};
     let config = match load_config(config_path, flags) {
         Ok(c) => c,
         Err(e) => {
@@ -270,21 +271,29 @@ fn ledger_command(config_path: Option<PathBuf>, flags: PoolOptions, args: Ledger
             return ExitCode::from(2);
         }
     };
-    let path = args
-        .ledger
-        .unwrap_or_else(|| config.data_dir.join("ledger.sqlite3"));
-    if !path.exists() {
+    let location = match args.ledger.as_deref().map(LedgerLocation::parse) {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            eprintln!("error: --ledger: {e}");
+            return ExitCode::from(2);
+        }
+        None => LedgerLocation::Sqlite(config.data_dir.join("ledger.sqlite3")),
+    };
+    // Reading must not create an empty ledger where the pool keeps none.
+    if let LedgerLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
         eprintln!("error: no ledger at {}", path.display());
         return ExitCode::from(2);
     }
-    let mut ledger = match SqliteLedger::open(&path) {
+    let mut ledger = match open(&location) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
+            eprintln!("error: {}: {e}", location.redacted());
             return ExitCode::from(2);
         }
     };
-    match run_ledger_command(&mut ledger, &config.payout, args.command) {
+    match run_ledger_command(ledger.as_mut(), &config.payout, args.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

@@ -8,6 +8,8 @@
 
 #[path = "common/pool.rs"]
 mod pool;
+#[path = "common/postgres.rs"]
+mod postgres;
 #[path = "common/sri_client.rs"]
 mod sri_client;
 
@@ -20,7 +22,7 @@ use bitcoin::{Address, BlockHash, CompactTarget, Network, ScriptBuf, Target};
 use blvm_stratum_v2::ledger::export::{ExportFormat, read_shares, write_shares};
 use blvm_stratum_v2::ledger::{
     BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, MemoryLedger, Payout, PayoutComputation,
-    ShareRange, ShareRecord, SqliteLedger, StoredShare,
+    PostgresLedger, ShareRange, ShareRecord, SqliteLedger, StoredShare,
 };
 use blvm_stratum_v2::payout::pplns::{self, SplitError, SplitTerms, WindowShare};
 use blvm_stratum_v2::payout::{
@@ -233,6 +235,60 @@ fn memory_and_sqlite_settle_the_same() {
     assert_eq!(memory.balances().unwrap(), sqlite.balances().unwrap());
 }
 
+/// PostgreSQL settles like the reference, and the command line reads it by URL.
+#[test]
+fn postgres_settles_the_same_and_the_command_line_reads_it() {
+    let pg = postgres::TempPostgres::start();
+    let url = pg.fresh_database();
+    let reference = settle_all(&mut MemoryLedger::new(), &policy());
+    let computations = {
+        let mut ledger = PostgresLedger::connect(&url).unwrap();
+        let computations = settle_all(&mut ledger, &policy());
+        for c in &computations {
+            // Every window recomputed from its export (from PostgreSQL this time).
+            let shares = ledger
+                .shares(&ShareRange::Ids {
+                    from_id: c.first_share_id,
+                    to_id: c.last_share_id,
+                    limit: usize::MAX,
+                })
+                .unwrap();
+            let mut csv = Vec::new();
+            write_shares(&shares, ExportFormat::Csv, &mut csv).unwrap();
+            let block = ledger.block(c.block_hash).unwrap().unwrap().block;
+            let from_file = read_shares(&csv[..], ExportFormat::Csv).unwrap();
+            let again =
+                recompute_from_export(&from_file, c.block_hash, block.reward_sat, BITS, &policy())
+                    .unwrap();
+            assert_eq!(again, recorded(c));
+        }
+        computations
+    };
+    assert_eq!(computations.len(), reference.len());
+    for (x, y) in reference.iter().zip(&computations) {
+        assert!(same_numbers(x, y), "{x:?}\n{y:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hash = computations[0].block_hash.to_string();
+    let out = bin()
+        .args(["--pool-fee-percent", "1.5", "--data-dir"])
+        .arg(dir.path())
+        .args(["ledger", "--ledger", &url, "payouts", &hash])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Recorded: equal to this computation."),
+        "{text}"
+    );
+}
+
 /// The recomputation test: every paid block's window, exported, gives the recorded numbers.
 #[test]
 fn every_payout_is_recomputed_from_its_export_alone() {
@@ -423,7 +479,15 @@ fn the_ledger_command_line_on_a_real_file() {
         )
     };
     let hash = c.block_hash.to_string();
-    let (code, _, err) = run(&["export", "--block", &hash, "--out", csv.to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "--ledger",
+        file.to_str().unwrap(),
+        "export",
+        "--block",
+        &hash,
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(0), "{err}");
     let block = SqliteLedger::open(&file)
         .unwrap()
@@ -489,6 +553,13 @@ fn the_ledger_command_line_on_a_real_file() {
         (10..20).collect::<Vec<_>>()
     );
     assert_eq!(shares[0].record, share(10));
+
+    // No ledger where the configuration says: an error, and no file created.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_with_fee(empty.path(), "1", &["balances"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no ledger at"), "{err}");
+    assert!(!empty.path().join("ledger.sqlite3").exists());
 
     // A block whose recorded payouts are not its shares' (here: settled with another fee) is
     // called out.
