@@ -305,6 +305,9 @@ pub struct PoolOptions {
 pub struct UserAccountOptions {
     /// Where the account's balance is paid.
     pub address: String,
+    /// "solo": the account's blocks pay it alone (less the fee) and its shares are in no PPLNS
+    /// window; "pplns" or unset: the pool's scheme.
+    pub scheme: Option<String>,
 }
 
 /// The payout keys (issue 15, helper C), each checked; the `[users]` addresses are checked
@@ -344,6 +347,7 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
         }
     };
     let mut accounts = std::collections::BTreeMap::new();
+    let mut solo_users = std::collections::BTreeSet::new();
     for (name, entry) in o.users.iter().flatten() {
         let refuse = |why: String| invalid(source_name, "users", format!("[users.{name}]: {why}"));
         if name.is_empty() || name.contains('.') || name.starts_with("sri/") {
@@ -364,6 +368,18 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
             .parse::<Address<bitcoin::address::NetworkUnchecked>>()
             .map_err(|e| refuse(format!("address `{}`: {e}", entry.address)))?;
         accounts.insert(name.clone(), address);
+        match entry.scheme.as_deref().map(PayoutScheme::from_name) {
+            None | Some(Some(PayoutScheme::Pplns)) => {}
+            Some(Some(PayoutScheme::Solo)) => {
+                solo_users.insert(name.clone());
+            }
+            Some(None) => {
+                return Err(refuse(format!(
+                    "scheme `{}` is not a payout scheme (known: pplns, solo)",
+                    entry.scheme.as_deref().unwrap_or_default()
+                )));
+            }
+        }
     }
     Ok(PayoutPolicy {
         scheme,
@@ -371,6 +387,7 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
         fee_percent,
         retention_secs: o.ledger_retention_secs.unwrap_or(d.retention_secs),
         accounts,
+        solo_users,
     })
 }
 
@@ -1145,6 +1162,10 @@ mod tests {
             ledger_retention_secs = 60
             [modules.blvm-stratum-v2.users.alice]
             address = "{regtest}"
+            scheme = "solo"
+            [modules.blvm-stratum-v2.users.bob]
+            address = "{regtest}"
+            scheme = "pplns"
             "#
         );
         let o = PoolOptions::from_toml(&text, Path::new("f")).unwrap();
@@ -1153,6 +1174,12 @@ mod tests {
         assert_eq!(c.payout.window_multiple, 3.5);
         assert_eq!(c.payout.fee_percent, 0.25);
         assert_eq!(c.payout.retention_secs, 60);
+        assert_eq!(
+            c.payout.solo_users.iter().collect::<Vec<_>>(),
+            ["alice"],
+            "{:?}",
+            c.payout
+        );
         assert!(c.payout.check_accounts(bitcoin::Network::Regtest).is_ok());
         let e = c
             .payout
@@ -1181,6 +1208,16 @@ mod tests {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
                 other => panic!("{bad}: {other:?}"),
             }
+        }
+        // An unknown scheme of an account is refused.
+        let o = PoolOptions::from_toml(
+            &format!("[users.alice]\naddress = \"{regtest}\"\nscheme = \"pps\""),
+            Path::new("f"),
+        )
+        .unwrap();
+        match PoolConfig::resolve(&o, "f") {
+            Err(ConfigError::Invalid { reason, .. }) => assert!(reason.contains("pps"), "{reason}"),
+            other => panic!("{other:?}"),
         }
         // An account named like an address is refused.
         let o = PoolOptions::from_toml(

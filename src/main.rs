@@ -311,7 +311,7 @@ fn run_ledger_command(
     use blvm_stratum_v2::ledger::ShareRange;
     use blvm_stratum_v2::ledger::export::{ExportFormat, write_shares};
     use blvm_stratum_v2::payout::explain::explain_payouts;
-    use blvm_stratum_v2::payout::{PayoutScheme, settle};
+    use blvm_stratum_v2::payout::settle;
     use std::io::Write;
 
     /// A block's window: the shares its computation used (recorded, or computed now).
@@ -336,15 +336,7 @@ fn run_ledger_command(
             .share_by_hash(hash)
             .map_err(e)?
             .ok_or_else(|| format!("block {hash}: its share is not in the ledger (pruned?)"))?;
-        let shares = match policy.scheme {
-            PayoutScheme::Pplns => ledger
-                .shares(&settle::window_range(
-                    finding.id,
-                    policy.window_difficulty(stored.block.bits),
-                ))
-                .map_err(e)?,
-            PayoutScheme::Solo => vec![finding.clone()],
-        };
+        let shares = settle::window_shares(ledger, &stored.block, &finding, policy).map_err(e)?;
         Ok((stored, finding, shares))
     }
 

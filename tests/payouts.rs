@@ -122,7 +122,7 @@ fn settle_all(ledger: &mut dyn Ledger, policy: &PayoutPolicy) -> Vec<PayoutCompu
         assert_eq!(paid + c.fee_sat, REWARD + n, "block at {n}");
         assert_eq!(c.last_share_id, n);
         // The window is exactly N: 2 x difficulty 1 (the ledger holds enough from block 2 on).
-        if c.first_share_id > 1 {
+        if c.scheme == "pplns" && c.first_share_id > 1 {
             assert!((c.counted_difficulty - 2.0).abs() < 1e-12, "{c:?}");
         }
         assert!(c.payouts.iter().all(|p| p.user != DONATION_USER));
@@ -182,18 +182,30 @@ fn recompute_from_export(
     let finding = shares
         .iter()
         .find(|s| s.record.hash == block)
-        .expect("the block's share is in its window")
-        .id;
+        .expect("the block's share is in its window");
+    let solo =
+        policy.scheme == PayoutScheme::Solo || policy.solo_users.contains(&finding.record.user);
     let network_difficulty =
         Target::from_compact(CompactTarget::from_consensus(bits)).difficulty_float();
     let terms = SplitTerms {
-        window_difficulty: network_difficulty * policy.window_multiple,
+        // Solo: all of the reward less the fee to the finder, whatever its share's weight.
+        window_difficulty: if solo {
+            f64::MAX
+        } else {
+            network_difficulty * policy.window_multiple
+        },
         reward_sat,
         fee_ppm: pplns::fee_ppm(policy.fee_percent),
     };
     let counted = shares
         .iter()
-        .filter(|s| s.id <= finding)
+        .filter(|s| {
+            if solo {
+                s.id == finding.id
+            } else {
+                s.id <= finding.id && !policy.solo_users.contains(&s.record.user)
+            }
+        })
         .map(WindowShare::from);
     let split = pplns::split(counted, &terms)?;
     Ok(Recomputed {
@@ -376,6 +388,39 @@ fn cheating_the_arithmetic_fails() {
     forged.payouts[0].amount_sat += 1;
     forged.fee_sat -= 1;
     assert!(!same_numbers(&forged, c));
+}
+
+/// `[users.bob] scheme = "solo"`: bob's blocks pay bob alone, his shares are in no window (the
+/// windows reach further back to stay N), and every payout is still recomputed from its
+/// export.
+#[test]
+fn solo_users_are_paid_alone_and_left_out_of_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PayoutPolicy {
+        solo_users: ["bob".to_owned()].into(),
+        ..policy()
+    };
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let computations = settle_all(&mut ledger, &p);
+    let (solo, pooled): (Vec<_>, Vec<_>) = computations.iter().partition(|c| c.scheme == "solo");
+    assert_eq!(solo.len(), 2, "blocks 74 and 259 are bob's");
+    for c in &solo {
+        assert_eq!(c.payouts.len(), 1);
+        assert_eq!(c.payouts[0].user, "bob");
+        assert_eq!(c.first_share_id, c.last_share_id);
+    }
+    for c in &pooled {
+        assert!(c.payouts.iter().all(|p| p.user != "bob"), "{c:?}");
+    }
+    for c in &computations {
+        let path = dir.path().join(format!("{}.csv", c.block_hash));
+        export_window(&mut ledger, c, &path);
+        let block = ledger.block(c.block_hash).unwrap().unwrap().block;
+        let again =
+            recompute_from_export(&read_csv(&path), c.block_hash, block.reward_sat, BITS, &p)
+                .unwrap();
+        assert_eq!(again, recorded(c), "{}", c.scheme);
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::policy::{PayoutPolicy, PayoutScheme};
 use super::pplns::{SplitError, difficulty_of_weight, fee_ppm};
-use super::settle::{compute_payouts, same_numbers};
+use super::settle::{compute_payouts, same_numbers, scheme_of};
 use crate::ledger::{PayoutComputation, StoredBlock, StoredShare};
 
 /// What the explanation found.
@@ -46,7 +46,7 @@ pub fn explain_payouts(
     let _ = writeln!(
         t,
         "Scheme {}; reward {} sat (subsidy and fees of its template); pool fee {}% = {} ppm.",
-        policy.scheme.name(),
+        scheme_of(block, policy).name(),
         block.reward_sat,
         policy.fee_percent,
         ppm
@@ -55,7 +55,7 @@ pub fn explain_payouts(
         t,
         "Weights are difficulties in fixed point: weight = floor(difficulty x 2^64)."
     );
-    match policy.scheme {
+    match scheme_of(block, policy) {
         PayoutScheme::Pplns => {
             let network = bitcoin::Target::from_compact(block.bits).difficulty_float();
             let _ = writeln!(
@@ -72,6 +72,14 @@ pub fn explain_payouts(
         PayoutScheme::Solo => {
             let _ = writeln!(t, "1. Window: the finding share alone (solo).");
         }
+    }
+    if !policy.solo_users.is_empty() {
+        let solo: Vec<&str> = policy.solo_users.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            t,
+            "   Solo users' shares are in no window: {}.",
+            solo.join(", ")
+        );
     }
     let _ = writeln!(
         t,

@@ -2,7 +2,7 @@
 //! value built from the configuration and handed to settlement, pruning and the command line,
 //! so that they all use the same numbers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::{Address, CompactTarget, Network, Target};
@@ -57,6 +57,9 @@ pub struct PayoutPolicy {
     /// The `[users]` table: accounts and their payout addresses (checked against the node's
     /// network at start, [`PayoutPolicy::check_accounts`]).
     pub accounts: BTreeMap<String, Address<NetworkUnchecked>>,
+    /// Accounts paid solo (`[users.NAME] scheme = "solo"`): their blocks pay them alone, less
+    /// the fee, and their shares are in no PPLNS window.
+    pub solo_users: BTreeSet<String>,
 }
 
 /// An account of the `[users]` table whose address is of another network than the node's.
@@ -79,6 +82,7 @@ impl Default for PayoutPolicy {
             fee_percent: DEFAULT_FEE_PERCENT,
             retention_secs: DEFAULT_RETENTION_SECS,
             accounts: BTreeMap::new(),
+            solo_users: BTreeSet::new(),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Settling a block: once the node has accepted it, its reward is split by the pool's
-//! scheme over the shares in the ledger and recorded, exactly once. The same computation
-//! ([`compute_payouts`]) is what `ledger payouts` shows and what a miner repeats from an
-//! export.
+//! scheme (or the finder's own, `[users.NAME] scheme = "solo"`) over the shares in the ledger
+//! and recorded, exactly once. The same computation ([`compute_payouts`]) is what `ledger
+//! payouts` shows and what a miner repeats from an export.
+//!
+//! Solo users take no part in PPLNS windows: their shares are left out of every window (which
+//! reaches further back to stay N), and their blocks pay them alone.
 
 use bitcoin::BlockHash;
 
@@ -11,6 +14,9 @@ use crate::ledger::{
     BlockStatus, FoundBlockRecord, Ledger, LedgerError, Payout, PayoutComputation, ShareRange,
     StoredShare,
 };
+
+/// Most times the window is read again to make up for solo users' shares in it.
+const MAX_WINDOW_READS: usize = 64;
 
 /// The share range a ledger is asked for to cover a block's window: a little more than the
 /// window (its f64 sum and the split's fixed-point sum may differ in the last bits); the split
@@ -22,10 +28,19 @@ pub fn window_range(last_share_id: u64, window_difficulty: f64) -> ShareRange {
     }
 }
 
+/// The scheme `block` is paid by: the finder's own when it is a solo user, else the pool's.
+pub fn scheme_of(block: &FoundBlockRecord, policy: &PayoutPolicy) -> PayoutScheme {
+    if policy.solo_users.contains(&block.user) {
+        PayoutScheme::Solo
+    } else {
+        policy.scheme
+    }
+}
+
 /// The split's terms for `block` under `policy`.
 pub fn split_terms(block: &FoundBlockRecord, policy: &PayoutPolicy) -> SplitTerms {
     SplitTerms {
-        window_difficulty: match policy.scheme {
+        window_difficulty: match scheme_of(block, policy) {
             PayoutScheme::Pplns => policy.window_difficulty(block.bits),
             // Solo: the window is the finding share alone.
             PayoutScheme::Solo => f64::MAX,
@@ -35,8 +50,45 @@ pub fn split_terms(block: &FoundBlockRecord, policy: &PayoutPolicy) -> SplitTerm
     }
 }
 
-/// The split of `block`'s reward over `shares` (the finding share is the one with the
-/// block's hash; shares newer than it are not counted), and the computation to record.
+/// The shares `block`'s computation needs from the ledger, `finding` being its share: the
+/// window up to it (reaching past solo users' shares), or the finding share alone (solo).
+pub fn window_shares(
+    ledger: &mut dyn Ledger,
+    block: &FoundBlockRecord,
+    finding: &StoredShare,
+    policy: &PayoutPolicy,
+) -> Result<Vec<StoredShare>, LedgerError> {
+    if scheme_of(block, policy) == PayoutScheme::Solo {
+        return Ok(vec![finding.clone()]);
+    }
+    let window = policy.window_difficulty(block.bits);
+    let mut wanted = window;
+    let mut reads = 0;
+    loop {
+        let shares = ledger.shares(&window_range(finding.id, wanted))?;
+        reads += 1;
+        if policy.solo_users.is_empty() || reads == MAX_WINDOW_READS {
+            return Ok(shares);
+        }
+        let sum = |solo: bool| -> f64 {
+            shares
+                .iter()
+                .filter(|s| policy.solo_users.contains(&s.record.user) == solo)
+                .map(|s| s.record.difficulty)
+                .sum()
+        };
+        let (pool, solo) = (sum(false), sum(true));
+        // Enough without the solo users, or the ledger has no more.
+        if pool >= window * (1.0 + 1e-6) || pool + solo < wanted {
+            return Ok(shares);
+        }
+        wanted = window + solo;
+    }
+}
+
+/// The split of `block`'s reward over `shares` (the finding share is the one with id
+/// `finding_share_id`; shares newer than it, and solo users' shares, are not counted), and the
+/// computation to record.
 pub fn compute_payouts(
     block: &FoundBlockRecord,
     finding_share_id: u64,
@@ -44,18 +96,21 @@ pub fn compute_payouts(
     policy: &PayoutPolicy,
     now_ms: u64,
 ) -> Result<(Split, PayoutComputation), SplitError> {
+    let scheme = scheme_of(block, policy);
     let terms = split_terms(block, policy);
-    let counted = shares.iter().filter(|s| match policy.scheme {
-        PayoutScheme::Pplns => s.id <= finding_share_id,
+    let counted = shares.iter().filter(|s| match scheme {
+        PayoutScheme::Pplns => {
+            s.id <= finding_share_id && !policy.solo_users.contains(&s.record.user)
+        }
         PayoutScheme::Solo => s.id == finding_share_id,
     });
     let split = pplns::split(counted.map(WindowShare::from), &terms)?;
     let computation = PayoutComputation {
         block_hash: block.hash,
-        scheme: policy.scheme.name().to_owned(),
+        scheme: scheme.name().to_owned(),
         reward_sat: block.reward_sat,
         fee_sat: split.fee_sat,
-        window_difficulty: match policy.scheme {
+        window_difficulty: match scheme {
             PayoutScheme::Pplns => terms.window_difficulty,
             PayoutScheme::Solo => pplns::difficulty_of_weight(split.counted_weight),
         },
@@ -109,13 +164,7 @@ pub fn settle_block(
     let finding = ledger.share_by_hash(hash)?.ok_or_else(|| {
         LedgerError::Corrupt(format!("block {hash} has no finding share in the ledger"))
     })?;
-    let shares = match policy.scheme {
-        PayoutScheme::Pplns => ledger.shares(&window_range(
-            finding.id,
-            policy.window_difficulty(stored.block.bits),
-        ))?,
-        PayoutScheme::Solo => vec![finding.clone()],
-    };
+    let shares = window_shares(ledger, &stored.block, &finding, policy)?;
     let (_, computation) = compute_payouts(&stored.block, finding.id, &shares, policy, now_ms)
         .map_err(|e| LedgerError::Corrupt(format!("block {hash}: {e}")))?;
     if ledger.record_payouts(&computation)? {
