@@ -20,6 +20,7 @@ use crate::node::regtest::{
     ADAPTIVE_CHAIN_BITS, ChainConfig, DEFAULT_BLOCK_INTERVAL_SECS, REGTEST_BITS,
 };
 use crate::node::rpc::{RpcAuth, RpcConfig};
+use crate::payout::{PayoutPolicy, PayoutScheme};
 use crate::server::ledger_writer::{LedgerSettings, WriterSettings};
 use crate::server::{RewardDestination, ServerConfig};
 use crate::shell::{AdmissionConfig, Rate};
@@ -298,6 +299,119 @@ pub struct PoolOptions {
     /// Group commit: most shares written per transaction. Default: 4096.
     #[arg(long, value_name = "N")]
     pub ledger_flush_shares: Option<usize>,
+    // ----- issue 15, payouts (helper C) -----
+    /// How a found block's reward is divided: "pplns" (over the last N units of difficulty)
+    /// or "solo" (to the user whose share found it). Default: pplns.
+    #[arg(long, value_name = "SCHEME")]
+    pub payout_scheme: Option<String>,
+    /// The PPLNS window: this many times the network difficulty of the block. Default: 2.
+    #[arg(long, value_name = "N")]
+    pub pplns_window_multiple: Option<f64>,
+    /// The pool's fee, percent of each block's reward (0 to 100). Default: 1.
+    #[arg(long, value_name = "PERCENT")]
+    pub pool_fee_percent: Option<f64>,
+    /// Shares older than the newest PPLNS window are kept this long more, then pruned.
+    /// Default: 604800 (7 days).
+    #[arg(long, value_name = "SECS")]
+    pub ledger_retention_secs: Option<u64>,
+    /// The `[users]` table: accounts miners name in user_identity (`ACCOUNT.worker`) and their
+    /// payout addresses (`[users.alice] address = "bc1..."`), checked at start against the
+    /// node's network. File only.
+    #[arg(skip)]
+    pub users: Option<std::collections::BTreeMap<String, UserAccountOptions>>,
+    // ----- end of payouts -----
+}
+
+/// One account of the `[users]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAccountOptions {
+    /// Where the account's balance is paid.
+    pub address: String,
+    /// "solo": the account's blocks pay it alone (less the fee) and its shares are in no PPLNS
+    /// window; "pplns" or unset: the pool's scheme.
+    pub scheme: Option<String>,
+}
+
+/// The payout keys (issue 15, helper C), each checked; the `[users]` addresses are checked
+/// against the node's network when the server starts.
+fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, ConfigError> {
+    let d = PayoutPolicy::default();
+    let scheme = match o.payout_scheme.as_deref() {
+        None => d.scheme,
+        Some(name) => PayoutScheme::from_name(name).ok_or_else(|| {
+            invalid(
+                source_name,
+                "payout_scheme",
+                format!("`{name}` is not a payout scheme (known: pplns, solo)"),
+            )
+        })?,
+    };
+    let window_multiple = match o.pplns_window_multiple {
+        None => d.window_multiple,
+        Some(m) if m.is_finite() && m > 0.0 => m,
+        Some(m) => {
+            return Err(invalid(
+                source_name,
+                "pplns_window_multiple",
+                format!("{m} is not a positive number"),
+            ));
+        }
+    };
+    let fee_percent = match o.pool_fee_percent {
+        None => d.fee_percent,
+        Some(p) if (0.0..=100.0).contains(&p) => p,
+        Some(p) => {
+            return Err(invalid(
+                source_name,
+                "pool_fee_percent",
+                format!("{p} is not 0 to 100"),
+            ));
+        }
+    };
+    let mut accounts = std::collections::BTreeMap::new();
+    let mut solo_users = std::collections::BTreeSet::new();
+    for (name, entry) in o.users.iter().flatten() {
+        let refuse = |why: String| invalid(source_name, "users", format!("[users.{name}]: {why}"));
+        if name.is_empty() || name.contains('.') || name.starts_with("sri/") {
+            return Err(refuse(
+                "an account name is not empty, has no `.` (it separates the worker) and does \
+                 not start with sri/"
+                    .into(),
+            ));
+        }
+        if crate::payout::identity::looks_like_address(name) {
+            return Err(refuse(
+                "an account name must not look like an address (miners name an address directly)"
+                    .into(),
+            ));
+        }
+        let address = entry
+            .address
+            .parse::<Address<bitcoin::address::NetworkUnchecked>>()
+            .map_err(|e| refuse(format!("address `{}`: {e}", entry.address)))?;
+        accounts.insert(name.clone(), address);
+        match entry.scheme.as_deref().map(PayoutScheme::from_name) {
+            None | Some(Some(PayoutScheme::Pplns)) => {}
+            Some(Some(PayoutScheme::Solo)) => {
+                solo_users.insert(name.clone());
+            }
+            Some(None) => {
+                return Err(refuse(format!(
+                    "scheme `{}` is not a payout scheme (known: pplns, solo)",
+                    entry.scheme.as_deref().unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(PayoutPolicy {
+        scheme,
+        window_multiple,
+        fee_percent,
+        retention_secs: o.ledger_retention_secs.unwrap_or(d.retention_secs),
+        accounts,
+        solo_users,
+    })
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -378,7 +492,13 @@ impl PoolOptions {
             ledger,
             ledger_url,
             ledger_flush_ms,
-            ledger_flush_shares
+            ledger_flush_shares,
+            // Issue 15, payouts.
+            payout_scheme,
+            pplns_window_multiple,
+            pool_fee_percent,
+            ledger_retention_secs,
+            users
         );
         self.no_ledger |= top.no_ledger;
         self
@@ -488,6 +608,8 @@ pub struct PoolConfig {
     // Issue 15 (helper A).
     /// The share ledger (`None`: `ledger = false`).
     pub ledger: Option<LedgerSettings>,
+    /// Issue 15: how blocks are paid.
+    pub payout: PayoutPolicy,
 }
 
 /// The data directory unless configured.
@@ -522,6 +644,7 @@ impl From<PoolConfig> for ServerConfig {
             admission: c.admission,
             max_submitted_blocks: c.max_submitted_blocks,
             ledger: c.ledger,
+            payout: c.payout,
         }
     }
 }
@@ -962,6 +1085,8 @@ impl PoolConfig {
                     ));
                 }
             },
+            // Issue 15, payouts.
+            payout: payout_policy(o, source_name)?,
         })
     }
 }
@@ -1136,6 +1261,89 @@ mod tests {
         };
         let merged = file.overlay(&cli);
         assert_eq!((merged.max_jobs, merged.server_id), (Some(7), Some(2)));
+    }
+
+    // Issue 15, payouts (helper C).
+    #[test]
+    fn payout_keys_are_read_and_checked() {
+        let d = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert_eq!(d.payout, PayoutPolicy::default());
+        let regtest = Address::p2wsh(&ScriptBuf::new(), bitcoin::Network::Regtest).to_string();
+        let text = format!(
+            r#"
+            payout_scheme = "solo"
+            [modules.blvm-stratum-v2]
+            pplns_window_multiple = 3.5
+            pool_fee_percent = 0.25
+            ledger_retention_secs = 60
+            [modules.blvm-stratum-v2.users.alice]
+            address = "{regtest}"
+            scheme = "solo"
+            [modules.blvm-stratum-v2.users.bob]
+            address = "{regtest}"
+            scheme = "pplns"
+            "#
+        );
+        let o = PoolOptions::from_toml(&text, Path::new("f")).unwrap();
+        let c = PoolConfig::resolve(&o, "f").unwrap();
+        assert_eq!(c.payout.scheme, PayoutScheme::Solo);
+        assert_eq!(c.payout.window_multiple, 3.5);
+        assert_eq!(c.payout.fee_percent, 0.25);
+        assert_eq!(c.payout.retention_secs, 60);
+        assert_eq!(
+            c.payout.solo_users.iter().collect::<Vec<_>>(),
+            ["alice"],
+            "{:?}",
+            c.payout
+        );
+        assert!(c.payout.check_accounts(bitcoin::Network::Regtest).is_ok());
+        let e = c
+            .payout
+            .check_accounts(bitcoin::Network::Bitcoin)
+            .unwrap_err();
+        assert_eq!(e.account, "alice");
+        let top = format!("[users.bob]\naddress = \"{regtest}\"");
+        let o = PoolOptions::from_toml(&top, Path::new("f")).unwrap();
+        assert!(
+            PoolConfig::resolve(&o, "f")
+                .unwrap()
+                .payout
+                .accounts
+                .contains_key("bob")
+        );
+        for (bad, key) in [
+            ("payout_scheme = \"pps\"", "payout_scheme"),
+            ("pplns_window_multiple = 0.0", "pplns_window_multiple"),
+            ("pool_fee_percent = 101.0", "pool_fee_percent"),
+            ("pool_fee_percent = -1.0", "pool_fee_percent"),
+            ("[users.alice]\naddress = \"nope\"", "users"),
+            ("[users.\"a.b\"]\naddress = \"nope\"", "users"),
+        ] {
+            let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
+            match PoolConfig::resolve(&o, "f") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // An unknown scheme of an account is refused.
+        let o = PoolOptions::from_toml(
+            &format!("[users.alice]\naddress = \"{regtest}\"\nscheme = \"pps\""),
+            Path::new("f"),
+        )
+        .unwrap();
+        match PoolConfig::resolve(&o, "f") {
+            Err(ConfigError::Invalid { reason, .. }) => assert!(reason.contains("pps"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // An account named like an address is refused.
+        let o = PoolOptions::from_toml(
+            &format!("[users.{regtest}]\naddress = \"{regtest}\""),
+            Path::new("f"),
+        )
+        .unwrap();
+        assert!(PoolConfig::resolve(&o, "f").is_err());
+        // Unknown keys of an account are refused.
+        assert!(PoolOptions::from_toml("[users.a]\naddres = \"x\"", Path::new("f")).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`connection`]: one SV2 connection (Noise + a protocol session), sans-IO, driven by
 //!   every shell.
 //! - [`ledger`]: the share ledger the pool pays from ([`ledger::Ledger`]), its backends.
+//! - [`payout`]: user_identity's payout forms, the PPLNS split, settling a block, pruning.
 //! - [`template_provider`]: a Template Distribution Protocol server on the embedded chain.
 //! - [`client`]: a CPU miner (sans-IO session, hashing threads, tokio driver).
 //! - [`loadgen`]: a load generator built on the client.
@@ -34,8 +35,9 @@
 //! shell ──> connection, mining (certificate rule), noise     listener, driver loop, renewal
 //! client ──> connection, block, mining, noise, wire
 //! node ──> block                       the backends
-//! mining ──> connection (Outbox, Protocol), block, wire   sessions and the pool object
+//! mining ──> connection (Outbox, Protocol), block, wire, payout (identities)   sessions, pool
 //! connection ──> noise, wire           one SV2 connection, sans-IO
+//! payout ──> ledger                    identities, the split, settlement, pruning
 //! ledger ──> (bitcoin only)            the share ledger trait, the memory reference, backends
 //! block ──> wire (its U256 alias)      the bottom: templates, coinbase, merkle, target, header
 //! noise, wire ──> (nothing)
@@ -51,6 +53,7 @@ pub mod connection;
 pub mod ledger;
 pub mod mining;
 pub mod noise;
+pub mod payout;
 #[cfg(feature = "runtime")]
 pub mod shell;
 pub mod wire;

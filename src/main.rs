@@ -66,6 +66,56 @@ enum Command {
     /// A Template Distribution Protocol server (SV2 Template Provider) on an embedded regtest
     /// chain, for other pools (e.g. SRI's pool_sv2) to mine the same kind of templates.
     TemplateProvider(TemplateProviderArgs),
+    /// The share ledger: export shares, explain a block's payouts, show balances. Reads the
+    /// same configuration as the pool to find it (`ledger_url`, else DATA_DIR/ledger.sqlite3).
+    Ledger(LedgerArgs),
+}
+
+/// Options of `ledger` (issue 15, payouts).
+#[derive(clap::Args)]
+struct LedgerArgs {
+    /// The ledger: an SQLite file or a postgres:// URL (default: the configuration's
+    /// `ledger_url`, else DATA_DIR/ledger.sqlite3).
+    #[arg(long, value_name = "LOCATION")]
+    ledger: Option<String>,
+    #[command(subcommand)]
+    command: LedgerCommand,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Shares as CSV or JSON: of a time range, or of a block's PPLNS window.
+    Export {
+        /// First time, inclusive (ms since the Unix epoch).
+        #[arg(long, value_name = "MS", conflicts_with = "block")]
+        from_ms: Option<u64>,
+        /// Last time, exclusive (ms since the Unix epoch).
+        #[arg(long, value_name = "MS", conflicts_with = "block")]
+        to_ms: Option<u64>,
+        /// The window of this block (the shares its payouts were computed from).
+        #[arg(long, value_name = "HASH")]
+        block: Option<bitcoin::BlockHash>,
+        /// csv or json.
+        #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
+        format: FormatArg,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// A block's payouts computed from the shares, step by step, and whether they equal the
+    /// recorded ones (exit status 3 if they do not).
+    Payouts {
+        /// The block.
+        hash: bitcoin::BlockHash,
+    },
+    /// Every user's balance.
+    Balances,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Csv,
+    Json,
 }
 
 /// Options of the template provider.
@@ -207,6 +257,191 @@ fn main() -> ExitCode {
         Some(Command::Miner(args)) => miner(args),
         Some(Command::Loadgen(args)) => loadgen(args),
         Some(Command::TemplateProvider(args)) => template_provider(args),
+        Some(Command::Ledger(args)) => ledger_command(cli.config, cli.options, args),
+    }
+}
+
+/// `ledger ...`: opens the ledger the configuration names and runs the command on it.
+fn ledger_command(config_path: Option<PathBuf>, flags: PoolOptions, args: LedgerArgs) -> ExitCode {
+    use blvm_stratum_v2::ledger::{LedgerLocation, open};
+    let config = match load_config(config_path, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let location = match args.ledger.as_deref().map(LedgerLocation::parse) {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            eprintln!("error: --ledger: {e}");
+            return ExitCode::from(2);
+        }
+        // The pool's own: `ledger_url` of the configuration (or --ledger-url), else the
+        // data directory's file.
+        None => match config
+            .ledger
+            .as_ref()
+            .map(|l| LedgerLocation::parse(&l.url))
+        {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                eprintln!("error: ledger_url: {e}");
+                return ExitCode::from(2);
+            }
+            None => LedgerLocation::Sqlite(config.data_dir.join("ledger.sqlite3")),
+        },
+    };
+    // Reading must not create an empty ledger where the pool keeps none.
+    if let LedgerLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
+        eprintln!("error: no ledger at {}", path.display());
+        return ExitCode::from(2);
+    }
+    let mut ledger = match open(&location) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {}: {e}", location.redacted());
+            return ExitCode::from(2);
+        }
+    };
+    match run_ledger_command(ledger.as_mut(), &config.payout, args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a `ledger` command on any ledger.
+fn run_ledger_command(
+    ledger: &mut dyn blvm_stratum_v2::ledger::Ledger,
+    policy: &blvm_stratum_v2::payout::PayoutPolicy,
+    command: LedgerCommand,
+) -> Result<ExitCode, String> {
+    use blvm_stratum_v2::ledger::ShareRange;
+    use blvm_stratum_v2::ledger::export::{ExportFormat, write_shares};
+    use blvm_stratum_v2::payout::explain::explain_payouts;
+    use blvm_stratum_v2::payout::settle;
+    use std::io::Write;
+
+    /// A block's window: the shares its computation used (recorded, or computed now).
+    fn block_window(
+        ledger: &mut dyn blvm_stratum_v2::ledger::Ledger,
+        policy: &blvm_stratum_v2::payout::PayoutPolicy,
+        hash: bitcoin::BlockHash,
+    ) -> Result<
+        (
+            blvm_stratum_v2::ledger::StoredBlock,
+            blvm_stratum_v2::ledger::StoredShare,
+            Vec<blvm_stratum_v2::ledger::StoredShare>,
+        ),
+        String,
+    > {
+        let e = |e: blvm_stratum_v2::ledger::LedgerError| e.to_string();
+        let stored = ledger
+            .block(hash)
+            .map_err(e)?
+            .ok_or_else(|| format!("no block {hash} in the ledger"))?;
+        let finding = ledger
+            .share_by_hash(hash)
+            .map_err(e)?
+            .ok_or_else(|| format!("block {hash}: its share is not in the ledger (pruned?)"))?;
+        let shares = settle::window_shares(ledger, &stored.block, &finding, policy).map_err(e)?;
+        Ok((stored, finding, shares))
+    }
+
+    let e = |e: blvm_stratum_v2::ledger::LedgerError| e.to_string();
+    match command {
+        LedgerCommand::Export {
+            from_ms,
+            to_ms,
+            block,
+            format,
+            out,
+        } => {
+            let shares = match block {
+                Some(hash) => {
+                    let (first, last) = match ledger.payouts(hash).map_err(e)? {
+                        Some(c) => (c.first_share_id, c.last_share_id),
+                        None => {
+                            let (stored, finding, shares) = block_window(ledger, policy, hash)?;
+                            let (split, _) = settle::compute_payouts(
+                                &stored.block,
+                                finding.id,
+                                &shares,
+                                policy,
+                                0,
+                            )
+                            .map_err(|e| e.to_string())?;
+                            (split.first_share_id, split.last_share_id)
+                        }
+                    };
+                    ledger
+                        .shares(&ShareRange::Ids {
+                            from_id: first,
+                            to_id: last,
+                            limit: usize::MAX,
+                        })
+                        .map_err(e)?
+                }
+                None => ledger
+                    .shares(&ShareRange::Time {
+                        from_ms: from_ms.unwrap_or(0),
+                        to_ms: to_ms.unwrap_or(u64::MAX),
+                        limit: usize::MAX,
+                    })
+                    .map_err(e)?,
+            };
+            let format = match format {
+                FormatArg::Csv => ExportFormat::Csv,
+                FormatArg::Json => ExportFormat::Json,
+            };
+            let written = match &out {
+                Some(path) => std::fs::File::create(path)
+                    .map_err(|err| format!("{}: {err}", path.display()))
+                    .and_then(|f| {
+                        write_shares(&shares, format, std::io::BufWriter::new(f))
+                            .map_err(|e| e.to_string())
+                    }),
+                None => write_shares(&shares, format, std::io::stdout().lock())
+                    .map_err(|e| e.to_string()),
+            };
+            written?;
+            if out.is_some() {
+                eprintln!("{} shares exported", shares.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Payouts { hash } => {
+            let (stored, finding, shares) = block_window(ledger, policy, hash)?;
+            let recorded = ledger.payouts(hash).map_err(e)?;
+            let explained = explain_payouts(&stored, &finding, &shares, policy, recorded.as_ref())
+                .map_err(|e| e.to_string())?;
+            print!("{}", explained.text);
+            Ok(match explained.matches_recorded {
+                Some(false) => ExitCode::from(3),
+                _ => ExitCode::SUCCESS,
+            })
+        }
+        LedgerCommand::Balances => {
+            let balances = ledger.balances().map_err(e)?;
+            let mut out = std::io::stdout().lock();
+            let mut total = 0u64;
+            for b in &balances {
+                let address = policy
+                    .accounts
+                    .get(&b.user)
+                    .map(|a| a.clone().assume_checked().to_string())
+                    .unwrap_or_default();
+                total += b.earned_sat;
+                let _ = writeln!(out, "{}\t{}\t{}", b.user, b.earned_sat, address);
+            }
+            let _ = writeln!(out, "total\t{total}\t({} users)", balances.len());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -5,6 +5,10 @@
 
 use std::sync::Arc;
 
+#[allow(dead_code)]
+#[path = "common/postgres.rs"]
+mod postgres;
+
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, Target, Txid};
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
@@ -638,6 +642,7 @@ mod kill_nine {
         open: impl FnOnce() -> Box<dyn Ledger>,
     ) -> (u64, u64) {
         let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("pool.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
             .args(["--listen-addr", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
@@ -655,7 +660,7 @@ mod kill_nine {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("pool starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -669,7 +674,12 @@ mod kill_nine {
         while addr.is_none() || key.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
-                .expect("the pool prints its address and key");
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the pool prints its address and key ({e}); its log:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                });
             if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
                 addr = rest.split_whitespace().next().map(str::to_owned);
             }
@@ -741,5 +751,18 @@ mod kill_nine {
             Box::new(SqliteLedger::open(&path).expect("the ledger opens after the crash"))
         });
         println!("kill -9 (SQLite): {acked} shares acknowledged, {rows} rows");
+    }
+
+    #[test]
+    fn kill_9_under_load_loses_no_acknowledged_share_postgres() {
+        let server = super::postgres::TempPostgres::start();
+        let url = server.fresh_database();
+        let (acked, rows) = kill_9_loses_no_acknowledged_share(&url, || {
+            Box::new(
+                blvm_stratum_v2::ledger::PostgresLedger::connect(&url)
+                    .expect("the ledger opens after the crash"),
+            )
+        });
+        println!("kill -9 (PostgreSQL): {acked} shares acknowledged, {rows} rows");
     }
 }

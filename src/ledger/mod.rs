@@ -9,6 +9,8 @@
 //! (`ledger export`, `payouts`, `balances`) opens its own. Nothing here knows sockets or
 //! sessions; share credit and payout arithmetic are decided in the core (`mining`, `payout`).
 
+#[cfg(feature = "runtime")]
+pub mod export;
 pub mod memory;
 // The backends (helper B): SQLite, PostgreSQL, and opening one from a location.
 #[cfg(feature = "runtime")]

@@ -5,11 +5,13 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{Ledger, LedgerError, PostgresLedger, SqliteLedger};
+use super::{Ledger, LedgerError, MemoryLedger, PostgresLedger, SqliteLedger};
 
-/// A ledger's location: an SQLite file or a PostgreSQL URL.
+/// A ledger's location: an SQLite file, a PostgreSQL URL, or memory (tests).
 #[derive(Clone, PartialEq, Eq)]
 pub enum LedgerLocation {
+    /// `memory:`: a [`MemoryLedger`], nothing survives the process (tests, benchmarks).
+    Memory,
     /// An SQLite file (created if missing).
     Sqlite(PathBuf),
     /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
@@ -17,8 +19,9 @@ pub enum LedgerLocation {
 }
 
 impl LedgerLocation {
-    /// `postgres://...` or `postgresql://...` is PostgreSQL; anything else non-empty is the
-    /// path of an SQLite file.
+    /// `postgres://...` or `postgresql://...` is PostgreSQL, `memory:` a ledger in memory;
+    /// anything else non-empty is the path of an SQLite file (`sqlite://` in front is taken
+    /// off).
     pub fn parse(text: &str) -> Result<Self, LedgerError> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -27,6 +30,10 @@ impl LedgerLocation {
         let lower = trimmed.get(..13).unwrap_or(trimmed).to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             Ok(LedgerLocation::Postgres(trimmed.to_owned()))
+        } else if trimmed == "memory:" {
+            Ok(LedgerLocation::Memory)
+        } else if let Some(path) = trimmed.strip_prefix("sqlite://") {
+            Ok(LedgerLocation::Sqlite(PathBuf::from(path)))
         } else {
             Ok(LedgerLocation::Sqlite(PathBuf::from(trimmed)))
         }
@@ -35,6 +42,7 @@ impl LedgerLocation {
     /// The location with any password replaced by `***`: what logs and errors may show.
     pub fn redacted(&self) -> String {
         match self {
+            LedgerLocation::Memory => "memory:".into(),
             LedgerLocation::Sqlite(path) => path.display().to_string(),
             LedgerLocation::Postgres(url) => redact_url(url),
         }
@@ -85,6 +93,7 @@ impl fmt::Display for LedgerLocation {
 impl fmt::Debug for LedgerLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            LedgerLocation::Memory => f.write_str("Memory"),
             LedgerLocation::Sqlite(_) => write!(f, "Sqlite({:?})", self.redacted()),
             LedgerLocation::Postgres(_) => write!(f, "Postgres({:?})", self.redacted()),
         }
@@ -95,6 +104,7 @@ impl fmt::Debug for LedgerLocation {
 /// migrating its schema.
 pub fn open(location: &LedgerLocation) -> Result<Box<dyn Ledger>, LedgerError> {
     Ok(match location {
+        LedgerLocation::Memory => Box::new(MemoryLedger::new()),
         LedgerLocation::Sqlite(path) => Box::new(SqliteLedger::open(path)?),
         LedgerLocation::Postgres(url) => Box::new(PostgresLedger::connect(url)?),
     })

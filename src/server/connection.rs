@@ -211,6 +211,7 @@ pub async fn serve(
     // With a share ledger, acknowledgements wait for its commits (durable mode).
     let mut mining = cfg.mining.clone();
     mining.durable_acks = shared.ledger.is_some();
+    mining.payout_network = shared.payout_network.get().copied();
     let mut session = Session::new(Arc::new(mining), shared.allocator.clone())
         .with_channel_budget(shared.channels.clone());
     if let Some(ledger) = &shared.ledger {

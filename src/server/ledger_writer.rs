@@ -41,13 +41,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Retries of a failed write once stopping, before what is left is given up (and logged).
 const RETRIES_WHEN_STOPPING: u32 = 3;
 
-/// Splits a user_identity (and the worker TLV, which wins for the worker) into the ledger's
-/// user and worker: at the first '.', as SRI's `ADDRESS[.worker]`.
-// merge: C's payout::identity replaces this (solo/donate formats, `[users]` accounts).
-pub fn ledger_user(identity: &str, worker_tlv: Option<&str>) -> (String, String) {
-    let (user, worker) = identity.split_once('.').unwrap_or((identity, ""));
-    (user.to_owned(), worker_tlv.unwrap_or(worker).to_owned())
-}
+use crate::payout::ledger_user;
 
 /// Where the share ledger is and how it commits (from the configuration).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,23 +52,32 @@ pub struct LedgerSettings {
     pub writer: WriterSettings,
 }
 
-/// Opens the ledger at `url` (see [`LedgerSettings::url`]).
+/// Opens the ledger at `url` (see [`LedgerSettings::url`]), migrating its schema. Opened on
+/// a thread of its own: the PostgreSQL client blocks on a runtime of its own, which cannot
+/// start on a thread that drives the caller's (the server is built inside one).
 pub fn open_ledger(url: &str) -> Result<Box<dyn Ledger>, LedgerError> {
-    if url == "memory:" {
-        return Ok(Box::new(crate::ledger::MemoryLedger::new()));
-    }
-    // merge: B's ledger::open (SQLite and PostgreSQL) replaces this.
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(LedgerError::Location(format!(
-            "{url}: PostgreSQL is not in this build yet"
-        )));
-    }
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    Ok(Box::new(crate::ledger::SqliteLedger::open(path)?))
+    let location = crate::ledger::LedgerLocation::parse(url)?;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("ledger-open".into())
+            .spawn_scoped(scope, || crate::ledger::open(&location))
+            .map_err(|e| LedgerError::Unavailable(format!("cannot start a thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(LedgerError::Unavailable(
+                    "opening the ledger panicked".into(),
+                ))
+            })
+    })
 }
 
 /// What runs when the node accepts a block, after its verdict is written (payouts).
 pub type BlockHook = Box<dyn FnMut(&mut dyn Ledger, BlockHash) -> Result<(), LedgerError> + Send>;
+
+/// What runs now and then on the writer thread to keep the ledger bounded (pruning), given
+/// the network's current nBits; returns how many shares went.
+pub type MaintenanceHook =
+    Box<dyn FnMut(&mut dyn Ledger, CompactTarget) -> Result<u64, LedgerError> + Send>;
 
 /// One connection's view of the ledger's commits: the highest of its share numbers committed,
 /// and a wake-up for its driver.
@@ -171,6 +174,9 @@ pub enum LedgerMessage {
     Block(BlockInput),
     /// The node's answer about a found block.
     Verdict(BlockHash, BlockStatus),
+    /// The network's nBits now (a new tip): a chance to prune, at most once per
+    /// [`Maintenance::every`].
+    Maintain(CompactTarget),
     /// Flush everything before this and end.
     Stop,
 }
@@ -232,6 +238,15 @@ pub struct WriterTotals {
     pub lost_at_stop: u64,
 }
 
+/// Keeping the ledger bounded: `prune` runs on the writer thread, between commits, when a
+/// [`LedgerMessage::Maintain`] comes and the last run is at least `every` ago.
+pub struct Maintenance {
+    /// Prunes, given the network's nBits.
+    pub prune: MaintenanceHook,
+    /// Least time between two runs.
+    pub every: Duration,
+}
+
 impl LedgerWriter {
     /// Starts the writer thread on `ledger`; `on_accepted` runs after an accepted block's
     /// verdict is written.
@@ -241,6 +256,17 @@ impl LedgerWriter {
         status: LedgerStatus,
         on_accepted: BlockHook,
     ) -> std::io::Result<Self> {
+        Self::start_with_maintenance(ledger, settings, status, on_accepted, None)
+    }
+
+    /// [`LedgerWriter::start`], with pruning.
+    pub fn start_with_maintenance(
+        ledger: Box<dyn Ledger>,
+        settings: WriterSettings,
+        status: LedgerStatus,
+        on_accepted: BlockHook,
+        maintenance: Option<Maintenance>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let mut core = WriterCore {
@@ -248,6 +274,9 @@ impl LedgerWriter {
             settings,
             status: status.clone(),
             on_accepted,
+            maintenance,
+            maintain: None,
+            last_maintained: None,
             batch: LedgerBatch::default(),
             releases: HashMap::new(),
             verdicts: Vec::new(),
@@ -305,6 +334,10 @@ struct WriterCore {
     settings: WriterSettings,
     status: LedgerStatus,
     on_accepted: BlockHook,
+    maintenance: Option<Maintenance>,
+    /// The nBits of the last `Maintain` not acted on yet.
+    maintain: Option<CompactTarget>,
+    last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
     /// Per connection: its signal and the highest share number in `batch`.
@@ -403,6 +436,7 @@ impl WriterCore {
                 });
             }
             LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status)),
+            LedgerMessage::Maintain(bits) => self.maintain = Some(bits),
             LedgerMessage::Stop => return true,
         }
         false
@@ -471,6 +505,30 @@ impl WriterCore {
         self.verdicts = verdicts;
         self.verdicts.clear();
         self.clear();
+        self.maintain();
+    }
+
+    /// Prunes, after a commit (what it decides on is written), if asked and due. A failure
+    /// is logged and left for the next time: pruning never holds acknowledgements back.
+    fn maintain(&mut self) {
+        let (Some(bits), Some(m)) = (self.maintain, self.maintenance.as_mut()) else {
+            return;
+        };
+        if self.last_maintained.is_some_and(|t| t.elapsed() < m.every) {
+            return;
+        }
+        self.maintain = None;
+        self.last_maintained = Some(Instant::now());
+        let started = Instant::now();
+        match (m.prune)(&mut *self.ledger, bits) {
+            Ok(0) => {}
+            Ok(pruned) => info!(
+                pruned,
+                ms = started.elapsed().as_millis() as u64,
+                "pruned shares no payout window needs"
+            ),
+            Err(e) => warn!("cannot prune the share ledger: {e}"),
+        }
     }
 
     fn clear(&mut self) {
@@ -646,19 +704,6 @@ mod tests {
             assert!(Instant::now() < until, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(2));
         }
-    }
-
-    #[test]
-    fn the_user_is_split_at_the_first_dot_and_the_tlv_names_the_worker() {
-        assert_eq!(
-            ledger_user("addr.w1.x", None),
-            ("addr".into(), "w1.x".into())
-        );
-        assert_eq!(ledger_user("addr", None), ("addr".into(), "".into()));
-        assert_eq!(
-            ledger_user("addr.w1", Some("tlv")),
-            ("addr".into(), "tlv".into())
-        );
     }
 
     #[test]

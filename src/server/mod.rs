@@ -137,6 +137,9 @@ pub struct Shared {
     /// The share ledger's writer, if there is a ledger: connections send it their shares and
     /// hold acknowledgements until it commits them.
     ledger: Option<ledger_writer::LedgerSender>,
+    /// The node's network, once it said (issue 15, payouts): a payout address in a
+    /// user_identity must be of it.
+    payout_network: std::sync::OnceLock<bitcoin::Network>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -388,7 +391,13 @@ impl StratumV2Server {
             Some(settings) => Some(ledger_writer::open_ledger(&settings.url)?),
             None => None,
         };
-        Self::build(config, node, ledger, Box::new(|_, _| Ok(())))
+        // Payouts: a block the node accepts is settled (its reward split over its window, or
+        // to its finder) on the writer thread, right after its verdict is written.
+        let policy = config.payout.clone();
+        let settle: ledger_writer::BlockHook = Box::new(move |ledger, hash| {
+            crate::payout::settle_block(ledger, hash, &policy, now_ms()).map(|_| ())
+        });
+        Self::build(config, node, ledger, settle)
     }
 
     /// Builds the server on a ledger of the caller's (whatever `config.ledger` says; its
@@ -437,11 +446,21 @@ impl StratumV2Server {
         let writer = match ledger {
             Some(ledger) => {
                 let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
-                let writer = ledger_writer::LedgerWriter::start(
+                // Pruning: shares no window needs, past the retention, on each new tip at
+                // most every quarter of the retention (and at least every 10 minutes).
+                let policy = config.payout.clone();
+                let maintenance = ledger_writer::Maintenance {
+                    every: Duration::from_secs((policy.retention_secs / 4).min(600)),
+                    prune: Box::new(move |ledger, bits| {
+                        crate::payout::prune_before(ledger, &policy, bits, now_ms())
+                    }),
+                };
+                let writer = ledger_writer::LedgerWriter::start_with_maintenance(
                     ledger,
                     settings,
                     crate::mining::LedgerStatus::new(),
                     on_accepted,
+                    Some(maintenance),
                 )
                 .map_err(|e| StratumV2Error::ServerError(format!("ledger writer: {e}")))?;
                 Some(writer)
@@ -460,6 +479,7 @@ impl StratumV2Server {
             gate,
             channels: Arc::new(ChannelBudget::new(config_max_channels)),
             ledger: writer.as_ref().map(|w| w.sender()),
+            payout_network: std::sync::OnceLock::new(),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -511,6 +531,14 @@ impl StratumV2Server {
         let chain =
             wait_for_node("the node does not say its chain yet", || self.node.chain()).await;
         check_reward_destination(&cfg.reward_destination, &chain)?;
+        // Issue 15, payouts: the [users] table's addresses and miners' addresses must be of
+        // the node's network.
+        if let crate::node::NodeChain::Known(network) = chain {
+            cfg.payout
+                .check_accounts(network)
+                .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
+            let _ = self.shared.payout_network.set(network);
+        }
         info!(%chain, "node chain");
 
         // Subscribed before the first template: a tip the node announces from here on (the
@@ -528,6 +556,11 @@ impl StratumV2Server {
                 .ok_or_else(|| StratumV2Error::ServerError("no work".into()))?
         };
         info!(height = w.height, prev = %w.prev_hash, "first work ready");
+        if let Some(ledger) = &self.shared.ledger {
+            ledger.send(ledger_writer::LedgerMessage::Maintain(
+                bitcoin::CompactTarget::from_consensus(w.nbits),
+            ));
+        }
         self.work.send_replace(Some(w));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -856,6 +889,13 @@ fn publish_if_better(
     };
     info!(height = w.height, prev = %w.prev_hash, new_tip = change.is_new_tip(), "new work");
     shared.node.work_published(w.id, w.prev_hash, w.height);
+    if change.is_new_tip()
+        && let Some(ledger) = &shared.ledger
+    {
+        ledger.send(ledger_writer::LedgerMessage::Maintain(
+            bitcoin::CompactTarget::from_consensus(w.nbits),
+        ));
+    }
     work.send_replace(Some(w));
     Ok(true)
 }

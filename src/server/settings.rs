@@ -52,4 +52,6 @@ pub struct ServerConfig {
     /// The share ledger and its group commit; `None`: no ledger (acknowledgements as soon as
     /// due, nothing recorded: benchmarks and the product API).
     pub ledger: Option<LedgerSettings>,
+    /// Issue 15: how blocks are paid (scheme, window, fee, retention, `[users]` accounts).
+    pub payout: crate::payout::PayoutPolicy,
 }

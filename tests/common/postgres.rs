@@ -28,7 +28,55 @@ pub struct TempPostgres {
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(1);
 
 /// The directory of `initdb`, `pg_ctl` and `postgres`: the newest Debian version, else PATH.
+/// On a machine without PostgreSQL, Debian's package is installed first (as `.ci/run` does),
+/// so that the README's `cargo test` needs nothing installed by hand.
 fn bin_dir() -> PathBuf {
+    find_bin_dir().unwrap_or_else(|| {
+        install_postgresql();
+        find_bin_dir().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or in \
+                 PATH) and installing Debian's postgresql did not provide it: run .ci/run, or \
+                 apt-get install postgresql"
+            )
+        })
+    })
+}
+
+/// `apt-get install postgresql` (as root, or through `sudo -n`), once across the test
+/// binaries that run at the same time: they queue on an exclusive lock of one file, and the
+/// ones after the first find it installed.
+fn install_postgresql() {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("blvm-stratum-v2-install-postgresql.lock"))
+        .expect("lock file for installing PostgreSQL");
+    lock.lock().expect("lock for installing PostgreSQL");
+    if find_bin_dir().is_some() {
+        return;
+    }
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo", "-n"] };
+    for args in [
+        &["apt-get", "update"][..],
+        &["apt-get", "install", "-y", "postgresql"][..],
+    ] {
+        let mut command: Vec<&str> = sudo.to_vec();
+        command.extend_from_slice(args);
+        eprintln!("PostgreSQL is missing: running {}", command.join(" "));
+        let status = Command::new(command[0])
+            .args(&command[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("`{}` failed: {status:?}", command.join(" "));
+        }
+    }
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -41,17 +89,11 @@ fn bin_dir() -> PathBuf {
         .collect();
     found.sort();
     if let Some((_, bin)) = found.pop() {
-        return bin;
+        return Some(bin);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or in \
-                 PATH): run .ci/run, or apt-get install postgresql"
-            )
-        })
 }
 
 fn is_root() -> bool {

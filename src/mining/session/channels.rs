@@ -22,6 +22,7 @@ use super::shares::SeenShares;
 use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
 use crate::mining::share::ShareRejection;
 use crate::mining::vardiff::Vardiff;
+use crate::payout::{PayoutMode, parse_identity};
 use crate::wire::mining::{
     OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,
     OpenStandardMiningChannel, OpenStandardMiningChannelSuccess, SetTarget, UpdateChannel,
@@ -31,6 +32,14 @@ use crate::wire::{B0_32, Str0_255};
 
 /// OpenMiningChannel.Error code when the connection's or the pool's channel cap is reached.
 const CHANNEL_CAPACITY_EXHAUSTED: &str = "channel-capacity-exhausted";
+/// OpenMiningChannel.Error code for a user_identity no payout can go to: an address that is
+/// malformed or of another network, an `sri/` form SRI does not define (the specification's
+/// code for a user the pool does not accept).
+const UNKNOWN_USER: &str = "unknown-user";
+/// OpenMiningChannel.Error code for `sri/solo/ADDRESS` and `sri/donate/PERCENT/ADDRESS`: their
+/// blocks must pay that address in the channel's own coinbase, which this pool does not build
+/// yet (its coinbase is shared per template); refused rather than paying the pool.
+const SOLO_UNSUPPORTED: &str = "solo-payout-unsupported";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelKind {
@@ -283,6 +292,18 @@ impl Session {
             self.refuse_channel(r.request_id, CHANNEL_CAPACITY_EXHAUSTED);
             return None;
         }
+        let user_identity = r.user_identity.to_string_lossy().into_owned();
+        match parse_identity(&user_identity, self.config.payout_network) {
+            Err(_) => {
+                self.refuse_channel(r.request_id, UNKNOWN_USER);
+                return None;
+            }
+            Ok(id) if matches!(id.mode, PayoutMode::Solo | PayoutMode::Donate { .. }) => {
+                self.refuse_channel(r.request_id, SOLO_UNSUPPORTED);
+                return None;
+            }
+            Ok(_) => {}
+        }
         let extranonce_size = match r.extranonce_size {
             Ok(size) => size,
             Err(code) => {
@@ -307,7 +328,6 @@ impl Session {
         self.next_channel_id += 1;
         let prefix_len = self.config.coinbase.extranonce_len - extranonce_size;
         let extranonce_prefix = self.allocator.allocate(self.config.server_id, prefix_len);
-        let user_identity = r.user_identity.to_string_lossy().into_owned();
         self.channels.push(Channel {
             id,
             kind: r.kind,

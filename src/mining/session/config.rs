@@ -66,6 +66,11 @@ pub struct MiningConfig {
     /// Put in the top two bytes of every extranonce prefix, so pools behind one payout never
     /// hand out the same search space.
     pub server_id: u16,
+    // Issue 15, payouts (helper C).
+    /// The network a payout address in user_identity must be of (the node's, set by the
+    /// server once the node says its chain); `None`: addresses are checked for syntax only.
+    /// A malformed or wrong-network address is refused with `unknown-user` at open.
+    pub payout_network: Option<bitcoin::Network>,
     // Issue 14, liveness and share floods (helper B).
     /// A set-up connection with no channel open is closed after this long (ms) without one:
     /// from SetupConnection, or from its last channel's closing. `None`: never.
@@ -117,6 +122,7 @@ impl Default for MiningConfig {
             job_refresh_ms: 30_000,
             version_rolling: true,
             server_id: 0,
+            payout_network: None,
             channel_open_timeout_ms: Some(30_000),
             channel_idle_ms: None,
             share_rate_multiple: 20.0,

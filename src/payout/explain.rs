@@ -1,0 +1,179 @@
+//! A block's payouts explained in words and numbers, step by step, from the shares: what
+//! `ledger payouts BLOCKHASH` prints, so a miner can follow the arithmetic (and repeat it from
+//! an export) and see whether it equals what the pool recorded.
+
+use std::fmt::Write as _;
+
+use super::policy::{PayoutPolicy, PayoutScheme};
+use super::pplns::{SplitError, difficulty_of_weight, fee_ppm};
+use super::settle::{compute_payouts, same_numbers, scheme_of};
+use crate::ledger::{PayoutComputation, StoredBlock, StoredShare};
+
+/// What the explanation found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The text, one step a line.
+    pub text: String,
+    /// The computation from the shares.
+    pub computed: PayoutComputation,
+    /// Whether the recorded computation has the same numbers (`None`: none recorded).
+    pub matches_recorded: Option<bool>,
+}
+
+/// Explains `stored`'s payouts from `shares` (its window: the shares up to and including
+/// `finding`, newest first or in any order) under `policy`, against `recorded`.
+pub fn explain_payouts(
+    stored: &StoredBlock,
+    finding: &StoredShare,
+    shares: &[StoredShare],
+    policy: &PayoutPolicy,
+    recorded: Option<&PayoutComputation>,
+) -> Result<Explanation, SplitError> {
+    let block = &stored.block;
+    let computed_ms = recorded.map_or(0, |r| r.computed_ms);
+    let (split, computed) = compute_payouts(block, finding.id, shares, policy, computed_ms)?;
+    let mut t = String::new();
+    let ppm = fee_ppm(policy.fee_percent);
+    let _ = writeln!(
+        t,
+        "Block {} at height {}, found by `{}` (share {}), node: {}.",
+        block.hash,
+        block.height,
+        block.user,
+        finding.id,
+        stored.status.name()
+    );
+    let _ = writeln!(
+        t,
+        "Scheme {}; reward {} sat (subsidy and fees of its template); pool fee {}% = {} ppm.",
+        scheme_of(block, policy).name(),
+        block.reward_sat,
+        policy.fee_percent,
+        ppm
+    );
+    let _ = writeln!(
+        t,
+        "Weights are difficulties in fixed point: weight = floor(difficulty x 2^64)."
+    );
+    match scheme_of(block, policy) {
+        PayoutScheme::Pplns => {
+            let network = bitcoin::Target::from_compact(block.bits).difficulty_float();
+            let _ = writeln!(
+                t,
+                "1. Window: network difficulty {:?} (nBits {:#010x}) x {} = {:?} difficulty, \
+                 weight N = {}.",
+                network,
+                block.bits.to_consensus(),
+                policy.window_multiple,
+                policy.window_difficulty(block.bits),
+                split.window_weight
+            );
+        }
+        PayoutScheme::Solo => {
+            let _ = writeln!(t, "1. Window: the finding share alone (solo).");
+        }
+    }
+    if !policy.solo_users.is_empty() {
+        let solo: Vec<&str> = policy.solo_users.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            t,
+            "   Solo users' shares are in no window: {}.",
+            solo.join(", ")
+        );
+    }
+    let _ = writeln!(
+        t,
+        "2. Shares counted, newest first from share {}: {} shares, ids {}..={}, weight W = {} \
+         (difficulty {:?}){}.",
+        finding.id,
+        split.shares_counted,
+        split.first_share_id,
+        split.last_share_id,
+        split.counted_weight,
+        difficulty_of_weight(split.counted_weight),
+        match split.partial_weight {
+            Some(w) => format!(
+                "; the oldest, share {}, counts only weight {w} of its own to fill N exactly",
+                split.first_share_id
+            ),
+            None if split.counted_weight < split.window_weight => {
+                "; the ledger holds less than the window, so W < N".to_owned()
+            }
+            None => String::new(),
+        }
+    );
+    let distributable = block.reward_sat - split.fee_by_percent_sat;
+    let _ = writeln!(
+        t,
+        "3. Fee: floor({} x {} / 1000000) = {} sat; to split: D = {} - {} = {} sat.",
+        block.reward_sat,
+        ppm,
+        split.fee_by_percent_sat,
+        block.reward_sat,
+        split.fee_by_percent_sat,
+        distributable
+    );
+    let _ = writeln!(
+        t,
+        "4. Each user: floor(D x weight / W) sat, then the leftover (step 5):"
+    );
+    for u in &split.users {
+        let _ = writeln!(
+            t,
+            "   {:<40} difficulty {:<24} weight {:<40} {} sat{}",
+            u.user,
+            format!("{:?}", difficulty_of_weight(u.weight)),
+            u.weight,
+            u.amount_sat,
+            if u.got_leftover {
+                " (incl. 1 leftover)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        t,
+        "5. Leftover from rounding: {} sat, one each to the users with the largest remainders \
+         of D x weight / W (ties: smaller name first).",
+        split.leftover_sat
+    );
+    if split.donated_sat > 0 {
+        let _ = writeln!(
+            t,
+            "   Full donations (sri/donate): {} sat to the pool, with the fee.",
+            split.donated_sat
+        );
+    }
+    let paid: u64 = split.users.iter().map(|u| u.amount_sat).sum();
+    let _ = writeln!(
+        t,
+        "Total: payouts {} + fee {} = {} sat (the reward).",
+        paid,
+        split.fee_sat,
+        paid + split.fee_sat
+    );
+    let matches_recorded = recorded.map(|r| same_numbers(r, &computed));
+    let _ = match (recorded, matches_recorded) {
+        (None, _) => writeln!(t, "Recorded: no payouts recorded for this block yet."),
+        (Some(_), Some(true)) => writeln!(t, "Recorded: equal to this computation."),
+        (Some(r), _) => writeln!(
+            t,
+            "Recorded: DIFFERENT: scheme {}, fee {} sat, shares {}..={}, payouts {}.",
+            r.scheme,
+            r.fee_sat,
+            r.first_share_id,
+            r.last_share_id,
+            r.payouts
+                .iter()
+                .map(|p| format!("{} {} sat", p.user, p.amount_sat))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Ok(Explanation {
+        text: t,
+        computed,
+        matches_recorded,
+    })
+}

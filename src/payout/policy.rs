@@ -1,0 +1,113 @@
+//! How the pool pays: the scheme, the PPLNS window, the fee, how long shares are kept. One
+//! value built from the configuration and handed to settlement, pruning and the command line,
+//! so that they all use the same numbers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bitcoin::address::NetworkUnchecked;
+use bitcoin::{Address, CompactTarget, Network, Target};
+
+/// How a block's reward is divided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PayoutScheme {
+    /// Pay-per-last-N-shares (the default): the reward, less the fee, over the window.
+    #[default]
+    Pplns,
+    /// The reward, less the fee, to the user whose share found the block.
+    Solo,
+}
+
+impl PayoutScheme {
+    /// The name in the configuration and in payout computations (`pplns`, `solo`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PayoutScheme::Pplns => "pplns",
+            PayoutScheme::Solo => "solo",
+        }
+    }
+
+    /// The scheme of a name, if any.
+    pub fn from_name(name: &str) -> Option<PayoutScheme> {
+        match name {
+            "pplns" => Some(PayoutScheme::Pplns),
+            "solo" => Some(PayoutScheme::Solo),
+            _ => None,
+        }
+    }
+}
+
+/// Default PPLNS window: this many times the network difficulty.
+pub const DEFAULT_WINDOW_MULTIPLE: f64 = 2.0;
+/// Default pool fee, percent of each block's reward.
+pub const DEFAULT_FEE_PERCENT: f64 = 1.0;
+/// Default retention of shares beyond the newest window: 7 days.
+pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 3600;
+
+/// The pool's payout policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PayoutPolicy {
+    /// The scheme.
+    pub scheme: PayoutScheme,
+    /// The PPLNS window as a multiple of the network difficulty.
+    pub window_multiple: f64,
+    /// The pool's fee, percent (0 to 100).
+    pub fee_percent: f64,
+    /// Shares older than the newest window are kept this long more.
+    pub retention_secs: u64,
+    /// The `[users]` table: accounts and their payout addresses (checked against the node's
+    /// network at start, [`PayoutPolicy::check_accounts`]).
+    pub accounts: BTreeMap<String, Address<NetworkUnchecked>>,
+    /// Accounts paid solo (`[users.NAME] scheme = "solo"`): their blocks pay them alone, less
+    /// the fee, and their shares are in no PPLNS window.
+    pub solo_users: BTreeSet<String>,
+}
+
+/// An account of the `[users]` table whose address is of another network than the node's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[users.{account}]: address {address} is not for {network}")]
+pub struct AccountNetworkError {
+    /// The account.
+    pub account: String,
+    /// Its address.
+    pub address: String,
+    /// The node's network.
+    pub network: Network,
+}
+
+impl Default for PayoutPolicy {
+    fn default() -> Self {
+        PayoutPolicy {
+            scheme: PayoutScheme::Pplns,
+            window_multiple: DEFAULT_WINDOW_MULTIPLE,
+            fee_percent: DEFAULT_FEE_PERCENT,
+            retention_secs: DEFAULT_RETENTION_SECS,
+            accounts: BTreeMap::new(),
+            solo_users: BTreeSet::new(),
+        }
+    }
+}
+
+impl PayoutPolicy {
+    /// Checks every account's address against the node's network (like
+    /// `coinbase_reward_script`): a balance must be payable on the chain the pool mines.
+    pub fn check_accounts(&self, network: Network) -> Result<(), AccountNetworkError> {
+        match self
+            .accounts
+            .iter()
+            .find(|(_, a)| !a.is_valid_for_network(network))
+        {
+            Some((account, address)) => Err(AccountNetworkError {
+                account: account.clone(),
+                address: address.clone().assume_checked().to_string(),
+                network,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The PPLNS window in difficulty for a block of `bits`: the multiple times the network
+    /// difficulty (the difficulty-1 target divided by the block's target).
+    pub fn window_difficulty(&self, bits: CompactTarget) -> f64 {
+        Target::from_compact(bits).difficulty_float() * self.window_multiple
+    }
+}

@@ -1,0 +1,175 @@
+//! Settling a block: once the node has accepted it, its reward is split by the pool's
+//! scheme (or the finder's own, `[users.NAME] scheme = "solo"`) over the shares in the ledger
+//! and recorded, exactly once. The same computation ([`compute_payouts`]) is what `ledger
+//! payouts` shows and what a miner repeats from an export.
+//!
+//! Solo users take no part in PPLNS windows: their shares are left out of every window (which
+//! reaches further back to stay N), and their blocks pay them alone.
+
+use bitcoin::BlockHash;
+
+use super::policy::{PayoutPolicy, PayoutScheme};
+use super::pplns::{self, Split, SplitError, SplitTerms, WindowShare};
+use crate::ledger::{
+    BlockStatus, FoundBlockRecord, Ledger, LedgerError, Payout, PayoutComputation, ShareRange,
+    StoredShare,
+};
+
+/// Most times the window is read again to make up for solo users' shares in it.
+const MAX_WINDOW_READS: usize = 64;
+
+/// The share range a ledger is asked for to cover a block's window: a little more than the
+/// window (its f64 sum and the split's fixed-point sum may differ in the last bits); the split
+/// cuts it exactly.
+pub fn window_range(last_share_id: u64, window_difficulty: f64) -> ShareRange {
+    ShareRange::Window {
+        last_id: last_share_id,
+        difficulty: window_difficulty * (1.0 + 1e-6),
+    }
+}
+
+/// The scheme `block` is paid by: the finder's own when it is a solo user, else the pool's.
+pub fn scheme_of(block: &FoundBlockRecord, policy: &PayoutPolicy) -> PayoutScheme {
+    if policy.solo_users.contains(&block.user) {
+        PayoutScheme::Solo
+    } else {
+        policy.scheme
+    }
+}
+
+/// The split's terms for `block` under `policy`.
+pub fn split_terms(block: &FoundBlockRecord, policy: &PayoutPolicy) -> SplitTerms {
+    SplitTerms {
+        window_difficulty: match scheme_of(block, policy) {
+            PayoutScheme::Pplns => policy.window_difficulty(block.bits),
+            // Solo: the window is the finding share alone.
+            PayoutScheme::Solo => f64::MAX,
+        },
+        reward_sat: block.reward_sat,
+        fee_ppm: pplns::fee_ppm(policy.fee_percent),
+    }
+}
+
+/// The shares `block`'s computation needs from the ledger, `finding` being its share: the
+/// window up to it (reaching past solo users' shares), or the finding share alone (solo).
+pub fn window_shares(
+    ledger: &mut dyn Ledger,
+    block: &FoundBlockRecord,
+    finding: &StoredShare,
+    policy: &PayoutPolicy,
+) -> Result<Vec<StoredShare>, LedgerError> {
+    if scheme_of(block, policy) == PayoutScheme::Solo {
+        return Ok(vec![finding.clone()]);
+    }
+    let window = policy.window_difficulty(block.bits);
+    let mut wanted = window;
+    let mut reads = 0;
+    loop {
+        let shares = ledger.shares(&window_range(finding.id, wanted))?;
+        reads += 1;
+        if policy.solo_users.is_empty() || reads == MAX_WINDOW_READS {
+            return Ok(shares);
+        }
+        let sum = |solo: bool| -> f64 {
+            shares
+                .iter()
+                .filter(|s| policy.solo_users.contains(&s.record.user) == solo)
+                .map(|s| s.record.difficulty)
+                .sum()
+        };
+        let (pool, solo) = (sum(false), sum(true));
+        // Enough without the solo users, or the ledger has no more.
+        if pool >= window * (1.0 + 1e-6) || pool + solo < wanted {
+            return Ok(shares);
+        }
+        wanted = window + solo;
+    }
+}
+
+/// The split of `block`'s reward over `shares` (the finding share is the one with id
+/// `finding_share_id`; shares newer than it, and solo users' shares, are not counted), and the
+/// computation to record.
+pub fn compute_payouts(
+    block: &FoundBlockRecord,
+    finding_share_id: u64,
+    shares: &[StoredShare],
+    policy: &PayoutPolicy,
+    now_ms: u64,
+) -> Result<(Split, PayoutComputation), SplitError> {
+    let scheme = scheme_of(block, policy);
+    let terms = split_terms(block, policy);
+    let counted = shares.iter().filter(|s| match scheme {
+        PayoutScheme::Pplns => {
+            s.id <= finding_share_id && !policy.solo_users.contains(&s.record.user)
+        }
+        PayoutScheme::Solo => s.id == finding_share_id,
+    });
+    let split = pplns::split(counted.map(WindowShare::from), &terms)?;
+    let computation = PayoutComputation {
+        block_hash: block.hash,
+        scheme: scheme.name().to_owned(),
+        reward_sat: block.reward_sat,
+        fee_sat: split.fee_sat,
+        window_difficulty: match scheme {
+            PayoutScheme::Pplns => terms.window_difficulty,
+            PayoutScheme::Solo => pplns::difficulty_of_weight(split.counted_weight),
+        },
+        counted_difficulty: pplns::difficulty_of_weight(split.counted_weight),
+        first_share_id: split.first_share_id,
+        last_share_id: split.last_share_id,
+        computed_ms: now_ms,
+        payouts: split
+            .users
+            .iter()
+            .map(|u| Payout {
+                user: u.user.clone(),
+                amount_sat: u.amount_sat,
+                difficulty: pplns::difficulty_of_weight(u.weight),
+            })
+            .collect(),
+    };
+    Ok((split, computation))
+}
+
+/// Whether two computations have the same numbers (everything but when they were made).
+pub fn same_numbers(a: &PayoutComputation, b: &PayoutComputation) -> bool {
+    PayoutComputation {
+        computed_ms: 0,
+        ..a.clone()
+    } == PayoutComputation {
+        computed_ms: 0,
+        ..b.clone()
+    }
+}
+
+/// Settles block `hash`: when the node has accepted it and it has no payouts yet, reads its
+/// finding share and window, splits the reward and records it. Returns the block's
+/// computation (the existing one, writing nothing, when it was settled before), or `None`
+/// when the block is unknown or not accepted.
+pub fn settle_block(
+    ledger: &mut dyn Ledger,
+    hash: BlockHash,
+    policy: &PayoutPolicy,
+    now_ms: u64,
+) -> Result<Option<PayoutComputation>, LedgerError> {
+    let Some(stored) = ledger.block(hash)? else {
+        return Ok(None);
+    };
+    if let Some(existing) = ledger.payouts(hash)? {
+        return Ok(Some(existing));
+    }
+    if stored.status != BlockStatus::Accepted {
+        return Ok(None);
+    }
+    let finding = ledger.share_by_hash(hash)?.ok_or_else(|| {
+        LedgerError::Corrupt(format!("block {hash} has no finding share in the ledger"))
+    })?;
+    let shares = window_shares(ledger, &stored.block, &finding, policy)?;
+    let (_, computation) = compute_payouts(&stored.block, finding.id, &shares, policy, now_ms)
+        .map_err(|e| LedgerError::Corrupt(format!("block {hash}: {e}")))?;
+    if ledger.record_payouts(&computation)? {
+        Ok(Some(computation))
+    } else {
+        ledger.payouts(hash)
+    }
+}

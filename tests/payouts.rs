@@ -1,0 +1,821 @@
+//! Payouts anyone can recompute (issue 15, items 4 to 6): blocks settled over MemoryLedger and
+//! SqliteLedger; the recomputation test (every paid block's window exported as CSV, every
+//! payout recomputed from the file alone, the same numbers as recorded); the `ledger` command
+//! line run as a process on a real ledger file; the ways to cheat the arithmetic (a share
+//! counted twice, shares outside the window, a second settlement, a recorded computation that
+//! is not the shares') failing; pruning keeping every window; and the open-channel check over
+//! the wire with a client built from SRI's crates.
+
+#[path = "common/pool.rs"]
+mod pool;
+#[path = "common/postgres.rs"]
+mod postgres;
+#[path = "common/sri_client.rs"]
+mod sri_client;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::{Address, BlockHash, CompactTarget, Network, ScriptBuf, Target};
+use blvm_stratum_v2::ledger::export::{ExportFormat, read_shares, write_shares};
+use blvm_stratum_v2::ledger::{
+    BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, MemoryLedger, Payout, PayoutComputation,
+    PostgresLedger, ShareRange, ShareRecord, SqliteLedger, StoredShare,
+};
+use blvm_stratum_v2::payout::pplns::{self, SplitError, SplitTerms, WindowShare};
+use blvm_stratum_v2::payout::{
+    DONATION_USER, PayoutPolicy, PayoutScheme, prune_before, same_numbers, settle_block,
+};
+
+/// nBits of network difficulty 1: a window of 2 (the default multiple) over shares of
+/// difficulty 0.01 to 0.2 holds about 20 shares.
+const BITS: u32 = 0x1d00_ffff;
+const REWARD: u64 = 312_500_000 + 123_457;
+const USERS: [&str; 5] = ["alice", "bob", "carol", DONATION_USER, "dave"];
+
+fn hash(n: u64) -> BlockHash {
+    BlockHash::from_raw_hash(sha256d::Hash::hash(&n.to_le_bytes()))
+}
+
+fn share(n: u64) -> ShareRecord {
+    // Difficulties with many significant bits, so nothing rounds by luck.
+    let difficulty = 0.01 + ((n * 7919) % 190) as f64 / 1000.0 + n as f64 * 1e-9;
+    ShareRecord {
+        time_ms: 1_000_000 + n * 1000,
+        user: USERS[(n * n % 5) as usize].into(),
+        worker: format!("rig{}", n % 3),
+        connection_id: n % 4 + 1,
+        channel_id: (n % 2) as u32 + 1,
+        job_id: n as u32,
+        target: Target::from_le_bytes(blvm_stratum_v2::block::target::target_of_difficulty(
+            difficulty,
+        )),
+        difficulty,
+        hash: hash(n),
+    }
+}
+
+fn found(n: u64, reward: u64) -> FoundBlockRecord {
+    FoundBlockRecord {
+        hash: hash(n),
+        height: 100 + n as u32,
+        time_ms: 1_000_000 + n * 1000,
+        reward_sat: reward,
+        bits: CompactTarget::from_consensus(BITS),
+        user: share(n).user,
+        worker: share(n).worker,
+    }
+}
+
+/// Shares 1..=300 in batches of 10; blocks at every 37th share, every third one rejected, one
+/// left pending. Returns the blocks accepted.
+fn history(ledger: &mut dyn Ledger) -> Vec<BlockHash> {
+    let mut accepted = Vec::new();
+    for batch_start in (1..=300).step_by(10) {
+        let mut batch = LedgerBatch::default();
+        for n in batch_start..batch_start + 10 {
+            batch.shares.push(share(n));
+            if n % 37 == 0 {
+                batch.blocks.push(found(n, REWARD + n));
+            }
+        }
+        ledger.append(&batch).unwrap();
+    }
+    for (i, n) in (1..=300u64).filter(|n| n % 37 == 0).enumerate() {
+        let status = match i % 3 {
+            _ if n == 296 => continue, // pending
+            2 => BlockStatus::Rejected("bad-txns".into()),
+            _ => BlockStatus::Accepted,
+        };
+        if status == BlockStatus::Accepted {
+            accepted.push(hash(n));
+        }
+        ledger.set_block_status(hash(n), &status).unwrap();
+    }
+    accepted
+}
+
+fn policy() -> PayoutPolicy {
+    PayoutPolicy {
+        fee_percent: 1.5,
+        ..PayoutPolicy::default()
+    }
+}
+
+/// Settles every block of the history; checks the sums and that a second settlement writes
+/// nothing. Returns the computations.
+fn settle_all(ledger: &mut dyn Ledger, policy: &PayoutPolicy) -> Vec<PayoutComputation> {
+    let accepted = history(ledger);
+    assert!(accepted.len() >= 4);
+    let mut out = Vec::new();
+    for n in (1..=300u64).filter(|n| n % 37 == 0) {
+        let settled = settle_block(ledger, hash(n), policy, 5_000_000).unwrap();
+        assert_eq!(
+            settled.is_some(),
+            accepted.contains(&hash(n)),
+            "block at {n}"
+        );
+        let Some(c) = settled else { continue };
+        let paid: u64 = c.payouts.iter().map(|p| p.amount_sat).sum();
+        assert_eq!(paid + c.fee_sat, REWARD + n, "block at {n}");
+        assert_eq!(c.last_share_id, n);
+        // The window is exactly N: 2 x difficulty 1 (the ledger holds enough from block 2 on).
+        if c.scheme == "pplns" && c.first_share_id > 1 {
+            assert!((c.counted_difficulty - 2.0).abs() < 1e-12, "{c:?}");
+        }
+        assert!(c.payouts.iter().all(|p| p.user != DONATION_USER));
+        out.push(c);
+    }
+    let balances = ledger.balances().unwrap();
+    // A second settlement returns the recorded one and moves no balance.
+    for c in &out {
+        let again = settle_block(ledger, c.block_hash, policy, 9_000_000).unwrap();
+        assert_eq!(again.as_ref(), Some(c));
+    }
+    assert_eq!(ledger.balances().unwrap(), balances);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for p in out.iter().flat_map(|c| &c.payouts) {
+        *expected.entry(p.user.clone()).or_default() += p.amount_sat;
+    }
+    let got: BTreeMap<String, u64> = balances
+        .into_iter()
+        .map(|b| (b.user, b.earned_sat))
+        .collect();
+    assert_eq!(got, expected);
+    out
+}
+
+/// Exports a paid block's window as CSV, as `ledger export --block` does.
+fn export_window(ledger: &mut dyn Ledger, c: &PayoutComputation, path: &Path) {
+    let shares = ledger
+        .shares(&ShareRange::Ids {
+            from_id: c.first_share_id,
+            to_id: c.last_share_id,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    write_shares(
+        &shares,
+        ExportFormat::Csv,
+        std::fs::File::create(path).unwrap(),
+    )
+    .unwrap();
+}
+
+/// What a miner computes from an export alone: the shares in the file, the block's hash,
+/// reward and nBits, and the pool's published policy. Nothing from the ledger.
+#[derive(Debug, PartialEq)]
+struct Recomputed {
+    fee_sat: u64,
+    payouts: BTreeMap<String, u64>,
+}
+
+fn recompute_from_export(
+    shares: &[StoredShare],
+    block: BlockHash,
+    reward_sat: u64,
+    bits: u32,
+    policy: &PayoutPolicy,
+) -> Result<Recomputed, SplitError> {
+    let finding = shares
+        .iter()
+        .find(|s| s.record.hash == block)
+        .expect("the block's share is in its window");
+    let solo =
+        policy.scheme == PayoutScheme::Solo || policy.solo_users.contains(&finding.record.user);
+    let network_difficulty =
+        Target::from_compact(CompactTarget::from_consensus(bits)).difficulty_float();
+    let terms = SplitTerms {
+        // Solo: all of the reward less the fee to the finder, whatever its share's weight.
+        window_difficulty: if solo {
+            f64::MAX
+        } else {
+            network_difficulty * policy.window_multiple
+        },
+        reward_sat,
+        fee_ppm: pplns::fee_ppm(policy.fee_percent),
+    };
+    let counted = shares
+        .iter()
+        .filter(|s| {
+            if solo {
+                s.id == finding.id
+            } else {
+                s.id <= finding.id && !policy.solo_users.contains(&s.record.user)
+            }
+        })
+        .map(WindowShare::from);
+    let split = pplns::split(counted, &terms)?;
+    Ok(Recomputed {
+        fee_sat: split.fee_sat,
+        payouts: split
+            .users
+            .into_iter()
+            .map(|u| (u.user, u.amount_sat))
+            .collect(),
+    })
+}
+
+fn recorded(c: &PayoutComputation) -> Recomputed {
+    Recomputed {
+        fee_sat: c.fee_sat,
+        payouts: c
+            .payouts
+            .iter()
+            .map(|p| (p.user.clone(), p.amount_sat))
+            .collect(),
+    }
+}
+
+fn read_csv(path: &Path) -> Vec<StoredShare> {
+    read_shares(std::fs::File::open(path).unwrap(), ExportFormat::Csv).unwrap()
+}
+
+#[test]
+fn memory_and_sqlite_settle_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut memory = MemoryLedger::new();
+    let mut sqlite = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let a = settle_all(&mut memory, &policy());
+    let b = settle_all(&mut sqlite, &policy());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(same_numbers(x, y), "{x:?}\n{y:?}");
+    }
+    assert_eq!(memory.balances().unwrap(), sqlite.balances().unwrap());
+}
+
+/// PostgreSQL settles like the reference, and the command line reads it by URL.
+#[test]
+fn postgres_settles_the_same_and_the_command_line_reads_it() {
+    let pg = postgres::TempPostgres::start();
+    let url = pg.fresh_database();
+    let reference = settle_all(&mut MemoryLedger::new(), &policy());
+    let computations = {
+        let mut ledger = PostgresLedger::connect(&url).unwrap();
+        let computations = settle_all(&mut ledger, &policy());
+        for c in &computations {
+            // Every window recomputed from its export (from PostgreSQL this time).
+            let shares = ledger
+                .shares(&ShareRange::Ids {
+                    from_id: c.first_share_id,
+                    to_id: c.last_share_id,
+                    limit: usize::MAX,
+                })
+                .unwrap();
+            let mut csv = Vec::new();
+            write_shares(&shares, ExportFormat::Csv, &mut csv).unwrap();
+            let block = ledger.block(c.block_hash).unwrap().unwrap().block;
+            let from_file = read_shares(&csv[..], ExportFormat::Csv).unwrap();
+            let again =
+                recompute_from_export(&from_file, c.block_hash, block.reward_sat, BITS, &policy())
+                    .unwrap();
+            assert_eq!(again, recorded(c));
+        }
+        computations
+    };
+    assert_eq!(computations.len(), reference.len());
+    for (x, y) in reference.iter().zip(&computations) {
+        assert!(same_numbers(x, y), "{x:?}\n{y:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hash = computations[0].block_hash.to_string();
+    let out = bin()
+        .args(["--pool-fee-percent", "1.5", "--data-dir"])
+        .arg(dir.path())
+        .args(["ledger", "--ledger", &url, "payouts", &hash])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Recorded: equal to this computation."),
+        "{text}"
+    );
+}
+
+/// The recomputation test: every paid block's window, exported, gives the recorded numbers.
+#[test]
+fn every_payout_is_recomputed_from_its_export_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["memory", "sqlite"] {
+        let mut ledger: Box<dyn Ledger> = match backend {
+            "memory" => Box::new(MemoryLedger::new()),
+            _ => Box::new(SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap()),
+        };
+        let computations = settle_all(ledger.as_mut(), &policy());
+        for c in &computations {
+            let path = dir.path().join(format!("{backend}-{}.csv", c.block_hash));
+            export_window(ledger.as_mut(), c, &path);
+            let block = ledger.block(c.block_hash).unwrap().unwrap().block;
+            let again = recompute_from_export(
+                &read_csv(&path),
+                c.block_hash,
+                block.reward_sat,
+                block.bits.to_consensus(),
+                &policy(),
+            )
+            .unwrap();
+            assert_eq!(again, recorded(c), "{backend} {}", c.block_hash);
+        }
+    }
+}
+
+#[test]
+fn cheating_the_arithmetic_fails() {
+    let mut ledger = MemoryLedger::new();
+    let computations = settle_all(&mut ledger, &policy());
+    let c = &computations[1];
+    let block = ledger.block(c.block_hash).unwrap().unwrap().block;
+    let window = ledger
+        .shares(&ShareRange::Ids {
+            from_id: c.first_share_id,
+            to_id: c.last_share_id,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    let recompute = |shares: &[StoredShare]| {
+        recompute_from_export(shares, c.block_hash, block.reward_sat, BITS, &policy())
+    };
+    assert_eq!(recompute(&window).unwrap(), recorded(c));
+
+    // A user's share counted twice: refused.
+    let mut twice = window.clone();
+    twice.push(window[window.len() / 2].clone());
+    assert!(matches!(
+        recompute(&twice),
+        Err(SplitError::DuplicateShare { .. })
+    ));
+
+    // Shares outside the window change nothing: older ones (the window is full), newer ones
+    // (after the block's own share).
+    let mut outside = window.clone();
+    let mut older = window[0].clone();
+    older.id = c.first_share_id - 1;
+    older.record.user = "mallory".into();
+    older.record.difficulty = 1e6;
+    outside.push(older);
+    let mut newer = window[0].clone();
+    newer.id = c.last_share_id + 1;
+    newer.record.user = "mallory".into();
+    newer.record.difficulty = 1e6;
+    outside.insert(0, newer);
+    assert_eq!(recompute(&outside).unwrap(), recorded(c));
+
+    // A share's difficulty raised in the data: the numbers no longer match the record.
+    let mut inflated = window.clone();
+    let last = inflated.len() - 1;
+    inflated[last].record.difficulty *= 4.0;
+    assert_ne!(recompute(&inflated).unwrap(), recorded(c));
+
+    // A second settlement, even with another policy, writes nothing.
+    let greedy = PayoutPolicy {
+        fee_percent: 50.0,
+        ..policy()
+    };
+    let again = settle_block(&mut ledger, c.block_hash, &greedy, 1).unwrap();
+    assert_eq!(again.as_ref(), Some(c));
+
+    // A recorded computation that is not the shares' is told apart.
+    let mut forged = c.clone();
+    forged.payouts[0].amount_sat += 1;
+    forged.fee_sat -= 1;
+    assert!(!same_numbers(&forged, c));
+}
+
+/// `[users.bob] scheme = "solo"`: bob's blocks pay bob alone, his shares are in no window (the
+/// windows reach further back to stay N), and every payout is still recomputed from its
+/// export.
+#[test]
+fn solo_users_are_paid_alone_and_left_out_of_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PayoutPolicy {
+        solo_users: ["bob".to_owned()].into(),
+        ..policy()
+    };
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let computations = settle_all(&mut ledger, &p);
+    let (solo, pooled): (Vec<_>, Vec<_>) = computations.iter().partition(|c| c.scheme == "solo");
+    assert_eq!(solo.len(), 2, "blocks 74 and 259 are bob's");
+    for c in &solo {
+        assert_eq!(c.payouts.len(), 1);
+        assert_eq!(c.payouts[0].user, "bob");
+        assert_eq!(c.first_share_id, c.last_share_id);
+    }
+    for c in &pooled {
+        assert!(c.payouts.iter().all(|p| p.user != "bob"), "{c:?}");
+    }
+    for c in &computations {
+        let path = dir.path().join(format!("{}.csv", c.block_hash));
+        export_window(&mut ledger, c, &path);
+        let block = ledger.block(c.block_hash).unwrap().unwrap().block;
+        let again =
+            recompute_from_export(&read_csv(&path), c.block_hash, block.reward_sat, BITS, &p)
+                .unwrap();
+        assert_eq!(again, recorded(c), "{}", c.scheme);
+    }
+}
+
+#[test]
+fn solo_scheme_pays_the_finder() {
+    let mut ledger = MemoryLedger::new();
+    let solo = PayoutPolicy {
+        scheme: PayoutScheme::Solo,
+        fee_percent: 2.0,
+        ..PayoutPolicy::default()
+    };
+    history(&mut ledger);
+    let c = settle_block(&mut ledger, hash(37), &solo, 1)
+        .unwrap()
+        .unwrap();
+    let fee = (REWARD + 37) * 2 / 100;
+    assert_eq!(c.scheme, "solo");
+    assert_eq!(c.fee_sat, fee);
+    assert_eq!(
+        c.payouts,
+        [Payout {
+            user: share(37).user,
+            amount_sat: REWARD + 37 - fee,
+            difficulty: c.payouts[0].difficulty,
+        }]
+    );
+}
+
+#[test]
+fn pruning_keeps_every_window_a_payout_needs() {
+    let mut ledger = MemoryLedger::new();
+    let p = PayoutPolicy {
+        retention_secs: 0,
+        ..policy()
+    };
+    // Every accepted block settled; block 296 is pending: its window must stay. Nothing is
+    // within the retention.
+    settle_all(&mut ledger, &p);
+    let pruned = prune_before(
+        &mut ledger,
+        &p,
+        CompactTarget::from_consensus(BITS),
+        u64::MAX,
+    )
+    .unwrap();
+    assert!(pruned > 200, "{pruned}");
+    assert!(ledger.share_by_hash(hash(296)).unwrap().is_some());
+    ledger
+        .set_block_status(hash(296), &BlockStatus::Accepted)
+        .unwrap();
+    let c = settle_block(&mut ledger, hash(296), &p, 1)
+        .unwrap()
+        .unwrap();
+    assert!((c.counted_difficulty - 2.0).abs() < 1e-12);
+    // Within the retention nothing goes.
+    let mut fresh = MemoryLedger::new();
+    history(&mut fresh);
+    let kept = prune_before(
+        &mut fresh,
+        &policy(),
+        CompactTarget::from_consensus(BITS),
+        2_000_000,
+    )
+    .unwrap();
+    assert_eq!(kept, 0);
+}
+
+/// `address` with its last character changed: its checksum fails.
+fn typo(address: &str) -> String {
+    let (head, last) = address.split_at(address.len() - 1);
+    format!("{head}{}", if last == "q" { "p" } else { "q" })
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
+}
+
+/// The `ledger` command line on a real SQLite file: export a block's window, explain its
+/// payouts (equal to the recorded ones), balances; a forged record is called out (exit 3).
+#[test]
+fn the_ledger_command_line_on_a_real_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ledger.sqlite3");
+    let computations = {
+        let mut ledger = SqliteLedger::open(&file).unwrap();
+        settle_all(&mut ledger, &policy())
+    };
+    let c = &computations[2];
+    let csv = dir.path().join("window.csv");
+    let run = |args: &[&str]| {
+        let out = bin()
+            .args(["--pool-fee-percent", "1.5", "--data-dir"])
+            .arg(dir.path())
+            .arg("ledger")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let hash = c.block_hash.to_string();
+    let (code, _, err) = run(&[
+        "--ledger",
+        file.to_str().unwrap(),
+        "export",
+        "--block",
+        &hash,
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let block = SqliteLedger::open(&file)
+        .unwrap()
+        .block(c.block_hash)
+        .unwrap()
+        .unwrap()
+        .block;
+    let again = recompute_from_export(
+        &read_csv(&csv),
+        c.block_hash,
+        block.reward_sat,
+        BITS,
+        &policy(),
+    )
+    .unwrap();
+    assert_eq!(again, recorded(c));
+
+    let (code, out, err) = run(&["payouts", &hash]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("Recorded: equal to this computation."),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("ids {}..={}", c.first_share_id, c.last_share_id)),
+        "{out}"
+    );
+    for p in &c.payouts {
+        assert!(out.contains(&format!("{} sat", p.amount_sat)), "{out}");
+        assert!(out.contains(&p.user), "{out}");
+    }
+    assert!(
+        out.contains(&format!("= {} sat (the reward)", c.reward_sat)),
+        "{out}"
+    );
+
+    let (code, out, err) = run(&["balances"]);
+    assert_eq!(code, Some(0), "{err}");
+    let total: u64 = computations
+        .iter()
+        .flat_map(|c| &c.payouts)
+        .map(|p| p.amount_sat)
+        .sum();
+    assert!(out.contains(&format!("total\t{total}\t")), "{out}");
+
+    // JSON export of a time range reads back to the ledger's shares.
+    let json = dir.path().join("range.json");
+    let (code, _, err) = run(&[
+        "export",
+        "--from-ms",
+        "1010000",
+        "--to-ms",
+        "1020000",
+        "--format",
+        "json",
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let shares = read_shares(std::fs::File::open(&json).unwrap(), ExportFormat::Json).unwrap();
+    assert_eq!(
+        shares.iter().map(|s| s.id).collect::<Vec<_>>(),
+        (10..20).collect::<Vec<_>>()
+    );
+    assert_eq!(shares[0].record, share(10));
+
+    // No ledger where the configuration says: an error, and no file created.
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_with_fee(empty.path(), "1", &["balances"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no ledger at"), "{err}");
+    assert!(!empty.path().join("ledger.sqlite3").exists());
+
+    // A block whose recorded payouts are not its shares' (here: settled with another fee) is
+    // called out.
+    let (code, out, _) = run_with_fee(dir.path(), "7", &["payouts", &hash]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("Recorded: DIFFERENT"), "{out}");
+}
+
+fn run_with_fee(data_dir: &Path, fee: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bin()
+        .args(["--pool-fee-percent", fee, "--data-dir"])
+        .arg(data_dir)
+        .arg("ledger")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Over the wire: a payout address of another network or a malformed one is refused with
+/// `unknown-user`, solo forms with `solo-payout-unsupported`; accounts, addresses of the
+/// node's network and full donations open.
+#[tokio::test]
+async fn open_channel_checks_the_payout_address() {
+    let pool = pool::TestPool::start(pool::RARE_BLOCKS, 10).await;
+    let regtest = Address::p2wsh(&ScriptBuf::new(), Network::Regtest).to_string();
+    let main = Address::p2wsh(&ScriptBuf::new(), Network::Bitcoin).to_string();
+    let mut miner = sri_client::Miner::ready(pool.addr, &pool.key, 0)
+        .await
+        .unwrap();
+    let refused = |r: std::io::Result<u32>| r.err().map(|e| e.to_string()).unwrap_or_default();
+    for (extended, identity, code) in [
+        (true, format!("{main}.rig1"), "unknown-user"),
+        (false, format!("{}.rig", typo(&regtest)), "unknown-user"),
+        (true, "sri/solo/nothing/w".to_owned(), "unknown-user"),
+        (true, "sri/mine".to_owned(), "unknown-user"),
+        (
+            true,
+            format!("sri/solo/{regtest}/w"),
+            "solo-payout-unsupported",
+        ),
+        (
+            false,
+            format!("sri/donate/10/{regtest}/w"),
+            "solo-payout-unsupported",
+        ),
+    ] {
+        let why = refused(miner.open(extended, &identity).await);
+        assert!(
+            why.contains(&format!("open refused: {code}")),
+            "{identity}: {why}"
+        );
+    }
+    for (extended, identity) in [
+        (true, format!("{regtest}.rig1")),
+        (false, regtest.clone()),
+        (true, "alice.rig1".to_owned()),
+        (true, "sri/donate/w".to_owned()),
+    ] {
+        // A connection each: the pool's later jobs for one channel would come between
+        // another's opening messages.
+        let mut miner = sri_client::Miner::ready(pool.addr, &pool.key, 0)
+            .await
+            .unwrap();
+        miner
+            .open(extended, &identity)
+            .await
+            .unwrap_or_else(|e| panic!("{identity}: {e}"));
+    }
+    pool.stop().await;
+}
+
+/// The whole path through the real pool: two miners (a regtest address and a `[users]`-less
+/// account) mine on the embedded chain with the default SQLite ledger; every block the node
+/// accepts is settled by the pool itself (its reward split over its window, the fee to the
+/// pool), exactly once; each window exported and recomputed from the file alone gives the
+/// recorded numbers, and `ledger payouts HASH` (a separate process) agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_settles_the_blocks_it_finds_and_the_export_recomputes_them() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
+    use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+    use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+    use blvm_stratum_v2::server::StratumV2Server;
+
+    // Blocks every ~65,000 hashes; shares of difficulty 1e-6 (~4,300 hashes): a window of
+    // twice the network difficulty holds about 30 shares of both miners.
+    const CHAIN_BITS: u32 = 0x1f00_ffff;
+    let dir = tempfile::tempdir().unwrap();
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            chain_bits: Some(CHAIN_BITS),
+            share_rate_multiple: Some(1e9),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("config");
+    let policy = config.payout.clone();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let server = StratumV2Server::new(config, node.clone()).expect("server");
+    let url = server.start().await.expect("started").to_string();
+    let alice = Address::p2wpkh(
+        &bitcoin::CompressedPublicKey::from_slice(&[2; 33]).unwrap(),
+        Network::Regtest,
+    )
+    .to_string();
+    let miners: Vec<_> = [format!("{alice}.rig1"), "bob.rig2".to_owned()]
+        .into_iter()
+        .map(|user| {
+            let opts = MinerOptions {
+                url: url.clone(),
+                authority_pubkey: server.authority_public_key().to_owned(),
+                threads: 1,
+                channel: ChannelKind::Extended,
+                user,
+                duration: Some(Duration::from_secs(8)),
+                ..MinerOptions::default()
+            };
+            tokio::spawn(run_miner(opts, std::future::pending::<()>()))
+        })
+        .collect();
+    for m in miners {
+        let report = tokio::time::timeout(Duration::from_secs(60), m)
+            .await
+            .expect("miner finished in time")
+            .unwrap()
+            .expect("miner ran");
+        assert!(report.shares_accepted > 0, "{report:?}");
+    }
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("stops in time")
+        .expect("stops");
+
+    let file = dir.path().join("ledger.sqlite3");
+    let mut ledger = SqliteLedger::open(&file).unwrap();
+    let blocks = ledger.blocks(1000).unwrap();
+    let accepted: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.status == BlockStatus::Accepted)
+        .collect();
+    assert!(accepted.len() >= 2, "blocks: {blocks:?}");
+    let mut users_paid = std::collections::BTreeSet::new();
+    let mut earned: BTreeMap<String, u64> = BTreeMap::new();
+    for b in &accepted {
+        let hash = b.block.hash;
+        let c = ledger
+            .payouts(hash)
+            .unwrap()
+            .unwrap_or_else(|| panic!("accepted block {hash} was settled by the pool"));
+        let paid: u64 = c.payouts.iter().map(|p| p.amount_sat).sum();
+        assert_eq!(paid + c.fee_sat, b.block.reward_sat, "{c:?}");
+        assert!(c.fee_sat > 0, "the default 1% fee");
+        for p in &c.payouts {
+            users_paid.insert(p.user.clone());
+            *earned.entry(p.user.clone()).or_default() += p.amount_sat;
+        }
+        let path = dir.path().join(format!("{hash}.csv"));
+        export_window(&mut ledger, &c, &path);
+        let again = recompute_from_export(
+            &read_csv(&path),
+            hash,
+            b.block.reward_sat,
+            b.block.bits.to_consensus(),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(again, recorded(&c), "block {hash}");
+        let out = bin()
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["ledger", "payouts", &hash.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Both miners' shares were in windows; balances are the sum of the payouts.
+    assert!(
+        users_paid.contains(&alice) && users_paid.contains("bob"),
+        "{users_paid:?}"
+    );
+    let balances: BTreeMap<String, u64> = ledger
+        .balances()
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.user, b.earned_sat))
+        .collect();
+    assert_eq!(balances, earned);
+    // Blocks the node did not accept (none expected here, but never paid if any).
+    for b in blocks.iter().filter(|b| b.status != BlockStatus::Accepted) {
+        assert!(ledger.payouts(b.block.hash).unwrap().is_none(), "{b:?}");
+    }
+}
