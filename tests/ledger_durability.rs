@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-#[allow(dead_code)]
 #[path = "common/postgres.rs"]
 mod postgres;
 

@@ -53,7 +53,11 @@ fn install_postgresql() {
         .write(true)
         .open(std::env::temp_dir().join("blvm-stratum-v2-install-postgresql.lock"))
         .expect("lock file for installing PostgreSQL");
-    lock.lock().expect("lock for installing PostgreSQL");
+    // An exclusive lock held until `lock` is closed (File::lock needs Rust 1.89; the MSRV is
+    // 1.88).
+    // SAFETY: flock(2) on a descriptor this function owns for the call's duration.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "lock for installing PostgreSQL");
     if find_bin_dir().is_some() {
         return;
     }
