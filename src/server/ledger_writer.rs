@@ -24,7 +24,8 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::ledger::{
-    BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount, ShareRecord,
+    BatchSequence, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount,
+    ShareRecord,
 };
 use crate::mining::LedgerStatus;
 use crate::shell::LogBudget;
@@ -274,6 +275,8 @@ impl LedgerWriter {
             settings,
             status: status.clone(),
             on_accepted,
+            writer_id: rand::random(),
+            batches_sent: 0,
             maintenance,
             maintain: None,
             last_maintained: None,
@@ -334,6 +337,11 @@ struct WriterCore {
     settings: WriterSettings,
     status: LedgerStatus,
     on_accepted: BlockHook,
+    /// This writer's number in [`BatchSequence`] (random: distinct across restarts and
+    /// instances).
+    writer_id: u64,
+    /// Batches numbered so far.
+    batches_sent: u64,
     maintenance: Option<Maintenance>,
     /// The nBits of the last `Maintain` not acted on yet.
     maintain: Option<CompactTarget>,
@@ -459,6 +467,13 @@ impl WriterCore {
             ));
         }
         if !self.batch.is_empty() {
+            // Numbered once, before the first attempt: a retry after a commit whose reply was
+            // lost is then recognised by the ledger and not written twice.
+            self.batches_sent += 1;
+            self.batch.sequence = Some(BatchSequence {
+                writer: self.writer_id,
+                number: self.batches_sent,
+            });
             let batch = std::mem::take(&mut self.batch);
             let written = self.retry("append", |l| l.append(&batch));
             self.batch = batch;
@@ -624,11 +639,27 @@ mod tests {
 
     /// A memory ledger the test can look into and make fail.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemoryLedger>>);
+    struct Shared(Arc<Mutex<MemoryLedger>>, Arc<AtomicU64>);
+
+    impl Shared {
+        /// The next `n` appends commit, then answer with an error, as a database that
+        /// committed and lost the connection before its reply.
+        fn lose_replies(&self, n: u64) {
+            self.1.store(n, Ordering::SeqCst);
+        }
+    }
 
     impl Ledger for Shared {
         fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
-            self.0.lock().unwrap().append(batch)
+            self.0.lock().unwrap().append(batch)?;
+            if self
+                .1
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(LedgerError::Unavailable("connection lost".into()));
+            }
+            Ok(())
         }
         fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<(), LedgerError> {
             self.0.lock().unwrap().set_block_status(h, s)
@@ -757,6 +788,42 @@ mod tests {
                 count: 2
             }]
         );
+    }
+
+    /// A commit whose reply is lost is retried, and the retry writes nothing again: every
+    /// share is in the ledger once, and acknowledged.
+    #[test]
+    fn a_retry_after_a_lost_commit_reply_writes_nothing_twice() {
+        let ledger = Shared::default();
+        ledger.lose_replies(2);
+        let mut w = LedgerWriter::start(
+            Box::new(ledger.clone()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+        )
+        .unwrap();
+        let a = CommitSignal::new();
+        for n in 1..=4 {
+            w.sender().send(share(&a, 1, n));
+        }
+        wait_for("commits", || a.committed() == 4);
+        for n in 5..=6 {
+            w.sender().send(share(&a, 1, n));
+        }
+        wait_for("commits", || a.committed() == 6);
+        let totals = w.stop();
+        assert!(totals.failed_writes >= 2, "{totals:?}");
+        let mut l = ledger.0.lock().unwrap();
+        let stored = l
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: u64::MAX,
+                limit: 100,
+            })
+            .unwrap();
+        let hashes: std::collections::BTreeSet<_> = stored.iter().map(|s| s.record.hash).collect();
+        assert_eq!((stored.len(), hashes.len()), (6, 6), "each share once");
     }
 
     #[test]
