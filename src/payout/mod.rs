@@ -23,4 +23,4 @@ pub use identity::{
 };
 pub use policy::{PayoutPolicy, PayoutScheme};
 pub use retention::prune_before;
-pub use settle::{compute_payouts, same_numbers, settle_block};
+pub use settle::{compute_payouts, same_numbers, settle_block, settle_unsettled};

@@ -173,3 +173,31 @@ pub fn settle_block(
         ledger.payouts(hash)
     }
 }
+
+/// Blocks looked at by [`settle_unsettled`]: the newest ones.
+const UNSETTLED_LOOKED_AT: usize = 64;
+
+/// Settles the accepted blocks among the newest that have no payouts yet: a block whose
+/// verdict was written but whose settlement was not (the process ended in between, or the
+/// settlement failed). Returns how many were settled; a block that cannot be (its finding
+/// share gone) is skipped with its error in the list, never stopping the others.
+pub fn settle_unsettled(
+    ledger: &mut dyn Ledger,
+    policy: &PayoutPolicy,
+    now_ms: u64,
+) -> Result<(usize, Vec<(BlockHash, LedgerError)>), LedgerError> {
+    let mut settled = 0;
+    let mut failed = Vec::new();
+    for stored in ledger.blocks(UNSETTLED_LOOKED_AT)? {
+        if stored.status != BlockStatus::Accepted || ledger.payouts(stored.block.hash)?.is_some() {
+            continue;
+        }
+        match settle_block(ledger, stored.block.hash, policy, now_ms) {
+            Ok(Some(_)) => settled += 1,
+            Ok(None) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => failed.push((stored.block.hash, e)),
+        }
+    }
+    Ok((settled, failed))
+}

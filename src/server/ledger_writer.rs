@@ -239,11 +239,12 @@ pub struct WriterTotals {
     pub lost_at_stop: u64,
 }
 
-/// Keeping the ledger bounded: `prune` runs on the writer thread, between commits, when a
-/// [`LedgerMessage::Maintain`] comes and the last run is at least `every` ago.
+/// Keeping the ledger settled and bounded: `run` runs on the writer thread, between commits,
+/// when a [`LedgerMessage::Maintain`] comes and the last run is at least `every` ago.
 pub struct Maintenance {
-    /// Prunes, given the network's nBits.
-    pub prune: MaintenanceHook,
+    /// Settles what was left unsettled and prunes, given the network's nBits; returns how
+    /// many shares were pruned.
+    pub run: MaintenanceHook,
     /// Least time between two runs.
     pub every: Duration,
 }
@@ -523,8 +524,8 @@ impl WriterCore {
         self.maintain();
     }
 
-    /// Prunes, after a commit (what it decides on is written), if asked and due. A failure
-    /// is logged and left for the next time: pruning never holds acknowledgements back.
+    /// Runs the maintenance after a commit (what it decides on is written), if asked and due.
+    /// A failure is logged and left for the next time: it never holds acknowledgements back.
     fn maintain(&mut self) {
         let (Some(bits), Some(m)) = (self.maintain, self.maintenance.as_mut()) else {
             return;
@@ -535,14 +536,14 @@ impl WriterCore {
         self.maintain = None;
         self.last_maintained = Some(Instant::now());
         let started = Instant::now();
-        match (m.prune)(&mut *self.ledger, bits) {
+        match (m.run)(&mut *self.ledger, bits) {
             Ok(0) => {}
             Ok(pruned) => info!(
                 pruned,
                 ms = started.elapsed().as_millis() as u64,
                 "pruned shares no payout window needs"
             ),
-            Err(e) => warn!("cannot prune the share ledger: {e}"),
+            Err(e) => warn!("share ledger maintenance (settling, pruning) failed: {e}"),
         }
     }
 
@@ -824,6 +825,46 @@ mod tests {
             .unwrap();
         let hashes: std::collections::BTreeSet<_> = stored.iter().map(|s| s.record.hash).collect();
         assert_eq!((stored.len(), hashes.len()), (6, 6), "each share once");
+    }
+
+    /// Maintenance runs on a `Maintain` after the commit, with its nBits, and not again
+    /// before `every` has passed.
+    #[test]
+    fn maintenance_runs_when_asked_and_due() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let seen = runs.clone();
+        let mut w = LedgerWriter::start_with_maintenance(
+            Box::new(Shared::default()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+            Some(Maintenance {
+                every: Duration::from_secs(3600),
+                run: Box::new(move |l, bits| {
+                    seen.lock().unwrap().push((bits, l.last_share_id()?));
+                    Ok(0)
+                }),
+            }),
+        )
+        .unwrap();
+        let a = CommitSignal::new();
+        let tx = w.sender();
+        tx.send(share(&a, 1, 1));
+        tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+            0x1d00_ffff,
+        )));
+        wait_for("maintenance", || !runs.lock().unwrap().is_empty());
+        tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+            0x1c00_ffff,
+        )));
+        tx.send(share(&a, 1, 2));
+        wait_for("commit", || a.committed() == 2);
+        w.stop();
+        assert_eq!(
+            *runs.lock().unwrap(),
+            [(CompactTarget::from_consensus(0x1d00_ffff), 1)],
+            "once, after the share was written"
+        );
     }
 
     #[test]
