@@ -758,7 +758,12 @@ impl Ledger for PostgresLedger {
 fn postgres_error(error: postgres::Error) -> LedgerError {
     let text = match error.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
+        // The client's own words, then its cause ("error connecting to server: Connection
+        // refused (os error 111)").
+        None => match std::error::Error::source(&error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
     };
     let Some(code) = error.code() else {
         return LedgerError::Unavailable(text);

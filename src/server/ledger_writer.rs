@@ -61,7 +61,15 @@ pub fn open_ledger(url: &str) -> Result<Box<dyn Ledger>, LedgerError> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("ledger-open".into())
-            .spawn_scoped(scope, || crate::ledger::open(&location))
+            .spawn_scoped(scope, || {
+                crate::ledger::open(&location).map_err(|e| match e {
+                    // Which ledger, without its password.
+                    LedgerError::Unavailable(why) => {
+                        LedgerError::Unavailable(format!("{location}: {why}"))
+                    }
+                    other => other,
+                })
+            })
             .map_err(|e| LedgerError::Unavailable(format!("cannot start a thread: {e}")))?
             .join()
             .unwrap_or_else(|_| {
