@@ -19,7 +19,8 @@ pub mod retention;
 pub mod settle;
 
 pub use identity::{
-    DONATION_USER, IdentityError, PayoutMode, UserIdentity, ledger_user, parse_identity,
+    CoinbasePayee, DONATION_USER, IdentityError, PayoutMode, UserIdentity, coinbase_payee_of,
+    is_paid_in_coinbase, ledger_user, parse_identity,
 };
 pub use policy::{PayoutPolicy, PayoutScheme};
 pub use retention::prune_before;
