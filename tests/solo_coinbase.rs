@@ -184,7 +184,7 @@ async fn solo_and_donate_blocks_pay_their_address_in_their_own_coinbase() {
     // The ledger: every block recorded and accepted, solo and donate blocks settled as paid
     // in their coinbase, pool blocks over windows without the solo channels' shares, and
     // balances only from the pool's blocks.
-    let mut ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite3")).unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
     let mut pool_paid: BTreeMap<String, u64> = BTreeMap::new();
     let mut solo_shares_seen = 0;
     for (hash, user) in &found {
