@@ -21,7 +21,7 @@ use super::flood::ShareBucket;
 use super::jobs::StandardJob;
 use super::shares::SeenShares;
 use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
-use crate::mining::payee_work::PayeeWorkError;
+use crate::mining::payee_work::{PayeeWorkError, PayeeWorks};
 use crate::mining::share::ShareRejection;
 use crate::mining::vardiff::Vardiff;
 use crate::mining::work::Work;
@@ -314,8 +314,9 @@ impl Session {
         };
         // A coinbase paid to the address must fit the template (it always does for the
         // address types there are; checked rather than finding out with a block).
-        if let (Some(payee), Some(work)) = (&payee, &self.current)
-            && self.payee_works.get(work, payee).is_err()
+        if let Some(payee) = &payee
+            && let Some(work) = self.current.clone()
+            && self.payee_works().get(&work, payee).is_err()
         {
             self.refuse_channel(r.request_id, UNKNOWN_USER);
             return None;
@@ -506,6 +507,10 @@ impl Session {
         idx: usize,
         base: &Work,
     ) -> Result<Option<Arc<Work>>, PayeeWorkError> {
+        if self.channels[idx].payee.is_none() {
+            return Ok(None);
+        }
+        let works = self.payee_works().clone();
         let ch = &mut self.channels[idx];
         let Some(payee) = ch.payee.as_ref() else {
             return Ok(None);
@@ -518,12 +523,17 @@ impl Session {
         {
             return Ok(Some(w.clone()));
         }
-        let work = self.payee_works.get(base, payee)?;
+        let work = works.get(base, payee)?;
         if ch.own_works.len() == OWN_WORKS {
             ch.own_works.pop_front();
         }
         ch.own_works.push_back(work.clone());
         Ok(Some(work))
+    }
+
+    /// The works derived for coinbase-paid channels: the pool's, or this session's own.
+    fn payee_works(&mut self) -> &Arc<PayeeWorks> {
+        self.payee_works.get_or_insert_with(Arc::default)
     }
 
     /// Removes a channel: its pool-wide slot is given back, and a connection left with no

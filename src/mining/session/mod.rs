@@ -110,8 +110,9 @@ pub struct Session {
     /// Share numbers and acknowledgements waiting for the share ledger.
     durability: durability::Durability,
     /// Works derived for channels paid in their own coinbase, shared by every session of the
-    /// pool ([`Session::with_payee_works`]; a session of its own otherwise).
-    payee_works: Arc<PayeeWorks>,
+    /// pool ([`Session::with_payee_works`]; otherwise the session's own, made with its first
+    /// such channel).
+    payee_works: Option<Arc<PayeeWorks>>,
 }
 
 impl Session {
@@ -146,14 +147,14 @@ impl Session {
             share_rate_per_ms,
             share_burst,
             durability: durability::Durability::default(),
-            payee_works: Arc::new(PayeeWorks::default()),
+            payee_works: None,
         }
     }
 
     /// Shares the works derived for coinbase-paid channels with every session of the pool:
     /// one derivation per template and payee, however many channels it has.
     pub fn with_payee_works(mut self, works: Arc<PayeeWorks>) -> Self {
-        self.payee_works = works;
+        self.payee_works = Some(works);
         self
     }
 
