@@ -83,11 +83,19 @@ pub fn derive(base: &Work, payee: &CoinbasePayee) -> Result<Work, PayeeWorkError
         .map(|o| o.script_pubkey.clone())
         .unwrap_or_default();
     let outputs = payee_outputs(payee, &pool_script, base.coinbase_value);
+    with_outputs(base, outputs, &payee.address.to_string())
+}
+
+/// `base` with its coinbase paying `outputs` (they must sum to at most the reward) instead of
+/// the pool's payout, within the room the template leaves (`payee` names who they pay, for
+/// the error). Same id, tip and transactions as `base`. Also what a coinbase paying the PPLNS
+/// window is built with (`payout::coinbase_outputs`).
+pub fn with_outputs(base: &Work, outputs: Vec<TxOut>, payee: &str) -> Result<Work, PayeeWorkError> {
     let coinbase = base.coinbase.with_payouts(outputs);
     let weight = coinbase.tx.weight().to_wu();
     if weight > MAX_COINBASE_WEIGHT {
         return Err(PayeeWorkError::TooHeavy {
-            address: payee.address.to_string(),
+            address: payee.to_owned(),
             weight,
         });
     }
@@ -100,7 +108,7 @@ pub fn derive(base: &Work, payee: &CoinbasePayee) -> Result<Work, PayeeWorkError
         .sum();
     if cost > MAX_COINBASE_SIGOPS_COST {
         return Err(PayeeWorkError::TooManySigops {
-            address: payee.address.to_string(),
+            address: payee.to_owned(),
             cost,
         });
     }
@@ -222,12 +230,19 @@ mod tests {
         }
     }
 
-    fn pool_work(id: u64) -> Work {
-        let mut chain = EmbeddedChain::new(ChainConfig {
+    fn chain() -> EmbeddedChain {
+        EmbeddedChain::new(ChainConfig {
             bits: 0x207f_ffff,
             synthetic_transactions: 3,
             block_interval_secs: 0,
-        });
+        })
+    }
+
+    fn pool_work(id: u64) -> Work {
+        pool_work_on(&mut chain(), id)
+    }
+
+    fn pool_work_on(chain: &mut EmbeddedChain, id: u64) -> Work {
         let cfg = CoinbaseConfig {
             payout_script: Address::from_str("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
                 .unwrap()
@@ -282,6 +297,60 @@ mod tests {
         assert!(block.check_merkle_root());
         assert!(block.check_witness_commitment());
         assert_eq!(block.txdata.len(), 1 + base.transactions.len());
+    }
+
+    /// Mines `work` (every other hash is a block at regtest's bits) and submits it.
+    fn mine_on(chain: &mut EmbeddedChain, work: &Work) -> Result<bitcoin::Block, String> {
+        let (prefix, extranonce) = ([7u8; 4], [1u8; 8]);
+        for nonce in 0..1_000u32 {
+            let block =
+                work.assemble_block(&prefix, &extranonce, work.version, work.cur_time, nonce);
+            if block.header.validate_pow(work.network_target).is_ok() {
+                return chain
+                    .submit_block(&block, work.cur_time)
+                    .map(|_| block)
+                    .map_err(|e| format!("{e:?}"));
+            }
+        }
+        Err("no nonce".into())
+    }
+
+    #[test]
+    fn derived_blocks_are_valid_for_the_chain() {
+        let mut chain = chain();
+        for (n, pool_percent) in [(1u8, 0u8), (2, 10), (3, 99)] {
+            let base = pool_work_on(&mut chain, u64::from(n));
+            let work = derive(&base, &payee(n, pool_percent)).unwrap();
+            let block = mine_on(&mut chain, &work).unwrap();
+            let paid: u64 = block.txdata[0]
+                .output
+                .iter()
+                .map(|o| o.value.to_sat())
+                .sum();
+            assert_eq!(paid, base.coinbase_value, "the whole reward, nothing more");
+        }
+        // A coinbase paying many outputs (payouts in the coinbase) within the room left.
+        let base = pool_work_on(&mut chain, 9);
+        let outputs: Vec<TxOut> = (0..16u8)
+            .map(|n| TxOut {
+                value: Amount::from_sat(base.coinbase_value / 16),
+                script_pubkey: address(n).script_pubkey(),
+            })
+            .collect();
+        let work = with_outputs(&base, outputs, "the window").unwrap();
+        let block = mine_on(&mut chain, &work).unwrap();
+        assert_eq!(block.txdata[0].output.len(), 17);
+        // Too many for the room a template leaves: refused, not a block the node would not take.
+        let outputs: Vec<TxOut> = (0..40u8)
+            .map(|n| TxOut {
+                value: Amount::from_sat(1),
+                script_pubkey: address(n).script_pubkey(),
+            })
+            .collect();
+        assert!(matches!(
+            with_outputs(&base, outputs, "the window"),
+            Err(PayeeWorkError::TooHeavy { .. })
+        ));
     }
 
     #[test]
