@@ -120,8 +120,8 @@ pub(super) struct Channel {
     /// The payee's works (derived from the pool's, shared pool-wide), newest last, at most
     /// [`OWN_WORKS`]: what its jobs and shares are on.
     pub(super) own_works: VecDeque<Arc<Work>>,
-    /// A standard channel paid in its own coinbase is in a group of its own (it cannot take
-    /// the connection's group jobs, whose coinbase pays the pool): that group's id.
+    /// A channel paid in its own coinbase is in a group of its own (it cannot take the
+    /// connection's group jobs, whose coinbase pays the pool): that group's id.
     pub(super) own_group: Option<u32>,
 }
 
@@ -378,6 +378,20 @@ impl Session {
         Some(self.channels.len() - 1)
     }
 
+    /// The group a channel just opened is in: the connection's, or for a channel paid in its
+    /// own coinbase a group of its own (05 §5.2.3: every channel is in a group; a job sent to
+    /// the connection's group would have it mine the pool's coinbase). No job is ever sent to
+    /// such a group: the channel gets its own.
+    fn group_of(&mut self, idx: usize) -> u32 {
+        if self.channels[idx].payee.is_none() {
+            return self.group_channel_id;
+        }
+        let group = self.next_channel_id;
+        self.next_channel_id += 1;
+        self.channels[idx].own_group = Some(group);
+        group
+    }
+
     pub(super) fn on_open_standard(&mut self, m: &OpenStandardMiningChannel<'_>, now_ms: u64) {
         let request = ChannelRequest {
             kind: ChannelKind::Standard,
@@ -390,16 +404,7 @@ impl Session {
         let Some(idx) = self.open_channel(request, now_ms) else {
             return;
         };
-        // Paid in its own coinbase: a group of its own, never sent a group job (05 §5.2.3:
-        // every channel is in a group; a group job would make it mine the pool's coinbase).
-        let group_channel_id = if self.channels[idx].payee.is_some() {
-            let group = self.next_channel_id;
-            self.next_channel_id += 1;
-            self.channels[idx].own_group = Some(group);
-            group
-        } else {
-            self.group_channel_id
-        };
+        let group_channel_id = self.group_of(idx);
         let ch = &self.channels[idx];
         let prefix = ch.extranonce_prefix.clone();
         let ok = OpenStandardMiningChannelSuccess {
@@ -434,6 +439,7 @@ impl Session {
         let Some(idx) = self.open_channel(request, now_ms) else {
             return;
         };
+        let group_channel_id = self.group_of(idx);
         let ch = &self.channels[idx];
         let prefix = ch.extranonce_prefix.clone();
         let ok = OpenExtendedMiningChannelSuccess {
@@ -442,7 +448,7 @@ impl Session {
             target: ch.target().to_le_bytes(),
             extranonce_size: ch.extranonce_size as u16,
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
-            group_channel_id: self.group_channel_id,
+            group_channel_id,
         };
         self.send(&ok);
         self.send_current_work_to(idx, now_ms);
