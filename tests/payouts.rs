@@ -656,8 +656,9 @@ fn run_with_fee(data_dir: &Path, fee: &str, args: &[&str]) -> (Option<i32>, Stri
 }
 
 /// Over the wire: a payout address of another network or a malformed one is refused with
-/// `unknown-user`, solo forms with `solo-payout-unsupported`; accounts, addresses of the
-/// node's network and full donations open.
+/// `unknown-user` (in the solo forms too); accounts, addresses of the node's network, full
+/// donations and the solo forms (`sri/solo/ADDRESS/w`, `sri/donate/PERCENT/ADDRESS/w`,
+/// extended and standard) open.
 #[tokio::test]
 async fn open_channel_checks_the_payout_address() {
     let pool = pool::TestPool::start(pool::RARE_BLOCKS, 10).await;
@@ -672,15 +673,11 @@ async fn open_channel_checks_the_payout_address() {
         (false, format!("{}.rig", typo(&regtest)), "unknown-user"),
         (true, "sri/solo/nothing/w".to_owned(), "unknown-user"),
         (true, "sri/mine".to_owned(), "unknown-user"),
-        (
-            true,
-            format!("sri/solo/{regtest}/w"),
-            "solo-payout-unsupported",
-        ),
+        (true, format!("sri/solo/{main}/w"), "unknown-user"),
         (
             false,
-            format!("sri/donate/10/{regtest}/w"),
-            "solo-payout-unsupported",
+            format!("sri/donate/10/{}/w", typo(&regtest)),
+            "unknown-user",
         ),
     ] {
         let why = refused(miner.open(extended, &identity).await);
@@ -694,6 +691,9 @@ async fn open_channel_checks_the_payout_address() {
         (false, regtest.clone()),
         (true, "alice.rig1".to_owned()),
         (true, "sri/donate/w".to_owned()),
+        (true, format!("sri/solo/{regtest}/w")),
+        (false, format!("sri/solo/{regtest}/w")),
+        (false, format!("sri/donate/10/{regtest}/w")),
     ] {
         // A connection each: the pool's later jobs for one channel would come between
         // another's opening messages.

@@ -134,6 +134,8 @@ pub struct Shared {
     gate: gate::Gate,
     /// The pool-wide channel cap, shared by every session.
     channels: Arc<ChannelBudget>,
+    /// Works derived for channels paid in their own coinbase, shared by every session.
+    payee_works: Arc<crate::mining::payee_work::PayeeWorks>,
     /// The share ledger's writer, if there is a ledger: connections send it their shares and
     /// hold acknowledgements until it commits them.
     ledger: Option<ledger_writer::LedgerSender>,
@@ -496,6 +498,7 @@ impl StratumV2Server {
             pending: Mutex::new(std::collections::HashMap::new()),
             gate,
             channels: Arc::new(ChannelBudget::new(config_max_channels)),
+            payee_works: Arc::default(),
             ledger: writer.as_ref().map(|w| w.sender()),
             payout_network: std::sync::OnceLock::new(),
         });
