@@ -228,3 +228,115 @@ async fn broken_merkle_root() {
         other => panic!("wrong password: {other:?}"),
     }
 }
+
+/// Solo and donate channels (`sri/solo/ADDRESS/w`, `sri/donate/10/ADDRESS/w`) on the real
+/// node: each block is built from the channel's own coinbase, the node accepts it (its chain
+/// grows by exactly the pool's blocks, the best block is one of them), and its coinbase pays
+/// the address the whole reward, or 90% with 10% to the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solo_and_donate_blocks_are_accepted_by_the_node() {
+    tokio::time::timeout(Duration::from_secs(45 * 60), solo_and_donate_blocks())
+        .await
+        .expect("test finished in time");
+}
+
+async fn solo_and_donate_blocks() {
+    use bitcoin::consensus::encode::deserialize_hex;
+    use bitcoin::{Address, Block, Network};
+
+    let node = RegtestNode::start(None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            rpc_poll_interval_ms: Some(200),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("valid test config");
+    let backend = Arc::new(RpcNode::new(node.rpc_config()));
+    let api: Arc<dyn NodeApi> = backend.clone();
+    let server = StratumV2Server::new(config, api).expect("server");
+    let addr = server.start().await.expect("start");
+    let client = backend.client();
+    let solo: Address = REGTEST_ADDRESS
+        .parse::<Address<_>>()
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap();
+    let donor = Address::p2wsh(&bitcoin::ScriptBuf::new(), Network::Regtest);
+    for (user, address) in [
+        (format!("sri/solo/{solo}/w1"), &solo),
+        (format!("sri/donate/10/{donor}/w2"), &donor),
+    ] {
+        let before = block_count(client).await;
+        let opts = MinerOptions {
+            url: addr.to_string(),
+            authority_pubkey: server.authority_public_key().to_owned(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: user.clone(),
+            nominal_hash_rate: 0.0,
+            max_shares: Some(6),
+            duration: Some(Duration::from_secs(90)),
+            ..MinerOptions::default()
+        };
+        let report = tokio::time::timeout(
+            Duration::from_secs(150),
+            run_miner(opts, std::future::pending::<()>()),
+        )
+        .await
+        .expect("miner finished in time")
+        .expect("miner ran");
+        assert_eq!(report.stop, StopReason::MaxShares, "{user}: {report:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let height = block_count(client).await;
+        assert!(height > before, "{user}: no block accepted\n{}", node.log());
+        // Every block the node added since is the pool's, from this channel's coinbase.
+        let best = best_hash(client).await;
+        let mut seen_best = false;
+        for entry in std::fs::read_dir(dir.path().join("blocks/submitted")).unwrap() {
+            let path = entry.unwrap().path();
+            let block: Block = deserialize_hex(std::fs::read_to_string(&path).unwrap().trim())
+                .expect("a block file is a block");
+            let coinbase = &block.txdata[0];
+            if !coinbase
+                .output
+                .iter()
+                .any(|o| o.script_pubkey == address.script_pubkey())
+            {
+                continue; // the other channel's
+            }
+            seen_best |= block.block_hash().to_string() == best;
+            assert!(block.check_merkle_root() && block.check_witness_commitment());
+            let total: u64 = coinbase.output.iter().map(|o| o.value.to_sat()).sum();
+            let to_address: u64 = coinbase
+                .output
+                .iter()
+                .filter(|o| o.script_pubkey == address.script_pubkey())
+                .map(|o| o.value.to_sat())
+                .sum();
+            if address == &solo {
+                assert_eq!(to_address, total, "solo: the whole reward");
+            } else {
+                assert_eq!(to_address, total - total * 10 / 100, "donate 10%");
+            }
+        }
+        assert!(
+            seen_best,
+            "{user}: the node's best block {best} is not this channel's"
+        );
+    }
+    let stats = server.get_pool_stats().await;
+    assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+    assert_eq!(
+        stats.blocks_accepted,
+        block_count(client).await,
+        "{stats:?}"
+    );
+    server.stop().await.expect("clean stop");
+}
