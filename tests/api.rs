@@ -584,3 +584,85 @@ async fn a_block_found_through_a_running_servers_pool_is_saved_and_submitted() {
     }
     server.stop().await.unwrap();
 }
+
+/// With the share ledger (on by default), `handle_message` returns a reply that acknowledges
+/// a share only once the share is committed: the reply carries SubmitShares.Success and the
+/// share is in the ledger, under the endpoint's miner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_message_acknowledges_a_share_only_once_it_is_in_the_ledger() {
+    use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+    use blvm_stratum_v2::wire::mining::SubmitSharesStandard;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(1e-9),
+        max_difficulty: Some(1e-9),
+        ..PoolOptions::default()
+    };
+    let config = PoolConfig::resolve(&options, "test").unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        block_interval_secs: 0,
+        ..ChainConfig::default()
+    }));
+    let server = StratumV2Server::new(config, node).unwrap();
+    server.start().await.unwrap();
+    let reply = server
+        .handle_message(setup_and_open(), "ipc-1".into())
+        .await
+        .unwrap();
+    let (mut channel, mut job, mut prev) = (None, None, None);
+    let mut rest = &reply[..];
+    while let Some((frame, used)) = Frame::parse(rest, 1 << 24).unwrap() {
+        match frame.message().unwrap().0 {
+            Message::OpenStandardMiningChannelSuccess(o) => {
+                channel = Some((o.channel_id, Target::from_le_bytes(o.target)))
+            }
+            Message::NewMiningJob(j) => job = Some(j),
+            Message::SetNewPrevHash(p) => prev = Some(p),
+            _ => {}
+        }
+        rest = &rest[used..];
+    }
+    let ((channel_id, target), job, prev) = (channel.unwrap(), job.unwrap(), prev.unwrap());
+    let mut header = Header {
+        version: bitcoin::block::Version::from_consensus(job.version as i32),
+        prev_blockhash: BlockHash::from_byte_array(prev.prev_hash),
+        merkle_root: bitcoin::TxMerkleNode::from_byte_array(job.merkle_root),
+        time: prev.min_ntime,
+        bits: bitcoin::CompactTarget::from_consensus(prev.nbits),
+        nonce: 0,
+    };
+    while !target.is_met_by(header.block_hash()) {
+        header.nonce += 1;
+    }
+    let share = SubmitSharesStandard {
+        channel_id,
+        sequence_number: 7,
+        job_id: job.job_id,
+        nonce: header.nonce,
+        ntime: header.time,
+        version: job.version,
+    };
+    let reply = server
+        .handle_message(frame_of(&share), "ipc-1".into())
+        .await
+        .unwrap();
+    let (names, _) = read_reply(&reply);
+    assert!(names.contains(&"SubmitSharesSuccess"), "{names:?}");
+    server.stop().await.unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let shares = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(shares.len(), 1, "{shares:?}");
+    assert_eq!(&*shares[0].record.user, "ipc");
+    assert_eq!(shares[0].record.hash, header.block_hash());
+    // An endpoint miner's id (2^63 and up) is stored as it is.
+    assert!(shares[0].record.connection_id >= 1 << 63);
+}

@@ -838,6 +838,39 @@ fn retried_batches_are_written_once(l: &mut dyn Ledger) {
     );
 }
 
+/// Every u64 connection id is stored and read back as it is (the product API's endpoint
+/// miners have ids of 2^63 and up): a value a backend could not store would stop every
+/// acknowledgement, the batch retried for ever.
+fn any_connection_id_is_stored(l: &mut dyn Ledger) {
+    for (n, id) in [(1, 0), (2, 1 << 63), (3, u64::MAX)] {
+        let mut batch = one_share(n);
+        batch.shares[0].connection_id = id;
+        l.append(&batch).unwrap();
+    }
+    let ids: Vec<u64> = l
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: 10,
+        })
+        .unwrap()
+        .iter()
+        .map(|s| s.record.connection_id)
+        .collect();
+    assert_eq!(ids, [0, 1 << 63, u64::MAX]);
+}
+
+#[test]
+fn any_connection_id_is_stored_in_every_backend() {
+    any_connection_id_is_stored(&mut MemoryLedger::new());
+    let dir = tempfile::tempdir().unwrap();
+    any_connection_id_is_stored(
+        &mut SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap(),
+    );
+    let server = postgres::TempPostgres::start();
+    any_connection_id_is_stored(&mut PostgresLedger::connect(&server.fresh_database()).unwrap());
+}
+
 #[test]
 fn retried_batches_are_written_once_in_every_backend() {
     retried_batches_are_written_once(&mut MemoryLedger::new());

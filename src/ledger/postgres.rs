@@ -300,7 +300,8 @@ fn append(
             &share.worker,
         )?);
         times.push(to_i64(share.time_ms, "time_ms")?);
-        connections.push(to_i64(share.connection_id, "connection_id")?);
+        // Same bits as u64: ids of the product API's endpoint miners are 2^63 and up.
+        connections.push(share.connection_id as i64);
         difficulties.push(share.difficulty);
         channels.push(u32_bits(share.channel_id));
         jobs.push(u32_bits(share.job_id));
@@ -540,7 +541,7 @@ fn stored_share(row: &Row) -> Result<StoredShare, LedgerError> {
             time_ms: to_u64(get(row, 1)?, "time_ms")?,
             user: get(row, 2)?,
             worker: get(row, 3)?,
-            connection_id: to_u64(get(row, 4)?, "connection_id")?,
+            connection_id: get::<i64>(row, 4)? as u64,
             channel_id: u32_from_bits(get(row, 5)?),
             job_id: u32_from_bits(get(row, 6)?),
             target: target(get(row, 7)?)?,

@@ -249,7 +249,9 @@ impl SqliteLedger {
                     .execute(params![
                         to_i64(share.time_ms, "time_ms")?,
                         worker_id,
-                        to_i64(share.connection_id, "connection_id")?,
+                        // Same bits as u64: ids of the product API's endpoint miners are
+                        // 2^63 and up.
+                        share.connection_id as i64,
                         share.channel_id,
                         share.job_id,
                         &share.target.to_le_bytes()[..],
@@ -478,7 +480,7 @@ fn stored_share(row: &Row<'_>) -> Result<StoredShare, LedgerError> {
             time_ms: to_u64(row.get(1).map_err(sqlite_error)?, "time_ms")?,
             user: row.get(2).map_err(sqlite_error)?,
             worker: row.get(3).map_err(sqlite_error)?,
-            connection_id: to_u64(row.get(4).map_err(sqlite_error)?, "connection_id")?,
+            connection_id: row.get::<_, i64>(4).map_err(sqlite_error)? as u64,
             channel_id: row.get(5).map_err(sqlite_error)?,
             job_id: row.get(6).map_err(sqlite_error)?,
             target: target(&get_blob(7)?)?,

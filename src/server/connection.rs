@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::gate::Gate;
-use super::ledger_writer::{BlockInput, CommitSignal, LedgerMessage, LedgerSender, ShareInput};
+use super::ledger_writer::{self, CommitSignal, LedgerSender};
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
@@ -77,51 +77,8 @@ impl PoolHandler<'_> {
             return;
         };
         for e in &self.events {
-            let message = match e {
-                SessionEvent::ShareAccepted {
-                    channel_id,
-                    difficulty,
-                    worker,
-                    hash,
-                    user_identity,
-                    job_id,
-                    target,
-                    share_number,
-                    ..
-                } => LedgerMessage::Share(ShareInput {
-                    signal: signal.clone(),
-                    share_number: *share_number,
-                    time_ms: now_ms,
-                    user_identity: user_identity.clone(),
-                    worker: worker.clone(),
-                    connection_id: self.id,
-                    channel_id: *channel_id,
-                    job_id: *job_id,
-                    target: *target,
-                    difficulty: *difficulty,
-                    hash: *hash,
-                }),
-                SessionEvent::ShareRejected {
-                    reason,
-                    user_identity,
-                    worker,
-                    ..
-                } => LedgerMessage::Rejected {
-                    user_identity: user_identity.clone(),
-                    worker: worker.clone(),
-                    reason: reason.code(),
-                },
-                SessionEvent::BlockFound(found) => LedgerMessage::Block(BlockInput {
-                    hash: found.block.block_hash(),
-                    height: found.height,
-                    time_ms: now_ms,
-                    reward_sat: found.block.txdata.first().map_or(0, |cb| {
-                        cb.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
-                    }),
-                    bits: found.block.header.bits,
-                    user_identity: found.user_identity.clone(),
-                }),
-                _ => continue,
+            let Some(message) = ledger_writer::ledger_message(e, signal, self.id, now_ms) else {
+                continue;
             };
             if !ledger.send(message) {
                 warn!(conn = self.id, "the share ledger's writer is gone");

@@ -27,7 +27,7 @@ use crate::ledger::{
     BatchSequence, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount,
     ShareRecord,
 };
-use crate::mining::LedgerStatus;
+use crate::mining::{LedgerStatus, SessionEvent};
 use crate::shell::LogBudget;
 
 /// Default most shares per group commit.
@@ -188,6 +188,63 @@ pub enum LedgerMessage {
     Maintain(CompactTarget),
     /// Flush everything before this and end.
     Stop,
+}
+
+/// What the writer is told of a session event: an accepted share (with the connection's
+/// commit signal, so its acknowledgement waits for the commit), a rejected share (counted), a
+/// found block; `None` for the rest.
+pub fn ledger_message(
+    event: &SessionEvent,
+    signal: &Arc<CommitSignal>,
+    connection_id: u64,
+    now_ms: u64,
+) -> Option<LedgerMessage> {
+    Some(match event {
+        SessionEvent::ShareAccepted {
+            channel_id,
+            difficulty,
+            worker,
+            hash,
+            user_identity,
+            job_id,
+            target,
+            share_number,
+            ..
+        } => LedgerMessage::Share(ShareInput {
+            signal: signal.clone(),
+            share_number: *share_number,
+            time_ms: now_ms,
+            user_identity: user_identity.clone(),
+            worker: worker.clone(),
+            connection_id,
+            channel_id: *channel_id,
+            job_id: *job_id,
+            target: *target,
+            difficulty: *difficulty,
+            hash: *hash,
+        }),
+        SessionEvent::ShareRejected {
+            reason,
+            user_identity,
+            worker,
+            ..
+        } => LedgerMessage::Rejected {
+            user_identity: user_identity.clone(),
+            worker: worker.clone(),
+            reason: reason.code(),
+        },
+        SessionEvent::BlockFound(found) => LedgerMessage::Block(BlockInput {
+            hash: found.block.block_hash(),
+            height: found.height,
+            time_ms: now_ms,
+            reward_sat: found.block.txdata.first().map_or(0, |cb| {
+                cb.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+            }),
+            bits: found.block.header.bits,
+            user_identity: found.user_identity.clone(),
+        }),
+        _ => return None,
+    })
 }
 
 /// Where to send records to the writer (cheap to clone).
@@ -357,8 +414,9 @@ struct WriterCore {
     last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
-    /// Per connection: its signal and the highest share number in `batch`.
-    releases: HashMap<u64, (Arc<CommitSignal>, u64)>,
+    /// Per commit signal (a connection's, or one `handle_message` call's; keyed by its
+    /// address): the signal and the highest of its share numbers in `batch`.
+    releases: HashMap<usize, (Arc<CommitSignal>, u64)>,
     /// Verdicts to write after `batch`.
     verdicts: Vec<(BlockHash, BlockStatus)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
@@ -428,7 +486,7 @@ impl WriterCore {
                 });
                 let entry = self
                     .releases
-                    .entry(s.connection_id)
+                    .entry(Arc::as_ptr(&s.signal) as usize)
                     .or_insert_with(|| (s.signal.clone(), 0));
                 entry.1 = entry.1.max(s.share_number);
             }

@@ -46,6 +46,9 @@ use crate::shell::{Printable, Refused};
 const LISTEN_BACKLOG: u32 = 4096;
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long `handle_message` waits for the ledger to commit the shares its reply
+/// acknowledges; past it, the reply is withheld (an error), never sent unrecorded.
+const ENDPOINT_COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait between two requests for the first template at start (waits double from
 /// 250 ms up to it).
 const FIRST_TEMPLATE_RETRY: Duration = Duration::from_secs(2);
@@ -712,7 +715,32 @@ impl StratumV2Server {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .drive_endpoint(&endpoint, &data, now)?;
+        // With a ledger, the reply (its SubmitShares.Success among it) goes back only once
+        // the ledger committed every share it covers, as on a connection.
+        let signal = ledger_writer::CommitSignal::new();
+        let mut up_to = 0;
+        if let Some(ledger) = &self.shared.ledger {
+            for e in &events {
+                if let SessionEvent::ShareAccepted { share_number, .. } = e {
+                    up_to = up_to.max(*share_number);
+                }
+                if let Some(message) = ledger_writer::ledger_message(e, &signal, id, now) {
+                    ledger.send(message);
+                }
+            }
+        }
         self.shared.on_session_events(id, &mut events, now, None);
+        let deadline = tokio::time::Instant::now() + ENDPOINT_COMMIT_WAIT;
+        while signal.committed() < up_to {
+            let committed = signal.wake().notified();
+            if tokio::time::timeout_at(deadline, committed).await.is_err() {
+                return Err(StratumV2Error::Ledger(
+                    crate::ledger::LedgerError::Unavailable(format!(
+                        "shares not committed within {ENDPOINT_COMMIT_WAIT:?}: not acknowledged"
+                    )),
+                ));
+            }
+        }
         Ok(reply)
     }
 
