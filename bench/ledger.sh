@@ -6,7 +6,7 @@
 # e.g.   bench/ledger.sh off --no-ledger -- --connections 1000 --rate 0 --duration 5 --hold 0
 #        bench/ledger.sh on -- --connections 1000 --rate 0 --duration 5 --hold 0
 set -u
-BIN=$(dirname "$0")/../target/release/blvm-stratum-v2
+BIN=${POOL_BIN:-$(dirname "$0")/../target/release/blvm-stratum-v2}
 OUT=${OUTDIR:-/tmp/lbench}
 mkdir -p "$OUT"
 name=$1; shift
@@ -17,7 +17,10 @@ pid=$!
 for i in $(seq 100); do grep -q "authority public key" $d/out 2>/dev/null && grep -q "listening on" $d/out && break; sleep 0.1; done
 addr=$(grep "listening on" $d/out | sed 's/.*listening on \([^ ]*\).*/\1/')
 key=$(grep "authority public key: " $d/out | sed 's/authority public key: //')
+# PERF=FILE: profile the pool during the load (perf record -g).
+perf_pid=; if [[ -n ${PERF:-} ]]; then perf record -g -o "$PERF" -p $pid >/dev/null 2>&1 & perf_pid=$!; fi
 timeout 120 $BIN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
+if [[ -n $perf_pid ]]; then kill -INT $perf_pid; wait $perf_pid; fi
 kill -TERM $pid; wait $pid
 ls -la $d >> $OUT/$name.txt
 rm -rf $d

@@ -10,9 +10,11 @@
 //! (BENCHMARKS.md, "Ledger backends (issue 15)", measures both).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
@@ -63,6 +65,83 @@ const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.user, w.worker, s.connection_id,
 
 const BLOCK_COLUMNS: &str =
     "hash, height, time_ms, reward_sat, bits, user, worker, status, reason FROM blocks";
+
+/// Rows per multi-row share INSERT, largest first: a batch is cut into statements of these
+/// sizes (each prepared once and cached), so a large batch costs one statement execution per
+/// 64 shares instead of one per share. 64 rows bind 512 parameters (SQLite allows 32,766).
+const SHARE_ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+/// Parameters per share row in the INSERT.
+const SHARE_PARAMS: usize = 8;
+
+/// The share INSERT of each size in [`SHARE_ROWS_PER_INSERT`] (built once: the statement
+/// cache is keyed by the SQL text).
+fn insert_shares_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<[String; SHARE_ROWS_PER_INSERT.len()]> = OnceLock::new();
+    let all = SQL.get_or_init(|| SHARE_ROWS_PER_INSERT.map(build_insert_shares_sql));
+    let index = SHARE_ROWS_PER_INSERT
+        .iter()
+        .position(|&r| r == rows)
+        .unwrap_or(SHARE_ROWS_PER_INSERT.len() - 1);
+    &all[index]
+}
+
+/// `INSERT INTO shares ... VALUES (...), (...)` with `rows` rows of numbered parameters.
+fn build_insert_shares_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, target, \
+         difficulty, hash) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..SHARE_PARAMS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "?{}", row * SHARE_PARAMS + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Why binding a share failed: a value out of range, or SQLite itself.
+enum BindError {
+    Ledger(LedgerError),
+    Sqlite(rusqlite::Error),
+}
+
+fn sqlite_error_or(e: BindError) -> LedgerError {
+    match e {
+        BindError::Ledger(e) => e,
+        BindError::Sqlite(e) => sqlite_error(e),
+    }
+}
+
+/// Binds one share's columns at parameters `first + 1 ..= first + SHARE_PARAMS`.
+fn bind_share(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    first: usize,
+    share: &ShareRecord,
+    worker_id: i64,
+) -> Result<(), BindError> {
+    let time_ms = to_i64(share.time_ms, "time_ms").map_err(BindError::Ledger)?;
+    let connection_id = to_i64(share.connection_id, "connection_id").map_err(BindError::Ledger)?;
+    let bind = |insert: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<()> {
+        insert.raw_bind_parameter(first + 1, time_ms)?;
+        insert.raw_bind_parameter(first + 2, worker_id)?;
+        insert.raw_bind_parameter(first + 3, connection_id)?;
+        insert.raw_bind_parameter(first + 4, share.channel_id)?;
+        insert.raw_bind_parameter(first + 5, share.job_id)?;
+        insert.raw_bind_parameter(first + 6, &share.target.to_le_bytes()[..])?;
+        insert.raw_bind_parameter(first + 7, share.difficulty)?;
+        insert.raw_bind_parameter(first + 8, &share.hash.as_byte_array()[..])
+    };
+    bind(insert).map_err(BindError::Sqlite)
+}
 
 /// A [`Ledger`] in an SQLite file.
 pub struct SqliteLedger {
@@ -208,37 +287,46 @@ impl SqliteLedger {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_error)?;
         {
-            let mut insert_share = tx
-                .prepare_cached(
-                    "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, \
-                     target, difficulty, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(sqlite_error)?;
+            // Worker ids first (a new pair is inserted, so not while a share statement is
+            // bound), then the shares, many rows per statement.
+            let mut worker_ids = Vec::with_capacity(batch.shares.len());
+            for share in &batch.shares {
+                worker_ids.push(
+                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
+                        .map_err(sqlite_error)?,
+                );
+            }
             // Ids of this batch's shares, kept only when a block needs its share's id.
             let mut ids = Vec::with_capacity(if batch.blocks.is_empty() {
                 0
             } else {
                 batch.shares.len()
             });
-            for share in &batch.shares {
-                let worker_id =
-                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
-                        .map_err(sqlite_error)?;
-                insert_share
-                    .execute(params![
-                        to_i64(share.time_ms, "time_ms")?,
-                        worker_id,
-                        to_i64(share.connection_id, "connection_id")?,
-                        share.channel_id,
-                        share.job_id,
-                        &share.target.to_le_bytes()[..],
-                        share.difficulty,
-                        &share.hash.as_byte_array()[..],
-                    ])
+            let mut at = 0;
+            while at < batch.shares.len() {
+                let rows = SHARE_ROWS_PER_INSERT
+                    .iter()
+                    .copied()
+                    .find(|&rows| rows <= batch.shares.len() - at)
+                    .unwrap_or(1);
+                let chunk = &batch.shares[at..at + rows];
+                let mut insert = tx
+                    .prepare_cached(insert_shares_sql(rows))
                     .map_err(sqlite_error)?;
-                if !batch.blocks.is_empty() {
-                    ids.push(tx.last_insert_rowid());
+                for (row, (share, worker_id)) in
+                    chunk.iter().zip(&worker_ids[at..at + rows]).enumerate()
+                {
+                    bind_share(&mut insert, row * SHARE_PARAMS, share, *worker_id)
+                        .map_err(sqlite_error_or)?;
                 }
+                insert.raw_execute().map_err(sqlite_error)?;
+                if !batch.blocks.is_empty() {
+                    // One statement under the transaction's write lock: its AUTOINCREMENT ids
+                    // are consecutive, the last one is the last row's.
+                    let last = tx.last_insert_rowid();
+                    ids.extend((0..rows as i64).rev().map(|back| last - back));
+                }
+                at += rows;
             }
             let mut insert_block = tx
                 .prepare_cached(
