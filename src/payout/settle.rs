@@ -73,7 +73,7 @@ pub fn window_shares(
         let sum = |solo: bool| -> f64 {
             shares
                 .iter()
-                .filter(|s| policy.solo_users.contains(&s.record.user) == solo)
+                .filter(|s| policy.solo_users.contains(&*s.record.user) == solo)
                 .map(|s| s.record.difficulty)
                 .sum()
         };
@@ -100,7 +100,7 @@ pub fn compute_payouts(
     let terms = split_terms(block, policy);
     let counted = shares.iter().filter(|s| match scheme {
         PayoutScheme::Pplns => {
-            s.id <= finding_share_id && !policy.solo_users.contains(&s.record.user)
+            s.id <= finding_share_id && !policy.solo_users.contains(&*s.record.user)
         }
         PayoutScheme::Solo => s.id == finding_share_id,
     });

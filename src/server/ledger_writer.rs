@@ -278,6 +278,7 @@ impl LedgerWriter {
             maintain: None,
             last_maintained: None,
             batch: LedgerBatch::default(),
+            users: UserCache::default(),
             releases: HashMap::new(),
             verdicts: Vec::new(),
             rejected: HashMap::new(),
@@ -328,6 +329,61 @@ fn now_ms() -> u64 {
     crate::shell::unix_ms()
 }
 
+/// Most identities (and identity/worker-TLV pairs) [`UserCache`] keeps before it starts over.
+const MAX_CACHED_IDENTITIES: usize = 65_536;
+
+/// Each channel identity's ledger user and worker ([`ledger_user`]), resolved at its first
+/// share and shared by every later one (a share costs a lookup, no parsing or allocation).
+/// Bounded: past [`MAX_CACHED_IDENTITIES`] it is emptied and refills from the shares coming.
+#[derive(Default)]
+struct UserCache {
+    /// By user_identity: the pair without a worker TLV, and the pairs by worker TLV.
+    by_identity: HashMap<Arc<str>, ResolvedIdentity>,
+    entries: usize,
+}
+
+#[derive(Default)]
+struct ResolvedIdentity {
+    plain: Option<(Arc<str>, Arc<str>)>,
+    by_worker: HashMap<String, (Arc<str>, Arc<str>)>,
+}
+
+impl UserCache {
+    /// The ledger user and worker of shares of `identity` with the worker TLV `worker`.
+    fn resolve(&mut self, identity: &Arc<str>, worker: Option<&str>) -> (Arc<str>, Arc<str>) {
+        if self.entries >= MAX_CACHED_IDENTITIES {
+            self.by_identity.clear();
+            self.entries = 0;
+        }
+        let resolve = || {
+            let (user, worker) = ledger_user(identity, worker);
+            (Arc::<str>::from(user), Arc::<str>::from(worker))
+        };
+        let resolved = match self.by_identity.get_mut(&**identity) {
+            Some(r) => r,
+            None => self.by_identity.entry(identity.clone()).or_default(),
+        };
+        let (found, new) = match worker.filter(|w| !w.is_empty()) {
+            None => match &resolved.plain {
+                Some(pair) => (pair.clone(), false),
+                None => (resolved.plain.insert(resolve()).clone(), true),
+            },
+            Some(tlv) => match resolved.by_worker.get(tlv) {
+                Some(pair) => (pair.clone(), false),
+                None => {
+                    let pair = resolve();
+                    resolved.by_worker.insert(tlv.to_owned(), pair.clone());
+                    (pair, true)
+                }
+            },
+        };
+        if new {
+            self.entries += 1;
+        }
+        found
+    }
+}
+
 /// The writer thread's state.
 struct WriterCore {
     ledger: Box<dyn Ledger>,
@@ -340,6 +396,8 @@ struct WriterCore {
     last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
+    /// Each identity's ledger user and worker, resolved once.
+    users: UserCache,
     /// Per connection: its signal and the highest share number in `batch`.
     releases: HashMap<u64, (Arc<CommitSignal>, u64)>,
     /// Verdicts to write after `batch`.
@@ -397,7 +455,7 @@ impl WriterCore {
     fn take(&mut self, message: LedgerMessage) -> bool {
         match message {
             LedgerMessage::Share(s) => {
-                let (user, worker) = ledger_user(&s.user_identity, s.worker.as_deref());
+                let (user, worker) = self.users.resolve(&s.user_identity, s.worker.as_deref());
                 self.batch.shares.push(ShareRecord {
                     time_ms: s.time_ms,
                     user,
@@ -746,8 +804,8 @@ mod tests {
                 limit: 10,
             })
             .unwrap();
-        assert_eq!(stored[0].record.user, "bc1qalice");
-        assert_eq!(stored[0].record.worker, "rig");
+        assert_eq!(&*stored[0].record.user, "bc1qalice");
+        assert_eq!(&*stored[0].record.worker, "rig");
         assert_eq!(
             l.rejected().unwrap(),
             [RejectedCount {
@@ -757,6 +815,26 @@ mod tests {
                 count: 2
             }]
         );
+    }
+
+    #[test]
+    fn each_identity_is_resolved_once_and_shared_by_its_shares() {
+        let mut users = UserCache::default();
+        let identity: Arc<str> = Arc::from("BC1QALICE.rig");
+        let (user, worker) = users.resolve(&identity, None);
+        assert_eq!((&*user, &*worker), ("bc1qalice", "rig"));
+        let (again, _) = users.resolve(&Arc::from("BC1QALICE.rig"), Some(""));
+        assert!(
+            Arc::ptr_eq(&user, &again),
+            "the same identity: the same string"
+        );
+        let (tlv_user, tlv_worker) = users.resolve(&identity, Some("tlv"));
+        assert_eq!((&*tlv_user, &*tlv_worker), ("bc1qalice", "tlv"));
+        assert_eq!(users.entries, 2);
+        for n in 0..MAX_CACHED_IDENTITIES + 1 {
+            users.resolve(&Arc::from(format!("u{n}")), None);
+        }
+        assert!(users.entries <= MAX_CACHED_IDENTITIES, "bounded");
     }
 
     #[test]
