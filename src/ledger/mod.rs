@@ -28,7 +28,7 @@ use bitcoin::{BlockHash, CompactTarget, Target};
 
 pub use memory::MemoryLedger;
 #[cfg(feature = "runtime")]
-pub use open::{LedgerLocation, open};
+pub use open::{LedgerLocation, open, open_with};
 #[cfg(feature = "runtime")]
 pub use postgres::PostgresLedger;
 #[cfg(feature = "runtime")]

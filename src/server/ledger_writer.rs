@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::ledger::{
     BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount, ShareRecord,
+    SqliteSettings, SqliteSync,
 };
 use crate::mining::LedgerStatus;
 use crate::shell::LogBudget;
@@ -50,17 +51,23 @@ pub struct LedgerSettings {
     pub url: String,
     /// Group commit.
     pub writer: WriterSettings,
+    /// When an SQLite ledger's commits reach the disk (FULL unless configured).
+    pub sqlite_sync: SqliteSync,
 }
 
 /// Opens the ledger at `url` (see [`LedgerSettings::url`]), migrating its schema. Opened on
 /// a thread of its own: the PostgreSQL client blocks on a runtime of its own, which cannot
 /// start on a thread that drives the caller's (the server is built inside one).
-pub fn open_ledger(url: &str) -> Result<Box<dyn Ledger>, LedgerError> {
+pub fn open_ledger(url: &str, sqlite_sync: SqliteSync) -> Result<Box<dyn Ledger>, LedgerError> {
     let location = crate::ledger::LedgerLocation::parse(url)?;
+    let sqlite = SqliteSettings {
+        synchronous: sqlite_sync,
+        ..SqliteSettings::default()
+    };
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("ledger-open".into())
-            .spawn_scoped(scope, || crate::ledger::open(&location))
+            .spawn_scoped(scope, || crate::ledger::open_with(&location, &sqlite))
             .map_err(|e| LedgerError::Unavailable(format!("cannot start a thread: {e}")))?
             .join()
             .unwrap_or_else(|_| {
