@@ -128,8 +128,8 @@ pub struct ShareInput {
     pub time_ms: u64,
     /// The channel's user_identity.
     pub user_identity: Arc<str>,
-    /// The worker TLV, if any.
-    pub worker: Option<String>,
+    /// The worker TLV, if any (shared).
+    pub worker: Option<Arc<str>>,
     /// The pool's connection id.
     pub connection_id: u64,
     /// The channel.
@@ -172,8 +172,8 @@ pub enum LedgerMessage {
     Rejected {
         /// The channel's user_identity (empty: no such channel).
         user_identity: Option<Arc<str>>,
-        /// The worker TLV, if any.
-        worker: Option<String>,
+        /// The worker TLV, if any (shared).
+        worker: Option<Arc<str>>,
         /// The error code sent.
         reason: &'static str,
     },
@@ -352,18 +352,18 @@ struct UserCache {
 #[derive(Default)]
 struct ResolvedIdentity {
     plain: Option<(Arc<str>, Arc<str>)>,
-    by_worker: HashMap<String, (Arc<str>, Arc<str>)>,
+    by_worker: HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
 }
 
 impl UserCache {
     /// The ledger user and worker of shares of `identity` with the worker TLV `worker`.
-    fn resolve(&mut self, identity: &Arc<str>, worker: Option<&str>) -> (Arc<str>, Arc<str>) {
+    fn resolve(&mut self, identity: &Arc<str>, worker: Option<&Arc<str>>) -> (Arc<str>, Arc<str>) {
         if self.entries >= MAX_CACHED_IDENTITIES {
             self.by_identity.clear();
             self.entries = 0;
         }
         let resolve = || {
-            let (user, worker) = ledger_user(identity, worker);
+            let (user, worker) = ledger_user(identity, worker.map(|w| &**w));
             (Arc::<str>::from(user), Arc::<str>::from(worker))
         };
         let resolved = match self.by_identity.get_mut(&**identity) {
@@ -375,11 +375,11 @@ impl UserCache {
                 Some(pair) => (pair.clone(), false),
                 None => (resolved.plain.insert(resolve()).clone(), true),
             },
-            Some(tlv) => match resolved.by_worker.get(tlv) {
+            Some(tlv) => match resolved.by_worker.get(&**tlv) {
                 Some(pair) => (pair.clone(), false),
                 None => {
                     let pair = resolve();
-                    resolved.by_worker.insert(tlv.to_owned(), pair.clone());
+                    resolved.by_worker.insert(tlv.clone(), pair.clone());
                     (pair, true)
                 }
             },
@@ -410,7 +410,7 @@ struct WriterCore {
     /// Verdicts to write after `batch`.
     verdicts: Vec<(BlockHash, BlockStatus)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
-    rejected: HashMap<(Arc<str>, Option<String>, &'static str), u64>,
+    rejected: HashMap<(Arc<str>, Option<Arc<str>>, &'static str), u64>,
     stopping: Arc<AtomicBool>,
     failures: LogBudget<&'static str>,
     totals: WriterTotals,
@@ -462,7 +462,7 @@ impl WriterCore {
     fn take(&mut self, message: LedgerMessage) -> bool {
         match message {
             LedgerMessage::Share(s) => {
-                let (user, worker) = self.users.resolve(&s.user_identity, s.worker.as_deref());
+                let (user, worker) = self.users.resolve(&s.user_identity, s.worker.as_ref());
                 self.batch.shares.push(ShareRecord {
                     time_ms: s.time_ms,
                     user,
@@ -830,12 +830,12 @@ mod tests {
         let identity: Arc<str> = Arc::from("BC1QALICE.rig");
         let (user, worker) = users.resolve(&identity, None);
         assert_eq!((&*user, &*worker), ("bc1qalice", "rig"));
-        let (again, _) = users.resolve(&Arc::from("BC1QALICE.rig"), Some(""));
+        let (again, _) = users.resolve(&Arc::from("BC1QALICE.rig"), Some(&Arc::from("")));
         assert!(
             Arc::ptr_eq(&user, &again),
             "the same identity: the same string"
         );
-        let (tlv_user, tlv_worker) = users.resolve(&identity, Some("tlv"));
+        let (tlv_user, tlv_worker) = users.resolve(&identity, Some(&Arc::from("tlv")));
         assert_eq!((&*tlv_user, &*tlv_worker), ("bc1qalice", "tlv"));
         assert_eq!(users.entries, 2);
         for n in 0..MAX_CACHED_IDENTITIES + 1 {
