@@ -781,3 +781,87 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::sha256d;
+    use bitcoin::{CompactTarget, Target};
+
+    use super::*;
+
+    fn share(n: u64) -> ShareRecord {
+        ShareRecord {
+            time_ms: 1_000 + n,
+            user: format!("u{}", n % 3).into(),
+            worker: "w".into(),
+            connection_id: n % 7 + 1,
+            channel_id: 1,
+            job_id: 1,
+            target: Target::MAX,
+            difficulty: 1.0,
+            hash: BlockHash::from_raw_hash(sha256d::Hash::hash(&n.to_le_bytes())),
+        }
+    }
+
+    fn found(share: &ShareRecord) -> FoundBlockRecord {
+        FoundBlockRecord {
+            hash: share.hash,
+            height: 1,
+            time_ms: share.time_ms,
+            reward_sat: 1,
+            bits: CompactTarget::from_consensus(0x207fffff),
+            user: share.user.to_string(),
+            worker: share.worker.to_string(),
+        }
+    }
+
+    /// Batches cut into 64-, 16-, 4- and 1-row statements keep the shares in order and link
+    /// each block to its own share, wherever the statement boundaries fall.
+    #[test]
+    fn multi_row_inserts_keep_order_and_link_blocks_to_their_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap();
+        let mut next = 0u64;
+        for size in [3u64, 150, 64, 85] {
+            let shares: Vec<ShareRecord> = (next..next + size).map(share).collect();
+            let blocks = [0, 15, 16, 63, 64, 127, 128, 148, 149]
+                .into_iter()
+                .filter(|&i| i < size as usize)
+                .map(|i| found(&shares[i]))
+                .collect();
+            ledger
+                .append(&LedgerBatch {
+                    shares,
+                    blocks,
+                    rejected: Vec::new(),
+                })
+                .unwrap();
+            next += size;
+        }
+        let stored = ledger
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: u64::MAX,
+                limit: 1_000,
+            })
+            .unwrap();
+        assert_eq!(stored.len() as u64, next);
+        for (n, s) in stored.iter().enumerate() {
+            assert_eq!(s.id, n as u64 + 1);
+            assert_eq!(s.record, share(n as u64));
+        }
+        let mut links = ledger
+            .conn
+            .prepare("SELECT b.share_id, s.id FROM blocks b JOIN shares s ON s.hash = b.hash")
+            .unwrap();
+        let pairs: Vec<(i64, i64)> = links
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(pairs.len(), 1 + 9 + 4 + 5);
+        for (linked, own) in pairs {
+            assert_eq!(linked, own, "a block links to its own share");
+        }
+    }
+}

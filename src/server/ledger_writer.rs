@@ -391,6 +391,9 @@ impl UserCache {
     }
 }
 
+/// Rejected shares are counted per user_identity, worker TLV and reason.
+type RejectedKey = (Arc<str>, Option<Arc<str>>, &'static str);
+
 /// The writer thread's state.
 struct WriterCore {
     ledger: Box<dyn Ledger>,
@@ -410,7 +413,7 @@ struct WriterCore {
     /// Verdicts to write after `batch`.
     verdicts: Vec<(BlockHash, BlockStatus)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
-    rejected: HashMap<(Arc<str>, Option<Arc<str>>, &'static str), u64>,
+    rejected: HashMap<RejectedKey, u64>,
     stopping: Arc<AtomicBool>,
     failures: LogBudget<&'static str>,
     totals: WriterTotals,
