@@ -116,8 +116,8 @@ impl CommitSignal {
     }
 }
 
-/// An accepted share as a connection hands it over (the writer makes the record: the strings
-/// are built off the connection's task).
+/// An accepted share as a connection hands it over (the writer makes the record: user and
+/// worker are resolved off the connection's task, once per identity, see [`UserCache`]).
 #[derive(Debug)]
 pub struct ShareInput {
     /// The connection's commit signal.
