@@ -117,7 +117,7 @@ impl CommitSignal {
 }
 
 /// An accepted share as a connection hands it over (the writer makes the record: user and
-/// worker are resolved off the connection's task, once per identity, see [`UserCache`]).
+/// worker are resolved off the connection's task, once per identity, see `UserCache`).
 #[derive(Debug)]
 pub struct ShareInput {
     /// The connection's commit signal.
