@@ -704,6 +704,13 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
                 "blvm-node module socket",
             ),
         };
+        // Where acknowledged shares go, as operators may show it (no password).
+        let ledger = match &config.ledger {
+            Some(l) => blvm_stratum_v2::ledger::LedgerLocation::parse(&l.url)
+                .map(|location| location.redacted())
+                .unwrap_or_else(|e| e.to_string()),
+            None => "off (shares are acknowledged without being recorded)".into(),
+        };
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,
             Err(e) => {
@@ -730,6 +737,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         let port = addr.port();
         println!("blvm-stratum-v2 listening on {addr} ({backend})");
         println!("authority public key: {key}");
+        println!("share ledger: {ledger}");
         println!(
             "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"
         );

@@ -356,6 +356,7 @@ fn sqlite_file_is_private_and_in_wal_mode() {
 /// Appends a few shares, a block and counts, pays the block: what reopening must find.
 fn fill(l: &mut dyn Ledger) {
     l.append(&LedgerBatch {
+        sequence: None,
         shares: (1..=5)
             .map(|n| share(n, "bc1qalice", "w", 100 * n, 2.0))
             .collect(),
@@ -603,6 +604,7 @@ fn arb_batch() -> impl Strategy<Value = LedgerBatch> {
         prop::collection::vec(rejected, 0..3),
     )
         .prop_map(|(shares, blocks, rejected)| LedgerBatch {
+            sequence: None,
             shares,
             blocks: blocks.into_iter().map(|n| block(n, "u0")).collect(),
             rejected,
@@ -805,4 +807,46 @@ fn open_by_location_picks_the_backend() {
         assert_eq!(ledger.last_share_id().unwrap(), 1, "{location}");
     }
     assert!(path.is_file());
+}
+
+/// A batch appended again under its writer's sequence number (the retry of a commit whose
+/// reply was lost) writes nothing; a later number and another writer's batches are written.
+fn retried_batches_are_written_once(l: &mut dyn Ledger) {
+    use blvm_stratum_v2::ledger::BatchSequence;
+    let numbered = |writer: u64, number: u64, share_n: u64| LedgerBatch {
+        sequence: Some(BatchSequence { writer, number }),
+        ..one_share(share_n)
+    };
+    let writer = u64::MAX - 7; // above i64::MAX: stored with the same bits
+    l.append(&numbered(writer, 1, 1)).unwrap();
+    l.append(&numbered(writer, 1, 1)).unwrap();
+    assert_eq!(
+        l.last_share_id().unwrap(),
+        1,
+        "the same batch again: nothing"
+    );
+    l.append(&numbered(writer, 2, 2)).unwrap();
+    l.append(&numbered(writer, 1, 3)).unwrap();
+    assert_eq!(l.last_share_id().unwrap(), 2, "an older number: nothing");
+    l.append(&numbered(5, 1, 3)).unwrap();
+    l.append(&one_share(4)).unwrap();
+    l.append(&one_share(4)).unwrap();
+    assert_eq!(
+        l.last_share_id().unwrap(),
+        5,
+        "another writer's batch, and unnumbered ones, are written"
+    );
+}
+
+#[test]
+fn retried_batches_are_written_once_in_every_backend() {
+    retried_batches_are_written_once(&mut MemoryLedger::new());
+    let dir = tempfile::tempdir().unwrap();
+    retried_batches_are_written_once(
+        &mut SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap(),
+    );
+    let server = postgres::TempPostgres::start();
+    retried_batches_are_written_once(
+        &mut PostgresLedger::connect(&server.fresh_database()).unwrap(),
+    );
 }

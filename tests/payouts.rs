@@ -328,6 +328,33 @@ fn every_payout_is_recomputed_from_its_export_alone() {
     }
 }
 
+/// Accepted blocks whose settlement never ran (the process ended between the verdict and the
+/// settlement) are settled by the maintenance, once, with the same numbers.
+#[test]
+fn blocks_left_unsettled_are_settled_later_once() {
+    use blvm_stratum_v2::payout::settle_unsettled;
+    let mut settled_at_once = MemoryLedger::new();
+    let expected = settle_all(&mut settled_at_once, &policy());
+    let mut ledger = MemoryLedger::new();
+    history(&mut ledger);
+    let (settled, failed) = settle_unsettled(&mut ledger, &policy(), 5_000_000).unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(settled, expected.len());
+    for c in &expected {
+        assert_eq!(ledger.payouts(c.block_hash).unwrap().as_ref(), Some(c));
+    }
+    assert_eq!(
+        settle_unsettled(&mut ledger, &policy(), 6_000_000)
+            .unwrap()
+            .0,
+        0
+    );
+    assert_eq!(
+        ledger.balances().unwrap(),
+        settled_at_once.balances().unwrap()
+    );
+}
+
 #[test]
 fn cheating_the_arithmetic_fails() {
     let mut ledger = MemoryLedger::new();
@@ -629,8 +656,9 @@ fn run_with_fee(data_dir: &Path, fee: &str, args: &[&str]) -> (Option<i32>, Stri
 }
 
 /// Over the wire: a payout address of another network or a malformed one is refused with
-/// `unknown-user`, solo forms with `solo-payout-unsupported`; accounts, addresses of the
-/// node's network and full donations open.
+/// `unknown-user` (in the solo forms too); accounts, addresses of the node's network, full
+/// donations and the solo forms (`sri/solo/ADDRESS/w`, `sri/donate/PERCENT/ADDRESS/w`,
+/// extended and standard) open.
 #[tokio::test]
 async fn open_channel_checks_the_payout_address() {
     let pool = pool::TestPool::start(pool::RARE_BLOCKS, 10).await;
@@ -645,15 +673,11 @@ async fn open_channel_checks_the_payout_address() {
         (false, format!("{}.rig", typo(&regtest)), "unknown-user"),
         (true, "sri/solo/nothing/w".to_owned(), "unknown-user"),
         (true, "sri/mine".to_owned(), "unknown-user"),
-        (
-            true,
-            format!("sri/solo/{regtest}/w"),
-            "solo-payout-unsupported",
-        ),
+        (true, format!("sri/solo/{main}/w"), "unknown-user"),
         (
             false,
-            format!("sri/donate/10/{regtest}/w"),
-            "solo-payout-unsupported",
+            format!("sri/donate/10/{}/w", typo(&regtest)),
+            "unknown-user",
         ),
     ] {
         let why = refused(miner.open(extended, &identity).await);
@@ -667,6 +691,9 @@ async fn open_channel_checks_the_payout_address() {
         (false, regtest.clone()),
         (true, "alice.rig1".to_owned()),
         (true, "sri/donate/w".to_owned()),
+        (true, format!("sri/solo/{regtest}/w")),
+        (false, format!("sri/solo/{regtest}/w")),
+        (false, format!("sri/donate/10/{regtest}/w")),
     ] {
         // A connection each: the pool's later jobs for one channel would come between
         // another's opening messages.
@@ -817,5 +844,107 @@ async fn the_pool_settles_the_blocks_it_finds_and_the_export_recomputes_them() {
     // Blocks the node did not accept (none expected here, but never paid if any).
     for b in blocks.iter().filter(|b| b.status != BlockStatus::Accepted) {
         assert!(ledger.payouts(b.block.hash).unwrap().is_none(), "{b:?}");
+    }
+}
+
+/// Bounded through the real pool: with no retention, the pool prunes on new tips what no
+/// window needs; what is left still holds the newest block's window, and its payouts still
+/// recompute from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_prunes_what_no_window_needs() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
+    use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+    use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+    use blvm_stratum_v2::server::StratumV2Server;
+
+    const CHAIN_BITS: u32 = 0x1f00_ffff;
+    let dir = tempfile::tempdir().unwrap();
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            chain_bits: Some(CHAIN_BITS),
+            share_rate_multiple: Some(1e9),
+            ledger_retention_secs: Some(0),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("config");
+    let policy = config.payout.clone();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 0,
+        block_interval_secs: 0,
+    }));
+    let server = StratumV2Server::new(config, node).expect("server");
+    let url = server.start().await.expect("started").to_string();
+    let opts = MinerOptions {
+        url,
+        authority_pubkey: server.authority_public_key().to_owned(),
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: "carol.rig".into(),
+        duration: Some(Duration::from_secs(8)),
+        ..MinerOptions::default()
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_miner(opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("miner finished in time")
+    .expect("miner ran");
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("stops in time")
+        .expect("stops");
+
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let rows = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    let accepted: Vec<_> = ledger
+        .blocks(1000)
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.status == BlockStatus::Accepted)
+        .collect();
+    assert!(accepted.len() >= 3, "{} blocks", accepted.len());
+    assert!(
+        (rows.len() as u64) < report.shares_accepted,
+        "{} rows kept of {} acknowledged: nothing pruned",
+        rows.len(),
+        report.shares_accepted
+    );
+    // Every share ever stored had an id; the ids left are the newest ones, in one run.
+    assert_eq!(
+        rows.last().unwrap().id,
+        ledger.last_share_id().unwrap(),
+        "the newest share is kept"
+    );
+    let newest = &accepted[0];
+    let c = ledger.payouts(newest.block.hash).unwrap().expect("settled");
+    if rows.first().unwrap().id <= c.first_share_id {
+        let path = dir.path().join("newest.csv");
+        export_window(&mut ledger, &c, &path);
+        let again = recompute_from_export(
+            &read_csv(&path),
+            newest.block.hash,
+            newest.block.reward_sat,
+            newest.block.bits.to_consensus(),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(again, recorded(&c));
     }
 }

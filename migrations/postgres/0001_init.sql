@@ -77,3 +77,12 @@ CREATE TABLE balances (
     "user" text PRIMARY KEY,
     earned_sat bigint NOT NULL
 );
+
+-- Per group-commit writer, the highest batch number it committed (written in the batch's own
+-- transaction): a batch retried after a commit whose reply was lost is recognised and not
+-- written twice (src/ledger/mod.rs, BatchSequence). One row per writer start.
+CREATE TABLE writer_batches (
+    writer bigint PRIMARY KEY,
+    last_batch bigint NOT NULL,
+    updated_ms bigint NOT NULL
+);

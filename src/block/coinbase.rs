@@ -143,6 +143,25 @@ impl CoinbaseParts {
         })
     }
 
+    /// The same coinbase paying `outputs` instead of the pool's payout (its first output);
+    /// the outputs after it (the witness commitment) are kept. Only the part after the
+    /// extranonce changes: the prefix and its hash state are reused as they are.
+    pub fn with_payouts(&self, outputs: Vec<TxOut>) -> CoinbaseParts {
+        let mut tx = self.tx.clone();
+        let kept = tx.output.split_off(1.min(tx.output.len()));
+        tx.output = outputs;
+        tx.output.extend(kept);
+        let stripped = strip_witness(&tx);
+        let suffix = stripped[self.prefix.len() + self.extranonce_len..].to_vec();
+        CoinbaseParts {
+            prefix: self.prefix.clone(),
+            suffix,
+            prefix_state: self.prefix_state.clone(),
+            tx,
+            extranonce_len: self.extranonce_len,
+        }
+    }
+
     /// txid of the coinbase with the given full extranonce (prefix and miner part), hashing
     /// only what follows the cached prefix state.
     #[inline]

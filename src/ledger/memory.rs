@@ -21,6 +21,8 @@ pub struct MemoryLedger {
     payouts: BTreeMap<BlockHash, PayoutComputation>,
     balances: BTreeMap<String, u64>,
     rejected: BTreeMap<(String, String, String), u64>,
+    /// Per writer, the highest batch number committed.
+    batches: BTreeMap<u64, u64>,
     /// When set, every write fails as [`LedgerError::Unavailable`].
     pub fail_writes: bool,
 }
@@ -46,6 +48,13 @@ impl MemoryLedger {
 impl Ledger for MemoryLedger {
     fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
         self.check_writable()?;
+        if let Some(sequence) = batch.sequence {
+            let last = self.batches.entry(sequence.writer).or_default();
+            if sequence.number <= *last {
+                return Ok(());
+            }
+            *last = sequence.number;
+        }
         self.next_id = self.next_id.max(1);
         for record in &batch.shares {
             self.shares.push(StoredShare {

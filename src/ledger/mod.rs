@@ -131,9 +131,27 @@ pub struct StoredBlock {
     pub status: BlockStatus,
 }
 
+/// A batch's place in its writer's sequence, which makes an append idempotent: a writer that
+/// retries a batch after an error cannot know whether the failed attempt committed (a
+/// database that committed and then lost the connection before its reply), and a batch
+/// appended twice would credit its shares twice. The ledger keeps, per writer, the highest
+/// number it committed, in the same transaction as the batch; a batch whose number is not
+/// above it was committed already and is not written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSequence {
+    /// The writer: a random number drawn when it starts (distinct across restarts and across
+    /// pool instances sharing one database).
+    pub writer: u64,
+    /// The batch's number in that writer's life, from 1, increasing.
+    pub number: u64,
+}
+
 /// What one group commit writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LedgerBatch {
+    /// Where the batch is in its writer's sequence; `None`: written whatever came before
+    /// (tools, tests).
+    pub sequence: Option<BatchSequence>,
     /// Accepted shares, in the order they were accepted.
     pub shares: Vec<ShareRecord>,
     /// Found blocks (their finding share is in `shares` of this or an earlier batch).
@@ -255,7 +273,10 @@ pub enum ShareRange {
 /// A share ledger. Each call is atomic; [`Ledger::append`] is one transaction, durable when
 /// it returns `Ok` (SQLite: WAL with synchronous=FULL; PostgreSQL: a committed transaction).
 pub trait Ledger: Send {
-    /// Writes a batch in one transaction: all of it or nothing.
+    /// Writes a batch in one transaction: all of it or nothing. A batch with a
+    /// [`BatchSequence`] the ledger has committed (its number not above the highest committed
+    /// for its writer) writes nothing and returns `Ok`: the retry of a commit whose reply was
+    /// lost.
     fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError>;
 
     /// Records the node's answer about a found block.

@@ -59,6 +59,7 @@ struct Connection {
     select_worker: Statement,
     insert_block: Statement,
     add_rejected: Statement,
+    advance_batch: Statement,
 }
 
 impl Connection {
@@ -100,6 +101,15 @@ impl Connection {
                  DO UPDATE SET count = rejected.count + excluded.count",
             )
             .map_err(postgres_error)?;
+        let advance_batch = client
+            .prepare(
+                "INSERT INTO writer_batches (writer, last_batch, updated_ms) \
+                 VALUES ($1, $2, (extract(epoch FROM now()) * 1000)::bigint) \
+                 ON CONFLICT (writer) DO UPDATE \
+                 SET last_batch = excluded.last_batch, updated_ms = excluded.updated_ms \
+                 WHERE writer_batches.last_batch < excluded.last_batch",
+            )
+            .map_err(postgres_error)?;
         Ok(Connection {
             client,
             insert_shares,
@@ -107,6 +117,7 @@ impl Connection {
             select_worker,
             insert_block,
             add_rejected,
+            advance_batch,
         })
     }
 }
@@ -251,8 +262,25 @@ fn append(
         select_worker,
         insert_block,
         add_rejected,
+        advance_batch,
     } = connection;
     let mut tx = client.transaction().map_err(postgres_error)?;
+    if let Some(sequence) = batch.sequence {
+        // Same bits as u64 (the writer's number is random over the whole range).
+        let advanced = tx
+            .execute(
+                &*advance_batch,
+                &[
+                    &(sequence.writer as i64),
+                    &to_i64(sequence.number, "batch number")?,
+                ],
+            )
+            .map_err(postgres_error)?;
+        if advanced == 0 {
+            // Committed before (its reply was lost): nothing to write again.
+            return Ok(());
+        }
+    }
     // Where this batch's shares start, for linking its blocks to their shares.
     let before: i64 = if batch.blocks.is_empty() {
         0
@@ -730,7 +758,12 @@ impl Ledger for PostgresLedger {
 fn postgres_error(error: postgres::Error) -> LedgerError {
     let text = match error.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
+        // The client's own words, then its cause ("error connecting to server: Connection
+        // refused (os error 111)").
+        None => match std::error::Error::source(&error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
     };
     let Some(code) = error.code() else {
         return LedgerError::Unavailable(text);

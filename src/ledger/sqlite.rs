@@ -286,6 +286,27 @@ impl SqliteLedger {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_error)?;
+        if let Some(sequence) = batch.sequence {
+            // Same bits as u64 (the writer's number is random over the whole range).
+            let advanced = tx
+                .prepare_cached(
+                    "INSERT INTO writer_batches (writer, last_batch, updated_ms) \
+                     VALUES (?1, ?2, ?3) ON CONFLICT (writer) DO UPDATE \
+                     SET last_batch = excluded.last_batch, updated_ms = excluded.updated_ms \
+                     WHERE writer_batches.last_batch < excluded.last_batch",
+                )
+                .map_err(sqlite_error)?
+                .execute(params![
+                    sequence.writer as i64,
+                    to_i64(sequence.number, "batch number")?,
+                    now_ms(),
+                ])
+                .map_err(sqlite_error)?;
+            if advanced == 0 {
+                // Committed before (its reply was lost): nothing to write again.
+                return Ok(());
+            }
+        }
         {
             // Worker ids first (a new pair is inserted, so not while a share statement is
             // bound), then the shares, many rows per statement.
@@ -833,7 +854,7 @@ mod tests {
                 .append(&LedgerBatch {
                     shares,
                     blocks,
-                    rejected: Vec::new(),
+                    ..LedgerBatch::default()
                 })
                 .unwrap();
             next += size;

@@ -1,6 +1,7 @@
 //! The mining core, sans-IO: work from templates, channels, jobs, share validation, block
 //! assembly, vardiff and statistics. Time comes in as arguments; nothing here does I/O.
 
+pub mod payee_work;
 pub mod pool;
 pub mod session;
 pub mod share;

@@ -1,5 +1,6 @@
 //! Work built once per template and shared by every channel: the coinbase split, the merkle
-//! path, the header fields, and the template's transactions for block assembly.
+//! path, the header fields, and the template's transactions for block assembly. (A channel
+//! paid in its own coinbase mines a work derived from it, `payee_work`.)
 
 use std::sync::Arc;
 
@@ -38,8 +39,9 @@ pub struct Work {
     pub coinbase: CoinbaseParts,
     /// Merkle path of the coinbase, deepest first.
     pub merkle_path: Vec<[u8; 32]>,
-    /// Transactions after the coinbase.
-    pub transactions: Vec<Transaction>,
+    /// Transactions after the coinbase (shared with the works derived for coinbase-paid
+    /// channels, `payee_work`).
+    pub transactions: Arc<Vec<Transaction>>,
     /// Total fees and subsidy paid by the coinbase, in satoshis.
     pub coinbase_value: u64,
 }
@@ -64,7 +66,7 @@ impl Work {
             network_target: template.target(),
             coinbase,
             merkle_path,
-            transactions: template.transactions,
+            transactions: Arc::new(template.transactions),
             coinbase_value: template.coinbase_value.to_sat(),
         }))
     }

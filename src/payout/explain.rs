@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::identity::coinbase_payee_of;
 use super::policy::{PayoutPolicy, PayoutScheme};
 use super::pplns::{SplitError, difficulty_of_weight, fee_ppm};
 use super::settle::{compute_payouts, same_numbers, scheme_of};
@@ -33,7 +34,6 @@ pub fn explain_payouts(
     let computed_ms = recorded.map_or(0, |r| r.computed_ms);
     let (split, computed) = compute_payouts(block, finding.id, shares, policy, computed_ms)?;
     let mut t = String::new();
-    let ppm = fee_ppm(policy.fee_percent);
     let _ = writeln!(
         t,
         "Block {} at height {}, found by `{}` (share {}), node: {}.",
@@ -43,6 +43,69 @@ pub fn explain_payouts(
         finding.id,
         stored.status.name()
     );
+    if let Some(payee) = coinbase_payee_of(&block.user) {
+        let to_address = split.users.first().map_or(0, |u| u.amount_sat);
+        let to_pool = split.fee_sat;
+        let _ = writeln!(
+            t,
+            "Scheme coinbase: the block paid its finder in its own coinbase (the channel's \
+             user_identity names the payee); reward {} sat (subsidy and fees of its template).",
+            block.reward_sat
+        );
+        let _ = writeln!(
+            t,
+            "1. No window: that channel is paid by its own blocks; its shares are in no PPLNS \
+             window."
+        );
+        let _ = writeln!(
+            t,
+            "2. Donation to the pool's script: floor({} x {} / 100) = {} sat.",
+            block.reward_sat, payee.pool_percent, to_pool
+        );
+        let _ = writeln!(
+            t,
+            "3. To {}: {} - {} = {} sat, the coinbase's first output.",
+            payee.address, block.reward_sat, to_pool, to_address
+        );
+        let _ = writeln!(t, "No balance moves: the coinbase paid it.");
+    } else {
+        explain_split(&mut t, stored, finding, policy, &split);
+    }
+    let matches_recorded = recorded.map(|r| same_numbers(r, &computed));
+    let _ = match (recorded, matches_recorded) {
+        (None, _) => writeln!(t, "Recorded: no payouts recorded for this block yet."),
+        (Some(_), Some(true)) => writeln!(t, "Recorded: equal to this computation."),
+        (Some(r), _) => writeln!(
+            t,
+            "Recorded: DIFFERENT: scheme {}, fee {} sat, shares {}..={}, payouts {}.",
+            r.scheme,
+            r.fee_sat,
+            r.first_share_id,
+            r.last_share_id,
+            r.payouts
+                .iter()
+                .map(|p| format!("{} {} sat", p.user, p.amount_sat))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Ok(Explanation {
+        text: t,
+        computed,
+        matches_recorded,
+    })
+}
+
+/// Steps 1 to 5 of a PPLNS or solo split, and the total.
+fn explain_split(
+    t: &mut String,
+    stored: &StoredBlock,
+    finding: &StoredShare,
+    policy: &PayoutPolicy,
+    split: &super::pplns::Split,
+) {
+    let block = &stored.block;
+    let ppm = fee_ppm(policy.fee_percent);
     let _ = writeln!(
         t,
         "Scheme {}; reward {} sat (subsidy and fees of its template); pool fee {}% = {} ppm.",
@@ -153,27 +216,4 @@ pub fn explain_payouts(
         split.fee_sat,
         paid + split.fee_sat
     );
-    let matches_recorded = recorded.map(|r| same_numbers(r, &computed));
-    let _ = match (recorded, matches_recorded) {
-        (None, _) => writeln!(t, "Recorded: no payouts recorded for this block yet."),
-        (Some(_), Some(true)) => writeln!(t, "Recorded: equal to this computation."),
-        (Some(r), _) => writeln!(
-            t,
-            "Recorded: DIFFERENT: scheme {}, fee {} sat, shares {}..={}, payouts {}.",
-            r.scheme,
-            r.fee_sat,
-            r.first_share_id,
-            r.last_share_id,
-            r.payouts
-                .iter()
-                .map(|p| format!("{} {} sat", p.user, p.amount_sat))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    Ok(Explanation {
-        text: t,
-        computed,
-        matches_recorded,
-    })
 }

@@ -12,6 +12,12 @@
 //! SRI's pool pays a bare `ADDRESS` solo; here it is a pool user paid from the PPLNS split
 //! to that address (the "a user's payout address comes from user_identity").
 //!
+//! The ledger user of a channel paid in its own coinbase keeps its form without the worker
+//! (`sri/solo/ADDRESS`, `sri/donate/PERCENT/ADDRESS`): its shares are recorded like any other
+//! but take no part in PPLNS windows ([`is_paid_in_coinbase`]), and its blocks are settled from
+//! that name alone ([`coinbase_payee_of`], [`CoinbasePayee::split`]), never from balances; the
+//! same address mining for the pool (`ADDRESS.worker`) stays a separate pool user.
+//!
 //! Something is *meant as an address* when it is the address field of an `sri/solo` or
 //! `sri/donate/PERCENT` form, or when the user part (before the first `.`) has an address's
 //! shape ([`looks_like_address`]): a bech32 prefix (`bc1`, `tb1`, `bcrt1`, any case) or 26
@@ -45,11 +51,48 @@ pub enum PayoutMode {
     FullDonation,
 }
 
+/// Who a channel paid in its own coinbase pays: `address` the block's reward less
+/// `pool_percent`, the pool's script that percent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CoinbasePayee {
+    /// The miner's address (checked against the pool's network when its channel opened).
+    pub address: Address,
+    /// The pool's part, percent: 0 (`sri/solo`) or 1 to 99 (`sri/donate/PERCENT`).
+    pub pool_percent: u8,
+}
+
+impl CoinbasePayee {
+    /// A reward in satoshis split as the coinbase pays it: `(address, pool)`, the pool's part
+    /// `floor(reward × pool_percent / 100)` (rounded down: a satoshi of rounding goes to the
+    /// miner), the address's the rest, so the two always sum to the reward.
+    pub fn split(&self, reward_sat: u64) -> (u64, u64) {
+        let pool = (u128::from(reward_sat) * u128::from(self.pool_percent.min(100)) / 100) as u64;
+        (reward_sat - pool, pool)
+    }
+}
+
+/// Whether a ledger user is a channel paid in its own coinbase (`sri/solo/ADDRESS`,
+/// `sri/donate/PERCENT/ADDRESS`): its shares are in no PPLNS window. A cheap test of the name
+/// (the name was checked when its channel opened), for every share of a window.
+pub fn is_paid_in_coinbase(user: &str) -> bool {
+    user.starts_with("sri/solo/") || user.starts_with("sri/donate/")
+}
+
+/// The payee a coinbase-paid ledger user names (any network: it was checked at open), if it is
+/// one.
+pub fn coinbase_payee_of(user: &str) -> Option<CoinbasePayee> {
+    if !is_paid_in_coinbase(user) {
+        return None;
+    }
+    parse_identity(user, None).ok()?.coinbase_payee()
+}
+
 /// A user_identity, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserIdentity {
-    /// Who the ledger credits: the address (canonical text), the account, or
-    /// [`DONATION_USER`].
+    /// Who the ledger credits: the address (canonical text), the account, [`DONATION_USER`],
+    /// or for a channel paid in its own coinbase `sri/solo/ADDRESS` or
+    /// `sri/donate/PERCENT/ADDRESS` (see the module comment).
     pub user: String,
     /// The worker (may be empty).
     pub worker: String,
@@ -57,6 +100,22 @@ pub struct UserIdentity {
     pub address: Option<Address>,
     /// How it is paid.
     pub mode: PayoutMode,
+}
+
+impl UserIdentity {
+    /// Who the channel's blocks pay in its own coinbase: `Some` for `sri/solo` and
+    /// `sri/donate/PERCENT` forms, `None` for channels paid by the pool's scheme.
+    pub fn coinbase_payee(&self) -> Option<CoinbasePayee> {
+        let pool_percent = match self.mode {
+            PayoutMode::Solo => 0,
+            PayoutMode::Donate { percent } => percent,
+            PayoutMode::Pool | PayoutMode::FullDonation => return None,
+        };
+        Some(CoinbasePayee {
+            address: self.address.clone()?,
+            pool_percent,
+        })
+    }
 }
 
 /// Why a user_identity cannot open a channel.
@@ -185,7 +244,7 @@ fn parse_sri(
             }
             let address = checked_address(addr, network)?;
             Ok(UserIdentity {
-                user: address.to_string(),
+                user: format!("sri/solo/{address}"),
                 worker: worker.to_owned(),
                 address: Some(address),
                 mode: PayoutMode::Solo,
@@ -207,7 +266,7 @@ fn parse_sri(
                         })?;
                     let address = checked_address(addr, network)?;
                     Ok(UserIdentity {
-                        user: address.to_string(),
+                        user: format!("sri/donate/{percent}/{address}"),
                         worker: parts.next().unwrap_or("").to_owned(),
                         address: Some(address),
                         mode: PayoutMode::Donate { percent },
@@ -328,11 +387,18 @@ mod tests {
         assert_eq!(solo.mode, PayoutMode::Solo);
         assert_eq!(
             (solo.user.as_str(), solo.worker.as_str()),
-            (TEST, "worker/sub")
+            (format!("sri/solo/{TEST}").as_str(), "worker/sub")
         );
+        assert_eq!(solo.coinbase_payee().unwrap().pool_percent, 0);
         let donate = parse_identity(&format!("sri/donate/50/{TEST}/w"), test).unwrap();
         assert_eq!(donate.mode, PayoutMode::Donate { percent: 50 });
         assert_eq!(donate.worker, "w");
+        assert_eq!(donate.user, format!("sri/donate/50/{TEST}"));
+        assert_eq!(
+            coinbase_payee_of(&donate.user),
+            donate.coinbase_payee(),
+            "the ledger user names the payee"
+        );
         let no_worker = parse_identity(&format!("sri/donate/5/{TEST}"), test).unwrap();
         assert_eq!(no_worker.worker, "");
         for full in ["sri/donate", "sri/donate/w1", ""] {
@@ -359,6 +425,44 @@ mod tests {
             parse_identity(&format!("sri/solo/{MAIN}/w"), test),
             Err(IdentityError::WrongNetwork { .. })
         ));
+    }
+
+    #[test]
+    fn coinbase_payees_and_their_split() {
+        let test = Some(Network::Testnet4);
+        for (identity, paid_in_coinbase) in [
+            (format!("sri/solo/{TEST}/w"), true),
+            (format!("sri/donate/10/{TEST}/w"), true),
+            ("sri/donate/w".to_owned(), false),
+            (format!("{TEST}.w"), false),
+            ("alice".to_owned(), false),
+        ] {
+            let id = parse_identity(&identity, test).unwrap();
+            assert_eq!(
+                id.coinbase_payee().is_some(),
+                paid_in_coinbase,
+                "{identity}"
+            );
+            let (user, _) = ledger_user(&identity, None);
+            assert_eq!(is_paid_in_coinbase(&user), paid_in_coinbase, "{identity}");
+            assert_eq!(coinbase_payee_of(&user), id.coinbase_payee(), "{identity}");
+        }
+        let solo = CoinbasePayee {
+            address: parse_identity(TEST, None).unwrap().address.unwrap(),
+            pool_percent: 0,
+        };
+        assert_eq!(solo.split(5_000_000_123), (5_000_000_123, 0));
+        let donate = CoinbasePayee {
+            pool_percent: 10,
+            ..solo.clone()
+        };
+        // The pool's part rounds down; the two parts always sum to the reward.
+        assert_eq!(donate.split(5_000_000_123), (4_500_000_111, 500_000_012));
+        assert_eq!(donate.split(9), (9, 0));
+        assert_eq!(
+            donate.split(u64::MAX).0 + donate.split(u64::MAX).1,
+            u64::MAX
+        );
     }
 
     #[test]

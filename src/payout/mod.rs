@@ -9,8 +9,11 @@
 //! - `settle`: [`settle_block`], and [`compute_payouts`] that it, `ledger payouts` and a
 //!   miner's recomputation share;
 //! - `retention`: [`prune_before`];
-//! - `explain`: a block's payouts step by step ([`explain::explain_payouts`]).
+//! - `explain`: a block's payouts step by step ([`explain::explain_payouts`]);
+//! - `coinbase_outputs`: a coinbase paying the window directly (`coinbase_payouts`, not wired
+//!   yet).
 
+pub mod coinbase_outputs;
 pub mod explain;
 pub mod identity;
 pub mod policy;
@@ -19,8 +22,9 @@ pub mod retention;
 pub mod settle;
 
 pub use identity::{
-    DONATION_USER, IdentityError, PayoutMode, UserIdentity, ledger_user, parse_identity,
+    CoinbasePayee, DONATION_USER, IdentityError, PayoutMode, UserIdentity, coinbase_payee_of,
+    is_paid_in_coinbase, ledger_user, parse_identity,
 };
 pub use policy::{PayoutPolicy, PayoutScheme};
 pub use retention::prune_before;
-pub use settle::{compute_payouts, same_numbers, settle_block};
+pub use settle::{compute_payouts, same_numbers, settle_block, settle_unsettled};

@@ -5,9 +5,15 @@
 //!
 //! Solo users take no part in PPLNS windows: their shares are left out of every window (which
 //! reaches further back to stay N), and their blocks pay them alone.
+//!
+//! Channels paid in their own coinbase (`sri/solo/ADDRESS`, `sri/donate/PERCENT/ADDRESS`) are
+//! left out of every window likewise, and their blocks were paid by the block itself: such a
+//! block is settled as scheme `coinbase` ([`coinbase_settlement`]), recording what its
+//! coinbase paid the address (and the pool's donation as the fee), and moves no balance.
 
 use bitcoin::BlockHash;
 
+use super::identity::{coinbase_payee_of, is_paid_in_coinbase};
 use super::policy::{PayoutPolicy, PayoutScheme};
 use super::pplns::{self, Split, SplitError, SplitTerms, WindowShare};
 use crate::ledger::{
@@ -26,6 +32,45 @@ pub fn window_range(last_share_id: u64, window_difficulty: f64) -> ShareRange {
         last_id: last_share_id,
         difficulty: window_difficulty * (1.0 + 1e-6),
     }
+}
+
+/// The scheme name of a block paid in its own coinbase.
+pub const COINBASE_SCHEME: &str = "coinbase";
+
+/// Whether `user`'s shares are left out of PPLNS windows: a solo user of the `[users]` table,
+/// or a channel paid in its own coinbase.
+fn out_of_windows(policy: &PayoutPolicy, user: &str) -> bool {
+    is_paid_in_coinbase(user) || policy.solo_users.contains(user)
+}
+
+/// The settlement of a block found by a channel paid in its own coinbase (`None` for any
+/// other block): scheme `coinbase`, the window the finding share alone, the address paid what
+/// the coinbase paid it ([`CoinbasePayee::split`](super::identity::CoinbasePayee::split) of
+/// the template's reward) and the pool's donation as the fee. It moves no balance.
+pub fn coinbase_settlement(
+    block: &FoundBlockRecord,
+    finding: &StoredShare,
+    now_ms: u64,
+) -> Option<PayoutComputation> {
+    let payee = coinbase_payee_of(&block.user)?;
+    let (to_address, to_pool) = payee.split(block.reward_sat);
+    let difficulty = finding.record.difficulty;
+    Some(PayoutComputation {
+        block_hash: block.hash,
+        scheme: COINBASE_SCHEME.to_owned(),
+        reward_sat: block.reward_sat,
+        fee_sat: to_pool,
+        window_difficulty: difficulty,
+        counted_difficulty: difficulty,
+        first_share_id: finding.id,
+        last_share_id: finding.id,
+        computed_ms: now_ms,
+        payouts: vec![Payout {
+            user: payee.address.to_string(),
+            amount_sat: to_address,
+            difficulty,
+        }],
+    })
 }
 
 /// The scheme `block` is paid by: the finder's own when it is a solo user, else the pool's.
@@ -58,7 +103,7 @@ pub fn window_shares(
     finding: &StoredShare,
     policy: &PayoutPolicy,
 ) -> Result<Vec<StoredShare>, LedgerError> {
-    if scheme_of(block, policy) == PayoutScheme::Solo {
+    if scheme_of(block, policy) == PayoutScheme::Solo || is_paid_in_coinbase(&block.user) {
         return Ok(vec![finding.clone()]);
     }
     let window = policy.window_difficulty(block.bits);
@@ -67,19 +112,19 @@ pub fn window_shares(
     loop {
         let shares = ledger.shares(&window_range(finding.id, wanted))?;
         reads += 1;
-        if policy.solo_users.is_empty() || reads == MAX_WINDOW_READS {
+        if reads == MAX_WINDOW_READS {
             return Ok(shares);
         }
         let sum = |solo: bool| -> f64 {
             shares
                 .iter()
-                .filter(|s| policy.solo_users.contains(&*s.record.user) == solo)
+                .filter(|s| out_of_windows(policy, &s.record.user) == solo)
                 .map(|s| s.record.difficulty)
                 .sum()
         };
         let (pool, solo) = (sum(false), sum(true));
-        // Enough without the solo users, or the ledger has no more.
-        if pool >= window * (1.0 + 1e-6) || pool + solo < wanted {
+        // None left out, enough without them, or the ledger has no more.
+        if solo == 0.0 || pool >= window * (1.0 + 1e-6) || pool + solo < wanted {
             return Ok(shares);
         }
         wanted = window + solo;
@@ -87,8 +132,9 @@ pub fn window_shares(
 }
 
 /// The split of `block`'s reward over `shares` (the finding share is the one with id
-/// `finding_share_id`; shares newer than it, and solo users' shares, are not counted), and the
-/// computation to record.
+/// `finding_share_id`; shares newer than it, and the shares of solo users and of channels paid
+/// in their own coinbase, are not counted), and the computation to record. A block paid in its
+/// own coinbase: see [`coinbase_settlement`] (the split is its one payee's, for display).
 pub fn compute_payouts(
     block: &FoundBlockRecord,
     finding_share_id: u64,
@@ -96,12 +142,35 @@ pub fn compute_payouts(
     policy: &PayoutPolicy,
     now_ms: u64,
 ) -> Result<(Split, PayoutComputation), SplitError> {
+    if let Some(finding) = shares.iter().find(|s| s.id == finding_share_id)
+        && let Some(computation) = coinbase_settlement(block, finding, now_ms)
+    {
+        let weight = pplns::weight_of(finding.record.difficulty);
+        let paid = &computation.payouts[0];
+        let split = Split {
+            window_weight: weight,
+            counted_weight: weight,
+            first_share_id: finding.id,
+            last_share_id: finding.id,
+            shares_counted: 1,
+            partial_weight: None,
+            fee_by_percent_sat: computation.fee_sat,
+            leftover_sat: 0,
+            donated_sat: 0,
+            fee_sat: computation.fee_sat,
+            users: vec![pplns::UserPart {
+                user: paid.user.clone(),
+                weight,
+                amount_sat: paid.amount_sat,
+                got_leftover: false,
+            }],
+        };
+        return Ok((split, computation));
+    }
     let scheme = scheme_of(block, policy);
     let terms = split_terms(block, policy);
     let counted = shares.iter().filter(|s| match scheme {
-        PayoutScheme::Pplns => {
-            s.id <= finding_share_id && !policy.solo_users.contains(&*s.record.user)
-        }
+        PayoutScheme::Pplns => s.id <= finding_share_id && !out_of_windows(policy, &s.record.user),
         PayoutScheme::Solo => s.id == finding_share_id,
     });
     let split = pplns::split(counted.map(WindowShare::from), &terms)?;
@@ -172,4 +241,32 @@ pub fn settle_block(
     } else {
         ledger.payouts(hash)
     }
+}
+
+/// Blocks looked at by [`settle_unsettled`]: the newest ones.
+const UNSETTLED_LOOKED_AT: usize = 64;
+
+/// Settles the accepted blocks among the newest that have no payouts yet: a block whose
+/// verdict was written but whose settlement was not (the process ended in between, or the
+/// settlement failed). Returns how many were settled; a block that cannot be (its finding
+/// share gone) is skipped with its error in the list, never stopping the others.
+pub fn settle_unsettled(
+    ledger: &mut dyn Ledger,
+    policy: &PayoutPolicy,
+    now_ms: u64,
+) -> Result<(usize, Vec<(BlockHash, LedgerError)>), LedgerError> {
+    let mut settled = 0;
+    let mut failed = Vec::new();
+    for stored in ledger.blocks(UNSETTLED_LOOKED_AT)? {
+        if stored.status != BlockStatus::Accepted || ledger.payouts(stored.block.hash)?.is_some() {
+            continue;
+        }
+        match settle_block(ledger, stored.block.hash, policy, now_ms) {
+            Ok(Some(_)) => settled += 1,
+            Ok(None) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => failed.push((stored.block.hash, e)),
+        }
+    }
+    Ok((settled, failed))
 }

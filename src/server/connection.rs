@@ -213,7 +213,8 @@ pub async fn serve(
     mining.durable_acks = shared.ledger.is_some();
     mining.payout_network = shared.payout_network.get().copied();
     let mut session = Session::new(Arc::new(mining), shared.allocator.clone())
-        .with_channel_budget(shared.channels.clone());
+        .with_channel_budget(shared.channels.clone())
+        .with_payee_works(shared.payee_works.clone());
     if let Some(ledger) = &shared.ledger {
         session = session.with_ledger_status(ledger.status().clone());
     }

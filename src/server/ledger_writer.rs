@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::ledger::{
-    BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount, ShareRecord,
-    SqliteSettings, SqliteSync,
+    BatchSequence, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount,
+    ShareRecord, SqliteSettings, SqliteSync,
 };
 use crate::mining::LedgerStatus;
 use crate::shell::LogBudget;
@@ -67,7 +67,15 @@ pub fn open_ledger(url: &str, sqlite_sync: SqliteSync) -> Result<Box<dyn Ledger>
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("ledger-open".into())
-            .spawn_scoped(scope, || crate::ledger::open_with(&location, &sqlite))
+            .spawn_scoped(scope, || {
+                crate::ledger::open_with(&location, &sqlite).map_err(|e| match e {
+                    // Which ledger, without its password.
+                    LedgerError::Unavailable(why) => {
+                        LedgerError::Unavailable(format!("{location}: {why}"))
+                    }
+                    other => other,
+                })
+            })
             .map_err(|e| LedgerError::Unavailable(format!("cannot start a thread: {e}")))?
             .join()
             .unwrap_or_else(|_| {
@@ -245,11 +253,12 @@ pub struct WriterTotals {
     pub lost_at_stop: u64,
 }
 
-/// Keeping the ledger bounded: `prune` runs on the writer thread, between commits, when a
-/// [`LedgerMessage::Maintain`] comes and the last run is at least `every` ago.
+/// Keeping the ledger settled and bounded: `run` runs on the writer thread, between commits,
+/// when a [`LedgerMessage::Maintain`] comes and the last run is at least `every` ago.
 pub struct Maintenance {
-    /// Prunes, given the network's nBits.
-    pub prune: MaintenanceHook,
+    /// Settles what was left unsettled and prunes, given the network's nBits; returns how
+    /// many shares were pruned.
+    pub run: MaintenanceHook,
     /// Least time between two runs.
     pub every: Duration,
 }
@@ -281,6 +290,8 @@ impl LedgerWriter {
             settings,
             status: status.clone(),
             on_accepted,
+            writer_id: rand::random(),
+            batches_sent: 0,
             maintenance,
             maintain: None,
             last_maintained: None,
@@ -400,6 +411,11 @@ struct WriterCore {
     settings: WriterSettings,
     status: LedgerStatus,
     on_accepted: BlockHook,
+    /// This writer's number in [`BatchSequence`] (random: distinct across restarts and
+    /// instances).
+    writer_id: u64,
+    /// Batches numbered so far.
+    batches_sent: u64,
     maintenance: Option<Maintenance>,
     /// The nBits of the last `Maintain` not acted on yet.
     maintain: Option<CompactTarget>,
@@ -527,6 +543,13 @@ impl WriterCore {
             ));
         }
         if !self.batch.is_empty() {
+            // Numbered once, before the first attempt: a retry after a commit whose reply was
+            // lost is then recognised by the ledger and not written twice.
+            self.batches_sent += 1;
+            self.batch.sequence = Some(BatchSequence {
+                writer: self.writer_id,
+                number: self.batches_sent,
+            });
             let batch = std::mem::take(&mut self.batch);
             let written = self.retry("append", |l| l.append(&batch));
             self.batch = batch;
@@ -576,8 +599,8 @@ impl WriterCore {
         self.maintain();
     }
 
-    /// Prunes, after a commit (what it decides on is written), if asked and due. A failure
-    /// is logged and left for the next time: pruning never holds acknowledgements back.
+    /// Runs the maintenance after a commit (what it decides on is written), if asked and due.
+    /// A failure is logged and left for the next time: it never holds acknowledgements back.
     fn maintain(&mut self) {
         let (Some(bits), Some(m)) = (self.maintain, self.maintenance.as_mut()) else {
             return;
@@ -588,14 +611,14 @@ impl WriterCore {
         self.maintain = None;
         self.last_maintained = Some(Instant::now());
         let started = Instant::now();
-        match (m.prune)(&mut *self.ledger, bits) {
+        match (m.run)(&mut *self.ledger, bits) {
             Ok(0) => {}
             Ok(pruned) => info!(
                 pruned,
                 ms = started.elapsed().as_millis() as u64,
                 "pruned shares no payout window needs"
             ),
-            Err(e) => warn!("cannot prune the share ledger: {e}"),
+            Err(e) => warn!("share ledger maintenance (settling, pruning) failed: {e}"),
         }
     }
 
@@ -692,11 +715,27 @@ mod tests {
 
     /// A memory ledger the test can look into and make fail.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemoryLedger>>);
+    struct Shared(Arc<Mutex<MemoryLedger>>, Arc<AtomicU64>);
+
+    impl Shared {
+        /// The next `n` appends commit, then answer with an error, as a database that
+        /// committed and lost the connection before its reply.
+        fn lose_replies(&self, n: u64) {
+            self.1.store(n, Ordering::SeqCst);
+        }
+    }
 
     impl Ledger for Shared {
         fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
-            self.0.lock().unwrap().append(batch)
+            self.0.lock().unwrap().append(batch)?;
+            if self
+                .1
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(LedgerError::Unavailable("connection lost".into()));
+            }
+            Ok(())
         }
         fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<(), LedgerError> {
             self.0.lock().unwrap().set_block_status(h, s)
@@ -824,6 +863,82 @@ mod tests {
                 reason: "stale-share".into(),
                 count: 2
             }]
+        );
+    }
+
+    /// A commit whose reply is lost is retried, and the retry writes nothing again: every
+    /// share is in the ledger once, and acknowledged.
+    #[test]
+    fn a_retry_after_a_lost_commit_reply_writes_nothing_twice() {
+        let ledger = Shared::default();
+        ledger.lose_replies(2);
+        let mut w = LedgerWriter::start(
+            Box::new(ledger.clone()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+        )
+        .unwrap();
+        let a = CommitSignal::new();
+        for n in 1..=4 {
+            w.sender().send(share(&a, 1, n));
+        }
+        wait_for("commits", || a.committed() == 4);
+        for n in 5..=6 {
+            w.sender().send(share(&a, 1, n));
+        }
+        wait_for("commits", || a.committed() == 6);
+        let totals = w.stop();
+        assert!(totals.failed_writes >= 2, "{totals:?}");
+        let mut l = ledger.0.lock().unwrap();
+        let stored = l
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: u64::MAX,
+                limit: 100,
+            })
+            .unwrap();
+        let hashes: std::collections::BTreeSet<_> = stored.iter().map(|s| s.record.hash).collect();
+        assert_eq!((stored.len(), hashes.len()), (6, 6), "each share once");
+    }
+
+    /// Maintenance runs on a `Maintain` after the commit, with its nBits, and not again
+    /// before `every` has passed.
+    #[test]
+    fn maintenance_runs_when_asked_and_due() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let seen = runs.clone();
+        let mut w = LedgerWriter::start_with_maintenance(
+            Box::new(Shared::default()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+            Some(Maintenance {
+                every: Duration::from_secs(3600),
+                run: Box::new(move |l, bits| {
+                    seen.lock().unwrap().push((bits, l.last_share_id()?));
+                    Ok(0)
+                }),
+            }),
+        )
+        .unwrap();
+        let a = CommitSignal::new();
+        let tx = w.sender();
+        tx.send(share(&a, 1, 1));
+        tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+            0x1d00_ffff,
+        )));
+        wait_for("maintenance", || !runs.lock().unwrap().is_empty());
+        tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+            0x1c00_ffff,
+        )));
+        tx.send(share(&a, 1, 2));
+        wait_for("commit", || a.committed() == 2);
+        w.stop();
+        assert_eq!(
+            *runs.lock().unwrap(),
+            [(CompactTarget::from_consensus(0x1d00_ffff), 1)],
+            "once, after the share was written"
         );
     }
 

@@ -134,6 +134,8 @@ pub struct Shared {
     gate: gate::Gate,
     /// The pool-wide channel cap, shared by every session.
     channels: Arc<ChannelBudget>,
+    /// Works derived for channels paid in their own coinbase, shared by every session.
+    payee_works: Arc<crate::mining::payee_work::PayeeWorks>,
     /// The share ledger's writer, if there is a ledger: connections send it their shares and
     /// hold acknowledgements until it commits them.
     ledger: Option<ledger_writer::LedgerSender>,
@@ -397,8 +399,16 @@ impl StratumV2Server {
         // Payouts: a block the node accepts is settled (its reward split over its window, or
         // to its finder) on the writer thread, right after its verdict is written.
         let policy = config.payout.clone();
+        // A settlement that cannot be done (not a database outage: a ledger that lacks the
+        // block's share) is logged and left: it must not hold every acknowledgement back.
         let settle: ledger_writer::BlockHook = Box::new(move |ledger, hash| {
-            crate::payout::settle_block(ledger, hash, &policy, now_ms()).map(|_| ())
+            match crate::payout::settle_block(ledger, hash, &policy, now_ms()) {
+                Err(e) if !e.is_transient() => {
+                    error!(%hash, "the accepted block cannot be settled: {e}");
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
         });
         Self::build(config, node, ledger, settle)
     }
@@ -449,12 +459,22 @@ impl StratumV2Server {
         let writer = match ledger {
             Some(ledger) => {
                 let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
-                // Pruning: shares no window needs, past the retention, on each new tip at
-                // most every quarter of the retention (and at least every 10 minutes).
+                // On each new tip (at start too), at most every quarter of the retention (and
+                // at least every 10 minutes): accepted blocks left unsettled are settled (the
+                // process ended between a verdict and its settlement), then shares no window
+                // needs, past the retention, are pruned.
                 let policy = config.payout.clone();
                 let maintenance = ledger_writer::Maintenance {
                     every: Duration::from_secs((policy.retention_secs / 4).min(600)),
-                    prune: Box::new(move |ledger, bits| {
+                    run: Box::new(move |ledger, bits| {
+                        let (settled, failed) =
+                            crate::payout::settle_unsettled(ledger, &policy, now_ms())?;
+                        if settled > 0 {
+                            info!(settled, "settled accepted blocks left unsettled");
+                        }
+                        for (hash, e) in failed {
+                            error!(%hash, "an accepted block cannot be settled: {e}");
+                        }
                         crate::payout::prune_before(ledger, &policy, bits, now_ms())
                     }),
                 };
@@ -481,6 +501,7 @@ impl StratumV2Server {
             pending: Mutex::new(std::collections::HashMap::new()),
             gate,
             channels: Arc::new(ChannelBudget::new(config_max_channels)),
+            payee_works: Arc::default(),
             ledger: writer.as_ref().map(|w| w.sender()),
             payout_network: std::sync::OnceLock::new(),
         });

@@ -9,6 +9,7 @@
 //! (UpdateChannel, vardiff) cannot raise the credit of work already done or in flight.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bitcoin::Target;
 
@@ -20,9 +21,11 @@ use super::flood::ShareBucket;
 use super::jobs::StandardJob;
 use super::shares::SeenShares;
 use crate::block::target::{difficulty_of, target_for_hashrate, work_of};
+use crate::mining::payee_work::{PayeeWorkError, PayeeWorks};
 use crate::mining::share::ShareRejection;
 use crate::mining::vardiff::Vardiff;
-use crate::payout::{PayoutMode, parse_identity};
+use crate::mining::work::Work;
+use crate::payout::{CoinbasePayee, parse_identity};
 use crate::wire::mining::{
     OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess, OpenMiningChannelError,
     OpenStandardMiningChannel, OpenStandardMiningChannelSuccess, SetTarget, UpdateChannel,
@@ -33,13 +36,10 @@ use crate::wire::{B0_32, Str0_255};
 /// OpenMiningChannel.Error code when the connection's or the pool's channel cap is reached.
 const CHANNEL_CAPACITY_EXHAUSTED: &str = "channel-capacity-exhausted";
 /// OpenMiningChannel.Error code for a user_identity no payout can go to: an address that is
-/// malformed or of another network, an `sri/` form SRI does not define (the specification's
-/// code for a user the pool does not accept).
+/// malformed or of another network, an `sri/` form SRI does not define, or a coinbase for its
+/// address that the template has no room for (the specification's code for a user the pool
+/// does not accept).
 const UNKNOWN_USER: &str = "unknown-user";
-/// OpenMiningChannel.Error code for `sri/solo/ADDRESS` and `sri/donate/PERCENT/ADDRESS`: their
-/// blocks must pay that address in the channel's own coinbase, which this pool does not build
-/// yet (its coinbase is shared per template); refused rather than paying the pool.
-const SOLO_UNSUPPORTED: &str = "solo-payout-unsupported";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ChannelKind {
@@ -114,7 +114,19 @@ pub(super) struct Channel {
     pub(super) last_valid_ms: u64,
     /// The channel's share allowance.
     pub(super) bucket: ShareBucket,
+    /// Who the channel's blocks pay in its own coinbase (`sri/solo`, `sri/donate/PERCENT`);
+    /// `None`: the pool's coinbase, the pool's scheme.
+    pub(super) payee: Option<CoinbasePayee>,
+    /// The payee's works (derived from the pool's, shared pool-wide), newest last, at most
+    /// [`OWN_WORKS`]: what its jobs and shares are on.
+    pub(super) own_works: VecDeque<Arc<Work>>,
+    /// A channel paid in its own coinbase is in a group of its own (it cannot take the
+    /// connection's group jobs, whose coinbase pays the pool): that group's id.
+    pub(super) own_group: Option<u32>,
 }
+
+/// Payee works a channel keeps at hand (older ones come back from the pool-wide cache).
+const OWN_WORKS: usize = 8;
 
 /// A target and the jobs it applies to: those from `from_seq` on (until the next epoch).
 #[derive(Debug, Clone, Copy)]
@@ -293,16 +305,21 @@ impl Session {
             return None;
         }
         let user_identity = r.user_identity.to_string_lossy().into_owned();
-        match parse_identity(&user_identity, self.config.payout_network) {
+        let payee = match parse_identity(&user_identity, self.config.payout_network) {
             Err(_) => {
                 self.refuse_channel(r.request_id, UNKNOWN_USER);
                 return None;
             }
-            Ok(id) if matches!(id.mode, PayoutMode::Solo | PayoutMode::Donate { .. }) => {
-                self.refuse_channel(r.request_id, SOLO_UNSUPPORTED);
-                return None;
-            }
-            Ok(_) => {}
+            Ok(id) => id.coinbase_payee(),
+        };
+        // A coinbase paid to the address must fit the template (it always does for the
+        // address types there are; checked rather than finding out with a block).
+        if let Some(payee) = &payee
+            && let Some(work) = self.current.clone()
+            && self.payee_works().get(&work, payee).is_err()
+        {
+            self.refuse_channel(r.request_id, UNKNOWN_USER);
+            return None;
         }
         let extranonce_size = match r.extranonce_size {
             Ok(size) => size,
@@ -349,6 +366,9 @@ impl Session {
             stats: ChannelStats::default(),
             last_valid_ms: now_ms,
             bucket: ShareBucket::new(self.share_burst, now_ms),
+            payee,
+            own_works: VecDeque::new(),
+            own_group: None,
         });
         self.events.push(SessionEvent::ChannelOpened {
             channel_id: id,
@@ -356,6 +376,20 @@ impl Session {
             extended: r.kind == ChannelKind::Extended,
         });
         Some(self.channels.len() - 1)
+    }
+
+    /// The group a channel just opened is in: the connection's, or for a channel paid in its
+    /// own coinbase a group of its own (05 §5.2.3: every channel is in a group; a job sent to
+    /// the connection's group would have it mine the pool's coinbase). No job is ever sent to
+    /// such a group: the channel gets its own.
+    fn group_of(&mut self, idx: usize) -> u32 {
+        if self.channels[idx].payee.is_none() {
+            return self.group_channel_id;
+        }
+        let group = self.next_channel_id;
+        self.next_channel_id += 1;
+        self.channels[idx].own_group = Some(group);
+        group
     }
 
     pub(super) fn on_open_standard(&mut self, m: &OpenStandardMiningChannel<'_>, now_ms: u64) {
@@ -370,6 +404,7 @@ impl Session {
         let Some(idx) = self.open_channel(request, now_ms) else {
             return;
         };
+        let group_channel_id = self.group_of(idx);
         let ch = &self.channels[idx];
         let prefix = ch.extranonce_prefix.clone();
         let ok = OpenStandardMiningChannelSuccess {
@@ -377,7 +412,7 @@ impl Session {
             channel_id: ch.id,
             target: ch.target().to_le_bytes(),
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
-            group_channel_id: self.group_channel_id,
+            group_channel_id,
         };
         self.send(&ok);
         self.send_current_work_to(idx, now_ms);
@@ -404,6 +439,7 @@ impl Session {
         let Some(idx) = self.open_channel(request, now_ms) else {
             return;
         };
+        let group_channel_id = self.group_of(idx);
         let ch = &self.channels[idx];
         let prefix = ch.extranonce_prefix.clone();
         let ok = OpenExtendedMiningChannelSuccess {
@@ -412,7 +448,7 @@ impl Session {
             target: ch.target().to_le_bytes(),
             extranonce_size: ch.extranonce_size as u16,
             extranonce_prefix: B0_32::new(&prefix).unwrap_or_default(),
-            group_channel_id: self.group_channel_id,
+            group_channel_id,
         };
         self.send(&ok);
         self.send_current_work_to(idx, now_ms);
@@ -455,7 +491,7 @@ impl Session {
         let mut idx = 0;
         while idx < self.channels.len() {
             let id = self.channels[idx].id;
-            if whole_group || id == channel_id {
+            if whole_group || id == channel_id || self.channels[idx].own_group == Some(channel_id) {
                 self.flush_batch(idx);
                 self.remove_channel(idx, now_ms);
                 self.events
@@ -464,6 +500,46 @@ impl Session {
                 idx += 1;
             }
         }
+    }
+
+    /// The work a channel paid in its own coinbase mines for the pool's `base`: its payee's
+    /// derivation (kept by the channel, else from the pool-wide cache). `Ok(None)` for a
+    /// channel of the pool: it mines `base` itself (no lookup, nothing cloned). An error (a
+    /// coinbase the template has no room for; checked when the channel opened, and the
+    /// outputs' size does not depend on the template) means the channel gets no job on
+    /// `base`: never the pool's coinbase instead.
+    pub(super) fn payee_work(
+        &mut self,
+        idx: usize,
+        base: &Work,
+    ) -> Result<Option<Arc<Work>>, PayeeWorkError> {
+        if self.channels[idx].payee.is_none() {
+            return Ok(None);
+        }
+        let works = self.payee_works().clone();
+        let ch = &mut self.channels[idx];
+        let Some(payee) = ch.payee.as_ref() else {
+            return Ok(None);
+        };
+        if let Some(w) = ch
+            .own_works
+            .iter()
+            .rev()
+            .find(|w| w.id == base.id && w.prev_hash == base.prev_hash)
+        {
+            return Ok(Some(w.clone()));
+        }
+        let work = works.get(base, payee)?;
+        if ch.own_works.len() == OWN_WORKS {
+            ch.own_works.pop_front();
+        }
+        ch.own_works.push_back(work.clone());
+        Ok(Some(work))
+    }
+
+    /// The works derived for coinbase-paid channels: the pool's, or this session's own.
+    fn payee_works(&mut self) -> &Arc<PayeeWorks> {
+        self.payee_works.get_or_insert_with(Arc::default)
     }
 
     /// Removes a channel: its pool-wide slot is given back, and a connection left with no

@@ -164,14 +164,13 @@ impl Session {
                 grouped = true;
             } else {
                 let id = self.channels[idx].id;
-                self.send_job(idx, &job, new_tip);
-                if new_tip {
+                if self.send_job(idx, &job, new_tip) && new_tip {
                     self.send_prev_hash(id, &job);
                 }
             }
         }
         if grouped {
-            let msg = self.extended_job(self.group_channel_id, &job, new_tip);
+            let msg = self.extended_job(self.group_channel_id, &job, &job.work, new_tip);
             self.send(&msg);
             if new_tip {
                 self.send_prev_hash(self.group_channel_id, &job);
@@ -193,7 +192,7 @@ impl Session {
                     self.record_root(i, &job);
                 }
             }
-            let msg = self.extended_job(self.group_channel_id, &job, false);
+            let msg = self.extended_job(self.group_channel_id, &job, &job.work, false);
             self.send(&msg);
         } else {
             self.send_job(idx, &job, false);
@@ -277,9 +276,13 @@ impl Session {
     }
 
     /// Whether a channel takes its jobs through the group channel: a standard channel on a
-    /// connection that did not ask for standard jobs (05 §5.3.16).
+    /// connection that did not ask for standard jobs (05 §5.3.16), paid by the pool (a channel
+    /// paid in its own coinbase has a merkle root of its own: it gets its own jobs).
     pub(super) fn is_grouped(&self, idx: usize) -> bool {
-        self.flags & REQUIRES_STANDARD_JOBS == 0 && self.channels[idx].kind == ChannelKind::Standard
+        let ch = &self.channels[idx];
+        self.flags & REQUIRES_STANDARD_JOBS == 0
+            && ch.kind == ChannelKind::Standard
+            && ch.payee.is_none()
     }
 
     /// Folds jobs beyond `max_jobs` into the older, block-only jobs (product API name); called
@@ -332,13 +335,15 @@ impl Session {
         (seq < self.next_seq && job_id != 0).then_some(seq)
     }
 
+    /// The extended job for `job` on `work`: the job's own work, or a coinbase-paid channel's
+    /// derivation of it.
     fn extended_job<'w>(
         &self,
         channel_id: u32,
-        job: &'w SessionJob,
+        job: &SessionJob,
+        work: &'w Work,
         future: bool,
     ) -> NewExtendedMiningJob<'w> {
-        let work = &job.work;
         NewExtendedMiningJob {
             channel_id,
             job_id: job.job_id,
@@ -351,9 +356,11 @@ impl Session {
         }
     }
 
-    /// Computes and remembers a standard channel's merkle root for a job.
-    fn record_root(&mut self, idx: usize, job: &SessionJob) -> [u8; 32] {
-        let (seq, work) = (job.seq, &job.work);
+    /// Computes and remembers a standard channel's merkle root for a job (on the channel's
+    /// own coinbase when it is paid in it; `None` if that cannot be built).
+    fn record_root(&mut self, idx: usize, job: &SessionJob) -> Option<[u8; 32]> {
+        let own = self.payee_work(idx, &job.work).ok()?;
+        let (seq, work) = (job.seq, own.as_deref().unwrap_or(&job.work));
         let ch = &mut self.channels[idx];
         ch.last_job_ms = ch.last_job_ms.max(job.sent_ms);
         let root = work.merkle_root(&ch.extranonce_prefix, &[]);
@@ -371,7 +378,7 @@ impl Session {
             root,
             head,
         });
-        root.to_byte_array()
+        Some(root.to_byte_array())
     }
 
     /// A new job on `work`: the next sequence number; min_ntime the present time (as an SV1
@@ -406,29 +413,38 @@ impl Session {
             return;
         };
         let job = self.push_job(&work, now_ms);
-        self.send_job(idx, &job, true);
-        let id = self.channels[idx].id;
-        self.send_prev_hash(id, &job);
+        if self.send_job(idx, &job, true) {
+            let id = self.channels[idx].id;
+            self.send_prev_hash(id, &job);
+        }
         if self.is_grouped(idx) && !self.tip.group_has_prev_hash {
             let group_job = self.push_job(&work, now_ms);
             self.record_root(idx, &group_job);
-            let msg = self.extended_job(self.group_channel_id, &group_job, true);
+            let msg = self.extended_job(self.group_channel_id, &group_job, &group_job.work, true);
             self.send(&msg);
             self.send_prev_hash(self.group_channel_id, &group_job);
             self.tip.group_has_prev_hash = true;
         }
     }
 
-    fn send_job(&mut self, idx: usize, job: &SessionJob, future: bool) {
+    /// Sends `job` to one channel (on its own coinbase when it is paid in it); false if it
+    /// could not be built for it (see `payee_work`).
+    fn send_job(&mut self, idx: usize, job: &SessionJob, future: bool) -> bool {
         let ch = &mut self.channels[idx];
         ch.last_job_ms = ch.last_job_ms.max(job.sent_ms);
         match self.channels[idx].kind {
             ChannelKind::Extended => {
-                let msg = self.extended_job(self.channels[idx].id, job, future);
+                let Ok(own) = self.payee_work(idx, &job.work) else {
+                    return false;
+                };
+                let work = own.as_deref().unwrap_or(&job.work);
+                let msg = self.extended_job(self.channels[idx].id, job, work, future);
                 self.send(&msg);
             }
             ChannelKind::Standard => {
-                let merkle_root = self.record_root(idx, job);
+                let Some(merkle_root) = self.record_root(idx, job) else {
+                    return false;
+                };
                 let msg = NewMiningJob {
                     channel_id: self.channels[idx].id,
                     job_id: job.job_id,
@@ -439,6 +455,7 @@ impl Session {
                 self.send(&msg);
             }
         }
+        true
     }
 
     fn send_prev_hash(&mut self, channel_id: u32, job: &SessionJob) {

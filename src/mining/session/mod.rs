@@ -51,6 +51,7 @@ pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
 use channels::Channel;
 use jobs::{OlderJobs, Retirement, SessionJob, TipState};
 
+use super::payee_work::PayeeWorks;
 use super::work::Work;
 use crate::block::target::target_of_difficulty;
 use crate::connection::{Outbox, Protocol};
@@ -111,6 +112,10 @@ pub struct Session {
     share_burst: f64,
     /// Share numbers and acknowledgements waiting for the share ledger.
     durability: durability::Durability,
+    /// Works derived for channels paid in their own coinbase, shared by every session of the
+    /// pool ([`Session::with_payee_works`]; otherwise the session's own, made with its first
+    /// such channel).
+    payee_works: Option<Arc<PayeeWorks>>,
 }
 
 impl Session {
@@ -146,7 +151,15 @@ impl Session {
             share_rate_per_ms,
             share_burst,
             durability: durability::Durability::default(),
+            payee_works: None,
         }
+    }
+
+    /// Shares the works derived for coinbase-paid channels with every session of the pool:
+    /// one derivation per template and payee, however many channels it has.
+    pub fn with_payee_works(mut self, works: Arc<PayeeWorks>) -> Self {
+        self.payee_works = Some(works);
+        self
     }
 
     /// Counts this session's channels against a pool-wide cap shared by every session.

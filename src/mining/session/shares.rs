@@ -260,12 +260,15 @@ impl Session {
             return Err(ShareRejection::BadExtranonceSize);
         }
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
-        let work = self.job_work(job).0;
+        let own = self.own_work(idx, job)?;
+        let work = own.as_deref().unwrap_or_else(|| self.job_work(job).0);
+        let ch = &self.channels[idx];
         let root = work.merkle_root(&ch.extranonce_prefix, &m.extranonce);
         let hash = work.header_hash(m.version, &root, m.ntime, m.nonce);
         self.finish_share(
             idx,
             (seq, job),
+            own.as_deref(),
             hash,
             (m.version, m.ntime, m.nonce),
             &m.extranonce,
@@ -285,8 +288,9 @@ impl Session {
             .ok_or(ShareRejection::InvalidChannelId)?;
         let (seq, job) = self.find_job(m.job_id, now_ms)?;
         self.check_time_and_version(job, m.ntime, m.version, now_ms)?;
+        let own = self.own_work(idx, job)?;
+        let work = own.as_deref().unwrap_or_else(|| self.job_work(job).0);
         let ch = &self.channels[idx];
-        let work = self.job_work(job).0;
         let hash = match ch.roots.iter().rev().find(|r| r.seq == seq) {
             // The job was sent to this channel and its cached state covers the first 64
             // header bytes: hash the last 16.
@@ -310,6 +314,7 @@ impl Session {
         self.finish_share(
             idx,
             (seq, job),
+            own.as_deref(),
             hash,
             (m.version, m.ntime, m.nonce),
             &[],
@@ -317,12 +322,28 @@ impl Session {
         )
     }
 
+    /// The work a share of channel `idx` on `job` is on when the channel is paid in its own
+    /// coinbase (its payee's derivation of the job's work); `None` for a channel of the pool,
+    /// which mines the job's work itself: one branch, nothing looked up or cloned.
+    fn own_work(&mut self, idx: usize, job: NamedJob) -> Result<Option<Arc<Work>>, ShareRejection> {
+        if self.channels[idx].payee.is_none() {
+            return Ok(None);
+        }
+        let base = self.job_work(job).0.clone();
+        // No job on it could be sent to this channel: there is no such job for it.
+        self.payee_work(idx, &base)
+            .map_err(|_| ShareRejection::InvalidJobId)
+    }
+
     /// Checks the share's hash against its job's target and earlier shares, and builds the
-    /// block if it is one.
+    /// block if it is one (from `own`, the channel's own work, when it is paid in its own
+    /// coinbase).
+    #[allow(clippy::too_many_arguments)]
     fn finish_share(
         &mut self,
         idx: usize,
         (seq, job): (u64, NamedJob),
+        own: Option<&Work>,
         hash: [u8; 32],
         (version, ntime, nonce): (u32, u32, u32),
         extranonce: &[u8],
@@ -330,9 +351,10 @@ impl Session {
     ) -> Result<Verdict, ShareRejection> {
         let hash = BlockHash::from_byte_array(hash);
         // Field borrows, not `job_work`: the job stays borrowed while the channel changes.
-        let work: &Work = match job {
-            NamedJob::Credit { ji, .. } | NamedJob::Retired(ji) => &self.jobs[ji].work,
-            NamedJob::BlockOnly(oi) => &self.older[oi].work,
+        let work: &Work = match (own, job) {
+            (Some(own), _) => own,
+            (None, NamedJob::Credit { ji, .. } | NamedJob::Retired(ji)) => &self.jobs[ji].work,
+            (None, NamedJob::BlockOnly(oi)) => &self.older[oi].work,
         };
         let ch = &mut self.channels[idx];
         let credited = *ch.epoch_of(seq);
