@@ -5,19 +5,61 @@
 # usage: bench/ledger.sh NAME POOL-EXTRA-ARGS -- LOADGEN-ARGS   (OUTDIR, default /tmp/lbench)
 # e.g.   bench/ledger.sh off --no-ledger -- --connections 1000 --rate 0 --duration 5 --hold 0
 #        bench/ledger.sh on -- --connections 1000 --rate 0 --duration 5 --hold 0
+#        bench/ledger.sh sqlite-normal --ledger-sqlite-sync normal -- ...
+#        bench/ledger.sh pg --postgres -- ...
+# --postgres (first pool argument): start a throwaway PostgreSQL for this run, as
+# tests/common/postgres.rs does (initdb in a temporary directory, as nobody via runuser when
+# root, 127.0.0.1 on an ephemeral port, fsync ON: a real commit's cost), point the pool at it
+# with --ledger-url, stop and remove it at the end.
+# POOL_BIN=PATH benches another build of the pool; PERF=FILE profiles the pool under the load.
 set -u
-BIN=$(dirname "$0")/../target/release/blvm-stratum-v2
+BIN=${POOL_BIN:-$(dirname "$0")/../target/release/blvm-stratum-v2}
+LOADGEN=${LOADGEN_BIN:-$BIN}
 OUT=${OUTDIR:-/tmp/lbench}
 mkdir -p "$OUT"
 name=$1; shift
-pool_args=(); while [[ $1 != -- ]]; do pool_args+=("$1"); shift; done; shift
+pool_args=(); pg=
+while [[ $1 != -- ]]; do
+    if [[ $1 == --postgres ]]; then pg=1; else pool_args+=("$1"); fi
+    shift
+done
+shift
 d=$(mktemp -d)
+
+pg_dir=; pg_user=
+pg_run() { if [[ -n $pg_user ]]; then runuser -u "$pg_user" -- "$@"; else "$@"; fi; }
+if [[ -n $pg ]]; then
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [[ -x $pg_bin/initdb ]] || { echo "PostgreSQL is not installed (/usr/lib/postgresql/*/bin)" >&2; exit 1; }
+    pg_dir=$(mktemp -d)
+    if [[ $(id -u) == 0 ]]; then pg_user=nobody; chown -R nobody "$pg_dir"; fi
+    pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    pg_run "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >"$pg_dir/initdb.log" 2>&1 \
+        || { cat "$pg_dir/initdb.log" >&2; exit 1; }
+    pg_run "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
+        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=on -c max_connections=50" start >/dev/null \
+        || { cat "$pg_dir/server.log" >&2; exit 1; }
+    pg_run "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE ledger" postgres
+    pool_args+=(--ledger-url "postgres://postgres@127.0.0.1:$pg_port/ledger")
+fi
+pg_stop() {
+    if [[ -n $pg_dir ]]; then
+        pg_run "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1
+        rm -rf "$pg_dir"
+    fi
+}
+trap pg_stop EXIT
+
 $BIN --listen-addr 127.0.0.1:0 --data-dir $d --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff --share-rate-multiple 1000000000 --max-connections 20000 "${pool_args[@]}" >$d/out 2>$d/err &
 pid=$!
 for i in $(seq 100); do grep -q "authority public key" $d/out 2>/dev/null && grep -q "listening on" $d/out && break; sleep 0.1; done
 addr=$(grep "listening on" $d/out | sed 's/.*listening on \([^ ]*\).*/\1/')
 key=$(grep "authority public key: " $d/out | sed 's/authority public key: //')
-timeout 120 $BIN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
+# PERF=FILE: profile the pool during the load (perf record -g).
+perf_pid=; if [[ -n ${PERF:-} ]]; then perf record -g -o "$PERF" -p $pid >/dev/null 2>&1 & perf_pid=$!; fi
+timeout 120 $LOADGEN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
+if [[ -n $perf_pid ]]; then kill -INT $perf_pid; wait $perf_pid; fi
 kill -TERM $pid; wait $pid
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >> $OUT/$name.txt
 ls -la $d >> $OUT/$name.txt
 rm -rf $d

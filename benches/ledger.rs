@@ -29,8 +29,8 @@ fn share(n: u64) -> ShareRecord {
     target[25] = (n % 7) as u8;
     ShareRecord {
         time_ms: 1_764_800_000_000 + n / 100,
-        user: format!("bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0w{:03}", n % 1000),
-        worker: format!("rig{}", n % 4),
+        user: format!("bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0w{:03}", n % 1000).into(),
+        worker: format!("rig{}", n % 4).into(),
         connection_id: n % 1000 + 1,
         channel_id: (n % 1000) as u32 + 1,
         job_id: (n / 5000) as u32 + 1,

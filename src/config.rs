@@ -14,6 +14,7 @@ use bitcoin::{Address, ScriptBuf};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::ledger::SqliteSync;
 use crate::mining::{CoinbaseConfig, HARDWARE_MIN_DIFFICULTY, MiningConfig};
 use crate::node::module::ModuleSettings;
 use crate::node::regtest::{
@@ -299,6 +300,13 @@ pub struct PoolOptions {
     /// Group commit: most shares written per transaction. Default: 4096.
     #[arg(long, value_name = "N")]
     pub ledger_flush_shares: Option<usize>,
+    // ----- issue 15, the ledger's cost (helper P) -----
+    /// When the SQLite ledger's commits reach the disk: "full" (fsync at every commit: an
+    /// acknowledged share survives a power cut) or "normal" (WAL synced at checkpoints only:
+    /// survives `kill -9` of the pool, not a power cut or a kernel crash; commits cost no
+    /// fsync). Default: full.
+    #[arg(long, value_name = "full|normal")]
+    pub ledger_sqlite_sync: Option<String>,
     // ----- issue 15, payouts (helper C) -----
     /// How a found block's reward is divided: "pplns" (over the last N units of difficulty)
     /// or "solo" (to the user whose share found it). Default: pplns.
@@ -493,6 +501,8 @@ impl PoolOptions {
             ledger_url,
             ledger_flush_ms,
             ledger_flush_shares,
+            // Issue 15, the ledger's cost (helper P).
+            ledger_sqlite_sync,
             // Issue 15, payouts.
             payout_scheme,
             pplns_window_multiple,
@@ -685,12 +695,26 @@ fn ledger_settings(
             .to_string_lossy()
             .into_owned(),
     };
+    // Issue 15, the ledger's cost (helper P).
+    let sqlite_sync = match o.ledger_sqlite_sync.as_deref() {
+        None => SqliteSync::Full,
+        Some(s) if s.eq_ignore_ascii_case("full") => SqliteSync::Full,
+        Some(s) if s.eq_ignore_ascii_case("normal") => SqliteSync::Normal,
+        Some(other) => {
+            return Err(invalid(
+                source_name,
+                "ledger_sqlite_sync",
+                format!("{other:?}: \"full\" or \"normal\""),
+            ));
+        }
+    };
     Ok(Some(LedgerSettings {
         url,
         writer: WriterSettings {
             flush_shares,
             flush_ms,
         },
+        sqlite_sync,
     }))
 }
 
@@ -1167,6 +1191,23 @@ mod tests {
         let o = PoolOptions::from_toml("ledger_flush_shares = 0", Path::new("l.toml")).unwrap();
         let e = PoolConfig::resolve(&o, "l.toml").unwrap_err().to_string();
         assert!(e.contains("ledger_flush_shares"), "{e}");
+    }
+
+    // Issue 15, the ledger's cost (helper P).
+    #[test]
+    fn the_sqlite_ledger_syncs_fully_unless_told_normal() {
+        let resolve = |text: &str| {
+            let o = PoolOptions::from_toml(text, Path::new("l.toml")).unwrap();
+            PoolConfig::resolve(&o, "l.toml")
+        };
+        let sync = |text: &str| resolve(text).unwrap().ledger.unwrap().sqlite_sync;
+        assert_eq!(sync(""), SqliteSync::Full);
+        assert_eq!(sync("ledger_sqlite_sync = \"FULL\""), SqliteSync::Full);
+        assert_eq!(sync("ledger_sqlite_sync = \"normal\""), SqliteSync::Normal);
+        let e = resolve("ledger_sqlite_sync = \"off\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ledger_sqlite_sync"), "{e}");
     }
 
     #[test]

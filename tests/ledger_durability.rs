@@ -526,10 +526,7 @@ mod pool_with_ledger {
             report.shares_accepted
         );
         for s in &shares {
-            assert_eq!(
-                (s.record.user.as_str(), s.record.worker.as_str()),
-                ("alice", "rig1")
-            );
+            assert_eq!((&*s.record.user, &*s.record.worker), ("alice", "rig1"));
             assert_eq!(
                 s.record.channel_id, shares[0].record.channel_id,
                 "one channel"
@@ -727,8 +724,8 @@ mod kill_nine {
             .expect("the ledger reads after the crash");
         let mut by_worker: HashMap<String, u64> = HashMap::new();
         for s in &rows {
-            assert_eq!(s.record.user, "kill");
-            *by_worker.entry(s.record.worker.clone()).or_default() += 1;
+            assert_eq!(&*s.record.user, "kill");
+            *by_worker.entry(s.record.worker.to_string()).or_default() += 1;
         }
         for (identity, acked) in &report.acked_by_channel {
             let worker = identity.split_once('.').map_or("", |(_, w)| w);

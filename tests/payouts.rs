@@ -45,7 +45,7 @@ fn share(n: u64) -> ShareRecord {
     ShareRecord {
         time_ms: 1_000_000 + n * 1000,
         user: USERS[(n * n % 5) as usize].into(),
-        worker: format!("rig{}", n % 3),
+        worker: format!("rig{}", n % 3).into(),
         connection_id: n % 4 + 1,
         channel_id: (n % 2) as u32 + 1,
         job_id: n as u32,
@@ -64,8 +64,8 @@ fn found(n: u64, reward: u64) -> FoundBlockRecord {
         time_ms: 1_000_000 + n * 1000,
         reward_sat: reward,
         bits: CompactTarget::from_consensus(BITS),
-        user: share(n).user,
-        worker: share(n).worker,
+        user: share(n).user.to_string(),
+        worker: share(n).worker.to_string(),
     }
 }
 
@@ -184,7 +184,7 @@ fn recompute_from_export(
         .find(|s| s.record.hash == block)
         .expect("the block's share is in its window");
     let solo =
-        policy.scheme == PayoutScheme::Solo || policy.solo_users.contains(&finding.record.user);
+        policy.scheme == PayoutScheme::Solo || policy.solo_users.contains(&*finding.record.user);
     let network_difficulty =
         Target::from_compact(CompactTarget::from_consensus(bits)).difficulty_float();
     let terms = SplitTerms {
@@ -203,7 +203,7 @@ fn recompute_from_export(
             if solo {
                 s.id == finding.id
             } else {
-                s.id <= finding.id && !policy.solo_users.contains(&s.record.user)
+                s.id <= finding.id && !policy.solo_users.contains(&*s.record.user)
             }
         })
         .map(WindowShare::from);
@@ -468,7 +468,7 @@ fn solo_scheme_pays_the_finder() {
     assert_eq!(
         c.payouts,
         [Payout {
-            user: share(37).user,
+            user: share(37).user.to_string(),
             amount_sat: REWARD + 37 - fee,
             difficulty: c.payouts[0].difficulty,
         }]

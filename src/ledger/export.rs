@@ -66,8 +66,8 @@ impl From<&StoredShare> for Row {
         Row {
             id: s.id,
             time_ms: r.time_ms,
-            user: r.user.clone(),
-            worker: r.worker.clone(),
+            user: r.user.to_string(),
+            worker: r.worker.to_string(),
             connection_id: r.connection_id,
             channel_id: r.channel_id,
             job_id: r.job_id,
@@ -104,8 +104,8 @@ impl TryFrom<Row> for StoredShare {
             id: row.id,
             record: ShareRecord {
                 time_ms: row.time_ms,
-                user: row.user,
-                worker: row.worker,
+                user: row.user.into(),
+                worker: row.worker.into(),
                 connection_id: row.connection_id,
                 channel_id: row.channel_id,
                 job_id: row.job_id,
@@ -164,7 +164,7 @@ mod tests {
             id,
             record: ShareRecord {
                 time_ms: 1_700_000_000_000 + id,
-                user: format!("user,\"{id}\""),
+                user: format!("user,\"{id}\"").into(),
                 worker: "rig 1".into(),
                 connection_id: 7,
                 channel_id: 2,

@@ -22,11 +22,13 @@ pub mod postgres;
 #[cfg(feature = "runtime")]
 pub mod sqlite;
 
+use std::sync::Arc;
+
 use bitcoin::{BlockHash, CompactTarget, Target};
 
 pub use memory::MemoryLedger;
 #[cfg(feature = "runtime")]
-pub use open::{LedgerLocation, open};
+pub use open::{LedgerLocation, open, open_with};
 #[cfg(feature = "runtime")]
 pub use postgres::PostgresLedger;
 #[cfg(feature = "runtime")]
@@ -38,10 +40,11 @@ pub struct ShareRecord {
     /// When the pool accepted it (ms since the Unix epoch).
     pub time_ms: u64,
     /// Who is paid for it: the user part of the channel's user_identity (a payout address or
-    /// an account of the `[users]` table).
-    pub user: String,
-    /// The worker part of user_identity (or of the 0x0002 TLV), empty if none.
-    pub worker: String,
+    /// an account of the `[users]` table). Shared: the writer resolves each identity once and
+    /// every share of it points at the same string (no allocation per share).
+    pub user: Arc<str>,
+    /// The worker part of user_identity (or of the 0x0002 TLV), empty if none (shared).
+    pub worker: Arc<str>,
     /// The pool's connection id (unique within one run of one instance).
     pub connection_id: u64,
     /// The channel it came on.

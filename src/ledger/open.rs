@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{Ledger, LedgerError, MemoryLedger, PostgresLedger, SqliteLedger};
+use super::{Ledger, LedgerError, MemoryLedger, PostgresLedger, SqliteLedger, SqliteSettings};
 
 /// A ledger's location: an SQLite file, a PostgreSQL URL, or memory (tests).
 #[derive(Clone, PartialEq, Eq)]
@@ -103,9 +103,17 @@ impl fmt::Debug for LedgerLocation {
 /// Opens the ledger at `location` (SQLite with its default settings: WAL, synchronous=FULL),
 /// migrating its schema.
 pub fn open(location: &LedgerLocation) -> Result<Box<dyn Ledger>, LedgerError> {
+    open_with(location, &SqliteSettings::default())
+}
+
+/// [`open`], an SQLite file with these settings (`ledger_sqlite_sync`).
+pub fn open_with(
+    location: &LedgerLocation,
+    sqlite: &SqliteSettings,
+) -> Result<Box<dyn Ledger>, LedgerError> {
     Ok(match location {
         LedgerLocation::Memory => Box::new(MemoryLedger::new()),
-        LedgerLocation::Sqlite(path) => Box::new(SqliteLedger::open(path)?),
+        LedgerLocation::Sqlite(path) => Box::new(SqliteLedger::open_with(path, sqlite)?),
         LedgerLocation::Postgres(url) => Box::new(PostgresLedger::connect(url)?),
     })
 }

@@ -539,8 +539,8 @@ fn stored_share(row: &Row) -> Result<StoredShare, LedgerError> {
         id: to_u64(get(row, 0)?, "share id")?,
         record: ShareRecord {
             time_ms: to_u64(get(row, 1)?, "time_ms")?,
-            user: get(row, 2)?,
-            worker: get(row, 3)?,
+            user: get::<&str>(row, 2)?.into(),
+            worker: get::<&str>(row, 3)?.into(),
             connection_id: get::<i64>(row, 4)? as u64,
             channel_id: u32_from_bits(get(row, 5)?),
             job_id: u32_from_bits(get(row, 6)?),

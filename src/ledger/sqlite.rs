@@ -10,9 +10,11 @@
 //! (BENCHMARKS.md, "Ledger backends (issue 15)", measures both).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
@@ -63,6 +65,84 @@ const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.user, w.worker, s.connection_id,
 
 const BLOCK_COLUMNS: &str =
     "hash, height, time_ms, reward_sat, bits, user, worker, status, reason FROM blocks";
+
+/// Rows per multi-row share INSERT, largest first: a batch is cut into statements of these
+/// sizes (each prepared once and cached), so a large batch costs one statement execution per
+/// 64 shares instead of one per share. 64 rows bind 512 parameters (SQLite allows 32,766).
+const SHARE_ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+/// Parameters per share row in the INSERT.
+const SHARE_PARAMS: usize = 8;
+
+/// The share INSERT of each size in [`SHARE_ROWS_PER_INSERT`] (built once: the statement
+/// cache is keyed by the SQL text).
+fn insert_shares_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<[String; SHARE_ROWS_PER_INSERT.len()]> = OnceLock::new();
+    let all = SQL.get_or_init(|| SHARE_ROWS_PER_INSERT.map(build_insert_shares_sql));
+    let index = SHARE_ROWS_PER_INSERT
+        .iter()
+        .position(|&r| r == rows)
+        .unwrap_or(SHARE_ROWS_PER_INSERT.len() - 1);
+    &all[index]
+}
+
+/// `INSERT INTO shares ... VALUES (...), (...)` with `rows` rows of numbered parameters.
+fn build_insert_shares_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, target, \
+         difficulty, hash) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..SHARE_PARAMS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "?{}", row * SHARE_PARAMS + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Why binding a share failed: a value out of range, or SQLite itself.
+enum BindError {
+    Ledger(LedgerError),
+    Sqlite(rusqlite::Error),
+}
+
+fn sqlite_error_or(e: BindError) -> LedgerError {
+    match e {
+        BindError::Ledger(e) => e,
+        BindError::Sqlite(e) => sqlite_error(e),
+    }
+}
+
+/// Binds one share's columns at parameters `first + 1 ..= first + SHARE_PARAMS`.
+fn bind_share(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    first: usize,
+    share: &ShareRecord,
+    worker_id: i64,
+) -> Result<(), BindError> {
+    let time_ms = to_i64(share.time_ms, "time_ms").map_err(BindError::Ledger)?;
+    // Same bits as u64: ids of the product API's endpoint miners are 2^63 and up.
+    let connection_id = share.connection_id as i64;
+    let bind = |insert: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<()> {
+        insert.raw_bind_parameter(first + 1, time_ms)?;
+        insert.raw_bind_parameter(first + 2, worker_id)?;
+        insert.raw_bind_parameter(first + 3, connection_id)?;
+        insert.raw_bind_parameter(first + 4, share.channel_id)?;
+        insert.raw_bind_parameter(first + 5, share.job_id)?;
+        insert.raw_bind_parameter(first + 6, &share.target.to_le_bytes()[..])?;
+        insert.raw_bind_parameter(first + 7, share.difficulty)?;
+        insert.raw_bind_parameter(first + 8, &share.hash.as_byte_array()[..])
+    };
+    bind(insert).map_err(BindError::Sqlite)
+}
 
 /// A [`Ledger`] in an SQLite file.
 pub struct SqliteLedger {
@@ -229,39 +309,46 @@ impl SqliteLedger {
             }
         }
         {
-            let mut insert_share = tx
-                .prepare_cached(
-                    "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, \
-                     target, difficulty, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(sqlite_error)?;
+            // Worker ids first (a new pair is inserted, so not while a share statement is
+            // bound), then the shares, many rows per statement.
+            let mut worker_ids = Vec::with_capacity(batch.shares.len());
+            for share in &batch.shares {
+                worker_ids.push(
+                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
+                        .map_err(sqlite_error)?,
+                );
+            }
             // Ids of this batch's shares, kept only when a block needs its share's id.
             let mut ids = Vec::with_capacity(if batch.blocks.is_empty() {
                 0
             } else {
                 batch.shares.len()
             });
-            for share in &batch.shares {
-                let worker_id =
-                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
-                        .map_err(sqlite_error)?;
-                insert_share
-                    .execute(params![
-                        to_i64(share.time_ms, "time_ms")?,
-                        worker_id,
-                        // Same bits as u64: ids of the product API's endpoint miners are
-                        // 2^63 and up.
-                        share.connection_id as i64,
-                        share.channel_id,
-                        share.job_id,
-                        &share.target.to_le_bytes()[..],
-                        share.difficulty,
-                        &share.hash.as_byte_array()[..],
-                    ])
+            let mut at = 0;
+            while at < batch.shares.len() {
+                let rows = SHARE_ROWS_PER_INSERT
+                    .iter()
+                    .copied()
+                    .find(|&rows| rows <= batch.shares.len() - at)
+                    .unwrap_or(1);
+                let chunk = &batch.shares[at..at + rows];
+                let mut insert = tx
+                    .prepare_cached(insert_shares_sql(rows))
                     .map_err(sqlite_error)?;
-                if !batch.blocks.is_empty() {
-                    ids.push(tx.last_insert_rowid());
+                for (row, (share, worker_id)) in
+                    chunk.iter().zip(&worker_ids[at..at + rows]).enumerate()
+                {
+                    bind_share(&mut insert, row * SHARE_PARAMS, share, *worker_id)
+                        .map_err(sqlite_error_or)?;
                 }
+                insert.raw_execute().map_err(sqlite_error)?;
+                if !batch.blocks.is_empty() {
+                    // One statement under the transaction's write lock: its AUTOINCREMENT ids
+                    // are consecutive, the last one is the last row's.
+                    let last = tx.last_insert_rowid();
+                    ids.extend((0..rows as i64).rev().map(|back| last - back));
+                }
+                at += rows;
             }
             let mut insert_block = tx
                 .prepare_cached(
@@ -715,4 +802,88 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::sha256d;
+    use bitcoin::{CompactTarget, Target};
+
+    use super::*;
+
+    fn share(n: u64) -> ShareRecord {
+        ShareRecord {
+            time_ms: 1_000 + n,
+            user: format!("u{}", n % 3).into(),
+            worker: "w".into(),
+            connection_id: n % 7 + 1,
+            channel_id: 1,
+            job_id: 1,
+            target: Target::MAX,
+            difficulty: 1.0,
+            hash: BlockHash::from_raw_hash(sha256d::Hash::hash(&n.to_le_bytes())),
+        }
+    }
+
+    fn found(share: &ShareRecord) -> FoundBlockRecord {
+        FoundBlockRecord {
+            hash: share.hash,
+            height: 1,
+            time_ms: share.time_ms,
+            reward_sat: 1,
+            bits: CompactTarget::from_consensus(0x207fffff),
+            user: share.user.to_string(),
+            worker: share.worker.to_string(),
+        }
+    }
+
+    /// Batches cut into 64-, 16-, 4- and 1-row statements keep the shares in order and link
+    /// each block to its own share, wherever the statement boundaries fall.
+    #[test]
+    fn multi_row_inserts_keep_order_and_link_blocks_to_their_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap();
+        let mut next = 0u64;
+        for size in [3u64, 150, 64, 85] {
+            let shares: Vec<ShareRecord> = (next..next + size).map(share).collect();
+            let blocks = [0, 15, 16, 63, 64, 127, 128, 148, 149]
+                .into_iter()
+                .filter(|&i| i < size as usize)
+                .map(|i| found(&shares[i]))
+                .collect();
+            ledger
+                .append(&LedgerBatch {
+                    shares,
+                    blocks,
+                    ..LedgerBatch::default()
+                })
+                .unwrap();
+            next += size;
+        }
+        let stored = ledger
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: u64::MAX,
+                limit: 1_000,
+            })
+            .unwrap();
+        assert_eq!(stored.len() as u64, next);
+        for (n, s) in stored.iter().enumerate() {
+            assert_eq!(s.id, n as u64 + 1);
+            assert_eq!(s.record, share(n as u64));
+        }
+        let mut links = ledger
+            .conn
+            .prepare("SELECT b.share_id, s.id FROM blocks b JOIN shares s ON s.hash = b.hash")
+            .unwrap();
+        let pairs: Vec<(i64, i64)> = links
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(pairs.len(), 1 + 9 + 4 + 5);
+        for (linked, own) in pairs {
+            assert_eq!(linked, own, "a block links to its own share");
+        }
+    }
 }

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::ledger::{
     BatchSequence, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount,
-    ShareRecord,
+    ShareRecord, SqliteSettings, SqliteSync,
 };
 use crate::mining::{LedgerStatus, SessionEvent};
 use crate::shell::LogBudget;
@@ -51,18 +51,24 @@ pub struct LedgerSettings {
     pub url: String,
     /// Group commit.
     pub writer: WriterSettings,
+    /// When an SQLite ledger's commits reach the disk (FULL unless configured).
+    pub sqlite_sync: SqliteSync,
 }
 
 /// Opens the ledger at `url` (see [`LedgerSettings::url`]), migrating its schema. Opened on
 /// a thread of its own: the PostgreSQL client blocks on a runtime of its own, which cannot
 /// start on a thread that drives the caller's (the server is built inside one).
-pub fn open_ledger(url: &str) -> Result<Box<dyn Ledger>, LedgerError> {
+pub fn open_ledger(url: &str, sqlite_sync: SqliteSync) -> Result<Box<dyn Ledger>, LedgerError> {
     let location = crate::ledger::LedgerLocation::parse(url)?;
+    let sqlite = SqliteSettings {
+        synchronous: sqlite_sync,
+        ..SqliteSettings::default()
+    };
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("ledger-open".into())
             .spawn_scoped(scope, || {
-                crate::ledger::open(&location).map_err(|e| match e {
+                crate::ledger::open_with(&location, &sqlite).map_err(|e| match e {
                     // Which ledger, without its password.
                     LedgerError::Unavailable(why) => {
                         LedgerError::Unavailable(format!("{location}: {why}"))
@@ -118,8 +124,8 @@ impl CommitSignal {
     }
 }
 
-/// An accepted share as a connection hands it over (the writer makes the record: the strings
-/// are built off the connection's task).
+/// An accepted share as a connection hands it over (the writer makes the record: user and
+/// worker are resolved off the connection's task, once per identity, see `UserCache`).
 #[derive(Debug)]
 pub struct ShareInput {
     /// The connection's commit signal.
@@ -130,8 +136,8 @@ pub struct ShareInput {
     pub time_ms: u64,
     /// The channel's user_identity.
     pub user_identity: Arc<str>,
-    /// The worker TLV, if any.
-    pub worker: Option<String>,
+    /// The worker TLV, if any (shared).
+    pub worker: Option<Arc<str>>,
     /// The pool's connection id.
     pub connection_id: u64,
     /// The channel.
@@ -174,8 +180,8 @@ pub enum LedgerMessage {
     Rejected {
         /// The channel's user_identity (empty: no such channel).
         user_identity: Option<Arc<str>>,
-        /// The worker TLV, if any.
-        worker: Option<String>,
+        /// The worker TLV, if any (shared).
+        worker: Option<Arc<str>>,
         /// The error code sent.
         reason: &'static str,
     },
@@ -347,6 +353,7 @@ impl LedgerWriter {
             maintain: None,
             last_maintained: None,
             batch: LedgerBatch::default(),
+            users: UserCache::default(),
             releases: HashMap::new(),
             verdicts: Vec::new(),
             rejected: HashMap::new(),
@@ -397,6 +404,64 @@ fn now_ms() -> u64 {
     crate::shell::unix_ms()
 }
 
+/// Most identities (and identity/worker-TLV pairs) [`UserCache`] keeps before it starts over.
+const MAX_CACHED_IDENTITIES: usize = 65_536;
+
+/// Each channel identity's ledger user and worker ([`ledger_user`]), resolved at its first
+/// share and shared by every later one (a share costs a lookup, no parsing or allocation).
+/// Bounded: past [`MAX_CACHED_IDENTITIES`] it is emptied and refills from the shares coming.
+#[derive(Default)]
+struct UserCache {
+    /// By user_identity: the pair without a worker TLV, and the pairs by worker TLV.
+    by_identity: HashMap<Arc<str>, ResolvedIdentity>,
+    entries: usize,
+}
+
+#[derive(Default)]
+struct ResolvedIdentity {
+    plain: Option<(Arc<str>, Arc<str>)>,
+    by_worker: HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
+}
+
+impl UserCache {
+    /// The ledger user and worker of shares of `identity` with the worker TLV `worker`.
+    fn resolve(&mut self, identity: &Arc<str>, worker: Option<&Arc<str>>) -> (Arc<str>, Arc<str>) {
+        if self.entries >= MAX_CACHED_IDENTITIES {
+            self.by_identity.clear();
+            self.entries = 0;
+        }
+        let resolve = || {
+            let (user, worker) = ledger_user(identity, worker.map(|w| &**w));
+            (Arc::<str>::from(user), Arc::<str>::from(worker))
+        };
+        let resolved = match self.by_identity.get_mut(&**identity) {
+            Some(r) => r,
+            None => self.by_identity.entry(identity.clone()).or_default(),
+        };
+        let (found, new) = match worker.filter(|w| !w.is_empty()) {
+            None => match &resolved.plain {
+                Some(pair) => (pair.clone(), false),
+                None => (resolved.plain.insert(resolve()).clone(), true),
+            },
+            Some(tlv) => match resolved.by_worker.get(&**tlv) {
+                Some(pair) => (pair.clone(), false),
+                None => {
+                    let pair = resolve();
+                    resolved.by_worker.insert(tlv.clone(), pair.clone());
+                    (pair, true)
+                }
+            },
+        };
+        if new {
+            self.entries += 1;
+        }
+        found
+    }
+}
+
+/// Rejected shares are counted per user_identity, worker TLV and reason.
+type RejectedKey = (Arc<str>, Option<Arc<str>>, &'static str);
+
 /// The writer thread's state.
 struct WriterCore {
     ledger: Box<dyn Ledger>,
@@ -414,13 +479,15 @@ struct WriterCore {
     last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
+    /// Each identity's ledger user and worker, resolved once.
+    users: UserCache,
     /// Per commit signal (a connection's, or one `handle_message` call's; keyed by its
     /// address): the signal and the highest of its share numbers in `batch`.
     releases: HashMap<usize, (Arc<CommitSignal>, u64)>,
     /// Verdicts to write after `batch`.
     verdicts: Vec<(BlockHash, BlockStatus)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
-    rejected: HashMap<(Arc<str>, Option<String>, &'static str), u64>,
+    rejected: HashMap<RejectedKey, u64>,
     stopping: Arc<AtomicBool>,
     failures: LogBudget<&'static str>,
     totals: WriterTotals,
@@ -472,7 +539,7 @@ impl WriterCore {
     fn take(&mut self, message: LedgerMessage) -> bool {
         match message {
             LedgerMessage::Share(s) => {
-                let (user, worker) = ledger_user(&s.user_identity, s.worker.as_deref());
+                let (user, worker) = self.users.resolve(&s.user_identity, s.worker.as_ref());
                 self.batch.shares.push(ShareRecord {
                     time_ms: s.time_ms,
                     user,
@@ -844,8 +911,8 @@ mod tests {
                 limit: 10,
             })
             .unwrap();
-        assert_eq!(stored[0].record.user, "bc1qalice");
-        assert_eq!(stored[0].record.worker, "rig");
+        assert_eq!(&*stored[0].record.user, "bc1qalice");
+        assert_eq!(&*stored[0].record.worker, "rig");
         assert_eq!(
             l.rejected().unwrap(),
             [RejectedCount {
@@ -931,6 +998,26 @@ mod tests {
             [(CompactTarget::from_consensus(0x1d00_ffff), 1)],
             "once, after the share was written"
         );
+    }
+
+    #[test]
+    fn each_identity_is_resolved_once_and_shared_by_its_shares() {
+        let mut users = UserCache::default();
+        let identity: Arc<str> = Arc::from("BC1QALICE.rig");
+        let (user, worker) = users.resolve(&identity, None);
+        assert_eq!((&*user, &*worker), ("bc1qalice", "rig"));
+        let (again, _) = users.resolve(&Arc::from("BC1QALICE.rig"), Some(&Arc::from("")));
+        assert!(
+            Arc::ptr_eq(&user, &again),
+            "the same identity: the same string"
+        );
+        let (tlv_user, tlv_worker) = users.resolve(&identity, Some(&Arc::from("tlv")));
+        assert_eq!((&*tlv_user, &*tlv_worker), ("bc1qalice", "tlv"));
+        assert_eq!(users.entries, 2);
+        for n in 0..MAX_CACHED_IDENTITIES + 1 {
+            users.resolve(&Arc::from(format!("u{n}")), None);
+        }
+        assert!(users.entries <= MAX_CACHED_IDENTITIES, "bounded");
     }
 
     #[test]

@@ -393,7 +393,10 @@ impl StratumV2Server {
     ) -> Result<Self, StratumV2Error> {
         let config: ServerConfig = config.into();
         let ledger = match &config.ledger {
-            Some(settings) => Some(ledger_writer::open_ledger(&settings.url)?),
+            Some(settings) => Some(ledger_writer::open_ledger(
+                &settings.url,
+                settings.sqlite_sync,
+            )?),
             None => None,
         };
         // Payouts: a block the node accepts is settled (its reward split over its window, or

@@ -98,7 +98,7 @@ impl Session {
         channel_id: u32,
         sequence_number: u32,
         verdict: Result<Verdict, ShareRejection>,
-        worker: Option<String>,
+        worker: Option<Arc<str>>,
         now_ms: u64,
     ) -> Result<(), SessionError> {
         let verdict = match verdict {

@@ -45,8 +45,8 @@ pub enum SessionEvent {
         channel_id: u32,
         /// The channel difficulty it was accepted at.
         difficulty: f64,
-        /// Worker name from the 0x0002 TLV, if the client sent one.
-        worker: Option<String>,
+        /// Worker name from the 0x0002 TLV, if the client sent one (shared).
+        worker: Option<Arc<str>>,
         /// The pool-wide id of the work it was on.
         work_id: u64,
         /// Its header hash.
@@ -69,8 +69,8 @@ pub enum SessionEvent {
         reason: ShareRejection,
         /// The channel's user_identity, if the channel exists.
         user_identity: Option<Arc<str>>,
-        /// Worker name from the 0x0002 TLV, if the client sent one.
-        worker: Option<String>,
+        /// Worker name from the 0x0002 TLV, if the client sent one (shared).
+        worker: Option<Arc<str>>,
     },
     /// A share met the network target: the block to submit, before anything else.
     BlockFound(Box<FoundBlock>),

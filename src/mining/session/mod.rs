@@ -76,6 +76,9 @@ pub struct Session {
     state: State,
     flags: u32,
     worker_tlv: bool,
+    /// The last worker name a 0x0002 TLV carried: its shares share the string (a miner names
+    /// the same worker share after share; no allocation per share).
+    last_worker: Option<Arc<str>>,
     channels: Vec<Channel>,
     next_channel_id: u32,
     group_channel_id: u32,
@@ -128,6 +131,7 @@ impl Session {
             state: State::AwaitingSetup,
             flags: 0,
             worker_tlv: false,
+            last_worker: None,
             channels: Vec::new(),
             next_channel_id: 1,
             group_channel_id: 0,

@@ -129,16 +129,20 @@ impl Session {
     /// The worker named by the user_identity TLV of extension 0x0002, if it was negotiated (an
     /// unexpected TLV is ignored otherwise). A malformed or over-long one, or one that is not
     /// UTF-8, rejects the message (03 §3.4.3: "the recipient MUST reject the message").
-    fn worker_identity(&self, tlv: &[u8]) -> Result<Option<String>, ShareRejection> {
+    fn worker_identity(&mut self, tlv: &[u8]) -> Result<Option<Arc<str>>, ShareRejection> {
         if !self.worker_tlv {
             return Ok(None);
         }
         match TlvDecoder::new(tlv, &[USER_IDENTITY]).next() {
             None => Ok(None),
             Some(Err(_)) => Err(ShareRejection::InvalidTlv),
-            Some(Ok(t)) => std::str::from_utf8(t.value)
-                .map(|s| Some(s.to_owned()))
-                .map_err(|_| ShareRejection::InvalidTlv),
+            Some(Ok(t)) => {
+                let name = std::str::from_utf8(t.value).map_err(|_| ShareRejection::InvalidTlv)?;
+                match &self.last_worker {
+                    Some(last) if **last == *name => Ok(Some(last.clone())),
+                    _ => Ok(Some(self.last_worker.insert(Arc::from(name)).clone())),
+                }
+            }
         }
     }
 
