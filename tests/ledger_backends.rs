@@ -883,3 +883,29 @@ fn retried_batches_are_written_once_in_every_backend() {
         &mut PostgresLedger::connect(&server.fresh_database()).unwrap(),
     );
 }
+
+/// The pool's opening of a PostgreSQL ledger: a server that is down at start gives a ledger
+/// that is unavailable until the server answers, then writes; a database that does not exist
+/// stops the start.
+#[test]
+fn a_postgres_ledger_down_at_start_connects_when_it_answers() {
+    use blvm_stratum_v2::server::ledger_writer::open_ledger;
+    let mut server = TempPostgres::start();
+    let url = server.fresh_database();
+    server.stop();
+    let mut ledger = open_ledger(&url, SqliteSync::Full).expect("opens while the server is down");
+    assert!(matches!(
+        ledger.append(&one_share(1)),
+        Err(LedgerError::Unavailable(_))
+    ));
+    server.start_again();
+    ledger
+        .append(&one_share(1))
+        .expect("writes once the server answers");
+    assert_eq!(ledger.last_share_id().unwrap(), 1);
+    let missing = server.url_of("no_such_database");
+    assert!(
+        open_ledger(&missing, SqliteSync::Full).is_err(),
+        "a database that does not exist is not an outage"
+    );
+}

@@ -185,6 +185,15 @@ impl PostgresLedger {
     /// the key=value form), migrating its schema. A malformed URL is `Location`; a server
     /// that does not answer, `Unavailable`.
     pub fn connect(url: &str) -> Result<Self, LedgerError> {
+        let mut ledger = Self::connect_later(url)?;
+        ledger.connection = Some(Connection::open(&ledger.config)?);
+        Ok(ledger)
+    }
+
+    /// The ledger at `url`, connected (and migrated) by its first call: for a pool that
+    /// starts while its database is down (each call then fails as `Unavailable` until the
+    /// server answers). A malformed URL is `Location`.
+    pub fn connect_later(url: &str) -> Result<Self, LedgerError> {
         // The parser's message may quote the URL, password included: say only what it is.
         let mut config: Config = url.parse().map_err(|_| {
             LedgerError::Location("not a PostgreSQL connection URL (password not shown)".into())
@@ -198,10 +207,9 @@ impl PostgresLedger {
         if config.get_application_name().is_none() {
             config.application_name("blvm-stratum-v2");
         }
-        let connection = Connection::open(&config)?;
         Ok(PostgresLedger {
             config,
-            connection: Some(connection),
+            connection: None,
             worker_ids: HashMap::new(),
         })
     }

@@ -68,7 +68,24 @@ pub fn open_ledger(url: &str, sqlite_sync: SqliteSync) -> Result<Box<dyn Ledger>
         std::thread::Builder::new()
             .name("ledger-open".into())
             .spawn_scoped(scope, || {
-                crate::ledger::open_with(&location, &sqlite).map_err(|e| match e {
+                let opened = match (&location, crate::ledger::open_with(&location, &sqlite)) {
+                    // A database that is down at start is a database down: the pool starts,
+                    // refuses shares (`ledger-unavailable`) and connects when it answers. A
+                    // wrong password or database name still stops the start.
+                    (
+                        crate::ledger::LedgerLocation::Postgres(url),
+                        Err(LedgerError::Unavailable(why)),
+                    ) => {
+                        warn!(
+                            "the share ledger at {location} is unavailable at start ({why}); \
+                             shares are refused until it answers"
+                        );
+                        crate::ledger::PostgresLedger::connect_later(url)
+                            .map(|l| Box::new(l) as Box<dyn Ledger>)
+                    }
+                    (_, other) => other,
+                };
+                opened.map_err(|e| match e {
                     // Which ledger, without its password.
                     LedgerError::Unavailable(why) => {
                         LedgerError::Unavailable(format!("{location}: {why}"))
