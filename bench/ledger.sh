@@ -11,7 +11,8 @@
 # tests/common/postgres.rs does (initdb in a temporary directory, as nobody via runuser when
 # root, 127.0.0.1 on an ephemeral port, fsync ON: a real commit's cost), point the pool at it
 # with --ledger-url, stop and remove it at the end.
-# POOL_BIN=PATH benches another build of the pool; PERF=FILE profiles the pool under the load.
+# POOL_BIN=PATH benches another build of the pool; PERF=FILE profiles the pool under the load;
+# PERF_STAT=1 adds its context switches per acknowledged share.
 set -u
 BIN=${POOL_BIN:-$(dirname "$0")/../target/release/blvm-stratum-v2}
 LOADGEN=${LOADGEN_BIN:-$BIN}
@@ -56,10 +57,18 @@ for i in $(seq 100); do grep -q "authority public key" $d/out 2>/dev/null && gre
 addr=$(grep "listening on" $d/out | sed 's/.*listening on \([^ ]*\).*/\1/')
 key=$(grep "authority public key: " $d/out | sed 's/authority public key: //')
 # PERF=FILE: profile the pool during the load (perf record -g).
+# PERF_STAT=1: count the pool's context switches and CPU time (ms) during the load (perf stat),
+# per acknowledged share (this VM has no hardware counters: no instructions or cycles).
 perf_pid=; if [[ -n ${PERF:-} ]]; then perf record -g -o "$PERF" -p $pid >/dev/null 2>&1 & perf_pid=$!; fi
+if [[ -n ${PERF_STAT:-} ]]; then perf stat -e context-switches,task-clock -p $pid -o $OUT/$name.perfstat >/dev/null 2>&1 & perf_pid=$!; fi
 timeout 120 $LOADGEN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
 if [[ -n $perf_pid ]]; then kill -INT $perf_pid; wait $perf_pid; fi
 kill -TERM $pid; wait $pid
+if [[ -n ${PERF_STAT:-} ]]; then
+    acked=$(grep -o '[0-9]* acknowledged =' $OUT/$name.txt | head -1 | grep -o '[0-9]*')
+    awk -v n="$acked" '/context-switches/ { gsub(",", "", $1); printf "pool context switches per acknowledged share: %.3f\n", $1 / n }
+        /task-clock/ { gsub(",", "", $1); printf "pool CPU per acknowledged share (connections set up included): %.2f µs\n", $1 * 1000 / n }' $OUT/$name.perfstat >> $OUT/$name.txt
+fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >> $OUT/$name.txt
 ls -la $d >> $OUT/$name.txt
 rm -rf $d
