@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, NtimePolicy, run_miner};
+use blvm_stratum_v2::client::{
+    Backoff, ChannelKind, MinerOptions, NtimePolicy, run_miner, run_miner_reconnecting,
+};
 use blvm_stratum_v2::config::{Backend, DEFAULT_LOG_MAX_BYTES, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::module::{ModuleEnv, ModuleNode};
@@ -226,6 +228,10 @@ struct MinerArgs {
     /// Never roll nTime within a job: once a job's nonce space is spent, wait for the next.
     #[arg(long)]
     no_ntime_roll: bool,
+    /// Stop when the pool asks to reconnect or the connection drops, instead of connecting
+    /// again (with a backoff of 1 s doubling to 30 s after failures).
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -544,19 +550,31 @@ fn miner(args: MinerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(async { run_miner(opts, stop_signal()).await }) {
-        Ok(report) => {
-            println!(
-                "stopped ({:?}): {} shares accepted, {} rejected, {} jobs, {} prev hashes, {:.0} h/s",
-                report.stop,
-                report.shares_accepted,
-                report.shares_rejected.values().sum::<u64>(),
-                report.jobs_received,
-                report.prev_hashes_received,
-                report.hashes as f64 / report.elapsed.as_secs_f64().max(1e-9)
-            );
-            ExitCode::SUCCESS
-        }
+    let print = |report: &blvm_stratum_v2::client::MinerReport, connections: u64| {
+        println!(
+            "stopped ({:?}): {} shares accepted, {} rejected, {} jobs, {} prev hashes, {:.0} h/s, {} connection(s)",
+            report.stop,
+            report.shares_accepted,
+            report.shares_rejected.values().sum::<u64>(),
+            report.jobs_received,
+            report.prev_hashes_received,
+            report.hashes as f64 / report.elapsed.as_secs_f64().max(1e-9),
+            connections
+        );
+    };
+    let result = if args.no_reconnect {
+        runtime
+            .block_on(async { run_miner(opts, stop_signal()).await })
+            .map(|report| print(&report, 1))
+    } else {
+        runtime
+            .block_on(async {
+                run_miner_reconnecting(opts, Backoff::default(), stop_signal()).await
+            })
+            .map(|r| print(&r.total, r.connections))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE

@@ -44,8 +44,11 @@ use crate::shell::{Printable, Refused};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
 const LISTEN_BACKLOG: u32 = 4096;
-/// How long shutdown waits for connections to flush and close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for connections to flush and close: longer than a connection's
+/// drain (it is asked to reconnect, then kept for its acknowledgements,
+/// `shell::DEFAULT_DRAIN_GRACE`), so that a drained connection closes on its own rather than
+/// being aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// How long `handle_message` waits for the ledger to commit the shares its reply
 /// acknowledges; past it, the reply is withheld (an error), never sent unrecorded.
 const ENDPOINT_COMMIT_WAIT: Duration = Duration::from_secs(10);

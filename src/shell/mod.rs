@@ -15,7 +15,7 @@ pub mod setup_slots;
 pub mod token_bucket;
 
 pub use admission::{Admission, AdmissionConfig, Ending, Refusal};
-pub use driver::{DriverLimits, Handler, drive};
+pub use driver::{DEFAULT_DRAIN_GRACE, DriverLimits, Handler, drive};
 pub use listener::{
     ListenerConfig, accept_loop, accept_loop_admitting, listen, raise_nofile_limit,
 };
