@@ -192,6 +192,10 @@ struct LoadgenArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Connect again when the pool asks (Reconnect) or a connection drops during the load,
+    /// with backoff, as real miners do; without it such a connection ends as an error.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// Options of the CPU miner.
@@ -506,6 +510,7 @@ fn loadgen(args: LoadgenArgs) -> ExitCode {
         setup_timeout: secs(args.setup_timeout),
         threads: args.threads,
         server_pid: args.server_pid,
+        reconnect: args.reconnect,
         ..Default::default()
     };
     let report = match blvm_stratum_v2::loadgen::run(opts) {

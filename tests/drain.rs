@@ -250,3 +250,96 @@ async fn a_client_that_ignores_reconnect_is_closed_after_the_drain() {
         .expect("the pool stopped after the drain")
         .unwrap();
 }
+
+/// The load generator with `reconnect` follows a drained pool's Reconnect and comes back when
+/// it restarts on the same address, each connection under its own channel name; every share
+/// it saw acknowledged, before the restart and after, is in the ledger.
+#[test]
+fn the_load_generator_follows_a_restart_and_every_acknowledged_share_is_kept() {
+    use std::collections::HashMap;
+
+    use blvm_stratum_v2::loadgen::{self, LoadgenOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let first = pool_on(dir.path(), "127.0.0.1:0", node.clone());
+    let addr = runtime.block_on(first.start()).expect("started");
+    let key = first.authority_public_key().to_owned();
+    let (url, authority_pubkey) = (addr.to_string(), key);
+    let load = std::thread::spawn(move || {
+        loadgen::run(LoadgenOptions {
+            url,
+            authority_pubkey,
+            connections: 20,
+            rate: 0.0,
+            window: 2,
+            duration: Duration::from_secs(6),
+            hold: Duration::from_millis(100),
+            grace: Duration::from_secs(2),
+            setup_timeout: Duration::from_secs(30),
+            threads: 1,
+            user: "restart".into(),
+            reconnect: true,
+            ..LoadgenOptions::default()
+        })
+        .expect("load generator ran")
+    });
+    runtime.block_on(async {
+        until_accepted(&first, 200).await;
+        tokio::time::timeout(Duration::from_secs(20), first.stop())
+            .await
+            .expect("stopped in time")
+            .expect("stopped");
+    });
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = pool_on(dir.path(), &addr.to_string(), node);
+    runtime.block_on(async {
+        second.start().await.expect("restarted");
+        until_accepted(&second, 200).await;
+    });
+    let report = load.join().expect("load generator");
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), second.stop())
+            .await
+            .expect("stopped in time")
+            .expect("stopped");
+    });
+    assert!(report.reconnects >= 20, "{}", report.to_text());
+    // Refused reconnects while no pool listened, and shares gone stale on the blocks found.
+    assert!(
+        report
+            .errors
+            .keys()
+            .all(|k| k.starts_with("reconnect failed") || k == "share rejected: stale-share"),
+        "{:?}",
+        report.errors
+    );
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
+    let rows = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX >> 1,
+            limit: usize::MAX >> 1,
+        })
+        .expect("shares");
+    let mut by_worker: HashMap<String, u64> = HashMap::new();
+    for s in &rows {
+        *by_worker.entry(s.record.worker.to_string()).or_default() += 1;
+    }
+    assert_eq!(report.acked_by_channel.len(), 20);
+    for (identity, acked) in &report.acked_by_channel {
+        let worker = identity.split_once('.').map_or("", |(_, w)| w);
+        let stored = by_worker.get(worker).copied().unwrap_or(0);
+        assert!(*acked > 0, "{identity} mined");
+        assert!(
+            stored >= *acked,
+            "{identity}: {acked} acknowledged, {stored} in the ledger"
+        );
+    }
+}
