@@ -91,6 +91,10 @@ impl PoolHandler<'_> {
 impl Handler<Session> for PoolHandler<'_> {
     type Update = Option<Arc<Work>>;
 
+    fn drains_on_stop(&self) -> bool {
+        self.shared.gate.is_shutting_down()
+    }
+
     fn on_update(
         &mut self,
         conn: &mut Connection<Session>,

@@ -168,6 +168,12 @@ impl Gate {
         conn.set_up
     }
 
+    /// Whether the pool is shutting down: a connection's stop signal then means "drain" (ask
+    /// the miner to reconnect elsewhere), not eviction or "pool full" (close at once).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        lock(&self.live).shutting_down
+    }
+
     /// Pool shutdown: every live connection is told, and no new one is admitted.
     pub(crate) fn shut_down_all(&self) {
         let mut live = lock(&self.live);

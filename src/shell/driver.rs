@@ -87,6 +87,14 @@ pub trait Handler<P: Protocol> {
         None
     }
 
+    /// Whether a stop signal now means the server is stopping, so the connection is drained
+    /// ([`Protocol::begin_drain`]: the peer asked to go elsewhere, the connection kept for the
+    /// answers it is owed) rather than closed at once (eviction, a full pool). Asked when the
+    /// stop signal comes.
+    fn drains_on_stop(&self) -> bool {
+        false
+    }
+
     /// Called when [`Self::waker`] was notified.
     fn on_wake(
         &mut self,
@@ -260,6 +268,7 @@ where
                         let t = unix_ms();
                         now = Some(t);
                         let asked = !limits.drain_grace.is_zero()
+                            && handler.drains_on_stop()
                             && conn.with_protocol(|p| p.begin_drain(t)).unwrap_or(false);
                         if asked {
                             draining_until = Some(
