@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::ledger::{
-    BatchSequence, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount,
-    ShareRecord, SqliteSettings, SqliteSync,
+    BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
+    LedgerError, RejectedCount, ShareRecord, SqliteSettings, SqliteSync,
 };
 use crate::mining::{LedgerStatus, SessionEvent};
 use crate::shell::LogBudget;
@@ -184,6 +184,8 @@ pub struct BlockInput {
     pub bits: CompactTarget,
     /// The finding channel's user_identity.
     pub user_identity: String,
+    /// What its coinbase paid the PPLNS window, if its work paid it.
+    pub coinbase_payouts: Option<Arc<CoinbasePayouts>>,
 }
 
 /// What connections and the submitter send the writer.
@@ -265,6 +267,7 @@ pub fn ledger_message(
             }),
             bits: found.block.header.bits,
             user_identity: found.user_identity.clone(),
+            coinbase_payouts: found.coinbase_payouts.clone(),
         }),
         _ => return None,
     })
@@ -335,6 +338,25 @@ pub struct Maintenance {
     pub run: MaintenanceHook,
     /// Least time between two runs.
     pub every: Duration,
+    /// Payouts in the coinbase: the current window, read and published.
+    pub window: Option<WindowRefresh>,
+}
+
+/// What reads the current PPLNS window off the ledger and publishes it (payouts in the
+/// coinbase), given the network's nBits.
+pub type WindowHook =
+    Box<dyn FnMut(&mut dyn Ledger, CompactTarget) -> Result<(), LedgerError> + Send>;
+
+/// Reading the current window for payouts in the coinbase: `run` runs on the writer thread
+/// after a commit, once the network's nBits are known (the first
+/// [`LedgerMessage::Maintain`]): at once on each `Maintain` (a new tip), and after commits
+/// of shares at most every `every`. The ledger is the writer's alone, so the window is read
+/// where it is written: nothing else opens it.
+pub struct WindowRefresh {
+    /// Reads and publishes the window.
+    pub run: WindowHook,
+    /// Least time between two reads after commits.
+    pub every: Duration,
 }
 
 impl LedgerWriter {
@@ -368,6 +390,10 @@ impl LedgerWriter {
             batches_sent: 0,
             maintenance,
             maintain: None,
+            bits: None,
+            window_now: false,
+            window_stale: false,
+            window_read: None,
             last_maintained: None,
             batch: LedgerBatch::default(),
             users: UserCache::default(),
@@ -493,6 +519,12 @@ struct WriterCore {
     maintenance: Option<Maintenance>,
     /// The nBits of the last `Maintain` not acted on yet.
     maintain: Option<CompactTarget>,
+    /// The nBits of the last `Maintain`, for the window.
+    bits: Option<CompactTarget>,
+    /// Whether the window must be read again at once (a new tip), or when due (new shares).
+    window_now: bool,
+    window_stale: bool,
+    window_read: Option<Instant>,
     last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
@@ -592,10 +624,15 @@ impl WriterCore {
                     bits: b.bits,
                     user,
                     worker,
+                    coinbase_payouts: b.coinbase_payouts.as_deref().cloned(),
                 });
             }
             LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status)),
-            LedgerMessage::Maintain(bits) => self.maintain = Some(bits),
+            LedgerMessage::Maintain(bits) => {
+                self.maintain = Some(bits);
+                self.bits = Some(bits);
+                self.window_now = true;
+            }
             LedgerMessage::Stop => return true,
         }
         false
@@ -640,6 +677,7 @@ impl WriterCore {
             }
             self.totals.commits += 1;
             self.totals.shares += self.batch.shares.len() as u64;
+            self.window_stale |= !self.batch.shares.is_empty();
         }
         for (_, (signal, up_to)) in self.releases.drain() {
             signal.commit(up_to);
@@ -672,6 +710,31 @@ impl WriterCore {
         self.verdicts.clear();
         self.clear();
         self.maintain();
+        self.read_window();
+    }
+
+    /// Reads the current window (payouts in the coinbase) when a new tip asks for it, or
+    /// shares were committed since the last read and it is due. A failure is logged and left
+    /// for the next time: the pool's work keeps the window it has.
+    fn read_window(&mut self) {
+        let (Some(bits), Some(refresh)) = (
+            self.bits,
+            self.maintenance.as_mut().and_then(|m| m.window.as_mut()),
+        ) else {
+            return;
+        };
+        let due = self
+            .window_read
+            .is_none_or(|t| t.elapsed() >= refresh.every);
+        if !(self.window_now || (self.window_stale && due)) {
+            return;
+        }
+        self.window_now = false;
+        self.window_stale = false;
+        self.window_read = Some(Instant::now());
+        if let Err(e) = (refresh.run)(&mut *self.ledger, bits) {
+            warn!("cannot read the PPLNS window for payouts in the coinbase: {e}");
+        }
     }
 
     /// Runs the maintenance after a commit (what it decides on is written), if asked and due.
@@ -994,6 +1057,7 @@ mod tests {
                     seen.lock().unwrap().push((bits, l.last_share_id()?));
                     Ok(0)
                 }),
+                window: None,
             }),
         )
         .unwrap();
@@ -1088,6 +1152,7 @@ mod tests {
             reward_sat: 5_000_000_000,
             bits: CompactTarget::from_consensus(0x207fffff),
             user_identity: "bc1qbob.w".into(),
+            coinbase_payouts: None,
         }));
         tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted));
         w.stop();
