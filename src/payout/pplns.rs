@@ -18,6 +18,11 @@
 //!    within one satoshi of their exact part, and the sum of payouts and fee is the reward.
 //! 5. The part of [`DONATION_USER`](super::identity::DONATION_USER) (full donations) is
 //!    added to the fee.
+//!
+//! Rules 1 and 2 are [`count`] (a window's per-user weights and bounds), rules 3 to 5
+//! [`divide`] (a reward over them); [`split`] is the one after the other, so a window counted
+//! once and divided for several rewards (each template's, with payouts in the coinbase) gives
+//! the satoshis a split of the same shares gives, bit for bit.
 
 use std::collections::BTreeMap;
 
