@@ -936,7 +936,12 @@ fn recompute_coinbase_from_export(
 ) -> (Vec<(String, u64)>, u64) {
     let counted = shares
         .iter()
-        .filter(|s| s.id <= terms.last_share_id && !s.record.user.starts_with("sri/"))
+        // Channels paid in their own coinbase are in no window (full donations are).
+        .filter(|s| {
+            s.id <= terms.last_share_id
+                && !s.record.user.starts_with("sri/solo/")
+                && !s.record.user.starts_with("sri/donate/")
+        })
         .map(WindowShare::from);
     let split = pplns::split(
         counted,
@@ -1142,4 +1147,109 @@ async fn the_pool_pays_the_window_in_the_coinbase() {
         .map(|b| (b.user, b.earned_sat))
         .collect();
     assert_eq!(balances, earned);
+}
+
+/// A block whose coinbase paid the window, accepted but not settled when the pool stopped:
+/// after a restart (the SQLite file reopened) it is settled from what the block recorded
+/// (`coinbase-pplns`, the users its coinbase paid, the pool's rest as the fee), once, moving no
+/// balance; and the recomputation from the ledger's shares (what `ledger payouts` shows) gives
+/// the same numbers.
+#[test]
+fn a_block_paying_the_window_is_settled_from_its_record_after_a_restart() {
+    use blvm_stratum_v2::ledger::CoinbasePayouts;
+    use blvm_stratum_v2::payout::settle::{coinbase_pplns_payouts, compute_payouts, window_shares};
+    use blvm_stratum_v2::payout::{CoinbasePayoutTerms, read_window, settle_unsettled};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let address = |n: u8| Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, n]), Network::Regtest);
+    let policy = PayoutPolicy {
+        accounts: [
+            ("alice".to_owned(), address(1).as_unchecked().clone()),
+            ("bob".to_owned(), address(2).as_unchecked().clone()),
+        ]
+        .into(),
+        coinbase_payouts: Some(CoinbasePayoutTerms {
+            dust_sat: 1_000,
+            max_outputs: 1,
+        }),
+        ..policy()
+    };
+    let bits = CompactTarget::from_consensus(BITS);
+    let finding = 101;
+    let paid = {
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        ledger
+            .append(&LedgerBatch {
+                shares: (1..=100).map(share).collect(),
+                ..LedgerBatch::default()
+            })
+            .unwrap();
+        // What the pool's work paid: the window read now (S = 100), the template's reward.
+        let window = read_window(&mut ledger, &policy, bits).unwrap();
+        assert_eq!(window.last_share_id, 100);
+        let shares = ledger
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: 100,
+                limit: usize::MAX,
+            })
+            .unwrap();
+        let terms = CoinbasePayouts {
+            window_difficulty: window.window_difficulty,
+            counted_difficulty: 0.0,
+            first_share_id: 0,
+            last_share_id: 100,
+            fee_ppm: pplns::fee_ppm(policy.fee_percent),
+            dust_sat: 1_000,
+            max_outputs: 1,
+            payouts: Vec::new(),
+            pool_sat: 0,
+        };
+        let (split, paid) = coinbase_pplns_payouts(&shares, &terms, REWARD, &policy).unwrap();
+        // The cap of one: the larger of alice and bob; carol and dave have no address.
+        assert_eq!(paid.payouts.len(), 1, "{paid:?}");
+        assert!(["alice", "bob"].contains(&paid.payouts[0].user.as_str()));
+        assert!(split.users.len() >= 3);
+        assert_eq!(
+            paid.pool_sat + paid.payouts[0].amount_sat,
+            REWARD,
+            "the rest to the pool"
+        );
+        ledger
+            .append(&LedgerBatch {
+                shares: vec![share(finding)],
+                blocks: vec![FoundBlockRecord {
+                    coinbase_payouts: Some(paid.clone()),
+                    ..found(finding, REWARD)
+                }],
+                ..LedgerBatch::default()
+            })
+            .unwrap();
+        ledger
+            .set_block_status(hash(finding), &BlockStatus::Accepted)
+            .unwrap();
+        paid
+    };
+    // The restart.
+    let mut ledger = SqliteLedger::open(&path).unwrap();
+    let stored = ledger.block(hash(finding)).unwrap().unwrap();
+    assert_eq!(stored.block.coinbase_payouts.as_ref(), Some(&paid));
+    let (settled, failed) = settle_unsettled(&mut ledger, &policy, 7).unwrap();
+    assert_eq!((settled, failed.len()), (1, 0));
+    let c = ledger.payouts(hash(finding)).unwrap().unwrap();
+    assert_eq!(c.scheme, "coinbase-pplns");
+    assert_eq!(c.payouts, paid.payouts);
+    assert_eq!(c.fee_sat, paid.pool_sat);
+    assert_eq!(
+        (c.first_share_id, c.last_share_id),
+        (paid.first_share_id, 100)
+    );
+    assert!(ledger.balances().unwrap().is_empty(), "no balance moves");
+    assert_eq!(settle_unsettled(&mut ledger, &policy, 8).unwrap().0, 0);
+    // Recomputed from the ledger's shares: the same numbers.
+    let finding_share = ledger.share_by_hash(hash(finding)).unwrap().unwrap();
+    let shares = window_shares(&mut ledger, &stored.block, &finding_share, &policy).unwrap();
+    let (_, again) = compute_payouts(&stored.block, finding, &shares, &policy, 0).unwrap();
+    assert!(same_numbers(&again, &c), "{again:?} vs {c:?}");
 }
