@@ -30,4 +30,4 @@ pub use identity::{
 pub use policy::{CoinbasePayoutTerms, PayoutPolicy, PayoutScheme};
 pub use retention::prune_before;
 pub use settle::{compute_payouts, same_numbers, settle_block, settle_unsettled};
-pub use window::{PayoutWindow, read_window};
+pub use window::{PayoutWindow, WindowTracker, read_window};

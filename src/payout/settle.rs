@@ -49,7 +49,7 @@ pub const COINBASE_SCHEME: &str = "coinbase";
 
 /// Whether `user`'s shares are left out of PPLNS windows: a solo user of the `[users]` table,
 /// or a channel paid in its own coinbase.
-fn out_of_windows(policy: &PayoutPolicy, user: &str) -> bool {
+pub fn out_of_windows(policy: &PayoutPolicy, user: &str) -> bool {
     is_paid_in_coinbase(user) || policy.solo_users.contains(user)
 }
 

@@ -504,12 +504,14 @@ impl StratumV2Server {
                     window: config.payout.coinbase_payouts.map(|_| {
                         let policy = config.payout.clone();
                         let slot = payout_window.clone();
+                        // Reads the whole window once, then only the shares newer than it.
+                        let mut tracker = crate::payout::WindowTracker::new();
                         ledger_writer::WindowRefresh {
                             every: Duration::from_millis(
                                 (config.template_refresh_ms / 2).clamp(1_000, 30_000),
                             ),
                             run: Box::new(move |ledger, bits| {
-                                let window = crate::payout::read_window(ledger, &policy, bits)?;
+                                let window = tracker.update(ledger, &policy, bits)?;
                                 debug!(
                                     last_share = window.last_share_id,
                                     users = window.counted.by_user.len(),
