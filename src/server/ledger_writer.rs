@@ -1081,6 +1081,74 @@ mod tests {
         );
     }
 
+    /// The window (payouts in the coinbase) is read once the nBits are known: at once on
+    /// each `Maintain`, and after commits of shares only when `every` has passed.
+    #[test]
+    fn the_window_is_read_on_each_new_tip_and_after_commits_when_due() {
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let seen = reads.clone();
+        let start = |every: Duration, seen: Arc<Mutex<Vec<(CompactTarget, u64)>>>| {
+            LedgerWriter::start_with_maintenance(
+                Box::new(Shared::default()),
+                WriterSettings::default(),
+                LedgerStatus::new(),
+                Box::new(|_, _| Ok(())),
+                Some(Maintenance {
+                    every: Duration::from_secs(3600),
+                    run: Box::new(|_, _| Ok(0)),
+                    window: Some(WindowRefresh {
+                        every,
+                        run: Box::new(move |l, bits| {
+                            seen.lock().unwrap().push((bits, l.last_share_id()?));
+                            Ok(())
+                        }),
+                    }),
+                }),
+            )
+            .unwrap()
+        };
+        let (b1, b2) = (
+            CompactTarget::from_consensus(0x1d00_ffff),
+            CompactTarget::from_consensus(0x1c00_ffff),
+        );
+        // Due at once after each commit of shares.
+        let mut w = start(Duration::ZERO, seen);
+        let a = CommitSignal::new();
+        let tx = w.sender();
+        tx.send(share(&a, 1, 1));
+        wait_for("commit", || a.committed() == 1);
+        tx.send(LedgerMessage::Maintain(b1));
+        wait_for("a read on the tip", || reads.lock().unwrap().len() == 1);
+        tx.send(share(&a, 1, 2));
+        wait_for("a read after the commit", || {
+            reads.lock().unwrap().len() == 2
+        });
+        tx.send(LedgerMessage::Maintain(b2));
+        wait_for("a read on the next tip", || {
+            reads.lock().unwrap().len() == 3
+        });
+        w.stop();
+        assert_eq!(*reads.lock().unwrap(), [(b1, 1), (b1, 2), (b2, 2)]);
+
+        // Not due: commits read nothing; a new tip still reads at once.
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let mut w = start(Duration::from_secs(3600), reads.clone());
+        let a = CommitSignal::new();
+        let tx = w.sender();
+        tx.send(LedgerMessage::Maintain(b1));
+        wait_for("a read on the tip", || reads.lock().unwrap().len() == 1);
+        for n in 1..=3 {
+            tx.send(share(&a, 1, n));
+            wait_for("commit", || a.committed() == n);
+        }
+        tx.send(LedgerMessage::Maintain(b2));
+        wait_for("a read on the next tip", || {
+            reads.lock().unwrap().len() == 2
+        });
+        w.stop();
+        assert_eq!(*reads.lock().unwrap(), [(b1, 0), (b2, 3)]);
+    }
+
     #[test]
     fn each_identity_is_resolved_once_and_shared_by_its_shares() {
         let mut users = UserCache::default();
