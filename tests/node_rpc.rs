@@ -6,6 +6,8 @@
 //!     mined elsewhere (generatetoaddress) reaches the pool's work within a second.
 //! (b) A solved block with a broken merkle root is refused by the node (`BlockRejected`), the
 //!     same block done right is accepted (BIP34 height 1 as OP_1, user/password auth).
+//! (c) Blocks whose coinbase pays its own payee (`sri/solo`, `sri/donate`) or the PPLNS
+//!     window's users (`coinbase_payouts = true`) are accepted by the node.
 
 #[path = "common/regtest_node.rs"]
 mod regtest_node;

@@ -10,7 +10,8 @@
 //! it lasts) and retried with backoff; the first write that succeeds marks it up and releases.
 //! Block verdicts are written after the shares queued before them; on `Accepted` the block
 //! hook runs (payouts: the lead wires `payout::settle_block` in). Stopping flushes everything
-//! queued before the stop.
+//! queued before the stop. With payouts in the coinbase, the current PPLNS window is read here
+//! too, between commits ([`WindowRefresh`]): the ledger is this thread's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
