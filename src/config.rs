@@ -327,6 +327,21 @@ pub struct PoolOptions {
     /// node's network. File only.
     #[arg(skip)]
     pub users: Option<std::collections::BTreeMap<String, UserAccountOptions>>,
+    /// Payouts in the coinbase: each template's coinbase pays the current PPLNS window's users
+    /// directly (users with a payout address, above the dust threshold, at most
+    /// `coinbase_max_outputs`; the rest to the pool's script), and no balance moves. Needs
+    /// the ledger and the pplns scheme. Default: false.
+    #[arg(long, value_name = "BOOL")]
+    pub coinbase_payouts: Option<bool>,
+    /// Payouts in the coinbase: a part below this many satoshis (or below the network's dust
+    /// for the user's script) is not paid in the coinbase; it goes to the pool's script.
+    /// Default: 10000.
+    #[arg(long, value_name = "SAT")]
+    pub coinbase_payout_dust_sat: Option<u64>,
+    /// Payouts in the coinbase: most users paid in one coinbase (1 to 1000; fewer when the
+    /// room the template leaves the coinbase holds fewer outputs). Default: 16.
+    #[arg(long, value_name = "N")]
+    pub coinbase_max_outputs: Option<usize>,
     // ----- end of payouts -----
 }
 
@@ -412,6 +427,7 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
             }
         }
     }
+    let coinbase_payouts = coinbase_payout_terms(o, scheme, source_name)?;
     Ok(PayoutPolicy {
         scheme,
         window_multiple,
@@ -419,7 +435,59 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
         retention_secs: o.ledger_retention_secs.unwrap_or(d.retention_secs),
         accounts,
         solo_users,
+        coinbase_payouts,
     })
+}
+
+/// Most users one coinbase may be configured to pay (the room a template leaves the coinbase,
+/// 4,000 weight units, holds about 25 outputs anyway).
+pub const MAX_COINBASE_MAX_OUTPUTS: usize = 1000;
+
+/// Payouts in the coinbase (`coinbase_payouts`, `coinbase_payout_dust_sat`,
+/// `coinbase_max_outputs`): `None` unless on; refused with a scheme they cannot work with
+/// (solo: no window) or the ledger off (the window is read from it), and with limits out of
+/// range.
+fn coinbase_payout_terms(
+    o: &PoolOptions,
+    scheme: PayoutScheme,
+    source_name: &str,
+) -> Result<Option<crate::payout::CoinbasePayoutTerms>, ConfigError> {
+    let d = crate::payout::CoinbasePayoutTerms::default();
+    if o.coinbase_payouts != Some(true) {
+        return Ok(None);
+    }
+    if scheme != PayoutScheme::Pplns {
+        return Err(invalid(
+            source_name,
+            "coinbase_payouts",
+            format!(
+                "payouts in the coinbase pay the PPLNS window; payout_scheme is `{}`",
+                scheme.name()
+            ),
+        ));
+    }
+    if o.no_ledger || o.ledger == Some(false) {
+        return Err(invalid(
+            source_name,
+            "coinbase_payouts",
+            "payouts in the coinbase need the share ledger (ledger = false)".to_owned(),
+        ));
+    }
+    let max_outputs = match o.coinbase_max_outputs {
+        None => d.max_outputs,
+        Some(n @ 1..=MAX_COINBASE_MAX_OUTPUTS) => n,
+        Some(n) => {
+            return Err(invalid(
+                source_name,
+                "coinbase_max_outputs",
+                format!("{n} is not 1 to {MAX_COINBASE_MAX_OUTPUTS}"),
+            ));
+        }
+    };
+    Ok(Some(crate::payout::CoinbasePayoutTerms {
+        dust_sat: o.coinbase_payout_dust_sat.unwrap_or(d.dust_sat),
+        max_outputs,
+    }))
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -508,7 +576,10 @@ impl PoolOptions {
             pplns_window_multiple,
             pool_fee_percent,
             ledger_retention_secs,
-            users
+            users,
+            coinbase_payouts,
+            coinbase_payout_dust_sat,
+            coinbase_max_outputs
         );
         self.no_ledger |= top.no_ledger;
         self
@@ -1359,6 +1430,52 @@ mod tests {
             ("pool_fee_percent = -1.0", "pool_fee_percent"),
             ("[users.alice]\naddress = \"nope\"", "users"),
             ("[users.\"a.b\"]\naddress = \"nope\"", "users"),
+        ] {
+            let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
+            match PoolConfig::resolve(&o, "f") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // Payouts in the coinbase: off by default; on with its defaults or limits; refused
+        // with the solo scheme, without the ledger, or with a cap out of range.
+        assert_eq!(d.payout.coinbase_payouts, None);
+        let o = PoolOptions::from_toml("coinbase_payouts = true", Path::new("f")).unwrap();
+        assert_eq!(
+            PoolConfig::resolve(&o, "f")
+                .unwrap()
+                .payout
+                .coinbase_payouts,
+            Some(crate::payout::CoinbasePayoutTerms::default())
+        );
+        let o = PoolOptions::from_toml(
+            "coinbase_payouts = true\ncoinbase_payout_dust_sat = 600\ncoinbase_max_outputs = 3",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(
+            PoolConfig::resolve(&o, "f")
+                .unwrap()
+                .payout
+                .coinbase_payouts,
+            Some(crate::payout::CoinbasePayoutTerms {
+                dust_sat: 600,
+                max_outputs: 3
+            })
+        );
+        for (bad, key) in [
+            (
+                "coinbase_payouts = true\npayout_scheme = \"solo\"",
+                "coinbase_payouts",
+            ),
+            (
+                "coinbase_payouts = true\nledger = false",
+                "coinbase_payouts",
+            ),
+            (
+                "coinbase_payouts = true\ncoinbase_max_outputs = 0",
+                "coinbase_max_outputs",
+            ),
         ] {
             let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
             match PoolConfig::resolve(&o, "f") {

@@ -148,12 +148,25 @@ pub struct Shared {
     /// The node's network, once it said (issue 15, payouts): a payout address in a
     /// user_identity must be of it.
     payout_network: std::sync::OnceLock<bitcoin::Network>,
+    /// Payouts in the coinbase: the current PPLNS window, published by the ledger's writer
+    /// and handed to the pool with each template.
+    payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
 /// accepted shares (the usual one) lands here, under the connection's own lock, instead of
 /// taking the pool-wide write lock and its miner lookup per share.
 pub(crate) type PendingShares = AcceptedShares;
+
+impl Shared {
+    /// The PPLNS window the ledger's writer read last (payouts in the coinbase).
+    fn current_payout_window(&self) -> Option<Arc<crate::payout::PayoutWindow>> {
+        self.payout_window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 /// Moves `pending` into the pool's statistics of miner `id`.
 fn fold_into(pool: &mut StratumV2Pool, id: u64, pending: &Mutex<PendingShares>) {
@@ -462,6 +475,14 @@ impl StratumV2Server {
         pool.set_max_miners(config.max_connections.saturating_mul(2).max(1024));
         let gate = gate::Gate::new(config.admission.clone(), config.max_connections, now_ms());
         let config_max_channels = config.mining.max_channels;
+        // Payouts in the coinbase: the pool's work pays the window the writer reads.
+        if config.payout.coinbase_payouts.is_some() && ledger.is_none() {
+            return Err(StratumV2Error::ConfigError(
+                "coinbase_payouts needs the share ledger (its window is read from it)".into(),
+            ));
+        }
+        pool.pay_window_in_coinbase(config.payout.clone());
+        let payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>> = Arc::default();
         let writer = match ledger {
             Some(ledger) => {
                 let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
@@ -482,6 +503,28 @@ impl StratumV2Server {
                             error!(%hash, "an accepted block cannot be settled: {e}");
                         }
                         crate::payout::prune_before(ledger, &policy, bits, now_ms())
+                    }),
+                    window: config.payout.coinbase_payouts.map(|_| {
+                        let policy = config.payout.clone();
+                        let slot = payout_window.clone();
+                        // Reads the whole window once, then only the shares newer than it.
+                        let mut tracker = crate::payout::WindowTracker::new();
+                        ledger_writer::WindowRefresh {
+                            every: Duration::from_millis(
+                                (config.template_refresh_ms / 2).clamp(1_000, 30_000),
+                            ),
+                            run: Box::new(move |ledger, bits| {
+                                let window = tracker.update(ledger, &policy, bits)?;
+                                debug!(
+                                    last_share = window.last_share_id,
+                                    users = window.counted.by_user.len(),
+                                    "PPLNS window read for payouts in the coinbase"
+                                );
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(Arc::new(window));
+                                Ok(())
+                            }),
+                        }
                     }),
                 };
                 let writer = ledger_writer::LedgerWriter::start_with_maintenance(
@@ -510,6 +553,7 @@ impl StratumV2Server {
             payee_works: Arc::default(),
             ledger: writer.as_ref().map(|w| w.sender()),
             payout_network: std::sync::OnceLock::new(),
+            payout_window,
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -579,6 +623,7 @@ impl StratumV2Server {
         let first = wait_for_node("no template yet", || self.node.get_block_template()).await;
         let w = {
             let mut pool = self.shared.pool.write().unwrap_or_else(|p| p.into_inner());
+            pool.set_payout_window(self.shared.current_payout_window());
             pool.offer_template(first, &cfg.mining.coinbase)
                 .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
             pool.current_work()
@@ -934,15 +979,32 @@ fn publish_if_better(
     template: crate::node::BlockTemplate,
     shared: &Shared,
 ) -> Result<bool, crate::mining::MiningError> {
-    let selected = shared
-        .pool
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .offer_template(template, &shared.config.mining.coinbase)?;
-    let Some(SelectedWork { work: w, change }) = selected else {
+    let selected = {
+        let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+        pool.set_payout_window(shared.current_payout_window());
+        pool.offer_template(template, &shared.config.mining.coinbase)?
+    };
+    let Some(SelectedWork {
+        work: w,
+        change,
+        window_error,
+    }) = selected
+    else {
         return Ok(false);
     };
     info!(height = w.height, prev = %w.prev_hash, new_tip = change.is_new_tip(), "new work");
+    match (&w.coinbase_payouts, window_error) {
+        (Some(paid), _) => debug!(
+            window_end = paid.last_share_id,
+            users = paid.payouts.len(),
+            to_pool = paid.pool_sat,
+            "the coinbase pays the PPLNS window"
+        ),
+        (None, Some(e)) => {
+            warn!("the coinbase pays the pool's script, not the PPLNS window: {e}")
+        }
+        (None, None) => {}
+    }
     shared.node.work_published(w.id, w.prev_hash, w.height);
     if change.is_new_tip()
         && let Some(ledger) = &shared.ledger
