@@ -49,7 +49,11 @@ fn loaded_server(dir: &std::path::Path) -> StratumV2Server {
         .map(|i| format!("user{}.rig{}", i / 4, i % 4).into())
         .collect();
     for id in 1..=CONNECTIONS {
-        pool.connect_miner(id, format!("10.0.{}.{}:4000", id / 256, id % 256), now - 60_000);
+        pool.connect_miner(
+            id,
+            format!("10.0.{}.{}:4000", id / 256, id % 256),
+            now - 60_000,
+        );
         let identity = &identities[(id % WORKERS) as usize];
         pool.record(
             id,

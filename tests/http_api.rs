@@ -117,8 +117,14 @@ fn value(s: &prometheus_parse::Sample) -> f64 {
     }
 }
 
-fn one(m: &HashMap<String, Vec<prometheus_parse::Sample>>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let samples = m.get(name).unwrap_or_else(|| panic!("no {name} in /metrics"));
+fn one(
+    m: &HashMap<String, Vec<prometheus_parse::Sample>>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let samples = m
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in /metrics"));
     let s = samples
         .iter()
         .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
@@ -195,25 +201,51 @@ async fn metrics_and_api_show_what_the_miner_did() {
     assert_eq!(status, 200, "{text}");
     let m = parse_metrics(&text);
     let accepted = one(&m, "blvm_stratum_shares_accepted_total", &[]);
-    assert!(accepted >= report.shares_accepted as f64, "{accepted} vs {report:?}");
+    assert!(
+        accepted >= report.shares_accepted as f64,
+        "{accepted} vs {report:?}"
+    );
     assert!(one(&m, "blvm_stratum_blocks_found_total", &[]) >= 1.0);
     assert!(one(&m, "blvm_stratum_blocks", &[("status", "accepted")]) >= 1.0);
     let rig = [("user", "alice"), ("worker", "rig1")];
     assert!(one(&m, "blvm_stratum_worker_hashrate", &rig) > 0.0);
     assert!(one(&m, "blvm_stratum_worker_credited_difficulty_total", &rig) > 0.0);
-    assert_eq!(one(&m, "blvm_stratum_worker_shares_accepted_total", &rig), accepted);
+    assert_eq!(
+        one(&m, "blvm_stratum_worker_shares_accepted_total", &rig),
+        accepted
+    );
     assert!(one(&m, "blvm_stratum_user_hashrate", &[("user", "alice")]) > 0.0);
     assert!(one(&m, "blvm_stratum_hashrate", &[]) > 0.0);
     assert_eq!(one(&m, "blvm_stratum_node_reachable", &[]), 1.0);
     assert!(one(&m, "blvm_stratum_template_age_seconds", &[]) >= 0.0);
     assert!(one(&m, "blvm_stratum_node_tip_height", &[]) >= 10.0);
     assert!(one(&m, "blvm_stratum_channels", &[("kind", "extended")]) >= 0.0);
-    assert!(one(&m, "blvm_stratum_shares_rejected_total", &[("reason", "stale-share")]) >= 0.0);
-    assert!(one(&m, "blvm_stratum_connection_failures_total", &[("cause", "handshake_timeout")]) >= 0.0);
-    assert!(one(&m, "blvm_stratum_connection_limit_hits_total", &[("limit", "socket_cap")]) >= 0.0);
+    assert!(
+        one(
+            &m,
+            "blvm_stratum_shares_rejected_total",
+            &[("reason", "stale-share")]
+        ) >= 0.0
+    );
+    assert!(
+        one(
+            &m,
+            "blvm_stratum_connection_failures_total",
+            &[("cause", "handshake_timeout")]
+        ) >= 0.0
+    );
+    assert!(
+        one(
+            &m,
+            "blvm_stratum_connection_limit_hits_total",
+            &[("limit", "socket_cap")]
+        ) >= 0.0
+    );
     assert!(one(&m, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(one(&m, "process_cpu_seconds_total", &[]) > 0.0);
-    assert!(histogram_count(&m, "blvm_stratum_ack_latency_seconds") >= report.shares_accepted as f64);
+    assert!(
+        histogram_count(&m, "blvm_stratum_ack_latency_seconds") >= report.shares_accepted as f64
+    );
     assert!(histogram_count(&m, "blvm_stratum_ledger_commit_seconds") >= 1.0);
     bodies.push(text);
 
@@ -228,7 +260,10 @@ async fn metrics_and_api_show_what_the_miner_did() {
 
     let workers = get_json(&c, &format!("{base}/api/v1/workers")).await;
     let w = &workers["items"][0];
-    assert_eq!((w["user"].as_str(), w["worker"].as_str()), (Some("alice"), Some("rig1")));
+    assert_eq!(
+        (w["user"].as_str(), w["worker"].as_str()),
+        (Some("alice"), Some("rig1"))
+    );
     assert_eq!(w["accepted_shares"].as_f64(), Some(accepted));
     assert!(w["hashrate"].as_f64().unwrap() > 0.0);
     assert!(w["blocks_found"].as_u64().unwrap() >= 1, "{w}");
@@ -260,8 +295,13 @@ async fn metrics_and_api_show_what_the_miner_did() {
     assert_eq!(paid["user"], "alice");
     let hash = paid["hash"].as_str().unwrap();
     let payout = &paid["payout"];
-    let window = payout["last_share_id"].as_u64().unwrap() - payout["first_share_id"].as_u64().unwrap() + 1;
-    let first = get_json(&c, &format!("{base}/api/v1/ledger/export?block={hash}&limit=1")).await;
+    let window =
+        payout["last_share_id"].as_u64().unwrap() - payout["first_share_id"].as_u64().unwrap() + 1;
+    let first = get_json(
+        &c,
+        &format!("{base}/api/v1/ledger/export?block={hash}&limit=1"),
+    )
+    .await;
     assert_eq!(first["items"].as_array().unwrap().len(), 1);
     assert_eq!(first["items"][0]["user"], "alice");
     if window > 1 {
@@ -273,10 +313,20 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .await;
         assert!(second["items"][0]["id"].as_u64() > first["items"][0]["id"].as_u64());
     }
-    let all = get_json(&c, &format!("{base}/api/v1/ledger/export?block={hash}&limit=1000")).await;
+    let all = get_json(
+        &c,
+        &format!("{base}/api/v1/ledger/export?block={hash}&limit=1000"),
+    )
+    .await;
     assert_eq!(all["items"].as_array().unwrap().len() as u64, window);
     let payouts = get_json(&c, &format!("{base}/api/v1/payouts")).await;
-    assert!(payouts["items"].as_array().unwrap().iter().any(|p| p["block_hash"] == hash));
+    assert!(
+        payouts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["block_hash"] == hash)
+    );
     let connections = get_json(&c, &format!("{base}/api/v1/connections?limit=1")).await;
     assert_eq!(connections["items"].as_array().unwrap().len(), 1);
 
@@ -287,7 +337,10 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .into_iter()
         .map(str::to_owned)
         .collect();
-    assert_eq!(documented, routes, "every route documented, every documented path a route");
+    assert_eq!(
+        documented, routes,
+        "every route documented, every documented path a route"
+    );
     for path in &documented {
         let url = format!("{base}{}", path.replace("{user}", "alice"));
         let (status, body) = get(&c, &url).await;
@@ -304,8 +357,17 @@ async fn metrics_and_api_show_what_the_miner_did() {
     // ----- limits -----
     let (status, body) = get(&c, &format!("{base}/no/such/route")).await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "not-found");
-    let (status, _) = request(&c, "GET", &format!("{base}/api/v1/pool"), vec![b'x'; 64 * 1024]).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "not-found"
+    );
+    let (status, _) = request(
+        &c,
+        "GET",
+        &format!("{base}/api/v1/pool"),
+        vec![b'x'; 64 * 1024],
+    )
+    .await;
     assert_eq!(status, 413, "a large body is refused");
     let (status, _) = request(&c, "POST", &format!("{base}/api/v1/pool"), Vec::new()).await;
     assert_eq!(status, 405, "read-only");
@@ -359,7 +421,14 @@ async fn the_pool_mines_on_when_the_http_port_is_taken() {
     let taken_addr = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
-        .args(["--listen-addr", "127.0.0.1:0", "--min-difficulty", "1e-6", "--max-difficulty", "1e-6"])
+        .args([
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--min-difficulty",
+            "1e-6",
+            "--max-difficulty",
+            "1e-6",
+        ])
         .args(["--share-rate-multiple", "1e9"])
         .args(["--http-listen-addr", &taken_addr.to_string(), "--data-dir"])
         .arg(dir.path())
@@ -390,7 +459,10 @@ async fn the_pool_mines_on_when_the_http_port_is_taken() {
             assert!(line.contains(&taken_addr.to_string()), "{line}");
             http_refused = true;
         }
-        assert!(!line.starts_with("HTTP metrics and API on"), "bound a taken port? {line}");
+        assert!(
+            !line.starts_with("HTTP metrics and API on"),
+            "bound a taken port? {line}"
+        );
     }
     let report = mine(addr.unwrap(), key.unwrap(), "bob.rig", 3).await;
     assert!(report.shares_accepted > 0, "the pool mines on: {report:?}");

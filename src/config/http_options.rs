@@ -55,7 +55,9 @@ mod tests {
 
     #[test]
     fn on_at_loopback_by_default_and_off_when_asked() {
-        let on = http_settings(&PoolOptions::default(), "t").unwrap().unwrap();
+        let on = http_settings(&PoolOptions::default(), "t")
+            .unwrap()
+            .unwrap();
         assert_eq!(on, HttpSettings::default());
         assert!(on.listen_addr.ip().is_loopback());
         let empty = PoolOptions {
@@ -82,7 +84,11 @@ mod tests {
         };
         let s = http_settings(&set, "t").unwrap().unwrap();
         assert_eq!(
-            (s.listen_addr.port(), s.max_labelled_workers, s.requests_per_second),
+            (
+                s.listen_addr.port(),
+                s.max_labelled_workers,
+                s.requests_per_second
+            ),
             (9100, 5, 7)
         );
     }

@@ -169,7 +169,7 @@ fn text_cursor(key: &str) -> String {
 
 fn parse_text_cursor(cursor: &str) -> Result<String, ApiError> {
     let bad = || ApiError::bad_request("malformed cursor");
-    if cursor.len() % 2 != 0 || cursor.len() > 4 * 1024 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 4 * 1024 {
         return Err(bad());
     }
     let bytes = (0..cursor.len())
@@ -269,76 +269,65 @@ impl From<NodeHealth> for NodeView {
 async fn pool(State(app): Shared) -> Json<PoolView> {
     let now = now_ms();
     let o = &app.observer;
-    let view = o.read_pool(|p| {
-        let stats = p.get_pool_stats();
-        let s = p.statistics();
-        let (mut extended, mut standard) = (0, 0);
-        for (_, c) in s.open_channels() {
-            if c.extended {
-                extended += 1
-            } else {
-                standard += 1
+    let (stats, extended, standard, rejected_by_reason, users, workers, hashrate) =
+        o.read_pool(|p| {
+            let s = p.statistics();
+            let (mut extended, mut standard) = (0, 0);
+            for (_, c) in s.open_channels() {
+                if c.extended {
+                    extended += 1
+                } else {
+                    standard += 1
+                }
             }
-        }
-        let mut users = std::collections::HashSet::new();
-        let mut hashrate = 0.0;
-        for w in s.workers().iter() {
-            users.insert(w.user.clone());
-            hashrate += w.hashrate(now);
-        }
-        let decided = stats.blocks_accepted + stats.blocks_rejected;
-        PoolView {
-            time_ms: now,
-            connections: ConnectionCounts {
-                set_up: stats.miner_count,
-                pre_setup: 0,
-                max: 0,
-            },
-            channels: ChannelCounts {
+            let mut users = std::collections::HashSet::new();
+            let mut hashrate = 0.0;
+            for w in s.workers().iter() {
+                users.insert(w.user.clone());
+                hashrate += w.hashrate(now);
+            }
+            let rejected: BTreeMap<&'static str, u64> =
+                s.rejected_by_reason().filter(|(_, n)| *n > 0).collect();
+            (
+                p.get_pool_stats(),
                 extended,
                 standard,
-                max: 0,
-            },
-            shares: ShareCounts {
-                accepted: stats.accepted_shares,
-                rejected: stats.rejected_shares,
-                rejected_by_reason: s.rejected_by_reason().filter(|(_, n)| *n > 0).collect(),
-            },
-            hashrate,
-            users: users.len(),
-            workers: s.workers().len(),
-            blocks: BlockCounts {
-                found: stats.blocks_found,
-                accepted: stats.blocks_accepted,
-                rejected: stats.blocks_rejected,
-                pending: stats.blocks_found.saturating_sub(decided),
-            },
-            node: NodeView::from(NodeHealth {
-                reachable: false,
-                last_answer_ms: None,
-                last_failure_ms: None,
-                failures: 0,
-                tip: None,
-                work_height: None,
-                template_age_ms: None,
-            }),
-            ledger: false,
-        }
-    });
+                rejected,
+                users.len(),
+                s.workers().len(),
+                hashrate,
+            )
+        });
     let limits = o.limits();
+    let decided = stats.blocks_accepted + stats.blocks_rejected;
     Json(PoolView {
+        time_ms: now,
         connections: ConnectionCounts {
+            set_up: stats.miner_count,
             pre_setup: o.pre_setup_connections(),
             max: limits.max_connections,
-            ..view.connections
         },
         channels: ChannelCounts {
+            extended,
+            standard,
             max: limits.max_channels,
-            ..view.channels
+        },
+        shares: ShareCounts {
+            accepted: stats.accepted_shares,
+            rejected: stats.rejected_shares,
+            rejected_by_reason,
+        },
+        hashrate,
+        users,
+        workers,
+        blocks: BlockCounts {
+            found: stats.blocks_found,
+            accepted: stats.blocks_accepted,
+            rejected: stats.blocks_rejected,
+            pending: stats.blocks_found.saturating_sub(decided),
         },
         node: o.node_health(now).into(),
         ledger: o.has_ledger(),
-        ..view
     })
 }
 

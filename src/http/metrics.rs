@@ -265,13 +265,7 @@ impl Collector for Scrape {
             "Pool hashrate estimated from credited difficulty over the last ten minutes (hashes per second).",
             self.pool_hashrate,
         )?;
-        per_series(
-            &mut e,
-            &self.workers,
-            true,
-            "blvm_stratum_worker",
-            "worker",
-        )?;
+        per_series(&mut e, &self.workers, true, "blvm_stratum_worker", "worker")?;
         per_series(&mut e, &self.users, false, "blvm_stratum_user", "user")?;
         // ----- blocks -----
         counter(
@@ -438,6 +432,10 @@ pub(super) async fn scrape(State(app): State<Arc<AppState>>) -> Response {
             text,
         )
             .into_response(),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n").into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics\n",
+        )
+            .into_response(),
     }
 }

@@ -62,7 +62,9 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            listen_addr: DEFAULT_LISTEN_ADDR.parse().expect("a valid default address"),
+            listen_addr: DEFAULT_LISTEN_ADDR
+                .parse()
+                .expect("a valid default address"),
             max_labelled_workers: DEFAULT_MAX_LABELLED_WORKERS,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
         }
@@ -110,15 +112,16 @@ impl HttpServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let ledger = observer
-            .ledger_location()
-            .and_then(|location| match LedgerReader::start(location) {
-                Ok(reader) => Some(reader),
-                Err(e) => {
-                    warn!("the HTTP API cannot read the ledger: {e}");
-                    None
-                }
-            });
+        let ledger =
+            observer
+                .ledger_location()
+                .and_then(|location| match LedgerReader::start(location) {
+                    Ok(reader) => Some(reader),
+                    Err(e) => {
+                        warn!("the HTTP API cannot read the ledger: {e}");
+                        None
+                    }
+                });
         let state = Arc::new(AppState {
             observer,
             ledger,

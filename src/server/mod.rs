@@ -15,8 +15,8 @@ mod reward_check;
 mod settings;
 mod timed_ledger;
 
-pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
+pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
 pub use settings::ServerConfig;
 
 use std::net::SocketAddr;

@@ -31,8 +31,8 @@ pub use found_blocks::{BlockRecord, FoundBlocks, NodeAnswer, Submission, Submiss
 pub use stats::{
     AcceptedShares, MinerConnection, MinerStats, OpenChannel, PoolStatistics, PoolStats,
 };
-pub use workers::{WorkerSeries, WorkerStats, WorkerTable};
 pub use work_selection::{SelectedWork, WorkChange, WorkSelection};
+pub use workers::{WorkerSeries, WorkerStats, WorkerTable};
 
 use crate::block::BlockTemplate;
 use crate::mining::{CoinbaseConfig, ExtranonceAllocator, MiningError, SessionEvent, Work};

@@ -185,7 +185,8 @@ impl AcceptedShares {
             _ => false,
         };
         let i = self.by_worker.iter().position(|w| {
-            (Arc::ptr_eq(&w.identity, identity) || w.identity == *identity) && same_worker(&w.worker)
+            (Arc::ptr_eq(&w.identity, identity) || w.identity == *identity)
+                && same_worker(&w.worker)
         });
         let i = match i {
             Some(i) => i,
@@ -384,7 +385,8 @@ impl PoolStatistics {
             let worker = w.worker.as_ref();
             self.workers
                 .credit(&w.identity, worker, w.count, w.difficulty, w.last_ms);
-            self.workers.reject(&w.identity, worker, w.rejected, w.last_ms);
+            self.workers
+                .reject(&w.identity, worker, w.rejected, w.last_ms);
         }
         // The batch's memory goes back for the next one (no allocation per fold).
         shares.by_worker = s.by_worker;
@@ -567,6 +569,71 @@ mod tests {
         assert!(shares.is_empty());
         batched.fold_accepted(1, &mut shares);
         assert_eq!(one.miner(1), batched.miner(1));
+    }
+
+    #[test]
+    fn batches_reach_workers_channels_and_refusal_totals() {
+        let mut p = PoolStatistics::new();
+        p.register_miner(1, "127.0.0.1:5000".into(), 0);
+        let alice: Arc<str> = "alice.rig1".into();
+        let proxy: Arc<str> = "bob.proxy".into();
+        let tlv: Arc<str> = "farm7".into();
+        for (channel_id, identity, extended) in [(1, &alice, true), (2, &proxy, false)] {
+            p.record(
+                1,
+                &SessionEvent::ChannelOpened {
+                    channel_id,
+                    user_identity: identity.to_string(),
+                    extended,
+                },
+                10,
+            );
+        }
+        let mut batch = AcceptedShares::default();
+        batch.add_share(&alice, None, 2.0, 1_000);
+        batch.add_share(&alice, None, 2.0, 2_000);
+        batch.add_share(&proxy, Some(&tlv), 8.0, 2_500);
+        batch.add_rejected_share(Some(&alice), None, ShareRejection::StaleShare, 3_000);
+        // A refusal on a channel that does not exist counts pool-wide, for no worker.
+        batch.add_rejected_share(None, None, ShareRejection::InvalidChannelId, 3_000);
+        p.fold_accepted(1, &mut batch);
+        assert!(batch.is_empty());
+
+        let rig1 = p.workers().get("alice", "rig1").unwrap();
+        assert_eq!(
+            (
+                rig1.accepted_shares,
+                rig1.credited_difficulty,
+                rig1.rejected_shares
+            ),
+            (2, 4.0, 1)
+        );
+        let farm = p.workers().get("bob", "farm7").unwrap();
+        assert_eq!((farm.accepted_shares, farm.credited_difficulty), (1, 8.0));
+        assert_eq!(p.workers().len(), 2);
+        let refused: BTreeMap<_, _> = p.rejected_by_reason().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            refused,
+            BTreeMap::from([("stale-share", 1), ("invalid-channel-id", 1)])
+        );
+        let kinds: Vec<(u32, bool)> = {
+            let mut k: Vec<_> = p
+                .open_channels()
+                .map(|(_, c)| (c.channel_id, c.extended))
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(kinds, [(1, true), (2, false)]);
+        p.record(1, &SessionEvent::ChannelClosed { channel_id: 2 }, 4_000);
+        assert_eq!(p.channels_of(1).len(), 1);
+        p.disconnect(1, 5_000);
+        assert_eq!(p.open_channels().count(), 0);
+        // The workers outlive the connection, until their retention passes.
+        assert_eq!(p.cleanup_disconnected_miners(300_000, 305_000), 1);
+        assert_eq!(p.workers().len(), 2);
+        p.cleanup_disconnected_miners(300_000, 3_000 + WORKER_RETENTION_MS);
+        assert_eq!(p.workers().len(), 0);
     }
 
     #[test]

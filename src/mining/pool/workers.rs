@@ -310,7 +310,9 @@ fn fold(mut items: Vec<(u64, WorkerSeries)>, max_labelled: usize) -> Vec<WorkerS
         out.sort_by(by_labels);
         return out;
     }
-    items.sort_unstable_by(|(fa, a), (fb, b)| (fa, &a.user, &a.worker).cmp(&(fb, &b.user, &b.worker)));
+    items.sort_unstable_by(|(fa, a), (fb, b)| {
+        (fa, &a.user, &a.worker).cmp(&(fb, &b.user, &b.worker))
+    });
     let folded = items.split_off(max_labelled);
     let mut out: Vec<WorkerSeries> = items.into_iter().map(|(_, s)| s).collect();
     out.sort_by(by_labels);
@@ -355,7 +357,11 @@ mod tests {
         t.block_found("alice.rig1", 2_000);
         let rig1 = t.get("alice", "rig1").unwrap();
         assert_eq!(
-            (rig1.accepted_shares, rig1.credited_difficulty, rig1.blocks_found),
+            (
+                rig1.accepted_shares,
+                rig1.credited_difficulty,
+                rig1.blocks_found
+            ),
             (3, 6.0, 1)
         );
         assert_eq!(rig1.last_accepted_ms, Some(2_000));
@@ -375,7 +381,10 @@ mod tests {
         }
         assert_eq!(t.len(), 3);
         assert!(t.get("u", "a").is_none(), "the quietest went first");
-        assert_eq!(t.forget_idle(WORKER_RETENTION_MS, 3_000 + WORKER_RETENTION_MS), 2);
+        assert_eq!(
+            t.forget_idle(WORKER_RETENTION_MS, 3_000 + WORKER_RETENTION_MS),
+            2
+        );
         assert_eq!(t.len(), 1);
         assert!(t.get("u", "d").is_some());
     }
