@@ -327,6 +327,19 @@ async fn metrics_and_api_show_what_the_miner_did() {
             .iter()
             .any(|p| p["block_hash"] == hash)
     );
+    // The charts' history: the pool's, the user's and the worker's, all non-zero.
+    for query in ["", "?user=alice", "?user=alice&worker=rig1"] {
+        let h = get_json(&c, &format!("{base}/api/v1/hashrate{query}")).await;
+        assert_eq!(h["period_secs"], 300);
+        let points = h["points"].as_array().unwrap();
+        assert!(!points.is_empty() && points.len() <= 72, "{h}");
+        assert!(
+            points.iter().all(|p| p["hashrate"].as_f64().unwrap() > 0.0),
+            "{h}"
+        );
+    }
+    let (status, _) = get(&c, &format!("{base}/api/v1/hashrate?user=nobody")).await;
+    assert_eq!(status, 404);
     let connections = get_json(&c, &format!("{base}/api/v1/connections?limit=1")).await;
     assert_eq!(connections["items"].as_array().unwrap().len(), 1);
 

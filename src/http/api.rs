@@ -43,6 +43,7 @@ fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/api/v1/users", get(users)),
         ("/api/v1/users/{user}", get(user)),
         ("/api/v1/workers", get(workers)),
+        ("/api/v1/hashrate", get(hashrate_history)),
         ("/api/v1/connections", get(connections)),
         ("/api/v1/blocks", get(blocks)),
         ("/api/v1/payouts", get(payouts)),
@@ -550,6 +551,84 @@ async fn workers(
     Ok(Json(paged(page, limit, |w| {
         text_cursor(&format!("{}\0{}", w.user, w.worker))
     })))
+}
+
+// ----- hashrate history -----
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    user: Option<String>,
+    worker: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryView {
+    /// The user, or none for the whole pool.
+    user: Option<String>,
+    /// The worker, or none for every worker of the user (or the pool).
+    worker: Option<String>,
+    period_secs: u64,
+    /// Oldest first; periods without shares are absent (zero).
+    points: Vec<PointView>,
+}
+
+#[derive(Debug, Serialize)]
+struct PointView {
+    start_ms: u64,
+    hashrate: f64,
+}
+
+/// The hashrate history (five-minute periods, the last six hours): of the pool, of a user
+/// (every worker summed), or of one (user, worker).
+async fn hashrate_history(
+    State(app): Shared,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryView>, ApiError> {
+    use crate::mining::pool::hashrate::HISTORY_PERIOD_MS;
+    let now = now_ms();
+    if q.worker.is_some() && q.user.is_none() {
+        return Err(ApiError::bad_request("worker needs user"));
+    }
+    let points =
+        app.observer.read_pool(|p| {
+            let workers = p.statistics().workers();
+            match (&q.user, &q.worker) {
+                (None, _) => Some(workers.history().points(now)),
+                (Some(u), Some(w)) => workers.get(u, w).map(|s| s.history.points(now)),
+                (Some(u), None) => {
+                    let mut sum: BTreeMap<u64, f64> = BTreeMap::new();
+                    let mut any = false;
+                    for s in workers.iter().filter(|s| *s.user == **u) {
+                        any = true;
+                        for point in s.history.points(now) {
+                            *sum.entry(point.start_ms).or_default() += point.hashrate;
+                        }
+                    }
+                    any.then(|| {
+                        sum.into_iter()
+                            .map(|(start_ms, hashrate)| {
+                                crate::mining::pool::hashrate::HashratePoint { start_ms, hashrate }
+                            })
+                            .collect()
+                    })
+                }
+            }
+        });
+    let points = points.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such user or worker")
+    })?;
+    Ok(Json(HistoryView {
+        user: q.user,
+        worker: q.worker,
+        period_secs: HISTORY_PERIOD_MS / 1000,
+        points: points
+            .into_iter()
+            .map(|p| PointView {
+                start_ms: p.start_ms,
+                hashrate: p.hashrate,
+            })
+            .collect(),
+    }))
 }
 
 // ----- connections and channels -----

@@ -5,6 +5,9 @@
 //! ([`ledger_user`]); shares reach the table in batches at fold time, never one by one under
 //! the pool's lock.
 //!
+//! Each pair keeps a six-hour history of five-minute periods ([`HashrateHistory`], at most 576
+//! bytes), and the table one for the whole pool, for the charts.
+//!
 //! Bounded: at most [`DEFAULT_MAX_WORKERS`] pairs (at the cap the pair quiet the longest is
 //! forgotten), and pairs with no share for [`WORKER_RETENTION_MS`] are forgotten by the pool's
 //! clean-up. Metrics label each pair only up to a limit ([`worker_series`], [`user_series`]): the rest are summed
@@ -13,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::hashrate::HashrateWindow;
+use super::hashrate::{HashrateHistory, HashrateWindow};
 use crate::payout::identity::ledger_user;
 
 /// Pairs kept at most.
@@ -53,6 +56,8 @@ pub struct WorkerStats {
     pub last_accepted_ms: Option<u64>,
     /// Credited difficulty of the last minutes.
     pub window: HashrateWindow,
+    /// Credited difficulty per five-minute period, the last six hours (the chart's).
+    pub history: HashrateHistory,
 }
 
 impl WorkerStats {
@@ -68,6 +73,7 @@ impl WorkerStats {
             last_share_ms: now_ms,
             last_accepted_ms: None,
             window: HashrateWindow::new(),
+            history: HashrateHistory::new(),
         }
     }
 
@@ -85,6 +91,8 @@ pub struct WorkerTable {
     aliases: HashMap<(Arc<str>, Option<Arc<str>>), WorkerKey>,
     /// Pairs kept at most (0: [`DEFAULT_MAX_WORKERS`]).
     max_workers: usize,
+    /// Every pair's credited difficulty together, per five-minute period (the pool's chart).
+    history: HashrateHistory,
 }
 
 impl WorkerTable {
@@ -161,6 +169,8 @@ impl WorkerTable {
         w.last_share_ms = w.last_share_ms.max(last_ms);
         w.last_accepted_ms = Some(w.last_accepted_ms.unwrap_or(0).max(last_ms));
         w.window.add(difficulty, last_ms);
+        w.history.add(difficulty, last_ms);
+        self.history.add(difficulty, last_ms);
     }
 
     /// `count` refused shares, the last at `last_ms`.
@@ -200,6 +210,11 @@ impl WorkerTable {
             }
         }
         forgotten
+    }
+
+    /// The pool's history: every pair's credited difficulty per five-minute period.
+    pub fn history(&self) -> &HashrateHistory {
+        &self.history
     }
 
     /// Pairs in the table.
