@@ -8,8 +8,9 @@
 //! Each pair keeps a six-hour history of five-minute periods ([`HashrateHistory`], at most 576
 //! bytes), and the table one for the whole pool, for the charts.
 //!
-//! Bounded: at most [`DEFAULT_MAX_WORKERS`] pairs (at the cap the pair quiet the longest is
-//! forgotten), and pairs with no share for [`WORKER_RETENTION_MS`] are forgotten by the pool's
+//! Bounded: at most [`DEFAULT_MAX_WORKERS`] pairs (at the cap, shares of a new pair are counted
+//! under ([`OTHER`], [`OTHER`]) in constant time: a proxy inventing worker names cannot make
+//! each share scan the table under the pool's lock), and pairs with no share for [`WORKER_RETENTION_MS`] are forgotten by the pool's
 //! clean-up. Metrics label each pair only up to a limit ([`worker_series`], [`user_series`]): the rest are summed
 //! under [`OTHER`], so a crowd of worker names cannot blow up a time-series database.
 
@@ -101,7 +102,7 @@ impl WorkerTable {
         Self::default()
     }
 
-    /// Keeps at most `max` pairs.
+    /// Keeps at most `max` pairs (and the overflow pair, ([`OTHER`], [`OTHER`])).
     pub fn set_max_workers(&mut self, max: usize) {
         self.max_workers = max.max(1);
     }
@@ -135,16 +136,9 @@ impl WorkerTable {
         tlv_worker: Option<&Arc<str>>,
         now_ms: u64,
     ) -> &mut WorkerStats {
-        let key = self.key(identity, tlv_worker);
+        let mut key = self.key(identity, tlv_worker);
         if !self.workers.contains_key(&key) && self.workers.len() >= self.max_workers() {
-            let quietest = self
-                .workers
-                .iter()
-                .min_by_key(|(_, w)| w.last_share_ms)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = quietest {
-                self.workers.remove(&k);
-            }
+            key = (OTHER.into(), OTHER.into());
         }
         self.workers
             .entry(key.clone())
@@ -394,14 +388,16 @@ mod tests {
         for (i, name) in ["u.a", "u.b", "u.c", "u.d"].iter().enumerate() {
             t.credit(&id(name), None, 1, 1.0, 1_000 * (i as u64 + 1));
         }
-        assert_eq!(t.len(), 3);
-        assert!(t.get("u", "a").is_none(), "the quietest went first");
+        // The fourth pair is counted under the overflow pair.
+        assert_eq!(t.len(), 4);
+        assert!(t.get("u", "d").is_none());
+        assert_eq!(t.get(OTHER, OTHER).unwrap().accepted_shares, 1);
         assert_eq!(
             t.forget_idle(WORKER_RETENTION_MS, 3_000 + WORKER_RETENTION_MS),
-            2
+            3
         );
         assert_eq!(t.len(), 1);
-        assert!(t.get("u", "d").is_some());
+        assert!(t.get(OTHER, OTHER).is_some());
     }
 
     #[test]
