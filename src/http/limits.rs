@@ -1,8 +1,10 @@
 //! The HTTP server's limits: connections at once ([`LimitedListener`]: a socket is accepted
-//! only with a free place, held until it closes), a pool-wide request rate (a token bucket;
+//! only with a free place, held until it closes, and closed after [`IDLE_TIMEOUT`] without a
+//! byte either way, so idle keep-alive connections cannot hold every place), a pool-wide request rate (a token bucket;
 //! 429 with `Retry-After` beyond it), request bodies (413 past [`MAX_BODY_BYTES`]) and a time
 //! limit per request.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -38,10 +40,46 @@ impl LimitedListener {
     }
 }
 
+/// A connection with no byte read or written for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A connection and its place (freed when it is dropped).
 pub(super) struct LimitedStream {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
+    /// When the connection is closed unless a byte moves before.
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl LimitedStream {
+    fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Self {
+        LimitedStream {
+            stream,
+            _place: place,
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+        }
+    }
+
+    /// After a poll of the socket: progress pushes the idle deadline back; no progress past
+    /// it is an error that ends the connection.
+    fn idle_check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 impl axum::serve::Listener for LimitedListener {
@@ -57,13 +95,7 @@ impl axum::serve::Listener for LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, peer)) => {
-                    return (
-                        LimitedStream {
-                            stream,
-                            _place: place,
-                        },
-                        peer,
-                    );
+                    return (LimitedStream::new(stream, place), peer);
                 }
                 // Out of descriptors and the like: wait a little, never spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -82,7 +114,8 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.idle_check(cx, poll)
     }
 }
 
@@ -92,7 +125,8 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.idle_check(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
