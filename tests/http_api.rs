@@ -4,6 +4,9 @@
 //! OpenAPI document against the routes, the limits (413, 404, 429), no secret anywhere, and
 //! the pool mining on when the HTTP port is taken.
 
+#[path = "common/postgres.rs"]
+mod postgres;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,20 +180,7 @@ async fn metrics_and_api_show_what_the_miner_did() {
     assert!(mined >= 1, "no block found: {report:?}");
 
     // Blocks are settled by the writer after the node's verdict: wait for a paid block.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let blocks = loop {
-        let blocks = get_json(&c, &format!("{base}/api/v1/blocks")).await;
-        let paid = blocks["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .any(|b| b["status"] == "accepted" && b["payout"].is_object());
-        if paid {
-            break blocks;
-        }
-        assert!(Instant::now() < deadline, "no paid block: {blocks}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let blocks = wait_for_a_paid_block(&c, &base).await;
     // Folded into the statistics within half a second of the last share.
     tokio::time::sleep(Duration::from_millis(700)).await;
 
@@ -422,6 +412,120 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .await
         .expect("stops in time")
         .expect("stops");
+}
+
+/// Waits until `/api/v1/blocks` shows an accepted block with its payout; returns the page.
+async fn wait_for_a_paid_block(c: &HttpClient, base: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocks = get_json(c, &format!("{base}/api/v1/blocks")).await;
+        let paid = blocks["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|b| b["status"] == "accepted" && b["payout"].is_object());
+        if paid {
+            return blocks;
+        }
+        assert!(Instant::now() < deadline, "no paid block: {blocks}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The same pool on a PostgreSQL ledger whose URL holds a password: the API reads blocks,
+/// payouts, balances and the export through its own connection, and the password is in no
+/// response (nor in /metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reads_a_postgresql_ledger_and_never_shows_its_password() {
+    const DB_PASSWORD: &str = "db-pw-Hq2sLw7Ra4";
+    // Off the runtime: the test's PostgreSQL client blocks.
+    let (server_pg, url) = tokio::task::spawn_blocking(|| {
+        let server = postgres::TempPostgres::start();
+        let url = server.fresh_database();
+        (server, url)
+    })
+    .await
+    .expect("PostgreSQL started");
+    // Trust authentication: the password is accepted (and never asked for), as in a URL an
+    // operator would configure.
+    let url = url.replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1);
+    assert!(url.contains(DB_PASSWORD));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = authority_secret();
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            ledger_url: Some(url),
+            ..pool_options(dir.path(), &secret)
+        },
+        "test",
+    )
+    .expect("config");
+    let http_settings = config.http.clone().expect("the HTTP server is on");
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let server = StratumV2Server::new(config, node).expect("server");
+    let pool_addr = server.start().await.expect("started");
+    let http = HttpServer::start(http_settings, server.observer())
+        .await
+        .expect("HTTP server");
+    let base = format!("http://{}", http.local_addr());
+    let c = client();
+    let report = mine(
+        pool_addr.to_string(),
+        server.authority_public_key().to_owned(),
+        "carol.rig",
+        4,
+    )
+    .await;
+    assert!(report.shares_accepted > 0, "{report:?}");
+    let blocks = wait_for_a_paid_block(&c, &base).await;
+    let hash = blocks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["payout"].is_object())
+        .unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bodies = vec![blocks.to_string()];
+    let balances = get_json(&c, &format!("{base}/api/v1/balances")).await;
+    assert!(
+        balances["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["user"] == "carol" && b["earned_sat"].as_u64() > Some(0)),
+        "{balances}"
+    );
+    bodies.push(balances.to_string());
+    let export = get_json(&c, &format!("{base}/api/v1/ledger/export?block={hash}")).await;
+    assert!(!export["items"].as_array().unwrap().is_empty(), "{export}");
+    bodies.push(export.to_string());
+    for path in [
+        "/metrics",
+        "/api/v1/pool",
+        "/api/v1/payouts",
+        "/api/v1/users/carol",
+    ] {
+        let (status, body) = get(&c, &format!("{base}{path}")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        bodies.push(body);
+    }
+    for body in &bodies {
+        for leaked in [DB_PASSWORD, RPC_PASSWORD, secret.as_str()] {
+            assert!(!body.contains(leaked), "a secret in a response: {leaked}");
+        }
+    }
+    http.stop().await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("stops in time")
+        .expect("stops");
+    drop(server_pg);
 }
 
 /// The binary with its HTTP port already taken: it says so, and mines on.
