@@ -26,6 +26,7 @@ use crate::server::ledger_writer::{LedgerSettings, WriterSettings};
 use crate::server::{RewardDestination, ServerConfig};
 use crate::shell::{AdmissionConfig, Rate};
 
+mod http_options;
 mod module_env;
 pub mod secrets;
 
@@ -343,6 +344,21 @@ pub struct PoolOptions {
     #[arg(long, value_name = "N")]
     pub coinbase_max_outputs: Option<usize>,
     // ----- end of payouts -----
+    // ----- issue 16, the HTTP server -----
+    /// Where the HTTP server (/metrics, the JSON API) listens. Default: 127.0.0.1:8080
+    /// (loopback only). "" turns it off.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen_addr: Option<String>,
+    /// Run the HTTP server at all. Default: true.
+    #[arg(long, value_name = "BOOL")]
+    pub http_enabled: Option<bool>,
+    /// Per-worker (and per-user) series labelled in /metrics; the rest are summed under
+    /// user="other", worker="other". Default: 1000.
+    #[arg(long, value_name = "N")]
+    pub metrics_max_workers: Option<usize>,
+    /// HTTP requests per second, pool-wide (bursts of twice that); beyond it 429. Default: 50.
+    #[arg(long, value_name = "N")]
+    pub http_requests_per_second: Option<u32>,
 }
 
 /// One account of the `[users]` table.
@@ -579,7 +595,12 @@ impl PoolOptions {
             users,
             coinbase_payouts,
             coinbase_payout_dust_sat,
-            coinbase_max_outputs
+            coinbase_max_outputs,
+            // Issue 16, the HTTP server.
+            http_listen_addr,
+            http_enabled,
+            metrics_max_workers,
+            http_requests_per_second
         );
         self.no_ledger |= top.no_ledger;
         self
@@ -691,6 +712,8 @@ pub struct PoolConfig {
     pub ledger: Option<LedgerSettings>,
     /// Issue 15: how blocks are paid.
     pub payout: PayoutPolicy,
+    /// Issue 16: the HTTP server (`None`: off).
+    pub http: Option<crate::http::HttpSettings>,
 }
 
 /// The data directory unless configured.
@@ -1182,6 +1205,8 @@ impl PoolConfig {
             },
             // Issue 15, payouts.
             payout: payout_policy(o, source_name)?,
+            // Issue 16.
+            http: http_options::http_settings(o, source_name)?,
         })
     }
 }

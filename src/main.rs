@@ -734,6 +734,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
                 .unwrap_or_else(|e| e.to_string()),
             None => "off (shares are acknowledged without being recorded)".into(),
         };
+        let http_settings = config.http.clone();
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,
             Err(e) => {
@@ -764,7 +765,31 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         println!(
             "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"
         );
+        // Issue 16: the HTTP server; if it cannot start, the pool mines on without it.
+        let http = match http_settings {
+            Some(settings) => {
+                match blvm_stratum_v2::http::HttpServer::start(settings, server.observer()).await {
+                    Ok(h) => {
+                        let a = h.local_addr();
+                        println!("HTTP metrics and API on http://{a}/metrics and http://{a}/api/v1/pool");
+                        Some(h)
+                    }
+                    Err(e) => {
+                        error!("HTTP server not started: {e}; mining goes on without it");
+                        println!("HTTP server not started ({e}); mining goes on");
+                        None
+                    }
+                }
+            }
+            None => {
+                println!("HTTP server off");
+                None
+            }
+        };
         stop.await;
+        if let Some(h) = http {
+            h.stop().await;
+        }
         match server.stop().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

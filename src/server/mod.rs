@@ -10,9 +10,12 @@ mod block_files;
 mod connection;
 mod gate;
 pub mod ledger_writer;
+pub mod observe;
 mod reward_check;
 mod settings;
+mod timed_ledger;
 
+pub use observe::{NodeHealth, PoolLimits, PoolObserver};
 pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
 pub use settings::ServerConfig;
 
@@ -151,6 +154,8 @@ pub struct Shared {
     /// Payouts in the coinbase: the current PPLNS window, published by the ledger's writer
     /// and handed to the pool with each template.
     payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>>,
+    /// Issue 16: what the shell observes for the metrics (node answers, latencies).
+    observe: Arc<observe::Observations>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -216,15 +221,23 @@ impl Shared {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             for e in events.drain(..) {
                 match &e {
-                    SessionEvent::ShareAccepted { difficulty, .. } => {
+                    SessionEvent::ShareAccepted {
+                        difficulty,
+                        user_identity,
+                        worker,
+                        ..
+                    } => {
                         self.share_accepted(id, &e);
-                        p.add(*difficulty, now);
+                        p.add_share(user_identity, worker.as_ref(), *difficulty, now);
                     }
                     SessionEvent::ShareRejected {
-                        channel_id, reason, ..
+                        channel_id,
+                        reason,
+                        user_identity,
+                        worker,
                     } => {
                         debug!(conn = id, channel = channel_id, %reason, "share rejected");
-                        p.add_rejected(*reason, now);
+                        p.add_rejected_share(user_identity.as_ref(), worker.as_ref(), *reason, now);
                     }
                     _ => {}
                 }
@@ -483,8 +496,13 @@ impl StratumV2Server {
         }
         pool.pay_window_in_coinbase(config.payout.clone());
         let payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>> = Arc::default();
+        let observe = Arc::new(observe::Observations::default());
         let writer = match ledger {
             Some(ledger) => {
+                // Issue 16: each group commit timed for the metrics.
+                let ledger: Box<dyn crate::ledger::Ledger> = Box::new(
+                    timed_ledger::TimedLedger::new(ledger, observe.ledger_commits.clone()),
+                );
                 let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
                 // On each new tip (at start too), at most every quarter of the retention (and
                 // at least every 10 minutes): accepted blocks left unsettled are settled (the
@@ -554,6 +572,7 @@ impl StratumV2Server {
             ledger: writer.as_ref().map(|w| w.sender()),
             payout_network: std::sync::OnceLock::new(),
             payout_window,
+            observe,
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -631,6 +650,7 @@ impl StratumV2Server {
                 .ok_or_else(|| StratumV2Error::ServerError("no work".into()))?
         };
         info!(height = w.height, prev = %w.prev_hash, "first work ready");
+        self.shared.observe.work_published(now_ms());
         if let Some(ledger) = &self.shared.ledger {
             ledger.send(ledger_writer::LedgerMessage::Maintain(
                 bitcoin::CompactTarget::from_consensus(w.nbits),
@@ -816,6 +836,11 @@ impl StratumV2Server {
         self.shared.pool.clone()
     }
 
+    /// A read-only window on the running pool, for the HTTP server (issue 16).
+    pub fn observer(&self) -> PoolObserver {
+        PoolObserver::new(self.shared.clone())
+    }
+
     /// The current work, if any (for tests and tools).
     pub fn current_work(&self) -> Option<Arc<Work>> {
         self.work.borrow().clone()
@@ -941,8 +966,12 @@ async fn template_loop(
         let mut first_failure = true;
         let template = loop {
             match node.get_block_template().await {
-                Ok(t) => break Some(t),
+                Ok(t) => {
+                    shared.observe.node_answered(now_ms());
+                    break Some(t);
+                }
                 Err(e) => {
+                    shared.observe.node_failed(now_ms());
                     if first_failure {
                         warn!(
                             "cannot get a template: {e}; miners keep their current work; retrying"
@@ -1005,6 +1034,7 @@ fn publish_if_better(
         }
         (None, None) => {}
     }
+    shared.observe.work_published(now_ms());
     shared.node.work_published(w.id, w.prev_hash, w.height);
     if change.is_new_tip()
         && let Some(ledger) = &shared.ledger
@@ -1072,6 +1102,10 @@ async fn submit_loop(
             // Only what the node announces after this attempt started wakes a retry.
             while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
             let answer = node.submit_block(s.block).await;
+            match &answer {
+                Err(NodeError::Unavailable(_)) => shared.observe.node_failed(now_ms()),
+                _ => shared.observe.node_answered(now_ms()),
+            }
             let event = events.try_recv();
             let node_back = matches!(
                 event,

@@ -12,8 +12,10 @@ pub mod block_store;
 pub mod certificate;
 pub mod endpoints;
 pub mod found_blocks;
+pub mod hashrate;
 pub mod stats;
 pub mod work_selection;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -26,8 +28,11 @@ pub use endpoints::{
     EndpointMiner, EndpointMiners, FoundBlockSink,
 };
 pub use found_blocks::{BlockRecord, FoundBlocks, NodeAnswer, Submission, SubmissionOutcome};
-pub use stats::{AcceptedShares, MinerConnection, MinerStats, PoolStatistics, PoolStats};
+pub use stats::{
+    AcceptedShares, MinerConnection, MinerStats, OpenChannel, PoolStatistics, PoolStats,
+};
 pub use work_selection::{SelectedWork, WindowPayer, WorkChange, WorkSelection};
+pub use workers::{WorkerSeries, WorkerStats, WorkerTable};
 
 use crate::block::BlockTemplate;
 use crate::mining::{CoinbaseConfig, ExtranonceAllocator, MiningError, SessionEvent, Work};
@@ -244,6 +249,12 @@ impl StratumV2Pool {
     /// Every miner's record.
     pub fn miners(&self) -> impl Iterator<Item = (u64, &MinerConnection)> {
         self.stats.miners()
+    }
+
+    /// The statistics behind [`get_pool_stats`](Self::get_pool_stats): miners, workers,
+    /// channels, refusals by reason (issue 16: metrics and the API read them at scrape time).
+    pub fn statistics(&self) -> &PoolStatistics {
+        &self.stats
     }
 
     /// Pool-wide totals.
