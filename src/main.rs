@@ -736,6 +736,9 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         let key = server.authority_public_key().to_owned();
         let port = addr.port();
         println!("blvm-stratum-v2 listening on {addr} ({backend})");
+        if let Some(sv1) = server.sv1_local_addr().await {
+            println!("Stratum V1 miners: stratum+tcp://{sv1}");
+        }
         println!("authority public key: {key}");
         println!("share ledger: {ledger}");
         println!(

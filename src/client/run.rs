@@ -182,9 +182,11 @@ impl From<ConnectionError<MinerSessionError>> for MinerError {
             ConnectionError::Protocol(e) => MinerError::Session(e),
             ConnectionError::Idle => MinerError::Timeout("idle"),
             ConnectionError::SlowReader(_) => MinerError::Timeout("writing to the pool"),
-            ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
-                MinerError::Closed
-            }
+            // A line too long cannot happen on a Noise connection.
+            ConnectionError::Closed
+            | ConnectionError::Shutdown
+            | ConnectionError::Ended
+            | ConnectionError::LineTooLong(_) => MinerError::Closed,
         }
     }
 }

@@ -78,9 +78,11 @@ impl From<ConnectionError<MinerSessionError>> for ConnError {
             ConnectionError::SetupTimeout => ConnError::Timeout("setting up"),
             ConnectionError::Idle => ConnError::Timeout("idle"),
             ConnectionError::SlowReader(_) => ConnError::Timeout("writing"),
-            ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
-                ConnError::Disconnected
-            }
+            // A line too long cannot happen on a Noise connection.
+            ConnectionError::Closed
+            | ConnectionError::Shutdown
+            | ConnectionError::Ended
+            | ConnectionError::LineTooLong(_) => ConnError::Disconnected,
         }
     }
 }

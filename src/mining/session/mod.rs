@@ -116,6 +116,9 @@ pub struct Session {
     /// pool ([`Session::with_payee_works`]; otherwise the session's own, made with its first
     /// such channel).
     payee_works: Option<Arc<PayeeWorks>>,
+    /// An extranonce prefix handed out before its channel opens (Stratum V1's
+    /// mining.subscribe), taken by the next extended channel that opens with its size.
+    reserved_prefix: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -152,6 +155,7 @@ impl Session {
             share_burst,
             durability: durability::Durability::default(),
             payee_works: None,
+            reserved_prefix: None,
         }
     }
 
