@@ -306,12 +306,12 @@ impl Sv1Session {
                 firmware: Str0_255::default(),
                 device_id: Str0_255::new("stratum-v1").unwrap_or_default(),
             };
-            self.to_inner(&setup, now_ms)?;
+            self.hand_to_inner(&setup, now_ms)?;
             self.translate()?;
             let (extranonce1, extranonce2_size) = self
                 .inner
                 .reserve_extranonce_prefix(0)
-                .map_err(|code| SessionError::SetupRefused(code))?;
+                .map_err(SessionError::SetupRefused)?;
             self.subscription = Some(Subscription {
                 extranonce1,
                 extranonce2_size,
@@ -352,7 +352,7 @@ impl Sv1Session {
             max_target: self.max_target(),
             min_extranonce_size: subscription.extranonce2_size as u16,
         };
-        self.to_inner(&open, now_ms)?;
+        self.hand_to_inner(&open, now_ms)?;
         self.username = Some(username);
         self.authorizing = Some(id.clone());
         self.translate()?;
@@ -411,7 +411,7 @@ impl Sv1Session {
             nominal_hash_rate: 0.0,
             maximum_target: self.max_target(),
         };
-        self.to_inner(&update, now_ms)?;
+        self.hand_to_inner(&update, now_ms)?;
         self.translate()
     }
 
@@ -464,13 +464,17 @@ impl Sv1Session {
             extranonce,
         };
         self.submits.push_back((sequence_number, id));
-        self.to_inner(&submit, now_ms)?;
+        self.hand_to_inner(&submit, now_ms)?;
         self.translate()?;
         Ok(true)
     }
 
     /// Hands one SV2 message to the session under this one.
-    fn to_inner<'m, M: Sv2Message<'m>>(&mut self, msg: &M, now_ms: u64) -> Result<(), Sv1Error> {
+    fn hand_to_inner<'m, M: Sv2Message<'m>>(
+        &mut self,
+        msg: &M,
+        now_ms: u64,
+    ) -> Result<(), Sv1Error> {
         self.to_inner.clear();
         self.to_inner.push(msg).map_err(SessionError::Wire)?;
         let frame: &[u8] = &self.to_inner;
@@ -489,7 +493,7 @@ impl Sv1Session {
             let Ok(Some((message, _))) = frame.known_message() else {
                 continue;
             };
-            if let Err(e) = self.from_inner(message) {
+            if let Err(e) = self.translate_one(message) {
                 result = Err(e);
                 break;
             }
@@ -499,7 +503,7 @@ impl Sv1Session {
         result
     }
 
-    fn from_inner(&mut self, message: Message<'_>) -> Result<(), Sv1Error> {
+    fn translate_one(&mut self, message: Message<'_>) -> Result<(), Sv1Error> {
         match message {
             Message::OpenExtendedMiningChannelSuccess(m) => {
                 let reserved = self.extranonce1().unwrap_or_default();
@@ -525,10 +529,10 @@ impl Sv1Session {
             Message::SetNewPrevHash(m) => {
                 let prev = stratum_prev_hash(&m.prev_hash);
                 self.prev_hash = Some((prev, m.nbits));
-                if let Some(at) = self.future.iter().position(|j| j.job_id == m.job_id) {
-                    if let Some(job) = self.future.remove(at) {
-                        self.notify(job.job_id, &job.notify, m.min_ntime, true);
-                    }
+                if let Some(at) = self.future.iter().position(|j| j.job_id == m.job_id)
+                    && let Some(job) = self.future.remove(at)
+                {
+                    self.notify(job.job_id, &job.notify, m.min_ntime, true);
                 }
             }
             Message::SubmitSharesSuccess(m) => {
