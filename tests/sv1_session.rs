@@ -582,3 +582,96 @@ fn no_subscribe_within_the_setup_timeout_ends_the_connection() {
         Err(ConnectionError::SetupTimeout)
     ));
 }
+
+/// What the fuzz target `sv1_session` does, under proptest on stable: lines built from the
+/// methods' shapes with arbitrary fields, and arbitrary bytes, in arbitrary pieces, through the
+/// connection's line mode. Nothing panics, every line sent back is JSON, an ended connection
+/// stays ended.
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f]{0,20}".prop_map(|s| format!("\"{s}\"")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| if f.is_finite() {
+                f.to_string()
+            } else {
+                "null".into()
+            }),
+            Just("null".to_owned()),
+            Just("[]".to_owned()),
+            Just("{}".to_owned()),
+            Just(format!("\"{USER}\"")),
+            Just("\"2\"".to_owned()),
+            Just("\"0000000000000001\"".to_owned()),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop_oneof![
+            Just("mining.subscribe"),
+            Just("mining.authorize"),
+            Just("mining.configure"),
+            Just("mining.submit"),
+            Just("mining.suggest_difficulty"),
+            Just("mining.extranonce.subscribe"),
+            Just("mining.other"),
+        ];
+        prop_oneof![
+            4 => (method, any::<u8>(), proptest::collection::vec(field(), 0..7)).prop_map(
+                |(m, id, params)| {
+                    format!(
+                        "{{\"id\":{id},\"method\":\"{m}\",\"params\":[{}]}}\n",
+                        params.join(",")
+                    )
+                    .into_bytes()
+                }
+            ),
+            1 => proptest::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_lines_never_panic(
+            lines in proptest::collection::vec(line(), 0..24),
+            chunk in 1usize..64,
+            prelude in any::<bool>(),
+        ) {
+            let rig = Rig::new(RARE_BLOCKS, config(1e-9, false));
+            let mut conn = Connection::accept_lines(
+                rig.session,
+                ConnectionConfig { max_payload_len: MAX_LINE, ..ConnectionConfig::default() },
+                NOW_MS,
+            );
+            let mut input = Vec::new();
+            if prelude {
+                input.extend_from_slice(b"{\"id\":1,\"method\":\"mining.subscribe\"}\n");
+                input.extend_from_slice(
+                    format!("{{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"{USER}\"]}}\n")
+                        .as_bytes(),
+                );
+            }
+            input.extend(lines.concat());
+            let mut out = Vec::new();
+            let mut now = NOW_MS;
+            for piece in input.chunks(chunk) {
+                now += 3;
+                let ended = conn.handle_wire(piece, now).is_err() || conn.handle_timeout(now).is_err();
+                conn.poll_transmit(&mut out);
+                if ended {
+                    prop_assert!(conn.is_ended());
+                    prop_assert!(conn.handle_wire(b"\n", now).is_err());
+                    break;
+                }
+            }
+            for l in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v: Result<Value, _> = serde_json::from_slice(l);
+                prop_assert!(v.is_ok(), "{:?}", String::from_utf8_lossy(l));
+            }
+        }
+    }
+}
