@@ -198,9 +198,12 @@ struct MinerArgs {
     /// Pool address.
     #[arg(long, value_name = "HOST:PORT")]
     url: String,
-    /// The pool's authority public key (printed by the pool at start).
-    #[arg(long, value_name = "KEY")]
-    authority_pubkey: String,
+    /// The pool's authority public key (printed by the pool at start); not used with --sv1.
+    #[arg(long, value_name = "KEY", required_unless_present = "sv1")]
+    authority_pubkey: Option<String>,
+    /// Speak Stratum V1 (plaintext JSON-RPC, e.g. the pool's port 3334) instead of SV2.
+    #[arg(long)]
+    sv1: bool,
     /// Hashing threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -526,7 +529,8 @@ fn loadgen(args: LoadgenArgs) -> ExitCode {
 fn miner(args: MinerArgs) -> ExitCode {
     let opts = MinerOptions {
         url: args.url,
-        authority_pubkey: args.authority_pubkey,
+        authority_pubkey: args.authority_pubkey.unwrap_or_default(),
+        sv1: args.sv1,
         threads: args.threads,
         channel: match args.channel {
             ChannelArg::Standard => ChannelKind::Standard,

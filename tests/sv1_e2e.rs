@@ -142,3 +142,71 @@ async fn an_sv1_api_client_mines_blocks_credited_with_an_sv2_miner_of_the_same_u
         assert_eq!(&*finder.record.worker, "sv1rig");
     }
 }
+
+/// Our CPU miner's `--sv1` mode against the pool's SV1 port: shares accepted with rolled
+/// version bits, blocks found and accepted by the embedded chain, each in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_cpu_miner_mines_blocks_over_sv1() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        synthetic_transactions: 3,
+        block_interval_secs: 0,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        ..PoolOptions::default()
+    };
+    let api: Arc<dyn NodeApi> = node.clone();
+    let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
+    server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(90),
+        run_miner(
+            MinerOptions {
+                url: format!("stratum+tcp://{sv1_addr}"),
+                sv1: true,
+                threads: 1,
+                user: format!("{ADDRESS}.cpu"),
+                max_shares: Some(10),
+                duration: Some(Duration::from_secs(60)),
+                ..MinerOptions::default()
+            },
+            std::future::pending::<()>(),
+        ),
+    )
+    .await
+    .expect("the miner finishes in time")
+    .expect("the miner ran");
+    assert_eq!(report.shares_accepted, 10, "{report:?}");
+    assert!(report.prev_hashes_received >= 2, "{report:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mined = node.height() - HISTORY_HEIGHT;
+    let stats = server.get_pool_stats().await;
+    assert!(mined >= 2, "blocks mined: {mined}");
+    assert_eq!(stats.blocks_accepted, u64::from(mined), "{stats:?}");
+    assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let shares = ledger
+        .shares(&ShareRange::Time {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            limit: 100_000,
+        })
+        .unwrap();
+    assert_eq!(shares.len() as u64, report.shares_accepted);
+    assert!(
+        shares
+            .iter()
+            .all(|s| &*s.record.user == ADDRESS && &*s.record.worker == "cpu")
+    );
+    assert_eq!(ledger.blocks(100).unwrap().len() as u32, mined);
+}

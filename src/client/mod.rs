@@ -9,6 +9,8 @@ pub mod hasher;
 pub mod miner;
 #[cfg(feature = "runtime")]
 pub mod run;
+#[cfg(feature = "sv1")]
+pub mod sv1;
 
 pub use hasher::{Hasher, NONCE_BATCH, WorkSlot};
 pub use miner::{

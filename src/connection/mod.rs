@@ -143,7 +143,16 @@ impl<P: Protocol> Connection<P> {
         let receiver = LineReceiver::new(config.max_payload_len);
         let mut c = Self::new(Stage::Lines { receiver }, protocol, config, now_ms);
         c.setup_deadline = now_ms.saturating_add(config.setup_timeout_ms);
+        // Whatever the protocol queued at its creation (a client's first requests) goes out
+        // first; the plaintext flush cannot fail.
+        let _ = c.flush();
         c
+    }
+
+    /// A client-side connection of a plaintext line protocol (Stratum V1) started at `now_ms`:
+    /// like [`Self::accept_lines`] (lines both ways, no handshake), from the other side.
+    pub fn connect_lines(protocol: P, config: ConnectionConfig, now_ms: u64) -> Self {
+        Self::accept_lines(protocol, config, now_ms)
     }
 
     /// Like [`Self::connect`] with a handshake already started (the load generator makes
