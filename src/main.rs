@@ -153,9 +153,12 @@ struct LoadgenArgs {
     /// Pool address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3333")]
     url: String,
-    /// The pool's authority public key (printed by the pool at start).
-    #[arg(long, value_name = "KEY")]
-    authority_pubkey: String,
+    /// The pool's authority public key (printed by the pool at start); not used with --sv1.
+    #[arg(long, value_name = "KEY", required_unless_present = "sv1")]
+    authority_pubkey: Option<String>,
+    /// Speak Stratum V1 (the pool's SV1 port, e.g. 3334) instead of SV2.
+    #[arg(long)]
+    sv1: bool,
     /// Connections, each with one extended channel.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
@@ -492,7 +495,8 @@ fn loadgen(args: LoadgenArgs) -> ExitCode {
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 1e6));
     let opts = blvm_stratum_v2::loadgen::LoadgenOptions {
         url: args.url,
-        authority_pubkey: args.authority_pubkey,
+        authority_pubkey: args.authority_pubkey.unwrap_or_default(),
+        sv1: args.sv1,
         connections: args.connections,
         rate: args.rate,
         window: args.window,

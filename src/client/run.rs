@@ -299,10 +299,14 @@ async fn connect(url: &str, host: &str, port: u16) -> Result<TcpStream, MinerErr
     Ok(stream)
 }
 
-/// What the driver needs of the miner's protocol: the SV2 [`MinerSession`], or the same
-/// behind the Stratum V1 translation ([`Sv1MinerSession`]).
-trait MinerProtocol: Protocol<Event = MinerEvent, Error = MinerSessionError> {
+/// What the driver (and the load generator) needs of the miner's protocol: the SV2
+/// [`MinerSession`], or the same behind the Stratum V1 translation ([`Sv1MinerSession`]).
+pub(crate) trait MinerProtocol:
+    Protocol<Event = MinerEvent, Error = MinerSessionError> + Send
+{
+    /// The SV2 miner session (counts, work).
     fn session(&self) -> &MinerSession;
+    /// The same, to submit shares or close.
     fn session_mut(&mut self) -> &mut MinerSession;
 }
 

@@ -69,6 +69,8 @@ pub struct LoadgenOptions {
     pub server_pid: Option<u32>,
     /// user_identity prefix of the channels (".N" is appended).
     pub user: String,
+    /// Speak Stratum V1 (the pool's SV1 port; `authority_pubkey` is not used) instead of SV2.
+    pub sv1: bool,
 }
 
 impl Default for LoadgenOptions {
@@ -87,6 +89,7 @@ impl Default for LoadgenOptions {
             threads: 1,
             server_pid: None,
             user: "loadgen".into(),
+            sv1: false,
         }
     }
 }
@@ -498,8 +501,14 @@ pub fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
             "window, threads and connect-concurrency must be at least 1".into(),
         ));
     }
-    let authority = decode_public_key(opts.authority_pubkey.trim())
-        .map_err(|e| LoadgenError::Options(format!("authority public key: {e}")))?;
+    let authority = if opts.sv1 {
+        None
+    } else {
+        Some(
+            decode_public_key(opts.authority_pubkey.trim())
+                .map_err(|e| LoadgenError::Options(format!("authority public key: {e}")))?,
+        )
+    };
     let url = opts.url.split_once("://").map_or(&opts.url[..], |(_, r)| r);
     let addr = url
         .to_socket_addrs()
@@ -517,8 +526,9 @@ pub fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
     }
     // Ephemeral keys up front: the setup phase then measures the pool, not our key generation.
     let mut rng = rand::thread_rng();
-    let initiators: Vec<Initiator> = (0..opts.connections)
-        .map(|_| Initiator::new(authority, &mut rng))
+    // (None: Stratum V1, no handshake.)
+    let initiators: Vec<Option<Initiator>> = (0..opts.connections)
+        .map(|_| authority.map(|a| Initiator::new(a, &mut rng)))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads)
@@ -551,7 +561,7 @@ fn sample_self() -> ProcSample {
 async fn orchestrate(
     opts: LoadgenOptions,
     addr: SocketAddr,
-    initiators: Vec<Initiator>,
+    initiators: Vec<Option<Initiator>>,
 ) -> LoadgenReport {
     let n = initiators.len();
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
