@@ -301,7 +301,7 @@ async fn connect(url: &str, host: &str, port: u16) -> Result<TcpStream, MinerErr
 
 /// What the driver (and the load generator) needs of the miner's protocol: the SV2
 /// [`MinerSession`], or the same behind the Stratum V1 translation ([`Sv1MinerSession`]).
-pub(crate) trait MinerProtocol:
+pub(crate) trait ClientProtocol:
     Protocol<Event = MinerEvent, Error = MinerSessionError> + Send
 {
     /// The SV2 miner session (counts, work).
@@ -310,7 +310,7 @@ pub(crate) trait MinerProtocol:
     fn session_mut(&mut self) -> &mut MinerSession;
 }
 
-impl MinerProtocol for MinerSession {
+impl ClientProtocol for MinerSession {
     fn session(&self) -> &MinerSession {
         self
     }
@@ -319,7 +319,7 @@ impl MinerProtocol for MinerSession {
     }
 }
 
-impl MinerProtocol for Sv1MinerSession {
+impl ClientProtocol for Sv1MinerSession {
     fn session(&self) -> &MinerSession {
         Sv1MinerSession::session(self)
     }
@@ -329,7 +329,7 @@ impl MinerProtocol for Sv1MinerSession {
 }
 
 /// Mines over `conn` with the hashing threads until a stop; the report.
-async fn mine<P: MinerProtocol>(
+async fn mine<P: ClientProtocol>(
     conn: Connection<P>,
     stream: TcpStream,
     opts: &MinerOptions,
@@ -405,7 +405,7 @@ enum Wake {
     Stop(StopReason),
 }
 
-struct Driver<P: MinerProtocol> {
+struct Driver<P: ClientProtocol> {
     conn: Connection<P>,
     stream: TcpStream,
     /// Ciphertext staging buffer, reused.
@@ -418,7 +418,7 @@ struct Driver<P: MinerProtocol> {
     pool: String,
 }
 
-impl<P: MinerProtocol> Driver<P> {
+impl<P: ClientProtocol> Driver<P> {
     async fn drive(
         &mut self,
         shares: &mut mpsc::Receiver<Share>,

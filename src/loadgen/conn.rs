@@ -29,7 +29,7 @@ use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 use super::{Ctx, Phase};
 use crate::client::hasher::{IV, compress};
-use crate::client::run::MinerProtocol;
+use crate::client::run::ClientProtocol;
 use crate::client::sv1::Sv1MinerSession;
 use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
@@ -147,14 +147,14 @@ pub(crate) struct ConnTotals {
 }
 
 /// A connection and its socket.
-struct Conn<P: MinerProtocol> {
+struct Conn<P: ClientProtocol> {
     stream: TcpStream,
     conn: Connection<P>,
     /// Ciphertext staging buffer (swapped with the connection's, never copied).
     wire: Vec<u8>,
 }
 
-impl<P: MinerProtocol> Conn<P> {
+impl<P: ClientProtocol> Conn<P> {
     /// Reads what the socket has (through the thread's scratch buffer) into the connection,
     /// which decrypts it and hands it to the session; 0 means end of stream.
     async fn read_some(&mut self) -> Result<usize, ConnError> {
@@ -301,7 +301,7 @@ struct Load<'a> {
 
 impl Load<'_> {
     /// Rebuilds the share maker when the session's work changed.
-    fn refresh<P: MinerProtocol>(&mut self, conn: &Connection<P>) {
+    fn refresh<P: ClientProtocol>(&mut self, conn: &Connection<P>) {
         let session = conn.protocol().session();
         let generation = session.generation();
         if self.maker.as_ref().map(|m| m.generation) == Some(generation) {
@@ -311,7 +311,7 @@ impl Load<'_> {
     }
 
     /// Makes and queues one share; false if none could be made.
-    fn submit<P: MinerProtocol>(&mut self, conn: &mut Connection<P>) -> bool {
+    fn submit<P: ClientProtocol>(&mut self, conn: &mut Connection<P>) -> bool {
         let Some(maker) = self.maker.as_mut() else {
             return false;
         };
@@ -343,7 +343,7 @@ impl Load<'_> {
     }
 
     /// Accounts acknowledgements and rejections; an error ends the connection.
-    fn events<P: MinerProtocol>(
+    fn events<P: ClientProtocol>(
         &mut self,
         conn: &mut Connection<P>,
         now: Instant,
@@ -435,7 +435,7 @@ fn conn_config(ctx: &Ctx) -> ConnectionConfig {
 }
 
 /// Runs the connection until the session has work (its channel is open).
-async fn first_work<P: MinerProtocol>(
+async fn first_work<P: ClientProtocol>(
     ctx: &Ctx,
     stream: TcpStream,
     conn: Connection<P>,
@@ -533,7 +533,7 @@ pub(crate) async fn connection(
     }
 }
 
-async fn life<P: MinerProtocol>(
+async fn life<P: ClientProtocol>(
     ctx: &Ctx,
     index: usize,
     establish: impl std::future::Future<Output = Result<Conn<P>, ConnError>>,
@@ -586,7 +586,7 @@ enum Wake {
     GraceOver,
 }
 
-async fn run_load<P: MinerProtocol>(
+async fn run_load<P: ClientProtocol>(
     conn: &mut Conn<P>,
     load: &mut Load<'_>,
     index: usize,
