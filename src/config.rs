@@ -29,6 +29,7 @@ use crate::shell::{AdmissionConfig, Rate};
 mod http_options;
 mod module_env;
 pub mod secrets;
+mod sv1_listen;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,10 @@ pub struct PoolOptions {
     #[serde(alias = "listen_address")]
     #[arg(long, value_name = "HOST:PORT")]
     pub listen_addr: Option<String>,
+    /// Address to listen on for Stratum V1 miners, or `off`. Default: the SV2 address's host
+    /// with the next port (0.0.0.0:3334 beside 0.0.0.0:3333; port 0 stays 0).
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub sv1_listen_addr: Option<String>,
     /// Directory for the authority key and found blocks. Default: ./blvm-stratum-v2-data
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -528,6 +533,7 @@ impl PoolOptions {
             top,
             enabled,
             listen_addr,
+            sv1_listen_addr,
             data_dir,
             authority_key_path,
             authority_secret_key,
@@ -672,6 +678,8 @@ pub struct PoolConfig {
     pub enabled: bool,
     /// Listening address.
     pub listen_addr: SocketAddr,
+    /// Stratum V1 listening address (`None`: off).
+    pub sv1_listen_addr: Option<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Authority secret key file (None when the key is given inline).
@@ -732,6 +740,7 @@ impl From<PoolConfig> for ServerConfig {
     fn from(c: PoolConfig) -> Self {
         ServerConfig {
             listen_addr: c.listen_addr,
+            sv1_listen_addr: c.sv1_listen_addr,
             data_dir: c.data_dir,
             authority_key_path: c.authority_key_path,
             authority_secret_key: c.authority_secret_key,
@@ -970,6 +979,8 @@ impl PoolConfig {
         let listen_addr = listen_text
             .parse()
             .map_err(|e| invalid(source_name, "listen_addr", format!("`{listen_text}`: {e}")))?;
+        let sv1_listen_addr = sv1_listen::resolve(o.sv1_listen_addr.as_deref(), listen_addr)
+            .map_err(|reason| invalid(source_name, "sv1_listen_addr", reason))?;
         let data_dir = o
             .data_dir
             .clone()
@@ -1174,6 +1185,7 @@ impl PoolConfig {
         Ok(PoolConfig {
             enabled: o.enabled.unwrap_or(true),
             listen_addr,
+            sv1_listen_addr,
             data_dir,
             authority_key_path: o.authority_key_path.clone(),
             authority_secret_key: o.authority_secret_key.clone(),

@@ -58,6 +58,8 @@ pub mod noise;
 pub mod payout;
 #[cfg(feature = "runtime")]
 pub mod shell;
+#[cfg(feature = "sv1")]
+pub mod sv1;
 pub mod wire;
 
 // The shell: needs the `runtime` feature.

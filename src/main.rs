@@ -155,9 +155,12 @@ struct LoadgenArgs {
     /// Pool address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:3333")]
     url: String,
-    /// The pool's authority public key (printed by the pool at start).
-    #[arg(long, value_name = "KEY")]
-    authority_pubkey: String,
+    /// The pool's authority public key (printed by the pool at start); not used with --sv1.
+    #[arg(long, value_name = "KEY", required_unless_present = "sv1")]
+    authority_pubkey: Option<String>,
+    /// Speak Stratum V1 (the pool's SV1 port, e.g. 3334) instead of SV2.
+    #[arg(long)]
+    sv1: bool,
     /// Connections, each with one extended channel.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
@@ -204,9 +207,12 @@ struct MinerArgs {
     /// Pool address.
     #[arg(long, value_name = "HOST:PORT")]
     url: String,
-    /// The pool's authority public key (printed by the pool at start).
-    #[arg(long, value_name = "KEY")]
-    authority_pubkey: String,
+    /// The pool's authority public key (printed by the pool at start); not used with --sv1.
+    #[arg(long, value_name = "KEY", required_unless_present = "sv1")]
+    authority_pubkey: Option<String>,
+    /// Speak Stratum V1 (plaintext JSON-RPC, e.g. the pool's port 3334) instead of SV2.
+    #[arg(long)]
+    sv1: bool,
     /// Hashing threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -499,7 +505,8 @@ fn loadgen(args: LoadgenArgs) -> ExitCode {
     let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 1e6));
     let opts = blvm_stratum_v2::loadgen::LoadgenOptions {
         url: args.url,
-        authority_pubkey: args.authority_pubkey,
+        authority_pubkey: args.authority_pubkey.unwrap_or_default(),
+        sv1: args.sv1,
         connections: args.connections,
         rate: args.rate,
         window: args.window,
@@ -537,7 +544,8 @@ fn loadgen(args: LoadgenArgs) -> ExitCode {
 fn miner(args: MinerArgs) -> ExitCode {
     let opts = MinerOptions {
         url: args.url,
-        authority_pubkey: args.authority_pubkey,
+        authority_pubkey: args.authority_pubkey.unwrap_or_default(),
+        sv1: args.sv1,
         threads: args.threads,
         channel: match args.channel {
             ChannelArg::Standard => ChannelKind::Standard,
@@ -760,6 +768,9 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         let key = server.authority_public_key().to_owned();
         let port = addr.port();
         println!("blvm-stratum-v2 listening on {addr} ({backend})");
+        if let Some(sv1) = server.sv1_local_addr().await {
+            println!("Stratum V1 miners: stratum+tcp://{sv1}");
+        }
         println!("authority public key: {key}");
         println!("share ledger: {ledger}");
         println!(

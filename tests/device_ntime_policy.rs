@@ -189,6 +189,7 @@ async fn a_device_with_clock_plus_60_ntime_keeps_mining_after_its_first_block() 
         max_shares: None,
         duration: Some(RUN),
         ntime: DEVICE_NTIME,
+        sv1: false,
     };
     let started_at = unix_now();
     let miner = tokio::spawn(run_miner(opts, std::future::pending::<()>()));

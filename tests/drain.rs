@@ -9,6 +9,8 @@
 mod pool;
 #[path = "common/sri_client.rs"]
 mod sri_client;
+#[path = "common/sv1_client.rs"]
+mod sv1_client;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -142,7 +144,7 @@ fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("pool.log")).unwrap())
         .spawn()
         .expect("pool starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -176,10 +178,15 @@ fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
         miner.open(true, "sigterm.rig").await.expect("channel");
         // SAFETY: kill(2) on our own child's pid, with a valid signal number.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let log = || std::fs::read_to_string(dir.path().join("pool.log")).unwrap_or_default();
         let reconnect = loop {
-            match miner.recv().await.expect("a message before the close") {
-                AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r)) => break r,
-                _ => continue,
+            match miner.recv().await {
+                Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => break r,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "no Reconnect before the close ({e}); the pool's log:\n{}",
+                    log()
+                ),
             }
         };
         assert_eq!(reconnect.new_port, 0);
@@ -326,4 +333,33 @@ fn the_load_generator_follows_a_restart_and_every_acknowledged_share_is_kept() {
             "{identity}: {acked} acknowledged, {stored} in the ledger"
         );
     }
+}
+
+/// An SV1 miner (SRI's `sv1_api`) of a stopping pool gets `client.reconnect` (no parameters:
+/// this address again), and its connection is kept until it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_pool_sends_its_sv1_miners_client_reconnect() {
+    let pool = TestPool::start(RARE_BLOCKS, 10).await;
+    let sv1 = pool.sv1_addr.expect("the SV1 port listens");
+    let mut miner = sv1_client::connect(sv1, "sv1drain.rig").await;
+    miner.one_share().await;
+    let stopping = tokio::spawn(async move { pool.stop().await });
+    let reconnect = loop {
+        let line = miner
+            .line
+            .next_line(Duration::from_secs(10))
+            .await
+            .expect("client.reconnect before the close");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        if v["method"] == "client.reconnect" {
+            break v;
+        }
+    };
+    assert_eq!(reconnect["params"], serde_json::json!([]), "{reconnect}");
+    assert!(reconnect["id"].is_null(), "a notification: {reconnect}");
+    drop(miner);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the pool stopped once the miner left")
+        .unwrap();
 }

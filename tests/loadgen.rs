@@ -13,6 +13,13 @@ use blvm_stratum_v2::server::StratumV2Server;
 fn run_against_server(
     opts: impl FnOnce(String, String) -> LoadgenOptions,
 ) -> loadgen::LoadgenReport {
+    run_against_server_sv1(|url, key, _| opts(url, key))
+}
+
+/// Like [`run_against_server`], `opts` also given the Stratum V1 port's address.
+fn run_against_server_sv1(
+    opts: impl FnOnce(String, String, String) -> LoadgenOptions,
+) -> loadgen::LoadgenReport {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = PoolConfig::resolve(
         &PoolOptions {
@@ -40,9 +47,13 @@ fn run_against_server(
     }));
     let server = Arc::new(StratumV2Server::new(config, node).expect("server"));
     let addr = runtime.block_on(server.start()).expect("start");
+    let sv1 = runtime
+        .block_on(server.sv1_local_addr())
+        .expect("an SV1 listener");
     let report = loadgen::run(opts(
         addr.to_string(),
         server.authority_public_key().to_owned(),
+        sv1.to_string(),
     ))
     .expect("load generator ran");
     let stats = runtime.block_on(server.get_pool_stats());
@@ -103,4 +114,27 @@ fn shares_at_a_fixed_rate() {
         "{} acknowledged: {report:?}",
         report.acked
     );
+}
+
+/// The load generator speaking Stratum V1 to the pool's SV1 port: every connection subscribes
+/// and authorizes, and every share is answered `true` (after the ledger's commit).
+#[test]
+fn sv1_shares_as_fast_as_acknowledged() {
+    let report = run_against_server_sv1(|_, _, sv1| LoadgenOptions {
+        url: sv1,
+        sv1: true,
+        connections: 20,
+        rate: 0.0,
+        duration: Duration::from_secs(2),
+        hold: Duration::from_millis(100),
+        grace: Duration::from_secs(2),
+        setup_timeout: Duration::from_secs(20),
+        ..LoadgenOptions::default()
+    });
+    println!("{}", report.to_text());
+    assert_eq!(report.ready, 20, "{report:?}");
+    assert!(report.acked > 0, "{report:?}");
+    assert_eq!(report.error_count(), 0, "{report:?}");
+    assert_eq!(report.rejected, 0);
+    assert_eq!(report.unacked, 0);
 }

@@ -13,6 +13,8 @@ pub mod miner;
 pub mod reconnect;
 #[cfg(feature = "runtime")]
 pub mod run;
+#[cfg(feature = "sv1")]
+pub mod sv1;
 
 pub use hasher::{Hasher, NONCE_BATCH, WorkSlot};
 pub use miner::{

@@ -22,7 +22,8 @@ use super::hasher::{Hasher, WorkSlot};
 use super::miner::{
     ChannelKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, NtimePolicy, Share,
 };
-use crate::connection::{Connection, ConnectionConfig, ConnectionError};
+use super::sv1::Sv1MinerSession;
+use crate::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
 use crate::noise::NoiseError;
 use crate::noise::keys::{KeyError, decode_public_key};
 use crate::wire::WireError;
@@ -59,6 +60,8 @@ pub struct MinerOptions {
     pub duration: Option<Duration>,
     /// How header nTimes are chosen (default: the job's, rolled when a job's space is spent).
     pub ntime: NtimePolicy,
+    /// Speak Stratum V1 (plaintext JSON-RPC; `authority_pubkey` is not used) instead of SV2.
+    pub sv1: bool,
 }
 
 impl Default for MinerOptions {
@@ -73,6 +76,7 @@ impl Default for MinerOptions {
             max_shares: None,
             duration: None,
             ntime: NtimePolicy::default(),
+            sv1: false,
         }
     }
 }
@@ -182,9 +186,11 @@ impl From<ConnectionError<MinerSessionError>> for MinerError {
             ConnectionError::Protocol(e) => MinerError::Session(e),
             ConnectionError::Idle => MinerError::Timeout("idle"),
             ConnectionError::SlowReader(_) => MinerError::Timeout("writing to the pool"),
-            ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
-                MinerError::Closed
-            }
+            // A line too long cannot happen on a Noise connection.
+            ConnectionError::Closed
+            | ConnectionError::Shutdown
+            | ConnectionError::Ended
+            | ConnectionError::LineTooLong(_) => MinerError::Closed,
         }
     }
 }
@@ -233,7 +239,6 @@ pub async fn run_miner(
     }
     let threads =
         u32::try_from(opts.threads).map_err(|_| MinerError::Options("too many threads".into()))?;
-    let authority = decode_public_key(opts.authority_pubkey.trim())?;
     let (host, port) = host_port(&opts.url)?;
     let config = MinerConfig {
         channel: opts.channel,
@@ -242,34 +247,96 @@ pub async fn run_miner(
         endpoint_host: host.clone(),
         endpoint_port: port,
         ntime: opts.ntime,
+        // Over SV1, BIP310's mining.configure asks for the bits the hashers roll.
+        version_rolling: opts.sv1 || MinerConfig::default().version_rolling,
         ..MinerConfig::default()
     };
+    let conn_config = ConnectionConfig {
+        handshake_timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
+        setup_timeout_ms: SETUP_TIMEOUT.as_millis() as u64,
+        idle_timeout_ms: None,
+        max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
+    };
+    if opts.sv1 {
+        if opts.channel != ChannelKind::Extended {
+            return Err(MinerError::Options(
+                "Stratum V1 mines on extended channels only".into(),
+            ));
+        }
+        let session = Sv1MinerSession::new(config)?;
+        let started = Instant::now();
+        let stream = connect(&opts.url, &host, port).await?;
+        // No handshake: mining.configure and mining.subscribe go out at once.
+        let conn = Connection::connect_lines(session, conn_config, unix_ms());
+        return mine(conn, stream, &opts, threads, started, shutdown).await;
+    }
+    let authority = decode_public_key(opts.authority_pubkey.trim())?;
     let session = MinerSession::new(config)?;
-
     let started = Instant::now();
-    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| MinerError::Timeout("connecting"))?
-        .map_err(|source| MinerError::Connect {
-            url: opts.url.clone(),
-            source,
-        })?;
-    stream.set_nodelay(true)?;
+    let stream = connect(&opts.url, &host, port).await?;
     // The Noise handshake (its first message is queued at once), then SetupConnection and
     // the channel: all through one connection object, with its deadlines.
     let conn = Connection::connect(
         session,
         authority,
         &mut rand::thread_rng(),
-        ConnectionConfig {
-            handshake_timeout_ms: HANDSHAKE_TIMEOUT.as_millis() as u64,
-            setup_timeout_ms: SETUP_TIMEOUT.as_millis() as u64,
-            idle_timeout_ms: None,
-            max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
-        },
+        conn_config,
         unix_ms(),
     );
+    mine(conn, stream, &opts, threads, started, shutdown).await
+}
 
+/// TCP to the pool.
+async fn connect(url: &str, host: &str, port: u16) -> Result<TcpStream, MinerError> {
+    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| MinerError::Timeout("connecting"))?
+        .map_err(|source| MinerError::Connect {
+            url: url.to_owned(),
+            source,
+        })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// What the driver (and the load generator) needs of the miner's protocol: the SV2
+/// [`MinerSession`], or the same behind the Stratum V1 translation ([`Sv1MinerSession`]).
+pub(crate) trait ClientProtocol:
+    Protocol<Event = MinerEvent, Error = MinerSessionError> + Send
+{
+    /// The SV2 miner session (counts, work).
+    fn session(&self) -> &MinerSession;
+    /// The same, to submit shares or close.
+    fn session_mut(&mut self) -> &mut MinerSession;
+}
+
+impl ClientProtocol for MinerSession {
+    fn session(&self) -> &MinerSession {
+        self
+    }
+    fn session_mut(&mut self) -> &mut MinerSession {
+        self
+    }
+}
+
+impl ClientProtocol for Sv1MinerSession {
+    fn session(&self) -> &MinerSession {
+        Sv1MinerSession::session(self)
+    }
+    fn session_mut(&mut self) -> &mut MinerSession {
+        Sv1MinerSession::session_mut(self)
+    }
+}
+
+/// Mines over `conn` with the hashing threads until a stop; the report.
+async fn mine<P: ClientProtocol>(
+    conn: Connection<P>,
+    stream: TcpStream,
+    opts: &MinerOptions,
+    threads: u32,
+    started: Instant,
+    shutdown: impl Future<Output = ()>,
+) -> Result<MinerReport, MinerError> {
     let slot = Arc::new(WorkSlot::new());
     let (tx, mut rx) = mpsc::channel::<Share>(SHARE_QUEUE);
     let mut handles = Vec::with_capacity(opts.threads);
@@ -306,7 +373,7 @@ pub async fn run_miner(
     .await;
 
     let stop = result?;
-    let session = driver.conn.protocol();
+    let session = driver.conn.protocol().session();
     let counts = session.counts();
     let report = MinerReport {
         stop,
@@ -338,8 +405,8 @@ enum Wake {
     Stop(StopReason),
 }
 
-struct Driver {
-    conn: Connection<MinerSession>,
+struct Driver<P: ClientProtocol> {
+    conn: Connection<P>,
     stream: TcpStream,
     /// Ciphertext staging buffer, reused.
     wire: Vec<u8>,
@@ -351,7 +418,7 @@ struct Driver {
     pool: String,
 }
 
-impl Driver {
+impl<P: ClientProtocol> Driver<P> {
     async fn drive(
         &mut self,
         shares: &mut mpsc::Receiver<Share>,
@@ -391,7 +458,7 @@ impl Driver {
             match wake {
                 Wake::Stop(reason) => {
                     let _ = self.conn.with_protocol(|s| {
-                        s.close(match reason {
+                        s.session_mut().close(match reason {
                             StopReason::Shutdown => "shutdown",
                             _ => "done",
                         })
@@ -432,7 +499,7 @@ impl Driver {
                     let hashes = self.slot.hashes();
                     let rate = (hashes - last_hashes) as f64 / HASHRATE_LOG_INTERVAL.as_secs_f64();
                     last_hashes = hashes;
-                    let counts = self.conn.protocol().counts();
+                    let counts = self.conn.protocol().session().counts();
                     info!(
                         hashrate = format!("{:.2} MH/s", rate / 1e6),
                         accepted = counts.accepted,
@@ -443,9 +510,9 @@ impl Driver {
             }
             self.flush().await?;
             if let Some(max) = self.max_shares
-                && self.conn.protocol().counts().accepted >= max
+                && self.conn.protocol().session().counts().accepted >= max
             {
-                let _ = self.conn.with_protocol(|s| s.close("done"));
+                let _ = self.conn.with_protocol(|s| s.session_mut().close("done"));
                 let _ = self.flush().await;
                 let _ = self.stream.shutdown().await;
                 return Ok(StopReason::MaxShares);
@@ -457,12 +524,12 @@ impl Driver {
         // Near the goal, keep only as many shares in flight as could still be needed, so a run
         // stops at exactly `max_shares` accepted.
         if let Some(max) = self.max_shares {
-            let counts = self.conn.protocol().counts();
+            let counts = self.conn.protocol().session().counts();
             if counts.accepted + counts.pending() >= max {
                 return;
             }
         }
-        match self.conn.with_protocol(|s| s.submit(share)) {
+        match self.conn.with_protocol(|s| s.session_mut().submit(share)) {
             Err(e) => debug!(job_id = share.job_id, "share not sent: {e}"),
             Ok(Ok(seq)) => debug!(
                 seq,
@@ -477,7 +544,7 @@ impl Driver {
     /// Logs the session's events; returns a reason to stop if the pool ended the channel.
     fn handle_events(&mut self) -> Option<StopReason> {
         let mut stop = None;
-        let accepted_total = self.conn.protocol().counts().accepted;
+        let accepted_total = self.conn.protocol().session().counts().accepted;
         while let Some(event) = self.conn.poll_event() {
             match event {
                 MinerEvent::SetupSucceeded { flags } => {
@@ -529,7 +596,7 @@ impl Driver {
 
     /// Hands new work (or none) to the threads when the session's generation moved.
     fn publish_work(&mut self) {
-        let session = self.conn.protocol();
+        let session = self.conn.protocol().session();
         let generation = session.generation();
         if generation != self.published {
             self.published = generation;

@@ -24,6 +24,9 @@ pub enum ConnectionError<E: std::error::Error + 'static> {
     /// Noise failed (bad handshake, certificate, MAC failure ...).
     #[error("noise: {0}")]
     Noise(#[from] NoiseError),
+    /// A line of a plaintext line protocol (Stratum V1) passed the maximum length.
+    #[error("{0}")]
+    LineTooLong(#[from] super::LineTooLong),
     /// The protocol ended the connection (the reason is its error).
     #[error("{0}")]
     Protocol(#[source] E),

@@ -14,6 +14,7 @@
 //! miner and the load generator each drive this object with their own loop.
 
 mod error;
+mod lines;
 mod outbox;
 mod protocol;
 
@@ -25,6 +26,7 @@ use rand::{CryptoRng, Rng};
 use secp256k1::XOnlyPublicKey;
 
 pub use error::ConnectionError;
+pub use lines::{LineReceiver, LineTooLong};
 pub use outbox::Outbox;
 pub use protocol::Protocol;
 
@@ -76,6 +78,9 @@ enum Stage {
     Initiating { initiator: Initiator },
     /// Handshake done: frames both ways.
     Established { sender: Sender, receiver: Receiver },
+    /// A plaintext line protocol (Stratum V1): no handshake; a message is a line each way
+    /// (the protocol's outbox holds whole lines, newline included).
+    Lines { receiver: LineReceiver },
     /// Ended (an error was returned); no more input is taken.
     Ended,
 }
@@ -130,6 +135,26 @@ impl<P: Protocol> Connection<P> {
         Self::with_initiator(protocol, Initiator::new(authority, rng), config, now_ms)
     }
 
+    /// A server-side connection of a plaintext line protocol (Stratum V1) accepted at
+    /// `now_ms`: no handshake, each received line (at most `config.max_payload_len` bytes) is
+    /// one message, and what the protocol queues goes out as it is. The setup deadline runs
+    /// from now; the handshake timeout does not apply.
+    pub fn accept_lines(protocol: P, config: ConnectionConfig, now_ms: u64) -> Self {
+        let receiver = LineReceiver::new(config.max_payload_len);
+        let mut c = Self::new(Stage::Lines { receiver }, protocol, config, now_ms);
+        c.setup_deadline = now_ms.saturating_add(config.setup_timeout_ms);
+        // Whatever the protocol queued at its creation (a client's first requests) goes out
+        // first; the plaintext flush cannot fail.
+        let _ = c.flush();
+        c
+    }
+
+    /// A client-side connection of a plaintext line protocol (Stratum V1) started at `now_ms`:
+    /// like [`Self::accept_lines`] (lines both ways, no handshake), from the other side.
+    pub fn connect_lines(protocol: P, config: ConnectionConfig, now_ms: u64) -> Self {
+        Self::accept_lines(protocol, config, now_ms)
+    }
+
     /// Like [`Self::connect`] with a handshake already started (the load generator makes
     /// its ephemeral keys before it starts the clock).
     pub fn with_initiator(
@@ -178,9 +203,10 @@ impl<P: Protocol> Connection<P> {
         Ok(value)
     }
 
-    /// Whether the Noise handshake has completed.
+    /// Whether the Noise handshake has completed (a plaintext connection has none to do: it
+    /// is established from the start).
     pub fn is_established(&self) -> bool {
-        matches!(self.stage, Stage::Established { .. })
+        matches!(self.stage, Stage::Established { .. } | Stage::Lines { .. })
     }
 
     /// Whether the connection has ended (an error was returned, or [`Self::close`]).
@@ -266,6 +292,17 @@ impl<P: Protocol> Connection<P> {
                 receiver.release_spare(RECEIVE_BUFFER_KEEP);
                 Ok(&[])
             }
+            Stage::Lines { receiver } => {
+                receiver.feed(data);
+                while let Some(line) = receiver.next_line()? {
+                    self.last_received_ms = now_ms;
+                    self.protocol
+                        .handle_message(line, now_ms)
+                        .map_err(ConnectionError::Protocol)?;
+                }
+                receiver.release_spare(RECEIVE_BUFFER_KEEP);
+                Ok(&[])
+            }
             Stage::Ended => Err(ConnectionError::Ended),
         }
     }
@@ -294,6 +331,10 @@ impl<P: Protocol> Connection<P> {
             }
             outbox.clear();
             result?;
+        } else if let Stage::Lines { .. } = self.stage {
+            let outbox = self.protocol.outbox();
+            self.transmit.extend_from_slice(outbox);
+            outbox.clear();
         }
         Ok(())
     }
@@ -314,7 +355,7 @@ impl<P: Protocol> Connection<P> {
             Stage::Accepting { .. } | Stage::Initiating { .. } => {
                 min_some(Some(self.handshake_deadline), idle)
             }
-            Stage::Established { .. } => {
+            Stage::Established { .. } | Stage::Lines { .. } => {
                 let setup = (!self.protocol.is_set_up()).then_some(self.setup_deadline);
                 let own = self
                     .protocol
@@ -335,7 +376,7 @@ impl<P: Protocol> Connection<P> {
             {
                 Some(ConnectionError::HandshakeTimeout)
             }
-            Stage::Established { .. }
+            Stage::Established { .. } | Stage::Lines { .. }
                 if !self.protocol.is_set_up() && now_ms >= self.setup_deadline =>
             {
                 Some(ConnectionError::SetupTimeout)

@@ -32,6 +32,8 @@ use tokio::time::{Instant, MissedTickBehavior, timeout};
 use super::{Ctx, Phase};
 use crate::client::hasher::{IV, compress};
 use crate::client::reconnect::{Backoff, RECONNECT_JITTER};
+use crate::client::run::ClientProtocol;
+use crate::client::sv1::Sv1MinerSession;
 use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::merkle::fold_merkle_path;
@@ -81,9 +83,11 @@ impl From<ConnectionError<MinerSessionError>> for ConnError {
             ConnectionError::SetupTimeout => ConnError::Timeout("setting up"),
             ConnectionError::Idle => ConnError::Timeout("idle"),
             ConnectionError::SlowReader(_) => ConnError::Timeout("writing"),
-            ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
-                ConnError::Disconnected
-            }
+            // A line too long cannot happen on a Noise connection.
+            ConnectionError::Closed
+            | ConnectionError::Shutdown
+            | ConnectionError::Ended
+            | ConnectionError::LineTooLong(_) => ConnError::Disconnected,
         }
     }
 }
@@ -158,14 +162,14 @@ pub(crate) struct ConnTotals {
 }
 
 /// A connection and its socket.
-struct Conn {
+struct Conn<P: ClientProtocol> {
     stream: TcpStream,
-    conn: Connection<MinerSession>,
+    conn: Connection<P>,
     /// Ciphertext staging buffer (swapped with the connection's, never copied).
     wire: Vec<u8>,
 }
 
-impl Conn {
+impl<P: ClientProtocol> Conn<P> {
     /// Reads what the socket has (through the thread's scratch buffer) into the connection,
     /// which decrypts it and hands it to the session; 0 means end of stream.
     async fn read_some(&mut self) -> Result<usize, ConnError> {
@@ -204,7 +208,7 @@ impl Conn {
 
     /// Closes the channel politely and the socket.
     async fn close(mut self) {
-        let _ = self.conn.with_protocol(|s| s.close("done"));
+        let _ = self.conn.with_protocol(|s| s.session_mut().close("done"));
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
@@ -312,8 +316,8 @@ struct Load<'a> {
 
 impl Load<'_> {
     /// Rebuilds the share maker when the session's work changed.
-    fn refresh(&mut self, conn: &Connection<MinerSession>) {
-        let session = conn.protocol();
+    fn refresh<P: ClientProtocol>(&mut self, conn: &Connection<P>) {
+        let session = conn.protocol().session();
         let generation = session.generation();
         if self.maker.as_ref().map(|m| m.generation) == Some(generation) {
             return;
@@ -322,7 +326,7 @@ impl Load<'_> {
     }
 
     /// Makes and queues one share; false if none could be made.
-    fn submit(&mut self, conn: &mut Connection<MinerSession>) -> bool {
+    fn submit<P: ClientProtocol>(&mut self, conn: &mut Connection<P>) -> bool {
         let Some(maker) = self.maker.as_mut() else {
             return false;
         };
@@ -334,7 +338,7 @@ impl Load<'_> {
             );
             return false;
         };
-        match conn.with_protocol(|s| s.submit(share)) {
+        match conn.with_protocol(|s| s.session_mut().submit(share)) {
             Ok(Ok(seq)) => {
                 self.pending.push_back((seq, Instant::now()));
                 self.totals.submitted += 1;
@@ -354,9 +358,9 @@ impl Load<'_> {
     }
 
     /// Accounts acknowledgements and rejections; an error ends the connection.
-    fn events(
+    fn events<P: ClientProtocol>(
         &mut self,
-        conn: &mut Connection<MinerSession>,
+        conn: &mut Connection<P>,
         now: Instant,
     ) -> Result<(), ConnError> {
         let mut fatal = None;
@@ -400,7 +404,11 @@ impl Load<'_> {
 }
 
 /// Connect, handshake, setup, channel open and first work.
-async fn establish(ctx: &Ctx, index: usize, initiator: Initiator) -> Result<Conn, ConnError> {
+async fn establish(
+    ctx: &Ctx,
+    index: usize,
+    initiator: Initiator,
+) -> Result<Conn<MinerSession>, ConnError> {
     let _permit = ctx.connect_permits.acquire().await;
     let started = Instant::now();
     let stream = TcpStream::connect(ctx.addr)
@@ -412,25 +420,49 @@ async fn establish(ctx: &Ctx, index: usize, initiator: Initiator) -> Result<Conn
     let session = MinerSession::new(config)?;
     // The whole setup is bounded by the caller's `setup_timeout`; the connection's own
     // deadlines say the same and are not polled here.
+    let conn = Connection::with_initiator(session, initiator, conn_config(ctx), unix_ms());
+    first_work(ctx, stream, conn, started).await
+}
+
+/// Connect, mining.configure/subscribe/authorize (Stratum V1) and first work.
+async fn establish_sv1(ctx: &Ctx, index: usize) -> Result<Conn<Sv1MinerSession>, ConnError> {
+    let _permit = ctx.connect_permits.acquire().await;
+    let started = Instant::now();
+    let stream = TcpStream::connect(ctx.addr)
+        .await
+        .map_err(ConnError::Connect)?;
+    stream.set_nodelay(true)?;
+    let mut config = ctx.miner.clone();
+    config.user_identity = format!("{}.{index}", ctx.miner.user_identity);
+    let session = Sv1MinerSession::new(config)?;
+    let conn = Connection::connect_lines(session, conn_config(ctx), unix_ms());
+    first_work(ctx, stream, conn, started).await
+}
+
+fn conn_config(ctx: &Ctx) -> ConnectionConfig {
     let limit = ctx.setup_timeout.as_millis() as u64;
-    let conn = Connection::with_initiator(
-        session,
-        initiator,
-        ConnectionConfig {
-            handshake_timeout_ms: limit,
-            setup_timeout_ms: limit,
-            idle_timeout_ms: None,
-            max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
-        },
-        unix_ms(),
-    );
+    ConnectionConfig {
+        handshake_timeout_ms: limit,
+        setup_timeout_ms: limit,
+        idle_timeout_ms: None,
+        max_payload_len: crate::noise::DEFAULT_MAX_PAYLOAD_LEN,
+    }
+}
+
+/// Runs the connection until the session has work (its channel is open).
+async fn first_work<P: ClientProtocol>(
+    ctx: &Ctx,
+    stream: TcpStream,
+    conn: Connection<P>,
+    started: Instant,
+) -> Result<Conn<P>, ConnError> {
     let mut conn = Conn {
         stream,
         conn,
         wire: Vec::with_capacity(256),
     };
     conn.flush().await?;
-    while conn.conn.protocol().work().is_none() {
+    while conn.conn.protocol().session().work().is_none() {
         if conn.read_some().await? == 0 {
             return Err(ConnError::Disconnected);
         }
@@ -503,16 +535,45 @@ async fn wait_phase(
     }
 }
 
-/// One connection's whole life.
-pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator) -> ConnTotals {
+/// One connection's whole life: SV2 with a Noise initiator, Stratum V1 without.
+pub(crate) async fn connection(
+    ctx: Arc<Ctx>,
+    index: usize,
+    initiator: Option<Initiator>,
+) -> ConnTotals {
     let ctx = &*ctx;
+    match (initiator, ctx.authority) {
+        (Some(initiator), Some(authority)) => {
+            // A reconnection makes a new ephemeral key.
+            let again = || async move {
+                let initiator = Initiator::new(authority, &mut StdRng::from_entropy());
+                establish(ctx, index, initiator).await
+            };
+            life(ctx, index, establish(ctx, index, initiator), again).await
+        }
+        _ => {
+            let again = || establish_sv1(ctx, index);
+            life(ctx, index, establish_sv1(ctx, index), again).await
+        }
+    }
+}
+
+async fn life<P: ClientProtocol, F>(
+    ctx: &Ctx,
+    index: usize,
+    establish: impl std::future::Future<Output = Result<Conn<P>, ConnError>>,
+    again: impl Fn() -> F,
+) -> ConnTotals
+where
+    F: std::future::Future<Output = Result<Conn<P>, ConnError>>,
+{
     let mut settle = Settle {
         ctx,
         setup: false,
         load: false,
     };
     let mut phase = ctx.phase.clone();
-    let established = timeout(ctx.setup_timeout, establish(ctx, index, initiator))
+    let established = timeout(ctx.setup_timeout, establish)
         .await
         .unwrap_or(Err(ConnError::Timeout("setting up")));
     let mut conn = match established {
@@ -546,7 +607,7 @@ pub(crate) async fn connection(ctx: Arc<Ctx>, index: usize, initiator: Initiator
                 return load.totals;
             }
             conn.close().await;
-            match reconnect(ctx, index, go, asked, &mut backoff).await {
+            match reconnect(ctx, go, asked, &mut backoff, &again).await {
                 Some(c) => conn = c,
                 None => {
                     settle.load_done();
@@ -572,13 +633,16 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Connects again for connection `index` during the load that started at `go`: after a
 /// little jitter when the pool asked (`asked`), else after `backoff`'s delay, and again after
 /// each failure, until the load's end (`None` then).
-async fn reconnect(
+async fn reconnect<P: ClientProtocol, F>(
     ctx: &Ctx,
-    index: usize,
     go: Instant,
     asked: bool,
     backoff: &mut Backoff,
-) -> Option<Conn> {
+    again: &impl Fn() -> F,
+) -> Option<Conn<P>>
+where
+    F: std::future::Future<Output = Result<Conn<P>, ConnError>>,
+{
     let end = go + ctx.duration;
     // `StdRng`: the generator is held across awaits (the thread's is not `Send`).
     let mut rng = StdRng::from_entropy();
@@ -592,8 +656,7 @@ async fn reconnect(
             return None;
         }
         tokio::time::sleep(delay).await;
-        let initiator = Initiator::new(ctx.authority, &mut rng);
-        match timeout(ctx.setup_timeout, establish(ctx, index, initiator)).await {
+        match timeout(ctx.setup_timeout, again()).await {
             Ok(Ok(conn)) => {
                 backoff.reset();
                 return Some(conn);
@@ -613,8 +676,8 @@ enum Wake {
     GraceOver,
 }
 
-async fn run_load(
-    conn: &mut Conn,
+async fn run_load<P: ClientProtocol>(
+    conn: &mut Conn<P>,
     load: &mut Load<'_>,
     index: usize,
     go: Instant,

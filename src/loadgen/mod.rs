@@ -75,6 +75,8 @@ pub struct LoadgenOptions {
     /// unacknowledged, a delay of up to 250 ms after a Reconnect and a backoff from 100 ms
     /// doubling to 2 s after a failure. Off: such a connection ends and is an error.
     pub reconnect: bool,
+    /// Speak Stratum V1 (the pool's SV1 port; `authority_pubkey` is not used) instead of SV2.
+    pub sv1: bool,
 }
 
 impl Default for LoadgenOptions {
@@ -94,6 +96,7 @@ impl Default for LoadgenOptions {
             server_pid: None,
             user: "loadgen".into(),
             reconnect: false,
+            sv1: false,
         }
     }
 }
@@ -121,8 +124,8 @@ pub(crate) enum Phase {
 /// State shared by the orchestrator and every connection task.
 pub(crate) struct Ctx {
     addr: SocketAddr,
-    /// The pool's authority key: new initiators for reconnections.
-    authority: XOnlyPublicKey,
+    /// The pool's authority key (SV2): new initiators for reconnections.
+    authority: Option<XOnlyPublicKey>,
     reconnect: bool,
     /// Connections made again during the load.
     reconnects: AtomicU64,
@@ -516,8 +519,14 @@ pub fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
             "window, threads and connect-concurrency must be at least 1".into(),
         ));
     }
-    let authority = decode_public_key(opts.authority_pubkey.trim())
-        .map_err(|e| LoadgenError::Options(format!("authority public key: {e}")))?;
+    let authority = if opts.sv1 {
+        None
+    } else {
+        Some(
+            decode_public_key(opts.authority_pubkey.trim())
+                .map_err(|e| LoadgenError::Options(format!("authority public key: {e}")))?,
+        )
+    };
     let url = opts.url.split_once("://").map_or(&opts.url[..], |(_, r)| r);
     let addr = url
         .to_socket_addrs()
@@ -535,8 +544,9 @@ pub fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
     }
     // Ephemeral keys up front: the setup phase then measures the pool, not our key generation.
     let mut rng = rand::thread_rng();
-    let initiators: Vec<Initiator> = (0..opts.connections)
-        .map(|_| Initiator::new(authority, &mut rng))
+    // (None: Stratum V1, no handshake.)
+    let initiators: Vec<Option<Initiator>> = (0..opts.connections)
+        .map(|_| authority.map(|a| Initiator::new(a, &mut rng)))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads)
@@ -569,8 +579,8 @@ fn sample_self() -> ProcSample {
 async fn orchestrate(
     opts: LoadgenOptions,
     addr: SocketAddr,
-    authority: XOnlyPublicKey,
-    initiators: Vec<Initiator>,
+    authority: Option<XOnlyPublicKey>,
+    initiators: Vec<Option<Initiator>>,
 ) -> LoadgenReport {
     let n = initiators.len();
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::gate::Gate;
 use super::ledger_writer::{self, CommitSignal, LedgerSender};
 use super::{PendingShares, Shared};
-use crate::connection::{Connection, ConnectionConfig, ConnectionError};
+use crate::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
 use crate::mining::{Session, SessionError, SessionEvent, Work};
 use crate::shell::{self, DriverLimits, Handler, Refused};
 
@@ -59,8 +59,29 @@ const FOLD_DELAY_MS: u64 = 500;
 /// Why a miner connection ended.
 pub type ConnectionEnd = ConnectionError<SessionError>;
 
+/// What the pool's side of a connection needs of the miner protocol it carries: SV2's
+/// [`Session`], or SV1's session (`crate::sv1::Sv1Session`, an SV2 session underneath).
+pub(super) trait MinerProtocol: Protocol<Event = SessionEvent> {
+    /// New work from the pool.
+    fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) -> Result<(), Self::Error>;
+    /// The ledger committed every share of this connection up to `up_to`.
+    fn shares_durable(&mut self, up_to: u64) -> Result<(), Self::Error>;
+}
+
+impl MinerProtocol for Session {
+    fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) -> Result<(), SessionError> {
+        Session::on_work(self, work, now_ms);
+        Ok(())
+    }
+
+    fn shares_durable(&mut self, up_to: u64) -> Result<(), SessionError> {
+        Session::shares_durable(self, up_to);
+        Ok(())
+    }
+}
+
 /// The pool's side of one miner connection.
-struct PoolHandler<'a> {
+pub(super) struct PoolHandler<'a> {
     id: u64,
     shared: &'a Shared,
     pending: &'a Mutex<PendingShares>,
@@ -96,7 +117,25 @@ impl PoolHandler<'_> {
     }
 }
 
-impl Handler<Session> for PoolHandler<'_> {
+impl<'a> PoolHandler<'a> {
+    /// The handler of connection `id`.
+    pub(super) fn new(id: u64, shared: &'a Shared, pending: &'a Mutex<PendingShares>) -> Self {
+        PoolHandler {
+            id,
+            shared,
+            pending,
+            events: Vec::new(),
+            fold_at: None,
+            ledger: shared
+                .ledger
+                .as_ref()
+                .map(|ledger| (ledger, CommitSignal::new())),
+            acks: VecDeque::new(),
+        }
+    }
+}
+
+impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
     type Update = Option<Arc<Work>>;
 
     fn drains_on_stop(&self) -> bool {
@@ -105,17 +144,19 @@ impl Handler<Session> for PoolHandler<'_> {
 
     fn on_update(
         &mut self,
-        conn: &mut Connection<Session>,
+        conn: &mut Connection<P>,
         work: &Option<Arc<Work>>,
         now_ms: u64,
-    ) -> Result<(), ConnectionEnd> {
+    ) -> Result<(), ConnectionError<P::Error>> {
         match work {
-            Some(work) => conn.with_protocol(|s| s.on_work(work, now_ms)),
+            Some(work) => conn
+                .with_protocol(|s| s.on_work(work, now_ms))?
+                .map_err(ConnectionError::Protocol),
             None => Ok(()),
         }
     }
 
-    async fn on_events(&mut self, conn: &mut Connection<Session>, now_ms: u64) {
+    async fn on_events(&mut self, conn: &mut Connection<P>, now_ms: u64) {
         // Blocks first: they are submitted before the share is acknowledged (the session
         // orders its events so).
         self.events.extend(std::iter::from_fn(|| conn.poll_event()));
@@ -166,12 +207,13 @@ impl Handler<Session> for PoolHandler<'_> {
     /// The ledger committed more of this connection's shares: their acknowledgements go out.
     fn on_wake(
         &mut self,
-        conn: &mut Connection<Session>,
+        conn: &mut Connection<P>,
         _now_ms: u64,
-    ) -> Result<(), ConnectionEnd> {
+    ) -> Result<(), ConnectionError<P::Error>> {
         if let Some((_, signal)) = &self.ledger {
             let up_to = signal.committed();
-            conn.with_protocol(|s| s.shares_durable(up_to))?;
+            conn.with_protocol(|s| s.shares_durable(up_to))?
+                .map_err(ConnectionError::Protocol)?;
             let latency = &self.shared.observe.ack_latency;
             while let Some(&(n, arrived)) = self.acks.front()
                 && n <= up_to
@@ -216,18 +258,7 @@ pub async fn serve(
         },
         shell::unix_ms(),
     );
-    let mut handler = PoolHandler {
-        id,
-        shared: &shared,
-        pending,
-        events: Vec::new(),
-        fold_at: None,
-        acks: VecDeque::new(),
-        ledger: shared
-            .ledger
-            .as_ref()
-            .map(|ledger| (ledger, CommitSignal::new())),
-    };
+    let mut handler = PoolHandler::new(id, &shared, pending);
     shell::drive(
         &mut stream,
         &mut conn,
@@ -239,20 +270,38 @@ pub async fn serve(
     .await
 }
 
+/// Why a miner protocol ended a connection, as a refusal or failure a remote host decided.
+pub(super) trait ProtocolEnding {
+    /// The refusal this ending counts as.
+    fn refused(&self) -> Refused;
+}
+
+impl ProtocolEnding for SessionError {
+    fn refused(&self) -> Refused {
+        match self {
+            SessionError::SetupRefused(_) => Refused::SetupRefused,
+            SessionError::NoChannel(_) => Refused::NoChannel,
+            SessionError::ShareFlood { .. } => Refused::ShareFlood,
+            _ => Refused::ConnectionFailed,
+        }
+    }
+}
+
 /// Why a connection ended, as a refusal or failure a remote host decided (`None`: it closed,
 /// or the pool stopped or evicted it). `set_up`: whether it had completed SetupConnection.
-fn ending_reason(end: &ConnectionEnd, set_up_done: bool) -> Option<Refused> {
+fn ending_reason<E: ProtocolEnding + std::error::Error>(
+    end: &ConnectionError<E>,
+    set_up_done: bool,
+) -> Option<Refused> {
     Some(match end {
         ConnectionError::Closed | ConnectionError::Shutdown | ConnectionError::Ended => {
             return None;
         }
         ConnectionError::HandshakeTimeout => Refused::HandshakeTimeout,
         ConnectionError::SetupTimeout => Refused::SetupTimeout,
-        ConnectionError::Protocol(SessionError::SetupRefused(_)) => Refused::SetupRefused,
         ConnectionError::Noise(_) if !set_up_done => Refused::HandshakeFailed,
         ConnectionError::Idle => Refused::IdleTimeout,
-        ConnectionError::Protocol(SessionError::NoChannel(_)) => Refused::NoChannel,
-        ConnectionError::Protocol(SessionError::ShareFlood { .. }) => Refused::ShareFlood,
+        ConnectionError::Protocol(e) => e.refused(),
         _ => Refused::ConnectionFailed,
     })
 }
@@ -274,7 +323,12 @@ fn is_handshake_or_setup_failure(reason: Refused) -> bool {
 /// Logs how a connection ended at a level that fits the reason; the endings a remote host
 /// decides go through the gate's log budget (the first few per reason and period, then one
 /// summary line). Returns whether it failed its handshake or setup.
-pub(super) fn log_end(id: u64, peer: SocketAddr, end: &ConnectionEnd, gate: &Gate) -> bool {
+pub(super) fn log_end<E: ProtocolEnding + std::error::Error>(
+    id: u64,
+    peer: SocketAddr,
+    end: &ConnectionError<E>,
+    gate: &Gate,
+) -> bool {
     let set_up_done = gate.is_set_up(id);
     let Some(reason) = ending_reason(end, set_up_done) else {
         debug!(conn = id, %peer, "connection closed: {end}");

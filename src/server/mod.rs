@@ -13,6 +13,7 @@ pub mod ledger_writer;
 pub mod observe;
 mod reward_check;
 mod settings;
+mod sv1;
 mod timed_ledger;
 
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
@@ -358,6 +359,8 @@ fn unix_us() -> u64 {
 
 struct Running {
     local_addr: SocketAddr,
+    /// The Stratum V1 listener's address, if it listens.
+    sv1_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     submitter: tokio::task::JoinHandle<()>,
@@ -619,6 +622,23 @@ impl StratumV2Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| StratumV2Error::ServerError(e.to_string()))?;
+        // Stratum V1 miners on their own port (issue 17), bound with the SV2 one: a port taken
+        // fails the start, not a miner later.
+        let sv1_listener = match cfg.sv1_listen_addr {
+            Some(addr) => Some(crate::shell::listen(addr, LISTEN_BACKLOG).map_err(
+                |(step, e)| {
+                    StratumV2Error::ServerError(format!("{step} {addr} (sv1_listen_addr): {e}"))
+                },
+            )?),
+            None => None,
+        };
+        let sv1_addr = match &sv1_listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|e| StratumV2Error::ServerError(e.to_string()))?,
+            ),
+            None => None,
+        };
 
         // No silent loss of a block reward: the reward goes where the node's chain can pay it.
         let chain =
@@ -664,12 +684,26 @@ impl StratumV2Server {
         // Blocks left in blocks/pending by the last run, read before any miner can find (and
         // save there) a new one, so that no block is submitted twice.
         let leftover = pending_blocks(&self.shared);
+        // One connection numbering for both ports: the gate and the pool know connections by it.
+        let next_id = Arc::new(AtomicU64::new(1));
         tasks.spawn(accept_loop(
             listener,
             self.shared.clone(),
             self.work.subscribe(),
             shutdown_rx.clone(),
+            MinerPort::Sv2,
+            next_id.clone(),
         ));
+        if let Some(sv1_listener) = sv1_listener {
+            tasks.spawn(accept_loop(
+                sv1_listener,
+                self.shared.clone(),
+                self.work.subscribe(),
+                shutdown_rx.clone(),
+                MinerPort::Sv1,
+                next_id,
+            ));
+        }
         tasks.spawn(template_loop(
             self.node.clone(),
             node_events,
@@ -715,14 +749,23 @@ impl StratumV2Server {
             saved_rx,
         ));
         info!(%local_addr, "listening for Stratum V2 miners");
+        if let Some(sv1_addr) = sv1_addr {
+            info!(%sv1_addr, "listening for Stratum V1 miners");
+        }
         *running = Some(Running {
             local_addr,
+            sv1_addr,
             shutdown,
             tasks,
             submitter,
             submit_done,
         });
         Ok(local_addr)
+    }
+
+    /// The Stratum V1 listener's bound address, once started with one (`sv1_listen_addr`).
+    pub async fn sv1_local_addr(&self) -> Option<SocketAddr> {
+        self.running.lock().await.as_ref().and_then(|r| r.sv1_addr)
     }
 
     /// Stops accepting, lets connections flush and close, waits for block submissions in
@@ -854,6 +897,15 @@ fn socket_cap(cfg: &ServerConfig) -> usize {
         .saturating_add(cfg.admission.pre_setup_max as usize)
 }
 
+/// Which protocol a listener's miners speak.
+#[derive(Debug, Clone, Copy)]
+enum MinerPort {
+    /// Stratum V2 (Noise, binary frames).
+    Sv2,
+    /// Stratum V1 (plaintext JSON-RPC lines).
+    Sv1,
+}
+
 /// Accepts miners through the shell's listener (socket cap, drain at shutdown) and the gate
 /// (admission per source, pre-setup budget, handshake rate, penalty box); each admitted
 /// connection is served with its own stop signal, registered with the pool once it sets up,
@@ -863,8 +915,9 @@ async fn accept_loop(
     shared: Arc<Shared>,
     work: watch::Receiver<Option<Arc<Work>>>,
     shutdown: watch::Receiver<bool>,
+    port: MinerPort,
+    next_id: Arc<AtomicU64>,
 ) {
-    let next_id = AtomicU64::new(1);
     let config = crate::shell::ListenerConfig {
         max_connections: socket_cap(&shared.config),
         shutdown_grace: SHUTDOWN_GRACE,
@@ -888,8 +941,19 @@ async fn accept_loop(
             let shared = shared.clone();
             let work = work.clone();
             Some(async move {
-                let end = connection::serve(stream, id, shared.clone(), &pending, work, stop).await;
-                let failed = connection::log_end(id, peer, &end, &shared.gate);
+                let failed = match port {
+                    MinerPort::Sv2 => {
+                        let end =
+                            connection::serve(stream, id, shared.clone(), &pending, work, stop)
+                                .await;
+                        connection::log_end(id, peer, &end, &shared.gate)
+                    }
+                    MinerPort::Sv1 => {
+                        let end =
+                            sv1::serve(stream, id, shared.clone(), &pending, work, stop).await;
+                        connection::log_end(id, peer, &end, &shared.gate)
+                    }
+                };
                 if shared.gate.on_end(id, failed, now_ms()) {
                     let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
                     fold_into(&mut pool, id, &pending);

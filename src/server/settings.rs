@@ -16,6 +16,8 @@ use super::ledger_writer::LedgerSettings;
 pub struct ServerConfig {
     /// Where miners connect.
     pub listen_addr: SocketAddr,
+    /// Where Stratum V1 miners connect (issue 17); `None`: no SV1 listener.
+    pub sv1_listen_addr: Option<SocketAddr>,
     /// Authority key (when created here) and found blocks (`blocks/`).
     pub data_dir: PathBuf,
     /// Authority secret key file (None when the key is given inline or lives in `data_dir`).

@@ -20,6 +20,8 @@ pub struct TestPool {
     pub server: StratumV2Server,
     pub node: Arc<EmbeddedNode>,
     pub addr: SocketAddr,
+    /// The Stratum V1 listener's address (`sv1_listen_addr`), if it listens.
+    pub sv1_addr: Option<SocketAddr>,
     pub key: String,
     _dir: tempfile::TempDir,
 }
@@ -63,10 +65,12 @@ impl TestPool {
         let server = StratumV2Server::new(config, node.clone()).expect("server");
         let addr = server.start().await.expect("server starts");
         let key = server.authority_public_key().to_owned();
+        let sv1_addr = server.sv1_local_addr().await;
         TestPool {
             server,
             node,
             addr,
+            sv1_addr,
             key,
             _dir: dir,
         }

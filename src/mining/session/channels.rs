@@ -344,7 +344,10 @@ impl Session {
         let id = self.next_channel_id;
         self.next_channel_id += 1;
         let prefix_len = self.config.coinbase.extranonce_len - extranonce_size;
-        let extranonce_prefix = self.allocator.allocate(self.config.server_id, prefix_len);
+        let extranonce_prefix = match self.reserved_prefix.take() {
+            Some(p) if p.len() == prefix_len && r.kind == ChannelKind::Extended => p,
+            _ => self.allocator.allocate(self.config.server_id, prefix_len),
+        };
         self.channels.push(Channel {
             id,
             kind: r.kind,
@@ -419,15 +422,7 @@ impl Session {
     }
 
     pub(super) fn on_open_extended(&mut self, m: &OpenExtendedMiningChannel<'_>, now_ms: u64) {
-        let room = self.config.coinbase.extranonce_len - UNIQUE_PREFIX_LEN;
-        let wanted = usize::from(m.min_extranonce_size);
-        let extranonce_size = if wanted > room {
-            Err("min-extranonce-size-too-large")
-        } else {
-            Ok(wanted
-                .max(usize::from(self.config.default_extranonce_size))
-                .min(room))
-        };
+        let extranonce_size = self.extended_extranonce_size(m.min_extranonce_size);
         let request = ChannelRequest {
             kind: ChannelKind::Extended,
             request_id: m.request_id,
@@ -452,6 +447,37 @@ impl Session {
         };
         self.send(&ok);
         self.send_current_work_to(idx, now_ms);
+    }
+
+    /// The extranonce size an extended channel asking for `min_extranonce_size` bytes gets, or
+    /// the error code its opening would be refused with.
+    pub fn extended_extranonce_size(
+        &self,
+        min_extranonce_size: u16,
+    ) -> Result<usize, &'static str> {
+        let room = self.config.coinbase.extranonce_len - UNIQUE_PREFIX_LEN;
+        let wanted = usize::from(min_extranonce_size);
+        if wanted > room {
+            return Err("min-extranonce-size-too-large");
+        }
+        Ok(wanted
+            .max(usize::from(self.config.default_extranonce_size))
+            .min(room))
+    }
+
+    /// Allocates now, from the pool-wide allocator, the extranonce prefix of the extended
+    /// channel this session opens next asking for `min_extranonce_size` bytes, and returns it
+    /// with the miner's extranonce size: Stratum V1 tells a miner its extranonce1 at
+    /// mining.subscribe, before mining.authorize names who mines (when the channel opens).
+    pub fn reserve_extranonce_prefix(
+        &mut self,
+        min_extranonce_size: u16,
+    ) -> Result<(Vec<u8>, usize), &'static str> {
+        let size = self.extended_extranonce_size(min_extranonce_size)?;
+        let prefix_len = self.config.coinbase.extranonce_len - size;
+        let prefix = self.allocator.allocate(self.config.server_id, prefix_len);
+        self.reserved_prefix = Some(prefix.clone());
+        Ok((prefix, size))
     }
 
     pub(super) fn on_update_channel(&mut self, m: &UpdateChannel, now_ms: u64) {

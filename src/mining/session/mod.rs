@@ -120,6 +120,9 @@ pub struct Session {
     payee_works: Option<Arc<PayeeWorks>>,
     /// Whether the miner was asked to reconnect (the pool is stopping).
     draining: bool,
+    /// An extranonce prefix handed out before its channel opens (Stratum V1's
+    /// mining.subscribe), taken by the next extended channel that opens with its size.
+    reserved_prefix: Option<Vec<u8>>,
 }
 
 impl Session {
@@ -157,6 +160,7 @@ impl Session {
             durability: durability::Durability::default(),
             payee_works: None,
             draining: false,
+            reserved_prefix: None,
         }
     }
 

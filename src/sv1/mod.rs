@@ -1,0 +1,25 @@
+//! Stratum V1 miners on the same pool: the machines most miners own speak SV1 only, and
+//! their shares count exactly like an SV2 channel's.
+//!
+//! Sans-IO like the rest of the core: [`Sv1Session`] is a [`Protocol`] carried by a
+//! [`Connection`] in its plaintext line mode ([`Connection::accept_lines`]), driven by the
+//! shell's driver like an SV2 connection. It holds an SV2 extended channel's session and
+//! translates (see `session`), so jobs, targets, duplicates, blocks, vardiff, durable
+//! acknowledgements and events are the SV2 session's.
+//!
+//! - `request`: one line of JSON-RPC to a typed request, parameters checked;
+//! - `session`: [`Sv1Session`], the SV1 error codes ([`code`]).
+//!
+//! Behind the `sv1` feature (on with `runtime`) because the JSON parser (serde_json) is not
+//! part of the serde-free core; the session itself uses no tokio and no clock.
+//!
+//! [`Protocol`]: crate::connection::Protocol
+//! [`Connection`]: crate::connection::Connection
+//! [`Connection::accept_lines`]: crate::connection::Connection::accept_lines
+
+pub mod request;
+mod session;
+
+pub use session::{
+    MAX_BAD_REQUESTS, MAX_LINE, Sv1Error, Sv1Session, code, rejection_code, stratum_prev_hash,
+};

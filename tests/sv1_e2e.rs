@@ -1,0 +1,212 @@
+//! A Stratum V1 miner we did not write against the real server over TCP on 127.0.0.1: a client
+//! built on SRI's `sv1_api` crate (its `IsClient` state machine builds and parses every
+//! message) configures version rolling, subscribes, authorizes, and mines real shares with
+//! rolled version bits on the embedded regtest chain, finding blocks. Beside it our SV2 CPU
+//! miner mines for the same user. Checked: the blocks are on the embedded chain, every share
+//! is in the SQLite ledger under the right user and worker at the difficulty it was credited
+//! at, and the SV1 and SV2 workers add up under one user.
+
+#[path = "common/sv1_client.rs"]
+mod sv1_client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
+use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+use blvm_stratum_v2::node::NodeApi;
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
+use blvm_stratum_v2::server::StratumV2Server;
+
+const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+const DIFFICULTY: f64 = 1e-6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sv1_api_client_mines_blocks_credited_with_an_sv2_miner_of_the_same_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        synthetic_transactions: 3,
+        block_interval_secs: 0,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        ..PoolOptions::default()
+    };
+    let config = PoolConfig::resolve(&opts, "test").unwrap();
+    assert_eq!(config.sv1_listen_addr, Some("127.0.0.1:0".parse().unwrap()));
+    let api: Arc<dyn NodeApi> = node.clone();
+    let server = StratumV2Server::new(config, api).unwrap();
+    let sv2_addr = server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.expect("an SV1 listener");
+    assert_ne!(sv1_addr, sv2_addr);
+
+    let sv1_user = format!("{ADDRESS}.sv1rig");
+    // One miner after the other: two miners finding blocks on the same tip at once would race,
+    // and the later block is rightly refused by the chain (not what this test is about).
+    let (sv1, transcript) = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut conn = sv1_client::connect(sv1_addr, &sv1_user).await;
+        conn.mine(12).await;
+        (conn.miner, conn.line.transcript)
+    })
+    .await
+    .expect("the SV1 miner finishes in time");
+    // The session's messages (shown with --nocapture).
+    for l in &transcript {
+        println!("{l}");
+    }
+    let sv1_mined = node.height() - HISTORY_HEIGHT;
+    let sv2 = tokio::time::timeout(
+        Duration::from_secs(90),
+        run_miner(
+            MinerOptions {
+                url: sv2_addr.to_string(),
+                authority_pubkey: server.authority_public_key().to_owned(),
+                threads: 1,
+                channel: ChannelKind::Extended,
+                user: format!("{ADDRESS}.sv2rig"),
+                nominal_hash_rate: 0.0,
+                max_shares: Some(6),
+                duration: Some(Duration::from_secs(60)),
+                ..MinerOptions::default()
+            },
+            std::future::pending::<()>(),
+        ),
+    )
+    .await
+    .expect("the SV2 miner finishes in time");
+    let sv2 = sv2.expect("the SV2 miner ran");
+    assert_eq!(sv1.accepted, 12);
+    assert!(sv2.shares_accepted >= 6, "{sv2:?}");
+    assert!(sv1_mined >= 2, "the SV1 miner's blocks: {sv1_mined}");
+    // Refusals are only stale shares (its own block moved the tip under a share).
+    assert!(
+        sv1.refused.iter().all(|(code, _)| *code == 21),
+        "{:?}",
+        sv1.refused
+    );
+    assert!(sv1.clean_notifies >= 2, "new tips reached the SV1 miner");
+
+    // Blocks: on the embedded chain, each one accepted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mined = node.height() - HISTORY_HEIGHT;
+    let stats = server.get_pool_stats().await;
+    assert!(mined >= 2, "blocks mined: {mined}");
+    assert_eq!(stats.blocks_accepted, u64::from(mined), "{stats:?}");
+    assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The ledger: every acknowledged share of both miners, one user, two workers, credited at
+    // the channel difficulty.
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let shares = ledger
+        .shares(&ShareRange::Time {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            limit: 100_000,
+        })
+        .unwrap();
+    let by_worker = |w: &str| shares.iter().filter(|s| &*s.record.worker == w).count() as u64;
+    assert_eq!(
+        by_worker("sv1rig"),
+        sv1.accepted,
+        "every SV1 true is in the ledger"
+    );
+    assert!(by_worker("sv2rig") >= sv2.shares_accepted);
+    assert!(shares.iter().all(|s| &*s.record.user == ADDRESS));
+    assert!(
+        shares
+            .iter()
+            .all(|s| (s.record.difficulty - DIFFICULTY).abs() < DIFFICULTY * 1e-9)
+    );
+    let total: f64 = shares.iter().map(|s| s.record.difficulty).sum();
+    assert!((total - DIFFICULTY * shares.len() as f64).abs() < 1e-12);
+    // The blocks found by the SV1 miner were found by its shares (credited, in the ledger).
+    let blocks = ledger.blocks(100).unwrap();
+    assert_eq!(blocks.len() as u32, mined);
+    assert!(blocks.iter().all(|b| b.block.user == ADDRESS));
+    let sv1_blocks = blocks.iter().filter(|b| b.block.worker == "sv1rig").count();
+    assert!(sv1_blocks >= 1, "the SV1 miner found blocks: {blocks:?}");
+    for b in blocks.iter().filter(|b| b.block.worker == "sv1rig") {
+        let finder = ledger
+            .share_by_hash(b.block.hash)
+            .unwrap()
+            .expect("its share");
+        assert_eq!(&*finder.record.worker, "sv1rig");
+    }
+}
+
+/// Our CPU miner's `--sv1` mode against the pool's SV1 port: shares accepted with rolled
+/// version bits, blocks found and accepted by the embedded chain, each in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_cpu_miner_mines_blocks_over_sv1() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        synthetic_transactions: 3,
+        block_interval_secs: 0,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        ..PoolOptions::default()
+    };
+    let api: Arc<dyn NodeApi> = node.clone();
+    let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
+    server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(90),
+        run_miner(
+            MinerOptions {
+                url: format!("stratum+tcp://{sv1_addr}"),
+                sv1: true,
+                threads: 1,
+                user: format!("{ADDRESS}.cpu"),
+                max_shares: Some(10),
+                duration: Some(Duration::from_secs(60)),
+                ..MinerOptions::default()
+            },
+            std::future::pending::<()>(),
+        ),
+    )
+    .await
+    .expect("the miner finishes in time")
+    .expect("the miner ran");
+    assert_eq!(report.shares_accepted, 10, "{report:?}");
+    assert!(report.prev_hashes_received >= 2, "{report:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mined = node.height() - HISTORY_HEIGHT;
+    let stats = server.get_pool_stats().await;
+    assert!(mined >= 2, "blocks mined: {mined}");
+    assert_eq!(stats.blocks_accepted, u64::from(mined), "{stats:?}");
+    assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let shares = ledger
+        .shares(&ShareRange::Time {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            limit: 100_000,
+        })
+        .unwrap();
+    assert_eq!(shares.len() as u64, report.shares_accepted);
+    assert!(
+        shares
+            .iter()
+            .all(|s| &*s.record.user == ADDRESS && &*s.record.worker == "cpu")
+    );
+    assert_eq!(ledger.blocks(100).unwrap().len() as u32, mined);
+}
