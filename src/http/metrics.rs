@@ -360,25 +360,30 @@ fn per_series(
     prefix: &str,
     what: &str,
 ) -> Result<(), std::fmt::Error> {
-    type Get = fn(&WorkerSeries) -> f64;
+    /// A series' value: share counts are integers, difficulty and hashrate are not.
+    enum Num {
+        Int(u64),
+        Float(f64),
+    }
+    type Get = fn(&WorkerSeries) -> Num;
     let families: [(&str, String, MetricType, Get); 4] = [
         (
             "shares_accepted",
             format!("Shares accepted per {what} (beyond the label limit: user=\"other\")."),
             MetricType::Counter,
-            |s| s.accepted_shares as f64,
+            |s| Num::Int(s.accepted_shares),
         ),
         (
             "shares_rejected",
             format!("Shares refused per {what}."),
             MetricType::Counter,
-            |s| s.rejected_shares as f64,
+            |s| Num::Int(s.rejected_shares),
         ),
         (
             "credited_difficulty",
             format!("Sum of the difficulty credited to the {what}'s accepted shares."),
             MetricType::Counter,
-            |s| s.credited_difficulty,
+            |s| Num::Float(s.credited_difficulty),
         ),
         (
             "hashrate",
@@ -386,7 +391,7 @@ fn per_series(
                 "Hashrate per {what}, estimated from credited difficulty over the last ten minutes (hashes per second)."
             ),
             MetricType::Gauge,
-            |s| s.hashrate,
+            |s| Num::Float(s.hashrate),
         ),
     ];
     for (suffix, help, kind, get) in families {
@@ -405,9 +410,15 @@ fn per_series(
                 labels1 = [user];
                 fam = m.encode_family(&labels1)?;
             }
-            match kind {
-                MetricType::Counter => fam.encode_counter::<NoLabelSet, _, u64>(&v, None)?,
-                _ => fam.encode_gauge(&v)?,
+            match (kind, v) {
+                (MetricType::Counter, Num::Int(n)) => {
+                    fam.encode_counter::<NoLabelSet, _, u64>(&n, None)?
+                }
+                (MetricType::Counter, Num::Float(x)) => {
+                    fam.encode_counter::<NoLabelSet, _, u64>(&x, None)?
+                }
+                (_, Num::Int(n)) => fam.encode_gauge(&n)?,
+                (_, Num::Float(x)) => fam.encode_gauge(&x)?,
             }
         }
     }
