@@ -395,9 +395,13 @@ impl Sv1Session {
         Ok(())
     }
 
-    /// The easiest target the miner takes (from its minimum difficulty), or any.
+    /// The easiest target the miner takes (from its minimum difficulty, capped at the pool's
+    /// hardest: a miner asking for more than the pool hands out mines at the pool's hardest
+    /// rather than being refused), or any.
     fn max_target(&self) -> [u8; 32] {
-        self.min_difficulty.map_or([0xff; 32], target_of_difficulty)
+        self.min_difficulty.map_or([0xff; 32], |d| {
+            target_of_difficulty(d.min(self.config.max_difficulty))
+        })
     }
 
     /// A new minimum difficulty for an open channel: UpdateChannel (the channel's target
