@@ -26,6 +26,7 @@ use crate::server::ledger_writer::{LedgerSettings, WriterSettings};
 use crate::server::{RewardDestination, ServerConfig};
 use crate::shell::{AdmissionConfig, Rate};
 
+mod http_options;
 mod module_env;
 pub mod secrets;
 mod sv1_listen;
@@ -332,7 +333,37 @@ pub struct PoolOptions {
     /// node's network. File only.
     #[arg(skip)]
     pub users: Option<std::collections::BTreeMap<String, UserAccountOptions>>,
+    /// Payouts in the coinbase: each template's coinbase pays the current PPLNS window's users
+    /// directly (users with a payout address, above the dust threshold, at most
+    /// `coinbase_max_outputs`; the rest to the pool's script), and no balance moves. Needs
+    /// the ledger and the pplns scheme. Default: false.
+    #[arg(long, value_name = "BOOL")]
+    pub coinbase_payouts: Option<bool>,
+    /// Payouts in the coinbase: a part below this many satoshis (or below the network's dust
+    /// for the user's script) is not paid in the coinbase; it goes to the pool's script.
+    /// Default: 10000.
+    #[arg(long, value_name = "SAT")]
+    pub coinbase_payout_dust_sat: Option<u64>,
+    /// Payouts in the coinbase: most users paid in one coinbase (1 to 1000; fewer when the
+    /// room the template leaves the coinbase holds fewer outputs). Default: 16.
+    #[arg(long, value_name = "N")]
+    pub coinbase_max_outputs: Option<usize>,
     // ----- end of payouts -----
+    // ----- issue 16, the HTTP server -----
+    /// Where the HTTP server (/metrics, the JSON API) listens. Default: 127.0.0.1:8080
+    /// (loopback only). "" turns it off.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen_addr: Option<String>,
+    /// Run the HTTP server at all. Default: true.
+    #[arg(long, value_name = "BOOL")]
+    pub http_enabled: Option<bool>,
+    /// Per-worker (and per-user) series labelled in /metrics; the rest are summed under
+    /// user="other", worker="other". Default: 1000.
+    #[arg(long, value_name = "N")]
+    pub metrics_max_workers: Option<usize>,
+    /// HTTP requests per second, pool-wide (bursts of twice that); beyond it 429. Default: 50.
+    #[arg(long, value_name = "N")]
+    pub http_requests_per_second: Option<u32>,
 }
 
 /// One account of the `[users]` table.
@@ -417,6 +448,7 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
             }
         }
     }
+    let coinbase_payouts = coinbase_payout_terms(o, scheme, source_name)?;
     Ok(PayoutPolicy {
         scheme,
         window_multiple,
@@ -424,7 +456,59 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
         retention_secs: o.ledger_retention_secs.unwrap_or(d.retention_secs),
         accounts,
         solo_users,
+        coinbase_payouts,
     })
+}
+
+/// Most users one coinbase may be configured to pay (the room a template leaves the coinbase,
+/// 4,000 weight units, holds about 25 outputs anyway).
+pub const MAX_COINBASE_MAX_OUTPUTS: usize = 1000;
+
+/// Payouts in the coinbase (`coinbase_payouts`, `coinbase_payout_dust_sat`,
+/// `coinbase_max_outputs`): `None` unless on; refused with a scheme they cannot work with
+/// (solo: no window) or the ledger off (the window is read from it), and with limits out of
+/// range.
+fn coinbase_payout_terms(
+    o: &PoolOptions,
+    scheme: PayoutScheme,
+    source_name: &str,
+) -> Result<Option<crate::payout::CoinbasePayoutTerms>, ConfigError> {
+    let d = crate::payout::CoinbasePayoutTerms::default();
+    if o.coinbase_payouts != Some(true) {
+        return Ok(None);
+    }
+    if scheme != PayoutScheme::Pplns {
+        return Err(invalid(
+            source_name,
+            "coinbase_payouts",
+            format!(
+                "payouts in the coinbase pay the PPLNS window; payout_scheme is `{}`",
+                scheme.name()
+            ),
+        ));
+    }
+    if o.no_ledger || o.ledger == Some(false) {
+        return Err(invalid(
+            source_name,
+            "coinbase_payouts",
+            "payouts in the coinbase need the share ledger (ledger = false)".to_owned(),
+        ));
+    }
+    let max_outputs = match o.coinbase_max_outputs {
+        None => d.max_outputs,
+        Some(n @ 1..=MAX_COINBASE_MAX_OUTPUTS) => n,
+        Some(n) => {
+            return Err(invalid(
+                source_name,
+                "coinbase_max_outputs",
+                format!("{n} is not 1 to {MAX_COINBASE_MAX_OUTPUTS}"),
+            ));
+        }
+    };
+    Ok(Some(crate::payout::CoinbasePayoutTerms {
+        dust_sat: o.coinbase_payout_dust_sat.unwrap_or(d.dust_sat),
+        max_outputs,
+    }))
 }
 
 fn parse_u32_auto(s: &str) -> Result<u32, String> {
@@ -514,7 +598,15 @@ impl PoolOptions {
             pplns_window_multiple,
             pool_fee_percent,
             ledger_retention_secs,
-            users
+            users,
+            coinbase_payouts,
+            coinbase_payout_dust_sat,
+            coinbase_max_outputs,
+            // Issue 16, the HTTP server.
+            http_listen_addr,
+            http_enabled,
+            metrics_max_workers,
+            http_requests_per_second
         );
         self.no_ledger |= top.no_ledger;
         self
@@ -628,6 +720,8 @@ pub struct PoolConfig {
     pub ledger: Option<LedgerSettings>,
     /// Issue 15: how blocks are paid.
     pub payout: PayoutPolicy,
+    /// Issue 16: the HTTP server (`None`: off).
+    pub http: Option<crate::http::HttpSettings>,
 }
 
 /// The data directory unless configured.
@@ -1123,6 +1217,8 @@ impl PoolConfig {
             },
             // Issue 15, payouts.
             payout: payout_policy(o, source_name)?,
+            // Issue 16.
+            http: http_options::http_settings(o, source_name)?,
         })
     }
 }
@@ -1371,6 +1467,52 @@ mod tests {
             ("pool_fee_percent = -1.0", "pool_fee_percent"),
             ("[users.alice]\naddress = \"nope\"", "users"),
             ("[users.\"a.b\"]\naddress = \"nope\"", "users"),
+        ] {
+            let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
+            match PoolConfig::resolve(&o, "f") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // Payouts in the coinbase: off by default; on with its defaults or limits; refused
+        // with the solo scheme, without the ledger, or with a cap out of range.
+        assert_eq!(d.payout.coinbase_payouts, None);
+        let o = PoolOptions::from_toml("coinbase_payouts = true", Path::new("f")).unwrap();
+        assert_eq!(
+            PoolConfig::resolve(&o, "f")
+                .unwrap()
+                .payout
+                .coinbase_payouts,
+            Some(crate::payout::CoinbasePayoutTerms::default())
+        );
+        let o = PoolOptions::from_toml(
+            "coinbase_payouts = true\ncoinbase_payout_dust_sat = 600\ncoinbase_max_outputs = 3",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(
+            PoolConfig::resolve(&o, "f")
+                .unwrap()
+                .payout
+                .coinbase_payouts,
+            Some(crate::payout::CoinbasePayoutTerms {
+                dust_sat: 600,
+                max_outputs: 3
+            })
+        );
+        for (bad, key) in [
+            (
+                "coinbase_payouts = true\npayout_scheme = \"solo\"",
+                "coinbase_payouts",
+            ),
+            (
+                "coinbase_payouts = true\nledger = false",
+                "coinbase_payouts",
+            ),
+            (
+                "coinbase_payouts = true\ncoinbase_max_outputs = 0",
+                "coinbase_max_outputs",
+            ),
         ] {
             let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
             match PoolConfig::resolve(&o, "f") {

@@ -16,6 +16,7 @@
 //! - [`loadgen`]: a load generator built on the client.
 //! - [`shell`]: the one tokio shell of the servers: listener and deadline-driven driver loop.
 //! - [`server`]: the pool server on that shell.
+//! - [`http`]: the HTTP server beside the pool: Prometheus `/metrics` and the JSON API.
 //! - [`config`]: the configuration file and flags, resolved into each part's settings.
 //! - [`api`]: the product API (the seed's names) as a thin facade over the above, re-exported
 //!   here.
@@ -26,9 +27,10 @@
 //! Module graph (an arrow points at what a module uses; no cycles):
 //!
 //! ```text
-//! main ──> config, server, template_provider, client, loadgen, node, noise
+//! main ──> config, server, http, template_provider, client, loadgen, node, noise
+//! http ──> server (its observer), ledger, mining, shell, loadgen (procfs)   /metrics, JSON API
 //! api ──> server, config, node, mining, block, wire      the product API's facade
-//! config ──> server, node, mining      the composition root: file, flags, module env into settings
+//! config ──> server, http, node, mining      the composition root: file, flags, module env into settings
 //! server ──> shell, connection, mining, node, noise, wire             the pool's tokio shell
 //! template_provider ──> shell, connection, mining, node, block, noise, wire
 //! loadgen ──> shell, client, connection, mining, noise, wire
@@ -65,6 +67,8 @@ pub mod wire;
 pub mod api;
 #[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(feature = "runtime")]
+pub mod http;
 #[cfg(feature = "runtime")]
 pub mod loadgen;
 #[cfg(feature = "runtime")]

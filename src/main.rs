@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, NtimePolicy, run_miner};
+use blvm_stratum_v2::client::{
+    Backoff, ChannelKind, MinerOptions, NtimePolicy, run_miner, run_miner_reconnecting,
+};
 use blvm_stratum_v2::config::{Backend, DEFAULT_LOG_MAX_BYTES, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::module::{ModuleEnv, ModuleNode};
@@ -193,6 +195,10 @@ struct LoadgenArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Connect again when the pool asks (Reconnect) or a connection drops during the load,
+    /// with backoff, as real miners do; without it such a connection ends as an error.
+    #[arg(long)]
+    reconnect: bool,
 }
 
 /// Options of the CPU miner.
@@ -232,6 +238,10 @@ struct MinerArgs {
     /// Never roll nTime within a job: once a job's nonce space is spent, wait for the next.
     #[arg(long)]
     no_ntime_roll: bool,
+    /// Stop when the pool asks to reconnect or the connection drops, instead of connecting
+    /// again (with a backoff of 1 s doubling to 30 s after failures).
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -507,6 +517,7 @@ fn loadgen(args: LoadgenArgs) -> ExitCode {
         setup_timeout: secs(args.setup_timeout),
         threads: args.threads,
         server_pid: args.server_pid,
+        reconnect: args.reconnect,
         ..Default::default()
     };
     let report = match blvm_stratum_v2::loadgen::run(opts) {
@@ -552,19 +563,31 @@ fn miner(args: MinerArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(async { run_miner(opts, stop_signal()).await }) {
-        Ok(report) => {
-            println!(
-                "stopped ({:?}): {} shares accepted, {} rejected, {} jobs, {} prev hashes, {:.0} h/s",
-                report.stop,
-                report.shares_accepted,
-                report.shares_rejected.values().sum::<u64>(),
-                report.jobs_received,
-                report.prev_hashes_received,
-                report.hashes as f64 / report.elapsed.as_secs_f64().max(1e-9)
-            );
-            ExitCode::SUCCESS
-        }
+    let print = |report: &blvm_stratum_v2::client::MinerReport, connections: u64| {
+        println!(
+            "stopped ({:?}): {} shares accepted, {} rejected, {} jobs, {} prev hashes, {:.0} h/s, {} connection(s)",
+            report.stop,
+            report.shares_accepted,
+            report.shares_rejected.values().sum::<u64>(),
+            report.jobs_received,
+            report.prev_hashes_received,
+            report.hashes as f64 / report.elapsed.as_secs_f64().max(1e-9),
+            connections
+        );
+    };
+    let result = if args.no_reconnect {
+        runtime
+            .block_on(async { run_miner(opts, stop_signal()).await })
+            .map(|report| print(&report, 1))
+    } else {
+        runtime
+            .block_on(async {
+                run_miner_reconnecting(opts, Backoff::default(), stop_signal()).await
+            })
+            .map(|r| print(&r.total, r.connections))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             ExitCode::FAILURE
@@ -719,6 +742,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
                 .unwrap_or_else(|e| e.to_string()),
             None => "off (shares are acknowledged without being recorded)".into(),
         };
+        let http_settings = config.http.clone();
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,
             Err(e) => {
@@ -752,7 +776,31 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         println!(
             "mine on it: cargo run --release -- miner --url 127.0.0.1:{port} --authority-pubkey {key}"
         );
+        // Issue 16: the HTTP server; if it cannot start, the pool mines on without it.
+        let http = match http_settings {
+            Some(settings) => {
+                match blvm_stratum_v2::http::HttpServer::start(settings, server.observer()).await {
+                    Ok(h) => {
+                        let a = h.local_addr();
+                        println!("HTTP metrics and API on http://{a}/metrics and http://{a}/api/v1/pool");
+                        Some(h)
+                    }
+                    Err(e) => {
+                        error!("HTTP server not started: {e}; mining goes on without it");
+                        println!("HTTP server not started ({e}); mining goes on");
+                        None
+                    }
+                }
+            }
+            None => {
+                println!("HTTP server off");
+                None
+            }
+        };
         stop.await;
+        if let Some(h) = http {
+            h.stop().await;
+        }
         match server.stop().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

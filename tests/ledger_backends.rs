@@ -13,9 +13,9 @@ use std::time::Duration;
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, CompactTarget, Target};
 use blvm_stratum_v2::ledger::{
-    BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, MemoryLedger, Payout,
-    PayoutComputation, PostgresLedger, RejectedCount, ShareRange, ShareRecord, SqliteLedger,
-    SqliteSettings, SqliteSync,
+    BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, MemoryLedger,
+    Payout, PayoutComputation, PostgresLedger, RejectedCount, ShareRange, ShareRecord,
+    SqliteLedger, SqliteSettings, SqliteSync,
 };
 use proptest::prelude::*;
 
@@ -51,6 +51,37 @@ fn block(n: u64, user: &str) -> FoundBlockRecord {
         bits: CompactTarget::from_consensus(0x1703_0ecd),
         user: user.into(),
         worker: "rig".into(),
+        coinbase_payouts: None,
+    }
+}
+
+/// A block whose coinbase paid the PPLNS window (`coinbase_payouts = true`): what it paid is
+/// stored with it, numbers that read back exactly included.
+fn paid_block(n: u64, user: &str) -> FoundBlockRecord {
+    FoundBlockRecord {
+        coinbase_payouts: Some(CoinbasePayouts {
+            window_difficulty: 1.5e12 + 0.1,
+            counted_difficulty: 0.1 + 0.2,
+            first_share_id: 2,
+            last_share_id: n,
+            fee_ppm: 10_000,
+            dust_sat: 10_000,
+            max_outputs: 16,
+            payouts: vec![
+                Payout {
+                    user: "bc1qalice".into(),
+                    amount_sat: 200_000_000,
+                    difficulty: 1.0 / 3.0,
+                },
+                Payout {
+                    user: "bob's \"account\"".into(),
+                    amount_sat: 100_000_000,
+                    difficulty: 1e-300,
+                },
+            ],
+            pool_sat: 12_500_000 + n,
+        }),
+        ..block(n, user)
     }
 }
 
@@ -130,6 +161,9 @@ fn script(l: &mut dyn Ledger) -> Transcript {
             .push(rejected("bc1qbob", "", "difficulty-too-low", 2));
         if batch_index == 1 {
             batch.blocks.push(block(n, "bc1qalice"));
+        }
+        if batch_index == 2 {
+            batch.blocks.push(paid_block(n - 1, "bc1qbob"));
         }
         l.append(&batch).unwrap();
         t.note("last id", l.last_share_id().unwrap());
@@ -230,6 +264,13 @@ fn script(l: &mut dyn Ledger) -> Transcript {
     let solo = computation(hash(12), "solo", &[("bc1qbob", 5)]);
     t.note("record solo", l.record_payouts(&solo).unwrap());
     t.note("balances after solo", l.balances().unwrap());
+    let in_coinbase = computation(hash(8), "coinbase-pplns", &[("bc1qalice", 11)]);
+    t.note(
+        "record coinbase-pplns",
+        l.record_payouts(&in_coinbase).unwrap(),
+    );
+    t.note("balances after coinbase-pplns", l.balances().unwrap());
+    t.note("block 8", l.block(hash(8)).unwrap());
     t.note("payouts 4", l.payouts(hash(4)).unwrap());
     t.note("payouts 9", l.payouts(hash(9)).unwrap());
     t.note("payouts 5", l.payouts(hash(5)).unwrap());
@@ -315,6 +356,13 @@ fn memory_reference_answers_what_the_trait_says() {
         line("balances after coinbase: ").trim_start_matches("balances after coinbase: ")
     );
     assert_eq!(
+        line("balances after solo: ").trim_start_matches("balances after solo: "),
+        line("balances after coinbase-pplns: ")
+            .trim_start_matches("balances after coinbase-pplns: "),
+        "payouts in the coinbase move no balance"
+    );
+    assert!(line("block 8: ").contains("pool_sat: 12500008"));
+    assert_eq!(
         line("last id after prune all: "),
         "last id after prune all: 0"
     );
@@ -360,7 +408,7 @@ fn fill(l: &mut dyn Ledger) {
         shares: (1..=5)
             .map(|n| share(n, "bc1qalice", "w", 100 * n, 2.0))
             .collect(),
-        blocks: vec![block(5, "bc1qalice")],
+        blocks: vec![block(5, "bc1qalice"), paid_block(4, "bc1qbob")],
         rejected: vec![rejected("bc1qalice", "w", "stale-share", 3)],
     })
     .unwrap();

@@ -6,6 +6,8 @@
 //!     mined elsewhere (generatetoaddress) reaches the pool's work within a second.
 //! (b) A solved block with a broken merkle root is refused by the node (`BlockRejected`), the
 //!     same block done right is accepted (BIP34 height 1 as OP_1, user/password auth).
+//! (c) Blocks whose coinbase pays its own payee (`sri/solo`, `sri/donate`) or the PPLNS
+//!     window's users (`coinbase_payouts = true`) are accepted by the node.
 
 #[path = "common/regtest_node.rs"]
 mod regtest_node;
@@ -339,4 +341,129 @@ async fn solo_and_donate_blocks() {
         "{stats:?}"
     );
     server.stop().await.expect("clean stop");
+}
+
+/// Payouts in the coinbase (`coinbase_payouts = true`) on the real node: miners of two
+/// address users and of an account without an address take turns (every share is a block at
+/// regtest's difficulty; a window of 10,000 x the network difficulty holds about five shares
+/// of 1e-6), so coinbases pay one or two users and the pool's script. The node accepts every
+/// block (its chain grows by exactly the pool's blocks), and each accepted block mined on work
+/// that paid the window has a coinbase paying exactly what its ledger record says, settled as
+/// `coinbase-pplns`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_paying_the_window_in_the_coinbase_are_accepted_by_the_node() {
+    tokio::time::timeout(
+        Duration::from_secs(45 * 60),
+        window_in_the_coinbase_blocks(),
+    )
+    .await
+    .expect("test finished in time");
+}
+
+async fn window_in_the_coinbase_blocks() {
+    use bitcoin::consensus::encode::deserialize_hex;
+    use bitcoin::{Address, Block, Network, ScriptBuf};
+    use blvm_stratum_v2::ledger::{BlockStatus, Ledger, SqliteLedger};
+
+    let node = RegtestNode::start(None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            rpc_poll_interval_ms: Some(200),
+            template_refresh_secs: Some(1),
+            coinbase_payouts: Some(true),
+            pplns_window_multiple: Some(10_000.0),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("valid test config");
+    let backend = Arc::new(RpcNode::new(node.rpc_config()));
+    let api: Arc<dyn NodeApi> = backend.clone();
+    let server = StratumV2Server::new(config, api).expect("server");
+    let addr = server.start().await.expect("start");
+    let client = backend.client();
+    let before = block_count(client).await;
+    let alice = Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, 1]), Network::Regtest);
+    let bob: Address = REGTEST_ADDRESS
+        .parse::<Address<_>>()
+        .unwrap()
+        .require_network(Network::Regtest)
+        .unwrap();
+    for (user, shares) in [
+        (format!("{alice}.w1"), 4),
+        (format!("{bob}.w2"), 4),
+        ("dave.w3".to_owned(), 3),
+        (format!("{alice}.w1"), 3),
+    ] {
+        let opts = MinerOptions {
+            url: addr.to_string(),
+            authority_pubkey: server.authority_public_key().to_owned(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: user.clone(),
+            nominal_hash_rate: 0.0,
+            max_shares: Some(shares),
+            duration: Some(Duration::from_secs(90)),
+            ..MinerOptions::default()
+        };
+        let report = tokio::time::timeout(
+            Duration::from_secs(150),
+            run_miner(opts, std::future::pending::<()>()),
+        )
+        .await
+        .expect("miner finished in time")
+        .expect("miner ran");
+        assert_eq!(report.stop, StopReason::MaxShares, "{user}: {report:?}");
+        // The next miner's work pays a window holding this one's shares.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    let height = block_count(client).await;
+    assert!(height > before, "no block accepted\n{}", node.log());
+    let stats = server.get_pool_stats().await;
+    assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+    assert_eq!(stats.blocks_accepted, height - before, "{stats:?}");
+    server.stop().await.expect("clean stop");
+
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let scripts = |user: &str| -> ScriptBuf {
+        user.parse::<Address<_>>()
+            .unwrap()
+            .assume_checked()
+            .script_pubkey()
+    };
+    let mut in_coinbase = 0;
+    let mut most_users = 0;
+    for stored in ledger.blocks(1000).unwrap() {
+        assert_eq!(stored.status, BlockStatus::Accepted, "{stored:?}");
+        let Some(paid) = &stored.block.coinbase_payouts else {
+            continue;
+        };
+        in_coinbase += 1;
+        let hash = stored.block.hash;
+        let c = ledger.payouts(hash).unwrap().expect("settled");
+        assert_eq!(c.scheme, "coinbase-pplns");
+        assert!(paid.payouts.iter().all(|p| p.user != "dave"), "{paid:?}");
+        let file = dir.path().join(format!("blocks/submitted/{hash}.hex"));
+        let block: Block = deserialize_hex(std::fs::read_to_string(&file).unwrap().trim())
+            .expect("a block file is a block");
+        assert!(block.check_merkle_root() && block.check_witness_commitment());
+        let outputs = &block.txdata[0].output;
+        for (o, p) in outputs.iter().zip(&paid.payouts) {
+            assert_eq!(o.value.to_sat(), p.amount_sat, "{hash}");
+            assert_eq!(o.script_pubkey, scripts(&p.user), "{hash}");
+        }
+        if paid.pool_sat > 0 {
+            assert_eq!(outputs[paid.payouts.len()].value.to_sat(), paid.pool_sat);
+        }
+        let total: u64 = outputs.iter().map(|o| o.value.to_sat()).sum();
+        assert_eq!(total, stored.block.reward_sat);
+        most_users = most_users.max(paid.payouts.len());
+    }
+    assert!(in_coinbase >= 3, "{in_coinbase} blocks paid the window");
+    assert_eq!(most_users, 2, "a coinbase paid both address users");
 }

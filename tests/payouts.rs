@@ -66,6 +66,7 @@ fn found(n: u64, reward: u64) -> FoundBlockRecord {
         bits: CompactTarget::from_consensus(BITS),
         user: share(n).user.to_string(),
         worker: share(n).worker.to_string(),
+        coinbase_payouts: None,
     }
 }
 
@@ -921,4 +922,334 @@ async fn the_pool_prunes_what_no_window_needs() {
         .unwrap();
         assert_eq!(again, recorded(&c));
     }
+}
+
+/// What a miner recomputes for a block whose coinbase paid the window, from the window's
+/// export and the terms recorded with the block (S, the window's size, the fee, the dust
+/// threshold, the cap; the block's reward), with nothing of the pool's code but the published
+/// split: the users paid (in the coinbase's order) and the pool's rest.
+fn recompute_coinbase_from_export(
+    shares: &[StoredShare],
+    terms: &blvm_stratum_v2::ledger::CoinbasePayouts,
+    reward_sat: u64,
+    addresses: &BTreeMap<String, ScriptBuf>,
+) -> (Vec<(String, u64)>, u64) {
+    let counted = shares
+        .iter()
+        // Channels paid in their own coinbase are in no window (full donations are).
+        .filter(|s| {
+            s.id <= terms.last_share_id
+                && !s.record.user.starts_with("sri/solo/")
+                && !s.record.user.starts_with("sri/donate/")
+        })
+        .map(WindowShare::from);
+    let split = pplns::split(
+        counted,
+        &SplitTerms {
+            window_difficulty: terms.window_difficulty,
+            reward_sat,
+            fee_ppm: terms.fee_ppm,
+        },
+    )
+    .unwrap();
+    let mut paid: Vec<(String, u64)> = split
+        .users
+        .iter()
+        .filter(|u| {
+            addresses.get(&u.user).is_some_and(|script| {
+                u.amount_sat >= terms.dust_sat.max(script.minimal_non_dust().to_sat())
+            })
+        })
+        .map(|u| (u.user.clone(), u.amount_sat))
+        .collect();
+    paid.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    paid.truncate(terms.max_outputs as usize);
+    let to_users: u64 = paid.iter().map(|(_, a)| a).sum();
+    (paid, reward_sat - to_users)
+}
+
+/// Payouts in the coinbase through the real pool (`coinbase_payouts = true`): three miners on
+/// the embedded chain, an address user, an account with a `[users]` address and an account
+/// without one. Every accepted block mined on work that paid the window has a coinbase paying
+/// the users with an address exactly what a recomputation from the window's export gives (the
+/// one without an address never, its part to the pool), passes rust-bitcoin's block checks,
+/// is settled once as `coinbase-pplns` moving no balance, and `ledger payouts` agrees; the
+/// blocks mined before the first window was read are settled by PPLNS into balances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_pays_the_window_in_the_coinbase() {
+    use bitcoin::consensus::encode::deserialize_hex;
+    use blvm_stratum_v2::config::{PoolOptions, UserAccountOptions};
+
+    let alice = Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, 1]), Network::Regtest);
+    let carol = Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, 3]), Network::Regtest);
+    let options = PoolOptions {
+        coinbase_payouts: Some(true),
+        coinbase_payout_dust_sat: Some(1_000),
+        template_refresh_secs: Some(1),
+        users: Some(
+            [(
+                "carol".to_owned(),
+                UserAccountOptions {
+                    address: carol.to_string(),
+                    scheme: None,
+                },
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let (dir, policy, _) = mine_through_the_pool(
+        options,
+        &[
+            format!("{alice}.rig1"),
+            "carol.rig2".to_owned(),
+            "dave.rig3".to_owned(),
+        ],
+    )
+    .await;
+    assert!(policy.coinbase_payouts.is_some());
+    let addresses: BTreeMap<String, ScriptBuf> = [
+        (alice.to_string(), alice.script_pubkey()),
+        ("carol".to_owned(), carol.script_pubkey()),
+    ]
+    .into();
+    // The command line reads the same configuration (the [users] table, the options).
+    let config = dir.path().join("pool.toml");
+    std::fs::write(
+        &config,
+        format!("coinbase_payouts = true\n[users.carol]\naddress = \"{carol}\"\n"),
+    )
+    .unwrap();
+
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let blocks = ledger.blocks(1000).unwrap();
+    let accepted: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.status == BlockStatus::Accepted)
+        .collect();
+    let mut in_coinbase = 0;
+    let mut paid_users = std::collections::BTreeSet::new();
+    let mut dave_went_to_the_pool = false;
+    let mut earned: BTreeMap<String, u64> = BTreeMap::new();
+    for b in &accepted {
+        let hash = b.block.hash;
+        let c = ledger.payouts(hash).unwrap().expect("settled by the pool");
+        let paid_total: u64 = c.payouts.iter().map(|p| p.amount_sat).sum();
+        assert_eq!(paid_total + c.fee_sat, b.block.reward_sat, "{c:?}");
+        // Settled once: a second settlement returns the record and writes nothing.
+        assert_eq!(
+            settle_block(&mut ledger, hash, &policy, 1)
+                .unwrap()
+                .as_ref(),
+            Some(&c)
+        );
+        let Some(terms) = &b.block.coinbase_payouts else {
+            // Mined before the first window was read: PPLNS into balances.
+            assert_eq!(c.scheme, "pplns", "{c:?}");
+            for p in &c.payouts {
+                *earned.entry(p.user.clone()).or_default() += p.amount_sat;
+            }
+            continue;
+        };
+        in_coinbase += 1;
+        assert_eq!(c.scheme, "coinbase-pplns");
+        assert_eq!(c.fee_sat, terms.pool_sat);
+        assert_eq!(c.payouts, terms.payouts);
+        assert_eq!(c.last_share_id, terms.last_share_id);
+        assert!(c.payouts.iter().all(|p| p.user != "dave"), "{c:?}");
+        // From the window's export alone: the same outputs.
+        let path = dir.path().join(format!("{hash}.csv"));
+        export_window(&mut ledger, &c, &path);
+        let window = read_csv(&path);
+        let (users, to_pool) =
+            recompute_coinbase_from_export(&window, terms, b.block.reward_sat, &addresses);
+        let recorded: Vec<(String, u64)> = c
+            .payouts
+            .iter()
+            .map(|p| (p.user.clone(), p.amount_sat))
+            .collect();
+        assert_eq!((&users, to_pool), (&recorded, c.fee_sat), "block {hash}");
+        if window
+            .iter()
+            .any(|s| &*s.record.user == "dave" && s.id >= c.first_share_id)
+        {
+            dave_went_to_the_pool = true;
+        }
+        // The block as submitted: its coinbase pays exactly that, and it is a valid block.
+        let file = dir.path().join(format!("blocks/submitted/{hash}.hex"));
+        let block: bitcoin::Block =
+            deserialize_hex(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+        assert_eq!(block.block_hash(), hash);
+        assert!(block.check_merkle_root(), "merkle root");
+        assert!(block.check_witness_commitment(), "witness commitment");
+        assert!(block.header.validate_pow(block.header.target()).is_ok());
+        // BIP34 (heights up to 16 are OP_N, which rust-bitcoin's reader leaves out).
+        assert_eq!(
+            blvm_stratum_v2::mining::coinbase::bip34_height(&block),
+            Some(b.block.height)
+        );
+        let outputs = &block.txdata[0].output;
+        for (o, (user, amount)) in outputs.iter().zip(&users) {
+            assert_eq!(o.value.to_sat(), *amount);
+            assert_eq!(&o.script_pubkey, &addresses[user]);
+            paid_users.insert(user.clone());
+        }
+        if to_pool > 0 {
+            assert_eq!(outputs[users.len()].value.to_sat(), to_pool);
+            assert!(
+                !addresses
+                    .values()
+                    .any(|s| s == &outputs[users.len()].script_pubkey)
+            );
+        }
+        let total: u64 = outputs.iter().map(|o| o.value.to_sat()).sum();
+        assert_eq!(total, b.block.reward_sat);
+        assert!(block.weight().to_wu() <= 4_000_000);
+        // `ledger payouts` explains it step by step and agrees with the record.
+        let out = bin()
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["ledger", "payouts", &hash.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("coinbase-pplns") && text.contains("No balance moves"),
+            "{text}"
+        );
+    }
+    assert!(
+        in_coinbase >= 1,
+        "no accepted block paid the window: {accepted:?}"
+    );
+    eprintln!(
+        "{} accepted blocks, {in_coinbase} paid the window in their coinbase",
+        accepted.len()
+    );
+    assert!(
+        paid_users.len() == 2,
+        "both users with an address were paid: {paid_users:?}"
+    );
+    assert!(dave_went_to_the_pool, "dave's shares were in a window");
+    // Balances: only the PPLNS blocks' payouts; the coinbase paid the rest.
+    let balances: BTreeMap<String, u64> = ledger
+        .balances()
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.user, b.earned_sat))
+        .collect();
+    assert_eq!(balances, earned);
+}
+
+/// A block whose coinbase paid the window, accepted but not settled when the pool stopped:
+/// after a restart (the SQLite file reopened) it is settled from what the block recorded
+/// (`coinbase-pplns`, the users its coinbase paid, the pool's rest as the fee), once, moving no
+/// balance; and the recomputation from the ledger's shares (what `ledger payouts` shows) gives
+/// the same numbers.
+#[test]
+fn a_block_paying_the_window_is_settled_from_its_record_after_a_restart() {
+    use blvm_stratum_v2::ledger::CoinbasePayouts;
+    use blvm_stratum_v2::payout::settle::{coinbase_pplns_payouts, compute_payouts, window_shares};
+    use blvm_stratum_v2::payout::{CoinbasePayoutTerms, read_window, settle_unsettled};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let address = |n: u8| Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, n]), Network::Regtest);
+    let policy = PayoutPolicy {
+        accounts: [
+            ("alice".to_owned(), address(1).as_unchecked().clone()),
+            ("bob".to_owned(), address(2).as_unchecked().clone()),
+        ]
+        .into(),
+        coinbase_payouts: Some(CoinbasePayoutTerms {
+            dust_sat: 1_000,
+            max_outputs: 1,
+        }),
+        ..policy()
+    };
+    let bits = CompactTarget::from_consensus(BITS);
+    let finding = 101;
+    let paid = {
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        ledger
+            .append(&LedgerBatch {
+                shares: (1..=100).map(share).collect(),
+                ..LedgerBatch::default()
+            })
+            .unwrap();
+        // What the pool's work paid: the window read now (S = 100), the template's reward.
+        let window = read_window(&mut ledger, &policy, bits).unwrap();
+        assert_eq!(window.last_share_id, 100);
+        let shares = ledger
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: 100,
+                limit: usize::MAX,
+            })
+            .unwrap();
+        let terms = CoinbasePayouts {
+            window_difficulty: window.window_difficulty,
+            counted_difficulty: 0.0,
+            first_share_id: 0,
+            last_share_id: 100,
+            fee_ppm: pplns::fee_ppm(policy.fee_percent),
+            dust_sat: 1_000,
+            max_outputs: 1,
+            payouts: Vec::new(),
+            pool_sat: 0,
+        };
+        let (split, paid) = coinbase_pplns_payouts(&shares, &terms, REWARD, &policy).unwrap();
+        // The cap of one: the larger of alice and bob; carol and dave have no address.
+        assert_eq!(paid.payouts.len(), 1, "{paid:?}");
+        assert!(["alice", "bob"].contains(&paid.payouts[0].user.as_str()));
+        assert!(split.users.len() >= 3);
+        assert_eq!(
+            paid.pool_sat + paid.payouts[0].amount_sat,
+            REWARD,
+            "the rest to the pool"
+        );
+        ledger
+            .append(&LedgerBatch {
+                shares: vec![share(finding)],
+                blocks: vec![FoundBlockRecord {
+                    coinbase_payouts: Some(paid.clone()),
+                    ..found(finding, REWARD)
+                }],
+                ..LedgerBatch::default()
+            })
+            .unwrap();
+        ledger
+            .set_block_status(hash(finding), &BlockStatus::Accepted)
+            .unwrap();
+        paid
+    };
+    // The restart.
+    let mut ledger = SqliteLedger::open(&path).unwrap();
+    let stored = ledger.block(hash(finding)).unwrap().unwrap();
+    assert_eq!(stored.block.coinbase_payouts.as_ref(), Some(&paid));
+    let (settled, failed) = settle_unsettled(&mut ledger, &policy, 7).unwrap();
+    assert_eq!((settled, failed.len()), (1, 0));
+    let c = ledger.payouts(hash(finding)).unwrap().unwrap();
+    assert_eq!(c.scheme, "coinbase-pplns");
+    assert_eq!(c.payouts, paid.payouts);
+    assert_eq!(c.fee_sat, paid.pool_sat);
+    assert_eq!(
+        (c.first_share_id, c.last_share_id),
+        (paid.first_share_id, 100)
+    );
+    assert!(ledger.balances().unwrap().is_empty(), "no balance moves");
+    assert_eq!(settle_unsettled(&mut ledger, &policy, 8).unwrap().0, 0);
+    // Recomputed from the ledger's shares: the same numbers.
+    let finding_share = ledger.share_by_hash(hash(finding)).unwrap().unwrap();
+    let shares = window_shares(&mut ledger, &stored.block, &finding_share, &policy).unwrap();
+    let (_, again) = compute_payouts(&stored.block, finding, &shares, &policy, 0).unwrap();
+    assert!(same_numbers(&again, &c), "{again:?} vs {c:?}");
 }

@@ -82,6 +82,9 @@ pub struct CoinbaseParts {
     pub tx: Transaction,
     /// Total extranonce bytes.
     pub extranonce_len: usize,
+    /// How many outputs, first in `tx`, are payouts (the pool's, or what replaced it); the
+    /// outputs after them (the witness commitment) are the template's and are kept.
+    pub payout_outputs: usize,
 }
 
 impl CoinbaseParts {
@@ -140,15 +143,20 @@ impl CoinbaseParts {
             prefix_state,
             tx,
             extranonce_len: cfg.extranonce_len,
+            payout_outputs: 1,
         })
     }
 
-    /// The same coinbase paying `outputs` instead of the pool's payout (its first output);
-    /// the outputs after it (the witness commitment) are kept. Only the part after the
+    /// The same coinbase paying `outputs` instead of its payouts (the first `payout_outputs`
+    /// outputs: the pool's payout, or what replaced it); the outputs after them (the witness
+    /// commitment) are kept. Only the part after the
     /// extranonce changes: the prefix and its hash state are reused as they are.
     pub fn with_payouts(&self, outputs: Vec<TxOut>) -> CoinbaseParts {
         let mut tx = self.tx.clone();
-        let kept = tx.output.split_off(1.min(tx.output.len()));
+        let kept = tx
+            .output
+            .split_off(self.payout_outputs.min(tx.output.len()));
+        let payout_outputs = outputs.len();
         tx.output = outputs;
         tx.output.extend(kept);
         let stripped = strip_witness(&tx);
@@ -159,6 +167,7 @@ impl CoinbaseParts {
             prefix_state: self.prefix_state.clone(),
             tx,
             extranonce_len: self.extranonce_len,
+            payout_outputs,
         }
     }
 

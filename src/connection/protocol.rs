@@ -39,4 +39,14 @@ pub trait Protocol {
         let _ = now_ms;
         Ok(())
     }
+
+    /// The server is stopping: asks the peer to go elsewhere (SV2's Reconnect, SV1's
+    /// `client.reconnect`) if the protocol has a way to. Returns whether it did, and so wants
+    /// the connection kept open a little longer, for the answers still owed to the peer
+    /// (acknowledgements waiting for the share ledger) and for the peer to leave on its own;
+    /// `false`: close now.
+    fn begin_drain(&mut self, now_ms: u64) -> bool {
+        let _ = now_ms;
+        false
+    }
 }

@@ -7,7 +7,7 @@
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, CompactTarget, Target};
 
-use super::{BlockStatus, LedgerError};
+use super::{BlockStatus, CoinbasePayouts, LedgerError, Payout};
 
 /// A u64 for a signed 64-bit column; above `i64::MAX` it cannot be stored faithfully.
 pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, LedgerError> {
@@ -81,4 +81,120 @@ pub(crate) fn block_status(name: &str, reason: Option<String>) -> Result<BlockSt
 /// A `limit` for SQL (usize to a non-negative i64).
 pub(crate) fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// What a block's coinbase paid the window ([`CoinbasePayouts`]) as stored in the
+/// `blocks.coinbase_payouts` column: one JSON object, keys as the struct's fields, `payouts`
+/// an array of `{user, amount_sat, difficulty}` in the coinbase's order. Difficulties are JSON
+/// numbers written in the shortest form that reads back to the same f64 (serde_json's
+/// `float_roundtrip` reads them exactly).
+pub(crate) fn coinbase_payouts_json(c: &CoinbasePayouts) -> String {
+    let payouts: Vec<serde_json::Value> = c
+        .payouts
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "user": p.user,
+                "amount_sat": p.amount_sat,
+                "difficulty": p.difficulty,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "window_difficulty": c.window_difficulty,
+        "counted_difficulty": c.counted_difficulty,
+        "first_share_id": c.first_share_id,
+        "last_share_id": c.last_share_id,
+        "fee_ppm": c.fee_ppm,
+        "dust_sat": c.dust_sat,
+        "max_outputs": c.max_outputs,
+        "payouts": payouts,
+        "pool_sat": c.pool_sat,
+    })
+    .to_string()
+}
+
+/// The `blocks.coinbase_payouts` column back to what it was ([`coinbase_payouts_json`]).
+pub(crate) fn coinbase_payouts_from_json(text: &str) -> Result<CoinbasePayouts, LedgerError> {
+    let corrupt = |what: &str| LedgerError::Corrupt(format!("stored coinbase payouts: {what}"));
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
+    let u64_of = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| corrupt(&format!("no whole number `{key}`")))
+    };
+    let f64_of = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| corrupt(&format!("no number `{key}`")))
+    };
+    let payouts = v
+        .get("payouts")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| corrupt("no `payouts` array"))?
+        .iter()
+        .map(|p| {
+            Ok(Payout {
+                user: p
+                    .get("user")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| corrupt("a payout without `user`"))?
+                    .to_owned(),
+                amount_sat: u64_of(p, "amount_sat")?,
+                difficulty: f64_of(p, "difficulty")?,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    let small = |key: &str| {
+        u32::try_from(u64_of(&v, key)?).map_err(|_| corrupt(&format!("`{key}` out of range")))
+    };
+    Ok(CoinbasePayouts {
+        window_difficulty: f64_of(&v, "window_difficulty")?,
+        counted_difficulty: f64_of(&v, "counted_difficulty")?,
+        first_share_id: u64_of(&v, "first_share_id")?,
+        last_share_id: u64_of(&v, "last_share_id")?,
+        fee_ppm: small("fee_ppm")?,
+        dust_sat: u64_of(&v, "dust_sat")?,
+        max_outputs: small("max_outputs")?,
+        payouts,
+        pool_sat: u64_of(&v, "pool_sat")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coinbase_payouts_read_back_exactly() {
+        let c = CoinbasePayouts {
+            window_difficulty: 2.000_000_000_000_000_4,
+            counted_difficulty: 0.1 + 0.2,
+            first_share_id: 7,
+            last_share_id: u64::from(u32::MAX) + 9,
+            fee_ppm: 10_000,
+            dust_sat: 10_000,
+            max_outputs: 16,
+            payouts: vec![
+                Payout {
+                    user: "bcrt1q\"odd\\name".into(),
+                    amount_sat: 2_100_000_000_000_000,
+                    difficulty: 1e-9 + 3e-17,
+                },
+                Payout {
+                    user: "bob".into(),
+                    amount_sat: 1,
+                    difficulty: f64::MIN_POSITIVE,
+                },
+            ],
+            pool_sat: 0,
+        };
+        let text = coinbase_payouts_json(&c);
+        assert_eq!(coinbase_payouts_from_json(&text).unwrap(), c);
+        assert!(matches!(
+            coinbase_payouts_from_json("{}"),
+            Err(LedgerError::Corrupt(_))
+        ));
+    }
 }

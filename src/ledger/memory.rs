@@ -155,7 +155,7 @@ impl Ledger for MemoryLedger {
         if self.payouts.contains_key(&computation.block_hash) {
             return Ok(false);
         }
-        if computation.scheme != "coinbase" {
+        if super::moves_balances(&computation.scheme) {
             for p in &computation.payouts {
                 *self.balances.entry(p.user.clone()).or_default() += p.amount_sat;
             }

@@ -98,6 +98,52 @@ pub struct FoundBlockRecord {
     pub user: String,
     /// That share's worker.
     pub worker: String,
+    /// What its coinbase paid the PPLNS window directly, when it was mined on work paying
+    /// the window (`coinbase_payouts = true`); `None`: the coinbase paid the pool's script (or
+    /// a solo or donating channel's address).
+    pub coinbase_payouts: Option<CoinbasePayouts>,
+}
+
+/// What a coinbase paying the PPLNS window directly paid (`coinbase_payouts = true`), as the
+/// work it was mined on carried it: the window (ending at share S, `last_share_id`), the
+/// terms it was split by, the users paid and the pool's rest. Stored with the block, so that
+/// its settlement (scheme [`COINBASE_PPLNS_SCHEME`], no balance moves) and a recomputation
+/// know what the block paid, after a restart too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoinbasePayouts {
+    /// The window's size in difficulty (the pool's multiple of the template's network
+    /// difficulty).
+    pub window_difficulty: f64,
+    /// What its shares summed to (less when the ledger held fewer).
+    pub counted_difficulty: f64,
+    /// The oldest share counted (0 if none).
+    pub first_share_id: u64,
+    /// S: the newest share counted; the window ends at it.
+    pub last_share_id: u64,
+    /// The pool's fee, millionths of the reward.
+    pub fee_ppm: u32,
+    /// Parts below this (or below the network's dust for the user's script) were not paid.
+    pub dust_sat: u64,
+    /// The most users the coinbase could pay: the configured cap, or fewer when the room the
+    /// template leaves the coinbase held fewer outputs.
+    pub max_outputs: u32,
+    /// The users paid, in the coinbase's order (largest first): each its output's amount and
+    /// the difficulty of its shares counted.
+    pub payouts: Vec<Payout>,
+    /// What went to the pool's script: the fee, donations, and the parts of users without a
+    /// payout address, below the dust threshold or past the cap (0: no such output).
+    pub pool_sat: u64,
+}
+
+/// The scheme name of a block whose coinbase paid the PPLNS window directly
+/// (`coinbase_payouts = true`): recorded, no balance moves.
+pub const COINBASE_PPLNS_SCHEME: &str = "coinbase-pplns";
+
+/// Whether a payout computation of `scheme` adds to balances: not when the block's coinbase
+/// paid the users itself (`coinbase`: a solo or donating channel's own coinbase;
+/// [`COINBASE_PPLNS_SCHEME`]: the window paid in the coinbase).
+pub fn moves_balances(scheme: &str) -> bool {
+    scheme != "coinbase" && scheme != COINBASE_PPLNS_SCHEME
 }
 
 /// What the node said about a found block.
@@ -183,7 +229,9 @@ pub struct Payout {
 pub struct PayoutComputation {
     /// The block paid.
     pub block_hash: BlockHash,
-    /// `pplns`, `solo` or `coinbase` (paid in the block's own coinbase: no balance moves).
+    /// `pplns`, `solo`, `coinbase` (a solo or donating channel paid in the block's own
+    /// coinbase) or `coinbase-pplns` (the window paid in the block's coinbase): the last two
+    /// move no balance ([`moves_balances`]).
     pub scheme: String,
     /// The reward split (satoshis).
     pub reward_sat: u64,
@@ -302,7 +350,7 @@ pub trait Ledger: Send {
     fn last_share_id(&mut self) -> Result<u64, LedgerError>;
 
     /// Records a block's payout computation and its payouts, adding them to balances
-    /// (scheme `coinbase`: recorded, no balance moves). Returns `false`, writing nothing, if
+    /// (schemes `coinbase` and `coinbase-pplns`: recorded, no balance moves). Returns `false`, writing nothing, if
     /// that block already has one: a block is paid exactly once.
     fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError>;
 

@@ -20,8 +20,8 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use super::columns::{
-    block_hash, block_status, bound_i64, compact_target, limit_i64, status_reason, target, to_i64,
-    to_u64, u32_bits, u32_from_bits,
+    block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
+    compact_target, limit_i64, status_reason, target, to_i64, to_u64, u32_bits, u32_from_bits,
 };
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
@@ -29,7 +29,10 @@ use super::{
 };
 
 /// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_coinbase_payouts.sql"),
+];
 
 /// The advisory lock that serializes migrations of instances starting together ("ledger").
 const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
@@ -48,8 +51,8 @@ const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.\"user\", w.worker, s.connection
      s.channel_id, s.job_id, s.target, s.difficulty, s.hash \
      FROM shares s JOIN workers w ON w.id = s.worker_id";
 
-const BLOCK_COLUMNS: &str =
-    "hash, height, time_ms, reward_sat, bits, \"user\", worker, status, reason FROM blocks";
+const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, \"user\", worker, status, reason, \
+     coinbase_payouts FROM blocks";
 
 /// A live connection and its prepared statements.
 struct Connection {
@@ -88,9 +91,9 @@ impl Connection {
                 // The finding share: among the shares after $8 (this batch's: a primary-key
                 // range), else anywhere (a scan, only when it came in an earlier batch).
                 "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker, \
-                 share_id) VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE( \
+                 share_id, coinbase_payouts) VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE( \
                  (SELECT id FROM shares WHERE id > $8 AND hash = $1 ORDER BY id LIMIT 1), \
-                 (SELECT id FROM shares WHERE hash = $1 ORDER BY id LIMIT 1))) \
+                 (SELECT id FROM shares WHERE hash = $1 ORDER BY id LIMIT 1)), $9) \
                  ON CONFLICT (hash) DO NOTHING",
             )
             .map_err(postgres_error)?;
@@ -344,6 +347,7 @@ fn append(
                 &block.user,
                 &block.worker,
                 &before,
+                &block.coinbase_payouts.as_ref().map(coinbase_payouts_json),
             ],
         )
         .map_err(postgres_error)?;
@@ -421,7 +425,7 @@ fn record_payouts(client: &mut Client, c: &PayoutComputation) -> Result<bool, Le
              DO UPDATE SET earned_sat = balances.earned_sat + excluded.earned_sat",
         )
         .map_err(postgres_error)?;
-    let moves_balances = c.scheme != "coinbase";
+    let moves_balances = super::moves_balances(&c.scheme);
     for (position, p) in c.payouts.iter().enumerate() {
         let amount = to_i64(p.amount_sat, "amount_sat")?;
         let position =
@@ -571,6 +575,9 @@ fn stored_block(row: &Row) -> Result<StoredBlock, LedgerError> {
             bits: compact_target(get(row, 4)?)?,
             user: get(row, 5)?,
             worker: get(row, 6)?,
+            coinbase_payouts: get::<Option<&str>>(row, 9)?
+                .map(coinbase_payouts_from_json)
+                .transpose()?,
         },
         status: block_status(get(row, 7)?, get(row, 8)?)?,
     })

@@ -22,8 +22,8 @@ use bitcoin::hashes::Hash;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::columns::{
-    block_hash, block_status, bound_i64, compact_target, limit_i64, status_reason, target, to_i64,
-    to_u64,
+    block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
+    compact_target, limit_i64, status_reason, target, to_i64, to_u64,
 };
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
@@ -31,7 +31,10 @@ use super::{
 };
 
 /// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_coinbase_payouts.sql"),
+];
 
 /// When SQLite syncs a commit to disk (see the module comment for why FULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +66,8 @@ impl Default for SqliteSettings {
 const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.user, w.worker, s.connection_id, s.channel_id, \
      s.job_id, s.target, s.difficulty, s.hash FROM shares s JOIN workers w ON w.id = s.worker_id";
 
-const BLOCK_COLUMNS: &str =
-    "hash, height, time_ms, reward_sat, bits, user, worker, status, reason FROM blocks";
+const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, user, worker, status, reason, coinbase_payouts \
+     FROM blocks";
 
 /// Rows per multi-row share INSERT, largest first: a batch is cut into statements of these
 /// sizes (each prepared once and cached), so a large batch costs one statement execution per
@@ -353,7 +356,8 @@ impl SqliteLedger {
             let mut insert_block = tx
                 .prepare_cached(
                     "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, user, worker, \
-                     share_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hash) DO NOTHING",
+                     share_id, coinbase_payouts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT (hash) DO NOTHING",
                 )
                 .map_err(sqlite_error)?;
             for block in &batch.blocks {
@@ -379,6 +383,7 @@ impl SqliteLedger {
                         block.user,
                         block.worker,
                         share_id,
+                        block.coinbase_payouts.as_ref().map(coinbase_payouts_json),
                     ])
                     .map_err(sqlite_error)?;
             }
@@ -445,7 +450,7 @@ impl SqliteLedger {
                      ON CONFLICT (user) DO UPDATE SET earned_sat = earned_sat + excluded.earned_sat",
                 )
                 .map_err(sqlite_error)?;
-            let moves_balances = c.scheme != "coinbase";
+            let moves_balances = super::moves_balances(&c.scheme);
             for (position, p) in c.payouts.iter().enumerate() {
                 let amount = to_i64(p.amount_sat, "amount_sat")?;
                 insert_payout
@@ -589,6 +594,12 @@ fn stored_block(row: &Row<'_>) -> Result<StoredBlock, LedgerError> {
             bits: compact_target(row.get(4).map_err(sqlite_error)?)?,
             user: row.get(5).map_err(sqlite_error)?,
             worker: row.get(6).map_err(sqlite_error)?,
+            coinbase_payouts: row
+                .get::<_, Option<String>>(9)
+                .map_err(sqlite_error)?
+                .as_deref()
+                .map(coinbase_payouts_from_json)
+                .transpose()?,
         },
         status: block_status(&status, row.get(8).map_err(sqlite_error)?)?,
     })
@@ -834,6 +845,7 @@ mod tests {
             bits: CompactTarget::from_consensus(0x207fffff),
             user: share.user.to_string(),
             worker: share.worker.to_string(),
+            coinbase_payouts: None,
         }
     }
 

@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,12 +24,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use bitcoin::{BlockHash, Target, Txid};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 use super::{Ctx, Phase};
 use crate::client::hasher::{IV, compress};
+use crate::client::reconnect::{Backoff, RECONNECT_JITTER};
 use crate::client::run::ClientProtocol;
 use crate::client::sv1::Sv1MinerSession;
 use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
@@ -120,6 +124,18 @@ impl ConnError {
             | ConnError::ChannelClosed(code) => Some(code),
             _ => None,
         }
+    }
+
+    /// Whether a connection that failed this way is worth making again (with `--reconnect`):
+    /// the pool asked, or the connection broke; not a refusal or a protocol error.
+    fn worth_reconnecting(&self) -> bool {
+        matches!(
+            self,
+            ConnError::Reconnect
+                | ConnError::Disconnected
+                | ConnError::Io(_)
+                | ConnError::ChannelClosed(_)
+        )
     }
 
     /// Counts the error in the report: by category and, where the pool gave one, its code.
@@ -424,6 +440,30 @@ async fn establish_sv1(ctx: &Ctx, index: usize) -> Result<Conn<Sv1MinerSession>,
     first_work(ctx, stream, conn, started).await
 }
 
+/// How a connection of protocol `P` is made again (a reconnection during the load).
+trait Establish: ClientProtocol + Sized {
+    fn again(ctx: &Ctx, index: usize)
+    -> impl Future<Output = Result<Conn<Self>, ConnError>> + Send;
+}
+
+impl Establish for MinerSession {
+    /// With a fresh Noise initiator.
+    async fn again(ctx: &Ctx, index: usize) -> Result<Conn<Self>, ConnError> {
+        let authority = ctx.authority.ok_or(ConnError::Disconnected)?;
+        let initiator = Initiator::new(authority, &mut StdRng::from_entropy());
+        establish(ctx, index, initiator).await
+    }
+}
+
+impl Establish for Sv1MinerSession {
+    fn again(
+        ctx: &Ctx,
+        index: usize,
+    ) -> impl Future<Output = Result<Conn<Self>, ConnError>> + Send {
+        establish_sv1(ctx, index)
+    }
+}
+
 fn conn_config(ctx: &Ctx) -> ConnectionConfig {
     let limit = ctx.setup_timeout.as_millis() as u64;
     ConnectionConfig {
@@ -533,7 +573,7 @@ pub(crate) async fn connection(
     }
 }
 
-async fn life<P: ClientProtocol>(
+async fn life<P: Establish>(
     ctx: &Ctx,
     index: usize,
     establish: impl std::future::Future<Output = Result<Conn<P>, ConnError>>,
@@ -565,10 +605,29 @@ async fn life<P: ClientProtocol>(
         },
     };
     if let Phase::Load(go) = wait_phase(&mut phase, |p| *p != Phase::Setup).await {
-        if let Err(e) = run_load(&mut conn, &mut load, index, go).await {
-            e.report(ctx, false);
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+        loop {
+            let Err(e) = run_load(&mut conn, &mut load, index, go).await else {
+                break;
+            };
             load.totals.unacked += load.pending.len() as u64;
-            return load.totals;
+            load.pending.clear();
+            let asked = matches!(e, ConnError::Reconnect);
+            if !(ctx.reconnect && e.worth_reconnecting() && Instant::now() < go + ctx.duration) {
+                e.report(ctx, false);
+                return load.totals;
+            }
+            conn.close().await;
+            match reconnect(ctx, index, go, asked, &mut backoff).await {
+                Some(c) => conn = c,
+                None => {
+                    settle.load_done();
+                    return load.totals;
+                }
+            }
+            // The new session's work and extranonce: shares are made afresh.
+            load.maker = None;
+            ctx.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         settle.load_done();
         wait_phase(&mut phase, |p| *p == Phase::Close).await;
@@ -576,6 +635,45 @@ async fn life<P: ClientProtocol>(
     settle.load_done();
     conn.close().await;
     load.totals
+}
+
+/// Shortest and longest wait before connecting again after a failure.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// Connects again for connection `index` during the load that started at `go`: after a
+/// little jitter when the pool asked (`asked`), else after `backoff`'s delay, and again after
+/// each failure, until the load's end (`None` then).
+async fn reconnect<P: Establish>(
+    ctx: &Ctx,
+    index: usize,
+    go: Instant,
+    asked: bool,
+    backoff: &mut Backoff,
+) -> Option<Conn<P>> {
+    let end = go + ctx.duration;
+    // `StdRng`: the generator is held across awaits (the thread's is not `Send`).
+    let mut rng = StdRng::from_entropy();
+    let mut delay = if asked {
+        Duration::from_micros(rng.gen_range(0..=RECONNECT_JITTER.as_micros() as u64))
+    } else {
+        backoff.next_delay(&mut rng)
+    };
+    loop {
+        if Instant::now() + delay >= end {
+            return None;
+        }
+        tokio::time::sleep(delay).await;
+        match timeout(ctx.setup_timeout, P::again(ctx, index)).await {
+            Ok(Ok(conn)) => {
+                backoff.reset();
+                return Some(conn);
+            }
+            Ok(Err(e)) => ctx.error("reconnect failed (retried)", &e),
+            Err(_) => ctx.error("reconnect failed (retried)", &"timed out setting up"),
+        }
+        delay = backoff.next_delay(&mut rng);
+    }
 }
 
 /// What woke the load loop.

@@ -38,6 +38,7 @@ use crate::noise::Initiator;
 use crate::noise::keys::decode_public_key;
 use hist::Histogram;
 use procfs::ProcSample;
+use secp256k1::XOnlyPublicKey;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -71,6 +72,11 @@ pub struct LoadgenOptions {
     pub user: String,
     /// Speak Stratum V1 (the pool's SV1 port; `authority_pubkey` is not used) instead of SV2.
     pub sv1: bool,
+    /// Connect again when the pool asks (Reconnect) or a connection drops during the load,
+    /// as real miners do (issue 18): the same channel name, the shares in flight counted as
+    /// unacknowledged, a delay of up to 250 ms after a Reconnect and a backoff from 100 ms
+    /// doubling to 2 s after a failure. Off: such a connection ends and is an error.
+    pub reconnect: bool,
 }
 
 impl Default for LoadgenOptions {
@@ -90,6 +96,7 @@ impl Default for LoadgenOptions {
             server_pid: None,
             user: "loadgen".into(),
             sv1: false,
+            reconnect: false,
         }
     }
 }
@@ -117,6 +124,11 @@ pub(crate) enum Phase {
 /// State shared by the orchestrator and every connection task.
 pub(crate) struct Ctx {
     addr: SocketAddr,
+    /// The pool's authority key: new initiators for reconnections (`None`: Stratum V1).
+    authority: Option<XOnlyPublicKey>,
+    reconnect: bool,
+    /// Connections made again during the load.
+    reconnects: AtomicU64,
     miner: MinerConfig,
     rate: f64,
     window: usize,
@@ -285,6 +297,8 @@ pub struct LoadgenReport {
     /// Shares neither acknowledged nor refused by the end of the grace period, or lost with
     /// their connection.
     pub unacked: u64,
+    /// Connections made again during the load (with `reconnect`).
+    pub reconnects: u64,
     /// Hashes computed to make shares, per share.
     pub hashes_per_share: f64,
     /// Errors by category (none is the expected result).
@@ -338,6 +352,9 @@ impl LoadgenReport {
                 self.unacked,
                 self.hashes_per_share
             );
+            if self.reconnects > 0 {
+                let _ = writeln!(s, "reconnections during the load: {}", self.reconnects);
+            }
             let l = &self.latency;
             let _ = writeln!(
                 s,
@@ -423,6 +440,7 @@ impl LoadgenReport {
         field("latency", self.latency.json());
         field("rejected", self.rejected.to_string());
         field("unacked", self.unacked.to_string());
+        field("reconnects", self.reconnects.to_string());
         field("hashes_per_share", num(self.hashes_per_share));
         field(
             "client_cpu_per_connection_us",
@@ -535,7 +553,7 @@ pub fn run(opts: LoadgenOptions) -> Result<LoadgenReport, LoadgenError> {
         .enable_all()
         .build()
         .map_err(LoadgenError::Runtime)?;
-    let report = runtime.block_on(orchestrate(opts, addr, initiators));
+    let report = runtime.block_on(orchestrate(opts, addr, authority, initiators));
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(report)
 }
@@ -561,12 +579,16 @@ fn sample_self() -> ProcSample {
 async fn orchestrate(
     opts: LoadgenOptions,
     addr: SocketAddr,
+    authority: Option<XOnlyPublicKey>,
     initiators: Vec<Option<Initiator>>,
 ) -> LoadgenReport {
     let n = initiators.len();
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
     let ctx = Arc::new(Ctx {
         addr,
+        authority,
+        reconnect: opts.reconnect,
+        reconnects: AtomicU64::new(0),
         miner: MinerConfig {
             channel: ChannelKind::Extended,
             user_identity: opts.user.clone(),
@@ -737,6 +759,7 @@ async fn orchestrate(
         latency: Latency::of(&ctx.latency),
         rejected: sum(|t| t.rejected),
         unacked: sum(|t| t.unacked),
+        reconnects: ctx.reconnects.load(Ordering::Relaxed),
         hashes_per_share: if submitted > 0 {
             attempts as f64 / submitted as f64
         } else {

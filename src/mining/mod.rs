@@ -6,6 +6,7 @@ pub mod pool;
 pub mod session;
 pub mod share;
 pub mod vardiff;
+pub mod window_work;
 pub mod work;
 
 /// The block modules' old homes under mining, kept so that existing callers still find them.

@@ -72,24 +72,19 @@ pub fn payee_outputs(
     outputs
 }
 
-/// `base` (the pool's work for a template) with its coinbase paying `payee`; the pool's script
-/// is the one `base`'s coinbase pays. Same id, tip and transactions as `base`.
+/// `base` (the pool's work for a template, paying the pool's script or the PPLNS window) with
+/// its coinbase paying `payee` instead; donations go to `base.pool_script`. Same id, tip and
+/// transactions as `base`.
 pub fn derive(base: &Work, payee: &CoinbasePayee) -> Result<Work, PayeeWorkError> {
-    let pool_script = base
-        .coinbase
-        .tx
-        .output
-        .first()
-        .map(|o| o.script_pubkey.clone())
-        .unwrap_or_default();
-    let outputs = payee_outputs(payee, &pool_script, base.coinbase_value);
+    let outputs = payee_outputs(payee, &base.pool_script, base.coinbase_value);
     with_outputs(base, outputs, &payee.address.to_string())
 }
 
 /// `base` with its coinbase paying `outputs` (they must sum to at most the reward) instead of
 /// the pool's payout, within the room the template leaves (`payee` names who they pay, for
-/// the error). Same id, tip and transactions as `base`. Also what a coinbase paying the PPLNS
-/// window is built with (`payout::coinbase_outputs`).
+/// the error). Same id, tip and transactions as `base`; it pays no window
+/// (`coinbase_payouts: None`). Also what a coinbase paying the PPLNS window is built with
+/// (`window_work`).
 pub fn with_outputs(base: &Work, outputs: Vec<TxOut>, payee: &str) -> Result<Work, PayeeWorkError> {
     let coinbase = base.coinbase.with_payouts(outputs);
     let weight = coinbase.tx.weight().to_wu();
@@ -125,6 +120,8 @@ pub fn with_outputs(base: &Work, outputs: Vec<TxOut>, payee: &str) -> Result<Wor
         merkle_path: base.merkle_path.clone(),
         transactions: base.transactions.clone(),
         coinbase_value: base.coinbase_value,
+        pool_script: base.pool_script.clone(),
+        coinbase_payouts: None,
     })
 }
 

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use bitcoin::block::{Header, Version};
 use bitcoin::hashes::Hash;
-use bitcoin::{Block, BlockHash, CompactTarget, Target, Transaction, TxMerkleNode, Txid};
+use bitcoin::{
+    Block, BlockHash, CompactTarget, ScriptBuf, Target, Transaction, TxMerkleNode, Txid,
+};
 
 use super::MiningError;
 use crate::block::BlockTemplate;
 use crate::block::coinbase::{CoinbaseConfig, CoinbaseParts};
 use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
+use crate::ledger::CoinbasePayouts;
 
 /// The header functions' old home, kept so that existing callers still find them.
 pub use crate::block::header::{header_bytes, header_midstate, sha256d_from_midstate};
@@ -44,6 +47,12 @@ pub struct Work {
     pub transactions: Arc<Vec<Transaction>>,
     /// Total fees and subsidy paid by the coinbase, in satoshis.
     pub coinbase_value: u64,
+    /// The pool's script: what the coinbase pays unless it pays the window or a payee, and
+    /// where donations and the window's rest go.
+    pub pool_script: ScriptBuf,
+    /// What the coinbase pays the PPLNS window directly (`coinbase_payouts = true`,
+    /// `window_work`); `None`: it pays the pool's script, or a channel's own payee.
+    pub coinbase_payouts: Option<Arc<CoinbasePayouts>>,
 }
 
 impl Work {
@@ -68,6 +77,8 @@ impl Work {
             merkle_path,
             transactions: Arc::new(template.transactions),
             coinbase_value: template.coinbase_value.to_sat(),
+            pool_script: cfg.payout_script.clone(),
+            coinbase_payouts: None,
         }))
     }
 

@@ -5,17 +5,21 @@
 //! settlement of a block with that reward would credit):
 //! 1. the window's shares (channels paid in their own coinbase and solo users left out, as in
 //!    every window) are split: the fee, then each user's part;
-//! 2. a user gets an output when it has a payout address and its part is at least `dust_sat`;
+//! 2. a user gets an output when it has a payout address and its part is at least `dust_sat`
+//!    and at least the network's dust for its script (`ScriptBuf::minimal_non_dust`: an
+//!    output below it would make the block's coinbase unspendable by relay rules);
 //! 3. at most `max_outputs` of them, the largest parts first (ties: the smaller user name);
 //! 4. everything else (the fee, donations, users without an address, dust, users past the
 //!    cap) goes to the pool's script, the last payout output.
 //!
 //! The outputs are ordered as taken (largest first), the pool's last; amounts sum to the
-//! reward exactly. Not wired to the templates yet: see the branch report.
+//! reward exactly. The split depends only on the window's per-user weights, so a window is
+//! counted once ([`pplns::count`]) and each template's reward divided over it
+//! ([`outputs_of_split`]); `mining::window_work` builds the work from it.
 
 use bitcoin::ScriptBuf;
 
-use super::pplns::{self, SplitError, SplitTerms, WindowShare};
+use super::pplns::{self, Split, SplitError, SplitTerms, WindowShare};
 
 /// The limits of [`coinbase_outputs`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,22 +53,42 @@ pub fn coinbase_outputs<'a>(
     address_of: impl Fn(&str) -> Option<ScriptBuf>,
 ) -> Result<Vec<CoinbaseOutput>, SplitError> {
     let split = pplns::split(shares, &terms.split)?;
+    Ok(outputs_of_split(
+        &split,
+        terms.split.reward_sat,
+        terms.dust_sat,
+        terms.max_outputs,
+        pool_script,
+        address_of,
+    ))
+}
+
+/// Rules 2 to 4 on a split of `reward_sat` already made (see [`coinbase_outputs`]).
+pub fn outputs_of_split(
+    split: &Split,
+    reward_sat: u64,
+    dust_sat: u64,
+    max_outputs: usize,
+    pool_script: &ScriptBuf,
+    address_of: impl Fn(&str) -> Option<ScriptBuf>,
+) -> Vec<CoinbaseOutput> {
     let mut paid: Vec<CoinbaseOutput> = split
         .users
         .iter()
-        .filter(|u| u.amount_sat >= terms.dust_sat.max(1))
+        .filter(|u| u.amount_sat >= dust_sat.max(1))
         .filter_map(|u| {
-            Some(CoinbaseOutput {
+            let script_pubkey = address_of(&u.user)?;
+            (u.amount_sat >= script_pubkey.minimal_non_dust().to_sat()).then(|| CoinbaseOutput {
                 user: Some(u.user.clone()),
-                script_pubkey: address_of(&u.user)?,
+                script_pubkey,
                 amount_sat: u.amount_sat,
             })
         })
         .collect();
     paid.sort_by(|a, b| b.amount_sat.cmp(&a.amount_sat).then(a.user.cmp(&b.user)));
-    paid.truncate(terms.max_outputs);
+    paid.truncate(max_outputs);
     let to_users: u64 = paid.iter().map(|o| o.amount_sat).sum();
-    let to_pool = terms.split.reward_sat - to_users;
+    let to_pool = reward_sat - to_users;
     if to_pool > 0 || paid.is_empty() {
         paid.push(CoinbaseOutput {
             user: None,
@@ -72,7 +96,7 @@ pub fn coinbase_outputs<'a>(
             amount_sat: to_pool,
         });
     }
-    Ok(paid)
+    paid
 }
 
 #[cfg(test)]

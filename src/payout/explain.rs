@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use super::identity::coinbase_payee_of;
 use super::policy::{PayoutPolicy, PayoutScheme};
-use super::pplns::{SplitError, difficulty_of_weight, fee_ppm};
+use super::pplns::{Split, SplitError, difficulty_of_weight, fee_ppm};
 use super::settle::{compute_payouts, same_numbers, scheme_of};
-use crate::ledger::{PayoutComputation, StoredBlock, StoredShare};
+use crate::ledger::{CoinbasePayouts, PayoutComputation, StoredBlock, StoredShare};
 
 /// What the explanation found.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +68,8 @@ pub fn explain_payouts(
             payee.address, block.reward_sat, to_pool, to_address
         );
         let _ = writeln!(t, "No balance moves: the coinbase paid it.");
+    } else if let Some(terms) = &block.coinbase_payouts {
+        explain_coinbase_pplns(&mut t, stored, terms, policy, &split, &computed);
     } else {
         explain_split(&mut t, stored, finding, policy, &split);
     }
@@ -144,11 +146,117 @@ fn explain_split(
             solo.join(", ")
         );
     }
+    explain_steps(t, block.reward_sat, ppm, finding.id, split);
+    let paid: u64 = split.users.iter().map(|u| u.amount_sat).sum();
+    let _ = writeln!(
+        t,
+        "Total: payouts {} + fee {} = {} sat (the reward).",
+        paid,
+        split.fee_sat,
+        paid + split.fee_sat
+    );
+}
+
+/// A block whose coinbase paid the PPLNS window (`coinbase_payouts = true`): the window
+/// ending at S, its split of the template's reward, then which users the coinbase paid.
+fn explain_coinbase_pplns(
+    t: &mut String,
+    stored: &StoredBlock,
+    terms: &CoinbasePayouts,
+    policy: &PayoutPolicy,
+    split: &Split,
+    computed: &PayoutComputation,
+) {
+    let block = &stored.block;
+    let _ = writeln!(
+        t,
+        "Scheme coinbase-pplns: the block's coinbase paid the PPLNS window directly (payouts in \
+         the coinbase); reward {} sat (subsidy and fees of its template); pool fee {} ppm.",
+        block.reward_sat, terms.fee_ppm
+    );
+    let _ = writeln!(
+        t,
+        "Weights are difficulties in fixed point: weight = floor(difficulty x 2^64)."
+    );
+    let _ = writeln!(
+        t,
+        "1. Window: the one the work carried, ending at share S = {} (the newest share in the \
+         ledger when it was read, not the finding share), {:?} difficulty (the pool's multiple \
+         of the network difficulty of nBits {:#010x}), weight N = {}.",
+        terms.last_share_id,
+        terms.window_difficulty,
+        block.bits.to_consensus(),
+        split.window_weight
+    );
+    if !policy.solo_users.is_empty() {
+        let solo: Vec<&str> = policy.solo_users.iter().map(String::as_str).collect();
+        let _ = writeln!(
+            t,
+            "   Solo users' shares are in no window: {}.",
+            solo.join(", ")
+        );
+    }
+    explain_steps(
+        t,
+        block.reward_sat,
+        terms.fee_ppm,
+        terms.last_share_id,
+        split,
+    );
+    let _ = writeln!(
+        t,
+        "6. Paid in the coinbase: users with a payout address whose part is at least {} sat \
+         (and the network's dust for their script), the largest first, at most {}; the rest \
+         goes to the pool's script:",
+        terms.dust_sat, terms.max_outputs
+    );
+    let mut eligible = 0u32;
+    let mut by_amount: Vec<&super::pplns::UserPart> = split.users.iter().collect();
+    by_amount.sort_by(|a, b| b.amount_sat.cmp(&a.amount_sat).then(a.user.cmp(&b.user)));
+    for u in by_amount {
+        let script = policy.payout_script(&u.user);
+        let why = match &script {
+            None => "not paid: no payout address (its part goes to the pool)".to_owned(),
+            Some(script)
+                if u.amount_sat < terms.dust_sat.max(1)
+                    || u.amount_sat < script.minimal_non_dust().to_sat() =>
+            {
+                "not paid: below the dust threshold (its part goes to the pool)".to_owned()
+            }
+            Some(_) if eligible >= terms.max_outputs => {
+                eligible += 1;
+                "not paid: past the most outputs (its part goes to the pool)".to_owned()
+            }
+            Some(_) => {
+                eligible += 1;
+                format!("paid {} sat in the coinbase", u.amount_sat)
+            }
+        };
+        let _ = writeln!(t, "   {:<40} {} sat: {}", u.user, u.amount_sat, why);
+    }
+    let paid: u64 = computed.payouts.iter().map(|p| p.amount_sat).sum();
+    let _ = writeln!(
+        t,
+        "Total: coinbase outputs to users {} + to the pool's script {} = {} sat (the reward).",
+        paid,
+        computed.fee_sat,
+        paid + computed.fee_sat
+    );
+    let _ = writeln!(
+        t,
+        "No balance moves: the coinbase paid the users it pays; a user it did not pay has no \
+         balance for this block either (its part went to the pool's script)."
+    );
+}
+
+/// Steps 2 to 5 of a split: the shares counted newest first from share `from_id`, the fee,
+/// each user's part, the leftover.
+fn explain_steps(t: &mut String, reward_sat: u64, ppm: u32, from_id: u64, split: &Split) {
     let _ = writeln!(
         t,
         "2. Shares counted, newest first from share {}: {} shares, ids {}..={}, weight W = {} \
          (difficulty {:?}){}.",
-        finding.id,
+        from_id,
         split.shares_counted,
         split.first_share_id,
         split.last_share_id,
@@ -165,14 +273,14 @@ fn explain_split(
             None => String::new(),
         }
     );
-    let distributable = block.reward_sat - split.fee_by_percent_sat;
+    let distributable = reward_sat - split.fee_by_percent_sat;
     let _ = writeln!(
         t,
         "3. Fee: floor({} x {} / 1000000) = {} sat; to split: D = {} - {} = {} sat.",
-        block.reward_sat,
+        reward_sat,
         ppm,
         split.fee_by_percent_sat,
-        block.reward_sat,
+        reward_sat,
         split.fee_by_percent_sat,
         distributable
     );
@@ -208,12 +316,4 @@ fn explain_split(
             split.donated_sat
         );
     }
-    let paid: u64 = split.users.iter().map(|u| u.amount_sat).sum();
-    let _ = writeln!(
-        t,
-        "Total: payouts {} + fee {} = {} sat (the reward).",
-        paid,
-        split.fee_sat,
-        paid + split.fee_sat
-    );
 }

@@ -10,8 +10,9 @@
 //!   miner's recomputation share;
 //! - `retention`: [`prune_before`];
 //! - `explain`: a block's payouts step by step ([`explain::explain_payouts`]);
-//! - `coinbase_outputs`: a coinbase paying the window directly (`coinbase_payouts`, not wired
-//!   yet).
+//! - `coinbase_outputs`: a coinbase paying the window directly (`coinbase_payouts = true`);
+//! - `window`: the current window, counted once, that each template's coinbase pays
+//!   ([`window::read_window`]).
 
 pub mod coinbase_outputs;
 pub mod explain;
@@ -20,11 +21,13 @@ pub mod policy;
 pub mod pplns;
 pub mod retention;
 pub mod settle;
+pub mod window;
 
 pub use identity::{
     CoinbasePayee, DONATION_USER, IdentityError, PayoutMode, UserIdentity, coinbase_payee_of,
     is_paid_in_coinbase, ledger_user, parse_identity,
 };
-pub use policy::{PayoutPolicy, PayoutScheme};
+pub use policy::{CoinbasePayoutTerms, PayoutPolicy, PayoutScheme};
 pub use retention::prune_before;
 pub use settle::{compute_payouts, same_numbers, settle_block, settle_unsettled};
+pub use window::{PayoutWindow, WindowTracker, read_window};

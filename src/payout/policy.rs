@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::address::NetworkUnchecked;
-use bitcoin::{Address, CompactTarget, Network, Target};
+use bitcoin::{Address, CompactTarget, Network, ScriptBuf, Target};
 
 /// How a block's reward is divided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,6 +43,32 @@ pub const DEFAULT_FEE_PERCENT: f64 = 1.0;
 /// Default retention of shares beyond the newest window: 7 days.
 pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 3600;
 
+/// Default dust threshold of payouts in the coinbase: parts below it go to the pool's script.
+pub const DEFAULT_COINBASE_PAYOUT_DUST_SAT: u64 = 10_000;
+/// Default most users paid in one coinbase.
+pub const DEFAULT_COINBASE_MAX_OUTPUTS: usize = 16;
+
+/// Payouts in the coinbase (`coinbase_payouts = true`): each template's coinbase pays the
+/// current PPLNS window's users directly (`payout::coinbase_outputs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoinbasePayoutTerms {
+    /// Parts below this are not paid in the coinbase (they go to the pool's script); never
+    /// below the network's dust for the user's script either.
+    pub dust_sat: u64,
+    /// Most users paid in one coinbase (fewer when the room the template leaves the coinbase
+    /// holds fewer outputs).
+    pub max_outputs: usize,
+}
+
+impl Default for CoinbasePayoutTerms {
+    fn default() -> Self {
+        CoinbasePayoutTerms {
+            dust_sat: DEFAULT_COINBASE_PAYOUT_DUST_SAT,
+            max_outputs: DEFAULT_COINBASE_MAX_OUTPUTS,
+        }
+    }
+}
+
 /// The pool's payout policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PayoutPolicy {
@@ -60,6 +86,9 @@ pub struct PayoutPolicy {
     /// Accounts paid solo (`[users.NAME] scheme = "solo"`): their blocks pay them alone, less
     /// the fee, and their shares are in no PPLNS window.
     pub solo_users: BTreeSet<String>,
+    /// Payouts in the coinbase (`coinbase_payouts = true`), with their limits; `None`: blocks
+    /// pay the pool's script and are split into balances.
+    pub coinbase_payouts: Option<CoinbasePayoutTerms>,
 }
 
 /// An account of the `[users]` table whose address is of another network than the node's.
@@ -83,6 +112,7 @@ impl Default for PayoutPolicy {
             retention_secs: DEFAULT_RETENTION_SECS,
             accounts: BTreeMap::new(),
             solo_users: BTreeSet::new(),
+            coinbase_payouts: None,
         }
     }
 }
@@ -103,6 +133,21 @@ impl PayoutPolicy {
             }),
             None => Ok(()),
         }
+    }
+
+    /// The script a ledger user is paid at: its account's address from `[users]`, or the
+    /// user itself when it is an address (checked against the node's network when its channel
+    /// opened, and the accounts at start); `None` when it has none (an account without an
+    /// address, a donation).
+    pub fn payout_script(&self, user: &str) -> Option<ScriptBuf> {
+        if let Some(address) = self.accounts.get(user) {
+            return Some(address.clone().assume_checked().script_pubkey());
+        }
+        if !super::identity::looks_like_address(user) {
+            return None;
+        }
+        let address: Address<NetworkUnchecked> = user.parse().ok()?;
+        Some(address.assume_checked().script_pubkey())
     }
 
     /// The PPLNS window in difficulty for a block of `bits`: the multiple times the network

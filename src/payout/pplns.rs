@@ -18,6 +18,11 @@
 //!    within one satoshi of their exact part, and the sum of payouts and fee is the reward.
 //! 5. The part of [`DONATION_USER`](super::identity::DONATION_USER) (full donations) is
 //!    added to the fee.
+//!
+//! Rules 1 and 2 are [`count`] (a window's per-user weights and bounds), rules 3 to 5
+//! [`divide`] (a reward over them); [`split`] is the one after the other, so a window counted
+//! once and divided for several rewards (each template's, with payouts in the coinbase) gives
+//! the satoshis a split of the same shares gives, bit for bit.
 
 use std::collections::BTreeMap;
 
@@ -161,22 +166,39 @@ fn mul_div(a: u64, b: u128, c: u128) -> (u64, u128) {
     (quotient as u64, remainder)
 }
 
-/// Splits `terms.reward_sat` over `shares` (any order; see the module comment).
-pub fn split<'a>(
+/// A window's shares counted (rules 1 and 2 of the module comment): each user's weight in
+/// it, and the window's bounds. What a split depends on besides the reward and the fee, so a
+/// window counted once can be divided for any reward ([`divide`]): the coinbase of every
+/// template pays the same counted window (`coinbase_payouts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountedWindow {
+    /// N (difficulty × 2^64).
+    pub window_weight: u128,
+    /// W, the weight counted (N, or less when the shares run out).
+    pub counted_weight: u128,
+    /// Ids of the oldest and newest share counted (0, 0 if none).
+    pub first_share_id: u64,
+    /// Newest share counted.
+    pub last_share_id: u64,
+    /// Shares counted (the oldest perhaps in part).
+    pub shares_counted: usize,
+    /// The oldest share's weight counted, if only part of it was.
+    pub partial_weight: Option<u128>,
+    /// Each user's weight counted, by user name (users whose weight is 0 included).
+    pub by_user: Vec<(String, u128)>,
+}
+
+/// Counts `shares` (any order) into a window of `window_difficulty`: rules 1 and 2.
+pub fn count<'a>(
     shares: impl IntoIterator<Item = WindowShare<'a>>,
-    terms: &SplitTerms,
-) -> Result<Split, SplitError> {
-    if terms.fee_ppm > 1_000_000 {
-        return Err(SplitError::FeeTooHigh {
-            fee_ppm: terms.fee_ppm,
-        });
-    }
+    window_difficulty: f64,
+) -> Result<CountedWindow, SplitError> {
     let mut shares: Vec<WindowShare<'a>> = shares.into_iter().collect();
     shares.sort_unstable_by_key(|s| std::cmp::Reverse(s.id));
     if let Some(w) = shares.windows(2).find(|w| w[0].id == w[1].id) {
         return Err(SplitError::DuplicateShare { id: w[0].id });
     }
-    let window_weight = weight_of(terms.window_difficulty);
+    let window_weight = weight_of(window_difficulty);
     let mut counted: u128 = 0;
     let mut by_user: BTreeMap<&str, u128> = BTreeMap::new();
     let (mut first, mut last, mut n, mut partial) = (0, 0, 0, None);
@@ -197,16 +219,37 @@ pub fn split<'a>(
         first = s.id;
         n += 1;
     }
-    let fee_by_percent = mul_div(terms.reward_sat, u128::from(terms.fee_ppm), 1_000_000).0;
-    let distributable = terms.reward_sat - fee_by_percent;
-    let mut parts: Vec<(UserPart, u128)> = by_user
-        .into_iter()
+    Ok(CountedWindow {
+        window_weight,
+        counted_weight: counted,
+        first_share_id: first,
+        last_share_id: last,
+        shares_counted: n,
+        partial_weight: partial,
+        by_user: by_user
+            .into_iter()
+            .map(|(user, weight)| (user.to_owned(), weight))
+            .collect(),
+    })
+}
+
+/// Divides `reward_sat` over a counted window, the pool taking `fee_ppm`: rules 3 to 5.
+pub fn divide(window: &CountedWindow, reward_sat: u64, fee_ppm: u32) -> Result<Split, SplitError> {
+    if fee_ppm > 1_000_000 {
+        return Err(SplitError::FeeTooHigh { fee_ppm });
+    }
+    let counted = window.counted_weight;
+    let fee_by_percent = mul_div(reward_sat, u128::from(fee_ppm), 1_000_000).0;
+    let distributable = reward_sat - fee_by_percent;
+    let mut parts: Vec<(UserPart, u128)> = window
+        .by_user
+        .iter()
         .filter(|(_, w)| *w > 0)
         .map(|(user, weight)| {
-            let (amount, rem) = mul_div(distributable, weight, counted);
+            let (amount, rem) = mul_div(distributable, *weight, counted);
             let part = UserPart {
-                user: user.to_owned(),
-                weight,
+                user: user.clone(),
+                weight: *weight,
                 amount_sat: amount,
                 got_leftover: false,
             };
@@ -240,18 +283,36 @@ pub fn split<'a>(
         0
     };
     Ok(Split {
-        window_weight,
+        window_weight: window.window_weight,
         counted_weight: counted,
-        first_share_id: first,
-        last_share_id: last,
-        shares_counted: n,
-        partial_weight: partial,
+        first_share_id: window.first_share_id,
+        last_share_id: window.last_share_id,
+        shares_counted: window.shares_counted,
+        partial_weight: window.partial_weight,
         fee_by_percent_sat: fee_by_percent,
         leftover_sat: leftover,
         donated_sat: donated,
         fee_sat: fee_by_percent + donated + unpaid,
         users,
     })
+}
+
+/// Splits `terms.reward_sat` over `shares` (any order; see the module comment): [`count`]
+/// then [`divide`].
+pub fn split<'a>(
+    shares: impl IntoIterator<Item = WindowShare<'a>>,
+    terms: &SplitTerms,
+) -> Result<Split, SplitError> {
+    if terms.fee_ppm > 1_000_000 {
+        return Err(SplitError::FeeTooHigh {
+            fee_ppm: terms.fee_ppm,
+        });
+    }
+    divide(
+        &count(shares, terms.window_difficulty)?,
+        terms.reward_sat,
+        terms.fee_ppm,
+    )
 }
 
 #[cfg(test)]
@@ -382,6 +443,9 @@ mod tests {
                 let (floor, _) = mul_div(distributable, u.weight, sp.counted_weight);
                 prop_assert!(u.amount_sat == floor + u64::from(u.got_leftover));
             }
+            // Counted once, divided for this reward: the same split.
+            let counted = count(input.clone(), window).unwrap();
+            prop_assert_eq!(&divide(&counted, reward, fee).unwrap(), &sp);
             // Order independence: the input's order does not matter.
             let mut reversed = input.clone();
             reversed.reverse();

@@ -52,6 +52,7 @@ pub fn prune_before(
         bits,
         user: String::new(),
         worker: String::new(),
+        coinbase_payouts: None,
     };
     let mut keep_from = window_start(ledger, &next_block, &last, policy)?;
     for stored in ledger.blocks(UNSETTLED_BLOCKS_LOOKED_AT)? {

@@ -10,15 +10,25 @@
 //! left out of every window likewise, and their blocks were paid by the block itself: such a
 //! block is settled as scheme `coinbase` ([`coinbase_settlement`]), recording what its
 //! coinbase paid the address (and the pool's donation as the fee), and moves no balance.
+//!
+//! With payouts in the coinbase (`coinbase_payouts = true`), a block mined on work whose
+//! coinbase paid the PPLNS window directly carries what it paid (the window ending at share S,
+//! the users paid, the pool's rest: [`CoinbasePayouts`]); it is settled as scheme
+//! `coinbase-pplns` from that record ([`coinbase_pplns_settlement`]), moving no balance.
+//! Users of the window the coinbase did not pay (no payout address, a part below the dust
+//! threshold, past the most outputs) get no balance either: their part went to the pool's
+//! script, and the record says so (its fee). A block mined on work that paid no window (the
+//! first seconds after a start, before the window was read) is settled by PPLNS into balances.
 
 use bitcoin::BlockHash;
 
+use super::coinbase_outputs::outputs_of_split;
 use super::identity::{coinbase_payee_of, is_paid_in_coinbase};
 use super::policy::{PayoutPolicy, PayoutScheme};
 use super::pplns::{self, Split, SplitError, SplitTerms, WindowShare};
 use crate::ledger::{
-    BlockStatus, FoundBlockRecord, Ledger, LedgerError, Payout, PayoutComputation, ShareRange,
-    StoredShare,
+    BlockStatus, COINBASE_PPLNS_SCHEME, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerError,
+    Payout, PayoutComputation, ShareRange, StoredShare,
 };
 
 /// Most times the window is read again to make up for solo users' shares in it.
@@ -39,7 +49,7 @@ pub const COINBASE_SCHEME: &str = "coinbase";
 
 /// Whether `user`'s shares are left out of PPLNS windows: a solo user of the `[users]` table,
 /// or a channel paid in its own coinbase.
-fn out_of_windows(policy: &PayoutPolicy, user: &str) -> bool {
+pub fn out_of_windows(policy: &PayoutPolicy, user: &str) -> bool {
     is_paid_in_coinbase(user) || policy.solo_users.contains(user)
 }
 
@@ -96,21 +106,42 @@ pub fn split_terms(block: &FoundBlockRecord, policy: &PayoutPolicy) -> SplitTerm
 }
 
 /// The shares `block`'s computation needs from the ledger, `finding` being its share: the
-/// window up to it (reaching past solo users' shares), or the finding share alone (solo).
+/// window up to it (reaching past solo users' shares), or the finding share alone (solo); a
+/// block whose coinbase paid the window, the window its coinbase paid (ending at its S).
 pub fn window_shares(
     ledger: &mut dyn Ledger,
     block: &FoundBlockRecord,
     finding: &StoredShare,
     policy: &PayoutPolicy,
 ) -> Result<Vec<StoredShare>, LedgerError> {
+    if let Some(paid) = &block.coinbase_payouts {
+        return shares_of_window(ledger, paid.last_share_id, paid.window_difficulty, policy);
+    }
     if scheme_of(block, policy) == PayoutScheme::Solo || is_paid_in_coinbase(&block.user) {
         return Ok(vec![finding.clone()]);
     }
-    let window = policy.window_difficulty(block.bits);
+    shares_of_window(
+        ledger,
+        finding.id,
+        policy.window_difficulty(block.bits),
+        policy,
+    )
+}
+
+/// The shares of the window of `window` difficulty ending at share `last_id` (inclusive),
+/// newest first: enough of them that, the shares of solo users and of channels paid in their
+/// own coinbase left out, the rest fills the window (or all there are). May hold a few more:
+/// the split cuts the window exactly.
+pub fn shares_of_window(
+    ledger: &mut dyn Ledger,
+    last_id: u64,
+    window: f64,
+    policy: &PayoutPolicy,
+) -> Result<Vec<StoredShare>, LedgerError> {
     let mut wanted = window;
     let mut reads = 0;
     loop {
-        let shares = ledger.shares(&window_range(finding.id, wanted))?;
+        let shares = ledger.shares(&window_range(last_id, wanted))?;
         reads += 1;
         if reads == MAX_WINDOW_READS {
             return Ok(shares);
@@ -131,6 +162,136 @@ pub fn window_shares(
     }
 }
 
+/// The shares of `shares` a window ending at share `last_id` counts: not newer than it, not
+/// of a solo user nor of a channel paid in its own coinbase.
+pub fn window_members<'a>(
+    shares: &'a [StoredShare],
+    last_id: u64,
+    policy: &'a PayoutPolicy,
+) -> impl Iterator<Item = WindowShare<'a>> + 'a {
+    shares
+        .iter()
+        .filter(move |s| s.id <= last_id && !out_of_windows(policy, &s.record.user))
+        .map(WindowShare::from)
+}
+
+/// The settlement of a block whose coinbase paid the PPLNS window (`None` for any other
+/// block): scheme [`COINBASE_PPLNS_SCHEME`], what its coinbase paid as it was recorded with
+/// the block (the users paid, the pool's rest as the fee, the window ending at S). It moves no
+/// balance: the coinbase paid them, and a user it did not pay (no address, dust, past the
+/// cap) gets nothing either: its part went to the pool's script.
+pub fn coinbase_pplns_settlement(
+    block: &FoundBlockRecord,
+    now_ms: u64,
+) -> Option<PayoutComputation> {
+    let paid = block.coinbase_payouts.as_ref()?;
+    Some(coinbase_pplns_computation(block, paid, now_ms))
+}
+
+/// The computation recording what `block`'s coinbase paid (`paid`).
+fn coinbase_pplns_computation(
+    block: &FoundBlockRecord,
+    paid: &CoinbasePayouts,
+    now_ms: u64,
+) -> PayoutComputation {
+    PayoutComputation {
+        block_hash: block.hash,
+        scheme: COINBASE_PPLNS_SCHEME.to_owned(),
+        reward_sat: block.reward_sat,
+        fee_sat: paid.pool_sat,
+        window_difficulty: paid.window_difficulty,
+        counted_difficulty: paid.counted_difficulty,
+        first_share_id: paid.first_share_id,
+        last_share_id: paid.last_share_id,
+        computed_ms: now_ms,
+        payouts: paid.payouts.clone(),
+    }
+}
+
+/// What a coinbase paying the window ending at `last_share_id` pays for `reward_sat`, from
+/// the window's shares (any order, more than the window allowed) and the terms recorded with
+/// the block: the split of the reward (the pool's `fee_ppm`), then the dust, address and cap
+/// filter of [`outputs_of_split`], the rest to the pool. Returns the split and the record; the
+/// same arithmetic the pool's work was built with (`mining::window_work`), so a recomputation
+/// from an export gets the coinbase's outputs.
+pub fn coinbase_pplns_payouts(
+    shares: &[StoredShare],
+    terms: &CoinbasePayouts,
+    reward_sat: u64,
+    policy: &PayoutPolicy,
+) -> Result<(Split, CoinbasePayouts), SplitError> {
+    let counted = pplns::count(
+        window_members(shares, terms.last_share_id, policy),
+        terms.window_difficulty,
+    )?;
+    let split = pplns::divide(&counted, reward_sat, terms.fee_ppm)?;
+    let paid = paid_by_outputs(
+        &split,
+        terms.last_share_id,
+        terms.window_difficulty,
+        terms.fee_ppm,
+        terms.dust_sat,
+        terms.max_outputs,
+        reward_sat,
+        policy,
+    );
+    Ok((split, paid))
+}
+
+/// The record of a coinbase paying `split` of the window ending at `last_share_id` (see
+/// [`coinbase_pplns_payouts`]): the users [`outputs_of_split`] pays, the pool's rest.
+#[allow(clippy::too_many_arguments)]
+pub fn paid_by_outputs(
+    split: &Split,
+    last_share_id: u64,
+    window_difficulty: f64,
+    fee_ppm: u32,
+    dust_sat: u64,
+    max_outputs: u32,
+    reward_sat: u64,
+    policy: &PayoutPolicy,
+) -> CoinbasePayouts {
+    // The pool's script is not needed to know who is paid what: any script stands for it.
+    let outputs = outputs_of_split(
+        split,
+        reward_sat,
+        dust_sat,
+        max_outputs as usize,
+        &bitcoin::ScriptBuf::new(),
+        |user| policy.payout_script(user),
+    );
+    let weight_of = |user: &str| {
+        split
+            .users
+            .iter()
+            .find(|u| u.user == user)
+            .map_or(0, |u| u.weight)
+    };
+    let payouts: Vec<Payout> = outputs
+        .iter()
+        .filter_map(|o| {
+            let user = o.user.as_ref()?;
+            Some(Payout {
+                user: user.clone(),
+                amount_sat: o.amount_sat,
+                difficulty: pplns::difficulty_of_weight(weight_of(user)),
+            })
+        })
+        .collect();
+    let to_users: u64 = payouts.iter().map(|p| p.amount_sat).sum();
+    CoinbasePayouts {
+        window_difficulty,
+        counted_difficulty: pplns::difficulty_of_weight(split.counted_weight),
+        first_share_id: split.first_share_id,
+        last_share_id,
+        fee_ppm,
+        dust_sat,
+        max_outputs,
+        payouts,
+        pool_sat: reward_sat - to_users,
+    }
+}
+
 /// The split of `block`'s reward over `shares` (the finding share is the one with id
 /// `finding_share_id`; shares newer than it, and the shares of solo users and of channels paid
 /// in their own coinbase, are not counted), and the computation to record. A block paid in its
@@ -142,6 +303,10 @@ pub fn compute_payouts(
     policy: &PayoutPolicy,
     now_ms: u64,
 ) -> Result<(Split, PayoutComputation), SplitError> {
+    if let Some(recorded) = &block.coinbase_payouts {
+        let (split, paid) = coinbase_pplns_payouts(shares, recorded, block.reward_sat, policy)?;
+        return Ok((split, coinbase_pplns_computation(block, &paid, now_ms)));
+    }
     if let Some(finding) = shares.iter().find(|s| s.id == finding_share_id)
         && let Some(computation) = coinbase_settlement(block, finding, now_ms)
     {
@@ -229,6 +394,14 @@ pub fn settle_block(
     }
     if stored.status != BlockStatus::Accepted {
         return Ok(None);
+    }
+    // Its coinbase paid the window: recorded as it paid, nothing to read or split.
+    if let Some(computation) = coinbase_pplns_settlement(&stored.block, now_ms) {
+        return if ledger.record_payouts(&computation)? {
+            Ok(Some(computation))
+        } else {
+            ledger.payouts(hash)
+        };
     }
     let finding = ledger.share_by_hash(hash)?.ok_or_else(|| {
         LedgerError::Corrupt(format!("block {hash} has no finding share in the ledger"))

@@ -5,8 +5,10 @@
 //! With a share ledger, accepted and rejected shares and found blocks go to its writer, and
 //! the writer's commits wake the connection to release the acknowledgements they cover.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -89,7 +91,13 @@ pub(super) struct PoolHandler<'a> {
     fold_at: Option<u64>,
     /// The share ledger's writer and this connection's commit signal, if there is a ledger.
     ledger: Option<(&'a LedgerSender, Arc<CommitSignal>)>,
+    /// Issue 16: accepted shares waiting for their commit (share number, arrival), for the
+    /// acknowledgement-latency histogram; at most [`MAX_TIMED_ACKS`].
+    acks: VecDeque<(u64, Instant)>,
 }
+
+/// Accepted shares whose acknowledgement is timed at once per connection (more wait untimed).
+const MAX_TIMED_ACKS: usize = 4096;
 
 impl PoolHandler<'_> {
     /// Hands the batch's accepted and rejected shares and found blocks to the ledger's writer.
@@ -118,6 +126,7 @@ impl<'a> PoolHandler<'a> {
             pending,
             events: Vec::new(),
             fold_at: None,
+            acks: VecDeque::new(),
             ledger: shared
                 .ledger
                 .as_ref()
@@ -128,6 +137,10 @@ impl<'a> PoolHandler<'a> {
 
 impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
     type Update = Option<Arc<Work>>;
+
+    fn drains_on_stop(&self) -> bool {
+        self.shared.gate.is_shutting_down()
+    }
 
     fn on_update(
         &mut self,
@@ -151,6 +164,16 @@ impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
             return;
         }
         self.record(now_ms);
+        if self.ledger.is_some() {
+            let arrived = Instant::now();
+            for e in &self.events {
+                if let SessionEvent::ShareAccepted { share_number, .. } = e
+                    && self.acks.len() < MAX_TIMED_ACKS
+                {
+                    self.acks.push_back((*share_number, arrived));
+                }
+            }
+        }
         if self.fold_at.is_none()
             && self.events.iter().any(|e| {
                 matches!(
@@ -191,6 +214,13 @@ impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
             let up_to = signal.committed();
             conn.with_protocol(|s| s.shares_durable(up_to))?
                 .map_err(ConnectionError::Protocol)?;
+            let latency = &self.shared.observe.ack_latency;
+            while let Some(&(n, arrived)) = self.acks.front()
+                && n <= up_to
+            {
+                latency.observe(arrived.elapsed());
+                self.acks.pop_front();
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -44,6 +45,8 @@ pub(crate) struct Gate {
     places: Mutex<SetupSlots>,
     live: Mutex<Live>,
     refusals: LogBudget<Refused>,
+    /// Every refusal and failure since the start, per [`Refused::index`] (metrics).
+    totals: [AtomicU64; Refused::ALL.len()],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +61,7 @@ impl Gate {
             places: Mutex::new(SetupSlots::new(set_up_places)),
             live: Mutex::new(Live::default()),
             refusals: LogBudget::new(now_ms),
+            totals: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -92,6 +96,7 @@ impl Gate {
 
     /// Counts a refusal of `peer`; logs it if the budget allows.
     pub(crate) fn refused(&self, reason: Refused, peer: SocketAddr) {
+        self.totals[reason.index()].fetch_add(1, Ordering::Relaxed);
         if self.refusals.admit(reason) {
             warn!(%peer, %reason, "connection refused");
         }
@@ -99,6 +104,7 @@ impl Gate {
 
     /// Counts a refusal or failure; true when it may be logged one by one.
     pub(crate) fn count(&self, reason: Refused) -> bool {
+        self.totals[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.refusals.admit(reason)
     }
 
@@ -168,6 +174,12 @@ impl Gate {
         conn.set_up
     }
 
+    /// Whether the pool is shutting down: a connection's stop signal then means "drain" (ask
+    /// the miner to reconnect elsewhere), not eviction or "pool full" (close at once).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        lock(&self.live).shutting_down
+    }
+
     /// Pool shutdown: every live connection is told, and no new one is admitted.
     pub(crate) fn shut_down_all(&self) {
         let mut live = lock(&self.live);
@@ -195,6 +207,20 @@ impl Gate {
     /// The refusal counts of the period just ended, if any.
     pub(crate) fn take_summary(&self, now_ms: u64) -> Option<Summary<Refused>> {
         self.refusals.take_summary(now_ms)
+    }
+
+    /// Refusals and failures since the start, per reason (every reason, in
+    /// [`Refused::ALL`] order).
+    pub(crate) fn refusal_totals(&self) -> impl Iterator<Item = (Refused, u64)> + '_ {
+        Refused::ALL
+            .iter()
+            .zip(&self.totals)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+    }
+
+    /// Connections live (admitted, not yet ended), set up or not.
+    pub(crate) fn live_connections(&self) -> usize {
+        lock(&self.live).conns.len()
     }
 
     /// Connections not yet set up, pool-wide (for tests and metrics).

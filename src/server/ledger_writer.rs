@@ -10,7 +10,8 @@
 //! it lasts) and retried with backoff; the first write that succeeds marks it up and releases.
 //! Block verdicts are written after the shares queued before them; on `Accepted` the block
 //! hook runs (payouts: the lead wires `payout::settle_block` in). Stopping flushes everything
-//! queued before the stop.
+//! queued before the stop. With payouts in the coinbase, the current PPLNS window is read here
+//! too, between commits ([`WindowRefresh`]): the ledger is this thread's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::ledger::{
-    BatchSequence, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, RejectedCount,
-    ShareRecord, SqliteSettings, SqliteSync,
+    BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
+    LedgerError, RejectedCount, ShareRecord, SqliteSettings, SqliteSync,
 };
 use crate::mining::{LedgerStatus, SessionEvent};
 use crate::shell::LogBudget;
@@ -198,6 +199,8 @@ pub struct BlockInput {
     pub bits: CompactTarget,
     /// The finding channel's user_identity.
     pub user_identity: String,
+    /// What its coinbase paid the PPLNS window, if its work paid it.
+    pub coinbase_payouts: Option<Arc<CoinbasePayouts>>,
 }
 
 /// What connections and the submitter send the writer.
@@ -279,6 +282,7 @@ pub fn ledger_message(
             }),
             bits: found.block.header.bits,
             user_identity: found.user_identity.clone(),
+            coinbase_payouts: found.coinbase_payouts.clone(),
         }),
         _ => return None,
     })
@@ -349,6 +353,25 @@ pub struct Maintenance {
     pub run: MaintenanceHook,
     /// Least time between two runs.
     pub every: Duration,
+    /// Payouts in the coinbase: the current window, read and published.
+    pub window: Option<WindowRefresh>,
+}
+
+/// What reads the current PPLNS window off the ledger and publishes it (payouts in the
+/// coinbase), given the network's nBits.
+pub type WindowHook =
+    Box<dyn FnMut(&mut dyn Ledger, CompactTarget) -> Result<(), LedgerError> + Send>;
+
+/// Reading the current window for payouts in the coinbase: `run` runs on the writer thread
+/// after a commit, once the network's nBits are known (the first
+/// [`LedgerMessage::Maintain`]): at once on each `Maintain` (a new tip), and after commits
+/// of shares at most every `every`. The ledger is the writer's alone, so the window is read
+/// where it is written: nothing else opens it.
+pub struct WindowRefresh {
+    /// Reads and publishes the window.
+    pub run: WindowHook,
+    /// Least time between two reads after commits.
+    pub every: Duration,
 }
 
 impl LedgerWriter {
@@ -382,6 +405,10 @@ impl LedgerWriter {
             batches_sent: 0,
             maintenance,
             maintain: None,
+            bits: None,
+            window_now: false,
+            window_stale: false,
+            window_read: None,
             last_maintained: None,
             batch: LedgerBatch::default(),
             users: UserCache::default(),
@@ -523,6 +550,12 @@ struct WriterCore {
     maintenance: Option<Maintenance>,
     /// The nBits of the last `Maintain` not acted on yet.
     maintain: Option<CompactTarget>,
+    /// The nBits of the last `Maintain`, for the window.
+    bits: Option<CompactTarget>,
+    /// Whether the window must be read again at once (a new tip), or when due (new shares).
+    window_now: bool,
+    window_stale: bool,
+    window_read: Option<Instant>,
     last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
@@ -627,10 +660,15 @@ impl WriterCore {
                     bits: b.bits,
                     user,
                     worker,
+                    coinbase_payouts: b.coinbase_payouts.as_deref().cloned(),
                 });
             }
             LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status)),
-            LedgerMessage::Maintain(bits) => self.maintain = Some(bits),
+            LedgerMessage::Maintain(bits) => {
+                self.maintain = Some(bits);
+                self.bits = Some(bits);
+                self.window_now = true;
+            }
             LedgerMessage::Stop => return true,
         }
         false
@@ -676,6 +714,7 @@ impl WriterCore {
             }
             self.totals.commits += 1;
             self.totals.shares += self.batch.shares.len() as u64;
+            self.window_stale |= !self.batch.shares.is_empty();
         }
         for (_, (signal, up_to)) in self.releases.drain() {
             signal.commit(up_to);
@@ -708,6 +747,31 @@ impl WriterCore {
         self.verdicts.clear();
         self.clear();
         self.maintain();
+        self.read_window();
+    }
+
+    /// Reads the current window (payouts in the coinbase) when a new tip asks for it, or
+    /// shares were committed since the last read and it is due. A failure is logged and left
+    /// for the next time: the pool's work keeps the window it has.
+    fn read_window(&mut self) {
+        let (Some(bits), Some(refresh)) = (
+            self.bits,
+            self.maintenance.as_mut().and_then(|m| m.window.as_mut()),
+        ) else {
+            return;
+        };
+        let due = self
+            .window_read
+            .is_none_or(|t| t.elapsed() >= refresh.every);
+        if !(self.window_now || (self.window_stale && due)) {
+            return;
+        }
+        self.window_now = false;
+        self.window_stale = false;
+        self.window_read = Some(Instant::now());
+        if let Err(e) = (refresh.run)(&mut *self.ledger, bits) {
+            warn!("cannot read the PPLNS window for payouts in the coinbase: {e}");
+        }
     }
 
     /// Runs the maintenance after a commit (what it decides on is written), if asked and due.
@@ -1030,6 +1094,7 @@ mod tests {
                     seen.lock().unwrap().push((bits, l.last_share_id()?));
                     Ok(0)
                 }),
+                window: None,
             }),
         )
         .unwrap();
@@ -1051,6 +1116,74 @@ mod tests {
             [(CompactTarget::from_consensus(0x1d00_ffff), 1)],
             "once, after the share was written"
         );
+    }
+
+    /// The window (payouts in the coinbase) is read once the nBits are known: at once on
+    /// each `Maintain`, and after commits of shares only when `every` has passed.
+    #[test]
+    fn the_window_is_read_on_each_new_tip_and_after_commits_when_due() {
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let seen = reads.clone();
+        let start = |every: Duration, seen: Arc<Mutex<Vec<(CompactTarget, u64)>>>| {
+            LedgerWriter::start_with_maintenance(
+                Box::new(Shared::default()),
+                WriterSettings::default(),
+                LedgerStatus::new(),
+                Box::new(|_, _| Ok(())),
+                Some(Maintenance {
+                    every: Duration::from_secs(3600),
+                    run: Box::new(|_, _| Ok(0)),
+                    window: Some(WindowRefresh {
+                        every,
+                        run: Box::new(move |l, bits| {
+                            seen.lock().unwrap().push((bits, l.last_share_id()?));
+                            Ok(())
+                        }),
+                    }),
+                }),
+            )
+            .unwrap()
+        };
+        let (b1, b2) = (
+            CompactTarget::from_consensus(0x1d00_ffff),
+            CompactTarget::from_consensus(0x1c00_ffff),
+        );
+        // Due at once after each commit of shares.
+        let mut w = start(Duration::ZERO, seen);
+        let a = CommitSignal::new();
+        let tx = w.sender();
+        tx.send(share(&a, 1, 1));
+        wait_for("commit", || a.committed() == 1);
+        tx.send(LedgerMessage::Maintain(b1));
+        wait_for("a read on the tip", || reads.lock().unwrap().len() == 1);
+        tx.send(share(&a, 1, 2));
+        wait_for("a read after the commit", || {
+            reads.lock().unwrap().len() == 2
+        });
+        tx.send(LedgerMessage::Maintain(b2));
+        wait_for("a read on the next tip", || {
+            reads.lock().unwrap().len() == 3
+        });
+        w.stop();
+        assert_eq!(*reads.lock().unwrap(), [(b1, 1), (b1, 2), (b2, 2)]);
+
+        // Not due: commits read nothing; a new tip still reads at once.
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let mut w = start(Duration::from_secs(3600), reads.clone());
+        let a = CommitSignal::new();
+        let tx = w.sender();
+        tx.send(LedgerMessage::Maintain(b1));
+        wait_for("a read on the tip", || reads.lock().unwrap().len() == 1);
+        for n in 1..=3 {
+            tx.send(share(&a, 1, n));
+            wait_for("commit", || a.committed() == n);
+        }
+        tx.send(LedgerMessage::Maintain(b2));
+        wait_for("a read on the next tip", || {
+            reads.lock().unwrap().len() == 2
+        });
+        w.stop();
+        assert_eq!(*reads.lock().unwrap(), [(b1, 0), (b2, 3)]);
     }
 
     #[test]
@@ -1125,6 +1258,7 @@ mod tests {
             reward_sat: 5_000_000_000,
             bits: CompactTarget::from_consensus(0x207fffff),
             user_identity: "bc1qbob.w".into(),
+            coinbase_payouts: None,
         }));
         tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted));
         w.stop();

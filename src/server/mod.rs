@@ -10,10 +10,13 @@ mod block_files;
 mod connection;
 mod gate;
 pub mod ledger_writer;
+pub mod observe;
 mod reward_check;
 mod settings;
 mod sv1;
+mod timed_ledger;
 
+pub use observe::{NodeHealth, PoolLimits, PoolObserver};
 pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
 pub use settings::ServerConfig;
 
@@ -45,8 +48,11 @@ use crate::shell::{Printable, Refused};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
 const LISTEN_BACKLOG: u32 = 4096;
-/// How long shutdown waits for connections to flush and close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for connections to flush and close: longer than a connection's
+/// drain (it is asked to reconnect, then kept for its acknowledgements,
+/// `shell::DEFAULT_DRAIN_GRACE`), so that a drained connection closes on its own rather than
+/// being aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// How long `handle_message` waits for the ledger to commit the shares its reply
 /// acknowledges; past it, the reply is withheld (an error), never sent unrecorded.
 const ENDPOINT_COMMIT_WAIT: Duration = Duration::from_secs(10);
@@ -146,12 +152,27 @@ pub struct Shared {
     /// The node's network, once it said (issue 15, payouts): a payout address in a
     /// user_identity must be of it.
     payout_network: std::sync::OnceLock<bitcoin::Network>,
+    /// Payouts in the coinbase: the current PPLNS window, published by the ledger's writer
+    /// and handed to the pool with each template.
+    payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>>,
+    /// Issue 16: what the shell observes for the metrics (node answers, latencies).
+    observe: Arc<observe::Observations>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
 /// accepted shares (the usual one) lands here, under the connection's own lock, instead of
 /// taking the pool-wide write lock and its miner lookup per share.
 pub(crate) type PendingShares = AcceptedShares;
+
+impl Shared {
+    /// The PPLNS window the ledger's writer read last (payouts in the coinbase).
+    fn current_payout_window(&self) -> Option<Arc<crate::payout::PayoutWindow>> {
+        self.payout_window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 /// Moves `pending` into the pool's statistics of miner `id`.
 fn fold_into(pool: &mut StratumV2Pool, id: u64, pending: &Mutex<PendingShares>) {
@@ -201,15 +222,23 @@ impl Shared {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
             for e in events.drain(..) {
                 match &e {
-                    SessionEvent::ShareAccepted { difficulty, .. } => {
+                    SessionEvent::ShareAccepted {
+                        difficulty,
+                        user_identity,
+                        worker,
+                        ..
+                    } => {
                         self.share_accepted(id, &e);
-                        p.add(*difficulty, now);
+                        p.add_share(user_identity, worker.as_ref(), *difficulty, now);
                     }
                     SessionEvent::ShareRejected {
-                        channel_id, reason, ..
+                        channel_id,
+                        reason,
+                        user_identity,
+                        worker,
                     } => {
                         debug!(conn = id, channel = channel_id, %reason, "share rejected");
-                        p.add_rejected(*reason, now);
+                        p.add_rejected_share(user_identity.as_ref(), worker.as_ref(), *reason, now);
                     }
                     _ => {}
                 }
@@ -462,8 +491,21 @@ impl StratumV2Server {
         pool.set_max_miners(config.max_connections.saturating_mul(2).max(1024));
         let gate = gate::Gate::new(config.admission.clone(), config.max_connections, now_ms());
         let config_max_channels = config.mining.max_channels;
+        // Payouts in the coinbase: the pool's work pays the window the writer reads.
+        if config.payout.coinbase_payouts.is_some() && ledger.is_none() {
+            return Err(StratumV2Error::ConfigError(
+                "coinbase_payouts needs the share ledger (its window is read from it)".into(),
+            ));
+        }
+        pool.pay_window_in_coinbase(config.payout.clone());
+        let payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>> = Arc::default();
+        let observe = Arc::new(observe::Observations::default());
         let writer = match ledger {
             Some(ledger) => {
+                // Issue 16: each group commit timed for the metrics.
+                let ledger: Box<dyn crate::ledger::Ledger> = Box::new(
+                    timed_ledger::TimedLedger::new(ledger, observe.ledger_commits.clone()),
+                );
                 let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
                 // On each new tip (at start too), at most every quarter of the retention (and
                 // at least every 10 minutes): accepted blocks left unsettled are settled (the
@@ -482,6 +524,28 @@ impl StratumV2Server {
                             error!(%hash, "an accepted block cannot be settled: {e}");
                         }
                         crate::payout::prune_before(ledger, &policy, bits, now_ms())
+                    }),
+                    window: config.payout.coinbase_payouts.map(|_| {
+                        let policy = config.payout.clone();
+                        let slot = payout_window.clone();
+                        // Reads the whole window once, then only the shares newer than it.
+                        let mut tracker = crate::payout::WindowTracker::new();
+                        ledger_writer::WindowRefresh {
+                            every: Duration::from_millis(
+                                (config.template_refresh_ms / 2).clamp(1_000, 30_000),
+                            ),
+                            run: Box::new(move |ledger, bits| {
+                                let window = tracker.update(ledger, &policy, bits)?;
+                                debug!(
+                                    last_share = window.last_share_id,
+                                    users = window.counted.by_user.len(),
+                                    "PPLNS window read for payouts in the coinbase"
+                                );
+                                *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(Arc::new(window));
+                                Ok(())
+                            }),
+                        }
                     }),
                 };
                 let writer = ledger_writer::LedgerWriter::start_with_maintenance(
@@ -510,6 +574,8 @@ impl StratumV2Server {
             payee_works: Arc::default(),
             ledger: writer.as_ref().map(|w| w.sender()),
             payout_network: std::sync::OnceLock::new(),
+            payout_window,
+            observe,
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -596,6 +662,7 @@ impl StratumV2Server {
         let first = wait_for_node("no template yet", || self.node.get_block_template()).await;
         let w = {
             let mut pool = self.shared.pool.write().unwrap_or_else(|p| p.into_inner());
+            pool.set_payout_window(self.shared.current_payout_window());
             pool.offer_template(first, &cfg.mining.coinbase)
                 .map_err(|e| StratumV2Error::ConfigError(e.to_string()))?;
             pool.current_work()
@@ -603,6 +670,7 @@ impl StratumV2Server {
                 .ok_or_else(|| StratumV2Error::ServerError("no work".into()))?
         };
         info!(height = w.height, prev = %w.prev_hash, "first work ready");
+        self.shared.observe.work_published(now_ms());
         if let Some(ledger) = &self.shared.ledger {
             ledger.send(ledger_writer::LedgerMessage::Maintain(
                 bitcoin::CompactTarget::from_consensus(w.nbits),
@@ -811,6 +879,11 @@ impl StratumV2Server {
         self.shared.pool.clone()
     }
 
+    /// A read-only window on the running pool, for the HTTP server (issue 16).
+    pub fn observer(&self) -> PoolObserver {
+        PoolObserver::new(self.shared.clone())
+    }
+
     /// The current work, if any (for tests and tools).
     pub fn current_work(&self) -> Option<Arc<Work>> {
         self.work.borrow().clone()
@@ -957,8 +1030,12 @@ async fn template_loop(
         let mut first_failure = true;
         let template = loop {
             match node.get_block_template().await {
-                Ok(t) => break Some(t),
+                Ok(t) => {
+                    shared.observe.node_answered(now_ms());
+                    break Some(t);
+                }
                 Err(e) => {
+                    shared.observe.node_failed(now_ms());
                     if first_failure {
                         warn!(
                             "cannot get a template: {e}; miners keep their current work; retrying"
@@ -995,15 +1072,33 @@ fn publish_if_better(
     template: crate::node::BlockTemplate,
     shared: &Shared,
 ) -> Result<bool, crate::mining::MiningError> {
-    let selected = shared
-        .pool
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .offer_template(template, &shared.config.mining.coinbase)?;
-    let Some(SelectedWork { work: w, change }) = selected else {
+    let selected = {
+        let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
+        pool.set_payout_window(shared.current_payout_window());
+        pool.offer_template(template, &shared.config.mining.coinbase)?
+    };
+    let Some(SelectedWork {
+        work: w,
+        change,
+        window_error,
+    }) = selected
+    else {
         return Ok(false);
     };
     info!(height = w.height, prev = %w.prev_hash, new_tip = change.is_new_tip(), "new work");
+    match (&w.coinbase_payouts, window_error) {
+        (Some(paid), _) => debug!(
+            window_end = paid.last_share_id,
+            users = paid.payouts.len(),
+            to_pool = paid.pool_sat,
+            "the coinbase pays the PPLNS window"
+        ),
+        (None, Some(e)) => {
+            warn!("the coinbase pays the pool's script, not the PPLNS window: {e}")
+        }
+        (None, None) => {}
+    }
+    shared.observe.work_published(now_ms());
     shared.node.work_published(w.id, w.prev_hash, w.height);
     if change.is_new_tip()
         && let Some(ledger) = &shared.ledger
@@ -1071,6 +1166,10 @@ async fn submit_loop(
             // Only what the node announces after this attempt started wakes a retry.
             while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = events.try_recv() {}
             let answer = node.submit_block(s.block).await;
+            match &answer {
+                Err(NodeError::Unavailable(_)) => shared.observe.node_failed(now_ms()),
+                _ => shared.observe.node_answered(now_ms()),
+            }
             let event = events.try_recv();
             let node_back = matches!(
                 event,

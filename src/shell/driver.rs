@@ -26,7 +26,15 @@ pub struct DriverLimits {
     pub max_outbound: usize,
     /// A write that cannot complete this fast means the peer is not reading.
     pub write_timeout: Duration,
+    /// At shutdown, how long a connection whose protocol asked its peer to go elsewhere
+    /// ([`Protocol::begin_drain`]) is kept for the answers still owed and for the peer to
+    /// leave on its own; then it is closed.
+    pub drain_grace: Duration,
 }
+
+/// Default [`DriverLimits::drain_grace`]: long enough for a share ledger's commit and a
+/// miner's reconnect, short enough for a rolling restart.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 impl Default for DriverLimits {
     fn default() -> Self {
@@ -37,6 +45,7 @@ impl Default for DriverLimits {
             // connections this bounds queued output to 2.5 GiB, never reached by readers.
             max_outbound: 256 * 1024,
             write_timeout: Duration::from_secs(10),
+            drain_grace: DEFAULT_DRAIN_GRACE,
         }
     }
 }
@@ -76,6 +85,14 @@ pub trait Handler<P: Protocol> {
     /// at start; [`Self::on_wake`] runs each time it is notified.
     fn waker(&self) -> Option<Arc<Notify>> {
         None
+    }
+
+    /// Whether a stop signal now means the server is stopping, so the connection is drained
+    /// ([`Protocol::begin_drain`]: the peer asked to go elsewhere, the connection kept for the
+    /// answers it is owed) rather than closed at once (eviction, a full pool). Asked when the
+    /// stop signal comes.
+    fn drains_on_stop(&self) -> bool {
+        false
     }
 
     /// Called when [`Self::waker`] was notified.
@@ -190,6 +207,8 @@ where
     let mut control = std::pin::pin!(next_control(updates, shutdown, true));
     // The outside wake-up, if any: also one future kept across turns.
     let mut woken = std::pin::pin!(next_wake(handler.waker()));
+    // Since shutdown, when the drain ends (unix ms): the peer was asked to go elsewhere.
+    let mut draining_until: Option<u64> = None;
     // The handshake reply, or anything queued at start.
     if let Err(e) = write_out(stream, conn, limits).await {
         return e;
@@ -198,7 +217,10 @@ where
         // The timer moves only when the deadline comes earlier than it is set for. A later
         // deadline (vardiff's drought check moves with every share) lets the timer fire early
         // and be set again then: one timer update per firing instead of one per share.
-        let due = min_some(conn.poll_timeout(), handler.deadline());
+        let due = min_some(
+            min_some(conn.poll_timeout(), handler.deadline()),
+            draining_until,
+        );
         if let Some(due) = due
             && armed.is_none_or(|a| due < a)
         {
@@ -230,7 +252,7 @@ where
                 result = handler.on_wake(conn, t);
                 woken.set(next_wake(waker));
             }
-            (what, mut u, s) = &mut control => {
+            (what, mut u, s) = &mut control, if draining_until.is_none() => {
                 let mut open = true;
                 match what {
                     Control::Update(ok) => {
@@ -242,7 +264,20 @@ where
                             result = handler.on_update(conn, &latest, t);
                         }
                     }
-                    Control::Shutdown => result = Err(ConnectionError::Shutdown),
+                    Control::Shutdown => {
+                        let t = unix_ms();
+                        now = Some(t);
+                        let asked = !limits.drain_grace.is_zero()
+                            && handler.drains_on_stop()
+                            && conn.with_protocol(|p| p.begin_drain(t)).unwrap_or(false);
+                        if asked {
+                            draining_until = Some(
+                                t.saturating_add(limits.drain_grace.as_millis() as u64),
+                            );
+                        } else {
+                            result = Err(ConnectionError::Shutdown);
+                        }
+                    }
                 }
                 control.set(next_control(u, s, open));
             }
@@ -257,6 +292,9 @@ where
                 }
                 if handler.deadline().is_some_and(|d| d <= t) {
                     handler.on_deadline(t);
+                }
+                if draining_until.is_some_and(|d| d <= t) {
+                    result = Err(ConnectionError::Shutdown);
                 }
             }
         }

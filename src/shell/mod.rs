@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod certificate;
 pub mod driver;
+pub mod histogram;
 pub mod listener;
 pub mod log_budget;
 pub mod printable;
@@ -15,7 +16,8 @@ pub mod setup_slots;
 pub mod token_bucket;
 
 pub use admission::{Admission, AdmissionConfig, Ending, Refusal};
-pub use driver::{DriverLimits, Handler, drive};
+pub use driver::{DEFAULT_DRAIN_GRACE, DriverLimits, Handler, drive};
+pub use histogram::{AtomicHistogram, HistogramSnapshot};
 pub use listener::{
     ListenerConfig, accept_loop, accept_loop_admitting, listen, raise_nofile_limit,
 };

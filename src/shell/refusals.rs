@@ -57,3 +57,96 @@ impl fmt::Display for Refused {
         }
     }
 }
+
+impl Refused {
+    /// Every reason, in [`Refused::index`] order.
+    pub const ALL: [Refused; 19] = [
+        Refused::Admission(Refusal::PenaltyBox),
+        Refused::Admission(Refusal::PerIpCap),
+        Refused::Admission(Refusal::PreSetupPerIp),
+        Refused::Admission(Refusal::PreSetupBudget),
+        Refused::Admission(Refusal::PerIpRate),
+        Refused::Admission(Refusal::HandshakeRate),
+        Refused::Admission(Refusal::TooManySources),
+        Refused::SocketCap,
+        Refused::PoolFull,
+        Refused::Evicted,
+        Refused::HandshakeFailed,
+        Refused::HandshakeTimeout,
+        Refused::SetupTimeout,
+        Refused::SetupRefused,
+        Refused::ChannelRefused,
+        Refused::IdleTimeout,
+        Refused::NoChannel,
+        Refused::ShareFlood,
+        Refused::ConnectionFailed,
+    ];
+
+    /// Its place in [`Refused::ALL`] and in a table of counts.
+    pub fn index(self) -> usize {
+        match self {
+            Refused::Admission(r) => match r {
+                Refusal::PenaltyBox => 0,
+                Refusal::PerIpCap => 1,
+                Refusal::PreSetupPerIp => 2,
+                Refusal::PreSetupBudget => 3,
+                Refusal::PerIpRate => 4,
+                Refusal::HandshakeRate => 5,
+                Refusal::TooManySources => 6,
+            },
+            Refused::SocketCap => 7,
+            Refused::PoolFull => 8,
+            Refused::Evicted => 9,
+            Refused::HandshakeFailed => 10,
+            Refused::HandshakeTimeout => 11,
+            Refused::SetupTimeout => 12,
+            Refused::SetupRefused => 13,
+            Refused::ChannelRefused => 14,
+            Refused::IdleTimeout => 15,
+            Refused::NoChannel => 16,
+            Refused::ShareFlood => 17,
+            Refused::ConnectionFailed => 18,
+        }
+    }
+
+    /// A short stable name for metric labels (`snake_case`, no spaces).
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Admission(r) => match r {
+                Refusal::PenaltyBox => "penalty_box",
+                Refusal::PerIpCap => "per_ip_cap",
+                Refusal::PreSetupPerIp => "pre_setup_per_ip",
+                Refusal::PreSetupBudget => "pre_setup_budget",
+                Refusal::PerIpRate => "per_ip_rate",
+                Refusal::HandshakeRate => "handshake_rate",
+                Refusal::TooManySources => "too_many_sources",
+            },
+            Refused::SocketCap => "socket_cap",
+            Refused::PoolFull => "pool_full",
+            Refused::Evicted => "evicted",
+            Refused::HandshakeFailed => "handshake_failed",
+            Refused::HandshakeTimeout => "handshake_timeout",
+            Refused::SetupTimeout => "setup_timeout",
+            Refused::SetupRefused => "setup_refused",
+            Refused::ChannelRefused => "channel_refused",
+            Refused::IdleTimeout => "idle_timeout",
+            Refused::NoChannel => "no_channel",
+            Refused::ShareFlood => "share_flood",
+            Refused::ConnectionFailed => "connection_failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Refused;
+
+    #[test]
+    fn every_reason_has_its_own_index_and_label() {
+        let mut labels = std::collections::BTreeSet::new();
+        for (i, r) in Refused::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(labels.insert(r.label()), "{}", r.label());
+        }
+    }
+}

@@ -578,6 +578,8 @@ impl Sv1Session {
                     s.extranonce1 = extranonce1;
                 }
             }
+            // The pool is stopping (issue 18's drain): back through the same address.
+            Message::Reconnect(_) => self.notification("client.reconnect", json!([])),
             Message::CloseChannel(m) => {
                 return Err(Sv1Error::ChannelClosed(
                     m.reason_code.to_string_lossy().into_owned(),
@@ -712,5 +714,14 @@ impl Protocol for Sv1Session {
         let translated = self.translate();
         ended?;
         translated
+    }
+
+    /// The pool is stopping: the SV2 session's Reconnect goes out as `client.reconnect` (no
+    /// parameters: the same host and port, the load balancer's), and the connection is kept
+    /// for the answers still owed, exactly as for an SV2 miner.
+    fn begin_drain(&mut self, now_ms: u64) -> bool {
+        let asked = Protocol::begin_drain(&mut self.inner, now_ms);
+        let _ = self.translate();
+        asked
     }
 }

@@ -349,6 +349,7 @@ async fn serve(
         read_buffer: 16 * 1024,
         max_outbound: MAX_OUTBOUND,
         write_timeout: WRITE_TIMEOUT,
+        ..DriverLimits::default()
     };
     let mut handler = TpHandler { id, shared };
     crate::shell::drive(

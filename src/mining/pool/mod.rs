@@ -12,8 +12,10 @@ pub mod block_store;
 pub mod certificate;
 pub mod endpoints;
 pub mod found_blocks;
+pub mod hashrate;
 pub mod stats;
 pub mod work_selection;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -26,11 +28,15 @@ pub use endpoints::{
     EndpointMiner, EndpointMiners, FoundBlockSink,
 };
 pub use found_blocks::{BlockRecord, FoundBlocks, NodeAnswer, Submission, SubmissionOutcome};
-pub use stats::{AcceptedShares, MinerConnection, MinerStats, PoolStatistics, PoolStats};
-pub use work_selection::{SelectedWork, WorkChange, WorkSelection};
+pub use stats::{
+    AcceptedShares, MinerConnection, MinerStats, OpenChannel, PoolStatistics, PoolStats,
+};
+pub use work_selection::{SelectedWork, WindowPayer, WorkChange, WorkSelection};
+pub use workers::{WorkerSeries, WorkerStats, WorkerTable};
 
 use crate::block::BlockTemplate;
 use crate::mining::{CoinbaseConfig, ExtranonceAllocator, MiningError, SessionEvent, Work};
+use crate::payout::{PayoutPolicy, PayoutWindow};
 
 /// Validity of the server certificate unless configured otherwise: a year.
 pub const DEFAULT_CERT_VALIDITY_SECS: u32 = 365 * 24 * 3600;
@@ -46,6 +52,10 @@ pub struct StratumV2Pool {
     stats: PoolStatistics,
     /// Miners driven by endpoint (the product API and the server's `handle_message`).
     endpoints: EndpointMiners,
+    /// Payouts in the coinbase (`coinbase_payouts = true`): the policy whose
+    /// `coinbase_payouts` terms are set, and the current window, once read.
+    coinbase_payouts: Option<Arc<PayoutPolicy>>,
+    payout_window: Option<Arc<PayoutWindow>>,
 }
 
 impl Default for StratumV2Pool {
@@ -57,6 +67,8 @@ impl Default for StratumV2Pool {
             certificate: CertificateRenewal::new(DEFAULT_CERT_VALIDITY_SECS),
             stats: PoolStatistics::new(),
             endpoints: EndpointMiners::default(),
+            coinbase_payouts: None,
+            payout_window: None,
         }
     }
 }
@@ -88,8 +100,22 @@ impl StratumV2Pool {
 
     // ----- work -----
 
+    /// Payouts in the coinbase: when `policy.coinbase_payouts` is set, the pool's work pays
+    /// the window given to [`set_payout_window`](Self::set_payout_window) (by its fee,
+    /// `[users]` addresses and limits); otherwise the pool's script.
+    pub fn pay_window_in_coinbase(&mut self, policy: PayoutPolicy) {
+        self.coinbase_payouts = policy.coinbase_payouts.is_some().then(|| Arc::new(policy));
+    }
+
+    /// The current PPLNS window (the ledger's writer reads it): the next work's coinbase pays
+    /// it, when payouts are in the coinbase.
+    pub fn set_payout_window(&mut self, window: Option<Arc<PayoutWindow>>) {
+        self.payout_window = window;
+    }
+
     /// Offers a template from the node: it becomes the work if it is on a new tip (or corrects
-    /// the height on the same prev hash) or pays more; `Ok(None)`: the current work stays.
+    /// the height on the same prev hash) or pays more (or, paying the window in the coinbase,
+    /// the window moved on); `Ok(None)`: the current work stays.
     /// A new tip also ends the wait of found blocks too new for the node's clock that are not
     /// on it ([`FoundBlocks::new_tip`]).
     pub fn offer_template(
@@ -97,7 +123,17 @@ impl StratumV2Pool {
         template: BlockTemplate,
         coinbase: &CoinbaseConfig,
     ) -> Result<Option<SelectedWork>, MiningError> {
-        let selected = self.work.offer(template, coinbase)?;
+        let payer = match (&self.coinbase_payouts, &self.payout_window) {
+            (Some(policy), Some(window)) => {
+                policy.coinbase_payouts.as_ref().map(|terms| WindowPayer {
+                    window,
+                    policy,
+                    terms,
+                })
+            }
+            _ => None,
+        };
+        let selected = self.work.offer_paying(template, coinbase, payer)?;
         if let Some(s) = &selected
             && s.change.is_new_tip()
         {
@@ -215,6 +251,12 @@ impl StratumV2Pool {
         self.stats.miners()
     }
 
+    /// The statistics behind [`get_pool_stats`](Self::get_pool_stats): miners, workers,
+    /// channels, refusals by reason (issue 16: metrics and the API read them at scrape time).
+    pub fn statistics(&self) -> &PoolStatistics {
+        &self.stats
+    }
+
     /// Pool-wide totals.
     pub fn get_pool_stats(&self) -> PoolStats {
         let mut s = self.stats.get_pool_stats();
@@ -274,6 +316,7 @@ mod tests {
             height: work.height,
             channel_id: 1,
             user_identity: "alice".into(),
+            coinbase_payouts: None,
         }));
         pool.record(1, &found, 10);
         assert!(pool.found_recently(hash));

@@ -3,11 +3,11 @@
 //! sessions report [`SessionEvent`]s, time comes in as milliseconds since the Unix epoch.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use super::hashrate::HASHES_PER_DIFF1;
+use super::workers::{WORKER_RETENTION_MS, WorkerTable};
 use crate::mining::{SessionEvent, ShareRejection};
-
-/// Work of a difficulty-1 share, in hashes.
-const HASHES_PER_DIFF1: f64 = 4_294_967_296.0;
 
 /// Statistics of one miner connection (product API name).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -85,6 +85,38 @@ pub struct AcceptedShares {
     rejected: [u64; ShareRejection::ALL.len()],
     rejected_total: u64,
     last_rejected_ms: u64,
+    /// The same shares per channel identity and worker (usually one entry: one channel), for
+    /// the per-worker statistics; at most [`MAX_WORKERS_PER_BATCH`] entries, shares beyond
+    /// them count for the connection only.
+    by_worker: Vec<WorkerShares>,
+}
+
+/// Entries of [`AcceptedShares::by_worker`] at most: a proxy naming a new worker in every
+/// share's TLV cannot grow a connection's batch without bound.
+const MAX_WORKERS_PER_BATCH: usize = 64;
+
+/// A connection's shares of one (user_identity, TLV worker) not yet folded.
+#[derive(Debug, Clone, PartialEq)]
+struct WorkerShares {
+    identity: Arc<str>,
+    worker: Option<Arc<str>>,
+    count: u64,
+    difficulty: f64,
+    last_ms: u64,
+    rejected: u64,
+}
+
+/// A channel open on a connection, as the statistics know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenChannel {
+    /// Its id on the connection.
+    pub channel_id: u32,
+    /// Extended (true) or standard.
+    pub extended: bool,
+    /// Who mines on it.
+    pub user_identity: Arc<str>,
+    /// When it opened (ms).
+    pub opened_ms: u64,
 }
 
 impl AcceptedShares {
@@ -104,6 +136,76 @@ impl AcceptedShares {
         self.last_rejected_ms = now_ms;
     }
 
+    /// One more accepted share of `difficulty` at `now_ms`, of a channel of `identity` (and
+    /// the 0x0002 TLV's `worker`, if sent): counted for the connection and for its worker.
+    #[inline]
+    pub fn add_share(
+        &mut self,
+        identity: &Arc<str>,
+        worker: Option<&Arc<str>>,
+        difficulty: f64,
+        now_ms: u64,
+    ) {
+        self.add(difficulty, now_ms);
+        if let Some(w) = self.worker_entry(Some(identity), worker) {
+            w.count += 1;
+            w.difficulty += difficulty;
+            w.last_ms = now_ms;
+        }
+    }
+
+    /// One more refused share at `now_ms`, of a channel of `identity` if the channel exists.
+    #[inline]
+    pub fn add_rejected_share(
+        &mut self,
+        identity: Option<&Arc<str>>,
+        worker: Option<&Arc<str>>,
+        reason: ShareRejection,
+        now_ms: u64,
+    ) {
+        self.add_rejected(reason, now_ms);
+        if let Some(w) = self.worker_entry(identity, worker) {
+            w.rejected += 1;
+            w.last_ms = now_ms;
+        }
+    }
+
+    /// The batch's entry of (identity, worker): found by pointer first (a channel's identity
+    /// and a worker name are shared `Arc`s), made if there is room.
+    #[inline]
+    fn worker_entry(
+        &mut self,
+        identity: Option<&Arc<str>>,
+        worker: Option<&Arc<str>>,
+    ) -> Option<&mut WorkerShares> {
+        let identity = identity?;
+        let same_worker = |a: &Option<Arc<str>>| match (a, worker) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        };
+        let i = self.by_worker.iter().position(|w| {
+            (Arc::ptr_eq(&w.identity, identity) || w.identity == *identity)
+                && same_worker(&w.worker)
+        });
+        let i = match i {
+            Some(i) => i,
+            None if self.by_worker.len() < MAX_WORKERS_PER_BATCH => {
+                self.by_worker.push(WorkerShares {
+                    identity: identity.clone(),
+                    worker: worker.cloned(),
+                    count: 0,
+                    difficulty: 0.0,
+                    last_ms: 0,
+                    rejected: 0,
+                });
+                self.by_worker.len() - 1
+            }
+            None => return None,
+        };
+        self.by_worker.get_mut(i)
+    }
+
     /// Whether there is nothing to fold.
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -116,6 +218,12 @@ impl AcceptedShares {
 pub struct PoolStatistics {
     miners: HashMap<u64, MinerConnection>,
     retired: PoolStats,
+    /// Per (user, worker) statistics (issue 16: metrics and the API).
+    workers: WorkerTable,
+    /// Each set-up miner's open channels, by miner id.
+    channels: HashMap<u64, Vec<OpenChannel>>,
+    /// Refused shares pool-wide since the start, per [`ShareRejection::index`].
+    rejected_by_reason: [u64; ShareRejection::ALL.len()],
     /// Miners kept at most (0: the default, [`DEFAULT_MAX_MINERS`]).
     max_miners: usize,
 }
@@ -175,6 +283,7 @@ impl PoolStatistics {
 
     /// Applies what a session reported.
     pub fn record(&mut self, id: u64, event: &SessionEvent, now_ms: u64) {
+        self.record_pool_wide(id, event, now_ms);
         let Some(m) = self.miners.get_mut(&id) else {
             return;
         };
@@ -202,6 +311,52 @@ impl PoolStatistics {
         }
     }
 
+    /// What an event changes beyond the miner's own record: workers, channels, refusals.
+    fn record_pool_wide(&mut self, id: u64, event: &SessionEvent, now_ms: u64) {
+        match event {
+            SessionEvent::ChannelOpened {
+                channel_id,
+                user_identity,
+                extended,
+            } if self.miners.contains_key(&id) => {
+                self.channels.entry(id).or_default().push(OpenChannel {
+                    channel_id: *channel_id,
+                    extended: *extended,
+                    user_identity: user_identity.as_str().into(),
+                    opened_ms: now_ms,
+                });
+            }
+            SessionEvent::ChannelClosed { channel_id } => {
+                if let Some(open) = self.channels.get_mut(&id) {
+                    open.retain(|c| c.channel_id != *channel_id);
+                }
+            }
+            SessionEvent::ShareAccepted {
+                difficulty,
+                worker,
+                user_identity,
+                ..
+            } => self
+                .workers
+                .credit(user_identity, worker.as_ref(), 1, *difficulty, now_ms),
+            SessionEvent::ShareRejected {
+                reason,
+                user_identity,
+                worker,
+                ..
+            } => {
+                self.rejected_by_reason[reason.index()] += 1;
+                if let Some(identity) = user_identity {
+                    self.workers.reject(identity, worker.as_ref(), 1, now_ms);
+                }
+            }
+            SessionEvent::BlockFound(found) => {
+                self.workers.block_found(&found.user_identity, now_ms);
+            }
+            _ => {}
+        }
+    }
+
     /// Applies `count` accepted shares at once, the last at `last_ms`, worth `difficulty_sum`
     /// together: the same counters as `count` [`SessionEvent::ShareAccepted`] records, for a
     /// shell that gathers a connection's accepted shares and folds them in now and then
@@ -224,8 +379,20 @@ impl PoolStatistics {
 
     /// Folds a connection's gathered accepted shares into miner `id` and empties them.
     pub fn fold_accepted(&mut self, id: u64, shares: &mut AcceptedShares) {
-        let s = std::mem::take(shares);
+        let mut s = std::mem::take(shares);
         self.record_accepted(id, s.count, s.difficulty_sum, s.last_ms);
+        for w in s.by_worker.drain(..) {
+            let worker = w.worker.as_ref();
+            self.workers
+                .credit(&w.identity, worker, w.count, w.difficulty, w.last_ms);
+            self.workers
+                .reject(&w.identity, worker, w.rejected, w.last_ms);
+        }
+        // The batch's memory goes back for the next one (no allocation per fold).
+        shares.by_worker = s.by_worker;
+        for (total, n) in self.rejected_by_reason.iter_mut().zip(s.rejected) {
+            *total += n;
+        }
         if s.rejected_total == 0 {
             return;
         }
@@ -252,6 +419,7 @@ impl PoolStatistics {
             m.channels = 0;
             m.last_activity = now_ms;
         }
+        self.channels.remove(&id);
     }
 
     /// Forgets disconnected miners with no activity for `timeout_ms`; their counts move into
@@ -266,6 +434,10 @@ impl PoolStatistics {
         for id in &stale {
             self.retire(*id);
         }
+        self.workers.forget_idle(WORKER_RETENTION_MS, now_ms);
+        if self.channels.capacity() > 4 * self.channels.len() + 64 {
+            self.channels.shrink_to_fit();
+        }
         // Memory back after a crowd left: the map keeps its largest size otherwise.
         if self.miners.capacity() > 4 * self.miners.len() + 64 {
             self.miners.shrink_to_fit();
@@ -275,6 +447,7 @@ impl PoolStatistics {
 
     /// Forgets miner `id`; its counts move into the pool totals.
     fn retire(&mut self, id: u64) {
+        self.channels.remove(&id);
         if let Some(m) = self.miners.remove(&id) {
             self.retired.total_shares += m.stats.total_shares;
             self.retired.accepted_shares += m.stats.accepted_shares;
@@ -301,6 +474,37 @@ impl PoolStatistics {
     /// Every miner's record.
     pub fn miners(&self) -> impl Iterator<Item = (u64, &MinerConnection)> {
         self.miners.iter().map(|(id, m)| (*id, m))
+    }
+
+    /// Per (user, worker) statistics.
+    pub fn workers(&self) -> &WorkerTable {
+        &self.workers
+    }
+
+    /// Per (user, worker) statistics, to bound (see [`WorkerTable::set_max_workers`]).
+    pub fn workers_mut(&mut self) -> &mut WorkerTable {
+        &mut self.workers
+    }
+
+    /// Open channels of set-up miners: (miner id, channel).
+    pub fn open_channels(&self) -> impl Iterator<Item = (u64, &OpenChannel)> {
+        self.channels
+            .iter()
+            .flat_map(|(id, open)| open.iter().map(move |c| (*id, c)))
+    }
+
+    /// Open channels of one miner.
+    pub fn channels_of(&self, id: u64) -> &[OpenChannel] {
+        self.channels.get(&id).map_or(&[], |c| c.as_slice())
+    }
+
+    /// Refused shares pool-wide since the start, by SubmitShares.Error code (every code, zero
+    /// or not, in [`ShareRejection::ALL`] order).
+    pub fn rejected_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ShareRejection::ALL
+            .iter()
+            .zip(self.rejected_by_reason)
+            .map(|(r, n)| (r.code(), n))
     }
 
     /// Pool-wide totals (the node's verdicts on blocks are not counted here).
@@ -365,6 +569,71 @@ mod tests {
         assert!(shares.is_empty());
         batched.fold_accepted(1, &mut shares);
         assert_eq!(one.miner(1), batched.miner(1));
+    }
+
+    #[test]
+    fn batches_reach_workers_channels_and_refusal_totals() {
+        let mut p = PoolStatistics::new();
+        p.register_miner(1, "127.0.0.1:5000".into(), 0);
+        let alice: Arc<str> = "alice.rig1".into();
+        let proxy: Arc<str> = "bob.proxy".into();
+        let tlv: Arc<str> = "farm7".into();
+        for (channel_id, identity, extended) in [(1, &alice, true), (2, &proxy, false)] {
+            p.record(
+                1,
+                &SessionEvent::ChannelOpened {
+                    channel_id,
+                    user_identity: identity.to_string(),
+                    extended,
+                },
+                10,
+            );
+        }
+        let mut batch = AcceptedShares::default();
+        batch.add_share(&alice, None, 2.0, 1_000);
+        batch.add_share(&alice, None, 2.0, 2_000);
+        batch.add_share(&proxy, Some(&tlv), 8.0, 2_500);
+        batch.add_rejected_share(Some(&alice), None, ShareRejection::StaleShare, 3_000);
+        // A refusal on a channel that does not exist counts pool-wide, for no worker.
+        batch.add_rejected_share(None, None, ShareRejection::InvalidChannelId, 3_000);
+        p.fold_accepted(1, &mut batch);
+        assert!(batch.is_empty());
+
+        let rig1 = p.workers().get("alice", "rig1").unwrap();
+        assert_eq!(
+            (
+                rig1.accepted_shares,
+                rig1.credited_difficulty,
+                rig1.rejected_shares
+            ),
+            (2, 4.0, 1)
+        );
+        let farm = p.workers().get("bob", "farm7").unwrap();
+        assert_eq!((farm.accepted_shares, farm.credited_difficulty), (1, 8.0));
+        assert_eq!(p.workers().len(), 2);
+        let refused: BTreeMap<_, _> = p.rejected_by_reason().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            refused,
+            BTreeMap::from([("stale-share", 1), ("invalid-channel-id", 1)])
+        );
+        let kinds: Vec<(u32, bool)> = {
+            let mut k: Vec<_> = p
+                .open_channels()
+                .map(|(_, c)| (c.channel_id, c.extended))
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(kinds, [(1, true), (2, false)]);
+        p.record(1, &SessionEvent::ChannelClosed { channel_id: 2 }, 4_000);
+        assert_eq!(p.channels_of(1).len(), 1);
+        p.disconnect(1, 5_000);
+        assert_eq!(p.open_channels().count(), 0);
+        // The workers outlive the connection, until their retention passes.
+        assert_eq!(p.cleanup_disconnected_miners(300_000, 305_000), 1);
+        assert_eq!(p.workers().len(), 2);
+        p.cleanup_disconnected_miners(300_000, 3_000 + WORKER_RETENTION_MS);
+        assert_eq!(p.workers().len(), 0);
     }
 
     #[test]

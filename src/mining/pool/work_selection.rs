@@ -2,11 +2,31 @@
 //! same-tip refresh and the first template at start. A template on a new tip always goes out;
 //! one on the same tip only if it pays more; a different height on the same prev hash is a
 //! correction, handled as a new tip. Work ids are handed out here, so they never repeat.
+//!
+//! With payouts in the coinbase (`coinbase_payouts = true`), the work pays the current PPLNS
+//! window ([`WindowPayer`], `window_work`), and a template on the same tip that pays no more
+//! still goes out when the window moved on (newer shares) since the current work's: the
+//! coinbase follows the window at the pace of the template refresh.
 
 use std::sync::Arc;
 
 use crate::block::BlockTemplate;
+use crate::mining::window_work::{WindowWorkError, pay_window};
 use crate::mining::{CoinbaseConfig, MiningError, Work};
+use crate::payout::policy::{CoinbasePayoutTerms, PayoutPolicy};
+use crate::payout::window::PayoutWindow;
+
+/// What the pool's work pays when payouts are in the coinbase: the window and the policy
+/// (fee, `[users]` addresses, the limits).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowPayer<'a> {
+    /// The current window.
+    pub window: &'a PayoutWindow,
+    /// The pool's payout policy.
+    pub policy: &'a PayoutPolicy,
+    /// Its coinbase payout limits.
+    pub terms: &'a CoinbasePayoutTerms,
+}
 
 /// Why a template replaces the current work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +38,9 @@ pub enum WorkChange {
     NewTip,
     /// Same tip, a larger coinbase value (more fees): a future-less update of the jobs.
     PaysMore,
+    /// Same tip and value, but the PPLNS window its coinbase pays moved on
+    /// (`coinbase_payouts`): a future-less update of the jobs.
+    WindowMoved,
 }
 
 impl WorkChange {
@@ -34,6 +57,9 @@ pub struct SelectedWork {
     pub work: Arc<Work>,
     /// Why it replaced the previous work.
     pub change: WorkChange,
+    /// Why its coinbase does not pay the window, when a window was given and it does not (it
+    /// pays the pool's script instead).
+    pub window_error: Option<WindowWorkError>,
 }
 
 /// The current work and the next work id.
@@ -65,13 +91,28 @@ impl WorkSelection {
 
     /// Whether `template` would replace the current work, and why; `None`: it would not.
     pub fn judge(&self, template: &BlockTemplate) -> Option<WorkChange> {
+        self.judge_paying(template, None)
+    }
+
+    /// [`judge`](Self::judge) for work paying `window` (see the module comment).
+    pub fn judge_paying(
+        &self,
+        template: &BlockTemplate,
+        window: Option<&PayoutWindow>,
+    ) -> Option<WorkChange> {
         let Some(current) = &self.current else {
             return Some(WorkChange::NewTip);
         };
+        let paid_up_to = current.coinbase_payouts.as_ref().map(|p| p.last_share_id);
         if current.prev_hash != template.prev_hash || current.height != template.height {
             Some(WorkChange::NewTip)
         } else if template.coinbase_value.to_sat() > current.coinbase_value {
             Some(WorkChange::PaysMore)
+        } else if let Some(w) = window
+            && w.bits == template.bits
+            && paid_up_to != Some(w.last_share_id)
+        {
+            Some(WorkChange::WindowMoved)
         } else {
             None
         }
@@ -84,13 +125,35 @@ impl WorkSelection {
         template: BlockTemplate,
         coinbase: &CoinbaseConfig,
     ) -> Result<Option<SelectedWork>, MiningError> {
-        let Some(change) = self.judge(&template) else {
+        self.offer_paying(template, coinbase, None)
+    }
+
+    /// [`offer`](Self::offer), the work's coinbase paying the window of `payer` when given (or
+    /// the pool's script when it cannot: [`SelectedWork::window_error`]).
+    pub fn offer_paying(
+        &mut self,
+        template: BlockTemplate,
+        coinbase: &CoinbaseConfig,
+        payer: Option<WindowPayer<'_>>,
+    ) -> Result<Option<SelectedWork>, MiningError> {
+        let Some(change) = self.judge_paying(&template, payer.map(|p| p.window)) else {
             return Ok(None);
         };
-        let work = Work::new(self.next_id, template, coinbase)?;
+        let mut work = Work::new(self.next_id, template, coinbase)?;
+        let mut window_error = None;
+        if let Some(p) = payer {
+            match pay_window(&work, p.window, p.policy, p.terms) {
+                Ok(paying) => work = Arc::new(paying),
+                Err(e) => window_error = Some(e),
+            }
+        }
         self.next_id += 1;
         self.current = Some(work.clone());
-        Ok(Some(SelectedWork { work, change }))
+        Ok(Some(SelectedWork {
+            work,
+            change,
+            window_error,
+        }))
     }
 }
 
@@ -167,6 +230,69 @@ mod tests {
             Some((2, WorkChange::NewTip))
         );
         assert_eq!(s.current().unwrap().height, 103);
+    }
+
+    #[test]
+    fn paying_the_window_the_work_follows_it_on_the_same_tip() {
+        use crate::payout::pplns::{WindowShare, count};
+        let address = bitcoin::Address::p2wsh(
+            &bitcoin::ScriptBuf::from_bytes(vec![0x51]),
+            bitcoin::Network::Regtest,
+        )
+        .to_string();
+        let window = |last: u64, bits: u32| PayoutWindow {
+            bits: CompactTarget::from_consensus(bits),
+            window_difficulty: 10.0,
+            last_share_id: last,
+            counted: count(
+                [WindowShare {
+                    id: last,
+                    user: &address,
+                    difficulty: 1.0,
+                }],
+                10.0,
+            )
+            .unwrap(),
+        };
+        let policy = PayoutPolicy::default();
+        let terms = CoinbasePayoutTerms::default();
+        let cfg = MiningConfig::default().coinbase;
+        let mut s = WorkSelection::new();
+        let mut offer = |t: BlockTemplate, w: &PayoutWindow| {
+            let payer = WindowPayer {
+                window: w,
+                policy: &policy,
+                terms: &terms,
+            };
+            s.offer_paying(t, &cfg, Some(payer)).unwrap()
+        };
+        let first = offer(template(1, 101, 5_000_000_000), &window(7, 0x207f_ffff)).unwrap();
+        assert_eq!(first.change, WorkChange::NewTip);
+        let paid = first
+            .work
+            .coinbase_payouts
+            .clone()
+            .expect("pays the window");
+        assert_eq!(paid.last_share_id, 7);
+        assert_eq!(paid.payouts.len(), 1);
+        assert_eq!(paid.payouts[0].user, address);
+        // The same window: the work stays; the window moved on: a new work on the same tip.
+        assert!(offer(template(1, 101, 5_000_000_000), &window(7, 0x207f_ffff)).is_none());
+        let moved = offer(template(1, 101, 5_000_000_000), &window(9, 0x207f_ffff)).unwrap();
+        assert_eq!(moved.change, WorkChange::WindowMoved);
+        assert!(!moved.change.is_new_tip());
+        assert_eq!(
+            moved.work.coinbase_payouts.as_ref().unwrap().last_share_id,
+            9
+        );
+        // A window of another difficulty pays nothing (and moves nothing on the same tip).
+        assert!(offer(template(1, 101, 5_000_000_000), &window(11, 0x1d00_ffff)).is_none());
+        let other = offer(template(2, 102, 5_000_000_000), &window(11, 0x1d00_ffff)).unwrap();
+        assert!(other.work.coinbase_payouts.is_none());
+        assert!(matches!(
+            other.window_error,
+            Some(WindowWorkError::OtherDifficulty { .. })
+        ));
     }
 
     #[test]

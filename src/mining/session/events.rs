@@ -94,6 +94,9 @@ pub struct FoundBlock {
     pub channel_id: u32,
     /// The channel's user identity.
     pub user_identity: String,
+    /// What its coinbase paid the PPLNS window directly, when its work paid it
+    /// (`coinbase_payouts = true`; shared with the work).
+    pub coinbase_payouts: Option<std::sync::Arc<crate::ledger::CoinbasePayouts>>,
 }
 
 /// Why a session must end (after its output, which may hold the spec's error message, is sent).

@@ -11,6 +11,7 @@
 //!   the share is acknowledged);
 //! - `acks`: acknowledgement batching and vardiff retargeting;
 //! - `durability`: durable before acknowledged (acknowledgements wait for the share ledger);
+//! - `drain`: asking the miner to reconnect when the pool stops (Reconnect);
 //! - `extranonce`: pool-wide unique extranonce prefixes;
 //! - `config`: [`MiningConfig`] and its defaults;
 //! - `liveness`: a channel within a time of setup, idle channels closed;
@@ -22,6 +23,7 @@ mod acks;
 mod budget;
 mod channels;
 mod config;
+mod drain;
 mod durability;
 mod events;
 mod extranonce;
@@ -119,6 +121,8 @@ pub struct Session {
     /// An extranonce prefix handed out before its channel opens (Stratum V1's
     /// mining.subscribe), taken by the next extended channel that opens with its size.
     reserved_prefix: Option<Vec<u8>>,
+    /// Whether the miner was asked to reconnect (the pool is stopping).
+    draining: bool,
 }
 
 impl Session {
@@ -156,6 +160,7 @@ impl Session {
             durability: durability::Durability::default(),
             payee_works: None,
             reserved_prefix: None,
+            draining: false,
         }
     }
 
@@ -337,6 +342,10 @@ impl Protocol for Session {
     fn handle_timeout(&mut self, now_ms: u64) -> Result<(), SessionError> {
         self.on_tick(now_ms);
         self.check_liveness(now_ms)
+    }
+
+    fn begin_drain(&mut self, now_ms: u64) -> bool {
+        self.ask_to_reconnect(now_ms)
     }
 }
 

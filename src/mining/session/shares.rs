@@ -406,6 +406,7 @@ impl Session {
                     height: work.height,
                     channel_id: ch.id,
                     user_identity: ch.user_identity.clone(),
+                    coinbase_payouts: work.coinbase_payouts.clone(),
                 })));
         }
         Ok(Verdict {

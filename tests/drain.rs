@@ -1,0 +1,329 @@
+//! Draining (issue 18): a stopping pool sends each miner the spec's Reconnect (empty host,
+//! port 0: the same address, which behind a load balancer is another instance), keeps the
+//! connection for the acknowledgements it still owes, and exits 0; our CPU miner follows the
+//! Reconnect, and reconnects with backoff while nothing answers, so a restart of the pool on
+//! the same address finds it mining again. Every share the miner saw acknowledged, before and
+//! after, is in the ledger.
+
+#[path = "common/pool.rs"]
+mod pool;
+#[path = "common/sri_client.rs"]
+mod sri_client;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blvm_stratum_v2::client::{Backoff, ChannelKind, MinerOptions, run_miner_reconnecting};
+use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+use blvm_stratum_v2::server::StratumV2Server;
+use parsers_sv2::{AnyMessageOwned, CommonMessagesOwned};
+use pool::{RARE_BLOCKS, TestPool};
+use sri_client::{Miner, expect_closed};
+
+const CHAIN_BITS: u32 = 0x1f00_ffff;
+
+fn pool_on(dir: &std::path::Path, listen: &str, node: Arc<EmbeddedNode>) -> StratumV2Server {
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some(listen.into()),
+            data_dir: Some(dir.to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            chain_bits: Some(CHAIN_BITS),
+            share_rate_multiple: Some(1e9),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("config");
+    StratumV2Server::new(config, node).expect("server")
+}
+
+/// Waits until `server` has acknowledged at least `n` shares.
+async fn until_accepted(server: &StratumV2Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get_pool_stats().await.accepted_shares < n {
+        assert!(Instant::now() < deadline, "no shares accepted in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_pool_sends_its_miner_away_and_a_restarted_one_gets_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let first = pool_on(dir.path(), "127.0.0.1:0", node.clone());
+    let addr = first.start().await.expect("started");
+    let key = first.authority_public_key().to_owned();
+    let (stop_miner, miner_stopped) = tokio::sync::oneshot::channel::<()>();
+    let miner = tokio::spawn(run_miner_reconnecting(
+        MinerOptions {
+            url: addr.to_string(),
+            authority_pubkey: key.clone(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: "drained.rig".into(),
+            duration: Some(Duration::from_secs(60)),
+            ..MinerOptions::default()
+        },
+        Backoff::new(Duration::from_millis(50), Duration::from_millis(400)),
+        async {
+            let _ = miner_stopped.await;
+        },
+    ));
+    until_accepted(&first, 20).await;
+    tokio::time::timeout(Duration::from_secs(20), first.stop())
+        .await
+        .expect("the first pool stopped in time")
+        .expect("stopped");
+    let acknowledged_by_first = first.get_pool_stats().await.accepted_shares;
+    drop(first);
+
+    // Nothing listens for a while: the miner keeps trying, with backoff.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = pool_on(dir.path(), &addr.to_string(), node);
+    assert_eq!(
+        second.authority_public_key(),
+        key,
+        "same data dir, same key"
+    );
+    assert_eq!(second.start().await.expect("restarted"), addr);
+    until_accepted(&second, 20).await;
+    let _ = stop_miner.send(());
+    let report = tokio::time::timeout(Duration::from_secs(30), miner)
+        .await
+        .expect("the miner stopped in time")
+        .unwrap()
+        .expect("the miner ran");
+    tokio::time::timeout(Duration::from_secs(20), second.stop())
+        .await
+        .expect("the second pool stopped in time")
+        .expect("stopped");
+
+    assert!(report.reconnects_asked >= 1, "{report:?}");
+    assert!(report.connections >= 2, "{report:?}");
+    assert!(
+        report.failures >= 1,
+        "refused while no pool listened: {report:?}"
+    );
+    // It came back: the second pool acknowledged 20 of its shares (`until_accepted`).
+    assert!(report.total.shares_accepted > 0, "{report:?}");
+    assert!(acknowledged_by_first >= 20);
+    // Every acknowledged share, on either pool, is in the ledger the two shared.
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
+    let rows = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX >> 1,
+            limit: usize::MAX >> 1,
+        })
+        .expect("shares");
+    let mine = rows.iter().filter(|s| &*s.record.user == "drained").count() as u64;
+    assert!(
+        mine >= report.total.shares_accepted,
+        "{mine} rows for {} acknowledged",
+        report.total.shares_accepted
+    );
+}
+
+#[test]
+fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
+        .args(["--listen-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pool starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut addr, mut key) = (None, None);
+    while addr.is_none() || key.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the pool prints its address and key");
+        if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(k) = line.strip_prefix("authority public key: ") {
+            key = Some(k.to_owned());
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let pid = child.id() as libc::pid_t;
+    runtime.block_on(async {
+        // A miner built on SRI's crates, set up with a channel open: then the operator's
+        // SIGTERM. What it receives is read with SRI's parser.
+        let addr: std::net::SocketAddr = addr.clone().unwrap().parse().unwrap();
+        let mut miner = Miner::ready(addr, key.as_deref().unwrap(), 0)
+            .await
+            .expect("set up");
+        miner.open(true, "sigterm.rig").await.expect("channel");
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let reconnect = loop {
+            match miner.recv().await.expect("a message before the close") {
+                AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r)) => break r,
+                _ => continue,
+            }
+        };
+        assert_eq!(reconnect.new_port, 0);
+        assert!(reconnect.new_host.as_bytes().is_empty(), "{reconnect:?}");
+        // It follows: the connection goes, and the pool has no one left to wait for.
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the pool did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// SRI's parser reads our Reconnect (empty host, port 0); a client that does not follow it is
+/// closed once the drain is over, and the pool's stop does not wait longer than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_ignores_reconnect_is_closed_after_the_drain() {
+    let pool = TestPool::start(RARE_BLOCKS, 10).await;
+    let mut miner = Miner::ready(pool.addr, &pool.key, 0).await.expect("set up");
+    miner.open(true, "ignores.rig").await.expect("channel");
+    let started = Instant::now();
+    let stopping = tokio::spawn(async move { pool.stop().await });
+    let reconnect = loop {
+        match miner.recv().await.expect("a message before the close") {
+            AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r)) => break r,
+            _ => continue,
+        }
+    };
+    assert_eq!(reconnect.new_port, 0);
+    assert!(reconnect.new_host.as_bytes().is_empty(), "{reconnect:?}");
+    // Not followed: the pool closes it when the drain is over.
+    expect_closed(
+        miner.conn.stream(),
+        blvm_stratum_v2::shell::DEFAULT_DRAIN_GRACE + Duration::from_secs(3),
+        "after the drain",
+    )
+    .await;
+    assert!(
+        started.elapsed()
+            >= blvm_stratum_v2::shell::DEFAULT_DRAIN_GRACE - Duration::from_millis(500),
+        "kept for the drain"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the pool stopped after the drain")
+        .unwrap();
+}
+
+/// The load generator with `reconnect` follows a drained pool's Reconnect and comes back when
+/// it restarts on the same address, each connection under its own channel name; every share
+/// it saw acknowledged, before the restart and after, is in the ledger.
+#[test]
+fn the_load_generator_follows_a_restart_and_every_acknowledged_share_is_kept() {
+    use std::collections::HashMap;
+
+    use blvm_stratum_v2::loadgen::{self, LoadgenOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let first = pool_on(dir.path(), "127.0.0.1:0", node.clone());
+    let addr = runtime.block_on(first.start()).expect("started");
+    let key = first.authority_public_key().to_owned();
+    let (url, authority_pubkey) = (addr.to_string(), key);
+    let load = std::thread::spawn(move || {
+        loadgen::run(LoadgenOptions {
+            url,
+            authority_pubkey,
+            connections: 20,
+            rate: 0.0,
+            window: 2,
+            duration: Duration::from_secs(6),
+            hold: Duration::from_millis(100),
+            grace: Duration::from_secs(2),
+            setup_timeout: Duration::from_secs(30),
+            threads: 1,
+            user: "restart".into(),
+            reconnect: true,
+            ..LoadgenOptions::default()
+        })
+        .expect("load generator ran")
+    });
+    runtime.block_on(async {
+        until_accepted(&first, 200).await;
+        tokio::time::timeout(Duration::from_secs(20), first.stop())
+            .await
+            .expect("stopped in time")
+            .expect("stopped");
+    });
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = pool_on(dir.path(), &addr.to_string(), node);
+    runtime.block_on(async {
+        second.start().await.expect("restarted");
+        until_accepted(&second, 200).await;
+    });
+    let report = load.join().expect("load generator");
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), second.stop())
+            .await
+            .expect("stopped in time")
+            .expect("stopped");
+    });
+    assert!(report.reconnects >= 20, "{}", report.to_text());
+    // Refused reconnects while no pool listened, and shares gone stale on the blocks found.
+    assert!(
+        report
+            .errors
+            .keys()
+            .all(|k| k.starts_with("reconnect failed") || k == "share rejected: stale-share"),
+        "{:?}",
+        report.errors
+    );
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
+    let rows = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX >> 1,
+            limit: usize::MAX >> 1,
+        })
+        .expect("shares");
+    let mut by_worker: HashMap<String, u64> = HashMap::new();
+    for s in &rows {
+        *by_worker.entry(s.record.worker.to_string()).or_default() += 1;
+    }
+    assert_eq!(report.acked_by_channel.len(), 20);
+    for (identity, acked) in &report.acked_by_channel {
+        let worker = identity.split_once('.').map_or("", |(_, w)| w);
+        let stored = by_worker.get(worker).copied().unwrap_or(0);
+        assert!(*acked > 0, "{identity} mined");
+        assert!(
+            stored >= *acked,
+            "{identity}: {acked} acknowledged, {stored} in the ledger"
+        );
+    }
+}

@@ -1,0 +1,601 @@
+//! The HTTP server for real (issue 16): the pool on the embedded chain with its SQLite
+//! ledger, our CPU miner mining until blocks are found and paid, then `/metrics` parsed with
+//! a Prometheus text parser, the JSON API parsed and checked against what the miner did, the
+//! OpenAPI document against the routes, the limits (413, 404, 429), no secret anywhere, and
+//! the pool mining on when the HTTP port is taken.
+
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, MinerReport, run_miner};
+use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+use blvm_stratum_v2::http::{HttpServer, HttpSettings};
+use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+use blvm_stratum_v2::server::StratumV2Server;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+const CHAIN_BITS: u32 = 0x1f00_ffff;
+/// Configured so that a leak would show: never in a response.
+const RPC_PASSWORD: &str = "rpc-pw-Zq8vKx3mT9";
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `method url` with `body`: (status, body text).
+async fn request(c: &HttpClient, method: &str, url: &str, body: Vec<u8>) -> (u16, String) {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), c.request(req))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+}
+
+async fn get(c: &HttpClient, url: &str) -> (u16, String) {
+    request(c, "GET", url, Vec::new()).await
+}
+
+async fn get_json(c: &HttpClient, url: &str) -> Value {
+    let (status, body) = get(c, url).await;
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+/// A fresh authority secret key, in its text form (configured inline: never in a response).
+fn authority_secret() -> String {
+    let key = blvm_stratum_v2::noise::keys::generate_authority_keypair(&mut rand::thread_rng());
+    blvm_stratum_v2::noise::keys::encode_secret_key(&key.secret_key())
+}
+
+fn pool_options(dir: &std::path::Path, authority_secret: &str) -> PoolOptions {
+    PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        min_difficulty: Some(1e-6),
+        max_difficulty: Some(1e-6),
+        chain_bits: Some(CHAIN_BITS),
+        share_rate_multiple: Some(1e9),
+        rpc_user: Some("pool".into()),
+        rpc_password: Some(RPC_PASSWORD.into()),
+        authority_secret_key: Some(authority_secret.into()),
+        http_listen_addr: Some("127.0.0.1:0".into()),
+        ..PoolOptions::default()
+    }
+}
+
+async fn mine(url: String, key: String, user: &str, secs: u64) -> MinerReport {
+    let opts = MinerOptions {
+        url,
+        authority_pubkey: key,
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: user.into(),
+        duration: Some(Duration::from_secs(secs)),
+        ..MinerOptions::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_miner(opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("miner finished in time")
+    .expect("miner ran")
+}
+
+/// The samples of one scrape, by metric name.
+fn parse_metrics(text: &str) -> HashMap<String, Vec<prometheus_parse::Sample>> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("the Prometheus text parses");
+    let mut by_name: HashMap<String, Vec<prometheus_parse::Sample>> = HashMap::new();
+    for s in scrape.samples {
+        by_name.entry(s.metric.clone()).or_default().push(s);
+    }
+    by_name
+}
+
+fn value(s: &prometheus_parse::Sample) -> f64 {
+    match &s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{}: not a number: {other:?}", s.metric),
+    }
+}
+
+fn one(
+    m: &HashMap<String, Vec<prometheus_parse::Sample>>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let samples = m
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in /metrics"));
+    let s = samples
+        .iter()
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {name}{labels:?}: {samples:?}"));
+    value(s)
+}
+
+fn histogram_count(m: &HashMap<String, Vec<prometheus_parse::Sample>>, name: &str) -> f64 {
+    let s = &m.get(name).unwrap_or_else(|| panic!("no {name}"))[0];
+    match &s.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let inf = buckets
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .expect("+Inf bucket");
+            inf.count
+        }
+        other => panic!("{name}: not a histogram: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_api_show_what_the_miner_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = authority_secret();
+    let config = PoolConfig::resolve(&pool_options(dir.path(), &secret), "test").expect("config");
+    let http_settings = config.http.clone().expect("the HTTP server is on");
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let server = StratumV2Server::new(config, node.clone()).expect("server");
+    let pool_addr = server.start().await.expect("started");
+    let http = HttpServer::start(http_settings, server.observer())
+        .await
+        .expect("HTTP server");
+    let base = format!("http://{}", http.local_addr());
+    let c = client();
+
+    let report = mine(
+        pool_addr.to_string(),
+        server.authority_public_key().to_owned(),
+        "alice.rig1",
+        6,
+    )
+    .await;
+    assert!(report.shares_accepted > 0, "{report:?}");
+    let mined = node.height() - blvm_stratum_v2::node::regtest::HISTORY_HEIGHT;
+    assert!(mined >= 1, "no block found: {report:?}");
+
+    // Blocks are settled by the writer after the node's verdict: wait for a paid block.
+    let blocks = wait_for_a_paid_block(&c, &base).await;
+    // Folded into the statistics within half a second of the last share.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let mut bodies = Vec::new();
+
+    // ----- /metrics, parsed -----
+    let (status, text) = get(&c, &format!("{base}/metrics")).await;
+    assert_eq!(status, 200, "{text}");
+    let m = parse_metrics(&text);
+    let accepted = one(&m, "blvm_stratum_shares_accepted_total", &[]);
+    assert!(
+        accepted >= report.shares_accepted as f64,
+        "{accepted} vs {report:?}"
+    );
+    assert!(one(&m, "blvm_stratum_blocks_found_total", &[]) >= 1.0);
+    assert!(one(&m, "blvm_stratum_blocks", &[("status", "accepted")]) >= 1.0);
+    let rig = [("user", "alice"), ("worker", "rig1")];
+    assert!(one(&m, "blvm_stratum_worker_hashrate", &rig) > 0.0);
+    assert!(one(&m, "blvm_stratum_worker_credited_difficulty_total", &rig) > 0.0);
+    assert_eq!(
+        one(&m, "blvm_stratum_worker_shares_accepted_total", &rig),
+        accepted
+    );
+    assert!(one(&m, "blvm_stratum_user_hashrate", &[("user", "alice")]) > 0.0);
+    assert!(one(&m, "blvm_stratum_hashrate", &[]) > 0.0);
+    assert_eq!(one(&m, "blvm_stratum_node_reachable", &[]), 1.0);
+    assert!(one(&m, "blvm_stratum_template_age_seconds", &[]) >= 0.0);
+    assert!(one(&m, "blvm_stratum_node_tip_height", &[]) >= 10.0);
+    assert!(one(&m, "blvm_stratum_channels", &[("kind", "extended")]) >= 0.0);
+    assert!(
+        one(
+            &m,
+            "blvm_stratum_shares_rejected_total",
+            &[("reason", "stale-share")]
+        ) >= 0.0
+    );
+    assert!(
+        one(
+            &m,
+            "blvm_stratum_connection_failures_total",
+            &[("cause", "handshake_timeout")]
+        ) >= 0.0
+    );
+    assert!(
+        one(
+            &m,
+            "blvm_stratum_connection_limit_hits_total",
+            &[("limit", "socket_cap")]
+        ) >= 0.0
+    );
+    assert!(one(&m, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(one(&m, "process_cpu_seconds_total", &[]) > 0.0);
+    assert!(
+        histogram_count(&m, "blvm_stratum_ack_latency_seconds") >= report.shares_accepted as f64
+    );
+    assert!(histogram_count(&m, "blvm_stratum_ledger_commit_seconds") >= 1.0);
+    bodies.push(text);
+
+    // ----- the JSON API against the miner -----
+    let pool = get_json(&c, &format!("{base}/api/v1/pool")).await;
+    assert_eq!(pool["shares"]["accepted"].as_f64(), Some(accepted));
+    assert!(pool["blocks"]["found"].as_u64().unwrap() >= 1, "{pool}");
+    assert!(pool["hashrate"].as_f64().unwrap() > 0.0, "{pool}");
+    assert_eq!(pool["node"]["reachable"], true, "{pool}");
+    assert_eq!(pool["ledger"], true);
+    assert_eq!(pool["workers"], 1);
+
+    let workers = get_json(&c, &format!("{base}/api/v1/workers")).await;
+    let w = &workers["items"][0];
+    assert_eq!(
+        (w["user"].as_str(), w["worker"].as_str()),
+        (Some("alice"), Some("rig1"))
+    );
+    assert_eq!(w["accepted_shares"].as_f64(), Some(accepted));
+    assert!(w["hashrate"].as_f64().unwrap() > 0.0);
+    assert!(w["blocks_found"].as_u64().unwrap() >= 1, "{w}");
+
+    let users = get_json(&c, &format!("{base}/api/v1/users")).await;
+    assert_eq!(users["items"][0]["user"], "alice");
+    assert_eq!(users["next_cursor"], Value::Null);
+    let alice = get_json(&c, &format!("{base}/api/v1/users/alice")).await;
+    assert_eq!(alice["workers_list"][0]["worker"], "rig1");
+    let earned = alice["earned_sat"].as_u64().expect("alice has a balance");
+    assert!(earned > 0, "{alice}");
+
+    let balances = get_json(&c, &format!("{base}/api/v1/balances")).await;
+    let b = balances["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["user"] == "alice")
+        .expect("alice's balance");
+    assert_eq!(b["earned_sat"].as_u64(), Some(earned));
+
+    // The paid block's window, from the ledger, a page of one share at a time.
+    let paid = blocks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["payout"].is_object())
+        .unwrap();
+    assert_eq!(paid["user"], "alice");
+    let hash = paid["hash"].as_str().unwrap();
+    let payout = &paid["payout"];
+    let window =
+        payout["last_share_id"].as_u64().unwrap() - payout["first_share_id"].as_u64().unwrap() + 1;
+    let first = get_json(
+        &c,
+        &format!("{base}/api/v1/ledger/export?block={hash}&limit=1"),
+    )
+    .await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    assert_eq!(first["items"][0]["user"], "alice");
+    if window > 1 {
+        let cursor = first["next_cursor"].as_str().expect("a next page");
+        let second = get_json(
+            &c,
+            &format!("{base}/api/v1/ledger/export?block={hash}&limit=1&cursor={cursor}"),
+        )
+        .await;
+        assert!(second["items"][0]["id"].as_u64() > first["items"][0]["id"].as_u64());
+    }
+    let all = get_json(
+        &c,
+        &format!("{base}/api/v1/ledger/export?block={hash}&limit=1000"),
+    )
+    .await;
+    assert_eq!(all["items"].as_array().unwrap().len() as u64, window);
+    let payouts = get_json(&c, &format!("{base}/api/v1/payouts")).await;
+    assert!(
+        payouts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["block_hash"] == hash)
+    );
+    // The charts' history: the pool's, the user's and the worker's, all non-zero.
+    for query in ["", "?user=alice", "?user=alice&worker=rig1"] {
+        let h = get_json(&c, &format!("{base}/api/v1/hashrate{query}")).await;
+        assert_eq!(h["period_secs"], 300);
+        let points = h["points"].as_array().unwrap();
+        assert!(!points.is_empty() && points.len() <= 72, "{h}");
+        assert!(
+            points.iter().all(|p| p["hashrate"].as_f64().unwrap() > 0.0),
+            "{h}"
+        );
+    }
+    let (status, _) = get(&c, &format!("{base}/api/v1/hashrate?user=nobody")).await;
+    assert_eq!(status, 404);
+    let connections = get_json(&c, &format!("{base}/api/v1/connections?limit=1")).await;
+    assert_eq!(connections["items"].as_array().unwrap().len(), 1);
+
+    // ----- the OpenAPI document matches the routes, and every path answers 200 -----
+    let doc = get_json(&c, &format!("{base}/api/v1/openapi.json")).await;
+    let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let routes: BTreeSet<String> = blvm_stratum_v2::http::route_paths()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        documented, routes,
+        "every route documented, every documented path a route"
+    );
+    for path in &documented {
+        let url = format!("{base}{}", path.replace("{user}", "alice"));
+        let (status, body) = get(&c, &url).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        bodies.push(body);
+    }
+    for url in [
+        format!("{base}/api/v1/workers?user=alice&limit=1"),
+        format!("{base}/api/v1/ledger/export?from_ms=0&limit=5"),
+    ] {
+        bodies.push(get_json(&c, &url).await.to_string());
+    }
+
+    // ----- limits -----
+    let (status, body) = get(&c, &format!("{base}/no/such/route")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "not-found"
+    );
+    let (status, _) = request(
+        &c,
+        "GET",
+        &format!("{base}/api/v1/pool"),
+        vec![b'x'; 64 * 1024],
+    )
+    .await;
+    assert_eq!(status, 413, "a large body is refused");
+    let (status, _) = request(&c, "POST", &format!("{base}/api/v1/pool"), Vec::new()).await;
+    assert_eq!(status, 405, "read-only");
+    let (status, body) = get(&c, &format!("{base}/api/v1/users?limit=0")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get(&c, &format!("{base}/api/v1/users?cursor=zz")).await;
+    assert_eq!(status, 400, "{body}");
+
+    // A second server on the same pool with a low rate: past the burst, 429.
+    let strict = HttpServer::start(
+        HttpSettings {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            requests_per_second: 1,
+            ..HttpSettings::default()
+        },
+        server.observer(),
+    )
+    .await
+    .expect("second HTTP server");
+    let strict_base = format!("http://{}", strict.local_addr());
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get(&c, &format!("{strict_base}/api/v1/pool")).await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    strict.stop().await;
+
+    // ----- no secret anywhere -----
+    bodies.push(blvm_stratum_v2::http::OPENAPI_DOCUMENT.to_owned());
+    for body in &bodies {
+        for leaked in [RPC_PASSWORD, secret.as_str()] {
+            assert!(!body.contains(leaked), "a secret in a response: {leaked}");
+        }
+    }
+
+    http.stop().await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("stops in time")
+        .expect("stops");
+}
+
+/// Waits until `/api/v1/blocks` shows an accepted block with its payout; returns the page.
+async fn wait_for_a_paid_block(c: &HttpClient, base: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocks = get_json(c, &format!("{base}/api/v1/blocks")).await;
+        let paid = blocks["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|b| b["status"] == "accepted" && b["payout"].is_object());
+        if paid {
+            return blocks;
+        }
+        assert!(Instant::now() < deadline, "no paid block: {blocks}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The same pool on a PostgreSQL ledger whose URL holds a password: the API reads blocks,
+/// payouts, balances and the export through its own connection, and the password is in no
+/// response (nor in /metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reads_a_postgresql_ledger_and_never_shows_its_password() {
+    const DB_PASSWORD: &str = "db-pw-Hq2sLw7Ra4";
+    // Off the runtime: the test's PostgreSQL client blocks.
+    let (server_pg, url) = tokio::task::spawn_blocking(|| {
+        let server = postgres::TempPostgres::start();
+        let url = server.fresh_database();
+        (server, url)
+    })
+    .await
+    .expect("PostgreSQL started");
+    // Trust authentication: the password is accepted (and never asked for), as in a URL an
+    // operator would configure.
+    let url = url.replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1);
+    assert!(url.contains(DB_PASSWORD));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = authority_secret();
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            ledger_url: Some(url),
+            ..pool_options(dir.path(), &secret)
+        },
+        "test",
+    )
+    .expect("config");
+    let http_settings = config.http.clone().expect("the HTTP server is on");
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: CHAIN_BITS,
+        synthetic_transactions: 2,
+        block_interval_secs: 0,
+    }));
+    let server = StratumV2Server::new(config, node).expect("server");
+    let pool_addr = server.start().await.expect("started");
+    let http = HttpServer::start(http_settings, server.observer())
+        .await
+        .expect("HTTP server");
+    let base = format!("http://{}", http.local_addr());
+    let c = client();
+    let report = mine(
+        pool_addr.to_string(),
+        server.authority_public_key().to_owned(),
+        "carol.rig",
+        4,
+    )
+    .await;
+    assert!(report.shares_accepted > 0, "{report:?}");
+    let blocks = wait_for_a_paid_block(&c, &base).await;
+    let hash = blocks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["payout"].is_object())
+        .unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bodies = vec![blocks.to_string()];
+    let balances = get_json(&c, &format!("{base}/api/v1/balances")).await;
+    assert!(
+        balances["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["user"] == "carol" && b["earned_sat"].as_u64() > Some(0)),
+        "{balances}"
+    );
+    bodies.push(balances.to_string());
+    let export = get_json(&c, &format!("{base}/api/v1/ledger/export?block={hash}")).await;
+    assert!(!export["items"].as_array().unwrap().is_empty(), "{export}");
+    bodies.push(export.to_string());
+    for path in [
+        "/metrics",
+        "/api/v1/pool",
+        "/api/v1/payouts",
+        "/api/v1/users/carol",
+    ] {
+        let (status, body) = get(&c, &format!("{base}{path}")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        bodies.push(body);
+    }
+    for body in &bodies {
+        for leaked in [DB_PASSWORD, RPC_PASSWORD, secret.as_str()] {
+            assert!(!body.contains(leaked), "a secret in a response: {leaked}");
+        }
+    }
+    http.stop().await;
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("stops in time")
+        .expect("stops");
+    drop(server_pg);
+}
+
+/// The binary with its HTTP port already taken: it says so, and mines on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_mines_on_when_the_http_port_is_taken() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
+    let taken_addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
+        .args([
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--min-difficulty",
+            "1e-6",
+            "--max-difficulty",
+            "1e-6",
+        ])
+        .args(["--share-rate-multiple", "1e9"])
+        .args(["--http-listen-addr", &taken_addr.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pool starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut addr, mut key, mut http_refused) = (None, None, false);
+    while addr.is_none() || key.is_none() || !http_refused {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the pool prints its address, key and HTTP state");
+        if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(k) = line.strip_prefix("authority public key: ") {
+            key = Some(k.to_owned());
+        }
+        if line.starts_with("HTTP server not started") {
+            assert!(line.contains(&taken_addr.to_string()), "{line}");
+            http_refused = true;
+        }
+        assert!(
+            !line.starts_with("HTTP metrics and API on"),
+            "bound a taken port? {line}"
+        );
+    }
+    let report = mine(addr.unwrap(), key.unwrap(), "bob.rig", 3).await;
+    assert!(report.shares_accepted > 0, "the pool mines on: {report:?}");
+    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the pool did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(taken);
+}
