@@ -12,7 +12,7 @@ mod sv1_client;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, run_miner};
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
 use blvm_stratum_v2::node::NodeApi;
@@ -209,4 +209,62 @@ async fn our_cpu_miner_mines_blocks_over_sv1() {
             .all(|s| &*s.record.user == ADDRESS && &*s.record.worker == "cpu")
     );
     assert_eq!(ledger.blocks(100).unwrap().len() as u32, mined);
+}
+
+/// A stopping pool drains its SV1 miners: `client.reconnect`, which our CPU miner in `--sv1`
+/// mode reports as the pool's Reconnect (same host, same port), after its acknowledged shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_pool_sends_sv1_miners_client_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: 0x1d00_ffff,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        chain_bits: Some(0x1d00_ffff),
+        ..PoolOptions::default()
+    };
+    let api: Arc<dyn NodeApi> = node.clone();
+    let server =
+        Arc::new(StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap());
+    server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let miner = tokio::spawn(run_miner(
+        MinerOptions {
+            url: sv1_addr.to_string(),
+            sv1: true,
+            user: format!("{ADDRESS}.drained"),
+            duration: Some(Duration::from_secs(60)),
+            ..MinerOptions::default()
+        },
+        std::future::pending::<()>(),
+    ));
+    // Mining first: some shares acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.get_pool_stats().await.accepted_shares < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no shares");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(20), miner)
+        .await
+        .expect("the miner ends")
+        .unwrap()
+        .expect("the miner ran");
+    assert_eq!(
+        report.stop,
+        StopReason::Reconnect {
+            host: String::new(),
+            port: 0
+        },
+        "{report:?}"
+    );
+    assert!(report.shares_accepted >= 3, "{report:?}");
 }

@@ -675,3 +675,33 @@ mod arbitrary_input {
         }
     }
 }
+
+/// A minimum difficulty above the pool's hardest is capped there, not refused.
+#[test]
+fn a_minimum_difficulty_above_the_pools_hardest_is_capped() {
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    rig.send(
+        r#"{"id":1,"method":"mining.configure","params":[["minimum-difficulty"],{"minimum-difficulty.value":1000000}]}"#,
+    );
+    rig.send(r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
+    let r = rig.send(&format!(
+        r#"{{"id":3,"method":"mining.authorize","params":["{USER}","x"]}}"#
+    ));
+    assert_eq!(r[0]["result"], true, "{r:?}");
+    let difficulty = r[1]["params"][0].as_f64().unwrap();
+    assert!((difficulty - 1e-6).abs() < 1e-12, "{difficulty}");
+}
+
+/// A stopping pool asks an authorized SV1 miner to reconnect (issue 18's drain).
+#[test]
+fn a_drain_sends_client_reconnect() {
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    rig.start(None);
+    rig.lines();
+    assert!(rig.session.begin_drain(NOW_MS));
+    let lines = rig.lines();
+    assert_eq!(
+        lines,
+        [json!({"id": null, "method": "client.reconnect", "params": []})]
+    );
+}

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::miner::{MinerConfig, MinerEvent, MinerSession, MinerSessionError};
 use crate::block::target::target_of_difficulty;
 use crate::connection::{Outbox, Protocol};
-use crate::wire::common::SetupConnectionSuccess;
+use crate::wire::common::{Reconnect, SetupConnectionSuccess};
 use crate::wire::mining::{
     NewExtendedMiningJob, OpenExtendedMiningChannelSuccess, SetNewPrevHash, SetTarget,
     SubmitSharesError, SubmitSharesSuccess,
@@ -379,7 +379,20 @@ impl Sv1MinerSession {
                     .ok_or_else(bad)?;
                 self.mask = mask & SV1_VERSION_MASK;
             }
-            // mining.set_extranonce, client.reconnect, client.show_message...: not followed.
+            // The pool is stopping: the session's Reconnect (the driver decides what follows).
+            "client.reconnect" => {
+                let host = params[0].as_str().unwrap_or("").to_owned();
+                let port = params[1]
+                    .as_u64()
+                    .or_else(|| params[1].as_str().and_then(|p| p.parse().ok()))
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(0);
+                self.feed(&Reconnect {
+                    new_host: Str0_255::new(&host).unwrap_or_default(),
+                    new_port: port,
+                })?;
+            }
+            // mining.set_extranonce, client.show_message...: not followed.
             _ => {}
         }
         Ok(())

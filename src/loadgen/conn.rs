@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -439,6 +440,30 @@ async fn establish_sv1(ctx: &Ctx, index: usize) -> Result<Conn<Sv1MinerSession>,
     first_work(ctx, stream, conn, started).await
 }
 
+/// How a connection of protocol `P` is made again (a reconnection during the load).
+trait Establish: ClientProtocol + Sized {
+    fn again(ctx: &Ctx, index: usize)
+    -> impl Future<Output = Result<Conn<Self>, ConnError>> + Send;
+}
+
+impl Establish for MinerSession {
+    /// With a fresh Noise initiator.
+    async fn again(ctx: &Ctx, index: usize) -> Result<Conn<Self>, ConnError> {
+        let authority = ctx.authority.ok_or(ConnError::Disconnected)?;
+        let initiator = Initiator::new(authority, &mut StdRng::from_entropy());
+        establish(ctx, index, initiator).await
+    }
+}
+
+impl Establish for Sv1MinerSession {
+    fn again(
+        ctx: &Ctx,
+        index: usize,
+    ) -> impl Future<Output = Result<Conn<Self>, ConnError>> + Send {
+        establish_sv1(ctx, index)
+    }
+}
+
 fn conn_config(ctx: &Ctx) -> ConnectionConfig {
     let limit = ctx.setup_timeout.as_millis() as u64;
     ConnectionConfig {
@@ -542,31 +567,17 @@ pub(crate) async fn connection(
     initiator: Option<Initiator>,
 ) -> ConnTotals {
     let ctx = &*ctx;
-    match (initiator, ctx.authority) {
-        (Some(initiator), Some(authority)) => {
-            // A reconnection makes a new ephemeral key.
-            let again = || async move {
-                let initiator = Initiator::new(authority, &mut StdRng::from_entropy());
-                establish(ctx, index, initiator).await
-            };
-            life(ctx, index, establish(ctx, index, initiator), again).await
-        }
-        _ => {
-            let again = || establish_sv1(ctx, index);
-            life(ctx, index, establish_sv1(ctx, index), again).await
-        }
+    match initiator {
+        Some(initiator) => life(ctx, index, establish(ctx, index, initiator)).await,
+        None => life(ctx, index, establish_sv1(ctx, index)).await,
     }
 }
 
-async fn life<P: ClientProtocol, F>(
+async fn life<P: Establish>(
     ctx: &Ctx,
     index: usize,
     establish: impl std::future::Future<Output = Result<Conn<P>, ConnError>>,
-    again: impl Fn() -> F,
-) -> ConnTotals
-where
-    F: std::future::Future<Output = Result<Conn<P>, ConnError>>,
-{
+) -> ConnTotals {
     let mut settle = Settle {
         ctx,
         setup: false,
@@ -607,7 +618,7 @@ where
                 return load.totals;
             }
             conn.close().await;
-            match reconnect(ctx, go, asked, &mut backoff, &again).await {
+            match reconnect(ctx, index, go, asked, &mut backoff).await {
                 Some(c) => conn = c,
                 None => {
                     settle.load_done();
@@ -633,16 +644,13 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Connects again for connection `index` during the load that started at `go`: after a
 /// little jitter when the pool asked (`asked`), else after `backoff`'s delay, and again after
 /// each failure, until the load's end (`None` then).
-async fn reconnect<P: ClientProtocol, F>(
+async fn reconnect<P: Establish>(
     ctx: &Ctx,
+    index: usize,
     go: Instant,
     asked: bool,
     backoff: &mut Backoff,
-    again: &impl Fn() -> F,
-) -> Option<Conn<P>>
-where
-    F: std::future::Future<Output = Result<Conn<P>, ConnError>>,
-{
+) -> Option<Conn<P>> {
     let end = go + ctx.duration;
     // `StdRng`: the generator is held across awaits (the thread's is not `Send`).
     let mut rng = StdRng::from_entropy();
@@ -656,7 +664,7 @@ where
             return None;
         }
         tokio::time::sleep(delay).await;
-        match timeout(ctx.setup_timeout, again()).await {
+        match timeout(ctx.setup_timeout, P::again(ctx, index)).await {
             Ok(Ok(conn)) => {
                 backoff.reset();
                 return Some(conn);

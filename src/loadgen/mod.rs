@@ -70,13 +70,13 @@ pub struct LoadgenOptions {
     pub server_pid: Option<u32>,
     /// user_identity prefix of the channels (".N" is appended).
     pub user: String,
+    /// Speak Stratum V1 (the pool's SV1 port; `authority_pubkey` is not used) instead of SV2.
+    pub sv1: bool,
     /// Connect again when the pool asks (Reconnect) or a connection drops during the load,
     /// as real miners do (issue 18): the same channel name, the shares in flight counted as
     /// unacknowledged, a delay of up to 250 ms after a Reconnect and a backoff from 100 ms
     /// doubling to 2 s after a failure. Off: such a connection ends and is an error.
     pub reconnect: bool,
-    /// Speak Stratum V1 (the pool's SV1 port; `authority_pubkey` is not used) instead of SV2.
-    pub sv1: bool,
 }
 
 impl Default for LoadgenOptions {
@@ -95,8 +95,8 @@ impl Default for LoadgenOptions {
             threads: 1,
             server_pid: None,
             user: "loadgen".into(),
-            reconnect: false,
             sv1: false,
+            reconnect: false,
         }
     }
 }
@@ -124,7 +124,7 @@ pub(crate) enum Phase {
 /// State shared by the orchestrator and every connection task.
 pub(crate) struct Ctx {
     addr: SocketAddr,
-    /// The pool's authority key (SV2): new initiators for reconnections.
+    /// The pool's authority key: new initiators for reconnections (`None`: Stratum V1).
     authority: Option<XOnlyPublicKey>,
     reconnect: bool,
     /// Connections made again during the load.

@@ -126,6 +126,7 @@ impl<'a> PoolHandler<'a> {
             pending,
             events: Vec::new(),
             fold_at: None,
+            acks: VecDeque::new(),
             ledger: shared
                 .ledger
                 .as_ref()

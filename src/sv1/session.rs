@@ -151,8 +151,6 @@ pub struct Sv1Session {
     /// Submits waiting for their answer, by sequence number, oldest first.
     submits: VecDeque<(u32, Value)>,
     bad_requests: u32,
-    /// Whether the miner was sent `client.reconnect` (the pool is stopping).
-    draining: bool,
 }
 
 impl Sv1Session {
@@ -180,7 +178,6 @@ impl Sv1Session {
             next_seq: 1,
             submits: VecDeque::new(),
             bad_requests: 0,
-            draining: false,
         }
     }
 
@@ -398,9 +395,13 @@ impl Sv1Session {
         Ok(())
     }
 
-    /// The easiest target the miner takes (from its minimum difficulty), or any.
+    /// The easiest target the miner takes (from its minimum difficulty, capped at the pool's
+    /// hardest: a miner asking for more than the pool hands out mines at the pool's hardest
+    /// rather than being refused), or any.
     fn max_target(&self) -> [u8; 32] {
-        self.min_difficulty.map_or([0xff; 32], target_of_difficulty)
+        self.min_difficulty.map_or([0xff; 32], |d| {
+            target_of_difficulty(d.min(self.config.max_difficulty))
+        })
     }
 
     /// A new minimum difficulty for an open channel: UpdateChannel (the channel's target
@@ -577,6 +578,8 @@ impl Sv1Session {
                     s.extranonce1 = extranonce1;
                 }
             }
+            // The pool is stopping (issue 18's drain): back through the same address.
+            Message::Reconnect(_) => self.notification("client.reconnect", json!([])),
             Message::CloseChannel(m) => {
                 return Err(Sv1Error::ChannelClosed(
                     m.reason_code.to_string_lossy().into_owned(),
@@ -713,18 +716,12 @@ impl Protocol for Sv1Session {
         translated
     }
 
-    /// The pool is stopping (issue 18): `client.reconnect` with no parameters, "this host and
-    /// port again" (behind a load balancer, another instance), once subscribed; the answers
-    /// to submits already made still come (they wait for the share ledger).
+    /// The pool is stopping: the SV2 session's Reconnect goes out as `client.reconnect` (no
+    /// parameters: the same host and port, the load balancer's), and the connection is kept
+    /// for the answers still owed, exactly as for an SV2 miner.
     fn begin_drain(&mut self, now_ms: u64) -> bool {
-        let _ = now_ms;
-        if self.subscription.is_none() {
-            return false;
-        }
-        if !self.draining {
-            self.draining = true;
-            self.notification("client.reconnect", json!([]));
-        }
-        true
+        let asked = Protocol::begin_drain(&mut self.inner, now_ms);
+        let _ = self.translate();
+        asked
     }
 }

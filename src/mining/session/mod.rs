@@ -118,11 +118,11 @@ pub struct Session {
     /// pool ([`Session::with_payee_works`]; otherwise the session's own, made with its first
     /// such channel).
     payee_works: Option<Arc<PayeeWorks>>,
-    /// Whether the miner was asked to reconnect (the pool is stopping).
-    draining: bool,
     /// An extranonce prefix handed out before its channel opens (Stratum V1's
     /// mining.subscribe), taken by the next extended channel that opens with its size.
     reserved_prefix: Option<Vec<u8>>,
+    /// Whether the miner was asked to reconnect (the pool is stopping).
+    draining: bool,
 }
 
 impl Session {
@@ -159,8 +159,8 @@ impl Session {
             share_burst,
             durability: durability::Durability::default(),
             payee_works: None,
-            draining: false,
             reserved_prefix: None,
+            draining: false,
         }
     }
 
