@@ -131,7 +131,6 @@ impl<'a> PoolHandler<'a> {
                 .ledger
                 .as_ref()
                 .map(|ledger| (ledger, CommitSignal::new())),
-            acks: VecDeque::new(),
         }
     }
 }
