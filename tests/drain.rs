@@ -5,6 +5,8 @@
 //! the same address finds it mining again. Every share the miner saw acknowledged, before and
 //! after, is in the ledger.
 
+#[path = "common/binary.rs"]
+mod binary;
 #[path = "common/pool.rs"]
 mod pool;
 #[path = "common/sri_client.rs"]
@@ -12,11 +14,10 @@ mod sri_client;
 #[path = "common/sv1_client.rs"]
 mod sv1_client;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use binary::PoolProcess;
 use blvm_stratum_v2::client::{Backoff, ChannelKind, MinerOptions, run_miner_reconnecting};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
@@ -139,53 +140,22 @@ async fn a_stopped_pool_sends_its_miner_away_and_a_restarted_one_gets_it_back() 
 #[test]
 fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
-        .args(["--listen-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("pool.log")).unwrap())
-        .spawn()
-        .expect("pool starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut addr, mut key) = (None, None);
-    while addr.is_none() || key.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the pool prints its address and key");
-        if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
-            addr = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(k) = line.strip_prefix("authority public key: ") {
-            key = Some(k.to_owned());
-        }
-    }
+    let mut pool = PoolProcess::start(dir.path(), &["--listen-addr", "127.0.0.1:0"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let pid = child.id() as libc::pid_t;
     runtime.block_on(async {
         // A miner built on SRI's crates, set up with a channel open: then the operator's
         // SIGTERM. What it receives is read with SRI's parser.
-        let addr: std::net::SocketAddr = addr.clone().unwrap().parse().unwrap();
-        let mut miner = Miner::ready(addr, key.as_deref().unwrap(), 0)
-            .await
-            .expect("set up");
+        let addr: std::net::SocketAddr = pool.addr.parse().unwrap();
+        let mut miner = Miner::ready(addr, &pool.key, 0).await.expect("set up");
         miner.open(true, "sigterm.rig").await.expect("channel");
-        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let log = || std::fs::read_to_string(dir.path().join("pool.log")).unwrap_or_default();
+        pool.signal(libc::SIGTERM);
         let reconnect = loop {
             match miner.recv().await {
                 Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => break r,
                 Ok(_) => continue,
                 Err(e) => panic!(
                     "no Reconnect before the close ({e}); the pool's log:\n{}",
-                    log()
+                    pool.log()
                 ),
             }
         };
@@ -193,17 +163,7 @@ fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
         assert!(reconnect.new_host.as_bytes().is_empty(), "{reconnect:?}");
         // It follows: the connection goes, and the pool has no one left to wait for.
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the pool did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = pool.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
 }
 

@@ -4,6 +4,8 @@
 //! OpenAPI document against the routes, the limits (413, 404, 429), no secret anywhere, and
 //! the pool mining on when the HTTP port is taken.
 
+#[path = "common/binary.rs"]
+mod binary;
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -11,6 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use binary::PoolProcess;
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, MinerReport, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::http::{HttpServer, HttpSettings};
@@ -531,71 +534,45 @@ async fn the_api_reads_a_postgresql_ledger_and_never_shows_its_password() {
 /// The binary with its HTTP port already taken: it says so, and mines on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_mines_on_when_the_http_port_is_taken() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to take");
-    let taken_addr = taken.local_addr().unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
-        .args([
+    let mut pool = PoolProcess::start(
+        dir.path(),
+        &[
             "--listen-addr",
             "127.0.0.1:0",
             "--min-difficulty",
             "1e-6",
             "--max-difficulty",
             "1e-6",
-        ])
-        .args(["--share-rate-multiple", "1e9"])
-        .args(["--http-listen-addr", &taken_addr.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pool starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+            "--share-rate-multiple",
+            "1e9",
+            "--http-listen-addr",
+            &taken_addr,
+        ],
+    );
+    // The HTTP server's state: printed before or after the address and key.
+    let mut seen = 0;
+    loop {
+        if seen == pool.seen.len() {
+            pool.next_line(Duration::from_secs(60), "its HTTP state");
         }
-    });
-    let (mut addr, mut key, mut http_refused) = (None, None, false);
-    while addr.is_none() || key.is_none() || !http_refused {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the pool prints its address, key and HTTP state");
-        if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
-            addr = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(k) = line.strip_prefix("authority public key: ") {
-            key = Some(k.to_owned());
-        }
-        if line.starts_with("HTTP server not started") {
-            assert!(line.contains(&taken_addr.to_string()), "{line}");
-            http_refused = true;
-        }
+        let line = pool.seen[seen].clone();
+        seen += 1;
         assert!(
             !line.starts_with("HTTP metrics and API on"),
             "bound a taken port? {line}"
         );
-    }
-    let report = mine(addr.unwrap(), key.unwrap(), "bob.rig", 3).await;
-    assert!(report.shares_accepted > 0, "the pool mines on: {report:?}");
-    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "{status:?}");
+        if line.starts_with("HTTP server not started") {
+            assert!(line.contains(&taken_addr), "{line}");
             break;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the pool did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
+    let report = mine(pool.addr.clone(), pool.key.clone(), "bob.rig", 3).await;
+    assert!(report.shares_accepted > 0, "the pool mines on: {report:?}");
+    pool.signal(libc::SIGTERM);
+    let status = pool.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
     drop(taken);
 }

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+#[path = "common/binary.rs"]
+mod binary;
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -622,9 +624,9 @@ mod pool_with_ledger {
 
 mod kill_nine {
     use std::collections::HashMap;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     use std::time::Duration;
+
+    use super::binary::PoolProcess;
 
     use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
     use blvm_stratum_v2::loadgen::{self, LoadgenOptions};
@@ -638,11 +640,11 @@ mod kill_nine {
         open: impl FnOnce() -> Box<dyn Ledger>,
     ) -> (u64, u64) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("pool.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
-            .args(["--listen-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .args([
+        let mut pool = PoolProcess::start(
+            dir.path(),
+            &[
+                "--listen-addr",
+                "127.0.0.1:0",
                 "--ledger-url",
                 ledger_url,
                 "--min-difficulty",
@@ -653,37 +655,9 @@ mod kill_nine {
                 "0x1d00ffff",
                 "--share-rate-multiple",
                 "1000000000",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("pool starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut addr, mut key) = (None, None);
-        while addr.is_none() || key.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "the pool prints its address and key ({e}); its log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    )
-                });
-            if let Some(rest) = line.strip_prefix("blvm-stratum-v2 listening on ") {
-                addr = rest.split_whitespace().next().map(str::to_owned);
-            }
-            if let Some(k) = line.strip_prefix("authority public key: ") {
-                key = Some(k.to_owned());
-            }
-        }
-        let (url, authority_pubkey) = (addr.unwrap(), key.unwrap());
+            ],
+        );
+        let (url, authority_pubkey) = (pool.addr.clone(), pool.key.clone());
         let load = std::thread::spawn(move || {
             loadgen::run(LoadgenOptions {
                 url,
@@ -703,10 +677,8 @@ mod kill_nine {
         });
         // Mid-load: setup of 100 connections takes well under a second here.
         std::thread::sleep(Duration::from_millis(2_500));
-        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
-        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(rc, 0);
-        let _ = child.wait();
+        pool.signal(libc::SIGKILL);
+        let _ = pool.child.wait();
         let report = load.join().expect("load generator");
         let acknowledged: u64 = report.acked_by_channel.iter().map(|(_, n)| n).sum();
         assert!(

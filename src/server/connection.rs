@@ -20,7 +20,7 @@ use super::gate::Gate;
 use super::ledger_writer::{self, CommitSignal, LedgerSender};
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
-use crate::mining::{Session, SessionError, SessionEvent, Work};
+use crate::mining::{MiningConfig, Session, SessionError, SessionEvent, Work};
 use crate::shell::{self, DriverLimits, Handler, Refused};
 
 /// A STR0_255 or B0_255 at its longest: a length byte and 255 bytes.
@@ -226,6 +226,16 @@ impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
     }
 }
 
+/// A miner session's configuration: the pool's, with acknowledgements waiting for the share
+/// ledger's commits when there is one (durable mode) and the node's network for payout
+/// addresses. SV2 and SV1 sessions alike.
+pub(super) fn session_config(shared: &Shared) -> Arc<MiningConfig> {
+    let mut mining = shared.config.mining.clone();
+    mining.durable_acks = shared.ledger.is_some();
+    mining.payout_network = shared.payout_network.get().copied();
+    Arc::new(mining)
+}
+
 /// Serves one accepted socket until it ends; returns why.
 pub async fn serve(
     mut stream: TcpStream,
@@ -236,11 +246,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> ConnectionEnd {
     let cfg = &shared.config;
-    // With a share ledger, acknowledgements wait for its commits (durable mode).
-    let mut mining = cfg.mining.clone();
-    mining.durable_acks = shared.ledger.is_some();
-    mining.payout_network = shared.payout_network.get().copied();
-    let mut session = Session::new(Arc::new(mining), shared.allocator.clone())
+    let mut session = Session::new(session_config(&shared), shared.allocator.clone())
         .with_channel_budget(shared.channels.clone())
         .with_payee_works(shared.payee_works.clone());
     if let Some(ledger) = &shared.ledger {

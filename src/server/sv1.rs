@@ -49,12 +49,12 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> Sv1End {
     let cfg = &shared.config;
-    let mut mining = cfg.mining.clone();
-    mining.durable_acks = shared.ledger.is_some();
-    mining.payout_network = shared.payout_network.get().copied();
-    let mut session = Sv1Session::new(Arc::new(mining), shared.allocator.clone())
-        .with_channel_budget(shared.channels.clone())
-        .with_payee_works(shared.payee_works.clone());
+    let mut session = Sv1Session::new(
+        super::connection::session_config(&shared),
+        shared.allocator.clone(),
+    )
+    .with_channel_budget(shared.channels.clone())
+    .with_payee_works(shared.payee_works.clone());
     if let Some(ledger) = &shared.ledger {
         session = session.with_ledger_status(ledger.status().clone());
     }

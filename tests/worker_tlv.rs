@@ -1,0 +1,138 @@
+//! Extension 0x0002, worker-specific hashrate tracking (issue 16 item 2), against a client we
+//! did not write: a miner built on SRI's crates negotiates the extension with RequestExtensions
+//! (0x0001), then sends shares of several workers on ONE channel, each SubmitSharesExtended
+//! carrying the worker's user_identity as a TLV built by SRI's `parsers_sv2`/`extensions_sv2`
+//! (as a proxy in front of many machines does). The pool attributes every share to its worker:
+//! in the share ledger (a row per share with the TLV's worker) and in the pool's per-worker
+//! statistics (what /metrics and the JSON API show).
+
+#[path = "common/pool.rs"]
+mod pool;
+#[path = "common/sri_client.rs"]
+mod sri_client;
+
+use std::time::Duration;
+
+use binary_sv2::Seq064K;
+use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+use extensions_sv2::{RequestExtensions, UserIdentity};
+use parsers_sv2::{
+    AnyMessage, AnyMessageOwned, Extensions, ExtensionsNegotiation, ExtensionsNegotiationOwned,
+    ExtensionsOwned, MiningOwned, TlvField, TlvList,
+};
+use pool::{RARE_BLOCKS, TestPool};
+use sri_client::{Miner, RawFrame};
+
+/// Worker names and how many shares each sends, all on the one channel of user `proxy`.
+const WORKERS: [(&str, u32); 3] = [("rig-a", 4), ("rig-b", 3), ("rig-c", 1)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_one_channel_are_credited_to_the_workers_their_tlv_names() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        // The pool's data dir (its SQLite ledger) outlives the pool, to be read at the end.
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_path_buf();
+        let pool = TestPool::start_with(RARE_BLOCKS, 10, |o| o.data_dir = Some(data_dir)).await;
+        let mut miner = Miner::ready(pool.addr, &pool.key, 0).await.expect("set up");
+
+        // Negotiation, with SRI's message.
+        let requested = [0x0002u16];
+        miner
+            .conn
+            .send(AnyMessage::Extensions(Extensions::ExtensionsNegotiation(
+                ExtensionsNegotiation::RequestExtensions(RequestExtensions {
+                    request_id: 1,
+                    requested_extensions: Seq064K::new(requested.to_vec()).unwrap(),
+                }),
+            )))
+            .await
+            .expect("sent");
+        match miner.recv().await.expect("an answer") {
+            AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+                ExtensionsNegotiationOwned::RequestExtensionsSuccess(ok),
+            )) => {
+                assert_eq!(ok.request_id, 1);
+                assert_eq!(ok.supported_extensions.into_inner(), vec![0x0002]);
+            }
+            other => panic!("RequestExtensions answered with {other:?}"),
+        }
+
+        let channel = miner.open(true, "proxy.farm").await.expect("channel");
+        for (worker, shares) in WORKERS {
+            for _ in 0..shares {
+                let share = miner.valid_share(channel);
+                let (seq, message) = miner.submit_message(&share);
+                // SRI builds the frame: the message, then the TLV list.
+                let tlv = UserIdentity::new(worker).unwrap().to_tlv().expect("a TLV");
+                let frame = TlvList::from_slice(&[tlv])
+                    .expect("a TLV list")
+                    .build_frame_bytes_with_tlvs(message)
+                    .expect("a frame");
+                miner.conn.send_frame(RawFrame(frame)).await.expect("sent");
+                let answer = miner
+                    .wait_for(|m| match m {
+                        AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s))
+                            if s.last_sequence_number == seq =>
+                        {
+                            Some(Ok(()))
+                        }
+                        AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e))
+                            if e.sequence_number == seq =>
+                        {
+                            Some(Err(
+                                String::from_utf8_lossy(e.error_code.as_bytes()).into_owned()
+                            ))
+                        }
+                        _ => None,
+                    })
+                    .await
+                    .expect("an answer");
+                assert_eq!(answer, Ok(()), "{worker}'s share");
+            }
+        }
+
+        // The pool's per-worker statistics (what /metrics and /api/v1/workers read).
+        let total: u32 = WORKERS.iter().map(|(_, n)| n).sum();
+        pool.wait_stats(Duration::from_secs(10), "every share folded in", |s| {
+            s.accepted_shares >= u64::from(total)
+        })
+        .await;
+        {
+            let handle = pool.server.get_pool();
+            let pool_state = handle.read().unwrap();
+            let workers = pool_state.statistics().workers();
+            for (worker, shares) in WORKERS {
+                let stats = workers
+                    .get("proxy", worker)
+                    .unwrap_or_else(|| panic!("{worker} in the worker table"));
+                assert_eq!(stats.accepted_shares, u64::from(shares), "{worker}");
+                assert!(stats.credited_difficulty > 0.0, "{worker}");
+            }
+            assert!(
+                workers.get("proxy", "farm").is_none(),
+                "no share credited to the channel's own worker name"
+            );
+        }
+        pool.stop().await;
+
+        // The ledger: one row per share, under the TLV's worker.
+        let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
+        let rows = ledger
+            .shares(&ShareRange::Ids {
+                from_id: 0,
+                to_id: u64::MAX >> 1,
+                limit: usize::MAX >> 1,
+            })
+            .expect("shares");
+        for (worker, shares) in WORKERS {
+            let stored = rows
+                .iter()
+                .filter(|s| &*s.record.user == "proxy" && &*s.record.worker == worker)
+                .count();
+            assert_eq!(stored, shares as usize, "{worker}'s rows");
+        }
+        assert_eq!(rows.len(), total as usize, "nothing else");
+    })
+    .await
+    .expect("test timed out");
+}
