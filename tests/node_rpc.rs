@@ -11,6 +11,8 @@
 
 #[path = "common/regtest_node.rs"]
 mod regtest_node;
+#[path = "common/sv1_client.rs"]
+mod sv1_client;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -466,4 +468,64 @@ async fn window_in_the_coinbase_blocks() {
     }
     assert!(in_coinbase >= 3, "{in_coinbase} blocks paid the window");
     assert_eq!(most_users, 2, "a coinbase paid both address users");
+}
+
+/// A Stratum V1 miner built on SRI's `sv1_api` (issue 17) on the real node: its blocks, which
+/// the pool submits before answering `true`, are accepted (the node's chain grows and its best
+/// block is one the pool submitted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sv1_blocks_are_accepted_by_the_node() {
+    tokio::time::timeout(Duration::from_secs(45 * 60), sv1_blocks())
+        .await
+        .expect("test finished in time");
+}
+
+async fn sv1_blocks() {
+    let node = RegtestNode::start(None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            rpc_poll_interval_ms: Some(200),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("valid test config");
+    let backend = Arc::new(RpcNode::new(node.rpc_config()));
+    let api: Arc<dyn NodeApi> = backend.clone();
+    let server = StratumV2Server::new(config, api).expect("server");
+    server.start().await.expect("start");
+    let sv1 = server.sv1_local_addr().await.expect("the SV1 port listens");
+    let client = backend.client();
+    let before = block_count(client).await;
+    let mut miner = sv1_client::connect(sv1, &format!("{REGTEST_ADDRESS}.sv1rig")).await;
+    tokio::time::timeout(Duration::from_secs(150), miner.mine(6))
+        .await
+        .expect("six SV1 shares accepted in time");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = server.get_pool_stats().await;
+    let height = block_count(client).await;
+    assert!(
+        stats.blocks_accepted >= 1 && height > before,
+        "no SV1 block accepted ({stats:?})\n{}",
+        node.log()
+    );
+    let best = best_hash(client).await;
+    let submitted: Vec<String> = std::fs::read_dir(dir.path().join("blocks/submitted"))
+        .expect("submitted blocks")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        submitted.iter().any(|name| name.starts_with(&best)),
+        "the node's best block {best} is not one the pool submitted: {submitted:?}"
+    );
+    drop(miner);
+    tokio::time::timeout(Duration::from_secs(30), server.stop())
+        .await
+        .expect("stopped in time")
+        .expect("stopped");
 }
