@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, BlockHash, TxMerkleNode};
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
+use blvm_stratum_v2::client::{ChannelKind, MinerOptions, MinerReport, StopReason, run_miner};
 use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::rpc::{RpcAuth, RpcConfig, RpcNode};
 use blvm_stratum_v2::node::{NodeApi, NodeError};
@@ -233,6 +233,62 @@ async fn broken_merkle_root() {
     }
 }
 
+/// A pool started on `node` over JSON-RPC, its data in `dir`, every share at difficulty 1e-6
+/// (at regtest's difficulty about every other share is a block), the node polled every 200 ms;
+/// `tweak` sets the rest. Returns the pool, where it listens and its backend (for the node's
+/// RPC client).
+async fn pool_on_node(
+    node: &RegtestNode,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut PoolOptions),
+) -> (StratumV2Server, std::net::SocketAddr, Arc<RpcNode>) {
+    let mut options = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        min_difficulty: Some(1e-6),
+        max_difficulty: Some(1e-6),
+        rpc_poll_interval_ms: Some(200),
+        ..PoolOptions::default()
+    };
+    tweak(&mut options);
+    let config = PoolConfig::resolve(&options, "test").expect("valid test config");
+    let backend = Arc::new(RpcNode::new(node.rpc_config()));
+    let api: Arc<dyn NodeApi> = backend.clone();
+    let server = StratumV2Server::new(config, api).expect("server");
+    let addr = server.start().await.expect("start");
+    (server, addr, backend)
+}
+
+/// Our CPU miner on `server` (at `addr`) as `user`, on an extended channel, until `shares` are
+/// accepted; it must get there.
+async fn mine_shares(
+    server: &StratumV2Server,
+    addr: std::net::SocketAddr,
+    user: &str,
+    shares: u64,
+) -> MinerReport {
+    let opts = MinerOptions {
+        url: addr.to_string(),
+        authority_pubkey: server.authority_public_key().to_owned(),
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: user.to_owned(),
+        nominal_hash_rate: 0.0,
+        max_shares: Some(shares),
+        duration: Some(Duration::from_secs(90)),
+        ..MinerOptions::default()
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(150),
+        run_miner(opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("miner finished in time")
+    .expect("miner ran");
+    assert_eq!(report.stop, StopReason::MaxShares, "{user}: {report:?}");
+    report
+}
+
 /// Solo and donate channels (`sri/solo/ADDRESS/w`, `sri/donate/10/ADDRESS/w`) on the real
 /// node: each block is built from the channel's own coinbase, the node accepts it (its chain
 /// grows by exactly the pool's blocks, the best block is one of them), and its coinbase pays
@@ -250,22 +306,7 @@ async fn solo_and_donate_blocks() {
 
     let node = RegtestNode::start(None).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = PoolConfig::resolve(
-        &PoolOptions {
-            listen_addr: Some("127.0.0.1:0".into()),
-            data_dir: Some(dir.path().to_path_buf()),
-            min_difficulty: Some(1e-6),
-            max_difficulty: Some(1e-6),
-            rpc_poll_interval_ms: Some(200),
-            ..PoolOptions::default()
-        },
-        "test",
-    )
-    .expect("valid test config");
-    let backend = Arc::new(RpcNode::new(node.rpc_config()));
-    let api: Arc<dyn NodeApi> = backend.clone();
-    let server = StratumV2Server::new(config, api).expect("server");
-    let addr = server.start().await.expect("start");
+    let (server, addr, backend) = pool_on_node(&node, dir.path(), |_| {}).await;
     let client = backend.client();
     let solo: Address = REGTEST_ADDRESS
         .parse::<Address<_>>()
@@ -278,25 +319,7 @@ async fn solo_and_donate_blocks() {
         (format!("sri/donate/10/{donor}/w2"), &donor),
     ] {
         let before = block_count(client).await;
-        let opts = MinerOptions {
-            url: addr.to_string(),
-            authority_pubkey: server.authority_public_key().to_owned(),
-            threads: 1,
-            channel: ChannelKind::Extended,
-            user: user.clone(),
-            nominal_hash_rate: 0.0,
-            max_shares: Some(6),
-            duration: Some(Duration::from_secs(90)),
-            ..MinerOptions::default()
-        };
-        let report = tokio::time::timeout(
-            Duration::from_secs(150),
-            run_miner(opts, std::future::pending::<()>()),
-        )
-        .await
-        .expect("miner finished in time")
-        .expect("miner ran");
-        assert_eq!(report.stop, StopReason::MaxShares, "{user}: {report:?}");
+        mine_shares(&server, addr, &user, 6).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let height = block_count(client).await;
         assert!(height > before, "{user}: no block accepted\n{}", node.log());
@@ -369,25 +392,12 @@ async fn window_in_the_coinbase_blocks() {
 
     let node = RegtestNode::start(None).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = PoolConfig::resolve(
-        &PoolOptions {
-            listen_addr: Some("127.0.0.1:0".into()),
-            data_dir: Some(dir.path().to_path_buf()),
-            min_difficulty: Some(1e-6),
-            max_difficulty: Some(1e-6),
-            rpc_poll_interval_ms: Some(200),
-            template_refresh_secs: Some(1),
-            coinbase_payouts: Some(true),
-            pplns_window_multiple: Some(10_000.0),
-            ..PoolOptions::default()
-        },
-        "test",
-    )
-    .expect("valid test config");
-    let backend = Arc::new(RpcNode::new(node.rpc_config()));
-    let api: Arc<dyn NodeApi> = backend.clone();
-    let server = StratumV2Server::new(config, api).expect("server");
-    let addr = server.start().await.expect("start");
+    let (server, addr, backend) = pool_on_node(&node, dir.path(), |o| {
+        o.template_refresh_secs = Some(1);
+        o.coinbase_payouts = Some(true);
+        o.pplns_window_multiple = Some(10_000.0);
+    })
+    .await;
     let client = backend.client();
     let before = block_count(client).await;
     let alice = Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, 1]), Network::Regtest);
@@ -402,25 +412,7 @@ async fn window_in_the_coinbase_blocks() {
         ("dave.w3".to_owned(), 3),
         (format!("{alice}.w1"), 3),
     ] {
-        let opts = MinerOptions {
-            url: addr.to_string(),
-            authority_pubkey: server.authority_public_key().to_owned(),
-            threads: 1,
-            channel: ChannelKind::Extended,
-            user: user.clone(),
-            nominal_hash_rate: 0.0,
-            max_shares: Some(shares),
-            duration: Some(Duration::from_secs(90)),
-            ..MinerOptions::default()
-        };
-        let report = tokio::time::timeout(
-            Duration::from_secs(150),
-            run_miner(opts, std::future::pending::<()>()),
-        )
-        .await
-        .expect("miner finished in time")
-        .expect("miner ran");
-        assert_eq!(report.stop, StopReason::MaxShares, "{user}: {report:?}");
+        mine_shares(&server, addr, &user, shares).await;
         // The next miner's work pays a window holding this one's shares.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
     }
@@ -483,22 +475,7 @@ async fn sv1_blocks_are_accepted_by_the_node() {
 async fn sv1_blocks() {
     let node = RegtestNode::start(None).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = PoolConfig::resolve(
-        &PoolOptions {
-            listen_addr: Some("127.0.0.1:0".into()),
-            data_dir: Some(dir.path().to_path_buf()),
-            min_difficulty: Some(1e-6),
-            max_difficulty: Some(1e-6),
-            rpc_poll_interval_ms: Some(200),
-            ..PoolOptions::default()
-        },
-        "test",
-    )
-    .expect("valid test config");
-    let backend = Arc::new(RpcNode::new(node.rpc_config()));
-    let api: Arc<dyn NodeApi> = backend.clone();
-    let server = StratumV2Server::new(config, api).expect("server");
-    server.start().await.expect("start");
+    let (server, _, backend) = pool_on_node(&node, dir.path(), |_| {}).await;
     let sv1 = server.sv1_local_addr().await.expect("the SV1 port listens");
     let client = backend.client();
     let before = block_count(client).await;
