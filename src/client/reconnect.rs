@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::run::{MinerError, MinerOptions, MinerReport, StopReason, run_miner};
+use super::run::{MinerError, MinerOptions, MinerReport, StopReason, host_port, run_miner};
 
 /// Delays between attempts to connect: `min`, doubling up to `max`, each with up to a
 /// quarter of itself added at random.
@@ -66,7 +66,7 @@ impl Backoff {
 }
 
 /// A random duration in `[0, up_to]`.
-fn jitter(up_to: Duration, rng: &mut impl Rng) -> Duration {
+pub fn jitter(up_to: Duration, rng: &mut impl Rng) -> Duration {
     let micros = up_to.as_micros().min(u128::from(u64::MAX)) as u64;
     Duration::from_micros(rng.gen_range(0..=micros))
 }
@@ -94,19 +94,16 @@ fn is_fatal(e: &MinerError) -> bool {
     matches!(e, MinerError::Options(_) | MinerError::AuthorityKey(_))
 }
 
-/// `url` with the host and port a Reconnect names (empty host or port 0: unchanged).
+/// `url` with the host and port a Reconnect names (empty host or port 0: unchanged); `url`
+/// itself if it is not `host:port` (it cannot be: the run just connected to it).
 pub fn reconnect_url(url: &str, host: &str, port: u16) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let addr = rest.split('/').next().unwrap_or(rest);
-    let (old_host, old_port) = addr.rsplit_once(':').unwrap_or((addr, ""));
-    let host = if host.is_empty() { old_host } else { host };
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+    let Ok((old_host, old_port)) = host_port(url) else {
+        return url.to_owned();
     };
-    if port == 0 {
-        format!("{host}:{old_port}")
+    let host = if host.is_empty() { &old_host } else { host };
+    let port = if port == 0 { old_port } else { port };
+    if host.contains(':') {
+        format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     }

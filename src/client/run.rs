@@ -195,8 +195,8 @@ impl From<ConnectionError<MinerSessionError>> for MinerError {
     }
 }
 
-/// `host:port` from a URL-ish string.
-fn host_port(url: &str) -> Result<(String, u16), MinerError> {
+/// `host:port` from a URL-ish string (an IPv6 host without its brackets).
+pub(crate) fn host_port(url: &str) -> Result<(String, u16), MinerError> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let addr = rest.split('/').next().unwrap_or(rest);
     let (host, port) = addr

@@ -24,18 +24,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 use bitcoin::{BlockHash, Target, Txid};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 
 use super::{Ctx, Phase};
 use crate::client::hasher::{IV, compress};
-use crate::client::reconnect::{Backoff, RECONNECT_JITTER};
+use crate::client::reconnect::{Backoff, RECONNECT_JITTER, jitter};
 use crate::client::run::ClientProtocol;
 use crate::client::sv1::Sv1MinerSession;
-use crate::client::{JobKind, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share};
+use crate::client::{
+    JobKind, MinerConfig, MinerEvent, MinerSession, MinerSessionError, MiningWork, Share,
+};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::merkle::fold_merkle_path;
 use crate::noise::{Initiator, NoiseError};
@@ -404,13 +406,18 @@ impl Load<'_> {
     }
 }
 
-/// Connect, handshake, setup, channel open and first work.
-async fn establish(
-    ctx: &Ctx,
-    index: usize,
-    initiator: Initiator,
-) -> Result<Conn<MinerSession>, ConnError> {
-    let _permit = ctx.connect_permits.acquire().await;
+/// The first steps of connection `index`, either protocol: a place among the connections
+/// setting up (held until the first work), the setup's start, the TCP connection, and the
+/// channel's configuration (user_identity `USER.index`).
+struct Dialed<'a> {
+    _permit: Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>,
+    started: Instant,
+    stream: TcpStream,
+    config: MinerConfig,
+}
+
+async fn dial(ctx: &Ctx, index: usize) -> Result<Dialed<'_>, ConnError> {
+    let permit = ctx.connect_permits.acquire().await;
     let started = Instant::now();
     let stream = TcpStream::connect(ctx.addr)
         .await
@@ -418,6 +425,26 @@ async fn establish(
     stream.set_nodelay(true)?;
     let mut config = ctx.miner.clone();
     config.user_identity = format!("{}.{index}", ctx.miner.user_identity);
+    Ok(Dialed {
+        _permit: permit,
+        started,
+        stream,
+        config,
+    })
+}
+
+/// Connect, handshake, setup, channel open and first work.
+async fn establish(
+    ctx: &Ctx,
+    index: usize,
+    initiator: Initiator,
+) -> Result<Conn<MinerSession>, ConnError> {
+    let Dialed {
+        _permit,
+        started,
+        stream,
+        config,
+    } = dial(ctx, index).await?;
     let session = MinerSession::new(config)?;
     // The whole setup is bounded by the caller's `setup_timeout`; the connection's own
     // deadlines say the same and are not polled here.
@@ -427,14 +454,12 @@ async fn establish(
 
 /// Connect, mining.configure/subscribe/authorize (Stratum V1) and first work.
 async fn establish_sv1(ctx: &Ctx, index: usize) -> Result<Conn<Sv1MinerSession>, ConnError> {
-    let _permit = ctx.connect_permits.acquire().await;
-    let started = Instant::now();
-    let stream = TcpStream::connect(ctx.addr)
-        .await
-        .map_err(ConnError::Connect)?;
-    stream.set_nodelay(true)?;
-    let mut config = ctx.miner.clone();
-    config.user_identity = format!("{}.{index}", ctx.miner.user_identity);
+    let Dialed {
+        _permit,
+        started,
+        stream,
+        config,
+    } = dial(ctx, index).await?;
     let session = Sv1MinerSession::new(config)?;
     let conn = Connection::connect_lines(session, conn_config(ctx), unix_ms());
     first_work(ctx, stream, conn, started).await
@@ -655,7 +680,7 @@ async fn reconnect<P: Establish>(
     // `StdRng`: the generator is held across awaits (the thread's is not `Send`).
     let mut rng = StdRng::from_entropy();
     let mut delay = if asked {
-        Duration::from_micros(rng.gen_range(0..=RECONNECT_JITTER.as_micros() as u64))
+        jitter(RECONNECT_JITTER, &mut rng)
     } else {
         backoff.next_delay(&mut rng)
     };

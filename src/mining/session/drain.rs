@@ -12,8 +12,7 @@ use crate::wire::common::Reconnect;
 impl Session {
     /// Asks the miner to reconnect (once); `false` when the connection is not set up (nothing
     /// to drain: it is closed at once).
-    pub fn ask_to_reconnect(&mut self, now_ms: u64) -> bool {
-        let _ = now_ms;
+    pub fn ask_to_reconnect(&mut self) -> bool {
         if !self.is_ready() {
             return false;
         }
@@ -25,10 +24,5 @@ impl Session {
             });
         }
         true
-    }
-
-    /// Whether the miner was asked to reconnect.
-    pub fn is_draining(&self) -> bool {
-        self.draining
     }
 }

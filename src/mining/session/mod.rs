@@ -344,8 +344,8 @@ impl Protocol for Session {
         self.check_liveness(now_ms)
     }
 
-    fn begin_drain(&mut self, now_ms: u64) -> bool {
-        self.ask_to_reconnect(now_ms)
+    fn begin_drain(&mut self, _now_ms: u64) -> bool {
+        self.ask_to_reconnect()
     }
 }
 
