@@ -191,6 +191,11 @@ impl PoolObserver {
         LedgerLocation::parse(&settings.url).ok()
     }
 
+    /// What the webhooks delivered, dropped and gave up, if any is configured.
+    pub fn webhook_totals(&self) -> Option<crate::webhook::WebhookTotals> {
+        self.shared.notifications.as_ref().map(|n| n.hooks.totals())
+    }
+
     /// The idle timeout after which quiet connections close (ms).
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.shared.config.idle_timeout_ms)
