@@ -162,6 +162,8 @@ pub struct Shared {
     observe: Arc<observe::Observations>,
     /// Issue 16: the webhooks, if any are configured.
     notifications: Option<webhooks::Notifications>,
+    /// The ledger, when it is in memory (`memory:`): the HTTP API reads it through this.
+    memory_ledger: Option<crate::ledger::SharedMemoryLedger>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -431,12 +433,22 @@ impl StratumV2Server {
         node: Arc<dyn NodeApi>,
     ) -> Result<Self, StratumV2Error> {
         let config: ServerConfig = config.into();
-        let ledger = match &config.ledger {
-            Some(settings) => Some(ledger_writer::open_ledger(
+        let in_memory = config.ledger.as_ref().is_some_and(|settings| {
+            crate::ledger::LedgerLocation::parse(&settings.url)
+                .is_ok_and(|l| l == crate::ledger::LedgerLocation::Memory)
+        });
+        // A ledger in memory is shared with the HTTP API's reader (a file or a database gets
+        // a second connection instead).
+        let memory_ledger = in_memory.then(crate::ledger::SharedMemoryLedger::new);
+        let ledger = match (&config.ledger, &memory_ledger) {
+            (Some(_), Some(memory)) => {
+                Some(Box::new(memory.clone()) as Box<dyn crate::ledger::Ledger>)
+            }
+            (Some(settings), None) => Some(ledger_writer::open_ledger(
                 &settings.url,
                 settings.sqlite_sync,
             )?),
-            None => None,
+            (None, _) => None,
         };
         // Payouts: a block the node accepts is settled (its reward split over its window, or
         // to its finder) on the writer thread, right after its verdict is written.
@@ -452,7 +464,7 @@ impl StratumV2Server {
                 other => other.map(|_| ()),
             }
         });
-        Self::build(config, node, ledger, settle)
+        Self::build(config, node, ledger, settle, memory_ledger)
     }
 
     /// Builds the server on a ledger of the caller's (whatever `config.ledger` says; its
@@ -464,7 +476,7 @@ impl StratumV2Server {
         ledger: Box<dyn crate::ledger::Ledger>,
         on_accepted: ledger_writer::BlockHook,
     ) -> Result<Self, StratumV2Error> {
-        Self::build(config.into(), node, Some(ledger), on_accepted)
+        Self::build(config.into(), node, Some(ledger), on_accepted, None)
     }
 
     fn build(
@@ -472,6 +484,7 @@ impl StratumV2Server {
         node: Arc<dyn NodeApi>,
         ledger: Option<Box<dyn crate::ledger::Ledger>>,
         on_accepted: ledger_writer::BlockHook,
+        memory_ledger: Option<crate::ledger::SharedMemoryLedger>,
     ) -> Result<Self, StratumV2Error> {
         let (authority, created) = load_authority_key(&config)?;
         if created {
@@ -585,6 +598,7 @@ impl StratumV2Server {
             payout_window,
             observe,
             notifications: webhooks::Notifications::new(&config_webhooks),
+            memory_ledger,
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {

@@ -196,6 +196,11 @@ impl PoolObserver {
         self.shared.notifications.as_ref().map(|n| n.hooks.totals())
     }
 
+    /// The pool's ledger, when it is in memory (`memory:`): a handle for a second reader.
+    pub fn memory_ledger(&self) -> Option<crate::ledger::SharedMemoryLedger> {
+        self.shared.memory_ledger.clone()
+    }
+
     /// The idle timeout after which quiet connections close (ms).
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.shared.config.idle_timeout_ms)
