@@ -2,9 +2,14 @@
 //! small HTTP receiver in the test (axum on 127.0.0.1) recording every POST. A block found
 //! and its acceptance arrive as signed JSON naming the finder; a worker that stops is notified
 //! offline after the configured time and online when it mines again; a receiver that answers
-//! 500 twice gets the event on the third attempt; the node going away and coming back is
-//! notified; and a receiver that is down costs nothing but its own bounded queue: the pool
-//! mines on and counts the events it drops.
+//! 500 twice gets the event on the third attempt; a JSON-RPC node (a fake one in the test, on
+//! the real RPC backend) that stops answering and comes back is notified once each way; a
+//! block the node refuses carries its reason; a receiver that is down costs nothing but its
+//! own bounded queue: the pool mines on and counts the events it drops; and the binary does
+//! it all from its configuration file.
+
+#[path = "common/binary.rs"]
+mod binary;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -334,37 +339,19 @@ async fn blocks_and_a_worker_going_quiet_arrive_as_signed_json() {
     server.stop().await.expect("stops");
 }
 
-/// The embedded chain behind a switch: while `down`, templates and submissions fail as an
-/// unreachable node's do.
-struct Switchable {
+/// The embedded chain behind a node that refuses every block (as a node whose consensus
+/// rules the block breaks).
+struct Refusing {
     inner: Arc<EmbeddedNode>,
-    down: AtomicBool,
-    /// Refuses every block (as a node whose consensus rules the block breaks).
-    refuse: AtomicBool,
 }
 
-impl Switchable {
-    fn unavailable() -> NodeError {
-        NodeError::Unavailable("connection refused (the test stopped the node)".into())
-    }
-}
-
-impl NodeApi for Switchable {
+impl NodeApi for Refusing {
     fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(Switchable::unavailable()) });
-        }
         self.inner.get_block_template()
     }
 
-    fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(Switchable::unavailable()) });
-        }
-        if self.refuse.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(NodeError::BlockRejected("bad-test-refusal".into())) });
-        }
-        self.inner.submit_block(block)
+    fn submit_block(&self, _block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
+        Box::pin(async { Err(NodeError::BlockRejected("bad-test-refusal".into())) })
     }
 
     fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
@@ -376,13 +363,83 @@ impl NodeApi for Switchable {
     }
 }
 
+/// A fake JSON-RPC node on 127.0.0.1 (regtest, a template on a fixed tip) that stops
+/// answering while `down` is set: each connection is then closed without an answer, as a
+/// node that went away mid-request. Returns its URL.
+async fn fake_rpc_node(down: Arc<AtomicBool>) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    const TIP: &str = "00000000000000000000000000000000000000000000000000000000000000cc";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let down = down.clone();
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(stream);
+                loop {
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        match conn.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if conn.read_exact(&mut body).await.is_err() || down.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let result = match req["method"].as_str().unwrap_or_default() {
+                        "getblockchaininfo" => serde_json::json!({"chain": "regtest", "blocks": 5}),
+                        "getbestblockhash" => serde_json::json!(TIP),
+                        "getblockcount" => serde_json::json!(5),
+                        "getblockheader" => serde_json::json!({"height": 5}),
+                        "getblocktemplate" => serde_json::json!({
+                            "version": 0x2000_0000, "rules": ["segwit"],
+                            "previousblockhash": TIP, "transactions": [],
+                            "coinbasevalue": 5_000_000_000u64, "mintime": 1, "curtime": 2,
+                            "bits": "207fffff", "height": 6,
+                        }),
+                        _ => Value::Null,
+                    };
+                    let text =
+                        serde_json::json!({"result": result, "error": null, "id": req["id"]})
+                            .to_string();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if conn.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_return_too() {
     let dir = tempfile::tempdir().unwrap();
     // The receiver answers 500 twice, then 200.
     let (hook, receiver) = Receiver::start(&[500, 500]).await;
+    let down = Arc::new(AtomicBool::new(false));
+    let rpc_url = fake_rpc_node(down.clone()).await;
     let extra = format!(
         r#"
+        backend = "rpc"
+        rpc_url = "{rpc_url}"
         template_refresh_secs = 1
         [[webhooks]]
         url = "http://{hook}/hook"
@@ -390,12 +447,11 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
         "#
     );
     let config = PoolConfig::resolve(&pool_options(dir.path(), &extra), "test").expect("config");
-    let node = Arc::new(Switchable {
-        inner: embedded(),
-        down: AtomicBool::new(false),
-        refuse: AtomicBool::new(false),
-    });
-    let server = StratumV2Server::new(config, node.clone()).expect("server");
+    let blvm_stratum_v2::config::Backend::Rpc(rpc) = config.backend.clone() else {
+        panic!("not the rpc backend: {:?}", config.backend)
+    };
+    let node = Arc::new(blvm_stratum_v2::node::rpc::RpcNode::new(rpc));
+    let server = StratumV2Server::new(config, node).expect("server");
     server.start().await.expect("started");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -403,7 +459,7 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
         "nothing to say while the node answers"
     );
 
-    node.down.store(true, Ordering::SeqCst);
+    down.store(true, Ordering::SeqCst);
     wait_until(
         "node_unreachable delivered",
         Duration::from_secs(30),
@@ -426,17 +482,20 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
             .all(|d| d.id == tries[0].id && d.body == tries[0].body),
         "the same event each time"
     );
-    let down = tries[2].json();
-    assert_eq!(down["node"]["reachable"], false);
-    assert_eq!(down["node"]["error"], "unavailable");
-    assert!(down["node"]["failures"].as_u64().unwrap() >= 1, "{down}");
+    let outage = tries[2].json();
+    assert_eq!(outage["node"]["reachable"], false);
+    assert_eq!(outage["node"]["error"], "unavailable");
     assert!(
-        down["node"]["last_answer_ms"].as_u64().unwrap()
-            <= down["node"]["unreachable_since_ms"].as_u64().unwrap()
+        outage["node"]["failures"].as_u64().unwrap() >= 1,
+        "{outage}"
+    );
+    assert!(
+        outage["node"]["last_answer_ms"].as_u64().unwrap()
+            <= outage["node"]["unreachable_since_ms"].as_u64().unwrap()
     );
     assert!(!String::from_utf8_lossy(&tries[2].body).contains(RPC_PASSWORD));
 
-    node.down.store(false, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
     wait_until("node_reachable delivered", Duration::from_secs(30), || {
         !receiver.delivered("node_reachable").is_empty()
     })
@@ -445,7 +504,7 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
     assert_eq!(up["node"]["reachable"], true);
     assert_eq!(
         up["node"]["unreachable_since_ms"],
-        down["node"]["unreachable_since_ms"]
+        outage["node"]["unreachable_since_ms"]
     );
     assert!(
         up["node"]["answered_ms"].as_u64().unwrap()
@@ -581,11 +640,7 @@ async fn a_block_the_node_refuses_is_notified_with_its_reason() {
         "#
     );
     let config = PoolConfig::resolve(&pool_options(dir.path(), &extra), "test").expect("config");
-    let node = Arc::new(Switchable {
-        inner: embedded(),
-        down: AtomicBool::new(false),
-        refuse: AtomicBool::new(true),
-    });
+    let node = Arc::new(Refusing { inner: embedded() });
     let server = StratumV2Server::new(config, node.clone()).expect("server");
     let addr = server.start().await.expect("started");
     mine(&server, addr, "carol.rig9", 2).await;
@@ -601,4 +656,65 @@ async fn a_block_the_node_refuses_is_notified_with_its_reason() {
     // Only the subscribed events are sent.
     assert!(receiver.all().iter().all(|d| d.event == "block_refused"));
     server.stop().await.expect("stops");
+}
+
+/// The operator's way: the pool binary with `[[webhooks]]` in its configuration file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_notifies_from_its_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, receiver) = Receiver::start(&[]).await;
+    let file = dir.path().join("pool.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+            listen_addr = "127.0.0.1:0"
+            sv1_listen_addr = "off"
+            http_enabled = false
+            min_difficulty = 1e-6
+            max_difficulty = 1e-6
+            share_rate_multiple = 1e9
+            chain_bits = {CHAIN_BITS}
+            chain_block_interval_secs = 0
+            [[webhooks]]
+            url = "http://{hook}/hook"
+            events = ["block_found", "block_accepted"]
+            secret = "{SECRET}"
+            "#
+        ),
+    )
+    .unwrap();
+    let mut pool = binary::PoolProcess::start(dir.path(), &["--config", file.to_str().unwrap()]);
+    let opts = MinerOptions {
+        url: pool.addr.clone(),
+        authority_pubkey: pool.key.clone(),
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: "erin.rig2".into(),
+        duration: Some(Duration::from_secs(3)),
+        ..MinerOptions::default()
+    };
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_miner(opts, std::future::pending::<()>()),
+    )
+    .await
+    .expect("miner finished in time")
+    .expect("miner ran");
+    assert!(report.shares_accepted > 0, "{report:?}");
+    wait_until(
+        "block_accepted from the binary",
+        Duration::from_secs(20),
+        || !receiver.delivered("block_accepted").is_empty(),
+    )
+    .await;
+    let found = receiver.delivered("block_found");
+    assert!(!found.is_empty());
+    assert_eq!(found[0]["block"]["user"], "erin");
+    assert_eq!(found[0]["pool_id"], "/blvm-stratum-v2/");
+    assert!(receiver.all().iter().all(|d| d.signature.is_some()));
+    pool.signal(libc::SIGTERM);
+    let status = pool.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    assert!(!pool.log().contains(SECRET), "the secret in the log");
 }

@@ -108,7 +108,7 @@ pub(crate) async fn watch_loop(shared: Arc<Shared>, mut shutdown: watch::Receive
             let seen = NodeSeen {
                 reachable: health.reachable,
                 last_answer_ms: health.last_answer_ms,
-                last_failure_ms: health.last_failure_ms,
+                last_failure_ms: health.unreachable_since_ms.or(health.last_failure_ms),
                 failures: health.failures,
             };
             let event = notes.watcher().node(seen, now);

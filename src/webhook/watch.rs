@@ -29,7 +29,8 @@ pub struct NodeSeen {
     pub reachable: bool,
     /// Its last answer (ms), if any.
     pub last_answer_ms: Option<u64>,
-    /// Its last failure (ms), if any.
+    /// While unreachable: when the outage began (its first failure after its last answer);
+    /// otherwise its last failure (ms), if any.
     pub last_failure_ms: Option<u64>,
     /// Failed requests since the start.
     pub failures: u64,
