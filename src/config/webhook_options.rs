@@ -166,7 +166,7 @@ mod tests {
             [[webhooks]]
             url = "http://127.0.0.1:9000/hook"
             [[webhooks]]
-            url = "http://relay.local/x"
+            url = "http://relay.local/token-Zk3q"
             events = ["block_found", "node_unreachable"]
             secret = "s3cret"
             "#,
@@ -179,7 +179,12 @@ mod tests {
         assert!(s.hooks[1].secret.is_some());
         assert_eq!((s.queue, s.max_attempts), (8, 3));
         assert_eq!(s.pool_id, "/mine/");
-        assert!(!format!("{s:?}").contains("s3cret"));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("token-Zk3q"),
+            "{shown}"
+        );
+        assert!(shown.contains("relay.local"), "{shown}");
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl std::fmt::Debug for WebhookSecret {
     }
 }
 
-/// One webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One webhook. Its `Debug` shows the receiver's host and port only: a webhook URL's path
+/// often carries a token (chat services put one there).
+#[derive(Clone, PartialEq, Eq)]
 pub struct HookSettings {
     /// Where it is POSTed (`http://HOST[:PORT][/PATH]`).
     pub url: hyper::Uri,
@@ -74,6 +75,16 @@ pub struct HookSettings {
     pub events: EventSet,
     /// Signs each body (`X-Blvm-Signature-256`), if set.
     pub secret: Option<WebhookSecret>,
+}
+
+impl std::fmt::Debug for HookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookSettings")
+            .field("receiver", &self.receiver())
+            .field("events", &self.events)
+            .field("signed", &self.secret.is_some())
+            .finish()
+    }
 }
 
 impl HookSettings {
