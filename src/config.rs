@@ -30,6 +30,7 @@ mod http_options;
 mod module_env;
 pub mod secrets;
 mod sv1_listen;
+mod webhook_options;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +365,44 @@ pub struct PoolOptions {
     /// HTTP requests per second, pool-wide (bursts of twice that); beyond it 429. Default: 50.
     #[arg(long, value_name = "N")]
     pub http_requests_per_second: Option<u32>,
+    // ----- issue 16, webhooks -----
+    /// The webhooks: `[[webhooks]] url = "http://..."`, optional `events` (default: all),
+    /// `secret` or `secret_file` (HMAC-SHA256 signature header). File only.
+    #[arg(skip)]
+    pub webhooks: Option<Vec<WebhookOptions>>,
+    /// Webhooks: a worker with no share for this long is notified offline (1 to 3599: the
+    /// pool forgets a worker after an hour). Default: 600.
+    #[arg(long, value_name = "SECS")]
+    pub webhook_worker_offline_secs: Option<u64>,
+    /// Webhooks: events waiting per webhook at most; beyond it the oldest waiting is dropped.
+    /// Default: 256.
+    #[arg(long, value_name = "N")]
+    pub webhook_queue: Option<usize>,
+    /// Webhooks: time for one delivery attempt. Default: 5.
+    #[arg(long, value_name = "SECS")]
+    pub webhook_timeout_secs: Option<u64>,
+    /// Webhooks: attempts per event (the first and its retries, 1 s doubling to 60 s with
+    /// jitter between them). Default: 5.
+    #[arg(long, value_name = "N")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Webhooks: the `pool_id` of every body. Default: pool_signature.
+    #[arg(long, value_name = "TEXT")]
+    pub webhook_pool_id: Option<String>,
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookOptions {
+    /// `http://HOST[:PORT][/PATH]`.
+    pub url: String,
+    /// Events sent (`block_found`, `block_accepted`, `block_refused`, `worker_offline`,
+    /// `worker_online`, `node_unreachable`, `node_reachable`). Default: all.
+    pub events: Option<Vec<String>>,
+    /// Signs each body with HMAC-SHA256 (`X-Blvm-Signature-256: sha256=HEX`).
+    pub secret: Option<String>,
+    /// The secret from a file (a secret file: ours, mode 600, not a link). Not with `secret`.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// One account of the `[users]` table.
@@ -606,7 +645,14 @@ impl PoolOptions {
             http_listen_addr,
             http_enabled,
             metrics_max_workers,
-            http_requests_per_second
+            http_requests_per_second,
+            // Issue 16, webhooks.
+            webhooks,
+            webhook_worker_offline_secs,
+            webhook_queue,
+            webhook_timeout_secs,
+            webhook_max_attempts,
+            webhook_pool_id
         );
         self.no_ledger |= top.no_ledger;
         self
@@ -722,6 +768,8 @@ pub struct PoolConfig {
     pub payout: PayoutPolicy,
     /// Issue 16: the HTTP server (`None`: off).
     pub http: Option<crate::http::HttpSettings>,
+    /// Issue 16: the webhooks (none by default).
+    pub webhooks: crate::webhook::WebhookSettings,
 }
 
 /// The data directory unless configured.
@@ -758,6 +806,7 @@ impl From<PoolConfig> for ServerConfig {
             max_submitted_blocks: c.max_submitted_blocks,
             ledger: c.ledger,
             payout: c.payout,
+            webhooks: c.webhooks,
         }
     }
 }
@@ -1219,6 +1268,7 @@ impl PoolConfig {
             payout: payout_policy(o, source_name)?,
             // Issue 16.
             http: http_options::http_settings(o, source_name)?,
+            webhooks: webhook_options::webhook_settings(o, source_name)?,
         })
     }
 }

@@ -17,6 +17,7 @@
 //! - [`shell`]: the one tokio shell of the servers: listener and deadline-driven driver loop.
 //! - [`server`]: the pool server on that shell.
 //! - [`http`]: the HTTP server beside the pool: Prometheus `/metrics` and the JSON API.
+//! - [`webhook`]: notifications by webhook (blocks, workers offline, the node unreachable).
 //! - [`config`]: the configuration file and flags, resolved into each part's settings.
 //! - [`api`]: the product API (the seed's names) as a thin facade over the above, re-exported
 //!   here.
@@ -28,10 +29,11 @@
 //!
 //! ```text
 //! main ──> config, server, http, template_provider, client, loadgen, node, noise
-//! http ──> server (its observer), ledger, mining, shell, loadgen (procfs)   /metrics, JSON API
+//! http ──> server (its observer), ledger, mining, shell, loadgen (procfs), webhook   /metrics, JSON API
 //! api ──> server, config, node, mining, block, wire      the product API's facade
-//! config ──> server, http, node, mining      the composition root: file, flags, module env into settings
-//! server ──> shell, connection, mining, node, noise, wire             the pool's tokio shell
+//! config ──> server, http, webhook, node, mining      the composition root: file, flags, module env into settings
+//! server ──> shell, connection, mining, node, noise, wire, webhook    the pool's tokio shell
+//! webhook ──> shell (clock), client (backoff)    what to notify (sans-IO), its delivery
 //! template_provider ──> shell, connection, mining, node, block, noise, wire
 //! loadgen ──> shell, client, connection, mining, noise, wire
 //! shell ──> connection, mining (certificate rule), noise     listener, driver loop, renewal
@@ -77,6 +79,8 @@ pub mod node;
 pub mod server;
 #[cfg(feature = "runtime")]
 pub mod template_provider;
+#[cfg(feature = "runtime")]
+pub mod webhook;
 
 /// The product API (the seed's names), a thin facade over the core: see [`api`].
 #[cfg(feature = "runtime")]

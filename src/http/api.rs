@@ -887,7 +887,7 @@ fn no_reader() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "no-ledger-reader",
-        "this pool's ledger cannot be read by the API (no ledger, or a ledger in memory)",
+        "this pool's ledger cannot be read by the API (no ledger, or one supplied by a library caller)",
     )
 }
 

@@ -7,14 +7,15 @@
 //! at the first request and again after a failure.
 //!
 //! A ledger in memory (`memory:`, tests and benchmarks) has no second connection: the API
-//! then answers its ledger routes with 503 `no-ledger-reader`.
+//! reads it through a shared handle on the same ledger ([`SharedMemoryLedger`]), on the same
+//! kind of thread and queue.
 
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::ledger::{Ledger, LedgerError, LedgerLocation};
+use crate::ledger::{Ledger, LedgerError, LedgerLocation, SharedMemoryLedger};
 
 /// Requests waiting for the reader at most.
 const QUEUE: usize = 16;
@@ -45,12 +46,29 @@ pub struct LedgerReader {
 
 impl LedgerReader {
     /// Starts the reader's thread for the ledger at `location` (opened at the first read).
+    /// A ledger in memory is not at a location: see [`LedgerReader::in_memory`].
     pub fn start(location: LedgerLocation) -> Result<Self, LedgerError> {
         if location == LedgerLocation::Memory {
             return Err(LedgerError::Location(
-                "a ledger in memory has no second reader".into(),
+                "a ledger in memory is read through its shared handle, not opened again".into(),
             ));
         }
+        let name = location.to_string();
+        Self::spawn(name, move || crate::ledger::open(&location))
+    }
+
+    /// Starts the reader's thread on the pool's ledger in memory (a handle on the same one).
+    pub fn in_memory(ledger: SharedMemoryLedger) -> Result<Self, LedgerError> {
+        Self::spawn("memory:".into(), move || {
+            Ok(Box::new(ledger.clone()) as Box<dyn Ledger>)
+        })
+    }
+
+    /// The reader's thread: `open` gives it its ledger at the first read and after a failure.
+    fn spawn(
+        name: String,
+        mut open: impl FnMut() -> Result<Box<dyn Ledger>, LedgerError> + Send + 'static,
+    ) -> Result<Self, LedgerError> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE);
         std::thread::Builder::new()
             .name("ledger-reader".into())
@@ -58,10 +76,10 @@ impl LedgerReader {
                 let mut ledger: Option<Box<dyn Ledger>> = None;
                 while let Ok(job) = queue.recv() {
                     if ledger.is_none() {
-                        match crate::ledger::open(&location) {
+                        match open() {
                             Ok(l) => ledger = Some(l),
                             Err(e) => {
-                                warn!(ledger = %location, "the HTTP API cannot open the ledger: {e}");
+                                warn!(ledger = %name, "the HTTP API cannot open the ledger: {e}");
                                 let _ = job(Err(&e));
                                 continue;
                             }

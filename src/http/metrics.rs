@@ -53,6 +53,7 @@ pub struct Scrape {
     ack_latency: HistogramSnapshot,
     ledger_commits: HistogramSnapshot,
     process: Option<crate::loadgen::procfs::ProcSample>,
+    webhooks: Option<crate::webhook::WebhookTotals>,
 }
 
 impl Scrape {
@@ -106,6 +107,7 @@ impl Scrape {
             ack_latency: observer.ack_latency(),
             ledger_commits: observer.ledger_commits(),
             process: crate::loadgen::procfs::sample("self").ok(),
+            webhooks: observer.webhook_totals(),
         }
     }
 
@@ -332,6 +334,51 @@ impl Collector for Scrape {
             "Duration of the share ledger's group commits.",
             &self.ledger_commits,
         )?;
+        // ----- webhooks (only with one configured) -----
+        if let Some(w) = &self.webhooks {
+            {
+                let mut m = e.encode_descriptor(
+                    "blvm_stratum_webhook_events",
+                    "Events the pool notified since the start, by event (before any queue).",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (kind, n) in &w.events {
+                    m.encode_family(&[("event", kind.name())])?
+                        .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+                }
+            }
+            {
+                let mut m = e.encode_descriptor(
+                    "blvm_stratum_webhook_deliveries",
+                    "Webhook deliveries since the start, by outcome (delivered: answered 2xx; failed: given up after webhook_max_attempts).",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (outcome, n) in [("delivered", w.delivered), ("failed", w.failed)] {
+                    m.encode_family(&[("outcome", outcome)])?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+            }
+            counter(
+                &mut e,
+                "blvm_stratum_webhook_retries",
+                "Webhook attempts that failed and were tried again.",
+                w.retried,
+            )?;
+            counter(
+                &mut e,
+                "blvm_stratum_webhook_dropped",
+                "Webhook events dropped from a full queue (the oldest waiting; webhook_queue).",
+                w.dropped,
+            )?;
+            gauge(
+                &mut e,
+                "blvm_stratum_webhook_queued",
+                "Webhook events waiting now, every webhook together.",
+                w.queued,
+            )?;
+        }
         // ----- the process -----
         if let Some(p) = &self.process {
             counter(

@@ -112,16 +112,19 @@ impl HttpServer {
         let local_addr = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let ledger =
-            observer
-                .ledger_location()
-                .and_then(|location| match LedgerReader::start(location) {
-                    Ok(reader) => Some(reader),
-                    Err(e) => {
-                        warn!("the HTTP API cannot read the ledger: {e}");
-                        None
-                    }
-                });
+        // A second reader of the pool's ledger: a handle on it when it is in memory, a
+        // connection of its own to the file or the database otherwise.
+        let reader = match observer.memory_ledger() {
+            Some(memory) => Some(LedgerReader::in_memory(memory)),
+            None => observer.ledger_location().map(LedgerReader::start),
+        };
+        let ledger = reader.and_then(|r| match r {
+            Ok(reader) => Some(reader),
+            Err(e) => {
+                warn!("the HTTP API cannot read the ledger: {e}");
+                None
+            }
+        });
         let state = Arc::new(AppState {
             observer,
             ledger,

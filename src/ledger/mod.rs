@@ -12,6 +12,7 @@
 #[cfg(feature = "runtime")]
 pub mod export;
 pub mod memory;
+pub mod shared_memory;
 // The backends (helper B): SQLite, PostgreSQL, and opening one from a location.
 #[cfg(feature = "runtime")]
 mod columns;
@@ -31,6 +32,7 @@ pub use memory::MemoryLedger;
 pub use open::{LedgerLocation, open, open_with};
 #[cfg(feature = "runtime")]
 pub use postgres::PostgresLedger;
+pub use shared_memory::SharedMemoryLedger;
 #[cfg(feature = "runtime")]
 pub use sqlite::{SqliteLedger, SqliteSettings, SqliteSync};
 

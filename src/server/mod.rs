@@ -15,6 +15,7 @@ mod reward_check;
 mod settings;
 mod sv1;
 mod timed_ledger;
+mod webhooks;
 
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
 pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
@@ -56,6 +57,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// How long `handle_message` waits for the ledger to commit the shares its reply
 /// acknowledges; past it, the reply is withheld (an error), never sent unrecorded.
 const ENDPOINT_COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// How long the webhooks' queued events may take to go out at shutdown.
+const WEBHOOK_GRACE: Duration = Duration::from_secs(3);
 /// Longest wait between two requests for the first template at start (waits double from
 /// 250 ms up to it).
 const FIRST_TEMPLATE_RETRY: Duration = Duration::from_secs(2);
@@ -157,6 +160,10 @@ pub struct Shared {
     payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>>,
     /// Issue 16: what the shell observes for the metrics (node answers, latencies).
     observe: Arc<observe::Observations>,
+    /// Issue 16: the webhooks, if any are configured.
+    notifications: Option<webhooks::Notifications>,
+    /// The ledger, when it is in memory (`memory:`): the HTTP API reads it through this.
+    memory_ledger: Option<crate::ledger::SharedMemoryLedger>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -365,6 +372,8 @@ struct Running {
     tasks: JoinSet<()>,
     submitter: tokio::task::JoinHandle<()>,
     submit_done: watch::Sender<bool>,
+    /// The webhooks' delivery tasks (given a few seconds at stop for what is queued).
+    webhook_tasks: Option<JoinSet<()>>,
 }
 
 /// The Stratum V2 pool server (product API).
@@ -424,12 +433,22 @@ impl StratumV2Server {
         node: Arc<dyn NodeApi>,
     ) -> Result<Self, StratumV2Error> {
         let config: ServerConfig = config.into();
-        let ledger = match &config.ledger {
-            Some(settings) => Some(ledger_writer::open_ledger(
+        let in_memory = config.ledger.as_ref().is_some_and(|settings| {
+            crate::ledger::LedgerLocation::parse(&settings.url)
+                .is_ok_and(|l| l == crate::ledger::LedgerLocation::Memory)
+        });
+        // A ledger in memory is shared with the HTTP API's reader (a file or a database gets
+        // a second connection instead).
+        let memory_ledger = in_memory.then(crate::ledger::SharedMemoryLedger::new);
+        let ledger = match (&config.ledger, &memory_ledger) {
+            (Some(_), Some(memory)) => {
+                Some(Box::new(memory.clone()) as Box<dyn crate::ledger::Ledger>)
+            }
+            (Some(settings), None) => Some(ledger_writer::open_ledger(
                 &settings.url,
                 settings.sqlite_sync,
             )?),
-            None => None,
+            (None, _) => None,
         };
         // Payouts: a block the node accepts is settled (its reward split over its window, or
         // to its finder) on the writer thread, right after its verdict is written.
@@ -445,7 +464,7 @@ impl StratumV2Server {
                 other => other.map(|_| ()),
             }
         });
-        Self::build(config, node, ledger, settle)
+        Self::build(config, node, ledger, settle, memory_ledger)
     }
 
     /// Builds the server on a ledger of the caller's (whatever `config.ledger` says; its
@@ -457,7 +476,7 @@ impl StratumV2Server {
         ledger: Box<dyn crate::ledger::Ledger>,
         on_accepted: ledger_writer::BlockHook,
     ) -> Result<Self, StratumV2Error> {
-        Self::build(config.into(), node, Some(ledger), on_accepted)
+        Self::build(config.into(), node, Some(ledger), on_accepted, None)
     }
 
     fn build(
@@ -465,6 +484,7 @@ impl StratumV2Server {
         node: Arc<dyn NodeApi>,
         ledger: Option<Box<dyn crate::ledger::Ledger>>,
         on_accepted: ledger_writer::BlockHook,
+        memory_ledger: Option<crate::ledger::SharedMemoryLedger>,
     ) -> Result<Self, StratumV2Error> {
         let (authority, created) = load_authority_key(&config)?;
         if created {
@@ -491,6 +511,7 @@ impl StratumV2Server {
         pool.set_max_miners(config.max_connections.saturating_mul(2).max(1024));
         let gate = gate::Gate::new(config.admission.clone(), config.max_connections, now_ms());
         let config_max_channels = config.mining.max_channels;
+        let config_webhooks = config.webhooks.clone();
         // Payouts in the coinbase: the pool's work pays the window the writer reads.
         if config.payout.coinbase_payouts.is_some() && ledger.is_none() {
             return Err(StratumV2Error::ConfigError(
@@ -576,6 +597,8 @@ impl StratumV2Server {
             payout_network: std::sync::OnceLock::new(),
             payout_window,
             observe,
+            notifications: webhooks::Notifications::new(&config_webhooks),
+            memory_ledger,
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -712,6 +735,15 @@ impl StratumV2Server {
             shutdown_rx.clone(),
         ));
         tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
+        // Issue 16: webhooks, delivered on their own tasks (mining never waits for them).
+        let webhook_tasks = self.shared.notifications.as_ref().map(|n| {
+            info!(webhooks = n.hooks.settings().hooks.len(), "webhooks on");
+            n.hooks.start()
+        });
+        tasks.spawn(webhooks::watch_loop(
+            self.shared.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(refusal_summary_loop(
             self.shared.clone(),
             shutdown_rx.clone(),
@@ -759,6 +791,7 @@ impl StratumV2Server {
             tasks,
             submitter,
             submit_done,
+            webhook_tasks,
         });
         Ok(local_addr)
     }
@@ -779,6 +812,10 @@ impl StratumV2Server {
         while r.tasks.join_next().await.is_some() {}
         let _ = r.submit_done.send(true);
         let _ = r.submitter.await;
+        // Every verdict is notified by now: what is queued gets a few seconds to go out.
+        if let (Some(n), Some(tasks)) = (&self.shared.notifications, r.webhook_tasks.take()) {
+            n.hooks.stop(tasks, WEBHOOK_GRACE).await;
+        }
         // Every share and verdict is sent by now: the ledger's last commit, then its end.
         let writer = self
             .ledger_writer
@@ -1285,6 +1322,9 @@ impl FoundBlockSink for SubmitterSink {
 
 /// A newly found block (already saved in `blocks/pending`) joins the submission schedule.
 fn submit_found(shared: &Shared, found: FoundBlock) {
+    if let Some(n) = &shared.notifications {
+        n.block_found(&found);
+    }
     shared
         .pool
         .write()
@@ -1313,6 +1353,14 @@ fn submit_one(
     answer: Result<(), NodeError>,
     outcome: SubmissionOutcome,
 ) {
+    if let Some(n) = &shared.notifications
+        && matches!(
+            outcome,
+            SubmissionOutcome::Accepted { .. } | SubmissionOutcome::Rejected
+        )
+    {
+        n.verdict(hash, height, &answer);
+    }
     if let Some(ledger) = &shared.ledger {
         let verdict = match (&outcome, &answer) {
             (SubmissionOutcome::Accepted { .. }, _) => Some(crate::ledger::BlockStatus::Accepted),

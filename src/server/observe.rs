@@ -30,6 +30,8 @@ pub(crate) struct Observations {
     node_error_ms: AtomicU64,
     /// Failed requests to the node since the start.
     node_errors: AtomicU64,
+    /// The first failure after the node's last answer (ms, 0: none): when an outage began.
+    node_outage_start_ms: AtomicU64,
     /// When the current work was published (ms, 0: none yet).
     work_published_ms: AtomicU64,
 }
@@ -42,6 +44,13 @@ impl Observations {
 
     /// The node could not be asked at `now_ms`.
     pub(crate) fn node_failed(&self, now_ms: u64) {
+        // The first failure since the last answer starts the outage (a race with an answer
+        // at the same moment only moves the start by that moment).
+        if self.node_outage_start_ms.load(Ordering::Relaxed)
+            <= self.node_ok_ms.load(Ordering::Relaxed)
+        {
+            self.node_outage_start_ms.store(now_ms, Ordering::Relaxed);
+        }
         self.node_error_ms.fetch_max(now_ms, Ordering::Relaxed);
         self.node_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -64,6 +73,8 @@ pub struct NodeHealth {
     pub last_failure_ms: Option<u64>,
     /// Failed requests since the start.
     pub failures: u64,
+    /// While unreachable: its first failure after its last answer (ms since the Unix epoch).
+    pub unreachable_since_ms: Option<u64>,
     /// The tip the current work builds on: its hash and height.
     pub tip: Option<(String, u32)>,
     /// The current work's height (the next block's).
@@ -157,8 +168,11 @@ impl PoolObserver {
             ),
             None => (None, None),
         });
+        let reachable = ok > 0 && ok >= err;
+        let outage_start = o.node_outage_start_ms.load(Ordering::Relaxed);
         NodeHealth {
-            reachable: ok > 0 && ok >= err,
+            reachable,
+            unreachable_since_ms: (!reachable).then(|| some(outage_start).unwrap_or(err)),
             last_answer_ms: some(ok),
             last_failure_ms: some(err),
             failures: o.node_errors.load(Ordering::Relaxed),
@@ -189,6 +203,16 @@ impl PoolObserver {
     pub fn ledger_location(&self) -> Option<LedgerLocation> {
         let settings = self.shared.config.ledger.as_ref()?;
         LedgerLocation::parse(&settings.url).ok()
+    }
+
+    /// What the webhooks delivered, dropped and gave up, if any is configured.
+    pub fn webhook_totals(&self) -> Option<crate::webhook::WebhookTotals> {
+        self.shared.notifications.as_ref().map(|n| n.hooks.totals())
+    }
+
+    /// The pool's ledger, when it is in memory (`memory:`): a handle for a second reader.
+    pub fn memory_ledger(&self) -> Option<crate::ledger::SharedMemoryLedger> {
+        self.shared.memory_ledger.clone()
     }
 
     /// The idle timeout after which quiet connections close (ms).

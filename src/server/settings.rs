@@ -56,4 +56,6 @@ pub struct ServerConfig {
     pub ledger: Option<LedgerSettings>,
     /// Issue 15: how blocks are paid (scheme, window, fee, retention, `[users]` accounts).
     pub payout: crate::payout::PayoutPolicy,
+    /// Issue 16: the webhooks (none by default).
+    pub webhooks: crate::webhook::WebhookSettings,
 }
