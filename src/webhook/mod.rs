@@ -145,12 +145,13 @@ impl WebhookSettings {
     }
 }
 
-/// Why a webhook URL cannot be used.
+/// Why a webhook URL cannot be used. The URL is shown only up to its host and port: chat
+/// services put a token in the path, and start-up errors end up in logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookUrlError {
-    /// Not a URL.
-    #[error("`{0}` is not a URL: {1}")]
-    Malformed(String, String),
+    /// Not a URL (the text is not repeated: it may hold a token).
+    #[error("a webhook URL is malformed: {0}")]
+    Malformed(String),
     /// `https://` (or another scheme): only `http://` is spoken.
     #[error(
         "`{0}`: only http:// is supported (for an HTTPS receiver, point the webhook at a local relay that forwards over HTTPS)"
@@ -161,16 +162,30 @@ pub enum WebhookUrlError {
     NoHost(String),
 }
 
+/// A URL as it may be shown: scheme and authority, the path and query elided.
+fn shown(uri: &hyper::Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("?");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    // The authority may carry user:password@ too.
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    let elided = if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        "/…"
+    } else {
+        ""
+    };
+    format!("{scheme}://{authority}{elided}")
+}
+
 /// Parses and checks a webhook URL: `http://HOST[:PORT][/PATH]`.
 pub fn parse_url(text: &str) -> Result<hyper::Uri, WebhookUrlError> {
-    let uri: hyper::Uri = text.parse().map_err(|e: hyper::http::uri::InvalidUri| {
-        WebhookUrlError::Malformed(text.to_owned(), e.to_string())
-    })?;
+    let uri: hyper::Uri = text
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| WebhookUrlError::Malformed(e.to_string()))?;
     if uri.scheme_str() != Some("http") {
-        return Err(WebhookUrlError::Scheme(text.to_owned()));
+        return Err(WebhookUrlError::Scheme(shown(&uri)));
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(WebhookUrlError::NoHost(text.to_owned()));
+        return Err(WebhookUrlError::NoHost(shown(&uri)));
     }
     Ok(uri)
 }
@@ -190,6 +205,10 @@ mod tests {
             parse_url("not a url"),
             Err(WebhookUrlError::Malformed(..))
         ));
+        // A token in the path never reaches the error (start-up errors end up in logs).
+        let e = parse_url("https://hooks.example.com/services/T0K3N/SECRET").unwrap_err();
+        assert!(!e.to_string().contains("T0K3N"), "{e}");
+        assert!(e.to_string().contains("https://hooks.example.com/…"), "{e}");
         assert!(parse_url("/relative").is_err());
     }
 
