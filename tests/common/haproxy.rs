@@ -3,8 +3,8 @@
 //! temporary directory, in TCP mode, one frontend on 127.0.0.1 with an ephemeral port per
 //! [`Route`], each balancing over one or more pool servers that get the PROXY protocol v2
 //! (`send-proxy-v2`) and health checks that send it too (`check check-send-proxy`: a
-//! PROXY v2 LOCAL header, then close). Ready once every frontend accepts a connection;
-//! killed on drop. Its runtime API (the admin socket in the same directory) answers
+//! PROXY v2 LOCAL header, then close). Ready once its runtime API says every frontend is
+//! open; killed on drop. Its runtime API (the admin socket in the same directory) answers
 //! [`Haproxy::command`], e.g. `show servers state` to wait for a server to go down or up.
 //!
 //! The binary is /usr/sbin/haproxy (Debian's package; .ci/run installs it) or `haproxy` in
@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -198,26 +198,31 @@ impl Haproxy {
         panic!("HAProxy did not start; its log:\n{last_log}");
     }
 
-    /// Whether every frontend accepts within [`READY_WITHIN`] (false: HAProxy exited).
+    /// Whether every frontend is open within [`READY_WITHIN`] (false: HAProxy exited). Asked
+    /// of the runtime API, not by connecting: a connection to a frontend would be proxied to
+    /// a pool server and end there as a failed connection, in the counts the tests check.
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + READY_WITHIN;
-        for (_, addr) in &self.frontends {
-            loop {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return false;
-                }
-                if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "HAProxy does not accept on {addr}; its log:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(20));
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
             }
+            if let Some(stat) = self.try_command("show stat")
+                && self.frontends.iter().all(|(name, _)| {
+                    stat.lines().any(|l| {
+                        l.starts_with(&format!("{name},FRONTEND,")) && l.contains(",OPEN,")
+                    })
+                })
+            {
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy's frontends are not open; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        true
     }
 
     /// The frontend of route `name`.
@@ -243,13 +248,19 @@ impl Haproxy {
     /// A runtime API command's answer (`show servers state`, `show stat`,
     /// `disable server B/S` ...).
     pub fn command(&self, command: &str) -> String {
-        let mut s = std::os::unix::net::UnixStream::connect(self.dir.path().join("admin.sock"))
-            .expect("HAProxy's admin socket");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        self.try_command(command)
+            .unwrap_or_else(|| panic!("HAProxy's admin socket; log:\n{}", self.log()))
+    }
+
+    /// [`Self::command`], `None` while the admin socket is not there yet.
+    fn try_command(&self, command: &str) -> Option<String> {
+        let path = self.dir.path().join("admin.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("{command}\n").as_bytes()).ok()?;
         let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer
+        s.read_to_string(&mut answer).ok()?;
+        Some(answer)
     }
 
     /// Each server's name and whether HAProxy has it up (`show servers state`).
