@@ -7,8 +7,9 @@
 //! open; killed on drop. Its runtime API (the admin socket in the same directory) answers
 //! [`Haproxy::command`], e.g. `show servers state` to wait for a server to go down or up.
 //!
-//! The binary is /usr/sbin/haproxy (Debian's package; .ci/run installs it) or `haproxy` in
-//! the PATH; a missing binary panics, loudly: no test is skipped for want of it.
+//! The binary is /usr/sbin/haproxy (Debian's package; .ci/run installs it, and so does the
+//! first test that misses it) or `haproxy` in the PATH; if it cannot be had the test panics,
+//! loudly: no test is skipped for want of it.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -73,23 +74,71 @@ pub struct Haproxy {
     frontends: Vec<(String, SocketAddr)>,
 }
 
-/// The HAProxy binary: Debian's, else the PATH's.
+/// The HAProxy binary: Debian's, else the PATH's. On a machine without it, Debian's package is
+/// installed first (as `.ci/run` does), so that `cargo test` needs nothing installed by hand.
 fn binary() -> PathBuf {
+    find_binary().unwrap_or_else(|| {
+        install_haproxy();
+        find_binary().unwrap_or_else(|| {
+            panic!(
+                "HAProxy is not installed (no /usr/sbin/haproxy, none in PATH) and installing \
+                 Debian's haproxy did not provide it: run .ci/run, or apt-get install haproxy"
+            )
+        })
+    })
+}
+
+fn find_binary() -> Option<PathBuf> {
     let debian = Path::new("/usr/sbin/haproxy");
     if debian.exists() {
-        return debian.to_path_buf();
+        return Some(debian.to_path_buf());
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
+    std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("haproxy"))
             .find(|p| p.exists())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "HAProxy is not installed (no /usr/sbin/haproxy, none in PATH): run .ci/run, or \
-             apt-get install haproxy"
-        )
     })
+}
+
+/// `apt-get install haproxy` (as root, or through `sudo -n`), one test process at a time.
+fn install_haproxy() {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("blvm-stratum-v2-install-haproxy.lock"))
+        .expect("lock file for installing HAProxy");
+    // SAFETY: flock(2) on a descriptor this function owns for the call's duration.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "lock for installing HAProxy");
+    if find_binary().is_some() {
+        return;
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let sudo: &[&str] = if root { &[] } else { &["sudo", "-n"] };
+    for args in [
+        &["apt-get", "update"][..],
+        &[
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "haproxy",
+        ][..],
+    ] {
+        let mut command: Vec<&str> = sudo.to_vec();
+        command.extend_from_slice(args);
+        eprintln!("HAProxy is missing: running {}", command.join(" "));
+        let status = Command::new(command[0])
+            .args(&command[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("`{}` failed: {status:?}", command.join(" "));
+        }
+    }
 }
 
 /// A port free on 127.0.0.1 now (HAProxy binds it a moment later; [`Haproxy::start`]
