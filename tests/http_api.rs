@@ -366,7 +366,6 @@ async fn metrics_and_api_show_what_the_miner_did() {
         assert!(workers.iter().any(|w| w["user"] == "alice"), "{s}");
         bodies.push(s.to_string());
     }
-    assert!(summaries[1]["pool"]["time_ms"].as_u64() > summaries[0]["pool"]["time_ms"].as_u64());
 
     // ----- the dashboard: its pages and files, with the security headers -----
     let assets = blvm_stratum_v2::http::dashboard_assets_size();

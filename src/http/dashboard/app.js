@@ -184,6 +184,8 @@
       s = [];
       live.set(key, s);
     }
+    // A summary computed for a new subscriber may cross one of the feed's: keep time order.
+    if (s.length > 0 && t <= s[s.length - 1][0]) return;
     s.push([t, v]);
     if (s.length > LIVE_POINTS) s.splice(0, s.length - LIVE_POINTS);
   }
