@@ -367,6 +367,29 @@ async fn metrics_and_api_show_what_the_miner_did() {
         bodies.push(s.to_string());
     }
 
+    // At most 16 streams at once: the 17th is refused, and a place frees when one closes.
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let req = hyper::Request::get(format!("{base}/api/v1/events"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.request(req).await.expect("answered");
+        assert_eq!(resp.status(), 200);
+        open.push(resp);
+    }
+    let (status, body) = get(&c, &format!("{base}/api/v1/events")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "too-many-subscribers"
+    );
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first_events_status(&c, &format!("{base}/api/v1/events")).await != 200 {
+        assert!(Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // ----- the dashboard: its pages and files, with the security headers -----
     let assets = blvm_stratum_v2::http::dashboard_assets_size();
     println!("the dashboard's files: {assets} bytes");
@@ -457,6 +480,14 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .await
         .expect("stops in time")
         .expect("stops");
+}
+
+/// The status of a request for the stream at `url` (its body is dropped unread).
+async fn first_events_status(c: &HttpClient, url: &str) -> u16 {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    c.request(req).await.expect("answered").status().as_u16()
 }
 
 /// The data of the first `n` `summary` events of the server-sent event stream at `url`.
