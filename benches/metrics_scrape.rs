@@ -61,6 +61,7 @@ fn loaded_server(dir: &std::path::Path) -> StratumV2Server {
                 channel_id: 1,
                 user_identity: identity.to_string(),
                 extended: true,
+                nominal_hash_rate: 0.0,
             },
             now - 60_000,
         );

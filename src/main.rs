@@ -782,7 +782,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
                 match blvm_stratum_v2::http::HttpServer::start(settings, server.observer()).await {
                     Ok(h) => {
                         let a = h.local_addr();
-                        println!("HTTP metrics and API on http://{a}/metrics and http://{a}/api/v1/pool");
+                        println!("HTTP dashboard on http://{a}/ (metrics: http://{a}/metrics, API: http://{a}/api/v1/pool)");
                         Some(h)
                     }
                     Err(e) => {

@@ -348,10 +348,75 @@ async fn metrics_and_api_show_what_the_miner_did() {
         "every route documented, every documented path a route"
     );
     for path in &documented {
+        // The live feed never ends by itself: read below.
+        if path == blvm_stratum_v2::http::EVENTS_PATH {
+            continue;
+        }
         let url = format!("{base}{}", path.replace("{user}", "alice"));
         let (status, body) = get(&c, &url).await;
         assert_eq!(status, 200, "{url}: {body}");
         bodies.push(body);
+    }
+
+    // ----- the live feed: a summary event at once, then one a second -----
+    let summaries = first_events(&c, &format!("{base}/api/v1/events"), 2).await;
+    for s in &summaries {
+        assert!(s["pool"]["shares"]["accepted"].as_u64().unwrap() > 0, "{s}");
+        let workers = s["workers"].as_array().unwrap();
+        assert!(workers.iter().any(|w| w["user"] == "alice"), "{s}");
+        bodies.push(s.to_string());
+    }
+
+    // At most 16 streams at once: the 17th is refused, and a place frees when one closes.
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let req = hyper::Request::get(format!("{base}/api/v1/events"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.request(req).await.expect("answered");
+        assert_eq!(resp.status(), 200);
+        open.push(resp);
+    }
+    let (status, body) = get(&c, &format!("{base}/api/v1/events")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "too-many-subscribers"
+    );
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first_events_status(&c, &format!("{base}/api/v1/events")).await != 200 {
+        assert!(Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // ----- the dashboard: its pages and files, with the security headers -----
+    let assets = blvm_stratum_v2::http::dashboard_assets_size();
+    println!("the dashboard's files: {assets} bytes");
+    assert!(
+        assets < 64 * 1024,
+        "the dashboard stays small: {assets} bytes"
+    );
+    for path in blvm_stratum_v2::http::dashboard_paths() {
+        let url = format!("{base}{}", path.replace("{user}", "alice"));
+        let req = hyper::Request::get(&url)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.request(req).await.expect("answered");
+        assert_eq!(resp.status(), 200, "{url}");
+        let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+        assert_eq!(csp, blvm_stratum_v2::http::CONTENT_SECURITY_POLICY, "{url}");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        // Nothing from elsewhere: no URL with a scheme but the SVG namespace.
+        assert!(
+            !text
+                .replace("http://www.w3.org/2000/svg", "")
+                .contains("://"),
+            "{url} loads something from elsewhere"
+        );
+        bodies.push(text);
     }
     for url in [
         format!("{base}/api/v1/workers?user=alice&limit=1"),
@@ -415,6 +480,50 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .await
         .expect("stops in time")
         .expect("stops");
+}
+
+/// The status of a request for the stream at `url` (its body is dropped unread).
+async fn first_events_status(c: &HttpClient, url: &str) -> u16 {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    c.request(req).await.expect("answered").status().as_u16()
+}
+
+/// The data of the first `n` `summary` events of the server-sent event stream at `url`.
+async fn first_events(c: &HttpClient, url: &str, n: usize) -> Vec<Value> {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.len() < n {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("events in time")
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        // Events end with a blank line.
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.lines().any(|l| l == "event: summary") {
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                events.push(serde_json::from_str(&data).expect("a JSON summary"));
+            }
+        }
+    }
+    events
 }
 
 /// Waits until `/api/v1/blocks` shows an accepted block with its payout; returns the page.
@@ -634,7 +743,7 @@ async fn the_pool_mines_on_when_the_http_port_is_taken() {
         let line = pool.seen[seen].clone();
         seen += 1;
         assert!(
-            !line.starts_with("HTTP metrics and API on"),
+            !line.starts_with("HTTP dashboard on"),
             "bound a taken port? {line}"
         );
         if line.starts_with("HTTP server not started") {

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::AppState;
+use super::history::merge;
 use super::ledger_reader::ReadError;
 use crate::ledger::{BlockStatus, PayoutComputation, ShareRange, StoredBlock, StoredShare};
 use crate::mining::pool::{MinerConnection, OpenChannel, WorkerStats};
@@ -44,6 +45,7 @@ fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/api/v1/users/{user}", get(user)),
         ("/api/v1/workers", get(workers)),
         ("/api/v1/hashrate", get(hashrate_history)),
+        ("/api/v1/hashrate/workers", get(worker_histories)),
         ("/api/v1/connections", get(connections)),
         ("/api/v1/blocks", get(blocks)),
         ("/api/v1/payouts", get(payouts)),
@@ -67,6 +69,7 @@ pub fn paths() -> Vec<&'static str> {
     let mut paths: Vec<&'static str> = table().into_iter().map(|(p, _)| p).collect();
     paths.push("/metrics");
     paths.push(super::openapi::PATH);
+    paths.push(super::events::PATH);
     paths
 }
 
@@ -95,7 +98,7 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -197,7 +200,7 @@ fn now_ms() -> u64 {
 // ----- the pool -----
 
 #[derive(Debug, Serialize)]
-struct PoolView {
+pub(super) struct PoolView {
     time_ms: u64,
     connections: ConnectionCounts,
     channels: ChannelCounts,
@@ -268,7 +271,11 @@ impl From<NodeHealth> for NodeView {
 }
 
 async fn pool(State(app): Shared) -> Json<PoolView> {
-    let now = now_ms();
+    Json(pool_view(&app, now_ms()))
+}
+
+/// The pool at `now` (also the live stream's summary).
+pub(super) fn pool_view(app: &AppState, now: u64) -> PoolView {
     let o = &app.observer;
     let (stats, extended, standard, rejected_by_reason, users, workers, hashrate) =
         o.read_pool(|p| {
@@ -301,7 +308,7 @@ async fn pool(State(app): Shared) -> Json<PoolView> {
         });
     let limits = o.limits();
     let decided = stats.blocks_accepted + stats.blocks_rejected;
-    Json(PoolView {
+    PoolView {
         time_ms: now,
         connections: ConnectionCounts {
             set_up: stats.miner_count,
@@ -329,13 +336,13 @@ async fn pool(State(app): Shared) -> Json<PoolView> {
         },
         node: o.node_health(now).into(),
         ledger: o.has_ledger(),
-    })
+    }
 }
 
 // ----- users and workers -----
 
 #[derive(Debug, Clone, Serialize)]
-struct WorkerView {
+pub(super) struct WorkerView {
     user: String,
     worker: String,
     accepted_shares: u64,
@@ -343,15 +350,21 @@ struct WorkerView {
     credited_difficulty: f64,
     /// Estimated from credited difficulty over the last ten minutes (h/s).
     hashrate: f64,
+    /// What its open channels declared (nominal_hash_rate, h/s), if any did.
+    declared_hashrate: Option<f64>,
     blocks_found: u64,
     first_seen_ms: u64,
     last_share_ms: u64,
     last_accepted_ms: Option<u64>,
 }
 
+/// The hashrate each (user, worker)'s open channels declared.
+pub(super) type Declared = std::collections::HashMap<crate::mining::pool::workers::WorkerKey, f64>;
+
 impl WorkerView {
-    fn new(w: &WorkerStats, now: u64) -> Self {
+    pub(super) fn new(w: &WorkerStats, now: u64, declared: &Declared) -> Self {
         WorkerView {
+            declared_hashrate: declared.get(&(w.user.clone(), w.worker.clone())).copied(),
             user: w.user.to_string(),
             worker: w.worker.to_string(),
             accepted_shares: w.accepted_shares,
@@ -453,6 +466,104 @@ struct UserDetail {
     workers_list: Vec<WorkerView>,
     /// Satoshis credited from accepted blocks (from the ledger; none without a reader).
     earned_sat: Option<u64>,
+    /// The user's shares in the current PPLNS window (from the ledger; none without a reader
+    /// or before the pool has work).
+    pplns_window: Option<UserWindowView>,
+    /// Refused shares per worker and reason, as the ledger counts them (since the ledger
+    /// began; at most [`MAX_LIMIT`] rows).
+    rejected: Vec<RejectedView>,
+}
+
+#[derive(Debug, Serialize)]
+struct UserWindowView {
+    /// The window's size in difficulty.
+    window_difficulty: f64,
+    /// Shares of the whole window.
+    window_shares: usize,
+    /// The newest share of the window (S).
+    last_share_id: u64,
+    /// The user's shares in it.
+    shares: usize,
+    /// Their difficulty.
+    difficulty: f64,
+    /// Their part of the window's counted difficulty (0 to 1).
+    fraction: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct RejectedView {
+    worker: String,
+    reason: String,
+    count: u64,
+}
+
+/// What the ledger says of one user: balance, its part of the current window, its refusals.
+struct UserLedger {
+    earned_sat: Option<u64>,
+    window: Option<UserWindowView>,
+    rejected: Vec<RejectedView>,
+}
+
+/// Reads `who`'s balance, refused shares and part of the current PPLNS window (the window of
+/// the network difficulty the pool mines at now, kept by `app`'s tracker).
+async fn user_ledger(app: &AppState, who: String) -> Result<Option<UserLedger>, ApiError> {
+    use crate::payout::pplns::difficulty_of_weight;
+    let Some(reader) = &app.ledger else {
+        return Ok(None);
+    };
+    let policy = app.observer.payout_policy();
+    let bits = app.observer.read_pool(|p| {
+        p.current_work()
+            .map(|w| bitcoin::CompactTarget::from_consensus(w.nbits))
+    });
+    let tracker = app.window.clone();
+    let read = reader
+        .read(move |l| {
+            let earned_sat = l
+                .balances()?
+                .into_iter()
+                .find(|b| b.user == who)
+                .map(|b| b.earned_sat);
+            let mut rejected: Vec<RejectedView> = l
+                .rejected()?
+                .into_iter()
+                .filter(|r| r.user == who)
+                .map(|r| RejectedView {
+                    worker: r.worker,
+                    reason: r.reason,
+                    count: r.count,
+                })
+                .collect();
+            rejected.truncate(MAX_LIMIT);
+            let window = match bits {
+                Some(bits) => {
+                    let mut tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                    let w = tracker.update(l, &policy, bits)?;
+                    let (weight, shares) = tracker.user_shares(&who).unwrap_or((0, 0));
+                    let counted = w.counted.counted_weight;
+                    Some(UserWindowView {
+                        window_difficulty: w.window_difficulty,
+                        window_shares: w.counted.shares_counted,
+                        last_share_id: w.last_share_id,
+                        shares,
+                        difficulty: difficulty_of_weight(weight),
+                        fraction: if counted == 0 {
+                            0.0
+                        } else {
+                            (weight as f64 / counted as f64).min(1.0)
+                        },
+                    })
+                }
+                None => None,
+            };
+            Ok(UserLedger {
+                earned_sat,
+                window,
+                rejected,
+            })
+        })
+        .await?;
+    Ok(Some(read))
 }
 
 async fn user(State(app): Shared, Path(name): Path<String>) -> Result<Json<UserDetail>, ApiError> {
@@ -460,29 +571,21 @@ async fn user(State(app): Shared, Path(name): Path<String>) -> Result<Json<UserD
     let (summary, mut workers_list) = app.observer.read_pool(|p| {
         let mut summary = UserView::empty(&name);
         let mut list = Vec::new();
+        let declared = p.statistics().declared_hashrates();
         for w in p.statistics().workers().iter().filter(|w| *w.user == *name) {
             summary.add(w, now);
             if list.len() < MAX_LIMIT {
-                list.push(WorkerView::new(w, now));
+                list.push(WorkerView::new(w, now, &declared));
             }
         }
         (summary, list)
     });
-    let earned_sat = match &app.ledger {
-        Some(reader) => {
-            let who = name.clone();
-            reader
-                .read(move |l| {
-                    Ok(l.balances()?
-                        .into_iter()
-                        .find(|b| b.user == who)
-                        .map(|b| b.earned_sat))
-                })
-                .await?
-        }
-        None => None,
+    let (earned_sat, pplns_window, rejected) = match user_ledger(&app, name.clone()).await? {
+        Some(l) => (l.earned_sat, l.window, l.rejected),
+        None => (None, None, Vec::new()),
     };
-    if summary.workers == 0 && earned_sat.is_none() {
+    let in_window = pplns_window.as_ref().is_some_and(|w| w.shares > 0);
+    if summary.workers == 0 && earned_sat.is_none() && !in_window {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -494,6 +597,8 @@ async fn user(State(app): Shared, Path(name): Path<String>) -> Result<Json<UserD
         summary,
         workers_list,
         earned_sat,
+        pplns_window,
+        rejected,
     }))
 }
 
@@ -542,9 +647,10 @@ async fn workers(
             chosen.truncate(limit + 1);
         }
         chosen.sort_by_key(key);
+        let declared = p.statistics().declared_hashrates();
         chosen
             .into_iter()
-            .map(|w| WorkerView::new(w, now))
+            .map(|w| WorkerView::new(w, now, &declared))
             .collect::<Vec<_>>()
     });
     page.truncate(limit + 1);
@@ -614,6 +720,28 @@ async fn hashrate_history(
                 }
             }
         });
+    // The six hours before the start, from the ledger (see `history`).
+    let before = app.history.get();
+    let points = match (before, &q.user, &q.worker) {
+        (None, ..) => points,
+        (Some(h), None, _) => points.map(|p| merge(p, &[h.pool()], now)),
+        (Some(h), Some(u), Some(w)) => match (points, h.worker(u, w)) {
+            (None, None) => None,
+            (p, periods) => Some(merge(
+                p.unwrap_or_default(),
+                &periods.into_iter().collect::<Vec<_>>(),
+                now,
+            )),
+        },
+        (Some(h), Some(u), None) => {
+            let periods: Vec<_> = h.user(u).collect();
+            if points.is_none() && periods.is_empty() {
+                None
+            } else {
+                Some(merge(points.unwrap_or_default(), &periods, now))
+            }
+        }
+    };
     let points = points.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such user or worker")
     })?;
@@ -628,6 +756,103 @@ async fn hashrate_history(
                 hashrate: p.hashrate,
             })
             .collect(),
+    }))
+}
+
+/// The query of the per-worker histories: how many workers, of which user.
+#[derive(Debug, Deserialize)]
+struct WorkerHistoriesQuery {
+    limit: Option<usize>,
+    user: Option<String>,
+}
+
+/// Workers a per-worker chart draws by default, and at most.
+pub const DEFAULT_CHART_WORKERS: usize = 8;
+/// Workers a per-worker chart draws at most.
+pub const MAX_CHART_WORKERS: usize = 32;
+
+#[derive(Debug, Serialize)]
+struct WorkerHistoryView {
+    user: String,
+    worker: String,
+    /// The worker's hashrate now (the order of the list: highest first).
+    hashrate: f64,
+    /// Oldest first; periods without shares are absent (zero).
+    points: Vec<PointView>,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerHistoriesView {
+    period_secs: u64,
+    items: Vec<WorkerHistoryView>,
+}
+
+/// The histories of the workers with the highest hashrate now (of one user, or of the pool),
+/// for the per-worker chart: one request for every line of it.
+async fn worker_histories(
+    State(app): Shared,
+    Query(q): Query<WorkerHistoriesQuery>,
+) -> Result<Json<WorkerHistoriesView>, ApiError> {
+    use crate::mining::pool::hashrate::HISTORY_PERIOD_MS;
+    let limit = match q.limit {
+        None => DEFAULT_CHART_WORKERS,
+        Some(0) => return Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => n.min(MAX_CHART_WORKERS),
+    };
+    let now = now_ms();
+    let chosen = app.observer.read_pool(|p| {
+        let mut all: Vec<(f64, &WorkerStats)> = p
+            .statistics()
+            .workers()
+            .iter()
+            .filter(|w| q.user.as_deref().is_none_or(|u| *w.user == *u))
+            .map(|w| (w.hashrate(now), w))
+            .collect();
+        let order = |a: &(f64, &WorkerStats), b: &(f64, &WorkerStats)| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| (&a.1.user, &a.1.worker).cmp(&(&b.1.user, &b.1.worker)))
+        };
+        if all.len() > limit {
+            all.select_nth_unstable_by(limit, order);
+            all.truncate(limit);
+        }
+        all.sort_by(order);
+        all.into_iter()
+            .map(|(hashrate, w)| {
+                (
+                    w.user.to_string(),
+                    w.worker.to_string(),
+                    hashrate,
+                    w.history.points(now),
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    let before = app.history.get();
+    let items = chosen
+        .into_iter()
+        .map(|(user, worker, hashrate, points)| {
+            let points = match before.and_then(|h| h.worker(&user, &worker)) {
+                Some(periods) => merge(points, &[periods], now),
+                None => points,
+            };
+            WorkerHistoryView {
+                user,
+                worker,
+                hashrate,
+                points: points
+                    .into_iter()
+                    .map(|p| PointView {
+                        start_ms: p.start_ms,
+                        hashrate: p.hashrate,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(Json(WorkerHistoriesView {
+        period_secs: HISTORY_PERIOD_MS / 1000,
+        items,
     }))
 }
 

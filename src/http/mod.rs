@@ -1,5 +1,7 @@
-//! The pool's HTTP server (issue 16): `/metrics` in the Prometheus text format and a JSON API
-//! under `/api/v1/`, described by the OpenAPI document it serves at `/api/v1/openapi.json`.
+//! The pool's HTTP server (issue 16): `/metrics` in the Prometheus text format, a JSON API
+//! under `/api/v1/`, described by the OpenAPI document it serves at `/api/v1/openapi.json`,
+//! with a live feed of server-sent events (`/api/v1/events`), and the web dashboard at `/`
+//! that reads them.
 //!
 //! Safe by default: bound to loopback unless configured (`http_listen_addr`), read-only (GET
 //! only), a pool-wide request rate ([`HttpSettings::requests_per_second`], 429 beyond it),
@@ -13,13 +15,16 @@
 //! runs on its own tasks, apart from the miners' connections.
 
 mod api;
+mod dashboard;
+mod events;
+mod history;
 mod ledger_reader;
 mod limits;
 mod metrics;
 mod openapi;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +35,11 @@ use tracing::{error, warn};
 use crate::server::PoolObserver;
 
 pub use api::paths as route_paths;
+pub use dashboard::{
+    CONTENT_SECURITY_POLICY, assets_size as dashboard_assets_size, paths as dashboard_paths,
+};
+pub use events::PATH as EVENTS_PATH;
+use history::LedgerHistory;
 pub use ledger_reader::{LedgerReader, ReadError};
 pub use metrics::Scrape;
 pub use openapi::{DOCUMENT as OPENAPI_DOCUMENT, PATH as OPENAPI_PATH};
@@ -90,6 +100,13 @@ pub(crate) struct AppState {
     pub(crate) observer: PoolObserver,
     pub(crate) settings: HttpSettings,
     pub(crate) ledger: Option<LedgerReader>,
+    /// The live feed's latest summary and subscribers.
+    pub(crate) feed: events::Feed,
+    /// The hashrate of the six hours before the start, read from the ledger (set once read).
+    pub(crate) history: Arc<OnceLock<LedgerHistory>>,
+    /// The current PPLNS window as the users' pages show it, kept up to date by the ledger
+    /// reader from the shares committed since its last read.
+    pub(crate) window: Arc<Mutex<crate::payout::WindowTracker>>,
 }
 
 /// A running HTTP server.
@@ -125,13 +142,18 @@ impl HttpServer {
                 None
             }
         });
+        let (shutdown, mut stopped) = watch::channel(false);
         let state = Arc::new(AppState {
             observer,
             ledger,
             settings: settings.clone(),
+            feed: events::Feed::new(shutdown.subscribe()),
+            history: Arc::default(),
+            window: Arc::default(),
         });
+        read_history(&state);
+        tokio::spawn(events::produce(Arc::downgrade(&state)));
         let app = router(state, &settings);
-        let (shutdown, mut stopped) = watch::channel(false);
         let listener = limits::LimitedListener::new(listener, MAX_CONNECTIONS);
         let task = tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -166,13 +188,41 @@ impl HttpServer {
     }
 }
 
+/// Reads, in the background, the ledger's shares of the six hours before now for the
+/// hashrate charts ([`LedgerHistory`]); the charts show the statistics' own periods until then.
+fn read_history(state: &Arc<AppState>) {
+    if state.ledger.is_none() {
+        return;
+    }
+    let until_ms = crate::shell::unix_ms();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let Some(reader) = &state.ledger else {
+            return;
+        };
+        let slot = state.history.clone();
+        match reader.read(move |l| LedgerHistory::read(l, until_ms)).await {
+            Ok(history) => {
+                tracing::info!(
+                    shares = history.shares,
+                    "hashrate history of the six hours before the start read from the ledger"
+                );
+                let _ = slot.set(history);
+            }
+            Err(e) => warn!("the hashrate history cannot be read from the ledger: {e}"),
+        }
+    });
+}
+
 /// Every route, with the limits around them.
 fn router(state: Arc<AppState>, settings: &HttpSettings) -> Router {
     let routes = Router::new()
         .route("/metrics", get(metrics::scrape))
         .route(openapi::PATH, get(openapi::document))
+        .route(events::PATH, get(events::stream))
         .merge(api::routes())
+        .merge(dashboard::routes())
         .fallback(api::not_found)
         .with_state(state);
-    limits::apply(routes, settings)
+    limits::apply(routes, settings).layer(axum::middleware::from_fn(dashboard::security_headers))
 }

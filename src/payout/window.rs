@@ -131,6 +131,12 @@ impl WindowTracker {
         Ok(self.window())
     }
 
+    /// One user's shares in the window held: their weight and how many (the oldest share of
+    /// the window counted whole).
+    pub fn user_shares(&self, user: &str) -> Option<(u128, usize)> {
+        self.users.get(user).copied()
+    }
+
     fn push(&mut self, id: u64, user: &Arc<str>, weight: u128) {
         self.shares.push_back((id, user.clone(), weight));
         self.sum += weight;

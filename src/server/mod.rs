@@ -280,6 +280,7 @@ impl Shared {
                     channel_id,
                     user_identity,
                     extended,
+                    ..
                 } => {
                     self.gate.channel_opened(id);
                     info!(conn = id, channel = channel_id, user = %Printable(user_identity), extended, "channel opened")

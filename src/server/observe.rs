@@ -220,6 +220,11 @@ impl PoolObserver {
         self.shared.memory_ledger.clone()
     }
 
+    /// How the pool pays (PPLNS window, fee, accounts and their payout addresses: no secret).
+    pub fn payout_policy(&self) -> crate::payout::PayoutPolicy {
+        self.shared.config.payout.clone()
+    }
+
     /// The idle timeout after which quiet connections close (ms).
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.shared.config.idle_timeout_ms)

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::hashrate::HASHES_PER_DIFF1;
-use super::workers::{WORKER_RETENTION_MS, WorkerTable};
+use super::workers::{WORKER_RETENTION_MS, WorkerKey, WorkerTable};
 use crate::mining::{SessionEvent, ShareRejection};
 
 /// Statistics of one miner connection (product API name).
@@ -117,6 +117,9 @@ pub struct OpenChannel {
     pub user_identity: Arc<str>,
     /// When it opened (ms).
     pub opened_ms: u64,
+    /// The hashrate the client declared for it, at opening or by UpdateChannel (h/s; 0:
+    /// none).
+    pub nominal_hash_rate: f64,
 }
 
 impl AcceptedShares {
@@ -307,7 +310,9 @@ impl PoolStatistics {
                 m.stats.last_share_time = Some(now_ms);
             }
             SessionEvent::BlockFound(_) => m.stats.blocks_found += 1,
-            SessionEvent::TargetChanged { .. } | SessionEvent::ChannelRefused { .. } => {}
+            SessionEvent::TargetChanged { .. }
+            | SessionEvent::ChannelRefused { .. }
+            | SessionEvent::ChannelUpdated { .. } => {}
         }
     }
 
@@ -318,13 +323,27 @@ impl PoolStatistics {
                 channel_id,
                 user_identity,
                 extended,
+                nominal_hash_rate,
             } if self.miners.contains_key(&id) => {
                 self.channels.entry(id).or_default().push(OpenChannel {
                     channel_id: *channel_id,
                     extended: *extended,
                     user_identity: user_identity.as_str().into(),
                     opened_ms: now_ms,
+                    nominal_hash_rate: f64::from(*nominal_hash_rate),
                 });
+            }
+            SessionEvent::ChannelUpdated {
+                channel_id,
+                nominal_hash_rate,
+            } => {
+                if let Some(c) = self
+                    .channels
+                    .get_mut(&id)
+                    .and_then(|open| open.iter_mut().find(|c| c.channel_id == *channel_id))
+                {
+                    c.nominal_hash_rate = f64::from(*nominal_hash_rate);
+                }
             }
             SessionEvent::ChannelClosed { channel_id } => {
                 if let Some(open) = self.channels.get_mut(&id) {
@@ -493,6 +512,21 @@ impl PoolStatistics {
             .flat_map(|(id, open)| open.iter().map(move |c| (*id, c)))
     }
 
+    /// The hashrate declared by the open channels of each (user, worker) that declared one
+    /// (h/s, summed over its channels; a proxy's channel counts for the pair its own
+    /// user_identity names, not for the workers of its 0x0002 TLVs).
+    pub fn declared_hashrates(&self) -> HashMap<WorkerKey, f64> {
+        let mut declared: HashMap<WorkerKey, f64> = HashMap::new();
+        for (_, c) in self.open_channels() {
+            if c.nominal_hash_rate > 0.0 {
+                *declared
+                    .entry(self.workers.pair_of(&c.user_identity))
+                    .or_default() += c.nominal_hash_rate;
+            }
+        }
+        declared
+    }
+
     /// Open channels of one miner.
     pub fn channels_of(&self, id: u64) -> &[OpenChannel] {
         self.channels.get(&id).map_or(&[], |c| c.as_slice())
@@ -572,6 +606,38 @@ mod tests {
     }
 
     #[test]
+    fn channels_declare_hashrate_per_worker_until_they_close() {
+        let mut p = PoolStatistics::new();
+        p.register_miner(1, "127.0.0.1:5000".into(), 0);
+        let open = |channel_id, identity: &str, nominal_hash_rate| SessionEvent::ChannelOpened {
+            channel_id,
+            user_identity: identity.into(),
+            extended: true,
+            nominal_hash_rate,
+        };
+        p.record(1, &open(1, "alice.rig1", 1e6), 10);
+        p.record(1, &open(2, "alice.rig1", 5e5), 10);
+        // No declaration: no entry.
+        p.record(1, &open(3, "bob", 0.0), 10);
+        let declared = p.declared_hashrates();
+        let rig1: WorkerKey = ("alice".into(), "rig1".into());
+        assert_eq!(declared.get(&rig1), Some(&1.5e6));
+        assert_eq!(declared.len(), 1);
+        p.record(
+            1,
+            &SessionEvent::ChannelUpdated {
+                channel_id: 2,
+                nominal_hash_rate: 2e6,
+            },
+            20,
+        );
+        p.record(1, &SessionEvent::ChannelClosed { channel_id: 1 }, 30);
+        assert_eq!(p.declared_hashrates().get(&rig1), Some(&2e6));
+        p.disconnect(1, 40);
+        assert!(p.declared_hashrates().is_empty());
+    }
+
+    #[test]
     fn batches_reach_workers_channels_and_refusal_totals() {
         let mut p = PoolStatistics::new();
         p.register_miner(1, "127.0.0.1:5000".into(), 0);
@@ -585,6 +651,7 @@ mod tests {
                     channel_id,
                     user_identity: identity.to_string(),
                     extended,
+                    nominal_hash_rate: 0.0,
                 },
                 10,
             );

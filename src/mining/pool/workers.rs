@@ -130,6 +130,17 @@ impl WorkerTable {
         key
     }
 
+    /// The pair a channel's user_identity is credited to (with no TLV worker).
+    pub fn pair_of(&self, identity: &Arc<str>) -> WorkerKey {
+        match self.aliases.get(&(identity.clone(), None)) {
+            Some(key) => key.clone(),
+            None => {
+                let (user, worker) = ledger_user(identity, None);
+                (user.into(), worker.into())
+            }
+        }
+    }
+
     fn entry(
         &mut self,
         identity: &Arc<str>,

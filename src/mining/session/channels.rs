@@ -377,6 +377,7 @@ impl Session {
             channel_id: id,
             user_identity,
             extended: r.kind == ChannelKind::Extended,
+            nominal_hash_rate: r.nominal_hash_rate,
         });
         Some(self.channels.len() - 1)
     }
@@ -507,6 +508,10 @@ impl Session {
             let msg = ch.retarget(target, next_seq);
             self.send(&msg);
         }
+        self.events.push(SessionEvent::ChannelUpdated {
+            channel_id: m.channel_id,
+            nominal_hash_rate: m.nominal_hash_rate,
+        });
     }
 
     /// CloseChannel: the channel's accepted shares not yet acknowledged are acknowledged

@@ -26,6 +26,15 @@ pub enum SessionEvent {
         user_identity: String,
         /// Extended (true) or standard.
         extended: bool,
+        /// The hashrate the client declared for it (h/s; 0: none).
+        nominal_hash_rate: f32,
+    },
+    /// The client declared another hashrate for a channel (UpdateChannel accepted).
+    ChannelUpdated {
+        /// The channel.
+        channel_id: u32,
+        /// The hashrate it declared (h/s; 0: none).
+        nominal_hash_rate: f32,
     },
     /// A channel could not be opened (OpenMiningChannel.Error sent).
     ChannelRefused {

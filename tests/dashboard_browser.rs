@@ -1,0 +1,340 @@
+//! The dashboard in a real browser (issue 16): the pool binary on its embedded regtest chain
+//! (blocks come quickly), our CPU miner as a second process, and Debian's chromium, headless,
+//! driven over the DevTools protocol (`headless_chrome`; no browser is downloaded: the test
+//! uses /usr/bin/chromium, which .ci/run installs). The page must show the worker with a
+//! non-zero hashrate and a found block, then the user's page its worker, without one
+//! JavaScript error (console errors, uncaught exceptions and failed loads, collected through the
+//! protocol); screenshots of both pages are saved as PNG under the test's output directory.
+//! Then the pool restarts on the same data directory, without a miner: the worker's hashrate
+//! history comes back from the ledger.
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use binary::PoolProcess;
+use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::protocol::cdp::Runtime::ConsoleAPICalledEventTypeOption;
+use headless_chrome::protocol::cdp::types::Event;
+use headless_chrome::{Browser, LaunchOptions, Tab};
+
+/// Debian's chromium.
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Network difficulty 2^-16: with shares at 10^-6 about one share in 15 is a block.
+const CHAIN_BITS: &str = "0x1f00ffff";
+/// The miner's user_identity: user `alice`, worker `rig1`.
+const USER: &str = "alice";
+const WORKER: &str = "rig1";
+/// The pool's command line: any free ports, shares at difficulty 10^-6, the chain above.
+const POOL_ARGS: [&str; 12] = [
+    "--listen-addr",
+    "127.0.0.1:0",
+    "--min-difficulty",
+    "1e-6",
+    "--max-difficulty",
+    "1e-6",
+    "--share-rate-multiple",
+    "1e9",
+    "--chain-bits",
+    CHAIN_BITS,
+    "--http-listen-addr",
+    "127.0.0.1:0",
+];
+/// How long the page may take to show what the test waits for.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The miner, killed when dropped.
+struct Miner(Child);
+
+impl Drop for Miner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the pool's line giving the dashboard's address; returns `host:port`.
+fn dashboard_addr(pool: &mut PoolProcess) -> String {
+    let mut seen = 0;
+    loop {
+        if seen == pool.seen.len() {
+            pool.next_line(Duration::from_secs(60), "the dashboard's address");
+        }
+        let line = pool.seen[seen].clone();
+        seen += 1;
+        if let Some(rest) = line.strip_prefix("HTTP dashboard on http://") {
+            return rest
+                .split('/')
+                .next()
+                .expect("an address before the path")
+                .to_owned();
+        }
+    }
+}
+
+/// What went wrong in the page, as the protocol reported it.
+type Errors = Arc<Mutex<Vec<String>>>;
+
+/// A headless chromium with a fresh profile in `profile`, its errors collected into the
+/// returned list.
+fn browser(profile: &Path) -> (Browser, Arc<Tab>, Errors) {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+    );
+    let args: Vec<&OsStr> = [
+        "--disable-quic",
+        "--disable-component-update",
+        "--disable-background-networking",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    let options = LaunchOptions::default_builder()
+        .path(Some(PathBuf::from(CHROMIUM)))
+        .headless(true)
+        .sandbox(false)
+        .enable_gpu(false)
+        .window_size(Some((1280, 1800)))
+        .user_data_dir(Some(profile.to_path_buf()))
+        .args(args)
+        .idle_browser_timeout(Duration::from_secs(180))
+        .build()
+        .expect("launch options");
+    let browser = Browser::new(options).expect("chromium starts");
+    let tab = browser.new_tab().expect("a tab");
+    tab.set_default_timeout(Duration::from_secs(30));
+    let errors: Errors = Arc::default();
+    let sink = errors.clone();
+    tab.add_event_listener(Arc::new(move |event: &Event| {
+        let error = match event {
+            Event::RuntimeExceptionThrown(e) => Some(format!(
+                "uncaught exception: {:?}",
+                e.params.exception_details
+            )),
+            Event::RuntimeConsoleAPICalled(e)
+                if matches!(
+                    e.params.Type,
+                    ConsoleAPICalledEventTypeOption::Error
+                        | ConsoleAPICalledEventTypeOption::Assert
+                ) =>
+            {
+                Some(format!("console.{:?}: {:?}", e.params.Type, e.params.args))
+            }
+            Event::LogEntryAdded(e)
+                if matches!(
+                    e.params.entry.level,
+                    headless_chrome::protocol::cdp::Log::LogEntryLevel::Error
+                ) =>
+            {
+                Some(format!(
+                    "log error: {} {:?}",
+                    e.params.entry.text, e.params.entry.url
+                ))
+            }
+            _ => None,
+        };
+        if let Some(error) = error {
+            sink.lock().unwrap().push(error);
+        }
+    }))
+    .expect("a listener");
+    tab.enable_runtime().expect("Runtime events");
+    tab.enable_log().expect("Log events");
+    (browser, tab, errors)
+}
+
+/// Evaluates `expression` (which returns a JSON string) in the page.
+fn eval_json(tab: &Tab, expression: &str) -> serde_json::Value {
+    let object = tab.evaluate(expression, false).expect("evaluated");
+    match object.value {
+        Some(serde_json::Value::String(s)) => serde_json::from_str(&s).expect("JSON"),
+        other => panic!("{expression}: {other:?}"),
+    }
+}
+
+/// Polls `expression` until `done` holds of its value; panics with the last value after
+/// [`WAIT`].
+fn wait_for(
+    tab: &Tab,
+    what: &str,
+    expression: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = eval_json(tab, expression);
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not show {what} in {WAIT:?}; last: {value}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn screenshot(tab: &Tab, path: &Path) {
+    let png = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .expect("a screenshot");
+    std::fs::write(path, png).expect("screenshot written");
+    println!("screenshot: {}", path.display());
+}
+
+/// The worker rows of the page's workers table: (user, worker, hashrate and declared
+/// hashrate texts).
+const WORKER_ROWS: &str = r#"JSON.stringify(Array.from(document.querySelectorAll('#workers tbody tr')).map(r => ({
+    user: r.dataset.user || null,
+    worker: r.dataset.worker,
+    hashrate: (r.querySelector('td.hashrate') || {}).textContent || '',
+    declared: (r.querySelector('td.declared') || {}).textContent || ''
+})))"#;
+
+/// Whether a row shows our worker with a hashrate above zero (and the 1 MH/s it declared).
+fn shows_worker(rows: &serde_json::Value, user: Option<&str>) -> bool {
+    rows.as_array().into_iter().flatten().any(|r| {
+        r["worker"] == WORKER
+            && user.is_none_or(|u| r["user"] == u)
+            && r["declared"] == "1.00 MH/s"
+            && r["hashrate"]
+                .as_str()
+                .and_then(|h| h.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok())
+                .is_some_and(|n| n > 0.0)
+    })
+}
+
+#[test]
+fn the_dashboard_shows_the_worker_and_its_blocks_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = PoolProcess::start(dir.path(), &POOL_ARGS);
+    let http = dashboard_addr(&mut pool);
+    let miner = Miner(
+        Command::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
+            .args([
+                "miner",
+                "--url",
+                &pool.addr,
+                "--authority-pubkey",
+                &pool.key,
+                "--user",
+                &format!("{USER}.{WORKER}"),
+                "--threads",
+                "1",
+                // Shown in the workers table as the hashrate the worker declares.
+                "--nominal-hash-rate",
+                "1000000",
+                "--duration",
+                "300",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the miner starts"),
+    );
+
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard_browser");
+    std::fs::create_dir_all(&out).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_browser, tab, errors) = browser(profile.path());
+
+    // ----- the pool's page: the worker with a hashrate, a block in the blocks table -----
+    tab.navigate_to(&format!("http://{http}/"))
+        .expect("navigated")
+        .wait_until_navigated()
+        .expect("loaded");
+    let rows = wait_for(&tab, "the worker with a hashrate", WORKER_ROWS, |rows| {
+        shows_worker(rows, Some(USER))
+    });
+    let blocks = wait_for(
+        &tab,
+        "a block",
+        r#"JSON.stringify(Array.from(document.querySelectorAll('#blocks tbody tr')).map(r => ({
+            hash: r.dataset.hash, status: r.querySelector('.badge').textContent })))"#,
+        |b| b.as_array().is_some_and(|b| !b.is_empty()),
+    );
+    // The live feed is up and the charts are drawn (a line or a point each).
+    let page = eval_json(
+        &tab,
+        r#"JSON.stringify({
+            live: document.getElementById('live').textContent,
+            pool_chart: document.querySelectorAll('#pool-chart polyline, #pool-chart circle').length,
+            worker_chart: document.querySelectorAll('#worker-chart polyline, #worker-chart circle').length,
+            cards: document.querySelectorAll('#cards .card').length
+        })"#,
+    );
+    assert_eq!(page["live"], "live", "{page}");
+    assert!(page["pool_chart"].as_u64() > Some(0), "{page}");
+    assert!(page["worker_chart"].as_u64() > Some(0), "{page}");
+    // Let a few more summaries arrive (and any late error surface) before the picture.
+    std::thread::sleep(Duration::from_secs(3));
+    screenshot(&tab, &out.join("pool.png"));
+    println!("workers: {rows}\nblocks: {blocks}");
+
+    // ----- the user's page: its worker -----
+    tab.navigate_to(&format!("http://{http}/user/{USER}"))
+        .expect("navigated")
+        .wait_until_navigated()
+        .expect("loaded");
+    wait_for(&tab, "the user's worker", WORKER_ROWS, |rows| {
+        shows_worker(rows, None)
+    });
+    let user_page = wait_for(
+        &tab,
+        "the user's window and balance",
+        r#"JSON.stringify({
+            name: document.getElementById('user-name').textContent,
+            cards: Array.from(document.querySelectorAll('#cards .card .label')).map(c => c.textContent),
+            window: document.querySelectorAll('#window dt').length
+        })"#,
+        |p| p["window"].as_u64() > Some(1),
+    );
+    assert_eq!(user_page["name"], USER, "{user_page}");
+    std::thread::sleep(Duration::from_secs(2));
+    screenshot(&tab, &out.join("user.png"));
+
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "JavaScript errors in the page: {errors:#?}"
+    );
+
+    // ----- after a restart the charts are not empty: the ledger's shares come back -----
+    drop(miner);
+    pool.signal(libc::SIGTERM);
+    let status = pool.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    let mut pool = PoolProcess::start(dir.path(), &POOL_ARGS);
+    let http = dashboard_addr(&mut pool);
+    let url = format!("http://{http}/api/v1/hashrate?user={USER}&worker={WORKER}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        tab.navigate_to(&url)
+            .expect("navigated")
+            .wait_until_navigated()
+            .expect("loaded");
+        let history = eval_json(&tab, "document.body.textContent");
+        let points = history["points"].as_array().cloned().unwrap_or_default();
+        if points.iter().any(|p| p["hashrate"].as_f64() > Some(0.0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no history after the restart: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    pool.signal(libc::SIGTERM);
+    let status = pool.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+}
