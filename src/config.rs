@@ -86,6 +86,10 @@ pub struct PoolOptions {
     /// with the next port (0.0.0.0:3334 beside 0.0.0.0:3333; port 0 stays 0).
     #[arg(long, value_name = "HOST:PORT|off")]
     pub sv1_listen_addr: Option<String>,
+    /// Take Stratum V1 miners on listen_addr too, told from Stratum V2 ones by their first
+    /// bytes (`{` and 15 printable bytes). Default: false.
+    #[arg(long, value_name = "BOOL")]
+    pub sv1_on_sv2_port: Option<bool>,
     /// Directory for the authority key and found blocks. Default: ./blvm-stratum-v2-data
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -534,6 +538,7 @@ impl PoolOptions {
             enabled,
             listen_addr,
             sv1_listen_addr,
+            sv1_on_sv2_port,
             data_dir,
             authority_key_path,
             authority_secret_key,
@@ -680,6 +685,8 @@ pub struct PoolConfig {
     pub listen_addr: SocketAddr,
     /// Stratum V1 listening address (`None`: off).
     pub sv1_listen_addr: Option<SocketAddr>,
+    /// Stratum V1 miners on the SV2 port too.
+    pub sv1_on_sv2_port: bool,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Authority secret key file (None when the key is given inline).
@@ -741,6 +748,7 @@ impl From<PoolConfig> for ServerConfig {
         ServerConfig {
             listen_addr: c.listen_addr,
             sv1_listen_addr: c.sv1_listen_addr,
+            sv1_on_sv2_port: c.sv1_on_sv2_port,
             data_dir: c.data_dir,
             authority_key_path: c.authority_key_path,
             authority_secret_key: c.authority_secret_key,
@@ -1186,6 +1194,7 @@ impl PoolConfig {
             enabled: o.enabled.unwrap_or(true),
             listen_addr,
             sv1_listen_addr,
+            sv1_on_sv2_port: o.sv1_on_sv2_port.unwrap_or(false),
             data_dir,
             authority_key_path: o.authority_key_path.clone(),
             authority_secret_key: o.authority_secret_key.clone(),

@@ -13,6 +13,7 @@
 //! No tokio, no clock reads, no sockets: the pool server, the template provider, the CPU
 //! miner and the load generator each drive this object with their own loop.
 
+mod detect;
 mod error;
 mod lines;
 mod outbox;
@@ -25,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::{CryptoRng, Rng};
 use secp256k1::XOnlyPublicKey;
 
+pub use detect::{DETECT_LEN, Detected, MISREAD_PROBABILITY, detect};
 pub use error::ConnectionError;
 pub use lines::{LineReceiver, LineTooLong};
 pub use outbox::Outbox;

@@ -237,8 +237,10 @@ pub(super) fn session_config(shared: &Shared) -> Arc<MiningConfig> {
 }
 
 /// Serves one accepted socket until it ends; returns why.
+/// `first`: bytes already read from it (to tell its protocol on a port for both).
 pub async fn serve(
     mut stream: TcpStream,
+    first: &[u8],
     id: u64,
     shared: Arc<Shared>,
     pending: &Mutex<PendingShares>,
@@ -269,6 +271,7 @@ pub async fn serve(
         &mut stream,
         &mut conn,
         &mut handler,
+        first,
         work,
         shutdown,
         &DriverLimits::default(),

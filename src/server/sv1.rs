@@ -40,8 +40,10 @@ impl ProtocolEnding for Sv1Error {
 }
 
 /// Serves one accepted SV1 socket until it ends; returns why.
+/// `first`: bytes already read from it (to tell its protocol on a port for both).
 pub async fn serve(
     mut stream: TcpStream,
+    first: &[u8],
     id: u64,
     shared: Arc<Shared>,
     pending: &Mutex<PendingShares>,
@@ -74,6 +76,7 @@ pub async fn serve(
         &mut stream,
         &mut conn,
         &mut handler,
+        first,
         work,
         shutdown,
         &DriverLimits::default(),
