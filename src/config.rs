@@ -138,6 +138,11 @@ pub struct PoolOptions {
     /// Hardest share difficulty handed out. Default: 1e15.
     #[arg(long, value_name = "DIFF")]
     pub max_difficulty: Option<f64>,
+    /// Difficulty a Stratum V1 miner starts at (within min_difficulty and max_difficulty;
+    /// mining.suggest_difficulty overrides it). Default: 512 on chains of difficulty 1 or
+    /// more, min_difficulty on easier ones.
+    #[arg(long, value_name = "DIFF")]
+    pub sv1_start_difficulty: Option<f64>,
     /// Close connections silent for this long. Default: 300.
     #[arg(long, value_name = "SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -552,6 +557,7 @@ impl PoolOptions {
             max_jobs,
             min_difficulty,
             max_difficulty,
+            sv1_start_difficulty,
             idle_timeout_secs,
             cleanup_interval_secs,
             template_refresh_secs,
@@ -1147,6 +1153,10 @@ impl PoolConfig {
             min_difficulty,
             easy_chain_min_difficulty,
             max_difficulty,
+            sv1_start_difficulty: match o.sv1_start_difficulty {
+                None => None,
+                d => Some(positive(d, "sv1_start_difficulty", 0.0)?),
+            },
             server_id: o.server_id.unwrap_or(defaults.server_id),
             job_refresh_ms: secs(o.job_refresh_secs, "job_refresh_secs", 30)?,
             ntime_allowance_secs: o

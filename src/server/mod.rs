@@ -158,6 +158,8 @@ pub struct Shared {
     payout_window: Arc<Mutex<Option<Arc<crate::payout::PayoutWindow>>>>,
     /// Issue 16: what the shell observes for the metrics (node answers, latencies).
     observe: Arc<observe::Observations>,
+    /// Issue 17: Stratum V1 requests refused before they reach a channel, by reason.
+    sv1_refusals: Arc<crate::sv1::Sv1Refusals>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -577,6 +579,7 @@ impl StratumV2Server {
             payout_network: std::sync::OnceLock::new(),
             payout_window,
             observe,
+            sv1_refusals: Arc::default(),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {

@@ -15,7 +15,7 @@ use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::Work;
 use crate::shell::{self, DriverLimits, Refused};
-use crate::sv1::{MAX_LINE, Sv1Error, Sv1Session};
+use crate::sv1::{MAX_LINE, Sv1Error, Sv1Refusal, Sv1Session};
 
 /// Why an SV1 connection ended.
 pub type Sv1End = ConnectionError<Sv1Error>;
@@ -56,7 +56,8 @@ pub async fn serve(
         shared.allocator.clone(),
     )
     .with_channel_budget(shared.channels.clone())
-    .with_payee_works(shared.payee_works.clone());
+    .with_payee_works(shared.payee_works.clone())
+    .with_refusals(shared.sv1_refusals.clone());
     if let Some(ledger) = &shared.ledger {
         session = session.with_ledger_status(ledger.status().clone());
     }
@@ -72,7 +73,7 @@ pub async fn serve(
         shell::unix_ms(),
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
-    shell::drive(
+    let end = shell::drive(
         &mut stream,
         &mut conn,
         &mut handler,
@@ -81,5 +82,10 @@ pub async fn serve(
         shutdown,
         &DriverLimits::default(),
     )
-    .await
+    .await;
+    // The one refusal of this layer the session does not see: the connection's framing ends it.
+    if let ConnectionError::LineTooLong(_) = end {
+        shared.sv1_refusals.count(Sv1Refusal::LineTooLong);
+    }
+    end
 }
