@@ -692,6 +692,10 @@ impl Sv1Session {
                 {
                     self.notify(job.job_id, &job.notify, m.min_ntime, true);
                 }
+                if self.future.is_empty() {
+                    // Held only between a tip's first job and its prev hash: not kept idle.
+                    self.future.shrink_to_fit();
+                }
             }
             Message::SubmitSharesSuccess(m) => {
                 while let Some(&(seq, _)) = self.submits.front() {
