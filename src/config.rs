@@ -87,6 +87,10 @@ pub struct PoolOptions {
     /// with the next port (0.0.0.0:3334 beside 0.0.0.0:3333; port 0 stays 0).
     #[arg(long, value_name = "HOST:PORT|off")]
     pub sv1_listen_addr: Option<String>,
+    /// Take Stratum V1 miners on listen_addr too, told from Stratum V2 ones by their first
+    /// bytes (`{` and 15 printable bytes). Default: false.
+    #[arg(long, value_name = "BOOL")]
+    pub sv1_on_sv2_port: Option<bool>,
     /// Directory for the authority key and found blocks. Default: ./blvm-stratum-v2-data
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -135,6 +139,11 @@ pub struct PoolOptions {
     /// Hardest share difficulty handed out. Default: 1e15.
     #[arg(long, value_name = "DIFF")]
     pub max_difficulty: Option<f64>,
+    /// Difficulty a Stratum V1 miner starts at (within min_difficulty and max_difficulty;
+    /// mining.suggest_difficulty overrides it). Default: 512 on chains of difficulty 1 or
+    /// more, min_difficulty on easier ones.
+    #[arg(long, value_name = "DIFF")]
+    pub sv1_start_difficulty: Option<f64>,
     /// Close connections silent for this long. Default: 300.
     #[arg(long, value_name = "SECS")]
     pub idle_timeout_secs: Option<u64>,
@@ -579,6 +588,7 @@ impl PoolOptions {
             enabled,
             listen_addr,
             sv1_listen_addr,
+            sv1_on_sv2_port,
             data_dir,
             authority_key_path,
             authority_secret_key,
@@ -592,6 +602,7 @@ impl PoolOptions {
             max_jobs,
             min_difficulty,
             max_difficulty,
+            sv1_start_difficulty,
             idle_timeout_secs,
             cleanup_interval_secs,
             template_refresh_secs,
@@ -733,6 +744,8 @@ pub struct PoolConfig {
     pub listen_addr: SocketAddr,
     /// Stratum V1 listening address (`None`: off).
     pub sv1_listen_addr: Option<SocketAddr>,
+    /// Stratum V1 miners on the SV2 port too.
+    pub sv1_on_sv2_port: bool,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Authority secret key file (None when the key is given inline).
@@ -798,6 +811,7 @@ impl From<PoolConfig> for ServerConfig {
         ServerConfig {
             listen_addr: c.listen_addr,
             sv1_listen_addr: c.sv1_listen_addr,
+            sv1_on_sv2_port: c.sv1_on_sv2_port,
             data_dir: c.data_dir,
             authority_key_path: c.authority_key_path,
             authority_secret_key: c.authority_secret_key,
@@ -1235,6 +1249,10 @@ impl PoolConfig {
             min_difficulty,
             easy_chain_min_difficulty,
             max_difficulty,
+            sv1_start_difficulty: match o.sv1_start_difficulty {
+                None => None,
+                d => Some(positive(d, "sv1_start_difficulty", 0.0)?),
+            },
             server_id: o.server_id.unwrap_or(defaults.server_id),
             job_refresh_ms: secs(o.job_refresh_secs, "job_refresh_secs", 30)?,
             ntime_allowance_secs: o
@@ -1283,6 +1301,7 @@ impl PoolConfig {
             enabled: o.enabled.unwrap_or(true),
             listen_addr,
             sv1_listen_addr,
+            sv1_on_sv2_port: o.sv1_on_sv2_port.unwrap_or(false),
             data_dir,
             authority_key_path: o.authority_key_path.clone(),
             authority_secret_key: o.authority_secret_key.clone(),

@@ -743,6 +743,7 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
             None => "off (shares are acknowledged without being recorded)".into(),
         };
         let http_settings = config.http.clone();
+        let sv1_on_sv2_port = config.sv1_on_sv2_port;
         let server = match StratumV2Server::new(config, node) {
             Ok(s) => s,
             Err(e) => {
@@ -770,6 +771,9 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         println!("blvm-stratum-v2 listening on {addr} ({backend})");
         if let Some(sv1) = server.sv1_local_addr().await {
             println!("Stratum V1 miners: stratum+tcp://{sv1}");
+        }
+        if sv1_on_sv2_port {
+            println!("Stratum V1 miners also on the SV2 port: stratum+tcp://{addr}");
         }
         println!("authority public key: {key}");
         println!("share ledger: {ledger}");

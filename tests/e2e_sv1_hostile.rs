@@ -1,7 +1,8 @@
 //! Hostile input on the Stratum V1 port over real TCP while an honest SV1 miner (built on SRI's
 //! `sv1_api`) and an honest SV2 miner keep mining: each attack ends with the server answering
 //! with an error or closing the hostile connection, never harming the others, whose accepted
-//! shares keep growing during and after it.
+//! shares keep growing during and after it. Each refusal is counted by reason in the pool's
+//! SV1 refusal counts.
 
 #[path = "common/pool.rs"]
 mod pool;
@@ -150,6 +151,37 @@ async fn hostile_sv1_input_is_refused_while_honest_miners_mine() {
 
         let stats = rig.pool.stats().await;
         assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+        // Every refusal of the SV1 layer is in the pool's counts (the JSON API and /metrics
+        // read these), by reason.
+        let refused: std::collections::HashMap<&str, u64> = rig
+            .pool
+            .server
+            .observer()
+            .sv1_refusals()
+            .into_iter()
+            .map(|(r, n)| (r.name(), n))
+            .collect();
+        for (reason, at_least) in [
+            ("line-too-long", 1),
+            ("invalid-json", 1),
+            ("not-subscribed", 2),
+            ("unauthorized", 1),
+            ("invalid-params", 1),
+            ("unknown-method", 60),
+            ("too-many-bad-requests", 1),
+        ] {
+            assert!(refused[reason] >= at_least, "{reason}: {refused:?}");
+        }
+        // The mainnet address is refused by the channel's opening, counted as SV2's are.
+        let channel_refusals = rig
+            .pool
+            .server
+            .observer()
+            .refusals()
+            .into_iter()
+            .find(|(r, _)| r.label() == "channel_refused")
+            .map_or(0, |(_, n)| n);
+        assert!(channel_refusals >= 1);
         drop(rig.honest_sv1);
         rig.honest_sv2.finish().await;
         rig.pool.stop().await;

@@ -9,10 +9,14 @@ use bitcoin::hex::{DisplayHex, FromHex};
 use bitcoin::{BlockHash, Target, Txid};
 use blvm_stratum_v2::block::target::target_of_difficulty;
 use blvm_stratum_v2::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
+use blvm_stratum_v2::mining::ShareRejection;
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
-use blvm_stratum_v2::sv1::{MAX_BAD_REQUESTS, MAX_LINE, Sv1Error, Sv1Session, code};
+use blvm_stratum_v2::sv1::{
+    DEFAULT_START_DIFFICULTY, MAX_BAD_REQUESTS, MAX_LINE, Sv1Error, Sv1Refusal, Sv1Refusals,
+    Sv1Session, code,
+};
 use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::{OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccess};
 use blvm_stratum_v2::wire::{Frame, Str0_255, encode_frame};
@@ -690,6 +694,147 @@ fn a_minimum_difficulty_above_the_pools_hardest_is_capped() {
     assert_eq!(r[0]["result"], true, "{r:?}");
     let difficulty = r[1]["params"][0].as_f64().unwrap();
     assert!((difficulty - 1e-6).abs() < 1e-12, "{difficulty}");
+}
+
+/// A proxy's devices: further workers of the connection's user are authorized on it and
+/// their shares credited to them (extension 0x0002's worker name); another user is refused.
+/// Refusals of the SV1 layer are counted by reason; refused shares are the channel's
+/// `ShareRejected`, like SV2's.
+#[test]
+fn workers_of_one_user_share_a_connection_and_refusals_are_counted() {
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    let refusals = Arc::new(Sv1Refusals::default());
+    rig.session =
+        Sv1Session::new(rig.config.clone(), rig.allocator.clone()).with_refusals(refusals.clone());
+    rig.session.on_work(&rig.work, NOW_MS).unwrap();
+    let count = |r: Sv1Refusal| {
+        refusals
+            .snapshot()
+            .into_iter()
+            .find(|(x, _)| *x == r)
+            .unwrap()
+            .1
+    };
+    // Before subscribe and authorize.
+    rig.send(r#"{"id":1,"method":"mining.authorize","params":["u.w","p"]}"#);
+    assert_eq!(count(Sv1Refusal::NotSubscribed), 1);
+    let (en1, _, difficulty, job) = rig.start(None);
+    rig.events();
+    // Another worker of the same user: true; another user, or a worker name over 32 bytes: 24.
+    let rig2 = USER.replace(".rig1", ".rig2");
+    let r = rig.send(&format!(
+        r#"{{"id":20,"method":"mining.authorize","params":["{rig2}","x"]}}"#
+    ));
+    assert_eq!(r, [json!({"id":20,"result":true,"error":null})]);
+    let other = "bcrt1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.rig1";
+    let long = format!("{}.{}", USER.split('.').next().unwrap(), "w".repeat(33));
+    for (id, name) in [(21, other), (22, long.as_str())] {
+        let r = rig.send(&format!(
+            r#"{{"id":{id},"method":"mining.authorize","params":["{name}","x"]}}"#
+        ));
+        assert_eq!(error_code(&r[0]), code::UNAUTHORIZED, "{name}");
+    }
+    assert_eq!(count(Sv1Refusal::UserRefused), 2);
+    // Shares of both workers: the first's carry the channel's name, the second's its own.
+    let t = target(difficulty);
+    let (en2a, en2b) = ([1u8; 8], [2u8; 8]);
+    let a = nonce(&job, &en1, &en2a, job.version, t, true, 0);
+    let b = nonce(&job, &en1, &en2b, job.version, t, true, 0);
+    assert_eq!(
+        rig.send(&submit(30, &job, &en2a, a, None))[0]["result"],
+        true
+    );
+    let r = rig.send(&submit(31, &job, &en2b, b, None).replace(".rig1", ".rig2"));
+    assert_eq!(r[0]["result"], true, "{r:?}");
+    let workers: Vec<Option<String>> = rig
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::ShareAccepted {
+                user_identity,
+                worker,
+                ..
+            } => {
+                assert_eq!(&*user_identity, USER);
+                Some(worker.map(|w| w.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(workers, [None, Some("rig2".to_owned())]);
+    // A worker never authorized: 24, counted; the share-shaped refusals are the channel's.
+    let r = rig.send(&submit(32, &job, &en2a, a, None).replace(".rig1", ".rig3"));
+    assert_eq!(error_code(&r[0]), code::UNAUTHORIZED);
+    assert_eq!(count(Sv1Refusal::Unauthorized), 1);
+    let mut unknown = job.clone();
+    unknown.id = "ffff".into();
+    let r = rig.send(&submit(33, &unknown, &en2a, a, None).replace(".rig1", ".rig2"));
+    assert_eq!(error_code(&r[0]), code::JOB_NOT_FOUND);
+    let r = rig.send(&submit(34, &job, &[1u8; 4], a, None));
+    assert_eq!(error_code(&r[0]), code::OTHER);
+    let rejected: Vec<(ShareRejection, Option<String>)> = rig
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::ShareRejected { reason, worker, .. } => {
+                Some((reason, worker.map(|w| w.to_string())))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        [
+            (ShareRejection::InvalidJobId, Some("rig2".to_owned())),
+            (ShareRejection::BadExtranonceSize, None),
+        ]
+    );
+    // Unknown methods, wrong parameters, a line that is not JSON.
+    rig.send(r#"{"id":40,"method":"mining.nothing","params":[]}"#);
+    rig.send(r#"{"id":41,"method":"mining.authorize","params":[1]}"#);
+    assert!(rig.session.handle_line(b"not json", NOW_MS).is_err());
+    assert_eq!(count(Sv1Refusal::UnknownMethod), 1);
+    assert_eq!(count(Sv1Refusal::InvalidParams), 1);
+    assert_eq!(count(Sv1Refusal::InvalidJson), 1);
+}
+
+/// The difficulty an SV1 miner starts at: on a chain of difficulty 1 or more the default
+/// (512) or `sv1_start_difficulty`, the miner's own suggestion first, always within the
+/// pool's bounds; on an easier chain the pool's easiest.
+#[test]
+fn the_start_difficulty_suits_asics_on_real_chains() {
+    let start = |bits: u32, cfg: MiningConfig, suggest: Option<f64>| {
+        let mut rig = Rig::new(bits, cfg);
+        if let Some(d) = suggest {
+            rig.send(&format!(
+                r#"{{"id":1,"method":"mining.suggest_difficulty","params":[{d}]}}"#
+            ));
+        }
+        rig.start(None).2
+    };
+    let wide = MiningConfig {
+        min_difficulty: 1e-6,
+        max_difficulty: 1e15,
+        payout_network: Some(bitcoin::Network::Regtest),
+        ..MiningConfig::default()
+    };
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 1e-3;
+    let d = start(RARE_BLOCKS, wide.clone(), None);
+    assert!(close(d, DEFAULT_START_DIFFICULTY), "{d}");
+    let configured = MiningConfig {
+        sv1_start_difficulty: Some(64.0),
+        ..wide.clone()
+    };
+    let d = start(RARE_BLOCKS, configured.clone(), None);
+    assert!(close(d, 64.0), "{d}");
+    let d = start(RARE_BLOCKS, configured, Some(2.0));
+    assert!(close(d, 2.0), "{d}");
+    // Within the pool's bounds.
+    let d = start(RARE_BLOCKS, config(1e-6, false), None);
+    assert!(close(d, 1e-6), "{d}");
+    // An easy chain (regtest): the pool's easiest, for CPU miners.
+    let d = start(REGTEST, wide, None);
+    assert!(close(d, 1e-6), "{d}");
 }
 
 /// A stopping pool asks an authorized SV1 miner to reconnect (issue 18's drain).

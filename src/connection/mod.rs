@@ -13,6 +13,7 @@
 //! No tokio, no clock reads, no sockets: the pool server, the template provider, the CPU
 //! miner and the load generator each drive this object with their own loop.
 
+mod detect;
 mod error;
 mod lines;
 mod outbox;
@@ -25,6 +26,7 @@ use rand::rngs::StdRng;
 use rand::{CryptoRng, Rng};
 use secp256k1::XOnlyPublicKey;
 
+pub use detect::{DETECT_LEN, Detected, MISREAD_PROBABILITY, detect};
 pub use error::ConnectionError;
 pub use lines::{LineReceiver, LineTooLong};
 pub use outbox::Outbox;
@@ -38,6 +40,11 @@ use crate::noise::{
 pub const RECEIVE_BUFFER_KEEP: usize = 4 * 1024;
 /// Transmit buffer capacity kept once its bytes are written.
 pub const TRANSMIT_BUFFER_KEEP: usize = 16 * 1024;
+/// The same for a line protocol (Stratum V1), and its protocol's outbox: a line answering a
+/// share (about 40 bytes) fits, so the steady state does not allocate, while a mining.notify
+/// (about 1 KiB in hex, at most a few a minute) is not kept on each of thousands of idle
+/// connections (issue 17: memory per idle SV1 connection).
+pub const LINES_BUFFER_KEEP: usize = 128;
 
 /// The deadlines and limits of one connection; durations in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +342,7 @@ impl<P: Protocol> Connection<P> {
             let outbox = self.protocol.outbox();
             self.transmit.extend_from_slice(outbox);
             outbox.clear();
+            outbox.release_spare(LINES_BUFFER_KEEP);
         }
         Ok(())
     }
@@ -433,12 +441,16 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Forgets the ciphertext [`Self::pending_transmit`] showed (it has been written),
-    /// keeping the buffer's capacity up to [`TRANSMIT_BUFFER_KEEP`] (a burst of output, many
-    /// jobs at once, does not stay pinned).
+    /// keeping the buffer's capacity up to [`TRANSMIT_BUFFER_KEEP`] ([`LINES_BUFFER_KEEP`] for
+    /// a line protocol) (a burst of output, many jobs at once, does not stay pinned).
     pub fn clear_transmit(&mut self) {
         self.transmit.clear();
-        if self.transmit.capacity() > TRANSMIT_BUFFER_KEEP {
-            self.transmit.shrink_to(TRANSMIT_BUFFER_KEEP);
+        let keep = match self.stage {
+            Stage::Lines { .. } => LINES_BUFFER_KEEP,
+            _ => TRANSMIT_BUFFER_KEEP,
+        };
+        if self.transmit.capacity() > keep {
+            self.transmit.shrink_to(keep);
         }
     }
 

@@ -87,6 +87,14 @@ impl Outbox {
         self.bytes.clear();
         self.ends.clear();
     }
+
+    /// Gives back byte capacity beyond `keep` once empty (a burst of output does not stay
+    /// pinned on an idle connection).
+    pub fn release_spare(&mut self, keep: usize) {
+        if self.bytes.is_empty() && self.bytes.capacity() > keep {
+            self.bytes.shrink_to(keep);
+        }
+    }
 }
 
 /// The queued bytes, all messages concatenated.

@@ -205,6 +205,8 @@ pub(super) struct PoolView {
     connections: ConnectionCounts,
     channels: ChannelCounts,
     shares: ShareCounts,
+    /// Stratum V1 requests refused before they reach a channel, by reason (issue 17).
+    sv1_refused_by_reason: BTreeMap<&'static str, u64>,
     /// Sum of the workers' estimated hashrates (h/s, last ten minutes).
     hashrate: f64,
     users: usize,
@@ -325,6 +327,12 @@ pub(super) fn pool_view(app: &AppState, now: u64) -> PoolView {
             rejected: stats.rejected_shares,
             rejected_by_reason,
         },
+        sv1_refused_by_reason: o
+            .sv1_refusals()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.name(), n))
+            .collect(),
         hashrate,
         users,
         workers,

@@ -41,6 +41,7 @@ pub struct Scrape {
     max_channels: usize,
     refusals: Vec<(Refused, u64)>,
     proxy_health_checks: u64,
+    sv1_refusals: Vec<(crate::sv1::Sv1Refusal, u64)>,
     accepted: u64,
     rejected_by_reason: Vec<(&'static str, u64)>,
     workers_tracked: usize,
@@ -96,6 +97,7 @@ impl Scrape {
             max_channels: limits.max_channels,
             refusals: observer.refusals(),
             proxy_health_checks: observer.proxy_health_checks(),
+            sv1_refusals: observer.sv1_refusals(),
             accepted: stats.accepted_shares,
             rejected_by_reason,
             workers_tracked: tracked,
@@ -260,6 +262,18 @@ impl Collector for Scrape {
             )?;
             for (reason, n) in &self.rejected_by_reason {
                 m.encode_family(&[("reason", *reason)])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "blvm_stratum_sv1_requests_refused",
+                "Stratum V1 requests refused before they reach a channel, by reason (refused SV1 shares are in blvm_stratum_shares_rejected).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, n) in &self.sv1_refusals {
+                m.encode_family(&[("reason", reason.name())])?
                     .encode_counter::<NoLabelSet, _, u64>(n, None)?;
             }
         }

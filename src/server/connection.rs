@@ -236,17 +236,31 @@ pub(super) fn session_config(shared: &Shared) -> Arc<MiningConfig> {
     Arc::new(mining)
 }
 
-/// Serves one accepted socket until it ends; returns why. `accepted_ms`: when the socket was
-/// accepted (the handshake's time counts from then, a PROXY header's read included).
+/// A miner's socket as the listener hands it over, SV2 or SV1 alike.
+pub struct Accepted<'a> {
+    /// The socket (past any PROXY header).
+    pub stream: TcpStream,
+    /// Bytes already read from it (to tell its protocol on a port for both).
+    pub first: &'a [u8],
+    /// When it was accepted (ms): the handshake's or setup's time counts from then, a PROXY
+    /// header's read included.
+    pub accepted_ms: u64,
+}
+
+/// Serves one accepted socket until it ends; returns why.
 pub async fn serve(
-    mut stream: TcpStream,
+    socket: Accepted<'_>,
     id: u64,
     shared: Arc<Shared>,
     pending: &Mutex<PendingShares>,
     work: watch::Receiver<Option<Arc<Work>>>,
     shutdown: watch::Receiver<bool>,
-    accepted_ms: u64,
 ) -> ConnectionEnd {
+    let Accepted {
+        mut stream,
+        first,
+        accepted_ms,
+    } = socket;
     let cfg = &shared.config;
     let mut session = Session::new(session_config(&shared), shared.allocator.clone())
         .with_channel_budget(shared.channels.clone())
@@ -271,6 +285,7 @@ pub async fn serve(
         &mut stream,
         &mut conn,
         &mut handler,
+        first,
         work,
         shutdown,
         &DriverLimits::default(),

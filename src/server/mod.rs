@@ -36,6 +36,7 @@ pub use connection::ConnectionEnd;
 
 use block_files::FileBlockStore;
 
+use crate::connection::{ConnectionError, Detected};
 use crate::mining::pool::{
     DEFAULT_MAX_ENDPOINT_MINERS, EndpointError, FoundBlockSink, FoundBlocks, NodeAnswer,
     SelectedWork, SubmissionOutcome,
@@ -46,7 +47,7 @@ use crate::mining::{
 };
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
-use crate::shell::{Printable, Refused};
+use crate::shell::{DetectError, Printable, Refused};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -165,6 +166,8 @@ pub struct Shared {
     notifications: Option<webhooks::Notifications>,
     /// The ledger, when it is in memory (`memory:`): the HTTP API reads it through this.
     memory_ledger: Option<crate::ledger::SharedMemoryLedger>,
+    /// Issue 17: Stratum V1 requests refused before they reach a channel, by reason.
+    sv1_refusals: Arc<crate::sv1::Sv1Refusals>,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -601,6 +604,7 @@ impl StratumV2Server {
             observe,
             notifications: webhooks::Notifications::new(&config_webhooks),
             memory_ledger,
+            sv1_refusals: Arc::default(),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -716,7 +720,11 @@ impl StratumV2Server {
             self.shared.clone(),
             self.work.subscribe(),
             shutdown_rx.clone(),
-            MinerPort::Sv2,
+            if cfg.sv1_on_sv2_port {
+                MinerPort::Both
+            } else {
+                MinerPort::Sv2
+            },
             next_id.clone(),
         ));
         if let Some(sv1_listener) = sv1_listener {
@@ -782,7 +790,11 @@ impl StratumV2Server {
             leftover,
             saved_rx,
         ));
-        info!(%local_addr, "listening for Stratum V2 miners");
+        if cfg.sv1_on_sv2_port {
+            info!(%local_addr, "listening for Stratum V2 and Stratum V1 miners");
+        } else {
+            info!(%local_addr, "listening for Stratum V2 miners");
+        }
         if let Some(sv1_addr) = sv1_addr {
             info!(%sv1_addr, "listening for Stratum V1 miners");
         }
@@ -943,6 +955,8 @@ enum MinerPort {
     Sv2,
     /// Stratum V1 (plaintext JSON-RPC lines).
     Sv1,
+    /// Either, told by the first bytes (`sv1_on_sv2_port`).
+    Both,
 }
 
 /// Accepts miners through the shell's listener (socket cap, drain at shutdown) and the gate
@@ -1006,33 +1020,37 @@ async fn accept_loop(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(id, pending.clone());
-                let failed = match port {
-                    MinerPort::Sv2 => {
-                        let end = connection::serve(
-                            stream,
-                            id,
-                            shared.clone(),
-                            &pending,
-                            work,
-                            stop,
-                            accepted_ms,
-                        )
-                        .await;
-                        connection::log_end(id, peer, &end, &shared.gate)
-                    }
-                    MinerPort::Sv1 => {
+                let accepted = |stream, first| connection::Accepted {
+                    stream,
+                    first,
+                    accepted_ms,
+                };
+                let failed = match tell_protocol(&mut stream, port, &shared.config).await {
+                    Ok((MinerPort::Sv1, first)) => {
                         let end = sv1::serve(
-                            stream,
+                            accepted(stream, &first),
                             id,
                             shared.clone(),
                             &pending,
                             work,
                             stop,
-                            accepted_ms,
                         )
                         .await;
                         connection::log_end(id, peer, &end, &shared.gate)
                     }
+                    Ok((_, first)) => {
+                        let end = connection::serve(
+                            accepted(stream, &first),
+                            id,
+                            shared.clone(),
+                            &pending,
+                            work,
+                            stop,
+                        )
+                        .await;
+                        connection::log_end(id, peer, &end, &shared.gate)
+                    }
+                    Err(end) => connection::log_end(id, peer, &end, &shared.gate),
                 };
                 if shared.gate.on_end(id, failed, now_ms()) {
                     let mut pool = shared.pool.write().unwrap_or_else(|p| p.into_inner());
@@ -1056,6 +1074,26 @@ async fn accept_loop(
         shared.gate.shut_down_all();
     };
     tokio::join!(accepting, forward);
+}
+
+/// The protocol a connection on `port` speaks, and the bytes read to tell it: on a port for
+/// both, its first bytes (within the setup timeout; too few in time is a setup timeout).
+async fn tell_protocol(
+    stream: &mut tokio::net::TcpStream,
+    port: MinerPort,
+    cfg: &ServerConfig,
+) -> Result<(MinerPort, Vec<u8>), connection::ConnectionEnd> {
+    if !matches!(port, MinerPort::Both) {
+        return Ok((port, Vec::new()));
+    }
+    let within = Duration::from_millis(cfg.setup_timeout_ms);
+    match crate::shell::detect_protocol(stream, within).await {
+        Ok((Detected::StratumV1, first)) => Ok((MinerPort::Sv1, first)),
+        Ok((Detected::StratumV2, first)) => Ok((MinerPort::Sv2, first)),
+        Err(DetectError::Closed) => Err(ConnectionError::Closed),
+        Err(DetectError::Timeout) => Err(ConnectionError::SetupTimeout),
+        Err(DetectError::Io(e)) => Err(e.into()),
+    }
 }
 
 /// One summary line per period of the refused and failed connections (the first few of each

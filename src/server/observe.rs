@@ -135,6 +135,11 @@ impl PoolObserver {
         self.shared.gate.health_checks()
     }
 
+    /// Stratum V1 requests refused before they reach a channel since the start, per reason.
+    pub fn sv1_refusals(&self) -> Vec<(crate::sv1::Sv1Refusal, u64)> {
+        self.shared.sv1_refusals.snapshot()
+    }
+
     /// Connections open now (set up or not).
     pub fn live_connections(&self) -> usize {
         self.shared.gate.live_connections()

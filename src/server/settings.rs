@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub listen_addr: SocketAddr,
     /// Where Stratum V1 miners connect (issue 17); `None`: no SV1 listener.
     pub sv1_listen_addr: Option<SocketAddr>,
+    /// Stratum V1 miners on `listen_addr` too, told from SV2 ones by their first bytes.
+    pub sv1_on_sv2_port: bool,
     /// Authority key (when created here) and found blocks (`blocks/`).
     pub data_dir: PathBuf,
     /// Authority secret key file (None when the key is given inline or lives in `data_dir`).

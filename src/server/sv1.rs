@@ -7,15 +7,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::connection::{MinerProtocol, PoolHandler, ProtocolEnding};
+use super::connection::{Accepted, MinerProtocol, PoolHandler, ProtocolEnding};
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::Work;
 use crate::shell::{self, DriverLimits, Refused};
-use crate::sv1::{MAX_LINE, Sv1Error, Sv1Session};
+use crate::sv1::{MAX_LINE, Sv1Error, Sv1Refusal, Sv1Session};
 
 /// Why an SV1 connection ended.
 pub type Sv1End = ConnectionError<Sv1Error>;
@@ -39,24 +38,28 @@ impl ProtocolEnding for Sv1Error {
     }
 }
 
-/// Serves one accepted SV1 socket until it ends; returns why. `accepted_ms`: when the socket
-/// was accepted (the setup's time counts from then, a PROXY header's read included).
+/// Serves one accepted SV1 socket until it ends; returns why.
 pub async fn serve(
-    mut stream: TcpStream,
+    socket: Accepted<'_>,
     id: u64,
     shared: Arc<Shared>,
     pending: &Mutex<PendingShares>,
     work: watch::Receiver<Option<Arc<Work>>>,
     shutdown: watch::Receiver<bool>,
-    accepted_ms: u64,
 ) -> Sv1End {
+    let Accepted {
+        mut stream,
+        first,
+        accepted_ms,
+    } = socket;
     let cfg = &shared.config;
     let mut session = Sv1Session::new(
         super::connection::session_config(&shared),
         shared.allocator.clone(),
     )
     .with_channel_budget(shared.channels.clone())
-    .with_payee_works(shared.payee_works.clone());
+    .with_payee_works(shared.payee_works.clone())
+    .with_refusals(shared.sv1_refusals.clone());
     if let Some(ledger) = &shared.ledger {
         session = session.with_ledger_status(ledger.status().clone());
     }
@@ -72,13 +75,19 @@ pub async fn serve(
         accepted_ms,
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
-    shell::drive(
+    let end = shell::drive(
         &mut stream,
         &mut conn,
         &mut handler,
+        first,
         work,
         shutdown,
         &DriverLimits::default(),
     )
-    .await
+    .await;
+    // The one refusal of this layer the session does not see: the connection's framing ends it.
+    if let ConnectionError::LineTooLong(_) = end {
+        shared.sv1_refusals.count(Sv1Refusal::LineTooLong);
+    }
+    end
 }

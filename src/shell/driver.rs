@@ -177,11 +177,14 @@ fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Drives `conn` over `stream` until it ends; returns why.
+/// Drives `conn` over `stream` until it ends; returns why. `first`: bytes read from `stream`
+/// before (a port that tells the protocol by them, [`super::detect_protocol`]), handled after
+/// the first update as if they had just arrived.
 pub async fn drive<P, H>(
     stream: &mut TcpStream,
     conn: &mut Connection<P>,
     handler: &mut H,
+    first: &[u8],
     updates: watch::Receiver<H::Update>,
     shutdown: watch::Receiver<bool>,
     limits: &DriverLimits,
@@ -198,6 +201,14 @@ where
         return e;
     }
     drop(current);
+    if !first.is_empty() {
+        let fed = conn.handle_wire(first, now);
+        handler.on_events(conn, now).await;
+        if let Err(e) = fed {
+            let _ = write_out(stream, conn, limits).await;
+            return e;
+        }
+    }
     let mut buf = vec![0u8; limits.read_buffer];
     // One timer for the connection's life, moved only when the deadline changes.
     let timer = tokio::time::sleep(Duration::from_secs(86_400));

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod certificate;
+pub mod detect;
 pub mod driver;
 pub mod histogram;
 pub mod listener;
@@ -18,6 +19,7 @@ pub mod setup_slots;
 pub mod token_bucket;
 
 pub use admission::{Admission, AdmissionConfig, Ending, Refusal};
+pub use detect::{DetectError, detect_protocol};
 pub use driver::{DEFAULT_DRAIN_GRACE, DriverLimits, Handler, drive};
 pub use histogram::{AtomicHistogram, HistogramSnapshot};
 pub use listener::{

@@ -8,7 +8,8 @@
 //! acknowledgements and events are the SV2 session's.
 //!
 //! - `request`: one line of JSON-RPC to a typed request, parameters checked;
-//! - `session`: [`Sv1Session`], the SV1 error codes ([`code`]).
+//! - `session`: [`Sv1Session`], the SV1 error codes ([`code`]);
+//! - `refusals`: this layer's refusals by reason, counted pool-wide ([`Sv1Refusals`]).
 //!
 //! Behind the `sv1` feature (on with `runtime`) because the JSON parser (serde_json) is not
 //! part of the serde-free core; the session itself uses no tokio and no clock.
@@ -17,9 +18,12 @@
 //! [`Connection`]: crate::connection::Connection
 //! [`Connection::accept_lines`]: crate::connection::Connection::accept_lines
 
+pub mod refusals;
 pub mod request;
 mod session;
 
+pub use refusals::{Sv1Refusal, Sv1Refusals};
 pub use session::{
-    MAX_BAD_REQUESTS, MAX_LINE, Sv1Error, Sv1Session, code, rejection_code, stratum_prev_hash,
+    DEFAULT_START_DIFFICULTY, MAX_BAD_REQUESTS, MAX_EXTRA_WORKERS, MAX_LINE, Sv1Error, Sv1Session,
+    code, rejection_code, stratum_prev_hash,
 };

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use bitcoin::hex::DisplayHex;
 use serde_json::{Value, json};
 
+use super::refusals::{Sv1Refusal, Sv1Refusals};
 use super::request::{self, Configure, Method, Request, Submit};
-use crate::block::target::{difficulty_of, target_of_difficulty};
+use crate::block::target::{difficulty_of, target_of_difficulty, work_of};
 use crate::connection::{Outbox, Protocol};
 use crate::mining::session::{
     ChannelBudget, ExtranonceAllocator, LedgerStatus, MiningConfig, PROTOCOL_VERSION, Session,
@@ -31,10 +32,12 @@ use crate::mining::session::{
 };
 use crate::mining::{ShareRejection, Work};
 use crate::wire::common::{PROTOCOL_MINING, SetupConnection};
+use crate::wire::extensions::RequestExtensions;
 use crate::wire::mining::{
     NewExtendedMiningJob, OpenExtendedMiningChannel, SubmitSharesExtended, UpdateChannel,
 };
-use crate::wire::{B0_32, Frame, Message, Str0_255, Sv2Message};
+use crate::wire::tlv::{TlvEncoder, USER_IDENTITY};
+use crate::wire::{B0_32, Frame, Message, Seq0_64K, Str0_255, Sv2Message};
 
 /// Longest line a miner may send (bytes, newline excluded): a mining.submit is about 200,
 /// a mining.authorize with a 255-byte username and a password under 600. Past it the
@@ -52,6 +55,13 @@ const FUTURE_JOBS: usize = 4;
 /// Jobs whose version is remembered (to apply rolled version bits); the SV2 session keeps
 /// `max_jobs` (10 by default) earning credit, and older ones only make blocks.
 const JOB_VERSIONS: usize = 64;
+/// Workers of the connection's user authorized beside the first (a proxy's devices).
+pub const MAX_EXTRA_WORKERS: usize = 256;
+/// The start difficulty on a chain of difficulty 1 or more unless `sv1_start_difficulty` is
+/// set: a 1 TH/s device (the smallest common SV1 ASIC class) finds a share in about 2 s, near
+/// the vardiff aim; a larger one is raised by vardiff's burst rule within its first 8 shares,
+/// a smaller one lowered by its drought rule (12 expected intervals, about 40 s).
+pub const DEFAULT_START_DIFFICULTY: f64 = 512.0;
 
 /// The usual Stratum V1 error codes.
 pub mod code {
@@ -132,6 +142,11 @@ pub struct Sv1Session {
     subscription: Option<Subscription>,
     /// The username authorized (its channel is open once `channel_id` is set).
     username: Option<String>,
+    /// The same, shared by the refusals this layer reports as the channel's.
+    user_identity: Option<Arc<str>>,
+    /// Further workers of the same user authorized on this connection: their full name and
+    /// the worker name their shares carry (extension 0x0002's user_identity TLV).
+    extra_workers: Vec<(String, String)>,
     channel_id: Option<u32>,
     /// The id of the mining.authorize waiting for its channel's opening.
     authorizing: Option<Value>,
@@ -151,6 +166,12 @@ pub struct Sv1Session {
     /// Submits waiting for their answer, by sequence number, oldest first.
     submits: VecDeque<(u32, Value)>,
     bad_requests: u32,
+    /// Refusals of this layer, pool-wide.
+    refusals: Option<Arc<Sv1Refusals>>,
+    /// Share refusals of this layer, reported after the SV2 session's events.
+    own_events: Vec<SessionEvent>,
+    /// The latest work is of a chain of difficulty 1 or more (where ASICs mine).
+    hard_chain: bool,
 }
 
 impl Sv1Session {
@@ -167,6 +188,8 @@ impl Sv1Session {
             out: Outbox::new(),
             subscription: None,
             username: None,
+            user_identity: None,
+            extra_workers: Vec::new(),
             channel_id: None,
             authorizing: None,
             version_mask: None,
@@ -178,6 +201,9 @@ impl Sv1Session {
             next_seq: 1,
             submits: VecDeque::new(),
             bad_requests: 0,
+            refusals: None,
+            own_events: Vec::new(),
+            hard_chain: false,
         }
     }
 
@@ -190,6 +216,12 @@ impl Sv1Session {
     /// Shares the works of coinbase-paid channels (`sri/solo/...`) with the pool.
     pub fn with_payee_works(mut self, works: Arc<crate::mining::payee_work::PayeeWorks>) -> Self {
         self.inner = self.inner.with_payee_works(works);
+        self
+    }
+
+    /// Counts this layer's refusals in the pool-wide `refusals`.
+    pub fn with_refusals(mut self, refusals: Arc<Sv1Refusals>) -> Self {
+        self.refusals = Some(refusals);
         self
     }
 
@@ -216,6 +248,7 @@ impl Sv1Session {
 
     /// New work from the pool: a mining.notify (clean_jobs on a new tip) once authorized.
     pub fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) -> Result<(), Sv1Error> {
+        self.hard_chain = work.network_target.difficulty_float() >= 1.0;
         self.inner.on_work(work, now_ms);
         self.translate()
     }
@@ -234,7 +267,12 @@ impl Sv1Session {
         let request = match request::parse(line) {
             Ok(r) => r,
             Err(_) => {
-                self.reply_error(&Value::Null, code::OTHER, "not a JSON-RPC request");
+                self.refuse(
+                    &Value::Null,
+                    code::OTHER,
+                    "not a JSON-RPC request",
+                    Sv1Refusal::InvalidJson,
+                );
                 return Err(Sv1Error::NotARequest);
             }
         };
@@ -244,6 +282,7 @@ impl Sv1Session {
         } else {
             self.bad_requests += 1;
             if self.bad_requests >= MAX_BAD_REQUESTS {
+                self.count(Sv1Refusal::TooManyBadRequests);
                 return Err(Sv1Error::TooManyBadRequests(self.bad_requests));
             }
         }
@@ -275,11 +314,11 @@ impl Sv1Session {
                     "unknown method {}",
                     name.chars().take(64).collect::<String>()
                 );
-                self.reply_error(&id, code::OTHER, &message);
+                self.refuse(&id, code::OTHER, &message, Sv1Refusal::UnknownMethod);
                 return Ok(false);
             }
             Method::Invalid(why) => {
-                self.reply_error(&id, code::OTHER, why);
+                self.refuse(&id, code::OTHER, why, Sv1Refusal::InvalidParams);
                 return Ok(false);
             }
         }
@@ -307,6 +346,13 @@ impl Sv1Session {
                 device_id: Str0_255::new("stratum-v1").unwrap_or_default(),
             };
             self.hand_to_inner(&setup, now_ms)?;
+            // Extension 0x0002: the shares of a further worker of the user name it.
+            let extensions = [USER_IDENTITY.extension_type];
+            let request = RequestExtensions {
+                request_id: 0,
+                requested_extensions: Seq0_64K::new(&extensions).map_err(SessionError::Wire)?,
+            };
+            self.hand_to_inner(&request, now_ms)?;
             self.translate()?;
             let (extranonce1, extranonce2_size) = self
                 .inner
@@ -330,29 +376,35 @@ impl Sv1Session {
 
     fn on_authorize(&mut self, id: Value, username: String, now_ms: u64) -> Result<bool, Sv1Error> {
         let Some(subscription) = &self.subscription else {
-            self.reply_error(&id, code::NOT_SUBSCRIBED, "not subscribed");
+            self.refuse(
+                &id,
+                code::NOT_SUBSCRIBED,
+                "not subscribed",
+                Sv1Refusal::NotSubscribed,
+            );
             return Ok(false);
         };
-        if let Some(current) = &self.username {
-            if *current == username && self.channel_id.is_some() {
-                self.reply(&id, json!(true));
-                return Ok(true);
-            }
-            self.reply_error(&id, code::UNAUTHORIZED, "one username per connection");
-            return Ok(false);
+        if self.username.is_some() {
+            return Ok(self.authorize_another(&id, username));
         }
         let Ok(user_identity) = Str0_255::new(&username) else {
-            self.reply_error(&id, code::UNAUTHORIZED, "username too long");
+            self.refuse(
+                &id,
+                code::UNAUTHORIZED,
+                "username too long",
+                Sv1Refusal::UserRefused,
+            );
             return Ok(false);
         };
         let open = OpenExtendedMiningChannel {
             request_id: 1,
             user_identity,
-            nominal_hash_rate: 0.0,
+            nominal_hash_rate: self.start_hash_rate(),
             max_target: self.max_target(),
             min_extranonce_size: subscription.extranonce2_size as u16,
         };
         self.hand_to_inner(&open, now_ms)?;
+        self.user_identity = Some(Arc::from(username.as_str()));
         self.username = Some(username);
         self.authorizing = Some(id.clone());
         self.translate()?;
@@ -361,10 +413,48 @@ impl Sv1Session {
         }
         // Refused: the answer went out in `translate`.
         self.username = None;
+        self.user_identity = None;
         if self.authorizing.take().is_some() {
-            self.reply_error(&id, code::UNAUTHORIZED, "unauthorized");
+            self.refuse(
+                &id,
+                code::UNAUTHORIZED,
+                "unauthorized",
+                Sv1Refusal::UserRefused,
+            );
         }
         Ok(false)
+    }
+
+    /// mining.authorize once a username is authorized: the same name again, or another worker
+    /// of the same user (the text before the first `.`; a proxy authorizes each of its devices
+    /// on one connection) is `true`, and that worker's shares are credited to it; another
+    /// user is refused (one channel, one payout identity, per connection). Returns whether
+    /// it was `true`.
+    fn authorize_another(&mut self, id: &Value, username: String) -> bool {
+        let Some(current) = &self.username else {
+            return false;
+        };
+        if *current == username || self.extra_workers.iter().any(|(n, _)| *n == username) {
+            self.reply(id, json!(true));
+            return true;
+        }
+        let (user, _) = split_user(current);
+        let refusal = match split_user(&username) {
+            (other, _) if other != user => "one user per connection",
+            (_, None) => "one user per connection",
+            (_, Some(worker)) if worker.is_empty() || worker.len() > USER_IDENTITY.max_len => {
+                "a worker name of 1 to 32 bytes"
+            }
+            _ if self.extra_workers.len() >= MAX_EXTRA_WORKERS => "too many workers",
+            (_, Some(worker)) => {
+                let worker = worker.to_owned();
+                self.extra_workers.push((username, worker));
+                self.reply(id, json!(true));
+                return true;
+            }
+        };
+        self.refuse(id, code::UNAUTHORIZED, refusal, Sv1Refusal::UserRefused);
+        false
     }
 
     fn on_configure(&mut self, id: &Value, c: &Configure, now_ms: u64) -> Result<(), Sv1Error> {
@@ -395,6 +485,21 @@ impl Sv1Session {
         Ok(())
     }
 
+    /// The hashrate the miner's channel opens with: the one that finds shares at the vardiff
+    /// aim at the start difficulty (the miner's own suggestion, else `sv1_start_difficulty`,
+    /// else [`DEFAULT_START_DIFFICULTY`] on a chain of difficulty 1 or more); 0, the pool's
+    /// easiest difficulty, without one. The SV2 session keeps it within the pool's bounds.
+    fn start_hash_rate(&self) -> f32 {
+        let start = self
+            .min_difficulty
+            .or(self.config.sv1_start_difficulty)
+            .or(self.hard_chain.then_some(DEFAULT_START_DIFFICULTY));
+        start.map_or(0.0, |d| {
+            let hashes_per_share = work_of(&target_of_difficulty(d));
+            (hashes_per_share * self.config.shares_per_minute / 60.0) as f32
+        })
+    }
+
     /// The easiest target the miner takes (from its minimum difficulty, capped at the pool's
     /// hardest: a miner asking for more than the pool hands out mines at the pool's hardest
     /// rather than being refused), or any.
@@ -421,19 +526,48 @@ impl Sv1Session {
 
     fn on_submit(&mut self, id: Value, s: Submit, now_ms: u64) -> Result<bool, Sv1Error> {
         let Some(subscription) = &self.subscription else {
-            self.reply_error(&id, code::NOT_SUBSCRIBED, "not subscribed");
+            self.refuse(
+                &id,
+                code::NOT_SUBSCRIBED,
+                "not subscribed",
+                Sv1Refusal::NotSubscribed,
+            );
             return Ok(false);
         };
+        let extranonce2_size = subscription.extranonce2_size;
         let (Some(channel_id), Some(username)) = (self.channel_id, &self.username) else {
-            self.reply_error(&id, code::UNAUTHORIZED, "unauthorized worker");
+            self.refuse(
+                &id,
+                code::UNAUTHORIZED,
+                "unauthorized worker",
+                Sv1Refusal::Unauthorized,
+            );
             return Ok(false);
         };
-        if s.worker != *username {
-            self.reply_error(&id, code::UNAUTHORIZED, "unauthorized worker");
+        // The first worker's shares carry no worker TLV (its name is the channel's); another
+        // worker's carry its name.
+        let worker = if s.worker == *username {
+            None
+        } else if let Some((_, w)) = self.extra_workers.iter().find(|(n, _)| *n == s.worker) {
+            Some(w.clone())
+        } else {
+            self.refuse(
+                &id,
+                code::UNAUTHORIZED,
+                "unauthorized worker",
+                Sv1Refusal::Unauthorized,
+            );
             return Ok(false);
-        }
-        if s.extranonce2.len() != subscription.extranonce2_size {
-            self.reply_error(&id, code::OTHER, "extranonce2 of the wrong length");
+        };
+        if s.extranonce2.len() != extranonce2_size {
+            let why = "extranonce2 of the wrong length";
+            self.refuse_share(
+                &id,
+                channel_id,
+                ShareRejection::BadExtranonceSize,
+                why,
+                worker,
+            );
             return Ok(false);
         }
         let job = u32::from_str_radix(&s.job_id, 16).ok().and_then(|job_id| {
@@ -444,14 +578,17 @@ impl Sv1Session {
                 .map(|&(j, v)| (j, v))
         });
         let Some((job_id, job_version)) = job else {
-            self.reply_error(&id, code::JOB_NOT_FOUND, "job not found");
+            let reason = ShareRejection::InvalidJobId;
+            self.refuse_share(&id, channel_id, reason, "job not found", worker);
             return Ok(false);
         };
         let version = match (s.version_bits, self.version_mask) {
             (None, _) => job_version,
             (Some(bits), Some(mask)) if bits & !mask == 0 => (job_version & !mask) | bits,
             (Some(_), _) => {
-                self.reply_error(&id, code::OTHER, "version bits outside the negotiated mask");
+                let why = "version bits outside the negotiated mask";
+                let reason = ShareRejection::InvalidNonRollableVersionBit;
+                self.refuse_share(&id, channel_id, reason, why, worker);
                 return Ok(false);
             }
         };
@@ -468,7 +605,24 @@ impl Sv1Session {
             extranonce,
         };
         self.submits.push_back((sequence_number, id));
-        self.hand_to_inner(&submit, now_ms)?;
+        match &worker {
+            None => self.hand_to_inner(&submit, now_ms)?,
+            Some(w) => {
+                let mut tlv = TlvEncoder::new();
+                tlv.push(
+                    USER_IDENTITY.extension_type,
+                    USER_IDENTITY.field_type,
+                    w.as_bytes(),
+                )
+                .map_err(SessionError::Wire)?;
+                self.to_inner.clear();
+                self.to_inner
+                    .push_with_tlv(&submit, &tlv)
+                    .map_err(SessionError::Wire)?;
+                let frame: &[u8] = &self.to_inner;
+                Protocol::handle_message(&mut self.inner, frame, now_ms)?;
+            }
+        }
         self.translate()?;
         Ok(true)
     }
@@ -537,6 +691,10 @@ impl Sv1Session {
                     && let Some(job) = self.future.remove(at)
                 {
                     self.notify(job.job_id, &job.notify, m.min_ntime, true);
+                }
+                if self.future.is_empty() {
+                    // Held only between a tip's first job and its prev hash: not kept idle.
+                    self.future.shrink_to_fit();
                 }
             }
             Message::SubmitSharesSuccess(m) => {
@@ -653,6 +811,38 @@ impl Sv1Session {
         self.line(&json!({"id": id, "result": result, "error": null}));
     }
 
+    /// Answers with an error of this layer and counts it.
+    fn refuse(&mut self, id: &Value, code: i64, message: &str, reason: Sv1Refusal) {
+        self.count(reason);
+        self.reply_error(id, code, message);
+    }
+
+    fn count(&mut self, reason: Sv1Refusal) {
+        if let Some(r) = &self.refusals {
+            r.count(reason);
+        }
+    }
+
+    /// Refuses a share this layer can judge alone (its job, extranonce2 or version bits are
+    /// wrong before it is one): answered with the SV1 code of `reason` and reported as the
+    /// channel's `ShareRejected`, so it counts with SV2's refusals, per user and worker.
+    fn refuse_share(
+        &mut self,
+        id: &Value,
+        channel_id: u32,
+        reason: ShareRejection,
+        message: &str,
+        worker: Option<String>,
+    ) {
+        self.reply_error(id, rejection_code(reason), message);
+        self.own_events.push(SessionEvent::ShareRejected {
+            channel_id,
+            reason,
+            user_identity: self.user_identity.clone(),
+            worker: worker.map(Arc::from),
+        });
+    }
+
     fn reply_error(&mut self, id: &Value, code: i64, message: &str) {
         self.line(&json!({"id": id, "result": null, "error": [code, message, null]}));
     }
@@ -665,6 +855,14 @@ impl Sv1Session {
         let mut bytes = serde_json::to_vec(v).unwrap_or_default();
         bytes.push(b'\n');
         self.out.push_raw(&bytes);
+    }
+}
+
+/// A username's user (before the first `.`, the ledger's user) and worker (after it), if any.
+fn split_user(username: &str) -> (&str, Option<&str>) {
+    match username.split_once('.') {
+        Some((user, worker)) => (user, Some(worker)),
+        None => (username, None),
     }
 }
 
@@ -697,6 +895,7 @@ impl Protocol for Sv1Session {
 
     fn take_events(&mut self, into: &mut VecDeque<SessionEvent>) {
         Protocol::take_events(&mut self.inner, into);
+        into.extend(self.own_events.drain(..));
     }
 
     /// Set up once subscribed (SetupConnection's place); mining.authorize must follow within

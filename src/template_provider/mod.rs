@@ -356,6 +356,7 @@ async fn serve(
         &mut stream,
         &mut conn,
         &mut handler,
+        &[],
         templates,
         shutdown,
         &limits,

@@ -35,6 +35,9 @@ pub struct MiningConfig {
     pub easy_chain_min_difficulty: Option<f64>,
     /// Hardest share difficulty the pool hands out.
     pub max_difficulty: f64,
+    /// The difficulty a Stratum V1 miner starts at (`crate::sv1`; SV1 miners announce no
+    /// hashrate); `None`: the SV1 session's default for the chain.
+    pub sv1_start_difficulty: Option<f64>,
     /// Miner extranonce bytes given when the client asks for fewer.
     pub default_extranonce_size: u16,
     /// Seconds a share's nTime may pass the specification's ceiling (the latest
@@ -115,6 +118,7 @@ impl Default for MiningConfig {
             min_difficulty: 1e-6,
             easy_chain_min_difficulty: None,
             max_difficulty: 1e15,
+            sv1_start_difficulty: None,
             default_extranonce_size: 8,
             ntime_allowance_secs: 120,
             max_channels_per_connection: 64,
