@@ -236,8 +236,10 @@ async fn metrics_and_api_show_what_the_miner_did() {
     );
     assert!(one(&m, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(one(&m, "process_cpu_seconds_total", &[]) > 0.0);
+    let timed_acks = histogram_count(&m, "blvm_stratum_ack_latency_seconds");
     assert!(
-        histogram_count(&m, "blvm_stratum_ack_latency_seconds") >= report.shares_accepted as f64
+        timed_acks >= report.shares_accepted as f64,
+        "{timed_acks} acknowledgements timed, {accepted} shares accepted: {report:?}"
     );
     assert!(histogram_count(&m, "blvm_stratum_ledger_commit_seconds") >= 1.0);
     bodies.push(text);
