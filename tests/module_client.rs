@@ -125,7 +125,7 @@ async fn requests_events_refusals_and_reconnection() {
     while seen.len() < 2 {
         match within(events.recv()).await.expect("event") {
             ChainEvent::NewTip { hash, height } => seen.push((hash, height)),
-            ChainEvent::NewTemplate => {}
+            ChainEvent::NewTemplate | ChainEvent::Unreachable => {}
         }
     }
     assert_eq!(

@@ -537,6 +537,58 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
     server.stop().await.expect("stops");
 }
 
+/// With templates asked for once an hour, only the backend's tip poller can notice the node
+/// going away (ChainEvent::Unreachable) and its return (a template fetched at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tip_poller_notices_the_node_going_away_between_template_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, receiver) = Receiver::start(&[]).await;
+    let down = Arc::new(AtomicBool::new(false));
+    let rpc_url = fake_rpc_node(down.clone()).await;
+    let extra = format!(
+        r#"
+        backend = "rpc"
+        rpc_url = "{rpc_url}"
+        template_refresh_secs = 3600
+        [[webhooks]]
+        url = "http://{hook}/hook"
+        events = ["node_unreachable", "node_reachable"]
+        "#
+    );
+    let config = PoolConfig::resolve(&pool_options(dir.path(), &extra), "test").expect("config");
+    let blvm_stratum_v2::config::Backend::Rpc(rpc) = config.backend.clone() else {
+        panic!("not the rpc backend: {:?}", config.backend)
+    };
+    let node = Arc::new(blvm_stratum_v2::node::rpc::RpcNode::new(rpc));
+    let server = StratumV2Server::new(config, node).expect("server");
+    server.start().await.expect("started");
+    wait_until("the first template", Duration::from_secs(30), || {
+        server.observer().node_health(u64::MAX).reachable
+    })
+    .await;
+
+    down.store(true, Ordering::SeqCst);
+    wait_until(
+        "node_unreachable from the tip poller",
+        Duration::from_secs(60),
+        || !receiver.delivered("node_unreachable").is_empty(),
+    )
+    .await;
+    assert!(!server.observer().node_health(u64::MAX).reachable);
+
+    down.store(false, Ordering::SeqCst);
+    wait_until("node_reachable", Duration::from_secs(60), || {
+        !receiver.delivered("node_reachable").is_empty()
+    })
+    .await;
+    assert_eq!(
+        receiver.delivered("node_unreachable").len(),
+        1,
+        "once per outage"
+    );
+    server.stop().await.expect("stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_fills_only_its_bounded_queue_and_mining_goes_on() {
     let dir = tempfile::tempdir().unwrap();

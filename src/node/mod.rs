@@ -34,6 +34,10 @@ pub enum ChainEvent {
     },
     /// A better template is available on the same tip (more fees, new transactions).
     NewTemplate,
+    /// The backend found the node unreachable between requests (the JSON-RPC tip poller's
+    /// failed poll, the lost module socket): once per outage. Its return is a `NewTemplate`
+    /// or `NewTip`. Lets the pool say the node is down before its next template request.
+    Unreachable,
 }
 
 /// Why a node refused or could not take a request.

@@ -1132,6 +1132,11 @@ async fn template_loop(
                 match ev {
                     Ok(ChainEvent::NewTip { hash, height }) => info!(%hash, height, "new tip"),
                     Ok(ChainEvent::NewTemplate) => {}
+                    // No template to ask for; the node's health says it (webhooks, metrics).
+                    Ok(ChainEvent::Unreachable) => {
+                        shared.observe.node_failed(now_ms());
+                        continue;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         events = node.subscribe();

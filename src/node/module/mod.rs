@@ -530,6 +530,7 @@ async fn connection_loop(inner: Arc<Inner>) {
                 let reason = serve(&inner, stream, &mut set_up).await;
                 inner.set_outbox(None);
                 inner.fail_pending();
+                let _ = inner.events.send(ChainEvent::Unreachable);
                 if set_up {
                     // A session that worked: come back quickly.
                     warn!("lost the node's socket: {reason}; reconnecting");
@@ -541,6 +542,7 @@ async fn connection_loop(inner: Arc<Inner>) {
             }
             Err(e) => {
                 if !said_unreachable {
+                    let _ = inner.events.send(ChainEvent::Unreachable);
                     warn!(
                         path = %inner.settings.socket_path.display(),
                         "cannot connect to the node's socket: {e}; retrying (up to every {:?})",

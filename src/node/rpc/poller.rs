@@ -101,6 +101,7 @@ pub(super) async fn poll_tip(
                          wait in blocks/pending; polling every {every:?} until it answers"
                     );
                     down_since = Some(tokio::time::Instant::now());
+                    let _ = events.send(ChainEvent::Unreachable);
                 }
                 continue;
             }
