@@ -24,7 +24,7 @@ use crate::node::rpc::{RpcAuth, RpcConfig};
 use crate::payout::{PayoutPolicy, PayoutScheme};
 use crate::server::ledger_writer::{LedgerSettings, WriterSettings};
 use crate::server::{RewardDestination, ServerConfig};
-use crate::shell::{AdmissionConfig, Rate};
+use crate::shell::{AdmissionConfig, Rate, TrustedProxies};
 
 mod http_options;
 mod module_env;
@@ -200,6 +200,12 @@ pub struct PoolOptions {
     #[arg(long, value_name = "SECS")]
     pub penalty_secs: Option<u64>,
     // ----- end of admission control -----
+    /// Load balancers (CIDRs, or single addresses) whose connections start with a PROXY
+    /// protocol v2 header giving the miner's address (HAProxy's send-proxy-v2), on both the
+    /// SV2 and the SV1 port; every connection from them must carry one, and a header from any
+    /// other address is refused. Comma-separated. Default: none (off).
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub proxy_protocol_from: Option<Vec<String>>,
     // Issue 14, liveness, share floods and channel cap (helper B).
     /// A set-up connection with no channel open for this long is closed. Default: 30.
     #[arg(long, value_name = "SECS")]
@@ -570,6 +576,7 @@ impl PoolOptions {
             max_pre_setup_per_ip,
             handshake_failures_before_penalty,
             penalty_secs,
+            proxy_protocol_from,
             channel_open_timeout_secs,
             share_rate_multiple,
             flood_close_refusals,
@@ -714,6 +721,8 @@ pub struct PoolConfig {
     pub max_connections: usize,
     /// Admission control per source (issue 14).
     pub admission: AdmissionConfig,
+    /// Issue 18: trusted load balancers speaking the PROXY protocol v2 (empty: off).
+    pub proxy_protocol_from: TrustedProxies,
     /// Template source.
     pub backend: Backend,
     // Issue 14, part C.
@@ -761,6 +770,7 @@ impl From<PoolConfig> for ServerConfig {
             setup_timeout_ms: c.setup_timeout_ms,
             max_connections: c.max_connections,
             admission: c.admission,
+            proxy_protocol_from: c.proxy_protocol_from,
             max_submitted_blocks: c.max_submitted_blocks,
             ledger: c.ledger,
             payout: c.payout,
@@ -840,8 +850,21 @@ fn ledger_settings(
 
 /// The admission keys (issue 14, part A), each checked: a zero rate or budget would refuse
 /// every miner.
-fn admission_config(o: &PoolOptions, source_name: &str) -> Result<AdmissionConfig, ConfigError> {
-    let d = AdmissionConfig::default();
+///
+/// Behind a load balancer speaking the PROXY protocol (`proxies` not empty), the allow-list is
+/// empty unless configured: loopback is exempt by default only because a local proxy used to
+/// hide every miner behind 127.0.0.1; with the PROXY protocol the limits apply to each miner's
+/// real address, a local one included, and the balancer's own address is never admitted as a
+/// miner (`shell::proxy_protocol`).
+fn admission_config(
+    o: &PoolOptions,
+    proxies: &TrustedProxies,
+    source_name: &str,
+) -> Result<AdmissionConfig, ConfigError> {
+    let mut d = AdmissionConfig::default();
+    if !proxies.is_empty() {
+        d.allow_list.clear();
+    }
     let at_least_1 = |v: Option<u32>, key: &'static str, default: u32| match v {
         Some(0) => Err(invalid(source_name, key, "must be at least 1")),
         v => Ok(v.unwrap_or(default)),
@@ -907,6 +930,30 @@ fn admission_config(o: &PoolOptions, source_name: &str) -> Result<AdmissionConfi
         penalty_ms,
         max_sources: d.max_sources,
     })
+}
+
+/// `proxy_protocol_from`: CIDRs (`10.0.0.0/8`, `::1/128`) or single addresses, each parsed
+/// by `ipnet`; a bad entry fails the start naming the key and the entry.
+fn proxy_protocol_from(o: &PoolOptions, source_name: &str) -> Result<TrustedProxies, ConfigError> {
+    let nets = o
+        .proxy_protocol_from
+        .iter()
+        .flatten()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|e| {
+                    invalid(
+                        source_name,
+                        "proxy_protocol_from",
+                        format!("{s:?}: {e} (a CIDR such as 10.0.0.0/8 or an address)"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrustedProxies::new(nets))
 }
 
 fn invalid(source_name: &str, key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -1199,6 +1246,7 @@ impl PoolConfig {
         };
         // Issue 15 (helper A).
         let ledger = ledger_settings(o, &data_dir, source_name)?;
+        let proxy_protocol_from = proxy_protocol_from(o, source_name)?;
         Ok(PoolConfig {
             enabled: o.enabled.unwrap_or(true),
             listen_addr,
@@ -1216,7 +1264,8 @@ impl PoolConfig {
             handshake_timeout_ms: secs(o.handshake_timeout_secs, "handshake_timeout_secs", 10)?,
             setup_timeout_ms: secs(o.setup_timeout_secs, "setup_timeout_secs", 10)?,
             max_connections: o.max_connections.unwrap_or(10_000).max(1),
-            admission: admission_config(o, source_name)?,
+            admission: admission_config(o, &proxy_protocol_from, source_name)?,
+            proxy_protocol_from,
             backend,
             max_submitted_blocks: o
                 .max_submitted_blocks
@@ -1556,6 +1605,50 @@ mod tests {
         assert!(PoolConfig::resolve(&o, "f").is_err());
         // Unknown keys of an account are refused.
         assert!(PoolOptions::from_toml("[users.a]\naddres = \"x\"", Path::new("f")).is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_from_is_read_and_checked() {
+        let d = PoolConfig::resolve(&PoolOptions::default(), "defaults").unwrap();
+        assert!(d.proxy_protocol_from.is_empty(), "off by default");
+        let text =
+            r#"proxy_protocol_from = ["127.0.0.1/32", "::1/128", "10.1.0.0/16", "192.0.2.7"]"#;
+        let o = PoolOptions::from_toml(text, Path::new("a.toml")).unwrap();
+        let c = PoolConfig::resolve(&o, "a.toml").unwrap();
+        let nets: Vec<String> = c
+            .proxy_protocol_from
+            .nets()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            ["127.0.0.1/32", "::1/128", "10.1.0.0/16", "192.0.2.7/32"]
+        );
+        assert!(
+            c.admission.allow_list.is_empty(),
+            "behind a balancer, loopback miners are limited like any"
+        );
+        let text = r#"
+            proxy_protocol_from = ["127.0.0.1/32"]
+            connection_allow_list = ["10.0.0.1"]
+        "#;
+        let o = PoolOptions::from_toml(text, Path::new("a.toml")).unwrap();
+        let c = PoolConfig::resolve(&o, "a.toml").unwrap();
+        assert_eq!(c.admission.allow_list.len(), 1, "a configured list stays");
+        for bad in ["10.0.0.0/33", "pool.example", "10.0.0.0/8/8"] {
+            let o = PoolOptions {
+                proxy_protocol_from: Some(vec!["127.0.0.1/32".into(), bad.into()]),
+                ..PoolOptions::default()
+            };
+            match PoolConfig::resolve(&o, "test") {
+                Err(ConfigError::Invalid { key, reason, .. }) => {
+                    assert_eq!(key, "proxy_protocol_from");
+                    assert!(reason.contains(bad), "{reason}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct Scrape {
     channels_standard: usize,
     max_channels: usize,
     refusals: Vec<(Refused, u64)>,
+    proxy_health_checks: u64,
     accepted: u64,
     rejected_by_reason: Vec<(&'static str, u64)>,
     workers_tracked: usize,
@@ -93,6 +94,7 @@ impl Scrape {
             channels_standard: standard,
             max_channels: limits.max_channels,
             refusals: observer.refusals(),
+            proxy_health_checks: observer.proxy_health_checks(),
             accepted: stats.accepted_shares,
             rejected_by_reason,
             workers_tracked: tracked,
@@ -131,6 +133,7 @@ fn is_failure(r: Refused) -> bool {
             | Refused::IdleTimeout
             | Refused::ShareFlood
             | Refused::ConnectionFailed
+            | Refused::Proxy(_)
     )
 }
 
@@ -233,6 +236,12 @@ impl Collector for Scrape {
                     .encode_counter::<NoLabelSet, _, u64>(n, None)?;
             }
         }
+        counter(
+            &mut e,
+            "blvm_stratum_proxy_health_checks",
+            "Health checks of a trusted load balancer (PROXY v2 LOCAL headers), closed quietly: not failures.",
+            self.proxy_health_checks,
+        )?;
         // ----- shares -----
         counter(
             &mut e,

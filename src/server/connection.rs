@@ -236,7 +236,8 @@ pub(super) fn session_config(shared: &Shared) -> Arc<MiningConfig> {
     Arc::new(mining)
 }
 
-/// Serves one accepted socket until it ends; returns why.
+/// Serves one accepted socket until it ends; returns why. `accepted_ms`: when the socket was
+/// accepted (the handshake's time counts from then, a PROXY header's read included).
 pub async fn serve(
     mut stream: TcpStream,
     id: u64,
@@ -244,6 +245,7 @@ pub async fn serve(
     pending: &Mutex<PendingShares>,
     work: watch::Receiver<Option<Arc<Work>>>,
     shutdown: watch::Receiver<bool>,
+    accepted_ms: u64,
 ) -> ConnectionEnd {
     let cfg = &shared.config;
     let mut session = Session::new(session_config(&shared), shared.allocator.clone())
@@ -262,7 +264,7 @@ pub async fn serve(
             idle_timeout_ms: Some(cfg.idle_timeout_ms),
             max_payload_len: MAX_CLIENT_PAYLOAD,
         },
-        shell::unix_ms(),
+        accepted_ms,
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
     shell::drive(

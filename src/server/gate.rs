@@ -47,6 +47,9 @@ pub(crate) struct Gate {
     refusals: LogBudget<Refused>,
     /// Every refusal and failure since the start, per [`Refused::index`] (metrics).
     totals: [AtomicU64; Refused::ALL.len()],
+    /// A trusted load balancer's health checks (PROXY v2 LOCAL) since the start: neither
+    /// refusals nor failures, counted apart (metrics).
+    health_checks: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -62,6 +65,7 @@ impl Gate {
             live: Mutex::new(Live::default()),
             refusals: LogBudget::new(now_ms),
             totals: std::array::from_fn(|_| AtomicU64::new(0)),
+            health_checks: AtomicU64::new(0),
         }
     }
 
@@ -106,6 +110,16 @@ impl Gate {
     pub(crate) fn count(&self, reason: Refused) -> bool {
         self.totals[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.refusals.admit(reason)
+    }
+
+    /// A trusted load balancer's health check (a PROXY v2 LOCAL header) came and was closed.
+    pub(crate) fn health_check(&self) {
+        self.health_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Health checks since the start.
+    pub(crate) fn health_checks(&self) -> u64 {
+        self.health_checks.load(Ordering::Relaxed)
     }
 
     /// Connection `id` completed SetupConnection at `now_ms`: it takes a set-up place (the

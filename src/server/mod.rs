@@ -11,6 +11,7 @@ mod connection;
 mod gate;
 pub mod ledger_writer;
 pub mod observe;
+mod proxied;
 mod registration;
 mod reward_check;
 mod settings;
@@ -995,6 +996,8 @@ async fn accept_loop(
         max_connections: socket_cap(&shared.config),
         shutdown_grace: SHUTDOWN_GRACE,
     };
+    // What a load balancer's connection waits on while its PROXY header is read.
+    let stopping = shutdown.clone();
     let accepting = crate::shell::accept_loop_admitting(
         listener,
         config,
@@ -1002,28 +1005,66 @@ async fn accept_loop(
         |peer| shared.gate.refused(Refused::SocketCap, peer),
         |stream, peer, permit| {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            // Refused: closed before any byte is read (no handshake, no Diffie-Hellman).
-            let stop = shared.gate.admit(id, peer, now_ms())?;
-            debug!(conn = id, %peer, "connection accepted");
-            let pending = Arc::new(Mutex::new(PendingShares::default()));
-            shared
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, pending.clone());
+            let accepted_ms = now_ms();
+            // A trusted load balancer's connection is admitted once its PROXY header names
+            // the miner; any other is admitted (or refused) now, before any byte is read (no
+            // handshake, no Diffie-Hellman).
+            let arrival = if shared.config.proxy_protocol_from.trusts(peer.ip()) {
+                proxied::Arrival::FromBalancer
+            } else {
+                proxied::Arrival::Direct(shared.gate.admit(id, peer, accepted_ms)?)
+            };
             let shared = shared.clone();
             let work = work.clone();
+            let shutdown = stopping.clone();
             Some(async move {
+                let mut stream = stream;
+                let Some((peer, stop)) = proxied::enter(
+                    &mut stream,
+                    id,
+                    peer,
+                    arrival,
+                    &shared,
+                    shutdown,
+                    accepted_ms,
+                )
+                .await
+                else {
+                    drop(permit);
+                    return;
+                };
+                debug!(conn = id, %peer, "connection accepted");
+                let pending = Arc::new(Mutex::new(PendingShares::default()));
+                shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, pending.clone());
                 let failed = match port {
                     MinerPort::Sv2 => {
-                        let end =
-                            connection::serve(stream, id, shared.clone(), &pending, work, stop)
-                                .await;
+                        let end = connection::serve(
+                            stream,
+                            id,
+                            shared.clone(),
+                            &pending,
+                            work,
+                            stop,
+                            accepted_ms,
+                        )
+                        .await;
                         connection::log_end(id, peer, &end, &shared.gate)
                     }
                     MinerPort::Sv1 => {
-                        let end =
-                            sv1::serve(stream, id, shared.clone(), &pending, work, stop).await;
+                        let end = sv1::serve(
+                            stream,
+                            id,
+                            shared.clone(),
+                            &pending,
+                            work,
+                            stop,
+                            accepted_ms,
+                        )
+                        .await;
                         connection::log_end(id, peer, &end, &shared.gate)
                     }
                 };

@@ -119,6 +119,11 @@ impl PoolObserver {
         self.shared.gate.refusal_totals().collect()
     }
 
+    /// A trusted load balancer's health checks (PROXY v2 LOCAL headers) since the start.
+    pub fn proxy_health_checks(&self) -> u64 {
+        self.shared.gate.health_checks()
+    }
+
     /// Connections open now (set up or not).
     pub fn live_connections(&self) -> usize {
         self.shared.gate.live_connections()

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::mining::MiningConfig;
-use crate::shell::AdmissionConfig;
+use crate::shell::{AdmissionConfig, TrustedProxies};
 
 use super::RewardDestination;
 use super::ledger_writer::LedgerSettings;
@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Admission control per source (issue 14).
     pub admission: AdmissionConfig,
+    /// Issue 18: load balancers whose PROXY v2 headers give the miner's address, on both
+    /// listeners (empty: off).
+    pub proxy_protocol_from: TrustedProxies,
     /// Blocks kept in `blocks/submitted`, oldest removed first (`blocks/pending` is never
     /// pruned).
     pub max_submitted_blocks: usize,

@@ -39,7 +39,8 @@ impl ProtocolEnding for Sv1Error {
     }
 }
 
-/// Serves one accepted SV1 socket until it ends; returns why.
+/// Serves one accepted SV1 socket until it ends; returns why. `accepted_ms`: when the socket
+/// was accepted (the setup's time counts from then, a PROXY header's read included).
 pub async fn serve(
     mut stream: TcpStream,
     id: u64,
@@ -47,6 +48,7 @@ pub async fn serve(
     pending: &Mutex<PendingShares>,
     work: watch::Receiver<Option<Arc<Work>>>,
     shutdown: watch::Receiver<bool>,
+    accepted_ms: u64,
 ) -> Sv1End {
     let cfg = &shared.config;
     let mut session = Sv1Session::new(
@@ -67,7 +69,7 @@ pub async fn serve(
             idle_timeout_ms: Some(cfg.idle_timeout_ms),
             max_payload_len: MAX_LINE,
         },
-        shell::unix_ms(),
+        accepted_ms,
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
     shell::drive(

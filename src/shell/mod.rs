@@ -10,6 +10,8 @@ pub mod histogram;
 pub mod listener;
 pub mod log_budget;
 pub mod printable;
+pub mod proxy_header;
+pub mod proxy_protocol;
 pub mod refusals;
 pub mod rotating_log;
 pub mod setup_slots;
@@ -23,6 +25,8 @@ pub use listener::{
 };
 pub use log_budget::{LogBudget, Summary};
 pub use printable::Printable;
+pub use proxy_header::{ProxyHeader, ProxyHeaderError, ProxyRefusal};
+pub use proxy_protocol::TrustedProxies;
 pub use refusals::Refused;
 pub use setup_slots::{Claim, SetupSlots};
 pub use token_bucket::{Rate, TokenBucket};

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use super::admission::Refusal;
+use super::proxy_header::ProxyRefusal;
 
 /// Why a connection was refused, closed early or denied something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,6 +37,9 @@ pub enum Refused {
     ShareFlood,
     /// Another failure after setup (protocol error, a peer that does not read, a socket error).
     ConnectionFailed,
+    /// The PROXY protocol (issue 18): a header from an untrusted address, or a trusted load
+    /// balancer's connection without a valid header in time.
+    Proxy(ProxyRefusal),
 }
 
 impl fmt::Display for Refused {
@@ -54,13 +58,14 @@ impl fmt::Display for Refused {
             Refused::NoChannel => f.write_str("no channel in time"),
             Refused::ShareFlood => f.write_str("share flood"),
             Refused::ConnectionFailed => f.write_str("connection failed"),
+            Refused::Proxy(r) => write!(f, "{r}"),
         }
     }
 }
 
 impl Refused {
     /// Every reason, in [`Refused::index`] order.
-    pub const ALL: [Refused; 19] = [
+    pub const ALL: [Refused; 23] = [
         Refused::Admission(Refusal::PenaltyBox),
         Refused::Admission(Refusal::PerIpCap),
         Refused::Admission(Refusal::PreSetupPerIp),
@@ -80,6 +85,10 @@ impl Refused {
         Refused::NoChannel,
         Refused::ShareFlood,
         Refused::ConnectionFailed,
+        Refused::Proxy(ProxyRefusal::Untrusted),
+        Refused::Proxy(ProxyRefusal::Missing),
+        Refused::Proxy(ProxyRefusal::Malformed),
+        Refused::Proxy(ProxyRefusal::Timeout),
     ];
 
     /// Its place in [`Refused::ALL`] and in a table of counts.
@@ -106,6 +115,12 @@ impl Refused {
             Refused::NoChannel => 16,
             Refused::ShareFlood => 17,
             Refused::ConnectionFailed => 18,
+            Refused::Proxy(r) => match r {
+                ProxyRefusal::Untrusted => 19,
+                ProxyRefusal::Missing => 20,
+                ProxyRefusal::Malformed => 21,
+                ProxyRefusal::Timeout => 22,
+            },
         }
     }
 
@@ -133,6 +148,12 @@ impl Refused {
             Refused::NoChannel => "no_channel",
             Refused::ShareFlood => "share_flood",
             Refused::ConnectionFailed => "connection_failed",
+            Refused::Proxy(r) => match r {
+                ProxyRefusal::Untrusted => "proxy_header_untrusted",
+                ProxyRefusal::Missing => "proxy_header_missing",
+                ProxyRefusal::Malformed => "proxy_header_malformed",
+                ProxyRefusal::Timeout => "proxy_header_timeout",
+            },
         }
     }
 }

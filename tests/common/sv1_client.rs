@@ -303,7 +303,12 @@ pub struct Sv1Conn {
 /// Connects to `addr`, configures version rolling, subscribes and authorizes as `user`, and
 /// waits for the first job.
 pub async fn connect(addr: SocketAddr, user: &str) -> Sv1Conn {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    connect_stream(TcpStream::connect(addr).await.unwrap(), user).await
+}
+
+/// [`connect`] on a connection already made (from a chosen source address, through a load
+/// balancer).
+pub async fn connect_stream(stream: TcpStream, user: &str) -> Sv1Conn {
     let (r, writer) = stream.into_split();
     let mut line = Line {
         reader: BufReader::new(r).lines(),
