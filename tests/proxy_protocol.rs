@@ -209,6 +209,8 @@ async fn miners_behind_haproxy_are_seen_limited_and_refused_by_their_real_addres
         // penalty box (health checks must never count as one).
         max_connections_per_ip: Some(2),
         handshake_failures_before_penalty: Some(2),
+        // A trusted peer's header must come within it.
+        handshake_timeout_secs: Some(2),
         ..PoolOptions::default()
     };
     let config = PoolConfig::resolve(&opts, "test").expect("config");
@@ -320,19 +322,47 @@ async fn miners_behind_haproxy_are_seen_limited_and_refused_by_their_real_addres
     })
     .await;
 
+    // A malformed header (more TLV bytes announced than allowed) and none in time.
+    let mut oversize = connect_from(ip(1), sv2).await;
+    let mut header = forged.clone();
+    header[14..16].copy_from_slice(&4096u16.to_be_bytes());
+    oversize.write_all(&header).await.unwrap();
+    expect_closed(&mut oversize, Duration::from_secs(5), "an oversize header").await;
+    let mut silent = connect_from(ip(1), sv1).await;
+    expect_closed(&mut silent, Duration::from_secs(10), "no header in time").await;
+    wait_metrics(&c, &base, "the malformed and late headers counted", |m| {
+        metric(
+            m,
+            r#"blvm_stratum_connection_failures_total{cause="proxy_header_malformed"}"#,
+        ) == 1.0
+            && metric(
+                m,
+                r#"blvm_stratum_connection_failures_total{cause="proxy_header_timeout"}"#,
+            ) == 1.0
+    })
+    .await;
+
+    // The forged headers counted towards 127.0.0.5's penalty box (two failures).
+    let mut penalized = connect_from(ip(5), sv2).await;
+    expect_closed(
+        &mut penalized,
+        Duration::from_secs(5),
+        "127.0.0.5 penalized",
+    )
+    .await;
+    wait_metrics(&c, &base, "the penalty box", |m| {
+        metric(
+            m,
+            r#"blvm_stratum_connection_limit_hits_total{limit="penalty_box"}"#,
+        ) == 1.0
+    })
+    .await;
+
     // The miners mine on, and the API still shows only them.
     mine(&mut alice, alice_channel, 2).await;
     bob.mine(bob.miner.accepted + 2).await;
     let ips = connection_ips(&c, &base).await;
     assert_eq!(ips, BTreeSet::from([ip(2), ip(3)]), "{ips:?}");
-    let m = get(&c, &format!("{base}/metrics")).await;
-    assert_eq!(
-        metric(
-            &m,
-            r#"blvm_stratum_connection_limit_hits_total{limit="penalty_box"}"#
-        ),
-        0.0
-    );
 
     drop(lb);
     http.stop().await;

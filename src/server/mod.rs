@@ -981,9 +981,10 @@ enum MinerPort {
 }
 
 /// Accepts miners through the shell's listener (socket cap, drain at shutdown) and the gate
-/// (admission per source, pre-setup budget, handshake rate, penalty box); each admitted
-/// connection is served with its own stop signal, registered with the pool once it sets up,
-/// and forgotten when it ends (its statistics folded in first).
+/// (admission per source, pre-setup budget, handshake rate, penalty box), the source being the
+/// miner's address from a trusted load balancer's PROXY header when there is one
+/// ([`proxied`]); each admitted connection is served with its own stop signal, registered
+/// with the pool once it sets up, and forgotten when it ends (its statistics folded in first).
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,

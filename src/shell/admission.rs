@@ -1,8 +1,9 @@
 //! Admission control at the listener: which new connection the pool takes, decided per source
 //! address so that no single host can lock miners out or make the pool spend its CPU on Noise
 //! handshakes. Sans-IO: fed the source address and the time, no sockets and no tokio, so each
-//! rule is tested alone. The source is a value the caller supplies (today the peer's IP; behind
-//! a load balancer speaking the PROXY protocol, the client's address from its header).
+//! rule is tested alone. The source is a value the caller supplies: the peer's IP, or behind a
+//! trusted load balancer speaking the PROXY protocol, the miner's address from its header (the
+//! balancer's own address is never admitted).
 //!
 //! A connection is admitted when, in order: its source is not in the penalty box (too many
 //! failed handshakes or setups lately), holds fewer than `max_per_ip` live connections, fewer
@@ -70,8 +71,10 @@ impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
             max_per_ip: DEFAULT_MAX_PER_IP,
-            // Loopback: a local proxy (stunnel, HAProxy on the host) is the load balancer case,
-            // and a local process can exhaust the host anyway.
+            // Loopback: a local proxy (stunnel, HAProxy on the host) without the PROXY protocol
+            // hides every miner behind it, and a local process can exhaust the host anyway.
+            // With `proxy_protocol_from` set the configuration empties this list: the source
+            // is then each miner's own address, loopback included.
             allow_list: vec![
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V6(Ipv6Addr::LOCALHOST),

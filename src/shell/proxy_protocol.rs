@@ -1,6 +1,6 @@
 //! The PROXY protocol at the listener: which peers are trusted load balancers
 //! (`proxy_protocol_from`, CIDRs), reading a trusted peer's header before anything else
-//! (bounded in size by [`proxy_header`](super::proxy_header), in time by the caller), and
+//! (bounded in size by [`proxy_header`], in time by the caller), and
 //! looking at an untrusted peer's first bytes without consuming them, so that a PROXY header
 //! from anyone else is refused rather than taken for a miner's handshake.
 //!

@@ -4,11 +4,13 @@
 //! [`Route`], each balancing over one or more pool servers that get the PROXY protocol v2
 //! (`send-proxy-v2`) and health checks that send it too (`check check-send-proxy`: a
 //! PROXY v2 LOCAL header, then close). Ready once its runtime API says every frontend is
-//! open; killed on drop. Its runtime API (the admin socket in the same directory) answers
+//! open; killed on drop, and with the test process if it dies without dropping it. Its
+//! runtime API (the admin socket in the same directory) answers
 //! [`Haproxy::command`], e.g. `show servers state` to wait for a server to go down or up.
 //!
-//! The binary is /usr/sbin/haproxy (Debian's package; .ci/run installs it) or `haproxy` in
-//! the PATH; a missing binary panics, loudly: no test is skipped for want of it.
+//! The binary is /usr/sbin/haproxy (Debian's package; .ci/run installs it, and so does the
+//! first test that misses it) or `haproxy` in the PATH; if it cannot be had the test panics,
+//! loudly: no test is skipped for want of it.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
@@ -68,28 +70,78 @@ impl Default for Settings {
 /// A running HAProxy.
 pub struct Haproxy {
     child: Child,
+    /// Keeps alive the thread HAProxy was started from (see [`spawn_tied`]); dropped last.
+    keeper: Option<std::sync::mpsc::Sender<()>>,
     dir: tempfile::TempDir,
     /// Each route's name and frontend address, in the order given.
     frontends: Vec<(String, SocketAddr)>,
 }
 
-/// The HAProxy binary: Debian's, else the PATH's.
+/// The HAProxy binary: Debian's, else the PATH's. On a machine without it, Debian's package is
+/// installed first (as `.ci/run` does), so that `cargo test` needs nothing installed by hand.
 fn binary() -> PathBuf {
+    find_binary().unwrap_or_else(|| {
+        install_haproxy();
+        find_binary().unwrap_or_else(|| {
+            panic!(
+                "HAProxy is not installed (no /usr/sbin/haproxy, none in PATH) and installing \
+                 Debian's haproxy did not provide it: run .ci/run, or apt-get install haproxy"
+            )
+        })
+    })
+}
+
+fn find_binary() -> Option<PathBuf> {
     let debian = Path::new("/usr/sbin/haproxy");
     if debian.exists() {
-        return debian.to_path_buf();
+        return Some(debian.to_path_buf());
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
+    std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join("haproxy"))
             .find(|p| p.exists())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "HAProxy is not installed (no /usr/sbin/haproxy, none in PATH): run .ci/run, or \
-             apt-get install haproxy"
-        )
     })
+}
+
+/// `apt-get install haproxy` (as root, or through `sudo -n`), one test process at a time.
+fn install_haproxy() {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("blvm-stratum-v2-install-haproxy.lock"))
+        .expect("lock file for installing HAProxy");
+    // SAFETY: flock(2) on a descriptor this function owns for the call's duration.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "lock for installing HAProxy");
+    if find_binary().is_some() {
+        return;
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let sudo: &[&str] = if root { &[] } else { &["sudo", "-n"] };
+    for args in [
+        &["apt-get", "update"][..],
+        &[
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "haproxy",
+        ][..],
+    ] {
+        let mut command: Vec<&str> = sudo.to_vec();
+        command.extend_from_slice(args);
+        eprintln!("HAProxy is missing: running {}", command.join(" "));
+        let status = Command::new(command[0])
+            .args(&command[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("`{}` failed: {status:?}", command.join(" "));
+        }
+    }
 }
 
 /// A port free on 127.0.0.1 now (HAProxy binds it a moment later; [`Haproxy::start`]
@@ -171,14 +223,15 @@ impl Haproxy {
             std::fs::write(&cfg, config(routes, &ports, settings, dir.path()))
                 .expect("HAProxy config");
             let log = dir.path().join("haproxy.log");
-            let child = Command::new(&bin)
+            let mut command = Command::new(&bin);
+            command
                 .arg("-db")
                 .arg("-f")
                 .arg(&cfg)
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).expect("HAProxy log"))
-                .stderr(std::fs::File::create(dir.path().join("haproxy.err")).expect("log"))
-                .spawn()
+                .stderr(std::fs::File::create(dir.path().join("haproxy.err")).expect("log"));
+            let (child, keeper) = spawn_tied(command)
                 .unwrap_or_else(|e| panic!("{} does not start: {e}", bin.display()));
             let frontends = routes
                 .iter()
@@ -187,6 +240,7 @@ impl Haproxy {
                 .collect();
             let mut proxy = Haproxy {
                 child,
+                keeper: Some(keeper),
                 dir,
                 frontends,
             };
@@ -306,7 +360,38 @@ impl Drop for Haproxy {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        self.keeper.take();
     }
+}
+
+/// Starts `command` from a thread of its own that lives until the returned sender is dropped,
+/// with the child set to be killed when that thread ends (`PR_SET_PDEATHSIG`, which follows
+/// the thread that forked, not the process): a test process that dies without running `Drop`
+/// (killed by a timeout, an abort) takes HAProxy and the ports it holds with it, while a
+/// [`Haproxy`] moved between threads keeps it.
+fn spawn_tied(mut command: Command) -> std::io::Result<(Child, std::sync::mpsc::Sender<()>)> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (spawned_tx, spawned) = std::sync::mpsc::channel();
+    let (keeper, kept) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = spawned_tx.send(command.spawn());
+        // Until the keeper is dropped (or the process ends).
+        let _ = kept.recv();
+    });
+    let child = spawned
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawning thread died"))??;
+    Ok((child, keeper))
 }
 
 /// A TCP connection to `addr` from source address `source` (127.0.0.2 and up stand for
