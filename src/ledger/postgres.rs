@@ -47,6 +47,10 @@ const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
 /// A's shares below its end, and a recomputation from the export would not match it.
 const SHARES_LOCK: i64 = 0x7368_6172_6573;
 
+/// How long the server lets a session sit idle inside a transaction before it ends it (and
+/// releases its locks): far longer than any pause of the writer between two statements.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
+
 /// Milliseconds since the Unix epoch on the database's clock.
 const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
@@ -81,6 +85,15 @@ struct Connection {
 impl Connection {
     fn open(config: &Config) -> Result<Self, LedgerError> {
         let mut client = config.connect(NoTls).map_err(postgres_error)?;
+        // An instance that vanishes inside an append (a lost machine, a cut network) would
+        // keep SHARES_LOCK, and every other instance's appends waiting, until the server
+        // notices; a transaction idle this long is ended by the server instead.
+        client
+            .batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                IDLE_IN_TRANSACTION.as_millis()
+            ))
+            .map_err(postgres_error)?;
         migrate(&mut client)?;
         let insert_shares = client
             .prepare(
