@@ -6,6 +6,10 @@
 //!
 //! `LEDGER_SIZE=1` first appends 1,000,000 shares to each backend and prints the bytes they
 //! take (the README's "Ledger size").
+//!
+//! `LEDGER_WRITERS=1` first measures PostgreSQL with 1, 2 and 3 writers appending at once (pool
+//! instances on one database, issue 18: their appends take turns under an advisory lock) and
+//! prints the rows per second of all of them; `LEDGER_WRITERS=only` does only that.
 
 #[path = "../tests/common/postgres.rs"]
 mod postgres;
@@ -206,10 +210,60 @@ fn bench_postgres_insert_methods(c: &mut Criterion, url: &str) {
     group.finish();
 }
 
+/// Rows per second of `writers` PostgreSQL writers appending batches of `size` shares at once
+/// for `seconds` (each its own connection, as pool instances are).
+fn concurrent_writers(url: &str, writers: u64, size: usize, seconds: f64) -> f64 {
+    let start = Instant::now() + Duration::from_millis(200);
+    let end = start + Duration::from_secs_f64(seconds);
+    let rows: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                scope.spawn(move || {
+                    let mut ledger = PostgresLedger::connect(url).expect("postgres");
+                    let prepared: Vec<LedgerBatch> = (0..8)
+                        .map(|i| batch((w << 40) + i * size as u64, size))
+                        .collect();
+                    std::thread::sleep(start.saturating_duration_since(Instant::now()));
+                    let mut rows = 0u64;
+                    let mut i = 0;
+                    while Instant::now() < end {
+                        ledger
+                            .append(&prepared[i % prepared.len()])
+                            .expect("append");
+                        rows += size as u64;
+                        i += 1;
+                    }
+                    rows
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    rows as f64 / start.elapsed().as_secs_f64()
+}
+
+fn ledger_writers(pg: &TempPostgres) {
+    for size in [1024, 4096] {
+        for writers in 1..=3 {
+            let url = pg.fresh_database();
+            let per_sec = concurrent_writers(&url, writers, size, 5.0);
+            println!(
+                "ledger writers: postgres, {writers} writer(s) x {size} shares per append: \
+                 {per_sec:.0} rows/s in all"
+            );
+        }
+    }
+}
+
 fn main() {
     let pg = TempPostgres::start_durable();
     if std::env::var_os("LEDGER_SIZE").is_some() {
         ledger_size(&pg);
+    }
+    match std::env::var("LEDGER_WRITERS").as_deref() {
+        Ok("only") => return ledger_writers(&pg),
+        Ok(_) => ledger_writers(&pg),
+        Err(_) => {}
     }
     let mut c = Criterion::default().configure_from_args();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -322,6 +322,11 @@ pub struct PoolOptions {
     /// Group commit: most shares written per transaction. Default: 4096.
     #[arg(long, value_name = "N")]
     pub ledger_flush_shares: Option<usize>,
+    /// Issue 18, several instances on one ledger: seconds between two heartbeats of this
+    /// instance's claim of its server_id in the ledger's registry; a claim not beaten for 3
+    /// intervals is dead and may be taken over. Default: 5.
+    #[arg(long, value_name = "SECS")]
+    pub instance_heartbeat_secs: Option<u64>,
     // ----- issue 15, the ledger's cost (helper P) -----
     /// When the SQLite ledger's commits reach the disk: "full" (fsync at every commit: an
     /// acknowledged share survives a power cut) or "normal" (WAL synced at checkpoints only:
@@ -648,6 +653,7 @@ impl PoolOptions {
             ledger_url,
             ledger_flush_ms,
             ledger_flush_shares,
+            instance_heartbeat_secs,
             // Issue 15, the ledger's cost (helper P).
             ledger_sqlite_sync,
             // Issue 15, payouts.
@@ -884,6 +890,16 @@ fn ledger_settings(
             ));
         }
     };
+    let heartbeat_secs = o
+        .instance_heartbeat_secs
+        .unwrap_or(crate::server::DEFAULT_HEARTBEAT_SECS);
+    if !(1..=3_600).contains(&heartbeat_secs) {
+        return Err(invalid(
+            source_name,
+            "instance_heartbeat_secs",
+            format!("{heartbeat_secs}: from 1 to 3600"),
+        ));
+    }
     Ok(Some(LedgerSettings {
         url,
         writer: WriterSettings {
@@ -891,6 +907,7 @@ fn ledger_settings(
             flush_ms,
         },
         sqlite_sync,
+        heartbeat: std::time::Duration::from_secs(heartbeat_secs),
     }))
 }
 

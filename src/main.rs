@@ -112,6 +112,9 @@ enum LedgerCommand {
     },
     /// Every user's balance.
     Balances,
+    /// The pool instances sharing this ledger (issue 18): each server_id held, by whom (host,
+    /// addresses, data directory), since when and its last heartbeat.
+    Instances,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -456,6 +459,22 @@ fn run_ledger_command(
                 let _ = writeln!(out, "{}\t{}\t{}", b.user, b.earned_sat, address);
             }
             let _ = writeln!(out, "total\t{total}\t({} users)", balances.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Instances => {
+            let rows = ledger.instances().map_err(e)?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "server_id\thost\taddresses\tdata_dir\tstarted_ms\theartbeat_ms"
+            );
+            for r in &rows {
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    r.server_id, r.host, r.addresses, r.data_dir, r.started_ms, r.heartbeat_ms
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

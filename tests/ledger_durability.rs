@@ -441,6 +441,24 @@ mod pool_with_ledger {
         fn prune(&mut self, b: u64, k: u64) -> Result<u64, LedgerError> {
             self.with(|l| l.prune(b, k))
         }
+        fn claim_server_id(
+            &mut self,
+            claim: &blvm_stratum_v2::ledger::InstanceClaim,
+            now_ms: u64,
+        ) -> Result<blvm_stratum_v2::ledger::ClaimOutcome, LedgerError> {
+            self.with(|l| l.claim_server_id(claim, now_ms))
+        }
+        fn heartbeat(&mut self, id: u16, instance: u64, now_ms: u64) -> Result<bool, LedgerError> {
+            self.with(|l| l.heartbeat(id, instance, now_ms))
+        }
+        fn release_server_id(&mut self, id: u16, instance: u64) -> Result<(), LedgerError> {
+            self.with(|l| l.release_server_id(id, instance))
+        }
+        fn instances(
+            &mut self,
+        ) -> Result<Vec<blvm_stratum_v2::ledger::InstanceRecord>, LedgerError> {
+            self.with(|l| l.instances())
+        }
     }
 
     fn all_shares(l: &mut dyn Ledger) -> Vec<StoredShare> {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bitcoin::BlockHash;
 
+use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::{
     Balance, BlockStatus, Ledger, LedgerBatch, LedgerError, PayoutComputation, RejectedCount,
     ShareRange, StoredBlock, StoredShare,
@@ -23,6 +24,8 @@ pub struct MemoryLedger {
     rejected: BTreeMap<(String, String, String), u64>,
     /// Per writer, the highest batch number committed.
     batches: BTreeMap<u64, u64>,
+    /// The instances' registry, by server_id.
+    instances: BTreeMap<u16, InstanceRecord>,
     /// When set, every write fails as [`LedgerError::Unavailable`].
     pub fail_writes: bool,
 }
@@ -199,5 +202,66 @@ impl Ledger for MemoryLedger {
         self.shares
             .retain(|s| s.record.time_ms >= before_ms || s.id >= keep_from_id);
         Ok((before - self.shares.len()) as u64)
+    }
+
+    fn claim_server_id(
+        &mut self,
+        claim: &InstanceClaim,
+        now_ms: u64,
+    ) -> Result<ClaimOutcome, LedgerError> {
+        self.check_writable()?;
+        let holder = self.instances.get(&claim.server_id).cloned();
+        let started_ms = match &holder {
+            Some(h) if h.instance == claim.instance => h.started_ms,
+            _ => now_ms,
+        };
+        let (outcome, write) = instances::decide(holder, claim, now_ms);
+        if write {
+            self.instances.insert(
+                claim.server_id,
+                InstanceRecord {
+                    server_id: claim.server_id,
+                    instance: claim.instance,
+                    host: claim.host.clone(),
+                    data_dir: claim.data_dir.clone(),
+                    addresses: claim.addresses.clone(),
+                    started_ms,
+                    heartbeat_ms: now_ms,
+                },
+            );
+        }
+        Ok(outcome)
+    }
+
+    fn heartbeat(
+        &mut self,
+        server_id: u16,
+        instance: u64,
+        now_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        self.check_writable()?;
+        Ok(match self.instances.get_mut(&server_id) {
+            Some(row) if row.instance == instance => {
+                row.heartbeat_ms = now_ms;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError> {
+        self.check_writable()?;
+        if self
+            .instances
+            .get(&server_id)
+            .is_some_and(|row| row.instance == instance)
+        {
+            self.instances.remove(&server_id);
+        }
+        Ok(())
+    }
+
+    fn instances(&mut self) -> Result<Vec<InstanceRecord>, LedgerError> {
+        Ok(self.instances.values().cloned().collect())
     }
 }

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod export;
+pub mod instances;
 pub mod memory;
 pub mod shared_memory;
 // The backends (helper B): SQLite, PostgreSQL, and opening one from a location.
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use bitcoin::{BlockHash, CompactTarget, Target};
 
+pub use instances::{ClaimOutcome, InstanceClaim, InstanceRecord};
 pub use memory::MemoryLedger;
 #[cfg(feature = "runtime")]
 pub use open::{LedgerLocation, open, open_with};
@@ -368,4 +370,29 @@ pub trait Ledger: Send {
     /// Deletes shares older than `before_ms` whose id is below `keep_from_id` (the oldest
     /// share any PPLNS window may still need); returns how many went.
     fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError>;
+
+    /// Claims `claim.server_id` for this instance (issue 18, [`instances`]): in one
+    /// transaction, reads its holder and writes the claim unless a live instance holds it
+    /// ([`instances::decide`]). `now_ms` is the caller's clock; PostgreSQL uses the database's
+    /// own instead (instances on several machines compare heartbeats on one clock).
+    fn claim_server_id(
+        &mut self,
+        claim: &InstanceClaim,
+        now_ms: u64,
+    ) -> Result<ClaimOutcome, LedgerError>;
+
+    /// Records a heartbeat of the holder of `server_id`; `false` when `instance` no longer
+    /// holds it (taken over while this instance could not beat).
+    fn heartbeat(
+        &mut self,
+        server_id: u16,
+        instance: u64,
+        now_ms: u64,
+    ) -> Result<bool, LedgerError>;
+
+    /// Releases `server_id` if `instance` holds it (a clean stop).
+    fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError>;
+
+    /// The registry's rows, by `server_id`.
+    fn instances(&mut self) -> Result<Vec<InstanceRecord>, LedgerError>;
 }

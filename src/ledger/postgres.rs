@@ -23,6 +23,7 @@ use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
     compact_target, limit_i64, status_reason, target, to_i64, to_u64, u32_bits, u32_from_bits,
 };
+use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
     PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
@@ -32,10 +33,26 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_coinbase_payouts.sql"),
+    include_str!("../../migrations/postgres/0003_instances.sql"),
 ];
 
 /// The advisory lock that serializes migrations of instances starting together ("ledger").
 const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
+
+/// The advisory lock ("shares") each append holds from its first share id to its commit, so
+/// that share ids commit in order across the instances writing one database: once a reader
+/// sees share N, every share below N is committed (or never will be). Without it, instance A
+/// could take ids 100-199 and commit after instance B committed 200-299; a PPLNS window read
+/// in between (a settlement, the coinbase's window read from the last id seen) would miss
+/// A's shares below its end, and a recomputation from the export would not match it.
+const SHARES_LOCK: i64 = 0x7368_6172_6573;
+
+/// How long the server lets a session sit idle inside a transaction before it ends it (and
+/// releases its locks): far longer than any pause of the writer between two statements.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the Unix epoch on the database's clock.
+const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// How long a connection attempt may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +85,15 @@ struct Connection {
 impl Connection {
     fn open(config: &Config) -> Result<Self, LedgerError> {
         let mut client = config.connect(NoTls).map_err(postgres_error)?;
+        // An instance that vanishes inside an append (a lost machine, a cut network) would
+        // keep SHARES_LOCK, and every other instance's appends waiting, until the server
+        // notices; a transaction idle this long is ended by the server instead.
+        client
+            .batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                IDLE_IN_TRANSACTION.as_millis()
+            ))
+            .map_err(postgres_error)?;
         migrate(&mut client)?;
         let insert_shares = client
             .prepare(
@@ -292,6 +318,11 @@ fn append(
             return Ok(());
         }
     }
+    if n > 0 {
+        // Share ids in commit order across instances (see SHARES_LOCK); released at commit.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SHARES_LOCK])
+            .map_err(postgres_error)?;
+    }
     // Where this batch's shares start, for linking its blocks to their shares.
     let before: i64 = if batch.blocks.is_empty() {
         0
@@ -487,6 +518,95 @@ fn payouts(
         computed_ms: to_u64(get(&head, 7)?, "computed_ms")?,
         payouts: list,
     }))
+}
+
+const INSTANCE_COLUMNS: &str =
+    "server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms FROM instances";
+
+fn instance_record(row: &Row) -> Result<InstanceRecord, LedgerError> {
+    let server_id: i32 = get(row, 0)?;
+    Ok(InstanceRecord {
+        server_id: u16::try_from(server_id)
+            .map_err(|_| LedgerError::Corrupt(format!("server_id {server_id}")))?,
+        instance: get::<i64>(row, 1)? as u64,
+        host: get(row, 2)?,
+        data_dir: get(row, 3)?,
+        addresses: get(row, 4)?,
+        started_ms: to_u64(get(row, 5)?, "started_ms")?,
+        heartbeat_ms: to_u64(get(row, 6)?, "heartbeat_ms")?,
+    })
+}
+
+/// Claims a server_id: the holder's row locked (or a new one inserted), the rule applied, the
+/// claim written, in one transaction on the database's clock.
+fn claim_server_id(
+    client: &mut Client,
+    claim: &InstanceClaim,
+) -> Result<ClaimOutcome, LedgerError> {
+    let server_id = i32::from(claim.server_id);
+    // Same bits as u64.
+    let instance = claim.instance as i64;
+    let mut tx = client.transaction().map_err(postgres_error)?;
+    let now: i64 = get(
+        &tx.query_one(&format!("SELECT {DB_NOW_MS}"), &[])
+            .map_err(postgres_error)?,
+        0,
+    )?;
+    // A free server_id: taken at once. Two instances inserting together: the second waits for
+    // the first's commit, inserts nothing and reads its row below.
+    let inserted = tx
+        .execute(
+            "INSERT INTO instances (server_id, instance, host, data_dir, addresses, started_ms, \
+             heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (server_id) DO NOTHING",
+            &[
+                &server_id,
+                &instance,
+                &claim.host,
+                &claim.data_dir,
+                &claim.addresses,
+                &now,
+            ],
+        )
+        .map_err(postgres_error)?;
+    if inserted == 1 {
+        tx.commit().map_err(postgres_error)?;
+        return Ok(ClaimOutcome::Claimed { replaced: None });
+    }
+    let holder = tx
+        .query_opt(
+            &format!("SELECT {INSTANCE_COLUMNS} WHERE server_id = $1 FOR UPDATE"),
+            &[&server_id],
+        )
+        .map_err(postgres_error)?
+        .as_ref()
+        .map(instance_record)
+        .transpose()?;
+    let same = holder
+        .as_ref()
+        .is_some_and(|h| h.instance == claim.instance);
+    let (outcome, write) = instances::decide(holder, claim, to_u64(now, "now")?);
+    if write {
+        tx.execute(
+            "INSERT INTO instances (server_id, instance, host, data_dir, addresses, started_ms, \
+             heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (server_id) DO UPDATE \
+             SET instance = excluded.instance, host = excluded.host, \
+             data_dir = excluded.data_dir, addresses = excluded.addresses, \
+             started_ms = CASE WHEN $7 THEN instances.started_ms ELSE excluded.started_ms END, \
+             heartbeat_ms = excluded.heartbeat_ms",
+            &[
+                &server_id,
+                &instance,
+                &claim.host,
+                &claim.data_dir,
+                &claim.addresses,
+                &now,
+                &same,
+            ],
+        )
+        .map_err(postgres_error)?;
+    }
+    tx.commit().map_err(postgres_error)?;
+    Ok(outcome)
 }
 
 /// A PPLNS window read in chunks through a portal: the scan stops where it is full.
@@ -762,6 +882,61 @@ impl Ledger for PostgresLedger {
                     &[&bound_i64(before_ms), &bound_i64(keep_from_id)],
                 )
                 .map_err(postgres_error)
+        })
+    }
+
+    fn claim_server_id(
+        &mut self,
+        claim: &InstanceClaim,
+        _now_ms: u64,
+    ) -> Result<ClaimOutcome, LedgerError> {
+        self.with(|c, _| claim_server_id(&mut c.client, claim))
+    }
+
+    fn heartbeat(
+        &mut self,
+        server_id: u16,
+        instance: u64,
+        _now_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        self.with(|c, _| {
+            let updated = c
+                .client
+                .execute(
+                    &format!(
+                        "UPDATE instances SET heartbeat_ms = {DB_NOW_MS} \
+                         WHERE server_id = $1 AND instance = $2"
+                    ),
+                    &[&i32::from(server_id), &(instance as i64)],
+                )
+                .map_err(postgres_error)?;
+            Ok(updated == 1)
+        })
+    }
+
+    fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .execute(
+                    "DELETE FROM instances WHERE server_id = $1 AND instance = $2",
+                    &[&i32::from(server_id), &(instance as i64)],
+                )
+                .map_err(postgres_error)?;
+            Ok(())
+        })
+    }
+
+    fn instances(&mut self) -> Result<Vec<InstanceRecord>, LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .query(
+                    &format!("SELECT {INSTANCE_COLUMNS} ORDER BY server_id"),
+                    &[],
+                )
+                .map_err(postgres_error)?
+                .iter()
+                .map(instance_record)
+                .collect()
         })
     }
 }

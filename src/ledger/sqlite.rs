@@ -25,6 +25,7 @@ use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
     compact_target, limit_i64, status_reason, target, to_i64, to_u64,
 };
+use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
     PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
@@ -34,6 +35,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_coinbase_payouts.sql"),
+    include_str!("../../migrations/sqlite/0003_instances.sql"),
 ];
 
 /// When SQLite syncs a commit to disk (see the module comment for why FULL).
@@ -777,6 +779,122 @@ impl Ledger for SqliteLedger {
             .map_err(sqlite_error)?;
         Ok(deleted as u64)
     }
+
+    fn claim_server_id(
+        &mut self,
+        claim: &InstanceClaim,
+        now_ms: u64,
+    ) -> Result<ClaimOutcome, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error)?;
+        let holder = tx
+            .query_row(
+                &format!("SELECT {INSTANCE_COLUMNS} WHERE server_id = ?1"),
+                params![claim.server_id],
+                instance_row,
+            )
+            .optional()
+            .map_err(sqlite_error)?
+            .map(instance_record)
+            .transpose()?;
+        let started_ms = match &holder {
+            Some(h) if h.instance == claim.instance => h.started_ms,
+            _ => now_ms,
+        };
+        let (outcome, write) = instances::decide(holder, claim, now_ms);
+        if write {
+            tx.execute(
+                "INSERT OR REPLACE INTO instances (server_id, instance, host, data_dir, \
+                 addresses, started_ms, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    claim.server_id,
+                    claim.instance as i64,
+                    claim.host,
+                    claim.data_dir,
+                    claim.addresses,
+                    bound_i64(started_ms),
+                    bound_i64(now_ms),
+                ],
+            )
+            .map_err(sqlite_error)?;
+        }
+        tx.commit().map_err(sqlite_error)?;
+        Ok(outcome)
+    }
+
+    fn heartbeat(
+        &mut self,
+        server_id: u16,
+        instance: u64,
+        now_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        let updated = self
+            .conn
+            .execute(
+                "UPDATE instances SET heartbeat_ms = ?3 WHERE server_id = ?1 AND instance = ?2",
+                params![server_id, instance as i64, bound_i64(now_ms)],
+            )
+            .map_err(sqlite_error)?;
+        Ok(updated == 1)
+    }
+
+    fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError> {
+        self.conn
+            .execute(
+                "DELETE FROM instances WHERE server_id = ?1 AND instance = ?2",
+                params![server_id, instance as i64],
+            )
+            .map_err(sqlite_error)?;
+        Ok(())
+    }
+
+    fn instances(&mut self) -> Result<Vec<InstanceRecord>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!("SELECT {INSTANCE_COLUMNS} ORDER BY server_id"))
+            .map_err(sqlite_error)?;
+        let rows = statement
+            .query_map([], instance_row)
+            .map_err(sqlite_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sqlite_error)?;
+        rows.into_iter().map(instance_record).collect()
+    }
+}
+
+const INSTANCE_COLUMNS: &str =
+    "server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms FROM instances";
+
+/// A registry row's columns as read.
+type InstanceRow = (i64, i64, String, String, String, i64, i64);
+
+fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn instance_record(
+    (server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms): InstanceRow,
+) -> Result<InstanceRecord, LedgerError> {
+    Ok(InstanceRecord {
+        server_id: u16::try_from(server_id)
+            .map_err(|_| LedgerError::Corrupt(format!("server_id {server_id}")))?,
+        instance: instance as u64,
+        host,
+        data_dir,
+        addresses,
+        started_ms: to_u64(started_ms, "started_ms")?,
+        heartbeat_ms: to_u64(heartbeat_ms, "heartbeat_ms")?,
+    })
 }
 
 /// Sorts an SQLite error into the ledger's kinds: what may pass (disk full, I/O, locks,

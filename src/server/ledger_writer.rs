@@ -68,6 +68,8 @@ pub struct LedgerSettings {
     pub writer: WriterSettings,
     /// When an SQLite ledger's commits reach the disk (FULL unless configured).
     pub sqlite_sync: SqliteSync,
+    /// Time between two heartbeats of this instance's claim in the registry (issue 18).
+    pub heartbeat: Duration,
 }
 
 /// Opens the ledger at `url` (see [`LedgerSettings::url`]), migrating its schema. Opened on
@@ -226,6 +228,8 @@ pub enum LedgerMessage {
     /// The network's nBits now (a new tip): a chance to prune, at most once per
     /// [`Maintenance::every`].
     Maintain(CompactTarget),
+    /// Claim this instance's `server_id` in the registry and keep it beating (issue 18).
+    Register(super::registration::Registration),
     /// Flush everything before this and end.
     Stop,
 }
@@ -372,6 +376,10 @@ pub struct WindowRefresh {
     pub run: WindowHook,
     /// Least time between two reads after commits.
     pub every: Duration,
+    /// Read at least this often even when this writer committed nothing (several instances
+    /// on one ledger: the others' shares move the window too); `None`: only on new tips and
+    /// after this writer's commits.
+    pub poll: Option<Duration>,
 }
 
 impl LedgerWriter {
@@ -409,6 +417,7 @@ impl LedgerWriter {
             window_now: false,
             window_stale: false,
             window_read: None,
+            registered: None,
             last_maintained: None,
             batch: LedgerBatch::default(),
             users: UserCache::default(),
@@ -556,6 +565,9 @@ struct WriterCore {
     window_now: bool,
     window_stale: bool,
     window_read: Option<Instant>,
+    /// This instance's claim in the registry, once made: beaten while running, released at
+    /// the stop.
+    registered: Option<super::registration::Registered>,
     last_maintained: Option<Instant>,
     /// What the next commit writes (vectors reused).
     batch: LedgerBatch,
@@ -579,8 +591,20 @@ impl WriterCore {
     fn run(&mut self, rx: &Receiver<LedgerMessage>) {
         let mut stop = false;
         while !stop {
-            let Ok(first) = rx.recv() else {
-                break;
+            // Asleep until a message comes, or the next heartbeat or window read is due.
+            let first = match self.next_tick() {
+                None => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.tick();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
             stop = self.take(first);
             if !stop && self.last_batch_shares >= BUSY_BATCH {
@@ -618,6 +642,51 @@ impl WriterCore {
             self.take(m);
         }
         self.commit();
+        if let Some(registered) = self.registered.take() {
+            registered.release(&mut *self.ledger);
+        }
+    }
+
+    /// When the writer must wake without a message: the next heartbeat of this instance's
+    /// claim, or the next read of the PPLNS window (payouts in the coinbase: the other
+    /// instances' shares move it too, so it is read on time, not only after this instance's
+    /// commits).
+    fn next_tick(&self) -> Option<Instant> {
+        let beat = self.registered.as_ref().map(|r| r.next_beat());
+        let window = match (
+            self.bits,
+            self.maintenance.as_ref().and_then(|m| m.window.as_ref()),
+        ) {
+            (
+                Some(_),
+                Some(WindowRefresh {
+                    poll: Some(poll), ..
+                }),
+            ) => Some(self.window_read.map_or_else(Instant::now, |t| t + *poll)),
+            _ => None,
+        };
+        match (beat, window) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What is due with no message: the heartbeat, the window read.
+    fn tick(&mut self) {
+        if let Some(registered) = self.registered.as_mut() {
+            registered.beat_if_due(&mut *self.ledger);
+        }
+        let poll = self
+            .maintenance
+            .as_ref()
+            .and_then(|m| m.window.as_ref())
+            .and_then(|w| w.poll);
+        if let Some(poll) = poll
+            && self.window_read.is_none_or(|read| read.elapsed() >= poll)
+        {
+            self.window_now = true;
+        }
+        self.read_window();
     }
 
     /// Adds a message to the next commit; true for `Stop`.
@@ -668,6 +737,10 @@ impl WriterCore {
                 self.maintain = Some(bits);
                 self.bits = Some(bits);
                 self.window_now = true;
+            }
+            LedgerMessage::Register(registration) => {
+                self.registered =
+                    super::registration::Registered::claim(&mut *self.ledger, registration);
             }
             LedgerMessage::Stop => return true,
         }
@@ -960,6 +1033,37 @@ mod tests {
         fn prune(&mut self, b: u64, k: u64) -> Result<u64, LedgerError> {
             self.0.lock().unwrap().prune(b, k)
         }
+
+        fn claim_server_id(
+            &mut self,
+            claim: &crate::ledger::InstanceClaim,
+            now_ms: u64,
+        ) -> Result<crate::ledger::ClaimOutcome, LedgerError> {
+            self.0.lock().unwrap().claim_server_id(claim, now_ms)
+        }
+
+        fn heartbeat(
+            &mut self,
+            server_id: u16,
+            instance: u64,
+            now_ms: u64,
+        ) -> Result<bool, LedgerError> {
+            self.0
+                .lock()
+                .unwrap()
+                .heartbeat(server_id, instance, now_ms)
+        }
+
+        fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError> {
+            self.0
+                .lock()
+                .unwrap()
+                .release_server_id(server_id, instance)
+        }
+
+        fn instances(&mut self) -> Result<Vec<crate::ledger::InstanceRecord>, LedgerError> {
+            self.0.lock().unwrap().instances()
+        }
     }
 
     fn share(signal: &Arc<CommitSignal>, conn: u64, n: u64) -> LedgerMessage {
@@ -1135,6 +1239,7 @@ mod tests {
                     run: Box::new(|_, _| Ok(0)),
                     window: Some(WindowRefresh {
                         every,
+                        poll: None,
                         run: Box::new(move |l, bits| {
                             seen.lock().unwrap().push((bits, l.last_share_id()?));
                             Ok(())
@@ -1184,6 +1289,43 @@ mod tests {
         });
         w.stop();
         assert_eq!(*reads.lock().unwrap(), [(b1, 0), (b2, 3)]);
+    }
+
+    /// With `poll`, the window is read on time with nothing committed by this writer (other
+    /// instances' shares move it); never before the nBits are known.
+    #[test]
+    fn with_poll_the_window_is_read_on_time_without_commits() {
+        let reads = Arc::new(AtomicU64::new(0));
+        let seen = reads.clone();
+        let mut w = LedgerWriter::start_with_maintenance(
+            Box::new(Shared::default()),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+            Some(Maintenance {
+                every: Duration::from_secs(3600),
+                run: Box::new(|_, _| Ok(0)),
+                window: Some(WindowRefresh {
+                    every: Duration::from_secs(3600),
+                    poll: Some(Duration::from_millis(50)),
+                    run: Box::new(move |_, _| {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }),
+                }),
+            }),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(reads.load(Ordering::SeqCst), 0, "no nBits yet");
+        w.sender()
+            .send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+                0x1d00_ffff,
+            )));
+        wait_for("reads on time", || reads.load(Ordering::SeqCst) >= 4);
+        w.stop();
+        let n = reads.load(Ordering::SeqCst);
+        assert!(n < 40, "about one read per poll, not a spin: {n}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod gate;
 pub mod ledger_writer;
 pub mod observe;
 mod proxied;
+mod registration;
 mod reward_check;
 mod settings;
 mod sv1;
@@ -19,6 +20,7 @@ mod timed_ledger;
 mod webhooks;
 
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
+pub use registration::{DEFAULT_HEARTBEAT_SECS, LEASE_HEARTBEATS, RegistrationError};
 pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
 pub use settings::ServerConfig;
 
@@ -105,6 +107,10 @@ pub enum StratumV2Error {
     /// The share ledger cannot be opened (or its writer started).
     #[error("share ledger: {0}")]
     Ledger(#[from] crate::ledger::LedgerError),
+    /// This instance may not serve miners with its `server_id` (issue 18): a live instance
+    /// sharing the ledger holds it.
+    #[error("instance registry: {0}")]
+    Registration(#[from] RegistrationError),
 }
 
 impl From<EndpointError> for StratumV2Error {
@@ -556,10 +562,14 @@ impl StratumV2Server {
                         let slot = payout_window.clone();
                         // Reads the whole window once, then only the shares newer than it.
                         let mut tracker = crate::payout::WindowTracker::new();
+                        let every = Duration::from_millis(
+                            (config.template_refresh_ms / 2).clamp(1_000, 30_000),
+                        );
                         ledger_writer::WindowRefresh {
-                            every: Duration::from_millis(
-                                (config.template_refresh_ms / 2).clamp(1_000, 30_000),
-                            ),
+                            every,
+                            // Other instances on the ledger move the window with their
+                            // shares: read on time even when this one commits none.
+                            poll: Some(every),
                             run: Box::new(move |ledger, bits| {
                                 let window = tracker.update(ledger, &policy, bits)?;
                                 debug!(
@@ -618,6 +628,65 @@ impl StratumV2Server {
         })
     }
 
+    /// Claims this instance's `server_id` in the ledger's registry of instances (issue 18) and
+    /// has the writer keep it beating; refused with the holder named while a live instance
+    /// holds it. A ledger that cannot answer now is claimed when it answers (said here). No
+    /// ledger: nothing to share, nothing to claim.
+    async fn claim_server_id(
+        &self,
+        sv2: SocketAddr,
+        sv1: Option<SocketAddr>,
+    ) -> Result<(), StratumV2Error> {
+        let (Some(ledger), Some(settings)) = (&self.shared.ledger, &self.shared.config.ledger)
+        else {
+            return Ok(());
+        };
+        let cfg = &self.shared.config;
+        let data_dir =
+            std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+        let lease = settings.heartbeat * LEASE_HEARTBEATS;
+        let claim = crate::ledger::InstanceClaim {
+            server_id: cfg.mining.server_id,
+            instance: rand::random(),
+            host: registration::host_name(),
+            data_dir: data_dir.display().to_string(),
+            addresses: match sv1 {
+                Some(sv1) => format!("sv2 {sv2}, sv1 {sv1}"),
+                None => format!("sv2 {sv2}"),
+            },
+            lease_ms: u64::try_from(lease.as_millis()).unwrap_or(u64::MAX),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        ledger.send(ledger_writer::LedgerMessage::Register(
+            registration::Registration {
+                claim: claim.clone(),
+                every: settings.heartbeat,
+                reply,
+            },
+        ));
+        match answer.await.map_err(|_| RegistrationError::WriterGone)? {
+            Ok(crate::ledger::ClaimOutcome::Claimed { .. }) => {
+                info!(
+                    server_id = claim.server_id,
+                    "server_id claimed in the ledger's registry of instances"
+                );
+                Ok(())
+            }
+            Ok(crate::ledger::ClaimOutcome::Held { holder, now_ms }) => {
+                Err(RegistrationError::held(&holder, now_ms, claim.lease_ms).into())
+            }
+            Err(e) if e.is_transient() => {
+                warn!(
+                    server_id = claim.server_id,
+                    "cannot claim the server_id in the share ledger now ({e}); claimed when it \
+                     answers"
+                );
+                Ok(())
+            }
+            Err(e) => Err(RegistrationError::Ledger(e).into()),
+        }
+    }
+
     /// The authority public key miners must be given, in SRI's text form.
     pub fn authority_public_key(&self) -> &str {
         &self.authority_public_key
@@ -668,6 +737,10 @@ impl StratumV2Server {
             ),
             None => None,
         };
+
+        // Issue 18: this instance's server_id (its extranonce namespace) claimed in the
+        // ledger, refused while a live instance sharing the ledger holds it.
+        self.claim_server_id(local_addr, sv1_addr).await?;
 
         // No silent loss of a block reward: the reward goes where the node's chain can pay it.
         let chain =

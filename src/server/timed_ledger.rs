@@ -82,4 +82,29 @@ impl Ledger for TimedLedger {
     fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
         self.inner.prune(before_ms, keep_from_id)
     }
+
+    fn claim_server_id(
+        &mut self,
+        claim: &crate::ledger::InstanceClaim,
+        now_ms: u64,
+    ) -> Result<crate::ledger::ClaimOutcome, LedgerError> {
+        self.inner.claim_server_id(claim, now_ms)
+    }
+
+    fn heartbeat(
+        &mut self,
+        server_id: u16,
+        instance: u64,
+        now_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        self.inner.heartbeat(server_id, instance, now_ms)
+    }
+
+    fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError> {
+        self.inner.release_server_id(server_id, instance)
+    }
+
+    fn instances(&mut self) -> Result<Vec<crate::ledger::InstanceRecord>, LedgerError> {
+        self.inner.instances()
+    }
 }
