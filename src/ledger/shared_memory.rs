@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bitcoin::BlockHash;
 
 use super::{
-    Balance, BlockStatus, Ledger, LedgerBatch, LedgerError, MemoryLedger, PayoutComputation,
-    RejectedCount, ShareRange, StoredBlock, StoredShare,
+    Balance, BlockStatus, ClaimOutcome, InstanceClaim, InstanceRecord, Ledger, LedgerBatch,
+    LedgerError, MemoryLedger, PayoutComputation, RejectedCount, ShareRange, StoredBlock,
+    StoredShare,
 };
 
 /// A [`MemoryLedger`] behind a shared lock: every clone is the same ledger.
@@ -83,6 +84,31 @@ impl Ledger for SharedMemoryLedger {
 
     fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
         self.lock().prune(before_ms, keep_from_id)
+    }
+
+    fn claim_server_id(
+        &mut self,
+        claim: &InstanceClaim,
+        now_ms: u64,
+    ) -> Result<ClaimOutcome, LedgerError> {
+        self.lock().claim_server_id(claim, now_ms)
+    }
+
+    fn heartbeat(
+        &mut self,
+        server_id: u16,
+        instance: u64,
+        now_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        self.lock().heartbeat(server_id, instance, now_ms)
+    }
+
+    fn release_server_id(&mut self, server_id: u16, instance: u64) -> Result<(), LedgerError> {
+        self.lock().release_server_id(server_id, instance)
+    }
+
+    fn instances(&mut self) -> Result<Vec<InstanceRecord>, LedgerError> {
+        self.lock().instances()
     }
 }
 
