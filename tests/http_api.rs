@@ -564,12 +564,37 @@ async fn the_api_reads_a_postgresql_ledger_and_never_shows_its_password() {
     // operator would configure.
     let url = url.replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1);
     assert!(url.contains(DB_PASSWORD));
-    let dir = tempfile::tempdir().unwrap();
     let secret = authority_secret();
+    let bodies = mine_and_read_the_ledger_routes(&url, "carol", &secret).await;
+    for body in &bodies {
+        for leaked in [DB_PASSWORD, RPC_PASSWORD, secret.as_str()] {
+            assert!(!body.contains(leaked), "a secret in a response: {leaked}");
+        }
+    }
+    drop(server_pg);
+}
+
+/// The same pool on a ledger in memory (`ledger_url = "memory:"`): the API's ledger routes
+/// read it through a shared handle (they answered 503 `no-ledger-reader` before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reads_a_ledger_in_memory() {
+    mine_and_read_the_ledger_routes("memory:", "dave", &authority_secret()).await;
+}
+
+/// A pool on the ledger at `ledger_url` with its HTTP server; `user` mines until a block is
+/// paid; then the ledger's routes must answer from it: the paid block, the user's balance, the
+/// block's window export (no more shares than were acknowledged), payouts, the user's page.
+/// Returns every body read.
+async fn mine_and_read_the_ledger_routes(
+    ledger_url: &str,
+    user: &str,
+    secret: &str,
+) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
     let config = PoolConfig::resolve(
         &PoolOptions {
-            ledger_url: Some(url),
-            ..pool_options(dir.path(), &secret)
+            ledger_url: Some(ledger_url.into()),
+            ..pool_options(dir.path(), secret)
         },
         "test",
     )
@@ -590,11 +615,12 @@ async fn the_api_reads_a_postgresql_ledger_and_never_shows_its_password() {
     let report = mine(
         pool_addr.to_string(),
         server.authority_public_key().to_owned(),
-        "carol.rig",
+        &format!("{user}.rig"),
         4,
     )
     .await;
     assert!(report.shares_accepted > 0, "{report:?}");
+    // Paid blocks come from the ledger (the pool's memory of found blocks has no payouts).
     let blocks = wait_for_a_paid_block(&c, &base).await;
     let hash = blocks["items"]
         .as_array()
@@ -612,107 +638,36 @@ async fn the_api_reads_a_postgresql_ledger_and_never_shows_its_password() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|b| b["user"] == "carol" && b["earned_sat"].as_u64() > Some(0)),
+            .any(|b| b["user"] == user && b["earned_sat"].as_u64() > Some(0)),
         "{balances}"
     );
     bodies.push(balances.to_string());
     let export = get_json(&c, &format!("{base}/api/v1/ledger/export?block={hash}")).await;
-    assert!(!export["items"].as_array().unwrap().is_empty(), "{export}");
-    bodies.push(export.to_string());
-    for path in [
-        "/metrics",
-        "/api/v1/pool",
-        "/api/v1/payouts",
-        "/api/v1/users/carol",
-    ] {
-        let (status, body) = get(&c, &format!("{base}{path}")).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        bodies.push(body);
-    }
-    for body in &bodies {
-        for leaked in [DB_PASSWORD, RPC_PASSWORD, secret.as_str()] {
-            assert!(!body.contains(leaked), "a secret in a response: {leaked}");
-        }
-    }
-    http.stop().await;
-    tokio::time::timeout(Duration::from_secs(30), server.stop())
-        .await
-        .expect("stops in time")
-        .expect("stops");
-    drop(server_pg);
-}
-
-/// The same pool on a ledger in memory (`ledger_url = "memory:"`): the API's ledger routes
-/// read it through a shared handle (they answered 503 `no-ledger-reader` before).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_reads_a_ledger_in_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = authority_secret();
-    let config = PoolConfig::resolve(
-        &PoolOptions {
-            ledger_url: Some("memory:".into()),
-            ..pool_options(dir.path(), &secret)
-        },
-        "test",
-    )
-    .expect("config");
-    let http_settings = config.http.clone().expect("the HTTP server is on");
-    let node = Arc::new(EmbeddedNode::new(ChainConfig {
-        bits: CHAIN_BITS,
-        synthetic_transactions: 2,
-        block_interval_secs: 0,
-    }));
-    let server = StratumV2Server::new(config, node).expect("server");
-    let pool_addr = server.start().await.expect("started");
-    let http = HttpServer::start(http_settings, server.observer())
-        .await
-        .expect("HTTP server");
-    let base = format!("http://{}", http.local_addr());
-    let c = client();
-    let report = mine(
-        pool_addr.to_string(),
-        server.authority_public_key().to_owned(),
-        "dave.rig",
-        4,
-    )
-    .await;
-    assert!(report.shares_accepted > 0, "{report:?}");
-    // Paid blocks come from the ledger (the pool's memory of found blocks has no payouts).
-    let blocks = wait_for_a_paid_block(&c, &base).await;
-    let hash = blocks["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["payout"].is_object())
-        .unwrap()["hash"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let balances = get_json(&c, &format!("{base}/api/v1/balances")).await;
-    assert!(
-        balances["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|b| b["user"] == "dave" && b["earned_sat"].as_u64() > Some(0)),
-        "{balances}"
-    );
-    let export = get_json(&c, &format!("{base}/api/v1/ledger/export?block={hash}")).await;
     let shares = export["items"].as_array().unwrap();
     assert!(!shares.is_empty(), "{export}");
     assert!(shares.len() as u64 <= report.shares_accepted, "{export}");
+    bodies.push(export.to_string());
     let payouts = get_json(&c, &format!("{base}/api/v1/payouts")).await;
     assert!(
         !payouts["items"].as_array().unwrap().is_empty(),
         "{payouts}"
     );
-    let (status, body) = get(&c, &format!("{base}/api/v1/users/dave")).await;
-    assert_eq!(status, 200, "{body}");
+    bodies.push(payouts.to_string());
+    for path in [
+        "/metrics".to_owned(),
+        "/api/v1/pool".to_owned(),
+        format!("/api/v1/users/{user}"),
+    ] {
+        let (status, body) = get(&c, &format!("{base}{path}")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        bodies.push(body);
+    }
     http.stop().await;
     tokio::time::timeout(Duration::from_secs(30), server.stop())
         .await
         .expect("stops in time")
         .expect("stops");
+    bodies
 }
 
 /// The binary with its HTTP port already taken: it says so, and mines on.

@@ -13,71 +13,24 @@ use blvm_stratum_v2::config::{Backend, PoolConfig, PoolOptions};
 use blvm_stratum_v2::node::NodeChain;
 use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::server::{RewardCheckError, StratumV2Error, StratumV2Server};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 
-const TIP: &str = "00000000000000000000000000000000000000000000000000000000000000cc";
+#[path = "common/fake_rpc_node.rs"]
+mod fake_rpc_node;
+use fake_rpc_node::FakeNode;
+
 const MAIN_ADDRESS: &str = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
 const TEST_ADDRESS: &str = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx";
 
 /// A fake JSON-RPC node on 127.0.0.1 whose `getblockchaininfo` says `chain`; it serves a
 /// template on a fixed tip. Returns its URL.
 async fn fake_node(chain: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut conn = BufReader::new(stream);
-                loop {
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        match conn.read_line(&mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if conn.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let result = match req["method"].as_str().unwrap_or_default() {
-                        "getblockchaininfo" => json!({"chain": chain, "blocks": 5}),
-                        "getbestblockhash" => json!(TIP),
-                        "getblockcount" => json!(5),
-                        "getblockheader" => json!({"height": 5}),
-                        "getblocktemplate" => json!({
-                            "version": 0x2000_0000, "rules": ["segwit"],
-                            "previousblockhash": TIP, "transactions": [],
-                            "coinbasevalue": 312_500_000u64, "mintime": 1, "curtime": 2,
-                            "bits": "1d00ffff", "height": 6,
-                        }),
-                        _ => Value::Null,
-                    };
-                    let json = json!({"result": result, "error": null, "id": req["id"]});
-                    let text = json.to_string();
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if conn.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://127.0.0.1:{port}")
+    FakeNode {
+        chain,
+        bits: "1d00ffff",
+        coinbase_value: 312_500_000,
+    }
+    .serve(Arc::default())
+    .await
 }
 
 /// Starts a pool on a fake node on `chain` with `reward` as its coinbase_reward_script; the

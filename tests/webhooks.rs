@@ -10,6 +10,8 @@
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/fake_rpc_node.rs"]
+mod fake_rpc_node;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ use blvm_stratum_v2::http::Scrape;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
 use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use blvm_stratum_v2::server::{PoolObserver, StratumV2Server};
+use fake_rpc_node::FakeNode;
 use serde_json::Value;
 
 /// 2^16 hashes a block: a CPU miner finds several a second.
@@ -363,70 +366,40 @@ impl NodeApi for Refusing {
     }
 }
 
-/// A fake JSON-RPC node on 127.0.0.1 (regtest, a template on a fixed tip) that stops
-/// answering while `down` is set: each connection is then closed without an answer, as a
-/// node that went away mid-request. Returns its URL.
-async fn fake_rpc_node(down: Arc<AtomicBool>) -> String {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    const TIP: &str = "00000000000000000000000000000000000000000000000000000000000000cc";
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let down = down.clone();
-            tokio::spawn(async move {
-                let mut conn = BufReader::new(stream);
-                loop {
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        match conn.read_line(&mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        let line = line.trim_end();
-                        if line.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if conn.read_exact(&mut body).await.is_err() || down.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let result = match req["method"].as_str().unwrap_or_default() {
-                        "getblockchaininfo" => serde_json::json!({"chain": "regtest", "blocks": 5}),
-                        "getbestblockhash" => serde_json::json!(TIP),
-                        "getblockcount" => serde_json::json!(5),
-                        "getblockheader" => serde_json::json!({"height": 5}),
-                        "getblocktemplate" => serde_json::json!({
-                            "version": 0x2000_0000, "rules": ["segwit"],
-                            "previousblockhash": TIP, "transactions": [],
-                            "coinbasevalue": 5_000_000_000u64, "mintime": 1, "curtime": 2,
-                            "bits": "207fffff", "height": 6,
-                        }),
-                        _ => Value::Null,
-                    };
-                    let text =
-                        serde_json::json!({"result": result, "error": null, "id": req["id"]})
-                            .to_string();
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if conn.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://127.0.0.1:{port}")
+/// A pool on the JSON-RPC backend against [`FakeNode`] (templates asked for every
+/// `template_refresh_secs`), started, with one webhook at `hook` for the node's events; the
+/// flag takes the node down.
+async fn pool_on_a_fake_node(
+    dir: &Path,
+    hook: SocketAddr,
+    template_refresh_secs: u64,
+) -> (StratumV2Server, Arc<AtomicBool>) {
+    let down = Arc::new(AtomicBool::new(false));
+    let rpc_url = FakeNode {
+        chain: "regtest",
+        bits: "207fffff",
+        coinbase_value: 5_000_000_000,
+    }
+    .serve(down.clone())
+    .await;
+    let extra = format!(
+        r#"
+        backend = "rpc"
+        rpc_url = "{rpc_url}"
+        template_refresh_secs = {template_refresh_secs}
+        [[webhooks]]
+        url = "http://{hook}/hook"
+        events = ["node_unreachable", "node_reachable"]
+        "#
+    );
+    let config = PoolConfig::resolve(&pool_options(dir, &extra), "test").expect("config");
+    let blvm_stratum_v2::config::Backend::Rpc(rpc) = config.backend.clone() else {
+        panic!("not the rpc backend: {:?}", config.backend)
+    };
+    let node = Arc::new(blvm_stratum_v2::node::rpc::RpcNode::new(rpc));
+    let server = StratumV2Server::new(config, node).expect("server");
+    server.start().await.expect("started");
+    (server, down)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,25 +407,7 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
     let dir = tempfile::tempdir().unwrap();
     // The receiver answers 500 twice, then 200.
     let (hook, receiver) = Receiver::start(&[500, 500]).await;
-    let down = Arc::new(AtomicBool::new(false));
-    let rpc_url = fake_rpc_node(down.clone()).await;
-    let extra = format!(
-        r#"
-        backend = "rpc"
-        rpc_url = "{rpc_url}"
-        template_refresh_secs = 1
-        [[webhooks]]
-        url = "http://{hook}/hook"
-        events = ["node_unreachable", "node_reachable"]
-        "#
-    );
-    let config = PoolConfig::resolve(&pool_options(dir.path(), &extra), "test").expect("config");
-    let blvm_stratum_v2::config::Backend::Rpc(rpc) = config.backend.clone() else {
-        panic!("not the rpc backend: {:?}", config.backend)
-    };
-    let node = Arc::new(blvm_stratum_v2::node::rpc::RpcNode::new(rpc));
-    let server = StratumV2Server::new(config, node).expect("server");
-    server.start().await.expect("started");
+    let (server, down) = pool_on_a_fake_node(dir.path(), hook, 1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         receiver.all().is_empty(),
@@ -543,25 +498,7 @@ async fn the_node_going_away_is_notified_after_two_refused_attempts_and_its_retu
 async fn the_tip_poller_notices_the_node_going_away_between_template_requests() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, receiver) = Receiver::start(&[]).await;
-    let down = Arc::new(AtomicBool::new(false));
-    let rpc_url = fake_rpc_node(down.clone()).await;
-    let extra = format!(
-        r#"
-        backend = "rpc"
-        rpc_url = "{rpc_url}"
-        template_refresh_secs = 3600
-        [[webhooks]]
-        url = "http://{hook}/hook"
-        events = ["node_unreachable", "node_reachable"]
-        "#
-    );
-    let config = PoolConfig::resolve(&pool_options(dir.path(), &extra), "test").expect("config");
-    let blvm_stratum_v2::config::Backend::Rpc(rpc) = config.backend.clone() else {
-        panic!("not the rpc backend: {:?}", config.backend)
-    };
-    let node = Arc::new(blvm_stratum_v2::node::rpc::RpcNode::new(rpc));
-    let server = StratumV2Server::new(config, node).expect("server");
-    server.start().await.expect("started");
+    let (server, down) = pool_on_a_fake_node(dir.path(), hook, 3600).await;
     wait_until("the first template", Duration::from_secs(30), || {
         server.observer().node_health(u64::MAX).reachable
     })
