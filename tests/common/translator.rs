@@ -21,8 +21,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extension 0x0002, worker-specific hashrate tracking.
 pub const WORKER_HASHRATE_TRACKING: u16 = 0x0002;
 
-/// Where the pinned translator is installed: `<target dir>/tools` (its own `bin/`, `.crates.toml`
-/// and build dir), so `cargo clean` removes it and no other checkout's build shares it.
+/// Where the pinned translator is installed: `<target dir>/tools` (its `bin/` and cargo's
+/// `.crates.toml`), so `cargo clean` removes it and no other checkout's build shares it.
 fn install_root() -> PathBuf {
     // <target dir>/<profile>/blvm-stratum-v2: the target dir is two levels up.
     Path::new(env!("CARGO_BIN_EXE_blvm-stratum-v2"))
@@ -63,8 +63,9 @@ pub fn translator_binary() -> PathBuf {
             .arg(TRANSLATOR_VERSION)
             .arg("--root")
             .arg(&root)
-            // Its own build dir: not our target dir's lock, and kept for a later reinstall.
-            .env("CARGO_TARGET_DIR", root.join("build"))
+            // cargo's own temporary build dir (~1 GB, removed once installed), not our target
+            // dir: not its lock, and no release artifacts of the translator's left in it.
+            .env_remove("CARGO_TARGET_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
