@@ -13,6 +13,11 @@
 //! loudly: no test is skipped for want of it.
 #![allow(dead_code)]
 
+// Its own copy of the installer, so a test can include this helper alone or with the others.
+#[allow(clippy::duplicate_mod)]
+#[path = "debian_package.rs"]
+mod debian_package;
+
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -81,7 +86,7 @@ pub struct Haproxy {
 /// installed first (as `.ci/run` does), so that `cargo test` needs nothing installed by hand.
 fn binary() -> PathBuf {
     find_binary().unwrap_or_else(|| {
-        install_haproxy();
+        debian_package::ensure("haproxy", || find_binary().is_some());
         find_binary().unwrap_or_else(|| {
             panic!(
                 "HAProxy is not installed (no /usr/sbin/haproxy, none in PATH) and installing \
@@ -101,47 +106,6 @@ fn find_binary() -> Option<PathBuf> {
             .map(|p| p.join("haproxy"))
             .find(|p| p.exists())
     })
-}
-
-/// `apt-get install haproxy` (as root, or through `sudo -n`), one test process at a time.
-fn install_haproxy() {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("blvm-stratum-v2-install-haproxy.lock"))
-        .expect("lock file for installing HAProxy");
-    // SAFETY: flock(2) on a descriptor this function owns for the call's duration.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "lock for installing HAProxy");
-    if find_binary().is_some() {
-        return;
-    }
-    // SAFETY: geteuid(2) has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let sudo: &[&str] = if root { &[] } else { &["sudo", "-n"] };
-    for args in [
-        &["apt-get", "update"][..],
-        &[
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "haproxy",
-        ][..],
-    ] {
-        let mut command: Vec<&str> = sudo.to_vec();
-        command.extend_from_slice(args);
-        eprintln!("HAProxy is missing: running {}", command.join(" "));
-        let status = Command::new(command[0])
-            .args(&command[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("`{}` failed: {status:?}", command.join(" "));
-        }
-    }
 }
 
 /// A port free on 127.0.0.1 now (HAProxy binds it a moment later; [`Haproxy::start`]

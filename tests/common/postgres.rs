@@ -8,6 +8,11 @@
 //! of PostgreSQL.
 #![allow(dead_code)]
 
+// Its own copy of the installer, so a test can include this helper alone or with the others.
+#[allow(clippy::duplicate_mod)]
+#[path = "debian_package.rs"]
+mod debian_package;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,7 +37,7 @@ static NEXT_DATABASE: AtomicU32 = AtomicU32::new(1);
 /// so that the README's `cargo test` needs nothing installed by hand.
 fn bin_dir() -> PathBuf {
     find_bin_dir().unwrap_or_else(|| {
-        install_postgresql();
+        debian_package::ensure("postgresql", || find_bin_dir().is_some());
         find_bin_dir().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or in \
@@ -41,43 +46,6 @@ fn bin_dir() -> PathBuf {
             )
         })
     })
-}
-
-/// `apt-get install postgresql` (as root, or through `sudo -n`), once across the test
-/// binaries that run at the same time: they queue on an exclusive lock of one file, and the
-/// ones after the first find it installed.
-fn install_postgresql() {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("blvm-stratum-v2-install-postgresql.lock"))
-        .expect("lock file for installing PostgreSQL");
-    // An exclusive lock held until `lock` is closed (File::lock needs Rust 1.89; the MSRV is
-    // 1.88).
-    // SAFETY: flock(2) on a descriptor this function owns for the call's duration.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "lock for installing PostgreSQL");
-    if find_bin_dir().is_some() {
-        return;
-    }
-    let sudo: &[&str] = if is_root() { &[] } else { &["sudo", "-n"] };
-    for args in [
-        &["apt-get", "update"][..],
-        &["apt-get", "install", "-y", "postgresql"][..],
-    ] {
-        let mut command: Vec<&str> = sudo.to_vec();
-        command.extend_from_slice(args);
-        eprintln!("PostgreSQL is missing: running {}", command.join(" "));
-        let status = Command::new(command[0])
-            .args(&command[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("`{}` failed: {status:?}", command.join(" "));
-        }
-    }
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
@@ -98,11 +66,6 @@ fn find_bin_dir() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn ephemeral_port() -> u16 {
@@ -130,7 +93,7 @@ impl TempPostgres {
             .prefix("ledger-pg-")
             .tempdir()
             .expect("a temporary directory");
-        let run_as = is_root().then_some("nobody");
+        let run_as = debian_package::is_root().then_some("nobody");
         if run_as.is_some() {
             use std::os::unix::fs::PermissionsExt;
             // nobody must reach and own its data directory.
