@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use binary::PoolProcess;
 use blvm_stratum_v2::client::{Backoff, ChannelKind, MinerOptions, run_miner_reconnecting};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
-use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
 use blvm_stratum_v2::server::StratumV2Server;
 use parsers_sv2::{AnyMessageOwned, CommonMessagesOwned};
@@ -121,14 +120,7 @@ async fn a_stopped_pool_sends_its_miner_away_and_a_restarted_one_gets_it_back() 
     assert!(report.total.shares_accepted > 0, "{report:?}");
     assert!(acknowledged_by_first >= 20);
     // Every acknowledged share, on either pool, is in the ledger the two shared.
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
-    let rows = ledger
-        .shares(&ShareRange::Ids {
-            from_id: 0,
-            to_id: u64::MAX >> 1,
-            limit: usize::MAX >> 1,
-        })
-        .expect("shares");
+    let rows = pool::ledger_shares(dir.path());
     let mine = rows.iter().filter(|s| &*s.record.user == "drained").count() as u64;
     assert!(
         mine >= report.total.shares_accepted,
@@ -271,14 +263,7 @@ fn the_load_generator_follows_a_restart_and_every_acknowledged_share_is_kept() {
         "{:?}",
         report.errors
     );
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
-    let rows = ledger
-        .shares(&ShareRange::Ids {
-            from_id: 0,
-            to_id: u64::MAX >> 1,
-            limit: usize::MAX >> 1,
-        })
-        .expect("shares");
+    let rows = pool::ledger_shares(dir.path());
     let mut by_worker: HashMap<String, u64> = HashMap::new();
     for s in &rows {
         *by_worker.entry(s.record.worker.to_string()).or_default() += 1;

@@ -20,7 +20,7 @@ mod translator;
 
 use std::time::Duration;
 
-use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+use blvm_stratum_v2::ledger::{Ledger, SqliteLedger};
 use blvm_stratum_v2::node::regtest::HISTORY_HEIGHT;
 use pool::{RARE_BLOCKS, REGTEST, TestPool};
 use translator::{Translator, TranslatorConfig, WORKER_HASHRATE_TRACKING};
@@ -128,14 +128,7 @@ async fn sv1_workers_behind_sris_translator_are_credited_apart_with_extension_0x
         pool.stop().await;
 
         // The ledger: a row per share, under its SV1 worker, at the pool's difficulty.
-        let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
-        let rows = ledger
-            .shares(&ShareRange::Ids {
-                from_id: 0,
-                to_id: u64::MAX >> 1,
-                limit: usize::MAX >> 1,
-            })
-            .expect("shares");
+        let rows = pool::ledger_shares(dir.path());
         for (worker, shares) in WORKERS {
             let stored = rows
                 .iter()

@@ -14,7 +14,6 @@ mod sri_client;
 use std::time::Duration;
 
 use binary_sv2::Seq064K;
-use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
 use extensions_sv2::{RequestExtensions, UserIdentity};
 use parsers_sv2::{
     AnyMessage, AnyMessageOwned, Extensions, ExtensionsNegotiation, ExtensionsNegotiationOwned,
@@ -116,14 +115,7 @@ async fn shares_on_one_channel_are_credited_to_the_workers_their_tlv_names() {
         pool.stop().await;
 
         // The ledger: one row per share, under the TLV's worker.
-        let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).expect("ledger");
-        let rows = ledger
-            .shares(&ShareRange::Ids {
-                from_id: 0,
-                to_id: u64::MAX >> 1,
-                limit: usize::MAX >> 1,
-            })
-            .expect("shares");
+        let rows = pool::ledger_shares(dir.path());
         for (worker, shares) in WORKERS {
             let stored = rows
                 .iter()

@@ -3,10 +3,12 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger, StoredShare};
 use blvm_stratum_v2::mining::PoolStats;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
 use blvm_stratum_v2::server::StratumV2Server;
@@ -108,4 +110,17 @@ impl TestPool {
             .expect("server stops in time")
             .expect("server stops");
     }
+}
+
+/// Every share in the SQLite ledger a pool kept in `data_dir` (the default
+/// `DATA_DIR/ledger.sqlite3`), by id: what the tests compare with what miners saw acknowledged.
+pub fn ledger_shares(data_dir: &Path) -> Vec<StoredShare> {
+    SqliteLedger::open(data_dir.join("ledger.sqlite3"))
+        .expect("ledger")
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX >> 1,
+            limit: usize::MAX >> 1,
+        })
+        .expect("shares")
 }
