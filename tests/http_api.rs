@@ -6,6 +6,8 @@
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/cpu_miner.rs"]
+mod cpu_miner;
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -14,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use binary::PoolProcess;
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, MinerReport, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::http::{HttpServer, HttpSettings};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
@@ -82,25 +83,6 @@ fn pool_options(dir: &std::path::Path, authority_secret: &str) -> PoolOptions {
         http_listen_addr: Some("127.0.0.1:0".into()),
         ..PoolOptions::default()
     }
-}
-
-async fn mine(url: String, key: String, user: &str, secs: u64) -> MinerReport {
-    let opts = MinerOptions {
-        url,
-        authority_pubkey: key,
-        threads: 1,
-        channel: ChannelKind::Extended,
-        user: user.into(),
-        duration: Some(Duration::from_secs(secs)),
-        ..MinerOptions::default()
-    };
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_miner(opts, std::future::pending::<()>()),
-    )
-    .await
-    .expect("miner finished in time")
-    .expect("miner ran")
 }
 
 /// The samples of one scrape, by metric name.
@@ -171,7 +153,7 @@ async fn metrics_and_api_show_what_the_miner_did() {
     let base = format!("http://{}", http.local_addr());
     let c = client();
 
-    let report = mine(
+    let report = cpu_miner::mine_for(
         pool_addr.to_string(),
         server.authority_public_key().to_owned(),
         "alice.rig1",
@@ -612,7 +594,7 @@ async fn mine_and_read_the_ledger_routes(
         .expect("HTTP server");
     let base = format!("http://{}", http.local_addr());
     let c = client();
-    let report = mine(
+    let report = cpu_miner::mine_for(
         pool_addr.to_string(),
         server.authority_public_key().to_owned(),
         &format!("{user}.rig"),
@@ -708,7 +690,7 @@ async fn the_pool_mines_on_when_the_http_port_is_taken() {
             break;
         }
     }
-    let report = mine(pool.addr.clone(), pool.key.clone(), "bob.rig", 3).await;
+    let report = cpu_miner::mine_for(pool.addr.clone(), pool.key.clone(), "bob.rig", 3).await;
     assert!(report.shares_accepted > 0, "the pool mines on: {report:?}");
     pool.signal(libc::SIGTERM);
     let status = pool.wait_exit(Duration::from_secs(20));

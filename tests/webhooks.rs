@@ -10,6 +10,8 @@
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/cpu_miner.rs"]
+mod cpu_miner;
 #[path = "common/fake_rpc_node.rs"]
 mod fake_rpc_node;
 
@@ -24,7 +26,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitcoin::Block;
-use blvm_stratum_v2::client::{ChannelKind, MinerOptions, MinerReport, run_miner};
+use blvm_stratum_v2::client::MinerReport;
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::http::Scrape;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
@@ -147,23 +149,10 @@ fn embedded() -> Arc<EmbeddedNode> {
     }))
 }
 
+/// Our CPU miner as `user` on `server` (listening on `addr`) for `secs` seconds.
 async fn mine(server: &StratumV2Server, addr: SocketAddr, user: &str, secs: u64) -> MinerReport {
-    let opts = MinerOptions {
-        url: addr.to_string(),
-        authority_pubkey: server.authority_public_key().to_owned(),
-        threads: 1,
-        channel: ChannelKind::Extended,
-        user: user.into(),
-        duration: Some(Duration::from_secs(secs)),
-        ..MinerOptions::default()
-    };
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        run_miner(opts, std::future::pending::<()>()),
-    )
-    .await
-    .expect("miner finished in time")
-    .expect("miner ran")
+    let key = server.authority_public_key().to_owned();
+    cpu_miner::mine_for(addr.to_string(), key, user, secs).await
 }
 
 async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
@@ -674,22 +663,7 @@ async fn the_binary_notifies_from_its_configuration_file() {
     )
     .unwrap();
     let mut pool = binary::PoolProcess::start(dir.path(), &["--config", file.to_str().unwrap()]);
-    let opts = MinerOptions {
-        url: pool.addr.clone(),
-        authority_pubkey: pool.key.clone(),
-        threads: 1,
-        channel: ChannelKind::Extended,
-        user: "erin.rig2".into(),
-        duration: Some(Duration::from_secs(3)),
-        ..MinerOptions::default()
-    };
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_miner(opts, std::future::pending::<()>()),
-    )
-    .await
-    .expect("miner finished in time")
-    .expect("miner ran");
+    let report = cpu_miner::mine_for(pool.addr.clone(), pool.key.clone(), "erin.rig2", 3).await;
     assert!(report.shares_accepted > 0, "{report:?}");
     wait_until(
         "block_accepted from the binary",
