@@ -217,23 +217,8 @@ async fn our_cpu_miner_mines_blocks_over_sv1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_pool_sends_sv1_miners_client_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(EmbeddedNode::new(ChainConfig {
-        bits: 0x1d00_ffff,
-        ..ChainConfig::default()
-    }));
-    let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
-        chain_bits: Some(0x1d00_ffff),
-        ..PoolOptions::default()
-    };
-    let api: Arc<dyn NodeApi> = node.clone();
-    let server =
-        Arc::new(StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap());
-    server.start().await.unwrap();
-    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let (server, sv1_addr) = pool_with_rare_blocks(dir.path()).await;
+    let server = Arc::new(server);
     let miner = tokio::spawn(run_miner(
         MinerOptions {
             url: sv1_addr.to_string(),
@@ -278,22 +263,7 @@ async fn a_stopping_pool_sends_sv1_miners_client_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_of_one_user_share_an_sv1_connection_and_are_credited_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(EmbeddedNode::new(ChainConfig {
-        bits: 0x1d00_ffff,
-        ..ChainConfig::default()
-    }));
-    let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
-        chain_bits: Some(0x1d00_ffff),
-        ..PoolOptions::default()
-    };
-    let api: Arc<dyn NodeApi> = node.clone();
-    let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
-    server.start().await.unwrap();
-    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let (server, sv1_addr) = pool_with_rare_blocks(dir.path()).await;
     let first = format!("{ADDRESS}.rig1");
     let second = format!("{ADDRESS}.rig2");
     let (rig1, rig2, refused) = tokio::time::timeout(Duration::from_secs(60), async {
@@ -336,4 +306,27 @@ async fn two_workers_of_one_user_share_an_sv1_connection_and_are_credited_apart(
     assert!(shares.iter().all(|s| &*s.record.user == ADDRESS));
     let by_worker = |w: &str| shares.iter().filter(|s| &*s.record.worker == w).count() as u64;
     assert_eq!((by_worker("rig1"), by_worker("rig2")), (rig1, rig2));
+}
+
+/// A started pool in `data_dir` whose shares (at [`DIFFICULTY`]) are never blocks (difficulty-1
+/// chain), and its SV1 listener's address.
+async fn pool_with_rare_blocks(
+    data_dir: &std::path::Path,
+) -> (StratumV2Server, std::net::SocketAddr) {
+    let node: Arc<dyn NodeApi> = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: 0x1d00_ffff,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        chain_bits: Some(0x1d00_ffff),
+        ..PoolOptions::default()
+    };
+    let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), node).unwrap();
+    server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    (server, sv1_addr)
 }
