@@ -448,7 +448,10 @@ fn run_ledger_command(
         LedgerCommand::Balances => {
             let balances = ledger.balances().map_err(e)?;
             let mut out = std::io::stdout().lock();
-            let mut total = 0u64;
+            let (mut total, mut immature) = (0u64, 0u64);
+            // Columns: user, earned (what the user's blocks still in the best chain paid it),
+            // immature (the part of it from blocks with fewer than 100 confirmations: not
+            // spendable yet), payout address.
             for b in &balances {
                 let address = policy
                     .accounts
@@ -456,9 +459,18 @@ fn run_ledger_command(
                     .map(|a| a.clone().assume_checked().to_string())
                     .unwrap_or_default();
                 total += b.earned_sat;
-                let _ = writeln!(out, "{}\t{}\t{}", b.user, b.earned_sat, address);
+                immature += b.immature_sat;
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    b.user, b.earned_sat, b.immature_sat, address
+                );
             }
-            let _ = writeln!(out, "total\t{total}\t({} users)", balances.len());
+            let _ = writeln!(
+                out,
+                "total\t{total}\t{immature}\t({} users)",
+                balances.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Instances => {

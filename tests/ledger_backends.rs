@@ -275,6 +275,22 @@ fn script(l: &mut dyn Ledger) -> Transcript {
     t.note("payouts 9", l.payouts(hash(9)).unwrap());
     t.note("payouts 5", l.payouts(hash(5)).unwrap());
 
+    // Maturity (issue 15): balances follow the paid block's status; the blocks to confirm are
+    // the accepted ones and the orphans at or above the height asked.
+    t.note("to confirm", l.blocks_to_confirm(0).unwrap());
+    l.set_block_status(hash(4), &BlockStatus::Mature).unwrap();
+    t.note("balances mature", l.balances().unwrap());
+    t.note("to confirm mature", l.blocks_to_confirm(0).unwrap());
+    l.set_block_status(hash(4), &BlockStatus::Orphaned).unwrap();
+    t.note("balances orphaned", l.balances().unwrap());
+    t.note("to confirm orphaned low", l.blocks_to_confirm(0).unwrap());
+    t.note(
+        "to confirm orphaned high",
+        l.blocks_to_confirm(800_005).unwrap(),
+    );
+    l.set_block_status(hash(4), &BlockStatus::Accepted).unwrap();
+    t.note("balances back", l.balances().unwrap());
+
     // Pruning keeps the window: old shares go only below keep_from_id.
     t.note("prune", l.prune(1_050, 3).unwrap());
     t.note(
@@ -362,6 +378,33 @@ fn memory_reference_answers_what_the_trait_says() {
         "payouts in the coinbase move no balance"
     );
     assert!(line("block 8: ").contains("pool_sat: 12500008"));
+    // Block 4 paid alice 200,000,000 and bob 109,375,000: immature while accepted, mature,
+    // then in no balance while orphaned, and immature again when it comes back.
+    let alice = |what: &str| {
+        line(what)
+            .split("Balance { ")
+            .find(|b| b.contains("\"bc1qalice\""))
+            .map(|b| b.split(" }").next().unwrap().to_owned())
+    };
+    assert_eq!(
+        alice("balances: ").as_deref(),
+        Some("user: \"bc1qalice\", earned_sat: 200000000, immature_sat: 200000000")
+    );
+    assert_eq!(
+        alice("balances mature: ").as_deref(),
+        Some("user: \"bc1qalice\", earned_sat: 200000000, immature_sat: 0")
+    );
+    assert_eq!(
+        alice("balances orphaned: ").as_deref(),
+        Some("user: \"bc1qalice\", earned_sat: 0, immature_sat: 0")
+    );
+    assert_eq!(alice("balances back: "), alice("balances: "));
+    assert!(
+        line("to confirm: ").contains("Accepted")
+            && !line("to confirm mature: ").contains("Accepted")
+    );
+    assert!(line("to confirm orphaned low: ").contains("Orphaned"));
+    assert!(!line("to confirm orphaned high: ").contains("Orphaned"));
     assert_eq!(
         line("last id after prune all: "),
         "last id after prune all: 0"
@@ -773,6 +816,14 @@ fn postgres_two_instances_pay_a_block_once() {
         racers.into_iter().map(|r| r.join().unwrap()).collect()
     });
     assert_eq!(paid.iter().filter(|p| **p).count(), 1, "{paid:?}");
+    // Balances count the payouts of blocks in the chain: the block, accepted.
+    let mut l = PostgresLedger::connect(&url).unwrap();
+    l.append(&LedgerBatch {
+        blocks: vec![block(1, "bc1qalice")],
+        ..LedgerBatch::default()
+    })
+    .unwrap();
+    l.set_block_status(hash(1), &BlockStatus::Accepted).unwrap();
     let balances = PostgresLedger::connect(&url).unwrap().balances().unwrap();
     assert_eq!(
         balances

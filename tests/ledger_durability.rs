@@ -435,6 +435,9 @@ mod pool_with_ledger {
         fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
             self.with(|l| l.balances())
         }
+        fn blocks_to_confirm(&mut self, min: u32) -> Result<Vec<StoredBlock>, LedgerError> {
+            self.with(|l| l.blocks_to_confirm(min))
+        }
         fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
             self.with(|l| l.rejected())
         }
@@ -567,10 +570,7 @@ mod pool_with_ledger {
             assert_eq!(b.block.user, "alice");
             assert!(b.block.reward_sat > 0);
         }
-        let accepted = blocks
-            .iter()
-            .filter(|b| b.status == BlockStatus::Accepted)
-            .count();
+        let accepted = blocks.iter().filter(|b| b.status.was_accepted()).count();
         assert!(accepted >= 1, "{blocks:?}");
     }
 

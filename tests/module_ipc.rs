@@ -74,6 +74,8 @@ fn requests_are_byte_identical_to_the_nodes_types() {
             Request::GetCoinbaseOnlyTemplate,
         ),
         ("get_block_header", 8, Request::GetBlockHeader([9; 32])),
+        ("get_chain_info", 9, Request::GetChainInfo),
+        ("get_block_by_height", 10, Request::GetBlockByHeight(77)),
         ("submit_block", 4, Request::SubmitBlock(sample_block())),
         (
             "publish_job",
@@ -175,6 +177,33 @@ fn responses_decode_to_what_the_node_sent() {
     assert_eq!(
         response("resp_header_some"),
         (8, ResponseBody::HeaderKnown(true))
+    );
+    assert_eq!(
+        response("resp_chain_info"),
+        (
+            9,
+            ResponseBody::ChainInfo {
+                tip_hash: [7; 32],
+                height: 123
+            }
+        )
+    );
+    assert_eq!(
+        response("resp_block_by_height_none"),
+        (10, ResponseBody::BlockAtHeight(None))
+    );
+    // The block's hash, computed by rust-bitcoin from the header blvm-node sent.
+    let header = bitcoin::block::Header {
+        version: bitcoin::block::Version::from_consensus(0x2000_0000),
+        prev_blockhash: BlockHash::from_byte_array([1; 32]),
+        merkle_root: bitcoin::TxMerkleNode::from_byte_array([2; 32]),
+        time: 1_700_000_000,
+        bits: bitcoin::CompactTarget::from_consensus(0x207f_ffff),
+        nonce: 7,
+    };
+    assert_eq!(
+        response("resp_block_by_height_some"),
+        (10, ResponseBody::BlockAtHeight(Some(header.block_hash())))
     );
 
     let (id, body) = response("resp_template");

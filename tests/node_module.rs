@@ -339,6 +339,43 @@ async fn module_mode(with_rpc: bool) {
         "{shares} ShareSubmitted for 3 accepted shares\n{}",
         diagnostics(&node, &data)
     );
+
+    // 4. The module follows its blocks in the node's chain over the socket (GetChainInfo,
+    // GetBlockByHeight; issue 15): its newest block taken out of the best chain
+    // (`invalidateblock`, then blocks on its parent) is `orphaned` in its ledger.
+    let ours = hashes_in(&data.join("blocks/submitted"));
+    let mut newest: Option<(u64, String)> = None;
+    for h in 1..=block_count(&rpc).await {
+        let hash = regtest_node::hash_at(&rpc, h).await;
+        if ours.contains(&hash) {
+            newest = Some((h, hash));
+        }
+    }
+    let (height, gone) = newest.expect("a block of the pool in the chain");
+    call(&rpc, "invalidateblock", json!([gone])).await;
+    call(&rpc, "generatetoaddress", json!([3, REGTEST_ADDRESS])).await;
+    assert_ne!(regtest_node::hash_at(&rpc, height).await, gone);
+    let gone: BlockHash = gone.parse().unwrap();
+    let started = Instant::now();
+    loop {
+        use blvm_stratum_v2::ledger::{BlockStatus, Ledger, SqliteLedger};
+        let status = SqliteLedger::open(data.join("ledger.sqlite3"))
+            .unwrap()
+            .block(gone)
+            .unwrap()
+            .map(|b| b.status);
+        if status == Some(BlockStatus::Orphaned) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{gone} (height {height}) not orphaned in the module's ledger: {status:?}\n{}",
+            diagnostics(&node, &data)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the module's block {gone} at {height}, reorganised out, is orphaned in its ledger");
+
     // The module kept under the node's request limit (past it, blvm-node closes the module's
     // connection and what was in flight on it is lost).
     assert!(

@@ -506,3 +506,136 @@ async fn sv1_blocks() {
         .expect("stopped in time")
         .expect("stopped");
 }
+
+/// Coinbase maturity and reorganisations on the real node (issue 15): the pool's blocks are
+/// settled at once but immature; one of them taken out of the best chain (`invalidateblock`,
+/// then other blocks on its parent: a reorganisation) becomes `orphaned` and its payouts leave
+/// every balance; 100 blocks later the others are `mature` and nothing is immature any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorganised_blocks_are_orphaned_and_deep_ones_mature() {
+    tokio::time::timeout(Duration::from_secs(45 * 60), maturity_and_reorg())
+        .await
+        .expect("test finished in time");
+}
+
+async fn maturity_and_reorg() {
+    use blvm_stratum_v2::ledger::{BlockStatus, Ledger, SqliteLedger, StoredBlock};
+    use std::collections::BTreeMap;
+
+    let node = RegtestNode::start(None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, addr, backend) = pool_on_node(&node, dir.path(), |_| {}).await;
+    let client = backend.client();
+    mine_shares(&server, addr, "alice", 8).await;
+    let file = dir.path().join("ledger.sqlite3");
+    // The pool's ledger as it is now (read beside the running pool: SQLite in WAL mode).
+    let read = || -> (Vec<StoredBlock>, BTreeMap<String, (u64, u64)>) {
+        let mut ledger = SqliteLedger::open(&file).unwrap();
+        let blocks = ledger.blocks(1000).unwrap();
+        let balances = ledger
+            .balances()
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.user, (b.earned_sat, b.immature_sat)))
+            .collect();
+        (blocks, balances)
+    };
+    let paid_to_alice = |hash: BlockHash| -> u64 {
+        let mut ledger = SqliteLedger::open(&file).unwrap();
+        let c = ledger.payouts(hash).unwrap().expect("settled");
+        c.payouts
+            .iter()
+            .filter(|p| p.user == "alice")
+            .map(|p| p.amount_sat)
+            .sum()
+    };
+    // Every block the node took is settled, immature.
+    let started = Instant::now();
+    let accepted = loop {
+        let (blocks, _) = read();
+        let accepted: Vec<StoredBlock> = blocks
+            .into_iter()
+            .filter(|b| b.status == BlockStatus::Accepted)
+            .collect();
+        let height = block_count(client).await;
+        if accepted.len() as u64 == height {
+            break accepted;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} accepted blocks in the ledger, the node's height {height}",
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(accepted.len() >= 2, "{accepted:?}");
+    let total: u64 = accepted.iter().map(|b| paid_to_alice(b.block.hash)).sum();
+    assert_eq!(read().1.get("alice"), Some(&(total, total)), "all immature");
+
+    // A reorganisation takes the pool's newest block out of the best chain.
+    let tip: BlockHash = best_hash(client).await.parse().unwrap();
+    let gone = accepted
+        .iter()
+        .find(|b| b.block.hash == tip)
+        .expect("the tip is the pool's")
+        .clone();
+    call(client, "invalidateblock", json!([tip.to_string()])).await;
+    let height = block_count(client).await;
+    assert_eq!(height, u64::from(gone.block.height) - 1, "the tip went");
+    let mined = call(client, "generatetoaddress", json!([2, REGTEST_ADDRESS])).await;
+    assert_eq!(mined.as_array().map(Vec::len), Some(2), "{mined}");
+    assert_ne!(
+        regtest_node::hash_at(client, gone.block.height.into()).await,
+        tip.to_string()
+    );
+    let started = Instant::now();
+    loop {
+        let (blocks, balances) = read();
+        let status = blocks
+            .iter()
+            .find(|b| b.block.hash == tip)
+            .map(|b| &b.status);
+        if status == Some(&BlockStatus::Orphaned) {
+            let left = total - paid_to_alice(tip);
+            assert_eq!(balances.get("alice"), Some(&(left, left)));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{tip} not orphaned: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 100 blocks on top: the rest are mature, nothing is immature; the orphan stays one.
+    for _ in 0..10 {
+        call(client, "generatetoaddress", json!([10, REGTEST_ADDRESS])).await;
+    }
+    let started = Instant::now();
+    loop {
+        let (blocks, balances) = read();
+        let mature = blocks
+            .iter()
+            .filter(|b| b.status == BlockStatus::Mature)
+            .count();
+        if mature == accepted.len() - 1 {
+            let left = total - paid_to_alice(tip);
+            assert_eq!(balances.get("alice"), Some(&(left, 0)));
+            assert_eq!(
+                blocks
+                    .iter()
+                    .find(|b| b.block.hash == tip)
+                    .map(|b| &b.status),
+                Some(&BlockStatus::Orphaned)
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{mature} of {} blocks mature: {blocks:?}",
+            accepted.len() - 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await.expect("clean stop");
+}

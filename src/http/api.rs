@@ -472,8 +472,12 @@ struct UserDetail {
     #[serde(flatten)]
     summary: UserView,
     workers_list: Vec<WorkerView>,
-    /// Satoshis credited from accepted blocks (from the ledger; none without a reader).
+    /// Satoshis credited by the user's blocks still in the best chain (from the ledger; none
+    /// without a reader).
     earned_sat: Option<u64>,
+    /// The part of `earned_sat` from blocks with fewer than 100 confirmations: not spendable
+    /// yet.
+    immature_sat: Option<u64>,
     /// The user's shares in the current PPLNS window (from the ledger; none without a reader
     /// or before the pool has work).
     pplns_window: Option<UserWindowView>,
@@ -508,6 +512,7 @@ struct RejectedView {
 /// What the ledger says of one user: balance, its part of the current window, its refusals.
 struct UserLedger {
     earned_sat: Option<u64>,
+    immature_sat: Option<u64>,
     window: Option<UserWindowView>,
     rejected: Vec<RejectedView>,
 }
@@ -527,11 +532,9 @@ async fn user_ledger(app: &AppState, who: String) -> Result<Option<UserLedger>, 
     let tracker = app.window.clone();
     let read = reader
         .read(move |l| {
-            let earned_sat = l
-                .balances()?
-                .into_iter()
-                .find(|b| b.user == who)
-                .map(|b| b.earned_sat);
+            let balance = l.balances()?.into_iter().find(|b| b.user == who);
+            let earned_sat = balance.as_ref().map(|b| b.earned_sat);
+            let immature_sat = balance.as_ref().map(|b| b.immature_sat);
             let mut rejected: Vec<RejectedView> = l
                 .rejected()?
                 .into_iter()
@@ -566,6 +569,7 @@ async fn user_ledger(app: &AppState, who: String) -> Result<Option<UserLedger>, 
             };
             Ok(UserLedger {
                 earned_sat,
+                immature_sat,
                 window,
                 rejected,
             })
@@ -588,10 +592,11 @@ async fn user(State(app): Shared, Path(name): Path<String>) -> Result<Json<UserD
         }
         (summary, list)
     });
-    let (earned_sat, pplns_window, rejected) = match user_ledger(&app, name.clone()).await? {
-        Some(l) => (l.earned_sat, l.window, l.rejected),
-        None => (None, None, Vec::new()),
-    };
+    let (earned_sat, immature_sat, pplns_window, rejected) =
+        match user_ledger(&app, name.clone()).await? {
+            Some(l) => (l.earned_sat, l.immature_sat, l.window, l.rejected),
+            None => (None, None, None, Vec::new()),
+        };
     let in_window = pplns_window.as_ref().is_some_and(|w| w.shares > 0);
     if summary.workers == 0 && earned_sat.is_none() && !in_window {
         return Err(ApiError::new(
@@ -605,6 +610,7 @@ async fn user(State(app): Shared, Path(name): Path<String>) -> Result<Json<UserD
         summary,
         workers_list,
         earned_sat,
+        immature_sat,
         pplns_window,
         rejected,
     }))
@@ -954,7 +960,7 @@ struct BlockView {
     reward_sat: Option<u64>,
     user: String,
     worker: Option<String>,
-    /// `pending`, `accepted` or `rejected`.
+    /// `pending`, `accepted`, `mature`, `orphaned` or `rejected`.
     status: &'static str,
     rejection_reason: Option<String>,
     payout: Option<PayoutView>,
@@ -1127,7 +1133,10 @@ fn no_reader() -> ApiError {
 #[derive(Debug, Serialize)]
 struct BalanceView {
     user: String,
+    /// Credited by the user's blocks still in the best chain.
     earned_sat: u64,
+    /// The part of it from blocks with fewer than 100 confirmations.
+    immature_sat: u64,
 }
 
 async fn balances(
@@ -1148,6 +1157,7 @@ async fn balances(
                 .map(|b| BalanceView {
                     user: b.user,
                     earned_sat: b.earned_sat,
+                    immature_sat: b.immature_sat,
                 })
                 .collect::<Vec<_>>())
         })

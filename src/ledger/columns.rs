@@ -62,7 +62,10 @@ pub(crate) fn compact_target(value: i64) -> Result<CompactTarget, LedgerError> {
 pub(crate) fn status_reason(status: &BlockStatus) -> Option<&str> {
     match status {
         BlockStatus::Rejected(reason) => Some(reason),
-        BlockStatus::Pending | BlockStatus::Accepted => None,
+        BlockStatus::Pending
+        | BlockStatus::Accepted
+        | BlockStatus::Mature
+        | BlockStatus::Orphaned => None,
     }
 }
 
@@ -71,6 +74,8 @@ pub(crate) fn block_status(name: &str, reason: Option<String>) -> Result<BlockSt
     match name {
         "pending" => Ok(BlockStatus::Pending),
         "accepted" => Ok(BlockStatus::Accepted),
+        "mature" => Ok(BlockStatus::Mature),
+        "orphaned" => Ok(BlockStatus::Orphaned),
         "rejected" => Ok(BlockStatus::Rejected(reason.unwrap_or_default())),
         other => Err(LedgerError::Corrupt(format!(
             "unknown block status {other:?}"

@@ -20,7 +20,6 @@ pub struct MemoryLedger {
     next_id: u64,
     blocks: Vec<StoredBlock>,
     payouts: BTreeMap<BlockHash, PayoutComputation>,
-    balances: BTreeMap<String, u64>,
     rejected: BTreeMap<(String, String, String), u64>,
     /// Per writer, the highest batch number committed.
     batches: BTreeMap<u64, u64>,
@@ -158,11 +157,6 @@ impl Ledger for MemoryLedger {
         if self.payouts.contains_key(&computation.block_hash) {
             return Ok(false);
         }
-        if super::moves_balances(&computation.scheme) {
-            for p in &computation.payouts {
-                *self.balances.entry(p.user.clone()).or_default() += p.amount_sat;
-            }
-        }
         self.payouts
             .insert(computation.block_hash, computation.clone());
         Ok(true)
@@ -173,13 +167,46 @@ impl Ledger for MemoryLedger {
     }
 
     fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
+        let mut by_user: BTreeMap<String, Balance> = BTreeMap::new();
+        for b in &self.blocks {
+            let Some(c) = self.payouts.get(&b.block.hash) else {
+                continue;
+            };
+            if !super::moves_balances(&c.scheme) {
+                continue;
+            }
+            for p in &c.payouts {
+                let balance = by_user.entry(p.user.clone()).or_insert_with(|| Balance {
+                    user: p.user.clone(),
+                    earned_sat: 0,
+                    immature_sat: 0,
+                });
+                match b.status {
+                    BlockStatus::Mature => balance.earned_sat += p.amount_sat,
+                    BlockStatus::Accepted => {
+                        balance.earned_sat += p.amount_sat;
+                        balance.immature_sat += p.amount_sat;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(by_user.into_values().collect())
+    }
+
+    fn blocks_to_confirm(
+        &mut self,
+        min_orphan_height: u32,
+    ) -> Result<Vec<StoredBlock>, LedgerError> {
         Ok(self
-            .balances
+            .blocks
             .iter()
-            .map(|(user, &earned_sat)| Balance {
-                user: user.clone(),
-                earned_sat,
+            .filter(|b| match b.status {
+                BlockStatus::Accepted => true,
+                BlockStatus::Orphaned => b.block.height >= min_orphan_height,
+                _ => false,
             })
+            .cloned()
             .collect())
     }
 

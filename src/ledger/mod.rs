@@ -155,20 +155,54 @@ pub fn moves_balances(scheme: &str) -> bool {
 pub enum BlockStatus {
     /// Not answered yet.
     Pending,
-    /// Accepted: its reward is paid out.
+    /// Accepted and in the best chain with fewer than 100 confirmations: its payouts are
+    /// immature (`payout::maturity`).
     Accepted,
+    /// In the best chain with at least 100 confirmations: its payouts are balances the pool
+    /// can pay from. Final.
+    Mature,
+    /// Accepted earlier, out of the best chain now (a reorganisation): its payouts count in no
+    /// balance; immature again if it comes back.
+    Orphaned,
     /// Refused, with the node's reason.
     Rejected(String),
 }
 
 impl BlockStatus {
-    /// The status as stored (`pending`, `accepted`, `rejected`).
+    /// The status as stored (`pending`, `accepted`, `mature`, `orphaned`, `rejected`).
     pub fn name(&self) -> &'static str {
         match self {
             BlockStatus::Pending => "pending",
             BlockStatus::Accepted => "accepted",
+            BlockStatus::Mature => "mature",
+            BlockStatus::Orphaned => "orphaned",
             BlockStatus::Rejected(_) => "rejected",
         }
+    }
+
+    /// Whether a block with this status may take `next`. Once the node has accepted a block,
+    /// a later refusal (of a resubmission: the node has it, or its chain has moved on) says
+    /// nothing about the block: its place in the chain is followed by `payout::maturity`
+    /// instead. A mature block is final. Anything else goes.
+    pub fn may_become(&self, next: &BlockStatus) -> bool {
+        match (self, next) {
+            (BlockStatus::Mature, _) => false,
+            (current, BlockStatus::Rejected(_) | BlockStatus::Pending) => !current.was_accepted(),
+            (
+                BlockStatus::Pending | BlockStatus::Rejected(_),
+                BlockStatus::Mature | BlockStatus::Orphaned,
+            ) => false,
+            _ => true,
+        }
+    }
+
+    /// Whether the node accepted the block (whatever has happened to it since): it has, or
+    /// will get, a payout computation.
+    pub fn was_accepted(&self) -> bool {
+        matches!(
+            self,
+            BlockStatus::Accepted | BlockStatus::Mature | BlockStatus::Orphaned
+        )
     }
 }
 
@@ -256,13 +290,19 @@ pub struct PayoutComputation {
     pub payouts: Vec<Payout>,
 }
 
-/// What a user has earned in balances (PPLNS) and been paid (recorded payouts out).
+/// What a user has earned (PPLNS and solo payouts; payouts in a coinbase move no balance),
+/// derived from the payouts of the blocks by their status (`payout::maturity`): never a
+/// running sum that a reorganisation could leave wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balance {
     /// The user.
     pub user: String,
-    /// Satoshis credited from accepted blocks.
+    /// Satoshis the user's blocks still in the best chain paid it (accepted and mature ones;
+    /// orphaned blocks count nowhere).
     pub earned_sat: u64,
+    /// The part of `earned_sat` not spendable yet: from blocks with fewer than 100
+    /// confirmations. What the pool can pay out is `earned_sat - immature_sat`.
+    pub immature_sat: u64,
 }
 
 /// Why the ledger cannot do what was asked. `Unavailable` is transient (database down, disk
@@ -353,16 +393,24 @@ pub trait Ledger: Send {
     /// Id of the newest share, 0 if none.
     fn last_share_id(&mut self) -> Result<u64, LedgerError>;
 
-    /// Records a block's payout computation and its payouts, adding them to balances
-    /// (schemes `coinbase` and `coinbase-pplns`: recorded, no balance moves). Returns `false`, writing nothing, if
-    /// that block already has one: a block is paid exactly once.
+    /// Records a block's payout computation and its payouts (in balances by the block's
+    /// status; schemes `coinbase` and `coinbase-pplns`: in none). Returns `false`, writing
+    /// nothing, if that block already has one: a block is paid exactly once.
     fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError>;
 
     /// The payout computation of a block, if any.
     fn payouts(&mut self, block_hash: BlockHash) -> Result<Option<PayoutComputation>, LedgerError>;
 
-    /// Every user's balance, by user.
+    /// Every user's balance, by user: the payouts of its blocks in the best chain (earned),
+    /// of which those of blocks not mature yet (immature).
     fn balances(&mut self) -> Result<Vec<Balance>, LedgerError>;
+
+    /// The blocks whose place in the best chain still matters (`payout::maturity`): every
+    /// accepted (immature) one, and the orphaned ones at `min_orphan_height` or above.
+    fn blocks_to_confirm(
+        &mut self,
+        min_orphan_height: u32,
+    ) -> Result<Vec<StoredBlock>, LedgerError>;
 
     /// Rejected-share counts per user, worker and reason.
     fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError>;

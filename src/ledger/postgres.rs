@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_coinbase_payouts.sql"),
     include_str!("../../migrations/postgres/0003_instances.sql"),
+    include_str!("../../migrations/postgres/0004_maturity.sql"),
 ];
 
 /// The advisory lock that serializes migrations of instances starting together ("ledger").
@@ -450,13 +451,6 @@ fn record_payouts(client: &mut Client, c: &PayoutComputation) -> Result<bool, Le
              VALUES ($1, $2, $3, $4, $5)",
         )
         .map_err(postgres_error)?;
-    let credit = tx
-        .prepare(
-            "INSERT INTO balances (\"user\", earned_sat) VALUES ($1, $2) ON CONFLICT (\"user\") \
-             DO UPDATE SET earned_sat = balances.earned_sat + excluded.earned_sat",
-        )
-        .map_err(postgres_error)?;
-    let moves_balances = super::moves_balances(&c.scheme);
     for (position, p) in c.payouts.iter().enumerate() {
         let amount = to_i64(p.amount_sat, "amount_sat")?;
         let position =
@@ -466,10 +460,6 @@ fn record_payouts(client: &mut Client, c: &PayoutComputation) -> Result<bool, Le
             &[&hash, &position, &p.user, &amount, &p.difficulty],
         )
         .map_err(postgres_error)?;
-        if moves_balances {
-            tx.execute(&credit, &[&p.user, &amount])
-                .map_err(postgres_error)?;
-        }
     }
     tx.commit().map_err(postgres_error)?;
     Ok(true)
@@ -836,7 +826,8 @@ impl Ledger for PostgresLedger {
             let rows = c
                 .client
                 .query(
-                    "SELECT \"user\", earned_sat FROM balances ORDER BY \"user\" COLLATE \"C\"",
+                    "SELECT \"user\", earned_sat, immature_sat FROM balances \
+                     ORDER BY \"user\" COLLATE \"C\"",
                     &[],
                 )
                 .map_err(postgres_error)?;
@@ -845,8 +836,29 @@ impl Ledger for PostgresLedger {
                     Ok(Balance {
                         user: get(row, 0)?,
                         earned_sat: to_u64(get(row, 1)?, "earned_sat")?,
+                        immature_sat: to_u64(get(row, 2)?, "immature_sat")?,
                     })
                 })
+                .collect()
+        })
+    }
+
+    fn blocks_to_confirm(
+        &mut self,
+        min_orphan_height: u32,
+    ) -> Result<Vec<StoredBlock>, LedgerError> {
+        self.with(|c, _| {
+            c.client
+                .query(
+                    &format!(
+                        "SELECT {BLOCK_COLUMNS} WHERE status = 'accepted' \
+                         OR (status = 'orphaned' AND height >= $1) ORDER BY seq"
+                    ),
+                    &[&i64::from(min_orphan_height)],
+                )
+                .map_err(postgres_error)?
+                .iter()
+                .map(stored_block)
                 .collect()
         })
     }

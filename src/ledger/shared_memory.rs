@@ -78,6 +78,13 @@ impl Ledger for SharedMemoryLedger {
         self.lock().balances()
     }
 
+    fn blocks_to_confirm(
+        &mut self,
+        min_orphan_height: u32,
+    ) -> Result<Vec<StoredBlock>, LedgerError> {
+        self.lock().blocks_to_confirm(min_orphan_height)
+    }
+
     fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
         self.lock().rejected()
     }

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_coinbase_payouts.sql"),
     include_str!("../../migrations/sqlite/0003_instances.sql"),
+    include_str!("../../migrations/sqlite/0004_maturity.sql"),
 ];
 
 /// When SQLite syncs a commit to disk (see the module comment for why FULL).
@@ -446,23 +447,11 @@ impl SqliteLedger {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(sqlite_error)?;
-            let mut credit = tx
-                .prepare_cached(
-                    "INSERT INTO balances (user, earned_sat) VALUES (?1, ?2) \
-                     ON CONFLICT (user) DO UPDATE SET earned_sat = earned_sat + excluded.earned_sat",
-                )
-                .map_err(sqlite_error)?;
-            let moves_balances = super::moves_balances(&c.scheme);
             for (position, p) in c.payouts.iter().enumerate() {
                 let amount = to_i64(p.amount_sat, "amount_sat")?;
                 insert_payout
                     .execute(params![hash, position as i64, p.user, amount, p.difficulty])
                     .map_err(sqlite_error)?;
-                if moves_balances {
-                    credit
-                        .execute(params![p.user, amount])
-                        .map_err(sqlite_error)?;
-                }
             }
         }
         tx.commit().map_err(sqlite_error)?;
@@ -737,7 +726,7 @@ impl Ledger for SqliteLedger {
     fn balances(&mut self) -> Result<Vec<Balance>, LedgerError> {
         let mut statement = self
             .conn
-            .prepare_cached("SELECT user, earned_sat FROM balances ORDER BY user")
+            .prepare_cached("SELECT user, earned_sat, immature_sat FROM balances ORDER BY user")
             .map_err(sqlite_error)?;
         let mut rows = statement.query([]).map_err(sqlite_error)?;
         let mut out = Vec::new();
@@ -745,7 +734,29 @@ impl Ledger for SqliteLedger {
             out.push(Balance {
                 user: row.get(0).map_err(sqlite_error)?,
                 earned_sat: to_u64(row.get(1).map_err(sqlite_error)?, "earned_sat")?,
+                immature_sat: to_u64(row.get(2).map_err(sqlite_error)?, "immature_sat")?,
             });
+        }
+        Ok(out)
+    }
+
+    fn blocks_to_confirm(
+        &mut self,
+        min_orphan_height: u32,
+    ) -> Result<Vec<StoredBlock>, LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {BLOCK_COLUMNS} WHERE status = 'accepted' \
+                 OR (status = 'orphaned' AND height >= ?1) ORDER BY seq"
+            ))
+            .map_err(sqlite_error)?;
+        let mut rows = statement
+            .query(params![i64::from(min_orphan_height)])
+            .map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            out.push(stored_block(row)?);
         }
         Ok(out)
     }

@@ -40,6 +40,15 @@ pub enum ChainEvent {
     Unreachable,
 }
 
+/// The best chain at one height, as [`NodeApi::block_hash_at`] answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainAt {
+    /// The best chain's block at the height asked, `None` when the chain is shorter.
+    pub hash: Option<BlockHash>,
+    /// The height of the best chain's tip when it answered.
+    pub tip_height: u32,
+}
+
 /// Why a node refused or could not take a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -84,6 +93,18 @@ pub trait NodeApi: Send + Sync {
     /// The chain the node is on, asked once at start: off regtest a block reward must go to a
     /// script configured for that chain. `Err(Unavailable)`: not now, ask again.
     fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>>;
+
+    /// The hash of the best chain's block at `height`, and the best chain's height; `None`
+    /// when the chain does not reach `height`. How the pool follows its blocks' maturity and
+    /// notices a reorganisation that took one out (`payout::maturity`). Default (a backend
+    /// that cannot tell): `Unavailable`, and the pool's blocks stay immature.
+    fn block_hash_at(&self, _height: u32) -> NodeFuture<'_, Result<ChainAt, NodeError>> {
+        Box::pin(async {
+            Err(NodeError::Unavailable(
+                "this backend cannot tell the best chain's blocks".into(),
+            ))
+        })
+    }
 
     /// A receiver of chain events from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent>;

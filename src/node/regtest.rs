@@ -58,7 +58,7 @@ use bitcoin::{
 };
 use tokio::sync::broadcast;
 
-use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
+use super::{BlockTemplate, ChainAt, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 
 pub mod difficulty;
 pub use difficulty::RETARGET_INTERVAL;
@@ -216,6 +216,11 @@ impl EmbeddedChain {
     /// Hash of the tip.
     pub fn tip(&self) -> BlockHash {
         self.tip
+    }
+
+    /// Hash of the chain's block at `height`, `None` above the tip.
+    pub fn hash_at(&self, height: u32) -> Option<BlockHash> {
+        self.headers.get(height as usize).map(Header::block_hash)
     }
 
     /// The compact target the next block must carry (module docs, "Difficulty").
@@ -449,6 +454,14 @@ impl NodeApi for EmbeddedNode {
             Err(e) => Err(e.into()),
         };
         Box::pin(async move { outcome })
+    }
+
+    fn block_hash_at(&self, height: u32) -> NodeFuture<'_, Result<ChainAt, NodeError>> {
+        let at = self.with_chain(|c| ChainAt {
+            hash: c.hash_at(height),
+            tip_height: c.height(),
+        });
+        Box::pin(async move { Ok(at) })
     }
 
     fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {

@@ -9,6 +9,7 @@
 //! - `settle`: [`settle_block`], and [`compute_payouts`] that it, `ledger payouts` and a
 //!   miner's recomputation share;
 //! - `retention`: [`prune_before`];
+//! - `maturity`: immature, mature and orphaned blocks ([`maturity::next_status`]);
 //! - `explain`: a block's payouts step by step ([`explain::explain_payouts`]);
 //! - `coinbase_outputs`: a coinbase paying the window directly (`coinbase_payouts = true`);
 //! - `window`: the current window, counted once, that each template's coinbase pays
@@ -17,6 +18,7 @@
 pub mod coinbase_outputs;
 pub mod explain;
 pub mod identity;
+pub mod maturity;
 pub mod policy;
 pub mod pplns;
 pub mod retention;

@@ -27,8 +27,8 @@ use super::identity::{coinbase_payee_of, is_paid_in_coinbase};
 use super::policy::{PayoutPolicy, PayoutScheme};
 use super::pplns::{self, Split, SplitError, SplitTerms, WindowShare};
 use crate::ledger::{
-    BlockStatus, COINBASE_PPLNS_SCHEME, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerError,
-    Payout, PayoutComputation, ShareRange, StoredShare,
+    COINBASE_PPLNS_SCHEME, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerError, Payout,
+    PayoutComputation, ShareRange, StoredShare,
 };
 
 /// Most times the window is read again to make up for solo users' shares in it.
@@ -392,7 +392,9 @@ pub fn settle_block(
     if let Some(existing) = ledger.payouts(hash)? {
         return Ok(Some(existing));
     }
-    if stored.status != BlockStatus::Accepted {
+    // Settled once the node accepted it, whatever its place in the chain since: an orphaned
+    // block's payouts count in no balance, but are there if it comes back.
+    if !stored.status.was_accepted() {
         return Ok(None);
     }
     // Its coinbase paid the window: recorded as it paid, nothing to read or split.
@@ -431,7 +433,7 @@ pub fn settle_unsettled(
     let mut settled = 0;
     let mut failed = Vec::new();
     for stored in ledger.blocks(UNSETTLED_LOOKED_AT)? {
-        if stored.status != BlockStatus::Accepted || ledger.payouts(stored.block.hash)?.is_some() {
+        if !stored.status.was_accepted() || ledger.payouts(stored.block.hash)?.is_some() {
             continue;
         }
         match settle_block(ledger, stored.block.hash, policy, now_ms) {

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::ledger::{
     BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
-    LedgerError, RejectedCount, ShareRecord, SqliteSettings, SqliteSync,
+    LedgerError, RejectedCount, ShareRecord, SqliteSettings, SqliteSync, StoredBlock,
 };
 use crate::mining::{LedgerStatus, SessionEvent};
 use crate::shell::LogBudget;
@@ -205,6 +205,9 @@ pub struct BlockInput {
     pub coinbase_payouts: Option<Arc<CoinbasePayouts>>,
 }
 
+/// Where the writer answers a [`LedgerMessage::BlocksToConfirm`].
+pub type BlocksReply = tokio::sync::oneshot::Sender<Result<Vec<StoredBlock>, LedgerError>>;
+
 /// What connections and the submitter send the writer.
 #[derive(Debug)]
 // A share is the usual message: kept inline (the channel allocates its slots in blocks).
@@ -230,6 +233,14 @@ pub enum LedgerMessage {
     Maintain(CompactTarget),
     /// Claim this instance's `server_id` in the registry and keep it beating (issue 18).
     Register(super::registration::Registration),
+    /// Which blocks to follow in the best chain (`payout::maturity`): answered after the
+    /// commit of everything sent before it, verdicts included.
+    BlocksToConfirm {
+        /// Orphaned blocks below this height are final and left out.
+        min_orphan_height: u32,
+        /// Where the answer goes.
+        reply: BlocksReply,
+    },
     /// Flush everything before this and end.
     Stop,
 }
@@ -424,6 +435,7 @@ impl LedgerWriter {
             releases: FastMap::default(),
             last_batch_shares: 0,
             verdicts: Vec::new(),
+            confirm_queries: Vec::new(),
             rejected: HashMap::new(),
             stopping: stopping.clone(),
             failures: LogBudget::with_limits(1, 60_000, now_ms()),
@@ -580,6 +592,8 @@ struct WriterCore {
     last_batch_shares: usize,
     /// Verdicts to write after `batch`.
     verdicts: Vec<(BlockHash, BlockStatus)>,
+    /// `BlocksToConfirm` asked since the last commit.
+    confirm_queries: Vec<(u32, BlocksReply)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
     rejected: HashMap<RejectedKey, u64>,
     stopping: Arc<AtomicBool>,
@@ -742,6 +756,10 @@ impl WriterCore {
                 self.registered =
                     super::registration::Registered::claim(&mut *self.ledger, registration);
             }
+            LedgerMessage::BlocksToConfirm {
+                min_orphan_height,
+                reply,
+            } => self.confirm_queries.push((min_orphan_height, reply)),
             LedgerMessage::Stop => return true,
         }
         false
@@ -794,6 +812,20 @@ impl WriterCore {
         }
         let verdicts = std::mem::take(&mut self.verdicts);
         for (hash, status) in &verdicts {
+            let Some(current) = self.retry("block status", |l| l.block(*hash)) else {
+                continue;
+            };
+            if let Some(current) = current.map(|b| b.status)
+                && !current.may_become(status)
+            {
+                warn!(
+                    %hash,
+                    ?current,
+                    answer = ?status,
+                    "a later answer about a block does not change its status"
+                );
+                continue;
+            }
             if self
                 .retry("block verdict", |l| l.set_block_status(*hash, status))
                 .is_none()
@@ -818,6 +850,10 @@ impl WriterCore {
         }
         self.verdicts = verdicts;
         self.verdicts.clear();
+        for (min_orphan_height, reply) in self.confirm_queries.drain(..) {
+            // Nobody waiting any more (the pool stopping) is not an error.
+            let _ = reply.send(self.ledger.blocks_to_confirm(min_orphan_height));
+        }
         self.clear();
         self.maintain();
         self.read_window();
@@ -1026,6 +1062,12 @@ mod tests {
         }
         fn balances(&mut self) -> Result<Vec<crate::ledger::Balance>, LedgerError> {
             self.0.lock().unwrap().balances()
+        }
+        fn blocks_to_confirm(
+            &mut self,
+            h: u32,
+        ) -> Result<Vec<crate::ledger::StoredBlock>, LedgerError> {
+            self.0.lock().unwrap().blocks_to_confirm(h)
         }
         fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
             self.0.lock().unwrap().rejected()

@@ -10,6 +10,7 @@ mod block_files;
 mod connection;
 mod gate;
 pub mod ledger_writer;
+mod maturity;
 pub mod observe;
 mod proxied;
 mod registration;
@@ -818,6 +819,12 @@ impl StratumV2Server {
             shutdown_rx.clone(),
         ));
         tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
+        // Issue 15: accepted blocks followed to maturity (or out of the chain).
+        tasks.spawn(maturity::maturity_loop(
+            self.shared.clone(),
+            self.work.subscribe(),
+            shutdown_rx.clone(),
+        ));
         // Issue 16: webhooks, delivered on their own tasks (mining never waits for them).
         let webhook_tasks = self.shared.notifications.as_ref().map(|n| {
             info!(webhooks = n.hooks.settings().hooks.len(), "webhooks on");

@@ -75,6 +75,13 @@ impl Ledger for TimedLedger {
         self.inner.balances()
     }
 
+    fn blocks_to_confirm(
+        &mut self,
+        min_orphan_height: u32,
+    ) -> Result<Vec<StoredBlock>, LedgerError> {
+        self.inner.blocks_to_confirm(min_orphan_height)
+    }
+
     fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {
         self.inner.rejected()
     }

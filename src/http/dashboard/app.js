@@ -280,7 +280,7 @@
               list,
             ]);
           }
-          const cls = b.status === "accepted" ? "ok" : b.status === "rejected" ? "bad" : "warn";
+          const cls = b.status === "accepted" || b.status === "mature" ? "ok" : b.status === "rejected" || b.status === "orphaned" ? "bad" : "warn";
           const st = el("span", { class: "badge " + cls, title: b.rejection_reason || "" }, [b.status]);
           const by = el("span", {}, [userLink(b.user), b.worker ? " · " + b.worker : ""]);
           return el("tr", { "data-hash": b.hash }, [
@@ -421,7 +421,7 @@
         ["Hashrate", hashrate(d.hashrate), "ten-minute estimate"],
         ["Workers", String(d.workers), d.accepted_shares + " shares accepted"],
         ["Accept rate", percent(d.accepted_shares, d.accepted_shares + d.rejected_shares), d.rejected_shares + " rejected"],
-        ["Balance", d.earned_sat === null ? "–" : btc(d.earned_sat), "earned from accepted blocks"],
+        ["Balance", d.earned_sat === null ? "–" : btc(d.earned_sat), d.immature_sat ? btc(d.immature_sat) + " immature (under 100 confirmations)" : "earned from blocks in the chain"],
         ["In the PPLNS window", win ? String(win.shares) + " shares" : "–", win ? (100 * win.fraction).toFixed(2) + " % of the window" : "no ledger"],
         ["Blocks found", String(d.blocks_found), "last share " + ago(d.last_share_ms, now)],
       ]);

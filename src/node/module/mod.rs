@@ -45,7 +45,7 @@ use request_budget::RequestBudget;
 
 use super::chain::{GENESIS_PROBES, genesis_hash};
 use super::rpc::{RpcClient, RpcConfig};
-use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
+use super::{BlockTemplate, ChainAt, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 
 /// Largest frame either side accepts (the node's own limit).
 pub const MAX_FRAME_LEN: usize = codec::MAX_MESSAGE_LEN;
@@ -431,6 +431,45 @@ impl ModuleNode {
         result
     }
 
+    /// The best chain at `height`: GetChainInfo for the tip, then GetBlockByHeight below it.
+    async fn chain_at(&self, height: u32) -> Result<ChainAt, NodeError> {
+        let (tip_hash, tip_height) = match self.inner.request(&Request::GetChainInfo).await? {
+            ResponseBody::ChainInfo { tip_hash, height } => (tip_hash, height),
+            ResponseBody::Error(e) => {
+                return Err(NodeError::Unavailable(format!("GetChainInfo: {e}")));
+            }
+            other => {
+                return Err(NodeError::Unavailable(format!(
+                    "GetChainInfo answered with {other:?}"
+                )));
+            }
+        };
+        let tip_height = u32::try_from(tip_height)
+            .map_err(|_| NodeError::Unavailable(format!("GetChainInfo: height {tip_height}")))?;
+        let hash = if height > tip_height {
+            None
+        } else if height == tip_height {
+            Some(BlockHash::from_byte_array(tip_hash))
+        } else {
+            match self
+                .inner
+                .request(&Request::GetBlockByHeight(height.into()))
+                .await?
+            {
+                ResponseBody::BlockAtHeight(hash) => hash,
+                ResponseBody::Error(e) => {
+                    return Err(NodeError::Unavailable(format!("GetBlockByHeight: {e}")));
+                }
+                other => {
+                    return Err(NodeError::Unavailable(format!(
+                        "GetBlockByHeight answered with {other:?}"
+                    )));
+                }
+            }
+        };
+        Ok(ChainAt { hash, tip_height })
+    }
+
     async fn submit_over_socket(&self, block: Block) -> Result<(), SocketSubmitError> {
         let hash = block.block_hash();
         // A block the node already has (it took it, and its answer was lost to a crash or a
@@ -495,6 +534,10 @@ impl NodeApi for ModuleNode {
 
     fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
         Box::pin(self.probe_chain())
+    }
+
+    fn block_hash_at(&self, height: u32) -> NodeFuture<'_, Result<ChainAt, NodeError>> {
+        Box::pin(self.chain_at(height))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {

@@ -79,6 +79,10 @@ pub enum Request {
     SubmitBlock(bitcoin::Block),
     /// Whether the node has a block's header (internal byte order hash).
     GetBlockHeader([u8; 32]),
+    /// The best chain's tip and height.
+    GetChainInfo,
+    /// The best chain's block at a height.
+    GetBlockByHeight(u64),
     /// An event for the node's other modules.
     PublishEvent(PublishedEvent),
 }
@@ -143,6 +147,11 @@ pub fn encode_request(correlation_id: CorrelationId, req: &Request) -> Vec<u8> {
         Request::GetBlockHeader(hash) => (
             MessageType::GetBlockHeader,
             RequestPayload::GetBlockHeader(wire::HashOf { hash: *hash }),
+        ),
+        Request::GetChainInfo => (MessageType::GetChainInfo, RequestPayload::GetChainInfo(())),
+        Request::GetBlockByHeight(height) => (
+            MessageType::GetBlockByHeight,
+            RequestPayload::GetBlockByHeight(wire::HeightOf { height: *height }),
         ),
         Request::SubmitBlock(block) => (
             MessageType::SubmitBlock,
@@ -294,6 +303,15 @@ pub enum ResponseBody {
     EventPublished,
     /// Whether the node has the header asked for.
     HeaderKnown(bool),
+    /// The best chain's tip (internal byte order) and height.
+    ChainInfo {
+        /// The tip's hash.
+        tip_hash: [u8; 32],
+        /// Its height.
+        height: u64,
+    },
+    /// The hash of the best chain's block at the height asked, `None` above the tip.
+    BlockAtHeight(Option<bitcoin::BlockHash>),
     /// The request failed; the node's message.
     Error(String),
     /// A payload we never ask for (variant index).
@@ -406,6 +424,13 @@ fn response_body(payload: wire::ResponsePayload) -> Result<ResponseBody, DecodeE
         P::SubscribeAck(()) => ResponseBody::SubscribeAck,
         P::EventPublished(()) => ResponseBody::EventPublished,
         P::BlockHeader(header) => ResponseBody::HeaderKnown(header.is_some()),
+        P::ChainInfo(info) => ResponseBody::ChainInfo {
+            tip_hash: info.tip_hash,
+            height: info.height,
+        },
+        P::BlockByHeight(block) => {
+            ResponseBody::BlockAtHeight(block.map(|b| header_hash(&b.header)).transpose()?)
+        }
         P::BlockTemplate(t) => ResponseBody::BlockTemplate(template(t)?),
         P::SubmitBlockResult(r) => ResponseBody::SubmitBlock(match r {
             wire::SubmitBlockResult::Accepted(()) => SubmitResult::Accepted,
@@ -414,6 +439,25 @@ fn response_body(payload: wire::ResponsePayload) -> Result<ResponseBody, DecodeE
         }),
         P::Other(index) => ResponseBody::Other(index),
     })
+}
+
+/// The hash of a header the node sent (blvm widens its integers to 64 bits: one that does
+/// not fit Bitcoin's header is malformed, never truncated into another hash).
+fn header_hash(h: &wire::BlockHeader) -> Result<bitcoin::BlockHash, DecodeError> {
+    let narrow = |field: &str, v: u64| {
+        u32::try_from(v).map_err(|_| DecodeError::Malformed(format!("header {field} {v}")))
+    };
+    let version = i32::try_from(h.version)
+        .map_err(|_| DecodeError::Malformed(format!("header version {}", h.version)))?;
+    Ok(bitcoin::block::Header {
+        version: bitcoin::block::Version::from_consensus(version),
+        prev_blockhash: bitcoin::BlockHash::from_byte_array(h.prev_block_hash),
+        merkle_root: bitcoin::TxMerkleNode::from_byte_array(h.merkle_root),
+        time: narrow("time", h.timestamp)?,
+        bits: bitcoin::CompactTarget::from_consensus(narrow("bits", h.bits)?),
+        nonce: narrow("nonce", h.nonce)?,
+    }
+    .block_hash())
 }
 
 fn event(payload: wire::EventPayload) -> NodeEventMsg {

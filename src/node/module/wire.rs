@@ -88,6 +88,8 @@ pub struct BlockTemplate {
 pub enum MessageType {
     GetBlockHeader = 1,
     SubscribeEvents = 7,
+    GetChainInfo = 14,
+    GetBlockByHeight = 15,
     Handshake = 8,
     PublishEvent = 41,
     GetBlockTemplate = 50,
@@ -173,6 +175,8 @@ indexed_enum! {
         Handshake(Handshake<'a>) = 0,
         GetBlockHeader(HashOf) = 2,
         SubscribeEvents(SubscribeEvents<'a>) = 8,
+        GetChainInfo(()) = 14,
+        GetBlockByHeight(HeightOf) = 15,
         PublishEvent(PublishEvent<'a>) = 41,
         GetBlockTemplate(GetBlockTemplate<'a>) = 50,
         SubmitBlock(SubmitBlock) = 51,
@@ -192,6 +196,12 @@ pub struct Handshake<'a> {
 #[derive(Serialize)]
 pub struct HashOf {
     pub hash: Hash,
+}
+
+/// `{ height }` (`GetBlockByHeight`).
+#[derive(Serialize)]
+pub struct HeightOf {
+    pub height: u64,
 }
 
 /// `RequestPayload::SubscribeEvents`.
@@ -348,11 +358,23 @@ indexed_enum! {
         HandshakeAck(HandshakeAck) = 0,
         BlockHeader(Option<BlockHeader>) = 2,
         SubscribeAck(()) = 8,
+        ChainInfo(ChainInfo) = 14,
+        BlockByHeight(Option<Block>) = 15,
         EventPublished(()) = 39,
         BlockTemplate(BlockTemplate) = 46,
         SubmitBlockResult(SubmitBlockResult) = 47,
     }
     other: Other;
+}
+
+/// `ResponsePayload::ChainInfo` (blvm-node's `module::traits::ChainInfo`).
+#[derive(Debug, Deserialize)]
+pub struct ChainInfo {
+    pub tip_hash: Hash,
+    pub height: u64,
+    pub difficulty: f64,
+    pub chain_work: u64,
+    pub is_synced: bool,
 }
 
 /// `ResponsePayload::HandshakeAck`.

@@ -42,7 +42,7 @@ pub use endpoint::{DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RpcAuth, RpcConfig};
 pub use template::{TemplateError, parse_block_template};
 pub use transport::{MAX_BODY, TransportError};
 
-use super::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
+use super::{BlockTemplate, ChainAt, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use poller::poll_tip;
 
 /// JSON-RPC error codes meaning "not now" rather than "no": warming up, not connected to
@@ -237,7 +237,46 @@ async fn in_main_chain(client: &RpcClient, block: &Block) -> bool {
     )
 }
 
+/// The best chain's block at `height` and its tip's height: `getblockcount`, then
+/// `getblockhash` when the chain reaches `height` (an out-of-range answer, the chain having
+/// shrunk in between, is `None` too).
+pub async fn block_hash_at(client: &RpcClient, height: u32) -> Result<ChainAt, NodeError> {
+    let count = client
+        .call("getblockcount", json!([]))
+        .await
+        .map_err(|e| e.unavailable("getblockcount"))?;
+    let tip_height = count
+        .as_u64()
+        .and_then(|h| u32::try_from(h).ok())
+        .ok_or_else(|| NodeError::Unavailable(format!("getblockcount answered {count}")))?;
+    if height > tip_height {
+        return Ok(ChainAt {
+            hash: None,
+            tip_height,
+        });
+    }
+    let hash =
+        match client.call("getblockhash", json!([height])).await {
+            Ok(Value::String(hex)) => Some(hex.parse::<BlockHash>().map_err(|e| {
+                NodeError::Unavailable(format!("getblockhash answered {hex:?}: {e}"))
+            })?),
+            Ok(other) => {
+                return Err(NodeError::Unavailable(format!(
+                    "getblockhash answered {other}"
+                )));
+            }
+            // Bitcoin Core's RPC_INVALID_PARAMETER: "Block height out of range".
+            Err(CallError::Rpc { code: -8, .. }) => None,
+            Err(e) => return Err(e.unavailable("getblockhash")),
+        };
+    Ok(ChainAt { hash, tip_height })
+}
+
 impl NodeApi for RpcNode {
+    fn block_hash_at(&self, height: u32) -> NodeFuture<'_, Result<ChainAt, NodeError>> {
+        Box::pin(block_hash_at(&self.client, height))
+    }
+
     fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
         Box::pin(self.template())
     }

@@ -14,7 +14,7 @@ use blvm_node::module::ipc::protocol::{
     EventMessage, EventPayload, LogLevel, LogMessage, MessageType, ModuleMessage, RequestMessage,
     RequestPayload, ResponseMessage, ResponsePayload,
 };
-use blvm_node::module::traits::{EventType, SubmitBlockResult};
+use blvm_node::module::traits::{ChainInfo, EventType, SubmitBlockResult};
 use blvm_node::{Block, BlockHeader, OutPoint, Transaction, TransactionInput, TransactionOutput};
 use blvm_protocol::mining::BlockTemplate;
 use blvm_protocol::pow::expand_target;
@@ -238,6 +238,42 @@ fn cases() -> Vec<(&'static str, ModuleMessage)> {
         ),
         ("resp_header_none", ok(8, ResponsePayload::BlockHeader(None))),
         ("resp_header_some", ok(8, ResponsePayload::BlockHeader(Some(header())))),
+        (
+            "get_chain_info",
+            request(9, MessageType::GetChainInfo, RequestPayload::GetChainInfo),
+        ),
+        (
+            "resp_chain_info",
+            ok(
+                9,
+                ResponsePayload::ChainInfo(ChainInfo {
+                    tip_hash: [7; 32],
+                    height: 123,
+                    difficulty: 4.6e-10,
+                    chain_work: 248,
+                    is_synced: true,
+                }),
+            ),
+        ),
+        (
+            "get_block_by_height",
+            request(
+                10,
+                MessageType::GetBlockByHeight,
+                RequestPayload::GetBlockByHeight { height: 77 },
+            ),
+        ),
+        ("resp_block_by_height_none", ok(10, ResponsePayload::BlockByHeight(None))),
+        (
+            "resp_block_by_height_some",
+            ok(
+                10,
+                ResponsePayload::BlockByHeight(Some(Block::from_parts(
+                    header(),
+                    vec![transaction()].into_boxed_slice(),
+                ))),
+            ),
+        ),
         (
             "ev_new_block",
             event(

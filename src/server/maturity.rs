@@ -1,0 +1,136 @@
+//! The shell of coinbase maturity (`payout::maturity` decides): after each new tip, and once a
+//! minute in case a tip was missed, asks the ledger's writer which accepted and orphaned blocks
+//! are still followed, asks the node which block is at each one's height, and sends the writer
+//! the statuses that changed. A block becomes `mature` (its payouts spendable balances) at 100
+//! confirmations, `orphaned` (its payouts in no balance) when a reorganisation takes it out
+//! of the best chain, and `accepted` (immature) again if it comes back.
+//!
+//! A node that cannot answer leaves every status as it is until the next round: a block is
+//! never called orphaned for want of an answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::ledger_writer::LedgerMessage;
+use crate::ledger::BlockStatus;
+use crate::mining::Work;
+use crate::payout::maturity::{self, ChainPlace, KnownChain};
+
+/// Rounds without a new tip: a reorganisation always brings one, so this is only a safety net.
+const EVERY: Duration = Duration::from_secs(60);
+
+/// Runs rounds until `shutdown`; nothing to do without a ledger.
+pub(crate) async fn maturity_loop(
+    shared: Arc<Shared>,
+    mut work: watch::Receiver<Option<Arc<Work>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if shared.ledger.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prev = None;
+    let mut known = KnownChain::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+            changed = work.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Only a new tip can change a block's place in the chain.
+                let prev = work.borrow_and_update().as_ref().map(|w| w.prev_hash);
+                if prev == last_prev {
+                    continue;
+                }
+                last_prev = prev;
+            }
+        }
+        let Some(tip_height) = work.borrow().as_ref().map(|w| w.height.saturating_sub(1)) else {
+            continue;
+        };
+        round(&shared, &mut known, tip_height).await;
+    }
+}
+
+/// One round: every followed block placed in the node's best chain, asking the node only
+/// about the anchor of what is known and the blocks not known in the chain yet.
+async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
+    let Some(ledger) = &shared.ledger else {
+        return;
+    };
+    let (reply, answer) = oneshot::channel();
+    ledger.send(LedgerMessage::BlocksToConfirm {
+        min_orphan_height: maturity::lowest_watched_height(tip_height),
+        reply,
+    });
+    let blocks = match answer.await {
+        Ok(Ok(blocks)) => blocks,
+        Ok(Err(e)) => {
+            warn!("cannot read the blocks to confirm from the ledger: {e}");
+            return;
+        }
+        // The writer stopped.
+        Err(_) => return,
+    };
+    if blocks.is_empty() {
+        return;
+    }
+    // The node's tip height, and whether what is known still holds.
+    let mut node_tip = None;
+    if let Some(anchor) = known.anchor_height() {
+        match shared.node.block_hash_at(anchor).await {
+            Ok(at) => {
+                known.check_anchor(at.hash);
+                node_tip = Some(at.tip_height);
+            }
+            Err(e) => {
+                debug!("cannot follow our blocks' maturity now: {e}");
+                return;
+            }
+        }
+    }
+    for stored in blocks {
+        let (hash, height) = (stored.block.hash, stored.block.height);
+        let place = match node_tip {
+            Some(tip_height) if known.in_chain(hash) => ChainPlace::InBestChain { tip_height },
+            _ => match shared.node.block_hash_at(height).await {
+                Ok(at) => {
+                    node_tip = Some(at.tip_height);
+                    let place = ChainPlace::of(hash, height, at.hash, at.tip_height);
+                    known.learn(hash, height, place);
+                    place
+                }
+                Err(e) => {
+                    debug!(%hash, height, "cannot follow the block's maturity now: {e}");
+                    return;
+                }
+            },
+        };
+        let Some(next) = maturity::next_status(&stored.status, height, place) else {
+            continue;
+        };
+        let tip_height = node_tip.unwrap_or(tip_height);
+        match &next {
+            BlockStatus::Orphaned => warn!(
+                %hash,
+                height,
+                "a block of ours left the best chain: its payouts are void unless it comes back"
+            ),
+            BlockStatus::Mature => info!(
+                %hash,
+                height,
+                confirmations = maturity::confirmations(height, tip_height),
+                "a block of ours is mature: its payouts are spendable balances"
+            ),
+            _ => info!(%hash, height, "a block of ours is back in the best chain (immature)"),
+        }
+        ledger.send(LedgerMessage::Verdict(hash, next));
+    }
+}
