@@ -385,6 +385,10 @@ pub struct PoolOptions {
     /// HTTP requests per second, pool-wide (bursts of twice that); beyond it 429. Default: 50.
     #[arg(long, value_name = "N")]
     pub http_requests_per_second: Option<u32>,
+    /// A file holding the admin API's bearer token (first line; a secret file: ours, mode
+    /// 0600): with it, `POST /api/v1/admin/drain` drains the pool. Without it, no admin API.
+    #[arg(long, value_name = "FILE")]
+    pub http_admin_token_file: Option<PathBuf>,
     // ----- issue 16, webhooks -----
     /// The webhooks: `[[webhooks]] url = "http://..."`, optional `events` (default: all),
     /// `secret` or `secret_file` (HMAC-SHA256 signature header). File only.
@@ -670,6 +674,7 @@ impl PoolOptions {
             http_enabled,
             metrics_max_workers,
             http_requests_per_second,
+            http_admin_token_file,
             // Issue 16, webhooks.
             webhooks,
             webhook_worker_offline_secs,

@@ -832,11 +832,17 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
                 None
             }
         };
-        stop.await;
+        // A signal, or the pool asking to stop (issue 18: an admin drain, or its server_id
+        // taken over by another live instance, which is a failure).
+        let failed = tokio::select! {
+            _ = stop => false,
+            why = server.stop_requested() => why.is_failure(),
+        };
         if let Some(h) = http {
             h.stop().await;
         }
         match server.stop().await {
+            Ok(()) if failed => ExitCode::FAILURE,
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!("{e}");

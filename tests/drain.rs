@@ -308,3 +308,83 @@ async fn a_stopping_pool_sends_its_sv1_miners_client_reconnect() {
         .expect("the pool stopped once the miner left")
         .unwrap();
 }
+
+/// `POST path` to the HTTP server at `addr` (HTTP/1.1, the connection closed after it), with a
+/// bearer `token` if any: the answer's status.
+fn post(addr: &str, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("HTTP server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
+}
+
+/// The admin API's drain (issue 18): refused without the token (401), with the wrong one
+/// (401), and with it (202) the pool sends its miner Reconnect and exits 0, as at SIGTERM.
+#[test]
+fn the_admin_api_drains_the_pool_with_its_token_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = "drain-token-0123456789abcdef";
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut pool = PoolProcess::start(
+        dir.path(),
+        &[
+            "--listen-addr",
+            "127.0.0.1:0",
+            "--http-listen-addr",
+            "127.0.0.1:0",
+            "--http-admin-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let http = loop {
+        let line = pool.next_line(Duration::from_secs(30), "the HTTP server's address");
+        if let Some(rest) = line.strip_prefix("HTTP dashboard on http://") {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    let drain = blvm_stratum_v2::http::DRAIN_PATH;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let addr: std::net::SocketAddr = pool.addr.parse().unwrap();
+        let mut miner = Miner::ready(addr, &pool.key, 0).await.expect("set up");
+        miner.open(true, "admin.rig").await.expect("channel");
+        assert_eq!(post(&http, drain, None), 401);
+        assert_eq!(
+            post(&http, drain, Some("drain-token-0123456789abcdeX")),
+            401
+        );
+        // Nothing was drained.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!pool.log().contains("drain asked"), "{}", pool.log());
+        assert_eq!(post(&http, drain, Some(token)), 202);
+        let reconnect = loop {
+            match miner.recv().await {
+                Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => break r,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "no Reconnect before the close ({e}); the pool's log:\n{}",
+                    pool.log()
+                ),
+            }
+        };
+        assert_eq!(reconnect.new_port, 0);
+    });
+    let status = pool.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status:?}\n{}", pool.log());
+    assert!(pool.log().contains("drain asked through the admin API"));
+}

@@ -9,6 +9,8 @@
 
 #[path = "common/postgres.rs"]
 mod postgres;
+#[path = "common/sri_client.rs"]
+mod sri_client;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -428,5 +430,94 @@ async fn a_second_pool_with_a_held_server_id_is_refused_until_the_first_stops() 
             .instances()
             .unwrap()
             .is_empty()
+    );
+}
+
+/// An instance whose `server_id` is taken over while it runs (its heartbeats lost to a long
+/// ledger outage, another instance claimed the row and is live) stops serving miners: it would
+/// hand out prefixes of the other's extranonce namespace. It drains (its miner is sent
+/// Reconnect) and says why, as a failure; the row stays the other instance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_server_id_is_taken_over_stops_serving() {
+    use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
+    use blvm_stratum_v2::ledger::{ClaimOutcome, InstanceClaim};
+    use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
+    use blvm_stratum_v2::server::{StopRequest, StratumV2Server};
+    use parsers_sv2::{AnyMessageOwned, CommonMessagesOwned};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite3");
+    let config = PoolConfig::resolve(
+        &PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            sv1_listen_addr: Some("off".into()),
+            http_enabled: Some(false),
+            data_dir: Some(dir.path().to_path_buf()),
+            ledger_url: Some(ledger.display().to_string()),
+            server_id: Some(6),
+            instance_heartbeat_secs: Some(1),
+            ..PoolOptions::default()
+        },
+        "test",
+    )
+    .expect("config");
+    let node = Arc::new(EmbeddedNode::new(ChainConfig::default()));
+    let server = StratumV2Server::new(config, node).expect("server");
+    let addr = server.start().await.expect("starts");
+    let mut miner = sri_client::Miner::ready(addr, server.authority_public_key(), 0)
+        .await
+        .expect("set up");
+    miner.open(true, "taken.rig").await.expect("channel");
+
+    // Another instance takes the row over: on its clock, the first one's heartbeat is long
+    // past the lease (as after an outage), and its own is fresh for as long as this test runs.
+    let later = now_ms() + 3_600_000;
+    let intruder = InstanceClaim {
+        server_id: 6,
+        instance: 4242,
+        host: "intruder".into(),
+        data_dir: "/elsewhere".into(),
+        addresses: "sv2 127.0.0.9:3333".into(),
+        lease_ms: 3_000,
+    };
+    let outcome = SqliteLedger::open(&ledger)
+        .unwrap()
+        .claim_server_id(&intruder, later)
+        .unwrap();
+    assert!(
+        matches!(outcome, ClaimOutcome::Claimed { replaced: Some(_) }),
+        "{outcome:?}"
+    );
+
+    let why = tokio::time::timeout(Duration::from_secs(10), server.stop_requested())
+        .await
+        .expect("the instance asks to stop after its next heartbeat");
+    let StopRequest::ServerIdTakenOver(text) = &why else {
+        panic!("{why:?}");
+    };
+    assert!(why.is_failure());
+    assert!(
+        text.contains("intruder") && text.contains("127.0.0.9:3333"),
+        "{text}"
+    );
+    let reconnect = loop {
+        match tokio::time::timeout(Duration::from_secs(10), miner.recv())
+            .await
+            .expect("the miner hears from the draining pool")
+        {
+            Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => break r,
+            Ok(_) => continue,
+            Err(e) => panic!("no Reconnect before the close: {e}"),
+        }
+    };
+    assert_eq!(reconnect.new_port, 0);
+    server.stop().await.expect("stops");
+    let rows = SqliteLedger::open(&ledger).unwrap().instances().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.server_id, r.host.as_str()))
+            .collect::<Vec<_>>(),
+        [(6, "intruder")],
+        "the row stays the other instance's"
     );
 }

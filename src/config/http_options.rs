@@ -1,10 +1,11 @@
 //! The HTTP server's keys (issue 16): `http_listen_addr` (default 127.0.0.1:8080, loopback
 //! only; `""` turns the server off, as does `http_enabled = false`), `metrics_max_workers`
-//! and `http_requests_per_second`.
+//! and `http_requests_per_second`; issue 18: `http_admin_token_file` (the admin API's token).
 
 use super::{ConfigError, PoolOptions, invalid};
 use crate::http::{
-    DEFAULT_LISTEN_ADDR, DEFAULT_MAX_LABELLED_WORKERS, DEFAULT_REQUESTS_PER_SECOND, HttpSettings,
+    AdminToken, DEFAULT_LISTEN_ADDR, DEFAULT_MAX_LABELLED_WORKERS, DEFAULT_REQUESTS_PER_SECOND,
+    HttpSettings,
 };
 
 /// The HTTP server's settings, or `None` when it is turned off.
@@ -42,10 +43,25 @@ pub(super) fn http_settings(
         }
         n => n,
     };
+    let admin_token = match &o.http_admin_token_file {
+        None => None,
+        Some(path) => {
+            let token = super::secrets::read_secret_file(path)
+                .map_err(|e| invalid(source_name, "http_admin_token_file", e.to_string()))?;
+            Some(AdminToken::new(token).map_err(|e| {
+                invalid(
+                    source_name,
+                    "http_admin_token_file",
+                    format!("{}: {e}", path.display()),
+                )
+            })?)
+        }
+    };
     Ok(Some(HttpSettings {
         listen_addr,
         max_labelled_workers,
         requests_per_second,
+        admin_token,
     }))
 }
 

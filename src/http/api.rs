@@ -52,6 +52,9 @@ fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/api/v1/balances", get(balances)),
         ("/api/v1/ledger/export", get(export)),
     ]
+    .into_iter()
+    .chain(super::admin::table())
+    .collect()
 }
 
 /// The API's routes.
@@ -75,7 +78,7 @@ pub fn paths() -> Vec<&'static str> {
 
 /// An error answer.
 #[derive(Debug)]
-pub(super) struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -98,7 +101,7 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,

@@ -4,7 +4,8 @@
 //! that reads them.
 //!
 //! Safe by default: bound to loopback unless configured (`http_listen_addr`), read-only (GET
-//! only), a pool-wide request rate ([`HttpSettings::requests_per_second`], 429 beyond it),
+//! only) but for the admin API's drain, which needs a configured bearer token (`admin`), a
+//! pool-wide request rate ([`HttpSettings::requests_per_second`], 429 beyond it),
 //! request bodies refused past [`MAX_BODY_BYTES`] (413), at most [`MAX_CONNECTIONS`]
 //! connections at once, every list paginated with a bounded page. No secret is ever in a
 //! response: nothing here reads the authority key, the RPC credentials or the ledger's
@@ -14,6 +15,7 @@
 //! log ([`HttpServer::start`]), a failing handler is a 5xx for that request, and the server
 //! runs on its own tasks, apart from the miners' connections.
 
+mod admin;
 mod api;
 mod dashboard;
 mod events;
@@ -34,6 +36,7 @@ use tracing::{error, warn};
 
 use crate::server::PoolObserver;
 
+pub use admin::{AdminToken, AdminTokenError, DRAIN_PATH};
 pub use api::paths as route_paths;
 pub use dashboard::{
     CONTENT_SECURITY_POLICY, assets_size as dashboard_assets_size, paths as dashboard_paths,
@@ -67,6 +70,8 @@ pub struct HttpSettings {
     pub max_labelled_workers: usize,
     /// Requests per second, pool-wide; beyond it (after a burst of twice as many) 429.
     pub requests_per_second: u32,
+    /// The admin API's bearer token (issue 18); `None`: no admin API.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for HttpSettings {
@@ -77,6 +82,7 @@ impl Default for HttpSettings {
                 .expect("a valid default address"),
             max_labelled_workers: DEFAULT_MAX_LABELLED_WORKERS,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            admin_token: None,
         }
     }
 }

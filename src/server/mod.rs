@@ -12,10 +12,12 @@ mod gate;
 pub mod ledger_writer;
 mod maturity;
 pub mod observe;
+pub use stop_request::StopRequest;
 mod proxied;
 mod registration;
 mod reward_check;
 mod settings;
+mod stop_request;
 mod sv1;
 mod timed_ledger;
 mod webhooks;
@@ -175,6 +177,8 @@ pub struct Shared {
     memory_ledger: Option<crate::ledger::SharedMemoryLedger>,
     /// Issue 17: Stratum V1 requests refused before they reach a channel, by reason.
     sv1_refusals: Arc<crate::sv1::Sv1Refusals>,
+    /// Issue 18: a stop asked from inside (an admin drain, the `server_id` taken over).
+    stop_requests: stop_request::StopRequests,
 }
 
 /// A connection's accepted shares not yet in the pool's statistics: a batch of nothing but
@@ -380,7 +384,7 @@ struct Running {
     local_addr: SocketAddr,
     /// The Stratum V1 listener's address, if it listens.
     sv1_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     tasks: JoinSet<()>,
     submitter: tokio::task::JoinHandle<()>,
     submit_done: watch::Sender<bool>,
@@ -616,6 +620,7 @@ impl StratumV2Server {
             notifications: webhooks::Notifications::new(&config_webhooks),
             memory_ledger,
             sv1_refusals: Arc::default(),
+            stop_requests: stop_request::StopRequests::default(),
         });
         let (work, _) = watch::channel(None);
         Ok(StratumV2Server {
@@ -663,6 +668,14 @@ impl StratumV2Server {
                 claim: claim.clone(),
                 every: settings.heartbeat,
                 reply,
+                on_taken_over: {
+                    let shared = self.shared.clone();
+                    Box::new(move |why: String| {
+                        shared
+                            .stop_requests
+                            .request(StopRequest::ServerIdTakenOver(why));
+                    })
+                },
             },
         ));
         match answer.await.map_err(|_| RegistrationError::WriterGone)? {
@@ -782,6 +795,7 @@ impl StratumV2Server {
         self.work.send_replace(Some(w));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = Arc::new(shutdown);
         let (submit_done, submit_done_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         // Blocks left in blocks/pending by the last run, read before any miner can find (and
@@ -819,6 +833,12 @@ impl StratumV2Server {
             shutdown_rx.clone(),
         ));
         tasks.spawn(cleanup_loop(self.shared.clone(), shutdown_rx.clone()));
+        // Issue 18: a stop asked from inside drains the pool at once, as a SIGTERM would.
+        tasks.spawn(drain_when_asked(
+            self.shared.clone(),
+            shutdown.clone(),
+            shutdown_rx.clone(),
+        ));
         // Issue 15: accepted blocks followed to maturity (or out of the chain).
         tasks.spawn(maturity::maturity_loop(
             self.shared.clone(),
@@ -888,6 +908,14 @@ impl StratumV2Server {
             webhook_tasks,
         });
         Ok(local_addr)
+    }
+
+    /// Resolves when the pool asks to be stopped from inside (issue 18: an admin drain, or
+    /// this instance's `server_id` taken over by a live instance): it has begun draining
+    /// already; call [`StratumV2Server::stop`] to finish. [`StopRequest::is_failure`] says
+    /// whether to report it as one.
+    pub async fn stop_requested(&self) -> StopRequest {
+        self.shared.stop_requests.requested().await
     }
 
     /// The Stratum V1 listener's bound address, once started with one (`sv1_listen_addr`).
@@ -1312,6 +1340,28 @@ fn publish_if_better(
     }
     work.send_replace(Some(w));
     Ok(true)
+}
+
+/// Drains the pool (as `stop` would begin to) once a stop is asked from inside; ends at the
+/// shutdown either way.
+async fn drain_when_asked(
+    shared: Arc<Shared>,
+    shutdown: Arc<watch::Sender<bool>>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        why = shared.stop_requests.requested() => {
+            match &why {
+                StopRequest::Drain => info!("drain asked through the admin API: draining"),
+                StopRequest::ServerIdTakenOver(holder) => error!(
+                    "{holder}; this instance stops serving miners (its extranonce namespace is \
+                     another live instance's now): draining"
+                ),
+            }
+            let _ = shutdown.send(true);
+        }
+        _ = stopping.changed() => {}
+    }
 }
 
 async fn cleanup_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {

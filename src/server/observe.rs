@@ -113,6 +113,13 @@ impl PoolObserver {
         PoolObserver { shared }
     }
 
+    /// Asks the pool to drain (issue 18, the admin API): it begins at once, and whoever runs
+    /// the server stops it ([`super::StratumV2Server::stop_requested`]). Returns whether this
+    /// call asked first.
+    pub fn request_drain(&self) -> bool {
+        self.shared.stop_requests.request(super::StopRequest::Drain)
+    }
+
     /// Runs `read` on the pool under its read lock (keep it short: share acknowledgements
     /// wait for the write lock meanwhile).
     pub fn read_pool<R>(&self, read: impl FnOnce(&StratumV2Pool) -> R) -> R {

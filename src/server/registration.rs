@@ -65,8 +65,12 @@ impl RegistrationError {
     }
 }
 
-/// What the start asks the writer: claim this, beat every `every`, answer on `reply`.
-#[derive(Debug)]
+/// What is told when a live instance holds this instance's `server_id` after a heartbeat
+/// found the claim lost (the registry's words).
+pub type OnTakenOver = Box<dyn FnOnce(String) + Send>;
+
+/// What the start asks the writer: claim this, beat every `every`, answer on `reply`, and call
+/// `on_taken_over` if the claim is found held by another live instance later.
 pub struct Registration {
     /// The claim.
     pub claim: InstanceClaim,
@@ -74,6 +78,17 @@ pub struct Registration {
     pub every: Duration,
     /// Where the claim's outcome goes.
     pub reply: tokio::sync::oneshot::Sender<Result<ClaimOutcome, LedgerError>>,
+    /// Called once, the first time the claim is found taken over by a live instance.
+    pub on_taken_over: OnTakenOver,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("claim", &self.claim)
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The host name of this machine (empty if it cannot be read).
@@ -84,15 +99,27 @@ pub fn host_name() -> String {
 }
 
 /// A claim held by this instance: beaten on time, released at the stop.
-#[derive(Debug)]
 pub struct Registered {
     claim: InstanceClaim,
+    /// Told once if the claim is found held by another live instance.
+    on_taken_over: Option<OnTakenOver>,
     every: Duration,
     last_beat: Instant,
     /// Whether the claim was made (not yet when the ledger could not answer at start).
     claimed: bool,
     /// Whether the last heartbeat failed or found the claim lost (logged once per streak).
     troubled: bool,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("claim", &self.claim)
+            .field("every", &self.every)
+            .field("claimed", &self.claimed)
+            .field("troubled", &self.troubled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registered {
@@ -103,6 +130,7 @@ impl Registered {
             claim,
             every,
             reply,
+            on_taken_over,
         } = registration;
         let outcome = ledger.claim_server_id(&claim, crate::shell::unix_ms());
         let ours = matches!(outcome, Ok(ClaimOutcome::Claimed { .. }));
@@ -124,6 +152,7 @@ impl Registered {
         let _ = reply.send(outcome);
         (ours || later).then(|| Registered {
             claim,
+            on_taken_over: Some(on_taken_over),
             every,
             last_beat: Instant::now(),
             claimed: ours,
@@ -138,8 +167,8 @@ impl Registered {
 
     /// Beats if due. A claim found lost (another instance took it over while this one could
     /// not beat: a long database outage) is claimed again; if a live instance holds it now,
-    /// the two hand out prefixes of one namespace, which an operator must resolve: said loudly,
-    /// once per streak.
+    /// the two would hand out prefixes of one namespace: said loudly, and `on_taken_over` is
+    /// told, which stops this instance serving miners.
     pub fn beat_if_due(&mut self, ledger: &mut dyn Ledger) {
         if Instant::now() < self.next_beat() {
             return;
@@ -167,14 +196,19 @@ impl Registered {
                 self.troubled = false;
             }
             Ok(Some(ClaimOutcome::Held { holder, now_ms })) => {
+                let why = format!(
+                    "{}; this instance's claim was taken over while it could not beat",
+                    RegistrationError::held(&holder, now_ms, self.claim.lease_ms)
+                );
                 if !self.troubled {
-                    error!(
-                        "{}; this instance's claim was taken over while it could not beat: \
-                         stop one of the two",
-                        RegistrationError::held(&holder, now_ms, self.claim.lease_ms)
-                    );
+                    error!("{why}");
                 }
                 self.troubled = true;
+                // Not ours any more: nothing to release at the stop.
+                self.claimed = false;
+                if let Some(tell) = self.on_taken_over.take() {
+                    tell(why);
+                }
             }
             Err(e) => {
                 if !self.troubled {
