@@ -420,8 +420,9 @@ pub struct PoolOptions {
 pub struct WebhookOptions {
     /// `http://HOST[:PORT][/PATH]`.
     pub url: String,
-    /// Events sent (`block_found`, `block_accepted`, `block_refused`, `worker_offline`,
-    /// `worker_online`, `node_unreachable`, `node_reachable`). Default: all.
+    /// Events sent (`block_found`, `block_accepted`, `block_refused`, `block_orphaned`,
+    /// `block_mature`, `worker_offline`, `worker_online`, `node_unreachable`,
+    /// `node_reachable`). Default: all.
     pub events: Option<Vec<String>>,
     /// Signs each body with HMAC-SHA256 (`X-Blvm-Signature-256: sha256=HEX`).
     pub secret: Option<String>,

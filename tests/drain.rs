@@ -129,6 +129,24 @@ async fn a_stopped_pool_sends_its_miner_away_and_a_restarted_one_gets_it_back() 
     );
 }
 
+/// The Reconnect `miner` gets from the draining `pool` (panics with the pool's log if the
+/// connection closes first).
+async fn reconnect_of(
+    miner: &mut Miner,
+    pool: &PoolProcess,
+) -> common_messages_sv2::ReconnectOwned {
+    loop {
+        match miner.recv().await {
+            Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => return r,
+            Ok(_) => continue,
+            Err(e) => panic!(
+                "no Reconnect before the close ({e}); the pool's log:\n{}",
+                pool.log()
+            ),
+        }
+    }
+}
+
 #[test]
 fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -141,16 +159,7 @@ fn on_sigterm_the_pool_sends_reconnect_and_exits_0() {
         let mut miner = Miner::ready(addr, &pool.key, 0).await.expect("set up");
         miner.open(true, "sigterm.rig").await.expect("channel");
         pool.signal(libc::SIGTERM);
-        let reconnect = loop {
-            match miner.recv().await {
-                Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => break r,
-                Ok(_) => continue,
-                Err(e) => panic!(
-                    "no Reconnect before the close ({e}); the pool's log:\n{}",
-                    pool.log()
-                ),
-            }
-        };
+        let reconnect = reconnect_of(&mut miner, &pool).await;
         assert_eq!(reconnect.new_port, 0);
         assert!(reconnect.new_host.as_bytes().is_empty(), "{reconnect:?}");
         // It follows: the connection goes, and the pool has no one left to wait for.
@@ -372,16 +381,7 @@ fn the_admin_api_drains_the_pool_with_its_token_only() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!pool.log().contains("drain asked"), "{}", pool.log());
         assert_eq!(post(&http, drain, Some(token)), 202);
-        let reconnect = loop {
-            match miner.recv().await {
-                Ok(AnyMessageOwned::Common(CommonMessagesOwned::Reconnect(r))) => break r,
-                Ok(_) => continue,
-                Err(e) => panic!(
-                    "no Reconnect before the close ({e}); the pool's log:\n{}",
-                    pool.log()
-                ),
-            }
-        };
+        let reconnect = reconnect_of(&mut miner, &pool).await;
         assert_eq!(reconnect.new_port, 0);
     });
     let status = pool.wait_exit(Duration::from_secs(20));

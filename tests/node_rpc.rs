@@ -524,7 +524,40 @@ async fn maturity_and_reorg() {
 
     let node = RegtestNode::start(None).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (server, addr, backend) = pool_on_node(&node, dir.path(), |_| {}).await;
+    // A webhook receiver: the events' names and block hashes, in order.
+    let events: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let hook = {
+        let events = events.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let events = events.clone();
+                async move {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    events.lock().unwrap().push((
+                        v["event"].as_str().unwrap_or_default().to_owned(),
+                        v["block"]["hash"].as_str().unwrap_or_default().to_owned(),
+                    ));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/hook")
+    };
+    let (server, addr, backend) = pool_on_node(&node, dir.path(), |o| {
+        o.webhooks = Some(vec![blvm_stratum_v2::config::WebhookOptions {
+            url: hook,
+            events: Some(vec!["block_orphaned".into(), "block_mature".into()]),
+            secret: None,
+            secret_file: None,
+        }]);
+    })
+    .await;
     let client = backend.client();
     mine_shares(&server, addr, "alice", 8).await;
     let file = dir.path().join("ledger.sqlite3");
@@ -621,6 +654,28 @@ async fn maturity_and_reorg() {
         if mature == accepted.len() - 1 {
             let left = total - paid_to_alice(tip);
             assert_eq!(balances.get("alice"), Some(&(left, 0)));
+            // Each change was notified: the orphan once, then each of the others mature.
+            let started = Instant::now();
+            loop {
+                let got = events.lock().unwrap().clone();
+                let orphaned: Vec<_> = got.iter().filter(|e| e.0 == "block_orphaned").collect();
+                let mature: std::collections::BTreeSet<&String> = got
+                    .iter()
+                    .filter(|e| e.0 == "block_mature")
+                    .map(|e| &e.1)
+                    .collect();
+                if mature.len() == accepted.len() - 1 {
+                    assert_eq!(orphaned.len(), 1, "{got:?}");
+                    assert_eq!(orphaned[0].1, tip.to_string());
+                    assert!(!mature.contains(&tip.to_string()), "{got:?}");
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "webhooks: {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             assert_eq!(
                 blocks
                     .iter()

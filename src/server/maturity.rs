@@ -131,6 +131,9 @@ async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
             ),
             _ => info!(%hash, height, "a block of ours is back in the best chain (immature)"),
         }
+        if let Some(n) = &shared.notifications {
+            n.block_chain_status(&stored, &next);
+        }
         ledger.send(LedgerMessage::Verdict(hash, next));
     }
 }

@@ -16,7 +16,7 @@ use crate::mining::pool::workers::OTHER;
 use crate::node::NodeError;
 use crate::payout::identity::ledger_user;
 use crate::webhook::{
-    BlockInfo, EventKind, NodeSeen, Watcher, WebhookSettings, Webhooks, WorkerSeen,
+    BlockInfo, Event, EventKind, NodeSeen, Watcher, WebhookSettings, Webhooks, WorkerSeen,
 };
 
 /// How often the node's health is looked at.
@@ -80,6 +80,32 @@ impl Notifications {
             Err(NodeError::Unavailable(_)) => return,
         };
         drop(watcher);
+        self.hooks.notify(&event, now_ms());
+    }
+}
+
+impl Notifications {
+    /// A block of ours left the best chain (`orphaned`) or reached 100 confirmations
+    /// (`mature`): `stored` is what the ledger holds of it.
+    pub(crate) fn block_chain_status(
+        &self,
+        stored: &crate::ledger::StoredBlock,
+        status: &crate::ledger::BlockStatus,
+    ) {
+        use crate::ledger::BlockStatus;
+        let b = &stored.block;
+        let info = BlockInfo {
+            hash: b.hash,
+            height: Some(b.height),
+            reward_sat: Some(b.reward_sat),
+            user: Some(b.user.clone()),
+            worker: Some(b.worker.clone()),
+        };
+        let event = match status {
+            BlockStatus::Orphaned => Event::BlockOrphaned(info),
+            BlockStatus::Mature => Event::BlockMature(info),
+            _ => return,
+        };
         self.hooks.notify(&event, now_ms());
     }
 }

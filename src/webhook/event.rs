@@ -19,6 +19,10 @@ pub enum EventKind {
     BlockAccepted,
     /// The node refused a found block (its reason in the body).
     BlockRefused,
+    /// An accepted block left the best chain (a reorganisation): its payouts are void.
+    BlockOrphaned,
+    /// An accepted block has 100 confirmations: its payouts are spendable balances.
+    BlockMature,
     /// A worker sent no share for `webhook_worker_offline_secs`.
     WorkerOffline,
     /// A worker notified offline sent a share again.
@@ -31,10 +35,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in a stable order (metrics, defaults).
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::BlockFound,
         EventKind::BlockAccepted,
         EventKind::BlockRefused,
+        EventKind::BlockOrphaned,
+        EventKind::BlockMature,
         EventKind::WorkerOffline,
         EventKind::WorkerOnline,
         EventKind::NodeUnreachable,
@@ -47,6 +53,8 @@ impl EventKind {
             EventKind::BlockFound => "block_found",
             EventKind::BlockAccepted => "block_accepted",
             EventKind::BlockRefused => "block_refused",
+            EventKind::BlockOrphaned => "block_orphaned",
+            EventKind::BlockMature => "block_mature",
             EventKind::WorkerOffline => "worker_offline",
             EventKind::WorkerOnline => "worker_online",
             EventKind::NodeUnreachable => "node_unreachable",
@@ -60,14 +68,14 @@ impl EventKind {
     }
 
     /// Its bit in an [`EventSet`].
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
 /// A set of event kinds (a webhook's subscription).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventSet(u8);
+pub struct EventSet(u16);
 
 impl EventSet {
     /// Every kind.
@@ -135,6 +143,10 @@ pub enum Event {
     BlockFound(BlockInfo),
     /// The node accepted it.
     BlockAccepted(BlockInfo),
+    /// It left the best chain.
+    BlockOrphaned(BlockInfo),
+    /// It has 100 confirmations.
+    BlockMature(BlockInfo),
     /// The node refused it.
     BlockRefused {
         /// The block.
@@ -176,6 +188,8 @@ impl Event {
             Event::BlockFound(_) => EventKind::BlockFound,
             Event::BlockAccepted(_) => EventKind::BlockAccepted,
             Event::BlockRefused { .. } => EventKind::BlockRefused,
+            Event::BlockOrphaned(_) => EventKind::BlockOrphaned,
+            Event::BlockMature(_) => EventKind::BlockMature,
             Event::WorkerOffline { .. } => EventKind::WorkerOffline,
             Event::WorkerOnline { .. } => EventKind::WorkerOnline,
             Event::NodeUnreachable(_) => EventKind::NodeUnreachable,
@@ -196,6 +210,8 @@ impl Event {
         let (key, value) = match self {
             Event::BlockFound(b) => ("block", block_json(b, "found", None)),
             Event::BlockAccepted(b) => ("block", block_json(b, "accepted", None)),
+            Event::BlockOrphaned(b) => ("block", block_json(b, "orphaned", None)),
+            Event::BlockMature(b) => ("block", block_json(b, "mature", None)),
             Event::BlockRefused {
                 block,
                 kind,
