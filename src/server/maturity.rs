@@ -36,6 +36,7 @@ pub(crate) async fn maturity_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prev = None;
     let mut known = KnownChain::default();
+    let mut node_failing = false;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -55,15 +56,31 @@ pub(crate) async fn maturity_loop(
         let Some(tip_height) = work.borrow().as_ref().map(|w| w.height.saturating_sub(1)) else {
             continue;
         };
-        round(&shared, &mut known, tip_height).await;
+        // A node that cannot tell is said once per streak (the blocks stay as they are).
+        match round(&shared, &mut known, tip_height).await {
+            Ok(()) if node_failing => {
+                node_failing = false;
+                info!("following our blocks' maturity again");
+            }
+            Ok(()) => {}
+            Err(e) if !node_failing => {
+                node_failing = true;
+                warn!("cannot follow our blocks' maturity now (their statuses wait): {e}");
+            }
+            Err(e) => debug!("still cannot follow our blocks' maturity: {e}"),
+        }
     }
 }
 
 /// One round: every followed block placed in the node's best chain, asking the node only
 /// about the anchor of what is known and the blocks not known in the chain yet.
-async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
+async fn round(
+    shared: &Shared,
+    known: &mut KnownChain,
+    tip_height: u32,
+) -> Result<(), crate::node::NodeError> {
     let Some(ledger) = &shared.ledger else {
-        return;
+        return Ok(());
     };
     let (reply, answer) = oneshot::channel();
     ledger.send(LedgerMessage::BlocksToConfirm {
@@ -74,13 +91,13 @@ async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
         Ok(Ok(blocks)) => blocks,
         Ok(Err(e)) => {
             warn!("cannot read the blocks to confirm from the ledger: {e}");
-            return;
+            return Ok(());
         }
         // The writer stopped.
-        Err(_) => return,
+        Err(_) => return Ok(()),
     };
     if blocks.is_empty() {
-        return;
+        return Ok(());
     }
     // The node's tip height, and whether what is known still holds.
     let mut node_tip = None;
@@ -90,10 +107,7 @@ async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
                 known.check_anchor(at.hash);
                 node_tip = Some(at.tip_height);
             }
-            Err(e) => {
-                debug!("cannot follow our blocks' maturity now: {e}");
-                return;
-            }
+            Err(e) => return Err(e),
         }
     }
     for stored in blocks {
@@ -107,10 +121,7 @@ async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
                     known.learn(hash, height, place);
                     place
                 }
-                Err(e) => {
-                    debug!(%hash, height, "cannot follow the block's maturity now: {e}");
-                    return;
-                }
+                Err(e) => return Err(e),
             },
         };
         let Some(next) = maturity::next_status(&stored.status, height, place) else {
@@ -136,4 +147,5 @@ async fn round(shared: &Shared, known: &mut KnownChain, tip_height: u32) {
         }
         ledger.send(LedgerMessage::Verdict(hash, next));
     }
+    Ok(())
 }
