@@ -1008,3 +1008,164 @@ fn a_postgres_ledger_down_at_start_connects_when_it_answers() {
         "a database that does not exist is not an outage"
     );
 }
+
+/// A ledger of schema 3 (before coinbase maturity), written as that version's SQL left it: an
+/// accepted block paid to alice and bob with their running balances, a refused block, a
+/// pending one. `exec` runs one statement; `blob` and `user` spell a byte string and the user
+/// column in the backend's SQL.
+fn schema_3_ledger(mut exec: impl FnMut(&str), blob: impl Fn(u64) -> String, user: &str) {
+    for (n, status, reason) in [
+        (1, "accepted", "NULL"),
+        (2, "rejected", "'bad-txns'"),
+        (3, "pending", "NULL"),
+    ] {
+        exec(&format!(
+            "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, {user}, worker, status, \
+             reason) VALUES ({}, {}, 1000, 5000000000, 486604799, 'bc1qalice', 'rig', '{status}', \
+             {reason})",
+            blob(n),
+            800_000 + n
+        ));
+    }
+    exec(&format!(
+        "INSERT INTO payout_computations (block_hash, scheme, reward_sat, fee_sat, \
+         window_difficulty, counted_difficulty, first_share_id, last_share_id, computed_ms) \
+         VALUES ({}, 'pplns', 5000000000, 50000000, 10.0, 10.0, 1, 2, 2000)",
+        blob(1)
+    ));
+    for (position, who, amount) in [
+        (0, "bc1qalice", 3_000_000_000u64),
+        (1, "bob", 1_950_000_000),
+    ] {
+        exec(&format!(
+            "INSERT INTO payouts (block_hash, position, {user}, amount_sat, difficulty) \
+             VALUES ({}, {position}, '{who}', {amount}, 5.0)",
+            blob(1)
+        ));
+        exec(&format!(
+            "INSERT INTO balances ({user}, earned_sat) VALUES ('{who}', {amount})"
+        ));
+    }
+}
+
+/// What a schema-3 ledger holds after the upgrade to 4: the blocks as they were, in order
+/// (statuses, reasons), the accepted block's payouts in `earned_sat` and `immature_sat`.
+fn assert_upgraded(l: &mut dyn Ledger) {
+    let blocks = l.blocks(10).unwrap();
+    let seen: Vec<(u64, BlockStatus)> = blocks
+        .iter()
+        .map(|b| (u64::from(b.block.height) - 800_000, b.status.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (3, BlockStatus::Pending),
+            (2, BlockStatus::Rejected("bad-txns".into())),
+            (1, BlockStatus::Accepted),
+        ]
+    );
+    let balances: Vec<(String, u64, u64)> = l
+        .balances()
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.user, b.earned_sat, b.immature_sat))
+        .collect();
+    assert_eq!(
+        balances,
+        [
+            ("bc1qalice".to_owned(), 3_000_000_000, 3_000_000_000),
+            ("bob".to_owned(), 1_950_000_000, 1_950_000_000),
+        ]
+    );
+    // The new statuses are accepted by the upgraded table.
+    l.set_block_status(hash(1), &BlockStatus::Mature).unwrap();
+    assert_eq!(l.balances().unwrap()[1].immature_sat, 0);
+    assert_eq!(l.blocks_to_confirm(0).unwrap(), Vec::new());
+}
+
+fn hash_hex(n: u64) -> String {
+    hash(n)
+        .as_byte_array()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An operator's SQLite ledger of schema 3 opened by this version: migrated to 4 in place
+/// (`blocks` rebuilt for its new statuses, `balances` a view), nothing lost.
+#[test]
+fn a_schema_3_sqlite_ledger_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (v, sql) in [
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/sqlite/0002_coinbase_payouts.sql"),
+            include_str!("../migrations/sqlite/0003_instances.sql"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_version (version, applied_ms) VALUES (?1, 0)",
+                [v as i64 + 1],
+            )
+            .unwrap();
+        }
+        schema_3_ledger(
+            |sql| {
+                c.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            },
+            |n| format!("X'{}'", hash_hex(n)),
+            "user",
+        );
+    }
+    let mut l = SqliteLedger::open(&path).unwrap();
+    assert_upgraded(&mut l);
+}
+
+/// The same for PostgreSQL.
+#[test]
+fn a_schema_3_postgres_ledger_is_upgraded_in_place() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    {
+        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        c.batch_execute(
+            "CREATE TABLE schema_version (version bigint PRIMARY KEY, applied_ms bigint NOT NULL)",
+        )
+        .unwrap();
+        for (v, sql) in [
+            include_str!("../migrations/postgres/0001_init.sql"),
+            include_str!("../migrations/postgres/0002_coinbase_payouts.sql"),
+            include_str!("../migrations/postgres/0003_instances.sql"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c.batch_execute(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_version (version, applied_ms) VALUES ($1, 0)",
+                &[&(v as i64 + 1)],
+            )
+            .unwrap();
+        }
+        schema_3_ledger(
+            |sql| {
+                c.batch_execute(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            },
+            |n| format!("'\\x{}'::bytea", hash_hex(n)),
+            "\"user\"",
+        );
+    }
+    let mut l = PostgresLedger::connect(&url).unwrap();
+    assert_upgraded(&mut l);
+}
