@@ -8,6 +8,7 @@
 #[path = "common/postgres.rs"]
 mod postgres;
 
+use std::sync::Barrier;
 use std::time::Duration;
 
 use bitcoin::hashes::{Hash, sha256d};
@@ -278,7 +279,18 @@ fn script(l: &mut dyn Ledger) -> Transcript {
     // Maturity (issue 15): balances follow the paid block's status; the blocks to confirm are
     // the accepted ones and the orphans at or above the height asked.
     t.note("to confirm", l.blocks_to_confirm(0).unwrap());
-    l.set_block_status(hash(4), &BlockStatus::Mature).unwrap();
+    t.note(
+        "set mature",
+        l.set_block_status(hash(4), &BlockStatus::Mature).unwrap(),
+    );
+    t.note(
+        "set mature again",
+        l.set_block_status(hash(4), &BlockStatus::Mature).unwrap(),
+    );
+    t.note(
+        "set unknown block",
+        l.set_block_status(hash(99), &BlockStatus::Mature).unwrap(),
+    );
     t.note("balances mature", l.balances().unwrap());
     t.note("to confirm mature", l.blocks_to_confirm(0).unwrap());
     l.set_block_status(hash(4), &BlockStatus::Orphaned).unwrap();
@@ -399,6 +411,10 @@ fn memory_reference_answers_what_the_trait_says() {
         Some("user: \"bc1qalice\", earned_sat: 0, immature_sat: 0")
     );
     assert_eq!(alice("balances back: "), alice("balances: "));
+    // A write says whether it changed the status: once, not again, not for an unknown block.
+    assert_eq!(line("set mature: "), "set mature: true");
+    assert_eq!(line("set mature again: "), "set mature again: false");
+    assert_eq!(line("set unknown block: "), "set unknown block: false");
     assert!(
         line("to confirm: ").contains("Accepted")
             && !line("to confirm mature: ").contains("Accepted")
@@ -1168,4 +1184,37 @@ fn a_schema_3_postgres_ledger_is_upgraded_in_place() {
     }
     let mut l = PostgresLedger::connect(&url).unwrap();
     assert_upgraded(&mut l);
+}
+
+/// Two instances writing the same new status of a block at once (both followed it to
+/// maturity): exactly one hears that it changed it, so only one notifies.
+#[test]
+fn postgres_two_instances_change_a_status_once() {
+    let pg = TempPostgres::start();
+    let url = pg.url();
+    let mut l = PostgresLedger::connect(&url).unwrap();
+    l.append(&LedgerBatch {
+        blocks: vec![block(1, "bc1qalice")],
+        ..LedgerBatch::default()
+    })
+    .unwrap();
+    l.set_block_status(hash(1), &BlockStatus::Accepted).unwrap();
+    for _ in 0..5 {
+        let barrier = Barrier::new(2);
+        let changed: Vec<bool> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (url, barrier) = (url.clone(), &barrier);
+                    scope.spawn(move || {
+                        let mut l = PostgresLedger::connect(&url).unwrap();
+                        barrier.wait();
+                        l.set_block_status(hash(1), &BlockStatus::Orphaned).unwrap()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(changed.iter().filter(|c| **c).count(), 1, "{changed:?}");
+        l.set_block_status(hash(1), &BlockStatus::Accepted).unwrap();
+    }
 }

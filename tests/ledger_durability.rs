@@ -408,7 +408,7 @@ mod pool_with_ledger {
         fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
             self.with(|l| l.append(batch))
         }
-        fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<(), LedgerError> {
+        fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<bool, LedgerError> {
             self.with(|l| l.set_block_status(h, s))
         }
         fn block(&mut self, h: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {

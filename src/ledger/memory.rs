@@ -86,12 +86,15 @@ impl Ledger for MemoryLedger {
         &mut self,
         hash: BlockHash,
         status: &BlockStatus,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         self.check_writable()?;
-        if let Some(b) = self.blocks.iter_mut().find(|b| b.block.hash == hash) {
-            b.status = status.clone();
+        match self.blocks.iter_mut().find(|b| b.block.hash == hash) {
+            Some(b) if b.status != *status => {
+                b.status = status.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {

@@ -371,12 +371,14 @@ pub trait Ledger: Send {
     /// lost.
     fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError>;
 
-    /// Records the node's answer about a found block.
+    /// Records the node's answer about a found block (or its place in the chain). Returns
+    /// whether the stored status changed: of several instances writing the same change at
+    /// once, exactly one hears `true` (the one that notifies).
     fn set_block_status(
         &mut self,
         hash: BlockHash,
         status: &BlockStatus,
-    ) -> Result<(), LedgerError>;
+    ) -> Result<bool, LedgerError>;
 
     /// A found block and its status.
     fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError>;

@@ -702,11 +702,15 @@ impl Ledger for PostgresLedger {
         &mut self,
         hash: BlockHash,
         status: &BlockStatus,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
+        // Two instances writing the same change: the second waits for the first's row and
+        // finds nothing left to change (read committed re-checks the condition).
         self.with(|c, _| {
-            c.client
+            let changed = c
+                .client
                 .execute(
-                    "UPDATE blocks SET status = $2, reason = $3 WHERE hash = $1",
+                    "UPDATE blocks SET status = $2, reason = $3 WHERE hash = $1 \
+                     AND (status IS DISTINCT FROM $2 OR reason IS DISTINCT FROM $3)",
                     &[
                         &&hash.as_byte_array()[..],
                         &status.name(),
@@ -714,7 +718,7 @@ impl Ledger for PostgresLedger {
                     ],
                 )
                 .map_err(postgres_error)?;
-            Ok(())
+            Ok(changed > 0)
         })
     }
 

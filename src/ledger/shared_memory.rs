@@ -42,7 +42,7 @@ impl Ledger for SharedMemoryLedger {
         &mut self,
         hash: BlockHash,
         status: &BlockStatus,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         self.lock().set_block_status(hash, status)
     }
 

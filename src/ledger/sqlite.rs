@@ -610,9 +610,13 @@ impl Ledger for SqliteLedger {
         &mut self,
         hash: BlockHash,
         status: &BlockStatus,
-    ) -> Result<(), LedgerError> {
-        self.conn
-            .prepare_cached("UPDATE blocks SET status = ?2, reason = ?3 WHERE hash = ?1")
+    ) -> Result<bool, LedgerError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE blocks SET status = ?2, reason = ?3 WHERE hash = ?1 \
+                 AND (status IS NOT ?2 OR reason IS NOT ?3)",
+            )
             .map_err(sqlite_error)?
             .execute(params![
                 &hash.as_byte_array()[..],
@@ -620,7 +624,7 @@ impl Ledger for SqliteLedger {
                 status_reason(status)
             ])
             .map_err(sqlite_error)?;
-        Ok(())
+        Ok(changed > 0)
     }
 
     fn block(&mut self, hash: BlockHash) -> Result<Option<StoredBlock>, LedgerError> {

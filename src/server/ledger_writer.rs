@@ -205,6 +205,15 @@ pub struct BlockInput {
     pub coinbase_payouts: Option<Arc<CoinbasePayouts>>,
 }
 
+/// Run once by the writer when a [`LedgerMessage::ChainVerdict`] changed the stored status.
+pub struct OnChanged(pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for OnChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnChanged")
+    }
+}
+
 /// Where the writer answers a [`LedgerMessage::BlocksToConfirm`].
 pub type BlocksReply = tokio::sync::oneshot::Sender<Result<Vec<StoredBlock>, LedgerError>>;
 
@@ -228,6 +237,9 @@ pub enum LedgerMessage {
     Block(BlockInput),
     /// The node's answer about a found block.
     Verdict(BlockHash, BlockStatus),
+    /// A block's new place in the chain (`payout::maturity`); `OnChanged` runs if this
+    /// instance's write changed the stored status (of several instances, one).
+    ChainVerdict(BlockHash, BlockStatus, OnChanged),
     /// The network's nBits now (a new tip): a chance to prune, at most once per
     /// [`Maintenance::every`].
     Maintain(CompactTarget),
@@ -591,7 +603,7 @@ struct WriterCore {
     /// Shares in the last commit (a busy pool gathers the next batch, [`GATHER`]).
     last_batch_shares: usize,
     /// Verdicts to write after `batch`.
-    verdicts: Vec<(BlockHash, BlockStatus)>,
+    verdicts: Vec<(BlockHash, BlockStatus, Option<OnChanged>)>,
     /// `BlocksToConfirm` asked since the last commit.
     confirm_queries: Vec<(u32, BlocksReply)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
@@ -746,7 +758,10 @@ impl WriterCore {
                     coinbase_payouts: b.coinbase_payouts.as_deref().cloned(),
                 });
             }
-            LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status)),
+            LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status, None)),
+            LedgerMessage::ChainVerdict(hash, status, on_changed) => {
+                self.verdicts.push((hash, status, Some(on_changed)))
+            }
             LedgerMessage::Maintain(bits) => {
                 self.maintain = Some(bits);
                 self.bits = Some(bits);
@@ -811,7 +826,8 @@ impl WriterCore {
             signal.commit(up_to);
         }
         let verdicts = std::mem::take(&mut self.verdicts);
-        for (hash, status) in &verdicts {
+        for (hash, status, on_changed) in verdicts {
+            let (hash, status) = (&hash, &status);
             let Some(current) = self.retry("block status", |l| l.block(*hash)) else {
                 continue;
             };
@@ -826,11 +842,12 @@ impl WriterCore {
                 );
                 continue;
             }
-            if self
-                .retry("block verdict", |l| l.set_block_status(*hash, status))
-                .is_none()
-            {
+            let Some(changed) = self.retry("block verdict", |l| l.set_block_status(*hash, status))
+            else {
                 continue;
+            };
+            if changed && let Some(OnChanged(tell)) = on_changed {
+                tell();
             }
             if *status == BlockStatus::Accepted {
                 let hook = &mut self.on_accepted;
@@ -848,8 +865,6 @@ impl WriterCore {
                 }
             }
         }
-        self.verdicts = verdicts;
-        self.verdicts.clear();
         for (min_orphan_height, reply) in self.confirm_queries.drain(..) {
             // Nobody waiting any more (the pool stopping) is not an error.
             let _ = reply.send(self.ledger.blocks_to_confirm(min_orphan_height));
@@ -1021,7 +1036,7 @@ mod tests {
             }
             Ok(())
         }
-        fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<(), LedgerError> {
+        fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<bool, LedgerError> {
             self.0.lock().unwrap().set_block_status(h, s)
         }
         fn block(

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::ledger_writer::LedgerMessage;
+use super::ledger_writer::{LedgerMessage, OnChanged};
 use crate::ledger::BlockStatus;
 use crate::mining::Work;
 use crate::payout::maturity::{self, ChainPlace, KnownChain};
@@ -75,7 +75,7 @@ pub(crate) async fn maturity_loop(
 /// One round: every followed block placed in the node's best chain, asking the node only
 /// about the anchor of what is known and the blocks not known in the chain yet.
 async fn round(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     known: &mut KnownChain,
     tip_height: u32,
 ) -> Result<(), crate::node::NodeError> {
@@ -142,10 +142,20 @@ async fn round(
             ),
             _ => info!(%hash, height, "a block of ours is back in the best chain (immature)"),
         }
-        if let Some(n) = &shared.notifications {
-            n.block_chain_status(&stored, &next);
-        }
-        ledger.send(LedgerMessage::Verdict(hash, next));
+        // Notified only by the instance whose write changed the status (several instances
+        // on one ledger follow the same blocks).
+        let notify = shared.notifications.is_some().then(|| {
+            let (shared, stored, next) = (shared.clone(), stored.clone(), next.clone());
+            OnChanged(Box::new(move || {
+                if let Some(n) = &shared.notifications {
+                    n.block_chain_status(&stored, &next);
+                }
+            }))
+        });
+        ledger.send(match notify {
+            Some(on_changed) => LedgerMessage::ChainVerdict(hash, next, on_changed),
+            None => LedgerMessage::Verdict(hash, next),
+        });
     }
     Ok(())
 }

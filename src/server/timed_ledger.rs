@@ -39,7 +39,7 @@ impl Ledger for TimedLedger {
         &mut self,
         hash: BlockHash,
         status: &BlockStatus,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         self.inner.set_block_status(hash, status)
     }
 
