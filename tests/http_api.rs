@@ -422,8 +422,10 @@ async fn metrics_and_api_show_what_the_miner_did() {
         serde_json::from_str::<Value>(&body).unwrap()["error"],
         "not-found"
     );
+    // On a client of its own: the server answers 413 without reading the body and closes
+    // the connection, which a pooled client could otherwise reuse for the next request.
     let (status, _) = request(
-        &c,
+        &client(),
         "GET",
         &format!("{base}/api/v1/pool"),
         vec![b'x'; 64 * 1024],
