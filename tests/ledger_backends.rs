@@ -1025,11 +1025,31 @@ fn a_postgres_ledger_down_at_start_connects_when_it_answers() {
     );
 }
 
-/// A ledger of schema 3 (before coinbase maturity), written as that version's SQL left it: an
-/// accepted block paid to alice and bob with their running balances, a refused block, a
-/// pending one. `exec` runs one statement; `blob` and `user` spell a byte string and the user
-/// column in the backend's SQL.
-fn schema_3_ledger(mut exec: impl FnMut(&str), blob: impl Fn(u64) -> String, user: &str) {
+/// How one backend spells what [`schema_3_ledger`] writes.
+struct Dialect {
+    /// The `schema_version` table, as the ledger creates it.
+    schema_version: &'static str,
+    /// Migrations 1 to 3.
+    migrations: [&'static str; 3],
+    /// A 32-byte string literal of `hash(n)`.
+    blob: fn(u64) -> String,
+    /// The user column.
+    user: &'static str,
+}
+
+/// A ledger of schema 3 (before coinbase maturity), written as that version's SQL left it:
+/// its migrations applied and recorded, an accepted block paid to alice and bob with their
+/// running balances, a refused block, a pending one. `exec` runs one batch of statements.
+fn schema_3_ledger(mut exec: impl FnMut(&str), dialect: &Dialect) {
+    let Dialect { blob, user, .. } = dialect;
+    exec(dialect.schema_version);
+    for (v, sql) in dialect.migrations.iter().enumerate() {
+        exec(sql);
+        exec(&format!(
+            "INSERT INTO schema_version (version, applied_ms) VALUES ({}, 0)",
+            v + 1
+        ));
+    }
     for (n, status, reason) in [
         (1, "accepted", "NULL"),
         (2, "rejected", "'bad-txns'"),
@@ -1113,36 +1133,25 @@ fn hash_hex(n: u64) -> String {
 fn a_schema_3_sqlite_ledger_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite3");
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
-        )
-        .unwrap();
-        for (v, sql) in [
-            include_str!("../migrations/sqlite/0001_init.sql"),
-            include_str!("../migrations/sqlite/0002_coinbase_payouts.sql"),
-            include_str!("../migrations/sqlite/0003_instances.sql"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            c.execute_batch(sql).unwrap();
-            c.execute(
-                "INSERT INTO schema_version (version, applied_ms) VALUES (?1, 0)",
-                [v as i64 + 1],
-            )
-            .unwrap();
-        }
-        schema_3_ledger(
-            |sql| {
-                c.execute_batch(sql)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            },
-            |n| format!("X'{}'", hash_hex(n)),
-            "user",
-        );
-    }
+    let c = rusqlite::Connection::open(&path).unwrap();
+    schema_3_ledger(
+        |sql| {
+            c.execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        },
+        &Dialect {
+            schema_version: "CREATE TABLE schema_version \
+                             (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+            migrations: [
+                include_str!("../migrations/sqlite/0001_init.sql"),
+                include_str!("../migrations/sqlite/0002_coinbase_payouts.sql"),
+                include_str!("../migrations/sqlite/0003_instances.sql"),
+            ],
+            blob: |n| format!("X'{}'", hash_hex(n)),
+            user: "user",
+        },
+    );
+    drop(c);
     let mut l = SqliteLedger::open(&path).unwrap();
     assert_upgraded(&mut l);
 }
@@ -1152,36 +1161,25 @@ fn a_schema_3_sqlite_ledger_is_upgraded_in_place() {
 fn a_schema_3_postgres_ledger_is_upgraded_in_place() {
     let pg = TempPostgres::start();
     let url = pg.url();
-    {
-        let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-        c.batch_execute(
-            "CREATE TABLE schema_version (version bigint PRIMARY KEY, applied_ms bigint NOT NULL)",
-        )
-        .unwrap();
-        for (v, sql) in [
-            include_str!("../migrations/postgres/0001_init.sql"),
-            include_str!("../migrations/postgres/0002_coinbase_payouts.sql"),
-            include_str!("../migrations/postgres/0003_instances.sql"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            c.batch_execute(sql).unwrap();
-            c.execute(
-                "INSERT INTO schema_version (version, applied_ms) VALUES ($1, 0)",
-                &[&(v as i64 + 1)],
-            )
-            .unwrap();
-        }
-        schema_3_ledger(
-            |sql| {
-                c.batch_execute(sql)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            },
-            |n| format!("'\\x{}'::bytea", hash_hex(n)),
-            "\"user\"",
-        );
-    }
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    schema_3_ledger(
+        |sql| {
+            c.batch_execute(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        },
+        &Dialect {
+            schema_version: "CREATE TABLE schema_version \
+                             (version bigint PRIMARY KEY, applied_ms bigint NOT NULL)",
+            migrations: [
+                include_str!("../migrations/postgres/0001_init.sql"),
+                include_str!("../migrations/postgres/0002_coinbase_payouts.sql"),
+                include_str!("../migrations/postgres/0003_instances.sql"),
+            ],
+            blob: |n| format!("'\\x{}'::bytea", hash_hex(n)),
+            user: "\"user\"",
+        },
+    );
+    drop(c);
     let mut l = PostgresLedger::connect(&url).unwrap();
     assert_upgraded(&mut l);
 }

@@ -530,6 +530,20 @@ impl SqliteLedger {
         Ok(out)
     }
 
+    fn collect_blocks(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<StoredBlock>, LedgerError> {
+        let mut statement = self.conn.prepare_cached(query).map_err(sqlite_error)?;
+        let mut rows = statement.query(params).map_err(sqlite_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            out.push(stored_block(row)?);
+        }
+        Ok(out)
+    }
+
     fn window(&self, last_id: u64, difficulty: f64) -> Result<Vec<StoredShare>, LedgerError> {
         let mut statement = self
             .conn
@@ -642,20 +656,10 @@ impl Ledger for SqliteLedger {
     }
 
     fn blocks(&mut self, limit: usize) -> Result<Vec<StoredBlock>, LedgerError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {BLOCK_COLUMNS} ORDER BY seq DESC LIMIT ?1"
-            ))
-            .map_err(sqlite_error)?;
-        let mut rows = statement
-            .query(params![limit_i64(limit)])
-            .map_err(sqlite_error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(sqlite_error)? {
-            out.push(stored_block(row)?);
-        }
-        Ok(out)
+        self.collect_blocks(
+            &format!("SELECT {BLOCK_COLUMNS} ORDER BY seq DESC LIMIT ?1"),
+            params![limit_i64(limit)],
+        )
     }
 
     fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
@@ -748,21 +752,13 @@ impl Ledger for SqliteLedger {
         &mut self,
         min_orphan_height: u32,
     ) -> Result<Vec<StoredBlock>, LedgerError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(&format!(
+        self.collect_blocks(
+            &format!(
                 "SELECT {BLOCK_COLUMNS} WHERE status = 'accepted' \
                  OR (status = 'orphaned' AND height >= ?1) ORDER BY seq"
-            ))
-            .map_err(sqlite_error)?;
-        let mut rows = statement
-            .query(params![i64::from(min_orphan_height)])
-            .map_err(sqlite_error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(sqlite_error)? {
-            out.push(stored_block(row)?);
-        }
-        Ok(out)
+            ),
+            params![i64::from(min_orphan_height)],
+        )
     }
 
     fn rejected(&mut self) -> Result<Vec<RejectedCount>, LedgerError> {

@@ -205,7 +205,7 @@ pub struct BlockInput {
     pub coinbase_payouts: Option<Arc<CoinbasePayouts>>,
 }
 
-/// Run once by the writer when a [`LedgerMessage::ChainVerdict`] changed the stored status.
+/// Run once by the writer when a [`LedgerMessage::Verdict`] changed the stored status.
 pub struct OnChanged(pub Box<dyn FnOnce() + Send>);
 
 impl std::fmt::Debug for OnChanged {
@@ -235,11 +235,10 @@ pub enum LedgerMessage {
     },
     /// A found block.
     Block(BlockInput),
-    /// The node's answer about a found block.
-    Verdict(BlockHash, BlockStatus),
-    /// A block's new place in the chain (`payout::maturity`); `OnChanged` runs if this
-    /// instance's write changed the stored status (of several instances, one).
-    ChainVerdict(BlockHash, BlockStatus, OnChanged),
+    /// The node's answer about a found block, or its new place in the chain
+    /// (`payout::maturity`); the `OnChanged`, if any, runs if this instance's write changed
+    /// the stored status (of several instances writing the same change, one).
+    Verdict(BlockHash, BlockStatus, Option<OnChanged>),
     /// The network's nBits now (a new tip): a chance to prune, at most once per
     /// [`Maintenance::every`].
     Maintain(CompactTarget),
@@ -758,9 +757,8 @@ impl WriterCore {
                     coinbase_payouts: b.coinbase_payouts.as_deref().cloned(),
                 });
             }
-            LedgerMessage::Verdict(hash, status) => self.verdicts.push((hash, status, None)),
-            LedgerMessage::ChainVerdict(hash, status, on_changed) => {
-                self.verdicts.push((hash, status, Some(on_changed)))
+            LedgerMessage::Verdict(hash, status, on_changed) => {
+                self.verdicts.push((hash, status, on_changed))
             }
             LedgerMessage::Maintain(bits) => {
                 self.maintain = Some(bits);
@@ -1459,7 +1457,7 @@ mod tests {
             user_identity: "bc1qbob.w".into(),
             coinbase_payouts: None,
         }));
-        tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted));
+        tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted, None));
         w.stop();
         let block = ledger
             .0

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::ledger_writer::{LedgerMessage, OnChanged};
+use super::ledger_writer::{LedgerMessage, LedgerSender, OnChanged};
 use crate::ledger::BlockStatus;
 use crate::mining::Work;
 use crate::payout::maturity::{self, ChainPlace, KnownChain};
@@ -29,9 +29,9 @@ pub(crate) async fn maturity_loop(
     mut work: watch::Receiver<Option<Arc<Work>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if shared.ledger.is_none() {
+    let Some(ledger) = shared.ledger.as_ref() else {
         return;
-    }
+    };
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prev = None;
@@ -57,7 +57,7 @@ pub(crate) async fn maturity_loop(
             continue;
         };
         // A node that cannot tell is said once per streak (the blocks stay as they are).
-        match round(&shared, &mut known, tip_height).await {
+        match round(&shared, ledger, &mut known, tip_height).await {
             Ok(()) if node_failing => {
                 node_failing = false;
                 info!("following our blocks' maturity again");
@@ -76,12 +76,10 @@ pub(crate) async fn maturity_loop(
 /// about the anchor of what is known and the blocks not known in the chain yet.
 async fn round(
     shared: &Arc<Shared>,
+    ledger: &LedgerSender,
     known: &mut KnownChain,
     tip_height: u32,
 ) -> Result<(), crate::node::NodeError> {
-    let Some(ledger) = &shared.ledger else {
-        return Ok(());
-    };
     let (reply, answer) = oneshot::channel();
     ledger.send(LedgerMessage::BlocksToConfirm {
         min_orphan_height: maturity::lowest_watched_height(tip_height),
@@ -102,39 +100,32 @@ async fn round(
     // The node's tip height, and whether what is known still holds.
     let mut node_tip = None;
     if let Some(anchor) = known.anchor_height() {
-        match shared.node.block_hash_at(anchor).await {
-            Ok(at) => {
-                known.check_anchor(at.hash);
-                node_tip = Some(at.tip_height);
-            }
-            Err(e) => return Err(e),
-        }
+        let at = shared.node.block_hash_at(anchor).await?;
+        known.check_anchor(at.hash);
+        node_tip = Some(at.tip_height);
     }
     for stored in blocks {
         let (hash, height) = (stored.block.hash, stored.block.height);
         let place = match node_tip {
             Some(tip_height) if known.in_chain(hash) => ChainPlace::InBestChain { tip_height },
-            _ => match shared.node.block_hash_at(height).await {
-                Ok(at) => {
-                    node_tip = Some(at.tip_height);
-                    let place = ChainPlace::of(hash, height, at.hash, at.tip_height);
-                    known.learn(hash, height, place);
-                    place
-                }
-                Err(e) => return Err(e),
-            },
+            _ => {
+                let at = shared.node.block_hash_at(height).await?;
+                node_tip = Some(at.tip_height);
+                let place = ChainPlace::of(hash, height, at.hash, at.tip_height);
+                known.learn(hash, height, place);
+                place
+            }
         };
         let Some(next) = maturity::next_status(&stored.status, height, place) else {
             continue;
         };
-        let tip_height = node_tip.unwrap_or(tip_height);
-        match &next {
-            BlockStatus::Orphaned => warn!(
+        match (&next, place) {
+            (BlockStatus::Orphaned, _) => warn!(
                 %hash,
                 height,
                 "a block of ours left the best chain: its payouts are void unless it comes back"
             ),
-            BlockStatus::Mature => info!(
+            (BlockStatus::Mature, ChainPlace::InBestChain { tip_height }) => info!(
                 %hash,
                 height,
                 confirmations = maturity::confirmations(height, tip_height),
@@ -152,10 +143,7 @@ async fn round(
                 }
             }))
         });
-        ledger.send(match notify {
-            Some(on_changed) => LedgerMessage::ChainVerdict(hash, next, on_changed),
-            None => LedgerMessage::Verdict(hash, next),
-        });
+        ledger.send(LedgerMessage::Verdict(hash, next, notify));
     }
     Ok(())
 }

@@ -1586,7 +1586,7 @@ fn submit_one(
             _ => None,
         };
         if let Some(verdict) = verdict {
-            ledger.send(ledger_writer::LedgerMessage::Verdict(hash, verdict));
+            ledger.send(ledger_writer::LedgerMessage::Verdict(hash, verdict, None));
         }
     }
     match (outcome, answer) {
