@@ -825,12 +825,11 @@ impl WriterCore {
         }
         let verdicts = std::mem::take(&mut self.verdicts);
         for (hash, status, on_changed) in verdicts {
-            let (hash, status) = (&hash, &status);
-            let Some(current) = self.retry("block status", |l| l.block(*hash)) else {
+            let Some(current) = self.retry("block status", |l| l.block(hash)) else {
                 continue;
             };
             if let Some(current) = current.map(|b| b.status)
-                && !current.may_become(status)
+                && !current.may_become(&status)
             {
                 warn!(
                     %hash,
@@ -840,14 +839,14 @@ impl WriterCore {
                 );
                 continue;
             }
-            let Some(changed) = self.retry("block verdict", |l| l.set_block_status(*hash, status))
+            let Some(changed) = self.retry("block verdict", |l| l.set_block_status(hash, &status))
             else {
                 continue;
             };
             if changed && let Some(OnChanged(tell)) = on_changed {
                 tell();
             }
-            if *status == BlockStatus::Accepted {
+            if status == BlockStatus::Accepted {
                 let hook = &mut self.on_accepted;
                 let settled = retry_with(
                     &mut *self.ledger,
@@ -856,7 +855,7 @@ impl WriterCore {
                     &self.stopping,
                     &mut self.totals,
                     "block settlement",
-                    |l| hook(l, *hash),
+                    |l| hook(l, hash),
                 );
                 if settled.is_none() {
                     error!(%hash, "accepted block not settled (the ledger could not write)");
