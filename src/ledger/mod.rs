@@ -22,6 +22,8 @@ pub mod open;
 #[cfg(feature = "runtime")]
 pub mod postgres;
 #[cfg(feature = "runtime")]
+mod share_pack;
+#[cfg(feature = "runtime")]
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -10,11 +10,10 @@
 //! (BENCHMARKS.md, "Ledger backends (issue 15)", measures both).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
@@ -26,6 +25,7 @@ use super::columns::{
     compact_target, limit_i64, status_reason, target, to_i64, to_u64,
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
+use super::share_pack::{self, EncodedPack, PackedShare};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
     PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
@@ -37,7 +37,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_coinbase_payouts.sql"),
     include_str!("../../migrations/sqlite/0003_instances.sql"),
     include_str!("../../migrations/sqlite/0004_maturity.sql"),
+    include_str!("../../migrations/sqlite/0005_share_packs.sql"),
 ];
+
+/// The version whose migration moves the rows of `shares` into packs after its SQL.
+const SHARE_PACKS_VERSION: i64 = 5;
+
+/// Most shares in one pack when rows of the old `shares` table are moved into packs.
+const MOVED_SHARES_PER_PACK: usize = 4096;
 
 /// When SQLite syncs a commit to disk (see the module comment for why FULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,95 +73,17 @@ impl Default for SqliteSettings {
     }
 }
 
-const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.user, w.worker, s.connection_id, s.channel_id, \
-     s.job_id, s.target, s.difficulty, s.hash FROM shares s JOIN workers w ON w.id = s.worker_id";
-
 const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, user, worker, status, reason, coinbase_payouts \
      FROM blocks";
-
-/// Rows per multi-row share INSERT, largest first: a batch is cut into statements of these
-/// sizes (each prepared once and cached), so a large batch costs one statement execution per
-/// 64 shares instead of one per share. 64 rows bind 512 parameters (SQLite allows 32,766).
-const SHARE_ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
-
-/// Parameters per share row in the INSERT.
-const SHARE_PARAMS: usize = 8;
-
-/// The share INSERT of each size in [`SHARE_ROWS_PER_INSERT`] (built once: the statement
-/// cache is keyed by the SQL text).
-fn insert_shares_sql(rows: usize) -> &'static str {
-    static SQL: OnceLock<[String; SHARE_ROWS_PER_INSERT.len()]> = OnceLock::new();
-    let all = SQL.get_or_init(|| SHARE_ROWS_PER_INSERT.map(build_insert_shares_sql));
-    let index = SHARE_ROWS_PER_INSERT
-        .iter()
-        .position(|&r| r == rows)
-        .unwrap_or(SHARE_ROWS_PER_INSERT.len() - 1);
-    &all[index]
-}
-
-/// `INSERT INTO shares ... VALUES (...), (...)` with `rows` rows of numbered parameters.
-fn build_insert_shares_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, target, \
-         difficulty, hash) VALUES ",
-    );
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..SHARE_PARAMS {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            let _ = write!(sql, "?{}", row * SHARE_PARAMS + column + 1);
-        }
-        sql.push(')');
-    }
-    sql
-}
-
-/// Why binding a share failed: a value out of range, or SQLite itself.
-enum BindError {
-    Ledger(LedgerError),
-    Sqlite(rusqlite::Error),
-}
-
-fn sqlite_error_or(e: BindError) -> LedgerError {
-    match e {
-        BindError::Ledger(e) => e,
-        BindError::Sqlite(e) => sqlite_error(e),
-    }
-}
-
-/// Binds one share's columns at parameters `first + 1 ..= first + SHARE_PARAMS`.
-fn bind_share(
-    insert: &mut rusqlite::CachedStatement<'_>,
-    first: usize,
-    share: &ShareRecord,
-    worker_id: i64,
-) -> Result<(), BindError> {
-    let time_ms = to_i64(share.time_ms, "time_ms").map_err(BindError::Ledger)?;
-    // Same bits as u64: ids of the product API's endpoint miners are 2^63 and up.
-    let connection_id = share.connection_id as i64;
-    let bind = |insert: &mut rusqlite::CachedStatement<'_>| -> rusqlite::Result<()> {
-        insert.raw_bind_parameter(first + 1, time_ms)?;
-        insert.raw_bind_parameter(first + 2, worker_id)?;
-        insert.raw_bind_parameter(first + 3, connection_id)?;
-        insert.raw_bind_parameter(first + 4, share.channel_id)?;
-        insert.raw_bind_parameter(first + 5, share.job_id)?;
-        insert.raw_bind_parameter(first + 6, &share.target.to_le_bytes()[..])?;
-        insert.raw_bind_parameter(first + 7, share.difficulty)?;
-        insert.raw_bind_parameter(first + 8, &share.hash.as_byte_array()[..])
-    };
-    bind(insert).map_err(BindError::Sqlite)
-}
 
 /// A [`Ledger`] in an SQLite file.
 pub struct SqliteLedger {
     conn: Connection,
     /// Worker ids by user and worker, as committed (cleared when a transaction fails).
     worker_ids: HashMap<String, HashMap<String, i64>>,
+    /// User and worker by worker id, for reading packs (reloaded when an id is missing: the
+    /// writer may have added workers through another connection).
+    worker_names: HashMap<u64, (Arc<str>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -215,6 +144,7 @@ impl SqliteLedger {
         let mut ledger = SqliteLedger {
             conn,
             worker_ids: HashMap::new(),
+            worker_names: HashMap::new(),
         };
         ledger.migrate()?;
         Ok(ledger)
@@ -255,6 +185,10 @@ impl SqliteLedger {
             let version = index as i64 + 1;
             tx.execute_batch(sql)
                 .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
+            if version == SHARE_PACKS_VERSION {
+                move_share_rows_into_packs(&tx)
+                    .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
+            }
             tx.execute(
                 "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
                 params![version, now_ms()],
@@ -315,46 +249,40 @@ impl SqliteLedger {
             }
         }
         {
-            // Worker ids first (a new pair is inserted, so not while a share statement is
-            // bound), then the shares, many rows per statement.
-            let mut worker_ids = Vec::with_capacity(batch.shares.len());
-            for share in &batch.shares {
-                worker_ids.push(
-                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
-                        .map_err(sqlite_error)?,
-                );
-            }
-            // Ids of this batch's shares, kept only when a block needs its share's id.
-            let mut ids = Vec::with_capacity(if batch.blocks.is_empty() {
+            // The shares as one pack (src/ledger/share_pack.rs), their ids the next ones of
+            // the sequence (under the transaction's write lock: consecutive).
+            let first_id = if batch.shares.is_empty() {
                 0
             } else {
-                batch.shares.len()
-            });
-            let mut at = 0;
-            while at < batch.shares.len() {
-                let rows = SHARE_ROWS_PER_INSERT
-                    .iter()
-                    .copied()
-                    .find(|&rows| rows <= batch.shares.len() - at)
-                    .unwrap_or(1);
-                let chunk = &batch.shares[at..at + rows];
-                let mut insert = tx
-                    .prepare_cached(insert_shares_sql(rows))
+                let count = to_i64(batch.shares.len() as u64, "share count")?;
+                let last: i64 = tx
+                    .prepare_cached(
+                        "UPDATE share_sequence SET last_id = last_id + ?1 RETURNING last_id",
+                    )
+                    .map_err(sqlite_error)?
+                    .query_row(params![count], |row| row.get(0))
                     .map_err(sqlite_error)?;
-                for (row, (share, worker_id)) in
-                    chunk.iter().zip(&worker_ids[at..at + rows]).enumerate()
-                {
-                    bind_share(&mut insert, row * SHARE_PARAMS, share, *worker_id)
-                        .map_err(sqlite_error_or)?;
-                }
-                insert.raw_execute().map_err(sqlite_error)?;
-                if !batch.blocks.is_empty() {
-                    // One statement under the transaction's write lock: its AUTOINCREMENT ids
-                    // are consecutive, the last one is the last row's.
-                    let last = tx.last_insert_rowid();
-                    ids.extend((0..rows as i64).rev().map(|back| last - back));
-                }
-                at += rows;
+                to_u64(last - count + 1, "share id")?
+            };
+            let mut packed = Vec::with_capacity(batch.shares.len());
+            for (n, share) in batch.shares.iter().enumerate() {
+                let worker_id =
+                    Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
+                        .map_err(sqlite_error)?;
+                packed.push(PackedShare {
+                    id: first_id + n as u64,
+                    time_ms: share.time_ms,
+                    worker_id: to_u64(worker_id, "worker id")?,
+                    connection_id: share.connection_id,
+                    channel_id: share.channel_id,
+                    job_id: share.job_id,
+                    target: share.target,
+                    difficulty: share.difficulty,
+                    hash: share.hash,
+                });
+            }
+            if let Some(pack) = share_pack::encode(&packed) {
+                insert_pack(&tx, &pack)?;
             }
             let mut insert_block = tx
                 .prepare_cached(
@@ -364,17 +292,18 @@ impl SqliteLedger {
                 )
                 .map_err(sqlite_error)?;
             for block in &batch.blocks {
-                // The finding share: in this batch (usual), else searched in the ledger.
+                // The finding share: in this batch (usual), else searched in the ledger, newest
+                // first (a share's hash is unique: the pool refuses a duplicate).
                 let share_id = match batch.shares.iter().position(|s| s.hash == block.hash) {
-                    Some(index) => Some(ids[index]),
-                    None => tx
-                        .prepare_cached("SELECT id FROM shares WHERE hash = ?1 ORDER BY id LIMIT 1")
-                        .map_err(sqlite_error)?
-                        .query_row(params![&block.hash.as_byte_array()[..]], |row| {
-                            row.get::<_, i64>(0)
-                        })
-                        .optional()
-                        .map_err(sqlite_error)?,
+                    Some(index) => Some(to_i64(first_id + index as u64, "share id")?),
+                    None => find_packed(
+                        &tx,
+                        "SELECT first_id, shares FROM share_packs ORDER BY first_id DESC",
+                        [],
+                        |s| s.hash == block.hash,
+                    )?
+                    .map(|s| to_i64(s.id, "share id"))
+                    .transpose()?,
                 };
                 insert_block
                     .execute(params![
@@ -515,21 +444,6 @@ impl SqliteLedger {
         }))
     }
 
-    /// Runs `query` (whose columns are [`SHARE_COLUMNS`]) and collects its shares.
-    fn collect_shares(
-        &self,
-        query: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<StoredShare>, LedgerError> {
-        let mut statement = self.conn.prepare_cached(query).map_err(sqlite_error)?;
-        let mut rows = statement.query(params).map_err(sqlite_error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(sqlite_error)? {
-            out.push(stored_share(row)?);
-        }
-        Ok(out)
-    }
-
     fn collect_blocks(
         &self,
         query: &str,
@@ -544,47 +458,201 @@ impl SqliteLedger {
         Ok(out)
     }
 
-    fn window(&self, last_id: u64, difficulty: f64) -> Result<Vec<StoredShare>, LedgerError> {
-        let mut statement = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {SHARE_COLUMNS} WHERE s.id <= ?1 ORDER BY s.id DESC"
-            ))
-            .map_err(sqlite_error)?;
-        // Rows are stepped lazily: the scan stops where the window is full.
-        let mut rows = statement
-            .query(params![bound_i64(last_id)])
-            .map_err(sqlite_error)?;
+    /// A PPLNS window: from share `last_id` back, newest first, until `difficulty` is
+    /// reached (packs are read newest first and the scan stops there).
+    fn window(&mut self, last_id: u64, difficulty: f64) -> Result<Vec<StoredShare>, LedgerError> {
         let mut out = Vec::new();
         let mut sum = 0.0;
-        while sum < difficulty {
-            let Some(row) = rows.next().map_err(sqlite_error)? else {
-                break;
-            };
-            let share = stored_share(row)?;
-            sum += share.record.difficulty;
-            out.push(share);
+        scan_packs(
+            &self.conn,
+            "SELECT first_id, shares FROM share_packs WHERE first_id <= ?1 \
+             ORDER BY first_id DESC",
+            params![bound_i64(last_id)],
+            |shares| {
+                for share in shares.into_iter().rev().filter(|s| s.id <= last_id) {
+                    if sum >= difficulty {
+                        return false;
+                    }
+                    sum += share.difficulty;
+                    out.push(share);
+                }
+                sum < difficulty
+            },
+        )?;
+        self.stored(out)
+    }
+
+    /// Packed shares read from `query` (columns `first_id, shares`, in the order wanted),
+    /// those `keep` takes, at most `limit`.
+    fn packed_shares(
+        &mut self,
+        query: &str,
+        params: impl rusqlite::Params,
+        keep: impl Fn(&PackedShare) -> bool,
+        limit: usize,
+    ) -> Result<Vec<StoredShare>, LedgerError> {
+        let mut out = Vec::new();
+        if limit > 0 {
+            scan_packs(&self.conn, query, params, |shares| {
+                out.extend(
+                    shares
+                        .into_iter()
+                        .filter(|s| keep(s))
+                        .take(limit - out.len()),
+                );
+                out.len() < limit
+            })?;
         }
-        Ok(out)
+        self.stored(out)
+    }
+
+    /// Packed shares with their user and worker names.
+    fn stored(&mut self, shares: Vec<PackedShare>) -> Result<Vec<StoredShare>, LedgerError> {
+        if shares
+            .iter()
+            .any(|s| !self.worker_names.contains_key(&s.worker_id))
+        {
+            self.load_worker_names()?;
+        }
+        shares
+            .into_iter()
+            .map(|s| {
+                let (user, worker) = self.worker_names.get(&s.worker_id).ok_or_else(|| {
+                    LedgerError::Corrupt(format!(
+                        "share {} of unknown worker {}",
+                        s.id, s.worker_id
+                    ))
+                })?;
+                Ok(StoredShare {
+                    id: s.id,
+                    record: ShareRecord {
+                        time_ms: s.time_ms,
+                        user: user.clone(),
+                        worker: worker.clone(),
+                        connection_id: s.connection_id,
+                        channel_id: s.channel_id,
+                        job_id: s.job_id,
+                        target: s.target,
+                        difficulty: s.difficulty,
+                        hash: s.hash,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn load_worker_names(&mut self) -> Result<(), LedgerError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT id, user, worker FROM workers")
+            .map_err(sqlite_error)?;
+        let mut rows = statement.query([]).map_err(sqlite_error)?;
+        while let Some(row) = rows.next().map_err(sqlite_error)? {
+            let id = to_u64(row.get(0).map_err(sqlite_error)?, "worker id")?;
+            let user: String = row.get(1).map_err(sqlite_error)?;
+            let worker: String = row.get(2).map_err(sqlite_error)?;
+            self.worker_names.insert(id, (user.into(), worker.into()));
+        }
+        Ok(())
     }
 }
 
-fn stored_share(row: &Row<'_>) -> Result<StoredShare, LedgerError> {
-    let get_blob = |i: usize| -> Result<Vec<u8>, LedgerError> { row.get(i).map_err(sqlite_error) };
-    Ok(StoredShare {
-        id: to_u64(row.get(0).map_err(sqlite_error)?, "share id")?,
-        record: ShareRecord {
+/// Hands the shares of each pack `query` returns (columns `first_id, shares`) to `each`, in
+/// the query's order, until it returns false.
+fn scan_packs(
+    conn: &Connection,
+    query: &str,
+    params: impl rusqlite::Params,
+    mut each: impl FnMut(Vec<PackedShare>) -> bool,
+) -> Result<(), LedgerError> {
+    let mut statement = conn.prepare_cached(query).map_err(sqlite_error)?;
+    let mut rows = statement.query(params).map_err(sqlite_error)?;
+    while let Some(row) = rows.next().map_err(sqlite_error)? {
+        let first_id = to_u64(row.get(0).map_err(sqlite_error)?, "share id")?;
+        let bytes = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(sqlite_error)?;
+        if !each(share_pack::decode(first_id, bytes)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The first share `matches` takes in the packs of `query`, in its order.
+fn find_packed(
+    conn: &Connection,
+    query: &str,
+    params: impl rusqlite::Params,
+    matches: impl Fn(&PackedShare) -> bool,
+) -> Result<Option<PackedShare>, LedgerError> {
+    let mut found = None;
+    scan_packs(conn, query, params, |shares| {
+        found = shares.into_iter().find(|s| matches(s));
+        found.is_none()
+    })?;
+    Ok(found)
+}
+
+fn insert_pack(conn: &Connection, pack: &EncodedPack) -> Result<(), LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO share_packs (first_id, last_id, min_time_ms, max_time_ms, count, shares) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(sqlite_error)?
+    .execute(params![
+        to_i64(pack.first_id, "share id")?,
+        to_i64(pack.last_id, "share id")?,
+        to_i64(pack.min_time_ms, "time_ms")?,
+        to_i64(pack.max_time_ms, "time_ms")?,
+        to_i64(pack.count, "share count")?,
+        &pack.bytes,
+    ])
+    .map_err(sqlite_error)?;
+    Ok(())
+}
+
+/// The second half of migration 5: the rows of `shares` (schema 1 to 4) moved into packs of
+/// consecutive rows, then the table dropped.
+fn move_share_rows_into_packs(tx: &rusqlite::Transaction<'_>) -> Result<(), LedgerError> {
+    let mut statement = tx
+        .prepare(
+            "SELECT id, time_ms, worker_id, connection_id, channel_id, job_id, target, \
+             difficulty, hash FROM shares ORDER BY id",
+        )
+        .map_err(sqlite_error)?;
+    let mut rows = statement.query([]).map_err(sqlite_error)?;
+    let mut pending = Vec::with_capacity(MOVED_SHARES_PER_PACK);
+    let flush = |pending: &mut Vec<PackedShare>| -> Result<(), LedgerError> {
+        if let Some(pack) = share_pack::encode(pending) {
+            insert_pack(tx, &pack)?;
+        }
+        pending.clear();
+        Ok(())
+    };
+    while let Some(row) = rows.next().map_err(sqlite_error)? {
+        let blob = |i: usize| -> Result<Vec<u8>, LedgerError> { row.get(i).map_err(sqlite_error) };
+        pending.push(PackedShare {
+            id: to_u64(row.get(0).map_err(sqlite_error)?, "share id")?,
             time_ms: to_u64(row.get(1).map_err(sqlite_error)?, "time_ms")?,
-            user: row.get(2).map_err(sqlite_error)?,
-            worker: row.get(3).map_err(sqlite_error)?,
-            connection_id: row.get::<_, i64>(4).map_err(sqlite_error)? as u64,
-            channel_id: row.get(5).map_err(sqlite_error)?,
-            job_id: row.get(6).map_err(sqlite_error)?,
-            target: target(&get_blob(7)?)?,
-            difficulty: row.get(8).map_err(sqlite_error)?,
-            hash: block_hash(&get_blob(9)?)?,
-        },
-    })
+            worker_id: to_u64(row.get(2).map_err(sqlite_error)?, "worker id")?,
+            // Same bits as u64 (ids of the product API's endpoint miners are 2^63 and up).
+            connection_id: row.get::<_, i64>(3).map_err(sqlite_error)? as u64,
+            channel_id: row.get(4).map_err(sqlite_error)?,
+            job_id: row.get(5).map_err(sqlite_error)?,
+            target: target(&blob(6)?)?,
+            difficulty: row.get(7).map_err(sqlite_error)?,
+            hash: block_hash(&blob(8)?)?,
+        });
+        if pending.len() == MOVED_SHARES_PER_PACK {
+            flush(&mut pending)?;
+        }
+    }
+    flush(&mut pending)?;
+    drop(rows);
+    drop(statement);
+    tx.execute_batch("DROP TABLE shares").map_err(sqlite_error)
 }
 
 fn stored_block(row: &Row<'_>) -> Result<StoredBlock, LedgerError> {
@@ -663,24 +731,34 @@ impl Ledger for SqliteLedger {
     }
 
     fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
-        let hash = &hash.as_byte_array()[..];
-        // A block's share through the block's link (an index lookup); any other hash by a
-        // scan (no index on hashes: see migrations/sqlite/0001_init.sql).
-        let linked = self.collect_shares(
-            &format!(
-                "SELECT {SHARE_COLUMNS} WHERE s.id = \
-                 (SELECT share_id FROM blocks WHERE hash = ?1) AND s.hash = ?1"
-            ),
-            params![hash],
-        )?;
-        if let Some(share) = linked.into_iter().next() {
-            return Ok(Some(share));
+        // A block's share through the block's link (one pack by its key); any other hash by
+        // a scan, oldest first (no index on hashes: see migrations/sqlite/0001_init.sql).
+        let linked: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT share_id FROM blocks WHERE hash = ?1")
+            .map_err(sqlite_error)?
+            .query_row(params![&hash.as_byte_array()[..]], |row| row.get(0))
+            .optional()
+            .map_err(sqlite_error)?
+            .flatten();
+        if let Some(id) = linked {
+            let id = to_u64(id, "share id")?;
+            let share = self.shares(&ShareRange::Ids {
+                from_id: id,
+                to_id: id,
+                limit: 1,
+            })?;
+            if let Some(share) = share.into_iter().find(|s| s.record.hash == hash) {
+                return Ok(Some(share));
+            }
         }
-        let scanned = self.collect_shares(
-            &format!("SELECT {SHARE_COLUMNS} WHERE s.hash = ?1 ORDER BY s.id LIMIT 1"),
-            params![hash],
+        let found = find_packed(
+            &self.conn,
+            "SELECT first_id, shares FROM share_packs ORDER BY first_id",
+            [],
+            |s| s.hash == hash,
         )?;
-        Ok(scanned.into_iter().next())
+        Ok(self.stored(found.into_iter().collect())?.pop())
     }
 
     fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {
@@ -693,34 +771,39 @@ impl Ledger for SqliteLedger {
                 from_ms,
                 to_ms,
                 limit,
-            } => self.collect_shares(
-                &format!(
-                    "SELECT {SHARE_COLUMNS} WHERE s.time_ms >= ?1 AND s.time_ms < ?2 \
-                     ORDER BY s.id LIMIT ?3"
-                ),
-                params![bound_i64(from_ms), bound_i64(to_ms), limit_i64(limit)],
+            } => self.packed_shares(
+                "SELECT first_id, shares FROM share_packs \
+                 WHERE max_time_ms >= ?1 AND min_time_ms < ?2 ORDER BY first_id",
+                params![bound_i64(from_ms), bound_i64(to_ms)],
+                |s| s.time_ms >= from_ms && s.time_ms < to_ms,
+                limit,
             ),
             ShareRange::Ids {
                 from_id,
                 to_id,
                 limit,
-            } => self.collect_shares(
-                &format!(
-                    "SELECT {SHARE_COLUMNS} WHERE s.id >= ?1 AND s.id <= ?2 ORDER BY s.id LIMIT ?3"
-                ),
-                params![bound_i64(from_id), bound_i64(to_id), limit_i64(limit)],
+            } => self.packed_shares(
+                // From the pack holding `from_id` (the last one starting at or before it).
+                "SELECT first_id, shares FROM share_packs WHERE first_id >= COALESCE( \
+                 (SELECT MAX(first_id) FROM share_packs WHERE first_id <= ?1), 0) \
+                 AND first_id <= ?2 ORDER BY first_id",
+                params![bound_i64(from_id), bound_i64(to_id)],
+                |s| s.id >= from_id && s.id <= to_id,
+                limit,
             ),
         }
     }
 
     fn last_share_id(&mut self) -> Result<u64, LedgerError> {
-        let id: i64 = self
+        // Packs do not overlap and their ids grow: the last pack holds the highest id.
+        let id: Option<i64> = self
             .conn
-            .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM shares")
+            .prepare_cached("SELECT last_id FROM share_packs ORDER BY first_id DESC LIMIT 1")
             .map_err(sqlite_error)?
             .query_row([], |row| row.get(0))
+            .optional()
             .map_err(sqlite_error)?;
-        to_u64(id, "share id")
+        to_u64(id.unwrap_or(0), "share id")
     }
 
     fn record_payouts(&mut self, computation: &PayoutComputation) -> Result<bool, LedgerError> {
@@ -782,13 +865,59 @@ impl Ledger for SqliteLedger {
     }
 
     fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
-        let deleted = self
+        // Shares with an id below `keep_from_id` accepted before `before_ms` go: whole packs
+        // at once, and the packs holding some of them (at either bound) written again
+        // without them.
+        let tx = self
             .conn
-            .prepare_cached("DELETE FROM shares WHERE id < ?2 AND time_ms < ?1")
-            .map_err(sqlite_error)?
-            .execute(params![bound_i64(before_ms), bound_i64(keep_from_id)])
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sqlite_error)?;
-        Ok(deleted as u64)
+        let (before, keep) = (bound_i64(before_ms), bound_i64(keep_from_id));
+        let mut pruned = 0u64;
+        {
+            let mut whole = tx
+                .prepare_cached(
+                    "DELETE FROM share_packs WHERE max_time_ms < ?1 AND last_id < ?2 \
+                     RETURNING count",
+                )
+                .map_err(sqlite_error)?;
+            let mut counts = whole.query(params![before, keep]).map_err(sqlite_error)?;
+            while let Some(row) = counts.next().map_err(sqlite_error)? {
+                pruned += to_u64(row.get(0).map_err(sqlite_error)?, "share count")?;
+            }
+        }
+        let mut cut = Vec::new();
+        scan_packs(
+            &tx,
+            "SELECT first_id, shares FROM share_packs WHERE min_time_ms < ?1 AND first_id < ?2 \
+             ORDER BY first_id",
+            params![before, keep],
+            |shares| {
+                cut.push(shares);
+                true
+            },
+        )?;
+        for shares in cut {
+            let first_id = shares.first().map_or(0, |s| s.id);
+            let before_count = shares.len();
+            let kept: Vec<PackedShare> = shares
+                .into_iter()
+                .filter(|s| !(s.id < keep_from_id && s.time_ms < before_ms))
+                .collect();
+            if kept.len() == before_count {
+                continue;
+            }
+            pruned += (before_count - kept.len()) as u64;
+            tx.prepare_cached("DELETE FROM share_packs WHERE first_id = ?1")
+                .map_err(sqlite_error)?
+                .execute(params![to_i64(first_id, "share id")?])
+                .map_err(sqlite_error)?;
+            if let Some(pack) = share_pack::encode(&kept) {
+                insert_pack(&tx, &pack)?;
+            }
+        }
+        tx.commit().map_err(sqlite_error)?;
+        Ok(pruned)
     }
 
     fn claim_server_id(
@@ -978,53 +1107,190 @@ mod tests {
         }
     }
 
-    /// Batches cut into 64-, 16-, 4- and 1-row statements keep the shares in order and link
-    /// each block to its own share, wherever the statement boundaries fall.
-    #[test]
-    fn multi_row_inserts_keep_order_and_link_blocks_to_their_shares() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap();
-        let mut next = 0u64;
-        for size in [3u64, 150, 64, 85] {
-            let shares: Vec<ShareRecord> = (next..next + size).map(share).collect();
-            let blocks = [0, 15, 16, 63, 64, 127, 128, 148, 149]
-                .into_iter()
-                .filter(|&i| i < size as usize)
-                .map(|i| found(&shares[i]))
-                .collect();
-            ledger
-                .append(&LedgerBatch {
-                    shares,
-                    blocks,
-                    ..LedgerBatch::default()
-                })
-                .unwrap();
-            next += size;
-        }
-        let stored = ledger
+    fn all_shares(ledger: &mut SqliteLedger) -> Vec<StoredShare> {
+        ledger
             .shares(&ShareRange::Ids {
                 from_id: 0,
                 to_id: u64::MAX,
-                limit: 1_000,
+                limit: usize::MAX,
+            })
+            .unwrap()
+    }
+
+    fn append_shares(ledger: &mut SqliteLedger, shares: Vec<ShareRecord>, blocks: Vec<usize>) {
+        let blocks = blocks.into_iter().map(|i| found(&shares[i])).collect();
+        ledger
+            .append(&LedgerBatch {
+                shares,
+                blocks,
+                ..LedgerBatch::default()
             })
             .unwrap();
+    }
+
+    /// Commits of any size are packs whose shares keep their order and ids, and each block
+    /// links to its own share (in its commit or an earlier one).
+    #[test]
+    fn packs_keep_order_and_link_blocks_to_their_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap();
+        let mut next = 0u64;
+        for size in [3u64, 150, 1, 85] {
+            let shares: Vec<ShareRecord> = (next..next + size).map(share).collect();
+            let blocks = [0, 15, 64, 149]
+                .into_iter()
+                .filter(|&i| i < size as usize)
+                .collect();
+            append_shares(&mut ledger, shares, blocks);
+            next += size;
+        }
+        // A block whose share was committed before it.
+        let mut late = found(&share(100));
+        late.hash = share(100).hash;
+        ledger
+            .append(&LedgerBatch {
+                blocks: vec![late],
+                ..LedgerBatch::default()
+            })
+            .unwrap();
+        let stored = all_shares(&mut ledger);
         assert_eq!(stored.len() as u64, next);
         for (n, s) in stored.iter().enumerate() {
             assert_eq!(s.id, n as u64 + 1);
             assert_eq!(s.record, share(n as u64));
         }
-        let mut links = ledger
+        assert_eq!(ledger.last_share_id().unwrap(), next);
+        let links: Vec<(Vec<u8>, i64)> = ledger
             .conn
-            .prepare("SELECT b.share_id, s.id FROM blocks b JOIN shares s ON s.hash = b.hash")
-            .unwrap();
-        let pairs: Vec<(i64, i64)> = links
+            .prepare("SELECT hash, share_id FROM blocks")
+            .unwrap()
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(pairs.len(), 1 + 9 + 4 + 5);
-        for (linked, own) in pairs {
-            assert_eq!(linked, own, "a block links to its own share");
+        assert_eq!(links.len(), 1 + 4 + 1 + 3 + 1);
+        for (hash, id) in links {
+            let own = stored[id as usize - 1].record.hash;
+            assert_eq!(
+                &own.as_byte_array()[..],
+                &hash[..],
+                "a block links to its share"
+            );
+            assert_eq!(
+                ledger.share_by_hash(own).unwrap().map(|s| s.id),
+                Some(id as u64)
+            );
         }
+        // A hash no block has: found by the scan.
+        assert_eq!(
+            ledger.share_by_hash(share(7).hash).unwrap().map(|s| s.id),
+            Some(8)
+        );
+        assert_eq!(ledger.share_by_hash(share(10_000).hash).unwrap(), None);
+    }
+
+    /// Pruning takes exactly the shares below both bounds, cutting the packs that straddle
+    /// them, and ids keep growing after it.
+    #[test]
+    fn pruning_cuts_packs_at_both_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = SqliteLedger::open(dir.path().join("l.sqlite3")).unwrap();
+        for from in (0..100).step_by(10) {
+            append_shares(&mut ledger, (from..from + 10).map(share).collect(), vec![]);
+        }
+        // Shares 1..=100 at times 1000..=1099: prune ids below 46 accepted before 1_033.
+        assert_eq!(ledger.prune(1_033, 46).unwrap(), 33);
+        let left: Vec<u64> = all_shares(&mut ledger).iter().map(|s| s.id).collect();
+        assert_eq!(left, (34..=100).collect::<Vec<_>>());
+        // Now the id bound binds (46 and up stay).
+        assert_eq!(ledger.prune(u64::MAX, 46).unwrap(), 12);
+        assert_eq!(all_shares(&mut ledger).first().map(|s| s.id), Some(46));
+        append_shares(&mut ledger, vec![share(500)], vec![]);
+        assert_eq!(ledger.last_share_id().unwrap(), 101);
+        let window = ledger
+            .shares(&ShareRange::Window {
+                last_id: 100,
+                difficulty: 3.5,
+            })
+            .unwrap();
+        assert_eq!(
+            window.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![100, 99, 98, 97]
+        );
+        let by_time = ledger
+            .shares(&ShareRange::Time {
+                from_ms: 1_050,
+                to_ms: 1_053,
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(
+            by_time.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![51, 52, 53]
+        );
+    }
+
+    /// A schema-4 ledger's share rows become packs with the same ids, and the next commit's
+    /// ids follow the highest ever handed out.
+    #[test]
+    fn share_rows_of_schema_4_are_moved_into_packs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, \
+                 applied_ms INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (n, sql) in MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?1, 0)",
+                    params![n as i64 + 1],
+                )
+                .unwrap();
+            }
+            conn.execute("INSERT INTO workers (id, user, worker) VALUES (1, 'u0', 'w'), (2, 'u1', 'w'), (3, 'u2', 'w')", []).unwrap();
+            for n in 0..5000u64 {
+                let s = share(n);
+                let worker = (n % 3) as i64 + 1;
+                conn.execute(
+                    "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, \
+                     target, difficulty, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        s.time_ms as i64,
+                        worker,
+                        s.connection_id as i64,
+                        s.channel_id,
+                        s.job_id,
+                        &s.target.to_le_bytes()[..],
+                        s.difficulty,
+                        &s.hash.as_byte_array()[..]
+                    ],
+                )
+                .unwrap();
+            }
+            // The newest rows pruned: their ids are never handed out again.
+            conn.execute("DELETE FROM shares WHERE id > 4990", [])
+                .unwrap();
+        }
+        let mut ledger = SqliteLedger::open(&path).unwrap();
+        let stored = all_shares(&mut ledger);
+        assert_eq!(stored.len(), 4990);
+        for (n, s) in stored.iter().enumerate() {
+            assert_eq!((s.id, &s.record), (n as u64 + 1, &share(n as u64)));
+        }
+        append_shares(&mut ledger, vec![share(9_999)], vec![]);
+        assert_eq!(ledger.last_share_id().unwrap(), 5001);
+        let tables: i64 = ledger
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'shares'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the rows' table is gone");
     }
 }
