@@ -8,10 +8,12 @@
 mod binary;
 #[path = "common/cpu_miner.rs"]
 mod cpu_miner;
+#[path = "common/http_client.rs"]
+mod http_client;
 #[path = "common/postgres.rs"]
 mod postgres;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,47 +23,15 @@ use blvm_stratum_v2::http::{HttpServer, HttpSettings};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
 use blvm_stratum_v2::server::StratumV2Server;
 use http_body_util::{BodyExt, Full};
+use http_client::{
+    HttpClient, client, get, get_json, histogram_count, one, parse_metrics, request,
+};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 const CHAIN_BITS: u32 = 0x1f00_ffff;
 /// Configured so that a leak would show: never in a response.
 const RPC_PASSWORD: &str = "rpc-pw-Zq8vKx3mT9";
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// `method url` with `body`: (status, body text).
-async fn request(c: &HttpClient, method: &str, url: &str, body: Vec<u8>) -> (u16, String) {
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-length", body.len())
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(20), c.request(req))
-        .await
-        .expect("answered in time")
-        .expect("answered");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
-}
-
-async fn get(c: &HttpClient, url: &str) -> (u16, String) {
-    request(c, "GET", url, Vec::new()).await
-}
-
-async fn get_json(c: &HttpClient, url: &str) -> Value {
-    let (status, body) = get(c, url).await;
-    assert_eq!(status, 200, "{url}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
-}
 
 /// A fresh authority secret key, in its text form (configured inline: never in a response).
 fn authority_secret() -> String {
@@ -82,55 +52,6 @@ fn pool_options(dir: &std::path::Path, authority_secret: &str) -> PoolOptions {
         authority_secret_key: Some(authority_secret.into()),
         http_listen_addr: Some("127.0.0.1:0".into()),
         ..PoolOptions::default()
-    }
-}
-
-/// The samples of one scrape, by metric name.
-fn parse_metrics(text: &str) -> HashMap<String, Vec<prometheus_parse::Sample>> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("the Prometheus text parses");
-    let mut by_name: HashMap<String, Vec<prometheus_parse::Sample>> = HashMap::new();
-    for s in scrape.samples {
-        by_name.entry(s.metric.clone()).or_default().push(s);
-    }
-    by_name
-}
-
-fn value(s: &prometheus_parse::Sample) -> f64 {
-    match &s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => *v,
-        other => panic!("{}: not a number: {other:?}", s.metric),
-    }
-}
-
-fn one(
-    m: &HashMap<String, Vec<prometheus_parse::Sample>>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    let samples = m
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} in /metrics"));
-    let s = samples
-        .iter()
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .unwrap_or_else(|| panic!("no {name}{labels:?}: {samples:?}"));
-    value(s)
-}
-
-fn histogram_count(m: &HashMap<String, Vec<prometheus_parse::Sample>>, name: &str) -> f64 {
-    let s = &m.get(name).unwrap_or_else(|| panic!("no {name}"))[0];
-    match &s.value {
-        prometheus_parse::Value::Histogram(buckets) => {
-            let inf = buckets
-                .iter()
-                .find(|b| b.less_than.is_infinite())
-                .expect("+Inf bucket");
-            inf.count
-        }
-        other => panic!("{name}: not a histogram: {other:?}"),
     }
 }
 
