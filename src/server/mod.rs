@@ -247,13 +247,20 @@ impl Shared {
             for e in events.drain(..) {
                 match &e {
                     SessionEvent::ShareAccepted {
+                        channel_id,
                         difficulty,
                         user_identity,
                         worker,
                         ..
                     } => {
                         self.share_accepted(id, &e);
-                        p.add_share(user_identity, worker.as_ref(), *difficulty, now);
+                        p.add_share(
+                            *channel_id,
+                            user_identity,
+                            worker.as_ref(),
+                            *difficulty,
+                            now,
+                        );
                     }
                     SessionEvent::ShareRejected {
                         channel_id,
@@ -262,7 +269,13 @@ impl Shared {
                         worker,
                     } => {
                         debug!(conn = id, channel = channel_id, %reason, "share rejected");
-                        p.add_rejected_share(user_identity.as_ref(), worker.as_ref(), *reason, now);
+                        p.add_rejected_share(
+                            *channel_id,
+                            user_identity.as_ref(),
+                            worker.as_ref(),
+                            *reason,
+                            now,
+                        );
                     }
                     _ => {}
                 }

@@ -53,6 +53,12 @@
     return w.worker === "" ? "(none)" : w.worker;
   }
 
+  // A worker's refused shares by reason: "stale-share 2 · duplicate-share 1", or "–".
+  function rejectReasons(w) {
+    const reasons = Object.entries(w.rejected_by_reason || {});
+    return reasons.length === 0 ? "–" : reasons.map(([r, n]) => r + " " + n).join(" · ");
+  }
+
   // ----- the DOM -----
 
   function el(tag, attrs, children) {
@@ -324,6 +330,7 @@
             cell(w.declared_hashrate ? hashrate(w.declared_hashrate) : "–", "num declared"),
             cell(String(w.accepted_shares), "num"),
             cell(String(w.rejected_shares), "num"),
+            cell(rejectReasons(w), "reasons"),
             cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num"),
             cell(ago(w.last_share_ms, now)),
             cell(String(w.blocks_found), "num"),
@@ -434,6 +441,7 @@
             cell(w.declared_hashrate ? hashrate(w.declared_hashrate) : "–", "num declared"),
             cell(String(w.accepted_shares), "num"),
             cell(String(w.rejected_shares), "num"),
+            cell(rejectReasons(w), "reasons"),
             cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num"),
             cell(ago(w.last_share_ms, now)),
             cell(String(w.blocks_found), "num"),
