@@ -2,7 +2,10 @@
 //! ledger, our CPU miner mining until blocks are found and paid, then `/metrics` parsed with
 //! a Prometheus text parser, the JSON API parsed and checked against what the miner did, the
 //! OpenAPI document against the routes, the limits (413, 404, 429), no secret anywhere, and
-//! the pool mining on when the HTTP port is taken.
+//! the pool mining on when the HTTP port is taken. Failures have their counters too: a
+//! garbage handshake, a silent connection and a duplicate share each show under their label,
+//! the connections under their protocol (an SV2 and an SV1 miner), the refused share under
+//! its worker's reasons in the API, the open channels in `/api/v1/channels`.
 
 #[path = "common/binary.rs"]
 mod binary;
@@ -10,8 +13,14 @@ mod binary;
 mod cpu_miner;
 #[path = "common/http_client.rs"]
 mod http_client;
+#[path = "common/pool.rs"]
+mod pool;
 #[path = "common/postgres.rs"]
 mod postgres;
+#[path = "common/sri_client.rs"]
+mod sri_client;
+#[path = "common/sv1_client.rs"]
+mod sv1_client;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -115,28 +124,8 @@ async fn metrics_and_api_show_what_the_miner_did() {
     assert_eq!(one(&m, "blvm_stratum_node_reachable", &[]), 1.0);
     assert!(one(&m, "blvm_stratum_template_age_seconds", &[]) >= 0.0);
     assert!(one(&m, "blvm_stratum_node_tip_height", &[]) >= 10.0);
-    assert!(one(&m, "blvm_stratum_channels", &[("kind", "extended")]) >= 0.0);
-    assert!(
-        one(
-            &m,
-            "blvm_stratum_shares_rejected_total",
-            &[("reason", "stale-share")]
-        ) >= 0.0
-    );
-    assert!(
-        one(
-            &m,
-            "blvm_stratum_connection_failures_total",
-            &[("cause", "handshake_timeout")]
-        ) >= 0.0
-    );
-    assert!(
-        one(
-            &m,
-            "blvm_stratum_connection_limit_hits_total",
-            &[("limit", "socket_cap")]
-        ) >= 0.0
-    );
+    // Failures, refusals, channels and protocols with non-zero counts: the test
+    // failures_refusals_protocols_and_channels_are_counted_under_their_labels.
     assert!(one(&m, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(one(&m, "process_cpu_seconds_total", &[]) > 0.0);
     let timed_acks = histogram_count(&m, "blvm_stratum_ack_latency_seconds");
@@ -393,6 +382,201 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .await
         .expect("stops in time")
         .expect("stops");
+}
+
+/// A pool with a one-second handshake timeout and an SV1 port: an SV2 miner built on SRI's
+/// crates sends one share twice (the second refused as a duplicate), an SV1 miner mines a
+/// share, one connection sends 128 garbage bytes for a handshake, another sends nothing. The
+/// counters show each under its label while the miners are connected, the refused share is
+/// in its worker's `rejected_by_reason`, and `/api/v1/channels` lists both channels, paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_refusals_protocols_and_channels_are_counted_under_their_labels() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pool = pool::TestPool::start_with(pool::RARE_BLOCKS, 1, |o| {
+        o.setup_timeout_secs = Some(10);
+        o.sv1_listen_addr = Some("127.0.0.1:0".into());
+        o.http_listen_addr = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let http = HttpServer::start(pool.http.clone().expect("HTTP on"), pool.server.observer())
+        .await
+        .expect("HTTP server");
+    let base = format!("http://{}", http.local_addr());
+    let c = client();
+
+    // An SV2 miner: one share accepted, then the same share again.
+    let mut sv2 = sri_client::Miner::ready(pool.addr, &pool.key, 0)
+        .await
+        .expect("set up");
+    let channel = sv2.open(true, "carol.rig7").await.expect("a channel");
+    let share = sv2.valid_share(channel);
+    assert_eq!(sv2.submit(&share).await.expect("answered"), Ok(1));
+    let refused = sv2
+        .submit(&share)
+        .await
+        .expect("answered")
+        .expect_err("a share sent twice is refused");
+    assert_eq!(refused, "duplicate-share");
+
+    // An SV1 miner with one share.
+    let mut sv1 = sv1_client::connect(pool.sv1_addr.expect("an SV1 port"), "dave.sv1rig").await;
+    sv1.mine(1).await;
+
+    // Garbage for a handshake: 64 bytes the pool takes for a key, then a frame it cannot
+    // decrypt.
+    let mut garbage = tokio::net::TcpStream::connect(pool.addr).await.unwrap();
+    garbage.write_all(&[0x5a; 128]).await.unwrap();
+    sri_client::expect_closed(&mut garbage, Duration::from_secs(10), "a garbage handshake").await;
+    // Silence: closed by the pool after the one-second handshake timeout.
+    let mut silent = tokio::net::TcpStream::connect(pool.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut byte))
+        .await
+        .expect("closed within the timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // Counted once the shares are folded in (twice a second) and the endings recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let (m, _) = http_client::scrape(&c, &base).await;
+        let counted = |name: &str, labels: &[(&str, &str)]| {
+            http_client::matching(&m, name, labels)
+                .first()
+                .is_some_and(|s| http_client::value(s) >= 1.0)
+        };
+        if counted(
+            "blvm_stratum_shares_rejected_total",
+            &[("reason", "duplicate-share")],
+        ) && counted(
+            "blvm_stratum_connection_failures_total",
+            &[("cause", "handshake_failed")],
+        ) && counted(
+            "blvm_stratum_connection_failures_total",
+            &[("cause", "handshake_timeout")],
+        ) && counted(
+            "blvm_stratum_worker_shares_rejected_total",
+            &[("user", "carol"), ("worker", "rig7")],
+        ) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failures and the refused share are not all counted: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        one(
+            &m,
+            "blvm_stratum_shares_rejected_total",
+            &[("reason", "duplicate-share")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        one(
+            &m,
+            "blvm_stratum_worker_shares_rejected_total",
+            &[("user", "carol"), ("worker", "rig7")]
+        ),
+        1.0
+    );
+    assert!(one(&m, "blvm_stratum_channels", &[("kind", "extended")]) >= 1.0);
+    for protocol in ["sv1", "sv2"] {
+        assert_eq!(
+            one(
+                &m,
+                "blvm_stratum_connections",
+                &[("state", "set_up"), ("protocol", protocol)]
+            ),
+            1.0,
+            "one {protocol} miner set up"
+        );
+    }
+
+    // The refused share under its worker's reasons.
+    let workers = get_json(&c, &format!("{base}/api/v1/workers?user=carol")).await;
+    let rig7 = &workers["items"][0];
+    assert_eq!(rig7["worker"], "rig7", "{workers}");
+    assert_eq!(rig7["accepted_shares"], 1, "{workers}");
+    assert_eq!(
+        rig7["rejected_by_reason"],
+        serde_json::json!({ "duplicate-share": 1 }),
+        "{workers}"
+    );
+    let dave = get_json(&c, &format!("{base}/api/v1/workers?user=dave")).await;
+    assert_eq!(
+        dave["items"][0]["rejected_by_reason"],
+        serde_json::json!({}),
+        "{dave}"
+    );
+
+    // The open channels, a page of one at a time.
+    let first = get_json(&c, &format!("{base}/api/v1/channels?limit=1")).await;
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = get_json(
+        &c,
+        &format!("{base}/api/v1/channels?limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["next_cursor"], Value::Null, "{second}");
+    let all = get_json(&c, &format!("{base}/api/v1/channels")).await;
+    println!("channels: {all}");
+    let items = all["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{all}");
+    assert_eq!(items[0], first["items"][0]);
+    assert_eq!(items[1], second["items"][0]);
+    let carol = items
+        .iter()
+        .find(|ch| ch["user"] == "carol")
+        .expect("carol's channel");
+    assert_eq!(carol["worker"], "rig7", "{carol}");
+    assert_eq!(carol["user_identity"], "carol.rig7", "{carol}");
+    assert_eq!(carol["kind"], "extended", "{carol}");
+    assert_eq!(carol["channel_id"].as_u64(), Some(u64::from(channel)));
+    assert_eq!(
+        (
+            carol["accepted_shares"].as_u64(),
+            carol["rejected_shares"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{carol}"
+    );
+    let target = carol["target"].as_str().expect("a target");
+    assert!(
+        target.len() == 64 && target.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{carol}"
+    );
+    let difficulty = carol["difficulty"].as_f64().expect("a difficulty");
+    assert!((1e-9..=1e-8 * 1.001).contains(&difficulty), "{carol}");
+    let sv1_channel = items
+        .iter()
+        .find(|ch| ch["user"] == "dave")
+        .expect("the SV1 miner's channel");
+    assert_eq!(sv1_channel["worker"], "sv1rig", "{sv1_channel}");
+    assert!(
+        sv1_channel["accepted_shares"].as_u64() >= Some(1),
+        "{sv1_channel}"
+    );
+    assert_ne!(carol["connection_id"], sv1_channel["connection_id"]);
+    let connections = get_json(&c, &format!("{base}/api/v1/connections")).await;
+    let ids: BTreeSet<u64> = connections["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|conn| conn["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&carol["connection_id"].as_u64().unwrap()),
+        "{connections}"
+    );
+    let (status, body) = get(&c, &format!("{base}/api/v1/channels?cursor=7")).await;
+    assert_eq!(status, 400, "{body}");
+
+    drop(sv1);
+    drop(sv2);
+    http.stop().await;
+    pool.stop().await;
 }
 
 /// The status of a request for the stream at `url` (its body is dropped unread).
