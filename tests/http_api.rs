@@ -33,7 +33,7 @@ use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
 use blvm_stratum_v2::server::StratumV2Server;
 use http_body_util::{BodyExt, Full};
 use http_client::{
-    HttpClient, client, get, get_json, histogram_count, one, parse_metrics, request,
+    HttpClient, client, get, get_json, histogram_count, one, parse_metrics, request, request_with,
 };
 use hyper::body::Bytes;
 use serde_json::Value;
@@ -41,6 +41,72 @@ use serde_json::Value;
 const CHAIN_BITS: u32 = 0x1f00_ffff;
 /// Configured so that a leak would show: never in a response.
 const RPC_PASSWORD: &str = "rpc-pw-Zq8vKx3mT9";
+/// The webhook's HMAC secret: signs the webhook's bodies, never in a response.
+const WEBHOOK_SECRET: &str = "hook-secret-Vb6Nw2Qe8";
+/// The admin API's bearer token (from a secret file): never in a response.
+const ADMIN_TOKEN: &str = "admin-token-Jc5Hs9Tz3Wp1";
+
+/// A webhook receiver on 127.0.0.1 that answers 204 to every request and keeps each raw
+/// request (headers and body), to be checked for secrets too.
+async fn webhook_receiver() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // One request per connection: read until the body's length is in.
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if complete_request(&request) {
+                        break;
+                    }
+                }
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&request).into_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// Whether `request` holds its headers and as many body bytes as its content-length says.
+fn complete_request(request: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(request);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+/// The admin token's secret file (ours, mode 0600) in `dir`.
+fn admin_token_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("admin-token");
+    std::fs::write(&path, format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
 
 /// A fresh authority secret key, in its text form (configured inline: never in a response).
 fn authority_secret() -> String {
@@ -68,7 +134,19 @@ fn pool_options(dir: &std::path::Path, authority_secret: &str) -> PoolOptions {
 async fn metrics_and_api_show_what_the_miner_did() {
     let dir = tempfile::tempdir().unwrap();
     let secret = authority_secret();
-    let config = PoolConfig::resolve(&pool_options(dir.path(), &secret), "test").expect("config");
+    // A webhook with a secret and an admin token: neither may show anywhere either.
+    let (hook_addr, hook_requests) = webhook_receiver().await;
+    let options = PoolOptions {
+        webhooks: Some(vec![blvm_stratum_v2::config::WebhookOptions {
+            url: format!("http://{hook_addr}/hook"),
+            events: None,
+            secret: Some(WEBHOOK_SECRET.into()),
+            secret_file: None,
+        }]),
+        http_admin_token_file: Some(admin_token_file(dir.path())),
+        ..pool_options(dir.path(), &secret)
+    };
+    let config = PoolConfig::resolve(&options, "test").expect("config");
     let http_settings = config.http.clone().expect("the HTTP server is on");
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         bits: CHAIN_BITS,
@@ -242,14 +320,20 @@ async fn metrics_and_api_show_what_the_miner_did() {
         "every route documented, every documented path a route"
     );
     for path in &documented {
-        // The live feed never ends by itself: read below. The admin API's drain is a POST,
-        // and this pool has no admin token: there is no admin API (403).
+        // The live feed never ends by itself: read below. The admin API's drain is a POST
+        // that needs the token: without it, or with a wrong one, 401 (and no drain).
         if path == blvm_stratum_v2::http::EVENTS_PATH {
             continue;
         }
         if path == blvm_stratum_v2::http::DRAIN_PATH {
-            let (status, body) = request(&c, "POST", &format!("{base}{path}"), Vec::new()).await;
-            assert_eq!(status, 403, "{body}");
+            let url = format!("{base}{path}");
+            let (status, body) = request(&c, "POST", &url, Vec::new()).await;
+            assert_eq!(status, 401, "{body}");
+            bodies.push(body);
+            let wrong = [("authorization", "Bearer admin-token-not-the-one")];
+            let (status, body) = request_with(&c, "POST", &url, &wrong, Vec::new()).await;
+            assert_eq!(status, 401, "{body}");
+            bodies.push(body);
             continue;
         }
         let url = format!("{base}{}", path.replace("{user}", "alice"));
@@ -371,8 +455,21 @@ async fn metrics_and_api_show_what_the_miner_did() {
 
     // ----- no secret anywhere -----
     bodies.push(blvm_stratum_v2::http::OPENAPI_DOCUMENT.to_owned());
+    // The webhook was called (the block events), and its metrics are in the scrape above.
+    let (_, text) = http_client::scrape(&c, &base).await;
+    assert!(text.contains("blvm_stratum_webhook_events_total"), "{text}");
+    bodies.push(text);
+    let hook_requests = hook_requests.lock().unwrap().clone();
+    assert!(!hook_requests.is_empty(), "no webhook request arrived");
+    assert!(
+        hook_requests.iter().all(|r| r
+            .to_ascii_lowercase()
+            .contains("x-blvm-signature-256: sha256=")),
+        "every webhook request is signed: {hook_requests:?}"
+    );
+    bodies.extend(hook_requests);
     for body in &bodies {
-        for leaked in [RPC_PASSWORD, secret.as_str()] {
+        for leaked in [RPC_PASSWORD, secret.as_str(), WEBHOOK_SECRET, ADMIN_TOKEN] {
             assert!(!body.contains(leaked), "a secret in a response: {leaked}");
         }
     }
