@@ -813,6 +813,49 @@ struct WorkerHistoriesView {
     items: Vec<WorkerHistoryView>,
 }
 
+/// One line of a per-worker chart before formatting: user, worker, hashrate now, points.
+type ChartLine = (
+    String,
+    String,
+    f64,
+    Vec<crate::mining::pool::hashrate::HashratePoint>,
+);
+
+/// Workers the ledger's history of the hours before the start knows but the statistics do
+/// not (they have not mined since a restart), to fill a per-worker chart up to `limit` lines
+/// after those of `shown`: most credited difficulty first, each with no hashrate now and no
+/// points of its own (the ledger's are merged in after).
+fn quiet_workers(
+    history: &super::history::LedgerHistory,
+    shown: &[ChartLine],
+    user: Option<&str>,
+    limit: usize,
+) -> Vec<ChartLine> {
+    let room = limit.saturating_sub(shown.len());
+    if room == 0 {
+        return Vec::new();
+    }
+    let mut quiet: Vec<(f64, &str, &str)> = history
+        .workers()
+        .filter(|(u, _, _)| user.is_none_or(|wanted| *u == wanted))
+        .filter(|(u, w, _)| !shown.iter().any(|s| s.0 == *u && s.1 == *w))
+        .map(|(u, w, periods)| (periods.values().sum(), u, w))
+        .collect();
+    let order = |a: &(f64, &str, &str), b: &(f64, &str, &str)| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+    };
+    if quiet.len() > room {
+        quiet.select_nth_unstable_by(room, order);
+        quiet.truncate(room);
+    }
+    quiet.sort_by(order);
+    quiet
+        .into_iter()
+        .map(|(_, u, w)| (u.to_owned(), w.to_owned(), 0.0, Vec::new()))
+        .collect()
+}
+
 /// The histories of the workers with the highest hashrate now (of one user, or of the pool),
 /// for the per-worker chart: one request for every line of it.
 async fn worker_histories(
@@ -855,6 +898,10 @@ async fn worker_histories(
             .collect::<Vec<_>>()
     });
     let before = app.history.get();
+    let mut chosen = chosen;
+    if let Some(history) = before {
+        chosen.extend(quiet_workers(history, &chosen, q.user.as_deref(), limit));
+    }
     let items = chosen
         .into_iter()
         .map(|(user, worker, hashrate, points)| {
