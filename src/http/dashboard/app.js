@@ -331,8 +331,8 @@
             cell(String(w.accepted_shares), "num"),
             cell(String(w.rejected_shares), "num"),
             cell(rejectReasons(w), "reasons"),
-            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num"),
-            cell(ago(w.last_share_ms, now)),
+            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num rate"),
+            cell(ago(w.last_share_ms, now), "last-share"),
             cell(String(w.blocks_found), "num"),
           ])
         )
@@ -442,8 +442,8 @@
             cell(String(w.accepted_shares), "num"),
             cell(String(w.rejected_shares), "num"),
             cell(rejectReasons(w), "reasons"),
-            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num"),
-            cell(ago(w.last_share_ms, now)),
+            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num rate"),
+            cell(ago(w.last_share_ms, now), "last-share"),
             cell(String(w.blocks_found), "num"),
           ])
         )
