@@ -200,12 +200,13 @@ fn screenshot(tab: &Tab, path: &Path) {
 }
 
 /// The worker rows of the page's workers table: (user, worker, hashrate, declared hashrate,
-/// accept rate and last share texts).
+/// refusal reasons, accept rate and last share texts).
 const WORKER_ROWS: &str = r#"JSON.stringify(Array.from(document.querySelectorAll('#workers tbody tr')).map(r => ({
     user: r.dataset.user || null,
     worker: r.dataset.worker,
     hashrate: (r.querySelector('td.hashrate') || {}).textContent || '',
     declared: (r.querySelector('td.declared') || {}).textContent || '',
+    reasons: (r.querySelector('td.reasons') || {}).textContent || '',
     rate: (r.querySelector('td.rate') || {}).textContent || '',
     last_share: (r.querySelector('td.last-share') || {}).textContent || ''
 })))"#;
@@ -223,10 +224,11 @@ const BLOCK_ROWS: &str = r#"JSON.stringify(Array.from(document.querySelectorAll(
     paid: Array.from(r.cells[r.cells.length - 1].querySelectorAll('li a')).map(a => a.textContent)
 })))"#;
 
-/// The number of lines and points drawn in each chart of the page.
-const CHARTS: &str = r#"JSON.stringify({
-    pool_chart: document.querySelectorAll('#pool-chart polyline, #pool-chart circle').length,
-    worker_chart: document.querySelectorAll('#worker-chart polyline, #worker-chart circle').length
+/// The number of lines and points drawn from the history (not the page's live samples) in
+/// each chart of the page.
+const HISTORY_CHARTS: &str = r#"JSON.stringify({
+    pool_chart: document.querySelectorAll('#pool-chart polyline:not(.live), #pool-chart circle:not(.live)').length,
+    worker_chart: document.querySelectorAll('#worker-chart polyline:not(.live), #worker-chart circle:not(.live)').length
 })"#;
 
 /// Whether a card's value is shown: present, and not the "–" of a value not known yet.
@@ -237,12 +239,13 @@ fn card_shown(cards: &serde_json::Value, label: &str) -> bool {
 }
 
 /// Whether a row shows our worker with a hashrate above zero (and the 1 MH/s it declared),
-/// an accept rate and a last share.
+/// its refusal reasons ("–" for none), an accept rate and a last share.
 fn shows_worker(rows: &serde_json::Value, user: Option<&str>) -> bool {
     rows.as_array().into_iter().flatten().any(|r| {
         r["worker"] == WORKER
             && user.is_none_or(|u| r["user"] == u)
             && r["declared"] == "1.00 MH/s"
+            && r["reasons"].as_str().is_some_and(|t| !t.is_empty())
             && r["rate"].as_str().is_some_and(|t| t.ends_with(" %"))
             && r["last_share"]
                 .as_str()
@@ -406,13 +409,14 @@ fn the_dashboard_shows_the_worker_and_its_blocks_in_chromium() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The pool's page draws that history, and the navigation raises no error.
+    // The pool's page draws that history (even when it all falls in the current five-minute
+    // period), and the navigation raises no error.
     errors.lock().unwrap().clear();
     tab.navigate_to(&format!("http://{http}/"))
         .expect("navigated")
         .wait_until_navigated()
         .expect("loaded");
-    let charts = wait_for(&tab, "the charts after the restart", CHARTS, |c| {
+    let charts = wait_for(&tab, "the charts after the restart", HISTORY_CHARTS, |c| {
         c["pool_chart"].as_u64() > Some(0) && c["worker_chart"].as_u64() > Some(0)
     });
     std::thread::sleep(Duration::from_secs(2));
