@@ -62,14 +62,15 @@ fn loaded_server(dir: &std::path::Path) -> StratumV2Server {
                 user_identity: identity.to_string(),
                 extended: true,
                 nominal_hash_rate: 0.0,
+                target: bitcoin::Target::MAX,
             },
             now - 60_000,
         );
         let mut shares = AcceptedShares::default();
         for s in 0..20 {
-            shares.add_share(identity, None, 1024.0, now - 60_000 + s * 3_000);
+            shares.add_share(1, identity, None, 1024.0, now - 60_000 + s * 3_000);
         }
-        shares.add_rejected_share(Some(identity), None, ShareRejection::StaleShare, now);
+        shares.add_rejected_share(1, Some(identity), None, ShareRejection::StaleShare, now);
         pool.fold_accepted(id, &mut shares);
     }
     drop(pool);

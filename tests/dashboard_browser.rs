@@ -1,12 +1,15 @@
 //! The dashboard in a real browser (issue 16): the pool binary on its embedded regtest chain
 //! (blocks come quickly), our CPU miner as a second process, and Debian's chromium, headless,
 //! driven over the DevTools protocol (`headless_chrome`; no browser is downloaded: the test
-//! uses /usr/bin/chromium, which .ci/run installs). The page must show the worker with a
-//! non-zero hashrate and a found block, then the user's page its worker, without one
-//! JavaScript error (console errors, uncaught exceptions and failed loads, collected through the
-//! protocol); screenshots of both pages are saved as PNG under the test's output directory.
-//! Then the pool restarts on the same data directory, without a miner: the worker's hashrate
-//! history comes back from the ledger.
+//! uses /usr/bin/chromium, which .ci/run installs). The miner's user is a payout address (a
+//! page per user is a page per payout address). The page must show the worker with a non-zero
+//! hashrate, its accept rate and last share, the node's tip and the template's age, and an
+//! accepted block with its payouts; then the user's page its worker and its balance, without
+//! one JavaScript error (console errors, uncaught exceptions and failed loads, collected
+//! through the protocol); screenshots of the pages are saved as PNG under the test's output
+//! directory. Then the pool restarts on the same data directory, without a miner: the
+//! worker's hashrate history comes back from the ledger and the page draws it, again without
+//! an error.
 
 #[path = "common/binary.rs"]
 mod binary;
@@ -29,8 +32,9 @@ use headless_chrome::{Browser, LaunchOptions, Tab};
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Network difficulty 2^-16: with shares at 10^-6 about one share in 15 is a block.
 const CHAIN_BITS: &str = "0x1f00ffff";
-/// The miner's user_identity: user `alice`, worker `rig1`.
-const USER: &str = "alice";
+/// The miner's user_identity: user BIP 173's regtest P2WPKH address (its payout address),
+/// worker `rig1`.
+const USER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const WORKER: &str = "rig1";
 /// The pool's command line: any free ports, shares at difficulty 10^-6, the chain above.
 const POOL_ARGS: [&str; 12] = [
@@ -195,21 +199,57 @@ fn screenshot(tab: &Tab, path: &Path) {
     println!("screenshot: {}", path.display());
 }
 
-/// The worker rows of the page's workers table: (user, worker, hashrate and declared
-/// hashrate texts).
+/// The worker rows of the page's workers table: (user, worker, hashrate, declared hashrate,
+/// refusal reasons, accept rate and last share texts).
 const WORKER_ROWS: &str = r#"JSON.stringify(Array.from(document.querySelectorAll('#workers tbody tr')).map(r => ({
     user: r.dataset.user || null,
     worker: r.dataset.worker,
     hashrate: (r.querySelector('td.hashrate') || {}).textContent || '',
-    declared: (r.querySelector('td.declared') || {}).textContent || ''
+    declared: (r.querySelector('td.declared') || {}).textContent || '',
+    reasons: (r.querySelector('td.reasons') || {}).textContent || '',
+    rate: (r.querySelector('td.rate') || {}).textContent || '',
+    last_share: (r.querySelector('td.last-share') || {}).textContent || ''
 })))"#;
 
-/// Whether a row shows our worker with a hashrate above zero (and the 1 MH/s it declared).
+/// The page's cards: label → value text.
+const CARDS: &str = r#"JSON.stringify(Object.fromEntries(Array.from(document.querySelectorAll('#cards .card')).map(c =>
+    [(c.querySelector('.label') || {}).textContent || '', (c.querySelector('.value') || {}).textContent || ''])))"#;
+
+/// The blocks table's rows: hash, status badge text, the payouts cell's text and the users it
+/// lists.
+const BLOCK_ROWS: &str = r#"JSON.stringify(Array.from(document.querySelectorAll('#blocks tbody tr')).map(r => ({
+    hash: r.dataset.hash,
+    status: (r.querySelector('.badge') || {}).textContent || '',
+    payouts: (r.cells[r.cells.length - 1] || {}).textContent || '',
+    paid: Array.from(r.cells[r.cells.length - 1].querySelectorAll('li a')).map(a => a.textContent)
+})))"#;
+
+/// The number of lines and points drawn from the history (not the page's live samples) in
+/// each chart of the page.
+const HISTORY_CHARTS: &str = r#"JSON.stringify({
+    pool_chart: document.querySelectorAll('#pool-chart polyline:not(.live), #pool-chart circle:not(.live)').length,
+    worker_chart: document.querySelectorAll('#worker-chart polyline:not(.live), #worker-chart circle:not(.live)').length
+})"#;
+
+/// Whether a card's value is shown: present, and not the "–" of a value not known yet.
+fn card_shown(cards: &serde_json::Value, label: &str) -> bool {
+    cards[label]
+        .as_str()
+        .is_some_and(|v| !v.trim().is_empty() && v != "–")
+}
+
+/// Whether a row shows our worker with a hashrate above zero (and the 1 MH/s it declared),
+/// its refusal reasons ("–" for none), an accept rate and a last share.
 fn shows_worker(rows: &serde_json::Value, user: Option<&str>) -> bool {
     rows.as_array().into_iter().flatten().any(|r| {
         r["worker"] == WORKER
             && user.is_none_or(|u| r["user"] == u)
             && r["declared"] == "1.00 MH/s"
+            && r["reasons"].as_str().is_some_and(|t| !t.is_empty())
+            && r["rate"].as_str().is_some_and(|t| t.ends_with(" %"))
+            && r["last_share"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(" ago"))
             && r["hashrate"]
                 .as_str()
                 .and_then(|h| h.split_whitespace().next())
@@ -261,12 +301,37 @@ fn the_dashboard_shows_the_worker_and_its_blocks_in_chromium() {
     let rows = wait_for(&tab, "the worker with a hashrate", WORKER_ROWS, |rows| {
         shows_worker(rows, Some(USER))
     });
+    // An accepted block whose payouts cell lists the user (the ledger pays it after the
+    // node's verdict; the table is read again as blocks are found and decided).
     let blocks = wait_for(
         &tab,
-        "a block",
-        r#"JSON.stringify(Array.from(document.querySelectorAll('#blocks tbody tr')).map(r => ({
-            hash: r.dataset.hash, status: r.querySelector('.badge').textContent })))"#,
-        |b| b.as_array().is_some_and(|b| !b.is_empty()),
+        "an accepted block with its payouts",
+        BLOCK_ROWS,
+        |b| {
+            b.as_array().into_iter().flatten().any(|r| {
+                r["status"] == "accepted"
+                    && r["payouts"].as_str().is_some_and(|p| p.contains("user(s)"))
+                    && r["paid"]
+                        .as_array()
+                        .is_some_and(|paid| paid.iter().any(|u| u == USER))
+            })
+        },
+    );
+    let cards = wait_for(&tab, "the node's tip and the template's age", CARDS, |c| {
+        card_shown(c, "Node tip") && card_shown(c, "Template age")
+    });
+    assert!(
+        cards["Node tip"]
+            .as_str()
+            .and_then(|t| t.parse::<u32>().ok())
+            .is_some_and(|h| h > 0),
+        "{cards}"
+    );
+    assert!(
+        cards["Template age"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(" s")),
+        "{cards}"
     );
     // The live feed is up and the charts are drawn (a line or a point each).
     let page = eval_json(
@@ -284,7 +349,7 @@ fn the_dashboard_shows_the_worker_and_its_blocks_in_chromium() {
     // Let a few more summaries arrive (and any late error surface) before the picture.
     std::thread::sleep(Duration::from_secs(3));
     screenshot(&tab, &out.join("pool.png"));
-    println!("workers: {rows}\nblocks: {blocks}");
+    println!("workers: {rows}\nblocks: {blocks}\ncards: {cards}");
 
     // ----- the user's page: its worker -----
     tab.navigate_to(&format!("http://{http}/user/{USER}"))
@@ -299,20 +364,25 @@ fn the_dashboard_shows_the_worker_and_its_blocks_in_chromium() {
         "the user's window and balance",
         r#"JSON.stringify({
             name: document.getElementById('user-name').textContent,
-            cards: Array.from(document.querySelectorAll('#cards .card .label')).map(c => c.textContent),
             window: document.querySelectorAll('#window dt').length
         })"#,
         |p| p["window"].as_u64() > Some(1),
     );
     assert_eq!(user_page["name"], USER, "{user_page}");
+    let user_cards = wait_for(&tab, "the user's balance", CARDS, |c| {
+        card_shown(c, "Balance")
+    });
+    assert!(
+        user_cards["Balance"]
+            .as_str()
+            .is_some_and(|b| b.ends_with(" BTC")),
+        "{user_cards}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     screenshot(&tab, &out.join("user.png"));
 
-    let errors = errors.lock().unwrap().clone();
-    assert!(
-        errors.is_empty(),
-        "JavaScript errors in the page: {errors:#?}"
-    );
+    let seen = errors.lock().unwrap().clone();
+    assert!(seen.is_empty(), "JavaScript errors in the page: {seen:#?}");
 
     // ----- after a restart the charts are not empty: the ledger's shares come back -----
     drop(miner);
@@ -339,6 +409,24 @@ fn the_dashboard_shows_the_worker_and_its_blocks_in_chromium() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The pool's page draws that history (even when it all falls in the current five-minute
+    // period), and the navigation raises no error.
+    errors.lock().unwrap().clear();
+    tab.navigate_to(&format!("http://{http}/"))
+        .expect("navigated")
+        .wait_until_navigated()
+        .expect("loaded");
+    let charts = wait_for(&tab, "the charts after the restart", HISTORY_CHARTS, |c| {
+        c["pool_chart"].as_u64() > Some(0) && c["worker_chart"].as_u64() > Some(0)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    screenshot(&tab, &out.join("restarted.png"));
+    println!("charts after the restart: {charts}");
+    let seen = errors.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "JavaScript errors in the page after the restart: {seen:#?}"
+    );
     pool.signal(libc::SIGTERM);
     let status = pool.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "{status:?}");

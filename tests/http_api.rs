@@ -2,16 +2,27 @@
 //! ledger, our CPU miner mining until blocks are found and paid, then `/metrics` parsed with
 //! a Prometheus text parser, the JSON API parsed and checked against what the miner did, the
 //! OpenAPI document against the routes, the limits (413, 404, 429), no secret anywhere, and
-//! the pool mining on when the HTTP port is taken.
+//! the pool mining on when the HTTP port is taken. Failures have their counters too: a
+//! garbage handshake, a silent connection and a duplicate share each show under their label,
+//! the connections under their protocol (an SV2 and an SV1 miner), the refused share under
+//! its worker's reasons in the API, the open channels in `/api/v1/channels`.
 
 #[path = "common/binary.rs"]
 mod binary;
 #[path = "common/cpu_miner.rs"]
 mod cpu_miner;
+#[path = "common/http_client.rs"]
+mod http_client;
+#[path = "common/pool.rs"]
+mod pool;
 #[path = "common/postgres.rs"]
 mod postgres;
+#[path = "common/sri_client.rs"]
+mod sri_client;
+#[path = "common/sv1_client.rs"]
+mod sv1_client;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,46 +32,83 @@ use blvm_stratum_v2::http::{HttpServer, HttpSettings};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode};
 use blvm_stratum_v2::server::StratumV2Server;
 use http_body_util::{BodyExt, Full};
+use http_client::{
+    HttpClient, client, get, get_json, histogram_count, one, parse_metrics, request, request_with,
+};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 const CHAIN_BITS: u32 = 0x1f00_ffff;
 /// Configured so that a leak would show: never in a response.
 const RPC_PASSWORD: &str = "rpc-pw-Zq8vKx3mT9";
+/// The webhook's HMAC secret: signs the webhook's bodies, never in a response.
+const WEBHOOK_SECRET: &str = "hook-secret-Vb6Nw2Qe8";
+/// The admin API's bearer token (from a secret file): never in a response.
+const ADMIN_TOKEN: &str = "admin-token-Jc5Hs9Tz3Wp1";
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+/// A webhook receiver on 127.0.0.1 that answers 204 to every request and keeps each raw
+/// request (headers and body), to be checked for secrets too.
+async fn webhook_receiver() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // One request per connection: read until the body's length is in.
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+                {
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    if complete_request(&request) {
+                        break;
+                    }
+                }
+                // A connection closed before a byte came (a client giving up) holds nothing.
+                if !request.is_empty() {
+                    sink.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&request).into_owned());
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, received)
 }
 
-/// `method url` with `body`: (status, body text).
-async fn request(c: &HttpClient, method: &str, url: &str, body: Vec<u8>) -> (u16, String) {
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-length", body.len())
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(20), c.request(req))
-        .await
-        .expect("answered in time")
-        .expect("answered");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+/// Whether `request` holds its headers and as many body bytes as its content-length says.
+fn complete_request(request: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(request);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
 }
 
-async fn get(c: &HttpClient, url: &str) -> (u16, String) {
-    request(c, "GET", url, Vec::new()).await
-}
-
-async fn get_json(c: &HttpClient, url: &str) -> Value {
-    let (status, body) = get(c, url).await;
-    assert_eq!(status, 200, "{url}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+/// The admin token's secret file (ours, mode 0600) in `dir`.
+fn admin_token_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("admin-token");
+    std::fs::write(&path, format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
 }
 
 /// A fresh authority secret key, in its text form (configured inline: never in a response).
@@ -85,60 +133,23 @@ fn pool_options(dir: &std::path::Path, authority_secret: &str) -> PoolOptions {
     }
 }
 
-/// The samples of one scrape, by metric name.
-fn parse_metrics(text: &str) -> HashMap<String, Vec<prometheus_parse::Sample>> {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("the Prometheus text parses");
-    let mut by_name: HashMap<String, Vec<prometheus_parse::Sample>> = HashMap::new();
-    for s in scrape.samples {
-        by_name.entry(s.metric.clone()).or_default().push(s);
-    }
-    by_name
-}
-
-fn value(s: &prometheus_parse::Sample) -> f64 {
-    match &s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => *v,
-        other => panic!("{}: not a number: {other:?}", s.metric),
-    }
-}
-
-fn one(
-    m: &HashMap<String, Vec<prometheus_parse::Sample>>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    let samples = m
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} in /metrics"));
-    let s = samples
-        .iter()
-        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .unwrap_or_else(|| panic!("no {name}{labels:?}: {samples:?}"));
-    value(s)
-}
-
-fn histogram_count(m: &HashMap<String, Vec<prometheus_parse::Sample>>, name: &str) -> f64 {
-    let s = &m.get(name).unwrap_or_else(|| panic!("no {name}"))[0];
-    match &s.value {
-        prometheus_parse::Value::Histogram(buckets) => {
-            let inf = buckets
-                .iter()
-                .find(|b| b.less_than.is_infinite())
-                .expect("+Inf bucket");
-            inf.count
-        }
-        other => panic!("{name}: not a histogram: {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_api_show_what_the_miner_did() {
     let dir = tempfile::tempdir().unwrap();
     let secret = authority_secret();
-    let config = PoolConfig::resolve(&pool_options(dir.path(), &secret), "test").expect("config");
+    // A webhook with a secret and an admin token: neither may show anywhere either.
+    let (hook_addr, hook_requests) = webhook_receiver().await;
+    let options = PoolOptions {
+        webhooks: Some(vec![blvm_stratum_v2::config::WebhookOptions {
+            url: format!("http://{hook_addr}/hook"),
+            events: None,
+            secret: Some(WEBHOOK_SECRET.into()),
+            secret_file: None,
+        }]),
+        http_admin_token_file: Some(admin_token_file(dir.path())),
+        ..pool_options(dir.path(), &secret)
+    };
+    let config = PoolConfig::resolve(&options, "test").expect("config");
     let http_settings = config.http.clone().expect("the HTTP server is on");
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         bits: CHAIN_BITS,
@@ -194,28 +205,8 @@ async fn metrics_and_api_show_what_the_miner_did() {
     assert_eq!(one(&m, "blvm_stratum_node_reachable", &[]), 1.0);
     assert!(one(&m, "blvm_stratum_template_age_seconds", &[]) >= 0.0);
     assert!(one(&m, "blvm_stratum_node_tip_height", &[]) >= 10.0);
-    assert!(one(&m, "blvm_stratum_channels", &[("kind", "extended")]) >= 0.0);
-    assert!(
-        one(
-            &m,
-            "blvm_stratum_shares_rejected_total",
-            &[("reason", "stale-share")]
-        ) >= 0.0
-    );
-    assert!(
-        one(
-            &m,
-            "blvm_stratum_connection_failures_total",
-            &[("cause", "handshake_timeout")]
-        ) >= 0.0
-    );
-    assert!(
-        one(
-            &m,
-            "blvm_stratum_connection_limit_hits_total",
-            &[("limit", "socket_cap")]
-        ) >= 0.0
-    );
+    // Failures, refusals, channels and protocols with non-zero counts: the test
+    // failures_refusals_protocols_and_channels_are_counted_under_their_labels.
     assert!(one(&m, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(one(&m, "process_cpu_seconds_total", &[]) > 0.0);
     let timed_acks = histogram_count(&m, "blvm_stratum_ack_latency_seconds");
@@ -332,14 +323,20 @@ async fn metrics_and_api_show_what_the_miner_did() {
         "every route documented, every documented path a route"
     );
     for path in &documented {
-        // The live feed never ends by itself: read below. The admin API's drain is a POST,
-        // and this pool has no admin token: there is no admin API (403).
+        // The live feed never ends by itself: read below. The admin API's drain is a POST
+        // that needs the token: without it, or with a wrong one, 401 (and no drain).
         if path == blvm_stratum_v2::http::EVENTS_PATH {
             continue;
         }
         if path == blvm_stratum_v2::http::DRAIN_PATH {
-            let (status, body) = request(&c, "POST", &format!("{base}{path}"), Vec::new()).await;
-            assert_eq!(status, 403, "{body}");
+            let url = format!("{base}{path}");
+            let (status, body) = request(&c, "POST", &url, Vec::new()).await;
+            assert_eq!(status, 401, "{body}");
+            bodies.push(body);
+            let wrong = [("authorization", "Bearer admin-token-not-the-one")];
+            let (status, body) = request_with(&c, "POST", &url, &wrong, Vec::new()).await;
+            assert_eq!(status, 401, "{body}");
+            bodies.push(body);
             continue;
         }
         let url = format!("{base}{}", path.replace("{user}", "alice"));
@@ -461,8 +458,30 @@ async fn metrics_and_api_show_what_the_miner_did() {
 
     // ----- no secret anywhere -----
     bodies.push(blvm_stratum_v2::http::OPENAPI_DOCUMENT.to_owned());
+    // The webhook was called (the block events), and its metrics are in the scrape above.
+    let (_, text) = http_client::scrape(&c, &base).await;
+    assert!(text.contains("blvm_stratum_webhook_events_total"), "{text}");
+    bodies.push(text);
+    // Delivered in the background: the first may still be on its way on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let arrived = |r: &String| complete_request(r.as_bytes());
+    while !hook_requests.lock().unwrap().iter().any(arrived) {
+        assert!(
+            Instant::now() < deadline,
+            "no webhook request arrived whole"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hook_requests = hook_requests.lock().unwrap().clone();
+    assert!(
+        hook_requests.iter().filter(|r| arrived(r)).all(|r| r
+            .to_ascii_lowercase()
+            .contains("x-blvm-signature-256: sha256=")),
+        "every webhook request is signed: {hook_requests:?}"
+    );
+    bodies.extend(hook_requests);
     for body in &bodies {
-        for leaked in [RPC_PASSWORD, secret.as_str()] {
+        for leaked in [RPC_PASSWORD, secret.as_str(), WEBHOOK_SECRET, ADMIN_TOKEN] {
             assert!(!body.contains(leaked), "a secret in a response: {leaked}");
         }
     }
@@ -472,6 +491,201 @@ async fn metrics_and_api_show_what_the_miner_did() {
         .await
         .expect("stops in time")
         .expect("stops");
+}
+
+/// A pool with a one-second handshake timeout and an SV1 port: an SV2 miner built on SRI's
+/// crates sends one share twice (the second refused as a duplicate), an SV1 miner mines a
+/// share, one connection sends 128 garbage bytes for a handshake, another sends nothing. The
+/// counters show each under its label while the miners are connected, the refused share is
+/// in its worker's `rejected_by_reason`, and `/api/v1/channels` lists both channels, paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_refusals_protocols_and_channels_are_counted_under_their_labels() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pool = pool::TestPool::start_with(pool::RARE_BLOCKS, 1, |o| {
+        o.setup_timeout_secs = Some(10);
+        o.sv1_listen_addr = Some("127.0.0.1:0".into());
+        o.http_listen_addr = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let http = HttpServer::start(pool.http.clone().expect("HTTP on"), pool.server.observer())
+        .await
+        .expect("HTTP server");
+    let base = format!("http://{}", http.local_addr());
+    let c = client();
+
+    // An SV2 miner: one share accepted, then the same share again.
+    let mut sv2 = sri_client::Miner::ready(pool.addr, &pool.key, 0)
+        .await
+        .expect("set up");
+    let channel = sv2.open(true, "carol.rig7").await.expect("a channel");
+    let share = sv2.valid_share(channel);
+    assert_eq!(sv2.submit(&share).await.expect("answered"), Ok(1));
+    let refused = sv2
+        .submit(&share)
+        .await
+        .expect("answered")
+        .expect_err("a share sent twice is refused");
+    assert_eq!(refused, "duplicate-share");
+
+    // An SV1 miner with one share.
+    let mut sv1 = sv1_client::connect(pool.sv1_addr.expect("an SV1 port"), "dave.sv1rig").await;
+    sv1.mine(1).await;
+
+    // Garbage for a handshake: 64 bytes the pool takes for a key, then a frame it cannot
+    // decrypt.
+    let mut garbage = tokio::net::TcpStream::connect(pool.addr).await.unwrap();
+    garbage.write_all(&[0x5a; 128]).await.unwrap();
+    sri_client::expect_closed(&mut garbage, Duration::from_secs(10), "a garbage handshake").await;
+    // Silence: closed by the pool after the one-second handshake timeout.
+    let mut silent = tokio::net::TcpStream::connect(pool.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut byte))
+        .await
+        .expect("closed within the timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // Counted once the shares are folded in (twice a second) and the endings recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let (m, _) = http_client::scrape(&c, &base).await;
+        let counted = |name: &str, labels: &[(&str, &str)]| {
+            http_client::matching(&m, name, labels)
+                .first()
+                .is_some_and(|s| http_client::value(s) >= 1.0)
+        };
+        if counted(
+            "blvm_stratum_shares_rejected_total",
+            &[("reason", "duplicate-share")],
+        ) && counted(
+            "blvm_stratum_connection_failures_total",
+            &[("cause", "handshake_failed")],
+        ) && counted(
+            "blvm_stratum_connection_failures_total",
+            &[("cause", "handshake_timeout")],
+        ) && counted(
+            "blvm_stratum_worker_shares_rejected_total",
+            &[("user", "carol"), ("worker", "rig7")],
+        ) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failures and the refused share are not all counted: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        one(
+            &m,
+            "blvm_stratum_shares_rejected_total",
+            &[("reason", "duplicate-share")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        one(
+            &m,
+            "blvm_stratum_worker_shares_rejected_total",
+            &[("user", "carol"), ("worker", "rig7")]
+        ),
+        1.0
+    );
+    assert!(one(&m, "blvm_stratum_channels", &[("kind", "extended")]) >= 1.0);
+    for protocol in ["sv1", "sv2"] {
+        assert_eq!(
+            one(
+                &m,
+                "blvm_stratum_connections",
+                &[("state", "set_up"), ("protocol", protocol)]
+            ),
+            1.0,
+            "one {protocol} miner set up"
+        );
+    }
+
+    // The refused share under its worker's reasons.
+    let workers = get_json(&c, &format!("{base}/api/v1/workers?user=carol")).await;
+    let rig7 = &workers["items"][0];
+    assert_eq!(rig7["worker"], "rig7", "{workers}");
+    assert_eq!(rig7["accepted_shares"], 1, "{workers}");
+    assert_eq!(
+        rig7["rejected_by_reason"],
+        serde_json::json!({ "duplicate-share": 1 }),
+        "{workers}"
+    );
+    let dave = get_json(&c, &format!("{base}/api/v1/workers?user=dave")).await;
+    assert_eq!(
+        dave["items"][0]["rejected_by_reason"],
+        serde_json::json!({}),
+        "{dave}"
+    );
+
+    // The open channels, a page of one at a time.
+    let first = get_json(&c, &format!("{base}/api/v1/channels?limit=1")).await;
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = get_json(
+        &c,
+        &format!("{base}/api/v1/channels?limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["next_cursor"], Value::Null, "{second}");
+    let all = get_json(&c, &format!("{base}/api/v1/channels")).await;
+    println!("channels: {all}");
+    let items = all["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{all}");
+    assert_eq!(items[0], first["items"][0]);
+    assert_eq!(items[1], second["items"][0]);
+    let carol = items
+        .iter()
+        .find(|ch| ch["user"] == "carol")
+        .expect("carol's channel");
+    assert_eq!(carol["worker"], "rig7", "{carol}");
+    assert_eq!(carol["user_identity"], "carol.rig7", "{carol}");
+    assert_eq!(carol["kind"], "extended", "{carol}");
+    assert_eq!(carol["channel_id"].as_u64(), Some(u64::from(channel)));
+    assert_eq!(
+        (
+            carol["accepted_shares"].as_u64(),
+            carol["rejected_shares"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{carol}"
+    );
+    let target = carol["target"].as_str().expect("a target");
+    assert!(
+        target.len() == 64 && target.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{carol}"
+    );
+    let difficulty = carol["difficulty"].as_f64().expect("a difficulty");
+    assert!((1e-9..=1e-8 * 1.001).contains(&difficulty), "{carol}");
+    let sv1_channel = items
+        .iter()
+        .find(|ch| ch["user"] == "dave")
+        .expect("the SV1 miner's channel");
+    assert_eq!(sv1_channel["worker"], "sv1rig", "{sv1_channel}");
+    assert!(
+        sv1_channel["accepted_shares"].as_u64() >= Some(1),
+        "{sv1_channel}"
+    );
+    assert_ne!(carol["connection_id"], sv1_channel["connection_id"]);
+    let connections = get_json(&c, &format!("{base}/api/v1/connections")).await;
+    let ids: BTreeSet<u64> = connections["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|conn| conn["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&carol["connection_id"].as_u64().unwrap()),
+        "{connections}"
+    );
+    let (status, body) = get(&c, &format!("{base}/api/v1/channels?cursor=7")).await;
+    assert_eq!(status, 400, "{body}");
+
+    drop(sv1);
+    drop(sv2);
+    http.stop().await;
+    pool.stop().await;
 }
 
 /// The status of a request for the stream at `url` (its body is dropped unread).

@@ -24,6 +24,7 @@ use super::AppState;
 use super::history::merge;
 use super::ledger_reader::ReadError;
 use crate::ledger::{BlockStatus, PayoutComputation, ShareRange, StoredBlock, StoredShare};
+use crate::mining::pool::workers::WorkerKey;
 use crate::mining::pool::{MinerConnection, OpenChannel, WorkerStats};
 use crate::server::NodeHealth;
 
@@ -47,6 +48,7 @@ fn table() -> Vec<(&'static str, MethodRouter<Arc<AppState>>)> {
         ("/api/v1/hashrate", get(hashrate_history)),
         ("/api/v1/hashrate/workers", get(worker_histories)),
         ("/api/v1/connections", get(connections)),
+        ("/api/v1/channels", get(channels)),
         ("/api/v1/blocks", get(blocks)),
         ("/api/v1/payouts", get(payouts)),
         ("/api/v1/balances", get(balances)),
@@ -358,6 +360,9 @@ pub(super) struct WorkerView {
     worker: String,
     accepted_shares: u64,
     rejected_shares: u64,
+    /// Its refused shares by SubmitShares.Error code, the codes it had only (in memory, like
+    /// the other counts: since the pool started or the worker came back after an hour away).
+    rejected_by_reason: BTreeMap<&'static str, u64>,
     credited_difficulty: f64,
     /// Estimated from credited difficulty over the last ten minutes (h/s).
     hashrate: f64,
@@ -380,6 +385,10 @@ impl WorkerView {
             worker: w.worker.to_string(),
             accepted_shares: w.accepted_shares,
             rejected_shares: w.rejected_shares,
+            rejected_by_reason: w
+                .rejected_by_reason()
+                .map(|(reason, n)| (reason.code(), n))
+                .collect(),
             credited_difficulty: w.credited_difficulty,
             hashrate: w.hashrate(now),
             blocks_found: w.blocks_found,
@@ -804,6 +813,49 @@ struct WorkerHistoriesView {
     items: Vec<WorkerHistoryView>,
 }
 
+/// One line of a per-worker chart before formatting: user, worker, hashrate now, points.
+type ChartLine = (
+    String,
+    String,
+    f64,
+    Vec<crate::mining::pool::hashrate::HashratePoint>,
+);
+
+/// Workers the ledger's history of the hours before the start knows but the statistics do
+/// not (they have not mined since a restart), to fill a per-worker chart up to `limit` lines
+/// after those of `shown`: most credited difficulty first, each with no hashrate now and no
+/// points of its own (the ledger's are merged in after).
+fn quiet_workers(
+    history: &super::history::LedgerHistory,
+    shown: &[ChartLine],
+    user: Option<&str>,
+    limit: usize,
+) -> Vec<ChartLine> {
+    let room = limit.saturating_sub(shown.len());
+    if room == 0 {
+        return Vec::new();
+    }
+    let mut quiet: Vec<(f64, &str, &str)> = history
+        .workers()
+        .filter(|(u, _, _)| user.is_none_or(|wanted| *u == wanted))
+        .filter(|(u, w, _)| !shown.iter().any(|s| s.0 == *u && s.1 == *w))
+        .map(|(u, w, periods)| (periods.values().sum(), u, w))
+        .collect();
+    let order = |a: &(f64, &str, &str), b: &(f64, &str, &str)| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+    };
+    if quiet.len() > room {
+        quiet.select_nth_unstable_by(room, order);
+        quiet.truncate(room);
+    }
+    quiet.sort_by(order);
+    quiet
+        .into_iter()
+        .map(|(_, u, w)| (u.to_owned(), w.to_owned(), 0.0, Vec::new()))
+        .collect()
+}
+
 /// The histories of the workers with the highest hashrate now (of one user, or of the pool),
 /// for the per-worker chart: one request for every line of it.
 async fn worker_histories(
@@ -846,6 +898,10 @@ async fn worker_histories(
             .collect::<Vec<_>>()
     });
     let before = app.history.get();
+    let mut chosen = chosen;
+    if let Some(history) = before {
+        chosen.extend(quiet_workers(history, &chosen, q.user.as_deref(), limit));
+    }
     let items = chosen
         .into_iter()
         .map(|(user, worker, hashrate, points)| {
@@ -951,6 +1007,91 @@ async fn connections(
             .collect::<Vec<_>>()
     });
     Ok(Json(paged(page, limit, |c| c.id.to_string())))
+}
+
+/// One open channel, with what it mines for and what it sent.
+#[derive(Debug, Serialize)]
+struct OpenChannelView {
+    connection_id: u64,
+    channel_id: u32,
+    kind: &'static str,
+    user_identity: String,
+    /// The user its shares are credited to (the ledger's split of `user_identity`).
+    user: String,
+    /// The worker its shares are credited to when they carry no 0x0002 TLV (empty if none).
+    worker: String,
+    /// Its share target now, as hex (big-endian, as block explorers print targets).
+    target: String,
+    /// The pool difficulty of `target`.
+    difficulty: f64,
+    /// What the client declared (h/s; 0: none).
+    nominal_hash_rate: f64,
+    opened_ms: u64,
+    accepted_shares: u64,
+    rejected_shares: u64,
+}
+
+impl OpenChannelView {
+    fn new(connection_id: u64, c: &OpenChannel, (user, worker): WorkerKey) -> Self {
+        OpenChannelView {
+            connection_id,
+            channel_id: c.channel_id,
+            kind: if c.extended { "extended" } else { "standard" },
+            user_identity: c.user_identity.to_string(),
+            user: user.to_string(),
+            worker: worker.to_string(),
+            target: format!("{:x}", c.target),
+            difficulty: crate::block::target::difficulty_of(&c.target.to_le_bytes()),
+            nominal_hash_rate: c.nominal_hash_rate,
+            opened_ms: c.opened_ms,
+            accepted_shares: c.accepted_shares,
+            rejected_shares: c.rejected_shares,
+        }
+    }
+}
+
+/// A channel's place in the list: (connection id, channel id); its cursor is `CONN-CHANNEL`.
+type ChannelKey = (u64, u32);
+
+fn parse_channel_cursor(cursor: &Option<String>) -> Result<Option<ChannelKey>, ApiError> {
+    let Some(cursor) = cursor.as_deref() else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("malformed cursor");
+    let (conn, channel) = cursor.split_once('-').ok_or_else(bad)?;
+    Ok(Some((
+        conn.parse().map_err(|_| bad())?,
+        channel.parse().map_err(|_| bad())?,
+    )))
+}
+
+/// `GET /api/v1/channels`: the open channels of every connection, by (connection, channel).
+async fn channels(
+    State(app): Shared,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<OpenChannelView>>, ApiError> {
+    let limit = q.limit()?;
+    let after = parse_channel_cursor(&q.cursor)?;
+    let page = app.observer.read_pool(|p| {
+        let s = p.statistics();
+        let mut chosen: Vec<(ChannelKey, &OpenChannel)> = s
+            .open_channels()
+            .map(|(id, c)| ((id, c.channel_id), c))
+            .filter(|(key, _)| after.is_none_or(|a| *key > a))
+            .collect();
+        if chosen.len() > limit + 1 {
+            chosen.select_nth_unstable_by_key(limit, |(key, _)| *key);
+            chosen.truncate(limit + 1);
+        }
+        chosen.sort_unstable_by_key(|(key, _)| *key);
+        chosen
+            .into_iter()
+            .map(|((id, _), c)| OpenChannelView::new(id, c, s.workers().pair_of(&c.user_identity)))
+            .collect::<Vec<_>>()
+    });
+    Ok(Json(paged(page, limit, |c| {
+        format!("{}-{}", c.connection_id, c.channel_id)
+    })))
 }
 
 // ----- blocks, payouts, balances, the ledger's shares -----

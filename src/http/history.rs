@@ -97,6 +97,13 @@ impl LedgerHistory {
         self.workers.get(&(user.to_owned(), worker.to_owned()))
     }
 
+    /// Every (user, worker) with periods, each with them (in no order).
+    pub fn workers(&self) -> impl Iterator<Item = (&str, &str, &Periods)> {
+        self.workers
+            .iter()
+            .map(|((u, w), p)| (u.as_str(), w.as_str(), p))
+    }
+
     /// Every worker of `user`, each its periods.
     pub fn user(&self, user: &str) -> impl Iterator<Item = &Periods> {
         self.workers

@@ -26,14 +26,13 @@ use prometheus_client::registry::Registry;
 
 use super::AppState;
 use crate::mining::pool::workers::{WorkerSeries, user_series, worker_series};
-use crate::server::{NodeHealth, PoolObserver};
+use crate::server::{ConnectionCensus, NodeHealth, PoolObserver};
 use crate::shell::{HistogramSnapshot, Refused};
 
 /// What one scrape shows, copied out of the pool.
 #[derive(Debug)]
 pub struct Scrape {
-    connections_set_up: usize,
-    connections_pre_setup: u32,
+    connections: ConnectionCensus,
     connections_open: usize,
     max_connections: usize,
     channels_extended: usize,
@@ -88,8 +87,7 @@ impl Scrape {
             });
         let limits = observer.limits();
         Scrape {
-            connections_set_up: stats.miner_count,
-            connections_pre_setup: observer.pre_setup_connections(),
+            connections: observer.connection_census(),
             connections_open: observer.live_connections(),
             max_connections: limits.max_connections,
             channels_extended: extended,
@@ -177,14 +175,14 @@ impl Collector for Scrape {
         {
             let mut m = e.encode_descriptor(
                 "blvm_stratum_connections",
-                "Miner connections open now, by state (set_up: SetupConnection done; pre_setup: in the handshake or before SetupConnection).",
+                "Miner connections open now, by state (set_up: SetupConnection or mining.subscribe done; pre_setup: in the handshake or before it) and protocol (sv1, sv2; unknown: on a port serving both, before the first bytes).",
                 None,
                 MetricType::Gauge,
             )?;
-            m.encode_family(&[("state", "set_up")])?
-                .encode_gauge(&(self.connections_set_up as u64))?;
-            m.encode_family(&[("state", "pre_setup")])?
-                .encode_gauge(&u64::from(self.connections_pre_setup))?;
+            for (state, protocol, n) in self.connections.series() {
+                m.encode_family(&[("state", state), ("protocol", protocol)])?
+                    .encode_gauge(&(n as u64))?;
+            }
         }
         gauge(
             &mut e,

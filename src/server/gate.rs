@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::census::{ConnectionCensus, StratumProtocol};
+
 use crate::shell::{
     Admission, AdmissionConfig, Claim, Ending, LogBudget, Refused, SetupSlots, Summary,
 };
@@ -30,6 +32,8 @@ struct LiveConn {
     stop: watch::Sender<bool>,
     /// Whether it holds a set-up place (and is out of the pre-setup budget).
     set_up: bool,
+    /// The protocol it speaks, once told (a port serving both tells by the first bytes).
+    protocol: Option<StratumProtocol>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +97,7 @@ impl Gate {
                 peer,
                 stop,
                 set_up: false,
+                protocol: None,
             },
         );
         Some(stopped)
@@ -155,6 +160,22 @@ impl Gate {
         drop(live);
         lock(&self.admission).set_up(peer.ip());
         Some(peer)
+    }
+
+    /// Connection `id` speaks `protocol` (its port's, or told by its first bytes).
+    pub(crate) fn protocol_told(&self, id: u64, protocol: StratumProtocol) {
+        if let Some(c) = lock(&self.live).conns.get_mut(&id) {
+            c.protocol = Some(protocol);
+        }
+    }
+
+    /// The live connections, by protocol and state (one pass over the table, for a scrape).
+    pub(crate) fn census(&self) -> ConnectionCensus {
+        let mut census = ConnectionCensus::default();
+        for c in lock(&self.live).conns.values() {
+            census.count(c.protocol, c.set_up);
+        }
+        census
     }
 
     /// Whether connection `id` holds a set-up place.

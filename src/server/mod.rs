@@ -7,6 +7,7 @@
 //! talks to the node and keeps found blocks on disk.
 
 mod block_files;
+mod census;
 mod connection;
 mod gate;
 pub mod ledger_writer;
@@ -22,6 +23,7 @@ mod sv1;
 mod timed_ledger;
 mod webhooks;
 
+pub use census::{ConnectionCensus, StratumProtocol};
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
 pub use registration::{DEFAULT_HEARTBEAT_SECS, LEASE_HEARTBEATS, RegistrationError};
 pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
@@ -245,13 +247,20 @@ impl Shared {
             for e in events.drain(..) {
                 match &e {
                     SessionEvent::ShareAccepted {
+                        channel_id,
                         difficulty,
                         user_identity,
                         worker,
                         ..
                     } => {
                         self.share_accepted(id, &e);
-                        p.add_share(user_identity, worker.as_ref(), *difficulty, now);
+                        p.add_share(
+                            *channel_id,
+                            user_identity,
+                            worker.as_ref(),
+                            *difficulty,
+                            now,
+                        );
                     }
                     SessionEvent::ShareRejected {
                         channel_id,
@@ -260,7 +269,13 @@ impl Shared {
                         worker,
                     } => {
                         debug!(conn = id, channel = channel_id, %reason, "share rejected");
-                        p.add_rejected_share(user_identity.as_ref(), worker.as_ref(), *reason, now);
+                        p.add_rejected_share(
+                            *channel_id,
+                            user_identity.as_ref(),
+                            worker.as_ref(),
+                            *reason,
+                            now,
+                        );
                     }
                     _ => {}
                 }
@@ -1133,7 +1148,15 @@ async fn accept_loop(
                     first,
                     accepted_ms,
                 };
-                let failed = match tell_protocol(&mut stream, port, &shared.config).await {
+                let told = tell_protocol(&mut stream, port, &shared.config).await;
+                if let Ok((told, _)) = &told {
+                    let protocol = match told {
+                        MinerPort::Sv1 => StratumProtocol::V1,
+                        MinerPort::Sv2 | MinerPort::Both => StratumProtocol::V2,
+                    };
+                    shared.gate.protocol_told(id, protocol);
+                }
+                let failed = match told {
                     Ok((MinerPort::Sv1, first)) => {
                         let end = sv1::serve(
                             accepted(stream, &first),

@@ -152,6 +152,11 @@ impl PoolObserver {
         self.shared.gate.live_connections()
     }
 
+    /// Connections open now, by protocol and state.
+    pub fn connection_census(&self) -> super::ConnectionCensus {
+        self.shared.gate.census()
+    }
+
     /// Connections in their handshake or before SetupConnection.
     pub fn pre_setup_connections(&self) -> u32 {
         self.shared.gate.pre_setup()

@@ -25,6 +25,9 @@ pub struct TestPool {
     /// The Stratum V1 listener's address (`sv1_listen_addr`), if it listens.
     pub sv1_addr: Option<SocketAddr>,
     pub key: String,
+    /// The HTTP server's settings the options resolved to (`http_*`, `metrics_*`), for a test
+    /// that starts it; `None` when turned off.
+    pub http: Option<blvm_stratum_v2::http::HttpSettings>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,6 +62,7 @@ impl TestPool {
         };
         tweak(&mut opts);
         let config = PoolConfig::resolve(&opts, "test").expect("valid test config");
+        let http = config.http.clone();
         let node = Arc::new(EmbeddedNode::new(ChainConfig {
             bits,
             synthetic_transactions: 3,
@@ -74,6 +78,7 @@ impl TestPool {
             addr,
             sv1_addr,
             key,
+            http,
             _dir: dir,
         }
     }

@@ -53,6 +53,12 @@
     return w.worker === "" ? "(none)" : w.worker;
   }
 
+  // A worker's refused shares by reason: "stale-share 2 · duplicate-share 1", or "–".
+  function rejectReasons(w) {
+    const reasons = Object.entries(w.rejected_by_reason || {});
+    return reasons.length === 0 ? "–" : reasons.map(([r, n]) => r + " " + n).join(" · ");
+  }
+
   // ----- the DOM -----
 
   function el(tag, attrs, children) {
@@ -146,7 +152,7 @@
       const cls = line.cls + (line.live ? " live" : "");
       if (line.points.length === 1) {
         const [t, v] = line.points[0];
-        root.append(svg("circle", { cx: x(t), cy: y(v), r: 3, class: line.cls }));
+        root.append(svg("circle", { cx: x(t), cy: y(v), r: 3, class: cls }));
       } else {
         const pts = line.points.map(([t, v]) => x(t).toFixed(1) + "," + y(v).toFixed(1)).join(" ");
         root.append(svg("polyline", { points: pts, class: cls }));
@@ -191,11 +197,15 @@
   }
   const workerKey = (w) => w.user + "\u0000" + w.worker;
 
-  // The closed five-minute periods, each drawn at its middle; the current period is left
-  // to the live line (the page's samples of the ten-minute estimate).
+  // The five-minute periods, each drawn at the middle of its time so far: a closed period at
+  // its middle, the current one at the middle of what has passed of it (the API computes its
+  // hashrate over that part). The current period counts too: after a restart with no miner
+  // back yet, the shares read from the ledger for it would be drawn nowhere until it closed.
   function periods(points, periodSecs, now) {
     const period = periodSecs * 1000;
-    return points.filter((p) => p.start_ms + period <= now).map((p) => [p.start_ms + period / 2, p.hashrate]);
+    return points
+      .filter((p) => p.start_ms < now)
+      .map((p) => [p.start_ms + Math.min(period, now - p.start_ms) / 2, p.hashrate]);
   }
 
   // ----- the pool's page -----
@@ -324,8 +334,9 @@
             cell(w.declared_hashrate ? hashrate(w.declared_hashrate) : "–", "num declared"),
             cell(String(w.accepted_shares), "num"),
             cell(String(w.rejected_shares), "num"),
-            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num"),
-            cell(ago(w.last_share_ms, now)),
+            cell(rejectReasons(w), "reasons"),
+            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num rate"),
+            cell(ago(w.last_share_ms, now), "last-share"),
             cell(String(w.blocks_found), "num"),
           ])
         )
@@ -434,8 +445,9 @@
             cell(w.declared_hashrate ? hashrate(w.declared_hashrate) : "–", "num declared"),
             cell(String(w.accepted_shares), "num"),
             cell(String(w.rejected_shares), "num"),
-            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num"),
-            cell(ago(w.last_share_ms, now)),
+            cell(rejectReasons(w), "reasons"),
+            cell(percent(w.accepted_shares, w.accepted_shares + w.rejected_shares), "num rate"),
+            cell(ago(w.last_share_ms, now), "last-share"),
             cell(String(w.blocks_found), "num"),
           ])
         )

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use bitcoin::Target;
+
 use super::hashrate::HASHES_PER_DIFF1;
 use super::workers::{WORKER_RETENTION_MS, WorkerKey, WorkerTable};
 use crate::mining::{SessionEvent, ShareRejection};
@@ -85,9 +87,9 @@ pub struct AcceptedShares {
     rejected: [u64; ShareRejection::ALL.len()],
     rejected_total: u64,
     last_rejected_ms: u64,
-    /// The same shares per channel identity and worker (usually one entry: one channel), for
-    /// the per-worker statistics; at most [`MAX_WORKERS_PER_BATCH`] entries, shares beyond
-    /// them count for the connection only.
+    /// The same shares per channel and worker (usually one entry: one channel), for the
+    /// per-worker and per-channel statistics; at most [`MAX_WORKERS_PER_BATCH`] entries,
+    /// shares beyond them count for the connection only.
     by_worker: Vec<WorkerShares>,
 }
 
@@ -95,15 +97,18 @@ pub struct AcceptedShares {
 /// share's TLV cannot grow a connection's batch without bound.
 const MAX_WORKERS_PER_BATCH: usize = 64;
 
-/// A connection's shares of one (user_identity, TLV worker) not yet folded.
+/// A connection's shares of one (channel, TLV worker) not yet folded.
 #[derive(Debug, Clone, PartialEq)]
 struct WorkerShares {
+    channel_id: u32,
+    /// The channel's user_identity.
     identity: Arc<str>,
     worker: Option<Arc<str>>,
     count: u64,
     difficulty: f64,
     last_ms: u64,
-    rejected: u64,
+    /// Refused shares, per [`ShareRejection::index`].
+    rejected: [u64; ShareRejection::ALL.len()],
 }
 
 /// A channel open on a connection, as the statistics know it.
@@ -120,6 +125,12 @@ pub struct OpenChannel {
     /// The hashrate the client declared for it, at opening or by UpdateChannel (h/s; 0:
     /// none).
     pub nominal_hash_rate: f64,
+    /// Its share target now (at opening, then as vardiff moves it).
+    pub target: Target,
+    /// Shares accepted on it.
+    pub accepted_shares: u64,
+    /// Shares refused on it.
+    pub rejected_shares: u64,
 }
 
 impl AcceptedShares {
@@ -139,45 +150,50 @@ impl AcceptedShares {
         self.last_rejected_ms = now_ms;
     }
 
-    /// One more accepted share of `difficulty` at `now_ms`, of a channel of `identity` (and
-    /// the 0x0002 TLV's `worker`, if sent): counted for the connection and for its worker.
+    /// One more accepted share of `difficulty` at `now_ms`, on channel `channel_id` of
+    /// `identity` (and the 0x0002 TLV's `worker`, if sent): counted for the connection, the
+    /// channel and the worker.
     #[inline]
     pub fn add_share(
         &mut self,
+        channel_id: u32,
         identity: &Arc<str>,
         worker: Option<&Arc<str>>,
         difficulty: f64,
         now_ms: u64,
     ) {
         self.add(difficulty, now_ms);
-        if let Some(w) = self.worker_entry(Some(identity), worker) {
+        if let Some(w) = self.worker_entry(channel_id, Some(identity), worker) {
             w.count += 1;
             w.difficulty += difficulty;
             w.last_ms = now_ms;
         }
     }
 
-    /// One more refused share at `now_ms`, of a channel of `identity` if the channel exists.
+    /// One more refused share at `now_ms`, on channel `channel_id` of `identity` if the
+    /// channel exists.
     #[inline]
     pub fn add_rejected_share(
         &mut self,
+        channel_id: u32,
         identity: Option<&Arc<str>>,
         worker: Option<&Arc<str>>,
         reason: ShareRejection,
         now_ms: u64,
     ) {
         self.add_rejected(reason, now_ms);
-        if let Some(w) = self.worker_entry(identity, worker) {
-            w.rejected += 1;
+        if let Some(w) = self.worker_entry(channel_id, identity, worker) {
+            w.rejected[reason.index()] += 1;
             w.last_ms = now_ms;
         }
     }
 
-    /// The batch's entry of (identity, worker): found by pointer first (a channel's identity
-    /// and a worker name are shared `Arc`s), made if there is room.
+    /// The batch's entry of (channel, identity, worker): found by pointer first (a channel's
+    /// identity and a worker name are shared `Arc`s), made if there is room.
     #[inline]
     fn worker_entry(
         &mut self,
+        channel_id: u32,
         identity: Option<&Arc<str>>,
         worker: Option<&Arc<str>>,
     ) -> Option<&mut WorkerShares> {
@@ -188,19 +204,21 @@ impl AcceptedShares {
             _ => false,
         };
         let i = self.by_worker.iter().position(|w| {
-            (Arc::ptr_eq(&w.identity, identity) || w.identity == *identity)
+            w.channel_id == channel_id
+                && (Arc::ptr_eq(&w.identity, identity) || w.identity == *identity)
                 && same_worker(&w.worker)
         });
         let i = match i {
             Some(i) => i,
             None if self.by_worker.len() < MAX_WORKERS_PER_BATCH => {
                 self.by_worker.push(WorkerShares {
+                    channel_id,
                     identity: identity.clone(),
                     worker: worker.cloned(),
                     count: 0,
                     difficulty: 0.0,
                     last_ms: 0,
-                    rejected: 0,
+                    rejected: [0; ShareRejection::ALL.len()],
                 });
                 self.by_worker.len() - 1
             }
@@ -324,6 +342,7 @@ impl PoolStatistics {
                 user_identity,
                 extended,
                 nominal_hash_rate,
+                target,
             } if self.miners.contains_key(&id) => {
                 self.channels.entry(id).or_default().push(OpenChannel {
                     channel_id: *channel_id,
@@ -331,17 +350,21 @@ impl PoolStatistics {
                     user_identity: user_identity.as_str().into(),
                     opened_ms: now_ms,
                     nominal_hash_rate: f64::from(*nominal_hash_rate),
+                    target: *target,
+                    accepted_shares: 0,
+                    rejected_shares: 0,
                 });
+            }
+            SessionEvent::TargetChanged { channel_id, target } => {
+                if let Some(c) = self.channel_mut(id, *channel_id) {
+                    c.target = *target;
+                }
             }
             SessionEvent::ChannelUpdated {
                 channel_id,
                 nominal_hash_rate,
             } => {
-                if let Some(c) = self
-                    .channels
-                    .get_mut(&id)
-                    .and_then(|open| open.iter_mut().find(|c| c.channel_id == *channel_id))
-                {
+                if let Some(c) = self.channel_mut(id, *channel_id) {
                     c.nominal_hash_rate = f64::from(*nominal_hash_rate);
                 }
             }
@@ -351,28 +374,49 @@ impl PoolStatistics {
                 }
             }
             SessionEvent::ShareAccepted {
+                channel_id,
                 difficulty,
                 worker,
                 user_identity,
                 ..
-            } => self
-                .workers
-                .credit(user_identity, worker.as_ref(), 1, *difficulty, now_ms),
+            } => {
+                self.workers
+                    .credit(user_identity, worker.as_ref(), 1, *difficulty, now_ms);
+                self.count_channel_shares(id, *channel_id, 1, 0);
+            }
             SessionEvent::ShareRejected {
+                channel_id,
                 reason,
                 user_identity,
                 worker,
-                ..
             } => {
                 self.rejected_by_reason[reason.index()] += 1;
+                self.count_channel_shares(id, *channel_id, 0, 1);
                 if let Some(identity) = user_identity {
-                    self.workers.reject(identity, worker.as_ref(), 1, now_ms);
+                    self.workers
+                        .reject(identity, worker.as_ref(), *reason, 1, now_ms);
                 }
             }
             SessionEvent::BlockFound(found) => {
                 self.workers.block_found(&found.user_identity, now_ms);
             }
             _ => {}
+        }
+    }
+
+    /// Channel `channel_id` of miner `id`, if open.
+    fn channel_mut(&mut self, id: u64, channel_id: u32) -> Option<&mut OpenChannel> {
+        self.channels
+            .get_mut(&id)?
+            .iter_mut()
+            .find(|c| c.channel_id == channel_id)
+    }
+
+    /// `accepted` and `rejected` more shares on channel `channel_id` of miner `id`, if open.
+    fn count_channel_shares(&mut self, id: u64, channel_id: u32, accepted: u64, rejected: u64) {
+        if let Some(c) = self.channel_mut(id, channel_id) {
+            c.accepted_shares += accepted;
+            c.rejected_shares += rejected;
         }
     }
 
@@ -401,11 +445,15 @@ impl PoolStatistics {
         let mut s = std::mem::take(shares);
         self.record_accepted(id, s.count, s.difficulty_sum, s.last_ms);
         for w in s.by_worker.drain(..) {
+            let rejected = w.rejected.iter().sum();
+            self.count_channel_shares(id, w.channel_id, w.count, rejected);
             let worker = w.worker.as_ref();
             self.workers
                 .credit(&w.identity, worker, w.count, w.difficulty, w.last_ms);
-            self.workers
-                .reject(&w.identity, worker, w.rejected, w.last_ms);
+            for (reason, n) in ShareRejection::ALL.iter().zip(w.rejected) {
+                self.workers
+                    .reject(&w.identity, worker, *reason, n, w.last_ms);
+            }
         }
         // The batch's memory goes back for the next one (no allocation per fold).
         shares.by_worker = s.by_worker;
@@ -614,6 +662,7 @@ mod tests {
             user_identity: identity.into(),
             extended: true,
             nominal_hash_rate,
+            target: Target::MAX,
         };
         p.record(1, &open(1, "alice.rig1", 1e6), 10);
         p.record(1, &open(2, "alice.rig1", 5e5), 10);
@@ -652,17 +701,18 @@ mod tests {
                     user_identity: identity.to_string(),
                     extended,
                     nominal_hash_rate: 0.0,
+                    target: Target::MAX,
                 },
                 10,
             );
         }
         let mut batch = AcceptedShares::default();
-        batch.add_share(&alice, None, 2.0, 1_000);
-        batch.add_share(&alice, None, 2.0, 2_000);
-        batch.add_share(&proxy, Some(&tlv), 8.0, 2_500);
-        batch.add_rejected_share(Some(&alice), None, ShareRejection::StaleShare, 3_000);
+        batch.add_share(1, &alice, None, 2.0, 1_000);
+        batch.add_share(1, &alice, None, 2.0, 2_000);
+        batch.add_share(2, &proxy, Some(&tlv), 8.0, 2_500);
+        batch.add_rejected_share(1, Some(&alice), None, ShareRejection::StaleShare, 3_000);
         // A refusal on a channel that does not exist counts pool-wide, for no worker.
-        batch.add_rejected_share(None, None, ShareRejection::InvalidChannelId, 3_000);
+        batch.add_rejected_share(9, None, None, ShareRejection::InvalidChannelId, 3_000);
         p.fold_accepted(1, &mut batch);
         assert!(batch.is_empty());
 
@@ -692,6 +742,25 @@ mod tests {
             k
         };
         assert_eq!(kinds, [(1, true), (2, false)]);
+        let shares: Vec<(u32, u64, u64)> = {
+            let mut k: Vec<_> = p
+                .open_channels()
+                .map(|(_, c)| (c.channel_id, c.accepted_shares, c.rejected_shares))
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(shares, [(1, 2, 1), (2, 1, 0)]);
+        let tighter = Target::from_be_bytes([0x0f; 32]);
+        p.record(
+            1,
+            &SessionEvent::TargetChanged {
+                channel_id: 1,
+                target: tighter,
+            },
+            3_500,
+        );
+        assert_eq!(p.channels_of(1)[0].target, tighter);
         p.record(1, &SessionEvent::ChannelClosed { channel_id: 2 }, 4_000);
         assert_eq!(p.channels_of(1).len(), 1);
         p.disconnect(1, 5_000);

@@ -1,5 +1,6 @@
 //! Statistics per (user, worker), the pair the ledger pays and an operator watches: shares
-//! accepted and refused, credited difficulty, blocks found, the recent hashrate
+//! accepted and refused (by reason: a worker sending stale or duplicate shares shows which),
+//! credited difficulty, blocks found, the recent hashrate
 //! ([`HashrateWindow`]). A channel's user_identity (and the worker name of a 0x0002 TLV, when
 //! a proxy sends one) is split into the pair once per identity, as the ledger splits it
 //! ([`ledger_user`]); shares reach the table in batches at fold time, never one by one under
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::hashrate::{HashrateHistory, HashrateWindow};
+use crate::mining::ShareRejection;
 use crate::payout::identity::ledger_user;
 
 /// Pairs kept at most.
@@ -45,6 +47,8 @@ pub struct WorkerStats {
     pub accepted_shares: u64,
     /// Shares refused.
     pub rejected_shares: u64,
+    /// Shares refused, per [`ShareRejection::index`] (see [`Self::rejected_by_reason`]).
+    pub rejected_per_reason: [u64; ShareRejection::ALL.len()],
     /// Sum of the difficulty its accepted shares were credited at.
     pub credited_difficulty: f64,
     /// Blocks its shares found.
@@ -68,6 +72,7 @@ impl WorkerStats {
             worker,
             accepted_shares: 0,
             rejected_shares: 0,
+            rejected_per_reason: [0; ShareRejection::ALL.len()],
             credited_difficulty: 0.0,
             blocks_found: 0,
             first_seen_ms: now_ms,
@@ -76,6 +81,15 @@ impl WorkerStats {
             window: HashrateWindow::new(),
             history: HashrateHistory::new(),
         }
+    }
+
+    /// Its refused shares by reason, the reasons it had only.
+    pub fn rejected_by_reason(&self) -> impl Iterator<Item = (ShareRejection, u64)> + '_ {
+        ShareRejection::ALL
+            .iter()
+            .zip(self.rejected_per_reason)
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| (*reason, n))
     }
 
     /// Estimated hashrate (h/s) over the last minutes, at `now_ms`.
@@ -178,11 +192,12 @@ impl WorkerTable {
         self.history.add(difficulty, last_ms);
     }
 
-    /// `count` refused shares, the last at `last_ms`.
+    /// `count` shares refused for `reason`, the last at `last_ms`.
     pub fn reject(
         &mut self,
         identity: &Arc<str>,
         tlv_worker: Option<&Arc<str>>,
+        reason: ShareRejection,
         count: u64,
         last_ms: u64,
     ) {
@@ -191,6 +206,7 @@ impl WorkerTable {
         }
         let w = self.entry(identity, tlv_worker, last_ms);
         w.rejected_shares += count;
+        w.rejected_per_reason[reason.index()] += count;
         w.last_share_ms = w.last_share_ms.max(last_ms);
     }
 
@@ -373,7 +389,20 @@ mod tests {
         // A proxy's channel: the TLV names the worker.
         let proxy = id("alice.proxy");
         t.credit(&proxy, Some(&id("rig2")), 1, 1.0, 3_000);
-        t.reject(&proxy, Some(&id("rig2")), 3, 4_000);
+        t.reject(
+            &proxy,
+            Some(&id("rig2")),
+            ShareRejection::StaleShare,
+            2,
+            4_000,
+        );
+        t.reject(
+            &proxy,
+            Some(&id("rig2")),
+            ShareRejection::DuplicateShare,
+            1,
+            3_500,
+        );
         t.block_found("alice.rig1", 2_000);
         let rig1 = t.get("alice", "rig1").unwrap();
         assert_eq!(
@@ -387,6 +416,14 @@ mod tests {
         assert_eq!(rig1.last_accepted_ms, Some(2_000));
         let rig2 = t.get("alice", "rig2").unwrap();
         assert_eq!((rig2.accepted_shares, rig2.rejected_shares), (1, 3));
+        let reasons: Vec<_> = rig2.rejected_by_reason().collect();
+        assert_eq!(
+            reasons,
+            [
+                (ShareRejection::StaleShare, 2),
+                (ShareRejection::DuplicateShare, 1)
+            ]
+        );
         assert_eq!(rig2.last_share_ms, 4_000);
         assert_eq!(t.len(), 2);
         assert!(rig1.hashrate(2_000) > 0.0);

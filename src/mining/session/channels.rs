@@ -378,6 +378,7 @@ impl Session {
             user_identity,
             extended: r.kind == ChannelKind::Extended,
             nominal_hash_rate: r.nominal_hash_rate,
+            target,
         });
         Some(self.channels.len() - 1)
     }

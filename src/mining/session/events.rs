@@ -28,6 +28,8 @@ pub enum SessionEvent {
         extended: bool,
         /// The hashrate the client declared for it (h/s; 0: none).
         nominal_hash_rate: f32,
+        /// Its first share target.
+        target: Target,
     },
     /// The client declared another hashrate for a channel (UpdateChannel accepted).
     ChannelUpdated {
