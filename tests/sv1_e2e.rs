@@ -15,7 +15,8 @@ use std::time::Duration;
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
-use blvm_stratum_v2::node::NodeApi;
+use blvm_stratum_v2::block::BlockTemplate;
+use blvm_stratum_v2::node::{ChainEvent, NodeApi, NodeChain, NodeError};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
 use blvm_stratum_v2::server::StratumV2Server;
 use sv1_api::IsClient;
@@ -329,4 +330,88 @@ async fn pool_with_rare_blocks(
     server.start().await.unwrap();
     let sv1_addr = server.sv1_local_addr().await.unwrap();
     (server, sv1_addr)
+}
+
+/// A node that signals a deployment on bit 28 (regtest's testdummy) in every template: the
+/// embedded chain with the bit set in its templates' version.
+struct SignallingNode(Arc<EmbeddedNode>);
+
+/// The deployment's bit, inside the mask the `sv1_api` miner asks for (BIP320's).
+const SIGNALLED_BIT: u32 = 0x1000_0000;
+
+impl NodeApi for SignallingNode {
+    fn get_block_template(
+        &self,
+    ) -> blvm_stratum_v2::node::NodeFuture<'_, Result<BlockTemplate, NodeError>> {
+        Box::pin(async {
+            let mut template = self.0.get_block_template().await?;
+            let signalling = template.version.to_consensus() as u32 | SIGNALLED_BIT;
+            template.version = bitcoin::block::Version::from_consensus(signalling as i32);
+            Ok(template)
+        })
+    }
+
+    fn submit_block(
+        &self,
+        block: bitcoin::Block,
+    ) -> blvm_stratum_v2::node::NodeFuture<'_, Result<(), NodeError>> {
+        self.0.submit_block(block)
+    }
+
+    fn chain(&self) -> blvm_stratum_v2::node::NodeFuture<'_, Result<NodeChain, NodeError>> {
+        self.0.chain()
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent> {
+        self.0.subscribe()
+    }
+}
+
+/// Behind a node signalling on a bit the `sv1_api` miner would roll, the pool sends it
+/// mining.set_version_mask without the bit before the first job; the miner rolls the narrower
+/// mask (keeping the template's bit) and every share is accepted and in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signalling_node_narrows_the_sv1_miners_version_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: 0x1d00_ffff,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        chain_bits: Some(0x1d00_ffff),
+        ..PoolOptions::default()
+    };
+    let api: Arc<dyn NodeApi> = Arc::new(SignallingNode(node));
+    let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
+    server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let miner = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut conn = sv1_client::connect(sv1_addr, &format!("{ADDRESS}.signal")).await;
+        conn.mine(8).await;
+        conn.miner
+    })
+    .await
+    .expect("the SV1 miner finishes in time");
+    assert_eq!(miner.mask_changes, [sv1_client::MASK & !SIGNALLED_BIT]);
+    let job_version = miner.last_notify.as_ref().unwrap().version.0;
+    assert_ne!(job_version & SIGNALLED_BIT, 0, "the job signals");
+    assert_eq!(miner.accepted, 8);
+    assert!(miner.refused.is_empty(), "{:?}", miner.refused);
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let shares = ledger
+        .shares(&ShareRange::Time {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            limit: 100_000,
+        })
+        .unwrap();
+    assert_eq!(shares.len(), 8);
 }

@@ -87,8 +87,15 @@ impl Rig {
 
     /// Work on another tip (as if a block came from elsewhere).
     fn next_tip(&mut self) {
+        self.next_tip_with_version(0x2000_0000);
+    }
+
+    /// Work on another tip whose template's header version is `version` (a node signalling a
+    /// deployment sets its bit).
+    fn next_tip_with_version(&mut self, version: u32) {
         self.work_id += 1;
         let mut template = self.chain.template(NOW_S);
+        template.version = bitcoin::block::Version::from_consensus(version as i32);
         template.prev_hash = BlockHash::hash(format!("tip {}", self.work_id).as_bytes());
         self.work = Work::new(self.work_id, template, &self.config.coinbase).unwrap();
         self.session.on_work(&self.work, NOW_MS).unwrap();
@@ -382,6 +389,88 @@ fn version_rolling_is_negotiated_per_bip310_and_rolled_shares_count() {
     // The same rolled share again: a duplicate.
     let r = rig.send(&submit(22, &job, &en2, good, Some(bits)));
     assert_eq!(error_code(&r[0]), code::DUPLICATE);
+}
+
+/// A template that signals a deployment on a bit inside the negotiated mask (regtest's
+/// testdummy, bit 28): the miner is sent mining.set_version_mask without that bit before the
+/// job, its shares keep the template's bit, and rolling the bit is refused; a template that
+/// stops signalling gives the bit back with another mining.set_version_mask.
+#[test]
+fn a_signalled_bit_leaves_the_mask_by_mining_set_version_mask() {
+    const SIGNALLING: u32 = 0x3000_0000;
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    rig.next_tip_with_version(SIGNALLING);
+    let r = rig.send(
+        r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000"}]}"#,
+    );
+    assert_eq!(r[0]["result"]["version-rolling.mask"], "1fffe000");
+    let r = rig.send(r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
+    let en1 = Vec::from_hex(r[0]["result"][1].as_str().unwrap()).unwrap();
+    let r = rig.send(&format!(
+        r#"{{"id":3,"method":"mining.authorize","params":["{USER}","x"]}}"#
+    ));
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(r[1]["method"], "mining.set_difficulty");
+    assert_eq!(
+        r[2],
+        json!({"id": null, "method": "mining.set_version_mask", "params": ["0fffe000"]}),
+        "before the job: {r:?}"
+    );
+    let job = notify(&r[3]);
+    assert_eq!(job.version, SIGNALLING);
+    let t = target(1e-6);
+    let en2 = [7u8; 8];
+    // Rolled within the new mask: accepted, and the header keeps bit 28.
+    let bits = 0x0aaa_e000;
+    let version = SIGNALLING | bits;
+    let good = nonce(&job, &en1, &en2, version, t, true, 0);
+    assert_eq!(
+        rig.send(&submit(10, &job, &en2, good, Some(bits)))[0]["result"],
+        true
+    );
+    let events = rig.events();
+    let hash = events.iter().find_map(|e| match e {
+        SessionEvent::ShareAccepted { hash, .. } => Some(*hash),
+        _ => None,
+    });
+    assert_eq!(
+        hash,
+        Some(header_hash(&job, &en1, &en2, version, good)),
+        "the signalled bit is in the header"
+    );
+    // Rolling the signalled bit: outside the mask.
+    let r = rig.send(&submit(11, &job, &en2, good, Some(0x1000_0000)));
+    assert_eq!(error_code(&r[0]), code::OTHER);
+    // Another signalling tip: the mask is unchanged, nothing is sent but the job.
+    rig.next_tip_with_version(SIGNALLING);
+    let lines = rig.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    notify(&lines[0]);
+    // The deployment locked in: the bit is the miner's again.
+    rig.next_tip_with_version(0x2000_0000);
+    let lines = rig.lines();
+    assert_eq!(
+        lines[0],
+        json!({"id": null, "method": "mining.set_version_mask", "params": ["1fffe000"]})
+    );
+    let job = notify(&lines[1]);
+    let bits = 0x1000_2000;
+    let version = job.version | bits;
+    let good = nonce(&job, &en1, &en2, version, t, true, 0);
+    assert_eq!(
+        rig.send(&submit(12, &job, &en2, good, Some(bits)))[0]["result"],
+        true
+    );
+    // Without version rolling negotiated no mask is ever sent.
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    rig.next_tip_with_version(SIGNALLING);
+    rig.start(None);
+    rig.next_tip_with_version(0x2000_0000);
+    let lines = rig.lines();
+    assert!(
+        lines.iter().all(|l| l["method"] == "mining.notify"),
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::refusals::{Sv1Refusal, Sv1Refusals};
 use super::request::{self, Configure, Method, Request, Submit};
+use super::version_mask::rollable_mask;
 use crate::block::target::{difficulty_of, target_of_difficulty, work_of};
 use crate::connection::{Outbox, Protocol};
 use crate::mining::session::{
@@ -150,8 +151,11 @@ pub struct Sv1Session {
     channel_id: Option<u32>,
     /// The id of the mining.authorize waiting for its channel's opening.
     authorizing: Option<Value>,
-    /// BIP310's negotiated mask; `None`: no version rolling.
+    /// BIP310's negotiated mask (mining.configure's answer); `None`: no version rolling.
     version_mask: Option<u32>,
+    /// The mask the miner has now: the negotiated one, or the last mining.set_version_mask
+    /// (see `version_mask`: a job whose template signals bits inside it narrows it).
+    announced_mask: Option<u32>,
     /// The miner takes mining.set_extranonce.
     extranonce_subscribed: bool,
     /// The easiest difficulty the miner asked for (minimum-difficulty, suggest_difficulty).
@@ -193,6 +197,7 @@ impl Sv1Session {
             channel_id: None,
             authorizing: None,
             version_mask: None,
+            announced_mask: None,
             extranonce_subscribed: false,
             min_difficulty: None,
             prev_hash: None,
@@ -466,6 +471,7 @@ impl Sv1Session {
                 0
             };
             self.version_mask = (mask != 0).then_some(mask);
+            self.announced_mask = self.version_mask;
             result.insert("version-rolling".into(), json!(mask != 0));
             result.insert("version-rolling.mask".into(), json!(format!("{mask:08x}")));
         }
@@ -582,7 +588,8 @@ impl Sv1Session {
             self.refuse_share(&id, channel_id, reason, "job not found", worker);
             return Ok(false);
         };
-        let version = match (s.version_bits, self.version_mask) {
+        let job_mask = self.version_mask.map(|m| rollable_mask(m, job_version));
+        let version = match (s.version_bits, job_mask) {
             (None, _) => job_version,
             (Some(bits), Some(mask)) if bits & !mask == 0 => (job_version & !mask) | bits,
             (Some(_), _) => {
@@ -783,6 +790,10 @@ impl Sv1Session {
     }
 
     fn notify(&mut self, job_id: u32, job: &NotifyJob, ntime: u32, clean: bool) {
+        if self.prev_hash.is_none() {
+            return;
+        }
+        self.announce_mask(job.version);
         let Some((prev_hash, nbits)) = &self.prev_hash else {
             return;
         };
@@ -798,6 +809,19 @@ impl Sv1Session {
             clean,
         ]);
         self.notification("mining.notify", params);
+    }
+
+    /// Sends mining.set_version_mask before a job that needs another mask than the miner's
+    /// (its template signals a bit inside the negotiated mask, or stopped signalling one).
+    fn announce_mask(&mut self, job_version: u32) {
+        let Some(negotiated) = self.version_mask else {
+            return;
+        };
+        let mask = rollable_mask(negotiated, job_version);
+        if self.announced_mask != Some(mask) {
+            self.announced_mask = Some(mask);
+            self.notification("mining.set_version_mask", json!([format!("{mask:08x}")]));
+        }
     }
 
     fn set_difficulty(&mut self, target: &[u8; 32]) {

@@ -41,6 +41,10 @@ pub struct Sv1Miner {
     pub refused: Vec<(i32, String)>,
     pub notifies: u64,
     pub clean_notifies: u64,
+    /// Every mining.set_version_mask, in order (the mask in force is `version_rolling_mask`).
+    pub mask_changes: Vec<u32>,
+    /// Every mining.set_extranonce (extranonce1, extranonce2 size), in order.
+    pub extranonce_changes: Vec<(Vec<u8>, usize)>,
 }
 
 impl IsClient for Sv1Miner {
@@ -111,20 +115,29 @@ impl IsClient for Sv1Miner {
         Ok(())
     }
 
+    /// Recorded, and the new extranonce1 used for the jobs from now on.
     fn handle_set_extranonce(
         &mut self,
         _: Option<usize>,
-        _: &mut server_to_client::SetExtranonce,
+        m: &mut server_to_client::SetExtranonce,
     ) -> Result<(), Sv1ApiError> {
-        panic!("the pool never changes the extranonce here")
+        let size = m.extra_nonce2_size;
+        self.extranonce_changes
+            .push((m.extra_nonce1.as_ref().to_vec(), size));
+        self.extranonce1 = Some(m.extra_nonce1.clone());
+        self.extranonce2_size = size;
+        Ok(())
     }
 
+    /// Recorded, and rolled from now on (BIP310: valid immediately).
     fn handle_set_version_mask(
         &mut self,
         _: Option<usize>,
-        _: &mut server_to_client::SetVersionMask,
+        m: &mut server_to_client::SetVersionMask,
     ) -> Result<(), Sv1ApiError> {
-        panic!("the pool's mask never changes")
+        self.mask_changes.push(m.version_mask.0);
+        self.version_rolling_mask = Some(m.version_mask.clone());
+        Ok(())
     }
 
     fn handle_subscribe(
@@ -359,8 +372,10 @@ impl Sv1Conn {
         self.counter += 1;
         let mut en2 = self.counter.to_be_bytes().to_vec();
         en2.resize(self.miner.extranonce2_size, 0);
-        let bits = ((self.counter as u32) << 13) & MASK;
-        let version = (n.version.0 & !MASK) | bits;
+        // The mask in force: the one agreed, or the pool's last mining.set_version_mask.
+        let mask = self.miner.version_rolling_mask.as_ref().map_or(0, |m| m.0);
+        let bits = ((self.counter as u32) << 13) & mask;
+        let version = (n.version.0 & !mask) | bits;
         let nonce = (0u32..)
             .find(|&nonce| target.is_met_by(header_hash(&n, &en1, &en2, version, nonce)))
             .unwrap();
