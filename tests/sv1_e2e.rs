@@ -12,12 +12,12 @@ mod sv1_client;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blvm_stratum_v2::block::BlockTemplate;
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
 use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
-use blvm_stratum_v2::block::BlockTemplate;
-use blvm_stratum_v2::node::{ChainEvent, NodeApi, NodeChain, NodeError};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
+use blvm_stratum_v2::node::{ChainEvent, NodeApi, NodeChain, NodeError};
 use blvm_stratum_v2::server::StratumV2Server;
 use sv1_api::IsClient;
 

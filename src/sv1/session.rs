@@ -729,8 +729,13 @@ impl Sv1Session {
                     self.reply_error(&id, sv1_code, &code_text);
                 }
             }
+            // Never sent by this pool (a channel keeps its prefix for its life); translated for
+            // a session under it that would.
             Message::SetExtranoncePrefix(m) => {
                 if !self.extranonce_subscribed {
+                    // The miner cannot take a new extranonce1 on this connection: it is asked to
+                    // come back (a new subscription), and this connection ends.
+                    self.notification("client.reconnect", json!([]));
                     return Err(Sv1Error::ChannelClosed("extranonce changed".into()));
                 }
                 let size = self.subscription.as_ref().map_or(0, |s| s.extranonce2_size);
@@ -946,5 +951,90 @@ impl Protocol for Sv1Session {
         let asked = Protocol::begin_drain(&mut self.inner, now_ms);
         let _ = self.translate();
         asked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::mining::SetExtranoncePrefix;
+
+    /// A subscribed session, `subscribe_request` sent first if any (the extranonce
+    /// subscription), and its channel's id once authorized.
+    fn authorized(subscribe_request: Option<&str>) -> (Sv1Session, u32) {
+        let config = MiningConfig {
+            payout_network: Some(bitcoin::Network::Regtest),
+            ..MiningConfig::default()
+        };
+        let mut s = Sv1Session::new(Arc::new(config), Arc::new(ExtranonceAllocator::new()));
+        let mut lines = vec![r#"{"id":1,"method":"mining.subscribe","params":[]}"#];
+        lines.extend(subscribe_request);
+        lines.push(
+            r#"{"id":3,"method":"mining.authorize","params":["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.w","x"]}"#,
+        );
+        for line in lines {
+            s.handle_line(line.as_bytes(), 0).unwrap();
+        }
+        s.out.clear();
+        let channel_id = s.channel_id.expect("authorized");
+        (s, channel_id)
+    }
+
+    /// The SV2 session under this one queues a SetExtranoncePrefix (this pool never does:
+    /// see the README); the result of translating it, and the lines sent.
+    fn new_prefix(
+        s: &mut Sv1Session,
+        channel_id: u32,
+        prefix: &[u8],
+    ) -> (Result<(), Sv1Error>, Vec<Value>) {
+        let m = SetExtranoncePrefix {
+            channel_id,
+            extranonce_prefix: B0_32::new(prefix).unwrap(),
+        };
+        Protocol::outbox(&mut s.inner).push(&m).unwrap();
+        let result = s.translate();
+        let lines = s
+            .out
+            .messages()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        s.out.clear();
+        (result, lines)
+    }
+
+    #[test]
+    fn a_new_prefix_is_mining_set_extranonce_to_a_subscribed_miner() {
+        for subscribe in [
+            r#"{"id":2,"method":"mining.extranonce.subscribe","params":[]}"#,
+            r#"{"id":2,"method":"mining.configure","params":[["subscribe-extranonce"],{}]}"#,
+        ] {
+            let (mut s, channel_id) = authorized(Some(subscribe));
+            let prefix = [9u8; 24];
+            let (result, lines) = new_prefix(&mut s, channel_id, &prefix);
+            assert!(result.is_ok(), "{subscribe}");
+            assert_eq!(
+                lines,
+                [
+                    json!({"id": null, "method": "mining.set_extranonce", "params": [prefix.to_lower_hex_string(), 8]})
+                ]
+            );
+            assert_eq!(s.extranonce1(), Some(&prefix[..]));
+        }
+    }
+
+    #[test]
+    fn a_new_prefix_asks_an_unsubscribed_miner_to_reconnect_and_ends_the_connection() {
+        let (mut s, channel_id) = authorized(None);
+        let before = s.extranonce1().unwrap().to_vec();
+        let (result, lines) = new_prefix(&mut s, channel_id, &[9u8; 24]);
+        assert!(
+            matches!(result, Err(Sv1Error::ChannelClosed(_))),
+            "{result:?}"
+        );
+        assert_eq!(
+            lines,
+            [json!({"id": null, "method": "client.reconnect", "params": []})]
+        );
+        assert_eq!(s.extranonce1(), Some(&before[..]), "unchanged");
     }
 }
