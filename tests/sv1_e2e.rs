@@ -415,3 +415,145 @@ async fn a_signalling_node_narrows_the_sv1_miners_version_mask() {
         .unwrap();
     assert_eq!(shares.len(), 8);
 }
+
+/// `GET url` on a fresh HTTP/1 client: the JSON body of a 200.
+async fn get_json(url: &str) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<hyper::body::Bytes>>();
+    let req = hyper::Request::get(url)
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(resp.status(), 200, "{url}");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// One user mining over SV1 (an `sv1_api` client) and SV2 (our CPU miner) at the same time
+/// sees one total: `GET /api/v1/users/{user}` counts both workers' shares and credited
+/// difficulty, each worker's as its miner saw them acknowledged, and the ledger holds the same
+/// total under that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sv1_and_an_sv2_miner_of_one_user_at_once_add_up_to_one_total() {
+    const SV1_SHARES: u64 = 15;
+    let dir = tempfile::tempdir().unwrap();
+    let node: Arc<dyn NodeApi> = Arc::new(EmbeddedNode::new(ChainConfig {
+        bits: 0x1d00_ffff,
+        ..ChainConfig::default()
+    }));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        chain_bits: Some(0x1d00_ffff),
+        http_listen_addr: Some("127.0.0.1:0".into()),
+        ..PoolOptions::default()
+    };
+    let config = PoolConfig::resolve(&opts, "test").unwrap();
+    let http_settings = config.http.clone().expect("the HTTP server is on");
+    let server = StratumV2Server::new(config, node).unwrap();
+    let sv2_addr = server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    let http = blvm_stratum_v2::http::HttpServer::start(http_settings, server.observer())
+        .await
+        .unwrap();
+    let user_url = format!("http://{}/api/v1/users/{ADDRESS}", http.local_addr());
+
+    let sv1 = async {
+        let mut conn = sv1_client::connect(sv1_addr, &format!("{ADDRESS}.sv1rig")).await;
+        conn.mine(SV1_SHARES).await;
+        conn.miner
+    };
+    let sv2 = run_miner(
+        MinerOptions {
+            url: sv2_addr.to_string(),
+            authority_pubkey: server.authority_public_key().to_owned(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: format!("{ADDRESS}.sv2rig"),
+            nominal_hash_rate: 0.0,
+            max_shares: Some(10),
+            duration: Some(Duration::from_secs(60)),
+            ..MinerOptions::default()
+        },
+        std::future::pending::<()>(),
+    );
+    let (sv1, sv2) =
+        tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(sv1, sv2) })
+            .await
+            .expect("both miners finish in time");
+    let sv2 = sv2.expect("the SV2 miner ran");
+    assert_eq!(sv1.accepted, SV1_SHARES);
+    assert!(sv1.refused.is_empty(), "{:?}", sv1.refused);
+    assert!(sv2.shares_accepted >= 10, "{sv2:?}");
+
+    // Both connections are gone: the statistics settle (a connection's shares are folded in
+    // now and then and at its end).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = serde_json::Value::Null;
+    loop {
+        let user = get_json(&user_url).await;
+        let settled = user == last
+            && user["accepted_shares"].as_u64().unwrap() >= SV1_SHARES + sv2.shares_accepted;
+        if settled {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{user}");
+        last = user;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let user = last;
+    let worker = |name: &str| {
+        user["workers_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["worker"] == name)
+            .unwrap_or_else(|| panic!("{name}: {user}"))
+            .clone()
+    };
+    let (api_sv1, api_sv2) = (worker("sv1rig"), worker("sv2rig"));
+    let shares = |w: &serde_json::Value| w["accepted_shares"].as_u64().unwrap();
+    let difficulty = |w: &serde_json::Value| w["credited_difficulty"].as_f64().unwrap();
+    assert_eq!(user["workers"], 2, "{user}");
+    assert_eq!(shares(&api_sv1), SV1_SHARES);
+    assert!(shares(&api_sv2) >= sv2.shares_accepted, "{user}");
+    assert_eq!(shares(&user), shares(&api_sv1) + shares(&api_sv2));
+    assert!((difficulty(&user) - difficulty(&api_sv1) - difficulty(&api_sv2)).abs() < 1e-12);
+    assert!((difficulty(&user) - DIFFICULTY * shares(&user) as f64).abs() < 1e-12);
+
+    http.stop().await;
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let stored = ledger
+        .shares(&ShareRange::Time {
+            from_ms: 0,
+            to_ms: u64::MAX,
+            limit: 100_000,
+        })
+        .unwrap();
+    let of_user: Vec<_> = stored
+        .iter()
+        .filter(|s| &*s.record.user == ADDRESS)
+        .collect();
+    let by_worker = |w: &str| of_user.iter().filter(|s| &*s.record.worker == w).count() as u64;
+    assert_eq!(
+        of_user.len() as u64,
+        shares(&user),
+        "the ledger's total is the API's"
+    );
+    assert_eq!(
+        (by_worker("sv1rig"), by_worker("sv2rig")),
+        (shares(&api_sv1), shares(&api_sv2))
+    );
+    let ledger_difficulty: f64 = of_user.iter().map(|s| s.record.difficulty).sum();
+    assert!((ledger_difficulty - difficulty(&user)).abs() < 1e-12);
+}
