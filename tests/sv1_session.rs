@@ -13,6 +13,7 @@ use blvm_stratum_v2::mining::ShareRejection;
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
+use blvm_stratum_v2::sv1::request_budget::{REQUEST_BURST, REQUEST_REFILL_MS};
 use blvm_stratum_v2::sv1::{
     DEFAULT_START_DIFFICULTY, MAX_BAD_REQUESTS, MAX_LINE, Sv1Error, Sv1Refusal, Sv1Refusals,
     Sv1Session, code,
@@ -938,4 +939,67 @@ fn a_drain_sends_client_reconnect() {
         lines,
         [json!({"id": null, "method": "client.reconnect", "params": []})]
     );
+}
+
+/// Valid requests that are not shares, in a loop (mining.extranonce.subscribe, suggest_difficulty
+/// which retargets the channel each time): answered up to the connection's allowance, then the
+/// connection ends, counted; shares do not spend it, and a quiet second gives one back.
+#[test]
+fn a_loop_of_valid_requests_that_are_not_shares_is_bounded() {
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    let refusals = Arc::new(Sv1Refusals::default());
+    rig.session =
+        Sv1Session::new(rig.config.clone(), rig.allocator.clone()).with_refusals(refusals.clone());
+    rig.session.on_work(&rig.work, NOW_MS).unwrap();
+    let (en1, _, difficulty, job) = rig.start(None);
+    // start() spent two: mining.subscribe and mining.authorize.
+    let mut left = REQUEST_BURST - 2;
+    // Shares do not count.
+    let en2 = [5u8; 8];
+    let mut from = 0;
+    for id in 0..20u64 {
+        let n = nonce(
+            &job,
+            &en1,
+            &en2,
+            job.version,
+            target(difficulty),
+            true,
+            from,
+        );
+        from = n + 1;
+        assert_eq!(
+            rig.send(&submit(100 + id, &job, &en2, n, None))[0]["result"],
+            true
+        );
+    }
+    let lines = [
+        r#"{"id":7,"method":"mining.extranonce.subscribe","params":[]}"#,
+        r#"{"id":8,"method":"mining.suggest_difficulty","params":[0.000001]}"#,
+    ];
+    while left > 1 {
+        rig.send(lines[left as usize % 2]);
+        left -= 1;
+    }
+    // The last one of the allowance; a second later, one more.
+    rig.send(lines[0]);
+    rig.session
+        .handle_line(lines[0].as_bytes(), NOW_MS + REQUEST_REFILL_MS)
+        .unwrap();
+    rig.lines();
+    let end = rig
+        .session
+        .handle_line(lines[1].as_bytes(), NOW_MS + REQUEST_REFILL_MS)
+        .unwrap_err();
+    assert!(matches!(end, Sv1Error::RequestFlood), "{end:?}");
+    let r = rig.lines();
+    assert_eq!(
+        (r[0]["id"].clone(), error_code(&r[0])),
+        (json!(8), code::OTHER)
+    );
+    let flood = refusals
+        .snapshot()
+        .into_iter()
+        .find(|(r, _)| *r == Sv1Refusal::RequestFlood);
+    assert_eq!(flood, Some((Sv1Refusal::RequestFlood, 1)));
 }

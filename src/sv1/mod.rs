@@ -9,6 +9,7 @@
 //!
 //! - `request`: one line of JSON-RPC to a typed request, parameters checked;
 //! - `session`: [`Sv1Session`], the SV1 error codes ([`code`]);
+//! - `request_budget`: the allowance of requests that are not shares ([`request_budget::RequestBudget`]);
 //! - `refusals`: this layer's refusals by reason, counted pool-wide ([`Sv1Refusals`]);
 //! - `version_mask`: the version bits a miner may roll on a job (BIP310's mask, less the bits
 //!   the template signals), sent as `mining.set_version_mask` when it changes.
@@ -22,6 +23,7 @@
 
 pub mod refusals;
 pub mod request;
+pub mod request_budget;
 mod session;
 pub mod version_mask;
 

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use super::refusals::{Sv1Refusal, Sv1Refusals};
 use super::request::{self, Configure, Method, Request, Submit};
+use super::request_budget::RequestBudget;
 use super::version_mask::rollable_mask;
 use crate::block::target::{difficulty_of, target_of_difficulty, work_of};
 use crate::connection::{Outbox, Protocol};
@@ -100,6 +101,10 @@ pub enum Sv1Error {
     /// Too many requests in a row answered with an error.
     #[error("{0} bad requests in a row")]
     TooManyBadRequests(u32),
+    /// More requests that are not shares than the connection's allowance
+    /// ([`RequestBudget`](super::request_budget::RequestBudget)).
+    #[error("requests that are not shares past the connection's allowance")]
+    RequestFlood,
     /// The pool closed the miner's channel (idle, ...): SV1 has no channels, so the
     /// connection ends.
     #[error("channel closed: {0}")]
@@ -170,6 +175,8 @@ pub struct Sv1Session {
     /// Submits waiting for their answer, by sequence number, oldest first.
     submits: VecDeque<(u32, Value)>,
     bad_requests: u32,
+    /// What is left of the connection's allowance of requests that are not shares.
+    requests: RequestBudget,
     /// Refusals of this layer, pool-wide.
     refusals: Option<Arc<Sv1Refusals>>,
     /// Share refusals of this layer, reported after the SV2 session's events.
@@ -206,6 +213,7 @@ impl Sv1Session {
             next_seq: 1,
             submits: VecDeque::new(),
             bad_requests: 0,
+            requests: RequestBudget::default(),
             refusals: None,
             own_events: Vec::new(),
             hard_chain: false,
@@ -281,6 +289,15 @@ impl Sv1Session {
                 return Err(Sv1Error::NotARequest);
             }
         };
+        if !matches!(request.method, Method::Submit(_)) && !self.requests.take(now_ms) {
+            self.refuse(
+                &request.id,
+                code::OTHER,
+                "too many requests",
+                Sv1Refusal::RequestFlood,
+            );
+            return Err(Sv1Error::RequestFlood);
+        }
         let good = self.dispatch(request, now_ms)?;
         if good {
             self.bad_requests = 0;
