@@ -267,7 +267,8 @@ impl Line {
         let mut text = serde_json::to_string(&m).unwrap();
         self.transcript.push(format!("> {text}"));
         text.push('\n');
-        self.writer.write_all(text.as_bytes()).await.unwrap();
+        // A pool that closed the connection shows at the next read (`until` says so).
+        let _ = self.writer.write_all(text.as_bytes()).await;
     }
 
     /// The next line from the pool (`None`: closed), kept in the transcript, not handled.
@@ -287,13 +288,25 @@ impl Line {
         what: &str,
         done: impl Fn(&Sv1Miner) -> bool,
     ) {
+        if let Err(e) = self.try_until(miner, done).await {
+            panic!("{what}: {e}");
+        }
+    }
+
+    /// Handles lines until `done` holds; `Err` if the pool closed the connection first (or
+    /// said nothing for 20 s).
+    pub async fn try_until(
+        &mut self,
+        miner: &mut Sv1Miner,
+        done: impl Fn(&Sv1Miner) -> bool,
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !done(miner) {
             let line = tokio::time::timeout_at(deadline, self.reader.next_line())
                 .await
-                .unwrap_or_else(|_| panic!("{what}: timed out"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("{what}: closed by the pool"));
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| format!("closed by the pool: {e}"))?
+                .ok_or_else(|| "closed by the pool".to_owned())?;
             self.transcript.push(format!("< {line}"));
             let message: json_rpc::Message =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -301,6 +314,12 @@ impl Line {
                 self.send(reply).await;
             }
         }
+        Ok(())
+    }
+
+    /// Writes `bytes` as they are (not in the transcript).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
     }
 }
 
@@ -309,6 +328,8 @@ pub struct Sv1Conn {
     pub miner: Sv1Miner,
     pub line: Line,
     pub user: String,
+    /// The last mining.submit sent, as its line (newline included).
+    pub last_submit: Option<String>,
     next_id: u64,
     counter: u64,
 }
@@ -358,6 +379,7 @@ pub async fn connect_stream(stream: TcpStream, user: &str) -> Sv1Conn {
         miner,
         line,
         user: user.to_owned(),
+        last_submit: None,
         next_id: 10,
         counter: 0,
     }
@@ -366,6 +388,13 @@ pub async fn connect_stream(stream: TcpStream, user: &str) -> Sv1Conn {
 impl Sv1Conn {
     /// Finds and submits one share on the latest job, and waits for its answer.
     pub async fn one_share(&mut self) {
+        if let Err(e) = self.try_one_share().await {
+            panic!("submit answered: {e}");
+        }
+    }
+
+    /// [`Self::one_share`]; `Err` if the pool closed the connection before answering.
+    pub async fn try_one_share(&mut self) -> Result<(), String> {
         let en1 = self.miner.extranonce1.clone().unwrap().as_ref().to_vec();
         let n = self.miner.last_notify.clone().unwrap();
         let target = Target::from_le_bytes(target_of_difficulty(self.miner.difficulty));
@@ -394,12 +423,13 @@ impl Sv1Conn {
                 Some(HexU32Be(bits)),
             )
             .unwrap();
+        let mut text = serde_json::to_string(&submit).unwrap();
+        text.push('\n');
+        self.last_submit = Some(text);
         self.line.send(submit).await;
         self.line
-            .until(&mut self.miner, "submit answered", |m| {
-                !m.submits.contains(&id)
-            })
-            .await;
+            .try_until(&mut self.miner, |m| !m.submits.contains(&id))
+            .await
     }
 
     /// Mines until `shares` shares were accepted.
