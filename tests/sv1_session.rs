@@ -104,7 +104,12 @@ impl Rig {
 
     /// Sends one request line; returns the lines queued in answer.
     fn send(&mut self, line: &str) -> Vec<Value> {
-        self.session.handle_line(line.as_bytes(), NOW_MS).unwrap();
+        self.send_at(line, NOW_MS)
+    }
+
+    /// [`Self::send`] at `now_ms`.
+    fn send_at(&mut self, line: &str, now_ms: u64) -> Vec<Value> {
+        self.session.handle_line(line.as_bytes(), now_ms).unwrap();
         self.lines()
     }
 
@@ -1002,4 +1007,94 @@ fn a_loop_of_valid_requests_that_are_not_shares_is_bounded() {
         .into_iter()
         .find(|(r, _)| *r == Sv1Refusal::RequestFlood);
     assert_eq!(flood, Some((Sv1Refusal::RequestFlood, 1)));
+}
+
+/// Vardiff over SV1 with room to move (min < max): a burst of shares raises the difficulty
+/// with a new mining.set_difficulty before the next job; a share on the earlier job is still
+/// credited at the difficulty that job was sent with. A mining.suggest_difficulty after
+/// authorize above the current difficulty moves it there with a mining.set_difficulty.
+#[test]
+fn vardiff_and_suggest_difficulty_send_set_difficulty_and_old_jobs_keep_theirs() {
+    let cfg = MiningConfig {
+        min_difficulty: 1e-8,
+        max_difficulty: 1e-3,
+        payout_network: Some(bitcoin::Network::Regtest),
+        ..MiningConfig::default()
+    };
+    let mut rig = Rig::new(RARE_BLOCKS, cfg);
+    // The start difficulty: the miner's suggestion before authorize.
+    rig.send(r#"{"id":1,"method":"mining.suggest_difficulty","params":[1e-7]}"#);
+    let (en1, _, start, job) = rig.start(None);
+    assert!((start / 1e-7 - 1.0).abs() < 1e-6, "{start}");
+    rig.events();
+    let old = target(start);
+    let mut from = 0;
+    let mut id = 100;
+    // A share every 10 ms, far above the 18 a minute aimed at: a burst.
+    let (raised, new_job) = loop {
+        let en2 = (id as u64).to_be_bytes();
+        let n = nonce(&job, &en1, &en2, job.version, old, true, from);
+        from = n + 1;
+        let r = rig.send_at(&submit(id, &job, &en2, n, None), NOW_MS + 10 * (id - 99));
+        id += 1;
+        assert_eq!(r[0]["result"], true, "{r:?}");
+        if r.len() > 1 {
+            assert_eq!(r[1]["method"], "mining.set_difficulty", "{r:?}");
+            break (r[1]["params"][0].as_f64().unwrap(), notify(&r[2]));
+        }
+        assert!(id < 120, "no retarget after {} shares", id - 100);
+    };
+    assert!(raised > start, "{raised} after {start}");
+    assert!(!new_job.clean, "the same tip");
+    rig.events();
+    // A share on the earlier job, good at its difficulty but not at the new one: accepted and
+    // credited at the old difficulty.
+    let en2 = [0xee; 8];
+    let new = target(raised);
+    let n = (0..)
+        .find(|&n| {
+            let h = header_hash(&job, &en1, &en2, job.version, n);
+            old.is_met_by(h) && !new.is_met_by(h)
+        })
+        .unwrap();
+    let later = NOW_MS + 2_000;
+    assert_eq!(
+        rig.send_at(&submit(200, &job, &en2, n, None), later)[0]["result"],
+        true
+    );
+    let credited: Vec<f64> = rig
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::ShareAccepted { difficulty, .. } => Some(difficulty),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(credited.len(), 1);
+    assert!((credited[0] / start - 1.0).abs() < 1e-6, "{credited:?}");
+    // On the new job the same hash is too easy now.
+    let too_easy = (0..)
+        .find(|&n| {
+            let h = header_hash(&new_job, &en1, &en2, new_job.version, n);
+            old.is_met_by(h) && !new.is_met_by(h)
+        })
+        .unwrap();
+    let r = rig.send_at(&submit(201, &new_job, &en2, too_easy, None), later);
+    assert_eq!(error_code(&r[0]), code::LOW_DIFFICULTY);
+    // suggest_difficulty after authorize, above the current difficulty: set_difficulty.
+    let suggested = raised * 8.0;
+    let r = rig.send_at(
+        &format!(r#"{{"id":300,"method":"mining.suggest_difficulty","params":[{suggested}]}}"#),
+        later,
+    );
+    let set = r
+        .iter()
+        .find(|l| l["method"] == "mining.set_difficulty")
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let d = set["params"][0].as_f64().unwrap();
+    assert!((d / suggested - 1.0).abs() < 1e-3, "{d} for {suggested}");
+    assert!(
+        r.iter().any(|l| l["id"] == 300 && l["result"] == true),
+        "{r:?}"
+    );
 }
