@@ -557,3 +557,89 @@ async fn an_sv1_and_an_sv2_miner_of_one_user_at_once_add_up_to_one_total() {
     let ledger_difficulty: f64 = of_user.iter().map(|s| s.record.difficulty).sum();
     assert!((ledger_difficulty - difficulty(&user)).abs() < 1e-12);
 }
+
+/// Solo and donate usernames over SV1 (`sri/solo/ADDRESS/w`, `sri/donate/10/ADDRESS/w`): the
+/// `sv1_api` miner's jobs carry the channel's own coinbase, and every block it finds, as the
+/// pool submitted it and the embedded chain accepted it, pays the address (all of the reward
+/// for solo, all but the pool's 10% for donate); the ledger records them paid in the coinbase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solo_and_donate_blocks_over_sv1_pay_the_address_in_their_coinbase() {
+    use bitcoin::{Address, Block, Network, ScriptBuf};
+    let address = |n: u8| Address::p2wsh(&ScriptBuf::from_bytes(vec![0x51, n]), Network::Regtest);
+    let (pool_address, solo, donor) = (address(0), address(1), address(2));
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(EmbeddedNode::new(ChainConfig::default()));
+    let opts = PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        coinbase_reward_script: Some(format!("addr({pool_address})")),
+        ..PoolOptions::default()
+    };
+    let api: Arc<dyn NodeApi> = node.clone();
+    let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
+    server.start().await.unwrap();
+    let sv1_addr = server.sv1_local_addr().await.unwrap();
+    // One miner after the other (two finding blocks on one tip would race).
+    for name in [
+        format!("sri/solo/{solo}/w"),
+        format!("sri/donate/10/{donor}/w"),
+    ] {
+        let before = node.height();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let mut conn = sv1_client::connect(sv1_addr, &name).await;
+            // On regtest about every other share is a block.
+            while node.height() < before + 2 {
+                conn.one_share().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: no blocks in time"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = server.get_pool_stats().await;
+    assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    let blocks = ledger.blocks(100).unwrap();
+    assert_eq!(blocks.len() as u64, stats.blocks_accepted, "{stats:?}");
+    let submitted = dir.path().join("blocks").join("submitted");
+    let mut by_user: std::collections::BTreeMap<String, usize> = Default::default();
+    for b in &blocks {
+        let hash = b.block.hash;
+        let hex = std::fs::read_to_string(submitted.join(format!("{hash}.hex"))).unwrap();
+        let block: Block = bitcoin::consensus::encode::deserialize_hex(hex.trim()).unwrap();
+        assert_eq!(block.block_hash(), hash);
+        assert!(block.check_merkle_root() && block.check_witness_commitment());
+        assert!(b.status.was_accepted(), "{hash}: {:?}", b.status);
+        let paid: Vec<(ScriptBuf, u64)> = block.txdata[0]
+            .output
+            .iter()
+            .filter(|o| o.value.to_sat() > 0)
+            .map(|o| (o.script_pubkey.clone(), o.value.to_sat()))
+            .collect();
+        let reward: u64 = paid.iter().map(|(_, v)| v).sum();
+        assert_eq!(reward, b.block.reward_sat);
+        let user = b.block.user.clone();
+        let expected = if user == format!("sri/solo/{solo}") {
+            vec![(solo.script_pubkey(), reward)]
+        } else {
+            assert_eq!(user, format!("sri/donate/10/{donor}"));
+            vec![
+                (donor.script_pubkey(), reward - reward / 10),
+                (pool_address.script_pubkey(), reward / 10),
+            ]
+        };
+        assert_eq!(paid, expected, "{hash} found by {user}");
+        let settled = ledger.payouts(hash).unwrap().expect("settled");
+        assert_eq!(settled.scheme, "coinbase", "{settled:?}");
+        *by_user.entry(user).or_default() += 1;
+    }
+    assert_eq!(by_user.len(), 2, "both miners found blocks: {by_user:?}");
+    assert!(by_user.values().all(|&n| n >= 2), "{by_user:?}");
+}
