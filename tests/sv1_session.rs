@@ -1029,10 +1029,10 @@ fn vardiff_and_suggest_difficulty_send_set_difficulty_and_old_jobs_keep_theirs()
     rig.events();
     let old = target(start);
     let mut from = 0;
-    let mut id = 100;
+    let mut id: u64 = 100;
     // A share every 10 ms, far above the 18 a minute aimed at: a burst.
     let (raised, new_job) = loop {
-        let en2 = (id as u64).to_be_bytes();
+        let en2 = id.to_be_bytes();
         let n = nonce(&job, &en1, &en2, job.version, old, true, from);
         from = n + 1;
         let r = rig.send_at(&submit(id, &job, &en2, n, None), NOW_MS + 10 * (id - 99));
