@@ -96,6 +96,20 @@ fn refusals(pool: &TestPool) -> HashMap<&'static str, u64> {
         .collect()
 }
 
+/// Waits until the pool counted `label` at least `at_least` times (a connection's ending is
+/// counted as its task ends, a moment after the socket's close).
+async fn counted(pool: &TestPool, label: &str, at_least: u64) {
+    let deadline = Instant::now() + CLOSE_SOON;
+    while refusals(pool)[label] < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{label}: not counted {at_least} times: {:?}",
+            refusals(pool)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscribe_without_authorize_is_closed_at_the_channel_open_timeout() {
     run(async {
@@ -116,7 +130,7 @@ async fn a_subscribe_without_authorize_is_closed_at_the_channel_open_timeout() {
             lived >= Duration::from_millis(900),
             "closed too early: {lived:?}"
         );
-        assert!(refusals(&pool)["no_channel"] >= 1);
+        counted(&pool, "no_channel", 1).await;
         honest
             .assert_progress(PROGRESS, PROGRESS_WITHIN, "after the timeout")
             .await;
@@ -147,7 +161,7 @@ async fn an_authorized_miner_gone_silent_is_closed_at_the_idle_timeout() {
             lived >= Duration::from_millis(1_900) && lived < Duration::from_secs(4),
             "closed after {lived:?} (idle timeout 2 s)"
         );
-        assert!(refusals(&pool)["idle_timeout"] >= 1);
+        counted(&pool, "idle_timeout", 1).await;
         honest
             .assert_progress(PROGRESS, PROGRESS_WITHIN, "after the idle close")
             .await;
@@ -198,7 +212,7 @@ async fn a_peer_that_never_reads_is_closed_as_a_slow_reader() {
             "non-reading SV1 peer: {sent} submits sent, cut after {:?}: {e}",
             started.elapsed()
         );
-        assert!(refusals(&pool)["connection_failed"] > failed_before);
+        counted(&pool, "connection_failed", failed_before + 1).await;
         assert!(
             pool.stats().await.rejected_shares > 1000,
             "duplicates answered"
@@ -236,7 +250,7 @@ async fn sv1_connections_beyond_the_caps_are_refused() {
             "not the setup timeout (10 s)"
         );
         assert!(still_open(&mut first).await && still_open(&mut second).await);
-        assert!(refusals(&pool)["per_ip_cap"] >= 1);
+        counted(&pool, "per_ip_cap", 1).await;
         drop((first, second));
         // The set-up places: the honest miner and two more with channels fill the pool.
         let mut miners = Vec::new();
@@ -253,7 +267,7 @@ async fn sv1_connections_beyond_the_caps_are_refused() {
         )
         .await;
         expect_closed(newcomer.get_mut(), CLOSE_SOON, "a subscribe with no place").await;
-        assert!(refusals(&pool)["pool_full"] >= 1, "{:?}", refusals(&pool));
+        counted(&pool, "pool_full", 1).await;
         for m in &mut miners {
             m.one_share().await;
         }
@@ -303,7 +317,7 @@ async fn an_sv1_share_flood_is_refused_then_closed_while_an_honest_miner_goes_on
         );
         assert!(too_many >= CLOSE_AFTER - 1, "{:?}", flooder.miner.refused);
         assert!(flooder.miner.accepted <= 31, "the burst: {}", flooder.miner.accepted);
-        assert!(refusals(&pool)["share_flood"] >= 1);
+        counted(&pool, "share_flood", 1).await;
         honest.mine(10).await;
         assert!(honest.miner.refused.is_empty(), "{:?}", honest.miner.refused);
         pool.stop().await;
