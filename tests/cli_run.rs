@@ -1,11 +1,11 @@
 //! The binary as an operator runs it: with no subcommand it starts the pool on the embedded
-//! regtest chain, prints where it listens and the authority key, and stops cleanly (exit 0)
-//! on SIGTERM and on SIGINT.
+//! regtest chain, prints where it listens (SV2, and SV1 on its own port) and the authority
+//! key, and stops cleanly (exit 0) on SIGTERM and on SIGINT.
 
 #[path = "common/binary.rs"]
 mod binary;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,29 @@ fn run_and_signal(signal: libc::c_int) {
     blvm_stratum_v2::noise::keys::decode_public_key(&pool.key)
         .expect("the printed key is a valid authority public key");
     assert!(dir.path().join("authority_secret_key").exists());
+    // The SV1 port, printed before the key, answers an SV1 miner's mining.subscribe.
+    let sv1 = pool
+        .seen
+        .iter()
+        .find_map(|l| l.strip_prefix("Stratum V1 miners: stratum+tcp://"))
+        .unwrap_or_else(|| panic!("no Stratum V1 line in {:?}", pool.seen))
+        .to_owned();
+    assert!(sv1.starts_with("127.0.0.1:") && sv1 != pool.addr, "{sv1}");
+    let mut miner = std::net::TcpStream::connect(&sv1).expect("the SV1 port accepts");
+    miner
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    miner
+        .write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\n")
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(miner)
+        .read_line(&mut answer)
+        .expect("an answer");
+    assert!(
+        answer.contains("\"id\":1") && answer.contains("\"error\":null"),
+        "{answer}"
+    );
 
     pool.signal(signal);
     let status = pool.wait_exit(Duration::from_secs(15));

@@ -13,6 +13,7 @@ use blvm_stratum_v2::mining::ShareRejection;
 use blvm_stratum_v2::mining::merkle::fold_merkle_path;
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
+use blvm_stratum_v2::sv1::request_budget::{REQUEST_BURST, REQUEST_REFILL_MS};
 use blvm_stratum_v2::sv1::{
     DEFAULT_START_DIFFICULTY, MAX_BAD_REQUESTS, MAX_LINE, Sv1Error, Sv1Refusal, Sv1Refusals,
     Sv1Session, code,
@@ -87,8 +88,15 @@ impl Rig {
 
     /// Work on another tip (as if a block came from elsewhere).
     fn next_tip(&mut self) {
+        self.next_tip_with_version(0x2000_0000);
+    }
+
+    /// Work on another tip whose template's header version is `version` (a node signalling a
+    /// deployment sets its bit).
+    fn next_tip_with_version(&mut self, version: u32) {
         self.work_id += 1;
         let mut template = self.chain.template(NOW_S);
+        template.version = bitcoin::block::Version::from_consensus(version as i32);
         template.prev_hash = BlockHash::hash(format!("tip {}", self.work_id).as_bytes());
         self.work = Work::new(self.work_id, template, &self.config.coinbase).unwrap();
         self.session.on_work(&self.work, NOW_MS).unwrap();
@@ -96,7 +104,12 @@ impl Rig {
 
     /// Sends one request line; returns the lines queued in answer.
     fn send(&mut self, line: &str) -> Vec<Value> {
-        self.session.handle_line(line.as_bytes(), NOW_MS).unwrap();
+        self.send_at(line, NOW_MS)
+    }
+
+    /// [`Self::send`] at `now_ms`.
+    fn send_at(&mut self, line: &str, now_ms: u64) -> Vec<Value> {
+        self.session.handle_line(line.as_bytes(), now_ms).unwrap();
         self.lines()
     }
 
@@ -382,6 +395,88 @@ fn version_rolling_is_negotiated_per_bip310_and_rolled_shares_count() {
     // The same rolled share again: a duplicate.
     let r = rig.send(&submit(22, &job, &en2, good, Some(bits)));
     assert_eq!(error_code(&r[0]), code::DUPLICATE);
+}
+
+/// A template that signals a deployment on a bit inside the negotiated mask (regtest's
+/// testdummy, bit 28): the miner is sent mining.set_version_mask without that bit before the
+/// job, its shares keep the template's bit, and rolling the bit is refused; a template that
+/// stops signalling gives the bit back with another mining.set_version_mask.
+#[test]
+fn a_signalled_bit_leaves_the_mask_by_mining_set_version_mask() {
+    const SIGNALLING: u32 = 0x3000_0000;
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    rig.next_tip_with_version(SIGNALLING);
+    let r = rig.send(
+        r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000"}]}"#,
+    );
+    assert_eq!(r[0]["result"]["version-rolling.mask"], "1fffe000");
+    let r = rig.send(r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
+    let en1 = Vec::from_hex(r[0]["result"][1].as_str().unwrap()).unwrap();
+    let r = rig.send(&format!(
+        r#"{{"id":3,"method":"mining.authorize","params":["{USER}","x"]}}"#
+    ));
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(r[1]["method"], "mining.set_difficulty");
+    assert_eq!(
+        r[2],
+        json!({"id": null, "method": "mining.set_version_mask", "params": ["0fffe000"]}),
+        "before the job: {r:?}"
+    );
+    let job = notify(&r[3]);
+    assert_eq!(job.version, SIGNALLING);
+    let t = target(1e-6);
+    let en2 = [7u8; 8];
+    // Rolled within the new mask: accepted, and the header keeps bit 28.
+    let bits = 0x0aaa_e000;
+    let version = SIGNALLING | bits;
+    let good = nonce(&job, &en1, &en2, version, t, true, 0);
+    assert_eq!(
+        rig.send(&submit(10, &job, &en2, good, Some(bits)))[0]["result"],
+        true
+    );
+    let events = rig.events();
+    let hash = events.iter().find_map(|e| match e {
+        SessionEvent::ShareAccepted { hash, .. } => Some(*hash),
+        _ => None,
+    });
+    assert_eq!(
+        hash,
+        Some(header_hash(&job, &en1, &en2, version, good)),
+        "the signalled bit is in the header"
+    );
+    // Rolling the signalled bit: outside the mask.
+    let r = rig.send(&submit(11, &job, &en2, good, Some(0x1000_0000)));
+    assert_eq!(error_code(&r[0]), code::OTHER);
+    // Another signalling tip: the mask is unchanged, nothing is sent but the job.
+    rig.next_tip_with_version(SIGNALLING);
+    let lines = rig.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    notify(&lines[0]);
+    // The deployment locked in: the bit is the miner's again.
+    rig.next_tip_with_version(0x2000_0000);
+    let lines = rig.lines();
+    assert_eq!(
+        lines[0],
+        json!({"id": null, "method": "mining.set_version_mask", "params": ["1fffe000"]})
+    );
+    let job = notify(&lines[1]);
+    let bits = 0x1000_2000;
+    let version = job.version | bits;
+    let good = nonce(&job, &en1, &en2, version, t, true, 0);
+    assert_eq!(
+        rig.send(&submit(12, &job, &en2, good, Some(bits)))[0]["result"],
+        true
+    );
+    // Without version rolling negotiated no mask is ever sent.
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    rig.next_tip_with_version(SIGNALLING);
+    rig.start(None);
+    rig.next_tip_with_version(0x2000_0000);
+    let lines = rig.lines();
+    assert!(
+        lines.iter().all(|l| l["method"] == "mining.notify"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -848,5 +943,158 @@ fn a_drain_sends_client_reconnect() {
     assert_eq!(
         lines,
         [json!({"id": null, "method": "client.reconnect", "params": []})]
+    );
+}
+
+/// Valid requests that are not shares, in a loop (mining.extranonce.subscribe, suggest_difficulty
+/// which retargets the channel each time): answered up to the connection's allowance, then the
+/// connection ends, counted; shares do not spend it, and a quiet second gives one back.
+#[test]
+fn a_loop_of_valid_requests_that_are_not_shares_is_bounded() {
+    let mut rig = Rig::new(RARE_BLOCKS, config(1e-6, false));
+    let refusals = Arc::new(Sv1Refusals::default());
+    rig.session =
+        Sv1Session::new(rig.config.clone(), rig.allocator.clone()).with_refusals(refusals.clone());
+    rig.session.on_work(&rig.work, NOW_MS).unwrap();
+    let (en1, _, difficulty, job) = rig.start(None);
+    // start() spent two: mining.subscribe and mining.authorize.
+    let mut left = REQUEST_BURST - 2;
+    // Shares do not count.
+    let en2 = [5u8; 8];
+    let mut from = 0;
+    for id in 0..20u64 {
+        let n = nonce(
+            &job,
+            &en1,
+            &en2,
+            job.version,
+            target(difficulty),
+            true,
+            from,
+        );
+        from = n + 1;
+        assert_eq!(
+            rig.send(&submit(100 + id, &job, &en2, n, None))[0]["result"],
+            true
+        );
+    }
+    let lines = [
+        r#"{"id":7,"method":"mining.extranonce.subscribe","params":[]}"#,
+        r#"{"id":8,"method":"mining.suggest_difficulty","params":[0.000001]}"#,
+    ];
+    while left > 1 {
+        rig.send(lines[left as usize % 2]);
+        left -= 1;
+    }
+    // The last one of the allowance; a second later, one more.
+    rig.send(lines[0]);
+    rig.session
+        .handle_line(lines[0].as_bytes(), NOW_MS + REQUEST_REFILL_MS)
+        .unwrap();
+    rig.lines();
+    let end = rig
+        .session
+        .handle_line(lines[1].as_bytes(), NOW_MS + REQUEST_REFILL_MS)
+        .unwrap_err();
+    assert!(matches!(end, Sv1Error::RequestFlood), "{end:?}");
+    let r = rig.lines();
+    assert_eq!(
+        (r[0]["id"].clone(), error_code(&r[0])),
+        (json!(8), code::OTHER)
+    );
+    let flood = refusals
+        .snapshot()
+        .into_iter()
+        .find(|(r, _)| *r == Sv1Refusal::RequestFlood);
+    assert_eq!(flood, Some((Sv1Refusal::RequestFlood, 1)));
+}
+
+/// Vardiff over SV1 with room to move (min < max): a burst of shares raises the difficulty
+/// with a new mining.set_difficulty before the next job; a share on the earlier job is still
+/// credited at the difficulty that job was sent with. A mining.suggest_difficulty after
+/// authorize above the current difficulty moves it there with a mining.set_difficulty.
+#[test]
+fn vardiff_and_suggest_difficulty_send_set_difficulty_and_old_jobs_keep_theirs() {
+    let cfg = MiningConfig {
+        min_difficulty: 1e-8,
+        max_difficulty: 1e-3,
+        payout_network: Some(bitcoin::Network::Regtest),
+        ..MiningConfig::default()
+    };
+    let mut rig = Rig::new(RARE_BLOCKS, cfg);
+    // The start difficulty: the miner's suggestion before authorize.
+    rig.send(r#"{"id":1,"method":"mining.suggest_difficulty","params":[1e-7]}"#);
+    let (en1, _, start, job) = rig.start(None);
+    assert!((start / 1e-7 - 1.0).abs() < 1e-6, "{start}");
+    rig.events();
+    let old = target(start);
+    let mut from = 0;
+    let mut id: u64 = 100;
+    // A share every 10 ms, far above the 18 a minute aimed at: a burst.
+    let (raised, new_job) = loop {
+        let en2 = id.to_be_bytes();
+        let n = nonce(&job, &en1, &en2, job.version, old, true, from);
+        from = n + 1;
+        let r = rig.send_at(&submit(id, &job, &en2, n, None), NOW_MS + 10 * (id - 99));
+        id += 1;
+        assert_eq!(r[0]["result"], true, "{r:?}");
+        if r.len() > 1 {
+            assert_eq!(r[1]["method"], "mining.set_difficulty", "{r:?}");
+            break (r[1]["params"][0].as_f64().unwrap(), notify(&r[2]));
+        }
+        assert!(id < 120, "no retarget after {} shares", id - 100);
+    };
+    assert!(raised > start, "{raised} after {start}");
+    assert!(!new_job.clean, "the same tip");
+    rig.events();
+    // A share on the earlier job, good at its difficulty but not at the new one: accepted and
+    // credited at the old difficulty.
+    let en2 = [0xee; 8];
+    let new = target(raised);
+    let n = (0..)
+        .find(|&n| {
+            let h = header_hash(&job, &en1, &en2, job.version, n);
+            old.is_met_by(h) && !new.is_met_by(h)
+        })
+        .unwrap();
+    let later = NOW_MS + 2_000;
+    assert_eq!(
+        rig.send_at(&submit(200, &job, &en2, n, None), later)[0]["result"],
+        true
+    );
+    let credited: Vec<f64> = rig
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::ShareAccepted { difficulty, .. } => Some(difficulty),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(credited.len(), 1);
+    assert!((credited[0] / start - 1.0).abs() < 1e-6, "{credited:?}");
+    // On the new job the same hash is too easy now.
+    let too_easy = (0..)
+        .find(|&n| {
+            let h = header_hash(&new_job, &en1, &en2, new_job.version, n);
+            old.is_met_by(h) && !new.is_met_by(h)
+        })
+        .unwrap();
+    let r = rig.send_at(&submit(201, &new_job, &en2, too_easy, None), later);
+    assert_eq!(error_code(&r[0]), code::LOW_DIFFICULTY);
+    // suggest_difficulty after authorize, above the current difficulty: set_difficulty.
+    let suggested = raised * 8.0;
+    let r = rig.send_at(
+        &format!(r#"{{"id":300,"method":"mining.suggest_difficulty","params":[{suggested}]}}"#),
+        later,
+    );
+    let set = r
+        .iter()
+        .find(|l| l["method"] == "mining.set_difficulty")
+        .unwrap_or_else(|| panic!("{r:?}"));
+    let d = set["params"][0].as_f64().unwrap();
+    assert!((d / suggested - 1.0).abs() < 1e-3, "{d} for {suggested}");
+    assert!(
+        r.iter().any(|l| l["id"] == 300 && l["result"] == true),
+        "{r:?}"
     );
 }

@@ -9,7 +9,10 @@
 //!
 //! - `request`: one line of JSON-RPC to a typed request, parameters checked;
 //! - `session`: [`Sv1Session`], the SV1 error codes ([`code`]);
-//! - `refusals`: this layer's refusals by reason, counted pool-wide ([`Sv1Refusals`]).
+//! - `request_budget`: the allowance of requests that are not shares ([`request_budget::RequestBudget`]);
+//! - `refusals`: this layer's refusals by reason, counted pool-wide ([`Sv1Refusals`]);
+//! - `version_mask`: the version bits a miner may roll on a job (BIP310's mask, less the bits
+//!   the template signals), sent as `mining.set_version_mask` when it changes.
 //!
 //! Behind the `sv1` feature (on with `runtime`) because the JSON parser (serde_json) is not
 //! part of the serde-free core; the session itself uses no tokio and no clock.
@@ -20,7 +23,9 @@
 
 pub mod refusals;
 pub mod request;
+pub mod request_budget;
 mod session;
+pub mod version_mask;
 
 pub use refusals::{Sv1Refusal, Sv1Refusals};
 pub use session::{

@@ -31,11 +31,14 @@ pub enum Sv1Refusal {
     UserRefused,
     /// Too many requests in a row answered with an error (the connection is closed).
     TooManyBadRequests,
+    /// Requests that are not shares past the connection's allowance (the connection is
+    /// closed).
+    RequestFlood,
 }
 
 impl Sv1Refusal {
     /// Every reason, in [`Self::index`] order.
-    pub const ALL: [Sv1Refusal; 8] = [
+    pub const ALL: [Sv1Refusal; 9] = [
         Sv1Refusal::InvalidJson,
         Sv1Refusal::LineTooLong,
         Sv1Refusal::UnknownMethod,
@@ -44,6 +47,7 @@ impl Sv1Refusal {
         Sv1Refusal::Unauthorized,
         Sv1Refusal::UserRefused,
         Sv1Refusal::TooManyBadRequests,
+        Sv1Refusal::RequestFlood,
     ];
 
     /// The reason as the metrics and the JSON API name it.
@@ -57,6 +61,7 @@ impl Sv1Refusal {
             Sv1Refusal::Unauthorized => "unauthorized",
             Sv1Refusal::UserRefused => "user-refused",
             Sv1Refusal::TooManyBadRequests => "too-many-bad-requests",
+            Sv1Refusal::RequestFlood => "request-flood",
         }
     }
 

@@ -222,9 +222,11 @@ fn submit(params: &[Value]) -> Method {
     })
 }
 
-/// Exactly 8 hex digits, big-endian (how SV1 writes nTime, nonces and version bits).
+/// Exactly 8 hex digits, big-endian (how SV1 writes nTime, nonces and version bits); not a
+/// sign, which `from_str_radix` alone would take.
 fn hex_u32(s: &str) -> Option<u32> {
-    (s.len() == 8).then(|| u32::from_str_radix(s, 16).ok())?
+    (s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u32::from_str_radix(s, 16).ok())?
 }
 
 /// 1 to 8 hex digits (a BIP310 mask, which some miners write without leading zeros).
@@ -348,6 +350,10 @@ mod tests {
             r#"["w","1a","00","5f5e1000",7]"#,
             r#"["w","1a","00","5f5e1000"]"#,
             r#"["w","11111111111111111","00","5f5e1000","0000abcd"]"#,
+            // Eight characters but not eight hex digits (Rust's integer parser takes a sign).
+            r#"["w","1a","00","+5f5e100","0000abcd"]"#,
+            r#"["w","1a","00","5f5e1000","+000abcd"]"#,
+            r#"["w","1a","00","5f5e1000","0000abcd","+0002000"]"#,
         ] {
             let line = format!(r#"{{"id":4,"method":"mining.submit","params":{bad}}}"#);
             assert!(matches!(method(&line), Method::Invalid(_)), "{bad}");

@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 
 use super::refusals::{Sv1Refusal, Sv1Refusals};
 use super::request::{self, Configure, Method, Request, Submit};
+use super::request_budget::RequestBudget;
+use super::version_mask::rollable_mask;
 use crate::block::target::{difficulty_of, target_of_difficulty, work_of};
 use crate::connection::{Outbox, Protocol};
 use crate::mining::session::{
@@ -99,6 +101,10 @@ pub enum Sv1Error {
     /// Too many requests in a row answered with an error.
     #[error("{0} bad requests in a row")]
     TooManyBadRequests(u32),
+    /// More requests that are not shares than the connection's allowance
+    /// ([`RequestBudget`](super::request_budget::RequestBudget)).
+    #[error("requests that are not shares past the connection's allowance")]
+    RequestFlood,
     /// The pool closed the miner's channel (idle, ...): SV1 has no channels, so the
     /// connection ends.
     #[error("channel closed: {0}")]
@@ -150,8 +156,11 @@ pub struct Sv1Session {
     channel_id: Option<u32>,
     /// The id of the mining.authorize waiting for its channel's opening.
     authorizing: Option<Value>,
-    /// BIP310's negotiated mask; `None`: no version rolling.
+    /// BIP310's negotiated mask (mining.configure's answer); `None`: no version rolling.
     version_mask: Option<u32>,
+    /// The mask the miner has now: the negotiated one, or the last mining.set_version_mask
+    /// (see `version_mask`: a job whose template signals bits inside it narrows it).
+    announced_mask: Option<u32>,
     /// The miner takes mining.set_extranonce.
     extranonce_subscribed: bool,
     /// The easiest difficulty the miner asked for (minimum-difficulty, suggest_difficulty).
@@ -166,6 +175,8 @@ pub struct Sv1Session {
     /// Submits waiting for their answer, by sequence number, oldest first.
     submits: VecDeque<(u32, Value)>,
     bad_requests: u32,
+    /// What is left of the connection's allowance of requests that are not shares.
+    requests: RequestBudget,
     /// Refusals of this layer, pool-wide.
     refusals: Option<Arc<Sv1Refusals>>,
     /// Share refusals of this layer, reported after the SV2 session's events.
@@ -193,6 +204,7 @@ impl Sv1Session {
             channel_id: None,
             authorizing: None,
             version_mask: None,
+            announced_mask: None,
             extranonce_subscribed: false,
             min_difficulty: None,
             prev_hash: None,
@@ -201,6 +213,7 @@ impl Sv1Session {
             next_seq: 1,
             submits: VecDeque::new(),
             bad_requests: 0,
+            requests: RequestBudget::default(),
             refusals: None,
             own_events: Vec::new(),
             hard_chain: false,
@@ -276,6 +289,15 @@ impl Sv1Session {
                 return Err(Sv1Error::NotARequest);
             }
         };
+        if !matches!(request.method, Method::Submit(_)) && !self.requests.take(now_ms) {
+            self.refuse(
+                &request.id,
+                code::OTHER,
+                "too many requests",
+                Sv1Refusal::RequestFlood,
+            );
+            return Err(Sv1Error::RequestFlood);
+        }
         let good = self.dispatch(request, now_ms)?;
         if good {
             self.bad_requests = 0;
@@ -466,6 +488,7 @@ impl Sv1Session {
                 0
             };
             self.version_mask = (mask != 0).then_some(mask);
+            self.announced_mask = self.version_mask;
             result.insert("version-rolling".into(), json!(mask != 0));
             result.insert("version-rolling.mask".into(), json!(format!("{mask:08x}")));
         }
@@ -582,7 +605,8 @@ impl Sv1Session {
             self.refuse_share(&id, channel_id, reason, "job not found", worker);
             return Ok(false);
         };
-        let version = match (s.version_bits, self.version_mask) {
+        let job_mask = self.version_mask.map(|m| rollable_mask(m, job_version));
+        let version = match (s.version_bits, job_mask) {
             (None, _) => job_version,
             (Some(bits), Some(mask)) if bits & !mask == 0 => (job_version & !mask) | bits,
             (Some(_), _) => {
@@ -722,8 +746,13 @@ impl Sv1Session {
                     self.reply_error(&id, sv1_code, &code_text);
                 }
             }
+            // Never sent by this pool (a channel keeps its prefix for its life); translated for
+            // a session under it that would.
             Message::SetExtranoncePrefix(m) => {
                 if !self.extranonce_subscribed {
+                    // The miner cannot take a new extranonce1 on this connection: it is asked to
+                    // come back (a new subscription), and this connection ends.
+                    self.notification("client.reconnect", json!([]));
                     return Err(Sv1Error::ChannelClosed("extranonce changed".into()));
                 }
                 let size = self.subscription.as_ref().map_or(0, |s| s.extranonce2_size);
@@ -783,6 +812,10 @@ impl Sv1Session {
     }
 
     fn notify(&mut self, job_id: u32, job: &NotifyJob, ntime: u32, clean: bool) {
+        if self.prev_hash.is_none() {
+            return;
+        }
+        self.announce_mask(job.version);
         let Some((prev_hash, nbits)) = &self.prev_hash else {
             return;
         };
@@ -798,6 +831,19 @@ impl Sv1Session {
             clean,
         ]);
         self.notification("mining.notify", params);
+    }
+
+    /// Sends mining.set_version_mask before a job that needs another mask than the miner's
+    /// (its template signals a bit inside the negotiated mask, or stopped signalling one).
+    fn announce_mask(&mut self, job_version: u32) {
+        let Some(negotiated) = self.version_mask else {
+            return;
+        };
+        let mask = rollable_mask(negotiated, job_version);
+        if self.announced_mask != Some(mask) {
+            self.announced_mask = Some(mask);
+            self.notification("mining.set_version_mask", json!([format!("{mask:08x}")]));
+        }
     }
 
     fn set_difficulty(&mut self, target: &[u8; 32]) {
@@ -922,5 +968,90 @@ impl Protocol for Sv1Session {
         let asked = Protocol::begin_drain(&mut self.inner, now_ms);
         let _ = self.translate();
         asked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::mining::SetExtranoncePrefix;
+
+    /// A subscribed session, `subscribe_request` sent first if any (the extranonce
+    /// subscription), and its channel's id once authorized.
+    fn authorized(subscribe_request: Option<&str>) -> (Sv1Session, u32) {
+        let config = MiningConfig {
+            payout_network: Some(bitcoin::Network::Regtest),
+            ..MiningConfig::default()
+        };
+        let mut s = Sv1Session::new(Arc::new(config), Arc::new(ExtranonceAllocator::new()));
+        let mut lines = vec![r#"{"id":1,"method":"mining.subscribe","params":[]}"#];
+        lines.extend(subscribe_request);
+        lines.push(
+            r#"{"id":3,"method":"mining.authorize","params":["bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.w","x"]}"#,
+        );
+        for line in lines {
+            s.handle_line(line.as_bytes(), 0).unwrap();
+        }
+        s.out.clear();
+        let channel_id = s.channel_id.expect("authorized");
+        (s, channel_id)
+    }
+
+    /// The SV2 session under this one queues a SetExtranoncePrefix (this pool never does:
+    /// see the README); the result of translating it, and the lines sent.
+    fn new_prefix(
+        s: &mut Sv1Session,
+        channel_id: u32,
+        prefix: &[u8],
+    ) -> (Result<(), Sv1Error>, Vec<Value>) {
+        let m = SetExtranoncePrefix {
+            channel_id,
+            extranonce_prefix: B0_32::new(prefix).unwrap(),
+        };
+        Protocol::outbox(&mut s.inner).push(&m).unwrap();
+        let result = s.translate();
+        let lines = s
+            .out
+            .messages()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        s.out.clear();
+        (result, lines)
+    }
+
+    #[test]
+    fn a_new_prefix_is_mining_set_extranonce_to_a_subscribed_miner() {
+        for subscribe in [
+            r#"{"id":2,"method":"mining.extranonce.subscribe","params":[]}"#,
+            r#"{"id":2,"method":"mining.configure","params":[["subscribe-extranonce"],{}]}"#,
+        ] {
+            let (mut s, channel_id) = authorized(Some(subscribe));
+            let prefix = [9u8; 24];
+            let (result, lines) = new_prefix(&mut s, channel_id, &prefix);
+            assert!(result.is_ok(), "{subscribe}");
+            assert_eq!(
+                lines,
+                [
+                    json!({"id": null, "method": "mining.set_extranonce", "params": [prefix.to_lower_hex_string(), 8]})
+                ]
+            );
+            assert_eq!(s.extranonce1(), Some(&prefix[..]));
+        }
+    }
+
+    #[test]
+    fn a_new_prefix_asks_an_unsubscribed_miner_to_reconnect_and_ends_the_connection() {
+        let (mut s, channel_id) = authorized(None);
+        let before = s.extranonce1().unwrap().to_vec();
+        let (result, lines) = new_prefix(&mut s, channel_id, &[9u8; 24]);
+        assert!(
+            matches!(result, Err(Sv1Error::ChannelClosed(_))),
+            "{result:?}"
+        );
+        assert_eq!(
+            lines,
+            [json!({"id": null, "method": "client.reconnect", "params": []})]
+        );
+        assert_eq!(s.extranonce1(), Some(&before[..]), "unchanged");
     }
 }

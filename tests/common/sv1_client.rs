@@ -41,6 +41,10 @@ pub struct Sv1Miner {
     pub refused: Vec<(i32, String)>,
     pub notifies: u64,
     pub clean_notifies: u64,
+    /// Every mining.set_version_mask, in order (the mask in force is `version_rolling_mask`).
+    pub mask_changes: Vec<u32>,
+    /// Every mining.set_extranonce (extranonce1, extranonce2 size), in order.
+    pub extranonce_changes: Vec<(Vec<u8>, usize)>,
 }
 
 impl IsClient for Sv1Miner {
@@ -111,20 +115,29 @@ impl IsClient for Sv1Miner {
         Ok(())
     }
 
+    /// Recorded, and the new extranonce1 used for the jobs from now on.
     fn handle_set_extranonce(
         &mut self,
         _: Option<usize>,
-        _: &mut server_to_client::SetExtranonce,
+        m: &mut server_to_client::SetExtranonce,
     ) -> Result<(), Sv1ApiError> {
-        panic!("the pool never changes the extranonce here")
+        let size = m.extra_nonce2_size;
+        self.extranonce_changes
+            .push((m.extra_nonce1.as_ref().to_vec(), size));
+        self.extranonce1 = Some(m.extra_nonce1.clone());
+        self.extranonce2_size = size;
+        Ok(())
     }
 
+    /// Recorded, and rolled from now on (BIP310: valid immediately).
     fn handle_set_version_mask(
         &mut self,
         _: Option<usize>,
-        _: &mut server_to_client::SetVersionMask,
+        m: &mut server_to_client::SetVersionMask,
     ) -> Result<(), Sv1ApiError> {
-        panic!("the pool's mask never changes")
+        self.mask_changes.push(m.version_mask.0);
+        self.version_rolling_mask = Some(m.version_mask.clone());
+        Ok(())
     }
 
     fn handle_subscribe(
@@ -254,7 +267,8 @@ impl Line {
         let mut text = serde_json::to_string(&m).unwrap();
         self.transcript.push(format!("> {text}"));
         text.push('\n');
-        self.writer.write_all(text.as_bytes()).await.unwrap();
+        // A pool that closed the connection shows at the next read (`until` says so).
+        let _ = self.writer.write_all(text.as_bytes()).await;
     }
 
     /// The next line from the pool (`None`: closed), kept in the transcript, not handled.
@@ -274,13 +288,25 @@ impl Line {
         what: &str,
         done: impl Fn(&Sv1Miner) -> bool,
     ) {
+        if let Err(e) = self.try_until(miner, done).await {
+            panic!("{what}: {e}");
+        }
+    }
+
+    /// Handles lines until `done` holds; `Err` if the pool closed the connection first (or
+    /// said nothing for 20 s).
+    pub async fn try_until(
+        &mut self,
+        miner: &mut Sv1Miner,
+        done: impl Fn(&Sv1Miner) -> bool,
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !done(miner) {
             let line = tokio::time::timeout_at(deadline, self.reader.next_line())
                 .await
-                .unwrap_or_else(|_| panic!("{what}: timed out"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("{what}: closed by the pool"));
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| format!("closed by the pool: {e}"))?
+                .ok_or_else(|| "closed by the pool".to_owned())?;
             self.transcript.push(format!("< {line}"));
             let message: json_rpc::Message =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -288,6 +314,12 @@ impl Line {
                 self.send(reply).await;
             }
         }
+        Ok(())
+    }
+
+    /// Writes `bytes` as they are (not in the transcript).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(bytes).await
     }
 }
 
@@ -296,6 +328,8 @@ pub struct Sv1Conn {
     pub miner: Sv1Miner,
     pub line: Line,
     pub user: String,
+    /// The last mining.submit sent, as its line (newline included).
+    pub last_submit: Option<String>,
     next_id: u64,
     counter: u64,
 }
@@ -345,6 +379,7 @@ pub async fn connect_stream(stream: TcpStream, user: &str) -> Sv1Conn {
         miner,
         line,
         user: user.to_owned(),
+        last_submit: None,
         next_id: 10,
         counter: 0,
     }
@@ -353,14 +388,23 @@ pub async fn connect_stream(stream: TcpStream, user: &str) -> Sv1Conn {
 impl Sv1Conn {
     /// Finds and submits one share on the latest job, and waits for its answer.
     pub async fn one_share(&mut self) {
+        if let Err(e) = self.try_one_share().await {
+            panic!("submit answered: {e}");
+        }
+    }
+
+    /// [`Self::one_share`]; `Err` if the pool closed the connection before answering.
+    pub async fn try_one_share(&mut self) -> Result<(), String> {
         let en1 = self.miner.extranonce1.clone().unwrap().as_ref().to_vec();
         let n = self.miner.last_notify.clone().unwrap();
         let target = Target::from_le_bytes(target_of_difficulty(self.miner.difficulty));
         self.counter += 1;
         let mut en2 = self.counter.to_be_bytes().to_vec();
         en2.resize(self.miner.extranonce2_size, 0);
-        let bits = ((self.counter as u32) << 13) & MASK;
-        let version = (n.version.0 & !MASK) | bits;
+        // The mask in force: the one agreed, or the pool's last mining.set_version_mask.
+        let mask = self.miner.version_rolling_mask.as_ref().map_or(0, |m| m.0);
+        let bits = ((self.counter as u32) << 13) & mask;
+        let version = (n.version.0 & !mask) | bits;
         let nonce = (0u32..)
             .find(|&nonce| target.is_met_by(header_hash(&n, &en1, &en2, version, nonce)))
             .unwrap();
@@ -379,12 +423,13 @@ impl Sv1Conn {
                 Some(HexU32Be(bits)),
             )
             .unwrap();
+        let mut text = serde_json::to_string(&submit).unwrap();
+        text.push('\n');
+        self.last_submit = Some(text);
         self.line.send(submit).await;
         self.line
-            .until(&mut self.miner, "submit answered", |m| {
-                !m.submits.contains(&id)
-            })
-            .await;
+            .try_until(&mut self.miner, |m| !m.submits.contains(&id))
+            .await
     }
 
     /// Mines until `shares` shares were accepted.
