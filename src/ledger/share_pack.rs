@@ -12,9 +12,10 @@
 //! difficulty bit for bit, the hash), so reads, exports and payouts see what a row held.
 //! Decoding checks everything and fails with [`LedgerError::Corrupt`], never a panic.
 //!
-//! Layout (version 1), after the row's `first_id` (the first share's id):
-//! `u8 1`, `count`, `base_time_ms`, `targets`, `targets x 32 bytes` (little-endian), then
-//! per share `id_delta` (0 for the first, then at least 1), `time_ms - base_time_ms`,
+//! Layout (version 1), after the row's `first_id` (the first share's id) and `min_time_ms`
+//! (the earliest share's time): `u8 1`, `count`, `targets`, `targets x 32 bytes`
+//! (little-endian), then per share `id_delta` (0 for the first, then at least 1),
+//! `time_ms - min_time_ms`,
 //! `worker_id`, `connection_id`, `channel_id`, `job_id`, `target_index`, difficulty (f64,
 //! little-endian), hash (32 bytes, internal order); every unnamed width a CompactSize.
 
@@ -92,7 +93,6 @@ pub fn encode(shares: &[PackedShare]) -> Option<EncodedPack> {
     let mut bytes = Vec::with_capacity(16 + targets.len() * 32 + shares.len() * 56);
     bytes.push(VERSION);
     put(&mut bytes, shares.len() as u64);
-    put(&mut bytes, base_time);
     put(&mut bytes, targets.len() as u64);
     for target in &targets {
         bytes.extend_from_slice(&target.to_le_bytes());
@@ -120,8 +120,13 @@ pub fn encode(shares: &[PackedShare]) -> Option<EncodedPack> {
     })
 }
 
-/// Unpacks the shares of the pack whose first share is `first_id`, in id order.
-pub fn decode(first_id: u64, bytes: &[u8]) -> Result<Vec<PackedShare>, LedgerError> {
+/// Unpacks the shares of the pack whose first share is `first_id` and earliest time
+/// `min_time_ms` (what its row records), in id order.
+pub fn decode(
+    first_id: u64,
+    min_time_ms: u64,
+    bytes: &[u8],
+) -> Result<Vec<PackedShare>, LedgerError> {
     let mut reader = Reader { bytes, at: 0 };
     let version = reader.take(1)?[0];
     if version != VERSION {
@@ -130,7 +135,7 @@ pub fn decode(first_id: u64, bytes: &[u8]) -> Result<Vec<PackedShare>, LedgerErr
         )));
     }
     let count = reader.varint()?;
-    let base_time = reader.varint()?;
+    let base_time = min_time_ms;
     let target_count = reader.varint()?;
     // Every share takes at least 45 bytes and every target 32: counts the bytes cannot hold
     // are refused before anything is allocated for them.
@@ -278,7 +283,7 @@ mod tests {
             ),
             (7, 12, 999, 1_005, 3)
         );
-        assert_eq!(decode(7, &pack.bytes).unwrap(), shares);
+        assert_eq!(decode(7, 999, &pack.bytes).unwrap(), shares);
         // Three shares on two distinct targets: each target is stored once.
         assert!(
             pack.bytes.len() < 3 * 60 + 2 * 32,
@@ -293,16 +298,22 @@ mod tests {
         let pack = encode(&[share(1, 5, 1), share(2, 6, 2)]).unwrap();
         for cut in 0..pack.bytes.len() {
             assert!(matches!(
-                decode(1, &pack.bytes[..cut]),
+                decode(1, 5, &pack.bytes[..cut]),
                 Err(LedgerError::Corrupt(_))
             ));
         }
         let mut trailing = pack.bytes.clone();
         trailing.push(0);
-        assert!(matches!(decode(1, &trailing), Err(LedgerError::Corrupt(_))));
+        assert!(matches!(
+            decode(1, 5, &trailing),
+            Err(LedgerError::Corrupt(_))
+        ));
         let mut version = pack.bytes.clone();
         version[0] = 2;
-        assert!(matches!(decode(1, &version), Err(LedgerError::Corrupt(_))));
+        assert!(matches!(
+            decode(1, 5, &version),
+            Err(LedgerError::Corrupt(_))
+        ));
     }
 
     proptest! {
@@ -325,7 +336,7 @@ mod tests {
                 shares.push(s);
             }
             let pack = encode(&shares).unwrap();
-            let back = decode(first, &pack.bytes).unwrap();
+            let back = decode(first, pack.min_time_ms, &pack.bytes).unwrap();
             // Bit for bit (NaN included).
             prop_assert_eq!(back.len(), shares.len());
             for (a, b) in back.iter().zip(&shares) {
@@ -337,7 +348,7 @@ mod tests {
 
         #[test]
         fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400), first in any::<u64>()) {
-            let _ = decode(first, &bytes);
+            let _ = decode(first, 0, &bytes);
         }
     }
 }

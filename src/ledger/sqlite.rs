@@ -298,7 +298,7 @@ impl SqliteLedger {
                     Some(index) => Some(to_i64(first_id + index as u64, "share id")?),
                     None => find_packed(
                         &tx,
-                        "SELECT first_id, shares FROM share_packs ORDER BY first_id DESC",
+                        "SELECT first_id, min_time_ms, shares FROM share_packs ORDER BY first_id DESC",
                         [],
                         |s| s.hash == block.hash,
                     )?
@@ -465,7 +465,7 @@ impl SqliteLedger {
         let mut sum = 0.0;
         scan_packs(
             &self.conn,
-            "SELECT first_id, shares FROM share_packs WHERE first_id <= ?1 \
+            "SELECT first_id, min_time_ms, shares FROM share_packs WHERE first_id <= ?1 \
              ORDER BY first_id DESC",
             params![bound_i64(last_id)],
             |shares| {
@@ -482,7 +482,7 @@ impl SqliteLedger {
         self.stored(out)
     }
 
-    /// Packed shares read from `query` (columns `first_id, shares`, in the order wanted),
+    /// Packed shares read from `query` (columns `first_id, min_time_ms, shares`, in the order wanted),
     /// those `keep` takes, at most `limit`.
     fn packed_shares(
         &mut self,
@@ -557,7 +557,7 @@ impl SqliteLedger {
     }
 }
 
-/// Hands the shares of each pack `query` returns (columns `first_id, shares`) to `each`, in
+/// Hands the shares of each pack `query` returns (columns `first_id, min_time_ms, shares`) to `each`, in
 /// the query's order, until it returns false.
 fn scan_packs(
     conn: &Connection,
@@ -569,11 +569,12 @@ fn scan_packs(
     let mut rows = statement.query(params).map_err(sqlite_error)?;
     while let Some(row) = rows.next().map_err(sqlite_error)? {
         let first_id = to_u64(row.get(0).map_err(sqlite_error)?, "share id")?;
+        let min_time_ms = to_u64(row.get(1).map_err(sqlite_error)?, "time_ms")?;
         let bytes = row
-            .get_ref(1)
+            .get_ref(2)
             .and_then(|v| v.as_blob().map_err(Into::into))
             .map_err(sqlite_error)?;
-        if !each(share_pack::decode(first_id, bytes)?) {
+        if !each(share_pack::decode(first_id, min_time_ms, bytes)?) {
             break;
         }
     }
@@ -754,7 +755,7 @@ impl Ledger for SqliteLedger {
         }
         let found = find_packed(
             &self.conn,
-            "SELECT first_id, shares FROM share_packs ORDER BY first_id",
+            "SELECT first_id, min_time_ms, shares FROM share_packs ORDER BY first_id",
             [],
             |s| s.hash == hash,
         )?;
@@ -772,7 +773,7 @@ impl Ledger for SqliteLedger {
                 to_ms,
                 limit,
             } => self.packed_shares(
-                "SELECT first_id, shares FROM share_packs \
+                "SELECT first_id, min_time_ms, shares FROM share_packs \
                  WHERE max_time_ms >= ?1 AND min_time_ms < ?2 ORDER BY first_id",
                 params![bound_i64(from_ms), bound_i64(to_ms)],
                 |s| s.time_ms >= from_ms && s.time_ms < to_ms,
@@ -784,7 +785,7 @@ impl Ledger for SqliteLedger {
                 limit,
             } => self.packed_shares(
                 // From the pack holding `from_id` (the last one starting at or before it).
-                "SELECT first_id, shares FROM share_packs WHERE first_id >= COALESCE( \
+                "SELECT first_id, min_time_ms, shares FROM share_packs WHERE first_id >= COALESCE( \
                  (SELECT MAX(first_id) FROM share_packs WHERE first_id <= ?1), 0) \
                  AND first_id <= ?2 ORDER BY first_id",
                 params![bound_i64(from_id), bound_i64(to_id)],
@@ -889,7 +890,7 @@ impl Ledger for SqliteLedger {
         let mut cut = Vec::new();
         scan_packs(
             &tx,
-            "SELECT first_id, shares FROM share_packs WHERE min_time_ms < ?1 AND first_id < ?2 \
+            "SELECT first_id, min_time_ms, shares FROM share_packs WHERE min_time_ms < ?1 AND first_id < ?2 \
              ORDER BY first_id",
             params![before, keep],
             |shares| {
