@@ -76,10 +76,15 @@ fn bench_backend(c: &mut Criterion, name: &str, ledger: &mut dyn Ledger) {
 
 /// Appends a million shares in batches of 4096; returns the seconds it took.
 fn fill_million(ledger: &mut dyn Ledger) -> f64 {
+    fill(ledger, 1_000_000, 4096)
+}
+
+/// Appends `count` shares in batches of `size`; returns the seconds it took.
+fn fill(ledger: &mut dyn Ledger, count: u64, size: u64) -> f64 {
     let start = Instant::now();
     let mut n = 0u64;
-    while n < 1_000_000 {
-        let size = 4096.min(1_000_000 - n) as usize;
+    while n < count {
+        let size = size.min(count - n) as usize;
         ledger.append(&batch(n, size)).expect("append");
         n += size as u64;
     }
@@ -103,6 +108,25 @@ fn ledger_size(pg: &TempPostgres) {
         "ledger size: sqlite 1,000,000 shares: {bytes} bytes ({:.0} bytes/share), filled in {seconds:.1} s",
         bytes as f64 / 1e6
     );
+    // A quiet pool commits a share or two at a time: its packs are small. Measured on 100,000
+    // shares (commits without fsync, for time) and scaled to a million.
+    for size in [1u64, 16] {
+        let path = dir.path().join(format!("ledger-{size}.sqlite3"));
+        let settings = SqliteSettings {
+            synchronous: SqliteSync::Normal,
+            ..SqliteSettings::default()
+        };
+        fill(
+            &mut SqliteLedger::open_with(&path, &settings).expect("sqlite"),
+            100_000,
+            size,
+        );
+        let bytes = sqlite_file_bytes(&path);
+        println!(
+            "ledger size: sqlite with {size} share(s) a commit: {:.0} bytes/share",
+            bytes as f64 / 1e5
+        );
+    }
     let url = pg.fresh_database();
     let seconds = fill_million(&mut PostgresLedger::connect(&url).expect("postgres"));
     let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("connect");
