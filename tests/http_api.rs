@@ -287,14 +287,24 @@ async fn metrics_and_api_show_what_the_miner_did() {
     )
     .await;
     assert_eq!(all["items"].as_array().unwrap().len() as u64, window);
-    let payouts = get_json(&c, &format!("{base}/api/v1/payouts")).await;
-    assert!(
-        payouts["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["block_hash"] == hash)
-    );
+    // Newest first: blocks the ledger took since the page above push the paid one further
+    // down, so it is looked for through the pages (a busy machine committed a few more).
+    let mut url = format!("{base}/api/v1/payouts");
+    let mut pages = 0;
+    loop {
+        let payouts = get_json(&c, &url).await;
+        let items = payouts["items"].as_array().unwrap();
+        if items.iter().any(|p| p["block_hash"] == hash) {
+            break;
+        }
+        let cursor = payouts["next_cursor"].as_str();
+        pages += 1;
+        assert!(
+            cursor.is_some() && pages < 50,
+            "the paid block {hash} is in no page of /api/v1/payouts"
+        );
+        url = format!("{base}/api/v1/payouts?cursor={}", cursor.unwrap());
+    }
     // The charts' history: the pool's, the user's and the worker's, all non-zero.
     for query in ["", "?user=alice", "?user=alice&worker=rig1"] {
         let h = get_json(&c, &format!("{base}/api/v1/hashrate{query}")).await;
