@@ -12,7 +12,8 @@
 # root, 127.0.0.1 on an ephemeral port, fsync ON: a real commit's cost), point the pool at it
 # with --ledger-url, stop and remove it at the end.
 # POOL_BIN=PATH benches another build of the pool; PERF=FILE profiles the pool under the load;
-# PERF_STAT=1 adds its context switches per acknowledged share.
+# PERF_STAT=1 adds its context switches per acknowledged share (PERF_EVENTS=E1,E2 counts more
+# events in OUTDIR/NAME.perfstat, e.g. syscalls:sys_enter_fsync for the commits a second).
 set -u
 BIN=${POOL_BIN:-$(dirname "$0")/../target/release/blvm-stratum-v2}
 LOADGEN=${LOADGEN_BIN:-$BIN}
@@ -60,7 +61,7 @@ key=$(grep "authority public key: " $d/out | sed 's/authority public key: //')
 # PERF_STAT=1: count the pool's context switches and CPU time (ms) during the load (perf stat),
 # per acknowledged share (this VM has no hardware counters: no instructions or cycles).
 perf_pid=; if [[ -n ${PERF:-} ]]; then perf record -g -o "$PERF" -p $pid >/dev/null 2>&1 & perf_pid=$!; fi
-if [[ -n ${PERF_STAT:-} ]]; then perf stat -e context-switches,task-clock -p $pid -o $OUT/$name.perfstat >/dev/null 2>&1 & perf_pid=$!; fi
+if [[ -n ${PERF_STAT:-} ]]; then perf stat -e context-switches,task-clock${PERF_EVENTS:+,$PERF_EVENTS} -p $pid -o $OUT/$name.perfstat >/dev/null 2>&1 & perf_pid=$!; fi
 timeout 120 $LOADGEN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
 if [[ -n $perf_pid ]]; then kill -INT $perf_pid; wait $perf_pid; fi
 kill -TERM $pid; wait $pid
