@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The HTTP server's cost (issue 16, item 6): the load scenarios of bench/run.sh with the HTTP
-# server off, on with nobody looking, and on with the dashboard open in a real browser (Debian's
-# chromium, headless, following the live feed), one after the other in each round, so a busy
-# machine weighs on all three alike; the ratios to "off" are per round.
+# server off, on with nobody looking, on with a client following the live feed (curl on
+# /api/v1/events: what an open dashboard asks of the pool, without a browser's own CPU on the
+# same cores), and on with the dashboard open in a real browser (Debian's chromium, headless,
+# following the live feed), one after the other in each round, so a busy machine weighs on all
+# alike; the ratios to "off" are per round.
 #
 #   a) latency:    1,000 connections x 5 shares/s (ack latency p50/p99)
 #   b) throughput: 1,000 connections, each share sent when the previous is acknowledged
@@ -59,6 +61,14 @@ open_dashboard() {
     fi
 }
 
+# follow_feed NAME: a client of the live feed (server-sent events), left open while the load runs.
+follow_feed() {
+    curl -sN "${HTTP_URL%/}/api/v1/events" >"$WORK/feed-$1.log" 2>&1 &
+    BROWSER_PID=$!
+    sleep 3
+    echo "   feed: $(grep -c '^data:' "$WORK/feed-$1.log") summaries so far"
+}
+
 # variant NAME VARIANT PROTO LOADGEN-ARGS...
 variant() {
     local name=$1 v=$2
@@ -69,6 +79,7 @@ variant() {
     esac
     start_pool "$name"
     [[ $v == open ]] && open_dashboard "$name"
+    [[ $v == feed ]] && follow_feed "$name"
     run_loadgen "$name" "$@"
     close_browser
     stop_pool
@@ -76,7 +87,7 @@ variant() {
 
 for round in $(seq "$ROUNDS"); do
     for s in $SCENARIOS; do
-        for v in off on open; do
+        for v in off on feed open; do
             case $s in
             a) variant "r${round}_a_${v}" $v sv2 --connections 1000 --rate 5 --duration "$DURATION" ;;
             b) variant "r${round}_b_${v}" $v sv2 --connections 1000 --rate 0 --duration "$DURATION" ;;
@@ -105,20 +116,23 @@ FIGURES = [
     ("b", "shares acknowledged / s, 1,000 conns", ("acked_per_sec",)),
     ("b", "server CPU per acknowledged share (µs), 1,000 conns", ("server", "cpu_per_share_us")),
 ]
-print("| scenario | figure | HTTP off (rounds) | on, nobody looking | on, dashboard open | open / off per round | median |")
-print("|---|---|---|---|---|---|---|")
+print("| scenario | figure | HTTP off (rounds) | on, nobody looking | on, live feed followed | on, dashboard open | feed / off per round | median | open / off per round | median |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for scen, label, path in FIGURES:
-    cols = {v: [get(f"r{r}_{scen}_{v}", *path) for r in range(1, rounds + 1)] for v in ("off", "on", "open")}
+    cols = {v: [get(f"r{r}_{scen}_{v}", *path) for r in range(1, rounds + 1)] for v in ("off", "on", "feed", "open")}
     if all(x is None for xs in cols.values() for x in xs):
         continue
-    ratios = [o / f for f, o in zip(cols["off"], cols["open"]) if f and o]
     fmt = lambda xs: " / ".join("n/a" if x is None else f"{x:,.1f}" for x in xs)
-    med = f"{statistics.median(ratios):.3f}" if ratios else "n/a"
-    print(f"| {scen} | {label} | {fmt(cols['off'])} | {fmt(cols['on'])} | {fmt(cols['open'])} | {' / '.join(f'{x:.3f}' for x in ratios)} | {med} |")
+    cells = []
+    for v in ("feed", "open"):
+        ratios = [o / f for f, o in zip(cols["off"], cols[v]) if f and o]
+        med = f"{statistics.median(ratios):.3f}" if ratios else "n/a"
+        cells += [" / ".join(f"{x:.3f}" for x in ratios), med]
+    print(f"| {scen} | {label} | {fmt(cols['off'])} | {fmt(cols['on'])} | {fmt(cols['feed'])} | {fmt(cols['open'])} | {' | '.join(cells)} |")
 print()
 for r in range(1, rounds + 1):
     for scen in ("a", "b"):
-        for v in ("off", "on", "open"):
+        for v in ("off", "on", "feed", "open"):
             name = f"r{r}_{scen}_{v}"
             try:
                 load = open(f"{work}/{name}.load").read().strip()
