@@ -9,13 +9,14 @@
 #[path = "common/sv1_client.rs"]
 mod sv1_client;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blvm_stratum_v2::block::BlockTemplate;
 use blvm_stratum_v2::client::{ChannelKind, MinerOptions, StopReason, run_miner};
 use blvm_stratum_v2::config::{PoolConfig, PoolOptions};
-use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
+use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger, StoredShare};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
 use blvm_stratum_v2::node::{ChainEvent, NodeApi, NodeChain, NodeError};
 use blvm_stratum_v2::server::StratumV2Server;
@@ -100,21 +101,9 @@ async fn an_sv1_api_client_mines_blocks_credited_with_an_sv2_miner_of_the_same_u
     assert!(mined >= 2, "blocks mined: {mined}");
     assert_eq!(stats.blocks_accepted, u64::from(mined), "{stats:?}");
     assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
-    tokio::time::timeout(Duration::from_secs(15), server.stop())
-        .await
-        .unwrap()
-        .unwrap();
-
     // The ledger: every acknowledged share of both miners, one user, two workers, credited at
     // the channel difficulty.
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
-    let shares = ledger
-        .shares(&ShareRange::Time {
-            from_ms: 0,
-            to_ms: u64::MAX,
-            limit: 100_000,
-        })
-        .unwrap();
+    let shares = stop_and_read_ledger(&server, dir.path()).await;
     let by_worker = |w: &str| shares.iter().filter(|s| &*s.record.worker == w).count() as u64;
     assert_eq!(
         by_worker("sv1rig"),
@@ -131,6 +120,7 @@ async fn an_sv1_api_client_mines_blocks_credited_with_an_sv2_miner_of_the_same_u
     let total: f64 = shares.iter().map(|s| s.record.difficulty).sum();
     assert!((total - DIFFICULTY * shares.len() as f64).abs() < 1e-12);
     // The blocks found by the SV1 miner were found by its shares (credited, in the ledger).
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
     let blocks = ledger.blocks(100).unwrap();
     assert_eq!(blocks.len() as u32, mined);
     assert!(blocks.iter().all(|b| b.block.user == ADDRESS));
@@ -192,24 +182,14 @@ async fn our_cpu_miner_mines_blocks_over_sv1() {
     assert!(mined >= 2, "blocks mined: {mined}");
     assert_eq!(stats.blocks_accepted, u64::from(mined), "{stats:?}");
     assert_eq!(stats.blocks_rejected, 0, "{stats:?}");
-    tokio::time::timeout(Duration::from_secs(15), server.stop())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
-    let shares = ledger
-        .shares(&ShareRange::Time {
-            from_ms: 0,
-            to_ms: u64::MAX,
-            limit: 100_000,
-        })
-        .unwrap();
+    let shares = stop_and_read_ledger(&server, dir.path()).await;
     assert_eq!(shares.len() as u64, report.shares_accepted);
     assert!(
         shares
             .iter()
             .all(|s| &*s.record.user == ADDRESS && &*s.record.worker == "cpu")
     );
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
     assert_eq!(ledger.blocks(100).unwrap().len() as u32, mined);
 }
 
@@ -292,18 +272,7 @@ async fn two_workers_of_one_user_share_an_sv1_connection_and_are_credited_apart(
     assert_eq!((rig1, rig2), (5, 7));
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].0, 24, "another user: {refused:?}");
-    tokio::time::timeout(Duration::from_secs(15), server.stop())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
-    let shares = ledger
-        .shares(&ShareRange::Time {
-            from_ms: 0,
-            to_ms: u64::MAX,
-            limit: 100_000,
-        })
-        .unwrap();
+    let shares = stop_and_read_ledger(&server, dir.path()).await;
     assert!(shares.iter().all(|s| &*s.record.user == ADDRESS));
     let by_worker = |w: &str| shares.iter().filter(|s| &*s.record.worker == w).count() as u64;
     assert_eq!((by_worker("rig1"), by_worker("rig2")), (rig1, rig2));
@@ -401,19 +370,25 @@ async fn a_signalling_node_narrows_the_sv1_miners_version_mask() {
     assert_ne!(job_version & SIGNALLED_BIT, 0, "the job signals");
     assert_eq!(miner.accepted, 8);
     assert!(miner.refused.is_empty(), "{:?}", miner.refused);
+    let shares = stop_and_read_ledger(&server, dir.path()).await;
+    assert_eq!(shares.len(), 8);
+}
+
+/// Stops `server` (its ledger's last commits written) and reads every share of the SQLite
+/// ledger in `dir`.
+async fn stop_and_read_ledger(server: &StratumV2Server, dir: &Path) -> Vec<StoredShare> {
     tokio::time::timeout(Duration::from_secs(15), server.stop())
         .await
-        .unwrap()
-        .unwrap();
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
-    let shares = ledger
+        .expect("the pool stops in time")
+        .expect("the pool stops");
+    SqliteLedger::open(dir.join("ledger.sqlite3"))
+        .expect("the ledger opens")
         .shares(&ShareRange::Time {
             from_ms: 0,
             to_ms: u64::MAX,
             limit: 100_000,
         })
-        .unwrap();
-    assert_eq!(shares.len(), 8);
+        .expect("the ledger's shares")
 }
 
 /// `GET url` on a fresh HTTP/1 client: the JSON body of a 200.
@@ -528,18 +503,7 @@ async fn an_sv1_and_an_sv2_miner_of_one_user_at_once_add_up_to_one_total() {
     assert!((difficulty(&user) - DIFFICULTY * shares(&user) as f64).abs() < 1e-12);
 
     http.stop().await;
-    tokio::time::timeout(Duration::from_secs(15), server.stop())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
-    let stored = ledger
-        .shares(&ShareRange::Time {
-            from_ms: 0,
-            to_ms: u64::MAX,
-            limit: 100_000,
-        })
-        .unwrap();
+    let stored = stop_and_read_ledger(&server, dir.path()).await;
     let of_user: Vec<_> = stored
         .iter()
         .filter(|s| &*s.record.user == ADDRESS)

@@ -46,10 +46,6 @@ async fn shares_on_one_channel_are_credited_to_the_workers_their_tlv_names() {
 
         // The pool's per-worker statistics (what /metrics and /api/v1/workers read).
         let total: u32 = WORKERS.iter().map(|(_, n)| n).sum();
-        pool.wait_stats(Duration::from_secs(10), "every share folded in", |s| {
-            s.accepted_shares >= u64::from(total)
-        })
-        .await;
         {
             let handle = pool.server.get_pool();
             let pool_state = handle.read().unwrap();
@@ -152,11 +148,6 @@ async fn workers_beyond_the_label_limit_are_folded_into_other() {
             .expect("HTTP server");
         let base = format!("http://{}", http.local_addr());
         let _miner = send_worker_shares(&pool).await;
-        let total: u32 = WORKERS.iter().map(|(_, n)| n).sum();
-        pool.wait_stats(Duration::from_secs(10), "every share folded in", |s| {
-            s.accepted_shares >= u64::from(total)
-        })
-        .await;
 
         let c = client();
         let (m, _) = scrape(&c, &base).await;
@@ -206,7 +197,8 @@ fn loopback_http() -> HttpSettings {
 
 /// Negotiates 0x0002 with SRI's RequestExtensions, opens one extended channel as
 /// `proxy.farm` and sends [`WORKERS`]' shares on it, each with its worker's TLV; every one
-/// must be accepted. Returns the miner (its channel stays open).
+/// must be accepted, and folded into the pool's statistics before this returns. Returns the
+/// miner (its channel stays open).
 async fn send_worker_shares(pool: &TestPool) -> Miner {
     let mut miner = Miner::ready(pool.addr, &pool.key, 0).await.expect("set up");
 
@@ -265,5 +257,10 @@ async fn send_worker_shares(pool: &TestPool) -> Miner {
             assert_eq!(answer, Ok(()), "{worker}'s share");
         }
     }
+    let total: u32 = WORKERS.iter().map(|(_, n)| n).sum();
+    pool.wait_stats(Duration::from_secs(10), "every share folded in", |s| {
+        s.accepted_shares >= u64::from(total)
+    })
+    .await;
     miner
 }
