@@ -1127,8 +1127,9 @@ fn hash_hex(n: u64) -> String {
         .collect()
 }
 
-/// An operator's SQLite ledger of schema 3 opened by this version: migrated to 4 in place
-/// (`blocks` rebuilt for its new statuses, `balances` a view), nothing lost.
+/// An operator's SQLite ledger of schema 3 opened by this version: migrated in place (4:
+/// `blocks` rebuilt for its new statuses, `balances` a view; then 5, packed shares), nothing
+/// lost.
 #[test]
 fn a_schema_3_sqlite_ledger_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
