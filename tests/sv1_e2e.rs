@@ -65,20 +65,7 @@ async fn an_sv1_api_client_mines_blocks_credited_with_an_sv2_miner_of_the_same_u
     let sv1_mined = node.height() - HISTORY_HEIGHT;
     let sv2 = tokio::time::timeout(
         Duration::from_secs(90),
-        run_miner(
-            MinerOptions {
-                url: sv2_addr.to_string(),
-                authority_pubkey: server.authority_public_key().to_owned(),
-                threads: 1,
-                channel: ChannelKind::Extended,
-                user: format!("{ADDRESS}.sv2rig"),
-                nominal_hash_rate: 0.0,
-                max_shares: Some(6),
-                duration: Some(Duration::from_secs(60)),
-                ..MinerOptions::default()
-            },
-            std::future::pending::<()>(),
-        ),
+        run_miner(sv2_rig(&server, sv2_addr, 6), std::future::pending::<()>()),
     )
     .await
     .expect("the SV2 miner finishes in time");
@@ -374,6 +361,26 @@ async fn a_signalling_node_narrows_the_sv1_miners_version_mask() {
     assert_eq!(shares.len(), 8);
 }
 
+/// Our SV2 CPU miner as worker `sv2rig` of [`ADDRESS`], on one extended channel, stopping
+/// after `max_shares` accepted shares (or a minute).
+fn sv2_rig(
+    server: &StratumV2Server,
+    sv2_addr: std::net::SocketAddr,
+    max_shares: u64,
+) -> MinerOptions {
+    MinerOptions {
+        url: sv2_addr.to_string(),
+        authority_pubkey: server.authority_public_key().to_owned(),
+        threads: 1,
+        channel: ChannelKind::Extended,
+        user: format!("{ADDRESS}.sv2rig"),
+        nominal_hash_rate: 0.0,
+        max_shares: Some(max_shares),
+        duration: Some(Duration::from_secs(60)),
+        ..MinerOptions::default()
+    }
+}
+
 /// Stops `server` (its ledger's last commits written) and reads every share of the SQLite
 /// ledger in `dir`.
 async fn stop_and_read_ledger(server: &StratumV2Server, dir: &Path) -> Vec<StoredShare> {
@@ -444,20 +451,7 @@ async fn an_sv1_and_an_sv2_miner_of_one_user_at_once_add_up_to_one_total() {
         conn.mine(SV1_SHARES).await;
         conn.miner
     };
-    let sv2 = run_miner(
-        MinerOptions {
-            url: sv2_addr.to_string(),
-            authority_pubkey: server.authority_public_key().to_owned(),
-            threads: 1,
-            channel: ChannelKind::Extended,
-            user: format!("{ADDRESS}.sv2rig"),
-            nominal_hash_rate: 0.0,
-            max_shares: Some(10),
-            duration: Some(Duration::from_secs(60)),
-            ..MinerOptions::default()
-        },
-        std::future::pending::<()>(),
-    );
+    let sv2 = run_miner(sv2_rig(&server, sv2_addr, 10), std::future::pending::<()>());
     let (sv1, sv2) =
         tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(sv1, sv2) })
             .await
