@@ -322,6 +322,11 @@ pub struct PoolOptions {
     /// Group commit: most shares written per transaction. Default: 4096.
     #[arg(long, value_name = "N")]
     pub ledger_flush_shares: Option<usize>,
+    /// A connection whose output (acknowledgements, and what was queued after them) has
+    /// waited this long (seconds) for a ledger that cannot write is closed: its miner comes
+    /// back to a connection with nothing held, where refusals reach it at once. Default: 10.
+    #[arg(long, value_name = "SECS")]
+    pub ledger_hold_limit_secs: Option<u64>,
     /// Issue 18, several instances on one ledger: seconds between two heartbeats of this
     /// instance's claim of its server_id in the ledger's registry; a claim not beaten for 3
     /// intervals is dead and may be taken over. Default: 5.
@@ -658,6 +663,7 @@ impl PoolOptions {
             ledger_url,
             ledger_flush_ms,
             ledger_flush_shares,
+            ledger_hold_limit_secs,
             instance_heartbeat_secs,
             // Issue 15, the ledger's cost (helper P).
             ledger_sqlite_sync,
@@ -906,6 +912,16 @@ fn ledger_settings(
             format!("{heartbeat_secs}: from 1 to 3600"),
         ));
     }
+    let hold_limit_secs = o
+        .ledger_hold_limit_secs
+        .unwrap_or(crate::server::DEFAULT_HOLD_LIMIT_SECS);
+    if !(1..=3_600).contains(&hold_limit_secs) {
+        return Err(invalid(
+            source_name,
+            "ledger_hold_limit_secs",
+            format!("{hold_limit_secs}: from 1 to 3600"),
+        ));
+    }
     Ok(Some(LedgerSettings {
         url,
         writer: WriterSettings {
@@ -914,6 +930,7 @@ fn ledger_settings(
         },
         sqlite_sync,
         heartbeat: std::time::Duration::from_secs(heartbeat_secs),
+        hold_limit: std::time::Duration::from_secs(hold_limit_secs),
     }))
 }
 

@@ -1,7 +1,10 @@
-//! Durable before acknowledged (issue 15): a session in durable mode sends no
-//! SubmitShares.Success before the share ledger committed every share it covers, releases
-//! acknowledgements in order, and refuses valid shares with `ledger-unavailable` while the
-//! ledger cannot write (a block still goes out, and is acknowledged once stored).
+//! Durable before acknowledged (issue 15): a session in durable mode queues each
+//! SubmitShares.Success behind a hold on the last share it covers (the shell writes it once
+//! the share ledger has committed that share), and refuses valid shares with
+//! `ledger-unavailable` while the ledger cannot write (a block still goes out, and is
+//! acknowledged once stored). Then the pool over TCP with a ledger (nothing acknowledged that
+//! is not stored, a ledger that cannot write, a connection whose output waits too long), and
+//! `kill -9` under load.
 
 use std::sync::Arc;
 
@@ -35,28 +38,43 @@ fn feed(s: &mut Session, bytes: &[u8], now_ms: u64) {
     s.handle_frame(&f, now_ms).expect("handled");
 }
 
-/// What a session sent: acknowledgements (channel, last sequence number, count) and errors.
+/// What a session sent: acknowledgements (channel, last sequence number, count) and errors,
+/// each with the share number it waits for (the holds in force at it; 0: none).
 #[derive(Debug, Default)]
 struct Out {
     acks: Vec<(u32, u32, u32)>,
+    ack_waits: Vec<u64>,
     errors: Vec<String>,
+    error_waits: Vec<u64>,
 }
 
 fn take(s: &mut Session) -> Out {
     let out = std::mem::take(s.output());
     let mut seen = Out::default();
-    let mut rest = &out[..];
-    while let Some((f, used)) = Frame::parse(rest, 1 << 24).expect("valid output") {
+    for (i, m) in out.messages().enumerate() {
+        let waits = out
+            .holds()
+            .iter()
+            .filter(|(at, _)| *at <= i)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        let f = Frame::parse_exact(m).expect("valid output");
         match f.message().expect("known").0 {
-            Message::SubmitSharesSuccess(a) => seen.acks.push((
-                a.channel_id,
-                a.last_sequence_number,
-                a.new_submits_accepted_count,
-            )),
-            Message::SubmitSharesError(e) => seen.errors.push(e.error_code.to_string()),
+            Message::SubmitSharesSuccess(a) => {
+                seen.acks.push((
+                    a.channel_id,
+                    a.last_sequence_number,
+                    a.new_submits_accepted_count,
+                ));
+                seen.ack_waits.push(waits);
+            }
+            Message::SubmitSharesError(e) => {
+                seen.errors.push(e.error_code.to_string());
+                seen.error_waits.push(waits);
+            }
             _ => {}
         }
-        rest = &rest[used..];
     }
     seen
 }
@@ -127,13 +145,18 @@ impl Job {
 
 /// A durable session with one extended channel on `chain`, acknowledging each `batch` shares.
 fn durable_session(chain: ChainConfig, batch: u32) -> (Session, Job, Arc<Work>) {
+    session_with(chain, batch, true)
+}
+
+/// [`durable_session`], or without a ledger (`durable` false).
+fn session_with(chain: ChainConfig, batch: u32, durable: bool) -> (Session, Job, Arc<Work>) {
     let mut chain = EmbeddedChain::new(chain);
     let config = Arc::new(MiningConfig {
         min_difficulty: 1e-9,
         max_difficulty: 1e-9,
         share_batch_size: batch,
         share_rate_multiple: 1e9,
-        durable_acks: true,
+        durable_acks: durable,
         ..MiningConfig::default()
     });
     let work = Work::new(1, chain.template(NOW_S), &config.coinbase).unwrap();
@@ -241,15 +264,18 @@ fn submit(s: &mut Session, job: &Job, net: Target, first: u32, n: u32, now_ms: u
 }
 
 #[test]
-fn nothing_is_acknowledged_before_its_commit_and_releases_go_in_order() {
+fn every_acknowledgement_waits_behind_a_hold_on_its_last_share() {
     let (mut s, job, work) = durable_session(hard_chain(), 1);
     let out = submit(&mut s, &job, work.network_target, 1, 5, NOW_MS);
     assert_eq!(
         acks(&out),
-        [],
-        "no acknowledgement before the ledger's commit"
+        (1..=5).map(|n| (job.channel_id, n, 1)).collect::<Vec<_>>()
     );
-    assert_eq!(s.held_acknowledgements(), 5);
+    assert_eq!(
+        out.ack_waits,
+        [1, 2, 3, 4, 5],
+        "each waits for the ledger's commit of its share"
+    );
     let numbers: Vec<u64> = s
         .drain_events()
         .filter_map(|e| match e {
@@ -269,38 +295,23 @@ fn nothing_is_acknowledged_before_its_commit_and_releases_go_in_order() {
         })
         .collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5]);
-    s.shares_durable(3);
-    assert_eq!(
-        acks(&take(&mut s)),
-        [
-            (job.channel_id, 1, 1),
-            (job.channel_id, 2, 1),
-            (job.channel_id, 3, 1)
-        ]
-    );
-    // An old commit number changes nothing.
-    s.shares_durable(2);
-    assert_eq!(acks(&take(&mut s)), []);
-    s.shares_durable(5);
-    assert_eq!(
-        acks(&take(&mut s)),
-        [(job.channel_id, 4, 1), (job.channel_id, 5, 1)]
-    );
-    assert_eq!(s.held_acknowledgements(), 0);
+    // Without a ledger nothing is held.
+    let (mut s, job, work) = session_with(hard_chain(), 1, false);
+    let out = submit(&mut s, &job, work.network_target, 1, 2, NOW_MS);
+    assert_eq!(out.ack_waits, [0, 0]);
 }
 
 #[test]
 fn a_full_batch_waits_for_its_last_share_and_a_due_batch_too() {
     let (mut s, job, work) = durable_session(hard_chain(), 3);
     let out = submit(&mut s, &job, work.network_target, 1, 4, NOW_MS);
-    assert_eq!(acks(&out), []);
-    s.shares_durable(2);
-    assert_eq!(acks(&take(&mut s)), [], "the batch covers share 3");
-    s.shares_durable(4);
-    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 3, 3)]);
-    // The fourth share's batch is due after a second: made then, sent at once (committed).
+    assert_eq!(acks(&out), [(job.channel_id, 3, 3)]);
+    assert_eq!(out.ack_waits, [3], "the batch covers shares 1 to 3");
+    // The fourth share's batch is due after a second: made then, behind its hold.
     s.on_tick(NOW_MS + 1_000);
-    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 4, 1)]);
+    let out = take(&mut s);
+    assert_eq!(acks(&out), [(job.channel_id, 4, 1)]);
+    assert_eq!(out.ack_waits, [4]);
 }
 
 #[test]
@@ -308,10 +319,15 @@ fn shares_are_refused_while_the_ledger_is_down_and_held_ones_wait() {
     let (mut s, job, work) = durable_session(hard_chain(), 1);
     let status = s.ledger_status().clone();
     let out = submit(&mut s, &job, work.network_target, 1, 2, NOW_MS);
-    assert_eq!(acks(&out), []);
+    assert_eq!(out.ack_waits, [1, 2]);
     status.set_available(false);
     let out = submit(&mut s, &job, work.network_target, 3, 2, NOW_MS);
     assert_eq!(errors(&out), ["ledger-unavailable", "ledger-unavailable"]);
+    assert_eq!(
+        out.error_waits,
+        [0, 0],
+        "a refusal holds nothing of its own"
+    );
     assert_eq!(acks(&out), []);
     let refused: Vec<ShareRejection> = s
         .drain_events()
@@ -329,17 +345,12 @@ fn shares_are_refused_while_the_ledger_is_down_and_held_ones_wait() {
         .collect();
     assert_eq!(refused, [ShareRejection::LedgerUnavailable; 2]);
     assert_eq!(s.last_share_number(), 2, "refused shares are not numbered");
-    // The writes come back: the held shares are acknowledged, mining goes on.
+    // The writes come back: mining goes on, numbered from where it was.
     status.set_available(true);
-    s.shares_durable(2);
-    assert_eq!(
-        acks(&take(&mut s)),
-        [(job.channel_id, 1, 1), (job.channel_id, 2, 1)]
-    );
     let out = submit(&mut s, &job, work.network_target, 5, 1, NOW_MS);
     assert_eq!(errors(&out), Vec::<String>::new());
-    s.shares_durable(3);
-    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 5, 1)]);
+    assert_eq!(acks(&out), [(job.channel_id, 5, 1)]);
+    assert_eq!(out.ack_waits, [3]);
 }
 
 #[test]
@@ -357,7 +368,8 @@ fn a_block_found_while_the_ledger_is_down_is_emitted_and_held_not_refused() {
     feed(&mut s, &job.share(1, &en, nonce), NOW_MS);
     let out = take(&mut s);
     assert_eq!(errors(&out), Vec::<String>::new());
-    assert_eq!(acks(&out), []);
+    assert_eq!(acks(&out), [(job.channel_id, 1, 1)]);
+    assert_eq!(out.ack_waits, [1], "acknowledged once the ledger stores it");
     let events: Vec<SessionEvent> = s.drain_events().collect();
     assert!(
         matches!(events[0], SessionEvent::BlockFound(_)),
@@ -370,9 +382,6 @@ fn a_block_found_while_the_ledger_is_down_is_emitted_and_held_not_refused() {
             ..
         }
     ));
-    s.set_ledger_available(true);
-    s.shares_durable(1);
-    assert_eq!(acks(&take(&mut s)), [(job.channel_id, 1, 1)]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,20 +482,101 @@ mod pool_with_ledger {
         .unwrap()
     }
 
-    fn config(dir: &std::path::Path, bits: u32) -> PoolConfig {
-        PoolConfig::resolve(
-            &PoolOptions {
-                listen_addr: Some("127.0.0.1:0".into()),
-                data_dir: Some(dir.to_path_buf()),
-                min_difficulty: Some(1e-6),
-                max_difficulty: Some(1e-6),
-                chain_bits: Some(bits),
-                share_rate_multiple: Some(10_000.0),
-                ..PoolOptions::default()
-            },
-            "test",
+    /// A ledger that stays down: a connection whose acknowledgements have waited
+    /// `ledger_hold_limit_secs` is closed, with nothing acknowledged; the miner's next
+    /// connection, with nothing held, has its shares refused `ledger-unavailable` at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_whose_output_waits_too_long_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SharedLedger::default();
+        ledger.with(|l| l.fail_writes = true);
+        let node: Arc<dyn NodeApi> = Arc::new(EmbeddedNode::new(ChainConfig {
+            bits: 0x1d00_ffff,
+            synthetic_transactions: 3,
+            block_interval_secs: 0,
+        }));
+        let cfg = config_with(dir.path(), 0x1d00_ffff, |o| {
+            o.ledger_hold_limit_secs = Some(1)
+        });
+        let server = StratumV2Server::with_ledger(
+            cfg,
+            node,
+            Box::new(ledger.clone()),
+            Box::new(|_, _| Ok(())),
         )
-        .expect("config")
+        .expect("server");
+        let url = server.start().await.expect("start").to_string();
+        let opts = |secs| MinerOptions {
+            url: url.clone(),
+            authority_pubkey: server.authority_public_key().to_owned(),
+            threads: 1,
+            channel: ChannelKind::Extended,
+            user: "carol".into(),
+            duration: Some(Duration::from_secs(secs)),
+            ..MinerOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let first = tokio::time::timeout(
+            Duration::from_secs(30),
+            run_miner(opts(20), std::future::pending::<()>()),
+        )
+        .await
+        .expect("the pool closed it in time");
+        let waited = started.elapsed();
+        assert!(
+            matches!(first, Err(blvm_stratum_v2::client::MinerError::Closed)),
+            "{first:?}"
+        );
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(15),
+            "closed after {waited:?}"
+        );
+        let second = tokio::time::timeout(
+            Duration::from_secs(30),
+            run_miner(opts(2), std::future::pending::<()>()),
+        )
+        .await
+        .expect("in time")
+        .expect("the second connection stays open");
+        assert_eq!(second.shares_accepted, 0, "{second:?}");
+        assert!(
+            second
+                .shares_rejected
+                .get("ledger-unavailable")
+                .is_some_and(|n| *n > 0),
+            "refusals reach the miner at once: {second:?}"
+        );
+        assert_eq!(ledger.clone().last_share_id().unwrap(), 0, "nothing stored");
+        // The ledger writes again: what the first connection had accepted is stored (never
+        // acknowledged, which is allowed: only the converse is not).
+        ledger.with(|l| l.fail_writes = false);
+        tokio::time::timeout(Duration::from_secs(15), server.stop())
+            .await
+            .expect("stops in time")
+            .expect("stops");
+        println!("closed after {waited:?}");
+    }
+
+    fn config(dir: &std::path::Path, bits: u32) -> PoolConfig {
+        config_with(dir, bits, |_| {})
+    }
+
+    fn config_with(
+        dir: &std::path::Path,
+        bits: u32,
+        more: impl FnOnce(&mut PoolOptions),
+    ) -> PoolConfig {
+        let mut options = PoolOptions {
+            listen_addr: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.to_path_buf()),
+            min_difficulty: Some(1e-6),
+            max_difficulty: Some(1e-6),
+            chain_bits: Some(bits),
+            share_rate_multiple: Some(10_000.0),
+            ..PoolOptions::default()
+        };
+        more(&mut options);
+        PoolConfig::resolve(&options, "test").expect("config")
     }
 
     async fn mine(

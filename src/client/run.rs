@@ -186,11 +186,13 @@ impl From<ConnectionError<MinerSessionError>> for MinerError {
             ConnectionError::Protocol(e) => MinerError::Session(e),
             ConnectionError::Idle => MinerError::Timeout("idle"),
             ConnectionError::SlowReader(_) => MinerError::Timeout("writing to the pool"),
-            // A line too long cannot happen on a Noise connection.
+            // A line too long cannot happen on a Noise connection, nor held output (a pool's)
+            // on a miner's.
             ConnectionError::Closed
             | ConnectionError::Shutdown
             | ConnectionError::Ended
-            | ConnectionError::LineTooLong(_) => MinerError::Closed,
+            | ConnectionError::LineTooLong(_)
+            | ConnectionError::OutputHeld(_) => MinerError::Closed,
         }
     }
 }

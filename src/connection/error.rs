@@ -33,6 +33,10 @@ pub enum ConnectionError<E: std::error::Error + 'static> {
     /// The peer does not read what we send.
     #[error("peer not reading ({0} bytes pending)")]
     SlowReader(usize),
+    /// Output held for the share ledger (acknowledgements, and what was queued after them)
+    /// waited this long without the ledger committing: the connection is given up.
+    #[error("output held {0:?} for a share ledger that cannot write")]
+    OutputHeld(std::time::Duration),
     /// Our side is shutting down.
     #[error("shutting down")]
     Shutdown,

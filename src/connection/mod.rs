@@ -9,6 +9,10 @@
 //! [`Connection::with_protocol`], so what they produce is encrypted and queued the same way.
 //! Every frame is encrypted from the [`Outbox`]'s recorded boundaries: our own output is never
 //! parsed again. The handshake, setup and idle deadlines live here, not in the drivers.
+//! Output the protocol holds for the share ledger ([`Outbox::hold_until`]) is encrypted like
+//! the rest, and its place in the ciphertext is reported ([`Connection::transmit_holds`]): the
+//! driver writes those bytes only once the ledger has committed (the Noise nonces fix their
+//! order, so everything after a hold waits with it).
 //!
 //! No tokio, no clock reads, no sockets: the pool server, the template provider, the CPU
 //! miner and the load generator each drive this object with their own loop.
@@ -101,6 +105,9 @@ pub struct Connection<P: Protocol> {
     handshake: Vec<u8>,
     /// Ciphertext (or handshake bytes) waiting to be written.
     transmit: Vec<u8>,
+    /// Holds in `transmit`, in order: from byte offset `.0` on, nothing may be written before
+    /// the protocol's share number `.1` is committed.
+    transmit_holds: Vec<(usize, u64)>,
     events: VecDeque<P::Event>,
     handshake_deadline: u64,
     /// Set when the handshake completes.
@@ -183,6 +190,7 @@ impl<P: Protocol> Connection<P> {
             config,
             handshake: Vec::new(),
             transmit: Vec::new(),
+            transmit_holds: Vec::new(),
             events: VecDeque::new(),
             handshake_deadline: now_ms.saturating_add(config.handshake_timeout_ms),
             setup_deadline: u64::MAX,
@@ -329,8 +337,12 @@ impl<P: Protocol> Connection<P> {
         self.protocol.take_events(&mut self.events);
         if let Stage::Established { sender, .. } = &mut self.stage {
             let outbox = self.protocol.outbox();
+            let mut holds = outbox.holds().iter().peekable();
             let mut result = Ok(());
-            for message in outbox.messages() {
+            for (index, message) in outbox.messages().enumerate() {
+                while let Some(&(_, share)) = holds.next_if(|(at, _)| *at == index) {
+                    self.transmit_holds.push((self.transmit.len(), share));
+                }
                 if let Err(e) = sender.encrypt_frame(message, &mut self.transmit) {
                     result = Err(e);
                     break;
@@ -340,6 +352,13 @@ impl<P: Protocol> Connection<P> {
             result?;
         } else if let Stage::Lines { .. } = self.stage {
             let outbox = self.protocol.outbox();
+            let base = self.transmit.len();
+            for &(index, share) in outbox.holds() {
+                if index < outbox.message_count() {
+                    let at = base + outbox.message_start(index);
+                    self.transmit_holds.push((at, share));
+                }
+            }
             self.transmit.extend_from_slice(outbox);
             outbox.clear();
             outbox.release_spare(LINES_BUFFER_KEEP);
@@ -419,8 +438,11 @@ impl<P: Protocol> Connection<P> {
 
     /// Moves the ciphertext waiting to be written into `out` (swapped in when `out` is
     /// empty, so neither buffer is copied or reallocated in the steady state); returns whether
-    /// there was any.
+    /// there was any. For a protocol that never holds output (every client side): one that
+    /// does is driven with [`Self::pending_transmit`] and [`Self::transmit_holds`].
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        debug_assert!(self.transmit_holds.is_empty(), "held output taken unheld");
+        self.transmit_holds.clear();
         if self.transmit.is_empty() {
             return false;
         }
@@ -440,17 +462,35 @@ impl<P: Protocol> Connection<P> {
         &self.transmit
     }
 
-    /// Forgets the ciphertext [`Self::pending_transmit`] showed (it has been written),
+    /// Where in [`Self::pending_transmit`] held output starts, in order: from byte offset `.0`
+    /// on, nothing may be written before the protocol's share number `.1` is committed (the
+    /// share ledger's commit; see [`Outbox::hold_until`]). Empty: all of it may go now.
+    pub fn transmit_holds(&self) -> &[(usize, u64)] {
+        &self.transmit_holds
+    }
+
+    /// Forgets the ciphertext [`Self::pending_transmit`] showed (it has been written, or
+    /// taken to be written once released) and its holds,
     /// keeping the buffer's capacity up to [`TRANSMIT_BUFFER_KEEP`] ([`LINES_BUFFER_KEEP`] for
     /// a line protocol) (a burst of output, many jobs at once, does not stay pinned).
     pub fn clear_transmit(&mut self) {
         self.transmit.clear();
+        self.transmit_holds.clear();
         let keep = match self.stage {
             Stage::Lines { .. } => LINES_BUFFER_KEEP,
             _ => TRANSMIT_BUFFER_KEEP,
         };
         if self.transmit.capacity() > keep {
             self.transmit.shrink_to(keep);
+        }
+    }
+
+    /// Puts ciphertext taken from [`Self::pending_transmit`] back in front of what is pending,
+    /// to be written now (held output, once released, that the socket did not take at once).
+    pub fn restore_transmit(&mut self, bytes: &[u8]) {
+        self.transmit.splice(0..0, bytes.iter().copied());
+        for hold in &mut self.transmit_holds {
+            hold.0 += bytes.len();
         }
     }
 

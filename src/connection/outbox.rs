@@ -4,6 +4,11 @@
 //! The recorded boundaries let the connection encrypt each SV2 frame as its own Noise message
 //! without parsing our own output again. Both buffers keep their capacity across turns, so the
 //! steady state (one share in, one acknowledgement out) does not allocate.
+//!
+//! A hold ([`Outbox::hold_until`]) marks where output starts that must not reach the peer
+//! before the share ledger has committed a given share of the session (durable
+//! acknowledgements, issue 15): the acknowledgement is encoded, and encrypted, at once, so
+//! releasing it later is a write of bytes already made, not another turn of the session.
 
 use std::ops::Deref;
 
@@ -15,6 +20,9 @@ pub struct Outbox {
     bytes: Vec<u8>,
     /// End offset in `bytes` of each message, in order.
     ends: Vec<usize>,
+    /// Holds, in order: from message index `.0` on, nothing may be sent before the session's
+    /// share number `.1` is committed.
+    holds: Vec<(usize, u64)>,
 }
 
 impl Outbox {
@@ -62,6 +70,21 @@ impl Outbox {
         }
     }
 
+    /// The messages pushed from now on (and everything after them) are not to be sent before
+    /// the share ledger has committed the session's share number `share` (numbers only grow).
+    pub fn hold_until(&mut self, share: u64) {
+        let at = self.ends.len();
+        match self.holds.last_mut() {
+            Some((i, n)) if *i == at => *n = (*n).max(share),
+            _ => self.holds.push((at, share)),
+        }
+    }
+
+    /// The holds, in order: from message index `.0` on, output waits for share `.1`.
+    pub fn holds(&self) -> &[(usize, u64)] {
+        &self.holds
+    }
+
     /// The queued messages, each as its own slice, in order.
     pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;
@@ -82,10 +105,19 @@ impl Outbox {
         self.bytes
     }
 
-    /// Forgets every queued message, keeping the capacity.
+    /// Where message `index` starts in the queued bytes.
+    pub fn message_start(&self, index: usize) -> usize {
+        match index.checked_sub(1) {
+            Some(i) => self.ends.get(i).copied().unwrap_or(self.bytes.len()),
+            None => 0,
+        }
+    }
+
+    /// Forgets every queued message and hold, keeping the capacity.
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.holds.clear();
     }
 
     /// Gives back byte capacity beyond `keep` once empty (a burst of output does not stay
@@ -133,5 +165,25 @@ mod tests {
         out.clear();
         assert!(out.is_empty());
         assert_eq!(out.messages().count(), 0);
+    }
+
+    /// A hold names the first message that waits; two at the same place keep the higher
+    /// share number; clearing forgets them.
+    #[test]
+    fn holds_mark_where_waiting_output_starts() {
+        let mut out = Outbox::new();
+        out.push_raw(b"free\n");
+        out.hold_until(3);
+        out.hold_until(5);
+        out.push_raw(b"ack\n");
+        out.push_raw(b"job\n");
+        out.hold_until(6);
+        out.push_raw(b"ack\n");
+        assert_eq!(out.holds(), [(1, 5), (3, 6)]);
+        assert_eq!(out.message_start(1), 5);
+        assert_eq!(out.message_start(3), 13);
+        assert_eq!(out.message_start(0), 0);
+        out.clear();
+        assert!(out.holds().is_empty());
     }
 }

@@ -86,11 +86,13 @@ impl From<ConnectionError<MinerSessionError>> for ConnError {
             ConnectionError::SetupTimeout => ConnError::Timeout("setting up"),
             ConnectionError::Idle => ConnError::Timeout("idle"),
             ConnectionError::SlowReader(_) => ConnError::Timeout("writing"),
-            // A line too long cannot happen on a Noise connection.
+            // A line too long cannot happen on a Noise connection, nor held output (a pool's)
+            // on a miner's.
             ConnectionError::Closed
             | ConnectionError::Shutdown
             | ConnectionError::Ended
-            | ConnectionError::LineTooLong(_) => ConnError::Disconnected,
+            | ConnectionError::LineTooLong(_)
+            | ConnectionError::OutputHeld(_) => ConnError::Disconnected,
         }
     }
 }

@@ -2,13 +2,15 @@
 //! by the shell's loop, with the pool's side of it: new work in, session events to [`Shared`],
 //! and the connection's accepted-share statistics folded into the pool within
 //! [`FOLD_DELAY_MS`] of a share (only when there is one: an idle connection does not wake).
-//! With a share ledger, accepted and rejected shares and found blocks go to its writer, and
-//! the writer's commits wake the connection to release the acknowledgements they cover.
+//! With a share ledger, accepted and rejected shares and found blocks go to its writer; the
+//! acknowledgements, encrypted at once behind their holds, wait in the connection's
+//! [`HeldOutput`], which the writer's commits release to the socket without waking the
+//! connection (`server::held_output`).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -17,7 +19,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::gate::Gate;
-use super::ledger_writer::{self, CommitSignal, LedgerSender};
+use super::held_output::{DEFAULT_HOLD_LIMIT_SECS, HeldOutput};
+use super::ledger_writer::{self, LedgerSender};
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
 use crate::mining::{MiningConfig, Session, SessionError, SessionEvent, Work};
@@ -64,18 +67,11 @@ pub type ConnectionEnd = ConnectionError<SessionError>;
 pub(super) trait MinerProtocol: Protocol<Event = SessionEvent> {
     /// New work from the pool.
     fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) -> Result<(), Self::Error>;
-    /// The ledger committed every share of this connection up to `up_to`.
-    fn shares_durable(&mut self, up_to: u64) -> Result<(), Self::Error>;
 }
 
 impl MinerProtocol for Session {
     fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) -> Result<(), SessionError> {
         Session::on_work(self, work, now_ms);
-        Ok(())
-    }
-
-    fn shares_durable(&mut self, up_to: u64) -> Result<(), SessionError> {
-        Session::shares_durable(self, up_to);
         Ok(())
     }
 }
@@ -89,15 +85,14 @@ pub(super) struct PoolHandler<'a> {
     events: Vec<SessionEvent>,
     /// When accepted shares waiting in `pending` are folded into the pool.
     fold_at: Option<u64>,
-    /// The share ledger's writer and this connection's commit signal, if there is a ledger.
-    ledger: Option<(&'a LedgerSender, Arc<CommitSignal>)>,
-    /// Issue 16: accepted shares waiting for their commit (share number, arrival), for the
-    /// acknowledgement-latency histogram; at most [`MAX_TIMED_ACKS`].
-    acks: VecDeque<(u64, Instant)>,
+    /// The share ledger's writer and this connection's output waiting for its commits, if
+    /// there is a ledger.
+    ledger: Option<(&'a LedgerSender, Arc<HeldOutput>)>,
+    /// When to check that held output is not waiting past `hold_limit` (ms).
+    hold_check_at: Option<u64>,
+    /// How long output may wait for the ledger before the connection is closed.
+    hold_limit: Duration,
 }
-
-/// Accepted shares whose acknowledgement is timed at once per connection (more wait untimed).
-const MAX_TIMED_ACKS: usize = 4096;
 
 impl PoolHandler<'_> {
     /// Hands the batch's accepted and rejected shares and found blocks to the ledger's writer.
@@ -126,11 +121,35 @@ impl<'a> PoolHandler<'a> {
             pending,
             events: Vec::new(),
             fold_at: None,
-            acks: VecDeque::new(),
+            hold_check_at: None,
+            hold_limit: shared
+                .config
+                .ledger
+                .as_ref()
+                .map_or(Duration::from_secs(DEFAULT_HOLD_LIMIT_SECS), |l| {
+                    l.hold_limit
+                }),
             ledger: shared
                 .ledger
                 .as_ref()
-                .map(|ledger| (ledger, CommitSignal::new())),
+                .map(|ledger| (ledger, HeldOutput::new(shared.observe.ack_latency.clone()))),
+        }
+    }
+
+    /// Released acknowledgements are written to `socket`, which stays open until this
+    /// handler is dropped.
+    pub(super) fn attach(&self, socket: &tokio::net::TcpStream) {
+        if let Some((_, held)) = &self.ledger {
+            held.attach(socket.as_raw_fd());
+        }
+    }
+}
+
+/// The socket closes after its handler: held output is never written to it after that.
+impl Drop for PoolHandler<'_> {
+    fn drop(&mut self) {
+        if let Some((_, held)) = &self.ledger {
+            held.detach();
         }
     }
 }
@@ -164,16 +183,6 @@ impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
             return;
         }
         self.record(now_ms);
-        if self.ledger.is_some() {
-            let arrived = Instant::now();
-            for e in &self.events {
-                if let SessionEvent::ShareAccepted { share_number, .. } = e
-                    && self.acks.len() < MAX_TIMED_ACKS
-                {
-                    self.acks.push_back((*share_number, arrived));
-                }
-            }
-        }
         if self.fold_at.is_none()
             && self.events.iter().any(|e| {
                 matches!(
@@ -190,39 +199,53 @@ impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
     }
 
     fn deadline(&self) -> Option<u64> {
-        self.fold_at
+        match (self.fold_at, self.hold_check_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    fn on_deadline(&mut self, _now_ms: u64) {
-        self.fold_at = None;
-        self.shared.fold_pending(self.id, self.pending);
-    }
-
-    fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.ledger
-            .as_ref()
-            .map(|(_, signal)| signal.wake().clone())
-    }
-
-    /// The ledger committed more of this connection's shares: their acknowledgements go out.
-    fn on_wake(
-        &mut self,
-        conn: &mut Connection<P>,
-        _now_ms: u64,
-    ) -> Result<(), ConnectionError<P::Error>> {
-        if let Some((_, signal)) = &self.ledger {
-            let up_to = signal.committed();
-            conn.with_protocol(|s| s.shares_durable(up_to))?
-                .map_err(ConnectionError::Protocol)?;
-            let latency = &self.shared.observe.ack_latency;
-            while let Some(&(n, arrived)) = self.acks.front()
-                && n <= up_to
+    fn on_deadline(&mut self, now_ms: u64) -> Result<(), ConnectionError<P::Error>> {
+        if self.fold_at.is_some_and(|at| at <= now_ms) {
+            self.fold_at = None;
+            self.shared.fold_pending(self.id, self.pending);
+        }
+        if self.hold_check_at.is_some_and(|at| at <= now_ms) {
+            self.hold_check_at = None;
+            if let Some((_, held)) = &self.ledger
+                && let Some(since) = held.oldest_hold()
             {
-                latency.observe(arrived.elapsed());
-                self.acks.pop_front();
+                let waited = since.elapsed();
+                if waited >= self.hold_limit {
+                    return Err(ConnectionError::OutputHeld(waited));
+                }
+                let left = self.hold_limit - waited;
+                self.hold_check_at = Some(now_ms + left.as_millis() as u64 + 1);
             }
         }
         Ok(())
+    }
+
+    /// Held acknowledgements wait in the [`HeldOutput`]; released ones the socket did not
+    /// take at once come back to be written here.
+    fn route_output(
+        &mut self,
+        conn: &mut Connection<P>,
+        max_outbound: usize,
+    ) -> Result<(), ConnectionError<P::Error>> {
+        let Some((_, held)) = &self.ledger else {
+            return Ok(());
+        };
+        if self.hold_check_at.is_none() && !conn.transmit_holds().is_empty() {
+            self.hold_check_at = Some(crate::shell::unix_ms() + self.hold_limit.as_millis() as u64);
+        }
+        held.route(conn, max_outbound)
+    }
+
+    /// Wakes the loop when released acknowledgements are its to write (the socket did not
+    /// take them from the ledger's writer at once).
+    fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.ledger.as_ref().map(|(_, held)| held.wake().clone())
     }
 }
 
@@ -281,6 +304,7 @@ pub async fn serve(
         accepted_ms,
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
+    handler.attach(&stream);
     shell::drive(
         &mut stream,
         &mut conn,
@@ -353,6 +377,11 @@ pub(super) fn log_end<E: ProtocolEnding + std::error::Error>(
     gate: &Gate,
 ) -> bool {
     let set_up_done = gate.is_set_up(id);
+    if let ConnectionError::OutputHeld(_) = end {
+        // The pool's own decision (its ledger cannot write), not the miner's doing.
+        warn!(conn = id, %peer, "connection closed: {end}");
+        return false;
+    }
     let Some(reason) = ending_reason(end, set_up_done) else {
         debug!(conn = id, %peer, "connection closed: {end}");
         return false;

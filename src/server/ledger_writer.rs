@@ -3,7 +3,7 @@
 //! verdicts over a channel. It takes everything queued (up to `flush_shares` shares, waiting
 //! at most `flush_ms` for more after the first), writes it with ONE [`Ledger::append`] (one
 //! transaction), then tells each connection the highest of its share numbers now committed
-//! ([`CommitSignal`]: an atomic and a wake-up), so its driver releases the acknowledgements.
+//! ([`HeldOutput::commit`]), which writes the acknowledgements that releases to its socket.
 //!
 //! A write that fails keeps its batch, marks the ledger down ([`LedgerStatus`]: sessions refuse
 //! new shares with `ledger-unavailable`), is logged once (then a summary line a minute while
@@ -15,15 +15,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bitcoin::{BlockHash, CompactTarget, Target};
-use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::held_output::HeldOutput;
 use crate::ledger::{
     BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
     LedgerError, RejectedCount, ShareRecord, SqliteSettings, SqliteSync, StoredBlock,
@@ -70,6 +70,9 @@ pub struct LedgerSettings {
     pub sqlite_sync: SqliteSync,
     /// Time between two heartbeats of this instance's claim in the registry (issue 18).
     pub heartbeat: Duration,
+    /// How long a connection's output may wait for the ledger before the connection is
+    /// closed (`ledger_hold_limit_secs`).
+    pub hold_limit: Duration,
 }
 
 /// Opens the ledger at `url` (see [`LedgerSettings::url`]), migrating its schema. Opened on
@@ -128,42 +131,12 @@ pub type BlockHook = Box<dyn FnMut(&mut dyn Ledger, BlockHash) -> Result<(), Led
 pub type MaintenanceHook =
     Box<dyn FnMut(&mut dyn Ledger, CompactTarget) -> Result<u64, LedgerError> + Send>;
 
-/// One connection's view of the ledger's commits: the highest of its share numbers committed,
-/// and a wake-up for its driver.
-#[derive(Debug, Default)]
-pub struct CommitSignal {
-    committed: AtomicU64,
-    wake: Arc<Notify>,
-}
-
-impl CommitSignal {
-    /// A connection with nothing committed.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// The highest share number committed.
-    pub fn committed(&self) -> u64 {
-        self.committed.load(Ordering::Acquire)
-    }
-
-    /// What wakes the connection's driver after a commit.
-    pub fn wake(&self) -> &Arc<Notify> {
-        &self.wake
-    }
-
-    fn commit(&self, up_to: u64) {
-        self.committed.fetch_max(up_to, Ordering::AcqRel);
-        self.wake.notify_one();
-    }
-}
-
 /// An accepted share as a connection hands it over (the writer makes the record: user and
 /// worker are resolved off the connection's task, once per identity, see `UserCache`).
 #[derive(Debug)]
 pub struct ShareInput {
     /// The connection's commit signal.
-    pub signal: Arc<CommitSignal>,
+    pub signal: Arc<HeldOutput>,
     /// The share's number in its session.
     pub share_number: u64,
     /// When it was accepted (ms since the Unix epoch).
@@ -261,7 +234,7 @@ pub enum LedgerMessage {
 /// found block; `None` for the rest.
 pub fn ledger_message(
     event: &SessionEvent,
-    signal: &Arc<CommitSignal>,
+    signal: &Arc<HeldOutput>,
     connection_id: u64,
     now_ms: u64,
 ) -> Option<LedgerMessage> {
@@ -598,7 +571,7 @@ struct WriterCore {
     users: UserCache,
     /// Per commit signal (a connection's, or one `handle_message` call's; keyed by its
     /// address): the signal and the highest of its share numbers in `batch`.
-    releases: FastMap<usize, (Arc<CommitSignal>, u64)>,
+    releases: FastMap<usize, (Arc<HeldOutput>, u64)>,
     /// Shares in the last commit (a busy pool gathers the next batch, [`GATHER`]).
     last_batch_shares: usize,
     /// Verdicts to write after `batch`.
@@ -1003,6 +976,7 @@ fn retry_with<T>(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
 
     use bitcoin::hashes::Hash;
 
@@ -1120,7 +1094,7 @@ mod tests {
         }
     }
 
-    fn share(signal: &Arc<CommitSignal>, conn: u64, n: u64) -> LedgerMessage {
+    fn share(signal: &Arc<HeldOutput>, conn: u64, n: u64) -> LedgerMessage {
         let mut h = [0u8; 32];
         h[..8].copy_from_slice(&(conn * 1_000_000 + n).to_le_bytes());
         LedgerMessage::Share(ShareInput {
@@ -1156,7 +1130,7 @@ mod tests {
             Box::new(|_, _| Ok(())),
         )
         .unwrap();
-        let (a, b) = (CommitSignal::new(), CommitSignal::new());
+        let (a, b) = (HeldOutput::waited_on(), HeldOutput::waited_on());
         let tx = w.sender();
         for n in 1..=5 {
             tx.send(share(&a, 1, n));
@@ -1212,7 +1186,7 @@ mod tests {
             Box::new(|_, _| Ok(())),
         )
         .unwrap();
-        let a = CommitSignal::new();
+        let a = HeldOutput::waited_on();
         for n in 1..=4 {
             w.sender().send(share(&a, 1, n));
         }
@@ -1256,7 +1230,7 @@ mod tests {
             }),
         )
         .unwrap();
-        let a = CommitSignal::new();
+        let a = HeldOutput::waited_on();
         let tx = w.sender();
         tx.send(share(&a, 1, 1));
         tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
@@ -1309,7 +1283,7 @@ mod tests {
         );
         // Due at once after each commit of shares.
         let mut w = start(Duration::ZERO, seen);
-        let a = CommitSignal::new();
+        let a = HeldOutput::waited_on();
         let tx = w.sender();
         tx.send(share(&a, 1, 1));
         wait_for("commit", || a.committed() == 1);
@@ -1329,7 +1303,7 @@ mod tests {
         // Not due: commits read nothing; a new tip still reads at once.
         let reads = Arc::new(Mutex::new(Vec::new()));
         let mut w = start(Duration::from_secs(3600), reads.clone());
-        let a = CommitSignal::new();
+        let a = HeldOutput::waited_on();
         let tx = w.sender();
         tx.send(LedgerMessage::Maintain(b1));
         wait_for("a read on the tip", || reads.lock().unwrap().len() == 1);
@@ -1415,7 +1389,7 @@ mod tests {
             Box::new(|_, _| Ok(())),
         )
         .unwrap();
-        let a = CommitSignal::new();
+        let a = HeldOutput::waited_on();
         w.sender().send(share(&a, 1, 1));
         wait_for("the ledger marked down", || !status.is_available());
         std::thread::sleep(Duration::from_millis(100));

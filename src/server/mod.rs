@@ -10,6 +10,7 @@ mod block_files;
 mod census;
 mod connection;
 mod gate;
+pub mod held_output;
 pub mod ledger_writer;
 mod maturity;
 pub mod observe;
@@ -24,6 +25,7 @@ mod timed_ledger;
 mod webhooks;
 
 pub use census::{ConnectionCensus, StratumProtocol};
+pub use held_output::DEFAULT_HOLD_LIMIT_SECS;
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
 pub use registration::{DEFAULT_HEARTBEAT_SECS, LEASE_HEARTBEATS, RegistrationError};
 pub use reward_check::{RewardCheckError, RewardDestination, check_reward_destination};
@@ -1005,7 +1007,7 @@ impl StratumV2Server {
             .drive_endpoint(&endpoint, &data, now)?;
         // With a ledger, the reply (its SubmitShares.Success among it) goes back only once
         // the ledger committed every share it covers, as on a connection.
-        let signal = ledger_writer::CommitSignal::new();
+        let signal = held_output::HeldOutput::waited_on();
         let mut up_to = 0;
         if let Some(ledger) = &self.shared.ledger {
             for e in &events {

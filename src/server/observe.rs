@@ -21,7 +21,7 @@ use crate::shell::{AtomicHistogram, HistogramSnapshot, Refused};
 #[derive(Debug, Default)]
 pub(crate) struct Observations {
     /// From a share's arrival to the ledger commit that releases its acknowledgement.
-    pub(crate) ack_latency: AtomicHistogram,
+    pub(crate) ack_latency: Arc<AtomicHistogram>,
     /// Each group commit of the share ledger.
     pub(crate) ledger_commits: Arc<AtomicHistogram>,
     /// Last time the node answered a template request (ms, 0: never).

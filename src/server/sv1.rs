@@ -23,10 +23,6 @@ impl MinerProtocol for Sv1Session {
     fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) -> Result<(), Sv1Error> {
         Sv1Session::on_work(self, work, now_ms)
     }
-
-    fn shares_durable(&mut self, up_to: u64) -> Result<(), Sv1Error> {
-        Sv1Session::shares_durable(self, up_to)
-    }
 }
 
 impl ProtocolEnding for Sv1Error {
@@ -75,6 +71,7 @@ pub async fn serve(
         accepted_ms,
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
+    handler.attach(&stream);
     let end = shell::drive(
         &mut stream,
         &mut conn,

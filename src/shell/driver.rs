@@ -76,9 +76,23 @@ pub trait Handler<P: Protocol> {
         None
     }
 
-    /// Called once the shell's own deadline has passed.
-    fn on_deadline(&mut self, now_ms: u64) {
+    /// Called once the shell's own deadline has passed; an error ends the connection.
+    fn on_deadline(&mut self, now_ms: u64) -> Result<(), ConnectionError<P::Error>> {
         let _ = now_ms;
+        Ok(())
+    }
+
+    /// Called before the loop writes what the connection queued: a handler whose protocol
+    /// holds output ([`Connection::transmit_holds`]) takes what may not be written yet, and
+    /// puts back what may. `max_outbound` bounds what it may keep. An error ends the
+    /// connection.
+    fn route_output(
+        &mut self,
+        conn: &mut Connection<P>,
+        max_outbound: usize,
+    ) -> Result<(), ConnectionError<P::Error>> {
+        let _ = (conn, max_outbound);
+        Ok(())
     }
 
     /// What wakes the loop from outside (the share ledger's commits), if anything: asked once,
@@ -140,13 +154,16 @@ async fn next_control<T>(
 }
 
 /// Writes the connection's pending ciphertext where it lies (no second buffer per connection)
-/// and clears it; a peer that lets more than `max_outbound` bytes pile up, or does not take
-/// them within `write_timeout`, is not reading.
-async fn write_out<P: Protocol>(
+/// and clears it, once the handler has taken what must wait ([`Handler::route_output`]); a
+/// peer that lets more than `max_outbound` bytes pile up, or does not take them within
+/// `write_timeout`, is not reading.
+async fn write_out<P: Protocol, H: Handler<P>>(
     stream: &mut TcpStream,
     conn: &mut Connection<P>,
+    handler: &mut H,
     limits: &DriverLimits,
 ) -> Result<(), ConnectionError<P::Error>> {
+    handler.route_output(conn, limits.max_outbound)?;
     let wire = conn.pending_transmit();
     if wire.is_empty() {
         return Ok(());
@@ -205,7 +222,7 @@ where
         let fed = conn.handle_wire(first, now);
         handler.on_events(conn, now).await;
         if let Err(e) = fed {
-            let _ = write_out(stream, conn, limits).await;
+            let _ = write_out(stream, conn, handler, limits).await;
             return e;
         }
     }
@@ -221,7 +238,7 @@ where
     // Since shutdown, when the drain ends (unix ms): the peer was asked to go elsewhere.
     let mut draining_until: Option<u64> = None;
     // The handshake reply, or anything queued at start.
-    if let Err(e) = write_out(stream, conn, limits).await {
+    if let Err(e) = write_out(stream, conn, handler, limits).await {
         return e;
     }
     loop {
@@ -302,7 +319,7 @@ where
                     result = conn.handle_timeout(t);
                 }
                 if handler.deadline().is_some_and(|d| d <= t) {
-                    handler.on_deadline(t);
+                    result = result.and(handler.on_deadline(t));
                 }
                 if draining_until.is_some_and(|d| d <= t) {
                     result = Err(ConnectionError::Shutdown);
@@ -310,7 +327,7 @@ where
             }
         }
         handler.on_events(conn, now.unwrap_or_else(unix_ms)).await;
-        if let Err(e) = write_out(stream, conn, limits).await {
+        if let Err(e) = write_out(stream, conn, handler, limits).await {
             return e;
         }
         if let Err(e) = result {

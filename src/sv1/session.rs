@@ -266,12 +266,6 @@ impl Sv1Session {
         self.translate()
     }
 
-    /// The ledger committed every share up to `up_to`: their submits are answered `true`.
-    pub fn shares_durable(&mut self, up_to: u64) -> Result<(), Sv1Error> {
-        self.inner.shares_durable(up_to);
-        self.translate()
-    }
-
     /// Handles one line from the miner.
     pub fn handle_line(&mut self, line: &[u8], now_ms: u64) -> Result<(), Sv1Error> {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -668,7 +662,12 @@ impl Sv1Session {
     fn translate(&mut self) -> Result<(), Sv1Error> {
         let mut frames = std::mem::take(Protocol::outbox(&mut self.inner));
         let mut result = Ok(());
-        for bytes in frames.messages() {
+        let mut holds = frames.holds().iter().peekable();
+        for (index, bytes) in frames.messages().enumerate() {
+            // A held acknowledgement (durable mode) holds its `true` and what follows.
+            while let Some(&(_, share)) = holds.next_if(|(at, _)| *at == index) {
+                self.out.hold_until(share);
+            }
             let Ok(frame) = Frame::parse_exact(bytes) else {
                 continue;
             };

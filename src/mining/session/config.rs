@@ -97,8 +97,8 @@ pub struct MiningConfig {
     pub max_channels: usize,
     // Issue 15, durable acknowledgements (helper A).
     /// Durable before acknowledged: accepted shares are numbered and each SubmitShares.Success
-    /// waits until the shell says the share ledger committed every share it covers
-    /// (`Session::shares_durable`); while the ledger is down valid shares are refused with
+    /// is queued behind a hold on the last share it covers (`Outbox::hold_until`: the shell
+    /// writes it once the share ledger committed that share); while the ledger is down valid shares are refused with
     /// `ledger-unavailable`. Off by default (acknowledgements as soon as a batch is due); the
     /// server turns it on for its connections when a ledger is configured.
     pub durable_acks: bool,

@@ -1,14 +1,21 @@
 //! Durable before acknowledged (issue 15): in durable mode a session numbers its accepted
-//! shares and keeps each SubmitShares.Success until the shell says the share ledger has
-//! committed every share it covers ([`Session::shares_durable`]); acknowledgements then go out
-//! in the order they were made. While the ledger cannot write, valid shares are refused with
-//! `ledger-unavailable` (a block is still built, emitted and accepted: it is never lost), and
-//! the shares already waiting keep waiting until their commit.
+//! shares and queues each SubmitShares.Success at once behind a hold on the last share it
+//! covers ([`Outbox::hold_until`](crate::connection::Outbox::hold_until)): the connection
+//! encrypts it with the rest and the shell writes it, and whatever follows it, only once the
+//! share ledger has committed that share. The acknowledgement is made while the session is
+//! hot, and releasing it is a write of bytes already made: the connection is not woken again
+//! for it (a second turn per share cost the pool a third of its throughput).
+//!
+//! Output made after a held acknowledgement waits with it (the Noise nonces fix the order): a
+//! job or an error is late by one commit. While the ledger cannot write, valid shares are
+//! refused with `ledger-unavailable` (a block is still built, emitted and accepted: it is
+//! never lost); the refusals reach a miner once the acknowledgements before them are released,
+//! and the shell closes a connection whose output waited too long (its miner comes back to a
+//! connection with nothing held, where refusals go out at once).
 //!
 //! Sans-IO like the rest of the session: the ledger's state is a flag the shell shares with
-//! every session ([`LedgerStatus`]), the commits come in as numbers.
+//! every session ([`LedgerStatus`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -43,16 +50,11 @@ impl LedgerStatus {
     }
 }
 
-/// A session's share numbers, held acknowledgements and the channels' user identities.
+/// A session's share numbers, the ledger's state and the channels' user identities.
 #[derive(Debug, Default)]
 pub(super) struct Durability {
     /// Number of the last accepted share (1, 2, ...; 0: none yet).
     last_share: u64,
-    /// Every share up to this number is committed.
-    committed: u64,
-    /// Acknowledgements waiting for their commit, in the order they were made, with the
-    /// number of the last share each covers.
-    held: VecDeque<(u64, SubmitSharesSuccess)>,
     /// Whether the ledger can write (shared with its writer).
     status: LedgerStatus,
     /// Each channel's user identity, made once per channel and cloned per share.
@@ -84,24 +86,9 @@ impl Session {
         self.durability.status.set_available(available);
     }
 
-    /// The ledger has committed this session's shares up to number `up_to`: the
-    /// acknowledgements that cover only those go out, in order.
-    pub fn shares_durable(&mut self, up_to: u64) {
-        if up_to <= self.durability.committed {
-            return;
-        }
-        self.durability.committed = up_to;
-        self.release_acknowledgements();
-    }
-
     /// Number of the last accepted share (0: none).
     pub fn last_share_number(&self) -> u64 {
         self.durability.last_share
-    }
-
-    /// Acknowledgements waiting for the ledger.
-    pub fn held_acknowledgements(&self) -> usize {
-        self.durability.held.len()
     }
 
     /// Whether a valid share must be refused because the ledger cannot record it now (a block
@@ -110,25 +97,12 @@ impl Session {
         self.config.durable_acks && !is_block && !self.durability.status.is_available()
     }
 
-    /// Sends an acknowledgement, or holds it until its last share (`up_to`) is committed.
+    /// Sends an acknowledgement; in durable mode behind a hold on its last share (`up_to`).
     pub(super) fn acknowledge(&mut self, msg: SubmitSharesSuccess, up_to: u64) {
-        if !self.config.durable_acks {
-            self.send(&msg);
-            return;
+        if self.config.durable_acks {
+            self.out.hold_until(up_to);
         }
-        self.durability.held.push_back((up_to, msg));
-        self.release_acknowledgements();
-    }
-
-    /// Sends the held acknowledgements whose shares are all committed, in order.
-    fn release_acknowledgements(&mut self) {
-        while let Some((up_to, _)) = self.durability.held.front()
-            && *up_to <= self.durability.committed
-        {
-            if let Some((_, msg)) = self.durability.held.pop_front() {
-                self.send(&msg);
-            }
-        }
+        self.send(&msg);
     }
 
     /// Numbers an accepted share.

@@ -68,8 +68,8 @@ pub enum SessionEvent {
         job_id: u32,
         /// The job's target: the share's credit.
         target: Target,
-        /// Its number in this session (1, 2, ...): what the ledger's commit of it is told back
-        /// with (`Session::shares_durable`).
+        /// Its number in this session (1, 2, ...): what its acknowledgement's hold names
+        /// (`Outbox::hold_until`), released once the ledger has committed it.
         share_number: u64,
     },
     /// A share was refused.

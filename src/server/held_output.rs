@@ -1,0 +1,445 @@
+//! A connection's output that waits for the share ledger (issue 15: durable before
+//! acknowledged), and its release by the ledger's writer thread.
+//!
+//! In durable mode a session queues each SubmitShares.Success at once behind a hold on the
+//! last share it covers (`Outbox::hold_until`), and the connection encrypts it with the rest
+//! ([`Connection::transmit_holds`] says where held bytes start). Before the driver writes, it
+//! hands the held ciphertext, and everything queued behind it, to this connection's
+//! [`HeldOutput`] ([`HeldOutput::route`]); the writer thread, right after the commit that
+//! stores those shares, writes the bytes it released to the socket itself
+//! ([`HeldOutput::commit`]). The connection is not woken for it: a second turn of each
+//! connection per share (its state cold again by then) cost the pool a third of its
+//! throughput, more than the ledger's own work.
+//!
+//! The writer never blocks on a socket: when the socket does not take all that was released
+//! (a full send buffer, an error), the rest is the driver's to write, with its own timeout
+//! ([`HeldOutput::wake`] wakes it), and the writer writes nothing more until the driver has
+//! written everything released. Bytes leave in the order they were encrypted either way.
+//!
+//! The socket is known by its descriptor between [`HeldOutput::attach`] and
+//! [`HeldOutput::detach`] (the driver's handler detaches before the socket is dropped), and is
+//! written only under the lock those take: never after it closed, never to a descriptor number
+//! reused by another connection.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::connection::{Connection, ConnectionError, Protocol};
+use crate::shell::AtomicHistogram;
+
+/// Default `ledger_hold_limit_secs`: how long a connection's output may wait for the ledger
+/// before the connection is closed.
+pub const DEFAULT_HOLD_LIMIT_SECS: u64 = 10;
+
+/// Output of one connection waiting for the ledger's commit of its shares. See the module
+/// documentation.
+#[derive(Debug, Default)]
+pub struct HeldOutput {
+    /// The highest of the connection's share numbers committed.
+    committed: AtomicU64,
+    /// Bytes in [`Waiting::bytes`] (read without the lock by the driver's fast path; only the
+    /// driver adds bytes, so a zero it reads stays zero until it adds some).
+    queued: AtomicUsize,
+    /// Whether the driver writes what is released (mirrors [`Waiting::driver_writes`]).
+    driver_turn: AtomicBool,
+    /// Whether every commit wakes [`Self::wake`] (a waiter that polls [`Self::committed`]).
+    wake_on_commit: bool,
+    /// Where each acknowledgement's wait (from its making to its release) is observed.
+    latency: Option<Arc<AtomicHistogram>>,
+    waiting: Mutex<Waiting>,
+    wake: Arc<Notify>,
+}
+
+/// What waits, under the lock.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// The connection's socket while it is open (see the module documentation).
+    socket: Option<RawFd>,
+    /// Ciphertext not yet written, in order.
+    bytes: Vec<u8>,
+    /// From byte offset `.0` of `bytes` on, nothing may be written before share `.1` is
+    /// committed; `.2`: when that hold was queued (its acknowledgement made).
+    holds: VecDeque<(usize, u64, Instant)>,
+    /// The socket did not take all that was released: the driver writes what is released
+    /// until nothing released is left, and the writer thread writes nothing meanwhile.
+    driver_writes: bool,
+}
+
+impl HeldOutput {
+    /// A connection's, with nothing committed, held or attached; each acknowledgement's wait
+    /// is observed in `latency`.
+    pub fn new(latency: Arc<AtomicHistogram>) -> Arc<Self> {
+        Arc::new(HeldOutput {
+            latency: Some(latency),
+            ..Self::default()
+        })
+    }
+
+    /// One whose every commit wakes [`Self::wake`], for a caller that waits on
+    /// [`Self::committed`] rather than routing output (the module endpoint).
+    pub fn waited_on() -> Arc<Self> {
+        Arc::new(HeldOutput {
+            wake_on_commit: true,
+            ..Self::default()
+        })
+    }
+
+    /// The highest share number committed.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// What wakes the connection's driver when released bytes are its to write.
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes released output to `socket` from now on. The caller keeps `socket` open until
+    /// it calls [`Self::detach`].
+    pub fn attach(&self, socket: RawFd) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// The socket is closing: nothing is written to it any more, and what waits is dropped
+    /// (never written, so never acknowledged).
+    pub fn detach(&self) {
+        let mut w = self.lock();
+        w.socket = None;
+        w.bytes = Vec::new();
+        w.holds.clear();
+        self.queued.store(0, Ordering::Release);
+    }
+
+    /// The writer thread: the ledger committed the connection's shares up to `up_to`. Writes
+    /// what that releases, or wakes the driver when the released bytes are its to write.
+    pub fn commit(&self, up_to: u64) {
+        self.committed.fetch_max(up_to, Ordering::AcqRel);
+        if self.wake_on_commit {
+            self.wake.notify_one();
+        }
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut w = self.lock();
+        if released_len(&w, self.committed()) == 0 {
+            return;
+        }
+        if w.driver_writes || w.socket.is_none() {
+            self.wake.notify_one();
+            return;
+        }
+        if !self.write_released(&mut w) {
+            self.hand_to_driver(&mut w);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The driver, before it writes `conn`'s pending bytes: if any of them are held, or output
+    /// already waits here, takes them all here (in order) and writes what is released; what
+    /// is left for the driver to write (released bytes the socket did not take) is put back
+    /// into `conn`'s pending bytes. Otherwise leaves them for the driver to write as usual.
+    /// Fails when more than `max_waiting` bytes would wait (the peer does not read, or the
+    /// ledger has been unable to write for long).
+    pub fn route<P: Protocol>(
+        &self,
+        conn: &mut Connection<P>,
+        max_waiting: usize,
+    ) -> Result<(), ConnectionError<P::Error>> {
+        let nothing_held = conn.transmit_holds().is_empty();
+        if nothing_held
+            && self.queued.load(Ordering::Acquire) == 0
+            && !self.driver_turn.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        let mut w = self.lock();
+        if !conn.pending_transmit().is_empty() {
+            let base = w.bytes.len();
+            if base + conn.pending_transmit().len() > max_waiting {
+                return Err(ConnectionError::SlowReader(
+                    base + conn.pending_transmit().len(),
+                ));
+            }
+            w.bytes.extend_from_slice(conn.pending_transmit());
+            let now = Instant::now();
+            let holds = conn.transmit_holds();
+            w.holds
+                .extend(holds.iter().map(|&(at, share)| (base + at, share, now)));
+            conn.clear_transmit();
+        }
+        if w.driver_writes {
+            let released = released_len(&w, self.committed());
+            if released == 0 {
+                // Everything the driver took before is written (this is its next turn): the
+                // writer thread may write again.
+                w.driver_writes = false;
+                self.driver_turn.store(false, Ordering::Release);
+            } else {
+                conn.restore_transmit(&w.bytes[..released]);
+                self.drain_front(&mut w, released);
+            }
+        } else if released_len(&w, self.committed()) > 0 && !self.write_released(&mut w) {
+            self.hand_to_driver(&mut w);
+            let released = released_len(&w, self.committed());
+            conn.restore_transmit(&w.bytes[..released]);
+            self.drain_front(&mut w, released);
+        }
+        self.queued.store(w.bytes.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the released bytes to the socket without blocking; true if it took them all.
+    fn write_released(&self, w: &mut Waiting) -> bool {
+        let released = released_len(w, self.committed());
+        let Some(socket) = w.socket else {
+            return false;
+        };
+        let mut written = 0;
+        while written < released {
+            // SAFETY: `socket` is open: it is attached, and the driver detaches it (under this
+            // lock, which is held) before closing it. The buffer is valid for its length.
+            let n = unsafe {
+                libc::send(
+                    socket,
+                    w.bytes[written..released].as_ptr().cast(),
+                    released - written,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n <= 0 {
+                // Would block, or an error: the driver writes the rest, and meets the error.
+                break;
+            }
+            written += n as usize;
+        }
+        self.drain_front(w, written);
+        self.queued.store(w.bytes.len(), Ordering::Release);
+        written == released
+    }
+
+    fn hand_to_driver(&self, w: &mut Waiting) {
+        w.driver_writes = true;
+        self.driver_turn.store(true, Ordering::Release);
+    }
+
+    /// Forgets the first `n` waiting bytes (written, or handed to the driver), and the holds
+    /// they passed: each one's wait is observed.
+    fn drain_front(&self, w: &mut Waiting, n: usize) {
+        if n == 0 {
+            return;
+        }
+        w.bytes.drain(..n);
+        let now = Instant::now();
+        while let Some(&(at, _, queued)) = w.holds.front()
+            && (at < n || w.bytes.is_empty())
+        {
+            w.holds.pop_front();
+            if let Some(latency) = &self.latency {
+                latency.observe(now.saturating_duration_since(queued));
+            }
+        }
+        for hold in &mut w.holds {
+            hold.0 -= n;
+        }
+        if w.bytes.is_empty() && w.bytes.capacity() > crate::connection::TRANSMIT_BUFFER_KEEP {
+            w.bytes.shrink_to(crate::connection::TRANSMIT_BUFFER_KEEP);
+        }
+    }
+
+    /// When the oldest output still held was queued, if any is.
+    pub fn oldest_hold(&self) -> Option<Instant> {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let committed = self.committed();
+        self.lock()
+            .holds
+            .iter()
+            .find(|(_, share, _)| *share > committed)
+            .map(|(_, _, at)| *at)
+    }
+}
+
+/// How many of the waiting bytes are released: those before the first hold on a share not
+/// yet committed.
+fn released_len(w: &Waiting, committed: u64) -> usize {
+    w.holds
+        .iter()
+        .find(|(_, share, _)| *share > committed)
+        .map_or(w.bytes.len(), |(at, _, _)| *at)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::connection::{ConnectionConfig, Outbox};
+
+    /// A line protocol whose output the test writes, holds included.
+    #[derive(Default)]
+    struct Lines {
+        out: Outbox,
+    }
+
+    impl Protocol for Lines {
+        type Event = ();
+        type Error = std::io::Error;
+        fn handle_message(&mut self, _: &[u8], _: u64) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn outbox(&mut self) -> &mut Outbox {
+            &mut self.out
+        }
+        fn take_events(&mut self, _: &mut VecDeque<()>) {}
+        fn is_set_up(&self) -> bool {
+            true
+        }
+    }
+
+    /// A connection, its held output attached to one end of a socket pair, and the other end.
+    fn rig() -> (Connection<Lines>, Arc<HeldOutput>, UnixStream, UnixStream) {
+        let conn = Connection::accept_lines(Lines::default(), ConnectionConfig::default(), 0);
+        let latency = Arc::new(AtomicHistogram::default());
+        let held = HeldOutput::new(latency);
+        let (ours, peer) = UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        held.attach(ours.as_raw_fd());
+        (conn, held, ours, peer)
+    }
+
+    /// Queues `line`, behind a hold on `share` if given.
+    fn queue(conn: &mut Connection<Lines>, line: &str, share: Option<u64>) {
+        conn.with_protocol(|p| {
+            if let Some(n) = share {
+                p.out.hold_until(n);
+            }
+            p.out.push_raw(line.as_bytes());
+        })
+        .unwrap();
+    }
+
+    /// What the peer can read now.
+    fn received(peer: &mut UnixStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while let Ok(n) = peer.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[test]
+    fn held_bytes_wait_for_their_commit_and_what_follows_waits_with_them() {
+        let (mut conn, held, _ours, mut peer) = rig();
+        queue(&mut conn, "job 1\n", None);
+        queue(&mut conn, "ack 1\n", Some(1));
+        queue(&mut conn, "ack 2\n", Some(2));
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert!(conn.pending_transmit().is_empty(), "all of it taken");
+        assert_eq!(
+            received(&mut peer),
+            "job 1\n",
+            "what precedes the hold goes"
+        );
+        assert!(held.oldest_hold().is_some());
+        // A job made after the held acknowledgements waits behind them.
+        queue(&mut conn, "job 2\n", None);
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert_eq!(received(&mut peer), "");
+        held.commit(1);
+        assert_eq!(received(&mut peer), "ack 1\n");
+        held.commit(1);
+        assert_eq!(received(&mut peer), "", "an old commit changes nothing");
+        held.commit(2);
+        assert_eq!(received(&mut peer), "ack 2\njob 2\n");
+        assert!(held.oldest_hold().is_none());
+        assert_eq!(held.latency.as_ref().unwrap().snapshot().count, 2);
+        // Nothing waits: output goes to the driver as usual.
+        queue(&mut conn, "job 3\n", None);
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert_eq!(conn.pending_transmit(), b"job 3\n");
+    }
+
+    #[test]
+    fn a_commit_that_came_first_releases_at_once() {
+        let (mut conn, held, _ours, mut peer) = rig();
+        held.commit(3);
+        queue(&mut conn, "ack 3\n", Some(3));
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert_eq!(received(&mut peer), "ack 3\n");
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_released_bytes_to_the_driver_in_order() {
+        let (mut conn, held, ours, mut peer) = rig();
+        // Fill the socket until it takes no more.
+        ours.set_nonblocking(true).unwrap();
+        let mut filled = 0usize;
+        let chunk = [b'x'; 4096];
+        while let Ok(n) = std::io::Write::write(&mut &ours, &chunk) {
+            filled += n;
+        }
+        queue(&mut conn, "ack 1\n", Some(1));
+        queue(&mut conn, "ack 2\n", Some(2));
+        held.route(&mut conn, 1 << 20).unwrap();
+        held.commit(1);
+        assert!(
+            held.driver_turn.load(Ordering::Acquire),
+            "the driver's turn"
+        );
+        // The driver's turn: the released bytes come back to be written by it, and a commit
+        // meanwhile writes nothing (it would overtake them).
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert_eq!(conn.pending_transmit(), b"ack 1\n");
+        held.commit(2);
+        let drained = received(&mut peer);
+        assert_eq!(drained.len(), filled, "only the filler was written");
+        // The driver writes what it took, then comes back: the next release is its too.
+        std::io::Write::write_all(&mut &ours, conn.pending_transmit()).unwrap();
+        conn.clear_transmit();
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert_eq!(conn.pending_transmit(), b"ack 2\n");
+        std::io::Write::write_all(&mut &ours, conn.pending_transmit()).unwrap();
+        conn.clear_transmit();
+        // Nothing released is left: the writer thread writes again.
+        held.route(&mut conn, 1 << 20).unwrap();
+        assert!(!held.driver_turn.load(Ordering::Acquire));
+        queue(&mut conn, "ack 3\n", Some(3));
+        held.route(&mut conn, 1 << 20).unwrap();
+        held.commit(3);
+        assert_eq!(received(&mut peer), "ack 1\nack 2\nack 3\n");
+    }
+
+    #[test]
+    fn a_detached_socket_is_never_written_and_too_much_waiting_fails() {
+        let (mut conn, held, _ours, mut peer) = rig();
+        queue(&mut conn, "ack 1\n", Some(1));
+        held.route(&mut conn, 1 << 20).unwrap();
+        held.detach();
+        held.commit(1);
+        assert_eq!(received(&mut peer), "");
+        assert!(held.oldest_hold().is_none(), "dropped with the socket");
+        let (mut conn, held, _ours, _peer) = rig();
+        queue(&mut conn, "ack 1\n", Some(1));
+        queue(&mut conn, &"j".repeat(100), None);
+        assert!(matches!(
+            held.route(&mut conn, 64),
+            Err(ConnectionError::SlowReader(106))
+        ));
+    }
+}
