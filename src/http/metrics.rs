@@ -346,7 +346,7 @@ impl Collector for Scrape {
         histogram(
             &mut e,
             "blvm_stratum_ack_latency_seconds",
-            "From a share's arrival to the ledger commit that releases its acknowledgement (with a ledger).",
+            "From an acknowledgement's making (its last share's arrival) to its release after the ledger's commit (with a ledger).",
             &self.ack_latency,
         )?;
         histogram(

@@ -244,7 +244,7 @@ impl<P: MinerProtocol + Send> Handler<P> for PoolHandler<'_> {
 
     /// Wakes the loop when released acknowledgements are its to write (the socket did not
     /// take them from the ledger's writer at once).
-    fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+    fn waker(&self) -> Option<Arc<crate::shell::Wake>> {
         self.ledger.as_ref().map(|(_, held)| held.wake().clone())
     }
 }

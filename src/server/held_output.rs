@@ -27,10 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::Notify;
-
 use crate::connection::{Connection, ConnectionError, Protocol};
-use crate::shell::AtomicHistogram;
+use crate::shell::{AtomicHistogram, Wake};
 
 /// Default `ledger_hold_limit_secs`: how long a connection's output may wait for the ledger
 /// before the connection is closed.
@@ -42,8 +40,12 @@ pub const DEFAULT_HOLD_LIMIT_SECS: u64 = 10;
 pub struct HeldOutput {
     /// The highest of the connection's share numbers committed.
     committed: AtomicU64,
-    /// Bytes in [`Waiting::bytes`] (read without the lock by the driver's fast path; only the
-    /// driver adds bytes, so a zero it reads stays zero until it adds some).
+    /// Bytes in [`Waiting::bytes`], read without the lock: by the driver's fast path (only the
+    /// driver adds bytes, so a zero it reads stays zero until it adds some), and by a commit,
+    /// which skips the lock when nothing waits. The driver publishes what it adds here before
+    /// it reads [`Self::committed`], and a commit raises `committed` before it reads this
+    /// (both sequentially consistent): of two that cross, one sees the other, so held bytes
+    /// are never left behind by the commit that released them.
     queued: AtomicUsize,
     /// Whether the driver writes what is released (mirrors [`Waiting::driver_writes`]).
     driver_turn: AtomicBool,
@@ -52,7 +54,7 @@ pub struct HeldOutput {
     /// Where each acknowledgement's wait (from its making to its release) is observed.
     latency: Option<Arc<AtomicHistogram>>,
     waiting: Mutex<Waiting>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 /// What waits, under the lock.
@@ -91,11 +93,11 @@ impl HeldOutput {
 
     /// The highest share number committed.
     pub fn committed(&self) -> u64 {
-        self.committed.load(Ordering::Acquire)
+        self.committed.load(Ordering::SeqCst)
     }
 
     /// What wakes the connection's driver when released bytes are its to write.
-    pub fn wake(&self) -> &Arc<Notify> {
+    pub fn wake(&self) -> &Arc<Wake> {
         &self.wake
     }
 
@@ -122,11 +124,11 @@ impl HeldOutput {
     /// The writer thread: the ledger committed the connection's shares up to `up_to`. Writes
     /// what that releases, or wakes the driver when the released bytes are its to write.
     pub fn commit(&self, up_to: u64) {
-        self.committed.fetch_max(up_to, Ordering::AcqRel);
+        self.committed.fetch_max(up_to, Ordering::SeqCst);
         if self.wake_on_commit {
-            self.wake.notify_one();
+            self.wake.wake();
         }
-        if self.queued.load(Ordering::Acquire) == 0 {
+        if self.queued.load(Ordering::SeqCst) == 0 {
             return;
         }
         let mut w = self.lock();
@@ -134,12 +136,12 @@ impl HeldOutput {
             return;
         }
         if w.driver_writes || w.socket.is_none() {
-            self.wake.notify_one();
+            self.wake.wake();
             return;
         }
         if !self.write_released(&mut w) {
             self.hand_to_driver(&mut w);
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 
@@ -176,6 +178,8 @@ impl HeldOutput {
                 .extend(holds.iter().map(|&(at, share)| (base + at, share, now)));
             conn.clear_transmit();
         }
+        // Published before `committed` is read (see `queued`).
+        self.queued.store(w.bytes.len(), Ordering::SeqCst);
         if w.driver_writes {
             let released = released_len(&w, self.committed());
             if released == 0 {
@@ -193,7 +197,7 @@ impl HeldOutput {
             conn.restore_transmit(&w.bytes[..released]);
             self.drain_front(&mut w, released);
         }
-        self.queued.store(w.bytes.len(), Ordering::Release);
+        self.queued.store(w.bytes.len(), Ordering::SeqCst);
         Ok(())
     }
 
@@ -222,7 +226,7 @@ impl HeldOutput {
             written += n as usize;
         }
         self.drain_front(w, written);
-        self.queued.store(w.bytes.len(), Ordering::Release);
+        self.queued.store(w.bytes.len(), Ordering::SeqCst);
         written == released
     }
 

@@ -1022,8 +1022,10 @@ impl StratumV2Server {
         self.shared.on_session_events(id, &mut events, now, None);
         let deadline = tokio::time::Instant::now() + ENDPOINT_COMMIT_WAIT;
         while signal.committed() < up_to {
-            let committed = signal.wake().notified();
-            if tokio::time::timeout_at(deadline, committed).await.is_err() {
+            if tokio::time::timeout_at(deadline, signal.wake().woken())
+                .await
+                .is_err()
+            {
                 return Err(StratumV2Error::Ledger(
                     crate::ledger::LedgerError::Unavailable(format!(
                         "shares not committed within {ENDPOINT_COMMIT_WAIT:?}: not acknowledged"

@@ -20,7 +20,8 @@ use crate::shell::{AtomicHistogram, HistogramSnapshot, Refused};
 /// Events the shell observes for the metrics: cheap atomics, written where they happen.
 #[derive(Debug, Default)]
 pub(crate) struct Observations {
-    /// From a share's arrival to the ledger commit that releases its acknowledgement.
+    /// From an acknowledgement's making (its last share's arrival) to its release after the
+    /// ledger's commit (`held_output`).
     pub(crate) ack_latency: Arc<AtomicHistogram>,
     /// Each group commit of the share ledger.
     pub(crate) ledger_commits: Arc<AtomicHistogram>,
@@ -204,8 +205,9 @@ impl PoolObserver {
         }
     }
 
-    /// Acknowledgement latency: from a share's arrival to the ledger commit that releases its
-    /// SubmitShares.Success (with a ledger; without one acknowledgements are not held).
+    /// Acknowledgement latency: from a SubmitShares.Success's making (its last share's arrival)
+    /// to its release after the ledger's commit (with a ledger; without one acknowledgements
+    /// are not held).
     pub fn ack_latency(&self) -> HistogramSnapshot {
         self.shared.observe.ack_latency.snapshot()
     }

@@ -1,8 +1,10 @@
 //! The loop that drives one server-side [`Connection`] over a TCP socket: read and hand the
 //! bytes in; sleep until the connection's (or the shell's own) next deadline, not on a fixed
 //! tick; apply outside updates (new work, a new template) and shutdown; write what the
-//! connection queued, with a bound on what a peer that does not read can make us hold; and
-//! a wake-up from outside the connection (the share ledger's commits) when the handler has one.
+//! connection queued, with a bound on what a peer that does not read can make us hold, once
+//! the handler has taken what must wait ([`Handler::route_output`]: acknowledgements held for
+//! the share ledger); and a wake-up from outside the connection (released bytes the socket did
+//! not take from the ledger's writer) when the handler has one.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,10 +12,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 
-use super::unix_ms;
+use super::{Wake, unix_ms};
 use crate::connection::{Connection, ConnectionError, Protocol};
 
 /// Socket limits of one connection.
@@ -95,9 +97,11 @@ pub trait Handler<P: Protocol> {
         Ok(())
     }
 
-    /// What wakes the loop from outside (the share ledger's commits), if anything: asked once,
-    /// at start; [`Self::on_wake`] runs each time it is notified.
-    fn waker(&self) -> Option<Arc<Notify>> {
+    /// What wakes the loop from outside, if anything (asked once, at start): a turn of the
+    /// loop follows each notification, its write going through [`Self::route_output`] (the
+    /// share ledger's writer hands released bytes back this way when the socket did not take
+    /// them).
+    fn waker(&self) -> Option<Arc<Wake>> {
         None
     }
 
@@ -108,23 +112,13 @@ pub trait Handler<P: Protocol> {
     fn drains_on_stop(&self) -> bool {
         false
     }
-
-    /// Called when [`Self::waker`] was notified.
-    fn on_wake(
-        &mut self,
-        conn: &mut Connection<P>,
-        now_ms: u64,
-    ) -> Result<(), ConnectionError<P::Error>> {
-        let _ = (conn, now_ms);
-        Ok(())
-    }
 }
 
 /// Waits for the handler's wake-up (forever without one); owns it so the future lives across
 /// turns of the loop, like [`next_control`].
-async fn next_wake(waker: Option<Arc<Notify>>) -> Option<Arc<Notify>> {
+async fn next_wake(waker: Option<Arc<Wake>>) -> Option<Arc<Wake>> {
     match &waker {
-        Some(n) => n.notified().await,
+        Some(w) => w.woken().await,
         None => std::future::pending().await,
     }
     waker
@@ -275,9 +269,7 @@ where
                 };
             }
             waker = &mut woken => {
-                let t = unix_ms();
-                now = Some(t);
-                result = handler.on_wake(conn, t);
+                now = Some(unix_ms());
                 woken.set(next_wake(waker));
             }
             (what, mut u, s) = &mut control, if draining_until.is_none() => {

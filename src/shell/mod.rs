@@ -17,6 +17,7 @@ pub mod refusals;
 pub mod rotating_log;
 pub mod setup_slots;
 pub mod token_bucket;
+pub mod wake;
 
 pub use admission::{Admission, AdmissionConfig, Ending, Refusal};
 pub use detect::{DetectError, detect_protocol};
@@ -32,6 +33,7 @@ pub use proxy_protocol::TrustedProxies;
 pub use refusals::Refused;
 pub use setup_slots::{Claim, SetupSlots};
 pub use token_bucket::{Rate, TokenBucket};
+pub use wake::Wake;
 
 /// Milliseconds since the Unix epoch: the clock the shell hands to the sans-IO core.
 pub fn unix_ms() -> u64 {
