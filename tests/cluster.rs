@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use binary::PoolProcess;
 use bitcoin::{BlockHash, CompactTarget, Target};
 use blvm_stratum_v2::ledger::export::{ExportFormat, read_shares};
-use blvm_stratum_v2::ledger::{BlockStatus, Ledger, PostgresLedger};
+use blvm_stratum_v2::ledger::{BlockStatus, Ledger, PostgresLedger, ShareRange};
 use blvm_stratum_v2::loadgen::{self, LoadgenOptions, LoadgenReport};
 use blvm_stratum_v2::node::rpc::RpcClient;
 use blvm_stratum_v2::payout::pplns::{self, SplitTerms, WindowShare};
@@ -79,9 +79,13 @@ impl Instance {
 }
 
 fn shares_in(db: &mut ::postgres::Client) -> i64 {
-    db.query_one("SELECT count(*) FROM shares", &[])
-        .unwrap()
-        .get(0)
+    // A commit's shares are one row of share_packs (schema 5), with their count.
+    db.query_one(
+        "SELECT COALESCE(SUM(count), 0)::bigint FROM share_packs",
+        &[],
+    )
+    .unwrap()
+    .get(0)
 }
 
 /// Waits until the ledger holds `by` more shares than `from`: the miners mine and are
@@ -367,25 +371,23 @@ fn three_instances_behind_haproxy_survive_a_kill_and_a_rolling_restart() {
 
     // Every acknowledged share is in the ledger, and no share is in it twice.
     let mut ledger = PostgresLedger::connect(&url).unwrap();
-    let rows: Vec<(String, String, i64)> = db
-        .query(
-            "SELECT w.\"user\", w.worker, count(*) FROM shares s \
-             JOIN workers w ON w.id = s.worker_id GROUP BY 1, 2",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let stored: HashMap<String, i64> = rows
-        .into_iter()
-        .map(|(u, w, n)| (format!("{u}.{w}"), n))
-        .collect();
-    let duplicates: i64 = db
-        .query_one("SELECT count(*) - count(DISTINCT hash) FROM shares", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(duplicates, 0, "a share stored twice");
+    let all = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    assert_eq!(all.len() as i64, shares_in(&mut db), "every pack read back");
+    let mut stored: HashMap<String, i64> = HashMap::new();
+    for s in &all {
+        *stored
+            .entry(format!("{}.{}", s.record.user, s.record.worker))
+            .or_default() += 1;
+    }
+    let distinct: std::collections::HashSet<BlockHash> =
+        all.iter().map(|s| s.record.hash).collect();
+    assert_eq!(all.len(), distinct.len(), "a share stored twice");
     let mut acked_total = 0;
     let mut reconnects = 0;
     for report in &reports {

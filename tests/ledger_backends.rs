@@ -553,6 +553,110 @@ fn sqlite_refuses_a_newer_schema() {
     }
 }
 
+/// A schema-4 PostgreSQL ledger's share rows become packs with the same ids and fields (a
+/// block's link to its share kept), the rows' table goes, and the next commit's ids follow the
+/// highest ever handed out (schema 5, as SQLite's).
+#[test]
+fn postgres_share_rows_of_schema_4_are_moved_into_packs() {
+    let pg = TempPostgres::start();
+    let url = pg.fresh_database();
+    let old = |n: u64| share(n, &format!("u{}", n % 3), "w", 1_000 + n, 1.0 + n as f64);
+    {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE schema_version (version bigint PRIMARY KEY, \
+                 applied_ms bigint NOT NULL)",
+            )
+            .unwrap();
+        let migrations = [
+            include_str!("../migrations/postgres/0001_init.sql"),
+            include_str!("../migrations/postgres/0002_coinbase_payouts.sql"),
+            include_str!("../migrations/postgres/0003_instances.sql"),
+            include_str!("../migrations/postgres/0004_maturity.sql"),
+        ];
+        for (n, sql) in migrations.iter().enumerate() {
+            client.batch_execute(sql).unwrap();
+            client
+                .execute(
+                    "INSERT INTO schema_version VALUES ($1, 0)",
+                    &[&(n as i64 + 1)],
+                )
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                "INSERT INTO workers (id, \"user\", worker) \
+                 VALUES (1, 'u0', 'w'), (2, 'u1', 'w'), (3, 'u2', 'w')",
+            )
+            .unwrap();
+        let mut tx = client.transaction().unwrap();
+        let insert = tx
+            .prepare(
+                "INSERT INTO shares (time_ms, worker_id, connection_id, channel_id, job_id, \
+                 target, difficulty, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .unwrap();
+        for n in 0..5000u64 {
+            let s = old(n);
+            tx.execute(
+                &insert,
+                &[
+                    &(s.time_ms as i64),
+                    &((n % 3) as i32 + 1),
+                    &(s.connection_id as i64),
+                    &(s.channel_id as i32),
+                    &(s.job_id as i32),
+                    &&s.target.to_le_bytes()[..],
+                    &s.difficulty,
+                    &&s.hash.as_byte_array()[..],
+                ],
+            )
+            .unwrap();
+        }
+        // Share 42's block, linked by id.
+        tx.execute(
+            "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker, \
+             share_id) VALUES ($1, 1, 1, 1, 545259519, 'u2', 'w', 42)",
+            &[&&old(41).hash.as_byte_array()[..]],
+        )
+        .unwrap();
+        // The newest rows pruned: their ids are never handed out again.
+        tx.execute("DELETE FROM shares WHERE id > 4990", &[])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut ledger = PostgresLedger::connect(&url).unwrap();
+    let stored = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    assert_eq!(stored.len(), 4990);
+    for (n, s) in stored.iter().enumerate() {
+        assert_eq!((s.id, &s.record), (n as u64 + 1, &old(n as u64)));
+    }
+    assert_eq!(
+        ledger.share_by_hash(old(41).hash).unwrap().map(|s| s.id),
+        Some(42)
+    );
+    ledger
+        .append(&LedgerBatch {
+            shares: vec![old(9_999)],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ledger.last_share_id().unwrap(), 5001);
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let gone: bool = client
+        .query_one("SELECT to_regclass('shares') IS NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(gone, "the rows' table is gone");
+}
+
 #[test]
 fn postgres_refuses_a_newer_schema() {
     let pg = TempPostgres::start();

@@ -25,12 +25,8 @@ pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, LedgerError> {
         .map_err(|_| LedgerError::Corrupt(format!("stored {what} {value} negative")))
 }
 
-/// A u32 for a 32-bit column: the same bits (ids, never compared by size).
-pub(crate) fn u32_bits(value: u32) -> i32 {
-    i32::from_ne_bytes(value.to_ne_bytes())
-}
-
-/// A 32-bit column back to its u32.
+/// A 32-bit column (schema 4's PostgreSQL share rows) back to its u32: the same bits (ids,
+/// never compared by size).
 pub(crate) fn u32_from_bits(value: i32) -> u32 {
     u32::from_ne_bytes(value.to_ne_bytes())
 }

@@ -11,6 +11,7 @@
 //! ledger's writer thread, the command line), never from inside a tokio runtime.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
@@ -21,9 +22,10 @@ use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
-    compact_target, limit_i64, status_reason, target, to_i64, to_u64, u32_bits, u32_from_bits,
+    compact_target, limit_i64, status_reason, target, to_i64, to_u64, u32_from_bits,
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
+use super::share_pack::{self, EncodedPack, PackedShare};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
     PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
@@ -35,7 +37,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_coinbase_payouts.sql"),
     include_str!("../../migrations/postgres/0003_instances.sql"),
     include_str!("../../migrations/postgres/0004_maturity.sql"),
+    include_str!("../../migrations/postgres/0005_share_packs.sql"),
 ];
+
+/// Schema 5 moves the rows of `shares` into packs of this many (consecutive ids).
+const MOVED_SHARES_PER_PACK: usize = 4096;
+
+/// Packs fetched at a time by a scan that may stop early (a PPLNS window, a search).
+const PACK_CHUNK: i32 = 8;
+
+/// The columns a pack scan reads, in this order.
+const PACK_COLUMNS: &str = "first_id, min_time_ms, shares FROM share_packs";
 
 /// The advisory lock that serializes migrations of instances starting together ("ledger").
 const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
@@ -62,20 +74,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// server that vanished without closing: the writer must say `Unavailable`, not hang).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Rows fetched at a time while a PPLNS window is read (it stops where the window is full).
-const WINDOW_CHUNK: i32 = 1024;
-
-const SHARE_COLUMNS: &str = "s.id, s.time_ms, w.\"user\", w.worker, s.connection_id, \
-     s.channel_id, s.job_id, s.target, s.difficulty, s.hash \
-     FROM shares s JOIN workers w ON w.id = s.worker_id";
-
 const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, \"user\", worker, status, reason, \
      coinbase_payouts FROM blocks";
 
 /// A live connection and its prepared statements.
 struct Connection {
     client: Client,
-    insert_shares: Statement,
+    insert_pack: Statement,
+    next_share_ids: Statement,
     insert_worker: Statement,
     select_worker: Statement,
     insert_block: Statement,
@@ -96,14 +102,14 @@ impl Connection {
             ))
             .map_err(postgres_error)?;
         migrate(&mut client)?;
-        let insert_shares = client
+        let insert_pack = client
             .prepare(
-                "INSERT INTO shares (time_ms, connection_id, difficulty, worker_id, channel_id, \
-                 job_id, target, hash) \
-                 SELECT t, c, d, w, ch, j, tg, h FROM unnest($1::int8[], $2::int8[], \
-                 $3::float8[], $4::int4[], $5::int4[], $6::int4[], $7::bytea[], $8::bytea[]) \
-                 WITH ORDINALITY AS u (t, c, d, w, ch, j, tg, h, ord) ORDER BY ord",
+                "INSERT INTO share_packs (first_id, last_id, min_time_ms, max_time_ms, count, \
+                 shares) VALUES ($1, $2, $3, $4, $5, $6)",
             )
+            .map_err(postgres_error)?;
+        let next_share_ids = client
+            .prepare("UPDATE share_sequence SET last_id = last_id + $1 RETURNING last_id")
             .map_err(postgres_error)?;
         let insert_worker = client
             .prepare(
@@ -115,12 +121,8 @@ impl Connection {
             .map_err(postgres_error)?;
         let insert_block = client
             .prepare(
-                // The finding share: among the shares after $8 (this batch's: a primary-key
-                // range), else anywhere (a scan, only when it came in an earlier batch).
                 "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker, \
-                 share_id, coinbase_payouts) VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE( \
-                 (SELECT id FROM shares WHERE id > $8 AND hash = $1 ORDER BY id LIMIT 1), \
-                 (SELECT id FROM shares WHERE hash = $1 ORDER BY id LIMIT 1)), $9) \
+                 share_id, coinbase_payouts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (hash) DO NOTHING",
             )
             .map_err(postgres_error)?;
@@ -142,7 +144,8 @@ impl Connection {
             .map_err(postgres_error)?;
         Ok(Connection {
             client,
-            insert_shares,
+            insert_pack,
+            next_share_ids,
             insert_worker,
             select_worker,
             insert_block,
@@ -180,6 +183,9 @@ fn migrate(client: &mut Client) -> Result<(), LedgerError> {
         let version = index as i64 + 1;
         tx.batch_execute(sql)
             .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
+        if version == 5 {
+            move_share_rows_into_packs(&mut tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_version (version, applied_ms) \
              VALUES ($1, (extract(epoch FROM now()) * 1000)::bigint)",
@@ -197,7 +203,11 @@ pub struct PostgresLedger {
     connection: Option<Connection>,
     /// Worker ids by user and worker, as committed (cleared when a transaction fails).
     worker_ids: HashMap<String, HashMap<String, i32>>,
+    /// User and worker by worker id, for the shares read back (loaded when one is missing).
+    worker_names: WorkerNames,
 }
+
+type WorkerNames = HashMap<u64, (Arc<str>, Arc<str>)>;
 
 impl std::fmt::Debug for PostgresLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,6 +251,7 @@ impl PostgresLedger {
             config,
             connection: None,
             worker_ids: HashMap::new(),
+            worker_names: HashMap::new(),
         })
     }
 
@@ -255,11 +266,19 @@ impl PostgresLedger {
         &mut self,
         f: impl FnOnce(&mut Connection, &mut WorkerIds) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
+        self.with_names(|c, ids, _| f(c, ids))
+    }
+
+    /// [`Self::with`], with the worker names for reading shares back.
+    fn with_names<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &mut WorkerIds, &mut WorkerNames) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
         let connection = match &mut self.connection {
             Some(c) if !c.client.is_closed() => c,
             slot => slot.insert(Connection::open(&self.config)?),
         };
-        let result = f(connection, &mut self.worker_ids);
+        let result = f(connection, &mut self.worker_ids, &mut self.worker_names);
         if result.is_err() {
             // Worker ids inserted by a rolled-back transaction do not exist.
             self.worker_ids.clear();
@@ -278,24 +297,11 @@ fn append(
     worker_ids: &mut WorkerIds,
     batch: &LedgerBatch,
 ) -> Result<(), LedgerError> {
-    let n = batch.shares.len();
-    let mut times = Vec::with_capacity(n);
-    let mut connections = Vec::with_capacity(n);
-    let mut difficulties = Vec::with_capacity(n);
-    let mut workers = Vec::with_capacity(n);
-    let mut channels = Vec::with_capacity(n);
-    let mut jobs = Vec::with_capacity(n);
-    let mut targets = Vec::with_capacity(n);
-    let mut hashes = Vec::with_capacity(n);
-    let target_bytes: Vec<[u8; 32]> = batch
-        .shares
-        .iter()
-        .map(|s| s.target.to_le_bytes())
-        .collect();
     // Split borrows: the statements stay readable while the transaction borrows the client.
     let Connection {
         client,
-        insert_shares,
+        insert_pack,
+        next_share_ids,
         insert_worker,
         select_worker,
         insert_block,
@@ -319,55 +325,63 @@ fn append(
             return Ok(());
         }
     }
-    if n > 0 {
-        // Share ids in commit order across instances (see SHARES_LOCK); released at commit.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SHARES_LOCK])
-            .map_err(postgres_error)?;
-    }
-    // Where this batch's shares start, for linking its blocks to their shares.
-    let before: i64 = if batch.blocks.is_empty() {
+    // The shares as one pack (src/ledger/share_pack.rs), their ids the next ones of the
+    // sequence: consecutive, and in commit order across instances (SHARES_LOCK, released at
+    // commit).
+    let n = batch.shares.len();
+    let first_id = if n == 0 {
         0
     } else {
-        tx.query_one("SELECT COALESCE(MAX(id), 0) FROM shares", &[])
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SHARES_LOCK])
+            .map_err(postgres_error)?;
+        let count = to_i64(n as u64, "share count")?;
+        let last: i64 = tx
+            .query_one(&*next_share_ids, &[&count])
             .map_err(postgres_error)?
             .try_get(0)
-            .map_err(postgres_error)?
+            .map_err(postgres_error)?;
+        to_u64(last - count + 1, "share id")?
     };
-    for (share, target) in batch.shares.iter().zip(&target_bytes) {
-        workers.push(worker_id(
+    let mut packed = Vec::with_capacity(n);
+    for (index, share) in batch.shares.iter().enumerate() {
+        let worker_id = worker_id(
             insert_worker,
             select_worker,
             worker_ids,
             &mut tx,
             &share.user,
             &share.worker,
-        )?);
-        times.push(to_i64(share.time_ms, "time_ms")?);
-        // Same bits as u64: ids of the product API's endpoint miners are 2^63 and up.
-        connections.push(share.connection_id as i64);
-        difficulties.push(share.difficulty);
-        channels.push(u32_bits(share.channel_id));
-        jobs.push(u32_bits(share.job_id));
-        targets.push(&target[..]);
-        hashes.push(&share.hash.as_byte_array()[..]);
+        )?;
+        packed.push(PackedShare {
+            id: first_id + index as u64,
+            time_ms: share.time_ms,
+            worker_id: u64::try_from(worker_id)
+                .map_err(|_| LedgerError::Corrupt(format!("worker id {worker_id}")))?,
+            connection_id: share.connection_id,
+            channel_id: share.channel_id,
+            job_id: share.job_id,
+            target: share.target,
+            difficulty: share.difficulty,
+            hash: share.hash,
+        });
     }
-    if n > 0 {
-        tx.execute(
-            &*insert_shares,
-            &[
-                &times,
-                &connections,
-                &difficulties,
-                &workers,
-                &channels,
-                &jobs,
-                &targets,
-                &hashes,
-            ],
-        )
-        .map_err(postgres_error)?;
+    if let Some(pack) = share_pack::encode(&packed) {
+        insert_packed(&mut tx, insert_pack, &pack)?;
     }
     for block in &batch.blocks {
+        // The finding share: in this batch (usual), else searched in the ledger, newest first
+        // (a share's hash is unique: the pool refuses a duplicate).
+        let share_id = match batch.shares.iter().position(|s| s.hash == block.hash) {
+            Some(index) => Some(to_i64(first_id + index as u64, "share id")?),
+            None => find_packed(
+                &mut tx,
+                &format!("SELECT {PACK_COLUMNS} ORDER BY first_id DESC"),
+                &[],
+                |s| s.hash == block.hash,
+            )?
+            .map(|s| to_i64(s.id, "share id"))
+            .transpose()?,
+        };
         tx.execute(
             &*insert_block,
             &[
@@ -378,7 +392,7 @@ fn append(
                 &i64::from(block.bits.to_consensus()),
                 &block.user,
                 &block.worker,
-                &before,
+                &share_id,
                 &block.coinbase_payouts.as_ref().map(coinbase_payouts_json),
             ],
         )
@@ -392,6 +406,226 @@ fn append(
         .map_err(postgres_error)?;
     }
     tx.commit().map_err(postgres_error)
+}
+
+fn insert_packed(
+    tx: &mut Transaction<'_>,
+    insert_pack: &Statement,
+    pack: &EncodedPack,
+) -> Result<(), LedgerError> {
+    tx.execute(
+        insert_pack,
+        &[
+            &to_i64(pack.first_id, "share id")?,
+            &to_i64(pack.last_id, "share id")?,
+            &to_i64(pack.min_time_ms, "time_ms")?,
+            &to_i64(pack.max_time_ms, "time_ms")?,
+            &to_i64(pack.count, "share count")?,
+            &pack.bytes,
+        ],
+    )
+    .map_err(postgres_error)?;
+    Ok(())
+}
+
+/// Hands the shares of each pack `query` returns (`PACK_COLUMNS`) to `each`, in the query's
+/// order, until it returns false; fetched a few packs at a time, so a scan that stops early
+/// reads little.
+fn scan_packs(
+    tx: &mut Transaction<'_>,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    mut each: impl FnMut(Vec<PackedShare>) -> bool,
+) -> Result<(), LedgerError> {
+    let portal = tx.bind(query, params).map_err(postgres_error)?;
+    loop {
+        let rows = tx
+            .query_portal(&portal, PACK_CHUNK)
+            .map_err(postgres_error)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in &rows {
+            let first_id = to_u64(get(row, 0)?, "share id")?;
+            let min_time_ms = to_u64(get(row, 1)?, "time_ms")?;
+            let bytes: &[u8] = get(row, 2)?;
+            if !each(share_pack::decode(first_id, min_time_ms, bytes)?) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The first share `matches` takes in the packs of `query`, in its order.
+fn find_packed(
+    tx: &mut Transaction<'_>,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    matches: impl Fn(&PackedShare) -> bool,
+) -> Result<Option<PackedShare>, LedgerError> {
+    let mut found = None;
+    scan_packs(tx, query, params, |shares| {
+        found = shares.into_iter().find(|s| matches(s));
+        found.is_none()
+    })?;
+    Ok(found)
+}
+
+/// Packed shares read from `query` (`PACK_COLUMNS`, in the order wanted), those `keep` takes,
+/// at most `limit`, with their user and worker names.
+fn packed_shares(
+    client: &mut Client,
+    names: &mut WorkerNames,
+    query: &str,
+    params: &[&(dyn ToSql + Sync)],
+    keep: impl Fn(&PackedShare) -> bool,
+    limit: usize,
+) -> Result<Vec<StoredShare>, LedgerError> {
+    let mut out = Vec::new();
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .map_err(postgres_error)?;
+    if limit > 0 {
+        scan_packs(&mut tx, query, params, |shares| {
+            out.extend(
+                shares
+                    .into_iter()
+                    .filter(|s| keep(s))
+                    .take(limit - out.len()),
+            );
+            out.len() < limit
+        })?;
+    }
+    let stored = stored(&mut tx, names, out)?;
+    tx.commit().map_err(postgres_error)?;
+    Ok(stored)
+}
+
+/// A PPLNS window: the shares from `last_id` down, newest first, until their difficulty
+/// reaches `difficulty` (the scan stops there).
+fn window(
+    client: &mut Client,
+    names: &mut WorkerNames,
+    last_id: u64,
+    difficulty: f64,
+) -> Result<Vec<StoredShare>, LedgerError> {
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .map_err(postgres_error)?;
+    let mut out = Vec::new();
+    let mut sum = 0.0;
+    scan_packs(
+        &mut tx,
+        &format!("SELECT {PACK_COLUMNS} WHERE first_id <= $1 ORDER BY first_id DESC"),
+        &[&bound_i64(last_id)],
+        |shares| {
+            for share in shares.into_iter().rev().filter(|s| s.id <= last_id) {
+                if sum >= difficulty {
+                    return false;
+                }
+                sum += share.difficulty;
+                out.push(share);
+            }
+            sum < difficulty
+        },
+    )?;
+    let stored = stored(&mut tx, names, out)?;
+    tx.commit().map_err(postgres_error)?;
+    Ok(stored)
+}
+
+/// Packed shares with their user and worker names (`names` loaded again when one is missing).
+fn stored(
+    tx: &mut Transaction<'_>,
+    names: &mut WorkerNames,
+    shares: Vec<PackedShare>,
+) -> Result<Vec<StoredShare>, LedgerError> {
+    if shares.iter().any(|s| !names.contains_key(&s.worker_id)) {
+        for row in tx
+            .query("SELECT id, \"user\", worker FROM workers", &[])
+            .map_err(postgres_error)?
+        {
+            let id: i32 = get(&row, 0)?;
+            let id =
+                u64::try_from(id).map_err(|_| LedgerError::Corrupt(format!("worker id {id}")))?;
+            let user: &str = get(&row, 1)?;
+            let worker: &str = get(&row, 2)?;
+            names.insert(id, (user.into(), worker.into()));
+        }
+    }
+    shares
+        .into_iter()
+        .map(|s| {
+            let (user, worker) = names.get(&s.worker_id).ok_or_else(|| {
+                LedgerError::Corrupt(format!("share {} of unknown worker {}", s.id, s.worker_id))
+            })?;
+            Ok(StoredShare {
+                id: s.id,
+                record: ShareRecord {
+                    time_ms: s.time_ms,
+                    user: user.clone(),
+                    worker: worker.clone(),
+                    connection_id: s.connection_id,
+                    channel_id: s.channel_id,
+                    job_id: s.job_id,
+                    target: s.target,
+                    difficulty: s.difficulty,
+                    hash: s.hash,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The second half of migration 5: the rows of `shares` (schema 1 to 4) moved into packs of
+/// consecutive rows, then the table dropped.
+fn move_share_rows_into_packs(tx: &mut Transaction<'_>) -> Result<(), LedgerError> {
+    let insert = tx
+        .prepare(
+            "INSERT INTO share_packs (first_id, last_id, min_time_ms, max_time_ms, count, \
+             shares) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .map_err(postgres_error)?;
+    let mut after: i64 = 0;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT id, time_ms, worker_id, connection_id, channel_id, job_id, target, \
+                 difficulty, hash FROM shares WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &(MOVED_SHARES_PER_PACK as i64)],
+            )
+            .map_err(postgres_error)?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = get(last, 0)?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let worker_id: i32 = get(row, 2)?;
+            pending.push(PackedShare {
+                id: to_u64(get(row, 0)?, "share id")?,
+                time_ms: to_u64(get(row, 1)?, "time_ms")?,
+                worker_id: u64::try_from(worker_id)
+                    .map_err(|_| LedgerError::Corrupt(format!("worker id {worker_id}")))?,
+                // Same bits as u64 (ids of the product API's endpoint miners are 2^63 and up).
+                connection_id: get::<i64>(row, 3)? as u64,
+                channel_id: u32_from_bits(get(row, 4)?),
+                job_id: u32_from_bits(get(row, 5)?),
+                target: target(get(row, 6)?)?,
+                difficulty: get(row, 7)?,
+                hash: block_hash(get(row, 8)?)?,
+            });
+        }
+        if let Some(pack) = share_pack::encode(&pending) {
+            insert_packed(tx, &insert, &pack)?;
+        }
+    }
+    tx.batch_execute("DROP TABLE shares")
+        .map_err(postgres_error)
 }
 
 /// The worker id of `user`/`worker`, inserting the pair if new (inside `tx`).
@@ -599,78 +833,9 @@ fn claim_server_id(
     Ok(outcome)
 }
 
-/// A PPLNS window read in chunks through a portal: the scan stops where it is full.
-fn window(
-    client: &mut Client,
-    last_id: u64,
-    difficulty: f64,
-) -> Result<Vec<StoredShare>, LedgerError> {
-    let mut tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .map_err(postgres_error)?;
-    let portal = tx
-        .bind(
-            &format!("SELECT {SHARE_COLUMNS} WHERE s.id <= $1 ORDER BY s.id DESC"),
-            &[&bound_i64(last_id)],
-        )
-        .map_err(postgres_error)?;
-    let mut out = Vec::new();
-    let mut sum = 0.0;
-    'chunks: while sum < difficulty {
-        let rows = tx
-            .query_portal(&portal, WINDOW_CHUNK)
-            .map_err(postgres_error)?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            if sum >= difficulty {
-                break 'chunks;
-            }
-            let share = stored_share(row)?;
-            sum += share.record.difficulty;
-            out.push(share);
-        }
-    }
-    tx.commit().map_err(postgres_error)?;
-    Ok(out)
-}
-
-fn collect_shares(
-    client: &mut Client,
-    query: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<StoredShare>, LedgerError> {
-    client
-        .query(query, params)
-        .map_err(postgres_error)?
-        .iter()
-        .map(stored_share)
-        .collect()
-}
-
 fn get<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, LedgerError> {
     row.try_get(index)
         .map_err(|e| LedgerError::Corrupt(format!("column {index}: {e}")))
-}
-
-fn stored_share(row: &Row) -> Result<StoredShare, LedgerError> {
-    Ok(StoredShare {
-        id: to_u64(get(row, 0)?, "share id")?,
-        record: ShareRecord {
-            time_ms: to_u64(get(row, 1)?, "time_ms")?,
-            user: get::<&str>(row, 2)?.into(),
-            worker: get::<&str>(row, 3)?.into(),
-            connection_id: get::<i64>(row, 4)? as u64,
-            channel_id: u32_from_bits(get(row, 5)?),
-            job_id: u32_from_bits(get(row, 6)?),
-            target: target(get(row, 7)?)?,
-            difficulty: get(row, 8)?,
-            hash: block_hash(get(row, 9)?)?,
-        },
-    })
 }
 
 fn stored_block(row: &Row) -> Result<StoredBlock, LedgerError> {
@@ -751,69 +916,104 @@ impl Ledger for PostgresLedger {
     }
 
     fn share_by_hash(&mut self, hash: BlockHash) -> Result<Option<StoredShare>, LedgerError> {
-        self.with(|c, _| {
-            let hash = &hash.as_byte_array()[..];
-            // A block's share through the block's link (an index lookup); any other hash by
-            // a scan (no index on hashes: see migrations/postgres/0001_init.sql).
-            let linked = collect_shares(
-                &mut c.client,
-                &format!(
-                    "SELECT {SHARE_COLUMNS} WHERE s.id = \
-                     (SELECT share_id FROM blocks WHERE hash = $1) AND s.hash = $1"
-                ),
-                &[&hash],
-            )?;
-            if let Some(share) = linked.into_iter().next() {
-                return Ok(Some(share));
+        self.with_names(|c, _, names| {
+            // A block's share through the block's link (one pack by its key); any other hash
+            // by a scan, oldest first (no index on hashes: see migrations/postgres/0001_init.sql).
+            let linked: Option<i64> = c
+                .client
+                .query_opt(
+                    "SELECT share_id FROM blocks WHERE hash = $1",
+                    &[&&hash.as_byte_array()[..]],
+                )
+                .map_err(postgres_error)?
+                .map(|row| get::<Option<i64>>(&row, 0))
+                .transpose()?
+                .flatten();
+            if let Some(id) = linked {
+                let id = to_u64(id, "share id")?;
+                let found = packed_shares(
+                    &mut c.client,
+                    names,
+                    &format!(
+                        "SELECT {PACK_COLUMNS} WHERE first_id = \
+                         (SELECT MAX(first_id) FROM share_packs WHERE first_id <= $1)"
+                    ),
+                    &[&bound_i64(id)],
+                    |s| s.id == id && s.hash == hash,
+                    1,
+                )?;
+                if let Some(share) = found.into_iter().next() {
+                    return Ok(Some(share));
+                }
             }
-            let scanned = collect_shares(
+            let found = packed_shares(
                 &mut c.client,
-                &format!("SELECT {SHARE_COLUMNS} WHERE s.hash = $1 ORDER BY s.id LIMIT 1"),
-                &[&hash],
+                names,
+                &format!("SELECT {PACK_COLUMNS} ORDER BY first_id"),
+                &[],
+                |s| s.hash == hash,
+                1,
             )?;
-            Ok(scanned.into_iter().next())
+            Ok(found.into_iter().next())
         })
     }
 
     fn shares(&mut self, range: &ShareRange) -> Result<Vec<StoredShare>, LedgerError> {
-        self.with(|c, _| match *range {
+        self.with_names(|c, _, names| match *range {
             ShareRange::Window {
                 last_id,
                 difficulty,
-            } => window(&mut c.client, last_id, difficulty),
+            } => window(&mut c.client, names, last_id, difficulty),
             ShareRange::Time {
                 from_ms,
                 to_ms,
                 limit,
-            } => collect_shares(
+            } => packed_shares(
                 &mut c.client,
+                names,
                 &format!(
-                    "SELECT {SHARE_COLUMNS} WHERE s.time_ms >= $1 AND s.time_ms < $2 \
-                     ORDER BY s.id LIMIT $3"
+                    "SELECT {PACK_COLUMNS} WHERE max_time_ms >= $1 AND min_time_ms < $2 \
+                     ORDER BY first_id"
                 ),
-                &[&bound_i64(from_ms), &bound_i64(to_ms), &limit_i64(limit)],
+                &[&bound_i64(from_ms), &bound_i64(to_ms)],
+                |s| s.time_ms >= from_ms && s.time_ms < to_ms,
+                limit,
             ),
             ShareRange::Ids {
                 from_id,
                 to_id,
                 limit,
-            } => collect_shares(
+            } => packed_shares(
                 &mut c.client,
+                names,
+                // From the pack holding `from_id` (the last one starting at or before it).
                 &format!(
-                    "SELECT {SHARE_COLUMNS} WHERE s.id >= $1 AND s.id <= $2 ORDER BY s.id LIMIT $3"
+                    "SELECT {PACK_COLUMNS} WHERE first_id >= COALESCE( \
+                     (SELECT MAX(first_id) FROM share_packs WHERE first_id <= $1), 0) \
+                     AND first_id <= $2 ORDER BY first_id"
                 ),
-                &[&bound_i64(from_id), &bound_i64(to_id), &limit_i64(limit)],
+                &[&bound_i64(from_id), &bound_i64(to_id)],
+                |s| s.id >= from_id && s.id <= to_id,
+                limit,
             ),
         })
     }
 
     fn last_share_id(&mut self) -> Result<u64, LedgerError> {
+        // Packs do not overlap and their ids grow in commit order: the last pack holds the
+        // highest id.
         self.with(|c, _| {
             let row = c
                 .client
-                .query_one("SELECT COALESCE(MAX(id), 0) FROM shares", &[])
+                .query_opt(
+                    "SELECT last_id FROM share_packs ORDER BY first_id DESC LIMIT 1",
+                    &[],
+                )
                 .map_err(postgres_error)?;
-            to_u64(get(&row, 0)?, "share id")
+            match row {
+                Some(row) => to_u64(get(&row, 0)?, "share id"),
+                None => Ok(0),
+            }
         })
     }
 
@@ -891,13 +1091,63 @@ impl Ledger for PostgresLedger {
     }
 
     fn prune(&mut self, before_ms: u64, keep_from_id: u64) -> Result<u64, LedgerError> {
+        // Shares with an id below `keep_from_id` accepted before `before_ms` go: whole packs
+        // at once, and the packs holding some of them (at either bound) written again without
+        // them, in one transaction.
         self.with(|c, _| {
-            c.client
-                .execute(
-                    "DELETE FROM shares WHERE id < $2 AND time_ms < $1",
-                    &[&bound_i64(before_ms), &bound_i64(keep_from_id)],
+            let (before, keep) = (bound_i64(before_ms), bound_i64(keep_from_id));
+            let Connection {
+                client,
+                insert_pack,
+                ..
+            } = c;
+            let mut tx = client.transaction().map_err(postgres_error)?;
+            let mut pruned = 0u64;
+            for row in tx
+                .query(
+                    "DELETE FROM share_packs WHERE max_time_ms < $1 AND last_id < $2 \
+                     RETURNING count",
+                    &[&before, &keep],
                 )
-                .map_err(postgres_error)
+                .map_err(postgres_error)?
+            {
+                pruned += to_u64(get(&row, 0)?, "share count")?;
+            }
+            let mut cut = Vec::new();
+            scan_packs(
+                &mut tx,
+                &format!(
+                    "SELECT {PACK_COLUMNS} WHERE min_time_ms < $1 AND first_id < $2 \
+                     ORDER BY first_id"
+                ),
+                &[&before, &keep],
+                |shares| {
+                    cut.push(shares);
+                    true
+                },
+            )?;
+            for shares in cut {
+                let first_id = shares.first().map_or(0, |s| s.id);
+                let before_count = shares.len();
+                let kept: Vec<PackedShare> = shares
+                    .into_iter()
+                    .filter(|s| !(s.id < keep_from_id && s.time_ms < before_ms))
+                    .collect();
+                if kept.len() == before_count {
+                    continue;
+                }
+                pruned += (before_count - kept.len()) as u64;
+                tx.execute(
+                    "DELETE FROM share_packs WHERE first_id = $1",
+                    &[&to_i64(first_id, "share id")?],
+                )
+                .map_err(postgres_error)?;
+                if let Some(pack) = share_pack::encode(&kept) {
+                    insert_packed(&mut tx, insert_pack, &pack)?;
+                }
+            }
+            tx.commit().map_err(postgres_error)?;
+            Ok(pruned)
         })
     }
 
