@@ -1,7 +1,8 @@
 //! The ledger in PostgreSQL (`ledger_url = "postgres://..."`), for operators who run several
 //! pool instances on one database or want their own queries. The same semantics as SQLite:
-//! one transaction per [`Ledger::append`] (the shares in one multi-row `INSERT ... SELECT
-//! FROM unnest(...)` of arrays: one round trip for the whole batch), the schema migrated at
+//! one transaction per [`Ledger::append`] (since schema 5 the batch's shares are ONE row of
+//! `share_packs`, packed as src/ledger/share_pack.rs says, with ids from `share_sequence`: the
+//! server's CPU per share was the rows' cost, on the pool's cores), the schema migrated at
 //! connect from `migrations/postgres/` (embedded) under an advisory lock, a block paid exactly
 //! once even with several instances (`INSERT ... ON CONFLICT DO NOTHING` on the computation,
 //! balances in the same transaction).
