@@ -122,15 +122,15 @@ fn a_full_socket_hands_the_released_bytes_to_the_driver_in_order() {
     held.commit(2);
     let drained = received(&mut peer);
     assert_eq!(drained.len(), filled, "only the filler was written");
-    // The driver writes what it took, then comes back: the next release is its too.
+    // The driver writes what it took, then comes back (the socket has room again): what was
+    // released meanwhile is written at once, after it, and the writer thread may write again.
     std::io::Write::write_all(&mut &ours, conn.pending_transmit()).unwrap();
     conn.clear_transmit();
     held.route(&mut conn, 1 << 20).unwrap();
-    assert_eq!(conn.pending_transmit(), b"ack 2\n");
-    std::io::Write::write_all(&mut &ours, conn.pending_transmit()).unwrap();
-    conn.clear_transmit();
-    // Nothing released is left: the writer thread writes again.
-    held.route(&mut conn, 1 << 20).unwrap();
+    assert!(
+        conn.pending_transmit().is_empty(),
+        "ack 2 written by the route"
+    );
     assert!(!held.is_drivers_turn());
     queue(&mut conn, "ack 3\n", Some(3));
     held.route(&mut conn, 1 << 20).unwrap();
@@ -147,11 +147,50 @@ fn a_detached_socket_is_never_written_and_too_much_waiting_fails() {
     held.commit(1);
     assert_eq!(received(&mut peer), "");
     assert!(held.oldest_hold().is_none(), "dropped with the socket");
+    // Too much waiting for a ledger that does not commit is the ledger's doing; too much
+    // released that nobody reads is the peer's.
     let (mut conn, held, _ours, _peer, _) = rig();
+    queue(&mut conn, "ack 1\n", Some(1));
+    queue(&mut conn, &"j".repeat(100), None);
+    assert!(matches!(
+        held.route(&mut conn, 64),
+        Err(ConnectionError::OutputHeld(_))
+    ));
+    let (mut conn, held, _ours, _peer, _) = rig();
+    held.commit(5);
     queue(&mut conn, "ack 1\n", Some(1));
     queue(&mut conn, &"j".repeat(100), None);
     assert!(matches!(
         held.route(&mut conn, 64),
         Err(ConnectionError::SlowReader(106))
     ));
+}
+
+/// A connection that ends with output queued behind a held acknowledgement (the refusal that
+/// ended it) waits for the commit that releases it, so the refusal reaches the miner; with
+/// nothing waiting it does not wait at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ending_connection_waits_for_its_last_words_to_be_released() {
+    let (mut conn, held, _ours, mut peer, _) = rig();
+    queue(&mut conn, "ack 1\n", Some(1));
+    queue(&mut conn, "refused\n", None);
+    held.route(&mut conn, 1 << 20).unwrap();
+    let writer = {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            held.commit(1);
+        })
+    };
+    let started = std::time::Instant::now();
+    held.settle(std::time::Duration::from_secs(5)).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    writer.join().unwrap();
+    assert_eq!(received(&mut peer), "ack 1\nrefused\n");
+    let started = std::time::Instant::now();
+    held.settle(std::time::Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "nothing waits"
+    );
 }

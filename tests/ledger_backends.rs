@@ -651,10 +651,93 @@ fn postgres_share_rows_of_schema_4_are_moved_into_packs() {
     assert_eq!(ledger.last_share_id().unwrap(), 5001);
     let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let gone: bool = client
-        .query_one("SELECT to_regclass('shares') IS NULL", &[])
+        .query_one("SELECT to_regclass('shares_v4') IS NULL", &[])
         .unwrap()
         .get(0);
     assert!(gone, "the rows' table is gone");
+    let in_view: i64 = client
+        .query_one("SELECT count(*) FROM shares", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_view, 4991, "the view shows every share, a row each");
+}
+
+/// `shares` is a view of the packs with a row per share (operators' own SQL), decoded in SQL
+/// exactly as the program decodes them: every field, a connection id of 2^63 and up, the
+/// largest ids, CompactSize integers of every width, difficulties bit for bit (subnormal
+/// included).
+#[test]
+fn postgres_shares_view_gives_every_field_of_every_share() {
+    let pg = TempPostgres::start();
+    let url = pg.fresh_database();
+    let mut ledger = PostgresLedger::connect(&url).unwrap();
+    let difficulties = [
+        1e-12,
+        65_536.0,
+        0.1,
+        f64::MIN_POSITIVE / 3.0,
+        1.0 / 3.0,
+        2.5e300,
+        7.0,
+    ];
+    let shares: Vec<ShareRecord> = difficulties
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            let n = n as u64;
+            let mut s = share(n, "bc1qalice", &format!("rig{n}"), 0, *d);
+            s.time_ms = [0, 200, 70_000, 5_000_000_000, 1, 9, 3][n as usize] + 1_700_000_000_000;
+            s.connection_id = [1, u64::MAX, 1 << 63, 300, 70_000, 1 << 40, 252][n as usize];
+            s.channel_id = [u32::MAX, 0, 253, 65_536, 7, 1, 2][n as usize];
+            s.job_id = [u32::MAX - 1, 254, 0, 1, 65_535, 9, 10][n as usize];
+            s
+        })
+        .collect();
+    ledger
+        .append(&LedgerBatch {
+            shares: shares.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let stored = ledger
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: u64::MAX,
+            limit: usize::MAX,
+        })
+        .unwrap();
+    assert_eq!(stored.len(), shares.len());
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let rows = client
+        .query(
+            "SELECT s.id, s.time_ms, w.\"user\", w.worker, s.connection_id, s.channel_id, \
+             s.job_id, s.target, s.difficulty, s.hash FROM shares s \
+             JOIN workers w ON w.id = s.worker_id ORDER BY s.id",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), stored.len());
+    for (row, s) in rows.iter().zip(&stored) {
+        let r = &s.record;
+        assert_eq!(row.get::<_, i64>(0) as u64, s.id);
+        assert_eq!(row.get::<_, i64>(1) as u64, r.time_ms);
+        assert_eq!(row.get::<_, &str>(2), &*r.user);
+        assert_eq!(row.get::<_, &str>(3), &*r.worker);
+        assert_eq!(row.get::<_, i64>(4) as u64, r.connection_id, "same bits");
+        assert_eq!(row.get::<_, i64>(5), i64::from(r.channel_id));
+        assert_eq!(row.get::<_, i64>(6), i64::from(r.job_id));
+        assert_eq!(row.get::<_, &[u8]>(7), &r.target.to_le_bytes()[..]);
+        assert_eq!(
+            row.get::<_, f64>(8).to_bits(),
+            r.difficulty.to_bits(),
+            "difficulty {} bit for bit",
+            r.difficulty
+        );
+        assert_eq!(row.get::<_, &[u8]>(9), &r.hash.as_byte_array()[..]);
+    }
+    for (s, original) in stored.iter().zip(&shares) {
+        assert_eq!(&s.record, original);
+    }
 }
 
 #[test]

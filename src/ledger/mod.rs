@@ -20,6 +20,8 @@ mod columns;
 #[cfg(feature = "runtime")]
 pub mod open;
 #[cfg(feature = "runtime")]
+mod pack_reads;
+#[cfg(feature = "runtime")]
 pub mod postgres;
 #[cfg(feature = "runtime")]
 mod share_pack;

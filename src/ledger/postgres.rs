@@ -12,7 +12,6 @@
 //! ledger's writer thread, the command line), never from inside a tokio runtime.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
@@ -26,10 +25,11 @@ use super::columns::{
     compact_target, limit_i64, status_reason, target, to_i64, to_u64, u32_from_bits,
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
+use super::pack_reads::{self, WindowScan, WorkerNames};
 use super::share_pack::{self, EncodedPack, PackedShare};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
-    PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
+    PayoutComputation, RejectedCount, ShareRange, StoredBlock, StoredShare,
 };
 
 /// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
@@ -207,8 +207,6 @@ pub struct PostgresLedger {
     /// User and worker by worker id, for the shares read back (loaded when one is missing).
     worker_names: WorkerNames,
 }
-
-type WorkerNames = HashMap<u64, (Arc<str>, Arc<str>)>;
 
 impl std::fmt::Debug for PostgresLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -490,13 +488,7 @@ fn packed_shares(
         .map_err(postgres_error)?;
     if limit > 0 {
         scan_packs(&mut tx, query, params, |shares| {
-            out.extend(
-                shares
-                    .into_iter()
-                    .filter(|s| keep(s))
-                    .take(limit - out.len()),
-            );
-            out.len() < limit
+            pack_reads::collect(&mut out, shares, &keep, limit)
         })?;
     }
     let stored = stored(&mut tx, names, out)?;
@@ -517,24 +509,14 @@ fn window(
         .read_only(true)
         .start()
         .map_err(postgres_error)?;
-    let mut out = Vec::new();
-    let mut sum = 0.0;
+    let mut window = WindowScan::new(last_id, difficulty);
     scan_packs(
         &mut tx,
         &format!("SELECT {PACK_COLUMNS} WHERE first_id <= $1 ORDER BY first_id DESC"),
         &[&bound_i64(last_id)],
-        |shares| {
-            for share in shares.into_iter().rev().filter(|s| s.id <= last_id) {
-                if sum >= difficulty {
-                    return false;
-                }
-                sum += share.difficulty;
-                out.push(share);
-            }
-            sum < difficulty
-        },
+        |shares| window.take(shares),
     )?;
-    let stored = stored(&mut tx, names, out)?;
+    let stored = stored(&mut tx, names, window.into_shares())?;
     tx.commit().map_err(postgres_error)?;
     Ok(stored)
 }
@@ -545,7 +527,7 @@ fn stored(
     names: &mut WorkerNames,
     shares: Vec<PackedShare>,
 ) -> Result<Vec<StoredShare>, LedgerError> {
-    if shares.iter().any(|s| !names.contains_key(&s.worker_id)) {
+    if pack_reads::names_missing(&shares, names) {
         for row in tx
             .query("SELECT id, \"user\", worker FROM workers", &[])
             .map_err(postgres_error)?
@@ -558,32 +540,11 @@ fn stored(
             names.insert(id, (user.into(), worker.into()));
         }
     }
-    shares
-        .into_iter()
-        .map(|s| {
-            let (user, worker) = names.get(&s.worker_id).ok_or_else(|| {
-                LedgerError::Corrupt(format!("share {} of unknown worker {}", s.id, s.worker_id))
-            })?;
-            Ok(StoredShare {
-                id: s.id,
-                record: ShareRecord {
-                    time_ms: s.time_ms,
-                    user: user.clone(),
-                    worker: worker.clone(),
-                    connection_id: s.connection_id,
-                    channel_id: s.channel_id,
-                    job_id: s.job_id,
-                    target: s.target,
-                    difficulty: s.difficulty,
-                    hash: s.hash,
-                },
-            })
-        })
-        .collect()
+    pack_reads::named(shares, names)
 }
 
-/// The second half of migration 5: the rows of `shares` (schema 1 to 4) moved into packs of
-/// consecutive rows, then the table dropped.
+/// The second half of migration 5: the rows of schema 1 to 4 (renamed `shares_v4` by its
+/// first half) moved into packs of consecutive rows, then their table dropped.
 fn move_share_rows_into_packs(tx: &mut Transaction<'_>) -> Result<(), LedgerError> {
     let insert = tx
         .prepare(
@@ -596,7 +557,7 @@ fn move_share_rows_into_packs(tx: &mut Transaction<'_>) -> Result<(), LedgerErro
         let rows = tx
             .query(
                 "SELECT id, time_ms, worker_id, connection_id, channel_id, job_id, target, \
-                 difficulty, hash FROM shares WHERE id > $1 ORDER BY id LIMIT $2",
+                 difficulty, hash FROM shares_v4 WHERE id > $1 ORDER BY id LIMIT $2",
                 &[&after, &(MOVED_SHARES_PER_PACK as i64)],
             )
             .map_err(postgres_error)?;
@@ -625,7 +586,7 @@ fn move_share_rows_into_packs(tx: &mut Transaction<'_>) -> Result<(), LedgerErro
             insert_packed(tx, &insert, &pack)?;
         }
     }
-    tx.batch_execute("DROP TABLE shares")
+    tx.batch_execute("DROP TABLE shares_v4")
         .map_err(postgres_error)
 }
 
@@ -1128,16 +1089,11 @@ impl Ledger for PostgresLedger {
                 },
             )?;
             for shares in cut {
-                let first_id = shares.first().map_or(0, |s| s.id);
-                let before_count = shares.len();
-                let kept: Vec<PackedShare> = shares
-                    .into_iter()
-                    .filter(|s| !(s.id < keep_from_id && s.time_ms < before_ms))
-                    .collect();
-                if kept.len() == before_count {
+                let Some((first_id, kept, went)) = pack_reads::cut(shares, before_ms, keep_from_id)
+                else {
                     continue;
-                }
-                pruned += (before_count - kept.len()) as u64;
+                };
+                pruned += went;
                 tx.execute(
                     "DELETE FROM share_packs WHERE first_id = $1",
                     &[&to_i64(first_id, "share id")?],

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::BlockHash;
@@ -25,10 +24,11 @@ use super::columns::{
     compact_target, limit_i64, status_reason, target, to_i64, to_u64,
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
+use super::pack_reads::{self, WindowScan, WorkerNames};
 use super::share_pack::{self, EncodedPack, PackedShare};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
-    PayoutComputation, RejectedCount, ShareRange, ShareRecord, StoredBlock, StoredShare,
+    PayoutComputation, RejectedCount, ShareRange, StoredBlock, StoredShare,
 };
 
 /// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
@@ -83,7 +83,7 @@ pub struct SqliteLedger {
     worker_ids: HashMap<String, HashMap<String, i64>>,
     /// User and worker by worker id, for reading packs (reloaded when an id is missing: the
     /// writer may have added workers through another connection).
-    worker_names: HashMap<u64, (Arc<str>, Arc<str>)>,
+    worker_names: WorkerNames,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -461,25 +461,15 @@ impl SqliteLedger {
     /// A PPLNS window: from share `last_id` back, newest first, until `difficulty` is
     /// reached (packs are read newest first and the scan stops there).
     fn window(&mut self, last_id: u64, difficulty: f64) -> Result<Vec<StoredShare>, LedgerError> {
-        let mut out = Vec::new();
-        let mut sum = 0.0;
+        let mut window = WindowScan::new(last_id, difficulty);
         scan_packs(
             &self.conn,
             "SELECT first_id, min_time_ms, shares FROM share_packs WHERE first_id <= ?1 \
              ORDER BY first_id DESC",
             params![bound_i64(last_id)],
-            |shares| {
-                for share in shares.into_iter().rev().filter(|s| s.id <= last_id) {
-                    if sum >= difficulty {
-                        return false;
-                    }
-                    sum += share.difficulty;
-                    out.push(share);
-                }
-                sum < difficulty
-            },
+            |shares| window.take(shares),
         )?;
-        self.stored(out)
+        self.stored(window.into_shares())
     }
 
     /// Packed shares read from `query` (columns `first_id, min_time_ms, shares`, in the order wanted),
@@ -494,13 +484,7 @@ impl SqliteLedger {
         let mut out = Vec::new();
         if limit > 0 {
             scan_packs(&self.conn, query, params, |shares| {
-                out.extend(
-                    shares
-                        .into_iter()
-                        .filter(|s| keep(s))
-                        .take(limit - out.len()),
-                );
-                out.len() < limit
+                pack_reads::collect(&mut out, shares, &keep, limit)
             })?;
         }
         self.stored(out)
@@ -508,37 +492,10 @@ impl SqliteLedger {
 
     /// Packed shares with their user and worker names.
     fn stored(&mut self, shares: Vec<PackedShare>) -> Result<Vec<StoredShare>, LedgerError> {
-        if shares
-            .iter()
-            .any(|s| !self.worker_names.contains_key(&s.worker_id))
-        {
+        if pack_reads::names_missing(&shares, &self.worker_names) {
             self.load_worker_names()?;
         }
-        shares
-            .into_iter()
-            .map(|s| {
-                let (user, worker) = self.worker_names.get(&s.worker_id).ok_or_else(|| {
-                    LedgerError::Corrupt(format!(
-                        "share {} of unknown worker {}",
-                        s.id, s.worker_id
-                    ))
-                })?;
-                Ok(StoredShare {
-                    id: s.id,
-                    record: ShareRecord {
-                        time_ms: s.time_ms,
-                        user: user.clone(),
-                        worker: worker.clone(),
-                        connection_id: s.connection_id,
-                        channel_id: s.channel_id,
-                        job_id: s.job_id,
-                        target: s.target,
-                        difficulty: s.difficulty,
-                        hash: s.hash,
-                    },
-                })
-            })
-            .collect()
+        pack_reads::named(shares, &self.worker_names)
     }
 
     fn load_worker_names(&mut self) -> Result<(), LedgerError> {
@@ -899,16 +856,11 @@ impl Ledger for SqliteLedger {
             },
         )?;
         for shares in cut {
-            let first_id = shares.first().map_or(0, |s| s.id);
-            let before_count = shares.len();
-            let kept: Vec<PackedShare> = shares
-                .into_iter()
-                .filter(|s| !(s.id < keep_from_id && s.time_ms < before_ms))
-                .collect();
-            if kept.len() == before_count {
+            let Some((first_id, kept, went)) = pack_reads::cut(shares, before_ms, keep_from_id)
+            else {
                 continue;
-            }
-            pruned += (before_count - kept.len()) as u64;
+            };
+            pruned += went;
             tx.prepare_cached("DELETE FROM share_packs WHERE first_id = ?1")
                 .map_err(sqlite_error)?
                 .execute(params![to_i64(first_id, "share id")?])
@@ -1080,6 +1032,7 @@ mod tests {
     use bitcoin::{CompactTarget, Target};
 
     use super::*;
+    use crate::ledger::ShareRecord;
 
     fn share(n: u64) -> ShareRecord {
         ShareRecord {

@@ -145,6 +145,25 @@ impl<'a> PoolHandler<'a> {
     }
 }
 
+/// How long an ending connection waits for what it queued behind held acknowledgements (the
+/// refusal that ended it, say) to be released by the ledger's next commit and written.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
+impl PoolHandler<'_> {
+    /// The connection has ended (`end`): what it queued behind held acknowledgements goes
+    /// out with the ledger's next commit, if that comes within [`SETTLE_LIMIT`]. Not when the
+    /// ledger cannot write (nothing would be released; the miner's unread shares would only
+    /// turn the close into a reset).
+    pub(super) async fn settle<E: std::error::Error>(&self, end: &ConnectionError<E>) {
+        if let Some((ledger, held)) = &self.ledger
+            && ledger.status().is_available()
+            && !matches!(end, ConnectionError::OutputHeld(_))
+        {
+            held.settle(SETTLE_LIMIT).await;
+        }
+    }
+}
+
 /// The socket closes after its handler: held output is never written to it after that.
 impl Drop for PoolHandler<'_> {
     fn drop(&mut self) {
@@ -305,7 +324,7 @@ pub async fn serve(
     );
     let mut handler = PoolHandler::new(id, &shared, pending);
     handler.attach(&stream);
-    shell::drive(
+    let end = shell::drive(
         &mut stream,
         &mut conn,
         &mut handler,
@@ -314,7 +333,9 @@ pub async fn serve(
         shutdown,
         &DriverLimits::default(),
     )
-    .await
+    .await;
+    handler.settle(&end).await;
+    end
 }
 
 /// Why a miner protocol ended a connection, as a refusal or failure a remote host decided.

@@ -34,6 +34,9 @@ use crate::shell::{AtomicHistogram, Wake};
 /// before the connection is closed.
 pub const DEFAULT_HOLD_LIMIT_SECS: u64 = 10;
 
+/// How often [`HeldOutput::settle`] looks whether what waits was written.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Output of one connection waiting for the ledger's commit of its shares. See the module
 /// documentation.
 #[derive(Debug, Default)]
@@ -149,8 +152,9 @@ impl HeldOutput {
     /// already waits here, takes them all here (in order) and writes what is released; what
     /// is left for the driver to write (released bytes the socket did not take) is put back
     /// into `conn`'s pending bytes. Otherwise leaves them for the driver to write as usual.
-    /// Fails when more than `max_waiting` bytes would wait (the peer does not read, or the
-    /// ledger has been unable to write for long).
+    /// Fails when more than `max_waiting` bytes would wait: [`ConnectionError::OutputHeld`]
+    /// while some wait for the ledger (it has been unable to write for a while), else
+    /// [`ConnectionError::SlowReader`] (the peer does not read).
     pub fn route<P: Protocol>(
         &self,
         conn: &mut Connection<P>,
@@ -166,10 +170,27 @@ impl HeldOutput {
         let mut w = self.lock();
         if !conn.pending_transmit().is_empty() {
             let base = w.bytes.len();
-            if base + conn.pending_transmit().len() > max_waiting {
-                return Err(ConnectionError::SlowReader(
-                    base + conn.pending_transmit().len(),
-                ));
+            let waiting = base + conn.pending_transmit().len();
+            if waiting > max_waiting {
+                // Output waiting for a ledger that does not commit is the ledger's doing;
+                // released output nobody reads is the peer's.
+                let committed = self.committed();
+                let held_since = w
+                    .holds
+                    .iter()
+                    .find(|(_, share, _)| *share > committed)
+                    .map(|(_, _, since)| *since)
+                    .or_else(|| {
+                        let holds = conn.transmit_holds();
+                        holds
+                            .iter()
+                            .any(|(_, share)| *share > committed)
+                            .then(Instant::now)
+                    });
+                return Err(match held_since {
+                    Some(since) => ConnectionError::OutputHeld(since.elapsed()),
+                    None => ConnectionError::SlowReader(waiting),
+                });
             }
             w.bytes.extend_from_slice(conn.pending_transmit());
             let now = Instant::now();
@@ -181,17 +202,12 @@ impl HeldOutput {
         // Published before `committed` is read (see `queued`).
         self.queued.store(w.bytes.len(), Ordering::SeqCst);
         if w.driver_writes {
-            let released = released_len(&w, self.committed());
-            if released == 0 {
-                // Everything the driver took before is written (this is its next turn): the
-                // writer thread may write again.
-                w.driver_writes = false;
-                self.driver_turn.store(false, Ordering::Release);
-            } else {
-                conn.restore_transmit(&w.bytes[..released]);
-                self.drain_front(&mut w, released);
-            }
-        } else if released_len(&w, self.committed()) > 0 && !self.write_released(&mut w) {
+            // This is called only before the driver writes, and its last write took all it
+            // was handed (or the connection ended): the socket may be written here again.
+            w.driver_writes = false;
+            self.driver_turn.store(false, Ordering::Release);
+        }
+        if released_len(&w, self.committed()) > 0 && !self.write_released(&mut w) {
             self.hand_to_driver(&mut w);
             let released = released_len(&w, self.committed());
             conn.restore_transmit(&w.bytes[..released]);
@@ -262,6 +278,20 @@ impl HeldOutput {
         }
         if w.bytes.is_empty() && w.bytes.capacity() > crate::connection::TRANSMIT_BUFFER_KEEP {
             w.bytes.shrink_to(crate::connection::TRANSMIT_BUFFER_KEEP);
+        }
+    }
+
+    /// The connection is ending: waits, at most `limit`, for what it queued behind held
+    /// acknowledgements (a last refusal, say) to be released and written by the ledger's
+    /// writer. Returns at once when nothing waits, or when the rest is the driver's to write
+    /// (the socket takes no more: nobody reads it).
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let until = Instant::now() + limit;
+        while self.queued.load(Ordering::SeqCst) > 0
+            && !self.driver_turn.load(Ordering::Acquire)
+            && Instant::now() < until
+        {
+            tokio::time::sleep(SETTLE_POLL).await;
         }
     }
 

@@ -82,6 +82,7 @@ pub async fn serve(
         &DriverLimits::default(),
     )
     .await;
+    handler.settle(&end).await;
     // The one refusal of this layer the session does not see: the connection's framing ends it.
     if let ConnectionError::LineTooLong(_) = end {
         shared.sv1_refusals.count(Sv1Refusal::LineTooLong);
