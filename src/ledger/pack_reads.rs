@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::share_pack::PackedShare;
-use super::{LedgerError, ShareRecord, StoredShare};
+use super::{LedgerError, StoredShare};
 
 /// User and worker names by worker id (the `workers` table).
 pub type WorkerNames = HashMap<u64, (Arc<str>, Arc<str>)>;
@@ -28,20 +28,7 @@ pub fn named(
             let (user, worker) = names.get(&s.worker_id).ok_or_else(|| {
                 LedgerError::Corrupt(format!("share {} of unknown worker {}", s.id, s.worker_id))
             })?;
-            Ok(StoredShare {
-                id: s.id,
-                record: ShareRecord {
-                    time_ms: s.time_ms,
-                    user: user.clone(),
-                    worker: worker.clone(),
-                    connection_id: s.connection_id,
-                    channel_id: s.channel_id,
-                    job_id: s.job_id,
-                    target: s.target,
-                    difficulty: s.difficulty,
-                    hash: s.hash,
-                },
-            })
+            Ok(s.into_stored(user.clone(), worker.clone()))
         })
         .collect()
 }

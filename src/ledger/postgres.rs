@@ -351,18 +351,9 @@ fn append(
             &share.user,
             &share.worker,
         )?;
-        packed.push(PackedShare {
-            id: first_id + index as u64,
-            time_ms: share.time_ms,
-            worker_id: u64::try_from(worker_id)
-                .map_err(|_| LedgerError::Corrupt(format!("worker id {worker_id}")))?,
-            connection_id: share.connection_id,
-            channel_id: share.channel_id,
-            job_id: share.job_id,
-            target: share.target,
-            difficulty: share.difficulty,
-            hash: share.hash,
-        });
+        let worker_id = u64::try_from(worker_id)
+            .map_err(|_| LedgerError::Corrupt(format!("worker id {worker_id}")))?;
+        packed.push(PackedShare::of(share, first_id + index as u64, worker_id));
     }
     if let Some(pack) = share_pack::encode(&packed) {
         insert_packed(&mut tx, insert_pack, &pack)?;

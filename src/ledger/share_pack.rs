@@ -29,12 +29,14 @@ use bitcoin::consensus::{Decodable, Encodable};
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, Target, VarInt};
 
-use super::LedgerError;
+use std::sync::Arc;
+
+use super::{LedgerError, ShareRecord, StoredShare};
 
 /// The layout this program writes and reads.
 const VERSION: u8 = 1;
 
-/// One share as a pack holds it: a [`ShareRecord`](super::ShareRecord) with its worker as the
+/// One share as a pack holds it: a [`ShareRecord`] with its worker as the
 /// ledger's worker id, and its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedShare {
@@ -56,6 +58,41 @@ pub struct PackedShare {
     pub difficulty: f64,
     /// The share's hash.
     pub hash: BlockHash,
+}
+
+impl PackedShare {
+    /// `record` as share `id` of the worker whose `workers` row is `worker_id`.
+    pub fn of(record: &ShareRecord, id: u64, worker_id: u64) -> Self {
+        PackedShare {
+            id,
+            time_ms: record.time_ms,
+            worker_id,
+            connection_id: record.connection_id,
+            channel_id: record.channel_id,
+            job_id: record.job_id,
+            target: record.target,
+            difficulty: record.difficulty,
+            hash: record.hash,
+        }
+    }
+
+    /// The stored share, its worker id's names given.
+    pub fn into_stored(self, user: Arc<str>, worker: Arc<str>) -> StoredShare {
+        StoredShare {
+            id: self.id,
+            record: ShareRecord {
+                time_ms: self.time_ms,
+                user,
+                worker,
+                connection_id: self.connection_id,
+                channel_id: self.channel_id,
+                job_id: self.job_id,
+                target: self.target,
+                difficulty: self.difficulty,
+                hash: self.hash,
+            },
+        }
+    }
 }
 
 /// A pack's bytes and what its row records beside them.

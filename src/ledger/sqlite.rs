@@ -269,17 +269,11 @@ impl SqliteLedger {
                 let worker_id =
                     Self::worker_id(&mut self.worker_ids, &tx, &share.user, &share.worker)
                         .map_err(sqlite_error)?;
-                packed.push(PackedShare {
-                    id: first_id + n as u64,
-                    time_ms: share.time_ms,
-                    worker_id: to_u64(worker_id, "worker id")?,
-                    connection_id: share.connection_id,
-                    channel_id: share.channel_id,
-                    job_id: share.job_id,
-                    target: share.target,
-                    difficulty: share.difficulty,
-                    hash: share.hash,
-                });
+                packed.push(PackedShare::of(
+                    share,
+                    first_id + n as u64,
+                    to_u64(worker_id, "worker id")?,
+                ));
             }
             if let Some(pack) = share_pack::encode(&packed) {
                 insert_pack(&tx, &pack)?;
