@@ -175,10 +175,7 @@ impl HeldOutput {
                 // Output waiting for a ledger that does not commit is the ledger's doing;
                 // released output nobody reads is the peer's.
                 let committed = self.committed();
-                let held_since = w
-                    .holds
-                    .iter()
-                    .find(|(_, share, _)| *share > committed)
+                let held_since = first_held(&w, committed)
                     .map(|(_, _, since)| *since)
                     .or_else(|| {
                         let holds = conn.transmit_holds();
@@ -301,19 +298,16 @@ impl HeldOutput {
             return None;
         }
         let committed = self.committed();
-        self.lock()
-            .holds
-            .iter()
-            .find(|(_, share, _)| *share > committed)
-            .map(|(_, _, at)| *at)
+        first_held(&self.lock(), committed).map(|(_, _, at)| *at)
     }
 }
 
-/// How many of the waiting bytes are released: those before the first hold on a share not
-/// yet committed.
+/// The first hold on a share not yet committed: where the released bytes end.
+fn first_held(w: &Waiting, committed: u64) -> Option<&(usize, u64, Instant)> {
+    w.holds.iter().find(|(_, share, _)| *share > committed)
+}
+
+/// How many of the waiting bytes are released: those before [`first_held`].
 fn released_len(w: &Waiting, committed: u64) -> usize {
-    w.holds
-        .iter()
-        .find(|(_, share, _)| *share > committed)
-        .map_or(w.bytes.len(), |(at, _, _)| *at)
+    first_held(w, committed).map_or(w.bytes.len(), |(at, _, _)| *at)
 }
