@@ -33,13 +33,7 @@ async fn an_sv1_api_client_mines_blocks_credited_with_an_sv2_miner_of_the_same_u
         block_interval_secs: 0,
         ..ChainConfig::default()
     }));
-    let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
-        ..PoolOptions::default()
-    };
+    let opts = options(dir.path());
     let config = PoolConfig::resolve(&opts, "test").unwrap();
     assert_eq!(config.sv1_listen_addr, Some("127.0.0.1:0".parse().unwrap()));
     let api: Arc<dyn NodeApi> = node.clone();
@@ -132,13 +126,7 @@ async fn our_cpu_miner_mines_blocks_over_sv1() {
         block_interval_secs: 0,
         ..ChainConfig::default()
     }));
-    let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
-        ..PoolOptions::default()
-    };
+    let opts = options(dir.path());
     let api: Arc<dyn NodeApi> = node.clone();
     let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
     server.start().await.unwrap();
@@ -265,6 +253,18 @@ async fn two_workers_of_one_user_share_an_sv1_connection_and_are_credited_apart(
     assert_eq!((by_worker("rig1"), by_worker("rig2")), (rig1, rig2));
 }
 
+/// The options every pool here starts from: SV2 and SV1 on ephemeral ports, data in `dir`,
+/// every share at [`DIFFICULTY`].
+fn options(dir: &Path) -> PoolOptions {
+    PoolOptions {
+        listen_addr: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        min_difficulty: Some(DIFFICULTY),
+        max_difficulty: Some(DIFFICULTY),
+        ..PoolOptions::default()
+    }
+}
+
 /// A started pool in `data_dir` whose shares (at [`DIFFICULTY`]) are never blocks (difficulty-1
 /// chain), and its SV1 listener's address.
 async fn pool_with_rare_blocks(
@@ -275,12 +275,8 @@ async fn pool_with_rare_blocks(
         ..ChainConfig::default()
     }));
     let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(data_dir.to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
         chain_bits: Some(0x1d00_ffff),
-        ..PoolOptions::default()
+        ..options(data_dir)
     };
     let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), node).unwrap();
     server.start().await.unwrap();
@@ -334,12 +330,8 @@ async fn a_signalling_node_narrows_the_sv1_miners_version_mask() {
         ..ChainConfig::default()
     }));
     let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
         chain_bits: Some(0x1d00_ffff),
-        ..PoolOptions::default()
+        ..options(dir.path())
     };
     let api: Arc<dyn NodeApi> = Arc::new(SignallingNode(node));
     let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
@@ -428,13 +420,9 @@ async fn an_sv1_and_an_sv2_miner_of_one_user_at_once_add_up_to_one_total() {
         ..ChainConfig::default()
     }));
     let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
         chain_bits: Some(0x1d00_ffff),
         http_listen_addr: Some("127.0.0.1:0".into()),
-        ..PoolOptions::default()
+        ..options(dir.path())
     };
     let config = PoolConfig::resolve(&opts, "test").unwrap();
     let http_settings = config.http.clone().expect("the HTTP server is on");
@@ -528,12 +516,8 @@ async fn solo_and_donate_blocks_over_sv1_pay_the_address_in_their_coinbase() {
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(EmbeddedNode::new(ChainConfig::default()));
     let opts = PoolOptions {
-        listen_addr: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        min_difficulty: Some(DIFFICULTY),
-        max_difficulty: Some(DIFFICULTY),
         coinbase_reward_script: Some(format!("addr({pool_address})")),
-        ..PoolOptions::default()
+        ..options(dir.path())
     };
     let api: Arc<dyn NodeApi> = node.clone();
     let server = StratumV2Server::new(PoolConfig::resolve(&opts, "test").unwrap(), api).unwrap();
