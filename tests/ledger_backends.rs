@@ -14,9 +14,9 @@ use std::time::Duration;
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, CompactTarget, Target};
 use blvm_stratum_v2::ledger::{
-    BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, MemoryLedger,
-    Payout, PayoutComputation, PostgresLedger, RejectedCount, ShareRange, ShareRecord,
-    SqliteLedger, SqliteSettings, SqliteSync,
+    BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
+    LedgerError, MemoryLedger, Payout, PayoutComputation, PostgresLedger, RejectedCount,
+    ShareRange, ShareRecord, SqliteLedger, SqliteSettings, SqliteSync, StoredShare,
 };
 use proptest::prelude::*;
 
@@ -478,6 +478,16 @@ fn fill(l: &mut dyn Ledger) {
     );
 }
 
+/// Every share a ledger holds, oldest first.
+fn all_shares(l: &mut dyn Ledger) -> Vec<StoredShare> {
+    l.shares(&ShareRange::Ids {
+        from_id: 0,
+        to_id: u64::MAX,
+        limit: usize::MAX,
+    })
+    .unwrap()
+}
+
 fn contents(l: &mut dyn Ledger) -> Transcript {
     let mut t = Transcript::default();
     t.note(
@@ -627,13 +637,7 @@ fn postgres_share_rows_of_schema_4_are_moved_into_packs() {
         tx.commit().unwrap();
     }
     let mut ledger = PostgresLedger::connect(&url).unwrap();
-    let stored = ledger
-        .shares(&ShareRange::Ids {
-            from_id: 0,
-            to_id: u64::MAX,
-            limit: usize::MAX,
-        })
-        .unwrap();
+    let stored = all_shares(&mut ledger);
     assert_eq!(stored.len(), 4990);
     for (n, s) in stored.iter().enumerate() {
         assert_eq!((s.id, &s.record), (n as u64 + 1, &old(n as u64)));
@@ -699,13 +703,7 @@ fn postgres_shares_view_gives_every_field_of_every_share() {
             ..Default::default()
         })
         .unwrap();
-    let stored = ledger
-        .shares(&ShareRange::Ids {
-            from_id: 0,
-            to_id: u64::MAX,
-            limit: usize::MAX,
-        })
-        .unwrap();
+    let stored = all_shares(&mut ledger);
     assert_eq!(stored.len(), shares.len());
     let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let rows = client
@@ -850,16 +848,27 @@ fn sqlite_read_only_file_is_unavailable_then_works() {
 /// The server stopped: `Unavailable`; started again: the same ledger reconnects and writes.
 #[test]
 fn postgres_down_is_unavailable_then_reconnects() {
+    // Numbered as the writer numbers them: once the worker is known, a commit of shares is
+    // one call (schema 6), and that way fails and recovers as the transaction's way does.
+    let numbered = |n: u64| LedgerBatch {
+        sequence: Some(BatchSequence {
+            writer: 3,
+            number: n,
+        }),
+        ..one_share(n)
+    };
     let mut pg = TempPostgres::start();
     let mut l = PostgresLedger::connect(&pg.url()).unwrap();
-    l.append(&one_share(1)).unwrap();
+    l.append(&numbered(1)).unwrap();
+    l.append(&numbered(2)).unwrap();
     pg.stop();
-    let err = l.append(&one_share(2)).unwrap_err();
+    let err = l.append(&numbered(3)).unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     let err = l.last_share_id().unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     pg.start_again();
-    l.append(&one_share(3)).unwrap();
+    l.append(&numbered(4)).unwrap();
+    l.append(&numbered(5)).unwrap();
     let shares = l
         .shares(&ShareRange::Ids {
             from_id: 0,
@@ -867,8 +876,84 @@ fn postgres_down_is_unavailable_then_reconnects() {
             limit: 100,
         })
         .unwrap();
-    assert_eq!(shares.len(), 2);
-    assert_eq!(shares[1].record, share(3, "bc1qalice", "w", 3, 1.0));
+    let ids: Vec<u64> = shares.iter().map(|s| s.id).collect();
+    assert_eq!(
+        ids,
+        [1, 2, 3, 4],
+        "nothing of the failed commit, ids consecutive"
+    );
+    for (stored, n) in shares.iter().zip([1, 2, 4, 5]) {
+        assert_eq!(stored.record, share(n, "bc1qalice", "w", n, 1.0));
+    }
+}
+
+/// A ledger whose connection drops and comes back to another database under the same URL (a
+/// restored backup, a promoted standby missing the last worker rows) learns worker ids again:
+/// a commit never carries an id the old database gave, which the new one may have given to
+/// another miner.
+#[test]
+fn postgres_worker_ids_are_learnt_again_after_a_reconnect() {
+    let pg = TempPostgres::start();
+    let url = pg.url_of("restored");
+    let mut admin = ::postgres::Client::connect(&pg.url_of("postgres"), ::postgres::NoTls).unwrap();
+    admin.batch_execute("CREATE DATABASE restored").unwrap();
+    let numbered = |n: u64, user: &str| LedgerBatch {
+        sequence: Some(BatchSequence {
+            writer: 11,
+            number: n,
+        }),
+        shares: vec![share(n, user, "rig", n, 1.0)],
+        ..Default::default()
+    };
+    let mut l = PostgresLedger::connect(&url).unwrap();
+    l.append(&numbered(1, "bc1qalice")).unwrap();
+    l.append(&numbered(2, "bc1qalice")).unwrap(); // alice/rig's id known: one call
+    // The database is replaced under its URL; in the new one another miner has worker id 1.
+    // (The ledger's session is ended first; the rename waits until it is gone.)
+    let renamed = (0..100).any(|_| {
+        admin
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = 'restored' AND pid <> pg_backend_pid()",
+            )
+            .unwrap();
+        let done = admin
+            .batch_execute("ALTER DATABASE restored RENAME TO replaced")
+            .is_ok();
+        if !done {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done
+    });
+    assert!(renamed, "the old database renamed");
+    admin.batch_execute("CREATE DATABASE restored").unwrap();
+    {
+        let mut other = PostgresLedger::connect(&url).unwrap();
+        other.append(&numbered(1, "bc1qbob")).unwrap();
+    }
+    // The first call after the drop fails (the connection is gone) or reconnects; either way
+    // the next commits land in the new database, credited to alice.
+    let _ = l.append(&numbered(3, "bc1qalice"));
+    l.append(&numbered(4, "bc1qalice")).unwrap();
+    l.append(&numbered(5, "bc1qalice")).unwrap();
+    let users: Vec<(u64, String)> = l
+        .shares(&ShareRange::Ids {
+            from_id: 0,
+            to_id: 100,
+            limit: 100,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.record.time_ms, s.record.user.to_string()))
+        .collect();
+    assert_eq!(users[0], (1, "bc1qbob".to_string()));
+    assert!(users.len() >= 3, "{users:?}");
+    for (n, user) in &users[1..] {
+        assert_eq!(
+            user, "bc1qalice",
+            "share {n} credited to its own miner: {users:?}"
+        );
+    }
 }
 
 /// One random batch: shares of a few users and workers, maybe a block, rejected counts.
@@ -896,9 +981,16 @@ fn arb_batch() -> impl Strategy<Value = LedgerBatch> {
         prop::collection::vec(share, 0..20),
         prop::collection::vec(0u64..1_000, 0..2),
         prop::collection::vec(rejected, 0..3),
+        any::<bool>(),
     )
-        .prop_map(|(shares, blocks, rejected)| LedgerBatch {
-            sequence: None,
+        .prop_map(|(shares, blocks, rejected, numbered)| LedgerBatch {
+            // Numbered as the writer numbers its commits (in order: `answers`), or not (tools):
+            // PostgreSQL writes a numbered commit of shares alone in one call, the rest in a
+            // transaction of statements (schema 6).
+            sequence: numbered.then_some(BatchSequence {
+                writer: u64::MAX - 1,
+                number: 0,
+            }),
             shares,
             blocks: blocks.into_iter().map(|n| block(n, "u0")).collect(),
             rejected,
@@ -908,8 +1000,12 @@ fn arb_batch() -> impl Strategy<Value = LedgerBatch> {
 /// What a ledger answers after a series of batches: everything readable.
 fn answers(l: &mut dyn Ledger, batches: &[LedgerBatch], window: f64, prune_ms: u64) -> Transcript {
     let mut t = Transcript::default();
-    for b in batches {
-        l.append(b).unwrap();
+    for (n, b) in batches.iter().enumerate() {
+        let mut b = b.clone();
+        if let Some(sequence) = &mut b.sequence {
+            sequence.number = n as u64 + 1;
+        }
+        l.append(&b).unwrap();
     }
     let last = l.last_share_id().unwrap();
     t.note("last", last);
@@ -1114,7 +1210,6 @@ fn open_by_location_picks_the_backend() {
 /// A batch appended again under its writer's sequence number (the retry of a commit whose
 /// reply was lost) writes nothing; a later number and another writer's batches are written.
 fn retried_batches_are_written_once(l: &mut dyn Ledger) {
-    use blvm_stratum_v2::ledger::BatchSequence;
     let numbered = |writer: u64, number: u64, share_n: u64| LedgerBatch {
         sequence: Some(BatchSequence { writer, number }),
         ..one_share(share_n)

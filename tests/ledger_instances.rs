@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, CompactTarget, Target};
 use blvm_stratum_v2::ledger::{
-    BlockStatus, ClaimOutcome, FoundBlockRecord, InstanceClaim, Ledger, LedgerBatch, MemoryLedger,
-    PostgresLedger, ShareRange, ShareRecord, SqliteLedger,
+    BatchSequence, BlockStatus, ClaimOutcome, FoundBlockRecord, InstanceClaim, Ledger, LedgerBatch,
+    MemoryLedger, PostgresLedger, ShareRange, ShareRecord, SqliteLedger,
 };
 use blvm_stratum_v2::payout::{PayoutPolicy, WindowTracker, read_window, settle_unsettled};
 
@@ -287,7 +287,15 @@ fn a_reader_of_new_shares_misses_none_of_two_concurrent_writers() {
                             share(n, if w == 0 { "bc1qalice" } else { "bc1qbob" }, 1.0)
                         })
                         .collect();
+                    // Numbered as a pool's writer numbers its commits (PostgreSQL then writes
+                    // them in one call, schema 6), or not (a transaction of statements): writer
+                    // 0 numbers every batch, writer 1 every other one, so both ways race.
+                    let numbered = w == 0 || b % 2 == 0;
                     l.append(&LedgerBatch {
+                        sequence: numbered.then_some(BatchSequence {
+                            writer: 100 + w,
+                            number: b + 1,
+                        }),
                         shares,
                         ..LedgerBatch::default()
                     })
