@@ -14,6 +14,9 @@
 # POOL_BIN=PATH benches another build of the pool; PERF=FILE profiles the pool under the load;
 # PERF_STAT=1 adds its context switches per acknowledged share (PERF_EVENTS=E1,E2 counts more
 # events in OUTDIR/NAME.perfstat, e.g. syscalls:sys_enter_fsync for the commits a second).
+# POOL_CPUS=LIST / LOADGEN_CPUS=LIST run the pool / the load generator under `taskset -c LIST`
+# (e.g. POOL_CPUS=0 LOADGEN_CPUS=1: each on a core of its own, so the pool's CPU per share alone
+# sets its throughput; steadier than sharing both cores, BENCHMARKS.md "Ledger, pinned").
 set -u
 BIN=${POOL_BIN:-$(dirname "$0")/../target/release/blvm-stratum-v2}
 LOADGEN=${LOADGEN_BIN:-$BIN}
@@ -52,7 +55,7 @@ pg_stop() {
 }
 trap pg_stop EXIT
 
-$BIN --listen-addr 127.0.0.1:0 --data-dir $d --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff --share-rate-multiple 1000000000 --max-connections 20000 "${pool_args[@]}" >$d/out 2>$d/err &
+${POOL_CPUS:+taskset -c $POOL_CPUS} $BIN --listen-addr 127.0.0.1:0 --data-dir $d --min-difficulty 1e-12 --max-difficulty 1e-12 --chain-bits 0x1d00ffff --share-rate-multiple 1000000000 --max-connections 20000 "${pool_args[@]}" >$d/out 2>$d/err &
 pid=$!
 for i in $(seq 100); do grep -q "authority public key" $d/out 2>/dev/null && grep -q "listening on" $d/out && break; sleep 0.1; done
 addr=$(grep "listening on" $d/out | sed 's/.*listening on \([^ ]*\).*/\1/')
@@ -62,7 +65,7 @@ key=$(grep "authority public key: " $d/out | sed 's/authority public key: //')
 # per acknowledged share (this VM has no hardware counters: no instructions or cycles).
 perf_pid=; if [[ -n ${PERF:-} ]]; then perf record -g -o "$PERF" -p $pid >/dev/null 2>&1 & perf_pid=$!; fi
 if [[ -n ${PERF_STAT:-} ]]; then perf stat -e context-switches,task-clock${PERF_EVENTS:+,$PERF_EVENTS} -p $pid -o $OUT/$name.perfstat >/dev/null 2>&1 & perf_pid=$!; fi
-timeout 120 $LOADGEN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
+${LOADGEN_CPUS:+taskset -c $LOADGEN_CPUS} timeout 120 $LOADGEN loadgen --url $addr --authority-pubkey $key --server-pid $pid --json $OUT/$name.json "$@" > $OUT/$name.txt 2>&1
 if [[ -n $perf_pid ]]; then kill -INT $perf_pid; wait $perf_pid; fi
 kill -TERM $pid; wait $pid
 if [[ -n ${PERF_STAT:-} ]]; then
