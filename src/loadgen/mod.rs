@@ -236,6 +236,61 @@ impl Latency {
     }
 }
 
+/// How evenly the acknowledgements spread over the connections: with shares sent as fast as
+/// acknowledged, a pool that serves some connections again and again while others wait (their
+/// state stays in the cache) can show a higher total than one that serves all in turn; this
+/// says which one was measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AckSpread {
+    /// The fewest any connection had acknowledged.
+    pub min: u64,
+    /// Tenth percentile.
+    pub p10: u64,
+    /// Median.
+    pub p50: u64,
+    /// Ninetieth percentile.
+    pub p90: u64,
+    /// The most.
+    pub max: u64,
+    /// The part of all acknowledgements that went to the tenth of the connections with the
+    /// most (0.1 when all had the same).
+    pub busiest_tenth: f64,
+}
+
+impl AckSpread {
+    /// The spread of `counts` (one per connection), `None` when there are none.
+    pub fn of(counts: impl IntoIterator<Item = u64>) -> Option<Self> {
+        let mut sorted: Vec<u64> = counts.into_iter().collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable();
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        let total: u64 = sorted.iter().sum();
+        let tenth = sorted.len().div_ceil(10);
+        let busiest: u64 = sorted.iter().rev().take(tenth).sum();
+        Some(AckSpread {
+            min: sorted[0],
+            p10: at(0.1),
+            p50: at(0.5),
+            p90: at(0.9),
+            max: sorted[sorted.len() - 1],
+            busiest_tenth: if total > 0 {
+                busiest as f64 / total as f64
+            } else {
+                0.0
+            },
+        })
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"min\": {}, \"p10\": {}, \"p50\": {}, \"p90\": {}, \"max\": {}, \"busiest_tenth\": {:.4}}}",
+            self.min, self.p10, self.p50, self.p90, self.max, self.busiest_tenth
+        )
+    }
+}
+
 /// The server's figures (with a server pid).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerFigures {
@@ -361,6 +416,18 @@ impl LoadgenReport {
                 "ack latency: p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs, mean {:.1} µs",
                 l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us
             );
+            if let Some(a) = self.acked_spread() {
+                let _ = writeln!(
+                    s,
+                    "acknowledged per connection: min {}, p10 {}, median {}, p90 {}, max {}; the busiest tenth of the connections had {:.1}% of them",
+                    a.min,
+                    a.p10,
+                    a.p50,
+                    a.p90,
+                    a.max,
+                    a.busiest_tenth * 100.0
+                );
+            }
         }
         if self.duration_secs > 0.0 {
             let _ = writeln!(
@@ -420,6 +487,14 @@ impl LoadgenReport {
         s
     }
 
+    /// How the acknowledgements spread over the connections (none without a load phase).
+    pub fn acked_spread(&self) -> Option<AckSpread> {
+        if self.duration_secs <= 0.0 {
+            return None;
+        }
+        AckSpread::of(self.acked_by_channel.iter().map(|(_, n)| *n))
+    }
+
     /// The report as a JSON object.
     pub fn to_json(&self) -> String {
         let mut s = String::from("{\n");
@@ -438,6 +513,11 @@ impl LoadgenReport {
         field("acked", self.acked.to_string());
         field("acked_per_sec", num(self.acked_per_sec));
         field("latency", self.latency.json());
+        field(
+            "acked_per_connection",
+            self.acked_spread()
+                .map_or_else(|| "null".to_owned(), |a| a.json()),
+        );
         field("rejected", self.rejected.to_string());
         field("unacked", self.unacked.to_string());
         field("reconnects", self.reconnects.to_string());
@@ -771,5 +851,28 @@ async fn orchestrate(
         client_cpu_per_share_us: client_load
             .map_or(0.0, |(a, b)| per(b.cpu.saturating_sub(a.cpu), acked as f64)),
         server,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckSpread;
+
+    #[test]
+    fn an_even_spread_gives_the_busiest_tenth_a_tenth() {
+        let a = AckSpread::of(vec![7; 20]).unwrap();
+        assert_eq!((a.min, a.p10, a.p50, a.p90, a.max), (7, 7, 7, 7, 7));
+        assert!((a.busiest_tenth - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_skewed_spread_is_seen() {
+        // Ten connections served 100 times each, ninety once each.
+        let counts = (0..100).map(|i| if i < 10 { 100 } else { 1 });
+        let a = AckSpread::of(counts).unwrap();
+        assert_eq!((a.min, a.p50, a.max), (1, 1, 100));
+        assert!((a.busiest_tenth - 1000.0 / 1090.0).abs() < 1e-12);
+        assert_eq!(AckSpread::of(Vec::new()), None);
+        assert_eq!(AckSpread::of(vec![0, 0]).unwrap().busiest_tenth, 0.0);
     }
 }
