@@ -7,7 +7,8 @@
 # switches per share.
 # usage: bench/ledger-ab.sh ROUNDS 'NAME|ENV=V ...::POOL ARGS' ...   (OUTDIR, default a new
 #        temporary directory, where each run leaves NAME-ROUND.txt and .log; CONNS, default 1000; SECONDS_EACH, default 4; LOADGEN_ARGS, more
-#        load generator arguments, e.g. "--window 4")
+#        load generator arguments, e.g. "--window 4"; RATE, shares a second per connection,
+#        default 0: as fast as acknowledged)
 # e.g.   bench/ledger-ab.sh 5 'off|POOL_CPUS=0 LOADGEN_CPUS=1::--no-ledger' \
 #            'sqlite|POOL_CPUS=0 LOADGEN_CPUS=1::' 'pg|POOL_CPUS=0 LOADGEN_CPUS=1::--postgres'
 #        (BENCHMARKS.md, "Ledger, pinned"; POOL_BIN=PATH in a SPEC's ENV benches another build)
@@ -22,7 +23,7 @@ for r in $(seq "$rounds"); do
         envs=${rest%%::*}; pool_args=${rest#*::}
         # shellcheck disable=SC2086 # ENV assignments and pool arguments are words on purpose
         env $envs PERF_STAT=1 "$here/ledger.sh" "$name-$r" $pool_args -- --connections "${CONNS:-1000}" \
-            --rate 0 --duration "${SECONDS_EACH:-4}" --hold 0 ${LOADGEN_ARGS:-} >"$out/$name-$r.log" 2>&1 \
+            --rate "${RATE:-0}" --duration "${SECONDS_EACH:-4}" --hold 0 ${LOADGEN_ARGS:-} >"$out/$name-$r.log" 2>&1 \
             || echo "run $name-$r failed: $out/$name-$r.log" >&2
     done
 done
@@ -39,7 +40,11 @@ def read(name, r):
     num = lambda pat: float(m.group(1)) if (m := re.search(pat, t)) else float('nan')
     return dict(rate=num(r'= (\d+) shares/s'), lg=num(r'([\d.]+) µs per acknowledged share'),
                 pool=num(r'pool CPU per acknowledged share[^:]*: ([\d.]+)'),
-                cs=num(r'pool context switches per acknowledged share: ([\d.]+)'))
+                cs=num(r'pool context switches per acknowledged share: ([\d.]+)'),
+                p99=num(r'ack latency: .*p99 ([\d.]+) µs') / 1000,
+                unacked=num(r'(\d+) unacknowledged'),
+                server=num(r'server CPU: [\d.]+ µs per new connection, ([\d.]+) µs per acknowledged share'),
+                tenth=num(r'busiest tenth of the connections had ([\d.]+)%'))
 # Only this invocation's rounds, and only runs that reported a rate (a failed run is named above).
 ok = lambda x: x is not None and not math.isnan(x['rate']) and x['rate'] > 0
 for name in specs:
@@ -51,8 +56,15 @@ for name in specs:
     ratios = [runs[r]['rate'] / base[r]['rate'] for r in runs if r in base]
     med = lambda k: statistics.median(x[k] for x in runs.values())
     ratio = f"{statistics.median(ratios):.3f}" if ratios else "-"
+    # The pool's CPU per share during the load alone (the load generator's reading of /proc):
+    # first SPEC's over this one's, per round; at a fixed RATE below both limits, what the
+    # throughput ratio would be if each ran out of CPU at the same per-share cost.
+    cpu = [base[r]['server'] / runs[r]['server'] for r in runs if r in base]
+    cpu_ratio = f"{statistics.median(cpu):.3f}" if cpu else "-"
     print(f"{name:<12} {med('rate'):>9.0f}/s  on/off median {ratio} "
           f"[{' '.join(f'{q:.2f}' for q in ratios)}]  load generator {med('lg'):.2f} µs  "
-          f"pool {med('pool'):.2f} µs  pool context switches {med('cs'):.3f} a share")
+          f"pool {med('pool'):.2f} µs (load alone {med('server'):.2f} µs, off/on {cpu_ratio})  pool context switches {med('cs'):.3f} a share  "
+          f"ack p99 {med('p99'):.2f} ms  unacknowledged {med('unacked'):.0f}  "
+          f"busiest tenth of the connections {med('tenth'):.1f}% of the acknowledgements")
 print(f"(runs in {out})")
 P

@@ -17,6 +17,9 @@
 # POOL_CPUS=LIST / LOADGEN_CPUS=LIST run the pool / the load generator under `taskset -c LIST`
 # (e.g. POOL_CPUS=0 LOADGEN_CPUS=1: each on a core of its own, so the pool's CPU per share alone
 # sets its throughput; steadier than sharing both cores, BENCHMARKS.md "Ledger, pinned").
+# PG_CPUS=LIST runs the throwaway PostgreSQL (--postgres) under `taskset -c LIST` (e.g. on the
+# load generator's core: the pool's core is then the pool's alone, as with a database server
+# on another machine).
 set -u
 BIN=${POOL_BIN:-$(dirname "$0")/../target/release/blvm-stratum-v2}
 LOADGEN=${LOADGEN_BIN:-$BIN}
@@ -44,6 +47,12 @@ if [[ -n $pg ]]; then
     pg_run "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
         -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=on -c max_connections=50" start >/dev/null \
         || { cat "$pg_dir/server.log" >&2; exit 1; }
+    if [[ -n ${PG_CPUS:-} ]]; then
+        # The postmaster and the processes it started; the pool's backends, forked later,
+        # inherit its affinity.
+        pg_main=$(head -1 "$pg_dir/data/postmaster.pid")
+        for p in $pg_main $(pgrep -P "$pg_main"); do taskset -cp "$PG_CPUS" "$p" >/dev/null; done
+    fi
     pg_run "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE ledger" postgres
     pool_args+=(--ledger-url "postgres://postgres@127.0.0.1:$pg_port/ledger")
 fi
