@@ -24,6 +24,8 @@ mod pack_reads;
 #[cfg(feature = "runtime")]
 pub mod postgres;
 #[cfg(feature = "runtime")]
+mod schema;
+#[cfg(feature = "runtime")]
 mod share_pack;
 #[cfg(feature = "runtime")]
 pub mod sqlite;

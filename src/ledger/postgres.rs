@@ -21,6 +21,7 @@ use bitcoin::hashes::Hash;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
+use tracing::warn;
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
@@ -28,6 +29,7 @@ use super::columns::{
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::pack_reads::{self, WindowScan, WorkerNames};
+use super::schema::{self, Migration};
 use super::share_pack::{self, EncodedPack, PackedShare};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
@@ -35,13 +37,37 @@ use super::{
 };
 
 /// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/postgres/0002_coinbase_payouts.sql"),
-    include_str!("../../migrations/postgres/0003_instances.sql"),
-    include_str!("../../migrations/postgres/0004_maturity.sql"),
-    include_str!("../../migrations/postgres/0005_share_packs.sql"),
-    include_str!("../../migrations/postgres/0006_append_in_one_call.sql"),
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: include_str!("../../migrations/postgres/0001_init.sql"),
+        oldest_program_schema: 1,
+    },
+    Migration {
+        sql: include_str!("../../migrations/postgres/0002_coinbase_payouts.sql"),
+        oldest_program_schema: 2,
+    },
+    Migration {
+        sql: include_str!("../../migrations/postgres/0003_instances.sql"),
+        oldest_program_schema: 3,
+    },
+    Migration {
+        sql: include_str!("../../migrations/postgres/0004_maturity.sql"),
+        oldest_program_schema: 4,
+    },
+    Migration {
+        sql: include_str!("../../migrations/postgres/0005_share_packs.sql"),
+        oldest_program_schema: 5,
+    },
+    // A function that schema 5's program never calls.
+    Migration {
+        sql: include_str!("../../migrations/postgres/0006_append_in_one_call.sql"),
+        oldest_program_schema: 5,
+    },
+    // A column that schema 6's program never reads.
+    Migration {
+        sql: include_str!("../../migrations/postgres/0007_older_programs.sql"),
+        oldest_program_schema: 6,
+    },
 ];
 
 /// Schema 5 moves the rows of `shares` into packs of this many (consecutive ids).
@@ -172,7 +198,8 @@ impl Connection {
 }
 
 /// Applies the migrations the database lacks, in one transaction under an advisory lock (two
-/// instances starting together migrate once); refuses a newer schema.
+/// instances starting together migrate once); refuses a newer schema unless its newer versions
+/// allow this program (src/ledger/schema.rs).
 fn migrate(client: &mut Client) -> Result<(), LedgerError> {
     let mut tx = client.transaction().map_err(postgres_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -191,21 +218,41 @@ fn migrate(client: &mut Client) -> Result<(), LedgerError> {
         .map_err(postgres_error)?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(LedgerError::Schema(format!(
-            "the ledger's schema is version {current}, newer than this program's {known}"
-        )));
+        // This program knows the version that added `oldest_program_schema`: the column is there.
+        let newer: Vec<(i64, Option<i64>)> = tx
+            .query(
+                "SELECT version, oldest_program_schema FROM schema_version WHERE version > $1",
+                &[&known],
+            )
+            .map_err(postgres_error)?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, ::postgres::Error>>()
+            .map_err(postgres_error)?;
+        schema::may_run_on_newer(known as u32, &newer)?;
+        warn!(
+            "the ledger's schema is version {current}, newer than this program's {known}; \
+             its newer versions let this program run on it unchanged"
+        );
+        return tx.commit().map_err(postgres_error);
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = index as i64 + 1;
-        tx.batch_execute(sql)
+        tx.batch_execute(migration.sql)
             .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
         if version == 5 {
             move_share_rows_into_packs(&mut tx)?;
         }
+    }
+    // Recorded once every migration ran (the column for the older programs came with one).
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute(
-            "INSERT INTO schema_version (version, applied_ms) \
-             VALUES ($1, (extract(epoch FROM now()) * 1000)::bigint)",
-            &[&version],
+            "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
+             VALUES ($1, (extract(epoch FROM now()) * 1000)::bigint, $2)",
+            &[
+                &(index as i64 + 1),
+                &i64::from(migration.oldest_program_schema),
+            ],
         )
         .map_err(postgres_error)?;
     }
@@ -1270,5 +1317,15 @@ fn postgres_error(error: postgres::Error) -> LedgerError {
         LedgerError::Corrupt(text)
     } else {
         LedgerError::Schema(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_version_allows_no_program_newer_than_itself() {
+        schema::check_list(MIGRATIONS);
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use bitcoin::BlockHash;
 use bitcoin::hashes::Hash;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use tracing::warn;
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
@@ -25,6 +26,7 @@ use super::columns::{
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::pack_reads::{self, WindowScan, WorkerNames};
+use super::schema::{self, Migration};
 use super::share_pack::{self, EncodedPack, PackedShare};
 use super::{
     Balance, BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, LedgerError, Payout,
@@ -32,12 +34,32 @@ use super::{
 };
 
 /// The schema's migrations, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_coinbase_payouts.sql"),
-    include_str!("../../migrations/sqlite/0003_instances.sql"),
-    include_str!("../../migrations/sqlite/0004_maturity.sql"),
-    include_str!("../../migrations/sqlite/0005_share_packs.sql"),
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+        oldest_program_schema: 1,
+    },
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0002_coinbase_payouts.sql"),
+        oldest_program_schema: 2,
+    },
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0003_instances.sql"),
+        oldest_program_schema: 3,
+    },
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0004_maturity.sql"),
+        oldest_program_schema: 4,
+    },
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0005_share_packs.sql"),
+        oldest_program_schema: 5,
+    },
+    // A column that schema 5's program never reads.
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0006_older_programs.sql"),
+        oldest_program_schema: 5,
+    },
 ];
 
 /// The version whose migration moves the rows of `shares` into packs after its SQL.
@@ -155,7 +177,8 @@ impl SqliteLedger {
         MIGRATIONS.len() as u32
     }
 
-    /// Applies the migrations the file lacks, in one transaction; refuses a newer schema.
+    /// Applies the migrations the file lacks, in one transaction; refuses a newer schema unless
+    /// its newer versions allow this program (src/ledger/schema.rs).
     fn migrate(&mut self) -> Result<(), LedgerError> {
         let tx = self
             .conn
@@ -177,21 +200,38 @@ impl SqliteLedger {
             .map_err(sqlite_error)?;
         let known = MIGRATIONS.len() as i64;
         if current > known {
-            return Err(LedgerError::Schema(format!(
-                "the ledger's schema is version {current}, newer than this program's {known}"
-            )));
+            // This program knows the version that added `oldest_program_schema`.
+            let newer: Vec<(i64, Option<i64>)> = tx
+                .prepare(
+                    "SELECT version, oldest_program_schema FROM schema_version WHERE version > ?1",
+                )
+                .and_then(|mut q| {
+                    q.query_map([known], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .map_err(sqlite_error)?;
+            schema::may_run_on_newer(known as u32, &newer)?;
+            warn!(
+                "the ledger's schema is version {current}, newer than this program's {known}; \
+                 its newer versions let this program run on it unchanged"
+            );
+            return tx.commit().map_err(sqlite_error);
         }
-        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             let version = index as i64 + 1;
-            tx.execute_batch(sql)
+            tx.execute_batch(migration.sql)
                 .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
             if version == SHARE_PACKS_VERSION {
                 move_share_rows_into_packs(&tx)
                     .map_err(|e| LedgerError::Schema(format!("migration {version} failed: {e}")))?;
             }
+        }
+        // Recorded once every migration ran (the column for the older programs came with one).
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute(
-                "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
-                params![version, now_ms()],
+                "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
+                 VALUES (?1, ?2, ?3)",
+                params![index as i64 + 1, now_ms(), migration.oldest_program_schema],
             )
             .map_err(sqlite_error)?;
         }
@@ -1026,6 +1066,11 @@ mod tests {
     use bitcoin::{CompactTarget, Target};
 
     use super::*;
+
+    #[test]
+    fn each_version_allows_no_program_newer_than_itself() {
+        schema::check_list(MIGRATIONS);
+    }
     use crate::ledger::ShareRecord;
 
     fn share(n: u64) -> ShareRecord {
@@ -1191,8 +1236,8 @@ mod tests {
                  applied_ms INTEGER NOT NULL)",
             )
             .unwrap();
-            for (n, sql) in MIGRATIONS[..4].iter().enumerate() {
-                conn.execute_batch(sql).unwrap();
+            for (n, migration) in MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(migration.sql).unwrap();
                 conn.execute(
                     "INSERT INTO schema_version VALUES (?1, 0)",
                     params![n as i64 + 1],

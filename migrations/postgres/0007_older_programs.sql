@@ -1,0 +1,11 @@
+-- The share ledger, version 7 (PostgreSQL): which older programs may run on a newer schema.
+--
+-- Instances that share this ledger are upgraded one by one: the first upgraded one to connect
+-- migrates the database, and those still on the older program meet a schema newer than theirs.
+-- Until this version they refused it (the ledger unavailable, shares refused, until they were
+-- upgraded too). From now on each version says, here, the oldest schema a program may know and
+-- still run on a database it was applied to: a migration that only adds (a table, a column with
+-- a default, a function) lets older programs go on; one that changes what they read or write
+-- names itself, and they refuse it as before. NULL, in the rows of the versions written before
+-- this column: only programs that know that version (src/ledger/schema.rs).
+ALTER TABLE schema_version ADD COLUMN oldest_program_schema bigint;
