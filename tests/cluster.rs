@@ -371,13 +371,7 @@ fn three_instances_behind_haproxy_survive_a_kill_and_a_rolling_restart() {
 
     // Every acknowledged share is in the ledger, and no share is in it twice.
     let mut ledger = PostgresLedger::connect(&url).unwrap();
-    let all = ledger
-        .shares(&ShareRange::Ids {
-            from_id: 0,
-            to_id: u64::MAX,
-            limit: usize::MAX,
-        })
-        .unwrap();
+    let all = ledger.shares(&ShareRange::ALL).unwrap();
     assert_eq!(all.len() as i64, shares_in(&mut db), "every pack read back");
     let mut stored: HashMap<String, i64> = HashMap::new();
     for s in &all {

@@ -480,12 +480,7 @@ fn fill(l: &mut dyn Ledger) {
 
 /// Every share a ledger holds, oldest first.
 fn all_shares(l: &mut dyn Ledger) -> Vec<StoredShare> {
-    l.shares(&ShareRange::Ids {
-        from_id: 0,
-        to_id: u64::MAX,
-        limit: usize::MAX,
-    })
-    .unwrap()
+    l.shares(&ShareRange::ALL).unwrap()
 }
 
 fn contents(l: &mut dyn Ledger) -> Transcript {

@@ -474,12 +474,7 @@ mod pool_with_ledger {
     }
 
     fn all_shares(l: &mut dyn Ledger) -> Vec<StoredShare> {
-        l.shares(&ShareRange::Ids {
-            from_id: 0,
-            to_id: u64::MAX,
-            limit: usize::MAX,
-        })
-        .unwrap()
+        l.shares(&ShareRange::ALL).unwrap()
     }
 
     /// A ledger that stays down: a connection whose acknowledgements have waited
@@ -796,11 +791,7 @@ mod kill_nine {
         );
         let mut ledger = open();
         let rows = ledger
-            .shares(&ShareRange::Ids {
-                from_id: 0,
-                to_id: u64::MAX,
-                limit: usize::MAX,
-            })
+            .shares(&ShareRange::ALL)
             .expect("the ledger reads after the crash");
         let mut by_worker: HashMap<String, u64> = HashMap::new();
         for s in &rows {

@@ -368,6 +368,15 @@ pub enum ShareRange {
     },
 }
 
+impl ShareRange {
+    /// Every share the ledger holds, oldest first.
+    pub const ALL: ShareRange = ShareRange::Ids {
+        from_id: 0,
+        to_id: u64::MAX,
+        limit: usize::MAX,
+    };
+}
+
 /// A share ledger. Each call is atomic; [`Ledger::append`] is one transaction, durable when
 /// it returns `Ok` (SQLite: WAL with synchronous=FULL; PostgreSQL: a committed transaction).
 pub trait Ledger: Send {

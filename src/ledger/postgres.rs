@@ -21,7 +21,6 @@ use bitcoin::hashes::Hash;
 use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
-use tracing::warn;
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
@@ -230,10 +229,6 @@ fn migrate(client: &mut Client) -> Result<(), LedgerError> {
             .collect::<Result<_, ::postgres::Error>>()
             .map_err(postgres_error)?;
         schema::may_run_on_newer(known as u32, &newer)?;
-        warn!(
-            "the ledger's schema is version {current}, newer than this program's {known}; \
-             its newer versions let this program run on it unchanged"
-        );
         return tx.commit().map_err(postgres_error);
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {

@@ -13,6 +13,8 @@
 //! they refuse it as before. A row without the column's value (versions written before it
 //! existed) allows only programs that know that version.
 
+use tracing::warn;
+
 use super::LedgerError;
 
 /// One version of a ledger's schema: its migration, and which older programs may still run on
@@ -30,8 +32,8 @@ pub(crate) struct Migration {
 /// `schema_version` rows newer than `known` are `newer` (each its version and its
 /// `oldest_program_schema`, `None` where the row has none).
 ///
-/// `Ok(())` when every newer version allows a program that knows `known`; otherwise the
-/// [`LedgerError::Schema`] that says which version does not.
+/// `Ok(())`, and a warning in the log, when every newer version allows a program that knows
+/// `known`; otherwise the [`LedgerError::Schema`] that says which version does not.
 pub(crate) fn may_run_on_newer(
     known: u32,
     newer: &[(i64, Option<i64>)],
@@ -43,7 +45,13 @@ pub(crate) fn may_run_on_newer(
         .map(|(version, _)| *version)
         .min();
     match refusing {
-        None => Ok(()),
+        None => {
+            warn!(
+                "the ledger's schema is version {current}, newer than this program's {known}; \
+                 its newer versions let this program run on it unchanged"
+            );
+            Ok(())
+        }
         Some(version) => Err(LedgerError::Schema(format!(
             "the ledger's schema is version {current}, newer than this program's {known} \
              (version {version} needs a program that knows it: upgrade this one)"

@@ -18,7 +18,6 @@ use std::time::Duration;
 use bitcoin::BlockHash;
 use bitcoin::hashes::Hash;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
-use tracing::warn;
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
@@ -211,10 +210,6 @@ impl SqliteLedger {
                 })
                 .map_err(sqlite_error)?;
             schema::may_run_on_newer(known as u32, &newer)?;
-            warn!(
-                "the ledger's schema is version {current}, newer than this program's {known}; \
-                 its newer versions let this program run on it unchanged"
-            );
             return tx.commit().map_err(sqlite_error);
         }
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
@@ -1101,13 +1096,7 @@ mod tests {
     }
 
     fn all_shares(ledger: &mut SqliteLedger) -> Vec<StoredShare> {
-        ledger
-            .shares(&ShareRange::Ids {
-                from_id: 0,
-                to_id: u64::MAX,
-                limit: usize::MAX,
-            })
-            .unwrap()
+        ledger.shares(&ShareRange::ALL).unwrap()
     }
 
     fn append_shares(ledger: &mut SqliteLedger, shares: Vec<ShareRecord>, blocks: Vec<usize>) {
