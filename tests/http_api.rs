@@ -612,6 +612,10 @@ async fn failures_refusals_protocols_and_channels_are_counted_under_their_labels
             "one {protocol} miner set up"
         );
     }
+    // The JSON API counts the same connections as /metrics.
+    let pool_view = get_json(&c, &format!("{base}/api/v1/pool")).await;
+    assert_eq!(pool_view["connections"]["set_up"], 2, "{pool_view}");
+    assert_eq!(pool_view["connections"]["pre_setup"], 0, "{pool_view}");
 
     // The refused share under its worker's reasons.
     let workers = get_json(&c, &format!("{base}/api/v1/workers?user=carol")).await;

@@ -224,7 +224,7 @@ pub(super) struct PoolView {
 #[derive(Debug, Serialize)]
 struct ConnectionCounts {
     set_up: usize,
-    pre_setup: u32,
+    pre_setup: usize,
     max: usize,
 }
 
@@ -315,11 +315,14 @@ pub(super) fn pool_view(app: &AppState, now: u64) -> PoolView {
         });
     let limits = o.limits();
     let decided = stats.blocks_accepted + stats.blocks_rejected;
+    // The shell's own count of its connections, as /metrics gives it (the pool's miner count
+    // follows them a fold later, and counts miners of the library API that have no socket).
+    let census = o.connection_census();
     PoolView {
         time_ms: now,
         connections: ConnectionCounts {
-            set_up: stats.miner_count,
-            pre_setup: o.pre_setup_connections(),
+            set_up: census.set_up_sv1 + census.set_up_sv2,
+            pre_setup: census.pre_setup_sv1 + census.pre_setup_sv2 + census.pre_setup_unknown,
             max: limits.max_connections,
         },
         channels: ChannelCounts {

@@ -158,11 +158,6 @@ impl PoolObserver {
         self.shared.gate.census()
     }
 
-    /// Connections in their handshake or before SetupConnection.
-    pub fn pre_setup_connections(&self) -> u32 {
-        self.shared.gate.pre_setup()
-    }
-
     /// Channels open pool-wide (the channel budget's count).
     pub fn channels_open(&self) -> usize {
         self.shared.channels.open()
