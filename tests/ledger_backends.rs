@@ -561,39 +561,21 @@ fn sqlite_refuses_a_newer_schema() {
 /// A newer schema whose newer versions allow this program (a newer program's migration that
 /// only added): this program runs on it unchanged, its shares before and after are there. One
 /// newer version that does not allow it (it changed what this program uses) is refused, and
-/// says which.
-#[test]
-fn sqlite_runs_on_a_newer_schema_only_while_its_versions_allow_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.sqlite3");
-    let known = i64::from(SqliteLedger::schema_version());
-    SqliteLedger::open(&path)
-        .unwrap()
-        .append(&one_share(1))
-        .unwrap();
-    let newer = rusqlite::Connection::open(&path).unwrap();
-    newer
-        .execute_batch("CREATE TABLE added_later (x INTEGER)")
-        .unwrap();
-    newer
-        .execute(
-            "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
-             VALUES (?1, 0, ?2)",
-            [known + 1, known],
-        )
-        .unwrap();
-    let mut ledger = SqliteLedger::open(&path).unwrap();
+/// says which. `open` opens the ledger; `add_version(sql, version, oldest)` runs a newer
+/// program's migration (`sql`, then its `schema_version` row).
+fn runs_on_a_newer_schema_only_while_its_versions_allow_it<L: Ledger + std::fmt::Debug>(
+    known: i64,
+    open: impl Fn() -> Result<L, LedgerError>,
+    mut add_version: impl FnMut(&str, i64, i64),
+) {
+    open().unwrap().append(&one_share(1)).unwrap();
+    add_version("CREATE TABLE added_later (x integer)", known + 1, known);
+    let mut ledger = open().unwrap();
     ledger.append(&one_share(2)).unwrap();
     assert_eq!(ledger.last_share_id().unwrap(), 2);
     drop(ledger);
-    newer
-        .execute(
-            "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
-             VALUES (?1, 0, ?1)",
-            [known + 2],
-        )
-        .unwrap();
-    match SqliteLedger::open(&path) {
+    add_version("", known + 2, known + 2);
+    match open() {
         Err(LedgerError::Schema(text)) => {
             assert!(
                 text.contains(&format!("version {} needs", known + 2)),
@@ -602,6 +584,27 @@ fn sqlite_runs_on_a_newer_schema_only_while_its_versions_allow_it() {
         }
         other => panic!("expected a schema error, got {other:?}"),
     }
+}
+
+#[test]
+fn sqlite_runs_on_a_newer_schema_only_while_its_versions_allow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite3");
+    let newer = || rusqlite::Connection::open(&path).unwrap();
+    runs_on_a_newer_schema_only_while_its_versions_allow_it(
+        i64::from(SqliteLedger::schema_version()),
+        || SqliteLedger::open(&path),
+        |sql, version, oldest| {
+            let c = newer();
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
+                 VALUES (?1, 0, ?2)",
+                [version, oldest],
+            )
+            .unwrap();
+        },
+    );
 }
 
 /// A schema-4 PostgreSQL ledger's share rows become packs with the same ids and fields (a
@@ -797,47 +800,26 @@ fn postgres_refuses_a_newer_schema() {
     }
 }
 
-/// As `sqlite_runs_on_a_newer_schema_only_while_its_versions_allow_it`: an instance still on
-/// this program while another, upgraded, has migrated the shared database.
+/// As SQLite's: an instance still on this program while another, upgraded, has migrated the
+/// shared database.
 #[test]
 fn postgres_runs_on_a_newer_schema_only_while_its_versions_allow_it() {
     let pg = TempPostgres::start();
-    let known = i64::from(PostgresLedger::schema_version());
-    PostgresLedger::connect(&pg.url())
-        .unwrap()
-        .append(&one_share(1))
-        .unwrap();
     let mut newer = ::postgres::Client::connect(&pg.url(), ::postgres::NoTls).unwrap();
-    newer
-        .batch_execute("CREATE TABLE added_later (x integer)")
-        .unwrap();
-    newer
-        .execute(
-            "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
-             VALUES ($1, 0, $2)",
-            &[&(known + 1), &known],
-        )
-        .unwrap();
-    let mut ledger = PostgresLedger::connect(&pg.url()).unwrap();
-    ledger.append(&one_share(2)).unwrap();
-    assert_eq!(ledger.last_share_id().unwrap(), 2);
-    drop(ledger);
-    newer
-        .execute(
-            "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
-             VALUES ($1, 0, $1)",
-            &[&(known + 2)],
-        )
-        .unwrap();
-    match PostgresLedger::connect(&pg.url()) {
-        Err(LedgerError::Schema(text)) => {
-            assert!(
-                text.contains(&format!("version {} needs", known + 2)),
-                "{text}"
-            )
-        }
-        other => panic!("expected a schema error, got {other:?}"),
-    }
+    runs_on_a_newer_schema_only_while_its_versions_allow_it(
+        i64::from(PostgresLedger::schema_version()),
+        || PostgresLedger::connect(&pg.url()),
+        |sql, version, oldest| {
+            newer.batch_execute(sql).unwrap();
+            newer
+                .execute(
+                    "INSERT INTO schema_version (version, applied_ms, oldest_program_schema) \
+                     VALUES ($1, 0, $2)",
+                    &[&version, &oldest],
+                )
+                .unwrap();
+        },
+    );
 }
 
 fn one_share(n: u64) -> LedgerBatch {

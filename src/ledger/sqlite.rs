@@ -1061,12 +1061,12 @@ mod tests {
     use bitcoin::{CompactTarget, Target};
 
     use super::*;
+    use crate::ledger::ShareRecord;
 
     #[test]
     fn each_version_allows_no_program_newer_than_itself() {
         schema::check_list(MIGRATIONS);
     }
-    use crate::ledger::ShareRecord;
 
     fn share(n: u64) -> ShareRecord {
         ShareRecord {
