@@ -659,6 +659,63 @@ mod pool_with_ledger {
         assert!(accepted >= 1, "{blocks:?}");
     }
 
+    /// A miner named with a NUL, which PostgreSQL's text cannot hold, stops nobody: its
+    /// channel is refused (were it open, its first share, accepted or rejected, would put
+    /// the name in a commit that fails every time it is retried: no share of anyone would be
+    /// acknowledged again), and another miner's shares are committed and acknowledged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_postgresql_cannot_store_stops_nobody() {
+        // Off the runtime: the test's PostgreSQL client blocks.
+        let database = tokio::task::spawn_blocking(super::postgres::TempPostgres::start)
+            .await
+            .expect("PostgreSQL started");
+        let dir = tempfile::tempdir().unwrap();
+        let url = database.url();
+        let cfg = config_with(dir.path(), 0x1d00_ffff, |o| o.ledger_url = Some(url));
+        let node = Arc::new(EmbeddedNode::new(ChainConfig {
+            bits: 0x1d00_ffff,
+            synthetic_transactions: 3,
+            block_interval_secs: 0,
+        }));
+        let api: Arc<dyn NodeApi> = node.clone();
+        let server = StratumV2Server::new(cfg, api).expect("server");
+        server.start().await.expect("start");
+        for name in ["mallory.\0", "mallory\0.rig"] {
+            let opts = MinerOptions {
+                url: server.start().await.expect("started").to_string(),
+                authority_pubkey: server.authority_public_key().to_owned(),
+                threads: 1,
+                channel: ChannelKind::Extended,
+                user: name.into(),
+                max_shares: Some(2),
+                duration: Some(Duration::from_secs(3)),
+                ..MinerOptions::default()
+            };
+            let refused = tokio::time::timeout(
+                Duration::from_secs(30),
+                run_miner(opts, std::future::pending::<()>()),
+            )
+            .await
+            .expect("miner finished in time");
+            let why = refused.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(why.contains("unknown-user"), "{name:?}: {why}");
+        }
+        let report = mine(&server, "alice.rig1", Some(5), 30).await;
+        assert!(report.shares_accepted >= 5, "{report:?}");
+        tokio::time::timeout(Duration::from_secs(15), server.stop())
+            .await
+            .expect("stops in time")
+            .expect("stops");
+        let url = database.url();
+        let shares = tokio::task::spawn_blocking(move || {
+            all_shares(&mut blvm_stratum_v2::ledger::PostgresLedger::connect(&url).unwrap())
+        })
+        .await
+        .unwrap();
+        assert!(shares.len() as u64 >= report.shares_accepted);
+        assert!(shares.iter().all(|s| &*s.record.user == "alice"));
+    }
+
     /// A ledger that cannot write: shares are refused `ledger-unavailable` and nothing is
     /// acknowledged that is not stored; once it writes again, the held shares are acknowledged
     /// and mining resumes.

@@ -1386,7 +1386,7 @@ fn old_jobs_of_the_tip_still_make_blocks() {
 }
 
 /// A malformed or over-long user_identity TLV (extension 0x0002) rejects the share (03
-/// §3.4.3); a well-formed one names the worker.
+/// §3.4.3), as does one with a control character; a well-formed one names the worker.
 #[test]
 fn a_bad_user_identity_tlv_rejects_the_share() {
     use blvm_stratum_v2::wire::extensions::RequestExtensions;
@@ -1429,6 +1429,18 @@ fn a_bad_user_identity_tlv_rejects_the_share() {
     let mut bad = frame(&share(3, n1));
     append_to_payload(&mut bad, &[0x02, 0x00, 0x01, 2, 0x00, 0xff, 0xfe]);
     assert_eq!(error_code(&exchange(&mut rig, &bad, NOW_MS)), "invalid-tlv");
+    // UTF-8 with a control character: a name the ledger could not keep (PostgreSQL's text
+    // holds no NUL).
+    for (seq, name) in [(5, &b"rig\0"[..]), (6, b"r\x1b[2Jig")] {
+        let mut enc = TlvEncoder::new();
+        enc.push(0x0002, 0x01, name).unwrap();
+        let mut control = Vec::new();
+        encode_frame_with_tlv(&share(seq, n1), &enc, &mut control).unwrap();
+        assert_eq!(
+            error_code(&exchange(&mut rig, &control, NOW_MS)),
+            "invalid-tlv"
+        );
+    }
     // Well-formed.
     let mut enc = TlvEncoder::new();
     enc.push(0x0002, 0x01, b"rig7").unwrap();

@@ -656,8 +656,8 @@ fn run_with_fee(data_dir: &Path, fee: &str, args: &[&str]) -> (Option<i32>, Stri
     )
 }
 
-/// Over the wire: a payout address of another network or a malformed one is refused with
-/// `unknown-user` (in the solo forms too); accounts, addresses of the node's network, full
+/// Over the wire: a payout address of another network or a malformed one, or a name with a
+/// control character, is refused with `unknown-user` (in the solo forms too); accounts, addresses of the node's network, full
 /// donations and the solo forms (`sri/solo/ADDRESS/w`, `sri/donate/PERCENT/ADDRESS/w`,
 /// extended and standard) open.
 #[tokio::test]
@@ -680,6 +680,10 @@ async fn open_channel_checks_the_payout_address() {
             format!("sri/donate/10/{}/w", typo(&regtest)),
             "unknown-user",
         ),
+        // A control character: a name the ledger could not keep (PostgreSQL's text holds no
+        // NUL).
+        (true, "alice.\0".to_owned(), "unknown-user"),
+        (false, "bob\u{1b}.rig".to_owned(), "unknown-user"),
     ] {
         let why = refused(miner.open(extended, &identity).await);
         assert!(

@@ -587,10 +587,13 @@ fn requests_out_of_order_get_their_codes() {
     let r = rig
         .send(r#"{"id":4,"method":"mining.submit","params":["u","1","00","00000000","00000000"]}"#);
     assert_eq!(error_code(&r[0]), code::UNAUTHORIZED);
-    // A mainnet address on a regtest pool, and a malformed one, are refused.
+    // A mainnet address on a regtest pool, a malformed one, and names with a control
+    // character (JSON escapes: a NUL, an escape), are refused.
     for bad in [
         "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kdl3v7t.w",
         "bcrt1qnotanaddress.w",
+        r"alice.\u0000",
+        r"bob\u001b.w",
     ] {
         let r = rig.send(&format!(
             r#"{{"id":5,"method":"mining.authorize","params":["{bad}","x"]}}"#
@@ -841,7 +844,8 @@ fn workers_of_one_user_share_a_connection_and_refusals_are_counted() {
     assert_eq!(count(Sv1Refusal::NotSubscribed), 1);
     let (en1, _, difficulty, job) = rig.start(None);
     rig.events();
-    // Another worker of the same user: true; another user, or a worker name over 32 bytes: 24.
+    // Another worker of the same user: true; another user, a worker name over 32 bytes or
+    // with a control character: 24.
     let rig2 = USER.replace(".rig1", ".rig2");
     let r = rig.send(&format!(
         r#"{{"id":20,"method":"mining.authorize","params":["{rig2}","x"]}}"#
@@ -849,13 +853,14 @@ fn workers_of_one_user_share_a_connection_and_refusals_are_counted() {
     assert_eq!(r, [json!({"id":20,"result":true,"error":null})]);
     let other = "bcrt1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq.rig1";
     let long = format!("{}.{}", USER.split('.').next().unwrap(), "w".repeat(33));
-    for (id, name) in [(21, other), (22, long.as_str())] {
+    let control = format!(r"{}.rig\u0000", USER.split('.').next().unwrap());
+    for (id, name) in [(21, other), (22, long.as_str()), (23, control.as_str())] {
         let r = rig.send(&format!(
             r#"{{"id":{id},"method":"mining.authorize","params":["{name}","x"]}}"#
         ));
         assert_eq!(error_code(&r[0]), code::UNAUTHORIZED, "{name}");
     }
-    assert_eq!(count(Sv1Refusal::UserRefused), 2);
+    assert_eq!(count(Sv1Refusal::UserRefused), 3);
     // Shares of both workers: the first's carry the channel's name, the second's its own.
     let t = target(difficulty);
     let (en2a, en2b) = ([1u8; 8], [2u8; 8]);

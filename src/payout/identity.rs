@@ -24,6 +24,10 @@
 //! to 35 base58 characters starting with `1`, `3`, `2`, `m` or `n`. Such a text that does not
 //! parse, or parses for another network than the pool's, is refused ([`IdentityError`]): a
 //! channel never opens for an address nobody can be paid at.
+//!
+//! A user_identity or worker name with a control character (a NUL above all) is refused as
+//! well ([`is_storable_name`]): it is a name the ledger keeps, and PostgreSQL's text cannot
+//! hold a NUL: one such name would stop every commit of the pool.
 
 use std::str::FromStr;
 
@@ -149,6 +153,18 @@ pub enum IdentityError {
         /// The identity.
         text: String,
     },
+    /// A control character (NUL, a line break, an escape, ...) in it.
+    #[error("{text:?} holds a control character")]
+    ControlCharacter {
+        /// The identity.
+        text: String,
+    },
+}
+
+/// Whether `name` (a user_identity, or a worker's name) can be kept as it is in the ledger,
+/// its export and the logs: no control character.
+pub fn is_storable_name(name: &str) -> bool {
+    !name.chars().any(char::is_control)
 }
 
 /// Whether `text` has an address's shape (see the module comment): what the pool treats as
@@ -194,6 +210,11 @@ pub fn parse_identity(
     identity: &str,
     network: Option<Network>,
 ) -> Result<UserIdentity, IdentityError> {
+    if !is_storable_name(identity) {
+        return Err(IdentityError::ControlCharacter {
+            text: identity.to_owned(),
+        });
+    }
     if let Some(rest) = identity.strip_prefix("sri/") {
         return parse_sri(identity, rest, network);
     }
@@ -377,6 +398,33 @@ mod tests {
         // Names that are not address-shaped stay accounts.
         for name in ["miner1", "bob", "m", "nobody.w", "3x", "bc1"] {
             assert_eq!(parse_identity(name, main).unwrap().mode, PayoutMode::Pool);
+        }
+    }
+
+    #[test]
+    fn names_with_a_control_character_are_refused() {
+        let main = Some(Network::Bitcoin);
+        for name in [
+            "alice.\0",
+            "\0",
+            "bob\u{7}.rig",
+            "carol.rig\n1",
+            "sri/donate/w\u{1b}",
+            "dave.\u{85}",
+        ] {
+            assert!(
+                matches!(
+                    parse_identity(name, main),
+                    Err(IdentityError::ControlCharacter { .. })
+                ),
+                "{name:?}"
+            );
+            assert!(!is_storable_name(name));
+        }
+        // Anything else printable is a name, whatever its script.
+        for name in ["alice.rig 1", "émile.ферма", "\u{fffd}", "a/b.c-d_e"] {
+            assert!(is_storable_name(name), "{name:?}");
+            assert!(parse_identity(name, main).is_ok(), "{name:?}");
         }
     }
 

@@ -27,7 +27,7 @@ pub mod window;
 
 pub use identity::{
     CoinbasePayee, DONATION_USER, IdentityError, PayoutMode, UserIdentity, coinbase_payee_of,
-    is_paid_in_coinbase, ledger_user, parse_identity,
+    is_paid_in_coinbase, is_storable_name, ledger_user, parse_identity,
 };
 pub use policy::{CoinbasePayoutTerms, PayoutPolicy, PayoutScheme};
 pub use retention::prune_before;

@@ -33,6 +33,7 @@ use crate::mining::session::{
     SessionError, SessionEvent, VERSION_ROLLING_MASK,
 };
 use crate::mining::{ShareRejection, Work};
+use crate::payout::is_storable_name;
 use crate::wire::common::{PROTOCOL_MINING, SetupConnection};
 use crate::wire::extensions::RequestExtensions;
 use crate::wire::mining::{
@@ -460,6 +461,9 @@ impl Sv1Session {
             (_, None) => "one user per connection",
             (_, Some(worker)) if worker.is_empty() || worker.len() > USER_IDENTITY.max_len => {
                 "a worker name of 1 to 32 bytes"
+            }
+            (_, Some(worker)) if !is_storable_name(worker) => {
+                "a worker name without control characters"
             }
             _ if self.extra_workers.len() >= MAX_EXTRA_WORKERS => "too many workers",
             (_, Some(worker)) => {

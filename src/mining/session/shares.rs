@@ -14,6 +14,7 @@ use super::events::{FoundBlock, SessionError, SessionEvent};
 use crate::block::header::sha256d_from_midstate;
 use crate::mining::share::ShareRejection;
 use crate::mining::work::Work;
+use crate::payout::is_storable_name;
 use crate::wire::mining::{SubmitSharesExtended, SubmitSharesStandard};
 use crate::wire::{TlvDecoder, USER_IDENTITY};
 
@@ -128,7 +129,9 @@ impl Session {
 
     /// The worker named by the user_identity TLV of extension 0x0002, if it was negotiated (an
     /// unexpected TLV is ignored otherwise). A malformed or over-long one, or one that is not
-    /// UTF-8, rejects the message (03 §3.4.3: "the recipient MUST reject the message").
+    /// UTF-8, rejects the message (03 §3.4.3: "the recipient MUST reject the message"), as
+    /// does a name with a control character, which the ledger could not keep as it is
+    /// ([`is_storable_name`]).
     fn worker_identity(&mut self, tlv: &[u8]) -> Result<Option<Arc<str>>, ShareRejection> {
         if !self.worker_tlv {
             return Ok(None);
@@ -138,6 +141,9 @@ impl Session {
             Some(Err(_)) => Err(ShareRejection::InvalidTlv),
             Some(Ok(t)) => {
                 let name = std::str::from_utf8(t.value).map_err(|_| ShareRejection::InvalidTlv)?;
+                if !is_storable_name(name) {
+                    return Err(ShareRejection::InvalidTlv);
+                }
                 match &self.last_worker {
                     Some(last) if **last == *name => Ok(Some(last.clone())),
                     _ => Ok(Some(self.last_worker.insert(Arc::from(name)).clone())),
