@@ -1297,6 +1297,74 @@ fn a_share_rolling_bip323_bits_is_a_block() {
         .expect("the chain takes it");
 }
 
+/// A channel may ask for a target harder than the network's (a miner asking for more than the
+/// network's difficulty, or a regtest pool's usual share): every hash that meets the network's
+/// target is a block and is taken even when it misses the channel's, but credited at the
+/// network's target, the work it proves (at the channel's, each such block would be paid
+/// many times its work); a hash that meets the channel's target is credited at it.
+#[test]
+fn a_block_that_misses_a_harder_channel_target_is_credited_at_the_networks() {
+    // Difficulties by rust-bitcoin's reckoning (difficulty 1: the target of compact 0x1d00ffff).
+    let close = |a: f64, b: f64| (a - b).abs() <= b * 1e-9;
+    for meets_the_channels in [false, true] {
+        // A fresh session each: the one that found a block takes no more shares on its tip.
+        let mut rig = Rig::new(ChainConfig::default(), config(1e-6));
+        let job = open_extended(&mut rig, 4);
+        let network = Target::from_compact(bitcoin::CompactTarget::from_consensus(job.nbits));
+        assert!(job.target < network, "the channel's target is the harder");
+        let en = vec![3u8; job.extranonce_size];
+        let nonce = (0u32..)
+            .find(|&n| {
+                let h = miner_hash(&job, &en, job.version, job.min_ntime, n);
+                network.is_met_by(h) && job.target.is_met_by(h) == meets_the_channels
+            })
+            .unwrap();
+        let proven = if meets_the_channels {
+            job.target
+        } else {
+            network
+        };
+        let answer = exchange(
+            &mut rig,
+            &ext_share(&job, 1, &en, job.min_ntime, nonce),
+            NOW_MS,
+        );
+        assert_eq!(
+            names(&answer),
+            ["SubmitSharesSuccess"],
+            "{}",
+            error_code(&answer)
+        );
+        let events: Vec<SessionEvent> = rig.session.drain_events().collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, SessionEvent::BlockFound(_))),
+            "a block: {events:?}"
+        );
+        let credit: Vec<(f64, Target)> = events
+            .iter()
+            .filter_map(|e| match e {
+                SessionEvent::ShareAccepted {
+                    difficulty, target, ..
+                } => Some((*difficulty, *target)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(credit.len(), 1, "{events:?}");
+        assert_eq!(
+            credit[0].1, proven,
+            "meets the channel's: {meets_the_channels}"
+        );
+        assert!(
+            close(credit[0].0, proven.difficulty_float()),
+            "{} credited, {} proven",
+            credit[0].0,
+            proven.difficulty_float()
+        );
+    }
+}
+
 /// nTime at most the latest SetNewPrevHash's min_ntime plus the seconds since it was sent plus
 /// the allowance (05 §5.3.11), not the pool's clock plus two hours.
 #[test]

@@ -141,7 +141,7 @@ pub(super) struct TargetEpoch {
 }
 
 impl TargetEpoch {
-    fn new(from_seq: u64, target: Target) -> Self {
+    pub(super) fn new(from_seq: u64, target: Target) -> Self {
         let wire = target.to_le_bytes();
         TargetEpoch {
             from_seq,

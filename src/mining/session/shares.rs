@@ -363,10 +363,16 @@ impl Session {
             (None, NamedJob::BlockOnly(oi)) => &self.older[oi].work,
         };
         let ch = &mut self.channels[idx];
-        let credited = *ch.epoch_of(seq);
+        let mut credited = *ch.epoch_of(seq);
         // A block is never refused, even where the job's target is harder than the network's
-        // (possible on regtest), nor on an older job.
+        // (on regtest, or a channel asking for a harder target than the network's), nor on an
+        // older job.
         let is_block = work.network_target.is_met_by(hash);
+        if is_block && !credited.target.is_met_by(hash) {
+            // Credited at the work it proves, the network's target: at the job's, a miner
+            // asking for a target past the network's would be paid for work no hash showed.
+            credited = TargetEpoch::new(credited.from_seq, work.network_target);
+        }
         let retired = match job {
             NamedJob::Credit { retired, .. } => retired,
             NamedJob::BlockOnly(_) | NamedJob::Retired(_) if !is_block => {
