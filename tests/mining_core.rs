@@ -1267,6 +1267,71 @@ fn a_tip_that_comes_back_does_not_take_old_shares_again() {
     );
 }
 
+/// A tip that comes back twice, with no share on it the second time, still starts its jobs
+/// past the shares of the first: the same header is not credited again on the third visit.
+#[test]
+fn a_tip_that_comes_back_twice_does_not_take_old_shares_again() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let en = vec![6u8; job.extranonce_size];
+    let ntime = job.min_ntime + 60;
+    let nonce = (0u32..)
+        .find(|&n| {
+            job.target
+                .is_met_by(miner_hash(&job, &en, job.version, ntime, n))
+        })
+        .unwrap();
+    assert_eq!(
+        names(&exchange(
+            &mut rig,
+            &ext_share(&job, 1, &en, ntime, nonce),
+            NOW_MS
+        )),
+        ["SubmitSharesSuccess"]
+    );
+    let mut other = rig.chain.template(NOW_S);
+    other.prev_hash = bitcoin::BlockHash::hash(b"a competing block");
+    let mut seq = 2;
+    for visit in 2..=3 {
+        let at = NOW_MS + visit * 1_000;
+        rig.session.on_work(
+            &Work::new(visit * 10, other.clone(), &rig.config.coinbase).unwrap(),
+            at,
+        );
+        let back = Work::new(
+            visit * 10 + 1,
+            rig.chain.template(NOW_S),
+            &rig.config.coinbase,
+        )
+        .unwrap();
+        rig.session.on_work(&back, at);
+        let mut again = job.clone();
+        for f in take_frames(&mut rig.session) {
+            if let Message::SetNewPrevHash(m) = Frame::parse_exact(&f).unwrap().message().unwrap().0
+            {
+                // The last one is the returned tip's.
+                again.job_id = m.job_id;
+                again.min_ntime = m.min_ntime;
+            }
+        }
+        assert!(
+            again.min_ntime > ntime,
+            "visit {visit}: its jobs start past the old share"
+        );
+        // The same header under the returned tip's job id.
+        assert_eq!(
+            error_code(&exchange(
+                &mut rig,
+                &ext_share(&again, seq, &en, ntime, nonce),
+                at
+            )),
+            "ntime-too-old",
+            "visit {visit}"
+        );
+        seq += 1;
+    }
+}
+
 /// The BIP323 general purpose bits are 0x1fffffe0: a share rolling bit 8 is work, and a block.
 #[test]
 fn a_share_rolling_bip323_bits_is_a_block() {

@@ -118,7 +118,13 @@ impl Session {
             if self.past_tips.len() == PAST_TIPS {
                 self.past_tips.pop_front();
             }
-            self.past_tips.push_back((old, self.tip.max_accepted_ntime));
+            // Its shares' latest nTime, of this visit and of the earlier ones (the floor is
+            // past those): a visit with no share must not lower it.
+            let latest = self
+                .tip
+                .max_accepted_ntime
+                .max(self.tip.ntime_floor.saturating_sub(1));
+            self.past_tips.push_back((old, latest));
         }
         let floor = self
             .past_tips
