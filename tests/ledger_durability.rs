@@ -345,12 +345,17 @@ fn shares_are_refused_while_the_ledger_is_down_and_held_ones_wait() {
         .collect();
     assert_eq!(refused, [ShareRejection::LedgerUnavailable; 2]);
     assert_eq!(s.last_share_number(), 2, "refused shares are not numbered");
-    // The writes come back: mining goes on, numbered from where it was.
+    // The writes come back: mining goes on, numbered from where it was, and the refused
+    // shares, sent again, are taken (refused, they were never counted as seen).
     status.set_available(true);
+    let out = submit(&mut s, &job, work.network_target, 3, 2, NOW_MS);
+    assert_eq!(errors(&out), Vec::<String>::new());
+    assert_eq!(acks(&out), [(job.channel_id, 3, 1), (job.channel_id, 4, 1)]);
+    assert_eq!(out.ack_waits, [3, 4]);
     let out = submit(&mut s, &job, work.network_target, 5, 1, NOW_MS);
     assert_eq!(errors(&out), Vec::<String>::new());
     assert_eq!(acks(&out), [(job.channel_id, 5, 1)]);
-    assert_eq!(out.ack_waits, [3]);
+    assert_eq!(out.ack_waits, [5]);
 }
 
 #[test]

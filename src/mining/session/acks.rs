@@ -90,9 +90,9 @@ impl Batch {
 }
 
 impl Session {
-    /// Answers a share: an error at once, or credit, batching and retargeting. In durable
-    /// mode a valid share that the ledger cannot record now is refused (a block is not: it
-    /// was emitted, and is accepted and acknowledged once stored).
+    /// Answers a share: an error at once, or credit, batching and retargeting. (In durable
+    /// mode a valid share that the ledger cannot record now came refused, `finish_share`; a
+    /// block does not: it was emitted, and is acknowledged once stored.)
     pub(super) fn conclude(
         &mut self,
         channel_id: u32,
@@ -101,10 +101,6 @@ impl Session {
         worker: Option<Arc<str>>,
         now_ms: u64,
     ) -> Result<(), SessionError> {
-        let verdict = match verdict {
-            Ok(v) if self.ledger_refuses(v.is_block) => Err(ShareRejection::LedgerUnavailable),
-            v => v,
-        };
         match verdict {
             Err(reason) => {
                 if let Some(ch) = self.channels.iter_mut().find(|c| c.id == channel_id) {
@@ -138,7 +134,6 @@ impl Session {
                 hash,
                 work_id,
                 job_id,
-                is_block: _,
             }) => {
                 let batch_size = self.config.share_batch_size.max(1);
                 let cap = self.credit_window().1;

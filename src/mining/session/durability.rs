@@ -91,10 +91,10 @@ impl Session {
         self.durability.last_share
     }
 
-    /// Whether a valid share must be refused because the ledger cannot record it now (a block
-    /// never is).
-    pub(super) fn ledger_refuses(&self, is_block: bool) -> bool {
-        self.config.durable_acks && !is_block && !self.durability.status.is_available()
+    /// Whether a valid share that is not a block must be refused because the ledger cannot
+    /// record it now (a block never is).
+    pub(super) fn ledger_refuses(&self) -> bool {
+        self.config.durable_acks && !self.durability.status.is_available()
     }
 
     /// Sends an acknowledgement; in durable mode behind a hold on its last share (`up_to`).

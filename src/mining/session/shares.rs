@@ -44,8 +44,6 @@ pub(super) struct Verdict {
     pub(super) work_id: u64,
     /// The job id it named.
     pub(super) job_id: u32,
-    /// Whether it is a block.
-    pub(super) is_block: bool,
 }
 
 /// Hashes a share fingerprint as itself: fingerprints are bytes of a share's double-SHA256,
@@ -356,6 +354,7 @@ impl Session {
         now_ms: u64,
     ) -> Result<Verdict, ShareRejection> {
         let hash = BlockHash::from_byte_array(hash);
+        let ledger_down = self.ledger_refuses();
         // Field borrows, not `job_work`: the job stays borrowed while the channel changes.
         let work: &Work = match (own, job) {
             (Some(own), _) => own,
@@ -383,6 +382,12 @@ impl Session {
         };
         if !is_block && !credited.target.is_met_by(hash) {
             return Err(ShareRejection::DifficultyTooLow);
+        }
+        // A valid share the ledger cannot record now (a block always can) is refused before
+        // it counts for anything: not seen (sent again once the ledger is back, it is
+        // taken), no share of the channel's rate spent, no nTime raised.
+        if !is_block && ledger_down {
+            return Err(ShareRejection::LedgerUnavailable);
         }
         // A valid share within the channel's rate (see `flood`); a block always passes.
         if !ch
@@ -427,7 +432,6 @@ impl Session {
             hash,
             work_id: work.id,
             job_id: seq as u32,
-            is_block,
         })
     }
 }
