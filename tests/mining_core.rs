@@ -1291,19 +1291,14 @@ fn a_tip_that_comes_back_twice_does_not_take_old_shares_again() {
     );
     let mut other = rig.chain.template(NOW_S);
     other.prev_hash = bitcoin::BlockHash::hash(b"a competing block");
-    let mut seq = 2;
-    for visit in 2..=3 {
-        let at = NOW_MS + visit * 1_000;
+    for visit in 2..=3u32 {
+        let at = NOW_MS + u64::from(visit) * 1_000;
+        let id = u64::from(visit) * 10;
         rig.session.on_work(
-            &Work::new(visit * 10, other.clone(), &rig.config.coinbase).unwrap(),
+            &Work::new(id, other.clone(), &rig.config.coinbase).unwrap(),
             at,
         );
-        let back = Work::new(
-            visit * 10 + 1,
-            rig.chain.template(NOW_S),
-            &rig.config.coinbase,
-        )
-        .unwrap();
+        let back = Work::new(id + 1, rig.chain.template(NOW_S), &rig.config.coinbase).unwrap();
         rig.session.on_work(&back, at);
         let mut again = job.clone();
         for f in take_frames(&mut rig.session) {
@@ -1322,13 +1317,12 @@ fn a_tip_that_comes_back_twice_does_not_take_old_shares_again() {
         assert_eq!(
             error_code(&exchange(
                 &mut rig,
-                &ext_share(&again, seq, &en, ntime, nonce),
+                &ext_share(&again, visit, &en, ntime, nonce),
                 at
             )),
             "ntime-too-old",
             "visit {visit}"
         );
-        seq += 1;
     }
 }
 
