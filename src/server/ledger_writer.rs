@@ -634,6 +634,12 @@ impl WriterCore {
                 stop = self.take(next);
             }
             self.commit();
+            // A heartbeat or window read that fell due while the writer was busy: under
+            // steady load a message is always queued when it comes back for the next, so
+            // the wait above never times out (a claim left unbeaten looks dead).
+            if !stop && self.next_tick().is_some_and(|at| at <= Instant::now()) {
+                self.tick();
+            }
         }
         // Anything sent before the stop but after the last commit's batch was taken.
         while let Ok(m) = rx.try_recv() {
@@ -984,8 +990,9 @@ mod tests {
     use crate::ledger::{MemoryLedger, ShareRange};
 
     /// A memory ledger the test can look into and make fail.
+    /// (Ledger, replies to lose, microseconds each append takes.)
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemoryLedger>>, Arc<AtomicU64>);
+    struct Shared(Arc<Mutex<MemoryLedger>>, Arc<AtomicU64>, Arc<AtomicU64>);
 
     impl Shared {
         /// The next `n` appends commit, then answer with an error, as a database that
@@ -997,6 +1004,7 @@ mod tests {
 
     impl Ledger for Shared {
         fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+            std::thread::sleep(Duration::from_micros(self.2.load(Ordering::SeqCst)));
             self.0.lock().unwrap().append(batch)?;
             if self
                 .1
@@ -1354,6 +1362,55 @@ mod tests {
         w.stop();
         let n = reads.load(Ordering::SeqCst);
         assert!(n < 40, "about one read per poll, not a spin: {n}");
+    }
+
+    /// Under steady load (a share always queued when a commit ends) the window is still read
+    /// on time: what is due is done between commits too, not only when the writer idles.
+    #[test]
+    fn with_poll_the_window_is_read_on_time_under_steady_load() {
+        let reads = Arc::new(AtomicU64::new(0));
+        let seen = reads.clone();
+        let ledger = Shared::default();
+        // Each commit takes 2 ms (an fsync); a share comes every 0.2 ms.
+        ledger.2.store(2_000, Ordering::SeqCst);
+        let mut w = LedgerWriter::start_with_maintenance(
+            Box::new(ledger),
+            WriterSettings::default(),
+            LedgerStatus::new(),
+            Box::new(|_, _| Ok(())),
+            Some(Maintenance {
+                every: Duration::from_secs(3600),
+                run: Box::new(|_, _| Ok(0)),
+                window: Some(WindowRefresh {
+                    every: Duration::from_secs(3600),
+                    poll: Some(Duration::from_millis(50)),
+                    run: Box::new(move |_, _| {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    }),
+                }),
+            }),
+        )
+        .unwrap();
+        let tx = w.sender();
+        tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+            0x1d00_ffff,
+        )));
+        let signal = HeldOutput::waited_on();
+        // The read the new nBits asks for, at once.
+        wait_for("the first read", || reads.load(Ordering::SeqCst) >= 1);
+        let started = Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_millis(500) {
+            n += 1;
+            tx.send(share(&signal, 1, n));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let read = reads.load(Ordering::SeqCst);
+        w.stop();
+        assert!(signal.committed() > 0, "shares were committed");
+        // Every 50 ms over 500 ms: about ten, one at the start.
+        assert!(read >= 5, "{read} reads in 500 ms of load");
     }
 
     #[test]
