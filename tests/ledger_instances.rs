@@ -268,6 +268,55 @@ fn two_instances_settling_the_same_blocks_at_once_pay_each_block_once() {
 /// Two instances appending at once while a third reads "the shares after the last id I saw",
 /// over and over: it sees every share (ids commit in order across instances), and the window
 /// it keeps that way (payouts in the coinbase) is the window read whole at the end.
+/// Two instances pruning one database at the same moment, each at its own bound, inside a
+/// pack (so each cuts it and writes its kept part again): the shares left are each stored
+/// once, those past the later bound, whichever instance pruned first.
+#[test]
+fn two_instances_pruning_at_once_leave_each_share_once() {
+    let pg = TempPostgres::start();
+    for round in 0..12u64 {
+        let url = pg.fresh_database();
+        let mut setup = PostgresLedger::connect(&url).unwrap();
+        // One pack of 100 shares, 1 ms apart.
+        let start = 1_000_000 + round;
+        let shares: Vec<ShareRecord> = (0..100u64)
+            .map(|i| ShareRecord {
+                time_ms: start + i,
+                ..share(round * 1_000 + i, "bc1qalice", 1e-9)
+            })
+            .collect();
+        setup
+            .append(&LedgerBatch {
+                shares,
+                ..LedgerBatch::default()
+            })
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let pruners: Vec<_> = [40u64, 41]
+            .into_iter()
+            .map(|cut| {
+                let (url, barrier) = (url.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut l = PostgresLedger::connect(&url).unwrap();
+                    barrier.wait();
+                    l.prune(start + cut, u64::MAX).unwrap()
+                })
+            })
+            .collect();
+        let pruned: u64 = pruners.into_iter().map(|p| p.join().unwrap()).sum();
+        let left = setup.shares(&ShareRange::ALL).unwrap();
+        let ids: BTreeSet<u64> = left.iter().map(|s| s.id).collect();
+        assert_eq!(ids.len(), left.len(), "round {round}: a share stored twice");
+        assert_eq!(
+            left.len(),
+            59,
+            "round {round}: the shares from the later bound on"
+        );
+        assert_eq!(pruned, 41, "round {round}: each share pruned once");
+        assert!(left.iter().all(|s| s.record.time_ms >= start + 41));
+    }
+}
+
 #[test]
 fn a_reader_of_new_shares_misses_none_of_two_concurrent_writers() {
     let pg = TempPostgres::start();

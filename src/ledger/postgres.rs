@@ -89,6 +89,11 @@ const MIGRATION_LOCK: i64 = 0x6c65_6467_6572;
 /// A's shares below its end, and a recomputation from the export would not match it.
 const SHARES_LOCK: i64 = 0x7368_6172_6573;
 
+/// Advisory lock (held to the end of its transaction) that one instance's pruning takes: two
+/// instances pruning at once would both cut the pack that straddles the bound, and both
+/// write its kept part again, each share of it then stored twice.
+const PRUNE_LOCK: i64 = 0x7072_756e_6500;
+
 /// How long the server lets a session sit idle inside a transaction before it ends it (and
 /// releases its locks): far longer than any pause of the writer between two statements.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(30);
@@ -1182,9 +1187,13 @@ impl Ledger for PostgresLedger {
             let Connection {
                 client,
                 insert_pack,
+                lock_shares,
                 ..
             } = c;
             let mut tx = client.transaction().map_err(postgres_error)?;
+            // One pruning at a time over the instances: the next one sees this one's result.
+            tx.execute(&*lock_shares, &[&PRUNE_LOCK])
+                .map_err(postgres_error)?;
             let mut pruned = 0u64;
             for row in tx
                 .query(
