@@ -925,8 +925,8 @@ fn workers_of_one_user_share_a_connection_and_refusals_are_counted() {
 }
 
 /// The difficulty an SV1 miner starts at: on a chain of difficulty 1 or more the default
-/// (512) or `sv1_start_difficulty`, the miner's own suggestion first, always within the
-/// pool's bounds; on an easier chain the pool's easiest.
+/// (512) or `sv1_start_difficulty`, the miner's own suggestion first (however large), always
+/// within the pool's bounds; on an easier chain the pool's easiest.
 #[test]
 fn the_start_difficulty_suits_asics_on_real_chains() {
     let start = |bits: u32, cfg: MiningConfig, suggest: Option<f64>| {
@@ -955,7 +955,10 @@ fn the_start_difficulty_suits_asics_on_real_chains() {
     assert!(close(d, 64.0), "{d}");
     let d = start(RARE_BLOCKS, configured, Some(2.0));
     assert!(close(d, 2.0), "{d}");
-    // Within the pool's bounds.
+    // Within the pool's bounds: a suggestion past the pool's hardest (whose hash rate would
+    // not even fit the open request's f32) starts at the hardest.
+    let d = start(RARE_BLOCKS, wide.clone(), Some(1e30));
+    assert!(close(d, 1e15), "{d}");
     let d = start(RARE_BLOCKS, config(1e-6, false), None);
     assert!(close(d, 1e-6), "{d}");
     // An easy chain (regtest): the pool's easiest, for CPU miners.

@@ -516,6 +516,9 @@ impl Sv1Session {
             .or(self.config.sv1_start_difficulty)
             .or(self.hard_chain.then_some(DEFAULT_START_DIFFICULTY));
         start.map_or(0.0, |d| {
+            // Capped as `max_target` is: past the pool's hardest the rate would not fit an
+            // f32 (infinity: refused as an invalid nominal hash rate).
+            let d = d.min(self.config.max_difficulty);
             let hashes_per_share = work_of(&target_of_difficulty(d));
             (hashes_per_share * self.config.shares_per_minute / 60.0) as f32
         })
