@@ -1187,6 +1187,34 @@ fn jobs_are_refreshed_on_the_same_tip() {
     assert_eq!(names(&answer), ["SubmitSharesError"]);
 }
 
+/// Work at another height on the same prev hash (the pool's correction of a template whose
+/// BIP34 height did not follow its prev hash) is a new tip: SetNewPrevHash goes out with it
+/// and the jobs at the wrong height, on which no block is valid, earn no more credit.
+#[test]
+fn a_height_correction_on_the_same_prev_hash_retires_the_wrong_jobs() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let mut corrected = rig.chain.template(NOW_S);
+    corrected.height += 1;
+    assert_eq!(corrected.prev_hash, rig.work.prev_hash);
+    let corrected = Work::new(2, corrected, &rig.config.coinbase).unwrap();
+    rig.session.on_work(&corrected, NOW_MS + 1_000);
+    let frames = take_frames(&mut rig.session);
+    assert_eq!(
+        names(&frames),
+        ["NewExtendedMiningJob", "SetNewPrevHash"],
+        "a future job and its prev hash"
+    );
+    let en = vec![1u8; job.extranonce_size];
+    let n = find_nonce(&job, &en, job.target, 0);
+    let answer = exchange(
+        &mut rig,
+        &ext_share(&job, 1, &en, job.min_ntime, n),
+        NOW_MS + 1_000,
+    );
+    assert_eq!(error_code(&answer), "stale-share");
+}
+
 /// UpdateChannel does not reset vardiff's measurement: before, a miner could announce a
 /// hashrate before every burst and never be slowed down.
 #[test]
