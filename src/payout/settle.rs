@@ -31,7 +31,8 @@ use crate::ledger::{
     PayoutComputation, ShareRange, StoredShare,
 };
 
-/// Most times the window is read again to make up for solo users' shares in it.
+/// Most times the window is read again to make up for solo users' shares in it (each read
+/// at least twice as far as the one before: never reached but for a window of 2^64).
 const MAX_WINDOW_READS: usize = 64;
 
 /// The share range a ledger is asked for to cover a block's window: a little more than the
@@ -158,7 +159,11 @@ pub fn shares_of_window(
         if solo == 0.0 || pool >= window * (1.0 + 1e-6) || pool + solo < wanted {
             return Ok(shares);
         }
-        wanted = window + solo;
+        // Past the solo shares read, and at least twice as far: each read adds a window's
+        // worth of what it lacks times the pool's part, so where the pool's part is small
+        // (most of the hashrate solo) reading only that much more would take a read per
+        // few percent and stop at `MAX_WINDOW_READS` short of the window.
+        wanted = (window + solo).max(wanted * 2.0);
     }
 }
 

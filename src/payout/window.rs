@@ -264,6 +264,40 @@ mod tests {
         assert_eq!(w2, w);
     }
 
+    /// With most of the hashrate solo (one pool share in fifty), the window read is the
+    /// window counted over the whole ledger: reading on past the solo shares reaches the
+    /// window's oldest pool shares.
+    #[test]
+    fn the_window_is_whole_when_most_shares_are_solo() {
+        let policy = PayoutPolicy {
+            window_multiple: 100.0,
+            solo_users: ["soloist".to_owned()].into(),
+            ..PayoutPolicy::default()
+        };
+        for every in [2u64, 10, 50, 1_000] {
+            let mut ledger = MemoryLedger::new();
+            let shares: Vec<ShareRecord> = (1..=300 * every)
+                .map(|n| share(n, if n % every == 0 { "alice" } else { "soloist" }, 1.0))
+                .collect();
+            ledger
+                .append(&LedgerBatch {
+                    shares,
+                    ..LedgerBatch::default()
+                })
+                .unwrap();
+            let bits = CompactTarget::from_consensus(0x1d00_ffff);
+            let read = read_window(&mut ledger, &policy, bits).unwrap();
+            let all = ledger.shares(&ShareRange::ALL).unwrap();
+            let whole = pplns::count(
+                window_members(&all, read.last_share_id, &policy),
+                policy.window_difficulty(bits),
+            )
+            .unwrap();
+            assert_eq!(read.counted, whole, "one pool share in {every}");
+            assert_eq!(pplns::difficulty_of_weight(whole.counted_weight), 100.0);
+        }
+    }
+
     const USERS: [&str; 6] = ["a", "b", "c", "soloist", "sri/solo/bcrt1qxyz", "sri/donate"];
 
     proptest::proptest! {
