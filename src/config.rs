@@ -518,6 +518,22 @@ fn payout_policy(o: &PoolOptions, source_name: &str) -> Result<PayoutPolicy, Con
         }
     }
     let coinbase_payouts = coinbase_payout_terms(o, scheme, source_name)?;
+    // A solo account mines the pool's work, whose coinbase pays the window: its blocks would
+    // pay it nothing (and its shares are in no window). Solo with payouts in the coinbase is
+    // a channel of its own: `sri/solo/ADDRESS/worker`.
+    if coinbase_payouts.is_some()
+        && let Some(name) = solo_users.first()
+    {
+        return Err(invalid(
+            source_name,
+            "users",
+            format!(
+                "[users.{name}]: scheme `solo` with coinbase_payouts = true: its blocks' \
+                 coinbase would pay the window, not it; its miners can mine solo as \
+                 sri/solo/ADDRESS/worker"
+            ),
+        ));
+    }
     Ok(PayoutPolicy {
         scheme,
         window_multiple,
@@ -1670,6 +1686,13 @@ mod tests {
             (
                 "coinbase_payouts = true\ncoinbase_max_outputs = 0",
                 "coinbase_max_outputs",
+            ),
+            (
+                &format!(
+                    "coinbase_payouts = true\n[users.soloist]\naddress = \"{regtest}\"\n\
+                     scheme = \"solo\""
+                ),
+                "users",
             ),
         ] {
             let o = PoolOptions::from_toml(bad, Path::new("f")).unwrap();
