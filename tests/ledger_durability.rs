@@ -664,6 +664,143 @@ mod pool_with_ledger {
         assert!(accepted >= 1, "{blocks:?}");
     }
 
+    /// An endpoint (a miner behind the node's IPC, `handle_message`) has each share
+    /// acknowledged in the reply to the call that sent it, once committed, even with share
+    /// batching configured: a later call's reply (here a CloseChannel's, which flushes the
+    /// batch) acknowledged a share the ledger had not stored while the earlier call still
+    /// waited for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_endpoint_share_is_acknowledged_only_in_its_own_calls_reply() {
+        use bitcoin::block::{Header, Version};
+        use bitcoin::hashes::Hash;
+        use bitcoin::{CompactTarget, Target, TxMerkleNode};
+        use blvm_stratum_v2::wire::common::SetupConnection;
+        use blvm_stratum_v2::wire::mining::*;
+        use blvm_stratum_v2::wire::{Frame, Message, Str0_255};
+
+        use super::frame;
+
+        fn frames(reply: &[u8]) -> Vec<Message<'_>> {
+            let mut out = Vec::new();
+            let mut rest = reply;
+            while let Some((frame, used)) = Frame::parse(rest, 1 << 24).unwrap() {
+                out.push(frame.message().unwrap().0);
+                rest = &rest[used..];
+            }
+            out
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SharedLedger::default();
+        let node = Arc::new(EmbeddedNode::new(ChainConfig {
+            bits: 0x1d00_ffff,
+            synthetic_transactions: 3,
+            block_interval_secs: 0,
+        }));
+        let api: Arc<dyn NodeApi> = node.clone();
+        let cfg = config_with(dir.path(), 0x1d00_ffff, |o| o.share_batch_size = Some(3));
+        let server = Arc::new(
+            StratumV2Server::with_ledger(
+                cfg,
+                api,
+                Box::new(ledger.clone()),
+                Box::new(|_, _| Ok(())),
+            )
+            .expect("server"),
+        );
+        server.start().await.expect("start");
+        let setup = SetupConnection {
+            protocol: 0,
+            min_version: 2,
+            max_version: 2,
+            flags: REQUIRES_STANDARD_JOBS,
+            endpoint_host: Str0_255::default(),
+            endpoint_port: 0,
+            vendor: Str0_255::new("ipc-miner").unwrap(),
+            hardware_version: Str0_255::default(),
+            firmware: Str0_255::default(),
+            device_id: Str0_255::default(),
+        };
+        let open = OpenStandardMiningChannel {
+            request_id: 1,
+            user_identity: Str0_255::new("alice.ipc").unwrap(),
+            nominal_hash_rate: 0.0,
+            max_target: [0xff; 32],
+        };
+        let opened = server
+            .handle_message([frame(&setup), frame(&open)].concat(), "ipc".into())
+            .await
+            .unwrap();
+        let (mut channel, mut target, mut job) = (0, [0u8; 32], None);
+        let (mut prev, mut bits, mut ntime) = ([0u8; 32], 0, 0);
+        for m in frames(&opened) {
+            match m {
+                Message::OpenStandardMiningChannelSuccess(m) => {
+                    (channel, target) = (m.channel_id, m.target)
+                }
+                Message::NewMiningJob(m) => job = Some((m.job_id, m.version, m.merkle_root)),
+                Message::SetNewPrevHash(m) => {
+                    (prev, bits, ntime) = (m.prev_hash, m.nbits, m.min_ntime)
+                }
+                _ => {}
+            }
+        }
+        let (job_id, version, root) = job.expect("a job");
+        let target = Target::from_le_bytes(target);
+        let mut header = Header {
+            version: Version::from_consensus(version as i32),
+            prev_blockhash: BlockHash::from_byte_array(prev),
+            merkle_root: TxMerkleNode::from_byte_array(root),
+            time: ntime,
+            bits: CompactTarget::from_consensus(bits),
+            nonce: 0,
+        };
+        while !target.is_met_by(header.block_hash()) {
+            header.nonce += 1;
+        }
+        // The ledger cannot write: the share's call waits for its commit.
+        ledger.with(|l| l.fail_writes = true);
+        let share = SubmitSharesStandard {
+            channel_id: channel,
+            sequence_number: 1,
+            job_id,
+            nonce: header.nonce,
+            ntime,
+            version,
+        };
+        let call = tokio::spawn({
+            let (server, share) = (server.clone(), frame(&share));
+            async move { server.handle_message(share, "ipc".into()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let close = CloseChannel {
+            channel_id: channel,
+            reason_code: Str0_255::new("done").unwrap(),
+        };
+        let closed = server
+            .handle_message(frame(&close), "ipc".into())
+            .await
+            .unwrap();
+        assert!(
+            !frames(&closed)
+                .iter()
+                .any(|m| matches!(m, Message::SubmitSharesSuccess(_))),
+            "a share not stored acknowledged in another call's reply"
+        );
+        ledger.with(|l| l.fail_writes = false);
+        let reply = call.await.unwrap().expect("stored, then acknowledged");
+        assert!(
+            frames(&reply)
+                .iter()
+                .any(|m| matches!(m, Message::SubmitSharesSuccess(_)))
+        );
+        let stored = all_shares(&mut ledger.clone());
+        assert_eq!(stored.len(), 1);
+        tokio::time::timeout(Duration::from_secs(15), server.stop())
+            .await
+            .expect("stops in time")
+            .expect("stops");
+    }
+
     /// A miner named with a NUL, which PostgreSQL's text cannot hold, stops nobody: its
     /// channel is refused (were it open, its first share, accepted or rejected, would put
     /// the name in a commit that fails every time it is retried: no share of anyone would be

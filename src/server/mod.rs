@@ -526,7 +526,15 @@ impl StratumV2Server {
         // Prefixes counted from the clock: a restart never hands out those of the last run.
         let mut pool = StratumV2Pool::with_certificate_validity(config.cert_validity_secs)
             .with_extranonce_seed(unix_us());
-        pool.configure_endpoints(Arc::new(config.mining.clone()), DEFAULT_MAX_ENDPOINT_MINERS);
+        // With a ledger, an endpoint's reply waits for the commit of the shares of its own
+        // call (`handle_message`): each share is acknowledged in the reply to the call that
+        // sent it, never in a later one (a batched Success sent with another call, a
+        // CloseChannel's, say, would acknowledge shares that call does not wait for).
+        let mut endpoint_mining = config.mining.clone();
+        if ledger.is_some() {
+            endpoint_mining.share_batch_size = 1;
+        }
+        pool.configure_endpoints(Arc::new(endpoint_mining), DEFAULT_MAX_ENDPOINT_MINERS);
         let window = pool.certificate_renewal().window(now_ms());
         let responder = Responder::generate(
             authority,
