@@ -35,7 +35,7 @@ use bitcoin::{Block, BlockHash};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, info};
 
 pub use client::{CallError, Malformation, RpcClient, Snippet};
 pub use endpoint::{DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RpcAuth, RpcConfig};
@@ -184,7 +184,8 @@ pub async fn fetch_chain(client: &RpcClient) -> Result<NodeChain, NodeError> {
 }
 
 /// `submitblock` with its answer read the way Bitcoin Core and blvm-node give it: `null` (or
-/// "duplicate") is accepted, a string or a non-transient error is the node's refusal (the
+/// "duplicate", or BIP22's "inconclusive": valid, off the best chain for now) is accepted, a
+/// string or a non-transient error is the node's refusal (the
 /// BIP22 reason `time-too-new` a refusal for now: [`NodeError::BlockTooNewInTime`]), a
 /// transport failure or a transient error is [`NodeError::Unavailable`] (retry). A refusal of a
 /// block that is already in the node's best chain (a resubmission after a lost answer;
@@ -198,6 +199,14 @@ pub async fn submit_block(client: &RpcClient, block: &Block) -> Result<(), NodeE
         Ok(Value::Null) => return Ok(()),
         // Bitcoin Core: the block was already received and is valid.
         Ok(Value::String(s)) if s == "duplicate" => return Ok(()),
+        // BIP22: valid, but not (yet) on the node's best chain (a branch as long as it). Kept
+        // as accepted: whether it ends in the best chain is maturity's to follow, as for any
+        // accepted block (out of it: orphaned, paid nothing; back in: immature again). As a
+        // refusal it was never looked at again, and a branch that won later lost its reward.
+        Ok(Value::String(s)) if s == "inconclusive" || s == "duplicate-inconclusive" => {
+            info!(%hash, answer = %s, "the node keeps the block off its best chain for now");
+            return Ok(());
+        }
         // A BIP22 reject reason ("time-too-new": the node's clock is behind the block's time).
         Ok(Value::String(s)) => NodeError::from_reject_reason(s),
         Ok(other) => NodeError::BlockRejected(format!("unexpected submitblock result {other}")),
@@ -526,7 +535,8 @@ mod tests {
     }
 
     /// Bitcoin Core's BIP22 reason `time-too-new` (the node's clock is behind the block's
-    /// time) is a refusal for now, typed apart so that the pool submits the block again.
+    /// time) is a refusal for now, typed apart so that the pool submits the block again;
+    /// `inconclusive` (valid, off the best chain for now) is the block kept.
     #[tokio::test]
     async fn time_too_new_is_typed_apart_from_a_rejection() {
         let reason = Arc::new(Mutex::new("time-too-new"));
@@ -548,9 +558,14 @@ mod tests {
         // Too old is a verdict.
         *reason.lock().unwrap() = "time-too-old";
         assert_eq!(
-            node.submit(block).await,
+            node.submit(block.clone()).await,
             Err(NodeError::BlockRejected("time-too-old".into()))
         );
+        // Valid but off the best chain for now: kept, and followed as an accepted block.
+        for answer in ["inconclusive", "duplicate-inconclusive"] {
+            *reason.lock().unwrap() = answer;
+            assert_eq!(node.submit(block.clone()).await, Ok(()), "{answer}");
+        }
     }
 
     /// A fake node answering every request, on any number of connections, with
