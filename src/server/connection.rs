@@ -24,6 +24,7 @@ use super::ledger_writer::{self, LedgerSender};
 use super::{PendingShares, Shared};
 use crate::connection::{Connection, ConnectionConfig, ConnectionError, Protocol};
 use crate::mining::{MiningConfig, Session, SessionError, SessionEvent, Work};
+use crate::noise::NoiseError;
 use crate::shell::{self, DriverLimits, Handler, Refused};
 
 /// A STR0_255 or B0_255 at its longest: a length byte and 255 bytes.
@@ -367,6 +368,11 @@ fn ending_reason<E: ProtocolEnding + std::error::Error>(
         }
         ConnectionError::HandshakeTimeout => Refused::HandshakeTimeout,
         ConnectionError::SetupTimeout => Refused::SetupTimeout,
+        // The pool's own certificate not covering now (its clock jumped; renewed within
+        // half a minute) is the pool's failure, not the miner's: not held against its source.
+        ConnectionError::Noise(NoiseError::OwnCertificateNotCurrent { .. }) => {
+            Refused::ConnectionFailed
+        }
         ConnectionError::Noise(_) if !set_up_done => Refused::HandshakeFailed,
         ConnectionError::Idle => Refused::IdleTimeout,
         ConnectionError::Protocol(e) => e.refused(),
@@ -456,5 +462,28 @@ mod tests {
         .unwrap();
         let sizes: Vec<usize> = out.messages().map(|m| m.len() - 6).collect();
         assert_eq!(sizes, [MAX_CLIENT_PAYLOAD, 298]);
+    }
+
+    /// A handshake refused because the pool's own certificate does not cover now (its clock
+    /// jumped) is not held against the miner's source; a miner's failed handshake is.
+    #[test]
+    fn the_pools_own_certificate_failure_is_not_the_miners() {
+        use super::{ConnectionError, SessionError, ending_reason, is_handshake_or_setup_failure};
+        use crate::noise::NoiseError;
+        use crate::shell::Refused;
+        let own: ConnectionError<SessionError> =
+            ConnectionError::Noise(NoiseError::OwnCertificateNotCurrent {
+                valid_from: 10,
+                not_valid_after: 20,
+                now: 5,
+            });
+        let reason = ending_reason(&own, false).unwrap();
+        assert_eq!(reason, Refused::ConnectionFailed);
+        assert!(!is_handshake_or_setup_failure(reason));
+        let theirs: ConnectionError<SessionError> =
+            ConnectionError::Noise(NoiseError::TransportHeaderAuthentication);
+        let reason = ending_reason(&theirs, false).unwrap();
+        assert_eq!(reason, Refused::HandshakeFailed);
+        assert!(is_handshake_or_setup_failure(reason));
     }
 }

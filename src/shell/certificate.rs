@@ -11,8 +11,10 @@ use tracing::info;
 use crate::mining::pool::{CertificateRenewal, ValidityWindow};
 use crate::noise::Responder;
 
-/// Longest sleep between two looks at the certificate (a clock that jumps is noticed by then).
-const CHECK_MAX: Duration = Duration::from_secs(3600);
+/// Longest sleep between two looks at the certificate: a clock that jumps (NTP stepping it
+/// back, or forward past the window's end) is noticed by then, and every handshake refused
+/// until it is (the responder serves only a certificate that covers now).
+const CHECK_MAX: Duration = Duration::from_secs(30);
 
 /// Renews the certificate whenever `rule` says so, until `shutdown`: sleeps until the renewal
 /// is due (at most [`CHECK_MAX`]), so a certificate of any validity never lapses.

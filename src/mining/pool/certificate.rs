@@ -57,9 +57,13 @@ impl CertificateRenewal {
         u64::from(at) * 1000
     }
 
-    /// The new window if `current` is due for renewal at `now_ms`; `None`: not yet.
+    /// The new window if `current` is due for renewal at `now_ms`, or does not cover it any
+    /// more because the clock went back (a clock stepped back by NTP, or set at last from
+    /// 1970): every handshake would be refused until the clock reached the window again;
+    /// `None`: not yet.
     pub fn poll(&self, current: ValidityWindow, now_ms: u64) -> Option<ValidityWindow> {
-        (now_ms >= self.renew_at_ms(current)).then(|| self.window(now_ms))
+        (now_ms >= self.renew_at_ms(current) || secs(now_ms) < current.valid_from)
+            .then(|| self.window(now_ms))
     }
 }
 
@@ -125,6 +129,22 @@ mod tests {
             run(YEAR, 4 * half, 3600),
             [half, 2 * half, 3 * half, 4 * half]
         );
+    }
+
+    /// A clock that steps back past the window's start (an hour here) gets a window of the
+    /// new time at the next look; one that steps forward past its end, too (due).
+    #[test]
+    fn a_clock_stepped_back_or_forward_is_renewed_for() {
+        let rule = CertificateRenewal::new(3600);
+        let w = rule.window(START_MS);
+        // Within the skew allowance: still covered, not renewed.
+        assert_eq!(rule.poll(w, START_MS - 60_000), None);
+        let back = START_MS - 3_600_000;
+        let renewed = rule.poll(w, back).expect("renewed after the step back");
+        assert_eq!(renewed, rule.window(back));
+        assert!(renewed.valid_from <= secs(back) && secs(back) <= renewed.not_valid_after);
+        let forward = START_MS + 10 * 3_600_000;
+        assert_eq!(rule.poll(w, forward), Some(rule.window(forward)));
     }
 
     #[test]
