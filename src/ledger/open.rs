@@ -55,17 +55,20 @@ fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "***".into();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
+    // The driver takes the credentials up to the first `@`, wherever it is (a password may
+    // hold an unescaped `/` or `?`, as generated ones often do): so does this.
+    let (credentials, rest) = match rest.split_once('@') {
+        Some((userinfo, rest)) => match userinfo.split_once(':') {
+            Some((user, _password)) => (format!("{user}:***@"), rest),
+            None => (format!("{userinfo}@"), rest),
+        },
+        None => (String::new(), rest),
+    };
+    let (host, tail) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_owned(),
-    };
+    let authority = format!("{credentials}{host}");
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
             let query: Vec<String> = query
@@ -156,10 +159,20 @@ mod tests {
             ("postgres://pool@db/ledger", "postgres://pool@db/ledger"),
             ("postgres://db", "postgres://db"),
             ("postgres://a:b:s3cret@db", "postgres://a:***@db"),
+            // A password with an unescaped `/` or `?` (the driver reads it up to the `@`).
+            (
+                "postgres://pool:ab/s3cret@db/ledger",
+                "postgres://pool:***@db/ledger",
+            ),
+            (
+                "postgres://pool:s3c?ret@db:5432/ledger",
+                "postgres://pool:***@db:5432/ledger",
+            ),
         ] {
             let location = LedgerLocation::parse(url).unwrap();
             assert_eq!(location.to_string(), shown);
             assert!(!format!("{location:?}").contains("s3cret"));
+            assert!(!location.to_string().contains("s3c"), "{location}");
         }
     }
 
