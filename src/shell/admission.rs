@@ -152,7 +152,14 @@ pub struct Admission {
     sources: HashMap<IpAddr, Source>,
     handshakes: TokenBucket,
     pre_setup: u32,
+    /// When the table was last found full and swept (`None`: never).
+    full_swept_ms: Option<u64>,
 }
+
+/// Least time between two sweeps of a full table: each is a pass over every source, and a
+/// peer with many addresses (an IPv6 /48 is 65,536 sources) could otherwise make every one
+/// of its connections cost one, on the accept path.
+const FULL_SWEEP_EVERY_MS: u64 = 1_000;
 
 /// The key a source is counted under: an IPv4 address, or the /64 of an IPv6 one (an
 /// IPv4-mapped IPv6 address counts as its IPv4 address).
@@ -177,6 +184,7 @@ impl Admission {
             config,
             sources: HashMap::new(),
             pre_setup: 0,
+            full_swept_ms: None,
         }
     }
 
@@ -185,8 +193,10 @@ impl Admission {
         &self.config
     }
 
+    /// Whether `ip` is on the allow list; an IPv4 peer of a dual-stack (`[::]`) listener,
+    /// which arrives as `::ffff:a.b.c.d`, as its IPv4 address.
     fn allowed(&self, ip: IpAddr) -> bool {
-        self.config.allow_list.contains(&ip)
+        self.config.allow_list.contains(&ip.to_canonical())
     }
 
     /// A new connection from `ip` at `now_ms`: admitted (it now counts as live and not set up
@@ -205,7 +215,16 @@ impl Admission {
             return Ok(());
         }
         if !self.sources.contains_key(&key) && self.sources.len() >= self.config.max_sources {
-            self.sweep(now_ms);
+            if self
+                .full_swept_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= FULL_SWEEP_EVERY_MS || now_ms < at)
+            {
+                self.full_swept_ms = Some(now_ms);
+                self.sweep(now_ms);
+                if self.sources.len() >= self.config.max_sources {
+                    self.make_room(now_ms);
+                }
+            }
             if self.sources.len() >= self.config.max_sources {
                 return Err(Refusal::TooManySources);
             }
@@ -220,6 +239,10 @@ impl Admission {
             penalty_until_ms: 0,
         });
         if source.penalty_until_ms > now_ms {
+            // Never longer than a penalty from now (a clock stepped back would stretch it).
+            source.penalty_until_ms = source
+                .penalty_until_ms
+                .min(now_ms.saturating_add(config.penalty_ms));
             return Err(Refusal::PenaltyBox);
         }
         if source.live >= config.max_per_ip {
@@ -248,8 +271,9 @@ impl Admission {
     /// counts against the pre-setup budget. Call at most once per admitted connection.
     pub fn set_up(&mut self, ip: IpAddr) {
         self.pre_setup = self.pre_setup.saturating_sub(1);
+        let allowed = self.allowed(ip);
         if let Some(s) = self.sources.get_mut(&source_key(ip))
-            && !self.config.allow_list.contains(&ip)
+            && !allowed
         {
             s.pre_setup = s.pre_setup.saturating_sub(1);
         }
@@ -285,6 +309,15 @@ impl Admission {
                 s.penalty_until_ms = now_ms.saturating_add(self.config.penalty_ms);
             }
         }
+    }
+
+    /// The table is full of sources worth remembering: forgets those with no live connection
+    /// and not in the penalty box (their recent failures and their connection rate), so that
+    /// new sources are admitted again. Many addresses failing once each (a /48's /64s) would
+    /// otherwise keep every new miner out for as long as they kept failing.
+    fn make_room(&mut self, now_ms: u64) {
+        self.sources
+            .retain(|_, s| s.live > 0 || s.penalty_until_ms > now_ms);
     }
 
     /// Whether `ip` is in the penalty box at `now_ms`.
@@ -481,6 +514,72 @@ mod tests {
         a.closed(ip(9), Ending::BeforeSetup, 1_000);
         assert_eq!(a.sweep(2_000), 1);
         assert_eq!(a.sources(), 0);
+    }
+
+    /// A table full of sources that each failed once (many addresses, as a /48's /64s):
+    /// a new source is admitted once the full table is swept, at most once a second; sources
+    /// with live connections or in the penalty box are kept.
+    #[test]
+    fn a_table_full_of_failed_sources_makes_room_once_a_second() {
+        let mut a = Admission::new(config(), 0);
+        // Source 1 in the penalty box, source 2 connected, sources 3 to 8 failed once.
+        for t in 0..3 {
+            a.admit(ip(1), t).unwrap();
+            a.closed(ip(1), Ending::Failed { set_up: false }, t);
+        }
+        a.admit(ip(2), 10).unwrap();
+        a.set_up(ip(2));
+        for n in 3..9 {
+            a.admit(ip(n), 10).unwrap();
+            a.closed(ip(n), Ending::Failed { set_up: false }, 10);
+        }
+        assert_eq!(a.sources(), 8);
+        // Full: swept, and the sources that only failed are forgotten.
+        assert_eq!(a.admit(ip(20), 20), Ok(()));
+        assert_eq!(a.sources(), 3);
+        assert_eq!(
+            a.admit(ip(1), 20),
+            Err(Refusal::PenaltyBox),
+            "still in the box"
+        );
+        // Filled again at once: no second sweep within the second.
+        for n in 21..26 {
+            a.admit(ip(n), 30).unwrap();
+            a.closed(ip(n), Ending::Failed { set_up: false }, 30);
+        }
+        assert_eq!(a.sources(), 8);
+        assert_eq!(a.admit(ip(40), 500), Err(Refusal::TooManySources));
+        assert_eq!(a.admit(ip(40), 1_020), Ok(()));
+    }
+
+    /// A clock stepped back does not stretch a penalty past one penalty from now, and an
+    /// IPv4 peer of a dual-stack listener (`::ffff:a.b.c.d`) is on the allow list as its
+    /// IPv4 address.
+    #[test]
+    fn clock_steps_and_mapped_addresses() {
+        let mut a = Admission::new(config(), 0);
+        let hour = 3_600_000;
+        for t in 0..3 {
+            a.admit(ip(1), 10 * hour + t).unwrap();
+            a.closed(ip(1), Ending::Failed { set_up: false }, 10 * hour + t);
+        }
+        let back = 9 * hour;
+        assert_eq!(a.admit(ip(1), back), Err(Refusal::PenaltyBox));
+        assert_eq!(
+            a.admit(ip(1), back + 60_001),
+            Ok(()),
+            "one penalty, not an hour more"
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.100".parse().unwrap();
+        for _ in 0..50 {
+            a.admit(mapped, back).unwrap();
+            a.set_up(mapped);
+        }
+        assert_eq!(
+            a.sources(),
+            1,
+            "the mapped allow-listed peer is not counted"
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ impl TokenBucket {
         // per_sec tokens per 1000 ms = per_sec thousandths per ms.
         let added = elapsed.saturating_mul(u64::from(rate.per_sec));
         self.milli_tokens = self.milli_tokens.saturating_add(added).min(rate.capacity());
-        self.at_ms = self.at_ms.max(now_ms);
+        // Now, even when the clock went back (the time fed is the wall clock's: NTP may step
+        // it back): kept in the future, the bucket would not refill until the clock caught
+        // up, and every connection would be refused meanwhile. A step back adds nothing.
+        self.at_ms = now_ms;
     }
 
     /// Whether a token is there at `now_ms` (nothing taken).
@@ -104,5 +107,22 @@ mod tests {
         assert!(b.try_take(rate, 5_000));
         assert!(!b.try_take(rate, 1_000));
         assert!(b.try_take(rate, 6_000));
+    }
+
+    /// A clock stepped back an hour: the bucket refills at its rate from the new time on,
+    /// instead of waiting an hour for the clock to come back to where it was.
+    #[test]
+    fn a_clock_stepped_back_does_not_freeze_the_bucket() {
+        let rate = Rate::new(10, 10);
+        let hour = 3_600_000;
+        let mut b = TokenBucket::full(rate, 10 * hour);
+        assert_eq!((0..20).filter(|_| b.try_take(rate, 10 * hour)).count(), 10);
+        let back = 9 * hour;
+        assert!(!b.try_take(rate, back), "nothing added by the step");
+        assert_eq!(
+            (0..20).filter(|_| b.try_take(rate, back + 1_000)).count(),
+            10,
+            "a second later, a second's tokens"
+        );
     }
 }
