@@ -155,8 +155,20 @@ impl Webhooks {
         {
             let mut queue = hook.queue.lock().unwrap_or_else(|p| p.into_inner());
             if queue.len() >= cap {
-                queue.pop_front();
                 inner.dropped.fetch_add(1, Ordering::Relaxed);
+                // A full queue gives up its oldest worker event first: workers come and go
+                // by the thousand (and a miner chooses their names), blocks and the node's
+                // state are few and must reach the operator. A worker event finding only
+                // such events is the one given up.
+                match queue.iter().position(|p| p.kind.is_about_a_worker()) {
+                    Some(at) => {
+                        queue.remove(at);
+                    }
+                    None if kind.is_about_a_worker() => continue,
+                    None => {
+                        queue.pop_front();
+                    }
+                }
             }
             queue.push_back(payload.clone());
             drop(queue);
@@ -318,5 +330,82 @@ async fn post(
     match response.status() {
         s if s.is_success() => Ok(()),
         s => Err(AttemptError::Status(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::BlockHash;
+    use bitcoin::hashes::Hash;
+
+    use super::*;
+    use crate::webhook::event::{BlockInfo, EventSet, WorkerInfo};
+
+    fn webhooks(queue: usize) -> Webhooks {
+        Webhooks::new(WebhookSettings {
+            hooks: vec![HookSettings {
+                url: "http://127.0.0.1:9/hook".parse().unwrap(),
+                events: EventSet::all(),
+                secret: None,
+            }],
+            queue,
+            ..WebhookSettings::default()
+        })
+        .unwrap()
+    }
+
+    fn queued(w: &Webhooks) -> Vec<EventKind> {
+        let queue = w.inner.hooks[0].queue.lock().unwrap();
+        queue.iter().map(|p| p.kind).collect()
+    }
+
+    fn block(n: u8) -> Event {
+        Event::BlockFound(BlockInfo {
+            hash: BlockHash::from_byte_array([n; 32]),
+            height: Some(u32::from(n)),
+            reward_sat: None,
+            user: None,
+            worker: None,
+        })
+    }
+
+    fn worker(n: u32) -> Event {
+        Event::WorkerOffline {
+            worker: WorkerInfo {
+                user: "alice".into(),
+                worker: format!("junk{n}").into(),
+                last_share_ms: 0,
+            },
+            quiet_ms: 600_000,
+        }
+    }
+
+    /// A full queue gives up worker events before a block's: a thousand workers going
+    /// offline (names a miner chooses) push out no block event waiting to be delivered.
+    #[test]
+    fn worker_events_never_push_out_a_blocks() {
+        let w = webhooks(4);
+        w.notify(&block(1), 0);
+        for n in 0..1_000 {
+            w.notify(&worker(n), 0);
+        }
+        w.notify(&block(2), 0);
+        assert_eq!(
+            queued(&w),
+            [
+                EventKind::BlockFound,
+                EventKind::WorkerOffline,
+                EventKind::WorkerOffline,
+                EventKind::BlockFound
+            ]
+        );
+        // Full of blocks' events: a worker event is the one given up, a block's pushes out
+        // the oldest.
+        for n in 3..6 {
+            w.notify(&block(n), 0);
+        }
+        w.notify(&worker(7), 0);
+        assert_eq!(queued(&w), [EventKind::BlockFound; 4]);
+        assert_eq!(w.totals().dropped, 998 + 3 + 1);
     }
 }

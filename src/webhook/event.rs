@@ -34,6 +34,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether it is a worker's coming or going (the many, miner-named events), not a
+    /// block's or the node's.
+    pub fn is_about_a_worker(self) -> bool {
+        matches!(self, EventKind::WorkerOffline | EventKind::WorkerOnline)
+    }
+
     /// Every kind, in a stable order (metrics, defaults).
     pub const ALL: [EventKind; 9] = [
         EventKind::BlockFound,

@@ -204,6 +204,13 @@ impl WorkerTable {
         if count == 0 {
             return;
         }
+        // A worker named only by refused shares is not a worker: counted under the channel's
+        // own, so junk shares naming a new worker each make no entries (nor the webhooks'
+        // worker_online and worker_offline events they would bring).
+        let tlv_worker = tlv_worker.filter(|_| {
+            let (user, worker) = ledger_user(identity, tlv_worker.map(|w| &**w));
+            self.workers.contains_key(&(user.into(), worker.into()))
+        });
         let w = self.entry(identity, tlv_worker, last_ms);
         w.rejected_shares += count;
         w.rejected_per_reason[reason.index()] += count;
@@ -427,6 +434,36 @@ mod tests {
         assert_eq!(rig2.last_share_ms, 4_000);
         assert_eq!(t.len(), 2);
         assert!(rig1.hashrate(2_000) > 0.0);
+    }
+
+    /// Refused shares naming a worker never seen accepted are counted under the channel's
+    /// own worker: a thousand junk names make no entries.
+    #[test]
+    fn a_worker_named_only_by_refused_shares_makes_no_entry() {
+        let mut t = WorkerTable::new();
+        let proxy = id("alice.proxy");
+        for n in 0..1_000 {
+            t.reject(
+                &proxy,
+                Some(&id(&format!("junk{n}"))),
+                ShareRejection::InvalidJobId,
+                1,
+                1_000,
+            );
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get("alice", "proxy").unwrap().rejected_shares, 1_000);
+        // Once accepted, its refusals are its own.
+        t.credit(&proxy, Some(&id("junk7")), 1, 1.0, 2_000);
+        t.reject(
+            &proxy,
+            Some(&id("junk7")),
+            ShareRejection::StaleShare,
+            2,
+            3_000,
+        );
+        assert_eq!(t.get("alice", "junk7").unwrap().rejected_shares, 2);
+        assert_eq!(t.len(), 2);
     }
 
     #[test]
