@@ -1,11 +1,14 @@
 //! The HTTP server's limits: connections at once ([`LimitedListener`]: a socket is accepted
 //! only with a free place, held until it closes, and closed after [`IDLE_TIMEOUT`] without a
-//! byte either way, so idle keep-alive connections cannot hold every place), a pool-wide request rate (a token bucket;
-//! 429 with `Retry-After` beyond it), request bodies (413 past [`MAX_BODY_BYTES`]) and a time
-//! limit per request.
+//! byte written, so neither idle keep-alive connections nor clients that trickle a request
+//! that never ends, a byte now and then, can hold every place; and at most
+//! [`PLACES_PER_SOURCE`] places per source, an address or an IPv6 /64), a pool-wide request
+//! rate (a token bucket; 429 with `Retry-After` beyond it), request bodies (413 past
+//! [`MAX_BODY_BYTES`]) and a time limit per request.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -25,10 +28,21 @@ use tower_http::timeout::TimeoutLayer;
 use super::{HttpSettings, MAX_BODY_BYTES, REQUEST_TIMEOUT};
 use crate::shell::{Rate, TokenBucket};
 
-/// A listener that holds at most `max` connections at once.
+/// Places one source (an address, an IPv6 /64) may hold at once: 64 clients of one host
+/// sending a byte now and then would otherwise hold them all. Not for loopback: the local
+/// dashboards, scrapers and reverse proxies the operator runs.
+pub const PLACES_PER_SOURCE: u32 = 8;
+
+/// A listener that holds at most `max` connections at once, [`PLACES_PER_SOURCE`] of them
+/// per source.
 pub(super) struct LimitedListener {
     inner: TcpListener,
     places: Arc<Semaphore>,
+    per_source: PlacesPerSource,
+    /// [`IDLE_TIMEOUT`] (shorter in tests).
+    idle: Duration,
+    /// Whether loopback sources are exempt from [`PLACES_PER_SOURCE`] (not in tests).
+    loopback_exempt: bool,
 }
 
 impl LimitedListener {
@@ -36,42 +50,98 @@ impl LimitedListener {
         LimitedListener {
             inner,
             places: Arc::new(Semaphore::new(max.max(1))),
+            per_source: Arc::default(),
+            idle: IDLE_TIMEOUT,
+            loopback_exempt: true,
         }
     }
 }
 
-/// A connection with no byte read or written for this long is closed.
+/// A connection with no byte written for this long is closed: idle between requests, or
+/// sending a request that never ends (every answer here takes at most `REQUEST_TIMEOUT`).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection and its place (freed when it is dropped).
 pub(super) struct LimitedStream {
     stream: TcpStream,
     _place: OwnedSemaphorePermit,
-    /// When the connection is closed unless a byte moves before.
+    _source: SourcePlace,
+    /// When the connection is closed unless a byte is written before.
     idle: Pin<Box<tokio::time::Sleep>>,
+    idle_time: Duration,
+}
+
+/// Places held per source (by [`crate::shell::admission::source_key`]).
+type PlacesPerSource = Arc<Mutex<HashMap<IpAddr, u32>>>;
+
+/// A source's count of places, given back when the connection is dropped (`None`: a source
+/// not counted).
+struct SourcePlace(Option<(IpAddr, PlacesPerSource)>);
+
+impl SourcePlace {
+    /// A place for `peer`'s source, if it holds fewer than [`PLACES_PER_SOURCE`] (always
+    /// for loopback when `loopback_exempt`).
+    fn take(per_source: &PlacesPerSource, peer: IpAddr, loopback_exempt: bool) -> Option<Self> {
+        if loopback_exempt && peer.to_canonical().is_loopback() {
+            return Some(SourcePlace(None));
+        }
+        let key = crate::shell::admission::source_key(peer);
+        let mut counts = per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let held = counts.entry(key).or_insert(0);
+        if *held >= PLACES_PER_SOURCE {
+            return None;
+        }
+        *held += 1;
+        Some(SourcePlace(Some((key, per_source.clone()))))
+    }
+}
+
+impl Drop for SourcePlace {
+    fn drop(&mut self) {
+        let Some((key, per_source)) = &self.0 else {
+            return;
+        };
+        let mut counts = per_source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = counts.get_mut(key) {
+            *held -= 1;
+            if *held == 0 {
+                counts.remove(key);
+            }
+        }
+    }
 }
 
 impl LimitedStream {
-    fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Self {
+    fn new(
+        stream: TcpStream,
+        place: OwnedSemaphorePermit,
+        source: SourcePlace,
+        idle_time: Duration,
+    ) -> Self {
         LimitedStream {
             stream,
             _place: place,
-            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            _source: source,
+            idle: Box::pin(tokio::time::sleep(idle_time)),
+            idle_time,
         }
     }
 
-    /// After a poll of the socket: progress pushes the idle deadline back; no progress past
-    /// it is an error that ends the connection.
+    /// After a poll of the socket: a write that made progress pushes the deadline back (a
+    /// read does not: a request trickled in forever holds a place for nothing); no progress
+    /// past it is an error that ends the connection.
     fn idle_check<T>(
         &mut self,
         cx: &mut Context<'_>,
         poll: Poll<std::io::Result<T>>,
+        wrote: bool,
     ) -> Poll<std::io::Result<T>> {
         match poll {
             Poll::Ready(r) => {
-                self.idle
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                if wrote {
+                    let next = tokio::time::Instant::now() + self.idle_time;
+                    self.idle.as_mut().reset(next);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => match self.idle.as_mut().poll(cx) {
@@ -95,7 +165,14 @@ impl axum::serve::Listener for LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, peer)) => {
-                    return (LimitedStream::new(stream, place), peer);
+                    match SourcePlace::take(&self.per_source, peer.ip(), self.loopback_exempt) {
+                        Some(source) => {
+                            let stream = LimitedStream::new(stream, place, source, self.idle);
+                            return (stream, peer);
+                        }
+                        // Its source holds its share of the places: closed at once.
+                        None => drop(stream),
+                    }
                 }
                 // Out of descriptors and the like: wait a little, never spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -115,7 +192,7 @@ impl AsyncRead for LimitedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.idle_check(cx, poll)
+        self.idle_check(cx, poll, false)
     }
 }
 
@@ -126,7 +203,7 @@ impl AsyncWrite for LimitedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.idle_check(cx, poll)
+        self.idle_check(cx, poll, true)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -181,4 +258,115 @@ pub(super) fn apply(router: Router, settings: &HttpSettings) -> Router {
         ))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(limit, rate_limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+    use super::{LimitedListener, PLACES_PER_SOURCE};
+
+    /// The test's idle time.
+    const IDLE: Duration = Duration::from_millis(600);
+
+    async fn server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let mut limited = LimitedListener::new(listener, 64);
+        limited.idle = IDLE;
+        // The test's sources are all loopback (127.0.0.1, 127.0.0.2).
+        limited.loopback_exempt = false;
+        tokio::spawn(async move {
+            axum::serve(limited, router).await.unwrap();
+        });
+        addr
+    }
+
+    async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the client's source address");
+        socket.connect(to).await.unwrap()
+    }
+
+    /// Whether the server closed `stream` (end of stream or a reset) within `within`.
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(within, stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// One source holds at most its share of the places: its next connection is closed at
+    /// once, while another source is served.
+    #[tokio::test]
+    async fn a_source_holds_at_most_its_share_of_the_places() {
+        let addr = server().await;
+        let mut held = Vec::new();
+        for _ in 0..PLACES_PER_SOURCE {
+            let mut s = connect_from([127, 0, 0, 1], addr).await;
+            s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            held.push(s);
+        }
+        let mut over = connect_from([127, 0, 0, 1], addr).await;
+        assert!(closed_within(&mut over, Duration::from_secs(5)).await);
+        let mut other = connect_from([127, 0, 0, 2], addr).await;
+        other
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        other.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // A place given back is taken again.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut again = connect_from([127, 0, 0, 1], addr).await;
+        again
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        again.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// A request trickled in a byte at a time, never ending, is closed once nothing has been
+    /// written for the idle time, however often bytes come.
+    #[tokio::test]
+    async fn a_request_that_never_ends_is_closed() {
+        let addr = server().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let trickle = async {
+            loop {
+                tokio::time::sleep(IDLE / 6).await;
+                if s.write_all(b"X").await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 64];
+                match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(IDLE * 10, trickle)
+            .await
+            .expect("closed while still trickling");
+        assert!(started.elapsed() >= IDLE / 2, "{:?}", started.elapsed());
+    }
 }
