@@ -267,6 +267,11 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
             request_transactions(&mut a, t.template_id + 1000).await,
             Err("template-id-not-found".to_owned())
         );
+        // Once per template and client: each answer copies every transaction.
+        assert_eq!(
+            request_transactions(&mut a, t.template_id).await,
+            Err("transaction-data-already-sent".to_owned())
+        );
 
         let block = solve(&t, &p, &txs);
         let coinbase = serialize(&block.txdata[0]);

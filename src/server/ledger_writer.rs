@@ -1327,53 +1327,12 @@ mod tests {
         assert_eq!(*reads.lock().unwrap(), [(b1, 0), (b2, 3)]);
     }
 
-    /// With `poll`, the window is read on time with nothing committed by this writer (other
-    /// instances' shares move it); never before the nBits are known.
-    #[test]
-    fn with_poll_the_window_is_read_on_time_without_commits() {
+    /// A writer on `ledger` that reads the window every 50 ms (once the nBits are known), and
+    /// the count of its reads.
+    fn polling_writer(ledger: Shared) -> (LedgerWriter, Arc<AtomicU64>) {
         let reads = Arc::new(AtomicU64::new(0));
         let seen = reads.clone();
-        let mut w = LedgerWriter::start_with_maintenance(
-            Box::new(Shared::default()),
-            WriterSettings::default(),
-            LedgerStatus::new(),
-            Box::new(|_, _| Ok(())),
-            Some(Maintenance {
-                every: Duration::from_secs(3600),
-                run: Box::new(|_, _| Ok(0)),
-                window: Some(WindowRefresh {
-                    every: Duration::from_secs(3600),
-                    poll: Some(Duration::from_millis(50)),
-                    run: Box::new(move |_, _| {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        Ok(())
-                    }),
-                }),
-            }),
-        )
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(reads.load(Ordering::SeqCst), 0, "no nBits yet");
-        w.sender()
-            .send(LedgerMessage::Maintain(CompactTarget::from_consensus(
-                0x1d00_ffff,
-            )));
-        wait_for("reads on time", || reads.load(Ordering::SeqCst) >= 4);
-        w.stop();
-        let n = reads.load(Ordering::SeqCst);
-        assert!(n < 40, "about one read per poll, not a spin: {n}");
-    }
-
-    /// Under steady load (a share always queued when a commit ends) the window is still read
-    /// on time: what is due is done between commits too, not only when the writer idles.
-    #[test]
-    fn with_poll_the_window_is_read_on_time_under_steady_load() {
-        let reads = Arc::new(AtomicU64::new(0));
-        let seen = reads.clone();
-        let ledger = Shared::default();
-        // Each commit takes 2 ms (an fsync); a share comes every 0.2 ms.
-        ledger.2.store(2_000, Ordering::SeqCst);
-        let mut w = LedgerWriter::start_with_maintenance(
+        let w = LedgerWriter::start_with_maintenance(
             Box::new(ledger),
             WriterSettings::default(),
             LedgerStatus::new(),
@@ -1392,6 +1351,34 @@ mod tests {
             }),
         )
         .unwrap();
+        (w, reads)
+    }
+
+    /// With `poll`, the window is read on time with nothing committed by this writer (other
+    /// instances' shares move it); never before the nBits are known.
+    #[test]
+    fn with_poll_the_window_is_read_on_time_without_commits() {
+        let (mut w, reads) = polling_writer(Shared::default());
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(reads.load(Ordering::SeqCst), 0, "no nBits yet");
+        w.sender()
+            .send(LedgerMessage::Maintain(CompactTarget::from_consensus(
+                0x1d00_ffff,
+            )));
+        wait_for("reads on time", || reads.load(Ordering::SeqCst) >= 4);
+        w.stop();
+        let n = reads.load(Ordering::SeqCst);
+        assert!(n < 40, "about one read per poll, not a spin: {n}");
+    }
+
+    /// Under steady load (a share always queued when a commit ends) the window is still read
+    /// on time: what is due is done between commits too, not only when the writer idles.
+    #[test]
+    fn with_poll_the_window_is_read_on_time_under_steady_load() {
+        let ledger = Shared::default();
+        // Each commit takes 2 ms (an fsync); a share comes every 0.2 ms.
+        ledger.2.store(2_000, Ordering::SeqCst);
+        let (mut w, reads) = polling_writer(ledger);
         let tx = w.sender();
         tx.send(LedgerMessage::Maintain(CompactTarget::from_consensus(
             0x1d00_ffff,

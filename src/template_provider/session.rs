@@ -38,6 +38,12 @@ pub const PROTOCOL_VERSION: u16 = 2;
 pub const REMEMBERED_TEMPLATES: usize = 16;
 /// RequestTransactionData.Error code for a template this server never sent (or forgot).
 pub const TEMPLATE_ID_NOT_FOUND: &str = "template-id-not-found";
+/// RequestTransactionData.Error code (ours) for a template whose transactions this client
+/// was already sent: each answer copies every transaction of the template, so a few hundred
+/// requests in one read would otherwise queue as many copies (hundreds of megabytes with a
+/// full template) before any is written.
+pub const TRANSACTION_DATA_ALREADY_SENT: &str = "transaction-data-already-sent";
+
 /// RequestTransactionData.Error code for a template on a tip that is no longer the best.
 pub const STALE_TEMPLATE_ID: &str = "stale-template-id";
 
@@ -204,6 +210,9 @@ pub struct TpSession {
     current: Option<Arc<ServedTemplate>>,
     /// Templates sent, oldest first.
     sent: VecDeque<Arc<ServedTemplate>>,
+    /// Templates whose transactions were sent this client, newest last (at most
+    /// [`REMEMBERED_TEMPLATES`]).
+    data_sent: VecDeque<u64>,
     /// prev hash of the last SetNewPrevHash sent.
     sent_prev_hash: Option<BlockHash>,
     constraints: Option<(u32, u16)>,
@@ -224,6 +233,7 @@ impl TpSession {
             state: State::AwaitingSetup,
             current: None,
             sent: VecDeque::new(),
+            data_sent: VecDeque::new(),
             sent_prev_hash: None,
             constraints: None,
             out: Outbox::new(),
@@ -418,6 +428,13 @@ impl TpSession {
         {
             return self.refuse_transaction_data(template_id, STALE_TEMPLATE_ID);
         }
+        if self.data_sent.contains(&template_id) {
+            return self.refuse_transaction_data(template_id, TRANSACTION_DATA_ALREADY_SENT);
+        }
+        if self.data_sent.len() == REMEMBERED_TEMPLATES {
+            self.data_sent.pop_front();
+        }
+        self.data_sent.push_back(template_id);
         let txs: Result<Vec<B0_16M<'_>>, _> =
             t.transactions_wire.iter().map(|b| B0_16M::new(b)).collect();
         let sent = txs.and_then(|txs| {
@@ -530,14 +547,20 @@ mod tests {
         feed(&mut s, &RequestTransactionData { template_id: 1 }).unwrap();
         assert_eq!(frames(s.output())[0].0, 0x74);
         s.output().clear();
-        feed(&mut s, &RequestTransactionData { template_id: 9 }).unwrap();
-        let f = frames(s.output());
-        let (m, _) = Frame::parse_exact(&f[0].1).unwrap().message().unwrap();
-        match m {
-            Message::RequestTransactionDataError(e) => {
-                assert_eq!(e.error_code, TEMPLATE_ID_NOT_FOUND)
+        // Unknown, then asked again (a template's transactions are sent once per client:
+        // hundreds of requests in one read would each copy them all).
+        for (id, code) in [
+            (9, TEMPLATE_ID_NOT_FOUND),
+            (1, TRANSACTION_DATA_ALREADY_SENT),
+        ] {
+            feed(&mut s, &RequestTransactionData { template_id: id }).unwrap();
+            let f = frames(s.output());
+            let (m, _) = Frame::parse_exact(&f[0].1).unwrap().message().unwrap();
+            match m {
+                Message::RequestTransactionDataError(e) => assert_eq!(e.error_code, code),
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
+            s.output().clear();
         }
     }
 
