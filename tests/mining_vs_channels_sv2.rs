@@ -38,6 +38,10 @@
 //!   duplicate on a tip is refused on both sides (the codes differ on jobs that no longer earn
 //!   credit with us); a fresh share on such a job is credited only by SRI (see the duplicates
 //!   test for why). A tip that comes back: SRI credits its old headers again; we do not.
+//! - A block that misses its channel's target (the channel's target harder than the network's,
+//!   as on regtest): SRI credits it at the channel's target, we at the network's, the work it
+//!   proves (at the channel's, a miner asking for a target past the network's would be paid
+//!   many times its work for each such block); the verdict is the same.
 //! - Old jobs: SRI credits its 16 past jobs and answers `invalid-job-id` beyond, even for a
 //!   block; we credit the newest `max_jobs` (10) and keep the tip's older jobs for blocks (see
 //!   the old-jobs test).
@@ -297,6 +301,8 @@ struct Harness {
     announced: Vec<Vec<u8>>,
     /// Difficulty our session credited the last share at, if it accepted it.
     last_credit: Option<f64>,
+    /// The target our last credited share was credited at.
+    last_credited_target: Option<Target>,
 }
 
 impl Harness {
@@ -427,6 +433,7 @@ impl Harness {
             now_ms: NOW_MS,
             announced: Vec::new(),
             last_credit: None,
+            last_credited_target: None,
         };
         h.assert_same_merkle_roots(0);
         h
@@ -695,7 +702,12 @@ impl Harness {
         for e in self.session.drain_events() {
             match e {
                 SessionEvent::BlockFound(_) => block = true,
-                SessionEvent::ShareAccepted { difficulty, .. } => credit = Some(difficulty),
+                SessionEvent::ShareAccepted {
+                    difficulty, target, ..
+                } => {
+                    credit = Some(difficulty);
+                    self.last_credited_target = Some(target);
+                }
                 _ => {}
             }
         }
@@ -755,10 +767,30 @@ impl Harness {
             view.our_job_id + job_id_offset,
             view.sri_job_id + job_id_offset,
         );
+        let network = Target::from_compact(bitcoin::CompactTarget::from_consensus(view.nbits));
         let ours = normalize_ours(self.ours(s, ours_id));
         let before = self.sri.get_share_accounting().get_share_work_sum();
         let theirs = self.sri(s, sri_id);
-        if ours == theirs && matches!(ours, Verdict::Accepted | Verdict::Block) {
+        if ours == Verdict::Block && self.last_credited_target == Some(network) {
+            // A block that misses the channel's (harder) target: we credit the work it proves,
+            // the network's target; SRI the channel's (the known difference above).
+            let credit = self.last_credit.expect("credited");
+            let proven = network.difficulty_float();
+            assert!(
+                (credit - proven).abs() <= 1e-9 * proven,
+                "{}: credited {credit}, the network's difficulty is {proven}",
+                s.label
+            );
+            // (Where SRI takes it too: on a job it no longer knows it refuses it, see above.)
+            if theirs == Verdict::Block {
+                let sri_credit = self.sri.get_share_accounting().get_share_work_sum() - before;
+                assert!(
+                    sri_credit > credit * 2.0,
+                    "{}: SRI credits the channel's target: {sri_credit} against our {credit}",
+                    s.label
+                );
+            }
+        } else if ours == theirs && matches!(ours, Verdict::Accepted | Verdict::Block) {
             // Same credit: both take the difficulty of the job's target.
             let sri_credit = self.sri.get_share_accounting().get_share_work_sum() - before;
             let credit = self.last_credit.expect("credited");
