@@ -174,7 +174,8 @@ async fn same_tip_templates_go_out_only_when_they_pay_more() {
     let w = server.current_work().unwrap();
     assert_eq!(w.height, 103);
     assert_eq!(w.prev_hash, BlockHash::from_byte_array([2; 32]));
-    // On the same prev hash it is an immediate job (no SetNewPrevHash needed).
-    assert_eq!(next_job(&mut m, Duration::from_secs(2)).await, Some(false));
+    // Sent as a new tip (a future job and SetNewPrevHash, on the same prev hash): the jobs at
+    // the wrong height, on which no block is valid, stop earning credit.
+    assert_eq!(next_job(&mut m, Duration::from_secs(2)).await, Some(true));
     server.stop().await.unwrap();
 }
