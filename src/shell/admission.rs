@@ -14,6 +14,11 @@
 //! closed before any Diffie-Hellman). Sources on the allow-list (a load balancer) skip the
 //! per-source rules; the pool-wide ones still apply.
 //!
+//! An IPv6 /48 (a site: 65,536 /64s) holds at most [`PRE_SETUP_PER_PREFIX_FACTOR`] times a
+//! source's share of the connections not yet set up: 64 /64s holding 16 each (one /56) would
+//! otherwise hold the whole pre-setup budget, and every new miner would be refused while they
+//! did (late handshakes, no SetupConnection).
+//!
 //! Memory is bounded: IPv6 sources count per /64 (one host holds a whole /64), the table
 //! holds at most `max_sources` entries, and [`Admission::sweep`] forgets sources with nothing
 //! to remember and shrinks the table.
@@ -154,6 +159,23 @@ pub struct Admission {
     pre_setup: u32,
     /// When the table was last found full and swept (`None`: never).
     full_swept_ms: Option<u64>,
+    /// Connections not yet set up per IPv6 /48 ([`prefix_key`]); none at zero.
+    prefixes: HashMap<IpAddr, u32>,
+}
+
+/// How many sources' worth of connections not yet set up one IPv6 /48 may hold.
+pub const PRE_SETUP_PER_PREFIX_FACTOR: u32 = 4;
+
+/// The /48 an IPv6 source belongs to (`None` for IPv4 and IPv4-mapped addresses: an IPv4
+/// address is scarce, and its neighbours are often other customers of a provider).
+fn prefix_key(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            Some(IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0)))
+        }
+        _ => None,
+    }
 }
 
 /// Least time between two sweeps of a full table: each is a pass over every source, and a
@@ -185,6 +207,19 @@ impl Admission {
             sources: HashMap::new(),
             pre_setup: 0,
             full_swept_ms: None,
+            prefixes: HashMap::new(),
+        }
+    }
+
+    /// One connection of `ip`'s /48 set up or closed before it did.
+    fn prefix_set_up(&mut self, ip: IpAddr) {
+        if let Some(prefix) = prefix_key(ip)
+            && let Some(held) = self.prefixes.get_mut(&prefix)
+        {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                self.prefixes.remove(&prefix);
+            }
         }
     }
 
@@ -251,6 +286,15 @@ impl Admission {
         if source.pre_setup >= config.pre_setup_per_ip {
             return Err(Refusal::PreSetupPerIp);
         }
+        let prefix = prefix_key(ip);
+        if let Some(prefix) = prefix
+            && self.prefixes.get(&prefix).copied().unwrap_or(0)
+                >= config
+                    .pre_setup_per_ip
+                    .saturating_mul(PRE_SETUP_PER_PREFIX_FACTOR)
+        {
+            return Err(Refusal::PreSetupPerIp);
+        }
         if !source
             .connects
             .has_token(config.connect_rate_per_ip, now_ms)
@@ -264,6 +308,9 @@ impl Admission {
         source.live += 1;
         source.pre_setup += 1;
         self.pre_setup += 1;
+        if let Some(prefix) = prefix {
+            *self.prefixes.entry(prefix).or_insert(0) += 1;
+        }
         Ok(())
     }
 
@@ -271,12 +318,13 @@ impl Admission {
     /// counts against the pre-setup budget. Call at most once per admitted connection.
     pub fn set_up(&mut self, ip: IpAddr) {
         self.pre_setup = self.pre_setup.saturating_sub(1);
-        let allowed = self.allowed(ip);
-        if let Some(s) = self.sources.get_mut(&source_key(ip))
-            && !allowed
-        {
+        if self.allowed(ip) {
+            return;
+        }
+        if let Some(s) = self.sources.get_mut(&source_key(ip)) {
             s.pre_setup = s.pre_setup.saturating_sub(1);
         }
+        self.prefix_set_up(ip);
     }
 
     /// An admitted connection from `ip` ended, at `now_ms`.
@@ -290,6 +338,9 @@ impl Admission {
         }
         if self.allowed(ip) {
             return;
+        }
+        if !set_up {
+            self.prefix_set_up(ip);
         }
         let Some(s) = self.sources.get_mut(&source_key(ip)) else {
             return;
@@ -582,6 +633,33 @@ mod tests {
         );
     }
 
+    /// The /64s of one IPv6 /48 hold at most four sources' worth of connections not yet set
+    /// up between them; another /48 is admitted meanwhile, and a setup frees a place.
+    #[test]
+    fn one_ipv6_48_holds_a_bounded_part_of_the_pre_setup_budget() {
+        let mut cfg = config();
+        (cfg.pre_setup_max, cfg.max_sources) = (1_000, 1_000);
+        let cap = cfg.pre_setup_per_ip * PRE_SETUP_PER_PREFIX_FACTOR;
+        let mut a = Admission::new(cfg, 0);
+        let in_48 = |n: u16| -> IpAddr { format!("2001:db8:5:{n:x}::1").parse().unwrap() };
+        let mut admitted = 0;
+        for n in 0..100 {
+            if a.admit(in_48(n), 0).is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, cap);
+        assert_eq!(a.admit(in_48(200), 0), Err(Refusal::PreSetupPerIp));
+        let other: IpAddr = "2001:db8:6::1".parse().unwrap();
+        assert_eq!(a.admit(other, 0), Ok(()));
+        a.set_up(in_48(0));
+        assert_eq!(a.admit(in_48(201), 0), Ok(()), "a setup frees a place");
+        // IPv4 addresses are not grouped.
+        for n in 0..50 {
+            a.admit(IpAddr::V4(Ipv4Addr::new(10, 1, n, 1)), 0).unwrap();
+        }
+    }
+
     #[test]
     fn ipv6_sources_count_per_64() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
@@ -598,7 +676,7 @@ mod tests {
         /// their caps and return to zero once every connection closed.
         #[test]
         fn counts_stay_within_caps_and_return_to_zero(
-            ops in proptest::collection::vec((0u8..6, 0u8..4, 0u64..200), 1..300)
+            ops in proptest::collection::vec((0u8..8, 0u8..4, 0u64..200), 1..300)
         ) {
             let cfg = config();
             let mut a = Admission::new(cfg.clone(), 0);
@@ -606,7 +684,12 @@ mod tests {
             let mut now = 0;
             for (who, what, dt) in ops {
                 now += dt;
-                let source = if who == 5 { ip(100) } else { ip(who) };
+                // Sources 6 and 7: two /64s of one IPv6 /48.
+                let source = match who {
+                    5 => ip(100),
+                    6 | 7 => format!("2001:db8:7:{who}::1").parse().unwrap(),
+                    n => ip(n),
+                };
                 match what {
                     0 | 1 => {
                         if a.admit(source, now).is_ok() {
@@ -641,6 +724,7 @@ mod tests {
             for n in 0..5 {
                 prop_assert_eq!(a.live(ip(n)), 0);
             }
+            prop_assert!(a.prefixes.is_empty(), "{:?}", a.prefixes);
         }
     }
 }
