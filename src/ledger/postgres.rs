@@ -121,8 +121,9 @@ struct Connection {
     insert_block: Statement,
     add_rejected: Statement,
     advance_batch: Statement,
-    /// Takes SHARES_LOCK until the transaction ends.
-    lock_shares: Statement,
+    /// Takes the advisory lock it is given (SHARES_LOCK, PRUNE_LOCK) until the transaction
+    /// ends.
+    advisory_lock: Statement,
     /// A commit of shares only, in one call (migrations/postgres/0006_append_in_one_call.sql).
     append_pack: Statement,
 }
@@ -180,7 +181,7 @@ impl Connection {
                  WHERE writer_batches.last_batch < excluded.last_batch",
             )
             .map_err(postgres_error)?;
-        let lock_shares = client
+        let advisory_lock = client
             .prepare("SELECT pg_advisory_xact_lock($1)")
             .map_err(postgres_error)?;
         let append_pack = client
@@ -195,7 +196,7 @@ impl Connection {
             insert_block,
             add_rejected,
             advance_batch,
-            lock_shares,
+            advisory_lock,
             append_pack,
         })
     }
@@ -376,7 +377,7 @@ fn append(
         insert_block,
         add_rejected,
         advance_batch,
-        lock_shares,
+        advisory_lock,
         append_pack,
     } = connection;
     if let Some(sequence) = batch.sequence
@@ -411,7 +412,7 @@ fn append(
     let first_id = if n == 0 {
         0
     } else {
-        tx.execute(&*lock_shares, &[&SHARES_LOCK])
+        tx.execute(&*advisory_lock, &[&SHARES_LOCK])
             .map_err(postgres_error)?;
         let count = to_i64(n as u64, "share count")?;
         let last: i64 = tx
@@ -1187,12 +1188,12 @@ impl Ledger for PostgresLedger {
             let Connection {
                 client,
                 insert_pack,
-                lock_shares,
+                advisory_lock,
                 ..
             } = c;
             let mut tx = client.transaction().map_err(postgres_error)?;
             // One pruning at a time over the instances: the next one sees this one's result.
-            tx.execute(&*lock_shares, &[&PRUNE_LOCK])
+            tx.execute(&*advisory_lock, &[&PRUNE_LOCK])
                 .map_err(postgres_error)?;
             let mut pruned = 0u64;
             for row in tx

@@ -98,6 +98,12 @@ impl WorkerStats {
     }
 }
 
+/// The pair a channel's user_identity and TLV worker name are credited to ([`ledger_user`]).
+fn worker_key(identity: &str, tlv_worker: Option<&Arc<str>>) -> WorkerKey {
+    let (user, worker) = ledger_user(identity, tlv_worker.map(|w| &**w));
+    (user.into(), worker.into())
+}
+
 /// Every (user, worker) of the pool.
 #[derive(Debug, Default)]
 pub struct WorkerTable {
@@ -135,8 +141,7 @@ impl WorkerTable {
         if let Some(key) = self.aliases.get(&alias) {
             return key.clone();
         }
-        let (user, worker) = ledger_user(identity, tlv_worker.map(|w| &**w));
-        let key: WorkerKey = (user.into(), worker.into());
+        let key = worker_key(identity, tlv_worker);
         if self.aliases.len() >= MAX_ALIASES {
             self.aliases.clear();
         }
@@ -148,10 +153,7 @@ impl WorkerTable {
     pub fn pair_of(&self, identity: &Arc<str>) -> WorkerKey {
         match self.aliases.get(&(identity.clone(), None)) {
             Some(key) => key.clone(),
-            None => {
-                let (user, worker) = ledger_user(identity, None);
-                (user.into(), worker.into())
-            }
+            None => worker_key(identity, None),
         }
     }
 
@@ -207,10 +209,8 @@ impl WorkerTable {
         // A worker named only by refused shares is not a worker: counted under the channel's
         // own, so junk shares naming a new worker each make no entries (nor the webhooks'
         // worker_online and worker_offline events they would bring).
-        let tlv_worker = tlv_worker.filter(|_| {
-            let (user, worker) = ledger_user(identity, tlv_worker.map(|w| &**w));
-            self.workers.contains_key(&(user.into(), worker.into()))
-        });
+        let tlv_worker =
+            tlv_worker.filter(|w| self.workers.contains_key(&worker_key(identity, Some(w))));
         let w = self.entry(identity, tlv_worker, last_ms);
         w.rejected_shares += count;
         w.rejected_per_reason[reason.index()] += count;
