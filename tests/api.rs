@@ -3,6 +3,9 @@
 //! clean-up, and the server's `handle_message` keeping bounded, registered, up-to-date
 //! sessions.
 
+#[path = "common/endpoint.rs"]
+mod endpoint;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,9 +21,9 @@ use blvm_stratum_v2::mining::session::SOLVED_TIP_MS;
 use blvm_stratum_v2::mining::{MiningConfig, Work};
 use blvm_stratum_v2::node::NodeApi;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain, EmbeddedNode, HISTORY_HEIGHT};
-use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::OpenStandardMiningChannel;
-use blvm_stratum_v2::wire::{Frame, Message, Str0_255, WireError, encode_frame};
+use blvm_stratum_v2::wire::{Frame, Message, Str0_255, WireError};
+use endpoint::{frame_of, setup_and_open, share_from_opening};
 
 fn now_s() -> u32 {
     SystemTime::now()
@@ -355,34 +358,6 @@ async fn the_template_generator_gives_a_block_the_pool_takes() {
 
 // ----- the server's handle_message -----
 
-fn frame_of<'a, M: blvm_stratum_v2::wire::Sv2Message<'a>>(m: &M) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(m, &mut out).unwrap();
-    out
-}
-
-fn setup_and_open() -> Vec<u8> {
-    let setup = SetupConnection {
-        protocol: 0,
-        min_version: 2,
-        max_version: 2,
-        flags: 1, // REQUIRES_STANDARD_JOBS
-        endpoint_host: Str0_255::default(),
-        endpoint_port: 0,
-        vendor: Str0_255::new("ipc-miner").unwrap(),
-        hardware_version: Str0_255::default(),
-        firmware: Str0_255::default(),
-        device_id: Str0_255::default(),
-    };
-    let open = OpenStandardMiningChannel {
-        request_id: 1,
-        user_identity: Str0_255::new("ipc").unwrap(),
-        nominal_hash_rate: 0.0,
-        max_target: [0xff; 32],
-    };
-    [frame_of(&setup), frame_of(&open)].concat()
-}
-
 /// Names of the reply's frames, and the prev hash of its SetNewPrevHash, if any.
 fn read_reply(reply: &[u8]) -> (Vec<&'static str>, Option<[u8; 32]>) {
     let mut names = Vec::new();
@@ -419,7 +394,7 @@ async fn handle_message_records_under_a_registered_miner_and_brings_new_work() {
     let dir = tempfile::tempdir().unwrap();
     let (server, node) = started_server(dir.path()).await;
     let reply = server
-        .handle_message(setup_and_open(), "ipc-1".into())
+        .handle_message(setup_and_open("ipc"), "ipc-1".into())
         .await
         .unwrap();
     let (names, first_prev) = read_reply(&reply);
@@ -504,7 +479,7 @@ async fn handle_message_keeps_a_bounded_number_of_sessions() {
     assert!(matches!(err, StratumV2Error::ProtocolError(_)));
     assert!(pool.read().unwrap().endpoint_miners().get("x").is_none());
     // A truncated frame is refused without ending the session.
-    let bytes = setup_and_open();
+    let bytes = setup_and_open("ipc");
     let err = server
         .handle_message(bytes[..4].to_vec(), "z".into())
         .await
@@ -591,7 +566,6 @@ async fn a_block_found_through_a_running_servers_pool_is_saved_and_submitted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handle_message_acknowledges_a_share_only_once_it_is_in_the_ledger() {
     use blvm_stratum_v2::ledger::{Ledger, ShareRange, SqliteLedger};
-    use blvm_stratum_v2::wire::mining::SubmitSharesStandard;
 
     let dir = tempfile::tempdir().unwrap();
     let options = PoolOptions {
@@ -609,42 +583,10 @@ async fn handle_message_acknowledges_a_share_only_once_it_is_in_the_ledger() {
     let server = StratumV2Server::new(config, node).unwrap();
     server.start().await.unwrap();
     let reply = server
-        .handle_message(setup_and_open(), "ipc-1".into())
+        .handle_message(setup_and_open("ipc"), "ipc-1".into())
         .await
         .unwrap();
-    let (mut channel, mut job, mut prev) = (None, None, None);
-    let mut rest = &reply[..];
-    while let Some((frame, used)) = Frame::parse(rest, 1 << 24).unwrap() {
-        match frame.message().unwrap().0 {
-            Message::OpenStandardMiningChannelSuccess(o) => {
-                channel = Some((o.channel_id, Target::from_le_bytes(o.target)))
-            }
-            Message::NewMiningJob(j) => job = Some(j),
-            Message::SetNewPrevHash(p) => prev = Some(p),
-            _ => {}
-        }
-        rest = &rest[used..];
-    }
-    let ((channel_id, target), job, prev) = (channel.unwrap(), job.unwrap(), prev.unwrap());
-    let mut header = Header {
-        version: bitcoin::block::Version::from_consensus(job.version as i32),
-        prev_blockhash: BlockHash::from_byte_array(prev.prev_hash),
-        merkle_root: bitcoin::TxMerkleNode::from_byte_array(job.merkle_root),
-        time: prev.min_ntime,
-        bits: bitcoin::CompactTarget::from_consensus(prev.nbits),
-        nonce: 0,
-    };
-    while !target.is_met_by(header.block_hash()) {
-        header.nonce += 1;
-    }
-    let share = SubmitSharesStandard {
-        channel_id,
-        sequence_number: 7,
-        job_id: job.job_id,
-        nonce: header.nonce,
-        ntime: header.time,
-        version: job.version,
-    };
+    let (share, hash) = share_from_opening(&reply, 7);
     let reply = server
         .handle_message(frame_of(&share), "ipc-1".into())
         .await
@@ -662,7 +604,7 @@ async fn handle_message_acknowledges_a_share_only_once_it_is_in_the_ledger() {
         .unwrap();
     assert_eq!(shares.len(), 1, "{shares:?}");
     assert_eq!(&*shares[0].record.user, "ipc");
-    assert_eq!(shares[0].record.hash, header.block_hash());
+    assert_eq!(shares[0].record.hash, hash);
     // An endpoint miner's id (2^63 and up) is stored as it is.
     assert!(shares[0].record.connection_id >= 1 << 63);
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 #[path = "common/binary.rs"]
 mod binary;
+#[path = "common/endpoint.rs"]
+mod endpoint;
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -671,14 +673,10 @@ mod pool_with_ledger {
     /// waited for it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_endpoint_share_is_acknowledged_only_in_its_own_calls_reply() {
-        use bitcoin::block::{Header, Version};
-        use bitcoin::hashes::Hash;
-        use bitcoin::{CompactTarget, Target, TxMerkleNode};
-        use blvm_stratum_v2::wire::common::SetupConnection;
-        use blvm_stratum_v2::wire::mining::*;
+        use blvm_stratum_v2::wire::mining::CloseChannel;
         use blvm_stratum_v2::wire::{Frame, Message, Str0_255};
 
-        use super::frame;
+        use super::endpoint::{frame_of, setup_and_open, share_from_opening};
 
         fn frames(reply: &[u8]) -> Vec<Message<'_>> {
             let mut out = Vec::new();
@@ -708,67 +706,16 @@ mod pool_with_ledger {
             .expect("server"),
         );
         server.start().await.expect("start");
-        let setup = SetupConnection {
-            protocol: 0,
-            min_version: 2,
-            max_version: 2,
-            flags: REQUIRES_STANDARD_JOBS,
-            endpoint_host: Str0_255::default(),
-            endpoint_port: 0,
-            vendor: Str0_255::new("ipc-miner").unwrap(),
-            hardware_version: Str0_255::default(),
-            firmware: Str0_255::default(),
-            device_id: Str0_255::default(),
-        };
-        let open = OpenStandardMiningChannel {
-            request_id: 1,
-            user_identity: Str0_255::new("alice.ipc").unwrap(),
-            nominal_hash_rate: 0.0,
-            max_target: [0xff; 32],
-        };
         let opened = server
-            .handle_message([frame(&setup), frame(&open)].concat(), "ipc".into())
+            .handle_message(setup_and_open("alice.ipc"), "ipc".into())
             .await
             .unwrap();
-        let (mut channel, mut target, mut job) = (0, [0u8; 32], None);
-        let (mut prev, mut bits, mut ntime) = ([0u8; 32], 0, 0);
-        for m in frames(&opened) {
-            match m {
-                Message::OpenStandardMiningChannelSuccess(m) => {
-                    (channel, target) = (m.channel_id, m.target)
-                }
-                Message::NewMiningJob(m) => job = Some((m.job_id, m.version, m.merkle_root)),
-                Message::SetNewPrevHash(m) => {
-                    (prev, bits, ntime) = (m.prev_hash, m.nbits, m.min_ntime)
-                }
-                _ => {}
-            }
-        }
-        let (job_id, version, root) = job.expect("a job");
-        let target = Target::from_le_bytes(target);
-        let mut header = Header {
-            version: Version::from_consensus(version as i32),
-            prev_blockhash: BlockHash::from_byte_array(prev),
-            merkle_root: TxMerkleNode::from_byte_array(root),
-            time: ntime,
-            bits: CompactTarget::from_consensus(bits),
-            nonce: 0,
-        };
-        while !target.is_met_by(header.block_hash()) {
-            header.nonce += 1;
-        }
+        let (share, _) = share_from_opening(&opened, 1);
+        let channel = share.channel_id;
         // The ledger cannot write: the share's call waits for its commit.
         ledger.with(|l| l.fail_writes = true);
-        let share = SubmitSharesStandard {
-            channel_id: channel,
-            sequence_number: 1,
-            job_id,
-            nonce: header.nonce,
-            ntime,
-            version,
-        };
         let call = tokio::spawn({
-            let (server, share) = (server.clone(), frame(&share));
+            let (server, share) = (server.clone(), frame_of(&share));
             async move { server.handle_message(share, "ipc".into()).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -777,7 +724,7 @@ mod pool_with_ledger {
             reason_code: Str0_255::new("done").unwrap(),
         };
         let closed = server
-            .handle_message(frame(&close), "ipc".into())
+            .handle_message(frame_of(&close), "ipc".into())
             .await
             .unwrap();
         assert!(
