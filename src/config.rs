@@ -943,6 +943,8 @@ fn ledger_settings(
         writer: WriterSettings {
             flush_shares,
             flush_ms,
+            // The payout policy's, set where the writer starts (`server`).
+            payout_terms: None,
         },
         sqlite_sync,
         heartbeat: std::time::Duration::from_secs(heartbeat_secs),

@@ -15,8 +15,9 @@ use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::{BlockHash, CompactTarget, Target};
 use blvm_stratum_v2::ledger::{
     BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
-    LedgerError, MemoryLedger, Payout, PayoutComputation, PostgresLedger, RejectedCount,
-    ShareRange, ShareRecord, SqliteLedger, SqliteSettings, SqliteSync, StoredShare,
+    LedgerError, MemoryLedger, Payout, PayoutComputation, PayoutScheme, PayoutTerms,
+    PostgresLedger, RejectedCount, ShareRange, ShareRecord, SqliteLedger, SqliteSettings,
+    SqliteSync, StoredShare,
 };
 use proptest::prelude::*;
 
@@ -53,6 +54,7 @@ fn block(n: u64, user: &str) -> FoundBlockRecord {
         user: user.into(),
         worker: "rig".into(),
         coinbase_payouts: None,
+        payout_terms: None,
     }
 }
 
@@ -81,6 +83,12 @@ fn paid_block(n: u64, user: &str) -> FoundBlockRecord {
                 },
             ],
             pool_sat: 12_500_000 + n,
+        }),
+        payout_terms: Some(PayoutTerms {
+            scheme: PayoutScheme::Pplns,
+            window_multiple: 0.1 + 0.2,
+            fee_percent: 1.0 / 3.0,
+            solo_users: vec!["carol".into(), "dave's \"solo\"".into()],
         }),
         ..block(n, user)
     }

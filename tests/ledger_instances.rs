@@ -199,6 +199,7 @@ fn two_instances_settling_the_same_blocks_at_once_pay_each_block_once() {
                     user: user.into(),
                     worker: "rig".into(),
                     coinbase_payouts: None,
+                    payout_terms: None,
                 });
             }
         }

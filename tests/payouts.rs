@@ -22,7 +22,7 @@ use bitcoin::{Address, BlockHash, CompactTarget, Network, ScriptBuf, Target};
 use blvm_stratum_v2::ledger::export::{ExportFormat, read_shares, write_shares};
 use blvm_stratum_v2::ledger::{
     BlockStatus, FoundBlockRecord, Ledger, LedgerBatch, MemoryLedger, Payout, PayoutComputation,
-    PostgresLedger, ShareRange, ShareRecord, SqliteLedger, StoredShare,
+    PayoutTerms, PostgresLedger, ShareRange, ShareRecord, SqliteLedger, StoredShare,
 };
 use blvm_stratum_v2::payout::pplns::{self, SplitError, SplitTerms, WindowShare};
 use blvm_stratum_v2::payout::{
@@ -67,19 +67,28 @@ fn found(n: u64, reward: u64) -> FoundBlockRecord {
         user: share(n).user.to_string(),
         worker: share(n).worker.to_string(),
         coinbase_payouts: None,
+        payout_terms: None,
     }
 }
 
 /// Shares 1..=300 in batches of 10; blocks at every 37th share, every third one rejected, one
 /// left pending. Returns the blocks accepted.
 fn history(ledger: &mut dyn Ledger) -> Vec<BlockHash> {
+    history_under(ledger, None)
+}
+
+/// [`history`], its blocks recorded with `terms`.
+fn history_under(ledger: &mut dyn Ledger, terms: Option<PayoutTerms>) -> Vec<BlockHash> {
     let mut accepted = Vec::new();
     for batch_start in (1..=300).step_by(10) {
         let mut batch = LedgerBatch::default();
         for n in batch_start..batch_start + 10 {
             batch.shares.push(share(n));
             if n % 37 == 0 {
-                batch.blocks.push(found(n, REWARD + n));
+                batch.blocks.push(FoundBlockRecord {
+                    payout_terms: terms.clone(),
+                    ..found(n, REWARD + n)
+                });
             }
         }
         ledger.append(&batch).unwrap();
@@ -122,9 +131,13 @@ fn settle_all(ledger: &mut dyn Ledger, policy: &PayoutPolicy) -> Vec<PayoutCompu
         let paid: u64 = c.payouts.iter().map(|p| p.amount_sat).sum();
         assert_eq!(paid + c.fee_sat, REWARD + n, "block at {n}");
         assert_eq!(c.last_share_id, n);
-        // The window is exactly N: 2 x difficulty 1 (the ledger holds enough from block 2 on).
+        // The window is exactly N: the multiple x difficulty 1 (the ledger holds enough from
+        // block 2 on).
         if c.scheme == "pplns" && c.first_share_id > 1 {
-            assert!((c.counted_difficulty - 2.0).abs() < 1e-12, "{c:?}");
+            assert!(
+                (c.counted_difficulty - policy.window_multiple).abs() < 1e-12,
+                "{c:?}"
+            );
         }
         assert!(c.payouts.iter().all(|p| p.user != DONATION_USER));
         out.push(c);
@@ -449,6 +462,69 @@ fn solo_users_are_paid_alone_and_left_out_of_windows() {
                 .unwrap();
         assert_eq!(again, recorded(c), "{}", c.scheme);
     }
+}
+
+/// An operator changes the fee, the window and the solo accounts and restarts: the blocks
+/// found before are settled (here after the restart, as a block whose settlement the stop
+/// interrupted is) by the terms recorded with them, the numbers they would have had under the
+/// old configuration, and recompute from an export under those terms; a block recorded
+/// without terms (an older program) by the configuration of the day.
+#[test]
+fn blocks_are_settled_by_the_terms_they_were_found_under() {
+    let then = PayoutPolicy {
+        fee_percent: 2.5,
+        window_multiple: 1.5,
+        solo_users: ["bob".to_owned()].into(),
+        ..PayoutPolicy::default()
+    };
+    let now = PayoutPolicy {
+        fee_percent: 7.0,
+        window_multiple: 3.0,
+        ..policy()
+    };
+    let expected = settle_all(&mut MemoryLedger::new(), &then);
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+    history_under(&mut ledger, Some(then.terms()));
+    let mut settled = 0;
+    for e in &expected {
+        assert_eq!(
+            ledger
+                .block(e.block_hash)
+                .unwrap()
+                .unwrap()
+                .block
+                .payout_terms,
+            Some(then.terms())
+        );
+        let c = settle_block(&mut ledger, e.block_hash, &now, 1)
+            .unwrap()
+            .unwrap();
+        assert!(same_numbers(&c, e), "{c:?} against {e:?}");
+        let path = dir.path().join(format!("{}.csv", c.block_hash));
+        export_window(&mut ledger, &c, &path);
+        let again =
+            recompute_from_export(&read_csv(&path), c.block_hash, c.reward_sat, BITS, &then)
+                .unwrap();
+        assert_eq!(again, recorded(&c));
+        settled += 1;
+    }
+    assert!(
+        expected.iter().any(|c| c.scheme == "solo") && expected.iter().any(|c| c.fee_sat > 0),
+        "bob's blocks solo under the old terms: {expected:?}"
+    );
+    assert!(settled >= 4);
+    // Without recorded terms: today's configuration.
+    let mut older = MemoryLedger::new();
+    history(&mut older);
+    let today = settle_all(&mut MemoryLedger::new(), &now);
+    for e in &today {
+        let c = settle_block(&mut older, e.block_hash, &now, 1)
+            .unwrap()
+            .unwrap();
+        assert!(same_numbers(&c, e), "{c:?} against {e:?}");
+    }
+    assert!(today.iter().all(|c| c.scheme == "pplns"));
 }
 
 #[test]
@@ -846,6 +922,31 @@ async fn the_pool_settles_the_blocks_it_finds_and_the_export_recomputes_them() {
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+        // The block was written with the terms it was found under: after a restart with
+        // another fee (and window), `ledger payouts` still explains it by its own terms.
+        assert_eq!(b.block.payout_terms, Some(policy.terms()), "block {hash}");
+        let (code, out, err) = {
+            let out = bin()
+                .args(["--pool-fee-percent", "7", "--pplns-window-multiple", "0.5"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(["ledger", "payouts", &hash.to_string()])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(
+            out.contains(
+                "Terms recorded with the block when it was found: scheme pplns, window 2 x"
+            ) && out.contains("fee 1%")
+                && out.contains("Recorded: equal to this computation."),
+            "{out}"
         );
     }
     // Both miners' shares were in windows; balances are the sum of the payouts.

@@ -7,7 +7,7 @@
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, CompactTarget, Target};
 
-use super::{BlockStatus, CoinbasePayouts, LedgerError, Payout};
+use super::{BlockStatus, CoinbasePayouts, LedgerError, Payout, PayoutScheme, PayoutTerms};
 
 /// A u64 for a signed 64-bit column; above `i64::MAX` it cannot be stored faithfully.
 pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, LedgerError> {
@@ -163,9 +163,79 @@ pub(crate) fn coinbase_payouts_from_json(text: &str) -> Result<CoinbasePayouts, 
     })
 }
 
+/// The pool's payout terms when a block was found ([`PayoutTerms`]) as stored in the
+/// `blocks.payout_terms` column: one JSON object, `{scheme, window_multiple, fee_percent,
+/// solo_users}`; the numbers in the shortest form that reads back to the same f64.
+pub(crate) fn payout_terms_json(t: &PayoutTerms) -> String {
+    serde_json::json!({
+        "scheme": t.scheme.name(),
+        "window_multiple": t.window_multiple,
+        "fee_percent": t.fee_percent,
+        "solo_users": t.solo_users,
+    })
+    .to_string()
+}
+
+/// The `blocks.payout_terms` column back to what it was ([`payout_terms_json`]).
+pub(crate) fn payout_terms_from_json(text: &str) -> Result<PayoutTerms, LedgerError> {
+    let corrupt = |what: &str| LedgerError::Corrupt(format!("stored payout terms: {what}"));
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
+    let f64_of = |key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| corrupt(&format!("no number `{key}`")))
+    };
+    let scheme = v
+        .get("scheme")
+        .and_then(serde_json::Value::as_str)
+        .and_then(PayoutScheme::from_name)
+        .ok_or_else(|| corrupt("no known `scheme`"))?;
+    let solo_users = v
+        .get("solo_users")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| corrupt("no `solo_users` array"))?
+        .iter()
+        .map(|u| {
+            u.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| corrupt("a solo user that is not a string"))
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    Ok(PayoutTerms {
+        scheme,
+        window_multiple: f64_of("window_multiple")?,
+        fee_percent: f64_of("fee_percent")?,
+        solo_users,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payout_terms_read_back_exactly() {
+        let t = PayoutTerms {
+            scheme: PayoutScheme::Solo,
+            window_multiple: 0.1 + 0.2,
+            fee_percent: 1.0 / 3.0,
+            solo_users: vec!["alice".into(), "b\"ob,\u{e9}".into()],
+        };
+        assert_eq!(payout_terms_from_json(&payout_terms_json(&t)).unwrap(), t);
+        for bad in [
+            "{}",
+            "[]",
+            r#"{"scheme":"pps","window_multiple":2,"fee_percent":1,"solo_users":[]}"#,
+            r#"{"scheme":"pplns","window_multiple":2,"fee_percent":1,"solo_users":[1]}"#,
+            r#"{"scheme":"pplns","fee_percent":1,"solo_users":[]}"#,
+        ] {
+            assert!(
+                matches!(payout_terms_from_json(bad), Err(LedgerError::Corrupt(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn coinbase_payouts_read_back_exactly() {

@@ -13,6 +13,7 @@
 pub mod export;
 pub mod instances;
 pub mod memory;
+mod payout_terms;
 pub mod shared_memory;
 // The backends (helper B): SQLite, PostgreSQL, and opening one from a location.
 #[cfg(feature = "runtime")]
@@ -38,6 +39,7 @@ pub use instances::{ClaimOutcome, InstanceClaim, InstanceRecord};
 pub use memory::MemoryLedger;
 #[cfg(feature = "runtime")]
 pub use open::{LedgerLocation, open, open_with};
+pub use payout_terms::{PayoutScheme, PayoutTerms};
 #[cfg(feature = "runtime")]
 pub use postgres::PostgresLedger;
 pub use shared_memory::SharedMemoryLedger;
@@ -112,6 +114,9 @@ pub struct FoundBlockRecord {
     /// the window (`coinbase_payouts = true`); `None`: the coinbase paid the pool's script (or
     /// a solo or donating channel's address).
     pub coinbase_payouts: Option<CoinbasePayouts>,
+    /// The pool's payout terms when it was found; `None` for a block recorded by a program
+    /// that did not keep them.
+    pub payout_terms: Option<PayoutTerms>,
 }
 
 /// What a coinbase paying the PPLNS window directly paid (`coinbase_payouts = true`), as the

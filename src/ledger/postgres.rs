@@ -24,7 +24,8 @@ use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
-    compact_target, limit_i64, status_reason, target, to_i64, to_u64, u32_from_bits,
+    compact_target, limit_i64, payout_terms_from_json, payout_terms_json, status_reason, target,
+    to_i64, to_u64, u32_from_bits,
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::pack_reads::{self, WindowScan, WorkerNames};
@@ -65,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
     // A column that schema 6's program never reads.
     Migration {
         sql: include_str!("../../migrations/postgres/0007_older_programs.sql"),
+        oldest_program_schema: 6,
+    },
+    // A column that programs before it leave NULL (their blocks have no recorded terms).
+    Migration {
+        sql: include_str!("../../migrations/postgres/0008_payout_terms.sql"),
         oldest_program_schema: 6,
     },
 ];
@@ -109,7 +115,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
 const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, \"user\", worker, status, reason, \
-     coinbase_payouts FROM blocks";
+     coinbase_payouts, payout_terms FROM blocks";
 
 /// A live connection and its prepared statements.
 struct Connection {
@@ -161,7 +167,8 @@ impl Connection {
         let insert_block = client
             .prepare(
                 "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, \"user\", worker, \
-                 share_id, coinbase_payouts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 share_id, coinbase_payouts, payout_terms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (hash) DO NOTHING",
             )
             .map_err(postgres_error)?;
@@ -464,6 +471,7 @@ fn append(
                 &block.worker,
                 &share_id,
                 &block.coinbase_payouts.as_ref().map(coinbase_payouts_json),
+                &block.payout_terms.as_ref().map(payout_terms_json),
             ],
         )
         .map_err(postgres_error)?;
@@ -941,6 +949,9 @@ fn stored_block(row: &Row) -> Result<StoredBlock, LedgerError> {
             worker: get(row, 6)?,
             coinbase_payouts: get::<Option<&str>>(row, 9)?
                 .map(coinbase_payouts_from_json)
+                .transpose()?,
+            payout_terms: get::<Option<&str>>(row, 10)?
+                .map(payout_terms_from_json)
                 .transpose()?,
         },
         status: block_status(get(row, 7)?, get(row, 8)?)?,

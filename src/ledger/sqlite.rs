@@ -21,7 +21,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavio
 
 use super::columns::{
     block_hash, block_status, bound_i64, coinbase_payouts_from_json, coinbase_payouts_json,
-    compact_target, limit_i64, status_reason, target, to_i64, to_u64,
+    compact_target, limit_i64, payout_terms_from_json, payout_terms_json, status_reason, target,
+    to_i64, to_u64,
 };
 use super::instances::{self, ClaimOutcome, InstanceClaim, InstanceRecord};
 use super::pack_reads::{self, WindowScan, WorkerNames};
@@ -59,6 +60,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0006_older_programs.sql"),
         oldest_program_schema: 5,
     },
+    // A column that programs before it leave NULL (their blocks have no recorded terms).
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0007_payout_terms.sql"),
+        oldest_program_schema: 5,
+    },
 ];
 
 /// The version whose migration moves the rows of `shares` into packs after its SQL.
@@ -94,8 +100,8 @@ impl Default for SqliteSettings {
     }
 }
 
-const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, user, worker, status, reason, coinbase_payouts \
-     FROM blocks";
+const BLOCK_COLUMNS: &str = "hash, height, time_ms, reward_sat, bits, user, worker, status, reason, coinbase_payouts, \
+     payout_terms FROM blocks";
 
 /// A [`Ledger`] in an SQLite file.
 pub struct SqliteLedger {
@@ -316,7 +322,8 @@ impl SqliteLedger {
             let mut insert_block = tx
                 .prepare_cached(
                     "INSERT INTO blocks (hash, height, time_ms, reward_sat, bits, user, worker, \
-                     share_id, coinbase_payouts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     share_id, coinbase_payouts, payout_terms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                      ON CONFLICT (hash) DO NOTHING",
                 )
                 .map_err(sqlite_error)?;
@@ -345,6 +352,7 @@ impl SqliteLedger {
                         block.worker,
                         share_id,
                         block.coinbase_payouts.as_ref().map(coinbase_payouts_json),
+                        block.payout_terms.as_ref().map(payout_terms_json),
                     ])
                     .map_err(sqlite_error)?;
             }
@@ -659,6 +667,12 @@ fn stored_block(row: &Row<'_>) -> Result<StoredBlock, LedgerError> {
                 .map_err(sqlite_error)?
                 .as_deref()
                 .map(coinbase_payouts_from_json)
+                .transpose()?,
+            payout_terms: row
+                .get::<_, Option<String>>(10)
+                .map_err(sqlite_error)?
+                .as_deref()
+                .map(payout_terms_from_json)
                 .transpose()?,
         },
         status: block_status(&status, row.get(8).map_err(sqlite_error)?)?,
@@ -1092,6 +1106,7 @@ mod tests {
             user: share.user.to_string(),
             worker: share.worker.to_string(),
             coinbase_payouts: None,
+            payout_terms: None,
         }
     }
 

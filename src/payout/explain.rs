@@ -31,6 +31,7 @@ pub fn explain_payouts(
     recorded: Option<&PayoutComputation>,
 ) -> Result<Explanation, SplitError> {
     let block = &stored.block;
+    let policy = &*policy.for_block(block);
     let computed_ms = recorded.map_or(0, |r| r.computed_ms);
     let (split, computed) = compute_payouts(block, finding.id, shares, policy, computed_ms)?;
     let mut t = String::new();
@@ -43,6 +44,22 @@ pub fn explain_payouts(
         finding.id,
         stored.status.name()
     );
+    let _ = match &block.payout_terms {
+        Some(terms) => writeln!(
+            t,
+            "Terms recorded with the block when it was found: scheme {}, window {} x the \
+             network difficulty, fee {}%, solo accounts [{}].",
+            terms.scheme.name(),
+            terms.window_multiple,
+            terms.fee_percent,
+            terms.solo_users.join(", ")
+        ),
+        None => writeln!(
+            t,
+            "No terms were recorded with the block (an older program found it): today's \
+             configuration's are used."
+        ),
+    };
     if let Some(payee) = coinbase_payee_of(&block.user) {
         let to_address = split.users.first().map_or(0, |u| u.amount_sat);
         let to_pool = split.fee_sat;

@@ -2,39 +2,14 @@
 //! value built from the configuration and handed to settlement, pruning and the command line,
 //! so that they all use the same numbers.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::address::NetworkUnchecked;
 use bitcoin::{Address, CompactTarget, Network, ScriptBuf, Target};
 
-/// How a block's reward is divided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PayoutScheme {
-    /// Pay-per-last-N-shares (the default): the reward, less the fee, over the window.
-    #[default]
-    Pplns,
-    /// The reward, less the fee, to the user whose share found the block.
-    Solo,
-}
-
-impl PayoutScheme {
-    /// The name in the configuration and in payout computations (`pplns`, `solo`).
-    pub fn name(self) -> &'static str {
-        match self {
-            PayoutScheme::Pplns => "pplns",
-            PayoutScheme::Solo => "solo",
-        }
-    }
-
-    /// The scheme of a name, if any.
-    pub fn from_name(name: &str) -> Option<PayoutScheme> {
-        match name {
-            "pplns" => Some(PayoutScheme::Pplns),
-            "solo" => Some(PayoutScheme::Solo),
-            _ => None,
-        }
-    }
-}
+pub use crate::ledger::PayoutScheme;
+use crate::ledger::{FoundBlockRecord, PayoutTerms};
 
 /// Default PPLNS window: this many times the network difficulty.
 pub const DEFAULT_WINDOW_MULTIPLE: f64 = 2.0;
@@ -148,6 +123,34 @@ impl PayoutPolicy {
         }
         let address: Address<NetworkUnchecked> = user.parse().ok()?;
         Some(address.assume_checked().script_pubkey())
+    }
+
+    /// The terms recorded with each block found under this policy.
+    pub fn terms(&self) -> PayoutTerms {
+        PayoutTerms {
+            scheme: self.scheme,
+            window_multiple: self.window_multiple,
+            fee_percent: self.fee_percent,
+            solo_users: self.solo_users.iter().cloned().collect(),
+        }
+    }
+
+    /// The policy `block` is settled and explained by: this one with the scheme, window,
+    /// fee and solo accounts recorded with the block when it was found (a configuration
+    /// changed since does not change what its miners earned); this one as it is for a block
+    /// recorded without terms. The accounts' addresses, the retention and the coinbase limits
+    /// are today's.
+    pub fn for_block(&self, block: &FoundBlockRecord) -> Cow<'_, PayoutPolicy> {
+        match &block.payout_terms {
+            Some(terms) if *terms != self.terms() => Cow::Owned(PayoutPolicy {
+                scheme: terms.scheme,
+                window_multiple: terms.window_multiple,
+                fee_percent: terms.fee_percent,
+                solo_users: terms.solo_users.iter().cloned().collect(),
+                ..self.clone()
+            }),
+            _ => Cow::Borrowed(self),
+        }
     }
 
     /// The PPLNS window in difficulty for a block of `bits`: the multiple times the network

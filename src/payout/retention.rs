@@ -53,6 +53,7 @@ pub fn prune_before(
         user: String::new(),
         worker: String::new(),
         coinbase_payouts: None,
+        payout_terms: None,
     };
     let mut keep_from = window_start(ledger, &next_block, &last, policy)?;
     for stored in ledger.blocks(UNSETTLED_BLOCKS_LOOKED_AT)? {

@@ -115,6 +115,7 @@ pub fn window_shares(
     finding: &StoredShare,
     policy: &PayoutPolicy,
 ) -> Result<Vec<StoredShare>, LedgerError> {
+    let policy = &*policy.for_block(block);
     if let Some(paid) = &block.coinbase_payouts {
         return shares_of_window(ledger, paid.last_share_id, paid.window_difficulty, policy);
     }
@@ -308,6 +309,7 @@ pub fn compute_payouts(
     policy: &PayoutPolicy,
     now_ms: u64,
 ) -> Result<(Split, PayoutComputation), SplitError> {
+    let policy = &*policy.for_block(block);
     if let Some(recorded) = &block.coinbase_payouts {
         let (split, paid) = coinbase_pplns_payouts(shares, recorded, block.reward_sat, policy)?;
         return Ok((split, coinbase_pplns_computation(block, &paid, now_ms)));

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use super::held_output::HeldOutput;
 use crate::ledger::{
     BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
-    LedgerError, RejectedCount, ShareRecord, SqliteSettings, SqliteSync, StoredBlock,
+    LedgerError, PayoutTerms, RejectedCount, ShareRecord, SqliteSettings, SqliteSync, StoredBlock,
 };
 use crate::mining::{LedgerStatus, SessionEvent};
 use crate::shell::LogBudget;
@@ -307,12 +307,15 @@ impl LedgerSender {
 }
 
 /// Group-commit settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriterSettings {
     /// Most shares per commit.
     pub flush_shares: usize,
     /// Wait for more after the first queued record (ms).
     pub flush_ms: u64,
+    /// The pool's payout terms, recorded with every block found (`None`: none recorded, the
+    /// block is settled by the configuration of the day).
+    pub payout_terms: Option<PayoutTerms>,
 }
 
 impl Default for WriterSettings {
@@ -320,6 +323,7 @@ impl Default for WriterSettings {
         WriterSettings {
             flush_shares: DEFAULT_FLUSH_SHARES,
             flush_ms: DEFAULT_FLUSH_MS,
+            payout_terms: None,
         }
     }
 }
@@ -734,6 +738,7 @@ impl WriterCore {
                     user,
                     worker,
                     coinbase_payouts: b.coinbase_payouts.as_deref().cloned(),
+                    payout_terms: self.settings.payout_terms.clone(),
                 });
             }
             LedgerMessage::Verdict(hash, status, on_changed) => {

@@ -568,7 +568,13 @@ impl StratumV2Server {
                 let ledger: Box<dyn crate::ledger::Ledger> = Box::new(
                     timed_ledger::TimedLedger::new(ledger, observe.ledger_commits.clone()),
                 );
-                let settings = config.ledger.as_ref().map(|l| l.writer).unwrap_or_default();
+                let mut settings = config
+                    .ledger
+                    .as_ref()
+                    .map(|l| l.writer.clone())
+                    .unwrap_or_default();
+                // Every block found is recorded with the terms its miners mined under.
+                settings.payout_terms = Some(config.payout.terms());
                 // On each new tip (at start too), at most every quarter of the retention (and
                 // at least every 10 minutes): accepted blocks left unsettled are settled (the
                 // process ended between a verdict and its settlement), then shares no window
