@@ -387,7 +387,8 @@ pub struct PoolOptions {
     /// user="other", worker="other". Default: 1000.
     #[arg(long, value_name = "N")]
     pub metrics_max_workers: Option<usize>,
-    /// HTTP requests per second, pool-wide (bursts of twice that); beyond it 429. Default: 50.
+    /// HTTP requests per second of each source, an address or IPv6 /64 (bursts of twice
+    /// that); beyond it 429 for that source. Default: 50.
     #[arg(long, value_name = "N")]
     pub http_requests_per_second: Option<u32>,
     /// A file holding the admin API's bearer token (first line; a secret file: ours, mode

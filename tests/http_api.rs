@@ -464,6 +464,32 @@ async fn metrics_and_api_show_what_the_miner_did() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(statuses[0], 200, "{statuses:?}");
+    // The rate is per source: another address is still answered (one greedy client does
+    // not shut out the dashboard or the scraper).
+    let from_another = |source: [u8; 4]| {
+        let addr = strict.local_addr();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind((std::net::Ipv4Addr::from(source), 0).into())
+                .unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET /api/v1/pool HTTP/1.1\r\nHost: pool\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned()
+        }
+    };
+    assert_eq!(from_another([127, 0, 0, 2]).await, "HTTP/1.1 200");
+    assert_eq!(
+        get(&c, &format!("{strict_base}/api/v1/pool")).await.0,
+        429,
+        "the greedy source is still refused"
+    );
     strict.stop().await;
 
     // ----- no secret anywhere -----

@@ -2,8 +2,8 @@
 //! only with a free place, held until it closes, and closed after [`IDLE_TIMEOUT`] without a
 //! byte written, so neither idle keep-alive connections nor clients that trickle a request
 //! that never ends, a byte now and then, can hold every place; and at most
-//! [`PLACES_PER_SOURCE`] places per source, an address or an IPv6 /64), a pool-wide request
-//! rate (a token bucket; 429 with `Retry-After` beyond it), request bodies (413 past
+//! [`PLACES_PER_SOURCE`] places per source, an address or an IPv6 /64), a request rate per
+//! source (a token bucket each; 429 with `Retry-After` beyond it), request bodies (413 past
 //! [`MAX_BODY_BYTES`]) and a time limit per request.
 
 use std::collections::HashMap;
@@ -215,25 +215,76 @@ impl AsyncWrite for LimitedStream {
     }
 }
 
-/// The pool-wide request rate.
+/// A request's peer, as the listener accepted it (the key of its request rate).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Sources whose request rate is followed at once; past it, sources whose bucket is full
+/// again (idle for a second or two) are forgotten, at most once a second, and a new source
+/// finds no room until then (429).
+pub const RATE_SOURCES: usize = 4096;
+
+/// The request rate, per source (an address, an IPv6 /64; loopback is one source like any
+/// other, so clients behind a local reverse proxy share one): one client past it gets 429,
+/// the others (a dashboard, the Prometheus scraper) are still answered.
 #[derive(Debug)]
 struct RequestRate {
     rate: Rate,
-    bucket: Mutex<TokenBucket>,
+    sources: Mutex<SourceBuckets>,
 }
 
-/// Answers 429 when the request rate is spent.
+#[derive(Debug, Default)]
+struct SourceBuckets {
+    buckets: HashMap<IpAddr, TokenBucket>,
+    /// When full buckets were last forgotten (unix ms).
+    swept_ms: u64,
+}
+
+impl RequestRate {
+    /// Whether a request of `source` (`None`: unknown, one source for all) is admitted.
+    fn admit(&self, source: Option<IpAddr>, now_ms: u64) -> bool {
+        let key = source.map_or(
+            IpAddr::from([0, 0, 0, 0]),
+            crate::shell::admission::source_key,
+        );
+        let rate = self.rate;
+        let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if !s.buckets.contains_key(&key) && s.buckets.len() >= RATE_SOURCES {
+            if now_ms.saturating_sub(s.swept_ms) < 1_000 {
+                return false;
+            }
+            s.swept_ms = now_ms;
+            s.buckets.retain(|_, b| !b.is_full(rate, now_ms));
+            if s.buckets.len() >= RATE_SOURCES {
+                return false;
+            }
+        }
+        s.buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::full(rate, now_ms))
+            .try_take(rate, now_ms)
+    }
+}
+
+/// Answers 429 when the request's source has spent its rate.
 async fn rate_limit(
     axum::extract::State(limit): axum::extract::State<Arc<RequestRate>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let admitted = limit
-        .bucket
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .try_take(limit.rate, crate::shell::unix_ms());
-    if !admitted {
+    let source = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| c.0.0.ip());
+    if !limit.admit(source, crate::shell::unix_ms()) {
         let mut response = (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
         response
             .headers_mut()
@@ -249,7 +300,7 @@ pub(super) fn apply(router: Router, settings: &HttpSettings) -> Router {
     let rate = Rate::new(per_sec, per_sec.saturating_mul(2));
     let limit = Arc::new(RequestRate {
         rate,
-        bucket: Mutex::new(TokenBucket::full(rate, crate::shell::unix_ms())),
+        sources: Mutex::default(),
     });
     router
         .layer(TimeoutLayer::with_status_code(
@@ -271,6 +322,41 @@ mod tests {
     use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
     use super::{LimitedListener, PLACES_PER_SOURCE};
+
+    /// Each source its own rate; a full table of sources makes room only from sources idle
+    /// long enough for their bucket to be full again, at most once a second.
+    #[test]
+    fn the_request_rate_is_per_source_and_its_table_bounded() {
+        use super::{RATE_SOURCES, RequestRate};
+        use crate::shell::Rate;
+        let limit = RequestRate {
+            rate: Rate::new(1, 2),
+            sources: Default::default(),
+        };
+        let a = Some([10, 0, 0, 1].into());
+        let b = Some([10, 0, 0, 2].into());
+        assert!(limit.admit(a, 1_000) && limit.admit(a, 1_000));
+        assert!(!limit.admit(a, 1_000), "past a's burst");
+        assert!(limit.admit(b, 1_000), "b has its own");
+        assert!(!limit.admit(a, 1_001));
+        assert!(limit.admit(a, 2_000), "a's refill");
+        // An IPv6 /64 is one source.
+        let v6 =
+            |last: u16| Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last).into());
+        assert!(limit.admit(v6(1), 1_000) && limit.admit(v6(2), 1_000));
+        assert!(!limit.admit(v6(3), 1_000));
+        // The table full of busy sources: a new one waits for a sweep.
+        for i in 0..RATE_SOURCES as u32 {
+            limit.admit(
+                Some(std::net::Ipv4Addr::from(0x0b00_0000 + i).into()),
+                5_000,
+            );
+        }
+        let newcomer = Some([12, 0, 0, 1].into());
+        assert!(!limit.admit(newcomer, 5_000), "no room");
+        assert!(!limit.admit(newcomer, 5_500), "busy sources are kept");
+        assert!(limit.admit(newcomer, 8_000), "idle sources forgotten");
+    }
 
     /// The test's idle time.
     const IDLE: Duration = Duration::from_millis(600);

@@ -5,7 +5,7 @@
 //!
 //! Safe by default: bound to loopback unless configured (`http_listen_addr`), read-only (GET
 //! only) but for the admin API's drain, which needs a configured bearer token (`admin`), a
-//! pool-wide request rate ([`HttpSettings::requests_per_second`], 429 beyond it),
+//! request rate per source ([`HttpSettings::requests_per_second`], 429 beyond it),
 //! request bodies refused past [`MAX_BODY_BYTES`] (413), at most [`MAX_CONNECTIONS`]
 //! connections at once, every list paginated with a bounded page. No secret is ever in a
 //! response: nothing here reads the authority key, the RPC credentials or the ledger's
@@ -51,7 +51,7 @@ pub use openapi::{DOCUMENT as OPENAPI_DOCUMENT, PATH as OPENAPI_PATH};
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 /// Default per-worker series labelled in `/metrics` (the rest are folded into `other`).
 pub const DEFAULT_MAX_LABELLED_WORKERS: usize = 1_000;
-/// Default requests per second, pool-wide (bursts of twice that).
+/// Default requests per second of each source (bursts of twice that).
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
 /// Largest request body accepted (every route is a GET: a body has no use).
 pub const MAX_BODY_BYTES: usize = 1024;
@@ -68,7 +68,8 @@ pub struct HttpSettings {
     /// Per-worker (and per-user) series labelled in `/metrics`; the rest are summed under
     /// `user="other", worker="other"`.
     pub max_labelled_workers: usize,
-    /// Requests per second, pool-wide; beyond it (after a burst of twice as many) 429.
+    /// Requests per second of each source (an address, an IPv6 /64); beyond it (after a
+    /// burst of twice as many) 429 for that source.
     pub requests_per_second: u32,
     /// The admin API's bearer token (issue 18); `None`: no admin API.
     pub admin_token: Option<AdminToken>,
@@ -162,6 +163,7 @@ impl HttpServer {
         let app = router(state, &settings);
         let listener = limits::LimitedListener::new(listener, MAX_CONNECTIONS);
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<limits::Peer>();
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             });
