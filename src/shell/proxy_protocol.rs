@@ -98,17 +98,21 @@ pub async fn read_header(stream: &mut TcpStream) -> Result<ProxyHeader, HeaderRe
 pub async fn starts_with_header(stream: &TcpStream) -> std::io::Result<bool> {
     let mut first = [0u8; 12];
     let mut seen = 0;
+    let mut pause = FIRST_PEEK_PAUSE;
     loop {
         let n = stream.peek(&mut first).await?;
         match proxy_header::sniff(&first[..n]) {
             Sniff::Header => return Ok(true),
             Sniff::Other => return Ok(false),
             Sniff::NeedMore if n == 0 => return Ok(false),
-            // A prefix of a signature and nothing more yet: peek again shortly (the socket
-            // stays readable with the same bytes, so waiting on it would spin).
+            // A prefix of a signature and nothing more yet: peek again after a pause (the
+            // socket stays readable with the same bytes, so waiting on it would spin), each
+            // pause twice the last while nothing comes: a peer that sends `\r` and stops costs
+            // a dozen wake-ups before its deadline, not one every 10 ms.
             Sniff::NeedMore => {
                 if n == seen {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LAST_PEEK_PAUSE);
                 }
                 seen = n;
             }
@@ -116,9 +120,38 @@ pub async fn starts_with_header(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// [`starts_with_header`]'s first pause before looking again at a signature's prefix.
+const FIRST_PEEK_PAUSE: Duration = Duration::from_millis(10);
+/// Its longest pause.
+const LAST_PEEK_PAUSE: Duration = Duration::from_secs(1);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A signature's prefix, then a pause, then the rest: still found (the pauses between
+    /// looks grow, they do not give up); a prefix followed by other bytes is not a header.
+    #[tokio::test]
+    async fn a_header_in_pieces_is_found_after_pauses() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (rest, header) in [(&b"\n\r\n\0\r\nQUIT\n"[..], true), (&b"\nGET /"[..], false)] {
+            let mut peer = TcpStream::connect(addr).await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            peer.write_all(b"\r").await.unwrap();
+            let sniffing = tokio::spawn(async move { starts_with_header(&stream).await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!sniffing.is_finished());
+            peer.write_all(rest).await.unwrap();
+            let found = tokio::time::timeout(Duration::from_secs(5), sniffing)
+                .await
+                .expect("looked again within its longest pause")
+                .unwrap()
+                .unwrap();
+            assert_eq!(found, header);
+        }
+    }
 
     #[test]
     fn trusted_ranges_contain_their_addresses_and_mapped_ones() {
