@@ -524,8 +524,8 @@ async fn node_killed() {
     // In the chain (the node may connect a block a moment after it said yes), or stale: a
     // sibling of a block of ours the node had taken just before it froze. (The pool had no
     // template on that block yet, and after 10 s it takes shares on the solved tip again
-    // rather than leave its miners idle through an outage; blvm-node answers null to a stale
-    // sibling.)
+    // rather than leave its miners idle through an outage; the node accepts a stale
+    // sibling, off its chain: "inconclusive", tools/regtest-node's patch, fix 7.)
     let parent_of = |hash: &str| -> BlockHash {
         let hex =
             std::fs::read_to_string(data.join("blocks/submitted").join(format!("{hash}.hex")))
