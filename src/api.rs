@@ -424,6 +424,8 @@ fn template_of_block(block: &Block) -> Result<BlockTemplate, StratumV2Error> {
         cur_time: block.header.time,
         coinbase_value,
         transactions: block.txdata[1..].to_vec(),
+        // A block says nothing of its transactions' fees.
+        transaction_costs: Vec::new(),
     })
 }
 

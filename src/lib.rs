@@ -90,10 +90,12 @@ pub use api::{
     TlvEncoder,
 };
 
-/// Without the `runtime` feature, the template provider is only its sans-IO session (the same
-/// file as `template_provider::session` with the feature; the tokio server is left out).
+/// Without the `runtime` feature, the template provider is only its sans-IO session and the
+/// cutting of templates to a client's coinbase room (the same files as with the feature; the
+/// tokio server is left out).
 #[cfg(not(feature = "runtime"))]
 pub mod template_provider {
+    pub mod coinbase_room;
     pub mod session;
     pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionError};
 }

@@ -62,6 +62,7 @@ fn template(prev: u8, value_sat: u64) -> BlockTemplate {
         cur_time: 1_700_000_100,
         coinbase_value: Amount::from_sat(value_sat),
         transactions: Vec::new(),
+        transaction_costs: Vec::new(),
     }
 }
 

@@ -10,4 +10,4 @@ pub mod target;
 pub mod template;
 
 pub use coinbase::{CoinbaseConfig, CoinbaseError, CoinbaseParts, bip34_height};
-pub use template::BlockTemplate;
+pub use template::{BlockTemplate, TransactionCost};

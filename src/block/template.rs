@@ -25,6 +25,21 @@ pub struct BlockTemplate {
     pub coinbase_value: Amount,
     /// The transactions after the coinbase, in block order.
     pub transactions: Vec<Transaction>,
+    /// What the node said of each transaction besides its bytes, in the same order; empty
+    /// when it said nothing (a template may then not be cut: see [`TransactionCost`]).
+    pub transaction_costs: Vec<TransactionCost>,
+}
+
+/// What the node says of one of a template's transactions besides its bytes
+/// (getblocktemplate's `fee` and `sigops`): what leaving it out of the block takes off the
+/// coinbase's value and off the block's sigop cost. A template provider needs them to cut a
+/// template down to the room a client's coinbase outputs need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TransactionCost {
+    /// Its fee; `None`: not given.
+    pub fee: Option<Amount>,
+    /// Its sigop cost (legacy sigops x 4 plus witness sigops); `None`: not given.
+    pub sigop_cost: Option<u32>,
 }
 
 impl BlockTemplate {
@@ -39,6 +54,14 @@ impl BlockTemplate {
         self.transactions
             .iter()
             .any(|tx| tx.input.iter().any(|i| !i.witness.is_empty()))
+    }
+
+    /// What the node said of transaction `index` (nothing when it gave no costs).
+    pub fn cost_of(&self, index: usize) -> TransactionCost {
+        self.transaction_costs
+            .get(index)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Txids of the template's transactions, in order.

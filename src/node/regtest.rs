@@ -266,6 +266,14 @@ impl EmbeddedChain {
             min_time,
             cur_time: now.max(min_time),
             coinbase_value: Amount::from_sat(Self::subsidy(height) + fees),
+            transaction_costs: transactions
+                .iter()
+                .map(|_| crate::block::TransactionCost {
+                    fee: Some(Amount::from_sat(SYNTHETIC_FEE)),
+                    // No signature check: an empty scriptSig and an OP_RETURN output.
+                    sigop_cost: Some(0),
+                })
+                .collect(),
             transactions,
         }
     }

@@ -8,6 +8,7 @@
 //! events into templates for every client, block submission for SubmitSolution, and
 //! certificate renewal.
 
+pub mod coinbase_room;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -382,5 +383,8 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
             }
         }
         TpEvent::SolutionRefused(e) => warn!(conn = id, "{e}"),
+        TpEvent::TemplateWithheld { template_id, error } => {
+            warn!(conn = id, template_id, "template not sent: {error}")
+        }
     }
 }

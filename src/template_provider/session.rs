@@ -16,6 +16,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::script::Builder;
 use bitcoin::{Amount, Block, BlockHash, Transaction, TxOut};
 
+use super::coinbase_room::{self, CoinbaseRoom, RoomError};
 use crate::block::BlockTemplate;
 use crate::block::merkle::{coinbase_merkle_path, fold_merkle_path};
 use crate::block::target::from_bitcoin_target;
@@ -178,6 +179,14 @@ pub enum TpEvent {
     },
     /// A SubmitSolution that could not be turned into a block.
     SolutionRefused(SolutionError),
+    /// A template not sent to this client: it cannot be made to leave the client's coinbase
+    /// its room (the client keeps working on the last one it has).
+    TemplateWithheld {
+        /// The template.
+        template_id: u64,
+        /// Why.
+        error: RoomError,
+    },
 }
 
 /// Why a session must end (its output is flushed first).
@@ -288,6 +297,28 @@ impl TpSession {
     }
 
     fn push_template(&mut self, t: Arc<ServedTemplate>) {
+        // 07 §7.1: never a template that the client's coinbase outputs would make an invalid
+        // block; cut (for this client alone) when it does not leave them their room.
+        let room = self
+            .constraints
+            .map(
+                |(max_additional_size, max_additional_sigops)| CoinbaseRoom {
+                    max_additional_size,
+                    max_additional_sigops,
+                },
+            )
+            .unwrap_or_default();
+        let t = match coinbase_room::fit(&t.template, room) {
+            Ok(None) => t,
+            Ok(Some(cut)) => Arc::new(ServedTemplate::new(t.id, cut)),
+            Err(error) => {
+                self.events.push(TpEvent::TemplateWithheld {
+                    template_id: t.id,
+                    error,
+                });
+                return;
+            }
+        };
         let new_tip = self.sent_prev_hash != Some(t.prev_hash());
         let (Ok(prefix), Ok(outputs), Ok(path)) = (
             B0_255::new(&t.coinbase_prefix),
@@ -562,6 +593,105 @@ mod tests {
             }
             s.output().clear();
         }
+    }
+
+    /// A template that leaves no room for the client's coinbase outputs: this client gets
+    /// it cut (the last transaction left out, its fee off the value), its transaction data
+    /// and its solutions are the cut template's; without the fees it is withheld.
+    #[test]
+    fn a_template_is_cut_to_the_clients_coinbase_room() {
+        use super::coinbase_room::tests::{template, weighing};
+        use super::coinbase_room::{MAX_BLOCK_WEIGHT, RESERVED_WEIGHT};
+        let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        let ready = |t: &BlockTemplate, size: u32| {
+            let mut s = TpSession::new();
+            s.on_template(&Arc::new(ServedTemplate::new(7, t.clone())));
+            feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+            s.output().clear();
+            feed(
+                &mut s,
+                &CoinbaseOutputConstraints {
+                    coinbase_output_max_additional_size: size,
+                    coinbase_output_max_additional_sigops: 0,
+                },
+            )
+            .unwrap();
+            s
+        };
+        let value_sent = |s: &mut TpSession| {
+            let f = frames(s.output());
+            s.output().clear();
+            f.iter().find_map(|(_, bytes)| {
+                match Frame::parse_exact(bytes).unwrap().message().unwrap().0 {
+                    Message::NewTemplate(m) => Some(m.coinbase_tx_value_remaining),
+                    _ => None,
+                }
+            })
+        };
+        let transactions_sent = |s: &mut TpSession| {
+            feed(s, &RequestTransactionData { template_id: 7 }).unwrap();
+            let f = frames(s.output());
+            s.output().clear();
+            match Frame::parse_exact(&f[0].1).unwrap().message().unwrap().0 {
+                Message::RequestTransactionDataSuccess(m) => m.transaction_list.len(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // Room for 100 bytes: as it is.
+        let mut s = ready(&full, 100);
+        assert_eq!(value_sent(&mut s), Some(full.coinbase_value.to_sat()));
+        assert_eq!(transactions_sent(&mut s), 10);
+        // 5,000 bytes: cut.
+        let mut s = ready(&full, 5_000);
+        assert_eq!(
+            value_sent(&mut s),
+            Some(full.coinbase_value.to_sat() - 10_009)
+        );
+        assert_eq!(transactions_sent(&mut s), 9);
+        // Its solution is a block of the cut template (rust-bitcoin checks its merkle root).
+        let mut coinbase = Vec::new();
+        bitcoin::consensus::Encodable::consensus_encode(
+            &Transaction {
+                version: bitcoin::transaction::Version::TWO,
+                lock_time: bitcoin::absolute::LockTime::ZERO,
+                input: vec![bitcoin::TxIn {
+                    previous_output: bitcoin::OutPoint::null(),
+                    script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
+                    ..Default::default()
+                }],
+                output: vec![],
+            },
+            &mut coinbase,
+        )
+        .unwrap();
+        feed(
+            &mut s,
+            &SubmitSolution {
+                template_id: 7,
+                version: 0x2000_0000,
+                header_timestamp: 0,
+                header_nonce: 0,
+                coinbase_tx: B0_64K::new(&coinbase).unwrap(),
+            },
+        )
+        .unwrap();
+        match s.drain_events().next_back() {
+            Some(TpEvent::Solution { block, .. }) => {
+                assert_eq!(block.txdata.len(), 10);
+                assert!(block.check_merkle_root());
+            }
+            other => panic!("{other:?}"),
+        }
+        // No fees from the node: withheld, nothing sent.
+        let mut s = ready(&template(full.transactions.clone(), false), 5_000);
+        assert_eq!(value_sent(&mut s), None);
+        assert!(s.drain_events().any(|e| matches!(
+            e,
+            TpEvent::TemplateWithheld {
+                template_id: 7,
+                error: RoomError::FeeUnknown { index: 9 }
+            }
+        )));
     }
 
     #[test]

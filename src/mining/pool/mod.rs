@@ -290,6 +290,7 @@ mod tests {
             cur_time: 1_700_000_100,
             coinbase_value: Amount::from_sat(value_sat),
             transactions: Vec::new(),
+            transaction_costs: Vec::new(),
         }
     }
 

@@ -554,6 +554,8 @@ fn template(t: wire::BlockTemplate) -> Result<BlockTemplate, DecodeError> {
         cur_time: time,
         coinbase_value,
         transactions,
+        // blvm's template gives no fee or sigop cost per transaction.
+        transaction_costs: Vec::new(),
     })
 }
 

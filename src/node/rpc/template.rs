@@ -8,6 +8,7 @@ use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{Amount, BlockHash, CompactTarget, Transaction};
 use serde_json::{Map, Value};
 
+use crate::block::TransactionCost;
 use crate::node::BlockTemplate;
 
 /// Why a `getblocktemplate` result cannot be used.
@@ -114,6 +115,7 @@ pub fn parse_block_template(v: &Value) -> Result<BlockTemplate, TemplateError> {
         .as_array()
         .ok_or_else(|| invalid("transactions", "not an array"))?;
     let mut transactions = Vec::with_capacity(txs.len());
+    let mut transaction_costs = Vec::with_capacity(txs.len());
     for (index, tx) in txs.iter().enumerate() {
         let bad = |problem: String| TemplateError::Transaction { index, problem };
         let data = tx
@@ -133,6 +135,18 @@ pub fn parse_block_template(v: &Value) -> Result<BlockTemplate, TemplateError> {
                 decoded.compute_txid()
             )));
         }
+        // BIP22's optional `fee` and Bitcoin Core's `sigops` (a sigop cost since segwit).
+        transaction_costs.push(TransactionCost {
+            fee: tx
+                .get("fee")
+                .and_then(Value::as_u64)
+                .filter(|f| *f <= Amount::MAX_MONEY.to_sat())
+                .map(Amount::from_sat),
+            sigop_cost: tx
+                .get("sigops")
+                .and_then(Value::as_u64)
+                .and_then(|s| u32::try_from(s).ok()),
+        });
         transactions.push(decoded);
     }
     let template = BlockTemplate {
@@ -144,6 +158,7 @@ pub fn parse_block_template(v: &Value) -> Result<BlockTemplate, TemplateError> {
         cur_time,
         coinbase_value: Amount::from_sat(coinbase_value),
         transactions,
+        transaction_costs,
     };
     // Cross-check the node's witness commitment where it gives one (Bitcoin Core does,
     // blvm-node does not): the pool builds its own, and they must agree.
@@ -174,7 +189,7 @@ mod tests {
             "version": 536870912,
             "rules": ["csv", "!segwit", "taproot"],
             "previousblockhash": "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206",
-            "transactions": [{"data": tx, "txid": decoded.compute_txid().to_string(), "fee": 1000}],
+            "transactions": [{"data": tx, "txid": decoded.compute_txid().to_string(), "fee": 1000, "sigops": 1}],
             "coinbasevalue": 5000001000u64,
             "mintime": 1296688603,
             "curtime": 1700000000,
@@ -187,6 +202,13 @@ mod tests {
         assert_eq!(t.version.to_consensus(), 0x2000_0000);
         assert_eq!(t.coinbase_value.to_sat(), 5_000_001_000);
         assert_eq!(t.transactions, vec![decoded]);
+        assert_eq!(
+            t.transaction_costs,
+            vec![TransactionCost {
+                fee: Some(Amount::from_sat(1000)),
+                sigop_cost: Some(1)
+            }]
+        );
         assert_eq!(
             t.prev_hash.to_string(),
             "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
