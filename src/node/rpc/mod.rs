@@ -50,6 +50,12 @@ use poller::poll_tip;
 /// RPC_CLIENT_IN_INITIAL_DOWNLOAD).
 const TRANSIENT_CODES: [i64; 3] = [-28, -9, -10];
 
+/// Bitcoin Core's RPC_VERIFY_ERROR: from `submitblock` only when the block's validation state
+/// is an error of the node's own (`state.IsError()`: "Disk space is too low!", a failed
+/// write), never a judgement of the block, which comes as a BIP22 reason string. The block is
+/// submitted again later, not filed as refused.
+const SUBMIT_NODE_FAULT: i64 = -25;
+
 /// The JSON-RPC backend as a [`NodeApi`]: a client and a task polling the node's tip.
 pub struct RpcNode {
     client: Arc<RpcClient>,
@@ -210,7 +216,9 @@ pub async fn submit_block(client: &RpcClient, block: &Block) -> Result<(), NodeE
         // A BIP22 reject reason ("time-too-new": the node's clock is behind the block's time).
         Ok(Value::String(s)) => NodeError::from_reject_reason(s),
         Ok(other) => NodeError::BlockRejected(format!("unexpected submitblock result {other}")),
-        Err(CallError::Rpc { code, message }) if TRANSIENT_CODES.contains(&code) => {
+        Err(CallError::Rpc { code, message })
+            if TRANSIENT_CODES.contains(&code) || code == SUBMIT_NODE_FAULT =>
+        {
             return Err(NodeError::Unavailable(format!(
                 "submitblock: {message} (code {code})"
             )));
@@ -568,6 +576,32 @@ mod tests {
         }
     }
 
+    /// Bitcoin Core's -25 from submitblock is the node's own failure (a full disk), not a
+    /// verdict on the block: submitted again later, never filed as refused; other errors are.
+    #[tokio::test]
+    async fn a_node_fault_on_submission_is_not_a_refusal() {
+        let said = Arc::new(Mutex::new("-25 Disk space is too low!"));
+        let answer = said.clone();
+        let config = scripted_node(move |method| match method {
+            "submitblock" => Err(answer.lock().unwrap().to_string()),
+            "getbestblockhash" => {
+                Ok("\"00000000000000000000000000000000000000000000000000000000000000aa\"".into())
+            }
+            other => Err(format!("unexpected {other}")),
+        })
+        .await;
+        let node = RpcNode::new(config);
+        let block = bitcoin::blockdata::constants::genesis_block(bitcoin::Network::Regtest);
+        assert!(
+            matches!(node.submit(block.clone()).await, Err(NodeError::Unavailable(m)) if m.contains("-25")),
+        );
+        *said.lock().unwrap() = "-22 Block decode failed";
+        assert!(matches!(
+            node.submit(block).await,
+            Err(NodeError::BlockRejected(_))
+        ));
+    }
+
     /// A fake node answering every request, on any number of connections, with
     /// `answer(method)` (the JSON of `result`, or `Err` for a JSON-RPC error).
     async fn scripted_node(
@@ -613,12 +647,19 @@ mod tests {
                                 "429 Too Many Requests",
                                 r#"{"error":{"code":429,"message":"rate limited"}}"#.to_owned(),
                             ),
-                            Err(m) => (
-                                "200 OK",
-                                format!(
-                                    r#"{{"result":null,"error":{{"code":-1,"message":"{m}"}},"id":{id}}}"#
-                                ),
-                            ),
+                            // `CODE message`: that JSON-RPC error code.
+                            Err(m) => {
+                                let (code, m) = m
+                                    .split_once(' ')
+                                    .and_then(|(c, rest)| Some((c.parse::<i64>().ok()?, rest)))
+                                    .unwrap_or((-1, m.as_str()));
+                                (
+                                    "200 OK",
+                                    format!(
+                                        r#"{{"result":null,"error":{{"code":{code},"message":"{m}"}},"id":{id}}}"#
+                                    ),
+                                )
+                            }
                         };
                         if conn
                             .get_mut()
