@@ -9,7 +9,10 @@
 //! it to the submitter, so a block is on disk before the node is asked for it, and its saving
 //! never waits on the node (the submitter may be busy resubmitting to a node that is down).
 //! What the miner sees no longer waits on the disk: its SubmitShares.Success may go out before
-//! the file is written (by the writer, within a disk write's time).
+//! the file is written (by the writer, within a disk write's time). The file is flushed to
+//! disk (it and its directory entry, [`FileBlockStore::sync_pending`]) right after the
+//! submitter has it: a block waiting for a node that is down survives a power cut, and the
+//! submission never waits for the disk's flush (tens of milliseconds for a full block).
 //!
 //! `blocks/submitted` keeps the newest `max_submitted_blocks` (oldest removed first, a tenth
 //! at a time so that the directory is not listed for every block); `blocks/pending` and
@@ -99,6 +102,25 @@ impl FileBlockStore {
             debug!(removed = excess, kept = keep, "pruned blocks/submitted");
         }
         *count = Some(keep);
+    }
+
+    /// Makes the pending block `hash` durable: its file and the directory entry its rename
+    /// made flushed to disk. Done after the block went to the submitter, so the submission
+    /// does not wait for the disk; a block already moved out of `blocks/pending` (the node
+    /// answered) needs nothing.
+    pub(crate) fn sync_pending(&self, hash: BlockHash) -> Result<(), BlockStoreError> {
+        let file = self.file("pending", hash);
+        match std::fs::File::open(&file) {
+            Ok(f) => f.sync_all().map_err(|e| io_error(&file, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&file, e)),
+        }
+        match file.parent() {
+            Some(dir) => std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(dir, e)),
+            None => Ok(()),
+        }
     }
 
     /// Where the block `hash` is kept in `state` ("pending", "submitted", "rejected").
@@ -224,12 +246,29 @@ pub(crate) async fn save_loop(
             .await;
             match written {
                 Ok(blocks) => {
+                    let hashes: Vec<BlockHash> =
+                        blocks.iter().map(|b| b.block.block_hash()).collect();
                     for b in blocks {
                         if saved.send(b).is_err() {
                             error!(
                                 "block submitter gone; block saved in blocks/pending, submitted at the next start"
                             );
                         }
+                    }
+                    // Then to disk for good (a block waiting for a node that is down must
+                    // survive a power cut), while the submitter already has them.
+                    let dir = data_dir.clone();
+                    let synced = tokio::task::spawn_blocking(move || {
+                        let store = FileBlockStore::new(&dir);
+                        for hash in hashes {
+                            if let Err(e) = store.sync_pending(hash) {
+                                error!(%hash, "cannot flush the saved block to disk: {e}");
+                            }
+                        }
+                    })
+                    .await;
+                    if let Err(e) = synced {
+                        error!("the block writer failed: {e}");
                     }
                 }
                 Err(e) => error!("the block writer failed: {e}"),
@@ -244,6 +283,23 @@ pub(crate) async fn save_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A saved block is flushed in place (still pending, the same bytes); one the node has
+    /// answered since (moved out of `blocks/pending`) needs nothing and is no error.
+    #[test]
+    fn a_saved_block_is_flushed_and_a_moved_one_needs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileBlockStore::new(dir.path());
+        let [a, b]: [Block; 2] = blocks(2).try_into().unwrap();
+        store.save_pending(&a).unwrap();
+        store.save_pending(&b).unwrap();
+        store.mark(b.block_hash(), BlockVerdict::Submitted).unwrap();
+        store.sync_pending(a.block_hash()).unwrap();
+        store.sync_pending(b.block_hash()).unwrap();
+        let pending = store.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].block, a);
+    }
 
     /// `n` distinct blocks (the store does not check them).
     fn blocks(n: u32) -> Vec<Block> {
