@@ -28,6 +28,13 @@ pub const MAX_COINBASE_SIGOPS_COST: usize = 400;
 /// Derivations [`PayeeWorks`] keeps, oldest dropped first: a few templates' worth of payees.
 pub const DEFAULT_CAPACITY: usize = 4_096;
 
+/// Pool works whose derivations [`PayeeWorks`] keeps: each holds its template's transactions
+/// (megabytes on mainnet), so the derivations of older works go, however few they are (one
+/// solo miner and a template every 30 seconds kept 4,096 templates, a day and more, alive).
+/// Channels still mining an older work hold their own jobs' works; the cache only shares
+/// derivations, and new jobs are on the newest works.
+pub const KEPT_WORKS: usize = 4;
+
 /// Why a payee's coinbase cannot be built within the template's limits.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayeeWorkError {
@@ -130,7 +137,8 @@ pub fn with_outputs(base: &Work, outputs: Vec<TxOut>, payee: &str) -> Result<Wor
 type Key = (u64, BlockHash, CoinbasePayee);
 
 /// Payees' works, derived once and shared (see the module comment). Bounded: past
-/// `capacity` derivations the oldest go (a channel keeps the few it mines on).
+/// `capacity` derivations the oldest go (a channel keeps the few it mines on), and only the
+/// derivations of the newest [`KEPT_WORKS`] pool works are kept.
 #[derive(Debug)]
 pub struct PayeeWorks {
     inner: Mutex<Derived>,
@@ -141,6 +149,8 @@ pub struct PayeeWorks {
 struct Derived {
     by_key: HashMap<Key, Arc<Work>>,
     order: VecDeque<Key>,
+    /// The pool works derived from, newest last (at most [`KEPT_WORKS`]).
+    works: VecDeque<(u64, BlockHash)>,
     derivations: u64,
 }
 
@@ -171,6 +181,16 @@ impl PayeeWorks {
         // channels of one payee arriving together derive it once.
         let work = Arc::new(derive(base, payee)?);
         d.derivations += 1;
+        let base_key = (base.id, base.prev_hash);
+        if !d.works.contains(&base_key) {
+            d.works.push_back(base_key);
+            if d.works.len() > KEPT_WORKS
+                && let Some((id, prev)) = d.works.pop_front()
+            {
+                d.by_key.retain(|k, _| (k.0, k.1) != (id, prev));
+                d.order.retain(|k| (k.0, k.1) != (id, prev));
+            }
+        }
         if d.order.len() >= self.capacity
             && let Some(oldest) = d.order.pop_front()
         {
@@ -371,5 +391,22 @@ mod tests {
         // The oldest went: derived again.
         works.get(&w1, &payee(1, 0)).unwrap();
         assert_eq!(works.derivations(), 5);
+    }
+
+    /// One solo miner and a new template every so often: the derivations of older works
+    /// go, and with them the older templates' transactions (nothing else holds them).
+    #[test]
+    fn older_works_are_not_kept_alive() {
+        let works = PayeeWorks::default();
+        let mut chain = chain();
+        let mut kept = Vec::new();
+        for id in 0..100 {
+            let base = pool_work_on(&mut chain, id);
+            kept.push(Arc::downgrade(&base.transactions));
+            works.get(&base, &payee(1, 0)).unwrap();
+        }
+        let alive = kept.iter().filter(|w| w.strong_count() > 0).count();
+        assert_eq!(alive, KEPT_WORKS, "the newest works' transactions only");
+        assert_eq!(works.len(), KEPT_WORKS);
     }
 }
