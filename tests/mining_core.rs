@@ -924,9 +924,11 @@ fn set_target(frames: &[Vec<u8>]) -> Option<Target> {
 /// credited at its job's target, exactly honest credit.
 #[test]
 fn target_shopping_with_update_channel_earns_exactly_honest_credit() {
-    // One credit window for the whole run, so the miner can stay on its first job.
+    // One credit window for the whole run, and room for the new job each UpdateChannel
+    // brings, so the miner can stay on its first job.
     let cfg = MiningConfig {
         credit_window_shares: 2_000,
+        max_jobs: 2_000,
         ..config(1e-9)
     };
     let mut rig = Rig::new(hard_chain(), cfg);
@@ -1243,6 +1245,28 @@ fn update_channel_does_not_reset_vardiff() {
         raised,
         "eight shares in 100 ms raise the target despite UpdateChannel"
     );
+}
+
+/// An UpdateChannel that moves the target is answered with SetTarget and a job on the current
+/// work at it (05 §5.3.7, 5.3.21: the new target is for jobs sent after it); one that does not
+/// move it, with nothing. Before, no job followed: a proxy that opened at hashrate 0 (as the
+/// spec asks with no devices yet) and then announced its devices kept mining its first job
+/// at the easy target, and was closed for flooding.
+#[test]
+fn update_channel_sends_a_job_at_the_new_target() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let job = open_extended(&mut rig, 4);
+    let update = |rate: f32| UpdateChannel {
+        channel_id: job.channel_id,
+        nominal_hash_rate: rate,
+        maximum_target: [0xff; 32],
+    };
+    let answer = exchange(&mut rig, &frame(&update(1e12)), NOW_MS + 100);
+    assert_eq!(names(&answer), ["SetTarget", "NewExtendedMiningJob"]);
+    let target = set_target(&answer).expect("a target");
+    assert!(target < job.target, "a harder target for 1 TH/s");
+    let answer = exchange(&mut rig, &frame(&update(1e12)), NOW_MS + 200);
+    assert!(answer.is_empty(), "the same target: nothing to send");
 }
 
 /// A tip that comes back (a reorg back to an earlier prev hash) does not reopen its old jobs

@@ -580,12 +580,21 @@ impl Harness {
         self.session
             .handle_frame(&Frame::parse_exact(&frame(&msg)).unwrap(), self.now_ms)
             .unwrap();
+        // SetTarget, then a job on the current work at the new target (ours; SRI's
+        // channel leaves jobs to its caller): not tracked here, the earlier jobs keep theirs.
         let frames = take_frames(&mut self.session);
-        assert_eq!(frames.len(), 1, "SetTarget");
+        assert_eq!(frames.len(), 2, "SetTarget and a new job");
         match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
             Message::SetTarget(m) => {
                 assert_eq!(m.channel_id, self.channel_id);
                 assert_eq!(m.maximum_target, maximum_target);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match Frame::parse_exact(&frames[1]).unwrap().message().unwrap().0 {
+            Message::NewExtendedMiningJob(m) => {
+                assert_eq!(m.channel_id, self.channel_id);
+                assert!(m.min_ntime.is_some(), "active at once");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -2086,8 +2095,9 @@ fn later_template_on_a_tip_matches_channels_sv2() {
 /// them, like SRI, which keeps each job's target as long as the job.
 #[test]
 fn job_target_survives_many_target_changes() {
+    // Room for every job: each UpdateChannel here also brings a job of ours (not SRI's).
     let config = MiningConfig {
-        max_jobs: 32,
+        max_jobs: 64,
         ..pool_config()
     };
     let mut h = Harness::with_config(HARD_BITS, 40, config);

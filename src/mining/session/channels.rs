@@ -499,8 +499,13 @@ impl Session {
             Ok(t) => t,
             Err(code) => return refuse(self, code),
         };
-        // The new target applies to jobs sent from now on (05 §5.3.21); vardiff keeps its
-        // measurement, so announcing another hashrate does not reset what it has seen.
+        // The new target applies to jobs sent from now on (05 §5.3.21), so a new job on the
+        // current work follows it at once (05 §5.3.7: SetTarget comes with "new job
+        // readiness"), as after vardiff's: without it a miner keeps the job it has at the old
+        // target (a proxy that opened at hashrate 0 and then announced its devices flooded
+        // the pool with easy shares until it was closed) or mines the new target on a job
+        // credited at the old one. Vardiff keeps its measurement, so announcing another
+        // hashrate does not reset what it has seen.
         let next_seq = self.next_seq;
         let ch = &mut self.channels[idx];
         ch.last_valid_ms = now_ms;
@@ -508,6 +513,7 @@ impl Session {
         if ch.target() != target {
             let msg = ch.retarget(target, next_seq);
             self.send(&msg);
+            self.refresh_channel(idx, now_ms);
         }
         self.events.push(SessionEvent::ChannelUpdated {
             channel_id: m.channel_id,
