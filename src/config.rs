@@ -944,8 +944,10 @@ fn ledger_settings(
         writer: WriterSettings {
             flush_shares,
             flush_ms,
-            // The payout policy's, set where the writer starts (`server`).
+            // The payout policy's and the data directory's file, set where the writer
+            // starts (`server`).
             payout_terms: None,
+            unwritten_path: None,
         },
         sqlite_sync,
         heartbeat: std::time::Duration::from_secs(heartbeat_secs),

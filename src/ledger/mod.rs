@@ -30,6 +30,8 @@ mod schema;
 mod share_pack;
 #[cfg(feature = "runtime")]
 pub mod sqlite;
+#[cfg(feature = "runtime")]
+pub mod unwritten;
 
 use std::sync::Arc;
 

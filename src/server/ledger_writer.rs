@@ -24,6 +24,7 @@ use bitcoin::{BlockHash, CompactTarget, Target};
 use tracing::{error, info, warn};
 
 use super::held_output::HeldOutput;
+use crate::ledger::unwritten::Unwritten;
 use crate::ledger::{
     BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
     LedgerError, PayoutTerms, RejectedCount, ShareRecord, SqliteSettings, SqliteSync, StoredBlock,
@@ -316,6 +317,9 @@ pub struct WriterSettings {
     /// The pool's payout terms, recorded with every block found (`None`: none recorded, the
     /// block is settled by the configuration of the day).
     pub payout_terms: Option<PayoutTerms>,
+    /// Where found blocks the ledger could not take before a stop are kept for the next start
+    /// ([`Unwritten`]); `None`: nowhere (tests).
+    pub unwritten_path: Option<std::path::PathBuf>,
 }
 
 impl Default for WriterSettings {
@@ -324,6 +328,7 @@ impl Default for WriterSettings {
             flush_shares: DEFAULT_FLUSH_SHARES,
             flush_ms: DEFAULT_FLUSH_MS,
             payout_terms: None,
+            unwritten_path: None,
         }
     }
 }
@@ -425,6 +430,7 @@ impl LedgerWriter {
             verdicts: Vec::new(),
             confirm_queries: Vec::new(),
             rejected: HashMap::new(),
+            kept_again: false,
             stopping: stopping.clone(),
             failures: LogBudget::with_limits(1, 60_000, now_ms()),
             totals: WriterTotals::default(),
@@ -584,6 +590,9 @@ struct WriterCore {
     confirm_queries: Vec<(u32, BlocksReply)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
     rejected: HashMap<RejectedKey, u64>,
+    /// Whether this run wrote blocks or verdicts to the unwritten file (the stop's records
+    /// add to it; a recovery that had to keep them again leaves it).
+    kept_again: bool,
     stopping: Arc<AtomicBool>,
     failures: LogBudget<&'static str>,
     totals: WriterTotals,
@@ -591,6 +600,7 @@ struct WriterCore {
 
 impl WriterCore {
     fn run(&mut self, rx: &Receiver<LedgerMessage>) {
+        self.recover_unwritten();
         let mut stop = false;
         while !stop {
             // Asleep until a message comes, or the next heartbeat or window read is due.
@@ -781,12 +791,15 @@ impl WriterCore {
         self.last_batch_shares = self.batch.shares.len();
         if !self.batch.is_empty() {
             // Numbered once, before the first attempt: a retry after a commit whose reply was
-            // lost is then recognised by the ledger and not written twice.
-            self.batches_sent += 1;
-            self.batch.sequence = Some(BatchSequence {
-                writer: self.writer_id,
-                number: self.batches_sent,
-            });
+            // lost is then recognised by the ledger and not written twice. (A batch of blocks
+            // kept at the last stop comes with the number it had then.)
+            if self.batch.sequence.is_none() {
+                self.batches_sent += 1;
+                self.batch.sequence = Some(BatchSequence {
+                    writer: self.writer_id,
+                    number: self.batches_sent,
+                });
+            }
             let batch = std::mem::take(&mut self.batch);
             let written = self.retry("append", |l| l.append(&batch));
             self.batch = batch;
@@ -797,6 +810,23 @@ impl WriterCore {
                     blocks = self.batch.blocks.len(),
                     "stopping with the ledger unable to write: these were never acknowledged"
                 );
+                // The blocks are not shares: kept, with their finding shares and every
+                // verdict not written, for the next start.
+                let blocks = std::mem::take(&mut self.batch.blocks);
+                let shares = self
+                    .batch
+                    .shares
+                    .iter()
+                    .filter(|s| blocks.iter().any(|b| b.hash == s.hash))
+                    .cloned()
+                    .collect();
+                let verdicts = self.verdicts.drain(..).map(|(h, s, _)| (h, s)).collect();
+                self.keep_unwritten(Unwritten {
+                    sequence: self.batch.sequence,
+                    blocks,
+                    shares,
+                    verdicts,
+                });
                 self.clear();
                 return;
             }
@@ -808,8 +838,10 @@ impl WriterCore {
             signal.commit(up_to);
         }
         let verdicts = std::mem::take(&mut self.verdicts);
+        let mut not_written = Vec::new();
         for (hash, status, on_changed) in verdicts {
             let Some(current) = self.retry("block status", |l| l.block(hash)) else {
+                not_written.push((hash, status));
                 continue;
             };
             if let Some(current) = current.map(|b| b.status)
@@ -825,6 +857,7 @@ impl WriterCore {
             }
             let Some(changed) = self.retry("block verdict", |l| l.set_block_status(hash, &status))
             else {
+                not_written.push((hash, status));
                 continue;
             };
             if changed && let Some(OnChanged(tell)) = on_changed {
@@ -845,6 +878,12 @@ impl WriterCore {
                     error!(%hash, "accepted block not settled (the ledger could not write)");
                 }
             }
+        }
+        if !not_written.is_empty() {
+            self.keep_unwritten(Unwritten {
+                verdicts: not_written,
+                ..Unwritten::default()
+            });
         }
         for (min_orphan_height, reply) in self.confirm_queries.drain(..) {
             // Nobody waiting any more (the pool stopping) is not an error.
@@ -902,7 +941,82 @@ impl WriterCore {
         }
     }
 
+    /// Puts back the blocks and verdicts kept at the last stop ([`Unwritten`]) as a batch of
+    /// their own, under its old number, and removes the file once they are written. Waits
+    /// for the ledger like any commit; a stop meanwhile keeps them again.
+    fn recover_unwritten(&mut self) {
+        let Some(path) = self.settings.unwritten_path.clone() else {
+            return;
+        };
+        let kept = match Unwritten::load(&path) {
+            Ok(Some(kept)) => kept,
+            Ok(None) => return,
+            Err(e) => {
+                error!(file = %path.display(), "cannot read the blocks kept at the last stop (left in place): {e}");
+                return;
+            }
+        };
+        info!(
+            blocks = kept.blocks.len(),
+            verdicts = kept.verdicts.len(),
+            file = %path.display(),
+            "recording what the ledger could not take before the last stop"
+        );
+        self.batch.sequence = kept.sequence;
+        self.batch.blocks = kept.blocks;
+        self.batch.shares = kept.shares;
+        self.verdicts.extend(
+            kept.verdicts
+                .into_iter()
+                .map(|(hash, status)| (hash, status, None)),
+        );
+        self.kept_again = false;
+        self.commit();
+        if !self.kept_again
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            warn!(file = %path.display(), "cannot remove the blocks file once recorded: {e}");
+        }
+    }
+
+    /// Keeps `u` for the next start (added to what this stop kept already), logged.
+    fn keep_unwritten(&mut self, u: Unwritten) {
+        let Some(path) = self.settings.unwritten_path.clone() else {
+            error!(
+                blocks = u.blocks.len(),
+                verdicts = u.verdicts.len(),
+                "stopping with found blocks the ledger could not take, and nowhere to keep them"
+            );
+            return;
+        };
+        let mut all = match Unwritten::load(&path) {
+            Ok(Some(before)) if self.kept_again => before,
+            _ => Unwritten::default(),
+        };
+        if all.sequence.is_none() {
+            all.sequence = u.sequence;
+        }
+        all.blocks.extend(u.blocks);
+        all.shares.extend(u.shares);
+        all.verdicts.extend(u.verdicts);
+        self.kept_again = true;
+        match all.save(&path) {
+            Ok(()) => error!(
+                blocks = all.blocks.len(),
+                verdicts = all.verdicts.len(),
+                file = %path.display(),
+                "the ledger could not take these found blocks before the stop: kept for the next start"
+            ),
+            Err(e) => error!(
+                blocks = all.blocks.len(),
+                file = %path.display(),
+                "found blocks the ledger could not take cannot be kept either: {e}"
+            ),
+        }
+    }
+
     fn clear(&mut self) {
+        self.batch.sequence = None;
         self.batch.shares.clear();
         self.batch.blocks.clear();
         self.batch.rejected.clear();
@@ -996,8 +1110,23 @@ mod tests {
 
     /// A memory ledger the test can look into and make fail.
     /// (Ledger, replies to lose, microseconds each append takes.)
+    /// (And whether it is down: every append, read of a block and verdict fails.)
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemoryLedger>>, Arc<AtomicU64>, Arc<AtomicU64>);
+    struct Shared(
+        Arc<Mutex<MemoryLedger>>,
+        Arc<AtomicU64>,
+        Arc<AtomicU64>,
+        Arc<AtomicBool>,
+    );
+
+    impl Shared {
+        fn down(&self) -> Result<(), LedgerError> {
+            if self.3.load(Ordering::SeqCst) {
+                return Err(LedgerError::Unavailable("database down".into()));
+            }
+            Ok(())
+        }
+    }
 
     impl Shared {
         /// The next `n` appends commit, then answer with an error, as a database that
@@ -1009,6 +1138,7 @@ mod tests {
 
     impl Ledger for Shared {
         fn append(&mut self, batch: &LedgerBatch) -> Result<(), LedgerError> {
+            self.down()?;
             std::thread::sleep(Duration::from_micros(self.2.load(Ordering::SeqCst)));
             self.0.lock().unwrap().append(batch)?;
             if self
@@ -1021,12 +1151,14 @@ mod tests {
             Ok(())
         }
         fn set_block_status(&mut self, h: BlockHash, s: &BlockStatus) -> Result<bool, LedgerError> {
+            self.down()?;
             self.0.lock().unwrap().set_block_status(h, s)
         }
         fn block(
             &mut self,
             h: BlockHash,
         ) -> Result<Option<crate::ledger::StoredBlock>, LedgerError> {
+            self.down()?;
             self.0.lock().unwrap().block(h)
         }
         fn blocks(&mut self, n: usize) -> Result<Vec<crate::ledger::StoredBlock>, LedgerError> {
@@ -1491,5 +1623,90 @@ mod tests {
         assert_eq!(block.status, BlockStatus::Accepted);
         assert_eq!(block.block.user, "bc1qbob");
         assert_eq!(*settled.lock().unwrap(), [hash]);
+    }
+
+    /// A block found and accepted while the ledger is down, and the pool stopped before it is
+    /// back: its record, its finding share and its verdict are kept in the data directory and
+    /// recorded (and settled) by the next start's writer; the shares no miner saw acknowledged
+    /// are given up. Before, the block was never recorded nor paid. A failed batch that did
+    /// land after all (its reply lost) is recognised by its number: nothing written twice.
+    #[test]
+    fn blocks_the_ledger_could_not_take_before_a_stop_are_recorded_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = WriterSettings {
+            unwritten_path: Some(dir.path().join("ledger-unwritten.json")),
+            ..WriterSettings::default()
+        };
+        let hash = BlockHash::from_byte_array([9; 32]);
+        let signal = HeldOutput::waited_on();
+        let block = |tx: &LedgerSender| {
+            // The finding share (hash 9...), another share, the block, the node's yes.
+            let LedgerMessage::Share(mut finding) = share(&signal, 3, 1) else {
+                unreachable!()
+            };
+            finding.hash = hash;
+            tx.send(LedgerMessage::Share(finding));
+            tx.send(share(&signal, 3, 2));
+            tx.send(LedgerMessage::Block(BlockInput {
+                hash,
+                height: 101,
+                time_ms: 5,
+                reward_sat: 5_000_000_000,
+                bits: CompactTarget::from_consensus(0x207fffff),
+                user_identity: "bc1qbob.w".into(),
+                coinbase_payouts: None,
+            }));
+            tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted, None));
+        };
+        let start = |ledger: &Shared, settled: &Arc<Mutex<Vec<BlockHash>>>| {
+            let seen = settled.clone();
+            LedgerWriter::start(
+                Box::new(ledger.clone()),
+                settings.clone(),
+                LedgerStatus::new(),
+                Box::new(move |_, hash| {
+                    seen.lock().unwrap().push(hash);
+                    Ok(())
+                }),
+            )
+            .unwrap()
+        };
+        for lost_reply in [false, true] {
+            let ledger = Shared::default();
+            let settled = Arc::new(Mutex::new(Vec::new()));
+            if lost_reply {
+                ledger.lose_replies(1_000);
+            } else {
+                ledger.3.store(true, Ordering::SeqCst);
+            }
+            let mut w = start(&ledger, &settled);
+            block(&w.sender());
+            let totals = w.stop();
+            assert_eq!(totals.lost_at_stop, 2);
+            assert!(settings.unwritten_path.as_ref().unwrap().exists());
+            assert!(settled.lock().unwrap().is_empty());
+            // Back, and a new start.
+            ledger.3.store(false, Ordering::SeqCst);
+            ledger.lose_replies(0);
+            let mut w = start(&ledger, &settled);
+            w.stop();
+            let mut l = ledger.0.lock().unwrap();
+            let stored = l.block(hash).unwrap().expect("the block is recorded");
+            assert_eq!(stored.status, BlockStatus::Accepted);
+            assert_eq!(stored.block.user, "bc1qbob");
+            assert!(
+                l.share_by_hash(hash).unwrap().is_some(),
+                "its finding share"
+            );
+            let shares = l.shares(&ShareRange::ALL).unwrap().len();
+            // Ledger down: the finding share alone; reply lost: the first batch's two, once.
+            assert_eq!(
+                shares,
+                if lost_reply { 2 } else { 1 },
+                "lost reply: {lost_reply}"
+            );
+            assert_eq!(*settled.lock().unwrap(), [hash], "and settled");
+            assert!(!settings.unwritten_path.as_ref().unwrap().exists());
+        }
     }
 }

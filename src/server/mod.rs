@@ -60,6 +60,10 @@ use crate::shell::{DetectError, Printable, Refused};
 
 /// Listen backlog: a burst of simultaneous connects is queued, not dropped (no SYN retries).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// In the data directory: found blocks (and the node's verdicts) the ledger could not take
+/// before a stop, recorded at the next start (`ledger::unwritten`).
+pub const UNWRITTEN_BLOCKS_FILE: &str = "ledger-unwritten.json";
 /// How long shutdown waits for connections to flush and close: longer than a connection's
 /// drain (it is asked to reconnect, then kept for its acknowledgements,
 /// `shell::DEFAULT_DRAIN_GRACE`), so that a drained connection closes on its own rather than
@@ -573,8 +577,10 @@ impl StratumV2Server {
                     .as_ref()
                     .map(|l| l.writer.clone())
                     .unwrap_or_default();
-                // Every block found is recorded with the terms its miners mined under.
+                // Every block found is recorded with the terms its miners mined under; blocks
+                // the ledger cannot take before a stop are kept for the next start.
                 settings.payout_terms = Some(config.payout.terms());
+                settings.unwritten_path = Some(config.data_dir.join(UNWRITTEN_BLOCKS_FILE));
                 // On each new tip (at start too), at most every quarter of the retention (and
                 // at least every 10 minutes): accepted blocks left unsettled are settled (the
                 // process ended between a verdict and its settlement), then shares no window
