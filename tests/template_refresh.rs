@@ -178,5 +178,18 @@ async fn same_tip_templates_go_out_only_when_they_pay_more() {
     // Sent as a new tip (a future job and SetNewPrevHash, on the same prev hash): the jobs at
     // the wrong height, on which no block is valid, stop earning credit.
     assert_eq!(next_job(&mut m, Duration::from_secs(2)).await, Some(true));
+
+    // The same tip at other nBits (testnet: the minimum difficulty 20 minutes after a block),
+    // paying no more: a new tip too, whose SetNewPrevHash carries them to the miner.
+    let mut easier = template(2, 2_500_000_000);
+    easier.height += 1;
+    easier.bits = CompactTarget::from_consensus(0x207f_fffe);
+    *node.template.lock().unwrap() = easier;
+    server
+        .handle_event(NodeEvent::BlockTemplateUpdated)
+        .await
+        .unwrap();
+    assert_eq!(server.current_work().unwrap().nbits, 0x207f_fffe);
+    assert_eq!(next_job(&mut m, Duration::from_secs(2)).await, Some(true));
     server.stop().await.unwrap();
 }

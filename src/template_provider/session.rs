@@ -222,8 +222,8 @@ pub struct TpSession {
     /// Templates whose transactions were sent this client, newest last (at most
     /// [`REMEMBERED_TEMPLATES`]).
     data_sent: VecDeque<u64>,
-    /// prev hash of the last SetNewPrevHash sent.
-    sent_prev_hash: Option<BlockHash>,
+    /// prev hash and nBits of the last SetNewPrevHash sent.
+    sent_prev_hash: Option<(BlockHash, bitcoin::CompactTarget)>,
     constraints: Option<(u32, u16)>,
     out: Outbox,
     events: Vec<TpEvent>,
@@ -319,7 +319,8 @@ impl TpSession {
                 return;
             }
         };
-        let new_tip = self.sent_prev_hash != Some(t.prev_hash());
+        // Other nBits on the same tip (testnet's 20-minute rule) need a SetNewPrevHash too.
+        let new_tip = self.sent_prev_hash != Some((t.prev_hash(), t.template.bits));
         let (Ok(prefix), Ok(outputs), Ok(path)) = (
             B0_255::new(&t.coinbase_prefix),
             B0_64K::new(&t.coinbase_outputs),
@@ -351,7 +352,7 @@ impl TpSession {
                 target: t.target,
             };
             self.send(&prev);
-            self.sent_prev_hash = Some(t.prev_hash());
+            self.sent_prev_hash = Some((t.prev_hash(), t.template.bits));
         }
         if self.sent.len() == REMEMBERED_TEMPLATES {
             self.sent.pop_front();
@@ -692,6 +693,41 @@ mod tests {
                 error: RoomError::FeeUnknown { index: 9 }
             }
         )));
+    }
+
+    /// The same tip at other nBits (testnet's 20-minute rule): a future template and a
+    /// SetNewPrevHash carrying them, not a template for the old nBits.
+    #[test]
+    fn other_bits_on_the_same_tip_get_a_set_new_prev_hash() {
+        let mut chain = EmbeddedChain::new(ChainConfig {
+            bits: 0x207f_ffff,
+            synthetic_transactions: 1,
+            block_interval_secs: 0,
+        });
+        let first = chain.template(1_700_000_000);
+        let mut s = TpSession::new();
+        s.on_template(&Arc::new(ServedTemplate::new(1, first.clone())));
+        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+        feed(
+            &mut s,
+            &CoinbaseOutputConstraints {
+                coinbase_output_max_additional_size: 0,
+                coinbase_output_max_additional_sigops: 0,
+            },
+        )
+        .unwrap();
+        s.output().clear();
+        let easier = BlockTemplate {
+            bits: bitcoin::CompactTarget::from_consensus(0x207f_fffe),
+            ..first
+        };
+        s.on_template(&Arc::new(ServedTemplate::new(2, easier)));
+        let f = frames(s.output());
+        assert_eq!(f.iter().map(|f| f.0).collect::<Vec<_>>(), [0x71, 0x72]);
+        match Frame::parse_exact(&f[1].1).unwrap().message().unwrap().0 {
+            Message::TemplateSetNewPrevHash(m) => assert_eq!(m.n_bits, 0x207f_fffe),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -104,7 +104,13 @@ impl WorkSelection {
             return Some(WorkChange::NewTip);
         };
         let paid_up_to = current.coinbase_payouts.as_ref().map(|p| p.last_share_id);
-        if current.prev_hash != template.prev_hash || current.height != template.height {
+        // Another height or nBits on the same prev hash is a new tip too: testnet's
+        // getblocktemplate gives the same tip the minimum difficulty 20 minutes after its
+        // block, and the miners must get it with a SetNewPrevHash (which carries nBits).
+        if current.prev_hash != template.prev_hash
+            || current.height != template.height
+            || current.nbits != template.bits.to_consensus()
+        {
             Some(WorkChange::NewTip)
         } else if template.coinbase_value.to_sat() > current.coinbase_value {
             Some(WorkChange::PaysMore)
@@ -231,6 +237,26 @@ mod tests {
             Some((2, WorkChange::NewTip))
         );
         assert_eq!(s.current().unwrap().height, 103);
+    }
+
+    /// Testnet's 20-minute rule: the same tip's template at another nBits (the minimum
+    /// difficulty) goes out as a new tip whatever it pays; before, it was ignored when it
+    /// paid no more (blocks found past the 20 minutes were bad-diffbits) or sent as a job
+    /// update without SetNewPrevHash (miners hashed at the old nBits, every share refused).
+    #[test]
+    fn other_bits_on_the_same_tip_are_a_new_tip() {
+        let mut s = WorkSelection::new();
+        assert_eq!(
+            offer(&mut s, template(1, 101, 100)),
+            Some((1, WorkChange::NewTip))
+        );
+        let easier = |value| BlockTemplate {
+            bits: CompactTarget::from_consensus(0x1d00_ffff),
+            ..template(1, 101, value)
+        };
+        assert_eq!(s.judge(&easier(100)), Some(WorkChange::NewTip));
+        assert_eq!(offer(&mut s, easier(101)), Some((2, WorkChange::NewTip)));
+        assert_eq!(offer(&mut s, easier(101)), None);
     }
 
     #[test]

@@ -101,13 +101,13 @@ impl Session {
     /// by SetNewPrevHash; on the same tip, as a job active at once (with min_ntime). Another
     /// height on the same prev hash is a new tip too (the pool's correction of a template
     /// whose BIP34 height did not follow its prev hash: no block on the old jobs is valid, so
-    /// they must stop earning credit).
+    /// they must stop earning credit), and so are other nBits (testnet's minimum difficulty
+    /// 20 minutes after a block: only SetNewPrevHash tells the miner the new nBits).
     pub fn on_work(&mut self, work: &Arc<Work>, now_ms: u64) {
         let new_tip = self.tip.prev_hash != Some(work.prev_hash)
-            || self
-                .current
-                .as_ref()
-                .is_some_and(|current| current.height != work.height);
+            || self.current.as_ref().is_some_and(|current| {
+                current.height != work.height || current.nbits != work.nbits
+            });
         self.current = Some(work.clone());
         if new_tip {
             self.easiest = self.easiest_for(work);
