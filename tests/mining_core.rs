@@ -1247,6 +1247,39 @@ fn update_channel_does_not_reset_vardiff() {
     );
 }
 
+/// A connection's jobs are bounded (`max_jobs`), but a channel's newest job is never retired
+/// by jobs sent to its neighbours: an SRI translator opening eleven extended channels on one
+/// connection (each gets a job of its own) had its first channel's only job made block-only,
+/// every share on it `stale-share`, until the next template.
+#[test]
+fn a_channels_only_job_is_not_retired_by_its_neighbours_jobs() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let max_jobs = MiningConfig::default().max_jobs;
+    let first = open_extended(&mut rig, 4);
+    let later: Vec<ExtJob> = (0..max_jobs + 5)
+        .map(|_| open_extended(&mut rig, 4))
+        .collect();
+    for (i, job) in [&first, &later[0], later.last().unwrap()]
+        .into_iter()
+        .enumerate()
+    {
+        let en = vec![i as u8; job.extranonce_size];
+        let nonce = find_nonce(job, &en, job.target, 0);
+        let answer = exchange(
+            &mut rig,
+            &ext_share(job, i as u32, &en, job.min_ntime, nonce),
+            NOW_MS + 10,
+        );
+        assert_eq!(
+            names(&answer)[0],
+            "SubmitSharesSuccess",
+            "channel {}: {}",
+            job.channel_id,
+            error_code(&answer)
+        );
+    }
+}
+
 /// An UpdateChannel that moves the target is answered with SetTarget and a job on the current
 /// work at it (05 §5.3.7, 5.3.21: the new target is for jobs sent after it); one that does not
 /// move it, with nothing. Before, no job followed: a proxy that opened at hashrate 0 (as the

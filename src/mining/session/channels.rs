@@ -99,6 +99,9 @@ pub(super) struct Channel {
     pub(super) max_target: Target,
     /// When the channel last got a job (its own or its group's), ms.
     pub(super) last_job_ms: u64,
+    /// The sequence number of the newest job it got (its own or its group's): kept earning
+    /// credit whatever other channels of the connection were sent since.
+    pub(super) last_job_seq: u64,
     /// Merkle roots of standard channels, by job id (bounded like the jobs).
     pub(super) roots: VecDeque<StandardJob>,
     /// Fingerprints of shares on the jobs that earn credit.
@@ -357,6 +360,7 @@ impl Session {
             epochs: VecDeque::from([TargetEpoch::new(self.next_seq, target)]),
             max_target: r.max_target,
             last_job_ms: now_ms,
+            last_job_seq: 0,
             roots: VecDeque::new(),
             seen: SeenShares::default(),
             seen_retired: SeenShares::default(),

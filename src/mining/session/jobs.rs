@@ -299,11 +299,26 @@ impl Session {
     }
 
     /// Folds jobs beyond `max_jobs` into the older, block-only jobs (product API name); called
-    /// whenever a job is added, so the whole jobs of a connection never pass the bound.
+    /// whenever a job is added. Each channel's newest job stays whatever was sent since: jobs
+    /// sent to one channel alone (its target moved, its nTime fell behind) must not retire
+    /// the only job another channel of the connection has (its miner mines it until told
+    /// otherwise, 05 §5.3.15-16: an SRI translator's eleventh channel made the first one's
+    /// shares `stale-share`). So a connection holds at most `max_jobs` plus one a channel.
     pub fn cleanup_old_jobs(&mut self) {
         let max = self.config.max_jobs.max(1);
         while self.jobs.len() > max {
-            if let Some(job) = self.jobs.pop_front() {
+            // (The job just added is not any channel's yet: it is being sent.)
+            let newest = |seq: u64| self.channels.iter().any(|c| c.last_job_seq == seq);
+            let last = self.jobs.len() - 1;
+            let Some(oldest) = self
+                .jobs
+                .iter()
+                .enumerate()
+                .position(|(i, j)| i < last && !newest(j.seq))
+            else {
+                break;
+            };
+            if let Some(job) = self.jobs.remove(oldest) {
                 self.fold_older(job);
             }
         }
@@ -320,8 +335,12 @@ impl Session {
     }
 
     fn fold_older(&mut self, job: SessionJob) {
+        // Only a run of consecutive jobs on one work is one entry: a job kept back as a
+        // channel's newest and folded later must not be covered by a range of another work.
         match self.older.back_mut() {
-            Some(last) if Arc::ptr_eq(&last.work, &job.work) => last.last_seq = job.seq,
+            Some(last) if Arc::ptr_eq(&last.work, &job.work) && last.last_seq + 1 == job.seq => {
+                last.last_seq = job.seq
+            }
             _ => self.older.push_back(OlderJobs {
                 first_seq: job.seq,
                 last_seq: job.seq,
@@ -376,6 +395,7 @@ impl Session {
         let (seq, work) = (job.seq, own.as_deref().unwrap_or(&job.work));
         let ch = &mut self.channels[idx];
         ch.last_job_ms = ch.last_job_ms.max(job.sent_ms);
+        ch.last_job_seq = ch.last_job_seq.max(job.seq);
         let root = work.merkle_root(&ch.extranonce_prefix, &[]);
         let head = header_midstate(&header_bytes(
             work.version,
@@ -445,6 +465,7 @@ impl Session {
     fn send_job(&mut self, idx: usize, job: &SessionJob, future: bool) -> bool {
         let ch = &mut self.channels[idx];
         ch.last_job_ms = ch.last_job_ms.max(job.sent_ms);
+        ch.last_job_seq = ch.last_job_seq.max(job.seq);
         match self.channels[idx].kind {
             ChannelKind::Extended => {
                 let Ok(own) = self.payee_work(idx, &job.work) else {
