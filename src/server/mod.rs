@@ -1530,13 +1530,23 @@ async fn submit_loop(
 }
 
 /// What an event from the node (`None`: events were lost) tells the submission schedule: the
-/// node is reachable, and a new tip ends the wait of blocks too new for the node's clock that
-/// are not on it. Returns whether a block the node could not take was waiting.
+/// node is reachable (a template, a tip not announced before, any news after it was found
+/// unreachable; not `Unreachable` itself, nor the same tip announced again), and a new tip
+/// ends the wait of blocks too new for the node's clock that are not on it. Returns whether
+/// a block the node could not take was waiting and is now due.
 fn note_node_event(found: &mut FoundBlocks, event: Option<&ChainEvent>, now_ms: u64) -> bool {
-    if let Some(ChainEvent::NewTip { hash, .. }) = event {
-        found.new_tip(*hash);
-    }
-    found.node_back(now_ms)
+    let back = match event {
+        Some(ChainEvent::Unreachable) => {
+            found.node_unreachable();
+            false
+        }
+        Some(ChainEvent::NewTip { hash, .. }) => {
+            found.new_tip(*hash);
+            found.tip_announced(*hash)
+        }
+        Some(ChainEvent::NewTemplate) | None => true,
+    };
+    back && found.node_back(now_ms)
 }
 
 /// The node's answer as the pool's submission schedule sees it.
@@ -1685,4 +1695,45 @@ fn submit_one(
         }
     }
     record_block(store, hash, outcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::hashes::Hash;
+
+    use super::*;
+    use crate::mining::pool::NodeAnswer;
+
+    /// A block retrying with backoff keeps its time through `Unreachable` and through the same
+    /// tip announced again (a backend re-announces it while its templates fail); a new tip, a
+    /// template, or any news after `Unreachable` make it due at once.
+    #[test]
+    fn only_news_from_the_node_brings_a_waiting_block_forward() {
+        let mut f = FoundBlocks::new();
+        let block = bitcoin::constants::genesis_block(bitcoin::Network::Regtest);
+        let tip = |n: u8| ChainEvent::NewTip {
+            hash: bitcoin::BlockHash::from_byte_array([n; 32]),
+            height: u32::from(n),
+        };
+        assert!(!note_node_event(&mut f, Some(&tip(1)), 0));
+        f.queue(block, Some(1), 0);
+        let s = f.poll_submission(0).unwrap();
+        f.handle_answer(s.hash, NodeAnswer::Unavailable, 0);
+        assert_eq!(f.poll_timeout(), Some(200));
+        assert!(!note_node_event(&mut f, Some(&ChainEvent::Unreachable), 1));
+        assert_eq!(f.poll_timeout(), Some(200), "unreachable is no news");
+        // After Unreachable, the same tip again is the node back.
+        assert!(note_node_event(&mut f, Some(&tip(1)), 2));
+        assert_eq!(f.poll_timeout(), Some(2));
+        let s = f.poll_submission(2).unwrap();
+        f.handle_answer(s.hash, NodeAnswer::Unavailable, 2);
+        let due = f.poll_timeout().unwrap();
+        assert!(due > 2);
+        for t in 3..10 {
+            assert!(!note_node_event(&mut f, Some(&tip(1)), t));
+        }
+        assert_eq!(f.poll_timeout(), Some(due), "the same tip again is no news");
+        assert!(note_node_event(&mut f, Some(&tip(2)), 10));
+        assert_eq!(f.poll_timeout(), Some(10));
+    }
 }

@@ -217,6 +217,10 @@ pub struct FoundBlocks {
     rejected: u64,
     queue: VecDeque<Queued>,
     stopping: bool,
+    /// The last tip the node announced ([`Self::tip_announced`]).
+    last_tip: Option<BlockHash>,
+    /// Whether the node was found unreachable since its last news.
+    node_down: bool,
 }
 
 impl FoundBlocks {
@@ -379,11 +383,29 @@ impl FoundBlocks {
         }
     }
 
+    /// The node was found unreachable (its next news says it is back).
+    pub fn node_unreachable(&mut self) {
+        self.node_down = true;
+    }
+
+    /// The node announced `tip`; returns whether that says it is back: a tip not announced
+    /// before, or the first news since it was found unreachable. A backend announces the same
+    /// tip again and again while its templates fail (a node that answers its tip but throttles
+    /// the rest), which must not restart the backoff of a block waiting for it: it was
+    /// resubmitted every 50 ms to a node already overloaded.
+    pub fn tip_announced(&mut self, tip: BlockHash) -> bool {
+        let news = self.last_tip != Some(tip) || self.node_down;
+        self.last_tip = Some(tip);
+        self.node_down = false;
+        news
+    }
+
     /// The node is reachable again (it announced a tip or a template): the block waiting for
     /// it is due at once (or as soon as the attempt in flight fails); blocks waiting for the
     /// node's clock keep their time. Returns whether a block the node could not take was
     /// waiting.
     pub fn node_back(&mut self, now_ms: u64) -> bool {
+        self.node_down = false;
         let Some(head) = self
             .queue
             .iter_mut()
