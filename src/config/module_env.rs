@@ -35,6 +35,20 @@ impl PoolOptions {
         let mut table = toml::Table::new();
         let mut skipped = Vec::new();
         for (key, text) in &env.config {
+            // The node flattens a nested table into dotted keys (`users.alice.address`): put
+            // back as tables.
+            if let Some((head, rest)) = key.split_once('.')
+                && pool_option_keys().contains(&head)
+            {
+                if head == "webhooks" {
+                    return Err(webhooks_in_the_nodes_section(source));
+                }
+                insert_dotted(&mut table, head, rest, toml::Value::String(text.clone()));
+                continue;
+            }
+            if key == "webhooks" {
+                return Err(webhooks_in_the_nodes_section(source));
+            }
             match option_value(key, text) {
                 Some(v) => {
                     table.insert(key.clone(), v);
@@ -55,8 +69,39 @@ impl PoolOptions {
     }
 }
 
+/// `[[webhooks]]` cannot come through the node: it flattens an array of tables into one line
+/// of their texts joined by commas, which no reading can split back.
+fn webhooks_in_the_nodes_section(source: &Path) -> ConfigError {
+    ConfigError::Parse {
+        path: source.to_path_buf(),
+        message: "`webhooks` cannot be given in the node's [modules.blvm-stratum-v2] section \
+                  (blvm-node flattens an array of tables): put them in DATA_DIR/config.toml"
+            .into(),
+    }
+}
+
+/// Sets `rest` (a dotted path) under `table[head]` to `value`, making the tables between.
+fn insert_dotted(table: &mut toml::Table, head: &str, rest: &str, value: toml::Value) {
+    let mut at = table
+        .entry(head.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let mut parts = rest.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let toml::Value::Table(t) = at else {
+            return;
+        };
+        if parts.peek().is_none() {
+            t.insert(part.to_owned(), value);
+            return;
+        }
+        at = t
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+}
+
 /// `text` as the TOML value key `key` of [`PoolOptions`] takes, or `None` if we have no such
-/// key.
+/// key. A list reaches us as its items joined by commas (how the node flattens an array).
 fn option_value(key: &str, text: &str) -> Option<toml::Value> {
     if !pool_option_keys().contains(&key) {
         return None;
@@ -71,6 +116,16 @@ fn option_value(key: &str, text: &str) -> Option<toml::Value> {
         && fits(v)
     {
         return Some(v.clone());
+    }
+    let list = toml::Value::Array(
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| toml::Value::String(item.to_owned()))
+            .collect(),
+    );
+    if fits(&list) {
+        return Some(list);
     }
     // A string; if the key takes something else, the parse names the key and the problem.
     Some(toml::Value::String(text.to_owned()))
@@ -159,6 +214,49 @@ mod tests {
         assert_eq!(o.socket_path.as_deref(), Some(Path::new("/tmp/node.sock")));
         assert_eq!(o.module_id.as_deref(), Some("m-1"));
         assert_eq!(skipped, vec!["database_backend".to_owned()]);
+    }
+
+    /// What the node makes of lists and nested tables in the pool's section: lists joined by
+    /// commas (`proxy_protocol_from = ["127.0.0.1/32", "::1/128"]`), tables as dotted keys
+    /// (`[users.alice]`, whose name reaches us in lower case: the node upper-cases keys);
+    /// `[[webhooks]]`, which it cannot flatten back, is refused with where to put it.
+    #[test]
+    fn lists_and_tables_flattened_by_the_node() {
+        let base = [
+            ("MODULE_ID", "m-1"),
+            ("SOCKET_PATH", "/tmp/node.sock"),
+            ("DATA_DIR", "/nonexistent/blvm-stratum-v2"),
+        ];
+        let with = |more: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(more);
+            env(&all)
+        };
+        let (o, skipped) = PoolOptions::from_module_env(&with(&[
+            ("MODULE_CONFIG_PROXY_PROTOCOL_FROM", "127.0.0.1/32,::1/128"),
+            ("MODULE_CONFIG_CONNECTION_ALLOW_LIST", "10.0.0.0/8"),
+            ("MODULE_CONFIG_USERS.ALICE.ADDRESS", "bcrt1qalice"),
+            ("MODULE_CONFIG_USERS.ALICE.SCHEME", "solo"),
+            ("MODULE_CONFIG_USERS.BOB.ADDRESS", "bcrt1qbob"),
+        ]))
+        .expect("options");
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            o.proxy_protocol_from,
+            Some(vec!["127.0.0.1/32".to_owned(), "::1/128".to_owned()])
+        );
+        assert_eq!(o.connection_allow_list, Some(vec!["10.0.0.0/8".to_owned()]));
+        let users = o.users.expect("users");
+        assert_eq!(users["alice"].address, "bcrt1qalice");
+        assert_eq!(users["alice"].scheme.as_deref(), Some("solo"));
+        assert_eq!(users["bob"].address, "bcrt1qbob");
+        let err = PoolOptions::from_module_env(&with(&[(
+            "MODULE_CONFIG_WEBHOOKS",
+            "{ url = \"http://x\" }",
+        )]))
+        .expect_err("webhooks")
+        .to_string();
+        assert!(err.contains("DATA_DIR/config.toml"), "{err}");
     }
 
     #[test]
