@@ -1280,6 +1280,52 @@ fn a_channels_only_job_is_not_retired_by_its_neighbours_jobs() {
     }
 }
 
+/// Channel openings are rate-limited per connection: after a burst of
+/// `max_channels_per_connection`, one a second (`too-many-channel-openings` beyond); open-close
+/// pairs could otherwise go on without end, each costing a job, a write lock and log lines.
+#[test]
+fn channel_openings_are_rate_limited() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let burst = MiningConfig::default().max_channels_per_connection;
+    let open = OpenExtendedMiningChannel {
+        request_id: 7,
+        user_identity: Str0_255::new("alice.worker1").unwrap(),
+        nominal_hash_rate: 0.0,
+        max_target: [0xff; 32],
+        min_extranonce_size: 4,
+    };
+    let mut refused = 0;
+    for _ in 0..burst + 10 {
+        let answer = exchange(&mut rig, &frame(&open), NOW_MS);
+        if names(&answer)[0] == "OpenExtendedMiningChannelSuccess" {
+            let channel_id = match Frame::parse_exact(&answer[0]).unwrap().message().unwrap().0 {
+                Message::OpenExtendedMiningChannelSuccess(m) => m.channel_id,
+                other => panic!("{other:?}"),
+            };
+            let close = CloseChannel {
+                channel_id,
+                reason_code: Str0_255::new("bye").unwrap(),
+            };
+            let _ = exchange(&mut rig, &frame(&close), NOW_MS);
+        } else {
+            assert_eq!(open_error_code(&answer), "too-many-channel-openings");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10, "the burst is max_channels_per_connection");
+    let answer = exchange(&mut rig, &frame(&open), NOW_MS + 1_000);
+    assert_eq!(names(&answer)[0], "OpenExtendedMiningChannelSuccess");
+    let answer = exchange(&mut rig, &frame(&open), NOW_MS + 1_000);
+    assert_eq!(open_error_code(&answer), "too-many-channel-openings");
+}
+
+fn open_error_code(frames: &[Vec<u8>]) -> String {
+    match Frame::parse_exact(&frames[0]).unwrap().message().unwrap().0 {
+        Message::OpenMiningChannelError(e) => e.error_code.to_string_lossy().into_owned(),
+        other => panic!("expected OpenMiningChannel.Error, got {other:?}"),
+    }
+}
+
 /// An UpdateChannel that moves the target is answered with SetTarget and a job on the current
 /// work at it (05 §5.3.7, 5.3.21: the new target is for jobs sent after it); one that does not
 /// move it, with nothing. Before, no job followed: a proxy that opened at hashrate 0 (as the

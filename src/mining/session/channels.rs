@@ -35,6 +35,14 @@ use crate::wire::{B0_32, Str0_255};
 
 /// OpenMiningChannel.Error code when the connection's or the pool's channel cap is reached.
 const CHANNEL_CAPACITY_EXHAUSTED: &str = "channel-capacity-exhausted";
+/// OpenMiningChannel.Error code (ours) for a connection opening channels faster than
+/// [`OPENINGS_PER_SEC`] after its first burst.
+pub const TOO_MANY_CHANNEL_OPENINGS: &str = "too-many-channel-openings";
+/// Channel openings a connection may make a second, after a burst of
+/// `max_channels_per_connection`: a proxy opens all its channels at once and then few, while
+/// each opening costs the pool a job, a write lock and log lines, and open-close pairs could
+/// otherwise go on without end (and wrap the connection's channel ids).
+pub const OPENINGS_PER_SEC: f64 = 1.0;
 /// OpenMiningChannel.Error code for a user_identity no payout can go to: an address that is
 /// malformed or of another network, an `sri/` form SRI does not define, or a coinbase for its
 /// address that the template has no room for (the specification's code for a user the pool
@@ -338,6 +346,17 @@ impl Session {
                 return None;
             }
         };
+        // Openings that would succeed spend the connection's allowance (a refusal costs the
+        // pool little more than its answer).
+        let burst = self.config.max_channels_per_connection.max(1) as f64;
+        if !self
+            .openings
+            .get_or_insert_with(|| super::flood::ShareBucket::new(burst, now_ms))
+            .take(OPENINGS_PER_SEC / 1_000.0, burst, now_ms)
+        {
+            self.refuse_channel(r.request_id, TOO_MANY_CHANNEL_OPENINGS);
+            return None;
+        }
         // The pool-wide cap last: a slot is taken only for a channel that opens.
         if self.budget.as_ref().is_some_and(|b| !b.try_take()) {
             self.refuse_channel(r.request_id, CHANNEL_CAPACITY_EXHAUSTED);

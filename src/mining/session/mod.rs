@@ -107,6 +107,8 @@ pub struct Session {
     events: Vec<SessionEvent>,
     /// Since when (ms) the set-up connection has had no channel open.
     no_channel_since: Option<u64>,
+    /// The connection's allowance of channel openings (`None` until its first request).
+    openings: Option<flood::ShareBucket>,
     /// The pool-wide channel cap, if any.
     budget: Option<Arc<ChannelBudget>>,
     /// Each channel's share allowance (see `flood`), computed once.
@@ -154,6 +156,7 @@ impl Session {
             out: Outbox::new(),
             events: Vec::new(),
             no_channel_since: None,
+            openings: None,
             budget: None,
             share_rate_per_ms,
             share_burst,
