@@ -1763,6 +1763,36 @@ fn close_channel_acknowledges_first_and_a_group_id_closes_every_member() {
     assert_eq!(rig.session.channel_count(), 0, "both members closed");
 }
 
+/// A channel paid in its own coinbase (`sri/solo/ADDRESS`) was told a group of its own: the
+/// connection's group id closes the pool's channels, not it (05 §5.3.9: the channels that
+/// belong to the group); its own group id closes it.
+#[test]
+fn a_group_close_leaves_a_channel_of_its_own_group_open() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let address = bitcoin::Address::p2wsh(
+        &bitcoin::ScriptBuf::from_bytes(vec![0x51]),
+        bitcoin::Network::Regtest,
+    );
+    let identity = format!("sri/solo/{address}/w");
+    let open = OpenExtendedMiningChannel {
+        request_id: 9,
+        user_identity: Str0_255::new(&identity).unwrap(),
+        nominal_hash_rate: 0.0,
+        max_target: [0xff; 32],
+        min_extranonce_size: 4,
+    };
+    let answer = exchange(&mut rig, &frame(&open), NOW_MS);
+    assert_eq!(names(&answer)[0], "OpenExtendedMiningChannelSuccess");
+    let _pool_channel = open_extended(&mut rig, 4);
+    assert_eq!(rig.session.channel_count(), 2);
+    let close = |id| CloseChannel {
+        channel_id: id,
+        reason_code: Str0_255::new("bye").unwrap(),
+    };
+    let _ = exchange(&mut rig, &frame(&close(1)), NOW_MS);
+    assert_eq!(rig.session.channel_count(), 1, "the solo channel stays");
+}
+
 #[test]
 fn job_history_is_bounded_by_max_jobs() {
     let cfg = MiningConfig {

@@ -552,7 +552,14 @@ impl Session {
         let mut idx = 0;
         while idx < self.channels.len() {
             let id = self.channels[idx].id;
-            if whole_group || id == channel_id || self.channels[idx].own_group == Some(channel_id) {
+            // The connection's group holds the channels not put in a group of their own
+            // (a channel paid in its own coinbase was told its own group, 05 §5.3.9 closes
+            // a group's channels only).
+            let own_group = self.channels[idx].own_group;
+            if (whole_group && own_group.is_none())
+                || id == channel_id
+                || own_group == Some(channel_id)
+            {
                 self.flush_batch(idx);
                 self.remove_channel(idx, now_ms);
                 self.events
