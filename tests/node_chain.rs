@@ -180,3 +180,45 @@ async fn the_binary_refuses_to_start_and_says_why() {
         "it never listened"
     );
 }
+
+/// Until the node has answered (its chain, a first template) the pool's port refuses
+/// connections: it is bound (a port another program listens on fails the start) but not
+/// listening, so miners and a
+/// load balancer's health check are not accepted by a pool that cannot serve them. Before,
+/// the kernel completed their connects into a backlog nobody read.
+#[tokio::test]
+async fn the_port_refuses_connections_until_the_node_has_answered() {
+    // A node that is not there: nothing listens on this port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = PoolOptions {
+        listen_addr: Some(format!("127.0.0.1:{port}")),
+        data_dir: Some(dir.path().to_path_buf()),
+        backend: Some("rpc".into()),
+        rpc_url: Some(dead_url),
+        ..PoolOptions::default()
+    };
+    let config = PoolConfig::resolve(&opts, "test").expect("valid config");
+    let Backend::Rpc(rpc) = config.backend.clone() else {
+        panic!("not the rpc backend")
+    };
+    let server = Arc::new(StratumV2Server::new(config, Arc::new(RpcNode::new(rpc))).unwrap());
+    let starting = tokio::spawn({
+        let server = server.clone();
+        async move { server.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!starting.is_finished(), "still waiting for the node");
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+    assert!(
+        connect.is_err(),
+        "a connection was accepted before the node answered"
+    );
+    starting.abort();
+}

@@ -766,7 +766,10 @@ impl StratumV2Server {
             Ok(_) => {}
             Err(e) => warn!("cannot raise the open-files limit: {e}"),
         }
-        let listener = crate::shell::listen(addr, LISTEN_BACKLOG)
+        // Bound now (a port taken fails the start), listening only once the node has answered
+        // and the first work is ready: until then connections are refused, not queued
+        // unanswered in the backlog while a load balancer's health check passes.
+        let listener = crate::shell::bind(addr)
             .map_err(|(step, e)| StratumV2Error::ServerError(format!("{step} {addr}: {e}")))?;
         let local_addr = listener
             .local_addr()
@@ -774,11 +777,9 @@ impl StratumV2Server {
         // Stratum V1 miners on their own port (issue 17), bound with the SV2 one: a port taken
         // fails the start, not a miner later.
         let sv1_listener = match cfg.sv1_listen_addr {
-            Some(addr) => Some(crate::shell::listen(addr, LISTEN_BACKLOG).map_err(
-                |(step, e)| {
-                    StratumV2Error::ServerError(format!("{step} {addr} (sv1_listen_addr): {e}"))
-                },
-            )?),
+            Some(addr) => Some(crate::shell::bind(addr).map_err(|(step, e)| {
+                StratumV2Error::ServerError(format!("{step} {addr} (sv1_listen_addr): {e}"))
+            })?),
             None => None,
         };
         let sv1_addr = match &sv1_listener {
@@ -830,6 +831,16 @@ impl StratumV2Server {
             ));
         }
         self.work.send_replace(Some(w));
+        let listen = |socket: tokio::net::TcpSocket, addr: SocketAddr| {
+            socket
+                .listen(LISTEN_BACKLOG)
+                .map_err(|e| StratumV2Error::ServerError(format!("listen {addr}: {e}")))
+        };
+        let listener = listen(listener, local_addr)?;
+        let sv1_listener = match (sv1_listener, sv1_addr) {
+            (Some(socket), Some(addr)) => Some(listen(socket, addr)?),
+            _ => None,
+        };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shutdown = Arc::new(shutdown);

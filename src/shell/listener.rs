@@ -17,6 +17,14 @@ pub fn listen(
     addr: SocketAddr,
     backlog: u32,
 ) -> Result<TcpListener, (&'static str, std::io::Error)> {
+    bind(addr)?.listen(backlog).map_err(|e| ("listen", e))
+}
+
+/// A socket bound to `addr` that does not listen yet: its port is taken (a port in use fails
+/// here, and an ephemeral port is known), but connections to it are refused until
+/// [`TcpSocket::listen`], so that a load balancer's health check fails while the pool cannot
+/// serve miners yet (no node, no work).
+pub fn bind(addr: SocketAddr) -> Result<TcpSocket, (&'static str, std::io::Error)> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -25,7 +33,7 @@ pub fn listen(
     .map_err(|e| ("socket", e))?;
     let _ = socket.set_reuseaddr(true);
     socket.bind(addr).map_err(|e| ("bind", e))?;
-    socket.listen(backlog).map_err(|e| ("listen", e))
+    Ok(socket)
 }
 
 /// Raises the soft open-files limit towards `wanted` (up to the hard limit); returns the soft

@@ -24,7 +24,7 @@ pub use detect::{DetectError, detect_protocol};
 pub use driver::{DEFAULT_DRAIN_GRACE, DriverLimits, Handler, drive};
 pub use histogram::{AtomicHistogram, HistogramSnapshot};
 pub use listener::{
-    ListenerConfig, accept_loop, accept_loop_admitting, listen, raise_nofile_limit,
+    ListenerConfig, accept_loop, accept_loop_admitting, bind, listen, raise_nofile_limit,
 };
 pub use log_budget::{LogBudget, Summary};
 pub use printable::Printable;
