@@ -47,6 +47,10 @@ pub struct InstanceRecord {
     pub started_ms: u64,
     /// Its last heartbeat (ms since the Unix epoch, the ledger's clock).
     pub heartbeat_ms: u64,
+    /// Its own lease: silent for longer, it is dead (three of its heartbeat intervals).
+    /// `None` for a row written by a program that did not record it: the claimant's lease
+    /// is used.
+    pub lease_ms: Option<u64>,
 }
 
 /// What a claim came to.
@@ -69,7 +73,9 @@ pub enum ClaimOutcome {
 }
 
 /// Why a holder's row may be taken over by `claim`: it is the claimant itself (a claim made
-/// again), its heartbeat is older than the lease (it died), or it is the same host and data
+/// again), its heartbeat is older than its own lease (it died: judged by the holder's
+/// heartbeat interval, not the claimant's, or a newcomer with a short one would take a live
+/// instance's row between two of its beats), or it is the same host and data
 /// directory (the same instance restarted after a crash: the process that held it is gone,
 /// since this one now runs there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +97,8 @@ pub fn may_take_over(
 ) -> Option<Takeover> {
     if holder.instance == claim.instance {
         Some(Takeover::Same)
-    } else if now_ms.saturating_sub(holder.heartbeat_ms) > claim.lease_ms {
+    } else if now_ms.saturating_sub(holder.heartbeat_ms) > holder.lease_ms.unwrap_or(claim.lease_ms)
+    {
         Some(Takeover::Stale)
     } else if holder.host == claim.host && holder.data_dir == claim.data_dir {
         Some(Takeover::Restarted)
@@ -146,6 +153,7 @@ mod tests {
             addresses: "sv2 127.0.0.1:2".into(),
             started_ms: 0,
             heartbeat_ms,
+            lease_ms: None,
         }
     }
 
@@ -163,6 +171,32 @@ mod tests {
                 holder: live,
                 now_ms: now
             }
+        );
+    }
+
+    /// The holder's own lease decides: one that beats every 30 s (a 90 s lease) is alive 16 s
+    /// after its last beat, whatever the claimant's interval; a row without a lease (an older
+    /// program's) falls back to the claimant's.
+    #[test]
+    fn a_holder_is_judged_by_its_own_lease() {
+        let now = 100_000;
+        let slow = InstanceRecord {
+            lease_ms: Some(90_000),
+            ..holder(1, "a", "/d", now - 16_000)
+        };
+        assert_eq!(may_take_over(&slow, &claim(2, "b", "/e"), now), None);
+        let dead = InstanceRecord {
+            heartbeat_ms: now - 90_001,
+            ..slow.clone()
+        };
+        assert_eq!(
+            may_take_over(&dead, &claim(2, "b", "/e"), now),
+            Some(Takeover::Stale)
+        );
+        let older = holder(1, "a", "/d", now - 16_000);
+        assert_eq!(
+            may_take_over(&older, &claim(2, "b", "/e"), now),
+            Some(Takeover::Stale)
         );
     }
 

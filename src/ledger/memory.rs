@@ -257,6 +257,7 @@ impl Ledger for MemoryLedger {
                     addresses: claim.addresses.clone(),
                     started_ms,
                     heartbeat_ms: now_ms,
+                    lease_ms: Some(claim.lease_ms),
                 },
             );
         }

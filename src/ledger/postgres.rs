@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/postgres/0008_payout_terms.sql"),
         oldest_program_schema: 6,
     },
+    // A column that programs before it leave NULL (their rows judged by the claimant's lease).
+    Migration {
+        sql: include_str!("../../migrations/postgres/0009_instance_lease.sql"),
+        oldest_program_schema: 6,
+    },
 ];
 
 /// Schema 5 moves the rows of `shares` into packs of this many (consecutive ids).
@@ -841,8 +846,8 @@ fn payouts(
     }))
 }
 
-const INSTANCE_COLUMNS: &str =
-    "server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms FROM instances";
+const INSTANCE_COLUMNS: &str = "server_id, instance, host, data_dir, addresses, started_ms, \
+     heartbeat_ms, lease_ms FROM instances";
 
 fn instance_record(row: &Row) -> Result<InstanceRecord, LedgerError> {
     let server_id: i32 = get(row, 0)?;
@@ -855,6 +860,9 @@ fn instance_record(row: &Row) -> Result<InstanceRecord, LedgerError> {
         addresses: get(row, 4)?,
         started_ms: to_u64(get(row, 5)?, "started_ms")?,
         heartbeat_ms: to_u64(get(row, 6)?, "heartbeat_ms")?,
+        lease_ms: get::<Option<i64>>(row, 7)?
+            .map(|l| to_u64(l, "lease_ms"))
+            .transpose()?,
     })
 }
 
@@ -878,7 +886,8 @@ fn claim_server_id(
     let inserted = tx
         .execute(
             "INSERT INTO instances (server_id, instance, host, data_dir, addresses, started_ms, \
-             heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (server_id) DO NOTHING",
+             heartbeat_ms, lease_ms) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
+             ON CONFLICT (server_id) DO NOTHING",
             &[
                 &server_id,
                 &instance,
@@ -886,6 +895,7 @@ fn claim_server_id(
                 &claim.data_dir,
                 &claim.addresses,
                 &now,
+                &bound_i64(claim.lease_ms),
             ],
         )
         .map_err(postgres_error)?;
@@ -909,11 +919,12 @@ fn claim_server_id(
     if write {
         tx.execute(
             "INSERT INTO instances (server_id, instance, host, data_dir, addresses, started_ms, \
-             heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (server_id) DO UPDATE \
+             heartbeat_ms, lease_ms) VALUES ($1, $2, $3, $4, $5, $6, $6, $8) \
+             ON CONFLICT (server_id) DO UPDATE \
              SET instance = excluded.instance, host = excluded.host, \
              data_dir = excluded.data_dir, addresses = excluded.addresses, \
              started_ms = CASE WHEN $7 THEN instances.started_ms ELSE excluded.started_ms END, \
-             heartbeat_ms = excluded.heartbeat_ms",
+             heartbeat_ms = excluded.heartbeat_ms, lease_ms = excluded.lease_ms",
             &[
                 &server_id,
                 &instance,
@@ -922,6 +933,7 @@ fn claim_server_id(
                 &claim.addresses,
                 &now,
                 &same,
+                &bound_i64(claim.lease_ms),
             ],
         )
         .map_err(postgres_error)?;

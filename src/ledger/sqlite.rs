@@ -65,6 +65,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/0007_payout_terms.sql"),
         oldest_program_schema: 5,
     },
+    // A column that programs before it leave NULL (their rows judged by the claimant's lease).
+    Migration {
+        sql: include_str!("../../migrations/sqlite/0008_instance_lease.sql"),
+        oldest_program_schema: 5,
+    },
 ];
 
 /// The version whose migration moves the rows of `shares` into packs after its SQL.
@@ -943,7 +948,8 @@ impl Ledger for SqliteLedger {
         if write {
             tx.execute(
                 "INSERT OR REPLACE INTO instances (server_id, instance, host, data_dir, \
-                 addresses, started_ms, heartbeat_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 addresses, started_ms, heartbeat_ms, lease_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     claim.server_id,
                     claim.instance as i64,
@@ -952,6 +958,7 @@ impl Ledger for SqliteLedger {
                     claim.addresses,
                     bound_i64(started_ms),
                     bound_i64(now_ms),
+                    bound_i64(claim.lease_ms),
                 ],
             )
             .map_err(sqlite_error)?;
@@ -1000,11 +1007,11 @@ impl Ledger for SqliteLedger {
     }
 }
 
-const INSTANCE_COLUMNS: &str =
-    "server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms FROM instances";
+const INSTANCE_COLUMNS: &str = "server_id, instance, host, data_dir, addresses, started_ms, \
+     heartbeat_ms, lease_ms FROM instances";
 
 /// A registry row's columns as read.
-type InstanceRow = (i64, i64, String, String, String, i64, i64);
+type InstanceRow = (i64, i64, String, String, String, i64, i64, Option<i64>);
 
 fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
     Ok((
@@ -1015,11 +1022,12 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRow> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
 }
 
 fn instance_record(
-    (server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms): InstanceRow,
+    (server_id, instance, host, data_dir, addresses, started_ms, heartbeat_ms, lease_ms): InstanceRow,
 ) -> Result<InstanceRecord, LedgerError> {
     Ok(InstanceRecord {
         server_id: u16::try_from(server_id)
@@ -1030,6 +1038,7 @@ fn instance_record(
         addresses,
         started_ms: to_u64(started_ms, "started_ms")?,
         heartbeat_ms: to_u64(heartbeat_ms, "heartbeat_ms")?,
+        lease_ms: lease_ms.map(|l| to_u64(l, "lease_ms")).transpose()?,
     })
 }
 
