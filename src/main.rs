@@ -14,7 +14,7 @@ use blvm_stratum_v2::node::module::{ModuleEnv, ModuleNode};
 use blvm_stratum_v2::node::regtest::EmbeddedNode;
 use blvm_stratum_v2::node::rpc::RpcNode;
 use blvm_stratum_v2::noise::keys;
-use blvm_stratum_v2::server::StratumV2Server;
+use blvm_stratum_v2::server::{DataDirLockError, StratumV2Error, StratumV2Server};
 use blvm_stratum_v2::shell::rotating_log::RotatingLog;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
@@ -775,7 +775,18 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
         };
         let http_settings = config.http.clone();
         let sv1_on_sv2_port = config.sv1_on_sv2_port;
-        let server = match StratumV2Server::new(config, node) {
+        // Started by blvm-node, a data directory another pool holds is the module's previous
+        // instance, still stopping after its node was killed and started again: waited for,
+        // as the node is (a module that exits is not started again). Run by hand, a held
+        // directory fails the start.
+        let built = tokio::select! {
+            r = build_server(config, node, started_by_node) => r,
+            _ = &mut stop => {
+                info!("stopped while the data directory was held");
+                return ExitCode::SUCCESS;
+            }
+        };
+        let server = match built {
             Ok(s) => s,
             Err(e) => {
                 error!("{e}");
@@ -850,6 +861,30 @@ fn run(config_path: Option<PathBuf>, flags: PoolOptions, parent: libc::pid_t) ->
             }
         }
     })
+}
+
+/// Builds the pool server; with `wait_for_data_dir`, a data directory another pool process
+/// holds is tried again every 250 ms until it is free (said in the log now and then).
+async fn build_server(
+    config: PoolConfig,
+    node: Arc<dyn NodeApi>,
+    wait_for_data_dir: bool,
+) -> Result<StratumV2Server, StratumV2Error> {
+    let mut tries = 0u32;
+    loop {
+        match StratumV2Server::new(config.clone(), node.clone()) {
+            Err(StratumV2Error::DataDir(held @ DataDirLockError::Held { .. }))
+                if wait_for_data_dir =>
+            {
+                if tries == 0 || tries.is_power_of_two() {
+                    warn!("{held}; waiting for it to stop");
+                }
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Resolves once `parent`, the process that started us, has gone (we were re-parented).

@@ -83,10 +83,13 @@ fn as_a_module_on_json_rpc_it_also_stops_when_the_node_is_gone() {
     ]);
 }
 
-fn module_run_and_node_gone(extra_env: &[(&str, &str)]) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    // The "node": a shell that starts the pool, prints its pid, and waits.
+/// Starts the pool as blvm-node starts a module, from a "node" (a shell that starts the pool,
+/// prints its pid, and waits): the node and the pool's pid.
+fn start_module(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    extra_env: &[(&str, &str)],
+) -> (std::process::Child, libc::pid_t) {
     let mut node = Command::new("sh")
         .args([
             "-c",
@@ -95,8 +98,8 @@ fn module_run_and_node_gone(extra_env: &[(&str, &str)]) {
         .env("POOL", env!("CARGO_BIN_EXE_blvm-stratum-v2"))
         .env("MODULE_NAME", "blvm-stratum-v2")
         .env("MODULE_ID", "blvm-stratum-v2_test")
-        .env("SOCKET_PATH", dir.path().join("absent.sock"))
-        .env("DATA_DIR", &data)
+        .env("SOCKET_PATH", dir.join("absent.sock"))
+        .env("DATA_DIR", data)
         .env("MODULE_CONFIG_LISTEN_ADDR", "127.0.0.1:0")
         .env("MODULE_CONFIG_VERSION", "0.1.0")
         .envs(extra_env.iter().copied())
@@ -109,7 +112,32 @@ fn module_run_and_node_gone(extra_env: &[(&str, &str)]) {
     BufReader::new(node.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("pid line");
-    let pid: libc::pid_t = line.trim().parse().expect("pid");
+    (node, line.trim().parse().expect("pid"))
+}
+
+/// Whether process `pid` still runs (not gone, not a zombie nobody has reaped yet).
+fn runs(pid: libc::pid_t) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// Waits until `what` holds, at most `within`; panics with `why()` if it does not.
+fn wait_until(within: Duration, mut what: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    while !what() {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn module_run_and_node_gone(extra_env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let (mut node, pid) = start_module(dir.path(), &data, extra_env);
 
     let log = data.join("blvm-stratum-v2.log");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -134,23 +162,76 @@ fn module_run_and_node_gone(extra_env: &[(&str, &str)]) {
     // Kill the "node" outright: the pool is re-parented and must stop by itself.
     node.kill().expect("kill the shell");
     let _ = node.wait();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        // Gone, or a zombie nobody has reaped yet.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if matches!(state, None | Some("Z") | Some("X")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool still runs 15 s after its node died"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(15),
+        || !runs(pid),
+        || "the pool still runs 15 s after its node died".into(),
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("is gone; stopping"), "{text}");
+}
+
+/// A node killed and started again before its module's previous instance finished stopping
+/// starts a new instance on the same data directory while the old one still holds it: the new
+/// one waits (as it waits for the node: the node would not start it again if it exited),
+/// opening nothing there but its log, and runs once the old one has left.
+#[test]
+fn as_a_module_it_waits_for_its_previous_instance_to_leave_the_data_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let log = data.join("blvm-stratum-v2.log");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let lock_holder = || {
+        std::fs::read_to_string(data.join("pool.lock"))
+            .ok()
+            .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
+    };
+    let (mut old_node, old) = start_module(dir.path(), &data, &[]);
+    wait_until(
+        Duration::from_secs(30),
+        || lock_holder() == Some(old) && text().contains("waiting for the node"),
+        || {
+            format!(
+                "the first instance does not hold the directory:\n{}",
+                text()
+            )
+        },
+    );
+
+    let (mut new_node, new) = start_module(dir.path(), &data, &[]);
+    wait_until(
+        Duration::from_secs(30),
+        || text().contains(&format!("(pid {old}); waiting for it to stop")),
+        || format!("the new instance does not say it waits:\n{}", text()),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(runs(new), "the new instance gave up:\n{}", text());
+    assert_eq!(lock_holder(), Some(old));
+
+    old_node.kill().expect("kill the first node");
+    let _ = old_node.wait();
+    wait_until(
+        Duration::from_secs(15),
+        || !runs(old) && lock_holder() == Some(new),
+        || {
+            format!(
+                "the new instance did not take the directory over:\n{}",
+                text()
+            )
+        },
+    );
+    assert!(runs(new));
+
+    new_node.kill().expect("kill the second node");
+    let _ = new_node.wait();
+    wait_until(
+        Duration::from_secs(15),
+        || !runs(new),
+        || {
+            format!(
+                "the new instance still runs after its node died:\n{}",
+                text()
+            )
+        },
+    );
 }

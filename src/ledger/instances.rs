@@ -20,7 +20,8 @@ pub struct InstanceClaim {
     /// The machine it runs on (its host name).
     pub host: String,
     /// Its data directory on that machine: the same host and directory again is the same
-    /// instance restarted (two pools never share a data directory).
+    /// instance restarted (two pools never share a data directory: the directory's lock
+    /// refuses the second).
     pub data_dir: String,
     /// Where it listens, for people and for the error another instance reports
     /// (`sv2 127.0.0.1:3333, sv1 127.0.0.1:3334`).
@@ -77,7 +78,8 @@ pub enum ClaimOutcome {
 /// heartbeat interval, not the claimant's, or a newcomer with a short one would take a live
 /// instance's row between two of its beats), or it is the same host and data
 /// directory (the same instance restarted after a crash: the process that held it is gone,
-/// since this one now runs there).
+/// since this one holds the directory's lock now, `DATA_DIR/pool.lock`, which a pool takes
+/// before it claims and keeps until it stops).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Takeover {
     /// The row is already the claimant's.

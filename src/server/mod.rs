@@ -9,6 +9,7 @@
 mod block_files;
 mod census;
 mod connection;
+mod data_dir_lock;
 mod gate;
 pub mod held_output;
 pub mod ledger_writer;
@@ -25,6 +26,8 @@ mod timed_ledger;
 mod webhooks;
 
 pub use census::{ConnectionCensus, StratumProtocol};
+use data_dir_lock::DataDirLock;
+pub use data_dir_lock::DataDirLockError;
 pub use held_output::DEFAULT_HOLD_LIMIT_SECS;
 pub use observe::{NodeHealth, PoolLimits, PoolObserver};
 pub use registration::{DEFAULT_HEARTBEAT_SECS, LEASE_HEARTBEATS, RegistrationError};
@@ -122,6 +125,10 @@ pub enum StratumV2Error {
     /// sharing the ledger holds it.
     #[error("instance registry: {0}")]
     Registration(#[from] RegistrationError),
+    /// The data directory cannot be this pool's: another pool process holds it, or it (or
+    /// its lock file) cannot be made.
+    #[error("data directory: {0}")]
+    DataDir(#[from] DataDirLockError),
 }
 
 impl From<EndpointError> for StratumV2Error {
@@ -423,6 +430,9 @@ pub struct StratumV2Server {
     running: tokio::sync::Mutex<Option<Running>>,
     /// The share ledger's writer thread (stopped, after a last flush, by `stop`).
     ledger_writer: Mutex<Option<ledger_writer::LedgerWriter>>,
+    /// This pool's hold on its data directory: taken before anything there is opened,
+    /// released by `stop` (or when the server is dropped).
+    data_dir_lock: Mutex<Option<DataDirLock>>,
 }
 
 /// Loads the authority key as configured: inline, from a file, or created in the data dir. A
@@ -459,9 +469,10 @@ pub fn load_authority_key(config: &ServerConfig) -> Result<(Keypair, bool), Stra
 }
 
 impl StratumV2Server {
-    /// Builds the server: loads the authority key and signs the certificate once.
-    /// `config`: the server's settings, or the whole resolved configuration
-    /// (`config::PoolConfig` converts into them).
+    /// Builds the server: locks the data directory (made if missing; refused with
+    /// [`StratumV2Error::DataDir`] while another pool process holds it), loads the authority
+    /// key and signs the certificate once. `config`: the server's settings, or the whole
+    /// resolved configuration (`config::PoolConfig` converts into them).
     ///
     /// With `config.ledger` set, the share ledger is opened here (the start fails if it
     /// cannot be) and every acknowledgement waits for its commit.
@@ -470,6 +481,8 @@ impl StratumV2Server {
         node: Arc<dyn NodeApi>,
     ) -> Result<Self, StratumV2Error> {
         let config: ServerConfig = config.into();
+        // Before anything in the data directory is opened (the ledger's default file is there).
+        let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let in_memory = config.ledger.as_ref().is_some_and(|settings| {
             crate::ledger::LedgerLocation::parse(&settings.url)
                 .is_ok_and(|l| l == crate::ledger::LedgerLocation::Memory)
@@ -501,23 +514,26 @@ impl StratumV2Server {
                 other => other.map(|_| ()),
             }
         });
-        Self::build(config, node, ledger, settle, memory_ledger)
+        Self::build(config, data_dir_lock, node, ledger, settle, memory_ledger)
     }
 
     /// Builds the server on a ledger of the caller's (whatever `config.ledger` says; its
     /// group-commit settings are used if set), with `on_accepted` run when the node accepts a
-    /// block (payouts).
+    /// block (payouts). The data directory is locked as by [`StratumV2Server::new`].
     pub fn with_ledger(
         config: impl Into<ServerConfig>,
         node: Arc<dyn NodeApi>,
         ledger: Box<dyn crate::ledger::Ledger>,
         on_accepted: ledger_writer::BlockHook,
     ) -> Result<Self, StratumV2Error> {
-        Self::build(config.into(), node, Some(ledger), on_accepted, None)
+        let config: ServerConfig = config.into();
+        let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
+        Self::build(config, data_dir_lock, node, Some(ledger), on_accepted, None)
     }
 
     fn build(
         config: ServerConfig,
+        data_dir_lock: DataDirLock,
         node: Arc<dyn NodeApi>,
         ledger: Option<Box<dyn crate::ledger::Ledger>>,
         on_accepted: ledger_writer::BlockHook,
@@ -668,6 +684,7 @@ impl StratumV2Server {
             blocks_rx: Mutex::new(Some(blocks_rx)),
             running: tokio::sync::Mutex::new(None),
             ledger_writer: Mutex::new(writer),
+            data_dir_lock: Mutex::new(Some(data_dir_lock)),
         })
     }
 
@@ -1003,6 +1020,11 @@ impl StratumV2Server {
                 Err(e) => error!("share ledger writer: {e}"),
             }
         }
+        // Nothing of this pool uses the data directory any more: another may have it.
+        self.data_dir_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         info!("stopped");
         Ok(())
     }
