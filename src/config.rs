@@ -1127,7 +1127,8 @@ fn resolve_rpc(o: &PoolOptions, source_name: &str) -> Result<RpcConfig, ConfigEr
             ));
         }
     };
-    let mut config = RpcConfig::new(url, auth).map_err(|r| invalid(source_name, "rpc_url", r))?;
+    let mut config =
+        RpcConfig::new(url, auth).map_err(|e| invalid(source_name, "rpc_url", e.to_string()))?;
     match o.rpc_poll_interval_ms {
         None => {}
         Some(ms @ 1..=60_000) => config.poll_interval = std::time::Duration::from_millis(ms),

@@ -106,14 +106,15 @@ impl CallError {
 /// A JSON-RPC client over HTTP/1.1 with keep-alive.
 pub struct RpcClient {
     transport: HttpTransport,
-    url: String,
+    /// The node's URL as `Debug` shows it (redacted).
+    shown_url: String,
     next_id: AtomicU64,
 }
 
 impl fmt::Debug for RpcClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RpcClient")
-            .field("url", &self.url)
+            .field("url", &self.shown_url)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +124,7 @@ impl RpcClient {
     pub fn new(config: RpcConfig) -> Self {
         RpcClient {
             transport: HttpTransport::new(&config),
-            url: config.url,
+            shown_url: config.redacted_url(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -38,7 +38,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 pub use client::{CallError, Malformation, RpcClient, Snippet};
-pub use endpoint::{DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RpcAuth, RpcConfig};
+pub use endpoint::{
+    DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT, RpcAuth, RpcConfig, RpcUrlError, redact_url,
+};
 pub use template::{TemplateError, parse_block_template};
 pub use transport::{MAX_BODY, TransportError};
 

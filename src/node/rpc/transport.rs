@@ -45,7 +45,7 @@ pub enum TransportError {
     /// No TCP connection to the node.
     #[error("cannot connect to {url}: {reason}")]
     Connect {
-        /// The node's URL.
+        /// The node's URL, redacted (`RpcConfig::redacted_url`).
         url: String,
         /// The connector's error.
         reason: String,
@@ -74,7 +74,8 @@ pub struct HttpResponse {
 pub struct HttpTransport {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: Uri,
-    url: String,
+    /// The node's URL as errors show it (redacted).
+    shown_url: String,
     auth: RpcAuth,
     timeout: Duration,
 }
@@ -97,7 +98,7 @@ impl HttpTransport {
         HttpTransport {
             client,
             uri,
-            url: config.url.clone(),
+            shown_url: config.redacted_url(),
             auth: config.auth.clone(),
             timeout: config.timeout,
         }
@@ -136,7 +137,7 @@ impl HttpTransport {
         let response = self.client.request(request).await.map_err(|e| {
             if e.is_connect() {
                 return Retry::No(TransportError::Connect {
-                    url: self.url.clone(),
+                    url: self.shown_url.clone(),
                     reason: error_chain(&e),
                 });
             }
@@ -240,6 +241,21 @@ mod tests {
         ] {
             assert_eq!(BASE64.encode(i), o);
         }
+    }
+
+    /// The node's URL in a connection error is shown without a password it may hold (here
+    /// read as a path: host 127.0.0.1, port 1, path `/s3cret@x:1`).
+    #[tokio::test]
+    async fn a_connection_error_does_not_show_a_password_in_the_url() {
+        let config = RpcConfig::new("http://127.0.0.1:1/s3cret@x:1", RpcAuth::None).unwrap();
+        let e = HttpTransport::new(&config)
+            .post(Bytes::from_static(b"{}"))
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(matches!(e, TransportError::Connect { .. }), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let client = super::super::client::RpcClient::new(config);
+        assert!(!format!("{client:?}").contains("s3cret"), "{client:?}");
     }
 
     #[test]
