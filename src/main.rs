@@ -373,6 +373,8 @@ fn run_ledger_command(
     }
 
     let e = |e: blvm_stratum_v2::ledger::LedgerError| e.to_string();
+    // Output that cannot be written (a full disk, a closed pipe) fails the command.
+    let stdout_error = |e: std::io::Error| format!("standard output: {e}");
     match command {
         LedgerCommand::Export {
             from_ms,
@@ -418,15 +420,17 @@ fn run_ledger_command(
                 FormatArg::Csv => ExportFormat::Csv,
                 FormatArg::Json => ExportFormat::Json,
             };
+            // `write_shares` flushes: the buffered writer's last bytes are written (or their
+            // error returned) before it is dropped.
             let written = match &out {
                 Some(path) => std::fs::File::create(path)
                     .map_err(|err| format!("{}: {err}", path.display()))
                     .and_then(|f| {
                         write_shares(&shares, format, std::io::BufWriter::new(f))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                 None => write_shares(&shares, format, std::io::stdout().lock())
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| format!("standard output: {e}")),
             };
             written?;
             if out.is_some() {
@@ -439,7 +443,10 @@ fn run_ledger_command(
             let recorded = ledger.payouts(hash).map_err(e)?;
             let explained = explain_payouts(&stored, &finding, &shares, policy, recorded.as_ref())
                 .map_err(|e| e.to_string())?;
-            print!("{}", explained.text);
+            let mut out = std::io::stdout().lock();
+            out.write_all(explained.text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(stdout_error)?;
             Ok(match explained.matches_recorded {
                 Some(false) => ExitCode::from(3),
                 _ => ExitCode::SUCCESS,
@@ -460,33 +467,39 @@ fn run_ledger_command(
                     .unwrap_or_default();
                 total += b.earned_sat;
                 immature += b.immature_sat;
-                let _ = writeln!(
+                writeln!(
                     out,
                     "{}\t{}\t{}\t{}",
                     b.user, b.earned_sat, b.immature_sat, address
-                );
+                )
+                .map_err(stdout_error)?;
             }
-            let _ = writeln!(
+            writeln!(
                 out,
                 "total\t{total}\t{immature}\t({} users)",
                 balances.len()
-            );
+            )
+            .and_then(|()| out.flush())
+            .map_err(stdout_error)?;
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Instances => {
             let rows = ledger.instances().map_err(e)?;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(
+            writeln!(
                 out,
                 "server_id\thost\taddresses\tdata_dir\tstarted_ms\theartbeat_ms"
-            );
+            )
+            .map_err(stdout_error)?;
             for r in &rows {
-                let _ = writeln!(
+                writeln!(
                     out,
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     r.server_id, r.host, r.addresses, r.data_dir, r.started_ms, r.heartbeat_ms
-                );
+                )
+                .map_err(stdout_error)?;
             }
+            out.flush().map_err(stdout_error)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -717,6 +717,73 @@ fn the_ledger_command_line_on_a_real_file() {
     assert!(out.contains("Recorded: DIFFERENT"), "{out}");
 }
 
+/// A `ledger` command whose output cannot be written (a full disk: /dev/full) fails with the
+/// reason (exit 2, as for any other error) instead of exiting 0 with its output lost: the
+/// JSON export to a file, whose buffered writer was dropped unflushed (the error with it),
+/// and `balances`, `instances` and `payouts` on standard output, which ignored their write
+/// errors (`payouts` panicked).
+#[test]
+fn a_ledger_command_whose_output_cannot_be_written_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let computations = {
+        let mut ledger = SqliteLedger::open(dir.path().join("ledger.sqlite3")).unwrap();
+        settle_all(&mut ledger, &policy())
+    };
+    let hash = computations[2].block_hash.to_string();
+    let run = |args: &[&str], stdout: std::process::Stdio| {
+        let out = bin()
+            .args(["--pool-fee-percent", "1.5", "--data-dir"])
+            .arg(dir.path())
+            .arg("ledger")
+            .args(args)
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let full = || {
+        std::process::Stdio::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        )
+    };
+    const FULL: &str = "No space left on device";
+    // Ten shares: less than the writer's buffer holds, so nothing is written before the end.
+    let range = ["--from-ms", "1010000", "--to-ms", "1020000"];
+    for format in ["json", "csv"] {
+        let args = [
+            &["export", "--format", format, "--out", "/dev/full"][..],
+            &range,
+        ]
+        .concat();
+        let (code, err) = run(&args, std::process::Stdio::null());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("/dev/full") && err.contains(FULL),
+            "{args:?}: {err}"
+        );
+        let args = [&["export", "--format", format][..], &range].concat();
+        let (code, err) = run(&args, full());
+        assert_eq!(code, Some(2), "{args:?} > /dev/full: {err}");
+        assert!(err.contains(FULL), "{args:?} > /dev/full: {err}");
+    }
+    for args in [&["balances"][..], &["instances"], &["payouts", &hash]] {
+        let (code, err) = run(args, full());
+        assert_eq!(code, Some(2), "{args:?} > /dev/full: {err}");
+        assert!(err.contains(FULL), "{args:?} > /dev/full: {err}");
+    }
+    // Written where it can be, each of them succeeds.
+    for args in [&["balances"][..], &["instances"], &["payouts", &hash]] {
+        let (code, err) = run(args, std::process::Stdio::null());
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+}
+
 fn run_with_fee(data_dir: &Path, fee: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = bin()
         .args(["--pool-fee-percent", fee, "--data-dir"])

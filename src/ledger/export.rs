@@ -42,6 +42,9 @@ pub enum ExportError {
         /// What it held.
         value: String,
     },
+    /// Writing the export out (its last bytes, or the flush of a buffered writer).
+    #[error("write: {0}")]
+    Write(#[source] std::io::Error),
 }
 
 /// One share as a row of the export.
@@ -117,7 +120,8 @@ impl TryFrom<Row> for StoredShare {
     }
 }
 
-/// Writes `shares` to `out` in `format`.
+/// Writes `shares` to `out` in `format`, and flushes `out`: an error writing any of it, the
+/// last bytes a buffered writer held included, is returned.
 pub fn write_shares(
     shares: &[StoredShare],
     format: ExportFormat,
@@ -134,7 +138,9 @@ pub fn write_shares(
         ExportFormat::Json => {
             let rows: Vec<Row> = shares.iter().map(Row::from).collect();
             serde_json::to_writer_pretty(&mut out, &rows)?;
-            out.write_all(b"\n").map_err(serde_json::Error::io)?;
+            out.write_all(b"\n")
+                .and_then(|()| out.flush())
+                .map_err(ExportError::Write)?;
         }
     }
     Ok(())
@@ -173,6 +179,27 @@ mod tests {
                 difficulty,
                 hash: BlockHash::from_byte_array([id as u8; 32]),
             },
+        }
+    }
+
+    /// Takes every byte and fails to flush, as a buffered writer over a full disk does when
+    /// the whole export fitted in its buffer.
+    struct FullOnFlush;
+
+    impl Write for FullOnFlush {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+    }
+
+    #[test]
+    fn an_export_whose_flush_fails_is_an_error_in_both_formats() {
+        for format in [ExportFormat::Csv, ExportFormat::Json] {
+            let written = write_shares(&[share(1, 1.0)], format, FullOnFlush);
+            assert!(written.is_err(), "{format:?}");
         }
     }
 
