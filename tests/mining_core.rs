@@ -1793,6 +1793,27 @@ fn a_group_close_leaves_a_channel_of_its_own_group_open() {
     assert_eq!(rig.session.channel_count(), 1, "the solo channel stays");
 }
 
+/// A tip that lasts, with a template paying more every so often: the connection keeps the
+/// newest jobs earning credit and a bounded number of block-only runs, not every template of
+/// the tip (each holds its transactions: an hour of mainnet templates in every session).
+#[test]
+fn a_long_tip_keeps_a_bounded_number_of_templates() {
+    let mut rig = Rig::new(hard_chain(), config(1e-9));
+    let _job = open_extended(&mut rig, 4);
+    let mut works = Vec::new();
+    for i in 0..200u64 {
+        let mut template = rig.chain.template(NOW_S);
+        template.coinbase_value += bitcoin::Amount::from_sat(i + 1);
+        let work = Work::new(10 + i, template, &rig.config.coinbase).unwrap();
+        works.push(Arc::downgrade(&work));
+        rig.session.on_work(&work, NOW_MS + i);
+        let _ = take_frames(&mut rig.session);
+    }
+    let alive = works.iter().filter(|w| w.strong_count() > 0).count();
+    let bound = MiningConfig::default().max_jobs + blvm_stratum_v2::mining::session::MAX_OLDER_RUNS;
+    assert!(alive <= bound, "{alive} templates alive, at most {bound}");
+}
+
 #[test]
 fn job_history_is_bounded_by_max_jobs() {
     let cfg = MiningConfig {

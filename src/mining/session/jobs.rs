@@ -56,6 +56,11 @@ pub(super) struct Retirement {
     pub(super) until_ms: u64,
 }
 
+/// Block-only runs of jobs a connection keeps at most (each holds its template): a tip that
+/// lasts (an hour on mainnet, a template every 30 s) kept every template of it alive until the
+/// next tip. A share on a job past them is `stale-share`.
+pub const MAX_OLDER_RUNS: usize = 32;
+
 /// Jobs of the current tip past the newest `max_jobs` (or of an ended credit window), folded by
 /// work: shares on them are checked only for being a block.
 #[derive(Debug, Clone)]
@@ -341,11 +346,16 @@ impl Session {
             Some(last) if Arc::ptr_eq(&last.work, &job.work) && last.last_seq + 1 == job.seq => {
                 last.last_seq = job.seq
             }
-            _ => self.older.push_back(OlderJobs {
-                first_seq: job.seq,
-                last_seq: job.seq,
-                work: job.work,
-            }),
+            _ => {
+                self.older.push_back(OlderJobs {
+                    first_seq: job.seq,
+                    last_seq: job.seq,
+                    work: job.work,
+                });
+                if self.older.len() > MAX_OLDER_RUNS {
+                    self.older.pop_front();
+                }
+            }
         }
     }
 

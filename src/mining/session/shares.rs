@@ -189,7 +189,12 @@ impl Session {
             .iter()
             .position(|o| o.first_seq <= seq && seq <= o.last_seq)
             .map(|oi| (seq, NamedJob::BlockOnly(oi)))
-            .ok_or(ShareRejection::InvalidJobId)
+            // A job of this tip sent and forgotten since (past `MAX_OLDER_RUNS`).
+            .ok_or(if seq < self.next_seq {
+                ShareRejection::StaleShare
+            } else {
+                ShareRejection::InvalidJobId
+            })
     }
 
     /// The work of a named job and the nTime floor a share on it must meet.
