@@ -8,6 +8,7 @@ mod sri_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use binary_sv2::{B064K, Str0255};
@@ -20,6 +21,7 @@ use bitcoin::{
     TxMerkleNode, TxOut, Witness, transaction,
 };
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedNode, HISTORY_HEIGHT};
+use blvm_stratum_v2::node::{BlockTemplate, ChainEvent, NodeApi, NodeChain, NodeError, NodeFuture};
 use blvm_stratum_v2::template_provider::{TemplateProvider, TemplateProviderConfig};
 use common_messages_sv2::{Protocol, SetupConnection};
 use parsers_sv2::{
@@ -52,6 +54,14 @@ struct Tp {
 }
 
 async fn start_tp(synthetic_transactions: usize) -> Tp {
+    start_tp_on(synthetic_transactions, |node| node).await
+}
+
+/// A template provider on the embedded chain as `wrap` presents it.
+async fn start_tp_on(
+    synthetic_transactions: usize,
+    wrap: impl FnOnce(Arc<EmbeddedNode>) -> Arc<dyn NodeApi>,
+) -> Tp {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Arc::new(EmbeddedNode::new(ChainConfig {
         bits: EASY_BITS,
@@ -65,7 +75,7 @@ async fn start_tp(synthetic_transactions: usize) -> Tp {
         setup_timeout: Duration::from_secs(3),
         ..Default::default()
     };
-    let tp = TemplateProvider::new(config, node.clone()).expect("template provider");
+    let tp = TemplateProvider::new(config, wrap(node.clone())).expect("template provider");
     let addr = tp.start().await.expect("start");
     let key = tp.authority_public_key().to_owned();
     Tp {
@@ -329,6 +339,83 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
             block2.block_hash()
         );
         assert_eq!(tp.node.height(), HISTORY_HEIGHT + 2);
+        tp.tp.stop().await;
+    })
+    .await;
+}
+
+/// The embedded chain behind a node that cannot take the first `busy` blocks offered
+/// (unreachable, throttling): counts the offers.
+struct BusyAtFirst {
+    inner: Arc<EmbeddedNode>,
+    busy: AtomicU32,
+    offers: AtomicU32,
+}
+
+impl NodeApi for BusyAtFirst {
+    fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
+        self.inner.get_block_template()
+    }
+
+    fn submit_block(&self, block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
+        self.offers.fetch_add(1, Ordering::SeqCst);
+        if self
+            .busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Box::pin(async { Err(NodeError::Unavailable("throttled".into())) });
+        }
+        self.inner.submit_block(block)
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        self.inner.chain()
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent> {
+        self.inner.subscribe()
+    }
+}
+
+/// A solved block the node cannot take at once is offered again (07: the Template Provider
+/// MUST attempt to broadcast blocks mined on its work) until it takes it: the chain moves and
+/// every client gets the new tip. Before, one "not now" lost the block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
+    bounded(async {
+        let busy = Arc::new(std::sync::OnceLock::<Arc<BusyAtFirst>>::new());
+        let slot = busy.clone();
+        let tp = start_tp_on(2, move |inner| {
+            let node = Arc::new(BusyAtFirst {
+                inner,
+                busy: AtomicU32::new(2),
+                offers: AtomicU32::new(0),
+            });
+            let _ = slot.set(node.clone());
+            node
+        })
+        .await;
+        let (mut c, t, p) = ready_client(&tp).await;
+        let txs = request_transactions(&mut c, t.template_id).await.unwrap();
+        let block = solve(&t, &p, &txs);
+        let coinbase = serialize(&block.txdata[0]);
+        c.send(td(TemplateDistribution::SubmitSolution(SubmitSolution {
+            template_id: t.template_id,
+            version: block.header.version.to_consensus() as u32,
+            header_timestamp: block.header.time,
+            header_nonce: block.header.nonce,
+            coinbase_tx: B064K::new(&coinbase).unwrap(),
+        })))
+        .await
+        .unwrap();
+        let (_, p2) = next_tip(&mut c).await;
+        assert_eq!(
+            BlockHash::from_byte_array(p2.prev_hash.to_array()),
+            block.block_hash()
+        );
+        assert_eq!(tp.node.height(), HISTORY_HEIGHT + 1);
+        assert_eq!(busy.get().unwrap().offers.load(Ordering::SeqCst), 3);
         tp.tp.stop().await;
     })
     .await;

@@ -365,6 +365,55 @@ async fn serve(
     .await
 }
 
+/// How long a solved block is offered again to a node that cannot take it yet.
+pub const SOLUTION_RETRY_FOR: Duration = Duration::from_secs(600);
+/// The first wait between two offers of a solved block (doubling up to 5 s).
+const SOLUTION_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Gives a solved block to the node, and again with backoff while the node cannot take it
+/// (unreachable, throttling, its clock behind the block's time) for up to
+/// [`SOLUTION_RETRY_FOR`] (07: a Template Provider MUST attempt to broadcast blocks mined on
+/// its work); on a task of its own, so that the client's templates are not held back meanwhile.
+/// Only the node's verdict on the block ends it early. Before, one refusal for now lost the
+/// block.
+async fn submit_solution(
+    node: Arc<dyn NodeApi>,
+    conn: u64,
+    template_id: u64,
+    block: bitcoin::Block,
+) {
+    let hash = block.block_hash();
+    let started = tokio::time::Instant::now();
+    let mut backoff = SOLUTION_FIRST_BACKOFF;
+    let mut attempt = 1u32;
+    loop {
+        match node.submit_block(block.clone()).await {
+            Ok(()) => {
+                info!(conn, template_id, %hash, attempt, "block accepted");
+                return;
+            }
+            Err(NodeError::BlockRejected(reason)) => {
+                warn!(conn, template_id, %hash, "block refused: {reason}");
+                return;
+            }
+            Err(e) if started.elapsed() >= SOLUTION_RETRY_FOR => {
+                warn!(conn, template_id, %hash, attempt, "block not taken by the node, given up: {e}");
+                return;
+            }
+            Err(e) => {
+                if attempt == 1 {
+                    warn!(conn, template_id, %hash, "the node cannot take the block now; offering it again: {e}");
+                } else {
+                    debug!(conn, template_id, %hash, attempt, "the node still cannot take the block: {e}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
+    }
+}
+
 async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
     match event {
         TpEvent::Setup { vendor } => info!(conn = id, %vendor, "client set up"),
@@ -376,11 +425,7 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
             max_additional_size, max_additional_sigops, "coinbase output constraints"
         ),
         TpEvent::Solution { template_id, block } => {
-            let hash = block.block_hash();
-            match shared.node.submit_block(block).await {
-                Ok(()) => info!(conn = id, template_id, %hash, "block accepted"),
-                Err(e) => warn!(conn = id, template_id, %hash, "block refused: {e}"),
-            }
+            tokio::spawn(submit_solution(shared.node.clone(), id, template_id, block));
         }
         TpEvent::SolutionRefused(e) => warn!(conn = id, "{e}"),
         TpEvent::TemplateWithheld { template_id, error } => {
