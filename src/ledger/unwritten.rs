@@ -6,13 +6,15 @@
 //! from. They are written here at the stop and put back in the writer's first commit at the
 //! next start, so the block is recorded and settled as if the ledger had never failed.
 //!
-//! They go back as a batch of their own under the number the stopped writer gave the batch
-//! that failed ([`BatchSequence`]): if that commit did land after all (a database that
-//! committed and lost its reply), the ledger recognises the number and writes nothing twice.
+//! Every batch that failed is kept whole, under the number the stopped writer gave it
+//! ([`BatchSequence`]), and goes back in order: if one did land after all (a database that
+//! committed and lost its reply), the ledger recognises its number and writes nothing twice;
+//! a block's finding share may be in an earlier batch than the block. The shares in them
+//! were never acknowledged; they are credited when written.
 //!
-//! One JSON object: `{"sequence": {writer, number}, "blocks": [...], "shares": [...],
-//! "verdicts": [...]}`, numbers that read back to the same f64, written to a temporary name,
-//! flushed and renamed.
+//! One JSON object: `{"batches": [{"sequence": {writer, number}, "blocks": [...], "shares":
+//! [...]}], "verdicts": [...]}`, numbers that read back to the same f64, written to a
+//! temporary name, flushed and renamed.
 
 use std::path::Path;
 
@@ -29,21 +31,32 @@ use super::{BatchSequence, BlockStatus, FoundBlockRecord, LedgerError, ShareReco
 /// What a stopping writer could not commit, for the next start.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Unwritten {
-    /// The number of the batch that held them (`None`: they were in no batch that failed,
-    /// only verdicts were left).
-    pub sequence: Option<BatchSequence>,
-    /// Found blocks not recorded.
-    pub blocks: Vec<FoundBlockRecord>,
-    /// Their finding shares, where they were not recorded either.
-    pub shares: Vec<ShareRecord>,
-    /// The node's answers about blocks, not recorded.
+    /// The batches that failed, in their order, each whole under its own number: a block's
+    /// finding share may be in an earlier batch than the block, and each number tells the
+    /// ledger whether that batch landed after all.
+    pub batches: Vec<KeptBatch>,
+    /// The node's answers about blocks, not recorded (written after the batches).
     pub verdicts: Vec<(BlockHash, BlockStatus)>,
+}
+
+/// One batch a stopping writer could not commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeptBatch {
+    /// Its number in its writer's sequence.
+    pub sequence: Option<BatchSequence>,
+    /// Its found blocks.
+    pub blocks: Vec<FoundBlockRecord>,
+    /// Its shares (none acknowledged: they are credited when the batch is written).
+    pub shares: Vec<ShareRecord>,
 }
 
 impl Unwritten {
     /// Whether there is nothing to keep.
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty() && self.verdicts.is_empty()
+        self.batches
+            .iter()
+            .all(|b| b.blocks.is_empty() && b.shares.is_empty())
+            && self.verdicts.is_empty()
     }
 
     /// Writes `self` to `path` for good (a temporary name, flushed, renamed, the directory
@@ -78,9 +91,11 @@ impl Unwritten {
 
     fn to_json(&self) -> Value {
         json!({
-            "sequence": self.sequence.map(|s| json!({"writer": s.writer, "number": s.number})),
-            "blocks": self.blocks.iter().map(block_json).collect::<Vec<_>>(),
-            "shares": self.shares.iter().map(share_json).collect::<Vec<_>>(),
+            "batches": self.batches.iter().map(|b| json!({
+                "sequence": b.sequence.map(|s| json!({"writer": s.writer, "number": s.number})),
+                "blocks": b.blocks.iter().map(block_json).collect::<Vec<_>>(),
+                "shares": b.shares.iter().map(share_json).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "verdicts": self.verdicts.iter().map(|(hash, status)| json!({
                 "hash": hash.to_string(),
                 "status": status.name(),
@@ -92,29 +107,38 @@ impl Unwritten {
     fn from_json(text: &str) -> Result<Unwritten, LedgerError> {
         let v: Value =
             serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
-        let list = |key: &str| {
+        let list = |v: &'_ Value, key: &str| -> Result<Vec<Value>, LedgerError> {
             v.get(key)
                 .and_then(Value::as_array)
+                .cloned()
                 .ok_or_else(|| corrupt(&format!("no `{key}` array")))
         };
-        let sequence = match v.get("sequence") {
-            None | Some(Value::Null) => None,
-            Some(s) => Some(BatchSequence {
-                writer: u64_of(s, "writer")?,
-                number: u64_of(s, "number")?,
-            }),
+        let batch = |b: &Value| -> Result<KeptBatch, LedgerError> {
+            let sequence = match b.get("sequence") {
+                None | Some(Value::Null) => None,
+                Some(s) => Some(BatchSequence {
+                    writer: u64_of(s, "writer")?,
+                    number: u64_of(s, "number")?,
+                }),
+            };
+            Ok(KeptBatch {
+                sequence,
+                blocks: list(b, "blocks")?
+                    .iter()
+                    .map(block_from_json)
+                    .collect::<Result<_, _>>()?,
+                shares: list(b, "shares")?
+                    .iter()
+                    .map(share_from_json)
+                    .collect::<Result<_, _>>()?,
+            })
         };
         Ok(Unwritten {
-            sequence,
-            blocks: list("blocks")?
+            batches: list(&v, "batches")?
                 .iter()
-                .map(block_from_json)
+                .map(batch)
                 .collect::<Result<_, _>>()?,
-            shares: list("shares")?
-                .iter()
-                .map(share_from_json)
-                .collect::<Result<_, _>>()?,
-            verdicts: list("verdicts")?
+            verdicts: list(&v, "verdicts")?
                 .iter()
                 .map(|v| {
                     let status = block_status(
@@ -231,51 +255,56 @@ mod tests {
     fn what_is_kept_reads_back_exactly() {
         let hash = BlockHash::from_byte_array([7; 32]);
         let u = Unwritten {
-            sequence: Some(BatchSequence {
-                writer: u64::MAX - 1,
-                number: 12,
-            }),
-            blocks: vec![FoundBlockRecord {
-                hash,
-                height: 800_000,
-                time_ms: 1_700_000_000_123,
-                reward_sat: 312_500_000 + 12_345,
-                bits: CompactTarget::from_consensus(0x1703_1abe),
-                user: "bc1q\"alice\"".into(),
-                worker: "rig\u{e9}".into(),
-                coinbase_payouts: Some(CoinbasePayouts {
-                    window_difficulty: 1.5e14 + 0.1,
-                    counted_difficulty: 0.1 + 0.2,
-                    first_share_id: 3,
-                    last_share_id: 9,
-                    fee_ppm: 10_000,
-                    dust_sat: 10_000,
-                    max_outputs: 16,
-                    payouts: vec![Payout {
-                        user: "bc1qalice".into(),
-                        amount_sat: 1,
-                        difficulty: 1.0 / 3.0,
+            batches: vec![
+                KeptBatch {
+                    sequence: Some(BatchSequence {
+                        writer: u64::MAX - 1,
+                        number: 12,
+                    }),
+                    blocks: vec![FoundBlockRecord {
+                        hash,
+                        height: 800_000,
+                        time_ms: 1_700_000_000_123,
+                        reward_sat: 312_500_000 + 12_345,
+                        bits: CompactTarget::from_consensus(0x1703_1abe),
+                        user: "bc1q\"alice\"".into(),
+                        worker: "rig\u{e9}".into(),
+                        coinbase_payouts: Some(CoinbasePayouts {
+                            window_difficulty: 1.5e14 + 0.1,
+                            counted_difficulty: 0.1 + 0.2,
+                            first_share_id: 3,
+                            last_share_id: 9,
+                            fee_ppm: 10_000,
+                            dust_sat: 10_000,
+                            max_outputs: 16,
+                            payouts: vec![Payout {
+                                user: "bc1qalice".into(),
+                                amount_sat: 1,
+                                difficulty: 1.0 / 3.0,
+                            }],
+                            pool_sat: 2,
+                        }),
+                        payout_terms: Some(PayoutTerms {
+                            scheme: PayoutScheme::Pplns,
+                            window_multiple: 2.0,
+                            fee_percent: 1.0 / 3.0,
+                            solo_users: vec!["bob".into()],
+                        }),
                     }],
-                    pool_sat: 2,
-                }),
-                payout_terms: Some(PayoutTerms {
-                    scheme: PayoutScheme::Pplns,
-                    window_multiple: 2.0,
-                    fee_percent: 1.0 / 3.0,
-                    solo_users: vec!["bob".into()],
-                }),
-            }],
-            shares: vec![ShareRecord {
-                time_ms: 1_700_000_000_100,
-                user: "bc1q\"alice\"".into(),
-                worker: "rig\u{e9}".into(),
-                connection_id: 42,
-                channel_id: 3,
-                job_id: u32::MAX,
-                target: Target::from_le_bytes([0x5a; 32]),
-                difficulty: 1.0 / 7.0,
-                hash,
-            }],
+                    shares: vec![ShareRecord {
+                        time_ms: 1_700_000_000_100,
+                        user: "bc1q\"alice\"".into(),
+                        worker: "rig\u{e9}".into(),
+                        connection_id: 42,
+                        channel_id: 3,
+                        job_id: u32::MAX,
+                        target: Target::from_le_bytes([0x5a; 32]),
+                        difficulty: 1.0 / 7.0,
+                        hash,
+                    }],
+                },
+                KeptBatch::default(),
+            ],
             verdicts: vec![
                 (hash, BlockStatus::Accepted),
                 (

@@ -24,7 +24,7 @@ use bitcoin::{BlockHash, CompactTarget, Target};
 use tracing::{error, info, warn};
 
 use super::held_output::HeldOutput;
-use crate::ledger::unwritten::Unwritten;
+use crate::ledger::unwritten::{KeptBatch, Unwritten};
 use crate::ledger::{
     BatchSequence, BlockStatus, CoinbasePayouts, FoundBlockRecord, Ledger, LedgerBatch,
     LedgerError, PayoutTerms, RejectedCount, ShareRecord, SqliteSettings, SqliteSync, StoredBlock,
@@ -349,7 +349,8 @@ pub struct WriterTotals {
     pub shares: u64,
     /// Writes that failed (each retried).
     pub failed_writes: u64,
-    /// Shares given up at stop because the ledger could not write.
+    /// Shares not written at stop because the ledger could not write (kept for the next
+    /// start when the writer has a file for them: `WriterSettings::unwritten_path`).
     pub lost_at_stop: u64,
 }
 
@@ -810,21 +811,17 @@ impl WriterCore {
                     blocks = self.batch.blocks.len(),
                     "stopping with the ledger unable to write: these were never acknowledged"
                 );
-                // The blocks are not shares: kept, with their finding shares and every
-                // verdict not written, for the next start.
-                let blocks = std::mem::take(&mut self.batch.blocks);
-                let shares = self
-                    .batch
-                    .shares
-                    .iter()
-                    .filter(|s| blocks.iter().any(|b| b.hash == s.hash))
-                    .cloned()
-                    .collect();
+                // Kept whole for the next start, under its number, with every verdict not
+                // written: a found block is not lost with the stop (nor is its finding share,
+                // which may be in this batch while the block is in the next).
                 let verdicts = self.verdicts.drain(..).map(|(h, s, _)| (h, s)).collect();
-                self.keep_unwritten(Unwritten {
+                let failed = KeptBatch {
                     sequence: self.batch.sequence,
-                    blocks,
-                    shares,
+                    blocks: std::mem::take(&mut self.batch.blocks),
+                    shares: std::mem::take(&mut self.batch.shares),
+                };
+                self.keep_unwritten(Unwritten {
+                    batches: vec![failed],
                     verdicts,
                 });
                 self.clear();
@@ -941,9 +938,11 @@ impl WriterCore {
         }
     }
 
-    /// Puts back the blocks and verdicts kept at the last stop ([`Unwritten`]) as a batch of
-    /// their own, under its old number, and removes the file once they are written. Waits
-    /// for the ledger like any commit; a stop meanwhile keeps them again.
+    /// Puts back what the last stop kept ([`Unwritten`]): each failed batch as a batch of its
+    /// own, in order, under its old number, then the verdicts; removes the file once all is
+    /// written. Waits for the ledger like any commit; a stop meanwhile keeps what is left
+    /// again. A file that cannot be read is moved aside (kept for the operator, never
+    /// overwritten by this run's stop).
     fn recover_unwritten(&mut self) {
         let Some(path) = self.settings.unwritten_path.clone() else {
             return;
@@ -952,38 +951,68 @@ impl WriterCore {
             Ok(Some(kept)) => kept,
             Ok(None) => return,
             Err(e) => {
-                error!(file = %path.display(), "cannot read the blocks kept at the last stop (left in place): {e}");
+                let aside = path.with_extension(format!("unreadable-{}", now_ms()));
+                let moved = std::fs::rename(&path, &aside);
+                error!(
+                    file = %path.display(),
+                    moved_to = %aside.display(),
+                    moved = moved.is_ok(),
+                    "cannot read the blocks kept at the last stop: {e}"
+                );
                 return;
             }
         };
         info!(
-            blocks = kept.blocks.len(),
+            batches = kept.batches.len(),
+            blocks = kept.batches.iter().map(|b| b.blocks.len()).sum::<usize>(),
             verdicts = kept.verdicts.len(),
             file = %path.display(),
             "recording what the ledger could not take before the last stop"
         );
-        self.batch.sequence = kept.sequence;
-        self.batch.blocks = kept.blocks;
-        self.batch.shares = kept.shares;
-        self.verdicts.extend(
-            kept.verdicts
-                .into_iter()
-                .map(|(hash, status)| (hash, status, None)),
-        );
         self.kept_again = false;
-        self.commit();
-        if !self.kept_again
-            && let Err(e) = std::fs::remove_file(&path)
-        {
+        let mut batches: std::collections::VecDeque<KeptBatch> = kept.batches.into();
+        let mut verdicts = Some(kept.verdicts);
+        loop {
+            let batch = batches.pop_front();
+            if let Some(b) = batch {
+                self.batch.sequence = b.sequence;
+                self.batch.blocks = b.blocks;
+                self.batch.shares = b.shares;
+            }
+            if batches.is_empty()
+                && let Some(v) = verdicts.take()
+            {
+                self.verdicts
+                    .extend(v.into_iter().map(|(hash, status)| (hash, status, None)));
+            }
+            self.commit();
+            if self.kept_again {
+                // Stopped before all was written: what was not even tried is kept too.
+                self.keep_unwritten(Unwritten {
+                    batches: batches.drain(..).collect(),
+                    verdicts: verdicts.take().unwrap_or_default(),
+                });
+                return;
+            }
+            if batches.is_empty() {
+                break;
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
             warn!(file = %path.display(), "cannot remove the blocks file once recorded: {e}");
         }
     }
 
-    /// Keeps `u` for the next start (added to what this stop kept already), logged.
+    /// Keeps `u` for the next start (added to what this run kept already), logged; nothing
+    /// written when there is nothing to keep.
     fn keep_unwritten(&mut self, u: Unwritten) {
+        if u.is_empty() {
+            return;
+        }
+        let blocks = |u: &Unwritten| u.batches.iter().map(|b| b.blocks.len()).sum::<usize>();
         let Some(path) = self.settings.unwritten_path.clone() else {
             error!(
-                blocks = u.blocks.len(),
+                blocks = blocks(&u),
                 verdicts = u.verdicts.len(),
                 "stopping with found blocks the ledger could not take, and nowhere to keep them"
             );
@@ -993,24 +1022,21 @@ impl WriterCore {
             Ok(Some(before)) if self.kept_again => before,
             _ => Unwritten::default(),
         };
-        if all.sequence.is_none() {
-            all.sequence = u.sequence;
-        }
-        all.blocks.extend(u.blocks);
-        all.shares.extend(u.shares);
+        all.batches.extend(u.batches);
         all.verdicts.extend(u.verdicts);
         self.kept_again = true;
         match all.save(&path) {
             Ok(()) => error!(
-                blocks = all.blocks.len(),
+                blocks = blocks(&all),
+                shares = all.batches.iter().map(|b| b.shares.len()).sum::<usize>(),
                 verdicts = all.verdicts.len(),
                 file = %path.display(),
-                "the ledger could not take these found blocks before the stop: kept for the next start"
+                "the ledger could not take these before the stop: kept for the next start"
             ),
             Err(e) => error!(
-                blocks = all.blocks.len(),
+                blocks = blocks(&all),
                 file = %path.display(),
-                "found blocks the ledger could not take cannot be kept either: {e}"
+                "what the ledger could not take cannot be kept either: {e}"
             ),
         }
     }
@@ -1671,18 +1697,34 @@ mod tests {
             )
             .unwrap()
         };
-        for lost_reply in [false, true] {
+        // Down from the start; every reply lost (the batches landed); a batch that landed
+        // with its reply lost, the database down before the retry, and the block in the
+        // next batch.
+        for case in ["down", "replies lost", "landed, then down"] {
             let ledger = Shared::default();
             let settled = Arc::new(Mutex::new(Vec::new()));
-            if lost_reply {
-                ledger.lose_replies(1_000);
-            } else {
-                ledger.3.store(true, Ordering::SeqCst);
-            }
-            let mut w = start(&ledger, &settled);
+            let mut w = match case {
+                "down" => {
+                    ledger.3.store(true, Ordering::SeqCst);
+                    start(&ledger, &settled)
+                }
+                "replies lost" => {
+                    ledger.lose_replies(1_000);
+                    start(&ledger, &settled)
+                }
+                _ => {
+                    ledger.lose_replies(1);
+                    let w = start(&ledger, &settled);
+                    w.sender().send(share(&signal, 4, 1));
+                    wait_for("the first batch to land", || {
+                        ledger.0.lock().unwrap().last_share_id().unwrap() == 1
+                    });
+                    ledger.3.store(true, Ordering::SeqCst);
+                    w
+                }
+            };
             block(&w.sender());
-            let totals = w.stop();
-            assert_eq!(totals.lost_at_stop, 2);
+            w.stop();
             assert!(settings.unwritten_path.as_ref().unwrap().exists());
             assert!(settled.lock().unwrap().is_empty());
             // Back, and a new start.
@@ -1692,19 +1734,16 @@ mod tests {
             w.stop();
             let mut l = ledger.0.lock().unwrap();
             let stored = l.block(hash).unwrap().expect("the block is recorded");
-            assert_eq!(stored.status, BlockStatus::Accepted);
+            assert_eq!(stored.status, BlockStatus::Accepted, "{case}");
             assert_eq!(stored.block.user, "bc1qbob");
             assert!(
                 l.share_by_hash(hash).unwrap().is_some(),
                 "its finding share"
             );
+            // Every share once: the kept batches are written whole, a landed one not again.
             let shares = l.shares(&ShareRange::ALL).unwrap().len();
-            // Ledger down: the finding share alone; reply lost: the first batch's two, once.
-            assert_eq!(
-                shares,
-                if lost_reply { 2 } else { 1 },
-                "lost reply: {lost_reply}"
-            );
+            let sent = if case == "landed, then down" { 3 } else { 2 };
+            assert_eq!(shares, sent, "{case}");
             assert_eq!(*settled.lock().unwrap(), [hash], "and settled");
             assert!(!settings.unwritten_path.as_ref().unwrap().exists());
         }
