@@ -1810,7 +1810,8 @@ fn a_long_tip_keeps_a_bounded_number_of_templates() {
         let _ = take_frames(&mut rig.session);
     }
     let alive = works.iter().filter(|w| w.strong_count() > 0).count();
-    let bound = MiningConfig::default().max_jobs + blvm_stratum_v2::mining::session::MAX_OLDER_RUNS;
+    let bound =
+        MiningConfig::default().max_jobs + blvm_stratum_v2::mining::session::MAX_OLDER_WORKS;
     assert!(alive <= bound, "{alive} templates alive, at most {bound}");
 }
 

@@ -13,6 +13,7 @@
 //! low bits), so an id is never sent twice on one connection, whichever channel or group it
 //! went to, and ids map back to sequence numbers while a tip lasts.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bitcoin::hashes::Hash;
@@ -56,10 +57,26 @@ pub(super) struct Retirement {
     pub(super) until_ms: u64,
 }
 
-/// Block-only runs of jobs a connection keeps at most (each holds its template): a tip that
-/// lasts (an hour on mainnet, a template every 30 s) kept every template of it alive until the
-/// next tip. A share on a job past them is `stale-share`.
-pub const MAX_OLDER_RUNS: usize = 32;
+/// Templates a connection's block-only jobs hold at most: a tip that lasts (an hour on
+/// mainnet, a template every 30 s) kept every template of it alive until the next tip. A share
+/// on a job past them is `stale-share`.
+pub const MAX_OLDER_WORKS: usize = 32;
+
+/// Runs of block-only jobs a connection keeps at most (a run is consecutive jobs of one
+/// template; jobs sent to one channel each start one).
+pub const MAX_OLDER_RUNS: usize = 1_024;
+
+/// How many templates `older` holds.
+fn distinct_works(older: &VecDeque<OlderJobs>) -> usize {
+    let mut seen: Vec<*const Work> = Vec::with_capacity(MAX_OLDER_WORKS + 1);
+    for o in older {
+        let p = Arc::as_ptr(&o.work);
+        if !seen.contains(&p) {
+            seen.push(p);
+        }
+    }
+    seen.len()
+}
 
 /// Jobs of the current tip past the newest `max_jobs` (or of an ended credit window), folded by
 /// work: shares on them are checked only for being a block.
@@ -347,12 +364,21 @@ impl Session {
                 last.last_seq = job.seq
             }
             _ => {
+                let new_work = !self.older.iter().any(|o| Arc::ptr_eq(&o.work, &job.work));
                 self.older.push_back(OlderJobs {
                     first_seq: job.seq,
                     last_seq: job.seq,
                     work: job.work,
                 });
-                if self.older.len() > MAX_OLDER_RUNS {
+                // The oldest runs go once more than MAX_OLDER_WORKS templates are held (a
+                // template is many runs when channels get jobs of their own), or past
+                // MAX_OLDER_RUNS runs.
+                if new_work {
+                    while distinct_works(&self.older) > MAX_OLDER_WORKS {
+                        self.older.pop_front();
+                    }
+                }
+                while self.older.len() > MAX_OLDER_RUNS {
                     self.older.pop_front();
                 }
             }

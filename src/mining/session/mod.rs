@@ -45,7 +45,7 @@ pub use durability::LedgerStatus;
 pub use events::{FoundBlock, SessionError, SessionEvent};
 pub use extranonce::{ExtranonceAllocator, UNIQUE_PREFIX_LEN};
 pub use flood::FLOOD_QUIET_MS;
-pub use jobs::{MAX_OLDER_RUNS, RETIRED_JOBS_GRACE_MS};
+pub use jobs::{MAX_OLDER_RUNS, MAX_OLDER_WORKS, RETIRED_JOBS_GRACE_MS};
 pub use liveness::IDLE_CHANNEL_REASON;
 pub use setup::PROTOCOL_VERSION;
 pub use shares::{SOLVED_TIP_MS, VERSION_ROLLING_MASK};
