@@ -399,15 +399,30 @@ impl TpSession {
                 Ok(())
             }
             (_, Message::SubmitSolution(m)) => {
-                let event = match self.find_sent(m.template_id) {
+                // One id may have gone out twice with other transactions (a second
+                // CoinbaseOutputConstraints re-sends the current template, cut anew): the
+                // version the client mined is the one whose block meets its target; the
+                // newest otherwise.
+                let mut outcome: Option<Result<Block, SolutionError>> = None;
+                for t in self.sent.iter().rev().filter(|t| t.id == m.template_id) {
+                    let assembled = t.assemble_block(&m);
+                    let meets = assembled
+                        .as_ref()
+                        .is_ok_and(|b| b.header.validate_pow(b.header.target()).is_ok());
+                    if meets || outcome.is_none() {
+                        outcome = Some(assembled);
+                    }
+                    if meets {
+                        break;
+                    }
+                }
+                let event = match outcome {
                     None => TpEvent::SolutionRefused(SolutionError::UnknownTemplate(m.template_id)),
-                    Some(t) => match t.assemble_block(&m) {
-                        Ok(block) => TpEvent::Solution {
-                            template_id: m.template_id,
-                            block,
-                        },
-                        Err(e) => TpEvent::SolutionRefused(e),
+                    Some(Ok(block)) => TpEvent::Solution {
+                        template_id: m.template_id,
+                        block,
                     },
+                    Some(Err(e)) => TpEvent::SolutionRefused(e),
                 };
                 self.events.push(event);
                 Ok(())
@@ -693,6 +708,72 @@ mod tests {
                 error: RoomError::FeeUnknown { index: 9 }
             }
         )));
+    }
+
+    /// A second CoinbaseOutputConstraints re-sends the current template under its id, cut
+    /// anew: a solution mined on the first version is assembled from that version (the one
+    /// whose block meets the target), not from the last one sent.
+    #[test]
+    fn a_solution_is_assembled_from_the_version_it_was_mined_on() {
+        use super::coinbase_room::tests::{template, weighing};
+        use super::coinbase_room::{MAX_BLOCK_WEIGHT, RESERVED_WEIGHT};
+        let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        let served = Arc::new(ServedTemplate::new(7, full));
+        let mut s = TpSession::new();
+        s.on_template(&served);
+        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+        for size in [100, 5_000] {
+            feed(
+                &mut s,
+                &CoinbaseOutputConstraints {
+                    coinbase_output_max_additional_size: size,
+                    coinbase_output_max_additional_sigops: 0,
+                },
+            )
+            .unwrap();
+        }
+        let mut coinbase = Vec::new();
+        bitcoin::consensus::Encodable::consensus_encode(
+            &Transaction {
+                version: bitcoin::transaction::Version::TWO,
+                lock_time: bitcoin::absolute::LockTime::ZERO,
+                input: vec![bitcoin::TxIn {
+                    previous_output: bitcoin::OutPoint::null(),
+                    script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
+                    ..Default::default()
+                }],
+                output: vec![],
+            },
+            &mut coinbase,
+        )
+        .unwrap();
+        // Mined on the first version (the whole template): a nonce that makes it a block.
+        let solution = (0u32..)
+            .map(|nonce| SubmitSolution {
+                template_id: 7,
+                version: 0x2000_0000,
+                header_timestamp: 0,
+                header_nonce: nonce,
+                coinbase_tx: B0_64K::new(&coinbase).unwrap(),
+            })
+            .find(|m| {
+                let b = served.assemble_block(m).unwrap();
+                b.header.validate_pow(b.header.target()).is_ok()
+            })
+            .unwrap();
+        let _ = s.drain_events().count();
+        feed(&mut s, &solution).unwrap();
+        match s.drain_events().next_back() {
+            Some(TpEvent::Solution { block, .. }) => {
+                assert_eq!(
+                    block.txdata.len(),
+                    11,
+                    "the whole template's ten and the coinbase"
+                );
+                assert!(block.header.validate_pow(block.header.target()).is_ok());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The same tip at other nBits (testnet's 20-minute rule): a future template and a
