@@ -346,20 +346,24 @@ impl Session {
                 return None;
             }
         };
-        // Openings that would succeed spend the connection's allowance (a refusal costs the
-        // pool little more than its answer).
+        // The pool-wide cap: a slot is taken only for a channel that opens.
+        if self.budget.as_ref().is_some_and(|b| !b.try_take()) {
+            self.refuse_channel(r.request_id, CHANNEL_CAPACITY_EXHAUSTED);
+            return None;
+        }
+        // Last, openings that succeed spend the connection's allowance (a refusal costs the
+        // pool little more than its answer; a proxy retrying while the pool is full keeps
+        // its allowance for when there is room).
         let burst = self.config.max_channels_per_connection.max(1) as f64;
         if !self
             .openings
             .get_or_insert_with(|| super::flood::ShareBucket::new(burst, now_ms))
             .take(OPENINGS_PER_SEC / 1_000.0, burst, now_ms)
         {
+            if let Some(b) = &self.budget {
+                b.release(1);
+            }
             self.refuse_channel(r.request_id, TOO_MANY_CHANNEL_OPENINGS);
-            return None;
-        }
-        // The pool-wide cap last: a slot is taken only for a channel that opens.
-        if self.budget.as_ref().is_some_and(|b| !b.try_take()) {
-            self.refuse_channel(r.request_id, CHANNEL_CAPACITY_EXHAUSTED);
             return None;
         }
         self.no_channel_since = None;
