@@ -783,7 +783,9 @@ impl StratumV2Server {
             Ok(_) => {}
             Err(e) => warn!("cannot raise the open-files limit: {e}"),
         }
-        // Bound now (a port taken fails the start), listening only once the node has answered
+        // Bound now (a port another program listens on fails the start; one only bound, as by
+        // another pool still waiting for its node, fails at `listen`), listening only once the
+        // node has answered
         // and the first work is ready: until then connections are refused, not queued
         // unanswered in the backlog while a load balancer's health check passes.
         let listener = crate::shell::bind(addr)

@@ -51,8 +51,10 @@ pub enum RegistrationError {
 }
 
 impl RegistrationError {
-    /// The refusal for a claim that a live `holder` answered, `now_ms` on the ledger's clock.
+    /// The refusal for a claim that a live `holder` answered, `now_ms` on the ledger's clock;
+    /// the lease told is the holder's own (the claimant's `lease_ms` for a row without one).
     pub fn held(holder: &InstanceRecord, now_ms: u64, lease_ms: u64) -> Self {
+        let lease_ms = holder.lease_ms.unwrap_or(lease_ms);
         RegistrationError::Held {
             server_id: holder.server_id,
             host: holder.host.clone(),
