@@ -135,6 +135,20 @@ async fn ready_client(tp: &Tp) -> (SriConn, NewTemplateOwned, SetNewPrevHashOwne
     (c, t, p)
 }
 
+/// Sends `block` (solved on template `template_id`) as a SubmitSolution.
+async fn submit_solution(c: &mut SriConn, template_id: u64, block: &Block) {
+    let coinbase = serialize(&block.txdata[0]);
+    c.send(td(TemplateDistribution::SubmitSolution(SubmitSolution {
+        template_id,
+        version: block.header.version.to_consensus() as u32,
+        header_timestamp: block.header.time,
+        header_nonce: block.header.nonce,
+        coinbase_tx: B064K::new(&coinbase).expect("coinbase fits"),
+    })))
+    .await
+    .unwrap();
+}
+
 /// Reads the NewTemplate (future) and the SetNewPrevHash activating it.
 async fn next_tip(c: &mut SriConn) -> (NewTemplateOwned, SetNewPrevHashOwned) {
     let t = match c.recv().await.unwrap() {
@@ -284,17 +298,7 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
         );
 
         let block = solve(&t, &p, &txs);
-        let coinbase = serialize(&block.txdata[0]);
-        let submit = SubmitSolution {
-            template_id: t.template_id,
-            version: block.header.version.to_consensus() as u32,
-            header_timestamp: block.header.time,
-            header_nonce: block.header.nonce,
-            coinbase_tx: B064K::new(&coinbase).expect("coinbase fits"),
-        };
-        a.send(td(TemplateDistribution::SubmitSolution(submit)))
-            .await
-            .unwrap();
+        submit_solution(&mut a, t.template_id, &block).await;
 
         // Every client moves to the new tip: a future template and its SetNewPrevHash.
         let (t2, p2) = next_tip(&mut a).await;
@@ -323,16 +327,7 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
             .await
             .expect("transaction data");
         let block2 = solve(&t2, &p2, &txs2);
-        let coinbase2 = serialize(&block2.txdata[0]);
-        b.send(td(TemplateDistribution::SubmitSolution(SubmitSolution {
-            template_id: t2.template_id,
-            version: block2.header.version.to_consensus() as u32,
-            header_timestamp: block2.header.time,
-            header_nonce: block2.header.nonce,
-            coinbase_tx: B064K::new(&coinbase2).unwrap(),
-        })))
-        .await
-        .unwrap();
+        submit_solution(&mut b, t2.template_id, &block2).await;
         let (_, p3) = next_tip(&mut a).await;
         assert_eq!(
             BlockHash::from_byte_array(p3.prev_hash.to_array()),
@@ -399,16 +394,7 @@ async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
         let (mut c, t, p) = ready_client(&tp).await;
         let txs = request_transactions(&mut c, t.template_id).await.unwrap();
         let block = solve(&t, &p, &txs);
-        let coinbase = serialize(&block.txdata[0]);
-        c.send(td(TemplateDistribution::SubmitSolution(SubmitSolution {
-            template_id: t.template_id,
-            version: block.header.version.to_consensus() as u32,
-            header_timestamp: block.header.time,
-            header_nonce: block.header.nonce,
-            coinbase_tx: B064K::new(&coinbase).unwrap(),
-        })))
-        .await
-        .unwrap();
+        submit_solution(&mut c, t.template_id, &block).await;
         let (_, p2) = next_tip(&mut c).await;
         assert_eq!(
             BlockHash::from_byte_array(p2.prev_hash.to_array()),
@@ -431,16 +417,7 @@ async fn empty_templates_still_carry_the_witness_commitment() {
         let txs = request_transactions(&mut c, t.template_id).await.unwrap();
         assert!(txs.is_empty());
         let block = solve(&t, &p, &txs);
-        let coinbase = serialize(&block.txdata[0]);
-        c.send(td(TemplateDistribution::SubmitSolution(SubmitSolution {
-            template_id: t.template_id,
-            version: block.header.version.to_consensus() as u32,
-            header_timestamp: block.header.time,
-            header_nonce: block.header.nonce,
-            coinbase_tx: B064K::new(&coinbase).unwrap(),
-        })))
-        .await
-        .unwrap();
+        submit_solution(&mut c, t.template_id, &block).await;
         let (_, p2) = next_tip(&mut c).await;
         assert_eq!(
             BlockHash::from_byte_array(p2.prev_hash.to_array()),

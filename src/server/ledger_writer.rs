@@ -1283,6 +1283,19 @@ mod tests {
         })
     }
 
+    /// A block `hash` found by `bc1qbob.w`.
+    fn bobs_block(hash: BlockHash) -> LedgerMessage {
+        LedgerMessage::Block(BlockInput {
+            hash,
+            height: 101,
+            time_ms: 5,
+            reward_sat: 5_000_000_000,
+            bits: CompactTarget::from_consensus(0x207fffff),
+            user_identity: "bc1qbob.w".into(),
+            coinbase_payouts: None,
+        })
+    }
+
     fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
         while !f() {
@@ -1628,15 +1641,7 @@ mod tests {
         .unwrap();
         let hash = BlockHash::from_byte_array([3; 32]);
         let tx = w.sender();
-        tx.send(LedgerMessage::Block(BlockInput {
-            hash,
-            height: 101,
-            time_ms: 5,
-            reward_sat: 5_000_000_000,
-            bits: CompactTarget::from_consensus(0x207fffff),
-            user_identity: "bc1qbob.w".into(),
-            coinbase_payouts: None,
-        }));
+        tx.send(bobs_block(hash));
         tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted, None));
         w.stop();
         let block = ledger
@@ -1673,15 +1678,7 @@ mod tests {
             finding.hash = hash;
             tx.send(LedgerMessage::Share(finding));
             tx.send(share(&signal, 3, 2));
-            tx.send(LedgerMessage::Block(BlockInput {
-                hash,
-                height: 101,
-                time_ms: 5,
-                reward_sat: 5_000_000_000,
-                bits: CompactTarget::from_consensus(0x207fffff),
-                user_identity: "bc1qbob.w".into(),
-                coinbase_payouts: None,
-            }));
+            tx.send(bobs_block(hash));
             tx.send(LedgerMessage::Verdict(hash, BlockStatus::Accepted, None));
         };
         let start = |ledger: &Shared, settled: &Arc<Mutex<Vec<BlockHash>>>| {

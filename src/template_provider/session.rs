@@ -552,6 +552,20 @@ mod tests {
         s.handle_frame(&Frame::parse_exact(&buf).unwrap())
     }
 
+    /// A coinbase transaction's bytes (one input, no outputs: the session only decodes it).
+    fn one_input_coinbase() -> Vec<u8> {
+        bitcoin::consensus::serialize(&Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint::null(),
+                script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
+                ..Default::default()
+            }],
+            output: vec![],
+        })
+    }
+
     fn setup(protocol: u8) -> SetupConnection<'static> {
         SetupConnection {
             protocol,
@@ -665,21 +679,7 @@ mod tests {
         );
         assert_eq!(transactions_sent(&mut s), 9);
         // Its solution is a block of the cut template (rust-bitcoin checks its merkle root).
-        let mut coinbase = Vec::new();
-        bitcoin::consensus::Encodable::consensus_encode(
-            &Transaction {
-                version: bitcoin::transaction::Version::TWO,
-                lock_time: bitcoin::absolute::LockTime::ZERO,
-                input: vec![bitcoin::TxIn {
-                    previous_output: bitcoin::OutPoint::null(),
-                    script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
-                    ..Default::default()
-                }],
-                output: vec![],
-            },
-            &mut coinbase,
-        )
-        .unwrap();
+        let coinbase = one_input_coinbase();
         feed(
             &mut s,
             &SubmitSolution {
@@ -732,21 +732,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut coinbase = Vec::new();
-        bitcoin::consensus::Encodable::consensus_encode(
-            &Transaction {
-                version: bitcoin::transaction::Version::TWO,
-                lock_time: bitcoin::absolute::LockTime::ZERO,
-                input: vec![bitcoin::TxIn {
-                    previous_output: bitcoin::OutPoint::null(),
-                    script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
-                    ..Default::default()
-                }],
-                output: vec![],
-            },
-            &mut coinbase,
-        )
-        .unwrap();
+        let coinbase = one_input_coinbase();
         // Mined on the first version (the whole template): a nonce that makes it a block.
         let solution = (0u32..)
             .map(|nonce| SubmitSolution {
