@@ -244,8 +244,8 @@ struct RequestRate {
 #[derive(Debug, Default)]
 struct SourceBuckets {
     buckets: HashMap<IpAddr, TokenBucket>,
-    /// When full buckets were last forgotten (unix ms).
-    swept_ms: u64,
+    /// When full buckets were last forgotten (unix ms; `None`: never).
+    swept_ms: Option<u64>,
 }
 
 impl RequestRate {
@@ -258,10 +258,10 @@ impl RequestRate {
         let rate = self.rate;
         let mut s = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         if !s.buckets.contains_key(&key) && s.buckets.len() >= RATE_SOURCES {
-            if now_ms.saturating_sub(s.swept_ms) < 1_000 {
+            if !crate::shell::admission::full_sweep_due(s.swept_ms, now_ms) {
                 return false;
             }
-            s.swept_ms = now_ms;
+            s.swept_ms = Some(now_ms);
             s.buckets.retain(|_, b| !b.is_full(rate, now_ms));
             if s.buckets.len() >= RATE_SOURCES {
                 return false;

@@ -183,6 +183,13 @@ fn prefix_key(ip: IpAddr) -> Option<IpAddr> {
 /// of its connections cost one, on the accept path.
 const FULL_SWEEP_EVERY_MS: u64 = 1_000;
 
+/// Whether a full table of sources may be swept at `now_ms`, the last sweep at `last_ms`
+/// (`None`: never): [`FULL_SWEEP_EVERY_MS`] after it, or at once after the clock stepped back
+/// (else the table stayed full, every new source refused, until the clock caught up).
+pub fn full_sweep_due(last_ms: Option<u64>, now_ms: u64) -> bool {
+    last_ms.is_none_or(|at| now_ms.saturating_sub(at) >= FULL_SWEEP_EVERY_MS || now_ms < at)
+}
+
 /// The key a source is counted under: an IPv4 address, or the /64 of an IPv6 one (an
 /// IPv4-mapped IPv6 address counts as its IPv4 address).
 pub fn source_key(ip: IpAddr) -> IpAddr {
@@ -250,10 +257,7 @@ impl Admission {
             return Ok(());
         }
         if !self.sources.contains_key(&key) && self.sources.len() >= self.config.max_sources {
-            if self
-                .full_swept_ms
-                .is_none_or(|at| now_ms.saturating_sub(at) >= FULL_SWEEP_EVERY_MS || now_ms < at)
-            {
+            if full_sweep_due(self.full_swept_ms, now_ms) {
                 self.full_swept_ms = Some(now_ms);
                 self.sweep(now_ms);
                 if self.sources.len() >= self.config.max_sources {
