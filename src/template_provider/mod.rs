@@ -367,12 +367,11 @@ async fn serve(
 
 /// How long a solved block is offered again to a node that cannot take it yet.
 pub const SOLUTION_RETRY_FOR: Duration = Duration::from_secs(600);
-/// The first wait between two offers of a solved block (doubling up to 5 s).
-const SOLUTION_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Gives a solved block to the node, and again with backoff while the node cannot take it
 /// (unreachable, throttling, its clock behind the block's time) for up to
-/// [`SOLUTION_RETRY_FOR`] (07: a Template Provider MUST attempt to broadcast blocks mined on
+/// [`SOLUTION_RETRY_FOR`], with the waits the pool's own resubmissions use (07: a Template
+/// Provider MUST attempt to broadcast blocks mined on
 /// its work); on a task of its own, so that the client's templates are not held back meanwhile.
 /// Only the node's verdict on the block ends it early. Before, one refusal for now lost the
 /// block.
@@ -384,7 +383,8 @@ async fn submit_solution(
 ) {
     let hash = block.block_hash();
     let started = tokio::time::Instant::now();
-    let mut backoff = SOLUTION_FIRST_BACKOFF;
+    use crate::mining::pool::found_blocks::{RESUBMIT_FIRST_DELAY_MS, RESUBMIT_MAX_DELAY_MS};
+    let mut backoff = Duration::from_millis(RESUBMIT_FIRST_DELAY_MS);
     let mut attempt = 1u32;
     loop {
         match node.submit_block(block.clone()).await {
@@ -407,7 +407,7 @@ async fn submit_solution(
                     debug!(conn, template_id, %hash, attempt, "the node still cannot take the block: {e}");
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(Duration::from_millis(RESUBMIT_MAX_DELAY_MS));
                 attempt += 1;
             }
         }
