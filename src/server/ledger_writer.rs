@@ -431,7 +431,7 @@ impl LedgerWriter {
             verdicts: Vec::new(),
             confirm_queries: Vec::new(),
             rejected: HashMap::new(),
-            kept_again: false,
+            kept: None,
             stopping: stopping.clone(),
             failures: LogBudget::with_limits(1, 60_000, now_ms()),
             totals: WriterTotals::default(),
@@ -591,9 +591,9 @@ struct WriterCore {
     confirm_queries: Vec<(u32, BlocksReply)>,
     /// Rejected shares since the last commit, per (user identity, worker, reason).
     rejected: HashMap<RejectedKey, u64>,
-    /// Whether this run wrote blocks or verdicts to the unwritten file (the stop's records
-    /// add to it; a recovery that had to keep them again leaves it).
-    kept_again: bool,
+    /// What this run kept in the unwritten file so far (its next records add to it; a
+    /// recovery that had to keep something again leaves the file).
+    kept: Option<Unwritten>,
     stopping: Arc<AtomicBool>,
     failures: LogBudget<&'static str>,
     totals: WriterTotals,
@@ -969,7 +969,7 @@ impl WriterCore {
             file = %path.display(),
             "recording what the ledger could not take before the last stop"
         );
-        self.kept_again = false;
+        self.kept = None;
         let mut batches: std::collections::VecDeque<KeptBatch> = kept.batches.into();
         let mut verdicts = Some(kept.verdicts);
         loop {
@@ -986,7 +986,7 @@ impl WriterCore {
                     .extend(v.into_iter().map(|(hash, status)| (hash, status, None)));
             }
             self.commit();
-            if self.kept_again {
+            if self.kept.is_some() {
                 // Stopped before all was written: what was not even tried is kept too.
                 self.keep_unwritten(Unwritten {
                     batches: batches.drain(..).collect(),
@@ -1018,23 +1018,19 @@ impl WriterCore {
             );
             return;
         };
-        let mut all = match Unwritten::load(&path) {
-            Ok(Some(before)) if self.kept_again => before,
-            _ => Unwritten::default(),
-        };
+        let all = self.kept.get_or_insert_with(Unwritten::default);
         all.batches.extend(u.batches);
         all.verdicts.extend(u.verdicts);
-        self.kept_again = true;
         match all.save(&path) {
             Ok(()) => error!(
-                blocks = blocks(&all),
+                blocks = blocks(all),
                 shares = all.batches.iter().map(|b| b.shares.len()).sum::<usize>(),
                 verdicts = all.verdicts.len(),
                 file = %path.display(),
                 "the ledger could not take these before the stop: kept for the next start"
             ),
             Err(e) => error!(
-                blocks = blocks(&all),
+                blocks = blocks(all),
                 file = %path.display(),
                 "what the ledger could not take cannot be kept either: {e}"
             ),
@@ -1152,9 +1148,7 @@ mod tests {
             }
             Ok(())
         }
-    }
 
-    impl Shared {
         /// The next `n` appends commit, then answer with an error, as a database that
         /// committed and lost the connection before its reply.
         fn lose_replies(&self, n: u64) {
