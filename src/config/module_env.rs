@@ -35,19 +35,17 @@ impl PoolOptions {
         let mut table = toml::Table::new();
         let mut skipped = Vec::new();
         for (key, text) in &env.config {
+            let dotted = key.split_once('.');
+            if dotted.map_or(key.as_str(), |(head, _)| head) == "webhooks" {
+                return Err(webhooks_in_the_nodes_section(source));
+            }
             // The node flattens a nested table into dotted keys (`users.alice.address`): put
             // back as tables.
-            if let Some((head, rest)) = key.split_once('.')
+            if let Some((head, rest)) = dotted
                 && pool_option_keys().contains(&head)
             {
-                if head == "webhooks" {
-                    return Err(webhooks_in_the_nodes_section(source));
-                }
                 insert_dotted(&mut table, head, rest, toml::Value::String(text.clone()));
                 continue;
-            }
-            if key == "webhooks" {
-                return Err(webhooks_in_the_nodes_section(source));
             }
             match option_value(key, text) {
                 Some(v) => {

@@ -107,12 +107,6 @@ impl Unwritten {
     fn from_json(text: &str) -> Result<Unwritten, LedgerError> {
         let v: Value =
             serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
-        let list = |v: &'_ Value, key: &str| -> Result<Vec<Value>, LedgerError> {
-            v.get(key)
-                .and_then(Value::as_array)
-                .cloned()
-                .ok_or_else(|| corrupt(&format!("no `{key}` array")))
-        };
         let batch = |b: &Value| -> Result<KeptBatch, LedgerError> {
             let sequence = match b.get("sequence") {
                 None | Some(Value::Null) => None,
@@ -154,6 +148,13 @@ impl Unwritten {
 
 fn corrupt(what: &str) -> LedgerError {
     LedgerError::Corrupt(format!("unwritten blocks file: {what}"))
+}
+
+fn list<'a>(v: &'a Value, key: &str) -> Result<&'a [Value], LedgerError> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .ok_or_else(|| corrupt(&format!("no `{key}` array")))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Result<&'a str, LedgerError> {
