@@ -99,7 +99,8 @@ pub fn parse_block_template(v: &Value) -> Result<BlockTemplate, TemplateError> {
     let prev_hash = BlockHash::from_str(prev)
         .map_err(|e| invalid("previousblockhash", format!("`{prev}`: {e}")))?;
     let bits_text = str_field(t, "bits")?;
-    if bits_text.len() != 8 {
+    // Eight hex digits, no more (Rust's integer parser would also take a leading `+`).
+    if bits_text.len() != 8 || !bits_text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("bits", format!("`{bits_text}`, not 8 hex digits")));
     }
     let bits = u32::from_str_radix(bits_text, 16)
@@ -227,6 +228,7 @@ mod tests {
         );
         for (key, bad) in [
             ("bits", json!("7fffff")),
+            ("bits", json!("+07fffff")),
             ("height", json!(-1)),
             ("previousblockhash", json!("zz")),
             ("coinbasevalue", json!(u64::MAX)),
