@@ -104,6 +104,16 @@ impl ServedTemplate {
         }
     }
 
+    /// Whether `coinbase` carries this template's witness commitment among its outputs (as
+    /// the NewTemplate told the client to): its transactions are the ones the client mined
+    /// on. (rust-bitcoin's `check_witness_commitment` would not do: it passes a block with
+    /// no witness data whatever its coinbase commits to, where Bitcoin Core checks any
+    /// commitment present.)
+    pub fn is_committed_to_by(&self, coinbase: &Transaction) -> bool {
+        let commitment = self.template.witness_commitment_script();
+        coinbase.output.iter().any(|o| o.script_pubkey == commitment)
+    }
+
     /// Hash of the block this template builds on.
     pub fn prev_hash(&self) -> BlockHash {
         self.template.prev_hash
@@ -401,21 +411,29 @@ impl TpSession {
             (_, Message::SubmitSolution(m)) => {
                 // One id may have gone out twice with other transactions (a second
                 // CoinbaseOutputConstraints re-sends the current template, cut anew): the
-                // version the client mined is the one whose block meets its target; the
-                // newest otherwise.
-                let mut outcome: Option<Result<Block, SolutionError>> = None;
+                // version the client mined is the one whose witness commitment its coinbase
+                // carries (each version's own, among its coinbase outputs), and of those the
+                // one whose block meets its target; the newest when none tells them apart.
+                // The target alone cannot tell: on an easy chain (regtest: every other hash)
+                // a solution that misses it on its own version may meet it on another, whose
+                // block the node then refuses (bad-witness-merkle-match).
+                let mut outcome: Option<(Result<Block, SolutionError>, (bool, bool))> = None;
                 for t in self.sent.iter().rev().filter(|t| t.id == m.template_id) {
                     let assembled = t.assemble_block(&m);
-                    let meets = assembled
-                        .as_ref()
-                        .is_ok_and(|b| b.header.validate_pow(b.header.target()).is_ok());
-                    if meets || outcome.is_none() {
-                        outcome = Some(assembled);
+                    let rank = assembled.as_ref().map_or((false, false), |b| {
+                        (
+                            t.is_committed_to_by(&b.txdata[0]),
+                            b.header.validate_pow(b.header.target()).is_ok(),
+                        )
+                    });
+                    if outcome.as_ref().is_none_or(|(_, best)| rank > *best) {
+                        outcome = Some((assembled, rank));
                     }
-                    if meets {
+                    if rank == (true, true) {
                         break;
                     }
                 }
+                let outcome = outcome.map(|(assembled, _)| assembled);
                 let event = match outcome {
                     None => TpEvent::SolutionRefused(SolutionError::UnknownTemplate(m.template_id)),
                     Some(Ok(block)) => TpEvent::Solution {
@@ -757,6 +775,79 @@ mod tests {
                     "the whole template's ten and the coinbase"
                 );
                 assert!(block.header.validate_pow(block.header.target()).is_ok());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Found by the fuzz target `tp_session`: on regtest a solution that misses the target on
+    /// the version it was mined on meets it on another version of the same id half the
+    /// time; the version is the one whose witness commitment the coinbase carries, not the
+    /// one whose block happens to meet the target (the node refused that block:
+    /// bad-witness-merkle-match).
+    #[test]
+    fn a_solution_is_assembled_from_the_version_its_coinbase_commits_to() {
+        use super::coinbase_room::tests::{template, weighing};
+        use super::coinbase_room::{CoinbaseRoom, MAX_BLOCK_WEIGHT, RESERVED_WEIGHT, fit};
+        let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        let room = CoinbaseRoom {
+            max_additional_size: 5_000,
+            max_additional_sigops: 0,
+        };
+        let cut = ServedTemplate::new(7, fit(&full, room).unwrap().expect("cut"));
+        let whole = Arc::new(ServedTemplate::new(7, full));
+        let mut s = TpSession::new();
+        s.on_template(&whole);
+        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+        for size in [100, 5_000] {
+            feed(
+                &mut s,
+                &CoinbaseOutputConstraints {
+                    coinbase_output_max_additional_size: size,
+                    coinbase_output_max_additional_sigops: 0,
+                },
+            )
+            .unwrap();
+        }
+        // Mined on the second version (cut): its coinbase carries the cut's commitment, and its
+        // nonce misses the target there but meets it on the whole template.
+        let coinbase = bitcoin::consensus::serialize(&Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint::null(),
+                script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
+                ..Default::default()
+            }],
+            output: vec![TxOut {
+                value: Amount::ZERO,
+                script_pubkey: cut.template.witness_commitment_script(),
+            }],
+        });
+        let meets = |t: &ServedTemplate, m: &SubmitSolution<'_>| {
+            let b = t.assemble_block(m).unwrap();
+            b.header.validate_pow(b.header.target()).is_ok()
+        };
+        let solution = (0u32..)
+            .map(|nonce| SubmitSolution {
+                template_id: 7,
+                version: 0x2000_0000,
+                header_timestamp: 0,
+                header_nonce: nonce,
+                coinbase_tx: B0_64K::new(&coinbase).unwrap(),
+            })
+            .find(|m| meets(&whole, m) && !meets(&cut, m))
+            .unwrap();
+        let _ = s.drain_events().count();
+        feed(&mut s, &solution).unwrap();
+        match s.drain_events().next_back() {
+            Some(TpEvent::Solution { block, .. }) => {
+                assert_eq!(
+                    block.txdata.len(),
+                    cut.template.transactions.len() + 1,
+                    "the cut template's transactions, which the coinbase commits to"
+                );
+                assert!(block.txdata.len() < whole.template.transactions.len() + 1);
             }
             other => panic!("{other:?}"),
         }
