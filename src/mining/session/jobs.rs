@@ -328,20 +328,21 @@ impl Session {
     /// shares `stale-share`). So a connection holds at most `max_jobs` plus one a channel.
     pub fn cleanup_old_jobs(&mut self) {
         let max = self.config.max_jobs.max(1);
-        while self.jobs.len() > max {
-            // (The job just added is not any channel's yet: it is being sent.)
-            let newest = |seq: u64| self.channels.iter().any(|c| c.last_job_seq == seq);
-            let last = self.jobs.len() - 1;
-            let Some(oldest) = self
-                .jobs
-                .iter()
-                .enumerate()
-                .position(|(i, j)| i < last && !newest(j.seq))
-            else {
-                break;
-            };
-            if let Some(job) = self.jobs.remove(oldest) {
-                self.fold_older(job);
+        if self.jobs.len() > max {
+            // Each channel's newest job, gathered once (asking every channel about every job
+            // made a push cost jobs x channels: a proxy with thousands of channels, each
+            // getting jobs of its own as vardiff moves it, made that squared).
+            let mut newest: Vec<u64> = self.channels.iter().map(|c| c.last_job_seq).collect();
+            newest.sort_unstable();
+            // Oldest first; the job just added is not any channel's yet (it is being sent)
+            // and stays.
+            let mut i = 0;
+            while self.jobs.len() > max && i + 1 < self.jobs.len() {
+                if newest.binary_search(&self.jobs[i].seq).is_ok() {
+                    i += 1;
+                } else if let Some(job) = self.jobs.remove(i) {
+                    self.fold_older(job);
+                }
             }
         }
         let oldest = self.oldest_credited_seq();
