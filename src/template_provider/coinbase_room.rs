@@ -81,11 +81,47 @@ fn sigop_cost(template: &BlockTemplate, index: usize, tx: &Transaction) -> u64 {
     }
 }
 
+/// A template's transactions' weight and sigop cost added up in block order (after the first
+/// `i + 1` at index `i`): computed once per template and shared by every client's [`fit_with`],
+/// instead of weighing every transaction again for each client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunningCosts {
+    totals: Vec<(u64, u64)>,
+}
+
+impl RunningCosts {
+    /// Adds up `template`'s transactions.
+    pub fn of(template: &BlockTemplate) -> Self {
+        let (mut weight, mut sigops) = (0u64, 0u64);
+        let totals = template
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(index, tx)| {
+                weight += tx.weight().to_wu();
+                sigops += sigop_cost(template, index, tx);
+                (weight, sigops)
+            })
+            .collect();
+        RunningCosts { totals }
+    }
+}
+
 /// `template` as it may be sent to a client with `room`: `Ok(None)` when it fits as it is,
 /// `Ok(Some(cut))` with the transactions that do not fit left out (from the first that does
-/// not, to the end) and their fees off the coinbase's value.
+/// not, to the end) and their fees off the coinbase's value. Weighs the template first: with
+/// several clients, [`fit_with`] and the template's [`RunningCosts`].
 pub fn fit(
     template: &BlockTemplate,
+    room: CoinbaseRoom,
+) -> Result<Option<BlockTemplate>, RoomError> {
+    fit_with(template, &RunningCosts::of(template), room)
+}
+
+/// [`fit`] with the template's running costs already added up.
+pub fn fit_with(
+    template: &BlockTemplate,
+    costs: &RunningCosts,
     room: CoinbaseRoom,
 ) -> Result<Option<BlockTemplate>, RoomError> {
     let no_room = RoomError::NoRoom {
@@ -98,17 +134,10 @@ pub fn fit(
     let sigops_left = MAX_BLOCK_SIGOP_COST
         .checked_sub(SCRIPT_SIG_SIGOP_COST + 4 * u64::from(room.max_additional_sigops))
         .ok_or(no_room)?;
-    let (mut weight, mut sigops) = (0u64, 0u64);
-    let kept = template
-        .transactions
-        .iter()
-        .enumerate()
-        .take_while(|(index, tx)| {
-            weight += tx.weight().to_wu();
-            sigops += sigop_cost(template, *index, tx);
-            weight <= weight_left && sigops <= sigops_left
-        })
-        .count();
+    // The totals only grow: the transactions kept are those up to the last total in room.
+    let kept = costs
+        .totals
+        .partition_point(|&(weight, sigops)| weight <= weight_left && sigops <= sigops_left);
     if kept == template.transactions.len() {
         return Ok(None);
     }
@@ -258,6 +287,45 @@ pub(crate) mod tests {
         let weight: u64 = txs.iter().map(|t| t.weight().to_wu()).sum();
         assert_eq!(weight, total, "a total on a multiple of four");
         txs
+    }
+
+    #[test]
+    fn the_running_costs_keep_what_weighing_each_transaction_in_turn_keeps() {
+        // The rule as first written: weigh the transactions in block order, keep them while
+        // the block's weight and sigop cost stay in the room.
+        fn kept_one_by_one(t: &BlockTemplate, room: CoinbaseRoom) -> usize {
+            let weight_left =
+                MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 4 * u64::from(room.max_additional_size);
+            let sigops_left = MAX_BLOCK_SIGOP_COST
+                - SCRIPT_SIG_SIGOP_COST
+                - 4 * u64::from(room.max_additional_sigops);
+            let (mut weight, mut sigops) = (0, 0);
+            t.transactions
+                .iter()
+                .enumerate()
+                .take_while(|(index, tx)| {
+                    weight += tx.weight().to_wu();
+                    sigops += sigop_cost(t, *index, tx);
+                    weight <= weight_left && sigops <= sigops_left
+                })
+                .count()
+        }
+        let t = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        let costs = RunningCosts::of(&t);
+        for size in (0..200_000).step_by(19_997).chain(99..103) {
+            for sigops in [0, 1, 100, 10_000, 19_800] {
+                let room = CoinbaseRoom {
+                    max_additional_size: size,
+                    max_additional_sigops: sigops,
+                };
+                let kept = match fit_with(&t, &costs, room) {
+                    Ok(None) => t.transactions.len(),
+                    Ok(Some(cut)) => cut.transactions.len(),
+                    Err(_) => continue,
+                };
+                assert_eq!(kept, kept_one_by_one(&t, room), "{room:?}");
+            }
+        }
     }
 
     #[test]

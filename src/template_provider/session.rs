@@ -68,6 +68,8 @@ pub struct ServedTemplate {
     pub transactions_wire: Vec<Vec<u8>>,
     /// Network target of the block, little-endian.
     pub target: U256,
+    /// Its transactions' weight and sigop cost added up, for every client's coinbase room.
+    pub costs: coinbase_room::RunningCosts,
 }
 
 impl ServedTemplate {
@@ -100,6 +102,7 @@ impl ServedTemplate {
             merkle_path,
             transactions_wire,
             target: from_bitcoin_target(template.target()),
+            costs: coinbase_room::RunningCosts::of(&template),
             template,
         }
     }
@@ -111,7 +114,10 @@ impl ServedTemplate {
     /// commitment present.)
     pub fn is_committed_to_by(&self, coinbase: &Transaction) -> bool {
         let commitment = self.template.witness_commitment_script();
-        coinbase.output.iter().any(|o| o.script_pubkey == commitment)
+        coinbase
+            .output
+            .iter()
+            .any(|o| o.script_pubkey == commitment)
     }
 
     /// Hash of the block this template builds on.
@@ -318,7 +324,7 @@ impl TpSession {
                 },
             )
             .unwrap_or_default();
-        let t = match coinbase_room::fit(&t.template, room) {
+        let t = match coinbase_room::fit_with(&t.template, &t.costs, room) {
             Ok(None) => t,
             Ok(Some(cut)) => Arc::new(ServedTemplate::new(t.id, cut)),
             Err(error) => {
