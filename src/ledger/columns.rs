@@ -115,51 +115,86 @@ pub(crate) fn coinbase_payouts_json(c: &CoinbasePayouts) -> String {
     .to_string()
 }
 
-/// The `blocks.coinbase_payouts` column back to what it was ([`coinbase_payouts_json`]).
-pub(crate) fn coinbase_payouts_from_json(text: &str) -> Result<CoinbasePayouts, LedgerError> {
-    let corrupt = |what: &str| LedgerError::Corrupt(format!("stored coinbase payouts: {what}"));
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
-    let u64_of = |v: &serde_json::Value, key: &str| {
+/// Reads the fields of JSON the ledger stored itself (a column's JSON, the unwritten-blocks
+/// file): a field missing or of the wrong type is a [`LedgerError::Corrupt`] naming what was
+/// being read (`.0`) and the field.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredJson(pub(crate) &'static str);
+
+impl StoredJson {
+    /// What is wrong with it.
+    pub(crate) fn corrupt(self, problem: &str) -> LedgerError {
+        LedgerError::Corrupt(format!("{}: {problem}", self.0))
+    }
+
+    /// The text as JSON.
+    pub(crate) fn parse(self, text: &str) -> Result<serde_json::Value, LedgerError> {
+        serde_json::from_str(text).map_err(|e| self.corrupt(&format!("not JSON ({e})")))
+    }
+
+    pub(crate) fn u64(self, v: &serde_json::Value, key: &str) -> Result<u64, LedgerError> {
         v.get(key)
             .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| corrupt(&format!("no whole number `{key}`")))
-    };
-    let f64_of = |v: &serde_json::Value, key: &str| {
+            .ok_or_else(|| self.corrupt(&format!("no whole number `{key}`")))
+    }
+
+    pub(crate) fn u32(self, v: &serde_json::Value, key: &str) -> Result<u32, LedgerError> {
+        u32::try_from(self.u64(v, key)?).map_err(|_| self.corrupt(&format!("`{key}` out of range")))
+    }
+
+    pub(crate) fn f64(self, v: &serde_json::Value, key: &str) -> Result<f64, LedgerError> {
         v.get(key)
             .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| corrupt(&format!("no number `{key}`")))
-    };
-    let payouts = v
-        .get("payouts")
-        .and_then(serde_json::Value::as_array)
-        .ok_or_else(|| corrupt("no `payouts` array"))?
+            .ok_or_else(|| self.corrupt(&format!("no number `{key}`")))
+    }
+
+    pub(crate) fn str<'a>(
+        self,
+        v: &'a serde_json::Value,
+        key: &str,
+    ) -> Result<&'a str, LedgerError> {
+        v.get(key)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| self.corrupt(&format!("no text `{key}`")))
+    }
+
+    pub(crate) fn array<'a>(
+        self,
+        v: &'a serde_json::Value,
+        key: &str,
+    ) -> Result<&'a [serde_json::Value], LedgerError> {
+        v.get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(Vec::as_slice)
+            .ok_or_else(|| self.corrupt(&format!("no `{key}` array")))
+    }
+}
+
+/// The `blocks.coinbase_payouts` column back to what it was ([`coinbase_payouts_json`]).
+pub(crate) fn coinbase_payouts_from_json(text: &str) -> Result<CoinbasePayouts, LedgerError> {
+    let read = StoredJson("stored coinbase payouts");
+    let v = read.parse(text)?;
+    let payouts = read
+        .array(&v, "payouts")?
         .iter()
         .map(|p| {
             Ok(Payout {
-                user: p
-                    .get("user")
-                    .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| corrupt("a payout without `user`"))?
-                    .to_owned(),
-                amount_sat: u64_of(p, "amount_sat")?,
-                difficulty: f64_of(p, "difficulty")?,
+                user: read.str(p, "user")?.to_owned(),
+                amount_sat: read.u64(p, "amount_sat")?,
+                difficulty: read.f64(p, "difficulty")?,
             })
         })
         .collect::<Result<Vec<_>, LedgerError>>()?;
-    let small = |key: &str| {
-        u32::try_from(u64_of(&v, key)?).map_err(|_| corrupt(&format!("`{key}` out of range")))
-    };
     Ok(CoinbasePayouts {
-        window_difficulty: f64_of(&v, "window_difficulty")?,
-        counted_difficulty: f64_of(&v, "counted_difficulty")?,
-        first_share_id: u64_of(&v, "first_share_id")?,
-        last_share_id: u64_of(&v, "last_share_id")?,
-        fee_ppm: small("fee_ppm")?,
-        dust_sat: u64_of(&v, "dust_sat")?,
-        max_outputs: small("max_outputs")?,
+        window_difficulty: read.f64(&v, "window_difficulty")?,
+        counted_difficulty: read.f64(&v, "counted_difficulty")?,
+        first_share_id: read.u64(&v, "first_share_id")?,
+        last_share_id: read.u64(&v, "last_share_id")?,
+        fee_ppm: read.u32(&v, "fee_ppm")?,
+        dust_sat: read.u64(&v, "dust_sat")?,
+        max_outputs: read.u32(&v, "max_outputs")?,
         payouts,
-        pool_sat: u64_of(&v, "pool_sat")?,
+        pool_sat: read.u64(&v, "pool_sat")?,
     })
 }
 
@@ -178,34 +213,23 @@ pub(crate) fn payout_terms_json(t: &PayoutTerms) -> String {
 
 /// The `blocks.payout_terms` column back to what it was ([`payout_terms_json`]).
 pub(crate) fn payout_terms_from_json(text: &str) -> Result<PayoutTerms, LedgerError> {
-    let corrupt = |what: &str| LedgerError::Corrupt(format!("stored payout terms: {what}"));
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
-    let f64_of = |key: &str| {
-        v.get(key)
-            .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| corrupt(&format!("no number `{key}`")))
-    };
-    let scheme = v
-        .get("scheme")
-        .and_then(serde_json::Value::as_str)
-        .and_then(PayoutScheme::from_name)
-        .ok_or_else(|| corrupt("no known `scheme`"))?;
-    let solo_users = v
-        .get("solo_users")
-        .and_then(serde_json::Value::as_array)
-        .ok_or_else(|| corrupt("no `solo_users` array"))?
+    let read = StoredJson("stored payout terms");
+    let v = read.parse(text)?;
+    let scheme = PayoutScheme::from_name(read.str(&v, "scheme")?)
+        .ok_or_else(|| read.corrupt("no known `scheme`"))?;
+    let solo_users = read
+        .array(&v, "solo_users")?
         .iter()
         .map(|u| {
             u.as_str()
                 .map(str::to_owned)
-                .ok_or_else(|| corrupt("a solo user that is not a string"))
+                .ok_or_else(|| read.corrupt("a solo user that is not a string"))
         })
         .collect::<Result<Vec<_>, LedgerError>>()?;
     Ok(PayoutTerms {
         scheme,
-        window_multiple: f64_of("window_multiple")?,
-        fee_percent: f64_of("fee_percent")?,
+        window_multiple: read.f64(&v, "window_multiple")?,
+        fee_percent: read.f64(&v, "fee_percent")?,
         solo_users,
     })
 }

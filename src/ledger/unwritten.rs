@@ -23,8 +23,8 @@ use bitcoin::{BlockHash, CompactTarget, Target};
 use serde_json::{Value, json};
 
 use super::columns::{
-    block_status, coinbase_payouts_from_json, coinbase_payouts_json, payout_terms_from_json,
-    payout_terms_json, status_reason,
+    StoredJson, block_status, coinbase_payouts_from_json, coinbase_payouts_json,
+    payout_terms_from_json, payout_terms_json, status_reason,
 };
 use super::{BatchSequence, BlockStatus, FoundBlockRecord, LedgerError, ShareRecord};
 
@@ -105,38 +105,41 @@ impl Unwritten {
     }
 
     fn from_json(text: &str) -> Result<Unwritten, LedgerError> {
-        let v: Value =
-            serde_json::from_str(text).map_err(|e| corrupt(&format!("not JSON ({e})")))?;
+        let v = READ.parse(text)?;
         let batch = |b: &Value| -> Result<KeptBatch, LedgerError> {
             let sequence = match b.get("sequence") {
                 None | Some(Value::Null) => None,
                 Some(s) => Some(BatchSequence {
-                    writer: u64_of(s, "writer")?,
-                    number: u64_of(s, "number")?,
+                    writer: READ.u64(s, "writer")?,
+                    number: READ.u64(s, "number")?,
                 }),
             };
             Ok(KeptBatch {
                 sequence,
-                blocks: list(b, "blocks")?
+                blocks: READ
+                    .array(b, "blocks")?
                     .iter()
                     .map(block_from_json)
                     .collect::<Result<_, _>>()?,
-                shares: list(b, "shares")?
+                shares: READ
+                    .array(b, "shares")?
                     .iter()
                     .map(share_from_json)
                     .collect::<Result<_, _>>()?,
             })
         };
         Ok(Unwritten {
-            batches: list(&v, "batches")?
+            batches: READ
+                .array(&v, "batches")?
                 .iter()
                 .map(batch)
                 .collect::<Result<_, _>>()?,
-            verdicts: list(&v, "verdicts")?
+            verdicts: READ
+                .array(&v, "verdicts")?
                 .iter()
                 .map(|v| {
                     let status = block_status(
-                        str_of(v, "status")?,
+                        READ.str(v, "status")?,
                         v.get("reason").and_then(Value::as_str).map(str::to_owned),
                     )?;
                     Ok((hash_of(v, "hash")?, status))
@@ -146,37 +149,13 @@ impl Unwritten {
     }
 }
 
-fn corrupt(what: &str) -> LedgerError {
-    LedgerError::Corrupt(format!("unwritten blocks file: {what}"))
-}
-
-fn list<'a>(v: &'a Value, key: &str) -> Result<&'a [Value], LedgerError> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .ok_or_else(|| corrupt(&format!("no `{key}` array")))
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> Result<&'a str, LedgerError> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| corrupt(&format!("no text `{key}`")))
-}
-
-fn u64_of(v: &Value, key: &str) -> Result<u64, LedgerError> {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| corrupt(&format!("no whole number `{key}`")))
-}
-
-fn u32_of(v: &Value, key: &str) -> Result<u32, LedgerError> {
-    u32::try_from(u64_of(v, key)?).map_err(|_| corrupt(&format!("`{key}` out of range")))
-}
+/// How the file's fields are read.
+const READ: StoredJson = StoredJson("unwritten blocks file");
 
 fn hash_of(v: &Value, key: &str) -> Result<BlockHash, LedgerError> {
-    str_of(v, key)?
+    READ.str(v, key)?
         .parse()
-        .map_err(|_| corrupt(&format!("`{key}` is not a block hash")))
+        .map_err(|_| READ.corrupt(&format!("`{key}` is not a block hash")))
 }
 
 fn block_json(b: &FoundBlockRecord) -> Value {
@@ -197,12 +176,12 @@ fn block_from_json(v: &Value) -> Result<FoundBlockRecord, LedgerError> {
     let text = |key: &str| v.get(key).and_then(Value::as_str);
     Ok(FoundBlockRecord {
         hash: hash_of(v, "hash")?,
-        height: u32_of(v, "height")?,
-        time_ms: u64_of(v, "time_ms")?,
-        reward_sat: u64_of(v, "reward_sat")?,
-        bits: CompactTarget::from_consensus(u32_of(v, "bits")?),
-        user: str_of(v, "user")?.to_owned(),
-        worker: str_of(v, "worker")?.to_owned(),
+        height: READ.u32(v, "height")?,
+        time_ms: READ.u64(v, "time_ms")?,
+        reward_sat: READ.u64(v, "reward_sat")?,
+        bits: CompactTarget::from_consensus(READ.u32(v, "bits")?),
+        user: READ.str(v, "user")?.to_owned(),
+        worker: READ.str(v, "worker")?.to_owned(),
         coinbase_payouts: text("coinbase_payouts")
             .map(coinbase_payouts_from_json)
             .transpose()?,
@@ -227,20 +206,17 @@ fn share_json(s: &ShareRecord) -> Value {
 }
 
 fn share_from_json(v: &Value) -> Result<ShareRecord, LedgerError> {
-    let target = <[u8; 32]>::from_hex(str_of(v, "target")?)
-        .map_err(|_| corrupt("`target` is not 32 bytes of hex"))?;
+    let target = <[u8; 32]>::from_hex(READ.str(v, "target")?)
+        .map_err(|_| READ.corrupt("`target` is not 32 bytes of hex"))?;
     Ok(ShareRecord {
-        time_ms: u64_of(v, "time_ms")?,
-        user: str_of(v, "user")?.into(),
-        worker: str_of(v, "worker")?.into(),
-        connection_id: u64_of(v, "connection_id")?,
-        channel_id: u32_of(v, "channel_id")?,
-        job_id: u32_of(v, "job_id")?,
+        time_ms: READ.u64(v, "time_ms")?,
+        user: READ.str(v, "user")?.into(),
+        worker: READ.str(v, "worker")?.into(),
+        connection_id: READ.u64(v, "connection_id")?,
+        channel_id: READ.u32(v, "channel_id")?,
+        job_id: READ.u32(v, "job_id")?,
         target: Target::from_le_bytes(target),
-        difficulty: v
-            .get("difficulty")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| corrupt("no number `difficulty`"))?,
+        difficulty: READ.f64(v, "difficulty")?,
         hash: hash_of(v, "hash")?,
     })
 }
