@@ -46,7 +46,10 @@ fn check_request(line: &[u8]) {
         Method::Authorize { username } => assert!(username.len() <= MAX_USERNAME_LEN),
         Method::SuggestDifficulty(d) => assert!(d.is_finite() && d > 0.0),
         Method::Configure(c) => {
-            assert!(c.minimum_difficulty.is_none_or(|d| d.is_finite() && d > 0.0));
+            assert!(
+                c.minimum_difficulty
+                    .is_none_or(|d| d.is_finite() && d > 0.0)
+            );
             assert!(c.unknown.len() <= 16);
         }
         _ => {}

@@ -71,7 +71,10 @@ fuzz_target!(|data: &[u8]| {
         conn.poll_transmit(&mut out);
         if ended {
             assert!(conn.is_ended());
-            assert!(conn.handle_wire(b"\n", now).is_err(), "an ended connection stays ended");
+            assert!(
+                conn.handle_wire(b"\n", now).is_err(),
+                "an ended connection stays ended"
+            );
             break;
         }
     }
