@@ -10,26 +10,21 @@
 
 #![no_main]
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
 use bitcoin::hashes::Hash;
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session, Work};
 use blvm_stratum_v2::node::rpc::parse_block_template;
 use blvm_stratum_v2::template_provider::ServedTemplate;
-use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::OpenExtendedMiningChannel;
-use blvm_stratum_v2::wire::{Frame, Str0_255, Sv2Message, encode_frame};
+use blvm_stratum_v2::wire::{Frame, Str0_255};
 use libfuzzer_sys::fuzz_target;
 
 fn config() -> &'static Arc<MiningConfig> {
     static CONFIG: OnceLock<Arc<MiningConfig>> = OnceLock::new();
     CONFIG.get_or_init(|| Arc::new(MiningConfig::default()))
-}
-
-fn encoded<'a, M: Sv2Message<'a>>(m: &M) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(m, &mut out).expect("encodable");
-    out
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -67,20 +62,9 @@ fuzz_target!(|data: &[u8]| {
     // A session takes it and opens a channel on it.
     let mut session = Session::new(config().clone(), Arc::new(ExtranonceAllocator::new()));
     session.on_work(&work, 1_800_000_000_000);
-    let setup = encoded(&SetupConnection {
-        protocol: 0,
-        min_version: 2,
-        max_version: 2,
-        flags: 0,
-        endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
-        endpoint_port: 3333,
-        vendor: Str0_255::new("fuzz").unwrap(),
-        hardware_version: Str0_255::default(),
-        firmware: Str0_255::default(),
-        device_id: Str0_255::default(),
-    });
+    let setup = common::setup_connection(0, 0);
     let _ = session.handle_frame(&Frame::parse_exact(&setup).unwrap(), 1_800_000_000_000);
-    let open = encoded(&OpenExtendedMiningChannel {
+    let open = common::encoded(&OpenExtendedMiningChannel {
         request_id: 1,
         user_identity: Str0_255::new("fuzz.worker").unwrap(),
         nominal_hash_rate: 1e12,

@@ -38,19 +38,20 @@
 
 #![no_main]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use blvm_stratum_v2::connection::Protocol;
 use blvm_stratum_v2::mining::{ExtranonceAllocator, MiningConfig, Session, SessionEvent, Work};
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
-use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::mining::{
     OpenExtendedMiningChannel, OpenStandardMiningChannel, SubmitSharesExtended,
     SubmitSharesStandard,
 };
 use blvm_stratum_v2::wire::{
-    B0_32, Frame, HEADER_LEN, MAX_PAYLOAD_LEN, Message, Str0_255, Sv2Message, encode_frame,
+    B0_32, Frame, HEADER_LEN, MAX_PAYLOAD_LEN, Message, Str0_255, encode_frame,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -355,34 +356,17 @@ impl Rig {
     }
 }
 
-fn encoded<'a, M: Sv2Message<'a>>(m: &M) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(m, &mut out).expect("encodable");
-    out
-}
-
 fn prelude(rig: &mut Rig, flags: u32) {
-    rig.feed(&encoded(&SetupConnection {
-        protocol: 0,
-        min_version: 2,
-        max_version: 2,
-        flags,
-        endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
-        endpoint_port: 3333,
-        vendor: Str0_255::new("fuzz").unwrap(),
-        hardware_version: Str0_255::default(),
-        firmware: Str0_255::default(),
-        device_id: Str0_255::default(),
-    }));
+    rig.feed(&common::setup_connection(0, flags));
     let standard_user = format!("{ADDRESS}.rig1");
-    rig.feed(&encoded(&OpenStandardMiningChannel {
+    rig.feed(&common::encoded(&OpenStandardMiningChannel {
         request_id: 1,
         user_identity: Str0_255::new(&standard_user).unwrap(),
         nominal_hash_rate: 0.0,
         max_target: [0xff; 32],
     }));
     let solo_user = format!("sri/solo/{ADDRESS}/rig2");
-    rig.feed(&encoded(&OpenExtendedMiningChannel {
+    rig.feed(&common::encoded(&OpenExtendedMiningChannel {
         request_id: 2,
         user_identity: Str0_255::new(&solo_user).unwrap(),
         nominal_hash_rate: 0.0,
@@ -411,15 +395,10 @@ fuzz_target!(|data: &[u8]| {
         input = rest;
         match op {
             0x00..=0xef => {
-                let [e0, e1, msg_type, l0, l1, ..] = *input else {
+                let Some((frame, rest)) = common::message_step(input) else {
                     break;
                 };
-                let len = usize::from(u16::from_le_bytes([l0, l1])).min(input.len() - 5);
-                let mut frame = Vec::with_capacity(HEADER_LEN + len);
-                frame.extend_from_slice(&[e0, e1, msg_type]);
-                frame.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
-                frame.extend_from_slice(&input[5..5 + len]);
-                input = &input[5 + len..];
+                input = rest;
                 rig.feed(&frame);
             }
             0xf0 => rig.new_work(),

@@ -28,6 +28,8 @@
 
 #![no_main]
 
+mod common;
+
 use std::sync::Arc;
 
 use bitcoin::consensus::{Decodable, serialize};
@@ -38,13 +40,10 @@ use bitcoin::{
 use blvm_stratum_v2::connection::Protocol;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
 use blvm_stratum_v2::template_provider::session::{ServedTemplate, TpEvent, TpSession};
-use blvm_stratum_v2::wire::common::SetupConnection;
 use blvm_stratum_v2::wire::template_distribution::{
     CoinbaseOutputConstraints, RequestTransactionData, SubmitSolution,
 };
-use blvm_stratum_v2::wire::{
-    B0_64K, Frame, HEADER_LEN, MAX_PAYLOAD_LEN, Message, Str0_255, Sv2Message, encode_frame,
-};
+use blvm_stratum_v2::wire::{B0_64K, Frame, MAX_PAYLOAD_LEN, Message, encode_frame};
 use libfuzzer_sys::fuzz_target;
 
 const NOW_S: u32 = 1_800_000_000;
@@ -281,12 +280,6 @@ impl Rig {
     }
 }
 
-fn encoded<'a, M: Sv2Message<'a>>(m: &M) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(m, &mut out).expect("encodable");
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&control, mut input)) = data.split_first() else {
         return;
@@ -297,19 +290,8 @@ fuzz_target!(|data: &[u8]| {
             return;
         };
         input = rest;
-        rig.feed(&encoded(&SetupConnection {
-            protocol: 2,
-            min_version: 2,
-            max_version: 2,
-            flags: 0,
-            endpoint_host: Str0_255::new("127.0.0.1").unwrap(),
-            endpoint_port: 8442,
-            vendor: Str0_255::new("fuzz").unwrap(),
-            hardware_version: Str0_255::default(),
-            firmware: Str0_255::default(),
-            device_id: Str0_255::default(),
-        }));
-        rig.feed(&encoded(&CoinbaseOutputConstraints {
+        rig.feed(&common::setup_connection(2, 0));
+        rig.feed(&common::encoded(&CoinbaseOutputConstraints {
             coinbase_output_max_additional_size: u32::from(u16::from_le_bytes([*s0, *s1])),
             coinbase_output_max_additional_sigops: u16::from(*sigops),
         }));
@@ -319,15 +301,10 @@ fuzz_target!(|data: &[u8]| {
         input = rest;
         match op {
             0x00..=0xef => {
-                let [e0, e1, msg_type, l0, l1, ..] = *input else {
+                let Some((frame, rest)) = common::message_step(input) else {
                     break;
                 };
-                let len = usize::from(u16::from_le_bytes([l0, l1])).min(input.len() - 5);
-                let mut frame = Vec::with_capacity(HEADER_LEN + len);
-                frame.extend_from_slice(&[e0, e1, msg_type]);
-                frame.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
-                frame.extend_from_slice(&input[5..5 + len]);
-                input = &input[5 + len..];
+                input = rest;
                 rig.feed(&frame);
             }
             0xf0 => rig.new_template(),
@@ -338,7 +315,9 @@ fuzz_target!(|data: &[u8]| {
             }
             0xf3 => {
                 if let Some(id) = rig.last.as_ref().map(|t| t.id) {
-                    rig.feed(&encoded(&RequestTransactionData { template_id: id }));
+                    rig.feed(&common::encoded(&RequestTransactionData {
+                        template_id: id,
+                    }));
                 }
             }
             _ => {}
