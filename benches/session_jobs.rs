@@ -132,7 +132,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(channels), &channels, |b, _| {
             b.iter(|| {
                 let [first, second] = &updates[turn % updates.len()];
-                let bytes = if (turn / updates.len()) % 2 == 0 {
+                let bytes = if (turn / updates.len()).is_multiple_of(2) {
                     first
                 } else {
                     second
