@@ -129,7 +129,8 @@ struct TemplateProviderArgs {
     /// Address clients (pools) connect to.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8442")]
     listen_addr: std::net::SocketAddr,
-    /// Directory of the authority key (created on first start).
+    /// Directory of the authority key (created on first start) and of the solved blocks
+    /// until the node answers (`blocks/pending`, then `blocks/submitted` or `blocks/rejected`).
     #[arg(
         long,
         value_name = "DIR",

@@ -407,6 +407,72 @@ async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
     .await;
 }
 
+/// A solved block is on disk (`DATA_DIR/blocks/pending`) before the node is asked for it: a
+/// provider stopped while the node cannot take it offers it again at its next start, and the
+/// node's verdict moves the file. Before, the retries lived in memory only and a stop lost
+/// the block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() {
+    bounded(async {
+        let tp = start_tp_on(2, move |inner| {
+            Arc::new(BusyAtFirst {
+                inner,
+                busy: AtomicU32::new(u32::MAX),
+                offers: AtomicU32::new(0),
+            })
+        })
+        .await;
+        let (mut c, t, p) = ready_client(&tp).await;
+        let txs = request_transactions(&mut c, t.template_id).await.unwrap();
+        let block = solve(&t, &p, &txs);
+        submit_solution(&mut c, t.template_id, &block).await;
+        let dir = tp._dir.path().to_path_buf();
+        let file = |state: &str| {
+            dir.join("blocks")
+                .join(state)
+                .join(format!("{}.hex", block.block_hash()))
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !file("pending").exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the block was not saved"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The stop ends the retries (the node never took it) and leaves the file.
+        tokio::time::timeout(Duration::from_secs(10), tp.tp.stop())
+            .await
+            .expect("a stop does not wait for the node");
+        assert_eq!(tp.node.height(), HISTORY_HEIGHT);
+        assert!(file("pending").exists());
+
+        let again = TemplateProvider::new(
+            TemplateProviderConfig {
+                listen_addr: "127.0.0.1:0".parse().unwrap(),
+                data_dir: dir.clone(),
+                ..Default::default()
+            },
+            tp.node.clone(),
+        )
+        .expect("template provider");
+        again.start().await.expect("start");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !file("submitted").exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pending block was not offered again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(tp.node.height(), HISTORY_HEIGHT + 1);
+        assert_eq!(tp.node.tip(), block.block_hash());
+        assert!(!file("pending").exists());
+        again.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_templates_still_carry_the_witness_commitment() {
     bounded(async {

@@ -6,7 +6,7 @@
 //! statistics) in the pool object `mining::pool`; this module only moves bytes, owns time,
 //! talks to the node and keeps found blocks on disk.
 
-mod block_files;
+pub(crate) mod block_files;
 mod census;
 mod connection;
 mod data_dir_lock;

@@ -5,7 +5,9 @@
 //! [`session`] holds the protocol (sans-IO); this module wires it to the shared shell
 //! ([`crate::shell`]: listener with a connection cap, one driver loop per client around a
 //! [`Connection`] carrying a [`TpSession`]) and adds what is its own: a task that turns node
-//! events into templates for every client, block submission for SubmitSolution, and
+//! events into templates for every client, block submission for SubmitSolution (each solved
+//! block kept in `DATA_DIR/blocks/pending` until the node's verdict, as the pool keeps its
+//! found blocks, and offered again at the next start if the provider stopped first), and
 //! certificate renewal.
 
 pub mod coinbase_room;
@@ -29,8 +31,10 @@ pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionEr
 
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::pool::CertificateRenewal;
+use crate::mining::pool::{BlockStore, BlockVerdict};
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
+use crate::server::block_files::FileBlockStore;
 use crate::shell::{DriverLimits, Handler};
 
 /// Listen backlog.
@@ -52,7 +56,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub struct TemplateProviderConfig {
     /// Where clients connect.
     pub listen_addr: SocketAddr,
-    /// Holds the authority key (created on first start).
+    /// Holds the authority key (created on first start) and the solved blocks the node has
+    /// not answered yet (`blocks/pending`; then `blocks/submitted` or `blocks/rejected`).
     pub data_dir: PathBuf,
     /// Validity of the Noise certificate signed at start.
     pub cert_validity_secs: u32,
@@ -107,11 +112,14 @@ struct Shared {
     /// Behind a lock so the certificate can be renewed while the server runs.
     responder: Arc<RwLock<Responder>>,
     node: Arc<dyn NodeApi>,
+    /// Solved blocks until the node's verdict.
+    blocks: Arc<FileBlockStore>,
+    /// Set once at stop: every task ends (a solved block still offered stays pending).
+    stop_signal: watch::Sender<bool>,
 }
 
 struct Running {
     local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
@@ -143,9 +151,11 @@ impl TemplateProvider {
         );
         Ok(TemplateProvider {
             shared: Arc::new(Shared {
+                blocks: Arc::new(FileBlockStore::new(&config.data_dir)),
                 config,
                 responder: Arc::new(RwLock::new(responder)),
                 node,
+                stop_signal: watch::channel(false).0,
             }),
             authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
             running: Mutex::new(None),
@@ -178,8 +188,20 @@ impl TemplateProvider {
         let first = self.shared.node.get_block_template().await?;
         info!(height = first.height, prev = %first.prev_hash, "first template ready");
         let (templates, templates_rx) = watch::channel(Arc::new(ServedTemplate::new(1, first)));
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown_rx = self.shared.stop_signal.subscribe();
         let mut tasks = JoinSet::new();
+        // Solved blocks a stop left pending: offered again.
+        let blocks = self.shared.blocks.clone();
+        let pending = tokio::task::spawn_blocking(move || blocks.pending())
+            .await
+            .unwrap_or_default();
+        for stored in pending {
+            info!(hash = %stored.block.block_hash(), file = %stored.location, "offering a solved block left pending again");
+            tasks.spawn(submit_solution(
+                SolutionTask::of(&self.shared, 0, 0),
+                stored.block,
+            ));
+        }
         tasks.spawn(template_loop(
             self.shared.clone(),
             events,
@@ -198,11 +220,7 @@ impl TemplateProvider {
             shutdown_rx,
         ));
         info!(%local_addr, "listening for Template Distribution clients");
-        *running = Some(Running {
-            local_addr,
-            shutdown,
-            tasks,
-        });
+        *running = Some(Running { local_addr, tasks });
         Ok(local_addr)
     }
 
@@ -213,7 +231,7 @@ impl TemplateProvider {
         let Some(mut r) = self.running.lock().await.take() else {
             return;
         };
-        let _ = r.shutdown.send(true);
+        self.shared.stop_signal.send_replace(true);
         while r.tasks.join_next().await.is_some() {}
     }
 }
@@ -368,36 +386,73 @@ async fn serve(
 /// How long a solved block is offered again to a node that cannot take it yet.
 pub const SOLUTION_RETRY_FOR: Duration = Duration::from_secs(600);
 
+/// What a solved block's submission needs of the provider.
+struct SolutionTask {
+    node: Arc<dyn NodeApi>,
+    blocks: Arc<FileBlockStore>,
+    stop: watch::Receiver<bool>,
+    /// The client connection and template it came from (0 for a block left pending).
+    conn: u64,
+    template_id: u64,
+}
+
+impl SolutionTask {
+    fn of(shared: &Shared, conn: u64, template_id: u64) -> Self {
+        SolutionTask {
+            node: shared.node.clone(),
+            blocks: shared.blocks.clone(),
+            stop: shared.stop_signal.subscribe(),
+            conn,
+            template_id,
+        }
+    }
+}
+
+/// Keeps a client's solved block on disk (`blocks/pending`, flushed) before the node is asked
+/// for it, then submits it: a provider stopped while the node cannot take it offers it again
+/// at its next start. A block that cannot be saved is submitted all the same.
+async fn save_and_submit(task: SolutionTask, block: bitcoin::Block) {
+    let hash = block.block_hash();
+    let (blocks, saved) = (task.blocks.clone(), block.clone());
+    let kept = tokio::task::spawn_blocking(move || {
+        blocks.save_pending(&saved)?;
+        blocks.sync_pending(hash)
+    })
+    .await;
+    match kept {
+        Ok(Ok(())) => debug!(%hash, "solved block saved"),
+        Ok(Err(e)) => warn!(%hash, "cannot save the solved block; submitting it anyway: {e}"),
+        Err(e) => warn!(%hash, "cannot save the solved block; submitting it anyway: {e}"),
+    }
+    submit_solution(task, block).await;
+}
+
 /// Gives a solved block to the node, and again with backoff while the node cannot take it
 /// (unreachable, throttling, its clock behind the block's time) for up to
 /// [`SOLUTION_RETRY_FOR`], with the waits the pool's own resubmissions use (07: a Template
-/// Provider MUST attempt to broadcast blocks mined on
-/// its work); on a task of its own, so that the client's templates are not held back meanwhile.
-/// Only the node's verdict on the block ends it early. Before, one refusal for now lost the
-/// block.
-async fn submit_solution(
-    node: Arc<dyn NodeApi>,
-    conn: u64,
-    template_id: u64,
-    block: bitcoin::Block,
-) {
+/// Provider MUST attempt to broadcast blocks mined on its work); on a task of its own, so that
+/// the client's templates are not held back meanwhile. The node's verdict moves its file to
+/// `blocks/submitted` or `blocks/rejected`; a stop, or the node not taking it in time, leaves
+/// it in `blocks/pending`, offered again at the next start.
+async fn submit_solution(mut task: SolutionTask, block: bitcoin::Block) {
     let hash = block.block_hash();
+    let (conn, template_id) = (task.conn, task.template_id);
     let started = tokio::time::Instant::now();
     use crate::mining::pool::found_blocks::{RESUBMIT_FIRST_DELAY_MS, RESUBMIT_MAX_DELAY_MS};
     let mut backoff = Duration::from_millis(RESUBMIT_FIRST_DELAY_MS);
     let mut attempt = 1u32;
-    loop {
-        match node.submit_block(block.clone()).await {
+    let verdict = loop {
+        match task.node.submit_block(block.clone()).await {
             Ok(()) => {
                 info!(conn, template_id, %hash, attempt, "block accepted");
-                return;
+                break BlockVerdict::Submitted;
             }
             Err(NodeError::BlockRejected(reason)) => {
                 warn!(conn, template_id, %hash, "block refused: {reason}");
-                return;
+                break BlockVerdict::Rejected;
             }
             Err(e) if started.elapsed() >= SOLUTION_RETRY_FOR => {
-                warn!(conn, template_id, %hash, attempt, "block not taken by the node, given up: {e}");
+                warn!(conn, template_id, %hash, attempt, "block not taken by the node, given up until the next start: {e}");
                 return;
             }
             Err(e) => {
@@ -406,11 +461,23 @@ async fn submit_solution(
                 } else {
                     debug!(conn, template_id, %hash, attempt, "the node still cannot take the block: {e}");
                 }
-                tokio::time::sleep(backoff).await;
+                if *task.stop.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = task.stop.changed() => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_millis(RESUBMIT_MAX_DELAY_MS));
                 attempt += 1;
             }
         }
+    };
+    let blocks = task.blocks.clone();
+    match tokio::task::spawn_blocking(move || blocks.mark(hash, verdict)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(%hash, "cannot move the solved block's file: {e}"),
+        Err(e) => warn!(%hash, "cannot move the solved block's file: {e}"),
     }
 }
 
@@ -425,7 +492,10 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
             max_additional_size, max_additional_sigops, "coinbase output constraints"
         ),
         TpEvent::Solution { template_id, block } => {
-            tokio::spawn(submit_solution(shared.node.clone(), id, template_id, block));
+            tokio::spawn(save_and_submit(
+                SolutionTask::of(shared, id, template_id),
+                block,
+            ));
         }
         TpEvent::SolutionRefused(e) => warn!(conn = id, "{e}"),
         TpEvent::TemplateWithheld { template_id, error } => {
