@@ -91,7 +91,7 @@ async fn mine(block_interval_secs: u32, secs: u64, sample_at: u64) -> Run {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_cpu_miner_is_rarely_stale_and_blocks_come_at_the_interval() {
+async fn a_fresh_cpu_miner_is_rarely_stale_and_the_adaptive_chain_slows_to_its_interval() {
     let fixed = mine(0, 4, 1).await;
     let adaptive = mine(1, 20, 6).await;
     let blocks_late = adaptive.height_at_end - adaptive.height_at_sample;

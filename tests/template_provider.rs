@@ -414,12 +414,16 @@ async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() {
     bounded(async {
+        let busy = Arc::new(std::sync::OnceLock::<Arc<BusyAtFirst>>::new());
+        let slot = busy.clone();
         let tp = start_tp_on(2, move |inner| {
-            Arc::new(BusyAtFirst {
+            let node = Arc::new(BusyAtFirst {
                 inner,
                 busy: AtomicU32::new(u32::MAX),
                 offers: AtomicU32::new(0),
-            })
+            });
+            let _ = slot.set(node.clone());
+            node
         })
         .await;
         let (mut c, t, p) = ready_client(&tp).await;
@@ -440,10 +444,27 @@ async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() 
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let node = busy.get().unwrap().clone();
+        while node.offers.load(Ordering::SeqCst) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the block was not offered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The same block sent again while it is being offered (it is not offered twice).
+        submit_solution(&mut c, t.template_id, &block).await;
         // The stop ends the retries (the node never took it) and leaves the file.
         tokio::time::timeout(Duration::from_secs(10), tp.tp.stop())
             .await
             .expect("a stop does not wait for the node");
+        let offers = node.offers.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            node.offers.load(Ordering::SeqCst),
+            offers,
+            "no offer after the stop"
+        );
         assert_eq!(tp.node.height(), HISTORY_HEIGHT);
         assert!(file("pending").exists());
 

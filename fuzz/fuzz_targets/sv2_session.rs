@@ -12,8 +12,9 @@
 //!   target's difficulty (money is never given for work no hash showed), and no hash is
 //!   credited twice in a session (a share resent, on a job still open or retired, is not
 //!   paid again);
-//! - every found block passes rust-bitcoin's proof-of-work and merkle-root checks and the
-//!   embedded chain takes it (or refuses it only as no longer on its tip);
+//! - every found block passes rust-bitcoin's proof-of-work and merkle-root checks, and one on
+//!   the chain's tip is taken by the embedded chain (one on a tip that has moved is not
+//!   submitted: the chain would only keep it as a sibling);
 //! - an error ends the session for good (the caller closes the connection).
 //!
 //! The first input byte: bit 7, a valid SetupConnection and two channels (a standard one paid

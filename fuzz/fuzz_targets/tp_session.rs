@@ -7,11 +7,12 @@
 //! Checked besides "no panic":
 //! - every message the provider sends is one whole frame that our decoder reads as a message
 //!   a Template Provider may send;
-//! - a solution the session turns into a block has a valid merkle root and builds on the
-//!   template it names;
+//! - a solution the session turns into a block has a valid merkle root and meets its target
+//!   (one that does not is refused, never kept nor given to the node);
 //! - an honest solution (its coinbase built from the NewTemplate as 07 says: the template's
-//!   prefix, sequence, version, locktime and outputs, the value remaining to the client) that
-//!   meets the target of the current tip is a block the embedded chain takes;
+//!   prefix, sequence, version, locktime and outputs, the value remaining to the client) is
+//!   either a block, or refused only for missing the target; on the current tip that block is
+//!   one the embedded chain takes;
 //! - an error ends the session for good.
 //!
 //! The first input byte: bit 7, a valid SetupConnection and CoinbaseOutputConstraints (of the
@@ -39,7 +40,9 @@ use bitcoin::{
 };
 use blvm_stratum_v2::connection::Protocol;
 use blvm_stratum_v2::node::regtest::{ChainConfig, EmbeddedChain};
-use blvm_stratum_v2::template_provider::session::{ServedTemplate, TpEvent, TpSession};
+use blvm_stratum_v2::template_provider::session::{
+    ServedTemplate, SolutionError, TpEvent, TpSession,
+};
 use blvm_stratum_v2::wire::template_distribution::{
     CoinbaseOutputConstraints, RequestTransactionData, SubmitSolution,
 };
@@ -200,6 +203,7 @@ impl Rig {
             // The fuzzer's own SubmitSolutions: any coinbase. (Honest ones: `solve`.)
             if let TpEvent::Solution { block, .. } = event {
                 assert!(block.check_merkle_root(), "a solution's merkle root");
+                assert!(block.header.validate_pow(block.header.target()).is_ok());
             }
         }
     }
@@ -260,15 +264,15 @@ impl Rig {
                 TpEvent::Solution { block, .. } => {
                     assert!(block.check_merkle_root(), "a solution's merkle root");
                     assert_eq!(block.txdata[0], coinbase, "the client's coinbase, as sent");
-                    if block.header.prev_blockhash == tip
-                        && block.header.validate_pow(block.header.target()).is_ok()
-                    {
+                    assert!(block.header.validate_pow(block.header.target()).is_ok());
+                    if block.header.prev_blockhash == tip {
                         self.chain
                             .submit_block(&block, NOW_S)
                             .expect("the chain takes an honest solution on its tip");
                         self.new_template();
                     }
                 }
+                TpEvent::SolutionRefused(SolutionError::HighHash { .. }) => {}
                 TpEvent::SolutionRefused(e) => {
                     panic!("an honest solution on the last template sent was refused: {e}")
                 }

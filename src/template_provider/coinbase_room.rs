@@ -310,20 +310,27 @@ pub(crate) mod tests {
                 })
                 .count()
         }
-        let t = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
-        let costs = RunningCosts::of(&t);
-        for size in (0..200_000).step_by(19_997).chain(99..103) {
-            for sigops in [0, 1, 100, 10_000, 19_800] {
-                let room = CoinbaseRoom {
-                    max_additional_size: size,
-                    max_additional_sigops: sigops,
-                };
-                let kept = match fit_with(&t, &costs, room) {
-                    Ok(None) => t.transactions.len(),
-                    Ok(Some(cut)) => cut.transactions.len(),
-                    Err(_) => continue,
-                };
-                assert_eq!(kept, kept_one_by_one(&t, room), "{room:?}");
+        let weighty = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        // The same with sigops that bind too: 7,950 of cost each (79,500 in all).
+        let mut counted = weighty.clone();
+        for cost in &mut counted.transaction_costs {
+            cost.sigop_cost = Some(7_950);
+        }
+        for t in [weighty, counted] {
+            let costs = RunningCosts::of(&t);
+            for size in (0..200_000).step_by(19_997).chain(99..103) {
+                for sigops in [0, 1, 100, 1_000, 10_000, 19_800] {
+                    let room = CoinbaseRoom {
+                        max_additional_size: size,
+                        max_additional_sigops: sigops,
+                    };
+                    let kept = match fit_with(&t, &costs, room) {
+                        Ok(None) => t.transactions.len(),
+                        Ok(Some(cut)) => cut.transactions.len(),
+                        Err(_) => continue,
+                    };
+                    assert_eq!(kept, kept_one_by_one(&t, room), "{room:?}");
+                }
             }
         }
     }

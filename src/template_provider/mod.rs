@@ -13,6 +13,7 @@
 pub mod coinbase_room;
 pub mod session;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use std::sync::RwLock;
 
+use bitcoin::BlockHash;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::net::TcpStream;
@@ -114,6 +116,11 @@ struct Shared {
     node: Arc<dyn NodeApi>,
     /// Solved blocks until the node's verdict.
     blocks: Arc<FileBlockStore>,
+    /// The solved blocks being saved or offered to the node (the same block sent twice is
+    /// offered once).
+    in_flight: Arc<std::sync::Mutex<HashSet<BlockHash>>>,
+    /// The tasks offering clients' solved blocks, joined at the stop.
+    solutions: std::sync::Mutex<JoinSet<()>>,
     /// Set once at stop: every task ends (a solved block still offered stays pending).
     stop_signal: watch::Sender<bool>,
 }
@@ -155,6 +162,8 @@ impl TemplateProvider {
                 config,
                 responder: Arc::new(RwLock::new(responder)),
                 node,
+                in_flight: Arc::default(),
+                solutions: std::sync::Mutex::new(JoinSet::new()),
                 stop_signal: watch::channel(false).0,
             }),
             authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
@@ -196,11 +205,11 @@ impl TemplateProvider {
             .await
             .unwrap_or_default();
         for stored in pending {
-            info!(hash = %stored.block.block_hash(), file = %stored.location, "offering a solved block left pending again");
-            tasks.spawn(submit_solution(
-                SolutionTask::of(&self.shared, 0, 0),
-                stored.block,
-            ));
+            let hash = stored.block.block_hash();
+            info!(%hash, file = %stored.location, "offering a solved block left pending again");
+            if let Some(task) = SolutionTask::claim(&self.shared, hash, 0, 0) {
+                tasks.spawn(submit_solution(task, stored.block));
+            }
         }
         tasks.spawn(template_loop(
             self.shared.clone(),
@@ -233,6 +242,8 @@ impl TemplateProvider {
         };
         self.shared.stop_signal.send_replace(true);
         while r.tasks.join_next().await.is_some() {}
+        let mut solutions = std::mem::take(&mut *lock(&self.shared.solutions));
+        while solutions.join_next().await.is_some() {}
     }
 }
 
@@ -386,41 +397,66 @@ async fn serve(
 /// How long a solved block is offered again to a node that cannot take it yet.
 pub const SOLUTION_RETRY_FOR: Duration = Duration::from_secs(600);
 
-/// What a solved block's submission needs of the provider.
+/// `mutex`'s guard, whether or not a holder panicked.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a solved block's submission needs of the provider. Holds the block's place in
+/// `Shared::in_flight` until it ends.
 struct SolutionTask {
     node: Arc<dyn NodeApi>,
     blocks: Arc<FileBlockStore>,
     stop: watch::Receiver<bool>,
+    in_flight: Arc<std::sync::Mutex<HashSet<BlockHash>>>,
+    hash: BlockHash,
     /// The client connection and template it came from (0 for a block left pending).
     conn: u64,
     template_id: u64,
 }
 
 impl SolutionTask {
-    fn of(shared: &Shared, conn: u64, template_id: u64) -> Self {
-        SolutionTask {
+    /// The submission of block `hash`, unless one is already under way.
+    fn claim(shared: &Shared, hash: BlockHash, conn: u64, template_id: u64) -> Option<Self> {
+        if !lock(&shared.in_flight).insert(hash) {
+            debug!(conn, template_id, %hash, "this block is already being offered to the node");
+            return None;
+        }
+        Some(SolutionTask {
             node: shared.node.clone(),
             blocks: shared.blocks.clone(),
             stop: shared.stop_signal.subscribe(),
+            in_flight: shared.in_flight.clone(),
+            hash,
             conn,
             template_id,
-        }
+        })
     }
 }
 
-/// Keeps a client's solved block on disk (`blocks/pending`, flushed) before the node is asked
-/// for it, then submits it: a provider stopped while the node cannot take it offers it again
+impl Drop for SolutionTask {
+    fn drop(&mut self) {
+        lock(&self.in_flight).remove(&self.hash);
+    }
+}
+
+/// Keeps a client's solved block on disk (`blocks/pending`: written under a temporary name and
+/// renamed) before the node is asked for it, then submits it, the file's flush to disk
+/// running beside the submission (a block is not held back by the disk's flush, as the pool's
+/// found blocks are not): a provider stopped while the node cannot take it offers it again
 /// at its next start. A block that cannot be saved is submitted all the same.
 async fn save_and_submit(task: SolutionTask, block: bitcoin::Block) {
-    let hash = block.block_hash();
+    let hash = task.hash;
     let (blocks, saved) = (task.blocks.clone(), block.clone());
-    let kept = tokio::task::spawn_blocking(move || {
-        blocks.save_pending(&saved)?;
-        blocks.sync_pending(hash)
-    })
-    .await;
-    match kept {
-        Ok(Ok(())) => debug!(%hash, "solved block saved"),
+    match tokio::task::spawn_blocking(move || blocks.save_pending(&saved)).await {
+        Ok(Ok(())) => {
+            let blocks = task.blocks.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = blocks.sync_pending(hash) {
+                    warn!(%hash, "cannot flush the solved block's file: {e}");
+                }
+            });
+        }
         Ok(Err(e)) => warn!(%hash, "cannot save the solved block; submitting it anyway: {e}"),
         Err(e) => warn!(%hash, "cannot save the solved block; submitting it anyway: {e}"),
     }
@@ -435,14 +471,21 @@ async fn save_and_submit(task: SolutionTask, block: bitcoin::Block) {
 /// `blocks/submitted` or `blocks/rejected`; a stop, or the node not taking it in time, leaves
 /// it in `blocks/pending`, offered again at the next start.
 async fn submit_solution(mut task: SolutionTask, block: bitcoin::Block) {
-    let hash = block.block_hash();
-    let (conn, template_id) = (task.conn, task.template_id);
+    let (hash, conn, template_id) = (task.hash, task.conn, task.template_id);
     let started = tokio::time::Instant::now();
     use crate::mining::pool::found_blocks::{RESUBMIT_FIRST_DELAY_MS, RESUBMIT_MAX_DELAY_MS};
     let mut backoff = Duration::from_millis(RESUBMIT_FIRST_DELAY_MS);
     let mut attempt = 1u32;
     let verdict = loop {
-        match task.node.submit_block(block.clone()).await {
+        if *task.stop.borrow() {
+            return;
+        }
+        // A stop does not wait for the node (the block stays pending for the next start).
+        let answer = tokio::select! {
+            answer = task.node.submit_block(block.clone()) => answer,
+            _ = task.stop.changed() => return,
+        };
+        match answer {
             Ok(()) => {
                 info!(conn, template_id, %hash, attempt, "block accepted");
                 break BlockVerdict::Submitted;
@@ -460,9 +503,6 @@ async fn submit_solution(mut task: SolutionTask, block: bitcoin::Block) {
                     warn!(conn, template_id, %hash, "the node cannot take the block now; offering it again: {e}");
                 } else {
                     debug!(conn, template_id, %hash, attempt, "the node still cannot take the block: {e}");
-                }
-                if *task.stop.borrow() {
-                    return;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -492,10 +532,12 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
             max_additional_size, max_additional_sigops, "coinbase output constraints"
         ),
         TpEvent::Solution { template_id, block } => {
-            tokio::spawn(save_and_submit(
-                SolutionTask::of(shared, id, template_id),
-                block,
-            ));
+            if let Some(task) = SolutionTask::claim(shared, block.block_hash(), id, template_id) {
+                let mut solutions = lock(&shared.solutions);
+                // Finished ones are let go of here, so the set holds only those under way.
+                while solutions.try_join_next().is_some() {}
+                solutions.spawn(save_and_submit(task, block));
+            }
         }
         TpEvent::SolutionRefused(e) => warn!(conn = id, "{e}"),
         TpEvent::TemplateWithheld { template_id, error } => {

@@ -68,8 +68,11 @@ pub struct ServedTemplate {
     pub transactions_wire: Vec<Vec<u8>>,
     /// Network target of the block, little-endian.
     pub target: U256,
-    /// Its transactions' weight and sigop cost added up, for every client's coinbase room.
-    pub costs: coinbase_room::RunningCosts,
+    /// Its transactions' weight and sigop cost added up, for every client's coinbase room
+    /// (made with the template: never out of step with it).
+    costs: coinbase_room::RunningCosts,
+    /// The witness commitment output's script (the one output of `coinbase_outputs`).
+    commitment: bitcoin::ScriptBuf,
 }
 
 impl ServedTemplate {
@@ -88,6 +91,7 @@ impl ServedTemplate {
         let mut coinbase_outputs = Vec::new();
         // Writing to a Vec cannot fail.
         let _ = commitment.consensus_encode(&mut coinbase_outputs);
+        let commitment = commitment.script_pubkey;
         let merkle_path = coinbase_merkle_path(&template.txids());
         let transactions_wire = template
             .transactions
@@ -103,21 +107,29 @@ impl ServedTemplate {
             transactions_wire,
             target: from_bitcoin_target(template.target()),
             costs: coinbase_room::RunningCosts::of(&template),
+            commitment,
             template,
         }
     }
 
-    /// Whether `coinbase` carries this template's witness commitment among its outputs (as
-    /// the NewTemplate told the client to): its transactions are the ones the client mined
-    /// on. (rust-bitcoin's `check_witness_commitment` would not do: it passes a block with
-    /// no witness data whatever its coinbase commits to, where Bitcoin Core checks any
-    /// commitment present.)
+    /// Whether `coinbase`'s witness commitment is this template's (the NewTemplate told the
+    /// client to put it among its outputs): its transactions are the ones the client mined
+    /// on. The commitment is, as Bitcoin Core reads it, the last output whose script starts
+    /// with OP_RETURN, a 36-byte push and `aa21a9ed`. (rust-bitcoin's
+    /// `check_witness_commitment` would not do: it passes a block without witness data
+    /// whatever its coinbase commits to, where Core checks a commitment whenever there is
+    /// one.)
     pub fn is_committed_to_by(&self, coinbase: &Transaction) -> bool {
-        let commitment = self.template.witness_commitment_script();
+        const HEADER: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
         coinbase
             .output
             .iter()
-            .any(|o| o.script_pubkey == commitment)
+            .rev()
+            .find(|o| {
+                let script = o.script_pubkey.as_bytes();
+                script.len() >= 38 && script[..6] == HEADER
+            })
+            .is_some_and(|o| o.script_pubkey == self.commitment)
     }
 
     /// Hash of the block this template builds on.
@@ -128,31 +140,45 @@ impl ServedTemplate {
     /// The whole block for a solution: the client's coinbase, the template's transactions,
     /// the header from the solution's fields and the merkle path.
     pub fn assemble_block(&self, m: &SubmitSolution<'_>) -> Result<Block, SolutionError> {
-        let coinbase: Transaction =
-            deserialize(m.coinbase_tx.as_bytes()).map_err(|e| SolutionError::BadCoinbase {
-                template_id: m.template_id,
-                reason: e.to_string(),
-            })?;
-        if !coinbase.is_coinbase() {
-            return Err(SolutionError::BadCoinbase {
-                template_id: m.template_id,
-                reason: "not a coinbase transaction".into(),
-            });
-        }
-        let merkle_root = fold_merkle_path(coinbase.compute_txid(), &self.merkle_path);
-        let header = Header {
+        let coinbase = solution_coinbase(m)?;
+        let header = self.solution_header(m, coinbase.compute_txid());
+        Ok(self.block_with(header, coinbase))
+    }
+
+    /// The header a solution makes on this template, its coinbase's txid given.
+    fn solution_header(&self, m: &SubmitSolution<'_>, coinbase_txid: bitcoin::Txid) -> Header {
+        Header {
             version: Version::from_consensus(m.version as i32),
             prev_blockhash: self.template.prev_hash,
-            merkle_root,
+            merkle_root: fold_merkle_path(coinbase_txid, &self.merkle_path),
             time: m.header_timestamp,
             bits: self.template.bits,
             nonce: m.header_nonce,
-        };
+        }
+    }
+
+    fn block_with(&self, header: Header, coinbase: Transaction) -> Block {
         let mut txdata = Vec::with_capacity(1 + self.template.transactions.len());
         txdata.push(coinbase);
         txdata.extend(self.template.transactions.iter().cloned());
-        Ok(Block { header, txdata })
+        Block { header, txdata }
     }
+}
+
+/// A SubmitSolution's coinbase, decoded.
+fn solution_coinbase(m: &SubmitSolution<'_>) -> Result<Transaction, SolutionError> {
+    let coinbase: Transaction =
+        deserialize(m.coinbase_tx.as_bytes()).map_err(|e| SolutionError::BadCoinbase {
+            template_id: m.template_id,
+            reason: e.to_string(),
+        })?;
+    if !coinbase.is_coinbase() {
+        return Err(SolutionError::BadCoinbase {
+            template_id: m.template_id,
+            reason: "not a coinbase transaction".into(),
+        });
+    }
+    Ok(coinbase)
 }
 
 /// Why a SubmitSolution did not give a block (the connection stays open).
@@ -168,6 +194,15 @@ pub enum SolutionError {
         template_id: u64,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The block does not meet its template's target: not a block, so neither kept nor
+    /// given to the node (a client sending these cannot make the provider write them).
+    #[error("solution for template {template_id} does not meet its target (header {hash})")]
+    HighHash {
+        /// The template.
+        template_id: u64,
+        /// The header's hash.
+        hash: BlockHash,
     },
 }
 
@@ -423,31 +458,7 @@ impl TpSession {
                 // The target alone cannot tell: on an easy chain (regtest: every other hash)
                 // a solution that misses it on its own version may meet it on another, whose
                 // block the node then refuses (bad-witness-merkle-match).
-                let mut outcome: Option<(Result<Block, SolutionError>, (bool, bool))> = None;
-                for t in self.sent.iter().rev().filter(|t| t.id == m.template_id) {
-                    let assembled = t.assemble_block(&m);
-                    let rank = assembled.as_ref().map_or((false, false), |b| {
-                        (
-                            t.is_committed_to_by(&b.txdata[0]),
-                            b.header.validate_pow(b.header.target()).is_ok(),
-                        )
-                    });
-                    if outcome.as_ref().is_none_or(|(_, best)| rank > *best) {
-                        outcome = Some((assembled, rank));
-                    }
-                    if rank == (true, true) {
-                        break;
-                    }
-                }
-                let outcome = outcome.map(|(assembled, _)| assembled);
-                let event = match outcome {
-                    None => TpEvent::SolutionRefused(SolutionError::UnknownTemplate(m.template_id)),
-                    Some(Ok(block)) => TpEvent::Solution {
-                        template_id: m.template_id,
-                        block,
-                    },
-                    Some(Err(e)) => TpEvent::SolutionRefused(e),
-                };
+                let event = self.solution(&m);
                 self.events.push(event);
                 Ok(())
             }
@@ -455,6 +466,53 @@ impl TpSession {
                 other.name(),
                 "from a Template Distribution client",
             )),
+        }
+    }
+
+    /// What a SubmitSolution gives: the block on the version of its template the client
+    /// mined on, or why there is none. The coinbase is decoded once and each version only
+    /// hashed (its merkle root and header): the block is assembled once, for the version
+    /// chosen, so that a client's 100-byte message cannot make the session copy a full
+    /// template's transactions for every version it remembers.
+    fn solution(&self, m: &SubmitSolution<'_>) -> TpEvent {
+        let mut versions = self
+            .sent
+            .iter()
+            .rev()
+            .filter(|t| t.id == m.template_id)
+            .peekable();
+        if versions.peek().is_none() {
+            return TpEvent::SolutionRefused(SolutionError::UnknownTemplate(m.template_id));
+        }
+        let coinbase = match solution_coinbase(m) {
+            Ok(coinbase) => coinbase,
+            Err(e) => return TpEvent::SolutionRefused(e),
+        };
+        let txid = coinbase.compute_txid();
+        let mut best: Option<(&Arc<ServedTemplate>, Header, (bool, bool))> = None;
+        for t in versions {
+            let header = t.solution_header(m, txid);
+            let rank = (
+                t.is_committed_to_by(&coinbase),
+                header.validate_pow(header.target()).is_ok(),
+            );
+            if best.as_ref().is_none_or(|(_, _, r)| rank > *r) {
+                best = Some((t, header, rank));
+            }
+            if rank == (true, true) {
+                break;
+            }
+        }
+        match best {
+            Some((t, header, (_, true))) => TpEvent::Solution {
+                template_id: m.template_id,
+                block: t.block_with(header, coinbase),
+            },
+            Some((_, header, _)) => TpEvent::SolutionRefused(SolutionError::HighHash {
+                template_id: m.template_id,
+                hash: header.block_hash(),
+            }),
+            None => TpEvent::SolutionRefused(SolutionError::UnknownTemplate(m.template_id)),
         }
     }
 
@@ -704,17 +762,32 @@ mod tests {
         assert_eq!(transactions_sent(&mut s), 9);
         // Its solution is a block of the cut template (rust-bitcoin checks its merkle root).
         let coinbase = one_input_coinbase();
-        feed(
-            &mut s,
-            &SubmitSolution {
+        let cut = ServedTemplate::new(
+            7,
+            super::coinbase_room::fit(
+                &full,
+                super::coinbase_room::CoinbaseRoom {
+                    max_additional_size: 5_000,
+                    max_additional_sigops: 0,
+                },
+            )
+            .unwrap()
+            .expect("cut"),
+        );
+        let solution = (0u32..)
+            .map(|nonce| SubmitSolution {
                 template_id: 7,
                 version: 0x2000_0000,
                 header_timestamp: 0,
-                header_nonce: 0,
+                header_nonce: nonce,
                 coinbase_tx: B0_64K::new(&coinbase).unwrap(),
-            },
-        )
-        .unwrap();
+            })
+            .find(|m| {
+                let b = cut.assemble_block(m).unwrap();
+                b.header.validate_pow(b.header.target()).is_ok()
+            })
+            .unwrap();
+        feed(&mut s, &solution).unwrap();
         match s.drain_events().next_back() {
             Some(TpEvent::Solution { block, .. }) => {
                 assert_eq!(block.txdata.len(), 10);
@@ -788,11 +861,12 @@ mod tests {
 
     /// Found by the fuzz target `tp_session`: on regtest a solution that misses the target on
     /// the version it was mined on meets it on another version of the same id half the
-    /// time; the version is the one whose witness commitment the coinbase carries, not the
-    /// one whose block happens to meet the target (the node refused that block:
-    /// bad-witness-merkle-match).
+    /// time, and was assembled from that one (the node refused the block:
+    /// bad-witness-merkle-match). The version is the one whose witness commitment the
+    /// coinbase carries, even where the newest meets the target too; and a solution that
+    /// misses the target on it is no block, whatever other versions say.
     #[test]
-    fn a_solution_is_assembled_from_the_version_its_coinbase_commits_to() {
+    fn a_solution_is_judged_on_the_version_its_coinbase_commits_to() {
         use super::coinbase_room::tests::{template, weighing};
         use super::coinbase_room::{CoinbaseRoom, MAX_BLOCK_WEIGHT, RESERVED_WEIGHT, fit};
         let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
@@ -805,6 +879,7 @@ mod tests {
         let mut s = TpSession::new();
         s.on_template(&whole);
         feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+        // The whole template goes out first, then the same id cut (the newest).
         for size in [100, 5_000] {
             feed(
                 &mut s,
@@ -815,8 +890,7 @@ mod tests {
             )
             .unwrap();
         }
-        // Mined on the second version (cut): its coinbase carries the cut's commitment, and its
-        // nonce misses the target there but meets it on the whole template.
+        // Mined on the first version: its coinbase carries the whole template's commitment.
         let coinbase = bitcoin::consensus::serialize(&Transaction {
             version: bitcoin::transaction::Version::TWO,
             lock_time: bitcoin::absolute::LockTime::ZERO,
@@ -827,34 +901,42 @@ mod tests {
             }],
             output: vec![TxOut {
                 value: Amount::ZERO,
-                script_pubkey: cut.template.witness_commitment_script(),
+                script_pubkey: whole.template.witness_commitment_script(),
             }],
         });
         let meets = |t: &ServedTemplate, m: &SubmitSolution<'_>| {
             let b = t.assemble_block(m).unwrap();
             b.header.validate_pow(b.header.target()).is_ok()
         };
-        let solution = (0u32..)
-            .map(|nonce| SubmitSolution {
-                template_id: 7,
-                version: 0x2000_0000,
-                header_timestamp: 0,
-                header_nonce: nonce,
-                coinbase_tx: B0_64K::new(&coinbase).unwrap(),
-            })
-            .find(|m| meets(&whole, m) && !meets(&cut, m))
-            .unwrap();
+        let solution = |nonce| SubmitSolution {
+            template_id: 7,
+            version: 0x2000_0000,
+            header_timestamp: 0,
+            header_nonce: nonce,
+            coinbase_tx: B0_64K::new(&coinbase).unwrap(),
+        };
         let _ = s.drain_events().count();
-        feed(&mut s, &solution).unwrap();
+        // A block on both versions: the whole one, which its coinbase commits to.
+        let both = (0u32..)
+            .map(solution)
+            .find(|m| meets(&whole, m) && meets(&cut, m))
+            .unwrap();
+        feed(&mut s, &both).unwrap();
         match s.drain_events().next_back() {
             Some(TpEvent::Solution { block, .. }) => {
-                assert_eq!(
-                    block.txdata.len(),
-                    cut.template.transactions.len() + 1,
-                    "the cut template's transactions, which the coinbase commits to"
-                );
-                assert!(block.txdata.len() < whole.template.transactions.len() + 1);
+                assert_eq!(block.txdata.len(), whole.template.transactions.len() + 1);
+                assert!(block.header.validate_pow(block.header.target()).is_ok());
             }
+            other => panic!("{other:?}"),
+        }
+        // A block only on the cut version, which it was not mined on: no block.
+        let cut_only = (0u32..)
+            .map(solution)
+            .find(|m| !meets(&whole, m) && meets(&cut, m))
+            .unwrap();
+        feed(&mut s, &cut_only).unwrap();
+        match s.drain_events().next_back() {
+            Some(TpEvent::SolutionRefused(SolutionError::HighHash { template_id: 7, .. })) => {}
             other => panic!("{other:?}"),
         }
     }
