@@ -37,7 +37,7 @@ use crate::mining::pool::{BlockStore, BlockVerdict};
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
 use crate::server::block_files::FileBlockStore;
-use crate::shell::{DriverLimits, Handler};
+use crate::shell::{DriverLimits, Handler, LogBudget};
 
 /// Listen backlog.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -123,6 +123,8 @@ struct Shared {
     solutions: std::sync::Mutex<JoinSet<()>>,
     /// Set once at stop: every task ends (a solved block still offered stays pending).
     stop_signal: watch::Sender<bool>,
+    /// Refused solutions are a client's doing: logged a few a minute per kind, then counted.
+    refusals: LogBudget<&'static str>,
 }
 
 struct Running {
@@ -165,6 +167,7 @@ impl TemplateProvider {
                 in_flight: Arc::default(),
                 solutions: std::sync::Mutex::new(JoinSet::new()),
                 stop_signal: watch::channel(false).0,
+                refusals: LogBudget::new(crate::shell::unix_ms()),
             }),
             authority_public_key: keys::encode_public_key(&authority.x_only_public_key().0),
             running: Mutex::new(None),
@@ -539,7 +542,14 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
                 solutions.spawn(save_and_submit(task, block));
             }
         }
-        TpEvent::SolutionRefused(e) => warn!(conn = id, "{e}"),
+        TpEvent::SolutionRefused(e) => {
+            if shared.refusals.admit(e.kind()) {
+                warn!(conn = id, "{e}");
+            }
+            if let Some(summary) = shared.refusals.take_summary(crate::shell::unix_ms()) {
+                warn!("solutions refused {summary}");
+            }
+        }
         TpEvent::TemplateWithheld { template_id, error } => {
             warn!(conn = id, template_id, "template not sent: {error}")
         }

@@ -206,6 +206,17 @@ pub enum SolutionError {
     },
 }
 
+impl SolutionError {
+    /// A short name of the kind of refusal (for counting them).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SolutionError::UnknownTemplate(_) => "unknown-template",
+            SolutionError::BadCoinbase { .. } => "bad-coinbase",
+            SolutionError::HighHash { .. } => "high-hash",
+        }
+    }
+}
+
 /// What a session tells the shell.
 #[derive(Debug, Clone)]
 pub enum TpEvent {
