@@ -407,19 +407,44 @@ async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
     .await;
 }
 
-/// A solved block is on disk (`DATA_DIR/blocks/pending`) before the node is asked for it: a
-/// provider stopped while the node cannot take it offers it again at its next start, and the
-/// node's verdict moves the file. Before, the retries lived in memory only and a stop lost
-/// the block.
+/// A node that never answers a submitted block (it hangs), counting the offers.
+struct Hanging {
+    inner: Arc<EmbeddedNode>,
+    offers: AtomicU32,
+}
+
+impl NodeApi for Hanging {
+    fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
+        self.inner.get_block_template()
+    }
+
+    fn submit_block(&self, _block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
+        self.offers.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::pending())
+    }
+
+    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
+        self.inner.chain()
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent> {
+        self.inner.subscribe()
+    }
+}
+
+/// A solved block is on disk (`DATA_DIR/blocks/pending`) before the node is asked for it, and
+/// offered once however often the client sends it; a stop waits for the first offer at most
+/// `FIRST_OFFER_LIMIT` (the node here never answers), leaves the file, and the provider's next
+/// start offers it again and the node's verdict moves the file. Before, the offers lived in
+/// memory only and a stop lost the block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() {
     bounded(async {
-        let busy = Arc::new(std::sync::OnceLock::<Arc<BusyAtFirst>>::new());
-        let slot = busy.clone();
+        let hanging = Arc::new(std::sync::OnceLock::<Arc<Hanging>>::new());
+        let slot = hanging.clone();
         let tp = start_tp_on(2, move |inner| {
-            let node = Arc::new(BusyAtFirst {
+            let node = Arc::new(Hanging {
                 inner,
-                busy: AtomicU32::new(u32::MAX),
                 offers: AtomicU32::new(0),
             });
             let _ = slot.set(node.clone());
@@ -436,33 +461,27 @@ async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() 
                 .join(state)
                 .join(format!("{}.hex", block.block_hash()))
         };
+        let node = hanging.get().unwrap().clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !file("pending").exists() {
+        while !file("pending").exists() || node.offers.load(Ordering::SeqCst) == 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the block was not saved"
+                "the block was not saved and offered"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let node = busy.get().unwrap().clone();
-        while node.offers.load(Ordering::SeqCst) == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the block was not offered"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // The same block sent again while it is being offered (it is not offered twice).
+        // Sent again while its first offer waits for the node: not offered a second time.
         submit_solution(&mut c, t.template_id, &block).await;
-        // The stop ends the retries (the node never took it) and leaves the file.
-        tokio::time::timeout(Duration::from_secs(10), tp.tp.stop())
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(node.offers.load(Ordering::SeqCst), 1);
+        // The stop waits for the first offer's limit, not for the node, and leaves the file.
+        tokio::time::timeout(Duration::from_secs(15), tp.tp.stop())
             .await
-            .expect("a stop does not wait for the node");
-        let offers = node.offers.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+            .expect("a stop does not wait for the node past the first offer's limit");
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             node.offers.load(Ordering::SeqCst),
-            offers,
+            1,
             "no offer after the stop"
         );
         assert_eq!(tp.node.height(), HISTORY_HEIGHT);

@@ -70,6 +70,8 @@ struct Rig {
     /// The last template sent, and the header time of the last SetNewPrevHash.
     last: Option<TemplateView>,
     header_time: u32,
+    /// The target of the last SetNewPrevHash.
+    target: bitcoin::Target,
     ended: bool,
 }
 
@@ -87,6 +89,7 @@ impl Rig {
             template_id: 0,
             last: None,
             header_time: 0,
+            target: bitcoin::Target::MAX,
             ended: false,
         };
         rig.new_template();
@@ -189,7 +192,10 @@ impl Rig {
                         coinbase_tx_locktime: t.coinbase_tx_locktime,
                     });
                 }
-                Message::TemplateSetNewPrevHash(p) => self.header_time = p.header_timestamp,
+                Message::TemplateSetNewPrevHash(p) => {
+                    self.header_time = p.header_timestamp;
+                    self.target = bitcoin::Target::from_le_bytes(p.target);
+                }
                 Message::SetupConnectionSuccess(_)
                 | Message::SetupConnectionError(_)
                 | Message::RequestTransactionDataSuccess(_)
@@ -272,7 +278,10 @@ impl Rig {
                         self.new_template();
                     }
                 }
-                TpEvent::SolutionRefused(SolutionError::HighHash { .. }) => {}
+                TpEvent::SolutionRefused(SolutionError::HighHash { hash, .. }) => assert!(
+                    !self.target.is_met_by(hash),
+                    "an honest block refused as missing its target"
+                ),
                 TpEvent::SolutionRefused(e) => {
                     panic!("an honest solution on the last template sent was refused: {e}")
                 }

@@ -72,15 +72,21 @@ impl BlockTemplate {
             .collect()
     }
 
-    /// The BIP141 witness commitment output script: OP_RETURN with 0xaa21a9ed and the hash of
-    /// the witness merkle root (coinbase wtxid taken as zero) and a zero witness reserved value.
-    pub fn witness_commitment_script(&self) -> ScriptBuf {
+    /// The witness merkle root of a block of this template (the coinbase's wtxid taken as
+    /// zero, as BIP141 says).
+    pub fn witness_root(&self) -> bitcoin::WitnessMerkleNode {
         let wtxids = std::iter::once(Wtxid::all_zeros())
             .chain(self.transactions.iter().map(Transaction::compute_wtxid))
             .map(|w| w.to_raw_hash());
-        let root = bitcoin::merkle_tree::calculate_root(wtxids)
+        bitcoin::merkle_tree::calculate_root(wtxids)
             .map(bitcoin::WitnessMerkleNode::from_raw_hash)
-            .unwrap_or_else(bitcoin::WitnessMerkleNode::all_zeros);
+            .unwrap_or_else(bitcoin::WitnessMerkleNode::all_zeros)
+    }
+
+    /// The BIP141 witness commitment output script: OP_RETURN with 0xaa21a9ed and the hash of
+    /// the witness merkle root (coinbase wtxid taken as zero) and a zero witness reserved value.
+    pub fn witness_commitment_script(&self) -> ScriptBuf {
+        let root = self.witness_root();
         let reserved = [0u8; 32];
         let commitment = bitcoin::Block::compute_witness_commitment(&root, &reserved);
         let mut bytes = [0u8; 36];

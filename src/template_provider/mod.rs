@@ -27,7 +27,7 @@ use rand::rngs::StdRng;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionError};
 
@@ -119,8 +119,8 @@ struct Shared {
     /// The solved blocks being saved or offered to the node (the same block sent twice is
     /// offered once).
     in_flight: Arc<std::sync::Mutex<HashSet<BlockHash>>>,
-    /// The tasks offering clients' solved blocks, joined at the stop.
-    solutions: std::sync::Mutex<JoinSet<()>>,
+    /// The tasks offering clients' solved blocks, joined at the stop (`None` from then on).
+    solutions: std::sync::Mutex<Option<JoinSet<()>>>,
     /// Set once at stop: every task ends (a solved block still offered stays pending).
     stop_signal: watch::Sender<bool>,
     /// Refused solutions are a client's doing: logged a few a minute per kind, then counted.
@@ -165,7 +165,7 @@ impl TemplateProvider {
                 responder: Arc::new(RwLock::new(responder)),
                 node,
                 in_flight: Arc::default(),
-                solutions: std::sync::Mutex::new(JoinSet::new()),
+                solutions: std::sync::Mutex::new(Some(JoinSet::new())),
                 stop_signal: watch::channel(false).0,
                 refusals: LogBudget::new(crate::shell::unix_ms()),
             }),
@@ -245,8 +245,10 @@ impl TemplateProvider {
         };
         self.shared.stop_signal.send_replace(true);
         while r.tasks.join_next().await.is_some() {}
-        let mut solutions = std::mem::take(&mut *lock(&self.shared.solutions));
-        while solutions.join_next().await.is_some() {}
+        let solutions = lock(&self.shared.solutions).take();
+        if let Some(mut solutions) = solutions {
+            while solutions.join_next().await.is_some() {}
+        }
     }
 }
 
@@ -399,6 +401,8 @@ async fn serve(
 
 /// How long a solved block is offered again to a node that cannot take it yet.
 pub const SOLUTION_RETRY_FOR: Duration = Duration::from_secs(600);
+/// How long the first offer of a solved block may wait for the node (a stop waits for it).
+pub const FIRST_OFFER_LIMIT: Duration = Duration::from_secs(5);
 
 /// `mutex`'s guard, whether or not a holder panicked.
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -480,13 +484,25 @@ async fn submit_solution(mut task: SolutionTask, block: bitcoin::Block) {
     let mut backoff = Duration::from_millis(RESUBMIT_FIRST_DELAY_MS);
     let mut attempt = 1u32;
     let verdict = loop {
-        if *task.stop.borrow() {
-            return;
-        }
-        // A stop does not wait for the node (the block stays pending for the next start).
-        let answer = tokio::select! {
-            answer = task.node.submit_block(block.clone()) => answer,
-            _ = task.stop.changed() => return,
+        // The first offer is always made (07: a solved block MUST be broadcast), a stop or not,
+        // within FIRST_OFFER_LIMIT; a stop ends the offers after it, and their waits (the
+        // block stays pending for the next start).
+        let answer = if attempt == 1 {
+            tokio::time::timeout(FIRST_OFFER_LIMIT, task.node.submit_block(block.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(NodeError::Unavailable(format!(
+                        "no answer within {FIRST_OFFER_LIMIT:?}"
+                    )))
+                })
+        } else {
+            if *task.stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                answer = task.node.submit_block(block.clone()) => answer,
+                _ = task.stop.changed() => return,
+            }
         };
         match answer {
             Ok(()) => {
@@ -506,6 +522,9 @@ async fn submit_solution(mut task: SolutionTask, block: bitcoin::Block) {
                     warn!(conn, template_id, %hash, "the node cannot take the block now; offering it again: {e}");
                 } else {
                     debug!(conn, template_id, %hash, attempt, "the node still cannot take the block: {e}");
+                }
+                if *task.stop.borrow() {
+                    return;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -535,19 +554,47 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
             max_additional_size, max_additional_sigops, "coinbase output constraints"
         ),
         TpEvent::Solution { template_id, block } => {
-            if let Some(task) = SolutionTask::claim(shared, block.block_hash(), id, template_id) {
+            let Some(task) = SolutionTask::claim(shared, block.block_hash(), id, template_id)
+            else {
+                return;
+            };
+            let late = {
                 let mut solutions = lock(&shared.solutions);
-                // Finished ones are let go of here, so the set holds only those under way.
-                while solutions.try_join_next().is_some() {}
-                solutions.spawn(save_and_submit(task, block));
+                match solutions.as_mut() {
+                    Some(set) => {
+                        // Finished ones are let go of here: the set holds those under way.
+                        while set.try_join_next().is_some() {}
+                        set.spawn(save_and_submit(task, block));
+                        None
+                    }
+                    None => Some((task, block)),
+                }
+            };
+            // The provider is stopping (its submissions were already joined): the block is
+            // kept for the next start.
+            if let Some((task, block)) = late {
+                let hash = task.hash;
+                let blocks = task.blocks.clone();
+                match tokio::task::spawn_blocking(move || blocks.save_pending(&block)).await {
+                    Ok(Ok(())) => {
+                        warn!(conn = id, %hash, "solved block kept for the next start: the provider is stopping")
+                    }
+                    Ok(Err(e)) => {
+                        error!(conn = id, %hash, "solved block lost: the provider is stopping and cannot save it: {e}")
+                    }
+                    Err(e) => {
+                        error!(conn = id, %hash, "solved block lost: the provider is stopping and cannot save it: {e}")
+                    }
+                }
             }
         }
         TpEvent::SolutionRefused(e) => {
-            if shared.refusals.admit(e.kind()) {
-                warn!(conn = id, "{e}");
-            }
+            // The last period's summary first: this refusal opens the next one.
             if let Some(summary) = shared.refusals.take_summary(crate::shell::unix_ms()) {
                 warn!("solutions refused {summary}");
+            }
+            if shared.refusals.admit(e.kind()) {
+                warn!(conn = id, "{e}");
             }
         }
         TpEvent::TemplateWithheld { template_id, error } => {

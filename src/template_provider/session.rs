@@ -71,8 +71,8 @@ pub struct ServedTemplate {
     /// Its transactions' weight and sigop cost added up, for every client's coinbase room
     /// (made with the template: never out of step with it).
     costs: coinbase_room::RunningCosts,
-    /// The witness commitment output's script (the one output of `coinbase_outputs`).
-    commitment: bitcoin::ScriptBuf,
+    /// The witness merkle root of its blocks (what a coinbase's commitment commits to).
+    witness_root: bitcoin::WitnessMerkleNode,
 }
 
 impl ServedTemplate {
@@ -91,7 +91,7 @@ impl ServedTemplate {
         let mut coinbase_outputs = Vec::new();
         // Writing to a Vec cannot fail.
         let _ = commitment.consensus_encode(&mut coinbase_outputs);
-        let commitment = commitment.script_pubkey;
+        let witness_root = template.witness_root();
         let merkle_path = coinbase_merkle_path(&template.txids());
         let transactions_wire = template
             .transactions
@@ -107,29 +107,34 @@ impl ServedTemplate {
             transactions_wire,
             target: from_bitcoin_target(template.target()),
             costs: coinbase_room::RunningCosts::of(&template),
-            commitment,
+            witness_root,
             template,
         }
     }
 
     /// Whether `coinbase`'s witness commitment is this template's (the NewTemplate told the
     /// client to put it among its outputs): its transactions are the ones the client mined
-    /// on. The commitment is, as Bitcoin Core reads it, the last output whose script starts
-    /// with OP_RETURN, a 36-byte push and `aa21a9ed`. (rust-bitcoin's
+    /// on. Read as Bitcoin Core reads it: the commitment is the last output whose script is
+    /// at least 38 bytes and starts with OP_RETURN, a 36-byte push and `aa21a9ed`; its bytes 6
+    /// to 38 must be the hash of the template's witness root and the coinbase's witness
+    /// reserved value (its one 32-byte witness item; the client may choose it). (rust-bitcoin's
     /// `check_witness_commitment` would not do: it passes a block without witness data
     /// whatever its coinbase commits to, where Core checks a commitment whenever there is
     /// one.)
     pub fn is_committed_to_by(&self, coinbase: &Transaction) -> bool {
         const HEADER: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
-        coinbase
-            .output
-            .iter()
-            .rev()
-            .find(|o| {
-                let script = o.script_pubkey.as_bytes();
-                script.len() >= 38 && script[..6] == HEADER
-            })
-            .is_some_and(|o| o.script_pubkey == self.commitment)
+        let Some(output) = coinbase.output.iter().rev().find(|o| {
+            let script = o.script_pubkey.as_bytes();
+            script.len() >= 38 && script[..6] == HEADER
+        }) else {
+            return false;
+        };
+        let reserved = match coinbase.input.first().map(|i| &i.witness) {
+            Some(w) if w.len() == 1 && w.iter().all(|item| item.len() == 32) => &w[0],
+            _ => return false,
+        };
+        let commitment = Block::compute_witness_commitment(&self.witness_root, reserved);
+        output.script_pubkey.as_bytes()[6..38] == commitment.as_byte_array()[..]
     }
 
     /// Hash of the block this template builds on.
@@ -826,6 +831,16 @@ mod tests {
         use super::coinbase_room::tests::{template, weighing};
         use super::coinbase_room::{MAX_BLOCK_WEIGHT, RESERVED_WEIGHT};
         let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        let cut = super::coinbase_room::fit(
+            &full,
+            super::coinbase_room::CoinbaseRoom {
+                max_additional_size: 5_000,
+                max_additional_sigops: 0,
+            },
+        )
+        .unwrap()
+        .expect("cut");
+        let cut = ServedTemplate::new(7, cut);
         let served = Arc::new(ServedTemplate::new(7, full));
         let mut s = TpSession::new();
         s.on_template(&served);
@@ -851,8 +866,12 @@ mod tests {
                 coinbase_tx: B0_64K::new(&coinbase).unwrap(),
             })
             .find(|m| {
-                let b = served.assemble_block(m).unwrap();
-                b.header.validate_pow(b.header.target()).is_ok()
+                let meets = |t: &ServedTemplate| {
+                    let b = t.assemble_block(m).unwrap();
+                    b.header.validate_pow(b.header.target()).is_ok()
+                };
+                // A block on the first version only: the second (the newest) would win a tie.
+                meets(&served) && !meets(&cut)
             })
             .unwrap();
         let _ = s.drain_events().count();
@@ -908,6 +927,7 @@ mod tests {
             input: vec![bitcoin::TxIn {
                 previous_output: bitcoin::OutPoint::null(),
                 script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
+                witness: BlockTemplate::coinbase_witness(),
                 ..Default::default()
             }],
             output: vec![TxOut {
@@ -950,6 +970,56 @@ mod tests {
             Some(TpEvent::SolutionRefused(SolutionError::HighHash { template_id: 7, .. })) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The commitment as Bitcoin Core reads it: the client's own witness reserved value, bytes
+    /// after the 38 of the commitment allowed, the last commitment-shaped output the one read.
+    #[test]
+    fn a_coinbase_commits_to_a_template_as_core_reads_it() {
+        let mut chain = EmbeddedChain::new(ChainConfig {
+            bits: 0x207f_ffff,
+            synthetic_transactions: 3,
+            block_interval_secs: 0,
+        });
+        let t = ServedTemplate::new(1, chain.template(1_700_000_000));
+        let coinbase = |reserved: [u8; 32], outputs: Vec<bitcoin::ScriptBuf>| Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint::null(),
+                script_sig: bitcoin::ScriptBuf::from_bytes(vec![1, 2]),
+                witness: bitcoin::Witness::from_slice(&[reserved]),
+                ..Default::default()
+            }],
+            output: outputs
+                .into_iter()
+                .map(|script_pubkey| TxOut {
+                    value: Amount::ZERO,
+                    script_pubkey,
+                })
+                .collect(),
+        };
+        let commitment = |reserved: [u8; 32], trailing: &[u8]| {
+            let hash = Block::compute_witness_commitment(&t.template.witness_root(), &reserved);
+            let mut script = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+            script.extend_from_slice(hash.as_byte_array());
+            script.extend_from_slice(trailing);
+            bitcoin::ScriptBuf::from_bytes(script)
+        };
+        assert!(t.is_committed_to_by(&coinbase(
+            [0; 32],
+            vec![t.template.witness_commitment_script()]
+        )));
+        assert!(t.is_committed_to_by(&coinbase([7; 32], vec![commitment([7; 32], &[])])));
+        assert!(t.is_committed_to_by(&coinbase([7; 32], vec![commitment([7; 32], &[1, 2, 3])])));
+        // Committed with one reserved value, carrying another.
+        assert!(!t.is_committed_to_by(&coinbase([0; 32], vec![commitment([7; 32], &[])])));
+        // The last commitment-shaped output is the one read.
+        assert!(!t.is_committed_to_by(&coinbase(
+            [7; 32],
+            vec![commitment([7; 32], &[]), commitment([0; 32], &[])]
+        )));
+        assert!(!t.is_committed_to_by(&coinbase([0; 32], vec![])));
     }
 
     /// The same tip at other nBits (testnet's 20-minute rule): a future template and a
