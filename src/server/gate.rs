@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::census::{ConnectionCensus, StratumProtocol};
 
 use crate::shell::{
-    Admission, AdmissionConfig, Claim, Ending, LogBudget, Refused, SetupSlots, Summary,
+    Admission, AdmissionConfig, Claim, Ending, LogBudget, Refused, SetupSlots, Summary, lock,
 };
 
 /// A live connection as the gate knows it.
@@ -54,10 +54,6 @@ pub(crate) struct Gate {
     /// A trusted load balancer's health checks (PROXY v2 LOCAL) since the start: neither
     /// refusals nor failures, counted apart (metrics).
     health_checks: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Gate {

@@ -37,7 +37,7 @@ use crate::mining::pool::{BlockStore, BlockVerdict};
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
 use crate::server::block_files::FileBlockStore;
-use crate::shell::{DriverLimits, Handler, LogBudget};
+use crate::shell::{DriverLimits, Handler, LogBudget, lock};
 
 /// Listen backlog.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -403,11 +403,6 @@ async fn serve(
 pub const SOLUTION_RETRY_FOR: Duration = Duration::from_secs(600);
 /// How long the first offer of a solved block may wait for the node (a stop waits for it).
 pub const FIRST_OFFER_LIMIT: Duration = Duration::from_secs(5);
-
-/// `mutex`'s guard, whether or not a holder panicked.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What a solved block's submission needs of the provider. Holds the block's place in
 /// `Shared::in_flight` until it ends.
