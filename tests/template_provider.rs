@@ -339,15 +339,36 @@ async fn sri_client_gets_templates_submits_a_block_and_follows_the_new_tip() {
     .await;
 }
 
-/// The embedded chain behind a node that cannot take the first `busy` blocks offered
-/// (unreachable, throttling): counts the offers.
-struct BusyAtFirst {
+/// The embedded chain behind a node that cannot take the first `busy` blocks offered: it
+/// answers that it cannot now (unreachable, throttling), or with `hangs` never answers at
+/// all. Counts the offers.
+struct Reluctant {
     inner: Arc<EmbeddedNode>,
     busy: AtomicU32,
+    hangs: bool,
     offers: AtomicU32,
 }
 
-impl NodeApi for BusyAtFirst {
+/// A template provider in front of a [`Reluctant`] node.
+async fn start_tp_reluctant(busy: u32, hangs: bool) -> (Tp, Arc<Reluctant>) {
+    let node = Arc::new(std::sync::OnceLock::<Arc<Reluctant>>::new());
+    let slot = node.clone();
+    let tp = start_tp_on(2, move |inner| {
+        let node = Arc::new(Reluctant {
+            inner,
+            busy: AtomicU32::new(busy),
+            hangs,
+            offers: AtomicU32::new(0),
+        });
+        let _ = slot.set(node.clone());
+        node
+    })
+    .await;
+    let node = node.get().expect("made by start_tp_on").clone();
+    (tp, node)
+}
+
+impl NodeApi for Reluctant {
     fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
         self.inner.get_block_template()
     }
@@ -359,6 +380,9 @@ impl NodeApi for BusyAtFirst {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
+            if self.hangs {
+                return Box::pin(std::future::pending());
+            }
             return Box::pin(async { Err(NodeError::Unavailable("throttled".into())) });
         }
         self.inner.submit_block(block)
@@ -379,18 +403,7 @@ impl NodeApi for BusyAtFirst {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
     bounded(async {
-        let busy = Arc::new(std::sync::OnceLock::<Arc<BusyAtFirst>>::new());
-        let slot = busy.clone();
-        let tp = start_tp_on(2, move |inner| {
-            let node = Arc::new(BusyAtFirst {
-                inner,
-                busy: AtomicU32::new(2),
-                offers: AtomicU32::new(0),
-            });
-            let _ = slot.set(node.clone());
-            node
-        })
-        .await;
+        let (tp, busy) = start_tp_reluctant(2, false).await;
         let (mut c, t, p) = ready_client(&tp).await;
         let txs = request_transactions(&mut c, t.template_id).await.unwrap();
         let block = solve(&t, &p, &txs);
@@ -401,35 +414,10 @@ async fn a_solution_the_node_cannot_take_yet_is_offered_again() {
             block.block_hash()
         );
         assert_eq!(tp.node.height(), HISTORY_HEIGHT + 1);
-        assert_eq!(busy.get().unwrap().offers.load(Ordering::SeqCst), 3);
+        assert_eq!(busy.offers.load(Ordering::SeqCst), 3);
         tp.tp.stop().await;
     })
     .await;
-}
-
-/// A node that never answers a submitted block (it hangs), counting the offers.
-struct Hanging {
-    inner: Arc<EmbeddedNode>,
-    offers: AtomicU32,
-}
-
-impl NodeApi for Hanging {
-    fn get_block_template(&self) -> NodeFuture<'_, Result<BlockTemplate, NodeError>> {
-        self.inner.get_block_template()
-    }
-
-    fn submit_block(&self, _block: Block) -> NodeFuture<'_, Result<(), NodeError>> {
-        self.offers.fetch_add(1, Ordering::SeqCst);
-        Box::pin(std::future::pending())
-    }
-
-    fn chain(&self) -> NodeFuture<'_, Result<NodeChain, NodeError>> {
-        self.inner.chain()
-    }
-
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChainEvent> {
-        self.inner.subscribe()
-    }
 }
 
 /// A solved block is on disk (`DATA_DIR/blocks/pending`) before the node is asked for it, and
@@ -440,17 +428,7 @@ impl NodeApi for Hanging {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() {
     bounded(async {
-        let hanging = Arc::new(std::sync::OnceLock::<Arc<Hanging>>::new());
-        let slot = hanging.clone();
-        let tp = start_tp_on(2, move |inner| {
-            let node = Arc::new(Hanging {
-                inner,
-                offers: AtomicU32::new(0),
-            });
-            let _ = slot.set(node.clone());
-            node
-        })
-        .await;
+        let (tp, node) = start_tp_reluctant(u32::MAX, true).await;
         let (mut c, t, p) = ready_client(&tp).await;
         let txs = request_transactions(&mut c, t.template_id).await.unwrap();
         let block = solve(&t, &p, &txs);
@@ -461,7 +439,6 @@ async fn a_solution_left_pending_at_a_stop_is_offered_again_at_the_next_start() 
                 .join(state)
                 .join(format!("{}.hex", block.block_hash()))
         };
-        let node = hanging.get().unwrap().clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !file("pending").exists() || node.offers.load(Ordering::SeqCst) == 0 {
             assert!(
