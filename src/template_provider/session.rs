@@ -723,6 +723,57 @@ mod tests {
         }
     }
 
+    /// Template 7 full of transactions (room for 100 bytes of coinbase outputs left), and as
+    /// it is cut for a client asking 5,000 bytes.
+    fn whole_and_cut() -> (Arc<ServedTemplate>, ServedTemplate) {
+        use super::coinbase_room::tests::{template, weighing};
+        use super::coinbase_room::{CoinbaseRoom, MAX_BLOCK_WEIGHT, RESERVED_WEIGHT, fit};
+        let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
+        let room = CoinbaseRoom {
+            max_additional_size: 5_000,
+            max_additional_sigops: 0,
+        };
+        let cut = ServedTemplate::new(7, fit(&full, room).unwrap().expect("cut"));
+        (Arc::new(ServedTemplate::new(7, full)), cut)
+    }
+
+    /// A session sent template 7 twice: whole (a client's first CoinbaseOutputConstraints
+    /// asks 100 bytes), then cut under the same id (its second asks 5,000: the newest).
+    fn sent_whole_then_cut(whole: &Arc<ServedTemplate>) -> TpSession {
+        let mut s = TpSession::new();
+        s.on_template(whole);
+        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
+        for size in [100, 5_000] {
+            feed(
+                &mut s,
+                &CoinbaseOutputConstraints {
+                    coinbase_output_max_additional_size: size,
+                    coinbase_output_max_additional_sigops: 0,
+                },
+            )
+            .unwrap();
+        }
+        let _ = s.drain_events().count();
+        s
+    }
+
+    /// A SubmitSolution for template 7 with `coinbase` and `nonce`.
+    fn solution_with(coinbase: &[u8], nonce: u32) -> SubmitSolution<'_> {
+        SubmitSolution {
+            template_id: 7,
+            version: 0x2000_0000,
+            header_timestamp: 0,
+            header_nonce: nonce,
+            coinbase_tx: B0_64K::new(coinbase).unwrap(),
+        }
+    }
+
+    /// Whether `m`'s block on version `t` meets its target.
+    fn meets(t: &ServedTemplate, m: &SubmitSolution<'_>) -> bool {
+        let b = t.assemble_block(m).unwrap();
+        b.header.validate_pow(b.header.target()).is_ok()
+    }
+
     /// A template that leaves no room for the client's coinbase outputs: this client gets
     /// it cut (the last transaction left out, its fee off the value), its transaction data
     /// and its solutions are the cut template's; without the fees it is withheld.
@@ -778,30 +829,10 @@ mod tests {
         assert_eq!(transactions_sent(&mut s), 9);
         // Its solution is a block of the cut template (rust-bitcoin checks its merkle root).
         let coinbase = one_input_coinbase();
-        let cut = ServedTemplate::new(
-            7,
-            super::coinbase_room::fit(
-                &full,
-                super::coinbase_room::CoinbaseRoom {
-                    max_additional_size: 5_000,
-                    max_additional_sigops: 0,
-                },
-            )
-            .unwrap()
-            .expect("cut"),
-        );
+        let (_, cut) = whole_and_cut();
         let solution = (0u32..)
-            .map(|nonce| SubmitSolution {
-                template_id: 7,
-                version: 0x2000_0000,
-                header_timestamp: 0,
-                header_nonce: nonce,
-                coinbase_tx: B0_64K::new(&coinbase).unwrap(),
-            })
-            .find(|m| {
-                let b = cut.assemble_block(m).unwrap();
-                b.header.validate_pow(b.header.target()).is_ok()
-            })
+            .map(|nonce| solution_with(&coinbase, nonce))
+            .find(|m| meets(&cut, m))
             .unwrap();
         feed(&mut s, &solution).unwrap();
         match s.drain_events().next_back() {
@@ -828,53 +859,15 @@ mod tests {
     /// whose block meets the target), not from the last one sent.
     #[test]
     fn a_solution_is_assembled_from_the_version_it_was_mined_on() {
-        use super::coinbase_room::tests::{template, weighing};
-        use super::coinbase_room::{MAX_BLOCK_WEIGHT, RESERVED_WEIGHT};
-        let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
-        let cut = super::coinbase_room::fit(
-            &full,
-            super::coinbase_room::CoinbaseRoom {
-                max_additional_size: 5_000,
-                max_additional_sigops: 0,
-            },
-        )
-        .unwrap()
-        .expect("cut");
-        let cut = ServedTemplate::new(7, cut);
-        let served = Arc::new(ServedTemplate::new(7, full));
-        let mut s = TpSession::new();
-        s.on_template(&served);
-        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
-        for size in [100, 5_000] {
-            feed(
-                &mut s,
-                &CoinbaseOutputConstraints {
-                    coinbase_output_max_additional_size: size,
-                    coinbase_output_max_additional_sigops: 0,
-                },
-            )
-            .unwrap();
-        }
+        let (served, cut) = whole_and_cut();
+        let mut s = sent_whole_then_cut(&served);
         let coinbase = one_input_coinbase();
-        // Mined on the first version (the whole template): a nonce that makes it a block.
+        // Mined on the first version (the whole template), a block on it only: the second
+        // (the newest) would win a tie.
         let solution = (0u32..)
-            .map(|nonce| SubmitSolution {
-                template_id: 7,
-                version: 0x2000_0000,
-                header_timestamp: 0,
-                header_nonce: nonce,
-                coinbase_tx: B0_64K::new(&coinbase).unwrap(),
-            })
-            .find(|m| {
-                let meets = |t: &ServedTemplate| {
-                    let b = t.assemble_block(m).unwrap();
-                    b.header.validate_pow(b.header.target()).is_ok()
-                };
-                // A block on the first version only: the second (the newest) would win a tie.
-                meets(&served) && !meets(&cut)
-            })
+            .map(|nonce| solution_with(&coinbase, nonce))
+            .find(|m| meets(&served, m) && !meets(&cut, m))
             .unwrap();
-        let _ = s.drain_events().count();
         feed(&mut s, &solution).unwrap();
         match s.drain_events().next_back() {
             Some(TpEvent::Solution { block, .. }) => {
@@ -897,29 +890,8 @@ mod tests {
     /// misses the target on it is no block, whatever other versions say.
     #[test]
     fn a_solution_is_judged_on_the_version_its_coinbase_commits_to() {
-        use super::coinbase_room::tests::{template, weighing};
-        use super::coinbase_room::{CoinbaseRoom, MAX_BLOCK_WEIGHT, RESERVED_WEIGHT, fit};
-        let full = template(weighing(MAX_BLOCK_WEIGHT - RESERVED_WEIGHT - 400), true);
-        let room = CoinbaseRoom {
-            max_additional_size: 5_000,
-            max_additional_sigops: 0,
-        };
-        let cut = ServedTemplate::new(7, fit(&full, room).unwrap().expect("cut"));
-        let whole = Arc::new(ServedTemplate::new(7, full));
-        let mut s = TpSession::new();
-        s.on_template(&whole);
-        feed(&mut s, &setup(PROTOCOL_TEMPLATE_DISTRIBUTION)).unwrap();
-        // The whole template goes out first, then the same id cut (the newest).
-        for size in [100, 5_000] {
-            feed(
-                &mut s,
-                &CoinbaseOutputConstraints {
-                    coinbase_output_max_additional_size: size,
-                    coinbase_output_max_additional_sigops: 0,
-                },
-            )
-            .unwrap();
-        }
+        let (whole, cut) = whole_and_cut();
+        let mut s = sent_whole_then_cut(&whole);
         // Mined on the first version: its coinbase carries the whole template's commitment.
         let coinbase = bitcoin::consensus::serialize(&Transaction {
             version: bitcoin::transaction::Version::TWO,
@@ -935,19 +907,8 @@ mod tests {
                 script_pubkey: whole.template.witness_commitment_script(),
             }],
         });
-        let meets = |t: &ServedTemplate, m: &SubmitSolution<'_>| {
-            let b = t.assemble_block(m).unwrap();
-            b.header.validate_pow(b.header.target()).is_ok()
-        };
-        let solution = |nonce| SubmitSolution {
-            template_id: 7,
-            version: 0x2000_0000,
-            header_timestamp: 0,
-            header_nonce: nonce,
-            coinbase_tx: B0_64K::new(&coinbase).unwrap(),
-        };
-        let _ = s.drain_events().count();
         // A block on both versions: the whole one, which its coinbase commits to.
+        let solution = |nonce| solution_with(&coinbase, nonce);
         let both = (0u32..)
             .map(solution)
             .find(|m| meets(&whole, m) && meets(&cut, m))
