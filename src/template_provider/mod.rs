@@ -33,7 +33,7 @@ pub use session::{ServedTemplate, SolutionError, TpEvent, TpSession, TpSessionEr
 
 use crate::connection::{Connection, ConnectionConfig, ConnectionError};
 use crate::mining::pool::CertificateRenewal;
-use crate::mining::pool::{BlockStore, BlockVerdict};
+use crate::mining::pool::{BlockStore, BlockStoreError, BlockVerdict};
 use crate::node::{ChainEvent, NodeApi, NodeError};
 use crate::noise::{Responder, keys};
 use crate::server::block_files::FileBlockStore;
@@ -450,16 +450,15 @@ impl Drop for SolutionTask {
 async fn save_and_submit(task: SolutionTask, block: bitcoin::Block) {
     let hash = task.hash;
     let (blocks, saved) = (task.blocks.clone(), block.clone());
-    match tokio::task::spawn_blocking(move || blocks.save_pending(&saved)).await {
-        Ok(Ok(())) => {
+    match on_disk(move || blocks.save_pending(&saved)).await {
+        Ok(()) => {
             let blocks = task.blocks.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = blocks.sync_pending(hash) {
+            tokio::spawn(async move {
+                if let Err(e) = on_disk(move || blocks.sync_pending(hash)).await {
                     warn!(%hash, "cannot flush the solved block's file: {e}");
                 }
             });
         }
-        Ok(Err(e)) => warn!(%hash, "cannot save the solved block; submitting it anyway: {e}"),
         Err(e) => warn!(%hash, "cannot save the solved block; submitting it anyway: {e}"),
     }
     submit_solution(task, block).await;
@@ -531,10 +530,19 @@ async fn submit_solution(mut task: SolutionTask, block: bitcoin::Block) {
         }
     };
     let blocks = task.blocks.clone();
-    match tokio::task::spawn_blocking(move || blocks.mark(hash, verdict)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(%hash, "cannot move the solved block's file: {e}"),
-        Err(e) => warn!(%hash, "cannot move the solved block's file: {e}"),
+    if let Err(e) = on_disk(move || blocks.mark(hash, verdict)).await {
+        warn!(%hash, "cannot move the solved block's file: {e}");
+    }
+}
+
+/// A block file operation, run off the runtime's threads: its error, or the blocking task's,
+/// as text for the log.
+async fn on_disk<T: Send + 'static>(
+    operation: impl FnOnce() -> Result<T, BlockStoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(operation).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -570,12 +578,9 @@ async fn on_event(id: u64, shared: &Shared, event: TpEvent) {
             if let Some((task, block)) = late {
                 let hash = task.hash;
                 let blocks = task.blocks.clone();
-                match tokio::task::spawn_blocking(move || blocks.save_pending(&block)).await {
-                    Ok(Ok(())) => {
+                match on_disk(move || blocks.save_pending(&block)).await {
+                    Ok(()) => {
                         warn!(conn = id, %hash, "solved block kept for the next start: the provider is stopping")
-                    }
-                    Ok(Err(e)) => {
-                        error!(conn = id, %hash, "solved block lost: the provider is stopping and cannot save it: {e}")
                     }
                     Err(e) => {
                         error!(conn = id, %hash, "solved block lost: the provider is stopping and cannot save it: {e}")
